@@ -1,0 +1,240 @@
+//! The TOML configuration: parsed as written (`Raw*` structs that reject
+//! unknown keys), then validated into [`Config`], which is what the program
+//! runs on. Every error names the file and the key.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::Deserialize;
+
+use crate::table::{TableFilter, TablePattern};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("in the config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("in the config file {path}: key `{key}`: {message}")]
+    Invalid { path: PathBuf, key: &'static str, message: String },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    source: RawSource,
+    #[serde(default)]
+    store: RawStore,
+    #[serde(default)]
+    capture: RawCapture,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    url: String,
+    #[serde(default = "default_slot")]
+    slot: String,
+}
+
+fn default_slot() -> String {
+    "pgtrail".to_owned()
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    url: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCapture {
+    #[serde(default = "default_tables")]
+    tables: Vec<String>,
+    #[serde(default)]
+    exclude: Vec<String>,
+}
+
+impl Default for RawCapture {
+    fn default() -> Self {
+        RawCapture { tables: default_tables(), exclude: Vec::new() }
+    }
+}
+
+fn default_tables() -> Vec<String> {
+    vec!["public.*".to_owned()]
+}
+
+/// A PostgreSQL connection string (libpq URL or key=value), parsed.
+#[derive(Debug, Clone)]
+pub struct PgUrl(tokio_postgres::Config);
+
+impl PgUrl {
+    /// Parses `url`; a password missing from it is taken from `PGPASSWORD`, as libpq does.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let mut config = tokio_postgres::Config::from_str(url).map_err(|e| format!("not a valid PostgreSQL URL: {e}"))?;
+        if config.get_hosts().is_empty() {
+            return Err("the URL names no host; write e.g. postgres://user@127.0.0.1:5432/dbname".into());
+        }
+        if config.get_user().is_none() {
+            return Err("the URL names no user; write e.g. postgres://user@127.0.0.1:5432/dbname".into());
+        }
+        if config.get_password().is_none() {
+            if let Ok(password) = std::env::var("PGPASSWORD") {
+                config.password(password);
+            }
+        }
+        if config.get_dbname().is_none() {
+            let user = config.get_user().unwrap_or_default().to_owned();
+            config.dbname(user);
+        }
+        config.connect_timeout(std::time::Duration::from_secs(10));
+        Ok(PgUrl(config))
+    }
+
+    pub fn config(&self) -> &tokio_postgres::Config {
+        &self.0
+    }
+
+    pub fn dbname(&self) -> &str {
+        self.0.get_dbname().unwrap_or_default()
+    }
+
+    pub fn user(&self) -> &str {
+        self.0.get_user().unwrap_or_default()
+    }
+
+    /// The same server and credentials, another database.
+    pub fn with_dbname(&self, dbname: &str) -> PgUrl {
+        let mut config = self.0.clone();
+        config.dbname(dbname);
+        PgUrl(config)
+    }
+
+    /// Where this connects, for messages: `127.0.0.1:5432` or the socket directory.
+    pub fn endpoint(&self) -> String {
+        let port = self.0.get_ports().first().copied().unwrap_or(5432);
+        match self.0.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => format!("{h}:{port}"),
+            Some(tokio_postgres::config::Host::Unix(p)) => format!("{}/.s.PGSQL.{port}", p.display()),
+            None => format!("?:{port}"),
+        }
+    }
+}
+
+/// A logical replication slot name: PostgreSQL allows lower-case letters, digits and `_`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotName(String);
+
+impl SlotName {
+    pub fn parse(name: &str) -> Result<Self, String> {
+        let valid = !name.is_empty()
+            && name.len() <= 63
+            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if valid {
+            Ok(SlotName(name.to_owned()))
+        } else {
+            Err(format!("{name:?} is not a valid slot name: use 1 to 63 lower-case letters, digits and underscores"))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for SlotName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub source: PgUrl,
+    pub slot: SlotName,
+    pub store: PgUrl,
+    pub capture: TableFilter,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Config::from_toml(&text, path)
+    }
+
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().replace('\n', "\n  "),
+        })?;
+        let invalid = |key, message| ConfigError::Invalid { path: path.to_owned(), key, message };
+
+        let source = PgUrl::parse(&raw.source.url).map_err(|m| invalid("source.url", m))?;
+        let slot = SlotName::parse(&raw.source.slot).map_err(|m| invalid("source.slot", m))?;
+        let store = match &raw.store.url {
+            Some(url) => PgUrl::parse(url).map_err(|m| invalid("store.url", m))?,
+            None => source.with_dbname("pgtrail"),
+        };
+        if store.dbname() == source.dbname() && store.endpoint() == source.endpoint() {
+            return Err(invalid(
+                "store.url",
+                "the store must be another database than the source, or pgtrail would audit its own writes; \
+                 remove store.url to use the database \"pgtrail\" on the source's server"
+                    .into(),
+            ));
+        }
+        let patterns = |key, list: &[String]| -> Result<Vec<TablePattern>, ConfigError> {
+            list.iter().map(|p| TablePattern::parse(p).map_err(|e| invalid(key, e.to_string()))).collect()
+        };
+        let include = patterns("capture.tables", &raw.capture.tables)?;
+        if include.is_empty() {
+            return Err(invalid("capture.tables", "no table pattern given; write e.g. tables = [\"public.*\"]".into()));
+        }
+        let exclude = patterns("capture.exclude", &raw.capture.exclude)?;
+        Ok(Config { path: path.to_owned(), source, slot, store, capture: TableFilter { include, exclude } })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new("/etc/pgtrail/pgtrail.toml"))
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = load("[source]\nurl = \"postgres://app@127.0.0.1:5433/shop\"\n").unwrap();
+        assert_eq!(c.slot.as_str(), "pgtrail");
+        assert_eq!(c.store.dbname(), "pgtrail");
+        assert_eq!(c.store.endpoint(), "127.0.0.1:5433");
+        assert!(c.capture.matches(&crate::table::TableName::new("public", "x")));
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_file() {
+        let e = load("[source]\nurl = \"postgres://a@h/db\"\nslott = \"x\"\n").unwrap_err().to_string();
+        assert!(e.contains("slott") && e.contains("/etc/pgtrail/pgtrail.toml"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_key() {
+        let e = load("[source]\nurl = \"postgres://a@h/db\"\n[capture]\ntables = \"public.*\"\n").unwrap_err().to_string();
+        assert!(e.contains("tables"), "{e}");
+    }
+
+    #[test]
+    fn invalid_values_name_their_key() {
+        let e = load("[source]\nurl = \"postgres://a@h/db\"\nslot = \"Bad-Slot\"\n").unwrap_err().to_string();
+        assert!(e.contains("source.slot"), "{e}");
+        let e = load("[source]\nurl = \"postgres://a@h/db\"\n[capture]\ntables = [\"nodot\"]\n").unwrap_err().to_string();
+        assert!(e.contains("capture.tables") && e.contains("nodot"), "{e}");
+        let e = load("[source]\nurl = \"postgres://a@h/db\"\n[store]\nurl = \"postgres://a@h/db\"\n").unwrap_err().to_string();
+        assert!(e.contains("store.url"), "{e}");
+    }
+}

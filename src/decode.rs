@@ -1,0 +1,190 @@
+//! Decoding: one wal2json (format-version 2) record, as bytes, into a typed
+//! [`Record`] that borrows from those bytes. No I/O, no allocation per value.
+//!
+//! Values stay raw JSON text (`&RawValue`): wal2json prints numbers in
+//! PostgreSQL's own text form (`10.50`, `9223372036854775807`), and going
+//! through f64 would lose scale and digits.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::lsn::Lsn;
+use crate::table::TableName;
+
+/// One column of a row image as wal2json sends it.
+#[derive(Debug, Deserialize)]
+pub struct Column<'a> {
+    #[serde(borrow)]
+    pub name: Cow<'a, str>,
+    #[serde(borrow, rename = "type")]
+    pub type_name: Cow<'a, str>,
+    #[serde(borrow)]
+    pub value: &'a RawValue,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct KeyColumn<'a> {
+    #[serde(borrow)]
+    pub name: Cow<'a, str>,
+}
+
+/// Begin and commit records carry the same facts about their transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxnBoundary {
+    pub xid: u64,
+    /// Commit time as PostgreSQL printed it (DateStyle ISO, TimeZone UTC).
+    pub committed_at: String,
+    /// Where the commit record starts.
+    pub commit_lsn: Lsn,
+    /// Where the commit record ends: once stored, the slot may advance to here.
+    pub end_lsn: Lsn,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowAction {
+    Insert,
+    Update,
+    Delete,
+}
+
+#[derive(Debug)]
+pub struct RowChange<'a> {
+    pub action: RowAction,
+    pub table: TableName,
+    /// The new row (INSERT, UPDATE); unchanged TOASTed columns are missing from it.
+    pub columns: Vec<Column<'a>>,
+    /// The old row image: key columns under REPLICA IDENTITY DEFAULT, the whole row under FULL.
+    pub identity: Vec<Column<'a>>,
+    /// Primary key column names, in key order; empty for a table without one.
+    pub key: Vec<KeyColumn<'a>>,
+}
+
+#[derive(Debug)]
+pub enum Record<'a> {
+    Begin(TxnBoundary),
+    Commit(TxnBoundary),
+    Row(RowChange<'a>),
+    Truncate(TableName),
+    Message { prefix: Cow<'a, str>, content: Cow<'a, str>, transactional: bool },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("not valid JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("record with action {action:?} lacks the field {field:?}")]
+    Missing { action: String, field: &'static str },
+    #[error("unknown action {0:?}")]
+    UnknownAction(String),
+    #[error("bad LSN: {0}")]
+    Lsn(#[from] crate::lsn::ParseLsnError),
+}
+
+#[derive(Debug, Deserialize)]
+struct Wire<'a> {
+    #[serde(borrow)]
+    action: Cow<'a, str>,
+    xid: Option<u64>,
+    #[serde(borrow)]
+    timestamp: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    lsn: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    nextlsn: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    schema: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    table: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    columns: Vec<Column<'a>>,
+    #[serde(borrow, default)]
+    identity: Vec<Column<'a>>,
+    #[serde(borrow, default)]
+    pk: Vec<KeyColumn<'a>>,
+    #[serde(borrow)]
+    prefix: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    content: Option<Cow<'a, str>>,
+    transactional: Option<bool>,
+}
+
+/// Decodes one record.
+pub fn decode(bytes: &[u8]) -> Result<Record<'_>, DecodeError> {
+    let wire: Wire<'_> = serde_json::from_slice(bytes)?;
+    let action = wire.action.as_ref();
+    let missing = |field| DecodeError::Missing { action: action.to_owned(), field };
+    let table = |w: &Wire<'_>| -> Result<TableName, DecodeError> {
+        Ok(TableName::new(
+            w.schema.as_deref().ok_or_else(|| missing("schema"))?,
+            w.table.as_deref().ok_or_else(|| missing("table"))?,
+        ))
+    };
+    let boundary = |w: &Wire<'_>| -> Result<TxnBoundary, DecodeError> {
+        Ok(TxnBoundary {
+            xid: w.xid.ok_or_else(|| missing("xid"))?,
+            committed_at: w.timestamp.as_deref().ok_or_else(|| missing("timestamp"))?.to_owned(),
+            commit_lsn: w.lsn.as_deref().ok_or_else(|| missing("lsn"))?.parse()?,
+            end_lsn: w.nextlsn.as_deref().ok_or_else(|| missing("nextlsn"))?.parse()?,
+        })
+    };
+    match action {
+        "B" => Ok(Record::Begin(boundary(&wire)?)),
+        "C" => Ok(Record::Commit(boundary(&wire)?)),
+        "I" | "U" | "D" => {
+            let row_action = match action {
+                "I" => RowAction::Insert,
+                "U" => RowAction::Update,
+                _ => RowAction::Delete,
+            };
+            let table = table(&wire)?;
+            Ok(Record::Row(RowChange { action: row_action, table, columns: wire.columns, identity: wire.identity, key: wire.pk }))
+        }
+        "T" => Ok(Record::Truncate(table(&wire)?)),
+        "M" => Ok(Record::Message {
+            prefix: wire.prefix.ok_or_else(|| missing("prefix"))?,
+            content: wire.content.ok_or_else(|| missing("content"))?,
+            transactional: wire.transactional.unwrap_or(false),
+        }),
+        other => Err(DecodeError::UnknownAction(other.to_owned())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn begin_and_commit_carry_commit_and_end_lsn() {
+        let r = decode(br#"{"action":"C","xid":724,"timestamp":"2026-11-22 02:52:43.174628+00","lsn":"0/1526D80","nextlsn":"0/1527398"}"#).unwrap();
+        let Record::Commit(b) = r else { panic!("expected commit, got {r:?}") };
+        assert_eq!(b.xid, 724);
+        assert_eq!(b.commit_lsn, "0/1526D80".parse().unwrap());
+        assert_eq!(b.end_lsn, "0/1527398".parse().unwrap());
+        assert_eq!(b.committed_at, "2026-11-22 02:52:43.174628+00");
+    }
+
+    #[test]
+    fn row_values_stay_raw_text() {
+        let r = decode(br#"{"action":"I","xid":1,"schema":"My Schema","table":"a\"b","columns":[{"name":"n","type":"numeric(10,2)","value":10.50},{"name":"big","type":"bigint","value":9223372036854775807}],"pk":[{"name":"n","type":"numeric(10,2)"}]}"#).unwrap();
+        let Record::Row(row) = r else { panic!("expected row") };
+        assert_eq!(row.action, RowAction::Insert);
+        assert_eq!(row.table, TableName::new("My Schema", "a\"b"));
+        assert_eq!(row.columns[0].value.get(), "10.50");
+        assert_eq!(row.columns[1].value.get(), "9223372036854775807");
+        assert_eq!(row.key[0].name, "n");
+    }
+
+    #[test]
+    fn invalid_json_from_a_quoted_type_name_is_an_error_not_a_panic() {
+        let e = decode(br#"{"action":"I","xid":1,"schema":"s","table":"t","columns":[{"name":"c","type":"s."we"ird"","value":"x"}]}"#);
+        assert!(matches!(e, Err(DecodeError::Json(_))));
+    }
+
+    #[test]
+    fn unknown_action_and_missing_fields_are_errors() {
+        assert!(matches!(decode(br#"{"action":"X"}"#), Err(DecodeError::UnknownAction(_))));
+        assert!(matches!(decode(br#"{"action":"I","xid":1}"#), Err(DecodeError::Missing { field: "schema", .. })));
+    }
+}

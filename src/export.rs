@@ -1,0 +1,132 @@
+//! `pgtrail export`: entries out of the store, in commit order, as JSON Lines
+//! or CSV. Rows are streamed from the server, so memory stays flat whatever
+//! the size of the export.
+
+use std::io::Write;
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use futures_util::TryStreamExt;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Client;
+
+use crate::entry::push_json_string;
+use crate::table::TableName;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Jsonl,
+    Csv,
+}
+
+/// Which entries to export; every field narrows the set.
+#[derive(Debug, Clone, Default)]
+pub struct ExportFilter {
+    pub table: Option<TableName>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+}
+
+const FIELDS: [&str; 12] = [
+    "id", "committed_at", "xid", "lsn", "schema", "table", "action", "primary_key", "before", "after", "changed_columns", "context",
+];
+
+/// One stored entry with its JSON columns as text, exactly as stored.
+struct Row {
+    id: i64,
+    committed_at: DateTime<Utc>,
+    xid: i64,
+    lsn: String,
+    schema: String,
+    table: String,
+    action: String,
+    json: [Option<String>; 5],
+}
+
+enum Sink<'a> {
+    Csv(csv::Writer<&'a mut dyn Write>),
+    Jsonl(&'a mut dyn Write),
+}
+
+/// Writes the matching entries to `out`; returns how many.
+pub async fn export(client: &Client, filter: &ExportFilter, format: Format, out: &mut dyn Write) -> Result<u64> {
+    let mut sql = String::from(
+        "SELECT id, committed_at, xid, lsn::text, schema_name, table_name, action, primary_key::text, before::text, \
+         after::text, changed_columns::text, context::text FROM pgtrail.entries WHERE true",
+    );
+    let mut params: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
+    if let Some(t) = &filter.table {
+        params.push(Box::new(t.schema.clone()));
+        params.push(Box::new(t.name.clone()));
+        sql.push_str(&format!(" AND schema_name = ${} AND table_name = ${}", params.len() - 1, params.len()));
+    }
+    if let Some(since) = filter.since {
+        params.push(Box::new(since));
+        sql.push_str(&format!(" AND committed_at >= ${}", params.len()));
+    }
+    if let Some(until) = filter.until {
+        params.push(Box::new(until));
+        sql.push_str(&format!(" AND committed_at < ${}", params.len()));
+    }
+    sql.push_str(" ORDER BY id");
+    let rows = client
+        .query_raw(&sql, params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)))
+        .await
+        .context("querying the audit store")?;
+    futures_util::pin_mut!(rows);
+
+    let mut sink = match format {
+        Format::Csv => {
+            let mut w = csv::Writer::from_writer(out);
+            w.write_record(FIELDS)?;
+            Sink::Csv(w)
+        }
+        Format::Jsonl => Sink::Jsonl(out),
+    };
+    let mut line = String::with_capacity(1024);
+    let mut count = 0u64;
+    while let Some(r) = rows.try_next().await.context("reading from the audit store")? {
+        let row = Row {
+            id: r.get(0),
+            committed_at: r.get(1),
+            xid: r.get(2),
+            lsn: r.get(3),
+            schema: r.get(4),
+            table: r.get(5),
+            action: r.get(6),
+            json: [r.get(7), r.get(8), r.get(9), r.get(10), r.get(11)],
+        };
+        let committed_at = row.committed_at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+        match &mut sink {
+            Sink::Csv(w) => {
+                let json = row.json.iter().map(|j| j.as_deref().unwrap_or("null"));
+                let fixed = [row.id.to_string(), committed_at, row.xid.to_string(), row.lsn, row.schema, row.table, row.action];
+                w.write_record(fixed.iter().map(String::as_str).chain(json))?;
+            }
+            Sink::Jsonl(out) => {
+                line.clear();
+                jsonl_line(&row, &committed_at, &mut line);
+                out.write_all(line.as_bytes())?;
+            }
+        }
+        count += 1;
+    }
+    match sink {
+        Sink::Csv(mut w) => w.flush()?,
+        Sink::Jsonl(out) => out.flush()?,
+    }
+    Ok(count)
+}
+
+fn jsonl_line(row: &Row, committed_at: &str, out: &mut String) {
+    use std::fmt::Write as _;
+    let _ = write!(out, "{{\"id\":{},\"committed_at\":\"{committed_at}\",\"xid\":{},\"lsn\":\"{}\",\"schema\":", row.id, row.xid, row.lsn);
+    push_json_string(out, &row.schema);
+    out.push_str(",\"table\":");
+    push_json_string(out, &row.table);
+    let _ = write!(out, ",\"action\":\"{}\"", row.action);
+    for (name, value) in FIELDS[7..].iter().zip(&row.json) {
+        let _ = write!(out, ",\"{name}\":{}", value.as_deref().unwrap_or("null"));
+    }
+    out.push_str("}\n");
+}

@@ -1,0 +1,29 @@
+//! pgtrail: an audit trail for PostgreSQL, from logical replication.
+//!
+//! Data flows one way, one module per stage:
+//!
+//! 1. [`replication`]: our client for the streaming replication protocol;
+//!    delivers wal2json records and takes back the LSN that may be released.
+//! 2. [`decode`]: one wal2json (format-version 2) record → a typed [`decode::Record`], no I/O.
+//! 3. [`assemble`]: records → transactions → [`entry::AuditEntry`]s, dropping
+//!    uncaptured tables and transactions already stored.
+//! 4. [`store`]: batched COPY into the audit store, committed with the
+//!    checkpoint in one transaction ([`store::writer`]).
+//! 5. [`export`] (and later the web view) read the store.
+//!
+//! [`pipeline`] runs stages 1–4 as the daemon; [`setup`], [`source`] and
+//! [`status`] prepare and inspect the databases; [`config`] is the TOML file.
+
+pub mod assemble;
+pub mod config;
+pub mod decode;
+pub mod entry;
+pub mod export;
+pub mod lsn;
+pub mod pipeline;
+pub mod replication;
+pub mod setup;
+pub mod source;
+pub mod status;
+pub mod store;
+pub mod table;

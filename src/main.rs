@@ -1,0 +1,140 @@
+//! The `pgtrail` command line: parses arguments, loads the config, and hands
+//! over to the library. Errors are printed with their causes and exit 1.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use clap::{Parser, Subcommand};
+
+use pgtrail::config::Config;
+use pgtrail::export::{self, ExportFilter, Format};
+use pgtrail::table::TableName;
+use pgtrail::{pipeline, setup, status, store};
+
+#[derive(Parser)]
+#[command(name = "pgtrail", version, about = "An audit trail for PostgreSQL, from logical replication with wal2json")]
+struct Cli {
+    /// The TOML config file.
+    #[arg(long, short, env = "PGTRAIL_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the store's schema and the replication slot, and check the source. Safe to run again.
+    Setup,
+    /// Run the capture daemon until SIGTERM or SIGINT.
+    Run,
+    /// Show the slot, how far behind capture is, and what is stored.
+    Status {
+        /// Print one JSON object instead of `key: value` lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print stored entries in commit order.
+    Export {
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: Format,
+        /// Only this table: schema.table (quote parts with "").
+        #[arg(long)]
+        table: Option<TableName>,
+        /// Only entries committed at or after this time (RFC 3339).
+        #[arg(long)]
+        since: Option<DateTime<Utc>>,
+        /// Only entries committed before this time (RFC 3339).
+        #[arg(long)]
+        until: Option<DateTime<Utc>>,
+        /// Write to this file instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PGTRAIL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tokio_postgres=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let path = cli
+        .config
+        .context("no config file given: pass --config FILE or set PGTRAIL_CONFIG (see config/pgtrail.example.toml)")?;
+    let config = Config::load(&path)?;
+    match cli.command {
+        Command::Setup => {
+            for line in setup::setup(&config).await? {
+                println!("{line}");
+            }
+            println!("setup complete; start capture with: pgtrail --config {} run", path.display());
+        }
+        Command::Run => {
+            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            tokio::spawn(async move {
+                wait_for_stop_signal().await;
+                tracing::info!("stop requested; finishing what is whole");
+                let _ = stop_tx.send(true);
+            });
+            pipeline::run(&config, stop_rx).await?;
+        }
+        Command::Status { json } => {
+            let status = status::status(&config).await?;
+            if json {
+                println!("{}", serde_json::to_string(&status)?);
+            } else {
+                print!("{}", status.to_text());
+            }
+        }
+        Command::Export { format, table, since, until, out } => {
+            let client = store::open(&config.store).await?;
+            let filter = ExportFilter { table, since, until };
+            let mut sink: Box<dyn Write> = match &out {
+                Some(file) => Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(file).with_context(|| format!("cannot create {}", file.display()))?,
+                )),
+                None => Box::new(std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock())),
+            };
+            let count = export::export(&client, &filter, format, &mut sink).await?;
+            if let Some(file) = out {
+                eprintln!("exported {count} entries to {}", file.display());
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn wait_for_stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! The daemon: wires the stages together and keeps them running.
+//!
+//! ```text
+//! replication stream ─▶ decode + assemble ─▶ bounded channel ─▶ store writer
+//!        ▲                                                        │
+//!        └──────────── durable LSN (standby status "flush") ◀─────┘
+//! ```
+//!
+//! The reader task owns the replication connection; the writer owns the store
+//! connection. The only LSN ever reported to the server as flushed is one the
+//! writer has committed (or, when nothing is pending at all, the server's own
+//! position, so an idle or filtered source does not pin WAL). When either side
+//! fails, the whole session is torn down, what was whole is committed, and a
+//! new session resumes from the store's checkpoint after a backoff.
+
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use crate::assemble::{AssembleError, Assembler, Event};
+use crate::config::Config;
+use crate::lsn::Lsn;
+use crate::replication::{ReplicationConnection, ReplicationError, StreamMessage};
+use crate::source::{self, SourceError};
+use crate::store::{self, writer::StoreWriter, StoreError};
+
+/// Events are handed to the writer in batches of at most this many.
+const BATCH_EVENTS: usize = 2048;
+/// Batches in flight between reader and writer: the bound on memory.
+const CHANNEL_BATCHES: usize = 16;
+const BACKOFF_MIN: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Replication(#[from] ReplicationError),
+    #[error(transparent)]
+    Assemble(#[from] AssembleError),
+    #[error("the store writer stopped unexpectedly")]
+    WriterGone,
+}
+
+impl PipelineError {
+    /// Would trying again later help without anyone changing anything?
+    fn is_transient(&self) -> bool {
+        match self {
+            PipelineError::Replication(e) => e.is_transient(),
+            PipelineError::Source(SourceError::Connect { .. }) | PipelineError::Store(StoreError::Connect { .. }) => true,
+            PipelineError::Source(SourceError::Query(_)) | PipelineError::Store(StoreError::Query(_)) => true,
+            PipelineError::Assemble(_) | PipelineError::WriterGone => true,
+            _ => false,
+        }
+    }
+}
+
+/// Runs until `shutdown` turns true. Fails only if the very first session
+/// cannot start for a reason that retrying will not fix.
+pub async fn run(config: &Config, mut shutdown: watch::Receiver<bool>) -> Result<(), PipelineError> {
+    let mut backoff = BACKOFF_MIN;
+    let mut first = true;
+    loop {
+        let mut started = false;
+        let result = session(config, &mut shutdown, &mut started).await;
+        match result {
+            Ok(()) => return Ok(()),
+            Err(e) if first && !started && !e.is_transient() => return Err(e),
+            Err(e) => {
+                if started {
+                    backoff = BACKOFF_MIN;
+                }
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "capture session ended; reconnecting");
+            }
+        }
+        first = false;
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// One connection's worth of capture. Returns Ok on shutdown.
+async fn session(config: &Config, shutdown: &mut watch::Receiver<bool>, started: &mut bool) -> Result<(), PipelineError> {
+    let store_client = store::open(&config.store).await?;
+    let checkpoint = store::checkpoint(&store_client, &config.slot)
+        .await?
+        .ok_or_else(|| StoreError::NotSetUp { dbname: config.store.dbname().to_owned(), reason: format!("no checkpoint for slot {:?}", config.slot.as_str()) })?;
+
+    let catalog = source::connect(&config.source).await?;
+    source::check_server(&catalog).await?;
+    source::check_slot(&catalog, &config.slot, Duration::from_secs(10)).await?;
+    let tables = source::captured_tables(&catalog, &config.capture).await?;
+    let status_every = source::status_interval(&catalog).await;
+    drop(catalog);
+
+    let mut conn = ReplicationConnection::connect(&config.source, "pgtrail").await?;
+    let system = conn.identify_system().await?;
+    let add_tables: Vec<String> = tables.iter().map(|t| t.wal2json_filter()).collect();
+    let options = [
+        ("format-version", "2".to_owned()),
+        ("include-xids", "1".to_owned()),
+        ("include-timestamp", "1".to_owned()),
+        ("include-lsn", "1".to_owned()),
+        ("include-pk", "1".to_owned()),
+        ("add-tables", add_tables.join(",")),
+        ("add-msg-prefixes", "pgtrail".to_owned()),
+    ];
+    let mut stream = match conn.start_replication(config.slot.as_str(), checkpoint, &options).await {
+        Err(ReplicationError::Server(e)) if e.message.contains("wal2json") && e.code.starts_with("58") => {
+            return Err(SourceError::Wal2jsonMissing(e.message).into())
+        }
+        other => other?,
+    };
+    *started = true;
+    tracing::info!(slot = %config.slot, from = %checkpoint, server_lsn = %system.xlog_pos, tables = tables.len(), "streaming changes");
+
+    let (durable_tx, mut durable_rx) = watch::channel(checkpoint);
+    let (tx, rx) = mpsc::channel::<Vec<Event>>(CHANNEL_BATCHES);
+    let writer = tokio::spawn(StoreWriter::new(store_client, config.slot.clone(), durable_tx).run(rx));
+
+    let mut assembler = Assembler::new(config.capture.clone(), checkpoint);
+    let mut events: Vec<Event> = Vec::with_capacity(BATCH_EVENTS);
+    let mut server_end = system.xlog_pos.min(checkpoint);
+    let mut reported = checkpoint;
+    let mut last_status = Instant::now();
+    let mut timer = tokio::time::interval(status_every);
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    // Where the slot may advance to now.
+    let flush_position = |assembler: &Assembler, events: &Vec<Event>, durable: Lsn, server_end: Lsn| {
+        let caught_up = !assembler.in_transaction() && events.is_empty() && durable >= assembler.last_commit_end();
+        if caught_up { durable.max(server_end) } else { durable }
+    };
+
+    let outcome: Result<(), PipelineError> = loop {
+        if !events.is_empty() && (events.len() >= BATCH_EVENTS || !stream.message_buffered()) {
+            if tx.send(std::mem::take(&mut events)).await.is_err() {
+                break Err(PipelineError::WriterGone);
+            }
+            events.reserve(BATCH_EVENTS);
+        }
+        let mut send_status = false;
+        tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|stop| *stop) => break Ok(()),
+            message = stream.next() => match message {
+                Ok(StreamMessage::XLogData { wal_start, wal_end, data }) => {
+                    server_end = server_end.max(wal_end);
+                    if let Err(e) = assembler.push(wal_start, &data, &mut events) {
+                        break Err(e.into());
+                    }
+                }
+                Ok(StreamMessage::Keepalive { wal_end, reply_requested }) => {
+                    server_end = server_end.max(wal_end);
+                    let durable = *durable_rx.borrow();
+                    send_status = reply_requested || flush_position(&assembler, &events, durable, server_end) > reported;
+                }
+                Err(e) => break Err(e.into()),
+            },
+            changed = durable_rx.changed() => {
+                if changed.is_err() {
+                    break Err(PipelineError::WriterGone);
+                }
+                send_status = last_status.elapsed() >= Duration::from_millis(500);
+            }
+            _ = timer.tick() => send_status = true,
+        }
+        if send_status {
+            let durable = *durable_rx.borrow();
+            reported = reported.max(flush_position(&assembler, &events, durable, server_end));
+            if let Err(e) = stream.send_status(server_end.max(reported), reported).await {
+                break Err(e.into());
+            }
+            last_status = Instant::now();
+        }
+    };
+
+    // Hand over what is left, let the writer commit what is whole, and only
+    // then tell the server how far it may advance.
+    if !events.is_empty() {
+        let _ = tx.send(std::mem::take(&mut events)).await;
+    }
+    drop(tx);
+    let written = writer.await.map_err(|_| PipelineError::WriterGone)?;
+    let durable = *durable_rx.borrow();
+    match &outcome {
+        Ok(()) => {
+            reported = reported.max(flush_position(&assembler, &events, durable, server_end));
+            if let Err(e) = stream.finish(server_end.max(reported), reported).await {
+                tracing::warn!(error = %e, "could not close the replication connection cleanly");
+            }
+            tracing::info!(stored_up_to = %durable, "stopped");
+        }
+        Err(_) => drop(stream),
+    }
+    written?;
+    outcome
+}

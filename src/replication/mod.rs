@@ -1,0 +1,51 @@
+//! The replication connection: our own client for PostgreSQL's streaming
+//! replication protocol, on top of `postgres-protocol`'s message codecs
+//! (tokio-postgres cannot open a `replication=database` session).
+//!
+//! [`connection`] opens and authenticates the session and runs the
+//! replication commands; [`stream`] is the CopyBoth phase: XLogData in,
+//! keepalives answered, standby status updates out.
+
+pub mod connection;
+pub mod stream;
+
+pub use connection::{ReplicationConnection, ServerError, SystemIdentity};
+pub use stream::{ReplicationStream, StreamMessage};
+
+/// Anything that can go wrong on the replication connection.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicationError {
+    #[error("cannot connect to the source database at {endpoint}: {source}; check that PostgreSQL runs there and source.url is right")]
+    Connect { endpoint: String, source: std::io::Error },
+    #[error("the source database at {endpoint} rejected the login: {reason}")]
+    Auth { endpoint: String, reason: String },
+    #[error("{0}")]
+    Server(ServerError),
+    #[error("the replication connection failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the server closed the replication connection")]
+    Closed,
+    #[error("unexpected reply from the server: {0}")]
+    Protocol(String),
+    #[error("sslmode=require is not supported on the replication connection yet; use sslmode=disable or prefer")]
+    TlsUnsupported,
+}
+
+impl ReplicationError {
+    /// Errors worth retrying (the server restarted, the network dropped),
+    /// as opposed to ones that will recur until someone changes something.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ReplicationError::Connect { .. } | ReplicationError::Io(_) | ReplicationError::Closed => true,
+            ReplicationError::Server(e) => {
+                // 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now,
+                // 08* connection exceptions, 53* insufficient resources.
+                e.code.starts_with("57P") || e.code.starts_with("08") || e.code.starts_with("53")
+                // 55006 object_in_use: the slot is still held by our own previous
+                // walsender, which the server has not noticed is gone.
+                || e.code == "55006"
+            }
+            _ => false,
+        }
+    }
+}

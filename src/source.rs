@@ -1,0 +1,151 @@
+//! The source database, over an ordinary connection: the checks that must
+//! hold before capture can work (wal_level, privileges, wal2json, the slot)
+//! and the catalog lookups that resolve capture patterns to tables.
+
+use std::time::Duration;
+
+use tokio_postgres::Client;
+
+use crate::config::{PgUrl, SlotName};
+use crate::lsn::Lsn;
+use crate::store;
+use crate::table::{TableFilter, TableName};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("cannot connect to the source database at {endpoint} (database {dbname:?}): {reason}; check that PostgreSQL runs there and that source.url is right")]
+    Connect { endpoint: String, dbname: String, reason: String },
+    #[error("wal_level is {0:?} on the source server, but logical decoding needs wal_level = logical; run ALTER SYSTEM SET wal_level = logical; on the source and restart PostgreSQL")]
+    WalLevel(String),
+    #[error("the role {0:?} may not use replication; run ALTER ROLE {0} REPLICATION; as a superuser, or use a role that has it")]
+    NoReplicationPrivilege(String),
+    #[error("the wal2json output plugin is not installed on the source server ({0}); install it (on Debian: apt-get install postgresql-15-wal2json) and run `pgtrail setup` again")]
+    Wal2jsonMissing(String),
+    #[error("the replication slot {0:?} does not exist on the source; run `pgtrail setup` to create it")]
+    SlotMissing(String),
+    #[error("the replication slot {slot:?} uses the output plugin {plugin:?}, not wal2json; drop it (SELECT pg_drop_replication_slot('{slot}')) or choose another source.slot")]
+    WrongPlugin { slot: String, plugin: String },
+    #[error("the replication slot {slot:?} is in use by another process (PID {pid}); stop that consumer (or another pgtrail) first, or choose another source.slot")]
+    SlotInUse { slot: String, pid: i32 },
+    #[error("no table in the source database matches capture.tables {patterns}; check the patterns (schema.table, case-sensitive) or create the tables first")]
+    NoTables { patterns: String },
+    #[error("source query failed: {0}")]
+    Query(String),
+}
+
+impl From<tokio_postgres::Error> for SourceError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        SourceError::Query(store::describe(&e))
+    }
+}
+
+pub async fn connect(url: &PgUrl) -> Result<Client, SourceError> {
+    store::connect(url, "pgtrail").await.map_err(|e| SourceError::Connect {
+        endpoint: url.endpoint(),
+        dbname: url.dbname().to_owned(),
+        reason: store::describe(&e),
+    })
+}
+
+/// wal_level must be logical and the role must be allowed to replicate.
+pub async fn check_server(client: &Client) -> Result<(), SourceError> {
+    let wal_level: String = client.query_one("SHOW wal_level", &[]).await?.get(0);
+    if wal_level != "logical" {
+        return Err(SourceError::WalLevel(wal_level));
+    }
+    let row = client
+        .query_one("SELECT current_user::text, rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user", &[])
+        .await?;
+    if !row.get::<_, bool>(1) {
+        return Err(SourceError::NoReplicationPrivilege(row.get(0)));
+    }
+    Ok(())
+}
+
+/// Ordinary tables, partitioned tables' leaves included, that the filter captures.
+pub async fn captured_tables(client: &Client, filter: &TableFilter) -> Result<Vec<TableName>, SourceError> {
+    let rows = client
+        .query(
+            "SELECT n.nspname::text, c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgtrail')
+               AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
+             ORDER BY 1, 2",
+            &[],
+        )
+        .await?;
+    let tables: Vec<TableName> =
+        rows.iter().map(|r| TableName::new(r.get::<_, String>(0), r.get::<_, String>(1))).filter(|t| filter.matches(t)).collect();
+    if tables.is_empty() {
+        let patterns: Vec<&str> = filter.include.iter().map(|p| p.as_str()).collect();
+        return Err(SourceError::NoTables { patterns: format!("{patterns:?}") });
+    }
+    Ok(tables)
+}
+
+#[derive(Debug, Clone)]
+pub struct SlotInfo {
+    pub plugin: String,
+    pub active_pid: Option<i32>,
+    pub confirmed_flush: Option<Lsn>,
+}
+
+pub async fn slot_info(client: &Client, slot: &SlotName) -> Result<Option<SlotInfo>, SourceError> {
+    let row = client
+        .query_opt(
+            "SELECT coalesce(plugin::text, ''), active_pid, confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot.as_str()],
+        )
+        .await?;
+    Ok(row.map(|r| SlotInfo {
+        plugin: r.get(0),
+        active_pid: r.get(1),
+        confirmed_flush: r.get::<_, Option<String>>(2).and_then(|s| s.parse().ok()),
+    }))
+}
+
+/// Creates the slot with wal2json; returns its starting point.
+pub async fn create_slot(client: &Client, slot: &SlotName) -> Result<Lsn, SourceError> {
+    let row = client
+        .query_one("SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'wal2json')", &[&slot.as_str()])
+        .await
+        .map_err(|e| wal2json_error(&e).unwrap_or_else(|| e.into()))?;
+    row.get::<_, String>(0).parse().map_err(|e| SourceError::Query(format!("{e}")))
+}
+
+/// The server's "could not access file "wal2json"" means the plugin is missing.
+pub fn wal2json_error(e: &tokio_postgres::Error) -> Option<SourceError> {
+    let db = e.as_db_error()?;
+    (db.message().contains("wal2json") && db.code().code().starts_with("58")).then(|| SourceError::Wal2jsonMissing(db.message().to_owned()))
+}
+
+/// Checks that the slot exists, is wal2json's and is free, waiting a little
+/// for a walsender of ours that the server has not yet noticed is gone.
+pub async fn check_slot(client: &Client, slot: &SlotName, wait: Duration) -> Result<SlotInfo, SourceError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let info = slot_info(client, slot).await?.ok_or_else(|| SourceError::SlotMissing(slot.to_string()))?;
+        if info.plugin != "wal2json" {
+            return Err(SourceError::WrongPlugin { slot: slot.to_string(), plugin: info.plugin });
+        }
+        match info.active_pid {
+            None => return Ok(info),
+            Some(pid) if tokio::time::Instant::now() >= deadline => {
+                return Err(SourceError::SlotInUse { slot: slot.to_string(), pid })
+            }
+            Some(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// How often to send standby status updates: well inside wal_sender_timeout.
+pub async fn status_interval(client: &Client) -> Duration {
+    let timeout_ms: Option<i64> = client
+        .query_one("SELECT setting::bigint FROM pg_settings WHERE name = 'wal_sender_timeout'", &[])
+        .await
+        .ok()
+        .map(|r| r.get(0));
+    match timeout_ms {
+        Some(ms) if ms > 0 => Duration::from_millis((ms as u64 / 4).clamp(200, 10_000)),
+        _ => Duration::from_secs(10),
+    }
+}

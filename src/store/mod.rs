@@ -1,0 +1,94 @@
+//! The audit store: a PostgreSQL database holding the entries and the
+//! checkpoint.
+//!
+//! **What the store promises.** Entries of a source transaction are committed
+//! in the same store transaction as the checkpoint that says they are there
+//! (the end LSN of the last stored source transaction). So after any crash the
+//! checkpoint is exactly as far as the entries, and replaying the slot from it
+//! neither misses nor repeats a change. [`writer`] batches entries into those
+//! transactions; [`migrations`] creates the schema.
+
+pub mod migrations;
+pub mod writer;
+
+use tokio_postgres::{Client, NoTls};
+
+use crate::config::{PgUrl, SlotName};
+use crate::lsn::Lsn;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot connect to the audit store at {endpoint} (database {dbname:?}): {source}")]
+    Connect { endpoint: String, dbname: String, source: tokio_postgres::Error },
+    #[error("the audit store is not set up (database {dbname:?}: {reason}); run `pgtrail setup` first")]
+    NotSetUp { dbname: String, reason: String },
+    #[error("audit store query failed: {0}")]
+    Query(#[from] tokio_postgres::Error),
+}
+
+/// Opens an ordinary connection; the connection task runs in the background.
+pub async fn connect(url: &PgUrl, application_name: &str) -> Result<Client, tokio_postgres::Error> {
+    let mut config = url.config().clone();
+    config.application_name(application_name);
+    let (client, connection) = config.connect(NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "database connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// Renders a connection error with the server's own message when it sent one
+/// (tokio-postgres' Display only says "db error").
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => match db.hint() {
+            Some(hint) => format!("{} (hint: {hint})", db.message()),
+            None => db.message().to_owned(),
+        },
+        None => {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                text = format!("{text}: {s}");
+                source = s.source();
+            }
+            text
+        }
+    }
+}
+
+/// Connects to the store and checks that `setup` has prepared it.
+pub async fn open(url: &PgUrl) -> Result<Client, StoreError> {
+    let client = connect(url, "pgtrail").await.map_err(|source| StoreError::Connect {
+        endpoint: url.endpoint(),
+        dbname: url.dbname().to_owned(),
+        source,
+    })?;
+    let pending = migrations::pending(&client).await?;
+    if !pending.is_empty() {
+        return Err(StoreError::NotSetUp {
+            dbname: url.dbname().to_owned(),
+            reason: format!("{} migration(s) not applied", pending.len()),
+        });
+    }
+    Ok(client)
+}
+
+/// The end LSN of the last source transaction stored for this slot.
+pub async fn checkpoint(client: &Client, slot: &SlotName) -> Result<Option<Lsn>, StoreError> {
+    let row = client.query_opt("SELECT lsn::text FROM pgtrail.checkpoints WHERE slot = $1", &[&slot.as_str()]).await?;
+    Ok(row.and_then(|r| r.get::<_, String>(0).parse().ok()))
+}
+
+/// Records a starting checkpoint for a new slot; an existing one is kept.
+pub async fn init_checkpoint(client: &Client, slot: &SlotName, lsn: Lsn) -> Result<(), StoreError> {
+    client
+        .execute(
+            "INSERT INTO pgtrail.checkpoints (slot, lsn) VALUES ($1, $2::text::pg_lsn) ON CONFLICT (slot) DO NOTHING",
+            &[&slot.as_str(), &lsn.to_string()],
+        )
+        .await?;
+    Ok(())
+}

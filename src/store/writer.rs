@@ -1,0 +1,226 @@
+//! The store writer: receives events in stream order and writes them in
+//! batches, each batch one store transaction that ends with the checkpoint.
+//!
+//! Entries go in with COPY, in chunks, so a source transaction of any size is
+//! streamed rather than held: a million-row transaction is many COPY chunks
+//! inside one store transaction, committed only when its commit arrives. A
+//! store transaction is only ever committed at a source transaction boundary,
+//! which is what keeps the checkpoint exact.
+
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, BytesMut};
+use futures_util::SinkExt;
+use tokio::sync::{mpsc, watch};
+use tokio_postgres::Client;
+
+use super::StoreError;
+use crate::assemble::{DecodeFailure, Event};
+use crate::config::SlotName;
+use crate::entry::{AuditEntry, EMPTY_CONTEXT};
+use crate::lsn::Lsn;
+
+/// COPY a chunk once this much text is buffered.
+const COPY_CHUNK_BYTES: usize = 4 << 20;
+/// Commit at a transaction boundary at least this often while busy.
+const COMMIT_INTERVAL: Duration = Duration::from_millis(250);
+
+const COPY_SQL: &str = "COPY pgtrail.entries (committed_at, xid, lsn, schema_name, table_name, action, \
+    primary_key, before, after, changed_columns, context) FROM STDIN";
+
+pub struct StoreWriter {
+    client: Client,
+    slot: SlotName,
+    /// Entries as COPY text, not yet sent.
+    copy_buf: BytesMut,
+    failures: Vec<DecodeFailure>,
+    /// A store transaction is open.
+    open: bool,
+    /// The open store transaction holds rows of a source transaction whose commit has not arrived.
+    holds_partial: bool,
+    /// How much of `copy_buf` and `failures` belongs to whole source transactions.
+    whole_bytes: usize,
+    whole_failures: usize,
+    /// End LSN of the last source transaction received whole, not yet committed to the store.
+    pending_checkpoint: Option<Lsn>,
+    last_commit: Instant,
+    durable: watch::Sender<Lsn>,
+}
+
+impl StoreWriter {
+    pub fn new(client: Client, slot: SlotName, durable: watch::Sender<Lsn>) -> Self {
+        StoreWriter {
+            client,
+            slot,
+            copy_buf: BytesMut::with_capacity(COPY_CHUNK_BYTES + (64 << 10)),
+            failures: Vec::new(),
+            open: false,
+            holds_partial: false,
+            whole_bytes: 0,
+            whole_failures: 0,
+            pending_checkpoint: None,
+            last_commit: Instant::now(),
+            durable,
+        }
+    }
+
+    /// Runs until the sender side closes. What is whole is committed; a
+    /// partial source transaction is rolled back (the server sends it again).
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Vec<Event>>) -> Result<(), StoreError> {
+        loop {
+            let batch = match rx.try_recv() {
+                Ok(batch) => batch,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    // Nothing waiting: a good moment to make what we have durable.
+                    self.commit_if_whole().await?;
+                    match rx.recv().await {
+                        Some(batch) => batch,
+                        None => break,
+                    }
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+            };
+            for event in batch {
+                match event {
+                    Event::Entry(entry) => encode_copy_row(&entry, &mut self.copy_buf),
+                    Event::Undecodable(failure) => self.failures.push(failure),
+                    Event::Commit(txn) => {
+                        self.holds_partial = false;
+                        self.whole_bytes = self.copy_buf.len();
+                        self.whole_failures = self.failures.len();
+                        self.pending_checkpoint = Some(txn.end_lsn);
+                    }
+                }
+            }
+            if self.copy_buf.len() >= COPY_CHUNK_BYTES {
+                // A big source transaction: stream it into the open store transaction.
+                self.holds_partial = self.copy_buf.len() > self.whole_bytes;
+                let all = self.copy_buf.len();
+                self.send_copy(all).await?;
+                self.whole_bytes = 0;
+            }
+            if self.last_commit.elapsed() >= COMMIT_INTERVAL {
+                self.commit_if_whole().await?;
+            }
+        }
+        self.commit_if_whole().await?;
+        if self.open {
+            self.client.batch_execute("ROLLBACK").await?;
+        }
+        Ok(())
+    }
+
+    async fn begin(&mut self) -> Result<(), StoreError> {
+        if !self.open {
+            self.client.batch_execute("BEGIN").await?;
+            self.open = true;
+        }
+        Ok(())
+    }
+
+    /// Sends the first `len` bytes of buffered COPY text.
+    async fn send_copy(&mut self, len: usize) -> Result<(), StoreError> {
+        if len == 0 {
+            return Ok(());
+        }
+        self.begin().await?;
+        let chunk = self.copy_buf.split_to(len).freeze();
+        let sink = self.client.copy_in(COPY_SQL).await?;
+        futures_util::pin_mut!(sink);
+        sink.send(chunk).await?;
+        sink.finish().await?;
+        Ok(())
+    }
+
+    /// Commits every whole source transaction received, unless the open store
+    /// transaction already holds part of an unfinished one.
+    async fn commit_if_whole(&mut self) -> Result<(), StoreError> {
+        let Some(checkpoint) = self.pending_checkpoint else { return Ok(()) };
+        if self.holds_partial {
+            return Ok(());
+        }
+        self.send_copy(self.whole_bytes).await?;
+        self.whole_bytes = 0;
+        self.begin().await?;
+        let failures: Vec<DecodeFailure> = self.failures.drain(..self.whole_failures).collect();
+        self.whole_failures = 0;
+        for f in failures {
+            let xid = f.xid.map(|x| x as i64);
+            self.client
+                .execute(
+                    "INSERT INTO pgtrail.decode_errors (lsn, xid, record, error) VALUES ($1::text::pg_lsn, $2, $3, $4)",
+                    &[&f.lsn.to_string(), &xid, &f.record, &f.error],
+                )
+                .await?;
+        }
+        self.client
+            .execute(
+                "UPDATE pgtrail.checkpoints SET lsn = $2::text::pg_lsn, updated_at = now() WHERE slot = $1",
+                &[&self.slot.as_str(), &checkpoint.to_string()],
+            )
+            .await?;
+        self.client.batch_execute("COMMIT").await?;
+        self.open = false;
+        self.pending_checkpoint = None;
+        self.last_commit = Instant::now();
+        self.durable.send_replace(checkpoint);
+        Ok(())
+    }
+}
+
+/// Appends one entry as a line of COPY text format.
+fn encode_copy_row(e: &AuditEntry, out: &mut BytesMut) {
+    let txn = &e.txn;
+    put_field(out, &txn.committed_at);
+    out.put_u8(b'\t');
+    out.put_slice(txn.xid.to_string().as_bytes());
+    out.put_u8(b'\t');
+    out.put_slice(txn.commit_lsn.to_string().as_bytes());
+    out.put_u8(b'\t');
+    put_field(out, &e.table.schema);
+    out.put_u8(b'\t');
+    put_field(out, &e.table.name);
+    out.put_u8(b'\t');
+    out.put_slice(e.action.as_str().as_bytes());
+    for json in [&e.primary_key, &e.before, &e.after, &e.changed_columns] {
+        out.put_u8(b'\t');
+        match json {
+            Some(text) => put_field(out, text),
+            None => out.put_slice(b"\\N"),
+        }
+    }
+    out.put_u8(b'\t');
+    out.put_slice(EMPTY_CONTEXT.as_bytes());
+    out.put_u8(b'\n');
+}
+
+/// Escapes a value for COPY text format: backslash, newline, carriage return and tab.
+fn put_field(out: &mut BytesMut, value: &str) {
+    let bytes = value.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escaped: &[u8] = match b {
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            _ => continue,
+        };
+        out.put_slice(&bytes[start..i]);
+        out.put_slice(escaped);
+        start = i + 1;
+    }
+    out.put_slice(&bytes[start..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_text_escapes_separators() {
+        let mut out = BytesMut::new();
+        put_field(&mut out, "a\\b\tc\nd\re");
+        assert_eq!(&out[..], b"a\\\\b\\tc\\nd\\re");
+    }
+}

@@ -1,0 +1,253 @@
+//! Table names and the capture patterns (`public.*`, `"Sales EU"."Order Items"`)
+//! that choose which tables are audited.
+//!
+//! Names are kept exactly as PostgreSQL stores them (case-sensitive, unquoted),
+//! which is also how wal2json prints them. Patterns match case-sensitively too,
+//! like wal2json's own table filters.
+
+use std::fmt;
+
+/// A table, by schema and name, both as stored in the catalog.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TableName {
+    pub schema: String,
+    pub name: String,
+}
+
+impl TableName {
+    pub fn new(schema: impl Into<String>, name: impl Into<String>) -> Self {
+        TableName { schema: schema.into(), name: name.into() }
+    }
+
+    /// The name quoted for use in SQL text: `"Sales EU"."Order Items"`.
+    pub fn quoted(&self) -> String {
+        format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.name))
+    }
+
+    /// The name as wal2json's `add-tables` option wants it: special characters
+    /// backslash-escaped rather than quoted.
+    pub fn wal2json_filter(&self) -> String {
+        fn escape(part: &str, out: &mut String) {
+            for c in part.chars() {
+                if matches!(c, ' ' | '\'' | ',' | '.' | '*' | '\\' | '"') {
+                    out.push('\\');
+                }
+                out.push(c);
+            }
+        }
+        let mut out = String::new();
+        escape(&self.schema, &mut out);
+        out.push('.');
+        escape(&self.name, &mut out);
+        out
+    }
+}
+
+impl std::str::FromStr for TableName {
+    type Err = PatternError;
+
+    /// Parses `schema.table` (parts may be double-quoted); no wildcards.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let pattern = TablePattern::parse(text)?;
+        match (pattern.schema, pattern.table) {
+            (Glob::Exact(schema), Glob::Exact(name)) => Ok(TableName { schema, name }),
+            _ => Err(PatternError { pattern: text.to_owned(), reason: "a table name cannot contain '*' unless quoted" }),
+        }
+    }
+}
+
+impl fmt::Display for TableName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.schema, self.name)
+    }
+}
+
+/// Quotes an identifier for SQL text, doubling embedded quotes.
+pub fn quote_ident(ident: &str) -> String {
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
+/// Quotes a string literal for SQL text, doubling embedded single quotes.
+pub fn quote_literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// One `schema.table` pattern; `*` in an unquoted part matches any run of characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TablePattern {
+    text: String,
+    schema: Glob,
+    table: Glob,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Glob {
+    Exact(String),
+    /// Literal pieces separated by `*`.
+    Wild(Vec<String>),
+}
+
+impl Glob {
+    fn matches(&self, s: &str) -> bool {
+        match self {
+            Glob::Exact(e) => e == s,
+            Glob::Wild(pieces) => wildcard_match(pieces, s),
+        }
+    }
+}
+
+fn wildcard_match(pieces: &[String], s: &str) -> bool {
+    // pieces[0] must be a prefix, the last a suffix, the rest found in order between.
+    let (first, rest) = match pieces.split_first() {
+        Some(x) => x,
+        None => return s.is_empty(),
+    };
+    let Some(mut remaining) = s.strip_prefix(first.as_str()) else { return false };
+    let Some((last, middle)) = rest.split_last() else { return remaining.is_empty() };
+    for piece in middle {
+        match remaining.find(piece.as_str()) {
+            Some(at) => remaining = &remaining[at + piece.len()..],
+            None => return false,
+        }
+    }
+    remaining.len() >= last.len() && remaining.ends_with(last.as_str())
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid table pattern {pattern:?}: {reason}; write schema.table, e.g. \"public.*\" or \"\\\"Sales EU\\\".orders\"")]
+pub struct PatternError {
+    pattern: String,
+    reason: &'static str,
+}
+
+impl TablePattern {
+    pub fn parse(text: &str) -> Result<Self, PatternError> {
+        let err = |reason| PatternError { pattern: text.to_owned(), reason };
+        let (schema, rest) = parse_part(text).map_err(err)?;
+        let rest = rest.strip_prefix('.').ok_or_else(|| err("missing '.' between schema and table"))?;
+        let (table, rest) = parse_part(rest).map_err(err)?;
+        if !rest.is_empty() {
+            return Err(err("unexpected text after the table name"));
+        }
+        Ok(TablePattern { text: text.to_owned(), schema, table })
+    }
+
+    pub fn matches(&self, table: &TableName) -> bool {
+        self.schema.matches(&table.schema) && self.table.matches(&table.name)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl fmt::Display for TablePattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// Parses one quoted or unquoted part and returns it with what follows it.
+fn parse_part(s: &str) -> Result<(Glob, &str), &'static str> {
+    if let Some(body) = s.strip_prefix('"') {
+        let mut name = String::new();
+        let mut chars = body.char_indices().peekable();
+        while let Some((i, c)) = chars.next() {
+            if c == '"' {
+                if matches!(chars.peek(), Some((_, '"'))) {
+                    chars.next();
+                    name.push('"');
+                } else {
+                    return Ok((Glob::Exact(name), &body[i + 1..]));
+                }
+            } else {
+                name.push(c);
+            }
+        }
+        Err("unterminated quoted name")
+    } else {
+        let end = s.find('.').unwrap_or(s.len());
+        let part = &s[..end];
+        if part.is_empty() {
+            return Err("empty schema or table name");
+        }
+        if part.contains('"') {
+            return Err("a quote inside an unquoted name");
+        }
+        let glob = if part.contains('*') {
+            Glob::Wild(part.split('*').map(str::to_owned).collect())
+        } else {
+            Glob::Exact(part.to_owned())
+        };
+        Ok((glob, &s[end..]))
+    }
+}
+
+/// Which tables are captured: those matching an include pattern and no exclude pattern.
+#[derive(Debug, Clone, Default)]
+pub struct TableFilter {
+    pub include: Vec<TablePattern>,
+    pub exclude: Vec<TablePattern>,
+}
+
+impl TableFilter {
+    pub fn matches(&self, table: &TableName) -> bool {
+        self.include.iter().any(|p| p.matches(table)) && !self.exclude.iter().any(|p| p.matches(table))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str, n: &str) -> TableName {
+        TableName::new(s, n)
+    }
+
+    #[test]
+    fn wildcards_match_like_shell_globs() {
+        let p = TablePattern::parse("public.*").unwrap();
+        assert!(p.matches(&t("public", "orders")));
+        assert!(!p.matches(&t("billing", "orders")));
+        let p = TablePattern::parse("app*.ord*s").unwrap();
+        assert!(p.matches(&t("app_eu", "orders")));
+        assert!(p.matches(&t("app", "ords")));
+        assert!(!p.matches(&t("app", "ord")));
+        assert!(!p.matches(&t("xapp", "orders")));
+        let p = TablePattern::parse("*.*").unwrap();
+        assert!(p.matches(&t("a", "b")));
+    }
+
+    #[test]
+    fn quoted_parts_are_exact_and_keep_dots_and_quotes() {
+        let p = TablePattern::parse(r#""Sales EU"."Order ""Items"".v2""#).unwrap();
+        assert!(p.matches(&t("Sales EU", r#"Order "Items".v2"#)));
+        assert!(!p.matches(&t("sales eu", r#"Order "Items".v2"#)));
+        let p = TablePattern::parse(r#""a*".b"#).unwrap();
+        assert!(!p.matches(&t("ab", "b")));
+        assert!(p.matches(&t("a*", "b")));
+    }
+
+    #[test]
+    fn malformed_patterns_are_rejected() {
+        for bad in ["public", "public.", ".x", "\"unterminated.x", "a.b.c", "a.\"b\"c"] {
+            assert!(TablePattern::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn exclude_wins_over_include() {
+        let f = TableFilter {
+            include: vec![TablePattern::parse("public.*").unwrap()],
+            exclude: vec![TablePattern::parse("public.sessions").unwrap()],
+        };
+        assert!(f.matches(&t("public", "orders")));
+        assert!(!f.matches(&t("public", "sessions")));
+    }
+
+    #[test]
+    fn wal2json_filter_escapes_special_characters() {
+        assert_eq!(t("Sales EU", "a.b*c").wal2json_filter(), r"Sales\ EU.a\.b\*c");
+        assert_eq!(t("public", "orders").quoted(), r#""public"."orders""#);
+    }
+}
