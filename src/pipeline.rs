@@ -69,12 +69,19 @@ pub async fn run(config: &Config, mut shutdown: watch::Receiver<bool>) -> Result
         let result = session(config, &mut shutdown, &mut started).await;
         match result {
             Ok(()) => return Ok(()),
-            Err(e) if first && !started && !e.is_transient() => return Err(e),
+            // Refuse to start rather than retry blindly: whoever started us is
+            // watching now, and the message says what to fix.
+            Err(e) if first && !started => return Err(e),
             Err(e) => {
                 if started {
                     backoff = BACKOFF_MIN;
                 }
-                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "capture session ended; reconnecting");
+                let retry_in_ms = backoff.as_millis() as u64;
+                if e.is_transient() {
+                    tracing::warn!(error = %e, retry_in_ms, "capture session ended; reconnecting");
+                } else {
+                    tracing::error!(error = %e, retry_in_ms, "capture stopped by an error that needs attention; retrying");
+                }
             }
         }
         first = false;
@@ -88,14 +95,13 @@ pub async fn run(config: &Config, mut shutdown: watch::Receiver<bool>) -> Result
 
 /// One connection's worth of capture. Returns Ok on shutdown.
 async fn session(config: &Config, shutdown: &mut watch::Receiver<bool>, started: &mut bool) -> Result<(), PipelineError> {
+    let catalog = source::connect(&config.source).await?;
+    source::check_server(&catalog).await?;
     let store_client = store::open(&config.store).await?;
     let checkpoint = store::checkpoint(&store_client, &config.slot)
         .await?
         .ok_or_else(|| StoreError::NotSetUp { dbname: config.store.dbname().to_owned(), reason: format!("no checkpoint for slot {:?}", config.slot.as_str()) })?;
-
-    let catalog = source::connect(&config.source).await?;
-    source::check_server(&catalog).await?;
-    source::check_slot(&catalog, &config.slot, Duration::from_secs(10)).await?;
+    source::check_slot(&catalog, &config.slot, Duration::from_secs(5)).await?;
     let tables = source::captured_tables(&catalog, &config.capture).await?;
     let status_every = source::status_interval(&catalog).await;
     drop(catalog);

@@ -57,7 +57,7 @@ async fn connect_or_create_store(config: &Config, report: &mut Vec<String>) -> R
         Ok(client) => return Ok(client),
         Err(e) if e.as_db_error().map(|d| d.code().code()) == Some("3D000") => {}
         Err(e) => {
-            return Err(store::StoreError::Connect { endpoint: url.endpoint(), dbname: url.dbname().to_owned(), source: e }.into())
+            return Err(store::StoreError::Connect { endpoint: url.endpoint(), dbname: url.dbname().to_owned(), reason: store::describe(&e) }.into())
         }
     }
     // The database does not exist: create it from the server's maintenance database.

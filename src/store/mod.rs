@@ -18,11 +18,11 @@ use crate::lsn::Lsn;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot connect to the audit store at {endpoint} (database {dbname:?}): {source}")]
-    Connect { endpoint: String, dbname: String, source: tokio_postgres::Error },
+    #[error("cannot connect to the audit store at {endpoint} (database {dbname:?}): {reason}; check that PostgreSQL runs there and that store.url is right")]
+    Connect { endpoint: String, dbname: String, reason: String },
     #[error("the audit store is not set up (database {dbname:?}: {reason}); run `pgtrail setup` first")]
     NotSetUp { dbname: String, reason: String },
-    #[error("audit store query failed: {0}")]
+    #[error("audit store query failed: {}", describe(.0))]
     Query(#[from] tokio_postgres::Error),
 }
 
@@ -61,10 +61,13 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
 
 /// Connects to the store and checks that `setup` has prepared it.
 pub async fn open(url: &PgUrl) -> Result<Client, StoreError> {
-    let client = connect(url, "pgtrail").await.map_err(|source| StoreError::Connect {
-        endpoint: url.endpoint(),
-        dbname: url.dbname().to_owned(),
-        source,
+    let client = connect(url, "pgtrail").await.map_err(|e| {
+        // A missing database means setup has not run.
+        if e.as_db_error().map(|d| d.code().code()) == Some("3D000") {
+            StoreError::NotSetUp { dbname: url.dbname().to_owned(), reason: "the database does not exist".into() }
+        } else {
+            StoreError::Connect { endpoint: url.endpoint(), dbname: url.dbname().to_owned(), reason: describe(&e) }
+        }
     })?;
     let pending = migrations::pending(&client).await?;
     if !pending.is_empty() {
