@@ -27,3 +27,4 @@ pub mod source;
 pub mod status;
 pub mod store;
 pub mod table;
+pub mod tls;

@@ -63,6 +63,33 @@ pub struct SystemIdentity {
     pub xlog_pos: Lsn,
 }
 
+/// Asks for TLS as `sslmode` says: `prefer` falls back to plain text when the
+/// server declines, `require` fails. Unix sockets never use TLS, as with libpq.
+async fn negotiate_tls(
+    mut stream: tokio::net::TcpStream,
+    host: &str,
+    mode: SslMode,
+    endpoint: &str,
+) -> Result<Box<dyn Io>, ReplicationError> {
+    if mode == SslMode::Disable {
+        return Ok(Box::new(stream));
+    }
+    let mut request = BytesMut::new();
+    frontend::ssl_request(&mut request);
+    stream.write_all(&request).await?;
+    let answer = stream.read_u8().await?;
+    if answer != b'S' {
+        return match mode {
+            SslMode::Require => Err(ReplicationError::TlsRefused(endpoint.to_owned())),
+            _ => Ok(Box::new(stream)),
+        };
+    }
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+        .map_err(|e| ReplicationError::Protocol(format!("{host:?} is not a valid TLS server name: {e}")))?;
+    let tls = tokio_rustls::TlsConnector::from(crate::tls::client_config()).connect(name, stream).await?;
+    Ok(Box::new(tls))
+}
+
 /// A backend message as this client needs it: CopyData and CopyBothResponse
 /// are handled here because `postgres-protocol` does not parse the latter.
 pub(crate) enum Incoming {
@@ -83,9 +110,6 @@ impl ReplicationConnection {
     /// because wal2json prints values with them.
     pub async fn connect(url: &PgUrl, application_name: &str) -> Result<Self, ReplicationError> {
         let config = url.config();
-        if config.get_ssl_mode() == SslMode::Require {
-            return Err(ReplicationError::TlsUnsupported);
-        }
         let endpoint = url.endpoint();
         let port = config.get_ports().first().copied().unwrap_or(5432);
         let connect_err = |source| ReplicationError::Connect { endpoint: endpoint.clone(), source };
@@ -97,7 +121,7 @@ impl ReplicationConnection {
                     .map_err(|_| connect_err(std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out")))?
                     .map_err(connect_err)?;
                 let _ = stream.set_nodelay(true);
-                Box::new(stream)
+                negotiate_tls(stream, host, config.get_ssl_mode(), &endpoint).await?
             }
             Some(Host::Unix(dir)) => {
                 let path = dir.join(format!(".s.PGSQL.{port}"));

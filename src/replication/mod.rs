@@ -27,8 +27,8 @@ pub enum ReplicationError {
     Closed,
     #[error("unexpected reply from the server: {0}")]
     Protocol(String),
-    #[error("sslmode=require is not supported on the replication connection yet; use sslmode=disable or prefer")]
-    TlsUnsupported,
+    #[error("the source database at {0} does not accept TLS, but source.url has sslmode=require; enable ssl on the server or use sslmode=prefer")]
+    TlsRefused(String),
 }
 
 impl ReplicationError {

@@ -11,7 +11,7 @@
 pub mod migrations;
 pub mod writer;
 
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use crate::config::{PgUrl, SlotName};
 use crate::lsn::Lsn;
@@ -30,7 +30,7 @@ pub enum StoreError {
 pub async fn connect(url: &PgUrl, application_name: &str) -> Result<Client, tokio_postgres::Error> {
     let mut config = url.config().clone();
     config.application_name(application_name);
-    let (client, connection) = config.connect(NoTls).await?;
+    let (client, connection) = config.connect(crate::tls::make_connect()).await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "database connection closed");
