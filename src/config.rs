@@ -27,6 +27,25 @@ struct RawConfig {
     store: RawStore,
     #[serde(default)]
     capture: RawCapture,
+    #[serde(default)]
+    web: RawWeb,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWeb {
+    #[serde(default = "default_listen")]
+    listen: String,
+}
+
+impl Default for RawWeb {
+    fn default() -> Self {
+        RawWeb { listen: default_listen() }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".to_owned()
 }
 
 #[derive(Debug, Deserialize)]
@@ -158,6 +177,8 @@ pub struct Config {
     pub slot: SlotName,
     pub store: PgUrl,
     pub capture: TableFilter,
+    /// Where the web view listens.
+    pub web_listen: std::net::SocketAddr,
 }
 
 impl Config {
@@ -195,7 +216,10 @@ impl Config {
             return Err(invalid("capture.tables", "no table pattern given; write e.g. tables = [\"public.*\"]".into()));
         }
         let exclude = patterns("capture.exclude", &raw.capture.exclude)?;
-        Ok(Config { path: path.to_owned(), source, slot, store, capture: TableFilter { include, exclude } })
+        let web_listen = raw.web.listen.parse().map_err(|_| {
+            invalid("web.listen", format!("{:?} is not an address:port, e.g. \"127.0.0.1:8080\"", raw.web.listen))
+        })?;
+        Ok(Config { path: path.to_owned(), source, slot, store, capture: TableFilter { include, exclude }, web_listen })
     }
 }
 
