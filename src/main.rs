@@ -59,7 +59,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("PGTRAIL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tokio_postgres=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
 
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -126,13 +127,15 @@ async fn run(cli: Cli) -> Result<()> {
 
 async fn wait_for_stop_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-        (Ok(mut term), Ok(mut int)) => {
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup())) {
+        (Ok(mut term), Ok(mut int), Ok(mut hup)) => loop {
             tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
+                _ = term.recv() => return,
+                _ = int.recv() => return,
+                // SIGHUP's default action would kill the daemon; an audit log must not stop on a stray reload.
+                _ = hup.recv() => tracing::warn!("SIGHUP received: reloading the config is not supported yet; restart pgtrail to apply changes"),
             }
-        }
+        },
         _ => {
             let _ = tokio::signal::ctrl_c().await;
         }

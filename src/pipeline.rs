@@ -108,7 +108,9 @@ async fn session(config: &Config, shutdown: &mut watch::Receiver<bool>, started:
 
     let mut conn = ReplicationConnection::connect(&config.source, "pgtrail").await?;
     let system = conn.identify_system().await?;
-    let add_tables: Vec<String> = tables.iter().map(|t| t.wal2json_filter()).collect();
+    // The patterns themselves, not the tables they match today, so a table
+    // created later is decoded from its first change without a restart.
+    let add_tables: Vec<String> = config.capture.include.iter().map(|p| p.wal2json_filter()).collect();
     let options = [
         ("format-version", "2".to_owned()),
         ("include-xids", "1".to_owned()),

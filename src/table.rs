@@ -27,19 +27,7 @@ impl TableName {
     /// The name as wal2json's `add-tables` option wants it: special characters
     /// backslash-escaped rather than quoted.
     pub fn wal2json_filter(&self) -> String {
-        fn escape(part: &str, out: &mut String) {
-            for c in part.chars() {
-                if matches!(c, ' ' | '\'' | ',' | '.' | '*' | '\\' | '"') {
-                    out.push('\\');
-                }
-                out.push(c);
-            }
-        }
-        let mut out = String::new();
-        escape(&self.schema, &mut out);
-        out.push('.');
-        escape(&self.name, &mut out);
-        out
+        format!("{}.{}", escape_wal2json(&self.schema), escape_wal2json(&self.name))
     }
 }
 
@@ -139,6 +127,28 @@ impl TablePattern {
     pub fn as_str(&self) -> &str {
         &self.text
     }
+
+    /// This pattern, or a wider one, in wal2json's `add-tables` syntax.
+    /// wal2json knows `*` only as a whole schema or table name, so a partial
+    /// glob widens to `*`; the daemon's own filter then narrows it exactly.
+    pub fn wal2json_filter(&self) -> String {
+        let part = |g: &Glob| match g {
+            Glob::Exact(name) => escape_wal2json(name),
+            Glob::Wild(_) => "*".to_owned(),
+        };
+        format!("{}.{}", part(&self.schema), part(&self.table))
+    }
+}
+
+fn escape_wal2json(part: &str) -> String {
+    let mut out = String::with_capacity(part.len());
+    for c in part.chars() {
+        if matches!(c, ' ' | '\'' | ',' | '.' | '*' | '\\' | '"') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 impl fmt::Display for TablePattern {
@@ -249,5 +259,7 @@ mod tests {
     fn wal2json_filter_escapes_special_characters() {
         assert_eq!(t("Sales EU", "a.b*c").wal2json_filter(), r"Sales\ EU.a\.b\*c");
         assert_eq!(t("public", "orders").quoted(), r#""public"."orders""#);
+        assert_eq!(TablePattern::parse("app*.orders").unwrap().wal2json_filter(), "*.orders");
+        assert_eq!(TablePattern::parse(r#""Sales EU".*"#).unwrap().wal2json_filter(), r"Sales\ EU.*");
     }
 }

@@ -1,0 +1,283 @@
+#!/usr/bin/env bash
+# The capture benchmark: how fast pgtrail drains a replication backlog into its
+# store, next to how fast wal2json itself can be read (pg_recvlogical to
+# /dev/null), measured in the same run on the same backlog.
+#
+#   bash bench/capture.sh [options]
+#
+#   --transactions N   pgbench transactions in the backlog (default 250000: tpcb-like
+#                      makes 4 row changes per transaction, so 1,000,000 row changes)
+#   --clients N        pgbench clients (default 4; the scale factor is the same N)
+#   --full             REPLICA IDENTITY FULL on the pgbench tables (default: DEFAULT)
+#   --fsync            run the server with fsync=on (default: fsync=off, for both
+#                      measurements alike)
+#   --poll MODE        how (b) sees progress every 100 ms: `checkpoint` (default)
+#                      reads pgtrail.checkpoints with psql (cheap); `status` runs
+#                      `pgtrail status --json`, whose entry count is a count(*) that
+#                      costs the server ~60 ms at 1M entries and slows (b)
+#   --ref-only         measure pg_recvlogical only (no pgtrail build or run)
+#   --no-build         use the existing target/release/pgtrail
+#   --dir DIR          work directory (default target/bench/capture; wiped first)
+#   --keep             leave the cluster running and DIR in place at the end
+#
+# What it does, in order:
+#  1. a private cluster (scripts/pgcluster.sh), `pgbench -i` into database `bench`;
+#  2. `pgtrail setup` (the store database `pgtrail` on the same server, pgtrail's
+#     default, and the slot bench_pgtrail) and a second wal2json slot, bench_ref,
+#     both before any benchmark transaction, so each has the same backlog to read;
+#  3. the backlog: `pgbench -n -M prepared -t` with the daemon NOT running; the end
+#     of the backlog is pg_current_wal_lsn() right after pgbench, followed by one
+#     marker transaction on a table outside the capture so that a reader has
+#     something past the end to stop on;
+#  4. (a) pg_recvlogical drains slot bench_ref to that end LSN (--endpos), format
+#     version 2 with xids, timestamps, LSNs and primary keys, add-tables naming the
+#     four pgbench tables, into /dev/null;
+#  5. (b) `pgtrail run` drains slot bench_pgtrail into the store; the clock stops at
+#     the first poll (every 100 ms; see --poll) that shows last_stored_lsn >= the
+#     end LSN, or all expected entries stored; then SIGTERM;
+#  6. checks the entry count against pgbench's (4 row changes per transaction),
+#     prints both rates, the ratio b/a and pgtrail's peak RSS (VmHWM), and removes
+#     everything it made.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source-path=SCRIPTDIR/.. source=scripts/pgcluster.sh
+source "$repo/scripts/pgcluster.sh"
+
+transactions=250000
+clients=4
+identity=DEFAULT
+fsync=off
+ref_only=0
+poll=checkpoint
+build=1
+keep=0
+dir="$repo/target/bench/capture"
+
+die() { echo "capture: $*" >&2; exit 1; }
+say() { echo "capture: $*" >&2; }
+usage() { sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2; }
+
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --transactions) transactions="${2:?--transactions needs a number}"; shift 2 ;;
+        --clients) clients="${2:?--clients needs a number}"; shift 2 ;;
+        --full) identity=FULL; shift ;;
+        --fsync) fsync=on; shift ;;
+        --ref-only) ref_only=1; shift ;;
+        --poll) poll="${2:?--poll needs status or checkpoint}"; shift 2 ;;
+        --no-build) build=0; shift ;;
+        --dir) dir=$(pgc_abspath "${2:?--dir needs a directory}"); shift 2 ;;
+        --keep) keep=1; shift ;;
+        -h|--help) usage ;;
+        *) echo "capture: unknown option $1" >&2; usage ;;
+    esac
+done
+[[ "$transactions" =~ ^[1-9][0-9]*$ ]] || die "--transactions must be a positive integer"
+[[ "$clients" =~ ^[1-9][0-9]*$ ]] || die "--clients must be a positive integer"
+[[ "$poll" == status || "$poll" == checkpoint ]] || die "--poll must be status or checkpoint"
+
+# pgbench -t counts per client: round the total up to a multiple of the clients.
+per_client=$(( (transactions + clients - 1) / clients ))
+transactions=$(( per_client * clients ))
+jobs=$(( clients < $(nproc) ? clients : $(nproc) ))
+expected_rows=$(( transactions * 4 ))
+
+bash "$repo/scripts/install-deps.sh"
+pgc_find_bin
+pgtrail="$repo/target/release/pgtrail"
+if [[ $ref_only -eq 0 ]]; then
+    if [[ $build -eq 1 ]]; then
+        say "cargo build --release"
+        (cd "$repo" && cargo build --release --quiet)
+    fi
+    [[ -x "$pgtrail" ]] || die "$pgtrail not found (build it, or use --ref-only)"
+fi
+
+daemon_pid=""
+recv_pid=""
+cleanup() {
+    local rc=$?
+    if [[ -n "$recv_pid" ]] && kill -0 "$recv_pid" 2>/dev/null; then kill "$recv_pid" 2>/dev/null || true; fi
+    if [[ -n "$daemon_pid" ]] && kill -0 "$daemon_pid" 2>/dev/null; then
+        kill -TERM "$daemon_pid" 2>/dev/null || true
+        wait "$daemon_pid" 2>/dev/null || true
+    fi
+    if [[ $keep -eq 1 ]]; then
+        say "kept $dir (stop it with: bash scripts/pgcluster.sh destroy $dir)"
+    else
+        pgc_destroy "$dir" || true
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+now() { date +%s.%N; }
+# "X/Y" (hex) -> integer byte position.
+lsn_num() {
+    local hi="${1%/*}" lo="${1#*/}"
+    echo $(( (16#$hi << 32) + 16#$lo ))
+}
+# json_field NAME JSON: the value of a top-level string or number field.
+json_field() {
+    sed -n "s/.*\"$1\":\"\{0,1\}\([^\",}]*\)\"\{0,1\}[,}].*/\1/p" <<<"$2"
+}
+
+# 1. Cluster, pgbench tables, store database.
+pgc_destroy "$dir"
+pgc_start "$dir" "fsync=$fsync" "max_wal_size=16GB" "checkpoint_timeout=1h" "shared_buffers=1GB"
+port="$PGC_PORT"
+psql_db() { local db="$1"; shift; pgc_psql "$dir" -d "$db" "$@"; }
+
+psql_db postgres -c "CREATE DATABASE bench"
+say "pgbench -i -s $clients"
+pgbench -i -q -s "$clients" -h 127.0.0.1 -p "$port" -U postgres bench >"$dir/pgbench-init.log" 2>&1 \
+    || { cat "$dir/pgbench-init.log" >&2; die "pgbench -i failed"; }
+psql_db bench -c "CREATE TABLE bench_marker (id serial PRIMARY KEY, at timestamptz DEFAULT now())"
+if [[ $identity == FULL ]]; then
+    for t in accounts tellers branches history; do
+        psql_db bench -c "ALTER TABLE pgbench_$t REPLICA IDENTITY FULL"
+    done
+fi
+
+# 2. Slots, both before the backlog. The tables are named one by one: wal2json's
+# add-tables takes `*` only as a whole schema or table name (`public.*`), so
+# `public.pgbench_*` would match nothing and pg_recvlogical would read only B/C.
+tables=(public.pgbench_accounts public.pgbench_tellers public.pgbench_branches public.pgbench_history)
+tables_csv=$(IFS=,; echo "${tables[*]}")
+tables_toml=$(printf '"%s", ' "${tables[@]}")
+tables_toml="${tables_toml%, }"
+cfg="$dir/pgtrail.toml"
+cat >"$cfg" <<EOF
+# Written by bench/capture.sh
+[source]
+url  = "postgres://postgres@127.0.0.1:$port/bench"
+slot = "bench_pgtrail"
+[store]
+url  = "postgres://postgres@127.0.0.1:$port/pgtrail"
+[capture]
+tables  = [$tables_toml]
+exclude = []
+EOF
+if [[ $ref_only -eq 0 ]]; then
+    say "pgtrail setup"
+    "$pgtrail" --config "$cfg" setup >"$dir/setup.log" 2>&1 \
+        || { cat "$dir/setup.log" >&2; die "pgtrail setup failed"; }
+    if [[ $(psql_db bench -At -c "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'bench_pgtrail'") != 1 ]]; then
+        say "setup made no slot: creating bench_pgtrail"
+        psql_db bench -At -c "SELECT pg_create_logical_replication_slot('bench_pgtrail', 'wal2json')" >/dev/null
+    fi
+fi
+psql_db bench -At -c "SELECT pg_create_logical_replication_slot('bench_ref', 'wal2json')" >/dev/null
+start_lsn=$(psql_db bench -At -c "SELECT pg_current_wal_lsn()")
+
+# 3. The backlog, with nothing reading it.
+say "backlog: $transactions tpcb-like transactions ($clients clients x $per_client), daemon not running"
+t0=$(now)
+pgbench -n -M prepared -c "$clients" -j "$jobs" -t "$per_client" -h 127.0.0.1 -p "$port" -U postgres bench \
+    >"$dir/pgbench.log" 2>&1 || { cat "$dir/pgbench.log" >&2; die "pgbench failed"; }
+t1=$(now)
+end_lsn=$(psql_db bench -At -c "SELECT pg_current_wal_lsn()")
+psql_db bench -c "INSERT INTO bench_marker DEFAULT VALUES"
+processed=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$dir/pgbench.log")
+history=$(psql_db bench -At -c "SELECT count(*) FROM pgbench_history")
+[[ "$processed" == "$transactions" && "$history" == "$transactions" ]] \
+    || die "pgbench processed ${processed:-?} transactions and history has $history rows; expected $transactions"
+wal_bytes=$(( $(lsn_num "$end_lsn") - $(lsn_num "$start_lsn") ))
+backlog_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
+say "backlog done in ${backlog_s}s: $expected_rows row changes, $((wal_bytes / 1048576)) MiB of WAL, end LSN $end_lsn"
+
+# 4. (a) pg_recvlogical to /dev/null.
+say "(a) pg_recvlogical draining bench_ref to $end_lsn"
+t0=$(now)
+pg_recvlogical -d "host=127.0.0.1 port=$port user=postgres dbname=bench" --slot bench_ref --start \
+    --endpos "$end_lsn" --no-loop \
+    -o format-version=2 -o include-xids=1 -o include-timestamp=1 -o include-lsn=1 -o include-pk=1 \
+    -o "add-tables=$tables_csv" -f /dev/null 2>"$dir/recvlogical.log" &
+recv_pid=$!
+wait "$recv_pid" || { cat "$dir/recvlogical.log" >&2; die "pg_recvlogical failed"; }
+recv_pid=""
+t1=$(now)
+ref_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
+ref_rate=$(awk -v n="$expected_rows" -v s="$ref_s" 'BEGIN { printf "%.0f", n / s }')
+say "(a) ${ref_s}s, $ref_rate row changes/s"
+
+# 5. (b) pgtrail run into the store.
+if [[ $ref_only -eq 0 ]]; then
+    end_num=$(lsn_num "$end_lsn")
+    say "(b) pgtrail run draining bench_pgtrail"
+    t0=$(now)
+    NO_COLOR=1 PGTRAIL_LOG="${PGTRAIL_LOG:-info}" "$pgtrail" --config "$cfg" run 2>"$dir/pgtrail.log" &
+    daemon_pid=$!
+    hwm_kb=0
+    last_progress="$t0"
+    last_seen=""
+    done_reason=""
+    while :; do
+        sleep 0.1
+        kill -0 "$daemon_pid" 2>/dev/null \
+            || { tail -n 30 "$dir/pgtrail.log" >&2; die "pgtrail run exited before draining the backlog (log above)"; }
+        hwm=$(sed -n 's/^VmHWM:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$daemon_pid/status" 2>/dev/null || true)
+        [[ -n "$hwm" ]] && (( hwm > hwm_kb )) && hwm_kb=$hwm
+        if [[ $poll == status ]]; then
+            status=$("$pgtrail" --config "$cfg" status --json 2>/dev/null || true)
+            stored=$(json_field last_stored_lsn "$status")
+            entries=$(json_field entries "$status")
+        else
+            stored=$(psql_db pgtrail -At -c "SELECT lsn FROM pgtrail.checkpoints WHERE slot = 'bench_pgtrail'" 2>/dev/null || true)
+            status="checkpoint ${stored:-none}"
+            entries=""
+        fi
+        t=$(now)
+        if [[ "$stored" == */* ]] && (( $(lsn_num "$stored") >= end_num )); then
+            done_reason="last_stored_lsn $stored >= $end_lsn"
+            break
+        fi
+        if [[ "$entries" =~ ^[0-9]+$ ]] && (( entries >= expected_rows )); then
+            done_reason="entries $entries >= $expected_rows (last_stored_lsn ${stored:-?})"
+            break
+        fi
+        if [[ "$stored/$entries" != "$last_seen" ]]; then
+            last_seen="$stored/$entries"
+            last_progress="$t"
+        elif awk -v a="$last_progress" -v b="$t" 'BEGIN { exit !(b - a > 120) }'; then
+            tail -n 30 "$dir/pgtrail.log" >&2
+            die "no progress for 120 s (last_stored_lsn ${stored:-?}, entries ${entries:-?}; last status: $status)"
+        fi
+    done
+    t1="$t"
+    cpu_ticks=$(awk '{ print $14 + $15 }' "/proc/$daemon_pid/stat" 2>/dev/null || echo 0)
+    kill -TERM "$daemon_pid"
+    rc=0
+    wait "$daemon_pid" || rc=$?
+    daemon_pid=""
+    [[ $rc -eq 0 ]] || say "warning: pgtrail run exited with status $rc after SIGTERM"
+    pgtrail_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
+
+    # 6. Check the count.
+    final=$("$pgtrail" --config "$cfg" status --json) || die "pgtrail status --json failed"
+    stored_rows=$(json_field entries "$final")
+    [[ "$stored_rows" =~ ^[0-9]+$ ]] || die "no entry count in: $final"
+    pgtrail_rate=$(awk -v n="$stored_rows" -v s="$pgtrail_s" 'BEGIN { printf "%.0f", n / s }')
+    ratio=$(awk -v b="$pgtrail_rate" -v a="$ref_rate" 'BEGIN { printf "%.2f", b / a }')
+    cpu_s=$(awk -v t="$cpu_ticks" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", t / hz }')
+fi
+
+pg_version=$(psql_db bench -At -c "SHOW server_version")
+w2j_version=$(dpkg-query -W -f='${Version}' postgresql-15-wal2json 2>/dev/null || echo unknown)
+echo
+echo "== capture benchmark ($(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores) =="
+echo "PostgreSQL $pg_version, wal2json $w2j_version, fsync=$fsync, REPLICA IDENTITY $identity, store on the same server"
+echo "backlog:          $transactions pgbench tpcb-like transactions ($clients clients, scale $clients) = $expected_rows row changes, $((wal_bytes / 1048576)) MiB of WAL, built in ${backlog_s}s"
+echo "(a) pg_recvlogical: ${ref_s}s  -> $ref_rate row changes/s"
+if [[ $ref_only -eq 0 ]]; then
+    echo "(b) pgtrail run:    ${pgtrail_s}s  -> $pgtrail_rate row changes/s ($stored_rows entries stored; polled by $poll; stopped on $done_reason)"
+    echo "ratio b/a:          $ratio"
+    echo "pgtrail peak RSS:   $((hwm_kb / 1024)) MiB (VmHWM), CPU ${cpu_s}s user+system"
+    if [[ "$stored_rows" != "$expected_rows" ]]; then
+        echo "MISMATCH: pgtrail stored $stored_rows entries, pgbench made $expected_rows row changes" >&2
+        exit 1
+    fi
+    echo "entries check:      $stored_rows = 4 x $transactions, as pgbench made"
+fi

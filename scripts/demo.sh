@@ -1,0 +1,268 @@
+#!/usr/bin/env bash
+# pgtrail end to end on this machine, with nothing to set up by hand.
+#
+#   bash scripts/demo.sh          install dependencies, build, start a private PostgreSQL
+#                                 and the daemon, make some changes, show what was captured
+#   bash scripts/demo.sh stop     stop the daemon and the demo's PostgreSQL (data is kept)
+#   bash scripts/demo.sh clean    stop both and delete target/demo
+#
+# Everything lives in target/demo/: the cluster (pg/), the config (pgtrail.toml),
+# the daemon's log (pgtrail.log) and pid file (pgtrail.pid). Running it again
+# reuses the cluster and the daemon if they are still running and adds a new
+# round of changes.
+#
+# The demo database `shop` has customers, orders and order_items, each with a
+# primary key, a numeric and a jsonb column, and REPLICA IDENTITY FULL (so UPDATE
+# and DELETE entries carry the whole old row). The audit store is the database
+# `pgtrail` on the same server, pgtrail's default.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source-path=SCRIPTDIR source=pgcluster.sh
+source "$repo/scripts/pgcluster.sh"
+
+demo="$repo/target/demo"
+cluster="$demo/pg"
+cfg="$demo/pgtrail.toml"
+log="$demo/pgtrail.log"
+pidfile="$demo/pgtrail.pid"
+bin="$repo/target/release/pgtrail"
+web_listen="127.0.0.1:8080"
+# Row changes made by one round of activity below (the rolled-back transaction makes none).
+changes_per_round=17
+
+die() { echo "demo: $*" >&2; exit 1; }
+say() { echo "demo: $*" >&2; }
+
+daemon_pid() {
+    local pid
+    [[ -f "$pidfile" ]] || return 1
+    pid=$(cat "$pidfile")
+    [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
+    # Not some other process that got the same pid. After a rebuild the link
+    # reads "... (deleted)": still our daemon, running the old binary.
+    [[ "$(readlink "/proc/$pid/exe" 2>/dev/null)" == "$(readlink -f "$bin")"* ]] || return 1
+    echo "$pid"
+}
+
+stop_daemon() {
+    local pid i
+    if pid=$(daemon_pid); then
+        say "stopping pgtrail (pid $pid)"
+        kill -TERM "$pid"
+        for i in $(seq 1 300); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        if kill -0 "$pid" 2>/dev/null; then
+            die "pgtrail (pid $pid) did not stop within 30 s of SIGTERM; see $log"
+        fi
+    fi
+    rm -f "$pidfile"
+}
+
+# json_field NAME JSON: the value of a top-level string or number field.
+json_field() {
+    sed -n "s/.*\"$1\":\"\{0,1\}\([^\",}]*\)\"\{0,1\}[,}].*/\1/p" <<<"$2"
+}
+
+case "${1:-start}" in
+    stop)
+        stop_daemon
+        pgc_stop "$cluster"
+        exit 0
+        ;;
+    clean)
+        stop_daemon
+        pgc_destroy "$cluster"
+        rm -rf "$demo"
+        say "removed $demo"
+        exit 0
+        ;;
+    start) ;;
+    *) die "usage: bash scripts/demo.sh [start|stop|clean]" ;;
+esac
+
+bash "$repo/scripts/install-deps.sh"
+say "cargo build --release"
+(cd "$repo" && cargo build --release)
+[[ -x "$bin" ]] || die "cargo build did not produce $bin"
+
+mkdir -p "$demo"
+pgc_start "$cluster"
+port="$PGC_PORT"
+sql() { pgc_psql "$cluster" "$@"; }
+
+# The store database `pgtrail` is created by `pgtrail setup`.
+if [[ -z "$(sql -At -c "SELECT 1 FROM pg_database WHERE datname = 'shop'")" ]]; then
+    sql -c "CREATE DATABASE shop"
+fi
+
+sql -d shop <<'SQL'
+SET client_min_messages = warning;
+CREATE TABLE IF NOT EXISTS customers (
+    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name         text NOT NULL,
+    email        text NOT NULL,
+    credit_limit numeric(12,2) NOT NULL DEFAULT 0,
+    profile      jsonb NOT NULL DEFAULT '{}',
+    created_at   timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS orders (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    customer_id bigint NOT NULL REFERENCES customers (id),
+    status      text NOT NULL DEFAULT 'new',
+    total       numeric(12,2) NOT NULL DEFAULT 0,
+    details     jsonb NOT NULL DEFAULT '{}',
+    placed_at   timestamptz NOT NULL DEFAULT now(),
+    paid_at     timestamptz
+);
+CREATE TABLE IF NOT EXISTS order_items (
+    order_id   bigint NOT NULL REFERENCES orders (id),
+    line_no    integer NOT NULL,
+    sku        text NOT NULL,
+    quantity   integer NOT NULL,
+    unit_price numeric(10,2) NOT NULL,
+    attributes jsonb,
+    PRIMARY KEY (order_id, line_no)
+);
+ALTER TABLE customers REPLICA IDENTITY FULL;
+ALTER TABLE orders REPLICA IDENTITY FULL;
+ALTER TABLE order_items REPLICA IDENTITY FULL;
+SQL
+
+# The config. [web] only once the binary has the web view: the config is read
+# strictly, so a section it does not know would be an error.
+has_web=0
+if "$bin" --help 2>/dev/null | grep -qE '^[[:space:]]+web([[:space:]]|$)'; then
+    has_web=1
+fi
+{
+    echo "# Written by scripts/demo.sh; see config/pgtrail.example.toml for every key."
+    echo "[source]"
+    echo "url  = \"postgres://postgres@127.0.0.1:$port/shop\""
+    echo "slot = \"pgtrail\""
+    echo "[store]"
+    echo "url  = \"postgres://postgres@127.0.0.1:$port/pgtrail\""
+    echo "[capture]"
+    echo "tables  = [\"public.*\"]"
+    echo "exclude = []"
+    if [[ $has_web -eq 1 ]]; then
+        echo "[web]"
+        echo "listen = \"$web_listen\""
+    fi
+} >"$cfg.new"
+if pid=$(daemon_pid); then
+    if ! cmp -s "$cfg.new" "$cfg"; then
+        # The cluster came back on another port, or the binary's features changed.
+        say "config changed: restarting the daemon"
+        stop_daemon
+    elif [[ "$(readlink "/proc/$pid/exe")" == *" (deleted)" ]]; then
+        say "the binary was rebuilt: restarting the daemon"
+        stop_daemon
+    fi
+fi
+mv "$cfg.new" "$cfg"
+pt() { "$bin" --config "$cfg" "$@"; }
+
+say "pgtrail setup"
+pt setup
+
+if pid=$(daemon_pid); then
+    say "reusing the running daemon (pid $pid)"
+else
+    say "starting pgtrail run (log: $log)"
+    # NO_COLOR: plain text in the log file.
+    NO_COLOR=1 PGTRAIL_LOG="${PGTRAIL_LOG:-info}" nohup "$bin" --config "$cfg" run </dev/null >>"$log" 2>&1 &
+    echo $! >"$pidfile"
+    sleep 1
+    pid=$(daemon_pid) || { tail -n 20 "$log" >&2; die "pgtrail run exited at once (end of $log above)"; }
+fi
+
+status=$(pt status --json) || die "pgtrail status --json failed"
+before=$(json_field entries "$status")
+[[ "$before" =~ ^[0-9]+$ ]] || die "no entry count in: $status"
+
+say "making changes in shop: 6 transactions, one of them rolled back"
+PGAPPNAME=pgtrail-demo sql -d shop <<'SQL'
+-- 1: three customers
+BEGIN;
+INSERT INTO customers (name, email, credit_limit, profile)
+    VALUES ('Ada Lovelace', 'ada@example.com', 1000.00, '{"tier": "gold", "tags": ["early"]}')
+    RETURNING id AS ada \gset
+INSERT INTO customers (name, email, credit_limit, profile)
+    VALUES ('Grace Hopper', 'grace@example.com', 2500.50, '{"tier": "silver"}')
+    RETURNING id AS grace \gset
+INSERT INTO customers (name, email, profile)
+    VALUES ('Alan Turing', 'alan@example.com', '{}')
+    RETURNING id AS alan \gset
+COMMIT;
+
+-- 2: two orders with four lines, then their totals
+BEGIN;
+INSERT INTO orders (customer_id, details) VALUES (:ada, '{"channel": "web"}') RETURNING id AS o1 \gset
+INSERT INTO orders (customer_id, details) VALUES (:grace, '{"channel": "phone", "gift": true}') RETURNING id AS o2 \gset
+INSERT INTO order_items (order_id, line_no, sku, quantity, unit_price, attributes) VALUES
+    (:o1, 1, 'BOOK-001', 2, 12.50, '{"format": "hardcover"}'),
+    (:o1, 2, 'PEN-010', 10, 1.20, NULL),
+    (:o2, 1, 'LAMP-7', 1, 39.90, '{"color": "brass"}'),
+    (:o2, 2, 'BULB-2', 3, 4.35, NULL);
+UPDATE orders SET total = (SELECT sum(quantity * unit_price) FROM order_items WHERE order_id = orders.id)
+    WHERE id IN (:o1, :o2);
+COMMIT;
+
+-- 3: the first order is paid
+BEGIN;
+UPDATE orders SET status = 'paid', paid_at = now() WHERE id = :o1;
+UPDATE customers SET credit_limit = credit_limit - 37.00 WHERE id = :ada;
+COMMIT;
+
+-- 4: rolled back, so never audited
+BEGIN;
+INSERT INTO customers (name, email) VALUES ('Nobody', 'nobody@example.com');
+UPDATE orders SET status = 'cancelled' WHERE id = :o2;
+ROLLBACK;
+
+-- 5: a line removed from the second order
+BEGIN;
+DELETE FROM order_items WHERE order_id = :o2 AND line_no = 2;
+UPDATE orders SET total = 39.90 WHERE id = :o2;
+COMMIT;
+
+-- 6: a jsonb change, and an UPDATE that changes nothing
+BEGIN;
+UPDATE customers SET profile = jsonb_set(profile, '{tier}', '"platinum"') WHERE id = :grace;
+UPDATE customers SET name = name WHERE id = :alan;
+COMMIT;
+SQL
+
+want=$(( before + changes_per_round ))
+say "waiting for $changes_per_round new entries"
+entries="$before"
+for _ in $(seq 1 300); do
+    daemon_pid >/dev/null || { tail -n 20 "$log" >&2; die "pgtrail run stopped (end of $log above)"; }
+    status=$(pt status --json 2>/dev/null || true)
+    entries=$(json_field entries "$status")
+    [[ "$entries" =~ ^[0-9]+$ ]] && (( entries >= want )) && break
+    sleep 0.2
+done
+if ! [[ "$entries" =~ ^[0-9]+$ ]] || (( entries < want )); then
+    tail -n 20 "$log" >&2
+    die "after 60 s the store has ${entries:-?} entries, expected $want (end of $log above)"
+fi
+
+echo
+echo "== pgtrail status =="
+pt status
+echo
+if [[ $has_web -eq 1 ]]; then
+    echo "Web view: http://$web_listen/"
+else
+    echo "The last entries (export as JSON lines):"
+    pt export --format jsonl | tail -n 3 || say "export failed"
+    echo
+    echo "All entries:  $bin --config $cfg export --format jsonl | head"
+fi
+echo "Make more changes: psql postgres://postgres@127.0.0.1:$port/shop"
+echo "Daemon log:        $log"
+echo "Stop everything:   bash scripts/demo.sh stop"
