@@ -31,16 +31,87 @@ const FIELDS: [&str; 12] = [
     "id", "committed_at", "xid", "lsn", "schema", "table", "action", "primary_key", "before", "after", "changed_columns", "context",
 ];
 
-/// One stored entry with its JSON columns as text, exactly as stored.
-struct Row {
-    id: i64,
-    committed_at: DateTime<Utc>,
-    xid: i64,
-    lsn: String,
-    schema: String,
-    table: String,
-    action: String,
-    json: [Option<String>; 5],
+/// The columns of `pgtrail.entries` a [`StoredEntry`] is read from, in this
+/// order; a query may select more columns after them.
+pub const ENTRY_COLUMNS: &str = "id, committed_at, xid, lsn::text, schema_name, table_name, action, primary_key::text, \
+     before::text, after::text, changed_columns::text, context::text";
+
+/// One stored entry with its JSON columns as text, exactly as stored. Its JSON
+/// form ([`StoredEntry::write_json`]) is what `export --format jsonl` prints
+/// and what the web API returns, so the two cannot differ.
+#[derive(Debug, Clone)]
+pub struct StoredEntry {
+    pub id: i64,
+    pub committed_at: DateTime<Utc>,
+    pub xid: i64,
+    pub lsn: String,
+    pub schema: String,
+    pub table: String,
+    pub action: String,
+    /// primary_key, before, after, changed_columns, context: JSON text or SQL NULL.
+    pub json: [Option<String>; 5],
+}
+
+impl StoredEntry {
+    /// Reads the first twelve columns of a row selected with [`ENTRY_COLUMNS`].
+    pub fn from_row(r: &tokio_postgres::Row) -> StoredEntry {
+        StoredEntry {
+            id: r.get(0),
+            committed_at: r.get(1),
+            xid: r.get(2),
+            lsn: r.get(3),
+            schema: r.get(4),
+            table: r.get(5),
+            action: r.get(6),
+            json: [r.get(7), r.get(8), r.get(9), r.get(10), r.get(11)],
+        }
+    }
+
+    /// RFC 3339 in UTC with microseconds, as exported.
+    pub fn committed_at_text(&self) -> String {
+        self.committed_at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+    }
+
+    pub fn primary_key(&self) -> Option<&str> {
+        self.json[0].as_deref()
+    }
+
+    pub fn before(&self) -> Option<&str> {
+        self.json[1].as_deref()
+    }
+
+    pub fn after(&self) -> Option<&str> {
+        self.json[2].as_deref()
+    }
+
+    pub fn changed_columns(&self) -> Option<&str> {
+        self.json[3].as_deref()
+    }
+
+    pub fn context(&self) -> Option<&str> {
+        self.json[4].as_deref()
+    }
+
+    /// Appends the entry as one JSON object (no newline), fields in export order.
+    pub fn write_json(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let _ = write!(
+            out,
+            "{{\"id\":{},\"committed_at\":\"{}\",\"xid\":{},\"lsn\":\"{}\",\"schema\":",
+            self.id,
+            self.committed_at_text(),
+            self.xid,
+            self.lsn
+        );
+        push_json_string(out, &self.schema);
+        out.push_str(",\"table\":");
+        push_json_string(out, &self.table);
+        let _ = write!(out, ",\"action\":\"{}\"", self.action);
+        for (name, value) in FIELDS[7..].iter().zip(&self.json) {
+            let _ = write!(out, ",\"{name}\":{}", value.as_deref().unwrap_or("null"));
+        }
+        out.push('}');
+    }
 }
 
 enum Sink<'a> {
@@ -50,10 +121,7 @@ enum Sink<'a> {
 
 /// Writes the matching entries to `out`; returns how many.
 pub async fn export(client: &Client, filter: &ExportFilter, format: Format, out: &mut dyn Write) -> Result<u64> {
-    let mut sql = String::from(
-        "SELECT id, committed_at, xid, lsn::text, schema_name, table_name, action, primary_key::text, before::text, \
-         after::text, changed_columns::text, context::text FROM pgtrail.entries WHERE true",
-    );
+    let mut sql = format!("SELECT {ENTRY_COLUMNS} FROM pgtrail.entries WHERE true");
     let mut params: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
     if let Some(t) = &filter.table {
         params.push(Box::new(t.schema.clone()));
@@ -86,26 +154,17 @@ pub async fn export(client: &Client, filter: &ExportFilter, format: Format, out:
     let mut line = String::with_capacity(1024);
     let mut count = 0u64;
     while let Some(r) = rows.try_next().await.context("reading from the audit store")? {
-        let row = Row {
-            id: r.get(0),
-            committed_at: r.get(1),
-            xid: r.get(2),
-            lsn: r.get(3),
-            schema: r.get(4),
-            table: r.get(5),
-            action: r.get(6),
-            json: [r.get(7), r.get(8), r.get(9), r.get(10), r.get(11)],
-        };
-        let committed_at = row.committed_at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+        let row = StoredEntry::from_row(&r);
         match &mut sink {
             Sink::Csv(w) => {
                 let json = row.json.iter().map(|j| j.as_deref().unwrap_or("null"));
-                let fixed = [row.id.to_string(), committed_at, row.xid.to_string(), row.lsn, row.schema, row.table, row.action];
+                let fixed = [row.id.to_string(), row.committed_at_text(), row.xid.to_string(), row.lsn, row.schema, row.table, row.action];
                 w.write_record(fixed.iter().map(String::as_str).chain(json))?;
             }
             Sink::Jsonl(out) => {
                 line.clear();
-                jsonl_line(&row, &committed_at, &mut line);
+                row.write_json(&mut line);
+                line.push('\n');
                 out.write_all(line.as_bytes())?;
             }
         }
@@ -116,17 +175,4 @@ pub async fn export(client: &Client, filter: &ExportFilter, format: Format, out:
         Sink::Jsonl(out) => out.flush()?,
     }
     Ok(count)
-}
-
-fn jsonl_line(row: &Row, committed_at: &str, out: &mut String) {
-    use std::fmt::Write as _;
-    let _ = write!(out, "{{\"id\":{},\"committed_at\":\"{committed_at}\",\"xid\":{},\"lsn\":\"{}\",\"schema\":", row.id, row.xid, row.lsn);
-    push_json_string(out, &row.schema);
-    out.push_str(",\"table\":");
-    push_json_string(out, &row.table);
-    let _ = write!(out, ",\"action\":\"{}\"", row.action);
-    for (name, value) in FIELDS[7..].iter().zip(&row.json) {
-        let _ = write!(out, ",\"{name}\":{}", value.as_deref().unwrap_or("null"));
-    }
-    out.push_str("}\n");
 }

@@ -17,7 +17,7 @@ use tokio_postgres::Client;
 use super::StoreError;
 use crate::assemble::{DecodeFailure, Event};
 use crate::config::SlotName;
-use crate::entry::{AuditEntry, EMPTY_CONTEXT};
+use crate::entry::{row_key, AuditEntry, EMPTY_CONTEXT};
 use crate::lsn::Lsn;
 
 /// COPY a chunk once this much text is buffered.
@@ -26,7 +26,7 @@ const COPY_CHUNK_BYTES: usize = 4 << 20;
 const COMMIT_INTERVAL: Duration = Duration::from_millis(250);
 
 const COPY_SQL: &str = "COPY pgtrail.entries (committed_at, xid, lsn, schema_name, table_name, action, \
-    primary_key, before, after, changed_columns, context) FROM STDIN";
+    primary_key, before, after, changed_columns, context, row_key) FROM STDIN";
 
 pub struct StoreWriter {
     client: Client,
@@ -191,6 +191,11 @@ fn encode_copy_row(e: &AuditEntry, out: &mut BytesMut) {
     }
     out.put_u8(b'\t');
     out.put_slice(EMPTY_CONTEXT.as_bytes());
+    out.put_u8(b'\t');
+    match &e.primary_key {
+        Some(key) => out.put_slice(row_key(&e.table, key).to_string().as_bytes()),
+        None => out.put_slice(b"\\N"),
+    }
     out.put_u8(b'\n');
 }
 

@@ -1,0 +1,136 @@
+//! The web view's one error type. Every handler returns it; it becomes a page
+//! (or, under `/api/`, a JSON object) with the right status and a message a
+//! person can act on. Bad input is always a 400 that says what is wrong;
+//! internal causes (database errors, render failures) go to the log and never
+//! to the page.
+
+use askama::Template;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+
+/// What went wrong, as the user is told.
+#[derive(Debug)]
+pub enum WebError {
+    /// The request is malformed: a bad filter, cursor, id…; the message says which and why.
+    BadRequest(String),
+    /// Nothing there (an entry id that does not exist, an unknown path).
+    NotFound(String),
+    /// The store cannot answer now (down, or the query ran too long); worth retrying.
+    Unavailable(String),
+    /// A bug or an unexpected store error; the detail is logged, not shown.
+    Internal(String),
+}
+
+impl WebError {
+    pub fn bad(message: impl Into<String>) -> WebError {
+        WebError::BadRequest(message.into())
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            WebError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            WebError::NotFound(_) => StatusCode::NOT_FOUND,
+            WebError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            WebError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The message shown to the user.
+    pub fn message(&self) -> &str {
+        match self {
+            WebError::BadRequest(m) | WebError::NotFound(m) | WebError::Unavailable(m) => m,
+            WebError::Internal(_) => "Something went wrong inside pgtrail; the server log has the details.",
+        }
+    }
+
+    /// The same error, rendered as JSON (for the API).
+    pub fn json(self) -> ApiError {
+        ApiError(self)
+    }
+}
+
+impl From<tokio_postgres::Error> for WebError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        let code = e.code().map(|c| c.code());
+        match code {
+            // query_canceled: our statement_timeout fired.
+            Some("57014") => {
+                tracing::warn!(error = %crate::store::describe(&e), "web query ran too long");
+                WebError::Unavailable("The query took too long; narrow the filters (a table, a time range) and try again.".into())
+            }
+            // Connection-level failures, admin shutdown, too many connections.
+            Some(c) if c.starts_with("08") || c.starts_with("57P") || c == "53300" => {
+                tracing::warn!(error = %crate::store::describe(&e), "audit store unavailable");
+                unavailable()
+            }
+            None if e.is_closed() || e.as_db_error().is_none() => {
+                tracing::warn!(error = %crate::store::describe(&e), "audit store unavailable");
+                unavailable()
+            }
+            _ => WebError::Internal(format!("audit store query failed: {}", crate::store::describe(&e))),
+        }
+    }
+}
+
+impl From<askama::Error> for WebError {
+    fn from(e: askama::Error) -> Self {
+        WebError::Internal(format!("rendering a page failed: {e}"))
+    }
+}
+
+/// The store could not be reached.
+pub fn unavailable() -> WebError {
+    WebError::Unavailable("The audit store cannot be reached right now; try again shortly.".into())
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    title: &'a str,
+    status: u16,
+    message: &'a str,
+}
+
+impl IntoResponse for WebError {
+    fn into_response(self) -> Response {
+        if let WebError::Internal(detail) = &self {
+            tracing::error!(error = %detail, "web request failed");
+        }
+        let status = self.status();
+        let page = ErrorPage { title: status.canonical_reason().unwrap_or("Error"), status: status.as_u16(), message: self.message() };
+        match page.render() {
+            Ok(html) => (status, Html(html)).into_response(),
+            Err(e) => {
+                tracing::error!(error = %e, "rendering the error page failed");
+                (status, [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"))], self.message().to_owned())
+                    .into_response()
+            }
+        }
+    }
+}
+
+/// A [`WebError`] for the JSON API: `{"error": "message"}` with the same status.
+#[derive(Debug)]
+pub struct ApiError(pub WebError);
+
+impl From<WebError> for ApiError {
+    fn from(e: WebError) -> Self {
+        ApiError(e)
+    }
+}
+
+impl From<tokio_postgres::Error> for ApiError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        ApiError(e.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let WebError::Internal(detail) = &self.0 {
+            tracing::error!(error = %detail, "API request failed");
+        }
+        let body = serde_json::json!({ "error": self.0.message() });
+        (self.0.status(), axum::Json(body)).into_response()
+    }
+}
