@@ -1,0 +1,14 @@
+//! Integration tests for pgtrail: each test starts its own PostgreSQL 15 cluster, drives the real
+//! `pgtrail` binary through its CLI, and checks the audit store against what really happened in
+//! the source. Run with `cargo test --release --test integration`.
+
+mod harness;
+
+mod auth;
+mod capture;
+mod crash;
+mod errors;
+mod export;
+mod large;
+mod status;
+mod types;
