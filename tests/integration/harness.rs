@@ -20,6 +20,7 @@ use std::fs::{self, File, OpenOptions};
 use std::future::Future;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -329,6 +330,42 @@ impl Cluster {
         ))
         .await
         .expect("CREATE ROLE");
+    }
+
+    /// Turns TLS on with a fresh self-signed certificate (made with the `openssl` command), and
+    /// makes `role` unable to log in without TLS.
+    pub async fn enable_tls(&self, role: &str) {
+        let (crt, key) = (self.data.join("server.crt"), self.data.join("server.key"));
+        let out = Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&crt)
+            .output()
+            .expect("run openssl (apt-get install openssl)");
+        assert!(out.status.success(), "openssl req failed: {}", String::from_utf8_lossy(&out.stderr));
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).expect("chmod server.key");
+        if is_root() {
+            let (uid, gid) = postgres_ids();
+            for f in [&crt, &key] {
+                std::os::unix::fs::chown(f, Some(uid), Some(gid)).expect("chown certificate to postgres");
+            }
+        }
+        let hba_path = self.data.join("pg_hba.conf");
+        let original = fs::read_to_string(&hba_path).expect("read pg_hba.conf");
+        let hba = format!(
+            "hostnossl all {role} 127.0.0.1/32 reject\nhostnossl replication {role} 127.0.0.1/32 reject\n{original}"
+        );
+        let mut f = OpenOptions::new().write(true).truncate(true).open(&hba_path).expect("open pg_hba.conf");
+        f.write_all(hba.as_bytes()).unwrap();
+        let c = self.client("postgres").await;
+        c.batch_execute("ALTER SYSTEM SET ssl = on").await.expect("enable ssl");
+        c.batch_execute("SELECT pg_reload_conf()").await.expect("reload");
+        // The reload is asynchronous: wait until the server says TLS is on.
+        wait_until("ssl = on after reload", Duration::from_secs(10), || async {
+            c.query_one("SHOW ssl", &[]).await.map(|r| r.get::<_, String>(0) == "on").unwrap_or(false)
+        })
+        .await;
     }
 
     pub fn log_tail(&self, lines: usize) -> String {

@@ -12,3 +12,4 @@ mod export;
 mod large;
 mod status;
 mod types;
+mod tls;
