@@ -29,6 +29,9 @@ use crate::store::{self, writer::StoreWriter, StoreError};
 const BATCH_EVENTS: usize = 2048;
 /// Batches in flight between reader and writer: the bound on memory.
 const CHANNEL_BATCHES: usize = 16;
+/// Progress is reported to the server at most this often (and at least every
+/// `status_interval`, well inside wal_sender_timeout).
+const STATUS_MIN_INTERVAL: Duration = Duration::from_millis(500);
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
@@ -129,7 +132,7 @@ async fn session(config: &Config, shutdown: &mut watch::Receiver<bool>, started:
     *started = true;
     tracing::info!(slot = %config.slot, from = %checkpoint, server_lsn = %system.xlog_pos, tables = tables.len(), "streaming changes");
 
-    let (durable_tx, mut durable_rx) = watch::channel(checkpoint);
+    let (durable_tx, durable_rx) = watch::channel(checkpoint);
     let (tx, rx) = mpsc::channel::<Vec<Event>>(CHANNEL_BATCHES);
     let writer = tokio::spawn(StoreWriter::new(store_client, config.slot.clone(), durable_tx).run(rx));
 
@@ -138,8 +141,8 @@ async fn session(config: &Config, shutdown: &mut watch::Receiver<bool>, started:
     let mut server_end = system.xlog_pos.min(checkpoint);
     let mut reported = checkpoint;
     let mut last_status = Instant::now();
-    let mut timer = tokio::time::interval(status_every);
-    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticker = tokio::time::interval(STATUS_MIN_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     // Where the slot may advance to now.
     let flush_position = |assembler: &Assembler, events: &Vec<Event>, durable: Lsn, server_end: Lsn| {
@@ -154,7 +157,7 @@ async fn session(config: &Config, shutdown: &mut watch::Receiver<bool>, started:
             }
             events.reserve(BATCH_EVENTS);
         }
-        let mut send_status = false;
+        let mut reply_requested = false;
         tokio::select! {
             biased;
             _ = shutdown.wait_for(|stop| *stop) => break Ok(()),
@@ -165,24 +168,24 @@ async fn session(config: &Config, shutdown: &mut watch::Receiver<bool>, started:
                         break Err(e.into());
                     }
                 }
-                Ok(StreamMessage::Keepalive { wal_end, reply_requested }) => {
+                Ok(StreamMessage::Keepalive { wal_end, reply_requested: asked }) => {
                     server_end = server_end.max(wal_end);
-                    let durable = *durable_rx.borrow();
-                    send_status = reply_requested || flush_position(&assembler, &events, durable, server_end) > reported;
+                    reply_requested = asked;
                 }
                 Err(e) => break Err(e.into()),
             },
-            changed = durable_rx.changed() => {
-                if changed.is_err() {
-                    break Err(PipelineError::WriterGone);
-                }
-                send_status = last_status.elapsed() >= Duration::from_millis(500);
-            }
-            _ = timer.tick() => send_status = true,
+            _ = ticker.tick() => {}
         }
-        if send_status {
-            let durable = *durable_rx.borrow();
-            reported = reported.max(flush_position(&assembler, &events, durable, server_end));
+        if durable_rx.has_changed().is_err() {
+            break Err(PipelineError::WriterGone);
+        }
+        // Checked after every message, not only on ticks: while a backlog
+        // streams, the select above always takes the stream first, and the
+        // slot must still advance as the store catches up.
+        let flush = flush_position(&assembler, &events, *durable_rx.borrow(), server_end);
+        let since = last_status.elapsed();
+        if reply_requested || since >= status_every || (flush > reported && since >= STATUS_MIN_INTERVAL) {
+            reported = reported.max(flush);
             if let Err(e) = stream.send_status(server_end.max(reported), reported).await {
                 break Err(e.into());
             }
