@@ -29,7 +29,10 @@ pub async fn setup(config: &Config) -> Result<Vec<String>> {
             return Err(source::SourceError::WrongPlugin { slot: config.slot.to_string(), plugin: info.plugin }.into())
         }
         Some(info) => {
-            report.push(format!("source: slot {:?} exists", config.slot.as_str()));
+            if info.active_pid.is_none() {
+                source::check_plugin_loads(&source, &config.slot, info.confirmed_flush.unwrap_or_default()).await?;
+            }
+            report.push(format!("source: slot {:?} exists and wal2json loads", config.slot.as_str()));
             info.confirmed_flush.unwrap_or_default()
         }
         None => {

@@ -112,6 +112,19 @@ pub async fn create_slot(client: &Client, slot: &SlotName) -> Result<Lsn, Source
     row.get::<_, String>(0).parse().map_err(|e| SourceError::Query(format!("{e}")))
 }
 
+/// Makes the server load wal2json for an existing slot without consuming or
+/// decoding anything new: a peek that stops at the slot's confirmed position.
+pub async fn check_plugin_loads(client: &Client, slot: &SlotName, confirmed: Lsn) -> Result<(), SourceError> {
+    client
+        .execute(
+            "SELECT 1 FROM pg_logical_slot_peek_changes($1, $2::text::pg_lsn, NULL, 'format-version', '2')",
+            &[&slot.as_str(), &confirmed.to_string()],
+        )
+        .await
+        .map_err(|e| wal2json_error(&e).unwrap_or_else(|| e.into()))?;
+    Ok(())
+}
+
 /// The server's "could not access file "wal2json"" means the plugin is missing.
 pub fn wal2json_error(e: &tokio_postgres::Error) -> Option<SourceError> {
     let db = e.as_db_error()?;

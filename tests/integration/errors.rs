@@ -127,6 +127,8 @@ async fn wal2json_gone_after_setup_fails_run_with_the_package_name() {
     env.setup().await;
     tokio::task::block_in_place(|| env.cluster.set_and_restart("dynamic_library_path", "/nonexistent"));
     expect_failure(&env.trail.config_path, &["run"], &["wal2json", "postgresql-15-wal2json"]).await;
+    // setup, run again with the slot already there, checks that wal2json still loads.
+    expect_failure(&env.trail.config_path, &["setup"], &["wal2json", "postgresql-15-wal2json"]).await;
 }
 
 /// `pg_recvlogical` holding the slot; killed on drop.
