@@ -10,7 +10,11 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use crate::decode::{self, Record, RowAction, RowChange};
-use crate::entry::{json_object, push_json_string, Action, AuditEntry, RowImage, Transaction};
+use crate::context;
+use crate::entry::{json_object, push_json_string, Action, AuditEntry, RowImage, Transaction, EMPTY_CONTEXT};
+
+/// The logical message prefix of the context trigger.
+pub const CONTEXT_PREFIX: &str = "pgtrail";
 use crate::lsn::Lsn;
 use crate::table::TableFilter;
 
@@ -52,6 +56,8 @@ struct OpenTxn {
     txn: Arc<Transaction>,
     /// Already stored before a restart: swallow it.
     skip: bool,
+    /// Who is making the changes, from the latest context message; shared by the entries it covers.
+    context: Arc<str>,
 }
 
 impl Assembler {
@@ -93,7 +99,7 @@ impl Assembler {
                     return Err(AssembleError::NestedBegin { open: open.txn.xid, new: b.xid, lsn });
                 }
                 let skip = b.end_lsn <= self.stored_up_to;
-                self.open = Some(OpenTxn { txn: Arc::new(b.into()), skip });
+                self.open = Some(OpenTxn { txn: Arc::new(b.into()), skip, context: Arc::from(EMPTY_CONTEXT) });
             }
             Record::Commit(_) => {
                 let open = self.open.take().ok_or(AssembleError::OutsideTransaction { what: "commit", lsn })?;
@@ -105,7 +111,7 @@ impl Assembler {
             Record::Row(row) => {
                 let open = self.open.as_ref().ok_or(AssembleError::OutsideTransaction { what: "row change", lsn })?;
                 if !open.skip && self.filter.matches(&row.table) {
-                    out.push(Event::Entry(row_entry(&open.txn, row)));
+                    out.push(Event::Entry(row_entry(&open.txn, &open.context, row)));
                 }
             }
             Record::Truncate(table) => {
@@ -119,17 +125,38 @@ impl Assembler {
                         before: None,
                         after: None,
                         changed_columns: None,
+                        context: open.context.clone(),
                     }));
                 }
             }
-            // Actor context messages are not captured yet; other applications' messages are not ours.
-            Record::Message { .. } => {}
+            Record::Message { prefix, content, transactional } => {
+                // Non-transactional messages are not tied to a transaction's changes.
+                if prefix != CONTEXT_PREFIX || !transactional {
+                    return Ok(());
+                }
+                let open = self.open.as_mut().ok_or(AssembleError::OutsideTransaction { what: "context message", lsn })?;
+                if open.skip {
+                    return Ok(());
+                }
+                match context::from_message(&content) {
+                    Ok(json) => open.context = Arc::from(json),
+                    Err(e) => {
+                        tracing::warn!(%lsn, xid = open.txn.xid, error = %e, "context message could not be read; kept in pgtrail.decode_errors");
+                        out.push(Event::Undecodable(DecodeFailure {
+                            lsn,
+                            xid: Some(open.txn.xid),
+                            record: String::from_utf8_lossy(bytes).into_owned(),
+                            error: format!("context message: {e}"),
+                        }));
+                    }
+                }
+            }
         }
         Ok(())
     }
 }
 
-fn row_entry(txn: &Arc<Transaction>, row: RowChange<'_>) -> AuditEntry {
+fn row_entry(txn: &Arc<Transaction>, context: &Arc<str>, row: RowChange<'_>) -> AuditEntry {
     let new = RowImage::from_columns(&row.columns);
     let old = RowImage::from_columns(&row.identity);
     let (action, before, after) = match row.action {
@@ -161,6 +188,7 @@ fn row_entry(txn: &Arc<Transaction>, row: RowChange<'_>) -> AuditEntry {
         before: before.map(RowImage::to_json),
         after: after.as_ref().map(RowImage::to_json),
         changed_columns,
+        context: context.clone(),
     }
 }
 
@@ -318,6 +346,33 @@ mod tests {
         assert!(matches!(&out[0], Event::Undecodable(f) if f.lsn == Lsn(2) && f.xid == Some(9)));
         assert!(matches!(&out[1], Event::Entry(e) if e.after.as_deref() == Some(r#"{"c":1}"#)));
         assert!(matches!(&out[2], Event::Commit(t) if t.xid == 9));
+    }
+
+    #[test]
+    fn context_messages_apply_to_the_changes_after_them() {
+        let mut a = Assembler::new(TableFilter { include: vec![TablePattern::parse("*.*").unwrap()], exclude: vec![] }, Lsn::ZERO);
+        let mut out = Vec::new();
+        for rec in [
+            r#"{"action":"B","xid":9,"timestamp":"2026-01-01 00:00:00+00","lsn":"0/10","nextlsn":"0/20"}"#,
+            r#"{"action":"I","xid":9,"schema":"s","table":"t","columns":[{"name":"id","type":"integer","value":0}],"pk":[]}"#,
+            r#"{"action":"M","xid":9,"transactional":true,"prefix":"pgtrail","content":"{\"session_user\" : \"app\", \"actor\" : \"alice\"}"}"#,
+            r#"{"action":"I","xid":9,"schema":"s","table":"t","columns":[{"name":"id","type":"integer","value":1}],"pk":[]}"#,
+            r#"{"action":"M","xid":9,"transactional":false,"prefix":"pgtrail","content":"{\"actor\" : \"mallory\"}"}"#,
+            r#"{"action":"M","xid":9,"transactional":true,"prefix":"pgtrail","content":"{\"session_user\" : \"app\", \"actor\" : \"bob\"}"}"#,
+            r#"{"action":"T","xid":9,"schema":"s","table":"t"}"#,
+            r#"{"action":"C","xid":9,"timestamp":"2026-01-01 00:00:00+00","lsn":"0/10","nextlsn":"0/20"}"#,
+            r#"{"action":"B","xid":10,"timestamp":"2026-01-01 00:00:00+00","lsn":"0/30","nextlsn":"0/40"}"#,
+            r#"{"action":"I","xid":10,"schema":"s","table":"t","columns":[{"name":"id","type":"integer","value":2}],"pk":[]}"#,
+            r#"{"action":"C","xid":10,"timestamp":"2026-01-01 00:00:00+00","lsn":"0/30","nextlsn":"0/40"}"#,
+        ] {
+            a.push(Lsn::ZERO, rec.as_bytes(), &mut out).unwrap();
+        }
+        let actors: Vec<Option<String>> = entries(&out)
+            .iter()
+            .map(|e| serde_json::from_str::<serde_json::Value>(&e.context).unwrap()["actor"].as_str().map(str::to_owned))
+            .collect();
+        assert_eq!(actors, [None, Some("alice".into()), Some("bob".into()), None]);
+        assert_eq!(&*entries(&out)[0].context, EMPTY_CONTEXT);
     }
 
     #[test]

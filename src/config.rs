@@ -73,12 +73,18 @@ struct RawCapture {
     tables: Vec<String>,
     #[serde(default)]
     exclude: Vec<String>,
+    #[serde(default = "yes")]
+    before_images: bool,
 }
 
 impl Default for RawCapture {
     fn default() -> Self {
-        RawCapture { tables: default_tables(), exclude: Vec::new() }
+        RawCapture { tables: default_tables(), exclude: Vec::new(), before_images: true }
     }
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_tables() -> Vec<String> {
@@ -177,6 +183,8 @@ pub struct Config {
     pub slot: SlotName,
     pub store: PgUrl,
     pub capture: TableFilter,
+    /// `setup` gives captured tables REPLICA IDENTITY FULL, so UPDATE and DELETE carry the whole old row.
+    pub before_images: bool,
     /// Where the web view listens.
     pub web_listen: std::net::SocketAddr,
 }
@@ -219,7 +227,7 @@ impl Config {
         let web_listen = raw.web.listen.parse().map_err(|_| {
             invalid("web.listen", format!("{:?} is not an address:port, e.g. \"127.0.0.1:8080\"", raw.web.listen))
         })?;
-        Ok(Config { path: path.to_owned(), source, slot, store, capture: TableFilter { include, exclude }, web_listen })
+        Ok(Config { path: path.to_owned(), source, slot, store, capture: TableFilter { include, exclude }, before_images: raw.capture.before_images, web_listen })
     }
 }
 

@@ -83,6 +83,8 @@ pub struct AuditEntry {
     pub after: Option<String>,
     /// `["status"]`; `None` where the before image is incomplete, so what changed is unknown.
     pub changed_columns: Option<String>,
+    /// Who made the change: the `context` object as JSON text (see [`crate::context`]).
+    pub context: Arc<str>,
 }
 
 /// The store's `row_key`: a stable 64-bit hash that finds every entry of one
@@ -98,9 +100,13 @@ pub fn row_key(table: &TableName, primary_key: &str) -> i64 {
     h.digest() as i64
 }
 
-/// The context object until actor context is captured: every field present, all null.
+/// The context of a change that came with no context message (trigger
+/// missing, or replication role `replica`): every field present, all null.
 pub const EMPTY_CONTEXT: &str =
-    r#"{"db_user":null,"client_addr":null,"application_name":null,"actor":null,"source":null,"remarks":null}"#;
+    concat!(
+    r#"{"db_user":null,"client_addr":null,"application_name":null,"actor":null,"source":null,"remarks":null,"#,
+    r#""current_user":null,"client_port":null,"backend_pid":null}"#
+);
 
 /// A column's value as entry JSON text.
 pub fn entry_value<'a>(type_name: &str, raw: &'a RawValue) -> Cow<'a, str> {

@@ -9,13 +9,14 @@
 //!    uncaptured tables and transactions already stored.
 //! 4. [`store`]: batched COPY into the audit store, committed with the
 //!    checkpoint in one transaction ([`store::writer`]).
-//! 5. [`export`] (and later the web view) read the store.
+//! 5. [`export`] and [`web`] (the web view and its JSON API) read the store.
 //!
 //! [`pipeline`] runs stages 1–4 as the daemon; [`setup`], [`source`] and
 //! [`status`] prepare and inspect the databases; [`config`] is the TOML file.
 
 pub mod assemble;
 pub mod config;
+pub mod context;
 pub mod decode;
 pub mod entry;
 pub mod export;
@@ -28,3 +29,4 @@ pub mod status;
 pub mod store;
 pub mod table;
 pub mod tls;
+pub mod web;

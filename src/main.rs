@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 use pgtrail::config::Config;
 use pgtrail::export::{self, ExportFilter, Format};
 use pgtrail::table::TableName;
-use pgtrail::{pipeline, setup, status, store};
+use pgtrail::{pipeline, setup, status, store, web};
 
 #[derive(Parser)]
 #[command(name = "pgtrail", version, about = "An audit trail for PostgreSQL, from logical replication with wal2json")]
@@ -26,10 +26,27 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Create the store's schema and the replication slot, and check the source. Safe to run again.
-    Setup,
-    /// Run the capture daemon until SIGTERM or SIGINT.
+    /// Check the source and install what capture needs (slot, REPLICA IDENTITY FULL, the context
+    /// trigger) and the store (database, schema). Safe to run again.
+    Setup {
+        /// Print the exact SQL it would run on the source and the store, and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Remove from the source what setup installed (triggers, function; the slot with --drop-slot).
+    /// The store and its entries are never touched.
+    Teardown {
+        /// Also drop the replication slot (WAL it holds is released; changes until the next setup are not captured).
+        #[arg(long)]
+        drop_slot: bool,
+        /// Print the SQL it would run, and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Run the capture daemon, and the web view on web.listen, until SIGTERM or SIGINT.
     Run,
+    /// Serve only the web view (on web.listen), reading the store, until SIGTERM or SIGINT.
+    Web,
     /// Show the slot, how far behind capture is, and what is stored.
     Status {
         /// Print one JSON object instead of `key: value` lines.
@@ -84,11 +101,30 @@ async fn run(cli: Cli) -> Result<()> {
         .context("no config file given: pass --config FILE or set PGTRAIL_CONFIG (see config/pgtrail.example.toml)")?;
     let config = Config::load(&path)?;
     match cli.command {
-        Command::Setup => {
+        Command::Setup { dry_run: true } => {
+            let plan = setup::plan_setup(&config).await?;
+            for note in &plan.notes {
+                println!("-- {note}");
+            }
+            print!("{}", plan.to_sql(&config));
+        }
+        Command::Setup { dry_run: false } => {
             for line in setup::setup(&config).await? {
                 println!("{line}");
             }
             println!("setup complete; start capture with: pgtrail --config {} run", path.display());
+        }
+        Command::Teardown { drop_slot, dry_run: true } => {
+            let plan = setup::plan_teardown(&config, drop_slot).await?;
+            for note in &plan.notes {
+                println!("-- {note}");
+            }
+            print!("{}", plan.to_sql(&config));
+        }
+        Command::Teardown { drop_slot, dry_run: false } => {
+            for line in setup::teardown(&config, drop_slot).await? {
+                println!("{line}");
+            }
         }
         Command::Run => {
             let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -97,7 +133,20 @@ async fn run(cli: Cli) -> Result<()> {
                 tracing::info!("stop requested; finishing what is whole");
                 let _ = stop_tx.send(true);
             });
+            let web = web::spawn_alongside(&config, stop_rx.clone());
             pipeline::run(&config, stop_rx).await?;
+            // The web view got the same stop; let its open requests finish.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), web).await;
+        }
+        Command::Web => {
+            // Fail now, with the reason, if the store is not there or not set up.
+            drop(store::open(&config.store).await?);
+            let pool = web::Pool::new(config.store.clone(), web::POOL_SIZE);
+            web::serve(&config, pool, async {
+                wait_for_stop_signal().await;
+                tracing::info!("stop requested");
+            })
+            .await?;
         }
         Command::Status { json } => {
             let status = status::status(&config).await?;

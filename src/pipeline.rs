@@ -69,6 +69,7 @@ pub async fn run(config: &Config, mut shutdown: watch::Receiver<bool>) -> Result
     let mut first = true;
     loop {
         let mut started = false;
+        let began = Instant::now();
         let result = session(config, &mut shutdown, &mut started).await;
         match result {
             Ok(()) => return Ok(()),
@@ -76,7 +77,9 @@ pub async fn run(config: &Config, mut shutdown: watch::Receiver<bool>) -> Result
             // watching now, and the message says what to fix.
             Err(e) if first && !started => return Err(e),
             Err(e) => {
-                if started {
+                // A session that streamed for a while was healthy: start the
+                // backoff afresh. One that fails at once keeps backing off.
+                if started && began.elapsed() >= BACKOFF_MAX {
                     backoff = BACKOFF_MIN;
                 }
                 let retry_in_ms = backoff.as_millis() as u64;

@@ -1,82 +1,298 @@
-//! `pgtrail setup`: prepares the store (database, migrations) and the source
-//! (checks, the slot). Idempotent: running it again changes nothing.
+//! `pgtrail setup` and `pgtrail teardown`: what pgtrail installs in the source
+//! (the slot, REPLICA IDENTITY FULL, the context function and its triggers)
+//! and in the store (database, migrations, checkpoint).
+//!
+//! Both work in two steps: a [`Plan`] of the exact SQL, built from what the
+//! databases already hold, then applying it. `--dry-run` prints the plan and
+//! changes nothing; a second `setup` finds nothing to do. Each database's
+//! changes are applied in one transaction.
+
+use std::fmt::Write as _;
 
 use anyhow::{Context, Result};
+use tokio_postgres::Client;
 
 use crate::config::Config;
-use crate::source;
+use crate::lsn::Lsn;
+use crate::source::{self, CatalogTable, SourceError};
 use crate::store::{self, migrations};
-use crate::table::quote_ident;
+use crate::table::{quote_ident, quote_literal};
 
-/// Runs setup and returns a line per thing it checked or did.
-pub async fn setup(config: &Config) -> Result<Vec<String>> {
-    let mut report = Vec::new();
+const CONTEXT_SQL: &str = include_str!("../sql/source/context.sql");
+const TRIGGER: &str = "pgtrail_context";
+
+/// The SQL one command would run, database by database.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// Run first and alone: slot creation refuses a transaction that has written.
+    pub source_slot: Option<String>,
+    /// One transaction on the source.
+    pub source: Vec<String>,
+    /// On the server's maintenance database, when the store database is missing.
+    pub create_store: Option<String>,
+    /// One transaction on the store.
+    pub store: Vec<String>,
+    /// Facts found while planning, for the report.
+    pub notes: Vec<String>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.source_slot.is_none() && self.source.is_empty() && self.create_store.is_none() && self.store.is_empty()
+    }
+
+    /// The plan as a SQL script a DBA can read (and could run with psql).
+    pub fn to_sql(&self, config: &Config) -> String {
+        let mut out = String::new();
+        let section = |out: &mut String, what: &str, url: &crate::config::PgUrl| {
+            let _ = writeln!(out, "-- on the {what} database {:?} at {}", url.dbname(), url.endpoint());
+        };
+        if self.source_slot.is_some() || !self.source.is_empty() {
+            section(&mut out, "source", &config.source);
+            if let Some(slot) = &self.source_slot {
+                let _ = writeln!(out, "{slot};");
+            }
+            if !self.source.is_empty() {
+                let _ = writeln!(out, "BEGIN;\n{}\nCOMMIT;", self.source.iter().map(|s| format!("{};", s.trim_end().trim_end_matches(';'))).collect::<Vec<_>>().join("\n"));
+            }
+        }
+        if let Some(create) = &self.create_store {
+            section(&mut out, "maintenance", &config.store.with_dbname("postgres"));
+            let _ = writeln!(out, "{create};");
+        }
+        if !self.store.is_empty() {
+            section(&mut out, "store", &config.store);
+            let _ = writeln!(out, "BEGIN;\n{}\nCOMMIT;", self.store.iter().map(|s| format!("{};", s.trim_end().trim_end_matches(';'))).collect::<Vec<_>>().join("\n"));
+        }
+        if out.is_empty() {
+            out.push_str("-- nothing to do: the source and the store are set up\n");
+        }
+        out
+    }
+}
+
+/// What `setup` would do now.
+pub async fn plan_setup(config: &Config) -> Result<Plan> {
+    let mut plan = Plan::default();
     let source = source::connect(&config.source).await?;
     source::check_server(&source).await?;
-    report.push("source: wal_level is logical and the role may replicate".to_owned());
+    plan.notes.push("source: wal_level is logical and the role may replicate".to_owned());
     let tables = source::captured_tables(&source, &config.capture).await?;
-    report.push(format!("source: {} table(s) captured: {}", tables.len(), summarize(&tables)));
+    plan.notes.push(format!("source: {} table(s) captured: {}", tables.len(), summarize(&tables)));
 
-    let mut store_client = connect_or_create_store(config, &mut report).await?;
-    let applied = migrations::apply(&mut store_client).await.context("applying the store's migrations")?;
-    report.push(match applied.as_slice() {
-        [] => "store: schema up to date".to_owned(),
-        versions => format!("store: applied migration(s) {versions:?}"),
-    });
-
-    let start = match source::slot_info(&source, &config.slot).await? {
+    let slot = source::slot_info(&source, &config.slot).await?;
+    match &slot {
         Some(info) if info.plugin != "wal2json" => {
-            return Err(source::SourceError::WrongPlugin { slot: config.slot.to_string(), plugin: info.plugin }.into())
+            return Err(SourceError::WrongPlugin { slot: config.slot.to_string(), plugin: info.plugin.clone() }.into())
         }
         Some(info) => {
             if info.active_pid.is_none() {
                 source::check_plugin_loads(&source, &config.slot, info.confirmed_flush.unwrap_or_default()).await?;
             }
-            report.push(format!("source: slot {:?} exists and wal2json loads", config.slot.as_str()));
-            info.confirmed_flush.unwrap_or_default()
+            plan.notes.push(format!("source: slot {:?} exists and wal2json loads", config.slot.as_str()));
         }
         None => {
-            let lsn = source::create_slot(&source, &config.slot).await?;
-            report.push(format!("source: created slot {:?} with wal2json at {lsn}", config.slot.as_str()));
-            lsn
+            plan.source_slot =
+                Some(format!("SELECT pg_create_logical_replication_slot({}, 'wal2json')", quote_literal(config.slot.as_str())));
+        }
+    }
+
+    if !context_function_current(&source).await? {
+        plan.source.push(CONTEXT_SQL.trim().to_owned());
+    }
+    for t in &tables {
+        let name = t.name.quoted();
+        if config.before_images && t.replica_identity != 'f' && !t.partitioned {
+            plan.source.push(format!("ALTER TABLE {name} REPLICA IDENTITY FULL"));
+        }
+        if !t.has_context_trigger {
+            plan.source.push(format!(
+                "CREATE TRIGGER {TRIGGER} BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON {name} \
+                 FOR EACH STATEMENT EXECUTE FUNCTION pgtrail.emit_context()"
+            ));
+        }
+        if !t.has_primary_key && (t.replica_identity != 'f' && !config.before_images) {
+            plan.notes.push(format!(
+                "warning: {} has no primary key and REPLICA IDENTITY is not FULL: its UPDATEs and DELETEs cannot be audited",
+                t.name
+            ));
+        }
+    }
+
+    let url = &config.store;
+    let store = match store::connect(url, "pgtrail").await {
+        Ok(client) => Some(client),
+        Err(e) if e.as_db_error().map(|d| d.code().code()) == Some("3D000") => {
+            plan.create_store = Some(format!("CREATE DATABASE {}", quote_ident(url.dbname())));
+            None
+        }
+        Err(e) => {
+            return Err(store::StoreError::Connect { endpoint: url.endpoint(), dbname: url.dbname().to_owned(), reason: store::describe(&e) }.into())
         }
     };
+    let (pending, checkpoint) = match &store {
+        Some(client) => {
+            let pending = migrations::plan(client).await?;
+            let checkpoint = if pending.is_empty() { store::checkpoint(client, &config.slot).await? } else { None };
+            (pending.into_iter().map(|(v, _)| v).collect(), checkpoint)
+        }
+        None => (migrations::MIGRATIONS.iter().map(|m| m.0).collect::<Vec<_>>(), None),
+    };
+    for (version, name, sql) in migrations::MIGRATIONS.iter().filter(|m| pending.contains(&m.0)) {
+        plan.store.push(format!("-- migration {version}: {name}\n{}", sql.trim()));
+        plan.store.push(format!("INSERT INTO pgtrail.schema_migrations (version, name) VALUES ({version}, {})", quote_literal(name)));
+    }
+    if checkpoint.is_none() {
+        let start = slot.as_ref().and_then(|s| s.confirmed_flush).map(|l| quote_literal(&l.to_string()));
+        plan.store.push(format!(
+            "INSERT INTO pgtrail.checkpoints (slot, lsn) VALUES ({}, {}) ON CONFLICT (slot) DO NOTHING",
+            quote_literal(config.slot.as_str()),
+            start.unwrap_or_else(|| "/* the new slot's starting LSN */ '0/0'".to_owned())
+        ));
+    }
+    Ok(plan)
+}
+
+/// True when pgtrail.emit_context exists with the body this version installs.
+async fn context_function_current(client: &Client) -> Result<bool> {
+    let installed: Option<String> = client
+        .query_opt(
+            "SELECT p.prosrc FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+             WHERE n.nspname = 'pgtrail' AND p.proname = 'emit_context'",
+            &[],
+        )
+        .await?
+        .map(|r| r.get(0));
+    let body = CONTEXT_SQL.split("$fn$").nth(1).unwrap_or_default();
+    Ok(installed.as_deref() == Some(body))
+}
+
+/// Runs `setup`: plans, then applies. Returns what it found and did.
+pub async fn setup(config: &Config) -> Result<Vec<String>> {
+    let plan = plan_setup(config).await?;
+    let mut report = plan.notes.clone();
+    let source = source::connect(&config.source).await?;
+
+    let mut new_slot_lsn: Option<Lsn> = None;
+    if plan.source_slot.is_some() {
+        let lsn = source::create_slot(&source, &config.slot).await?;
+        report.push(format!("source: created slot {:?} with wal2json at {lsn}", config.slot.as_str()));
+        new_slot_lsn = Some(lsn);
+    }
+    if !plan.source.is_empty() {
+        apply_in_transaction(&source, &plan.source).await.map_err(|e| {
+            anyhow::anyhow!(
+                "installing pgtrail's context trigger and replica identity in the source failed: {}; \
+                 run setup as the owner of the captured tables (or a superuser), or see `pgtrail setup --dry-run`",
+                store::describe(&e)
+            )
+        })?;
+        report.push(format!("source: applied {} statement(s) (see `setup --dry-run` for the SQL)", plan.source.len()));
+    }
+
+    if let Some(create) = &plan.create_store {
+        let url = &config.store;
+        let admin = store::connect(&url.with_dbname("postgres"), "pgtrail").await.map_err(|e| {
+            anyhow::anyhow!(
+                "the store database {:?} does not exist and pgtrail cannot connect to database \"postgres\" on {} to create it: {}",
+                url.dbname(),
+                url.endpoint(),
+                store::describe(&e)
+            )
+        })?;
+        admin.batch_execute(create).await.map_err(|e| {
+            anyhow::anyhow!(
+                "the store database {:?} does not exist and the role {:?} may not create it ({}); create it as a superuser: CREATE DATABASE {} OWNER {};",
+                url.dbname(),
+                url.user(),
+                store::describe(&e),
+                quote_ident(url.dbname()),
+                quote_ident(url.user())
+            )
+        })?;
+        report.push(format!("store: created database {:?}", url.dbname()));
+    }
+    let mut store_client = store::connect(&config.store, "pgtrail")
+        .await
+        .map_err(|e| anyhow::anyhow!("connecting to the store database: {}", store::describe(&e)))?;
+    let applied = migrations::apply(&mut store_client).await.context("applying the store's migrations")?;
+    if !applied.is_empty() {
+        report.push(format!("store: applied migration(s) {applied:?}"));
+    }
+    let start = match new_slot_lsn {
+        Some(lsn) => lsn,
+        None => source::slot_info(&source, &config.slot).await?.and_then(|s| s.confirmed_flush).unwrap_or_default(),
+    };
     store::init_checkpoint(&store_client, &config.slot, start).await?;
+    if plan.is_empty() {
+        report.push("nothing to do: the source and the store were already set up".to_owned());
+    }
     Ok(report)
 }
 
-fn summarize(tables: &[crate::table::TableName]) -> String {
-    let mut names: Vec<String> = tables.iter().take(10).map(|t| t.to_string()).collect();
+async fn apply_in_transaction(client: &Client, statements: &[String]) -> Result<(), tokio_postgres::Error> {
+    client.batch_execute("BEGIN").await?;
+    for sql in statements {
+        if let Err(e) = client.batch_execute(sql).await {
+            let _ = client.batch_execute("ROLLBACK").await;
+            return Err(e);
+        }
+    }
+    client.batch_execute("COMMIT").await
+}
+
+/// What `teardown` would remove from the source: the context triggers and
+/// function, pgtrail's schema there, and the slot only when asked. The store
+/// and its entries are never touched.
+pub async fn plan_teardown(config: &Config, drop_slot: bool) -> Result<Plan> {
+    let mut plan = Plan::default();
+    let source = source::connect(&config.source).await?;
+    for t in source::catalog_tables(&source).await?.iter().filter(|t| t.has_context_trigger) {
+        plan.source.push(format!("DROP TRIGGER IF EXISTS {TRIGGER} ON {}", t.name.quoted()));
+    }
+    let has_schema: bool = source.query_one("SELECT to_regnamespace('pgtrail') IS NOT NULL", &[]).await?.get(0);
+    if has_schema {
+        plan.source.push("DROP FUNCTION IF EXISTS pgtrail.emit_context()".to_owned());
+        plan.source.push("DROP SCHEMA IF EXISTS pgtrail".to_owned());
+    }
+    match source::slot_info(&source, &config.slot).await? {
+        Some(info) if drop_slot => {
+            if let Some(pid) = info.active_pid {
+                return Err(SourceError::SlotInUse { slot: config.slot.to_string(), pid }.into());
+            }
+            plan.source_slot = Some(format!("SELECT pg_drop_replication_slot({})", quote_literal(config.slot.as_str())));
+        }
+        Some(_) => plan.notes.push(format!(
+            "the slot {:?} is kept (it holds WAL on the source until consumed or dropped); drop it with --drop-slot",
+            config.slot.as_str()
+        )),
+        None => {}
+    }
+    plan.notes.push("REPLICA IDENTITY of the tables is left as it is; the store and its entries are not touched".to_owned());
+    Ok(plan)
+}
+
+pub async fn teardown(config: &Config, drop_slot: bool) -> Result<Vec<String>> {
+    let plan = plan_teardown(config, drop_slot).await?;
+    let mut report = plan.notes.clone();
+    let source = source::connect(&config.source).await?;
+    if !plan.source.is_empty() {
+        apply_in_transaction(&source, &plan.source)
+            .await
+            .map_err(|e| anyhow::anyhow!("removing pgtrail's objects from the source failed: {}", store::describe(&e)))?;
+        report.push(format!("source: removed pgtrail's triggers, function and schema ({} statement(s))", plan.source.len()));
+    }
+    if let Some(sql) = &plan.source_slot {
+        source.batch_execute(sql).await.map_err(|e| anyhow::anyhow!("dropping the slot failed: {}", store::describe(&e)))?;
+        report.push(format!("source: dropped slot {:?}", config.slot.as_str()));
+    }
+    Ok(report)
+}
+
+fn summarize(tables: &[CatalogTable]) -> String {
+    let mut names: Vec<String> = tables.iter().take(10).map(|t| t.name.to_string()).collect();
     if tables.len() > 10 {
         names.push(format!("… and {} more", tables.len() - 10));
     }
     names.join(", ")
-}
-
-/// Connects to the store database, creating it first if it is missing.
-async fn connect_or_create_store(config: &Config, report: &mut Vec<String>) -> Result<tokio_postgres::Client> {
-    let url = &config.store;
-    match store::connect(url, "pgtrail").await {
-        Ok(client) => return Ok(client),
-        Err(e) if e.as_db_error().map(|d| d.code().code()) == Some("3D000") => {}
-        Err(e) => {
-            return Err(store::StoreError::Connect { endpoint: url.endpoint(), dbname: url.dbname().to_owned(), reason: store::describe(&e) }.into())
-        }
-    }
-    // The database does not exist: create it from the server's maintenance database.
-    let admin = store::connect(&url.with_dbname("postgres"), "pgtrail")
-        .await
-        .map_err(|e| anyhow::anyhow!("the store database {:?} does not exist and pgtrail cannot connect to database \"postgres\" on {} to create it: {}", url.dbname(), url.endpoint(), store::describe(&e)))?;
-    admin.batch_execute(&format!("CREATE DATABASE {}", quote_ident(url.dbname()))).await.map_err(|e| {
-        anyhow::anyhow!(
-            "the store database {:?} does not exist and the role {:?} may not create it ({}); create it as a superuser: CREATE DATABASE {} OWNER {};",
-            url.dbname(),
-            url.user(),
-            store::describe(&e),
-            quote_ident(url.dbname()),
-            quote_ident(url.user())
-        )
-    })?;
-    report.push(format!("store: created database {:?}", url.dbname()));
-    store::connect(url, "pgtrail").await.map_err(|e| anyhow::anyhow!("connecting to the new store database: {}", store::describe(&e)))
 }

@@ -62,19 +62,47 @@ pub async fn check_server(client: &Client) -> Result<(), SourceError> {
     Ok(())
 }
 
-/// Ordinary tables, partitioned tables' leaves included, that the filter captures.
-pub async fn captured_tables(client: &Client, filter: &TableFilter) -> Result<Vec<TableName>, SourceError> {
+/// A table of the source as the catalog describes it.
+#[derive(Debug, Clone)]
+pub struct CatalogTable {
+    pub name: TableName,
+    /// `d` default, `f` full, `i` index, `n` nothing.
+    pub replica_identity: char,
+    pub partitioned: bool,
+    pub has_primary_key: bool,
+    /// The pgtrail context trigger is installed on it.
+    pub has_context_trigger: bool,
+}
+
+/// Every ordinary and partitioned table outside the system schemas and pgtrail's own.
+pub async fn catalog_tables(client: &Client) -> Result<Vec<CatalogTable>, SourceError> {
     let rows = client
         .query(
-            "SELECT n.nspname::text, c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            "SELECT n.nspname::text, c.relname::text, c.relreplident::text, c.relkind = 'p',
+                    EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary),
+                    EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid AND t.tgname = 'pgtrail_context')
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
              WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgtrail')
                AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
              ORDER BY 1, 2",
             &[],
         )
         .await?;
-    let tables: Vec<TableName> =
-        rows.iter().map(|r| TableName::new(r.get::<_, String>(0), r.get::<_, String>(1))).filter(|t| filter.matches(t)).collect();
+    Ok(rows
+        .iter()
+        .map(|r| CatalogTable {
+            name: TableName::new(r.get::<_, String>(0), r.get::<_, String>(1)),
+            replica_identity: r.get::<_, String>(2).chars().next().unwrap_or('d'),
+            partitioned: r.get(3),
+            has_primary_key: r.get(4),
+            has_context_trigger: r.get(5),
+        })
+        .collect())
+}
+
+/// The tables the filter captures; an error if there are none.
+pub async fn captured_tables(client: &Client, filter: &TableFilter) -> Result<Vec<CatalogTable>, SourceError> {
+    let tables: Vec<CatalogTable> = catalog_tables(client).await?.into_iter().filter(|t| filter.matches(&t.name)).collect();
     if tables.is_empty() {
         let patterns: Vec<&str> = filter.include.iter().map(|p| p.as_str()).collect();
         return Err(SourceError::NoTables { patterns: format!("{patterns:?}") });

@@ -17,7 +17,7 @@ use tokio_postgres::Client;
 use super::StoreError;
 use crate::assemble::{DecodeFailure, Event};
 use crate::config::SlotName;
-use crate::entry::{row_key, AuditEntry, EMPTY_CONTEXT};
+use crate::entry::{row_key, AuditEntry};
 use crate::lsn::Lsn;
 
 /// COPY a chunk once this much text is buffered.
@@ -190,7 +190,7 @@ fn encode_copy_row(e: &AuditEntry, out: &mut BytesMut) {
         }
     }
     out.put_u8(b'\t');
-    out.put_slice(EMPTY_CONTEXT.as_bytes());
+    put_field(out, &e.context);
     out.put_u8(b'\t');
     match &e.primary_key {
         Some(key) => out.put_slice(row_key(&e.table, key).to_string().as_bytes()),

@@ -31,6 +31,8 @@ async fn capture_as(role: &str, password: &str, encryption: &str, stored_prefix:
     let src = env.source().await;
     src.batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text); ALTER TABLE t REPLICA IDENTITY FULL;").await.unwrap();
 
+    // A DBA runs setup as the tables' owner; the daemon then runs as the replication role.
+    env.setup().await;
     let with_url = env.cluster.url_as("app", role, Some(&percent_encode(password)));
     let without = env.cluster.url_as("app", role, None);
     let mut config = env.trail.config.clone();
@@ -38,9 +40,6 @@ async fn capture_as(role: &str, password: &str, encryption: &str, stored_prefix:
         config.source_url = if by_url { with_url.clone() } else { without.clone() };
         env.trail.rewrite(config.clone());
         env.trail.envs = if by_url { vec![] } else { vec![("PGPASSWORD".into(), password.into())] };
-        if phase == 0 {
-            env.setup().await;
-        }
         let mut daemon = env.spawn();
         let base = phase * 100;
         src.batch_execute(&format!(

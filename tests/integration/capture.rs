@@ -221,7 +221,8 @@ async fn truncate_of_two_tables_gives_one_entry_per_table() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn default_identity_before_holds_only_the_key() {
-    let env = TestEnv::start().await;
+    // before_images = false: setup leaves the table's REPLICA IDENTITY DEFAULT.
+    let env = TestEnv::start_with(ClusterOptions::default(), |c| c.before_images = false).await;
     let src = env.source().await;
     src.batch_execute("CREATE TABLE d (id int PRIMARY KEY, v text, n int)").await.unwrap();
     env.setup().await;
@@ -260,7 +261,8 @@ async fn default_identity_before_holds_only_the_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn composite_and_missing_primary_keys() {
-    let env = TestEnv::start().await;
+    // `lines` keeps REPLICA IDENTITY DEFAULT; the others set FULL themselves.
+    let env = TestEnv::start_with(ClusterOptions::default(), |c| c.before_images = false).await;
     let src = env.source().await;
     src.batch_execute(
         // Key declared in an order different from the column order.

@@ -425,6 +425,10 @@ pub struct Config {
     pub store_url: String,
     pub tables: Vec<String>,
     pub exclude: Vec<String>,
+    /// `capture.before_images`: setup gives captured tables REPLICA IDENTITY FULL.
+    pub before_images: bool,
+    /// `web.listen`: a free port of its own, since tests run daemons side by side.
+    pub web_listen: String,
 }
 
 impl Config {
@@ -436,18 +440,22 @@ impl Config {
             store_url: cluster.url("pgtrail"),
             tables: vec!["public.*".to_string()],
             exclude: vec![],
+            before_images: true,
+            web_listen: format!("127.0.0.1:{}", free_port()),
         }
     }
 
     pub fn to_toml(&self) -> String {
         let list = |v: &[String]| v.iter().map(|s| toml_str(s)).collect::<Vec<_>>().join(", ");
         format!(
-            "[source]\nurl = {}\nslot = {}\n\n[store]\nurl = {}\n\n[capture]\ntables = [{}]\nexclude = [{}]\n",
+            "[source]\nurl = {}\nslot = {}\n\n[store]\nurl = {}\n\n[capture]\ntables = [{}]\nexclude = [{}]\nbefore_images = {}\n\n[web]\nlisten = {}\n",
             toml_str(&self.source_url),
             toml_str(&self.slot),
             toml_str(&self.store_url),
             list(&self.tables),
-            list(&self.exclude)
+            list(&self.exclude),
+            self.before_images,
+            toml_str(&self.web_listen)
         )
     }
 }

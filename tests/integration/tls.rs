@@ -14,15 +14,16 @@ async fn capture_over_tls_with_sslmode_require() {
     let src = env.source().await;
     src.batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text); ALTER TABLE t REPLICA IDENTITY FULL;").await.unwrap();
 
+    // Setup is a DBA's job, as the tables' owner; the daemon runs as the replication role.
+    env.setup().await;
     // Before TLS is on, sslmode=require must fail with a clear message, and quickly.
     let mut config = env.trail.config.clone();
     config.source_url = format!("{}?sslmode=require", env.cluster.url_as("app", "tls_user", Some("s3cret")));
     env.trail.rewrite(config.clone());
-    env.trail.cli(&["setup"]).await.assert_clean_failure(&["cannot connect", "tls"], Duration::from_secs(10));
+    env.trail.cli(&["run"]).await.assert_clean_failure(&["cannot connect", "tls"], Duration::from_secs(10));
 
     env.cluster.enable_tls("tls_user").await;
     let admin = env.cluster.client("postgres").await;
-    env.setup().await;
     let mut daemon = env.spawn();
     src.batch_execute(
         "INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 50) g;

@@ -1,0 +1,41 @@
+-- Installed by `pgtrail setup` in the audited (source) database, in its own
+-- schema. A BEFORE STATEMENT trigger on each captured table calls it; it emits
+-- one transactional logical message (prefix 'pgtrail') carrying who is making
+-- the change, once per transaction and again only when that changes within
+-- the transaction (SET LOCAL ROLE, a new pgtrail.actor). The message is part
+-- of the transaction: rolled back with it, or with its savepoint.
+--
+-- Applications may add their own context, with no other change:
+--   SET LOCAL pgtrail.actor = 'alice@example.com';
+--   SET LOCAL pgtrail.source = 'billing-batch';
+--   SET LOCAL pgtrail.remarks = 'ticket #4411';
+
+CREATE SCHEMA IF NOT EXISTS pgtrail;
+
+CREATE OR REPLACE FUNCTION pgtrail.emit_context() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    context text := json_build_object(
+        'session_user',     session_user,
+        'current_user',     current_user,
+        'client_addr',      host(inet_client_addr()),
+        'client_port',      inet_client_port(),
+        'application_name', nullif(current_setting('application_name', true), ''),
+        'backend_pid',      pg_backend_pid(),
+        'actor',            nullif(current_setting('pgtrail.actor', true), ''),
+        'source',           nullif(current_setting('pgtrail.source', true), ''),
+        'remarks',          nullif(current_setting('pgtrail.remarks', true), '')
+    )::text;
+BEGIN
+    -- pgtrail.emitted is set transaction-locally, so it is forgotten at commit
+    -- or rollback, and reverted with a rolled-back savepoint, like the message.
+    IF current_setting('pgtrail.emitted', true) IS DISTINCT FROM context THEN
+        PERFORM pg_logical_emit_message(true, 'pgtrail', context);
+        PERFORM set_config('pgtrail.emitted', context, true);
+    END IF;
+    RETURN NULL;
+END
+$fn$;
+
+COMMENT ON FUNCTION pgtrail.emit_context() IS
+    'pgtrail: emits who makes a change as a logical message for the audit trail';
