@@ -307,6 +307,11 @@ impl Cluster {
     }
 
     /// A superuser client on `db`; its connection task is spawned on the current runtime.
+    /// A connection string over the Unix socket (key=value form), as `user`.
+    pub fn socket_conninfo(&self, db: &str, user: &str) -> String {
+        format!("host={} port={} user={user} dbname={db}", self.dir.path().display(), self.port)
+    }
+
     pub async fn client(&self, db: &str) -> Client {
         connect(&self.url(db))
             .await

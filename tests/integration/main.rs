@@ -13,3 +13,5 @@ mod large;
 mod status;
 mod types;
 mod tls;
+mod web;
+mod context;

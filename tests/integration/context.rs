@@ -1,0 +1,176 @@
+//! Actor context and what setup does to the source: who made each change (role, address,
+//! application, and the application's own `pgtrail.actor` / `source` / `remarks`), over TCP and
+//! the Unix socket, changing mid-transaction and rolled back with a savepoint; changes made with
+//! triggers disabled still stored, with a null context; `setup --dry-run` changes nothing, a
+//! second `setup` has nothing to do, and `teardown` leaves no pgtrail object in the source.
+
+use serde_json::{json, Value};
+
+use crate::harness::*;
+
+fn ctx(e: &ExportLine, key: &str) -> Value {
+    e.value["context"].get(key).cloned().unwrap_or(Value::Null)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn context_from_roles_addresses_and_application_settings() {
+    let env = TestEnv::start().await;
+    let src = env.source().await;
+    src.batch_execute(
+        "CREATE TABLE acct (id int PRIMARY KEY, owner text, balance numeric(12,2));
+         CREATE ROLE clerk LOGIN PASSWORD 'pw'; CREATE ROLE manager NOLOGIN;
+         GRANT ALL ON acct TO clerk, manager; GRANT manager TO clerk;",
+    )
+    .await
+    .unwrap();
+    env.setup().await;
+    let mut daemon = env.spawn();
+
+    // clerk over TCP, with the application's own context, changing mid-transaction.
+    let clerk = connect(&format!("{}?application_name=teller", env.cluster.url_as("app", "clerk", Some("pw")))).await.unwrap();
+    clerk
+        .batch_execute(
+            "BEGIN;
+             SET LOCAL pgtrail.actor = 'alice@example.com';
+             SET LOCAL pgtrail.source = 'web';
+             INSERT INTO acct VALUES (1, 'alice', 10.00), (2, 'bob', 20.00);
+             SET LOCAL pgtrail.actor = 'bob@example.com';
+             SET LOCAL pgtrail.remarks = 'ticket 4411';
+             UPDATE acct SET balance = 25.00 WHERE id = 2;
+             SAVEPOINT s;
+             SET LOCAL pgtrail.actor = 'mallory';
+             UPDATE acct SET balance = 0 WHERE id = 1;
+             ROLLBACK TO SAVEPOINT s;
+             SET LOCAL ROLE manager;
+             UPDATE acct SET owner = 'Alice' WHERE id = 1;
+             COMMIT;",
+        )
+        .await
+        .unwrap();
+    // postgres over the Unix socket, no application context.
+    let local = connect(&env.cluster.socket_conninfo("app", "postgres")).await.unwrap();
+    local.batch_execute("DELETE FROM acct WHERE id = 2").await.unwrap();
+    // A superuser replaying with triggers off: no context message, the change is still audited.
+    local.batch_execute("SET session_replication_role = replica; INSERT INTO acct VALUES (3, 'carol', 1); RESET session_replication_role;").await.unwrap();
+    env.sync().await;
+
+    let e: Vec<ExportLine> = env.trail.export_jsonl(&["--table", "public.acct"]).await;
+    let summary: Vec<(String, Value, Value, Value, Value, Value, Value)> = e
+        .iter()
+        .map(|e| {
+            (
+                e.value["action"].as_str().unwrap_or_default().to_owned(),
+                ctx(e, "db_user"),
+                ctx(e, "current_user"),
+                ctx(e, "actor"),
+                ctx(e, "source"),
+                ctx(e, "remarks"),
+                ctx(e, "application_name"),
+            )
+        })
+        .collect();
+    let s = |v: &str| json!(v);
+    assert_eq!(
+        summary,
+        vec![
+            ("INSERT".into(), s("clerk"), s("clerk"), s("alice@example.com"), s("web"), Value::Null, s("teller")),
+            ("INSERT".into(), s("clerk"), s("clerk"), s("alice@example.com"), s("web"), Value::Null, s("teller")),
+            ("UPDATE".into(), s("clerk"), s("clerk"), s("bob@example.com"), s("web"), s("ticket 4411"), s("teller")),
+            // The savepoint's update and its 'mallory' context are gone; SET ROLE shows as current_user.
+            ("UPDATE".into(), s("clerk"), s("manager"), s("bob@example.com"), s("web"), s("ticket 4411"), s("teller")),
+            ("DELETE".into(), s("postgres"), s("postgres"), Value::Null, Value::Null, Value::Null, Value::Null),
+            ("INSERT".into(), Value::Null, Value::Null, Value::Null, Value::Null, Value::Null, Value::Null),
+        ],
+        "{e:#?}"
+    );
+    assert_eq!(ctx(&e[0], "client_addr"), json!("127.0.0.1"), "TCP shows the client address");
+    assert!(ctx(&e[0], "client_port").is_number());
+    assert_eq!(ctx(&e[4], "client_addr"), Value::Null, "the Unix socket has no address");
+    let pid: i32 = clerk.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    assert_eq!(ctx(&e[0], "backend_pid"), json!(pid));
+
+    let store = env.store().await;
+    assert_counts(&store, "public", "acct", Counts::new(3, 2, 1, 0)).await;
+    assert_store_matches_source(&src, &store, "public", "acct").await;
+    daemon.terminate().await;
+}
+
+/// Everything in the source that says what pgtrail has installed.
+async fn source_footprint(c: &tokio_postgres::Client) -> Vec<String> {
+    c.query(
+        "SELECT 'trigger ' || tgrelid::regclass || ' ' || tgname FROM pg_trigger WHERE tgname LIKE 'pgtrail%'
+         UNION ALL SELECT 'function ' || p.oid::regprocedure FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'pgtrail'
+         UNION ALL SELECT 'schema ' || nspname FROM pg_namespace WHERE nspname = 'pgtrail'
+         UNION ALL SELECT 'slot ' || slot_name FROM pg_replication_slots
+         UNION ALL SELECT 'identity ' || c.oid::regclass || ' ' || c.relreplident::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                   WHERE n.nspname = 'public' AND c.relkind = 'r'
+         UNION ALL SELECT 'database ' || datname FROM pg_database
+         ORDER BY 1",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_changes_nothing_setup_twice_is_a_no_op_and_teardown_removes_everything() {
+    let env = TestEnv::start().await;
+    let src = env.source().await;
+    src.batch_execute("CREATE TABLE a (id int PRIMARY KEY, v text); CREATE TABLE \"Odd Name\" (id int PRIMARY KEY);").await.unwrap();
+    let admin = env.cluster.client("postgres").await;
+
+    let before = source_footprint(&src).await;
+    let dry = env.trail.cli(&["setup", "--dry-run"]).await;
+    dry.assert_success();
+    assert_eq!(source_footprint(&src).await, before, "setup --dry-run changed the source");
+    let dbs: i64 = admin.query_one("SELECT count(*) FROM pg_database WHERE datname = 'pgtrail'", &[]).await.unwrap().get(0);
+    assert_eq!(dbs, 0, "setup --dry-run created the store database");
+    for expected in [
+        "pg_create_logical_replication_slot('pgtrail', 'wal2json')",
+        "ALTER TABLE \"public\".\"a\" REPLICA IDENTITY FULL",
+        "CREATE TRIGGER pgtrail_context BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON \"public\".\"Odd Name\"",
+        "CREATE OR REPLACE FUNCTION pgtrail.emit_context()",
+        "CREATE DATABASE \"pgtrail\"",
+        "CREATE TABLE pgtrail.entries",
+    ] {
+        assert!(dry.stdout.contains(expected), "dry run lacks {expected:?}:\n{}", dry.stdout);
+    }
+
+    env.setup().await;
+    let installed = source_footprint(&src).await;
+    assert!(installed.contains(&"trigger \"Odd Name\" pgtrail_context".to_string()), "{installed:#?}");
+    assert!(installed.contains(&"identity a f".to_string()), "{installed:#?}");
+    assert!(installed.contains(&"slot pgtrail".to_string()), "{installed:#?}");
+
+    let again = env.trail.cli(&["setup"]).await;
+    again.assert_success();
+    assert!(again.stdout.contains("nothing to do"), "{again}");
+    assert_eq!(source_footprint(&src).await, installed, "a second setup changed the source");
+    let dry = env.trail.cli(&["setup", "--dry-run"]).await;
+    assert!(dry.stdout.contains("nothing to do"), "{dry}");
+
+    // Capture something, so teardown can be seen to keep the store's data.
+    let mut daemon = env.spawn();
+    src.batch_execute("INSERT INTO a VALUES (1, 'x')").await.unwrap();
+    env.sync().await;
+    daemon.terminate().await;
+    env.wait_slot_inactive().await;
+
+    let dry = env.trail.cli(&["teardown", "--drop-slot", "--dry-run"]).await;
+    dry.assert_success();
+    assert!(dry.stdout.contains("pg_drop_replication_slot('pgtrail')"), "{dry}");
+    assert_eq!(source_footprint(&src).await, installed, "teardown --dry-run changed the source");
+
+    env.trail.cli(&["teardown", "--drop-slot"]).await.assert_success();
+    let left: Vec<String> = source_footprint(&src)
+        .await
+        .into_iter()
+        .filter(|l| l.starts_with("trigger") || l.starts_with("function") || l.starts_with("schema") || l.starts_with("slot"))
+        .collect();
+    assert!(left.is_empty(), "teardown left pgtrail objects in the source: {left:#?}");
+    let store = env.store().await;
+    assert_counts(&store, "public", "a", Counts::new(1, 0, 0, 0)).await;
+}
