@@ -128,13 +128,14 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Run => {
             let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            let (reload_tx, reload_rx) = tokio::sync::watch::channel(0u64);
             tokio::spawn(async move {
-                wait_for_stop_signal().await;
+                wait_for_stop_signal(Some(reload_tx)).await;
                 tracing::info!("stop requested; finishing what is whole");
                 let _ = stop_tx.send(true);
             });
             let web = web::spawn_alongside(&config, stop_rx.clone());
-            pipeline::run(&config, stop_rx).await?;
+            pipeline::run(config.clone(), stop_rx, reload_rx).await?;
             // The web view got the same stop; let its open requests finish.
             let _ = tokio::time::timeout(std::time::Duration::from_secs(10), web).await;
         }
@@ -143,7 +144,7 @@ async fn run(cli: Cli) -> Result<()> {
             drop(store::open(&config.store).await?);
             let pool = web::Pool::new(config.store.clone(), web::POOL_SIZE);
             web::serve(&config, pool, async {
-                wait_for_stop_signal().await;
+                wait_for_stop_signal(None).await;
                 tracing::info!("stop requested");
             })
             .await?;
@@ -174,15 +175,22 @@ async fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
-async fn wait_for_stop_signal() {
+/// Returns on SIGTERM or SIGINT. SIGHUP asks the daemon to reload its config
+/// (when `reload` is given); its default action would kill the process.
+async fn wait_for_stop_signal(reload: Option<tokio::sync::watch::Sender<u64>>) {
     use tokio::signal::unix::{signal, SignalKind};
     match (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup())) {
         (Ok(mut term), Ok(mut int), Ok(mut hup)) => loop {
             tokio::select! {
                 _ = term.recv() => return,
                 _ = int.recv() => return,
-                // SIGHUP's default action would kill the daemon; an audit log must not stop on a stray reload.
-                _ = hup.recv() => tracing::warn!("SIGHUP received: reloading the config is not supported yet; restart pgtrail to apply changes"),
+                _ = hup.recv() => match &reload {
+                    Some(tx) => {
+                        tracing::info!("SIGHUP: reloading the config");
+                        tx.send_modify(|n| *n += 1);
+                    }
+                    None => tracing::warn!("SIGHUP ignored: only `run` reloads its config"),
+                },
             }
         },
         _ => {

@@ -62,17 +62,34 @@ impl PipelineError {
     }
 }
 
+/// How a session ended without error.
+enum SessionEnd {
+    Shutdown,
+    Reload,
+}
+
 /// Runs until `shutdown` turns true. Fails only if the very first session
-/// cannot start for a reason that retrying will not fix.
-pub async fn run(config: &Config, mut shutdown: watch::Receiver<bool>) -> Result<(), PipelineError> {
+/// cannot start. A change of `reload` re-reads the config file and starts a
+/// new session with it, from the store's checkpoint: every transaction is
+/// decoded whole under one capture set, none lost or doubled.
+pub async fn run(
+    mut config: Config,
+    mut shutdown: watch::Receiver<bool>,
+    mut reload: watch::Receiver<u64>,
+) -> Result<(), PipelineError> {
     let mut backoff = BACKOFF_MIN;
     let mut first = true;
     loop {
         let mut started = false;
         let began = Instant::now();
-        let result = session(config, &mut shutdown, &mut started).await;
+        let result = session(&config, &mut shutdown, &mut reload, &mut started).await;
         match result {
-            Ok(()) => return Ok(()),
+            Ok(SessionEnd::Shutdown) => return Ok(()),
+            Ok(SessionEnd::Reload) => {
+                config = reload_config(config);
+                first = false;
+                continue;
+            }
             // Refuse to start rather than retry blindly: whoever started us is
             // watching now, and the message says what to fix.
             Err(e) if first && !started => return Err(e),
@@ -94,13 +111,39 @@ pub async fn run(config: &Config, mut shutdown: watch::Receiver<bool>) -> Result
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
             _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
+            _ = reload.changed() => {
+                config = reload_config(config);
+                continue;
+            }
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
 
+/// The config file as it is now, or the running config if the new one is invalid.
+fn reload_config(running: Config) -> Config {
+    match Config::load(&running.path) {
+        Ok(new) => {
+            if new.web_listen != running.web_listen {
+                tracing::warn!("web.listen changed: the web view keeps its address until pgtrail restarts");
+            }
+            tracing::info!(path = %running.path.display(), "config reloaded; capture resumes with it from the store's checkpoint");
+            new
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "config not reloaded; capture goes on with the running config");
+            running
+        }
+    }
+}
+
 /// One connection's worth of capture. Returns Ok on shutdown.
-async fn session(config: &Config, shutdown: &mut watch::Receiver<bool>, started: &mut bool) -> Result<(), PipelineError> {
+async fn session(
+    config: &Config,
+    shutdown: &mut watch::Receiver<bool>,
+    reload: &mut watch::Receiver<u64>,
+    started: &mut bool,
+) -> Result<SessionEnd, PipelineError> {
     let catalog = source::connect(&config.source).await?;
     source::check_server(&catalog).await?;
     let store_client = store::open(&config.store).await?;
@@ -139,7 +182,7 @@ async fn session(config: &Config, shutdown: &mut watch::Receiver<bool>, started:
     let (tx, rx) = mpsc::channel::<Vec<Event>>(CHANNEL_BATCHES);
     let writer = tokio::spawn(StoreWriter::new(store_client, config.slot.clone(), durable_tx).run(rx));
 
-    let mut assembler = Assembler::new(config.capture.clone(), checkpoint);
+    let mut assembler = Assembler::new(config.capture.clone(), checkpoint).with_column_rules(config.columns.clone());
     let mut events: Vec<Event> = Vec::with_capacity(BATCH_EVENTS);
     let mut server_end = system.xlog_pos.min(checkpoint);
     let mut reported = checkpoint;
@@ -153,7 +196,7 @@ async fn session(config: &Config, shutdown: &mut watch::Receiver<bool>, started:
         if caught_up { durable.max(server_end) } else { durable }
     };
 
-    let outcome: Result<(), PipelineError> = loop {
+    let outcome: Result<SessionEnd, PipelineError> = loop {
         if !events.is_empty() && (events.len() >= BATCH_EVENTS || !stream.message_buffered()) {
             if tx.send(std::mem::take(&mut events)).await.is_err() {
                 break Err(PipelineError::WriterGone);
@@ -163,7 +206,8 @@ async fn session(config: &Config, shutdown: &mut watch::Receiver<bool>, started:
         let mut reply_requested = false;
         tokio::select! {
             biased;
-            _ = shutdown.wait_for(|stop| *stop) => break Ok(()),
+            _ = shutdown.wait_for(|stop| *stop) => break Ok(SessionEnd::Shutdown),
+            _ = reload.changed() => break Ok(SessionEnd::Reload),
             message = stream.next() => match message {
                 Ok(StreamMessage::XLogData { wal_start, wal_end, data }) => {
                     server_end = server_end.max(wal_end);
@@ -205,7 +249,7 @@ async fn session(config: &Config, shutdown: &mut watch::Receiver<bool>, started:
     let written = writer.await.map_err(|_| PipelineError::WriterGone)?;
     let durable = *durable_rx.borrow();
     match &outcome {
-        Ok(()) => {
+        Ok(_) => {
             reported = reported.max(flush_position(&assembler, &events, durable, server_end));
             if let Err(e) = stream.finish(server_end.max(reported), reported).await {
                 tracing::warn!(error = %e, "could not close the replication connection cleanly");

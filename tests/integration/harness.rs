@@ -751,7 +751,7 @@ impl Daemon {
         }
     }
 
-    fn signal(&self, sig: i32) {
+    pub fn signal(&self, sig: i32) {
         // SAFETY: kill(2) on our own child's pid; the child is not reaped until we wait for it,
         // so the pid cannot have been reused.
         let rc = unsafe { libc::kill(self.pid, sig) };
