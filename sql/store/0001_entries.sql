@@ -21,8 +21,9 @@ CREATE TABLE pgtrail.entries (
     context         json        NOT NULL,
     -- xxh3-64 of schema, table and primary_key text (see entry::row_key), so
     -- that a row's history is one lookup on a small integer index; null where
-    -- there is no key. Computed by pgtrail: an md5(primary_key::text) index
-    -- cost five times as much to maintain at ingest.
+    -- there is no key. Computed by pgtrail: an md5(primary_key::text)
+    -- expression index cost about 2.7 times as much to maintain at ingest
+    -- (bench/store_indexes.sh).
     row_key         bigint
 );
 

@@ -1,0 +1,220 @@
+#!/usr/bin/env bash
+# What each index of pgtrail.entries costs at ingest: the same COPY file of real
+# captured entries is loaded into fresh tables of the store's shape that differ
+# only in their indexes (and, for two variants, in the type of the JSON columns).
+#
+#   bash bench/store_indexes.sh [options]
+#
+#   --rows N        entries in the COPY file (default 1000000; rounded up to whole
+#                   pgbench transactions of 4 row changes, as bench/capture.sh does)
+#   --runs N        timed loads per variant (default 3); the median is reported
+#   --dir DIR       work directory (default target/bench/store_indexes; wiped first)
+#   --reuse         skip steps 1-2: reuse DIR/entries.copy and the cluster that an
+#                   earlier `--keep` run left running in DIR/capture
+#   --build         build target/release/pgtrail first (default: use it as it is,
+#                   building only if it is missing)
+#   --keep          leave the cluster running and DIR in place at the end
+#
+# Method:
+#  1. bench/capture.sh --keep runs the real pipeline once: a private cluster
+#     (scripts/pgcluster.sh; fsync=off, shared_buffers=1GB, max_wal_size=16GB,
+#     checkpoint_timeout=1h), a pgbench tpcb-like backlog with REPLICA IDENTITY
+#     DEFAULT, `pgtrail setup`, `pgtrail run` until all of it is stored, and the
+#     entry count checked;
+#  2. the entries go out to DIR/entries.copy with
+#     \copy (SELECT committed_at, xid, lsn, ..., row_key FROM pgtrail.entries
+#     ORDER BY id) TO file: the COPY text pgtrail itself sends, in commit order;
+#     both replication slots are then dropped so they do not pin the WAL the
+#     loads write, and database bench is dropped;
+#  3. for each run, for each variant in turn (runs interleaved, so drift of the
+#     machine spreads over all variants alike): in the store database, create the
+#     table idxbench.t (LIKE pgtrail.entries: same columns, identity, NOT NULL and
+#     CHECK constraints; indexes as the variant says), CHECKPOINT, then time
+#     `\copy idxbench.t (...) FROM file` alone with psql's \timing (one COPY, one
+#     transaction, client-side read of the file; no connection setup in the time),
+#     record the WAL it wrote and the sizes, check the row count, drop the table;
+#  4. print, per variant, the median time, rows/s, the extra seconds over
+#     variant (2) (the table as stored, without any index), the WAL written, the
+#     heap and index sizes, and the spread (min-max) of the runs.
+#
+# Variants: (1) no index, the five JSON columns as text; (2) no index (json, as
+# stored); (3) + primary key on id; (4) + BRIN (committed_at); (5) + btree (xid);
+# (6) + btree (row_key); (7) all of the store's indexes (LIKE ... INCLUDING ALL:
+# the real table); (8) the rejected alternative to row_key: primary key + btree
+# (schema_name, table_name, md5(primary_key::text)); (9) all of the store's
+# indexes with jsonb instead of json. (3)-(6) each add one index to (2).
+#
+# Not measured here: pgtrail's own batching (the daemon sends COPY chunks of at
+# most 4 MiB and commits about every 250 ms) and a table that already holds many
+# rows (deeper btrees); both are the same for every variant.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source-path=SCRIPTDIR/.. source=scripts/pgcluster.sh
+source "$repo/scripts/pgcluster.sh"
+
+rows=1000000
+runs=3
+dir="$repo/target/bench/store_indexes"
+reuse=0
+build=0
+keep=0
+
+die() { echo "store_indexes: $*" >&2; exit 1; }
+say() { echo "store_indexes: $*" >&2; }
+usage() { sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2; }
+
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --rows) rows="${2:?--rows needs a number}"; shift 2 ;;
+        --runs) runs="${2:?--runs needs a number}"; shift 2 ;;
+        --dir) dir=$(pgc_abspath "${2:?--dir needs a directory}"); shift 2 ;;
+        --reuse) reuse=1; shift ;;
+        --build) build=1; shift ;;
+        --keep) keep=1; shift ;;
+        -h|--help) usage ;;
+        *) echo "store_indexes: unknown option $1" >&2; usage ;;
+    esac
+done
+[[ "$rows" =~ ^[1-9][0-9]*$ ]] || die "--rows must be a positive integer"
+[[ "$runs" =~ ^[1-9][0-9]*$ ]] || die "--runs must be a positive integer"
+
+transactions=$(( (rows + 3) / 4 ))
+cluster="$dir/capture"
+copy_file="$dir/entries.copy"
+pgtrail="$repo/target/release/pgtrail"
+
+cleanup() {
+    local rc=$?
+    if [[ $keep -eq 1 ]]; then
+        say "kept $dir (stop the cluster with: bash scripts/pgcluster.sh destroy $cluster)"
+    else
+        pgc_destroy "$cluster" || true
+        rm -rf "$dir"
+    fi
+    exit "$rc"
+}
+
+pgc_find_bin
+if [[ $reuse -eq 1 ]]; then
+    [[ -s "$copy_file" ]] || die "--reuse: no $copy_file (run once with --keep first)"
+    pgc_status "$cluster" >/dev/null || die "--reuse: no cluster running in $cluster (run once with --keep first)"
+    trap cleanup EXIT
+    trap 'exit 130' INT TERM
+else
+    # 1. The real pipeline, once.
+    if [[ $build -eq 1 || ! -x "$pgtrail" ]]; then
+        say "cargo build --release"
+        (cd "$repo" && cargo build --release --quiet)
+    fi
+    pgc_destroy "$cluster" || true
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    trap cleanup EXIT
+    trap 'exit 130' INT TERM
+    say "bench/capture.sh --transactions $transactions --keep: the real pipeline, to make the data"
+    bash "$repo/bench/capture.sh" --no-build --keep --transactions "$transactions" --dir "$cluster" \
+        >"$dir/capture.out" 2>"$dir/capture.err" \
+        || { cat "$dir/capture.err" "$dir/capture.out" >&2; die "bench/capture.sh failed (output above)"; }
+    grep -q '^entries check:' "$dir/capture.out" || { cat "$dir/capture.out" >&2; die "bench/capture.sh did not check its entries"; }
+fi
+
+psql_store() { pgc_psql "$cluster" -d pgtrail "$@"; }
+cols="committed_at, xid, lsn, schema_name, table_name, action, primary_key, before, after, changed_columns, context, row_key"
+
+if [[ $reuse -eq 0 ]]; then
+    # 2. The COPY file, then nothing left that pins WAL.
+    say "exporting pgtrail.entries to $copy_file"
+    psql_store -c "\\copy (SELECT $cols FROM pgtrail.entries ORDER BY id) TO '$copy_file'"
+    pgc_psql "$cluster" -d postgres -At \
+        -c "SELECT count(pg_drop_replication_slot(slot_name)) FROM pg_replication_slots" >/dev/null
+    pgc_psql "$cluster" -d postgres -c "DROP DATABASE bench"
+fi
+n=$(wc -l <"$copy_file")
+file_mib=$(( $(stat -c %s "$copy_file") / 1048576 ))
+[[ "$n" -gt 0 ]] || die "$copy_file is empty"
+psql_store -c "SET client_min_messages = warning" -c "DROP SCHEMA IF EXISTS idxbench CASCADE" -c "CREATE SCHEMA idxbench"
+
+# 3. The variants: the DDL that makes idxbench.t.
+base="CREATE TABLE idxbench.t (LIKE pgtrail.entries INCLUDING DEFAULTS INCLUDING IDENTITY INCLUDING CONSTRAINTS);"
+real="CREATE TABLE idxbench.t (LIKE pgtrail.entries INCLUDING ALL);"
+json_cols=(primary_key before after changed_columns context)
+retype() { local t="$1" c sep="" out="ALTER TABLE idxbench.t"; for c in "${json_cols[@]}"; do out+="$sep ALTER COLUMN $c TYPE $t"; sep=","; done; echo "$out;"; }
+names=(
+    "(1) no index, JSON columns as text"
+    "(2) no index, json (as stored)"
+    "(3) (2) + primary key (id)"
+    "(4) (2) + BRIN (committed_at)"
+    "(5) (2) + btree (xid)"
+    "(6) (2) + btree (row_key)"
+    "(7) all store indexes (the real table)"
+    "(8) pk + btree (schema, table, md5(pk)) (rejected)"
+    "(9) all store indexes, jsonb"
+)
+ddl=(
+    "$base $(retype text)"
+    "$base"
+    "$base ALTER TABLE idxbench.t ADD PRIMARY KEY (id);"
+    "$base CREATE INDEX ON idxbench.t USING brin (committed_at);"
+    "$base CREATE INDEX ON idxbench.t (xid);"
+    "$base CREATE INDEX ON idxbench.t (row_key);"
+    "$real"
+    "$base ALTER TABLE idxbench.t ADD PRIMARY KEY (id); CREATE INDEX ON idxbench.t (schema_name, table_name, md5(primary_key::text));"
+    "$real $(retype jsonb)"
+)
+nv=${#names[@]}
+
+pg_version=$(psql_store -At -c "SHOW server_version")
+settings=$(psql_store -At -c "SELECT string_agg(name || '=' || setting || coalesce(unit, ''), ', ' ORDER BY name) FROM pg_settings WHERE name IN ('fsync', 'shared_buffers', 'max_wal_size', 'wal_level', 'maintenance_work_mem')")
+echo "== store index cost benchmark ($(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)) =="
+echo "PostgreSQL $pg_version; $settings"
+echo "data: $n entries from a real pgtrail run (bench/capture.sh: pgbench tpcb-like, REPLICA IDENTITY DEFAULT), $file_mib MiB of COPY text"
+[[ -s "$dir/capture.out" ]] && sed -n 's/^(b) pgtrail run: */capture run that made it: /p' "$dir/capture.out"
+echo "method: per run, each variant in turn: CREATE TABLE idxbench.t (LIKE pgtrail.entries ...) + its indexes, CHECKPOINT,"
+echo "        then \\copy idxbench.t FROM the file timed alone by psql's \\timing (one COPY, one transaction), count checked, DROP;"
+echo "        $runs runs, median reported; extra s = median minus variant (2)'s"
+echo
+
+declare -A secs wal heap idx
+for r in $(seq 1 "$runs"); do
+    for ((v = 0; v < nv; v++)); do
+        psql_store -c "SET client_min_messages = warning" -c "DROP TABLE IF EXISTS idxbench.t" -c "${ddl[$v]}" -c "CHECKPOINT"
+        out=$(psql_store -At <<EOF
+SELECT pg_current_wal_lsn() AS w0 \\gset
+\\timing on
+\\copy idxbench.t ($cols) FROM '$copy_file'
+\\timing off
+SELECT 'result', count(*), pg_wal_lsn_diff(pg_current_wal_lsn(), :'w0')::bigint,
+       pg_table_size('idxbench.t'), pg_indexes_size('idxbench.t') FROM idxbench.t;
+EOF
+        ) || die "variant ${names[$v]}: the load failed"
+        ms=$(sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' <<<"$out" | awk 'NR == 1')
+        res=$(grep '^result|' <<<"$out") || die "variant ${names[$v]}: no result in: $out"
+        IFS='|' read -r _ count w h i <<<"$res"
+        [[ -n "$ms" ]] || die "variant ${names[$v]}: no timing in: $out"
+        [[ "$count" == "$n" ]] || die "variant ${names[$v]}: loaded $count rows, expected $n"
+        s=$(awk -v m="$ms" 'BEGIN { printf "%.3f", m / 1000 }')
+        secs[$v]+="$s "
+        wal[$v]=$w; heap[$v]=$h; idx[$v]=$i
+        say "run $r/$runs ${names[$v]}: ${s}s"
+    done
+done
+psql_store -c "SET client_min_messages = warning" -c "DROP SCHEMA idxbench CASCADE"
+
+median() { tr ' ' '\n' <<<"$1" | sed '/^$/d' | sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else printf "%.3f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+spread() { tr ' ' '\n' <<<"$1" | sed '/^$/d' | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%.2f-%.2f", lo, hi }'; }
+ref=$(median "${secs[1]}")
+mib() { awk -v b="$1" 'BEGIN { printf "%.0f", b / 1048576 }'; }
+
+# 4. The table.
+echo "| variant | seconds (median of $runs) | rows/s | extra s vs (2) | WAL MiB | heap MiB | index MiB | runs min-max s |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+for ((v = 0; v < nv; v++)); do
+    m=$(median "${secs[$v]}")
+    rate=$(awk -v n="$n" -v s="$m" 'BEGIN { printf "%.0f", n / s }')
+    extra=$(awk -v a="$m" -v b="$ref" 'BEGIN { printf "%+.2f", a - b }')
+    printf '| %s | %.2f | %s | %s | %s | %s | %s | %s |\n' "${names[$v]}" "$m" "$rate" "$extra" \
+        "$(mib "${wal[$v]}")" "$(mib "${heap[$v]}")" "$(mib "${idx[$v]}")" "$(spread "${secs[$v]}")"
+done
+echo
+echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
