@@ -7,11 +7,14 @@
 //! 2. [`decode`]: one wal2json (format-version 2) record → a typed [`decode::Record`], no I/O.
 //! 3. [`assemble`]: records → transactions → [`entry::AuditEntry`]s, dropping
 //!    uncaptured tables and transactions already stored.
-//! 4. [`store`]: batched COPY into the audit store, committed with the
+//! 4. [`redact`]: per-table column rules, applied by the assembler to each row
+//!    image before it is serialized: ignored columns dropped, redacted values
+//!    replaced by a keyed hash, so neither reaches the store.
+//! 5. [`store`]: batched COPY into the audit store, committed with the
 //!    checkpoint in one transaction ([`store::writer`]).
-//! 5. [`export`] and [`web`] (the web view and its JSON API) read the store.
+//! 6. [`export`] and [`web`] (the web view and its JSON API) read the store.
 //!
-//! [`pipeline`] runs stages 1–4 as the daemon; [`setup`], [`source`] and
+//! [`pipeline`] runs stages 1–5 as the daemon; [`setup`], [`source`] and
 //! [`status`] prepare and inspect the databases; [`config`] is the TOML file.
 
 pub mod assemble;
@@ -22,11 +25,13 @@ pub mod entry;
 pub mod export;
 pub mod lsn;
 pub mod pipeline;
+pub mod redact;
 pub mod replication;
 pub mod setup;
 pub mod source;
 pub mod status;
 pub mod store;
 pub mod table;
+pub mod tables;
 pub mod tls;
 pub mod web;

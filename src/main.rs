@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 use pgtrail::config::Config;
 use pgtrail::export::{self, ExportFilter, Format};
 use pgtrail::table::TableName;
-use pgtrail::{pipeline, setup, status, store, web};
+use pgtrail::{pipeline, setup, status, store, tables, web};
 
 #[derive(Parser)]
 #[command(name = "pgtrail", version, about = "An audit trail for PostgreSQL, from logical replication with wal2json")]
@@ -47,6 +47,12 @@ enum Command {
     Run,
     /// Serve only the web view (on web.listen), reading the store, until SIGTERM or SIGINT.
     Web,
+    /// List the source's tables: captured or not and why, key, replica identity, context trigger, warnings.
+    Tables {
+        /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the slot, how far behind capture is, and what is stored.
     Status {
         /// Print one JSON object instead of `key: value` lines.
@@ -148,6 +154,14 @@ async fn run(cli: Cli) -> Result<()> {
                 tracing::info!("stop requested");
             })
             .await?;
+        }
+        Command::Tables { json } => {
+            let reports = tables::tables(&config).await?;
+            if json {
+                println!("{}", serde_json::to_string(&reports)?);
+            } else {
+                print!("{}", tables::to_text(&reports));
+            }
         }
         Command::Status { json } => {
             let status = status::status(&config).await?;

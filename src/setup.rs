@@ -111,7 +111,7 @@ pub async fn plan_setup(config: &Config) -> Result<Plan> {
                  FOR EACH STATEMENT EXECUTE FUNCTION pgtrail.emit_context()"
             ));
         }
-        if !t.has_primary_key && (t.replica_identity != 'f' && !config.before_images) {
+        if t.primary_key.is_empty() && t.replica_identity != 'f' && !config.before_images {
             plan.notes.push(format!(
                 "warning: {} has no primary key and REPLICA IDENTITY is not FULL: its UPDATEs and DELETEs cannot be audited",
                 t.name

@@ -69,7 +69,8 @@ pub struct CatalogTable {
     /// `d` default, `f` full, `i` index, `n` nothing.
     pub replica_identity: char,
     pub partitioned: bool,
-    pub has_primary_key: bool,
+    /// Primary key columns in key order; empty when the table has none.
+    pub primary_key: Vec<String>,
     /// The pgtrail context trigger is installed on it.
     pub has_context_trigger: bool,
 }
@@ -79,7 +80,10 @@ pub async fn catalog_tables(client: &Client) -> Result<Vec<CatalogTable>, Source
     let rows = client
         .query(
             "SELECT n.nspname::text, c.relname::text, c.relreplident::text, c.relkind = 'p',
-                    EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary),
+                    coalesce((SELECT array_agg(a.attname::text ORDER BY k.ord)
+                              FROM pg_index i, unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord), pg_attribute a
+                              WHERE i.indrelid = c.oid AND i.indisprimary AND a.attrelid = c.oid AND a.attnum = k.attnum),
+                             '{}'::text[]),
                     EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid AND t.tgname = 'pgtrail_context')
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
              WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgtrail')
@@ -94,7 +98,7 @@ pub async fn catalog_tables(client: &Client) -> Result<Vec<CatalogTable>, Source
             name: TableName::new(r.get::<_, String>(0), r.get::<_, String>(1)),
             replica_identity: r.get::<_, String>(2).chars().next().unwrap_or('d'),
             partitioned: r.get(3),
-            has_primary_key: r.get(4),
+            primary_key: r.get(4),
             has_context_trigger: r.get(5),
         })
         .collect())

@@ -202,8 +202,27 @@ pub struct TableFilter {
 
 impl TableFilter {
     pub fn matches(&self, table: &TableName) -> bool {
-        self.include.iter().any(|p| p.matches(table)) && !self.exclude.iter().any(|p| p.matches(table))
+        matches!(self.explain(table), FilterVerdict::Included(_))
     }
+
+    /// Whether a table is captured, and which pattern decided it.
+    pub fn explain(&self, table: &TableName) -> FilterVerdict<'_> {
+        match self.include.iter().find(|p| p.matches(table)) {
+            None => FilterVerdict::NotIncluded,
+            Some(include) => match self.exclude.iter().find(|p| p.matches(table)) {
+                Some(exclude) => FilterVerdict::Excluded(exclude),
+                None => FilterVerdict::Included(include),
+            },
+        }
+    }
+}
+
+/// Why a table is or is not captured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FilterVerdict<'a> {
+    Included(&'a TablePattern),
+    Excluded(&'a TablePattern),
+    NotIncluded,
 }
 
 #[cfg(test)]

@@ -174,3 +174,51 @@ async fn dry_run_changes_nothing_setup_twice_is_a_no_op_and_teardown_removes_eve
     let store = env.store().await;
     assert_counts(&store, "public", "a", Counts::new(1, 0, 0, 0)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_says_what_is_captured_and_why() {
+    let env = TestEnv::start_with(ClusterOptions::default(), |c| {
+        c.tables = vec!["public.*".into()];
+        c.exclude = vec!["public.sess*".into()];
+        c.before_images = false;
+    })
+    .await;
+    let src = env.source().await;
+    src.batch_execute(
+        "CREATE TABLE orders (id int, region text, PRIMARY KEY (region, id));
+         CREATE TABLE sessions (id int PRIMARY KEY);
+         CREATE TABLE loose (a int);
+         CREATE SCHEMA other; CREATE TABLE other.t (id int PRIMARY KEY);",
+    )
+    .await
+    .unwrap();
+    env.setup().await;
+    let out = env.trail.cli(&["tables", "--json"]).await;
+    out.assert_success();
+    let reports: Vec<Value> = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let by_name = |name: &str| reports.iter().find(|r| r["table"] == name).unwrap_or_else(|| panic!("{name} missing: {out}")).clone();
+
+    let orders = by_name("public.orders");
+    assert_eq!(orders["captured"], json!(true));
+    assert_eq!(orders["reason"], json!("matches public.*"));
+    assert_eq!(orders["primary_key"], json!(["region", "id"]), "key columns in key order");
+    assert_eq!(orders["replica_identity"], json!("default"));
+    assert_eq!(orders["context_trigger"], json!(true));
+    assert!(orders["warnings"][0].as_str().unwrap_or_default().contains("not FULL"), "{orders}");
+
+    let sessions = by_name("public.sessions");
+    assert_eq!(sessions["captured"], json!(false));
+    assert_eq!(sessions["reason"], json!("excluded by public.sess*"));
+    assert_eq!(sessions["context_trigger"], json!(false), "setup leaves excluded tables alone");
+
+    let loose = by_name("public.loose");
+    assert!(loose["warnings"][0].as_str().unwrap_or_default().contains("cannot be tied to a row"), "{loose}");
+
+    let other = by_name("other.t");
+    assert_eq!(other["captured"], json!(false));
+    assert_eq!(other["reason"], json!("matches no capture.tables pattern"));
+
+    let text = env.trail.cli(&["tables"]).await;
+    text.assert_success();
+    assert!(text.stdout.contains("public.orders") && text.stdout.contains("(region, id)") && text.stdout.contains("warning:"), "{text}");
+}
