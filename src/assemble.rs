@@ -5,18 +5,22 @@
 //! transactions the store already holds (delivery from the server is
 //! at-least-once; the store's checkpoint says what is already in). Rolled-back
 //! transactions never reach it: the server decodes only committed ones.
+//!
+//! It also runs the redaction stage ([`crate::redact`]) on each row image
+//! before it is serialized: ignored columns go, redacted values become keyed
+//! hashes, and an UPDATE that changed only ignored columns is no entry.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::decode::{self, Record, RowAction, RowChange};
 use crate::context;
 use crate::entry::{json_object, push_json_string, Action, AuditEntry, RowImage, Transaction, EMPTY_CONTEXT};
 
-/// The logical message prefix of the context trigger.
-pub const CONTEXT_PREFIX: &str = "pgtrail";
 use crate::lsn::Lsn;
-use crate::table::TableFilter;
+use crate::redact::{ColumnRules, TableRules};
+use crate::table::{TableFilter, TableName};
 
 /// What the store receives, in stream order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +54,10 @@ pub struct Assembler {
     /// End LSN of the last transaction already in the store.
     stored_up_to: Lsn,
     open: Option<OpenTxn>,
+    column_rules: ColumnRules,
+    /// The column rules of each table seen so far, resolved once per table;
+    /// `None` for the (usual) table without any.
+    table_rules: HashMap<TableName, Option<Arc<TableRules>>>,
 }
 
 struct OpenTxn {
@@ -62,7 +70,14 @@ struct OpenTxn {
 
 impl Assembler {
     pub fn new(filter: TableFilter, stored_up_to: Lsn) -> Self {
-        Assembler { filter, stored_up_to, open: None }
+        Assembler { filter, stored_up_to, open: None, column_rules: ColumnRules::default(), table_rules: HashMap::new() }
+    }
+
+    /// Applies per-table column rules (ignored and redacted columns) to the entries.
+    pub fn with_column_rules(mut self, rules: ColumnRules) -> Self {
+        self.column_rules = rules;
+        self.table_rules.clear();
+        self
     }
 
     /// End LSN of the last transaction handed on (or found already stored).
@@ -86,7 +101,7 @@ impl Assembler {
                     out.push(Event::Undecodable(DecodeFailure {
                         lsn,
                         xid,
-                        record: String::from_utf8_lossy(bytes).into_owned(),
+                        record: self.column_rules.undecodable_record(bytes),
                         error: e.to_string(),
                     }));
                 }
@@ -111,7 +126,10 @@ impl Assembler {
             Record::Row(row) => {
                 let open = self.open.as_ref().ok_or(AssembleError::OutsideTransaction { what: "row change", lsn })?;
                 if !open.skip && self.filter.matches(&row.table) {
-                    out.push(Event::Entry(row_entry(&open.txn, &open.context, row)));
+                    let rules = rules_for(&self.column_rules, &mut self.table_rules, &row.table);
+                    if let Some(entry) = row_entry(&open.txn, &open.context, row, rules.as_deref()) {
+                        out.push(Event::Entry(entry));
+                    }
                 }
             }
             Record::Truncate(table) => {
@@ -131,24 +149,42 @@ impl Assembler {
             }
             Record::Message { prefix, content, transactional } => {
                 // Non-transactional messages are not tied to a transaction's changes.
-                if prefix != CONTEXT_PREFIX || !transactional {
+                let is_ddl = prefix == context::DDL_PREFIX;
+                if !transactional || !(is_ddl || prefix == context::CONTEXT_PREFIX) {
                     return Ok(());
                 }
-                let open = self.open.as_mut().ok_or(AssembleError::OutsideTransaction { what: "context message", lsn })?;
+                let open = self.open.as_mut().ok_or(AssembleError::OutsideTransaction { what: "pgtrail message", lsn })?;
                 if open.skip {
                     return Ok(());
                 }
-                match context::from_message(&content) {
-                    Ok(json) => open.context = Arc::from(json),
-                    Err(e) => {
-                        tracing::warn!(%lsn, xid = open.txn.xid, error = %e, "context message could not be read; kept in pgtrail.decode_errors");
-                        out.push(Event::Undecodable(DecodeFailure {
-                            lsn,
-                            xid: Some(open.txn.xid),
-                            record: String::from_utf8_lossy(bytes).into_owned(),
-                            error: format!("context message: {e}"),
-                        }));
-                    }
+                let parsed = if is_ddl {
+                    context::ddl_from_message(&content).map(|ddl| {
+                        let table = TableName::new(ddl.schema, ddl.name);
+                        let excluded = self.filter.exclude.iter().any(|p| p.matches(&table));
+                        if self.filter.captures_schema(&table.schema) && !excluded {
+                            out.push(Event::Entry(AuditEntry {
+                                txn: open.txn.clone(),
+                                table,
+                                action: Action::Ddl,
+                                primary_key: None,
+                                before: None,
+                                after: Some(ddl.detail),
+                                changed_columns: None,
+                                context: Arc::from(ddl.context),
+                            }));
+                        }
+                    })
+                } else {
+                    context::from_message(&content).map(|json| open.context = Arc::from(json))
+                };
+                if let Err(e) = parsed {
+                    tracing::warn!(%lsn, xid = open.txn.xid, error = %e, "pgtrail message could not be read; kept in pgtrail.decode_errors");
+                    out.push(Event::Undecodable(DecodeFailure {
+                        lsn,
+                        xid: Some(open.txn.xid),
+                        record: String::from_utf8_lossy(bytes).into_owned(),
+                        error: format!("{prefix} message: {e}"),
+                    }));
                 }
             }
         }
@@ -156,18 +192,52 @@ impl Assembler {
     }
 }
 
-fn row_entry(txn: &Arc<Transaction>, context: &Arc<str>, row: RowChange<'_>) -> AuditEntry {
+/// The column rules of `table`, looked up once per table. A table without
+/// rules costs one hash lookup and no allocation; no rules at all, not even that.
+fn rules_for(
+    rules: &ColumnRules,
+    cache: &mut HashMap<TableName, Option<Arc<TableRules>>>,
+    table: &TableName,
+) -> Option<Arc<TableRules>> {
+    if rules.is_empty() {
+        return None;
+    }
+    if let Some(found) = cache.get(table) {
+        return found.clone();
+    }
+    let found = rules.for_table(table);
+    cache.insert(table.clone(), found.clone());
+    found
+}
+
+/// The entry for one row change; `None` for an UPDATE that changed only ignored columns.
+fn row_entry(txn: &Arc<Transaction>, context: &Arc<str>, row: RowChange<'_>, rules: Option<&TableRules>) -> Option<AuditEntry> {
     let new = RowImage::from_columns(&row.columns);
     let old = RowImage::from_columns(&row.identity);
-    let (action, before, after) = match row.action {
+    let (action, mut before, mut after) = match row.action {
         RowAction::Insert => (Action::Insert, None, Some(new)),
         RowAction::Update => {
-            let before = (!old.columns.is_empty()).then_some(&old);
-            (Action::Update, before, Some(with_unchanged_toast(new, &old)))
+            let after = with_unchanged_toast(new, &old);
+            (Action::Update, (!old.columns.is_empty()).then_some(old), Some(after))
         }
-        RowAction::Delete => (Action::Delete, Some(&old), None),
+        RowAction::Delete => (Action::Delete, Some(old), None),
     };
-    let key_source = after.as_ref().or(before);
+    // On the raw values, before redaction.
+    let changed_columns = match (&before, &after) {
+        (Some(before), Some(after)) => changed_columns(before, after, rules),
+        _ => None,
+    };
+    if let Some(rules) = rules {
+        if changed_columns.as_ref().is_some_and(|c| c.only_ignored) {
+            return None;
+        }
+        for image in before.iter_mut().chain(after.iter_mut()) {
+            rules.apply(image);
+        }
+    }
+    // From the image as stored: a redacted key column is hashed here too, and
+    // with an ignored one the entry has no key, as for a table without one.
+    let key_source = after.as_ref().or(before.as_ref());
     let primary_key = key_source.and_then(|image| {
         if row.key.is_empty() {
             return None;
@@ -176,20 +246,16 @@ fn row_entry(txn: &Arc<Transaction>, context: &Arc<str>, row: RowChange<'_>) -> 
             row.key.iter().map(|k| image.get(&k.name).map(|v| (k.name.as_ref(), v))).collect();
         values.map(|v| json_object(v.into_iter()))
     });
-    let changed_columns = match (before, &after) {
-        (Some(before), Some(after)) => changed_columns(before, after),
-        _ => None,
-    };
-    AuditEntry {
+    Some(AuditEntry {
         txn: txn.clone(),
         table: row.table,
         action,
         primary_key,
-        before: before.map(RowImage::to_json),
+        before: before.as_ref().map(RowImage::to_json),
         after: after.as_ref().map(RowImage::to_json),
-        changed_columns,
+        changed_columns: changed_columns.map(|c| c.json),
         context: context.clone(),
-    }
+    })
 }
 
 /// wal2json leaves unchanged TOASTed columns out of an UPDATE's new row; under
@@ -210,21 +276,35 @@ fn with_unchanged_toast<'a>(new: RowImage<'a>, old: &RowImage<'a>) -> RowImage<'
     RowImage { columns }
 }
 
-/// The columns whose values differ, as a JSON array; `None` when the before
-/// image lacks a column, since then what changed cannot be known.
-fn changed_columns(before: &RowImage<'_>, after: &RowImage<'_>) -> Option<String> {
-    let mut out = String::from("[");
+struct Changed {
+    /// The changed columns that are not ignored, as a JSON array.
+    json: String,
+    /// Columns did change, but every one of them is ignored.
+    only_ignored: bool,
+}
+
+/// The columns whose values differ; `None` when the before image lacks a
+/// column, since then what changed cannot be known. Ignored columns are
+/// compared but not listed.
+fn changed_columns(before: &RowImage<'_>, after: &RowImage<'_>, rules: Option<&TableRules>) -> Option<Changed> {
+    let mut json = String::from("[");
+    let mut ignored = false;
     for (name, value) in &after.columns {
         let old = before.get(name)?;
         if old != value.as_ref() {
-            if out.len() > 1 {
-                out.push(',');
+            if rules.is_some_and(|r| r.ignores(name)) {
+                ignored = true;
+                continue;
             }
-            push_json_string(&mut out, name);
+            if json.len() > 1 {
+                json.push(',');
+            }
+            push_json_string(&mut json, name);
         }
     }
-    out.push(']');
-    Some(out)
+    json.push(']');
+    let only_ignored = ignored && json.len() == 2;
+    Some(Changed { json, only_ignored })
 }
 
 #[cfg(test)]
@@ -373,6 +453,119 @@ mod tests {
             .collect();
         assert_eq!(actors, [None, Some("alice".into()), Some("bob".into()), None]);
         assert_eq!(&*entries(&out)[0].context, EMPTY_CONTEXT);
+    }
+
+    /// Column rules as data: each record of one transaction, and the entry it
+    /// must become (`None`: no entry). In the expected text, `"~v"` stands for
+    /// the hash of the JSON string `"v"` under the test key.
+    #[test]
+    fn column_rules_ignore_and_redact() {
+        use crate::redact::{ColumnRule, RedactKey};
+        let key = || RedactKey::new(b"test key");
+        let rule = |table: &str, ignore: &[&str], redact: &[&str]| ColumnRule {
+            table: TablePattern::parse(table).unwrap(),
+            ignore: ignore.iter().map(|s| s.to_string()).collect(),
+            redact: redact.iter().map(|s| s.to_string()).collect(),
+        };
+        let rules = ColumnRules::new(
+            vec![rule("s.users", &["seen"], &["pw", "ssn"]), rule("s.tok*", &[], &["token"]), rule("s.odd", &["id"], &[])],
+            Some(key()),
+        )
+        .unwrap();
+        let expand = |text: &str| -> String {
+            let mut out = String::new();
+            let mut rest = text;
+            while let Some(at) = rest.find('~') {
+                out.push_str(&rest[..at - 1]);
+                let word: String = rest[at + 1..].chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
+                out.push_str(&key().hash(&format!("\"{word}\"")));
+                rest = &rest[at + 1 + word.len() + 1..];
+            }
+            out.push_str(rest);
+            out
+        };
+        let cols = |v: &[(&str, &str)]| {
+            v.iter().map(|(n, val)| format!(r#"{{"name":"{n}","type":"text","value":{val}}}"#)).collect::<Vec<_>>().join(",")
+        };
+        let users = |action: &str, new: &[(&str, &str)], old: &[(&str, &str)]| {
+            format!(
+                r#"{{"action":"{action}","xid":9,"schema":"s","table":"users","columns":[{}],"identity":[{}],"pk":[{{"name":"id","type":"integer"}}]}}"#,
+                cols(new),
+                cols(old)
+            )
+        };
+        let row1 = [("id", "1"), ("name", r#""a""#), ("pw", r#""x1""#), ("ssn", "null"), ("seen", r#""t1""#)];
+        let seen2 = [("id", "1"), ("name", r#""a""#), ("pw", r#""x1""#), ("ssn", "null"), ("seen", r#""t2""#)];
+        let pw2 = [("id", "1"), ("name", r#""a""#), ("pw", r#""x2""#), ("ssn", "null"), ("seen", r#""t3""#)];
+        type Expected = Option<(Option<&'static str>, Option<&'static str>, Option<&'static str>, Option<&'static str>)>;
+        let cases: Vec<(String, Expected)> = vec![
+            // INSERT: the ignored column is gone, the redacted one hashed, null stays null.
+            (users("I", &row1, &[]), Some((Some(r#"{"id":1}"#), None, Some(r#"{"id":1,"name":"a","pw":"~x1","ssn":null}"#), None))),
+            // Only the ignored column changed: no entry.
+            (users("U", &seen2, &row1), None),
+            // A redacted column changed (and an ignored one): listed, hashes differ.
+            (
+                users("U", &pw2, &seen2),
+                Some((
+                    Some(r#"{"id":1}"#),
+                    Some(r#"{"id":1,"name":"a","pw":"~x1","ssn":null}"#),
+                    Some(r#"{"id":1,"name":"a","pw":"~x2","ssn":null}"#),
+                    Some(r#"["pw"]"#),
+                )),
+            ),
+            // Nothing changed at all: still an entry, as without rules.
+            (users("U", &pw2, &pw2), Some((Some(r#"{"id":1}"#), Some(r#"{"id":1,"name":"a","pw":"~x2","ssn":null}"#), Some(r#"{"id":1,"name":"a","pw":"~x2","ssn":null}"#), Some("[]")))),
+            // Identity DEFAULT: what changed is unknown, so the entry stays, without the ignored column.
+            (
+                users("U", &row1, &[("id", "1")]),
+                Some((Some(r#"{"id":1}"#), Some(r#"{"id":1}"#), Some(r#"{"id":1,"name":"a","pw":"~x1","ssn":null}"#), None)),
+            ),
+            (users("D", &[], &pw2), Some((Some(r#"{"id":1}"#), Some(r#"{"id":1,"name":"a","pw":"~x2","ssn":null}"#), None, None))),
+            // A redacted key column is hashed in primary_key too.
+            (
+                r#"{"action":"D","xid":9,"schema":"s","table":"tokens","identity":[{"name":"token","type":"text","value":"t0k"},{"name":"n","type":"integer","value":5}],"pk":[{"name":"token","type":"text"}]}"#.into(),
+                Some((Some(r#"{"token":"~t0k"}"#), Some(r#"{"token":"~t0k","n":5}"#), None, None)),
+            ),
+            // An ignored key column: no primary_key, as for a table without one.
+            (
+                r#"{"action":"I","xid":9,"schema":"s","table":"odd","columns":[{"name":"id","type":"integer","value":7},{"name":"v","type":"text","value":"x"}],"pk":[{"name":"id","type":"integer"}]}"#.into(),
+                Some((None, None, Some(r#"{"v":"x"}"#), None)),
+            ),
+            // Rules are per table: the same column names elsewhere are stored as they are.
+            (
+                r#"{"action":"I","xid":9,"schema":"s","table":"other","columns":[{"name":"pw","type":"text","value":"x1"},{"name":"seen","type":"text","value":"t1"}],"pk":[]}"#.into(),
+                Some((None, None, Some(r#"{"pw":"x1","seen":"t1"}"#), None)),
+            ),
+        ];
+        for (record, expected) in cases {
+            let mut a = Assembler::new(TableFilter { include: vec![TablePattern::parse("*.*").unwrap()], exclude: vec![] }, Lsn::ZERO)
+                .with_column_rules(rules.clone());
+            let mut out = Vec::new();
+            for rec in [r#"{"action":"B","xid":9,"timestamp":"2026-01-01 00:00:00+00","lsn":"0/10","nextlsn":"0/20"}"#, &record, r#"{"action":"C","xid":9,"timestamp":"2026-01-01 00:00:00+00","lsn":"0/10","nextlsn":"0/20"}"#] {
+                a.push(Lsn::ZERO, rec.as_bytes(), &mut out).unwrap();
+            }
+            assert!(matches!(out.last(), Some(Event::Commit(_))), "the transaction commits either way: {record}");
+            let got = entries(&out).first().map(|e| (e.primary_key.clone(), e.before.clone(), e.after.clone(), e.changed_columns.clone()));
+            let want = expected.map(|(k, b, a, c)| (k.map(expand), b.map(expand), a.map(expand), c.map(str::to_owned)));
+            assert_eq!(got, want, "for {record}");
+        }
+    }
+
+    #[test]
+    fn an_undecodable_record_of_a_redacted_table_is_withheld() {
+        use crate::redact::{ColumnRule, RedactKey};
+        let rules = ColumnRules::new(
+            vec![ColumnRule { table: TablePattern::parse("s.t").unwrap(), ignore: vec![], redact: vec!["c".into()] }],
+            Some(RedactKey::new(b"k")),
+        )
+        .unwrap();
+        let mut a = Assembler::new(TableFilter { include: vec![TablePattern::parse("*.*").unwrap()], exclude: vec![] }, Lsn::ZERO)
+            .with_column_rules(rules);
+        let mut out = Vec::new();
+        a.push(Lsn(1), br#"{"action":"B","xid":9,"timestamp":"2026-01-01 00:00:00+00","lsn":"0/10","nextlsn":"0/20"}"#, &mut out).unwrap();
+        a.push(Lsn(2), br#"{"action":"I","xid":9,"schema":"s","table":"t","columns":[{"name":"c","type":"s."q"","value":"s3cret"}]}"#, &mut out).unwrap();
+        let Event::Undecodable(f) = &out[0] else { panic!("{out:?}") };
+        assert!(!f.record.contains("s3cret") && f.record.contains("withheld"), "{f:?}");
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::str::FromStr;
 
 use serde::Deserialize;
 
+use crate::redact::{ColumnRule, ColumnRules, RedactKey, RulesError};
 use crate::table::{TableFilter, TablePattern};
 
 #[derive(Debug, thiserror::Error)]
@@ -75,12 +76,36 @@ struct RawCapture {
     exclude: Vec<String>,
     #[serde(default = "yes")]
     before_images: bool,
+    /// `[[capture.columns]]`: per-table column rules.
+    #[serde(default)]
+    columns: Vec<RawColumnRule>,
+    /// The key for redacted values, written in the config.
+    redact_key: Option<String>,
+    /// A file holding the key for redacted values (read at load time).
+    redact_key_file: Option<PathBuf>,
 }
 
 impl Default for RawCapture {
     fn default() -> Self {
-        RawCapture { tables: default_tables(), exclude: Vec::new(), before_images: true }
+        RawCapture {
+            tables: default_tables(),
+            exclude: Vec::new(),
+            before_images: true,
+            columns: Vec::new(),
+            redact_key: None,
+            redact_key_file: None,
+        }
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawColumnRule {
+    table: String,
+    #[serde(default)]
+    ignore: Vec<String>,
+    #[serde(default)]
+    redact: Vec<String>,
 }
 
 fn yes() -> bool {
@@ -187,6 +212,8 @@ pub struct Config {
     pub before_images: bool,
     /// Where the web view listens.
     pub web_listen: std::net::SocketAddr,
+    /// Per-table column rules (`[[capture.columns]]`): ignored and redacted columns, with the key.
+    pub columns: ColumnRules,
 }
 
 impl Config {
@@ -227,8 +254,75 @@ impl Config {
         let web_listen = raw.web.listen.parse().map_err(|_| {
             invalid("web.listen", format!("{:?} is not an address:port, e.g. \"127.0.0.1:8080\"", raw.web.listen))
         })?;
-        Ok(Config { path: path.to_owned(), source, slot, store, capture: TableFilter { include, exclude }, before_images: raw.capture.before_images, web_listen })
+        let columns = column_rules(&raw.capture, path)?;
+        Ok(Config {
+            path: path.to_owned(),
+            source,
+            slot,
+            store,
+            capture: TableFilter { include, exclude },
+            before_images: raw.capture.before_images,
+            web_listen,
+            columns,
+        })
     }
+}
+
+/// `[[capture.columns]]` and the redaction key. A key file is read here, at
+/// load time, so a missing or unreadable one stops the program at once; a
+/// relative path is taken from the config file's directory, and one trailing
+/// newline is not part of the key.
+fn column_rules(raw: &RawCapture, path: &Path) -> Result<ColumnRules, ConfigError> {
+    let invalid = |key, message| ConfigError::Invalid { path: path.to_owned(), key, message };
+    let rules = raw
+        .columns
+        .iter()
+        .map(|r| {
+            let table = TablePattern::parse(&r.table).map_err(|e| invalid("capture.columns", e.to_string()))?;
+            Ok(ColumnRule { table, ignore: r.ignore.clone(), redact: r.redact.clone() })
+        })
+        .collect::<Result<Vec<_>, ConfigError>>()?;
+    let key = match (&raw.redact_key, &raw.redact_key_file) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "capture.redact_key",
+                "give either capture.redact_key or capture.redact_key_file, not both".into(),
+            ))
+        }
+        (Some(key), None) => {
+            if key.is_empty() {
+                return Err(invalid("capture.redact_key", "the key is empty".into()));
+            }
+            Some(RedactKey::new(key.as_bytes()))
+        }
+        (None, Some(file)) => {
+            let file = path.parent().unwrap_or(Path::new("")).join(file);
+            let mut bytes = std::fs::read(&file).map_err(|e| {
+                invalid("capture.redact_key_file", format!("cannot read the key file {}: {e}", file.display()))
+            })?;
+            if bytes.last() == Some(&b'\n') {
+                bytes.pop();
+                if bytes.last() == Some(&b'\r') {
+                    bytes.pop();
+                }
+            }
+            if bytes.is_empty() {
+                return Err(invalid("capture.redact_key_file", format!("the key file {} is empty", file.display())));
+            }
+            Some(RedactKey::new(&bytes))
+        }
+        (None, None) => None,
+    };
+    ColumnRules::new(rules, key).map_err(|e| match e {
+        RulesError::NoKey { tables } => invalid(
+            "capture.redact_key",
+            format!(
+                "capture.columns redacts columns of {tables}, which needs a key: set capture.redact_key_file \
+                 (e.g. \"/etc/pgtrail/redact.key\", made with `openssl rand -hex 32`) or capture.redact_key"
+            ),
+        ),
+        e => invalid("capture.columns", e.to_string()),
+    })
 }
 
 #[cfg(test)]
@@ -268,5 +362,104 @@ mod tests {
         assert!(e.contains("capture.tables") && e.contains("nodot"), "{e}");
         let e = load("[source]\nurl = \"postgres://a@h/db\"\n[store]\nurl = \"postgres://a@h/db\"\n").unwrap_err().to_string();
         assert!(e.contains("store.url"), "{e}");
+    }
+
+    const SOURCE: &str = "[source]\nurl = \"postgres://a@h/db\"\n";
+
+    #[test]
+    fn column_rules_with_a_key_in_the_config() {
+        let c = load(&format!(
+            "{SOURCE}[capture]\ntables = [\"public.*\"]\nredact_key = \"sekrit-key-material\"\n\
+             [[capture.columns]]\ntable = \"public.users\"\nignore = [\"last_seen_at\"]\nredact = [\"password_hash\", \"ssn\"]\n\
+             [[capture.columns]]\ntable = \"nowhere.*\"\nignore = [\"x\"]\n"
+        ))
+        .unwrap();
+        let users = c.columns.for_table(&crate::table::TableName::new("public", "users")).unwrap();
+        assert!(users.ignores("last_seen_at") && users.redacts("ssn") && users.redacts("password_hash"));
+        assert!(c.columns.for_table(&crate::table::TableName::new("public", "orders")).is_none());
+        assert!(!format!("{c:?}").contains("sekrit"), "the key must not show in Debug output");
+        assert!(load(SOURCE).unwrap().columns.is_empty());
+    }
+
+    #[test]
+    fn key_file_is_read_at_load_and_its_trailing_newline_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("redact.key"), "k\n").unwrap();
+        let rules = "[[capture.columns]]\ntable = \"public.t\"\nredact = [\"c\"]\n";
+        let from_file = Config::from_toml(
+            &format!("{SOURCE}[capture]\nredact_key_file = \"redact.key\"\n{rules}"),
+            &dir.path().join("pgtrail.toml"),
+        )
+        .unwrap();
+        let inline = load(&format!("{SOURCE}[capture]\nredact_key = \"k\"\n{rules}")).unwrap();
+        let hash = |c: &Config| {
+            let t = c.columns.for_table(&crate::table::TableName::new("public", "t")).unwrap();
+            let mut img = crate::entry::RowImage { columns: vec![("c", std::borrow::Cow::Borrowed("\"v\""))] };
+            t.apply(&mut img);
+            img.to_json()
+        };
+        assert_eq!(hash(&from_file), hash(&inline));
+    }
+
+    #[test]
+    fn bad_column_rules_name_their_key() {
+        let rule = "[[capture.columns]]\ntable = \"public.users\"\n";
+        let cases: &[(&str, &[&str])] = &[
+            // Redacting needs a key.
+            (&format!("{SOURCE}{rule}redact = [\"ssn\"]\n"), &["capture.redact_key", "public.users"]),
+            // Both ways of giving it.
+            (
+                &format!("{SOURCE}[capture]\nredact_key = \"k\"\nredact_key_file = \"/k\"\n{rule}redact = [\"ssn\"]\n"),
+                &["capture.redact_key", "not both"],
+            ),
+            (&format!("{SOURCE}[capture]\nredact_key = \"\"\n"), &["capture.redact_key", "empty"]),
+            (
+                &format!("{SOURCE}[capture]\nredact_key_file = \"/nonexistent/pgtrail/redact.key\"\n{rule}redact = [\"ssn\"]\n"),
+                &["capture.redact_key_file", "/nonexistent/pgtrail/redact.key"],
+            ),
+            (
+                &format!("{SOURCE}[capture]\nredact_key = \"k\"\n{rule}ignore = [\"ssn\"]\nredact = [\"ssn\"]\n"),
+                &["capture.columns", "ssn", "both ignores and redacts"],
+            ),
+            (&format!("{SOURCE}[capture]\nredact_key = \"k\"\n{rule}ignore = [\"\"]\n"), &["capture.columns", "empty column"]),
+            (&format!("{SOURCE}[[capture.columns]]\ntable = \"nodot\"\n"), &["capture.columns", "nodot"]),
+            (&format!("{SOURCE}{rule}hide = [\"ssn\"]\n"), &["hide"]),
+            (&format!("{SOURCE}[[capture.columns]]\nignore = [\"a\"]\n"), &["table"]),
+            (&format!("{SOURCE}{rule}redact = \"ssn\"\n"), &["redact"]),
+        ];
+        for (text, needles) in cases {
+            let e = load(text).unwrap_err().to_string();
+            for n in *needles {
+                assert!(e.contains(n), "expected {n:?} in the error for\n{text}\ngot: {e}");
+            }
+            assert!(e.contains("/etc/pgtrail/pgtrail.toml"), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_example_config_loads_as_is_and_with_its_column_rules() {
+        let text = include_str!("../config/pgtrail.example.toml");
+        let as_is = load(text).unwrap();
+        assert!(as_is.columns.is_empty());
+        // Uncomment the column rules and the inline key.
+        let uncommented: String = text
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest) if ["redact_key ", "[[capture.columns]]", "table ", "ignore ", "redact "].iter().any(|k| rest.starts_with(k)) => rest,
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let with_rules = load(&uncommented).unwrap();
+        let users = with_rules.columns.for_table(&crate::table::TableName::new("public", "users")).unwrap();
+        assert!(users.ignores("last_seen_at") && users.redacts("ssn"));
+    }
+
+    #[test]
+    fn an_empty_key_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("k"), "\n").unwrap();
+        let e = Config::from_toml(&format!("{SOURCE}[capture]\nredact_key_file = \"k\"\n"), &dir.path().join("c.toml")).unwrap_err().to_string();
+        assert!(e.contains("capture.redact_key_file") && e.contains("empty"), "{e}");
     }
 }

@@ -21,10 +21,12 @@ pub enum Action {
     Update,
     Delete,
     Truncate,
+    /// A schema change (CREATE, ALTER, DROP, …) on a captured schema.
+    Ddl,
 }
 
 impl Action {
-    pub const ALL: [Action; 4] = [Action::Insert, Action::Update, Action::Delete, Action::Truncate];
+    pub const ALL: [Action; 5] = [Action::Insert, Action::Update, Action::Delete, Action::Truncate, Action::Ddl];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -32,6 +34,7 @@ impl Action {
             Action::Update => "UPDATE",
             Action::Delete => "DELETE",
             Action::Truncate => "TRUNCATE",
+            Action::Ddl => "DDL",
         }
     }
 }
@@ -43,7 +46,7 @@ impl fmt::Display for Action {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("unknown action {0:?}: use INSERT, UPDATE, DELETE or TRUNCATE")]
+#[error("unknown action {0:?}: use INSERT, UPDATE, DELETE, TRUNCATE or DDL")]
 pub struct UnknownAction(String);
 
 impl FromStr for Action {

@@ -167,7 +167,7 @@ async fn session(
         ("include-lsn", "1".to_owned()),
         ("include-pk", "1".to_owned()),
         ("add-tables", add_tables.join(",")),
-        ("add-msg-prefixes", "pgtrail".to_owned()),
+        ("add-msg-prefixes", format!("{},{}", crate::context::CONTEXT_PREFIX, crate::context::DDL_PREFIX)),
     ];
     let mut stream = match conn.start_replication(config.slot.as_str(), checkpoint, &options).await {
         Err(ReplicationError::Server(e)) if e.message.contains("wal2json") && e.code.starts_with("58") => {

@@ -1,5 +1,6 @@
 //! `pgtrail setup` and `pgtrail teardown`: what pgtrail installs in the source
-//! (the slot, REPLICA IDENTITY FULL, the context function and its triggers)
+//! (the slot, REPLICA IDENTITY FULL, the context function and its triggers,
+//! and, as a superuser, the DDL event triggers)
 //! and in the store (database, migrations, checkpoint).
 //!
 //! Both work in two steps: a [`Plan`] of the exact SQL, built from what the
@@ -19,7 +20,14 @@ use crate::store::{self, migrations};
 use crate::table::{quote_ident, quote_literal};
 
 const CONTEXT_SQL: &str = include_str!("../sql/source/context.sql");
+const DDL_SQL: &str = include_str!("../sql/source/ddl.sql");
 const TRIGGER: &str = "pgtrail_context";
+
+/// A version mark for installed SQL, kept as the object's comment, so that
+/// setup can tell whether what is installed is exactly what it would install.
+fn version_mark(sql: &str) -> String {
+    format!("pgtrail {:016x}", xxhash_rust::xxh3::xxh3_64(sql.as_bytes()))
+}
 
 /// The SQL one command would run, database by database.
 #[derive(Debug, Default)]
@@ -97,8 +105,12 @@ pub async fn plan_setup(config: &Config) -> Result<Plan> {
         }
     }
 
-    if !context_function_current(&source).await? {
+    let context_mark = version_mark(CONTEXT_SQL);
+    if installed_mark(&source, "SELECT obj_description(to_regnamespace('pgtrail'), 'pg_namespace')").await?.as_deref()
+        != Some(context_mark.as_str())
+    {
         plan.source.push(CONTEXT_SQL.trim().to_owned());
+        plan.source.push(format!("COMMENT ON SCHEMA pgtrail IS {}", quote_literal(&context_mark)));
     }
     for t in &tables {
         let name = t.name.quoted();
@@ -116,6 +128,26 @@ pub async fn plan_setup(config: &Config) -> Result<Plan> {
                 "warning: {} has no primary key and REPLICA IDENTITY is not FULL: its UPDATEs and DELETEs cannot be audited",
                 t.name
             ));
+        }
+    }
+
+    // Last, so that setup's own statements above are not reported as DDL.
+    let superuser: bool = source.query_one("SELECT rolsuper FROM pg_roles WHERE rolname = current_user", &[]).await?.get(0);
+    let ddl_mark = version_mark(DDL_SQL);
+    let ddl_installed = installed_mark(
+        &source,
+        "SELECT obj_description(oid, 'pg_event_trigger') FROM pg_event_trigger WHERE evtname = 'pgtrail_ddl'",
+    )
+    .await?;
+    if ddl_installed.as_deref() != Some(ddl_mark.as_str()) {
+        if superuser {
+            plan.source.push(DDL_SQL.trim().to_owned());
+            plan.source.push(format!("COMMENT ON EVENT TRIGGER pgtrail_ddl IS {}", quote_literal(&ddl_mark)));
+        } else {
+            plan.notes.push(
+                "warning: DDL is not captured: only a superuser may create the event triggers; run `pgtrail setup` once as a superuser to add them"
+                    .to_owned(),
+            );
         }
     }
 
@@ -153,18 +185,9 @@ pub async fn plan_setup(config: &Config) -> Result<Plan> {
     Ok(plan)
 }
 
-/// True when pgtrail.emit_context exists with the body this version installs.
-async fn context_function_current(client: &Client) -> Result<bool> {
-    let installed: Option<String> = client
-        .query_opt(
-            "SELECT p.prosrc FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-             WHERE n.nspname = 'pgtrail' AND p.proname = 'emit_context'",
-            &[],
-        )
-        .await?
-        .map(|r| r.get(0));
-    let body = CONTEXT_SQL.split("$fn$").nth(1).unwrap_or_default();
-    Ok(installed.as_deref() == Some(body))
+/// The version mark a query finds on an installed object, if any.
+async fn installed_mark(client: &Client, query: &str) -> Result<Option<String>> {
+    Ok(client.query_opt(query, &[]).await?.and_then(|r| r.get::<_, Option<String>>(0)))
 }
 
 /// Runs `setup`: plans, then applies. Returns what it found and did.
@@ -250,10 +273,16 @@ pub async fn plan_teardown(config: &Config, drop_slot: bool) -> Result<Plan> {
     for t in source::catalog_tables(&source).await?.iter().filter(|t| t.has_context_trigger) {
         plan.source.push(format!("DROP TRIGGER IF EXISTS {TRIGGER} ON {}", t.name.quoted()));
     }
+    let event_triggers: i64 =
+        source.query_one("SELECT count(*) FROM pg_event_trigger WHERE evtname IN ('pgtrail_ddl', 'pgtrail_drop')", &[]).await?.get(0);
+    if event_triggers > 0 {
+        plan.source.push("DROP EVENT TRIGGER IF EXISTS pgtrail_ddl".to_owned());
+        plan.source.push("DROP EVENT TRIGGER IF EXISTS pgtrail_drop".to_owned());
+    }
     let has_schema: bool = source.query_one("SELECT to_regnamespace('pgtrail') IS NOT NULL", &[]).await?.get(0);
     if has_schema {
-        plan.source.push("DROP FUNCTION IF EXISTS pgtrail.emit_context()".to_owned());
-        plan.source.push("DROP SCHEMA IF EXISTS pgtrail".to_owned());
+        // Only pgtrail's own functions live there; the triggers using them are dropped above.
+        plan.source.push("DROP SCHEMA IF EXISTS pgtrail CASCADE".to_owned());
     }
     match source::slot_info(&source, &config.slot).await? {
         Some(info) if drop_slot => {

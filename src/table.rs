@@ -205,6 +205,12 @@ impl TableFilter {
         matches!(self.explain(table), FilterVerdict::Included(_))
     }
 
+    /// True when some include pattern's schema part matches `schema`: DDL
+    /// there is captured.
+    pub fn captures_schema(&self, schema: &str) -> bool {
+        self.include.iter().any(|p| p.schema.matches(schema))
+    }
+
     /// Whether a table is captured, and which pattern decided it.
     pub fn explain(&self, table: &TableName) -> FilterVerdict<'_> {
         match self.include.iter().find(|p| p.matches(table)) {

@@ -1,9 +1,10 @@
 -- Installed by `pgtrail setup` in the audited (source) database, in its own
--- schema. A BEFORE STATEMENT trigger on each captured table calls it; it emits
--- one transactional logical message (prefix 'pgtrail') carrying who is making
--- the change, once per transaction and again only when that changes within
--- the transaction (SET LOCAL ROLE, a new pgtrail.actor). The message is part
--- of the transaction: rolled back with it, or with its savepoint.
+-- schema. A BEFORE STATEMENT trigger on each captured table calls
+-- pgtrail.emit_context(); it emits one transactional logical message (prefix
+-- 'pgtrail') carrying who is making the change, once per transaction and
+-- again only when that changes within the transaction (SET LOCAL ROLE, a new
+-- pgtrail.actor). The message is part of the transaction: rolled back with
+-- it, or with its savepoint.
 --
 -- Applications may add their own context, with no other change:
 --   SET LOCAL pgtrail.actor = 'alice@example.com';
@@ -11,11 +12,13 @@
 --   SET LOCAL pgtrail.remarks = 'ticket #4411';
 
 CREATE SCHEMA IF NOT EXISTS pgtrail;
+-- Every role that writes to a captured table runs these functions.
+GRANT USAGE ON SCHEMA pgtrail TO PUBLIC;
 
-CREATE OR REPLACE FUNCTION pgtrail.emit_context() RETURNS trigger
-LANGUAGE plpgsql AS $fn$
-DECLARE
-    context text := json_build_object(
+-- Who is making changes in this session, as JSON text.
+CREATE OR REPLACE FUNCTION pgtrail.context_json() RETURNS text
+LANGUAGE sql STABLE AS $fn$
+    SELECT json_build_object(
         'session_user',     session_user,
         'current_user',     current_user,
         'client_addr',      host(inet_client_addr()),
@@ -25,7 +28,13 @@ DECLARE
         'actor',            nullif(current_setting('pgtrail.actor', true), ''),
         'source',           nullif(current_setting('pgtrail.source', true), ''),
         'remarks',          nullif(current_setting('pgtrail.remarks', true), '')
-    )::text;
+    )::text
+$fn$;
+
+CREATE OR REPLACE FUNCTION pgtrail.emit_context() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    context text := pgtrail.context_json();
 BEGIN
     -- pgtrail.emitted is set transaction-locally, so it is forgotten at commit
     -- or rollback, and reverted with a rolled-back savepoint, like the message.
@@ -36,6 +45,3 @@ BEGIN
     RETURN NULL;
 END
 $fn$;
-
-COMMENT ON FUNCTION pgtrail.emit_context() IS
-    'pgtrail: emits who makes a change as a logical message for the audit trail';

@@ -11,7 +11,7 @@ CREATE TABLE pgtrail.entries (
     lsn             pg_lsn      NOT NULL,
     schema_name     text        NOT NULL,
     table_name      text        NOT NULL,
-    action          text        NOT NULL CHECK (action IN ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE')),
+    action          text        NOT NULL CHECK (action IN ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'DDL')),
     -- json, not jsonb: it keeps the text exactly as captured (key order, numeric
     -- scale) and costs far less to write; queries cast where they need to.
     primary_key     json,

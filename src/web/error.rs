@@ -67,6 +67,8 @@ impl From<tokio_postgres::Error> for WebError {
                 tracing::warn!(error = %crate::store::describe(&e), "audit store unavailable");
                 unavailable()
             }
+            // A character the store's encoding cannot hold, in a value the user gave.
+            Some("22021" | "22P05") => WebError::BadRequest(format!("a value cannot be searched for: {}", crate::store::describe(&e))),
             _ => WebError::Internal(format!("audit store query failed: {}", crate::store::describe(&e))),
         }
     }

@@ -101,6 +101,7 @@ async fn source_footprint(c: &tokio_postgres::Client) -> Vec<String> {
         "SELECT 'trigger ' || tgrelid::regclass || ' ' || tgname FROM pg_trigger WHERE tgname LIKE 'pgtrail%'
          UNION ALL SELECT 'function ' || p.oid::regprocedure FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'pgtrail'
          UNION ALL SELECT 'schema ' || nspname FROM pg_namespace WHERE nspname = 'pgtrail'
+         UNION ALL SELECT 'event trigger ' || evtname FROM pg_event_trigger
          UNION ALL SELECT 'slot ' || slot_name FROM pg_replication_slots
          UNION ALL SELECT 'identity ' || c.oid::regclass || ' ' || c.relreplident::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                    WHERE n.nspname = 'public' AND c.relkind = 'r'
@@ -168,7 +169,7 @@ async fn dry_run_changes_nothing_setup_twice_is_a_no_op_and_teardown_removes_eve
     let left: Vec<String> = source_footprint(&src)
         .await
         .into_iter()
-        .filter(|l| l.starts_with("trigger") || l.starts_with("function") || l.starts_with("schema") || l.starts_with("slot"))
+        .filter(|l| ["trigger", "event trigger", "function", "schema", "slot"].iter().any(|p| l.starts_with(p)))
         .collect();
     assert!(left.is_empty(), "teardown left pgtrail objects in the source: {left:#?}");
     let store = env.store().await;

@@ -15,3 +15,6 @@ mod types;
 mod tls;
 mod web;
 mod context;
+mod reload;
+mod columns;
+mod ddl;

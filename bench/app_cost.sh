@@ -1,0 +1,491 @@
+#!/usr/bin/env bash
+# What auditing costs the application: pgbench tpcb-like on three databases of ONE
+# private cluster, measured in the same run, one after the other and interleaved:
+#
+#   (a) app_a  no audit: the cluster has wal_level=logical, no slot reads app_a;
+#   (b) app_b  pgtrail fully on: `pgtrail setup` (REPLICA IDENTITY FULL, the context
+#              trigger, the slot) and `pgtrail run` storing into database pgtrail on
+#              the same server, running and keeping up while pgbench runs;
+#   (c) app_c  a classic row-trigger audit: AFTER INSERT OR UPDATE OR DELETE FOR EACH
+#              ROW on the four pgbench tables, writing table, operation, now(),
+#              current_user, to_jsonb(OLD) and to_jsonb(NEW) into an audit table in
+#              the same transaction (the SQL is below, in this script).
+#
+#   bash bench/app_cost.sh [options]
+#
+#   --duration S         seconds of each full-speed run (default 20)
+#   --rate-duration S    seconds of each fixed-rate run (default 15)
+#   --rounds N           rounds of each measurement (default 2): odd rounds run
+#                        a, b, c, even rounds c, b, a, so a steady drift of the
+#                        machine weighs on all three alike
+#   --warmup S           one unrecorded run per database first (default 5; 0: none)
+#   --rate TPS           the fixed rate (default: half of (a)'s mean full-speed TPS)
+#   --clients N          pgbench clients (default 4; threads: min(clients, cores))
+#   --scale N            pgbench scale factor (default 4)
+#   --catchup-timeout S  how long (b)'s daemon may take, after a run, to store all of
+#                        it before the run counts as "did not catch up" (default 120)
+#   --split              also measure, at full speed, app_b with pgtrail installed but
+#                        its daemon stopped ("b-": the triggers and identity FULL
+#                        alone), to tell their cost from the daemon's
+#   --fsync              run the server with fsync=on (default off, for all alike)
+#   --no-build           use the existing target/release/pgtrail
+#   --dir DIR            work directory (default target/bench/app_cost; wiped first)
+#   --keep               leave the cluster running and DIR in place at the end
+#
+# Method:
+#  1. a private cluster (scripts/pgcluster.sh: wal_level=logical, fsync off unless
+#     --fsync, autovacuum off so that no run gets a vacuum the others do not), three
+#     databases made alike by `pgbench -i -s SCALE`, then (b) and (c) set up; the
+#     pgtrail binary is copied into DIR first, so a rebuild meanwhile changes nothing;
+#  2. one CHECKPOINT, then none during the runs (max_wal_size=32GB, checkpoint_timeout
+#     1h), so no run pays for full-page images more than another, after the warm-up
+#     paid them for each database; before every run a VACUUM of pgbench_branches and
+#     pgbench_tellers (what pgbench does by default); for (b) the daemon is then
+#     started and waited for until it has stored everything so far and the slot
+#     knows it. The daemon runs only during (b)'s runs: during (a) and (c) no
+#     walsender reads WAL;
+#  3. full speed: `pgbench -n -M prepared -T S`, TPS per run; the ratios b/a and c/a
+#     are of the means over the rounds;
+#  4. fixed rate: `pgbench -R RATE --log` (no --latency-limit, no aggregation); p50
+#     and p95 over every transaction of all rounds, from the per-transaction logs.
+#     pgbench's latency with -R counts from the scheduled start, so it includes any
+#     time a transaction waited behind a slow one;
+#  5. during every run a psql session samples once a second how far (b)'s slot
+#     (confirmed_flush_lsn, which pgtrail advances as the store commits) is behind
+#     pg_current_wal_lsn() (the same query for a, b and c, so the cost is alike);
+#     after each (b) run, the end LSN is pg_current_wal_lsn() right after pgbench, one
+#     marker transaction on a table outside the capture follows, and the catch-up
+#     time is from the end of pgbench until pgtrail.checkpoints reaches the end LSN
+#     (polled every 0.1 s). CPU of pgtrail, its walsender and its store backends is
+#     read from /proc over each (b) run;
+#  6. a summary with the targets of issue 3 and whether each is met.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source-path=SCRIPTDIR/.. source=scripts/pgcluster.sh
+source "$repo/scripts/pgcluster.sh"
+
+duration=20
+rate_duration=15
+rounds=2
+warmup=5
+rate=""
+clients=4
+scale=4
+catchup_timeout=120
+fsync=off
+build=1
+keep=0
+split=0
+dir="$repo/target/bench/app_cost"
+slot=app_cost
+
+die() { echo "app_cost: $*" >&2; exit 1; }
+say() { echo "app_cost: $*" >&2; }
+usage() { sed -n '2,33p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2; }
+
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --duration) duration="${2:?--duration needs seconds}"; shift 2 ;;
+        --rate-duration) rate_duration="${2:?--rate-duration needs seconds}"; shift 2 ;;
+        --rounds) rounds="${2:?--rounds needs a number}"; shift 2 ;;
+        --warmup) warmup="${2:?--warmup needs seconds}"; shift 2 ;;
+        --rate) rate="${2:?--rate needs transactions per second}"; shift 2 ;;
+        --clients) clients="${2:?--clients needs a number}"; shift 2 ;;
+        --scale) scale="${2:?--scale needs a number}"; shift 2 ;;
+        --catchup-timeout) catchup_timeout="${2:?--catchup-timeout needs seconds}"; shift 2 ;;
+        --split) split=1; shift ;;
+        --fsync) fsync=on; shift ;;
+        --no-build) build=0; shift ;;
+        --dir) dir=$(pgc_abspath "${2:?--dir needs a directory}"); shift 2 ;;
+        --keep) keep=1; shift ;;
+        -h|--help) usage ;;
+        *) echo "app_cost: unknown option $1" >&2; usage ;;
+    esac
+done
+for v in duration rate_duration rounds clients scale catchup_timeout; do
+    [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || die "--${v//_/-} must be a positive integer"
+done
+[[ "$warmup" =~ ^[0-9]+$ ]] || die "--warmup must be a whole number of seconds"
+[[ -z "$rate" || "$rate" =~ ^[1-9][0-9]*$ ]] || die "--rate must be a positive integer"
+jobs=$(( clients < $(nproc) ? clients : $(nproc) ))
+
+bash "$repo/scripts/install-deps.sh" >&2
+pgc_find_bin
+if [[ $build -eq 1 ]]; then
+    say "cargo build --release"
+    (cd "$repo" && cargo build --release --quiet)
+fi
+[[ -x "$repo/target/release/pgtrail" ]] || die "$repo/target/release/pgtrail not found (build it, or drop --no-build)"
+
+daemon_pid=""
+sampler_pid=""
+bench_pid=""
+stop_pid() {
+    local pid="$1"
+    if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
+        kill -TERM "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    fi
+}
+cleanup() {
+    local rc=$?
+    stop_pid "$bench_pid"
+    stop_pid "$sampler_pid"
+    stop_pid "$daemon_pid"
+    if [[ $keep -eq 1 ]]; then
+        say "kept $dir (stop it with: bash scripts/pgcluster.sh destroy $dir)"
+    else
+        pgc_destroy "$dir" || true
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Seconds between two $EPOCHREALTIME values.
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
+# Arithmetic on decimals: calc EXPR [name=value...].
+calc() {
+    local expr="$1"
+    shift
+    local -a vars=()
+    local kv
+    for kv in "$@"; do vars+=(-v "$kv"); done
+    awk "${vars[@]}" "BEGIN { print $expr }"
+}
+# utime + stime, in clock ticks, summed over the given pids (gone ones count 0).
+cpu_ticks() {
+    local pid sum=0 t
+    for pid in "$@"; do
+        t=$(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || echo 0)
+        sum=$(( sum + t ))
+    done
+    echo "$sum"
+}
+
+# 1. The cluster and the three databases.
+pgc_destroy "$dir"
+pgc_start "$dir" "fsync=$fsync" "max_wal_size=32GB" "checkpoint_timeout=1h" "shared_buffers=1GB" "autovacuum=off"
+port="$PGC_PORT"
+mkdir -p "$dir/logs" "$dir/lat"
+pgtrail="$dir/pgtrail"
+cp "$repo/target/release/pgtrail" "$pgtrail"
+# psql as the superuser on database $1, unaligned, no headers, stopping at errors.
+q() {
+    local db="$1"
+    shift
+    psql -X -q -At -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U postgres -d "$db" "$@"
+}
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+
+for s in a b c; do
+    q postgres -c "CREATE DATABASE app_$s"
+    say "pgbench -i -s $scale app_$s"
+    pgbench -i -q -s "$scale" -h 127.0.0.1 -p "$port" -U postgres "app_$s" >"$dir/logs/init_$s.log" 2>&1 \
+        || { cat "$dir/logs/init_$s.log" >&2; die "pgbench -i failed for app_$s"; }
+done
+
+# (c): the classic row-trigger audit.
+q app_c <<'SQL'
+CREATE TABLE audit_log (
+    id          bigserial   PRIMARY KEY,
+    table_name  text        NOT NULL,
+    operation   text        NOT NULL,
+    changed_at  timestamptz NOT NULL,
+    changed_by  text        NOT NULL,
+    old_row     jsonb,
+    new_row     jsonb
+);
+CREATE FUNCTION audit_row() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    INSERT INTO audit_log (table_name, operation, changed_at, changed_by, old_row, new_row)
+    VALUES (format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME), TG_OP, now(), current_user,
+            CASE WHEN TG_OP IN ('UPDATE', 'DELETE') THEN to_jsonb(OLD) END,
+            CASE WHEN TG_OP IN ('INSERT', 'UPDATE') THEN to_jsonb(NEW) END);
+    RETURN NULL;
+END
+$fn$;
+CREATE TRIGGER audit AFTER INSERT OR UPDATE OR DELETE ON pgbench_accounts FOR EACH ROW EXECUTE FUNCTION audit_row();
+CREATE TRIGGER audit AFTER INSERT OR UPDATE OR DELETE ON pgbench_tellers  FOR EACH ROW EXECUTE FUNCTION audit_row();
+CREATE TRIGGER audit AFTER INSERT OR UPDATE OR DELETE ON pgbench_branches FOR EACH ROW EXECUTE FUNCTION audit_row();
+CREATE TRIGGER audit AFTER INSERT OR UPDATE OR DELETE ON pgbench_history  FOR EACH ROW EXECUTE FUNCTION audit_row();
+SQL
+
+# (b): pgtrail setup, with the store (database pgtrail) on the same server. The
+# tables are named one by one, as in bench/capture.sh; bench_marker stays outside
+# the capture and only serves to mark the end of a run.
+q app_b -c "CREATE TABLE bench_marker (id serial PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())"
+cfg="$dir/pgtrail.toml"
+cat >"$cfg" <<EOF
+# Written by bench/app_cost.sh
+[source]
+url  = "postgres://postgres@127.0.0.1:$port/app_b"
+slot = "$slot"
+[store]
+url  = "postgres://postgres@127.0.0.1:$port/pgtrail"
+[capture]
+tables  = ["public.pgbench_accounts", "public.pgbench_tellers", "public.pgbench_branches", "public.pgbench_history"]
+exclude = []
+before_images = true
+[web]
+listen = "127.0.0.1:0"
+EOF
+say "pgtrail setup"
+"$pgtrail" --config "$cfg" setup >"$dir/logs/setup.log" 2>&1 \
+    || { cat "$dir/logs/setup.log" >&2; die "pgtrail setup failed"; }
+full=$(q app_b -c "SELECT count(*) FROM pg_class WHERE relname LIKE 'pgbench\_%' AND relkind = 'r' AND relreplident = 'f'")
+triggers=$(q app_b -c "SELECT count(DISTINCT tgrelid) FROM pg_trigger WHERE tgfoid = 'pgtrail.emit_context'::regproc AND NOT tgisinternal")
+slots=$(q app_b -c "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '$slot' AND database = 'app_b'")
+[[ "$full" == 4 && "$triggers" == 4 && "$slots" == 1 ]] \
+    || die "after setup: $full of 4 tables with identity FULL, $triggers with the context trigger, $slots slot(s)"
+
+# The sampler's query, the same during every run.
+cat >"$dir/sampler.sql" <<EOF
+SELECT round(extract(epoch FROM clock_timestamp()), 3), pg_current_wal_lsn() - confirmed_flush_lsn
+  FROM pg_replication_slots WHERE slot_name = '$slot' \watch 1
+EOF
+lag_query="SELECT l, l - confirmed_flush_lsn FROM (SELECT pg_current_wal_lsn() AS l) x, pg_replication_slots
+ WHERE slot_name = '$slot'"
+
+# wait_stored LSN START: waits until pgtrail.checkpoints reaches LSN and prints the
+# seconds since START ($EPOCHREALTIME); fails after --catchup-timeout.
+wait_stored() {
+    local target="$1" start="$2" t
+    while :; do
+        t=$EPOCHREALTIME
+        if [[ $(q pgtrail -c "SELECT lsn >= '$target'::pg_lsn FROM pgtrail.checkpoints WHERE slot = '$slot'") == t ]]; then
+            elapsed "$start" "$t"
+            return 0
+        fi
+        kill -0 "$daemon_pid" 2>/dev/null \
+            || { tail -n 30 "$dir/logs/pgtrail.log" >&2; die "pgtrail run exited (log above)"; }
+        awk -v a="$start" -v b="$t" -v m="$catchup_timeout" 'BEGIN { exit !(b - a > m) }' && return 1
+        sleep 0.1
+    done
+}
+# A transaction in app_b past everything so far, so that the checkpoint has
+# something to reach; prints the LSN before it.
+mark_end() {
+    local lsn
+    lsn=$(q app_b -c "SELECT pg_current_wal_lsn()")
+    q app_b -c "INSERT INTO bench_marker DEFAULT VALUES"
+    echo "$lsn"
+}
+# Starts `pgtrail run` and waits until it has stored everything so far and the slot
+# has been told so (else the first samples would show the slot's stale position).
+start_daemon() {
+    NO_COLOR=1 PGTRAIL_LOG="${PGTRAIL_LOG:-info}" "$pgtrail" --config "$cfg" run >>"$dir/logs/pgtrail.log" 2>&1 &
+    daemon_pid=$!
+    local lsn t0
+    t0=$EPOCHREALTIME
+    lsn=$(mark_end)
+    wait_stored "$lsn" "$t0" >/dev/null || die "pgtrail run did not catch up within ${catchup_timeout}s of starting"
+    until [[ $(q postgres -c "SELECT confirmed_flush_lsn >= '$lsn'::pg_lsn FROM pg_replication_slots WHERE slot_name = '$slot'") == t ]]; do
+        awk -v a="$t0" -v b="$EPOCHREALTIME" -v m="$catchup_timeout" 'BEGIN { exit !(b - a > m) }' \
+            && die "the slot's confirmed_flush_lsn did not reach $lsn within ${catchup_timeout}s"
+        sleep 0.1
+    done
+}
+stop_daemon() {
+    local rc=0
+    kill -TERM "$daemon_pid"
+    wait "$daemon_pid" || rc=$?
+    daemon_pid=""
+    [[ $rc -eq 0 ]] || say "warning: pgtrail run exited with status $rc after SIGTERM"
+}
+
+declare -A TPS=() LAG_MAX=() LAG_END=() CATCHUP=() WAL_RATE=() CPU=()
+
+# run_one SETUP MODE ROUND: one pgbench run on app_SETUP (SETUP n: app_b with the
+# daemon stopped). MODE is full, rate or warmup. Records TPS and, for (b), the lag,
+# catch-up and CPU.
+run_one() {
+    local s="$1" mode="$2" r="$3"
+    local db="app_$s" key="$1/$2/$3" secs=$duration
+    [[ $s != n ]] || db=app_b
+    local -a args=(-n -M prepared -c "$clients" -j "$jobs")
+    case "$mode" in
+        full) ;;
+        rate) secs=$rate_duration; args+=(-R "$rate" --log --log-prefix "$dir/lat/${s}_r$r") ;;
+        warmup) secs=$warmup ;;
+    esac
+    args+=(-T "$secs" -h 127.0.0.1 -p "$port" -U postgres "$db")
+
+    q "$db" -c "VACUUM pgbench_branches, pgbench_tellers"
+    if [[ $s == b ]]; then start_daemon; fi
+
+    local -a pids=()
+    local ticks0=0 start_lsn
+    if [[ $s == b ]]; then
+        mapfile -t pids < <(q postgres -c "SELECT active_pid FROM pg_replication_slots WHERE slot_name = '$slot' AND active_pid IS NOT NULL
+                                          UNION ALL SELECT pid FROM pg_stat_activity WHERE datname = 'pgtrail' AND backend_type = 'client backend' AND pid <> pg_backend_pid()")
+        pids+=("$daemon_pid")
+        ticks0=$(cpu_ticks "${pids[@]}")
+    fi
+    psql -X -q -At -h 127.0.0.1 -p "$port" -U postgres -d postgres -f "$dir/sampler.sql" >"$dir/logs/samples_$s-$mode-$r.txt" 2>&1 &
+    sampler_pid=$!
+    start_lsn=$(q postgres -c "SELECT pg_current_wal_lsn()")
+
+    local log="$dir/logs/pgbench_$s-$mode-$r.log" t_end end_lsn lag
+    pgbench "${args[@]}" >"$log" 2>&1 &
+    bench_pid=$!
+    wait "$bench_pid" || { cat "$log" >&2; die "pgbench failed on $db ($mode, round $r)"; }
+    bench_pid=""
+    t_end=$EPOCHREALTIME
+    IFS='|' read -r end_lsn lag < <(q postgres -c "$lag_query")
+    stop_pid "$sampler_pid"
+    sampler_pid=""
+
+    TPS[$key]=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' "$log")
+    [[ -n "${TPS[$key]}" ]] || { cat "$log" >&2; die "no tps in pgbench's output ($key)"; }
+    WAL_RATE[$key]=$(calc "w / s" "w=$(q postgres -c "SELECT '$end_lsn'::pg_lsn - '$start_lsn'::pg_lsn")" "s=$secs")
+    local note=""
+    if [[ $s == b ]]; then
+        CPU[$key]=$(calc "(t - t0) / hz / s * 100" "t=$(cpu_ticks "${pids[@]}")" "t0=$ticks0" "hz=$(getconf CLK_TCK)" "s=$secs")
+        local wait_s=""
+        q app_b -c "INSERT INTO bench_marker DEFAULT VALUES"
+        if wait_s=$(wait_stored "$end_lsn" "$t_end"); then
+            CATCHUP[$key]=$wait_s
+        else
+            CATCHUP[$key]="no"
+        fi
+        stop_daemon
+        # Largest lag seen by the sampler, and the lag at the end of pgbench.
+        LAG_MAX[$key]=$(awk -F'|' -v m="$lag" '$2 + 0 > m { m = $2 + 0 } END { print m }' "$dir/logs/samples_$s-$mode-$r.txt")
+        LAG_END[$key]=$lag
+        note=$(printf '; slot lag max %.1f MiB, at end %.1f MiB; stored all %s s after pgbench ended; pgtrail+walsender+store %.0f%% of a core' \
+            "$(calc "x / 1048576" "x=${LAG_MAX[$key]}")" "$(calc "x / 1048576" "x=$lag")" "${CATCHUP[$key]}" "${CPU[$key]}")
+    fi
+    say "$(printf '(%s) %-6s round %s: %s s, %.0f TPS, WAL %.1f MiB/s%s' "$s" "$mode" "$r" "$secs" "${TPS[$key]}" \
+        "$(calc "x / 1048576" "x=${WAL_RATE[$key]}")" "$note")"
+    [[ "${CATCHUP[$key]:-}" != no ]] || say "(b) did not catch up within ${catchup_timeout}s"
+}
+
+# order ROUND [n]: a b c in odd rounds, c b a in even ones; with n, b's run without
+# the daemon right after (odd) or before (even) b's.
+order() {
+    local -a o=(a b c)
+    [[ "${2:-}" != n ]] || o=(a b n c)
+    if (( $1 % 2 )); then echo "${o[@]}"; else printf '%s\n' "${o[@]}" | tac | xargs; fi
+}
+
+# One checkpoint before everything, none during the runs (max_wal_size is far
+# above the WAL of a whole run): the warm-up gives every database its full-page
+# images, and then no run pays for them more than another.
+q postgres -c "CHECKPOINT"
+checkpoints_query="SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter"
+checkpoints0=$(q postgres -c "$checkpoints_query")
+t_start=$EPOCHREALTIME
+if [[ $warmup -gt 0 ]]; then
+    for s in a b c; do run_one "$s" warmup 0; done
+fi
+for (( r = 1; r <= rounds; r++ )); do
+    if [[ $split -eq 1 ]]; then
+        for s in $(order "$r" n); do run_one "$s" full "$r"; done
+    else
+        for s in $(order "$r"); do run_one "$s" full "$r"; done
+    fi
+done
+
+# mean SETUP MODE: mean TPS over the rounds.
+mean() {
+    local r sum=0
+    for (( r = 1; r <= rounds; r++ )); do sum=$(calc "a + b" "a=$sum" "b=${TPS[$1/$2/$r]}"); done
+    calc "s / n" "s=$sum" "n=$rounds"
+}
+tps_a=$(mean a full); tps_b=$(mean b full); tps_c=$(mean c full)
+if [[ -z "$rate" ]]; then
+    rate=$(calc "int(t / 2 + 0.5)" "t=$tps_a")
+    [[ "$rate" -ge 1 ]] || die "(a) ran at $tps_a TPS: no rate to hold"
+fi
+say "fixed rate: $rate TPS"
+for (( r = 1; r <= rounds; r++ )); do
+    for s in $(order "$r"); do run_one "$s" rate "$r"; done
+done
+total_s=$(elapsed "$t_start" "$EPOCHREALTIME")
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+checkpoints=$(( $(q postgres -c "$checkpoints_query") - checkpoints0 ))
+
+# Latency percentiles (nearest rank) over every logged transaction of a setup, in ms.
+declare -A P50=() P95=() NTX=()
+for s in a b c; do
+    files=("$dir/lat/${s}_r"*)
+    [[ -e "${files[0]}" ]] || die "no latency logs for ($s)"
+    awk '{ print $3 }' "${files[@]}" | sort -n >"$dir/lat/sorted_$s"
+    NTX[$s]=$(wc -l <"$dir/lat/sorted_$s")
+    P50[$s]=$(awk -v p=0.50 -v n="${NTX[$s]}" 'BEGIN { k = int(p * n); if (k < p * n) k++; if (k < 1) k = 1 } NR == k { printf "%.2f", $1 / 1000; exit }' "$dir/lat/sorted_$s")
+    P95[$s]=$(awk -v p=0.95 -v n="${NTX[$s]}" 'BEGIN { k = int(p * n); if (k < p * n) k++; if (k < 1) k = 1 } NR == k { printf "%.2f", $1 / 1000; exit }' "$dir/lat/sorted_$s")
+done
+rate_tps() { local r sum=0; for (( r = 1; r <= rounds; r++ )); do sum=$(calc "a + b" "a=$sum" "b=${TPS[$1/rate/$r]}"); done; calc "s / n" "s=$sum" "n=$rounds"; }
+
+ratio_b=$(calc "sprintf(\"%.2f\", b / a)" "a=$tps_a" "b=$tps_b")
+ratio_c=$(calc "sprintf(\"%.2f\", c / a)" "a=$tps_a" "c=$tps_c")
+p95_ratio_b=$(calc "sprintf(\"%.2f\", b / a)" "a=${P95[a]}" "b=${P95[b]}")
+p95_ratio_c=$(calc "sprintf(\"%.2f\", c / a)" "a=${P95[a]}" "c=${P95[c]}")
+verdict() { if awk "BEGIN { exit !($1) }"; then echo MET; else echo "NOT MET"; fi; }
+t1=$(verdict "${P95[b]} <= 1.15 * ${P95[a]}")
+t2=$(verdict "${P95[b]} < ${P95[c]}")
+t3=$(verdict "$ratio_b > $ratio_c")
+
+per_round() { # per_round SETUP MODE: "x / y" TPS of each round
+    local r out=""
+    for (( r = 1; r <= rounds; r++ )); do out+="${out:+ / }$(printf '%.0f' "${TPS[$1/$2/$r]}")"; done
+    echo "$out"
+}
+mib() { calc "sprintf(\"%.1f\", x / 1048576)" "x=$1"; }
+
+pg_version=$(q postgres -c "SHOW server_version")
+w2j_version=$(dpkg-query -W -f='${Version}' postgresql-15-wal2json 2>/dev/null || echo unknown)
+echo
+echo "== cost to the application ($(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores, ${total_s}s of measuring) =="
+echo "PostgreSQL $pg_version, wal2json $w2j_version, fsync=$fsync, autovacuum off; pgbench tpcb-like, -M prepared,"
+echo "$clients clients, $jobs threads, scale $scale; $rounds rounds of each (order a b c, then c b a), full speed ${duration}s"
+echo "per run, fixed rate ${rate_duration}s per run at $rate TPS; load average before $load_before, after $load_after"
+echo
+echo "| | (a) no audit | (b) pgtrail | (c) row trigger |"
+echo "| --- | ---: | ---: | ---: |"
+printf '| full speed, TPS (mean of %s x %s s) | %.0f | %.0f | %.0f |\n' "$rounds" "$duration" "$tps_a" "$tps_b" "$tps_c"
+printf '| per round | %s | %s | %s |\n' "$(per_round a full)" "$(per_round b full)" "$(per_round c full)"
+printf '| ratio to (a) | 1.00 | **%s** | **%s** |\n' "$ratio_b" "$ratio_c"
+if [[ $split -eq 1 ]]; then
+    tps_n=$(mean n full)
+    printf '| (b-) pgtrail installed, daemon stopped: TPS, ratio to (a) | | %.0f (%s), %s | |\n' \
+        "$tps_n" "$(per_round n full)" "$(calc "sprintf(\"%.2f\", n / a)" "a=$tps_a" "n=$tps_n")"
+fi
+printf '| at %s TPS (achieved %.0f / %.0f / %.0f): p50 latency, ms | %s | %s | %s |\n' "$rate" \
+    "$(rate_tps a)" "$(rate_tps b)" "$(rate_tps c)" "${P50[a]}" "${P50[b]}" "${P50[c]}"
+printf '| p95 latency, ms | %s | **%s** | **%s** |\n' "${P95[a]}" "${P95[b]}" "${P95[c]}"
+printf '| p95 ratio to (a) | 1.00 | %s | %s |\n' "$p95_ratio_b" "$p95_ratio_c"
+echo
+echo "(b) daemon at full speed (slot lag = pg_current_wal_lsn() - confirmed_flush_lsn, sampled every second):"
+caught_all=yes
+for (( r = 1; r <= rounds; r++ )); do
+    k="b/full/$r"
+    [[ "${CATCHUP[$k]}" != no ]] || caught_all=no
+    printf '  round %s: WAL %s MiB/s; slot lag max %s MiB (%.1f s of WAL), at the end of pgbench %s MiB (%.1f s of WAL);\n' \
+        "$r" "$(mib "${WAL_RATE[$k]}")" "$(mib "${LAG_MAX[$k]}")" "$(calc "l / w" "l=${LAG_MAX[$k]}" "w=${WAL_RATE[$k]}")" \
+        "$(mib "${LAG_END[$k]}")" "$(calc "l / w" "l=${LAG_END[$k]}" "w=${WAL_RATE[$k]}")"
+    printf '           everything stored %s s after pgbench ended; CPU of pgtrail + its walsender + its store backends %.0f%% of a core\n' \
+        "${CATCHUP[$k]}" "${CPU[$k]}"
+done
+for (( r = 1; r <= rounds; r++ )); do
+    k="b/rate/$r"
+    [[ "${CATCHUP[$k]}" != no ]] || caught_all=no
+    printf '(b) at the fixed rate, round %s: slot lag max %s MiB, everything stored %s s after pgbench ended\n' \
+        "$r" "$(mib "${LAG_MAX[$k]}")" "${CATCHUP[$k]}"
+done
+for s in b c; do
+    if awk -v r="$rate" -v t="$(mean "$s" full)" 'BEGIN { exit !(t < r) }'; then
+        echo "note: ($s)'s full-speed TPS is below the fixed rate of $rate: it cannot hold that rate, and its"
+        echo "      latencies there measure a queue that grows for the whole run"
+    fi
+done
+[[ $checkpoints -eq 0 ]] || echo "note: $checkpoints checkpoint(s) happened during the runs"
+echo
+echo "targets (issue 3):"
+echo "  fixed rate: (b) p95 within 1.15x of (a)'s:   ${P95[b]} ms vs ${P95[a]} ms = ${p95_ratio_b}x   $t1"
+echo "  fixed rate: (b) p95 below (c)'s:             ${P95[b]} ms vs ${P95[c]} ms                 $t2"
+echo "  full speed: b/a above c/a:                   $ratio_b vs $ratio_c                 $t3"
+echo "  daemon caught up after every (b) run:        $caught_all"

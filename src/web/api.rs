@@ -1,0 +1,279 @@
+//! The JSON API (`/api/v1/…`): the log's entries with the same filters, sort
+//! and cursor as the page, one entry with its per-column diff, and the
+//! OpenAPI 3.1 document, generated from these declarations by utoipa.
+//!
+//! Entries are written by [`StoredEntry::write_json`], the very code behind
+//! `pgtrail export --format jsonl`, so an API entry and an exported line are
+//! the same text. The schema structs below only describe that shape.
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+use super::diff::{self, Change, ColumnDiff};
+use super::entry::{load, parse_id};
+use super::error::ApiError;
+use super::log::fetch_page;
+use super::query::LogQuery;
+use super::AppState;
+use crate::entry::push_json_string;
+use crate::export::StoredEntry;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "pgtrail",
+        description = "Read the audit trail: entries filtered as on the log page, one entry with its per-column diff. \
+                       Entries have exactly the shape `pgtrail export --format jsonl` prints."
+    ),
+    paths(list, one),
+    components(schemas(EntryList, Entry, EntryDetail, ColumnDiff, Change, ErrorBody, ActionName, SortName, DirName))
+)]
+pub struct ApiDoc;
+
+static OPENAPI_JSON: LazyLock<String> =
+    LazyLock::new(|| ApiDoc::openapi().to_pretty_json().unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")));
+
+/// What happened to the row.
+#[derive(ToSchema)]
+#[allow(dead_code, clippy::upper_case_acronyms)]
+pub enum ActionName {
+    INSERT,
+    UPDATE,
+    DELETE,
+    TRUNCATE,
+    DDL,
+}
+
+/// The column to sort by (`time` is commit order).
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum SortName {
+    Time,
+    Actor,
+    Ip,
+    Action,
+    Table,
+}
+
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum DirName {
+    Asc,
+    Desc,
+}
+
+/// The filters, sort and cursor of `GET /api/v1/entries`: the same as the log page's URL.
+/// Empty values are ignored; an unknown parameter, or a single-valued one given twice, is a 400.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct LogParams {
+    /// Only these actions; repeat the parameter (or separate with commas) for several. Case does not matter.
+    #[param(inline)]
+    action: Option<Vec<ActionName>>,
+    /// Only these tables, `schema.table` (double-quote a part holding `.`, `"` or `*`); repeat for several.
+    table: Option<Vec<String>>,
+    /// The application actor, or the database role where no actor was recorded; exact match.
+    actor: Option<String>,
+    /// The database role (`db_user`); exact match.
+    role: Option<String>,
+    /// The client address, or a network containing it: `10.0.0.7`, `10.0.0.0/8`, `2001:db8::/32`.
+    ip: Option<String>,
+    /// The application name; exact match.
+    app: Option<String>,
+    /// The source recorded with the context; exact match.
+    source: Option<String>,
+    /// Committed at or after: RFC 3339; also accepted: `YYYY-MM-DD[THH:MM[:SS]]`, read as UTC.
+    #[param(format = DateTime)]
+    from: Option<String>,
+    /// Committed before: as `from`; a date alone means the end of that day.
+    #[param(format = DateTime)]
+    to: Option<String>,
+    /// Committed within this long before now: a number and `m`, `h` or `d` (`1h`, `24h`, `7d`), at most 3650d. Not with `from`.
+    #[param(pattern = "^[0-9]{1,7}[mhd]$")]
+    last: Option<String>,
+    /// A primary-key value (`5`: any key column equal to it), or the whole key as a JSON object (`{"id":5}`).
+    pk: Option<String>,
+    /// Text searched for, case-insensitively, in the values of the row before and after.
+    q: Option<String>,
+    /// Sort column; default `time`.
+    #[param(inline)]
+    sort: Option<SortName>,
+    /// Sort direction; default `desc` for time, `asc` for the others.
+    #[param(inline)]
+    dir: Option<DirName>,
+    /// `next_cursor` of the previous response, with the same sort.
+    cursor: Option<String>,
+    /// Entries per response, 1 to 500; default 50.
+    #[param(minimum = 1, maximum = 500)]
+    limit: Option<i64>,
+}
+
+/// One audit entry, as `pgtrail export --format jsonl` prints it.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Entry {
+    /// Assigned in commit order.
+    id: i64,
+    /// Commit time of the source transaction, RFC 3339 in UTC with microseconds.
+    #[schema(format = DateTime)]
+    committed_at: String,
+    /// Source transaction id.
+    xid: i64,
+    /// Commit LSN of the source transaction.
+    lsn: String,
+    schema: String,
+    table: String,
+    #[schema(inline)]
+    action: ActionName,
+    /// The row's primary key (`{"id":5}`); null for a table without one, and for TRUNCATE.
+    #[schema(required = true)]
+    primary_key: Option<HashMap<String, serde_json::Value>>,
+    /// The row before; null for INSERT and TRUNCATE. Holds only the key unless the table's REPLICA IDENTITY is FULL.
+    #[schema(required = true)]
+    before: Option<HashMap<String, serde_json::Value>>,
+    /// The row after; null for DELETE and TRUNCATE. For DDL: command_tag, object_type, object_identity, sql.
+    #[schema(required = true)]
+    after: Option<HashMap<String, serde_json::Value>>,
+    /// The columns an UPDATE changed; null where the before image is incomplete.
+    #[schema(required = true)]
+    changed_columns: Option<Vec<String>>,
+    /// Who and from where: db_user, client_addr, application_name, actor, source, remarks.
+    context: HashMap<String, serde_json::Value>,
+}
+
+/// A page of entries.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct EntryList {
+    entries: Vec<Entry>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    #[schema(required = true)]
+    next_cursor: Option<String>,
+}
+
+/// One entry, its columns compared, and the SQL that would revert it.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct EntryDetail {
+    entry: Entry,
+    /// Changed columns first, then those whose old value is unknown, then unchanged ones.
+    diff: Vec<ColumnDiff>,
+    /// A statement that would put the row back as it was before this entry; pgtrail never runs it.
+    #[schema(required = true)]
+    revert_sql: Option<String>,
+    /// Why there is no revert_sql, when there is none.
+    #[schema(required = true)]
+    revert_unavailable: Option<String>,
+}
+
+/// What was wrong with the request.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ErrorBody {
+    error: String,
+}
+
+fn json_response(body: String) -> Response {
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
+}
+
+/// List entries.
+#[utoipa::path(
+    get,
+    path = "/api/v1/entries",
+    params(LogParams),
+    responses(
+        (status = 200, description = "Matching entries, in the requested order", body = EntryList),
+        (status = 400, description = "A malformed filter, sort, cursor or limit; the message says which", body = ErrorBody),
+        (status = 503, description = "The store cannot answer now (down, or the query ran too long)", body = ErrorBody),
+    )
+)]
+pub async fn list(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+    let q = LogQuery::parse(raw.as_deref(), false)?;
+    let now = Utc::now();
+    let pk = {
+        let client = state.pool().get().await?;
+        q.filter.pk_match(&client).await?
+    };
+    let page = fetch_page(&state, &q, pk.as_ref(), now).await?;
+    let mut body = String::with_capacity(1024 * page.entries.len().max(1));
+    body.push_str("{\"entries\":[");
+    for (i, e) in page.entries.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        e.write_json(&mut body);
+    }
+    body.push_str("],\"next_cursor\":");
+    match &page.next {
+        Some(c) => push_json_string(&mut body, c),
+        None => body.push_str("null"),
+    }
+    body.push('}');
+    Ok(json_response(body))
+}
+
+/// The JSON of one entry with its diff.
+pub fn detail_json(entry: &StoredEntry) -> String {
+    let diffs = diff::column_diffs(entry);
+    let (sql, why) = match diff::revert_sql(entry, &diffs) {
+        Ok(sql) => (Some(sql), None),
+        Err(why) => (None, Some(why)),
+    };
+    let mut body = String::from("{\"entry\":");
+    entry.write_json(&mut body);
+    body.push_str(",\"diff\":");
+    body.push_str(&serde_json::to_string(&diffs).unwrap_or_else(|_| "[]".into()));
+    body.push_str(",\"revert_sql\":");
+    body.push_str(&serde_json::to_string(&sql).unwrap_or_else(|_| "null".into()));
+    body.push_str(",\"revert_unavailable\":");
+    body.push_str(&serde_json::to_string(&why).unwrap_or_else(|_| "null".into()));
+    body.push('}');
+    body
+}
+
+/// One entry with its per-column diff.
+#[utoipa::path(
+    get,
+    path = "/api/v1/entries/{id}",
+    params(("id" = i64, Path, description = "The entry id", minimum = 0)),
+    responses(
+        (status = 200, description = "The entry", body = EntryDetail),
+        (status = 400, description = "The id is not a whole number", body = ErrorBody),
+        (status = 404, description = "No entry has this id", body = ErrorBody),
+        (status = 503, description = "The store cannot answer now", body = ErrorBody),
+    )
+)]
+pub async fn one(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id = parse_id(&id, "an entry id")?;
+    let entry = load(&state, id).await?;
+    Ok(json_response(detail_json(&entry)))
+}
+
+/// `GET /api/v1/openapi.json`
+pub async fn openapi() -> Response {
+    json_response(OPENAPI_JSON.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_document_lists_exactly_the_parameters_the_parser_takes() {
+        let doc: serde_json::Value = serde_json::from_str(&OPENAPI_JSON).unwrap();
+        assert_eq!(doc["openapi"], "3.1.0");
+        let params = doc["paths"]["/api/v1/entries"]["get"]["parameters"].as_array().unwrap();
+        let names: Vec<&str> = params.iter().map(|p| p["name"].as_str().unwrap()).collect();
+        assert_eq!(names, super::super::query::PARAMS);
+    }
+}

@@ -1,0 +1,154 @@
+//! View Difference (`/entries/{id}`): one entry's facts, its columns before
+//! and after (changed first and marked, unchanged folded away, long values
+//! diffed line by line and word by word), and the SQL that would revert it.
+//!
+//! [`DiffView`] (`templates/diff.html`) is the column table; the history page
+//! shows one per entry.
+
+use askama::Template;
+use axum::extract::{Path, State};
+use axum::response::{Html, IntoResponse, Response};
+
+use super::diff::{self, Change, ColumnDiff, DiffLine, ValueView};
+use super::error::WebError;
+use super::log::{history_url, key_text, long_time, short_time, Context};
+use super::query::{self, table_param};
+use super::AppState;
+use crate::export::{StoredEntry, ENTRY_COLUMNS};
+use crate::table::TableName;
+
+/// Parses an id from a path: a whole number, at least 0.
+pub fn parse_id(text: &str, what: &str) -> Result<i64, WebError> {
+    text.trim()
+        .parse::<i64>()
+        .ok()
+        .filter(|n| *n >= 0)
+        .ok_or_else(|| WebError::bad(format!("{:?} is not {what}: it must be a whole number", query::clip(text))))
+}
+
+/// The entry with this id.
+pub async fn load(state: &AppState, id: i64) -> Result<StoredEntry, WebError> {
+    let client = state.pool().get().await?;
+    let row = client.query_opt(&format!("SELECT {ENTRY_COLUMNS} FROM pgtrail.entries WHERE id = $1"), &[&id]).await?;
+    row.map(|r| StoredEntry::from_row(&r)).ok_or_else(|| WebError::NotFound(format!("There is no entry {id}.")))
+}
+
+/// One column as the diff table shows it.
+pub struct ColumnView {
+    pub name: String,
+    /// [`Change`] as text: the row's CSS class.
+    pub change: &'static str,
+    pub before: Option<ValueView>,
+    pub after: Option<ValueView>,
+    /// An inline diff, for long text and JSON that changed.
+    pub lines: Option<Vec<DiffLine>>,
+}
+
+/// The column table of one entry.
+pub struct DiffView {
+    /// Changed columns (and those whose old value is unknown), or every column of an insert or delete.
+    pub shown: Vec<ColumnView>,
+    /// Unchanged columns of an update, folded away.
+    pub unchanged: Vec<ColumnView>,
+    /// A sentence about what the table can and cannot show, or empty.
+    pub note: String,
+}
+
+impl DiffView {
+    pub fn new(entry: &StoredEntry, diffs: &[ColumnDiff]) -> DiffView {
+        let mut shown = Vec::new();
+        let mut unchanged = Vec::new();
+        for d in diffs {
+            let lines = match (d.change, &d.before, &d.after) {
+                (Change::Changed, Some(b), Some(a)) if diff::wants_text_diff(b, a) => Some(diff::text_diff(b, a)),
+                _ => None,
+            };
+            let view = ColumnView {
+                name: d.column.clone(),
+                change: d.change.as_str(),
+                before: d.before.as_deref().map(ValueView::of),
+                after: d.after.as_deref().map(ValueView::of),
+                lines,
+            };
+            if d.change == Change::Unchanged {
+                unchanged.push(view);
+            } else {
+                shown.push(view);
+            }
+        }
+        let note = match entry.action.as_str() {
+            "TRUNCATE" => "TRUNCATE removed every row of the table at once; the rows themselves are in the table's earlier entries.".into(),
+            "UPDATE" if diffs.iter().any(|d| d.change == Change::Unknown) => {
+                "The old values of this update were not captured (the table's REPLICA IDENTITY is not FULL), so only the new values are shown.".into()
+            }
+            "UPDATE" if shown.is_empty() => "This update changed no column.".into(),
+            "DDL" => "A schema change: the command, the object and the statement, as the event trigger recorded them.".into(),
+            _ => String::new(),
+        };
+        DiffView { shown, unchanged, note }
+    }
+}
+
+/// The facts of an entry, shared by the entry and history pages.
+pub struct Facts {
+    pub id: i64,
+    pub action: String,
+    pub action_class: String,
+    pub table: String,
+    pub key: String,
+    pub time: String,
+    pub time_full: String,
+    pub time_long: String,
+    pub xid: i64,
+    pub lsn: String,
+    pub ctx: Context,
+    pub entry_url: String,
+    pub history_url: Option<String>,
+    pub transaction_url: String,
+    pub table_url: String,
+}
+
+impl Facts {
+    pub fn new(e: &StoredEntry) -> Facts {
+        let table = TableName::new(e.schema.clone(), e.table.clone());
+        Facts {
+            id: e.id,
+            action: e.action.clone(),
+            action_class: e.action.to_lowercase(),
+            table: table_param(&table),
+            key: key_text(e.primary_key()),
+            time: short_time(&e.committed_at),
+            time_full: e.committed_at_text(),
+            time_long: long_time(&e.committed_at),
+            xid: e.xid,
+            lsn: e.lsn.clone(),
+            ctx: Context::of(e),
+            entry_url: format!("/entries/{}", e.id),
+            history_url: history_url(e),
+            transaction_url: format!("/transactions/{}", e.xid),
+            table_url: query::url("/", &[("table", table_param(&table))]),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "entry.html")]
+pub struct EntryPage {
+    pub f: Facts,
+    pub d: DiffView,
+    pub revert_sql: Option<String>,
+    pub revert_note: String,
+}
+
+/// `GET /entries/{id}`
+pub async fn page(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, WebError> {
+    let id = parse_id(&id, "an entry id")?;
+    let entry = load(&state, id).await?;
+    let diffs = diff::column_diffs(&entry);
+    let (revert_sql, revert_note) = match diff::revert_sql(&entry, &diffs) {
+        Ok(sql) => (Some(sql), String::new()),
+        Err(why) => (None, why),
+    };
+    let page = EntryPage { f: Facts::new(&entry), d: DiffView::new(&entry, &diffs), revert_sql, revert_note };
+    Ok(Html(page.render()?).into_response())
+}

@@ -1,0 +1,566 @@
+//! The log page (`/`): filters, sortable columns, keyset pages, a match
+//! count, and the live stream (`/live`, server-sent events) that adds new
+//! matching entries to the top of the page while it is open.
+//!
+//! Also the one-line view of an entry ([`RowView`], `templates/row.html`)
+//! that the transaction page reuses, and the actor context ([`Context`]).
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use askama::Template;
+use axum::extract::{RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use chrono::{DateTime, Utc};
+
+use super::diff::{Members, ValueView};
+use super::error::WebError;
+use super::query::{self, url, Cursor, Dir, LogQuery, PkMatch, SortKey, COUNT_CAP};
+use super::AppState;
+use crate::entry::Action;
+use crate::export::StoredEntry;
+use crate::table::TableName;
+
+/// How often the live stream looks for new entries.
+const LIVE_POLL: Duration = Duration::from_secs(1);
+/// At most this many entries per look, so a burst cannot flood a browser.
+const LIVE_BATCH: i64 = 200;
+
+/// The actor context of an entry (see `src/context.rs`); any field may be null.
+#[derive(Debug, Clone, Default)]
+pub struct Context {
+    pub actor: Option<String>,
+    pub db_user: Option<String>,
+    pub client_addr: Option<String>,
+    pub application_name: Option<String>,
+    pub source: Option<String>,
+    pub remarks: Option<String>,
+    /// The effective role, where it differs from `db_user` (after `SET ROLE`).
+    pub current_user: Option<String>,
+    pub client_port: Option<String>,
+    pub backend_pid: Option<String>,
+}
+
+impl Context {
+    pub fn of(entry: &StoredEntry) -> Context {
+        let m = Members::parse(entry.context());
+        let get = |k: &str| {
+            m.get(k).and_then(|v| match v.get() {
+                "null" => None,
+                t if t.starts_with('"') => serde_json::from_str::<String>(t).ok(),
+                t => Some(t.to_owned()),
+            })
+        };
+        Context {
+            actor: get("actor"),
+            db_user: get("db_user"),
+            client_addr: get("client_addr"),
+            application_name: get("application_name"),
+            source: get("source"),
+            remarks: get("remarks"),
+            current_user: get("current_user").filter(|u| get("db_user").as_ref() != Some(u)),
+            client_port: get("client_port"),
+            backend_pid: get("backend_pid"),
+        }
+    }
+
+    /// Who, as the log shows it: the application's actor, else the database role.
+    pub fn who(&self) -> Option<&str> {
+        self.actor.as_deref().or(self.db_user.as_deref())
+    }
+}
+
+/// `2024-05-01 10:00:03` (UTC).
+pub fn short_time(t: &DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+/// `2024-05-01 10:00:03.123456` (UTC): the facts of an entry.
+pub fn long_time(t: &DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S%.6f").to_string()
+}
+
+/// `id=5`, `a=1, b=x`: a primary key for people.
+pub fn key_text(primary_key: Option<&str>) -> String {
+    let m = Members::parse(primary_key);
+    let text = m.0.iter().map(|(k, v)| format!("{k}={}", ValueView::of(v).text)).collect::<Vec<_>>().join(", ");
+    query::clip(&text)
+}
+
+/// `/history?table=…&pk=…` for the entry's row, if it has a key.
+pub fn history_url(entry: &StoredEntry) -> Option<String> {
+    let pk = entry.primary_key()?;
+    let table = TableName::new(entry.schema.clone(), entry.table.clone());
+    Some(url("/history", &[("table", query::table_param(&table)), ("pk", pk.to_owned())]))
+}
+
+/// One entry as a line of the log.
+#[derive(Debug, Clone)]
+pub struct RowView {
+    pub id: i64,
+    pub time: String,
+    pub time_full: String,
+    pub actor: String,
+    /// The role, shown under the actor when both are known.
+    pub role: String,
+    pub actor_url: String,
+    pub ip: String,
+    pub ip_url: String,
+    pub action: String,
+    pub action_class: String,
+    pub action_url: String,
+    pub table: String,
+    pub table_url: String,
+    pub pk: String,
+    pub history_url: Option<String>,
+    pub changes: String,
+    pub entry_url: String,
+}
+
+impl RowView {
+    /// `base` is the current view; the actor, IP, action and table cells link
+    /// to it narrowed by that value.
+    pub fn new(e: &StoredEntry, base: &LogQuery) -> RowView {
+        let ctx = Context::of(e);
+        let table = TableName::new(e.schema.clone(), e.table.clone());
+        let narrowed = |set: &dyn Fn(&mut LogQuery)| {
+            let mut q = base.clone();
+            q.cursor = None;
+            q.live = false;
+            set(&mut q);
+            url("/", &q.to_pairs())
+        };
+        let who = ctx.who().unwrap_or("").to_owned();
+        let role = match (&ctx.actor, &ctx.db_user) {
+            (Some(_), Some(role)) => role.clone(),
+            _ => String::new(),
+        };
+        let action = e.action.clone();
+        RowView {
+            id: e.id,
+            time: short_time(&e.committed_at),
+            time_full: e.committed_at_text(),
+            actor_url: narrowed(&|q| q.filter.actor = Some(who.clone())),
+            actor: who.clone(),
+            role,
+            ip_url: narrowed(&|q| q.filter.ip = ctx.client_addr.clone()),
+            ip: ctx.client_addr.clone().unwrap_or_default(),
+            action_url: narrowed(&|q| {
+                q.filter.actions = action.parse::<Action>().map(|a| vec![a]).unwrap_or_default();
+            }),
+            action_class: e.action.to_lowercase(),
+            action: e.action.clone(),
+            table_url: narrowed(&|q| q.filter.tables = vec![table.clone()]),
+            table: query::table_param(&table),
+            pk: key_text(e.primary_key()),
+            history_url: history_url(e),
+            changes: changes(e),
+            entry_url: format!("/entries/{}", e.id),
+        }
+    }
+}
+
+/// The Changes column: the changed columns of an update, or one line saying what happened.
+pub fn changes(e: &StoredEntry) -> String {
+    let key = key_text(e.primary_key());
+    let with_key = |what: &str| if key.is_empty() { what.to_owned() } else { format!("{what} {key}") };
+    match e.action.as_str() {
+        "INSERT" => with_key("new row"),
+        "DELETE" => with_key("deleted row"),
+        "TRUNCATE" => "table truncated".into(),
+        "DDL" => {
+            let m = Members::parse(e.after());
+            let field = |k: &str| m.get(k).map(|v| ValueView::of(v).text).unwrap_or_default();
+            query::clip(format!("{} {}", field("command_tag"), field("object_identity")).trim())
+        }
+        _ => match e.changed_columns().and_then(|t| serde_json::from_str::<Vec<String>>(t).ok()) {
+            Some(cols) if cols.is_empty() => "no column changed".into(),
+            Some(cols) => {
+                const SHOWN: usize = 6;
+                let mut text = cols.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
+                if cols.len() > SHOWN {
+                    text.push_str(&format!(" +{} more", cols.len() - SHOWN));
+                }
+                text
+            }
+            None => "updated (old values not captured)".into(),
+        },
+    }
+}
+
+/// The row fragment alone: what the live stream sends.
+#[derive(Template)]
+#[template(path = "row.html")]
+pub struct RowFragment<'a> {
+    pub r: &'a RowView,
+}
+
+/// A sortable column header.
+pub struct Header {
+    pub label: &'static str,
+    pub url: String,
+    /// `ascending`/`descending` when the log is sorted by it, else empty.
+    pub sorted: &'static str,
+    pub arrow: &'static str,
+}
+
+pub struct ActionBox {
+    pub name: &'static str,
+    pub checked: bool,
+}
+
+pub struct QuickRange {
+    pub label: &'static str,
+    pub url: String,
+    pub active: bool,
+}
+
+/// A selected table, shown as a chip that removes it.
+pub struct Chip {
+    pub value: String,
+    pub remove_url: String,
+}
+
+#[derive(Template)]
+#[template(path = "log.html")]
+pub struct LogPage {
+    pub rows: Vec<RowView>,
+    pub headers: Vec<Header>,
+    pub actions: Vec<ActionBox>,
+    pub tables: Vec<Chip>,
+    pub known_tables: Vec<String>,
+    pub quick: Vec<QuickRange>,
+    /// Current single-valued filters, for the form fields.
+    pub actor: String,
+    pub role: String,
+    pub ip: String,
+    pub app: String,
+    pub source: String,
+    pub from: String,
+    pub to: String,
+    pub last: String,
+    pub pk: String,
+    pub q: String,
+    pub sort: String,
+    pub dir: String,
+    pub limit: String,
+    pub filtered: bool,
+    pub count: String,
+    pub refresh_url: String,
+    pub next_url: Option<String>,
+    pub prev_url: Option<String>,
+    pub first_url: Option<String>,
+    pub live: bool,
+    pub live_toggle_url: String,
+    /// Why live mode is off for this view, if it is.
+    pub live_unavailable: &'static str,
+    /// The live stream URL, when live mode is on.
+    pub live_url: Option<String>,
+}
+
+/// One page of entries, in display order, with the cursors around it.
+pub struct Page {
+    pub entries: Vec<StoredEntry>,
+    pub next: Option<String>,
+    pub prev: Option<String>,
+}
+
+/// Reads one page of `q`.
+pub async fn fetch_page(state: &AppState, q: &LogQuery, pk: Option<&PkMatch>, now: DateTime<Utc>) -> Result<Page, WebError> {
+    let client = state.pool().get().await?;
+    let ps = q.page_sql(pk, now);
+    let rows = client.query(&ps.sql.text, &ps.sql.refs()).await?;
+    drop(client);
+    let mut entries: Vec<(StoredEntry, Vec<String>)> =
+        rows.iter().map(|r| (StoredEntry::from_row(r), (12..12 + ps.key_count).map(|i| r.get::<_, String>(i)).collect())).collect();
+    let more = entries.len() as i64 > q.limit;
+    entries.truncate(q.limit as usize);
+    if ps.reversed {
+        if !more {
+            // Back at the start: show the first page as it is now.
+            let mut first = q.clone();
+            first.cursor = None;
+            return Box::pin(fetch_page(state, &first, pk, now)).await;
+        }
+        entries.reverse();
+    }
+    let (has_next, has_prev) = if ps.reversed { (true, true) } else { (more, q.cursor.is_some()) };
+    let cursor = |(e, keys): &(StoredEntry, Vec<String>), backward| Cursor { keys: keys.clone(), id: e.id, backward }.encode(q.sort);
+    let next = if has_next { entries.last().map(|x| cursor(x, false)) } else { None };
+    let prev = if has_prev { entries.first().map(|x| cursor(x, true)) } else { None };
+    Ok(Page { entries: entries.into_iter().map(|(e, _)| e).collect(), next, prev })
+}
+
+/// How many entries match.
+pub enum Count {
+    Exact(i64),
+    MoreThan(i64),
+    /// Counting took too long or failed.
+    Unknown,
+}
+
+/// Counts matches up to [`COUNT_CAP`], giving up after two seconds.
+pub async fn count(state: &AppState, q: &LogQuery, pk: Option<&PkMatch>, now: DateTime<Utc>) -> Count {
+    let run = async {
+        let mut client = state.pool().get().await?;
+        let tx = client.transaction().await?;
+        tx.batch_execute("SET LOCAL statement_timeout = '2s'").await?;
+        let sql = q.count_sql(pk, now);
+        let n: i64 = tx.query_one(&sql.text, &sql.refs()).await?.get(0);
+        tx.commit().await?;
+        Ok::<i64, WebError>(n)
+    };
+    match run.await {
+        Ok(n) if n > COUNT_CAP => Count::MoreThan(COUNT_CAP),
+        Ok(n) => Count::Exact(n),
+        Err(e) => {
+            tracing::debug!(error = ?e, "counting matches gave up");
+            Count::Unknown
+        }
+    }
+}
+
+fn thousands(n: i64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `GET /`
+pub async fn page(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, WebError> {
+    let q = LogQuery::parse(raw.as_deref(), true)?;
+    let now = Utc::now();
+    let live_unavailable = if q.sort != Default::default() {
+        "Live updates need the newest-first order."
+    } else if q.cursor.is_some() {
+        "Live updates run on the first page."
+    } else {
+        ""
+    };
+    let live = q.live && live_unavailable.is_empty();
+    let pk = {
+        let client = state.pool().get().await?;
+        q.filter.pk_match(&client).await?
+    };
+    // Live mode starts after the newest entry that existed before the page was read.
+    let newest_before = if live {
+        let client = state.pool().get().await?;
+        client.query_one("SELECT coalesce(max(id), 0) FROM pgtrail.entries", &[]).await?.get::<_, i64>(0)
+    } else {
+        0
+    };
+    let (page, count, known_tables) =
+        tokio::join!(fetch_page(&state, &q, pk.as_ref(), now), count(&state, &q, pk.as_ref(), now), state.known_tables());
+    let page = page?;
+
+    let base = q.to_pairs();
+    let with = |extra: &[(&'static str, String)]| {
+        let mut p = base.clone();
+        p.extend(extra.iter().cloned());
+        p
+    };
+    let view_url = |p: &[(&'static str, String)]| url("/", p);
+    let headers = [("Time", SortKey::Time), ("Actor", SortKey::Actor), ("IP", SortKey::Ip), ("Action", SortKey::Action), ("Table", SortKey::Table)]
+        .into_iter()
+        .map(|(label, key)| {
+            let current = q.sort.key == key;
+            let dir = if current { q.sort.dir.flip() } else { key.default_dir() };
+            let mut s = q.clone();
+            s.sort = query::Sort { key, dir };
+            s.cursor = None;
+            let (sorted, arrow) = match (current, q.sort.dir) {
+                (false, _) => ("", ""),
+                (true, Dir::Asc) => ("ascending", "▲"),
+                (true, Dir::Desc) => ("descending", "▼"),
+            };
+            Header { label, url: view_url(&s.to_pairs()), sorted, arrow }
+        })
+        .collect();
+    let tables = q
+        .filter
+        .tables
+        .iter()
+        .map(|t| {
+            let mut s = q.clone();
+            s.cursor = None;
+            s.filter.tables.retain(|x| x != t);
+            Chip { value: query::table_param(t), remove_url: view_url(&s.to_pairs()) }
+        })
+        .collect();
+    let current_last = q.filter.last.as_ref().map(|l| l.0.as_str());
+    let quick = [("Last hour", "1h"), ("24 hours", "24h"), ("7 days", "7d"), ("Any time", "")]
+        .into_iter()
+        .map(|(label, last)| {
+            let mut s = q.clone();
+            s.cursor = None;
+            s.filter.from = None;
+            s.filter.to = None;
+            s.filter.last = (!last.is_empty()).then(|| (last.to_owned(), chrono::Duration::zero()));
+            let active = if last.is_empty() {
+                q.filter.from.is_none() && q.filter.to.is_none() && current_last.is_none()
+            } else {
+                current_last == Some(last)
+            };
+            let mut p = s.to_pairs();
+            if s.live {
+                p.push(("live", "1".into()));
+            }
+            QuickRange { label, url: view_url(&p), active }
+        })
+        .collect();
+    let mut live_pairs = base.clone();
+    if !q.live {
+        live_pairs.push(("live", "1".into()));
+    }
+    let live_url = live.then(|| {
+        let after = page.entries.first().map_or(newest_before, |e| e.id.max(newest_before));
+        url("/live", &with(&[("after", after.to_string())]))
+    });
+    let count = match count {
+        Count::Exact(1) => "1 entry".to_owned(),
+        Count::Exact(n) => format!("{} entries", thousands(n)),
+        Count::MoreThan(n) => format!("more than {} entries", thousands(n)),
+        Count::Unknown => "many entries (counting took too long)".to_owned(),
+    };
+    let fmt_input = |t: &Option<(String, DateTime<Utc>)>| t.as_ref().map(|(_, t)| t.format("%Y-%m-%dT%H:%M:%S").to_string()).unwrap_or_default();
+    let mut refresh = base.clone();
+    if q.live {
+        refresh.push(("live", "1".into()));
+    }
+    let page_url = |cursor: &String| {
+        let mut p = with(&[("cursor", cursor.clone())]);
+        if q.live {
+            p.push(("live", "1".into()));
+        }
+        view_url(&p)
+    };
+    let f = &q.filter;
+    let view = LogPage {
+        rows: page.entries.iter().map(|e| RowView::new(e, &q)).collect(),
+        headers,
+        actions: Action::ALL.iter().map(|a| ActionBox { name: a.as_str(), checked: f.actions.contains(a) }).collect(),
+        tables,
+        known_tables,
+        quick,
+        actor: f.actor.clone().unwrap_or_default(),
+        role: f.role.clone().unwrap_or_default(),
+        ip: f.ip.clone().unwrap_or_default(),
+        app: f.app.clone().unwrap_or_default(),
+        source: f.source.clone().unwrap_or_default(),
+        from: fmt_input(&f.from),
+        to: fmt_input(&f.to),
+        last: f.last.as_ref().map(|l| l.0.clone()).unwrap_or_default(),
+        pk: f.pk.clone().unwrap_or_default(),
+        q: f.q.clone().unwrap_or_default(),
+        sort: if q.sort == Default::default() { String::new() } else { q.sort.key.as_str().to_owned() },
+        dir: if q.sort == Default::default() { String::new() } else { q.sort.dir.as_str().to_owned() },
+        limit: if q.limit == query::DEFAULT_LIMIT { String::new() } else { q.limit.to_string() },
+        filtered: !f.is_empty(),
+        count,
+        refresh_url: view_url(&refresh),
+        next_url: page.next.as_ref().map(page_url),
+        prev_url: page.prev.as_ref().map(page_url),
+        first_url: q.cursor.is_some().then(|| view_url(&refresh)),
+        live,
+        live_toggle_url: view_url(&live_pairs),
+        live_unavailable: if q.live { live_unavailable } else { "" },
+        live_url,
+    };
+    Ok(Html(view.render()?).into_response())
+}
+
+/// State of one live stream.
+struct Live {
+    state: AppState,
+    q: LogQuery,
+    pk: Option<PkMatch>,
+    after: i64,
+    pending: VecDeque<Event>,
+    stopping: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Live {
+    async fn poll(&mut self) -> Result<(), WebError> {
+        let client = self.state.pool().get().await?;
+        let mut sql = query::Sql::new(format!("SELECT {} FROM pgtrail.entries WHERE true", crate::export::ENTRY_COLUMNS));
+        self.q.filter.push_where(&mut sql, self.pk.as_ref(), Utc::now());
+        let after = sql.param(self.after);
+        let limit = sql.param(LIVE_BATCH);
+        sql.text.push_str(&format!(" AND id > {after} ORDER BY id LIMIT {limit}"));
+        let rows = client.query(&sql.text, &sql.refs()).await?;
+        drop(client);
+        for r in &rows {
+            let e = StoredEntry::from_row(r);
+            let row = RowView::new(&e, &self.q);
+            let html = RowFragment { r: &row }.render()?;
+            let data = serde_json::json!({ "id": e.id, "html": html }).to_string();
+            self.pending.push_back(Event::default().event("entry").id(e.id.to_string()).data(data));
+            self.after = e.id;
+        }
+        Ok(())
+    }
+}
+
+/// `GET /live?<filters>&after=<id>`: new matching entries as server-sent
+/// events (`entry`, data `{"id":…,"html":"<tr>…</tr>"}`), oldest first. A
+/// reconnecting browser's `Last-Event-ID` takes over from `after`.
+pub async fn live(State(state): State<AppState>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Result<Response, WebError> {
+    let mut pairs = query::pairs(raw.as_deref())?;
+    let mut after: Option<i64> = None;
+    let mut rest = Vec::new();
+    for (k, v) in pairs.drain(..) {
+        if k == "after" {
+            after = Some(v.trim().parse().ok().filter(|n: &i64| *n >= 0).ok_or_else(|| {
+                WebError::bad(format!("after: {:?} is not an entry id", query::clip(&v)))
+            })?);
+        } else {
+            rest.push((k, v));
+        }
+    }
+    let q = LogQuery::from_pairs(&rest, true, Utc::now())?;
+    if q.cursor.is_some() || q.sort != Default::default() {
+        return Err(WebError::bad("the live stream follows the newest-first order from the first page; drop sort, dir and cursor"));
+    }
+    let last_event = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<i64>().ok());
+    let after = match (last_event, after) {
+        (Some(id), _) => id,
+        (None, Some(a)) => a,
+        (None, None) => {
+            let client = state.pool().get().await?;
+            client.query_one("SELECT coalesce(max(id), 0) FROM pgtrail.entries", &[]).await?.get(0)
+        }
+    };
+    let pk = {
+        let client = state.pool().get().await?;
+        q.filter.pk_match(&client).await?
+    };
+    let stopping = state.stopping();
+    let live = Live { state, q, pk, after, pending: VecDeque::new(), stopping };
+    let stream = futures_util::stream::unfold(live, |mut l| async move {
+        loop {
+            if let Some(ev) = l.pending.pop_front() {
+                return Some((Ok::<Event, Infallible>(ev), l));
+            }
+            if *l.stopping.borrow() {
+                return None;
+            }
+            tokio::select! {
+                _ = l.stopping.changed() => return None,
+                _ = tokio::time::sleep(LIVE_POLL) => {}
+            }
+            if let Err(e) = l.poll().await {
+                tracing::debug!(error = ?e, "live stream poll failed; retrying");
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+}

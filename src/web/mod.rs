@@ -1,0 +1,256 @@
+//! The web view: server-rendered pages and a JSON API over the audit store.
+//!
+//! One module per page, each holding its askama template struct (templates
+//! under `templates/`, all extending `base.html`) and its handler:
+//! [`log`] (`/`, and the live stream `/live`), [`entry`] (View Difference,
+//! `/entries/{id}`), [`history`] (`/history`), [`transaction`]
+//! (`/transactions/{xid}`) and [`api`] (`/api/v1/…`). [`query`] parses the
+//! filters every list shares and builds their SQL; [`diff`] compares row
+//! images and writes revert SQL; [`assets`] serves the embedded CSS and JS;
+//! [`error`] is the one error type.
+//!
+//! The web view only reads: its connections are `default_transaction_read_only`
+//! with a statement timeout, so a slow filter cannot pile up work in the store.
+//! Pages work without JavaScript; the script adds live updates and a copy
+//! button. Every response carries a Content-Security-Policy without inline
+//! script or style, `nosniff`, and `frame-ancestors 'none'`.
+
+pub mod api;
+pub mod assets;
+pub mod diff;
+pub mod entry;
+pub mod error;
+pub mod history;
+pub mod log;
+pub mod query;
+pub mod transaction;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use axum::http::{header, HeaderValue, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tokio::sync::{watch, Mutex, MutexGuard};
+use tokio_postgres::Client;
+
+use crate::config::{Config, PgUrl};
+use error::WebError;
+
+/// Store connections the web view keeps open at most.
+pub const POOL_SIZE: usize = 4;
+/// Longest any page's query may run.
+const STATEMENT_TIMEOUT: &str = "30s";
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A few store connections, opened when first needed and reopened when lost
+/// (the store may restart under a running web view).
+pub struct Pool {
+    url: PgUrl,
+    slots: Vec<Mutex<Option<Client>>>,
+    next: AtomicUsize,
+}
+
+/// A connection taken from the [`Pool`]; back in the pool when dropped.
+pub struct Conn<'a>(MutexGuard<'a, Option<Client>>);
+
+impl std::ops::Deref for Conn<'_> {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        self.0.as_ref().expect("a pooled connection is open while taken")
+    }
+}
+
+impl std::ops::DerefMut for Conn<'_> {
+    fn deref_mut(&mut self) -> &mut Client {
+        self.0.as_mut().expect("a pooled connection is open while taken")
+    }
+}
+
+impl Pool {
+    pub fn new(url: PgUrl, size: usize) -> Pool {
+        Pool { url, slots: (0..size.max(1)).map(|_| Mutex::new(None)).collect(), next: AtomicUsize::new(0) }
+    }
+
+    /// A free connection if there is one, else waits for one in turn.
+    pub async fn get(&self) -> Result<Conn<'_>, WebError> {
+        let n = self.slots.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let free = (0..n).find_map(|i| self.slots[(start + i) % n].try_lock().ok());
+        let mut guard = match free {
+            Some(g) => g,
+            None => self.slots[start % n].lock().await,
+        };
+        if guard.as_ref().is_none_or(Client::is_closed) {
+            *guard = None;
+            let client = tokio::time::timeout(CONNECT_TIMEOUT, crate::store::connect(&self.url, "pgtrail web"))
+                .await
+                .map_err(|_| {
+                    tracing::warn!(store = %self.url.endpoint(), "connecting to the audit store timed out");
+                    error::unavailable()
+                })?
+                .map_err(|e| {
+                    tracing::warn!(store = %self.url.endpoint(), error = %crate::store::describe(&e), "cannot connect to the audit store");
+                    error::unavailable()
+                })?;
+            client
+                .batch_execute(&format!(
+                    "SET default_transaction_read_only = on; SET statement_timeout = '{STATEMENT_TIMEOUT}'"
+                ))
+                .await?;
+            *guard = Some(client);
+        }
+        Ok(Conn(guard))
+    }
+}
+
+/// What every handler shares. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+struct Inner {
+    pool: Pool,
+    stop_tx: watch::Sender<bool>,
+    /// Known tables for the filter's suggestions, refreshed at most once a minute.
+    tables: Mutex<Option<(Instant, Vec<String>)>>,
+}
+
+impl AppState {
+    pub fn new(pool: Pool) -> AppState {
+        let (stop_tx, _) = watch::channel(false);
+        AppState(Arc::new(Inner { pool, stop_tx, tables: Mutex::new(None) }))
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.0.pool
+    }
+
+    /// Turns true when the server is shutting down: long-lived responses (the live stream) end then.
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.0.stop_tx.subscribe()
+    }
+
+    pub fn begin_shutdown(&self) {
+        self.0.stop_tx.send_replace(true);
+    }
+
+    /// `schema.table` of every table with entries, for suggestions; empty if the store cannot say.
+    pub async fn known_tables(&self) -> Vec<String> {
+        let mut cache = self.0.tables.lock().await;
+        if let Some((at, tables)) = cache.as_ref() {
+            if at.elapsed() < Duration::from_secs(60) {
+                return tables.clone();
+            }
+        }
+        // The tables of recent entries: a bounded read from the newest end,
+        // since no index leads with the table name.
+        let sql = "SELECT DISTINCT schema_name, table_name FROM \
+              (SELECT schema_name, table_name FROM pgtrail.entries ORDER BY id DESC LIMIT 50000) recent \
+            ORDER BY 1, 2 LIMIT 2000";
+        let tables = match self.pool().get().await {
+            Ok(client) => match client.query(sql, &[]).await {
+                Ok(rows) => rows
+                    .iter()
+                    .map(|r| query::table_param(&crate::table::TableName::new(r.get::<_, String>(0), r.get::<_, String>(1))))
+                    .collect(),
+                Err(e) => {
+                    tracing::warn!(error = %crate::store::describe(&e), "listing tables failed");
+                    Vec::new()
+                }
+            },
+            Err(_) => Vec::new(),
+        };
+        *cache = Some((Instant::now(), tables.clone()));
+        tables
+    }
+}
+
+/// The whole web view as a router; tests call it directly or serve it.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(log::page))
+        .route("/live", get(log::live))
+        .route("/entries/{id}", get(entry::page))
+        .route("/history", get(history::page))
+        .route("/transactions/{xid}", get(transaction::page))
+        .route("/api/v1/entries", get(api::list))
+        .route("/api/v1/entries/{id}", get(api::one))
+        .route("/api/v1/openapi.json", get(api::openapi))
+        .route("/assets/{name}", get(assets::serve))
+        .fallback(not_found)
+        .layer(axum::middleware::map_response(security_headers))
+        .with_state(state)
+}
+
+async fn not_found(uri: Uri) -> Response {
+    let e = WebError::NotFound(format!("There is no page at {}.", query::clip(uri.path())));
+    if uri.path().starts_with("/api/") {
+        e.json().into_response()
+    } else {
+        e.into_response()
+    }
+}
+
+/// No inline script or style anywhere, so the policy can forbid them.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; \
+                   form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+
+async fn security_headers(mut res: Response) -> Response {
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    // Audit data is not for shared caches or the back-forward cache of a shared machine.
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    res
+}
+
+/// Serves the web view on `listener` until `shutdown` completes; in-flight
+/// requests finish and live streams end.
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    pool: Pool,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let state = AppState::new(pool);
+    let stopper = state.clone();
+    tracing::info!(address = %listener.local_addr()?, "web view listening");
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            stopper.begin_shutdown();
+        })
+        .await
+        .context("serving the web view")
+}
+
+/// Binds `config.web_listen` and serves until `shutdown`.
+pub async fn serve(config: &Config, pool: Pool, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.web_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (web.listen in {})", config.web_listen, config.path.display()))?;
+    serve_on(listener, pool, shutdown).await
+}
+
+/// For `pgtrail run`: the web view beside capture, stopping when `stop` turns
+/// true. A web view that cannot start (its port taken) is logged and capture
+/// goes on: the audit trail matters more than its viewer.
+pub fn spawn_alongside(config: &Config, mut stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+    let config = config.clone();
+    tokio::spawn(async move {
+        let pool = Pool::new(config.store.clone(), POOL_SIZE);
+        let shutdown = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        if let Err(e) = serve(&config, pool, shutdown).await {
+            tracing::error!(error = %format!("{e:#}"), "the web view is not served; capture goes on");
+        }
+    })
+}

@@ -1,0 +1,847 @@
+//! The log's filters, sort and cursor: parsed from the query string (the log
+//! page, the live stream and the API share one parser, so a URL means the same
+//! everywhere) and turned into one parameterised SQL statement.
+//!
+//! Invariants:
+//! - No user text is ever spliced into SQL: every value is a `$n` parameter;
+//!   only fixed fragments chosen by match arms are written into the text.
+//! - Pagination is keyset: a cursor holds the sort key and id of the last row
+//!   shown, and the next page is "strictly after it" in the same order. `id`
+//!   ends every ordering, so the order is total, and an entry stored after the
+//!   first page was read can never shift or repeat rows on later pages.
+//! - Time order is `id` order: ids are assigned in commit order, and the
+//!   primary key index serves it without a sort.
+//!
+//! Index use (see `sql/store/0001_entries.sql`): a time range uses the BRIN
+//! index on `committed_at`; one table plus a primary-key value uses the btree
+//! on `row_key` (the hash of table and key text, [`crate::entry::row_key`]);
+//! everything else walks the primary key in the sort order and filters, which
+//! is quick while matches are common and the page is small.
+
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use base64::Engine;
+use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Client;
+
+use super::error::WebError;
+use crate::entry::{push_json_string, Action};
+use crate::table::TableName;
+
+/// Every parameter the log and the API accept (the page also takes `live`).
+pub const PARAMS: [&str; 16] =
+    ["action", "table", "actor", "role", "ip", "app", "source", "from", "to", "last", "pk", "q", "sort", "dir", "cursor", "limit"];
+
+pub const DEFAULT_LIMIT: i64 = 50;
+pub const MAX_LIMIT: i64 = 500;
+/// Counting stops here; beyond it the page says "more than".
+pub const COUNT_CAP: i64 = 10_000;
+const MAX_VALUE_LEN: usize = 1000;
+const MAX_LIST: usize = 50;
+
+/// What to show: filters, order, where to start, how many.
+#[derive(Debug, Clone, Default)]
+pub struct LogQuery {
+    pub filter: Filter,
+    pub sort: Sort,
+    pub cursor: Option<Cursor>,
+    pub limit: i64,
+    /// Page only: the user asked for live updates.
+    pub live: bool,
+}
+
+/// The filters; every one that is set narrows the result.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub actions: Vec<Action>,
+    pub tables: Vec<TableName>,
+    /// Application actor, or the database role where no actor was recorded.
+    pub actor: Option<String>,
+    /// The database role (`db_user`).
+    pub role: Option<String>,
+    /// An address or a network: `10.0.0.7`, `10.0.0.0/8`, `::1`.
+    pub ip: Option<String>,
+    pub app: Option<String>,
+    pub source: Option<String>,
+    /// As given (kept for links), and as the instant it means.
+    pub from: Option<(String, DateTime<Utc>)>,
+    pub to: Option<(String, DateTime<Utc>)>,
+    /// `1h`, `24h`, `7d`…: committed within this long before now.
+    pub last: Option<(String, Duration)>,
+    /// A key value (`5`) or the whole key as JSON (`{"id":5}`).
+    pub pk: Option<String>,
+    /// Free text searched for in the row values, case-insensitively.
+    pub q: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SortKey {
+    #[default]
+    Time,
+    Actor,
+    Ip,
+    Action,
+    Table,
+}
+
+impl SortKey {
+    pub const ALL: [SortKey; 5] = [SortKey::Time, SortKey::Actor, SortKey::Ip, SortKey::Action, SortKey::Table];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SortKey::Time => "time",
+            SortKey::Actor => "actor",
+            SortKey::Ip => "ip",
+            SortKey::Action => "action",
+            SortKey::Table => "table",
+        }
+    }
+
+    /// The SQL expressions that order by this key, before the final `id`.
+    /// Never NULL, so row comparisons in the keyset condition are exact.
+    fn exprs(self) -> &'static [&'static str] {
+        match self {
+            SortKey::Time => &[],
+            SortKey::Actor => &["coalesce(context->>'actor', context->>'db_user', '')"],
+            SortKey::Ip => &["coalesce(context->>'client_addr', '')"],
+            SortKey::Action => &["action"],
+            SortKey::Table => &["schema_name", "table_name"],
+        }
+    }
+
+    /// Newest first for time, A to Z for the rest.
+    pub fn default_dir(self) -> Dir {
+        if self == SortKey::Time {
+            Dir::Desc
+        } else {
+            Dir::Asc
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Dir {
+    Asc,
+    #[default]
+    Desc,
+}
+
+impl Dir {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dir::Asc => "asc",
+            Dir::Desc => "desc",
+        }
+    }
+
+    pub fn flip(self) -> Dir {
+        match self {
+            Dir::Asc => Dir::Desc,
+            Dir::Desc => Dir::Asc,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Sort {
+    pub key: SortKey,
+    pub dir: Dir,
+}
+
+/// Where a page starts: strictly after (or, going back, before) this row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    /// The sort key values of the row, as the SQL expressions gave them.
+    pub keys: Vec<String>,
+    pub id: i64,
+    /// A "previous page" cursor: rows before this one, in reverse.
+    pub backward: bool,
+}
+
+/// The cursor as it travels: base64url of this JSON. Sort and direction are in
+/// it so that a cursor used with another order is refused, not misread.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CursorWire {
+    s: String,
+    d: String,
+    k: Vec<String>,
+    i: i64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    b: bool,
+}
+
+impl Cursor {
+    pub fn encode(&self, sort: Sort) -> String {
+        let wire =
+            CursorWire { s: sort.key.as_str().into(), d: sort.dir.as_str().into(), k: self.keys.clone(), i: self.id, b: self.backward };
+        let json = serde_json::to_vec(&wire).unwrap_or_default();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+    }
+
+    pub fn decode(text: &str, sort: Sort) -> Result<Cursor, WebError> {
+        let bad = || WebError::bad(format!("cursor {:?} is not one this server gave out; start again from the first page", clip(text)));
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text.trim_end_matches('=')).map_err(|_| bad())?;
+        let wire: CursorWire = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+        if wire.s != sort.key.as_str() || wire.d != sort.dir.as_str() {
+            return Err(WebError::bad(format!(
+                "the cursor belongs to the order sort={}&dir={}, not sort={}&dir={}; start again from the first page",
+                wire.s,
+                wire.d,
+                sort.key.as_str(),
+                sort.dir.as_str()
+            )));
+        }
+        if wire.k.len() != sort.key.exprs().len() || wire.i < 0 {
+            return Err(bad());
+        }
+        Ok(Cursor { keys: wire.k, id: wire.i, backward: wire.b })
+    }
+}
+
+/// Shortens user text for an error message.
+pub fn clip(text: &str) -> String {
+    if text.chars().count() > 60 {
+        format!("{}…", text.chars().take(60).collect::<String>())
+    } else {
+        text.to_owned()
+    }
+}
+
+/// Decoded `name=value` pairs of a query string (`+` and `%XX` decoded).
+/// A NUL character is refused: PostgreSQL text cannot hold one.
+pub fn pairs(query: Option<&str>) -> Result<Vec<(String, String)>, WebError> {
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(query.unwrap_or("").as_bytes()).into_owned().collect();
+    if let Some((name, _)) = pairs.iter().find(|(n, v)| n.contains('\0') || v.contains('\0')) {
+        return Err(WebError::bad(format!("the value of {:?} contains a NUL character (%00), which no stored value can", clip(name))));
+    }
+    Ok(pairs)
+}
+
+impl LogQuery {
+    /// Parses the log's query string. Empty values count as absent (an HTML
+    /// form sends every field); an unknown or repeated single-valued
+    /// parameter is refused, so a typo cannot silently widen the result.
+    pub fn parse(query: Option<&str>, allow_live: bool) -> Result<LogQuery, WebError> {
+        Self::from_pairs(&pairs(query)?, allow_live, Utc::now())
+    }
+
+    pub fn from_pairs(pairs: &[(String, String)], allow_live: bool, now: DateTime<Utc>) -> Result<LogQuery, WebError> {
+        let mut q = LogQuery { limit: DEFAULT_LIMIT, ..LogQuery::default() };
+        let mut seen: Vec<&str> = Vec::new();
+        let mut sort_key = None;
+        let mut dir = None;
+        let mut cursor_text = None;
+        for (name, value) in pairs {
+            let value = value.trim();
+            if value.len() > MAX_VALUE_LEN {
+                return Err(WebError::bad(format!("the value of {name} is too long (at most {MAX_VALUE_LEN} bytes)")));
+            }
+            let multi = matches!(name.as_str(), "action" | "table");
+            let known = PARAMS.contains(&name.as_str()) || (allow_live && name == "live");
+            if !known {
+                let mut names = PARAMS.to_vec();
+                if allow_live {
+                    names.push("live");
+                }
+                return Err(WebError::bad(format!("unknown parameter {:?}; the parameters are {}", clip(name), names.join(", "))));
+            }
+            if value.is_empty() {
+                continue;
+            }
+            if !multi {
+                if seen.contains(&name.as_str()) {
+                    return Err(WebError::bad(format!("{name} is given more than once; give it once")));
+                }
+                seen.push(name.as_str());
+            }
+            let f = &mut q.filter;
+            match name.as_str() {
+                "action" => {
+                    for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                        let a = Action::from_str(part).map_err(|e| WebError::bad(format!("action: {e}")))?;
+                        if !f.actions.contains(&a) {
+                            f.actions.push(a);
+                        }
+                    }
+                }
+                "table" => {
+                    let t = TableName::from_str(value).map_err(|e| WebError::bad(format!("table: {e}")))?;
+                    if !f.tables.contains(&t) {
+                        f.tables.push(t);
+                    }
+                    if f.tables.len() > MAX_LIST {
+                        return Err(WebError::bad(format!("at most {MAX_LIST} tables can be given at once")));
+                    }
+                }
+                "actor" => f.actor = Some(value.to_owned()),
+                "role" => f.role = Some(value.to_owned()),
+                "app" => f.app = Some(value.to_owned()),
+                "source" => f.source = Some(value.to_owned()),
+                "ip" => f.ip = Some(parse_ip(value)?),
+                "from" => f.from = Some((value.to_owned(), parse_time(value, false).map_err(|m| WebError::bad(format!("from: {m}")))?)),
+                "to" => f.to = Some((value.to_owned(), parse_time(value, true).map_err(|m| WebError::bad(format!("to: {m}")))?)),
+                "last" => f.last = Some((value.to_owned(), parse_last(value)?)),
+                "pk" => {
+                    if value.starts_with('{') {
+                        serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(value).map_err(|e| {
+                            WebError::bad(format!("pk: {:?} starts like a JSON object but is not one ({e}); give a key value such as 5, or the key as JSON such as {{\"id\":5}}", clip(value)))
+                        })?;
+                    }
+                    f.pk = Some(value.to_owned());
+                }
+                "q" => f.q = Some(value.to_owned()),
+                "sort" => {
+                    sort_key = Some(SortKey::ALL.into_iter().find(|k| k.as_str() == value).ok_or_else(|| {
+                        WebError::bad(format!("sort: {:?} is not a column to sort by; use time, actor, ip, action or table", clip(value)))
+                    })?)
+                }
+                "dir" => {
+                    dir = Some(match value {
+                        "asc" => Dir::Asc,
+                        "desc" => Dir::Desc,
+                        _ => return Err(WebError::bad(format!("dir: {:?} is not a direction; use asc or desc", clip(value)))),
+                    })
+                }
+                "cursor" => cursor_text = Some(value.to_owned()),
+                "limit" => {
+                    q.limit = value
+                        .parse::<i64>()
+                        .ok()
+                        .filter(|n| (1..=MAX_LIMIT).contains(n))
+                        .ok_or_else(|| WebError::bad(format!("limit: {:?} is not a whole number from 1 to {MAX_LIMIT}", clip(value))))?
+                }
+                "live" => {
+                    q.live = match value {
+                        "1" | "true" | "on" => true,
+                        "0" | "false" | "off" => false,
+                        _ => return Err(WebError::bad(format!("live: {:?} is not 1 or 0", clip(value)))),
+                    }
+                }
+                _ => unreachable!("every name in PARAMS is handled"),
+            }
+        }
+        let key = sort_key.unwrap_or_default();
+        q.sort = Sort { key, dir: dir.unwrap_or(key.default_dir()) };
+        if let Some(text) = cursor_text {
+            q.cursor = Some(Cursor::decode(&text, q.sort)?);
+        }
+        let f = &q.filter;
+        if f.last.is_some() && f.from.is_some() {
+            return Err(WebError::bad("give either last (a quick range such as 24h) or from, not both"));
+        }
+        if let (Some(from), Some(to)) = (f.since(now), f.to.as_ref()) {
+            if from >= to.1 {
+                return Err(WebError::bad(format!("from ({}) is not before to ({})", from.format("%Y-%m-%d %H:%M:%S UTC"), to.1.format("%Y-%m-%d %H:%M:%S UTC"))));
+            }
+        }
+        Ok(q)
+    }
+
+    /// The parameters that reproduce this view (without the cursor), in a stable order.
+    pub fn to_pairs(&self) -> Vec<(&'static str, String)> {
+        let mut out = self.filter.to_pairs();
+        if self.sort != Sort::default() {
+            out.push(("sort", self.sort.key.as_str().to_owned()));
+            out.push(("dir", self.sort.dir.as_str().to_owned()));
+        }
+        if self.limit != DEFAULT_LIMIT {
+            out.push(("limit", self.limit.to_string()));
+        }
+        out
+    }
+}
+
+impl Filter {
+    pub fn is_empty(&self) -> bool {
+        self.to_pairs().is_empty()
+    }
+
+    /// The lower time bound in force: `from`, or now minus `last`.
+    pub fn since(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match (&self.from, &self.last) {
+            (Some((_, t)), _) => Some(*t),
+            (None, Some((_, d))) => Some(now - *d),
+            (None, None) => None,
+        }
+    }
+
+    pub fn to_pairs(&self) -> Vec<(&'static str, String)> {
+        let mut out: Vec<(&'static str, String)> = Vec::new();
+        for a in &self.actions {
+            out.push(("action", a.as_str().to_owned()));
+        }
+        for t in &self.tables {
+            out.push(("table", table_param(t)));
+        }
+        let singles = [
+            ("actor", self.actor.as_deref()),
+            ("role", self.role.as_deref()),
+            ("ip", self.ip.as_deref()),
+            ("app", self.app.as_deref()),
+            ("source", self.source.as_deref()),
+            ("from", self.from.as_ref().map(|f| f.0.as_str())),
+            ("to", self.to.as_ref().map(|t| t.0.as_str())),
+            ("last", self.last.as_ref().map(|l| l.0.as_str())),
+            ("pk", self.pk.as_deref()),
+            ("q", self.q.as_deref()),
+        ];
+        for (name, value) in singles {
+            if let Some(v) = value {
+                out.push((name, v.to_owned()));
+            }
+        }
+        out
+    }
+}
+
+/// `schema.table` as the `table` parameter writes it: a part is double-quoted
+/// only where it must be (it holds a `.`, `"` or `*`, or is empty).
+pub fn table_param(t: &TableName) -> String {
+    let part = |p: &str| {
+        if p.is_empty() || p.contains(['.', '"', '*']) || p != p.trim() {
+            format!("\"{}\"", p.replace('"', "\"\""))
+        } else {
+            p.to_owned()
+        }
+    };
+    format!("{}.{}", part(&t.schema), part(&t.name))
+}
+
+/// `/` plus a query string built from `pairs`.
+pub fn url(path: &str, pairs: &[(&str, String)]) -> String {
+    if pairs.is_empty() {
+        return path.to_owned();
+    }
+    let mut s = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        s.append_pair(k, v);
+    }
+    format!("{path}?{}", s.finish())
+}
+
+fn parse_ip(value: &str) -> Result<String, WebError> {
+    let bad = || {
+        WebError::bad(format!(
+            "ip: {:?} is not an IP address or network; write e.g. 10.0.0.7, 10.0.0.0/8 or 2001:db8::/32",
+            clip(value)
+        ))
+    };
+    let (addr, prefix) = match value.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (value, None),
+    };
+    let ip: IpAddr = addr.parse().map_err(|_| bad())?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    match prefix {
+        None => Ok(ip.to_string()),
+        Some(p) => {
+            let bits: u8 = p.parse().map_err(|_| bad())?;
+            if bits > max || !p.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(WebError::bad(format!("ip: the prefix length of {:?} must be 0 to {max}", clip(value))));
+            }
+            Ok(format!("{ip}/{bits}"))
+        }
+    }
+}
+
+/// A time as the filters accept it: RFC 3339 (`2024-05-01T10:00:00Z`, any
+/// offset), or a date and time without offset, read as UTC (what an HTML
+/// `datetime-local` field sends), or a date. A date alone as the upper bound
+/// means the end of that day.
+pub fn parse_time(value: &str, upper: bool) -> Result<DateTime<Utc>, String> {
+    let t = if let Ok(t) = DateTime::parse_from_rfc3339(value) {
+        t.with_timezone(&Utc)
+    } else if let Some(t) = ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M"]
+        .iter()
+        .find_map(|f| NaiveDateTime::parse_from_str(value, f).ok())
+    {
+        t.and_utc()
+    } else if let Ok(d) = NaiveDate::parse_from_str(value, "%Y-%m-%d") {
+        let d = if upper { d.succ_opt().unwrap_or(d) } else { d };
+        d.and_hms_opt(0, 0, 0).map(|t| t.and_utc()).ok_or("not a valid date")?
+    } else {
+        return Err(format!(
+            "{:?} is not a time; write e.g. 2024-05-01, 2024-05-01T14:30 (UTC) or 2024-05-01T14:30:00+02:00",
+            clip(value)
+        ));
+    };
+    use chrono::Datelike;
+    if !(1..=9999).contains(&t.year()) {
+        return Err(format!("{:?} is outside the years 1 to 9999", clip(value)));
+    }
+    Ok(t)
+}
+
+/// `30m`, `1h`, `24h`, `7d`: a number and a unit (m, h, d), at most ten years.
+fn parse_last(value: &str) -> Result<Duration, WebError> {
+    let bad = || WebError::bad(format!("last: {:?} is not a range; write e.g. 1h, 24h or 7d (a number and m, h or d)", clip(value)));
+    let (n, unit) = value.split_at(value.len() - value.chars().last().map_or(0, char::len_utf8));
+    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) || n.len() > 7 {
+        return Err(bad());
+    }
+    let n: i64 = n.parse().map_err(|_| bad())?;
+    let minutes = match unit {
+        "m" => n,
+        "h" => n * 60,
+        "d" => n * 1440,
+        _ => return Err(bad()),
+    };
+    if n == 0 || minutes > 3650 * 1440 {
+        return Err(WebError::bad(format!("last: {value:?} must be more than nothing and at most 3650d")));
+    }
+    Ok(Duration::minutes(minutes))
+}
+
+/// A statement being built: SQL text and its parameters, numbered as pushed.
+#[derive(Default)]
+pub struct Sql {
+    pub text: String,
+    pub params: Vec<Box<dyn ToSql + Sync + Send>>,
+}
+
+impl Sql {
+    pub fn new(text: impl Into<String>) -> Sql {
+        Sql { text: text.into(), params: Vec::new() }
+    }
+
+    /// Adds a parameter and returns its placeholder (`$3`).
+    pub fn param<T: ToSql + Sync + Send + 'static>(&mut self, value: T) -> String {
+        self.params.push(Box::new(value));
+        format!("${}", self.params.len())
+    }
+
+    pub fn refs(&self) -> Vec<&(dyn ToSql + Sync)> {
+        self.params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect()
+    }
+}
+
+/// How the primary-key filter is matched, decided with one probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PkMatch {
+    /// The row is one of these (`row_key`, for the index, and the stored key
+    /// text, to rule out a hash collision).
+    Rows { row_keys: Vec<i64>, texts: Vec<String> },
+    /// Some key column has this value (text form); no index.
+    AnyValue(String),
+    /// The whole key equals this JSON object, in any key order; no index.
+    Object(String),
+}
+
+impl PkMatch {
+    /// The rows of `table` whose stored key text is one of `texts`.
+    pub fn rows(table: &TableName, texts: Vec<String>) -> PkMatch {
+        PkMatch::Rows { row_keys: texts.iter().map(|t| crate::entry::row_key(table, t)).collect(), texts }
+    }
+}
+
+/// The key column names of a table, from one of its stored entries: `None`
+/// when no entry of the table has a primary key.
+pub async fn key_columns(client: &Client, table: &TableName) -> Result<Option<Vec<String>>, WebError> {
+    let row = client
+        .query_opt(
+            "SELECT primary_key::text FROM pgtrail.entries \
+             WHERE schema_name = $1 AND table_name = $2 AND row_key IS NOT NULL ORDER BY id DESC LIMIT 1",
+            &[&table.schema, &table.name],
+        )
+        .await?;
+    Ok(row.and_then(|r| r.get::<_, Option<String>>(0)).map(|text| super::diff::object_keys(&text)))
+}
+
+/// The stored key texts a key value can be, for a table keyed by `columns`:
+/// `{"id":5}` and `{"id":"5"}` (numbers, text, uuids… are stored either way).
+/// `None` for a composite key, where a single value does not pin one row.
+pub fn key_texts(columns: &[String], value: &str) -> Option<Vec<String>> {
+    if value.starts_with('{') {
+        return Some(vec![minify_json(value)]);
+    }
+    let [column] = columns else { return None };
+    let mut name = String::new();
+    push_json_string(&mut name, column);
+    let mut quoted = String::new();
+    push_json_string(&mut quoted, value);
+    let mut texts = vec![format!("{{{name}:{quoted}}}")];
+    let is_literal = matches!(value, "true" | "false")
+        || serde_json::from_str::<serde_json::Number>(value).is_ok_and(|_| !value.starts_with('+'));
+    if is_literal {
+        texts.push(format!("{{{name}:{value}}}"));
+    }
+    Some(texts)
+}
+
+/// JSON text without insignificant whitespace (key order kept), as the store writes keys.
+pub fn minify_json(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    for c in text.chars() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c == '"' {
+            in_string = true;
+            out.push(c);
+        } else if !c.is_whitespace() {
+            out.push(c);
+        }
+    }
+    out
+}
+
+impl Filter {
+    /// Decides how to match the primary-key filter: by `row_key` when a single table is given.
+    pub async fn pk_match(&self, client: &Client) -> Result<Option<PkMatch>, WebError> {
+        let Some(pk) = &self.pk else { return Ok(None) };
+        if let [table] = self.tables.as_slice() {
+            let texts = if pk.starts_with('{') {
+                Some(vec![minify_json(pk)])
+            } else {
+                key_columns(client, table).await?.and_then(|cols| key_texts(&cols, pk))
+            };
+            if let Some(texts) = texts {
+                return Ok(Some(PkMatch::rows(table, texts)));
+            }
+        }
+        Ok(Some(if pk.starts_with('{') { PkMatch::Object(pk.clone()) } else { PkMatch::AnyValue(pk.clone()) }))
+    }
+
+    /// Appends ` AND …` for every filter that is set.
+    pub fn push_where(&self, sql: &mut Sql, pk: Option<&PkMatch>, now: DateTime<Utc>) {
+        if !self.actions.is_empty() {
+            let p = sql.param(self.actions.iter().map(|a| a.as_str().to_owned()).collect::<Vec<String>>());
+            sql.text.push_str(&format!(" AND action = ANY({p})"));
+        }
+        if !self.tables.is_empty() {
+            let mut alternatives = Vec::new();
+            for t in &self.tables {
+                let s = sql.param(t.schema.clone());
+                let n = sql.param(t.name.clone());
+                alternatives.push(format!("(schema_name = {s} AND table_name = {n})"));
+            }
+            sql.text.push_str(&format!(" AND ({})", alternatives.join(" OR ")));
+        }
+        if let Some(actor) = &self.actor {
+            let p = sql.param(actor.clone());
+            sql.text.push_str(&format!(" AND coalesce(context->>'actor', context->>'db_user') = {p}"));
+        }
+        let exact = [("db_user", &self.role), ("application_name", &self.app), ("source", &self.source)];
+        for (key, value) in exact {
+            if let Some(v) = value {
+                let p = sql.param(v.clone());
+                sql.text.push_str(&format!(" AND context->>'{key}' = {p}"));
+            }
+        }
+        if let Some(ip) = &self.ip {
+            let p = sql.param(ip.clone());
+            // The regex guard keeps a malformed stored address from failing the whole query.
+            sql.text.push_str(&format!(
+                " AND (CASE WHEN context->>'client_addr' ~ '^[0-9A-Fa-f:.]+(/[0-9]+)?$' \
+                 THEN (context->>'client_addr')::inet END) <<= ({p}::text)::inet"
+            ));
+        }
+        if let Some(since) = self.since(now) {
+            let p = sql.param(since);
+            sql.text.push_str(&format!(" AND committed_at >= {p}"));
+        }
+        if let Some((_, to)) = &self.to {
+            let p = sql.param(*to);
+            sql.text.push_str(&format!(" AND committed_at < {p}"));
+        }
+        match pk {
+            Some(PkMatch::Rows { row_keys, texts }) => {
+                let k = sql.param(row_keys.clone());
+                let t = sql.param(texts.clone());
+                sql.text.push_str(&format!(" AND row_key = ANY({k}) AND primary_key::text = ANY({t})"));
+            }
+            Some(PkMatch::AnyValue(v)) => {
+                let p = sql.param(v.clone());
+                sql.text.push_str(&format!(" AND EXISTS (SELECT 1 FROM json_each_text(primary_key) k WHERE k.value = {p})"));
+            }
+            Some(PkMatch::Object(o)) => {
+                let p = sql.param(o.clone());
+                sql.text.push_str(&format!(" AND primary_key::jsonb = ({p}::text)::jsonb"));
+            }
+            None => {}
+        }
+        if let Some(q) = &self.q {
+            // A cheap scan of the JSON text first (the term escaped as JSON
+            // would write it), then the exact check on values, so that column
+            // names do not match.
+            let mut json_term = String::new();
+            push_json_string(&mut json_term, q);
+            let json_term = &json_term[1..json_term.len() - 1];
+            let rough = sql.param(format!("%{}%", like_escape(json_term)));
+            let exact = sql.param(format!("%{}%", like_escape(q)));
+            sql.text.push_str(&format!(
+                " AND (before::text ILIKE {rough} OR after::text ILIKE {rough}) \
+                 AND EXISTS (SELECT 1 FROM json_each_text(before) v WHERE v.value ILIKE {exact} \
+                 UNION ALL SELECT 1 FROM json_each_text(after) v WHERE v.value ILIKE {exact})"
+            ));
+        }
+    }
+}
+
+/// Escapes LIKE's wildcards (the default escape character is `\`).
+pub fn like_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '\\' | '%' | '_') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A page of the log: its statement, and what the rows' extra columns mean.
+pub struct PageSql {
+    pub sql: Sql,
+    /// How many sort key columns follow the entry columns.
+    pub key_count: usize,
+    /// Rows come in reverse (a backward cursor): the caller flips them.
+    pub reversed: bool,
+}
+
+impl LogQuery {
+    /// The page statement: entries (see `export::ENTRY_COLUMNS`), then the sort
+    /// key values for cursors; `limit + 1` rows so the caller knows whether
+    /// there is more.
+    pub fn page_sql(&self, pk: Option<&PkMatch>, now: DateTime<Utc>) -> PageSql {
+        let exprs = self.sort.key.exprs();
+        let mut sql = Sql::new(format!("SELECT {}", crate::export::ENTRY_COLUMNS));
+        for e in exprs {
+            sql.text.push_str(&format!(", {e}"));
+        }
+        sql.text.push_str(" FROM pgtrail.entries WHERE true");
+        self.filter.push_where(&mut sql, pk, now);
+        let backward = self.cursor.as_ref().is_some_and(|c| c.backward);
+        // Going back reads the other way from the cursor, then flips.
+        let dir = if backward { self.sort.dir.flip() } else { self.sort.dir };
+        if let Some(c) = &self.cursor {
+            let mut left: Vec<String> = exprs.iter().map(|e| e.to_string()).collect();
+            left.push("id".into());
+            let mut right: Vec<String> = c.keys.iter().map(|k| sql.param(k.clone())).collect();
+            right.push(sql.param(c.id));
+            let op = if dir == Dir::Desc { "<" } else { ">" };
+            if left.len() == 1 {
+                sql.text.push_str(&format!(" AND id {op} {}", right[0]));
+            } else {
+                sql.text.push_str(&format!(" AND ({}) {op} ({})", left.join(", "), right.join(", ")));
+            }
+        }
+        let order: Vec<String> = exprs.iter().chain(&["id"]).map(|e| format!("{e} {}", dir.as_str().to_uppercase())).collect();
+        let limit = sql.param(self.limit + 1);
+        sql.text.push_str(&format!(" ORDER BY {} LIMIT {limit}", order.join(", ")));
+        PageSql { sql, key_count: exprs.len(), reversed: backward }
+    }
+
+    /// Counts matches up to [`COUNT_CAP`] + 1.
+    pub fn count_sql(&self, pk: Option<&PkMatch>, now: DateTime<Utc>) -> Sql {
+        let mut sql = Sql::new("SELECT count(*) FROM (SELECT 1 FROM pgtrail.entries WHERE true");
+        self.filter.push_where(&mut sql, pk, now);
+        let cap = sql.param(COUNT_CAP + 1);
+        sql.text.push_str(&format!(" LIMIT {cap}) s"));
+        sql
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(q: &str) -> Result<LogQuery, WebError> {
+        LogQuery::from_pairs(&pairs(Some(q))?, true, Utc::now())
+    }
+
+    fn err(q: &str) -> String {
+        match parse(q) {
+            Err(WebError::BadRequest(m)) => m,
+            other => panic!("{q}: expected a 400, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn filters_parse_and_round_trip() {
+        let q = parse("action=insert&action=UPDATE,delete&table=public.t&table=%22a.b%22.c&actor=al&ip=10.0.0.0/8&pk=5&q=x&last=24h&sort=actor&dir=desc&limit=20&live=1&role=&app=").unwrap();
+        assert_eq!(q.filter.actions, vec![Action::Insert, Action::Update, Action::Delete]);
+        assert_eq!(q.filter.tables, vec![TableName::new("public", "t"), TableName::new("a.b", "c")]);
+        assert_eq!(q.filter.ip.as_deref(), Some("10.0.0.0/8"));
+        assert_eq!(q.filter.role, None, "empty values are absent");
+        assert_eq!(q.sort, Sort { key: SortKey::Actor, dir: Dir::Desc });
+        assert!(q.live);
+        let again = LogQuery::from_pairs(
+            &q.to_pairs().into_iter().map(|(k, v)| (k.to_owned(), v)).collect::<Vec<_>>(),
+            false,
+            Utc::now(),
+        )
+        .unwrap();
+        assert_eq!(again.to_pairs(), q.to_pairs());
+    }
+
+    #[test]
+    fn bad_input_says_what_is_wrong() {
+        assert!(err("action=UPSERT").contains("UPSERT"));
+        assert!(err("from=yesterday").contains("from"));
+        assert!(err("to=2024-13-01").contains("to"));
+        assert!(err("ip=10.0.0.0/33").contains("prefix"));
+        assert!(err("ip=example.com").contains("ip"));
+        assert!(err("cursor=nonsense").contains("cursor"));
+        assert!(err("sort=size").contains("sort"));
+        assert!(err("dir=up").contains("dir"));
+        assert!(err("limit=0").contains("limit"));
+        assert!(err("limit=abc").contains("limit"));
+        assert!(err("last=3w").contains("last"));
+        assert!(err("last=1h&from=2024-01-01").contains("either"));
+        assert!(err("from=2024-02-01&to=2024-01-01").contains("not before"));
+        assert!(err("colour=red").contains("unknown parameter"));
+        assert!(err("actor=a&actor=b").contains("more than once"));
+        assert!(err("table=nodot").contains("table"));
+        assert!(err("pk=%7Bbroken").contains("pk"));
+        assert!(err("from=99999-01-01").contains("from"));
+        assert!(err("actor=a%00b").contains("NUL"));
+    }
+
+    #[test]
+    fn cursors_round_trip_and_refuse_another_order() {
+        let sort = Sort { key: SortKey::Table, dir: Dir::Asc };
+        let c = Cursor { keys: vec!["public".into(), "t".into()], id: 42, backward: true };
+        let text = c.encode(sort);
+        assert_eq!(Cursor::decode(&text, sort).unwrap(), c);
+        let other = Sort { key: SortKey::Table, dir: Dir::Desc };
+        assert!(matches!(Cursor::decode(&text, other), Err(WebError::BadRequest(m)) if m.contains("belongs")));
+    }
+
+    #[test]
+    fn times_parse_as_utc() {
+        assert_eq!(parse_time("2024-05-01T10:00:00+02:00", false).unwrap().to_rfc3339(), "2024-05-01T08:00:00+00:00");
+        assert_eq!(parse_time("2024-05-01T10:00", false).unwrap().to_rfc3339(), "2024-05-01T10:00:00+00:00");
+        assert_eq!(parse_time("2024-05-01", true).unwrap().to_rfc3339(), "2024-05-02T00:00:00+00:00");
+    }
+
+    #[test]
+    fn key_texts_cover_numbers_and_strings() {
+        let cols = vec!["id".to_string()];
+        assert_eq!(key_texts(&cols, "5").unwrap(), vec![r#"{"id":"5"}"#, r#"{"id":5}"#]);
+        assert_eq!(key_texts(&cols, "abc").unwrap(), vec![r#"{"id":"abc"}"#]);
+        assert_eq!(key_texts(&["a".into(), "b".into()], "1"), None);
+        assert_eq!(minify_json("{ \"a b\" : 1 , \"c\":\"x y\" }"), "{\"a b\":1,\"c\":\"x y\"}");
+    }
+
+    #[test]
+    fn sql_is_parameterised() {
+        let q = parse("actor=x%27%3B%20DROP%20TABLE%20t&q=50%25_off&table=public.t&sort=table&cursor=").unwrap();
+        let page = q.page_sql(None, Utc::now());
+        assert!(!page.sql.text.contains("DROP"), "{}", page.sql.text);
+        assert!(page.sql.text.contains("ORDER BY schema_name ASC, table_name ASC, id ASC"), "{}", page.sql.text);
+        assert_eq!(like_escape("50%_off\\"), "50\\%\\_off\\\\");
+    }
+}

@@ -1,0 +1,96 @@
+//! A transaction (`/transactions/{xid}`): every entry committed together, in
+//! commit order, through the store's index on `xid`.
+//!
+//! Transaction ids wrap around after about four billion transactions, so one
+//! xid can name several transactions over a store's life; the page groups by
+//! commit LSN, which is unique, and says so when there is more than one.
+
+use askama::Template;
+use axum::extract::{Path, RawQuery, State};
+use axum::response::{Html, IntoResponse, Response};
+
+use super::entry::parse_id;
+use super::error::WebError;
+use super::log::{long_time, Context, RowView};
+use super::query::{clip, pairs, url, LogQuery};
+use super::AppState;
+use crate::export::{StoredEntry, ENTRY_COLUMNS};
+
+/// Entries per page of a transaction.
+pub const TRANSACTION_PAGE: i64 = 500;
+
+/// One commit (normally the only one) with this xid.
+pub struct Commit {
+    pub lsn: String,
+    pub time_long: String,
+    pub time_full: String,
+    pub who: String,
+    pub ip: String,
+    pub application: String,
+    pub rows: Vec<RowView>,
+}
+
+#[derive(Template)]
+#[template(path = "transaction.html")]
+pub struct TransactionPage {
+    pub xid: i64,
+    pub total: i64,
+    pub commits: Vec<Commit>,
+    pub later_url: Option<String>,
+    pub first_url: Option<String>,
+}
+
+/// `GET /transactions/{xid}[?after=ID]`
+pub async fn page(State(state): State<AppState>, Path(xid): Path<String>, RawQuery(raw): RawQuery) -> Result<Response, WebError> {
+    let xid = parse_id(&xid, "a transaction id")?;
+    let mut after = 0i64;
+    for (name, value) in pairs(raw.as_deref())? {
+        match name.as_str() {
+            "after" => after = parse_id(&value, "an entry id").map_err(|e| WebError::bad(format!("after: {}", e.message())))?,
+            _ => return Err(WebError::bad(format!("unknown parameter {:?}; a transaction page takes only after", clip(&name)))),
+        }
+    }
+    let client = state.pool().get().await?;
+    let total: i64 = client.query_one("SELECT count(*) FROM pgtrail.entries WHERE xid = $1", &[&xid]).await?.get(0);
+    let rows = client
+        .query(
+            &format!("SELECT {ENTRY_COLUMNS} FROM pgtrail.entries WHERE xid = $1 AND id > $2 ORDER BY id LIMIT $3"),
+            &[&xid, &after, &(TRANSACTION_PAGE + 1)],
+        )
+        .await?;
+    drop(client);
+    if total == 0 {
+        return Err(WebError::NotFound(format!("No entries belong to transaction {xid}.")));
+    }
+    let mut entries: Vec<StoredEntry> = rows.iter().map(StoredEntry::from_row).collect();
+    let more = entries.len() as i64 > TRANSACTION_PAGE;
+    entries.truncate(TRANSACTION_PAGE as usize);
+    let base = LogQuery { limit: super::query::DEFAULT_LIMIT, ..LogQuery::default() };
+    let mut commits: Vec<Commit> = Vec::new();
+    for e in &entries {
+        if commits.last().is_none_or(|c| c.lsn != e.lsn) {
+            let ctx = Context::of(e);
+            commits.push(Commit {
+                lsn: e.lsn.clone(),
+                time_long: long_time(&e.committed_at),
+                time_full: e.committed_at_text(),
+                who: ctx.who().unwrap_or("").to_owned(),
+                ip: ctx.client_addr.clone().unwrap_or_default(),
+                application: ctx.application_name.clone().unwrap_or_default(),
+                rows: Vec::new(),
+            });
+        }
+        if let Some(c) = commits.last_mut() {
+            c.rows.push(RowView::new(e, &base));
+        }
+    }
+    let path = format!("/transactions/{xid}");
+    let page = TransactionPage {
+        xid,
+        total,
+        later_url: if more { entries.last().map(|e| url(&path, &[("after", e.id.to_string())])) } else { None },
+        first_url: (after > 0).then(|| path.clone()),
+        commits,
+    };
+    Ok(Html(page.render()?).into_response())
+}
