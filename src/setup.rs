@@ -131,6 +131,30 @@ pub async fn plan_setup(config: &Config) -> Result<Plan> {
         }
     }
 
+    // The capture set the event trigger enrols new tables by.
+    let wanted: Vec<(bool, String, String)> = config
+        .capture
+        .include
+        .iter()
+        .map(|p| (true, p))
+        .chain(config.capture.exclude.iter().map(|p| (false, p)))
+        .map(|(include, p)| {
+            let (schema_like, table_like) = p.sql_like();
+            (include, schema_like, table_like)
+        })
+        .collect();
+    let (installed_patterns, installed_before_images) = installed_capture_set(&source).await?;
+    if installed_patterns != wanted || installed_before_images != Some(config.before_images) {
+        plan.source.push("DELETE FROM pgtrail.capture_patterns".to_owned());
+        let rows: Vec<String> = wanted
+            .iter()
+            .map(|(include, s, t)| format!("({include}, {}, {})", quote_literal(s), quote_literal(t)))
+            .collect();
+        plan.source.push(format!("INSERT INTO pgtrail.capture_patterns (include, schema_like, table_like) VALUES {}", rows.join(", ")));
+        plan.source.push("DELETE FROM pgtrail.capture_options".to_owned());
+        plan.source.push(format!("INSERT INTO pgtrail.capture_options (before_images) VALUES ({})", config.before_images));
+    }
+
     // Last, so that setup's own statements above are not reported as DDL.
     let superuser: bool = source.query_one("SELECT rolsuper FROM pg_roles WHERE rolname = current_user", &[]).await?.get(0);
     let ddl_mark = version_mark(DDL_SQL);
@@ -183,6 +207,23 @@ pub async fn plan_setup(config: &Config) -> Result<Plan> {
         ));
     }
     Ok(plan)
+}
+
+/// The capture set as the source holds it (empty before the first setup), sorted as `setup` writes it.
+async fn installed_capture_set(client: &Client) -> Result<(Vec<(bool, String, String)>, Option<bool>)> {
+    let exists: bool = client.query_one("SELECT to_regclass('pgtrail.capture_patterns') IS NOT NULL", &[]).await?.get(0);
+    if !exists {
+        return Ok((Vec::new(), None));
+    }
+    // ctid order is insertion order for rows written in one statement and never updated.
+    let patterns = client
+        .query("SELECT include, schema_like, table_like FROM pgtrail.capture_patterns ORDER BY ctid", &[])
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let before_images = client.query_opt("SELECT before_images FROM pgtrail.capture_options", &[]).await?.map(|r| r.get(0));
+    Ok((patterns, before_images))
 }
 
 /// The version mark a query finds on an installed object, if any.

@@ -76,6 +76,15 @@ enum Glob {
 }
 
 impl Glob {
+    /// `*` becomes `%`; LIKE's own `%`, `_` and `\` are escaped.
+    fn sql_like(&self) -> String {
+        let escape = |part: &str| part.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+        match self {
+            Glob::Exact(name) => escape(name),
+            Glob::Wild(pieces) => pieces.iter().map(|p| escape(p)).collect::<Vec<_>>().join("%"),
+        }
+    }
+
     fn matches(&self, s: &str) -> bool {
         match self {
             Glob::Exact(e) => e == s,
@@ -126,6 +135,12 @@ impl TablePattern {
 
     pub fn as_str(&self) -> &str {
         &self.text
+    }
+
+    /// The pattern as two SQL `LIKE` patterns (schema, table), for matching
+    /// inside the source database (the event trigger that enrols new tables).
+    pub fn sql_like(&self) -> (String, String) {
+        (self.schema.sql_like(), self.table.sql_like())
     }
 
     /// This pattern, or a wider one, in wal2json's `add-tables` syntax.
@@ -211,8 +226,12 @@ impl TableFilter {
         self.include.iter().any(|p| p.schema.matches(schema))
     }
 
-    /// Whether a table is captured, and which pattern decided it.
+    /// Whether a table is captured, and which pattern decided it. pgtrail's
+    /// own schema in the source is never captured, whatever the patterns say.
     pub fn explain(&self, table: &TableName) -> FilterVerdict<'_> {
+        if table.schema == "pgtrail" {
+            return FilterVerdict::NotIncluded;
+        }
         match self.include.iter().find(|p| p.matches(table)) {
             None => FilterVerdict::NotIncluded,
             Some(include) => match self.exclude.iter().find(|p| p.matches(table)) {
@@ -285,6 +304,13 @@ mod tests {
         assert_eq!(t("Sales EU", "a.b*c").wal2json_filter(), r"Sales\ EU.a\.b\*c");
         assert_eq!(t("public", "orders").quoted(), r#""public"."orders""#);
         assert_eq!(TablePattern::parse("app*.orders").unwrap().wal2json_filter(), "*.orders");
+        assert_eq!(
+            TablePattern::parse(r#"app*_x."50%"*"#.replace('\\', "").as_str()).map(|p| p.sql_like()).ok(),
+            None,
+            "a quote inside an unquoted part is rejected"
+        );
+        assert_eq!(TablePattern::parse("app*_x.*").unwrap().sql_like(), (r"app%\_x".to_owned(), "%".to_owned()));
+        assert_eq!(TablePattern::parse(r#""50%".t"#).unwrap().sql_like(), (r"50\%".to_owned(), "t".to_owned()));
         assert_eq!(TablePattern::parse(r#""Sales EU".*"#).unwrap().wal2json_filter(), r"Sales\ EU.*");
     }
 }

@@ -45,3 +45,23 @@ BEGIN
     RETURN NULL;
 END
 $fn$;
+
+-- The capture set, as `setup` last wrote it from the config: the event
+-- trigger (ddl.sql) enrols a new table that matches, from its creation.
+-- Patterns are SQL LIKE patterns (`*` became `%`).
+CREATE TABLE IF NOT EXISTS pgtrail.capture_patterns (
+    include     boolean NOT NULL,
+    schema_like text    NOT NULL,
+    table_like  text    NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pgtrail.capture_options (
+    before_images boolean NOT NULL
+);
+
+CREATE OR REPLACE FUNCTION pgtrail.is_captured(schema_name text, table_name text) RETURNS boolean
+LANGUAGE sql STABLE AS $fn$
+    SELECT EXISTS (SELECT 1 FROM pgtrail.capture_patterns p
+                   WHERE p.include AND schema_name LIKE p.schema_like AND table_name LIKE p.table_like)
+       AND NOT EXISTS (SELECT 1 FROM pgtrail.capture_patterns p
+                       WHERE NOT p.include AND schema_name LIKE p.schema_like AND table_name LIKE p.table_like)
+$fn$;

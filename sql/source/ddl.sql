@@ -9,11 +9,24 @@ CREATE OR REPLACE FUNCTION pgtrail.emit_ddl() RETURNS event_trigger
 LANGUAGE plpgsql AS $fn$
 DECLARE
     cmd record;
+    rel record;
 BEGIN
     FOR cmd IN SELECT * FROM pg_event_trigger_ddl_commands() LOOP
         CONTINUE WHEN cmd.schema_name IS NULL
             OR cmd.schema_name IN ('pgtrail', 'pg_catalog', 'information_schema')
             OR cmd.schema_name LIKE 'pg\_temp%' OR cmd.schema_name LIKE 'pg\_toast%';
+        -- A new table that the capture set matches is enrolled at once, in the
+        -- same transaction, so its first change already carries context.
+        IF cmd.command_tag IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO') AND cmd.object_type = 'table' THEN
+            SELECT c.relname, c.relkind INTO rel FROM pg_class c WHERE c.oid = cmd.objid;
+            IF pgtrail.is_captured(cmd.schema_name, rel.relname) THEN
+                EXECUTE format('CREATE OR REPLACE TRIGGER pgtrail_context BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s '
+                               'FOR EACH STATEMENT EXECUTE FUNCTION pgtrail.emit_context()', cmd.object_identity);
+                IF rel.relkind = 'r' AND coalesce((SELECT bool_or(before_images) FROM pgtrail.capture_options), false) THEN
+                    EXECUTE format('ALTER TABLE %s REPLICA IDENTITY FULL', cmd.object_identity);
+                END IF;
+            END IF;
+        END IF;
         PERFORM pg_logical_emit_message(true, 'pgtrail_ddl', json_build_object(
             'command_tag',     cmd.command_tag,
             'object_type',     cmd.object_type,

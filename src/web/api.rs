@@ -200,11 +200,11 @@ fn json_response(body: String) -> Response {
 pub async fn list(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     let q = LogQuery::parse(raw.as_deref(), false)?;
     let now = Utc::now();
-    let pk = {
+    let resolved = {
         let client = state.pool().get().await?;
-        q.filter.pk_match(&client).await?
+        q.filter.resolve(&client, now).await?
     };
-    let page = fetch_page(&state, &q, pk.as_ref(), now).await?;
+    let page = fetch_page(&state, &q, &resolved, now).await?;
     let mut body = String::with_capacity(1024 * page.entries.len().max(1));
     body.push_str("{\"entries\":[");
     for (i, e) in page.entries.iter().enumerate() {

@@ -82,7 +82,8 @@ pub async fn page(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Res
     };
     let mut sql = Sql::new(format!("SELECT {ENTRY_COLUMNS} FROM pgtrail.entries WHERE true"));
     let filter = query::Filter { tables: vec![table.clone()], ..Default::default() };
-    filter.push_where(&mut sql, Some(&PkMatch::rows(&table, texts)), chrono::Utc::now());
+    let resolved = query::Resolved { pk: Some(PkMatch::rows(&table, texts)), ..Default::default() };
+    filter.push_where(&mut sql, &resolved, chrono::Utc::now());
     let a = sql.param(after);
     let limit = sql.param(HISTORY_PAGE + 1);
     sql.text.push_str(&format!(" AND id > {a} ORDER BY id LIMIT {limit}"));

@@ -18,12 +18,14 @@ use chrono::{DateTime, Utc};
 
 use super::diff::{Members, ValueView};
 use super::error::WebError;
-use super::query::{self, url, Cursor, Dir, LogQuery, PkMatch, SortKey, COUNT_CAP};
+use super::query::{self, url, Cursor, Dir, LogQuery, Resolved, SortKey, COUNT_CAP};
 use super::AppState;
 use crate::entry::Action;
 use crate::export::StoredEntry;
 use crate::table::TableName;
 
+/// How long the count may take before the page settles for "at least".
+const COUNT_BUDGET: Duration = Duration::from_millis(60);
 /// How often the live stream looks for new entries.
 const LIVE_POLL: Duration = Duration::from_secs(1);
 /// At most this many entries per look, so a burst cannot flood a browser.
@@ -269,9 +271,9 @@ pub struct Page {
 }
 
 /// Reads one page of `q`.
-pub async fn fetch_page(state: &AppState, q: &LogQuery, pk: Option<&PkMatch>, now: DateTime<Utc>) -> Result<Page, WebError> {
+pub async fn fetch_page(state: &AppState, q: &LogQuery, r: &Resolved, now: DateTime<Utc>) -> Result<Page, WebError> {
     let client = state.pool().get().await?;
-    let ps = q.page_sql(pk, now);
+    let ps = q.page_sql(r, now);
     let rows = client.query(&ps.sql.text, &ps.sql.refs()).await?;
     drop(client);
     let mut entries: Vec<(StoredEntry, Vec<String>)> =
@@ -283,7 +285,7 @@ pub async fn fetch_page(state: &AppState, q: &LogQuery, pk: Option<&PkMatch>, no
             // Back at the start: show the first page as it is now.
             let mut first = q.clone();
             first.cursor = None;
-            return Box::pin(fetch_page(state, &first, pk, now)).await;
+            return Box::pin(fetch_page(state, &first, r, now)).await;
         }
         entries.reverse();
     }
@@ -297,28 +299,53 @@ pub async fn fetch_page(state: &AppState, q: &LogQuery, pk: Option<&PkMatch>, no
 /// How many entries match.
 pub enum Count {
     Exact(i64),
+    /// More than [`COUNT_CAP`]: counting stopped there.
     MoreThan(i64),
-    /// Counting took too long or failed.
-    Unknown,
+    /// Counting ran out of time after finding this many.
+    AtLeast(i64),
 }
 
-/// Counts matches up to [`COUNT_CAP`], giving up after two seconds.
-pub async fn count(state: &AppState, q: &LogQuery, pk: Option<&PkMatch>, now: DateTime<Utc>) -> Count {
+/// Counts matches up to [`COUNT_CAP`] within about [`COUNT_BUDGET`]: newest
+/// ids first, in windows sized by how fast the last ones went, so a selective
+/// filter over a large store says how many it found ("at least N") instead of
+/// making the page wait for an exact number.
+pub async fn count(state: &AppState, q: &LogQuery, r: &Resolved, now: DateTime<Utc>) -> Count {
+    let started = std::time::Instant::now();
+    let mut found = 0i64;
     let run = async {
         let mut client = state.pool().get().await?;
+        let bounds = client.query_one("SELECT coalesce(min(id), 0), coalesce(max(id), 0) + 1 FROM pgtrail.entries", &[]).await?;
+        let bottom = r.lo.unwrap_or(0).max(bounds.get(0));
+        let mut upper = r.hi.unwrap_or(i64::MAX).min(bounds.get(1));
+        let mut window = 20_000i64;
+        let mut scanned = 0i64;
         let tx = client.transaction().await?;
-        tx.batch_execute("SET LOCAL statement_timeout = '2s'").await?;
-        let sql = q.count_sql(pk, now);
-        let n: i64 = tx.query_one(&sql.text, &sql.refs()).await?.get(0);
-        tx.commit().await?;
-        Ok::<i64, WebError>(n)
+        tx.batch_execute("SET LOCAL statement_timeout = '1s'").await?;
+        while upper > bottom {
+            let lower = bottom.max(upper - window);
+            let sql = q.count_sql(r, now, lower, upper, COUNT_CAP + 1 - found);
+            found += tx.query_one(&sql.text, &sql.refs()).await?.get::<_, i64>(0);
+            if found > COUNT_CAP {
+                return Ok(Count::MoreThan(COUNT_CAP));
+            }
+            scanned += upper - lower;
+            upper = lower;
+            let spent = started.elapsed();
+            if upper > bottom && spent >= COUNT_BUDGET {
+                return Ok(Count::AtLeast(found));
+            }
+            // Ids per microsecond so far, times the time left; at most double.
+            let left = (COUNT_BUDGET - spent).as_micros() as i64;
+            let rate = scanned as f64 / spent.as_micros().max(1) as f64;
+            window = ((rate * left as f64) as i64).clamp(1_000, window.saturating_mul(2));
+        }
+        Ok::<Count, WebError>(Count::Exact(found))
     };
     match run.await {
-        Ok(n) if n > COUNT_CAP => Count::MoreThan(COUNT_CAP),
-        Ok(n) => Count::Exact(n),
+        Ok(c) => c,
         Err(e) => {
             tracing::debug!(error = ?e, "counting matches gave up");
-            Count::Unknown
+            Count::AtLeast(found)
         }
     }
 }
@@ -347,9 +374,9 @@ pub async fn page(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Res
         ""
     };
     let live = q.live && live_unavailable.is_empty();
-    let pk = {
+    let resolved = {
         let client = state.pool().get().await?;
-        q.filter.pk_match(&client).await?
+        q.filter.resolve(&client, now).await?
     };
     // Live mode starts after the newest entry that existed before the page was read.
     let newest_before = if live {
@@ -359,7 +386,7 @@ pub async fn page(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Res
         0
     };
     let (page, count, known_tables) =
-        tokio::join!(fetch_page(&state, &q, pk.as_ref(), now), count(&state, &q, pk.as_ref(), now), state.known_tables());
+        tokio::join!(fetch_page(&state, &q, &resolved, now), count(&state, &q, &resolved, now), state.known_tables());
     let page = page?;
 
     let base = q.to_pairs();
@@ -429,7 +456,8 @@ pub async fn page(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Res
         Count::Exact(1) => "1 entry".to_owned(),
         Count::Exact(n) => format!("{} entries", thousands(n)),
         Count::MoreThan(n) => format!("more than {} entries", thousands(n)),
-        Count::Unknown => "many entries (counting took too long)".to_owned(),
+        Count::AtLeast(0) => "entries (counting them took too long)".to_owned(),
+        Count::AtLeast(n) => format!("at least {} entries (counting stopped)", thousands(n)),
     };
     let fmt_input = |t: &Option<(String, DateTime<Utc>)>| t.as_ref().map(|(_, t)| t.format("%Y-%m-%dT%H:%M:%S").to_string()).unwrap_or_default();
     let mut refresh = base.clone();
@@ -482,7 +510,7 @@ pub async fn page(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Res
 struct Live {
     state: AppState,
     q: LogQuery,
-    pk: Option<PkMatch>,
+    resolved: Resolved,
     after: i64,
     pending: VecDeque<Event>,
     stopping: tokio::sync::watch::Receiver<bool>,
@@ -492,7 +520,7 @@ impl Live {
     async fn poll(&mut self) -> Result<(), WebError> {
         let client = self.state.pool().get().await?;
         let mut sql = query::Sql::new(format!("SELECT {} FROM pgtrail.entries WHERE true", crate::export::ENTRY_COLUMNS));
-        self.q.filter.push_where(&mut sql, self.pk.as_ref(), Utc::now());
+        self.q.filter.push_where(&mut sql, &self.resolved, Utc::now());
         let after = sql.param(self.after);
         let limit = sql.param(LIVE_BATCH);
         sql.text.push_str(&format!(" AND id > {after} ORDER BY id LIMIT {limit}"));
@@ -539,12 +567,12 @@ pub async fn live(State(state): State<AppState>, headers: HeaderMap, RawQuery(ra
             client.query_one("SELECT coalesce(max(id), 0) FROM pgtrail.entries", &[]).await?.get(0)
         }
     };
-    let pk = {
+    let resolved = {
         let client = state.pool().get().await?;
-        q.filter.pk_match(&client).await?
+        q.filter.resolve(&client, Utc::now()).await?
     };
     let stopping = state.stopping();
-    let live = Live { state, q, pk, after, pending: VecDeque::new(), stopping };
+    let live = Live { state, q, resolved, after, pending: VecDeque::new(), stopping };
     let stream = futures_util::stream::unfold(live, |mut l| async move {
         loop {
             if let Some(ev) = l.pending.pop_front() {

@@ -597,7 +597,56 @@ pub fn minify_json(text: &str) -> String {
     out
 }
 
+/// What the filters need from the store before their SQL can be written.
+#[derive(Debug, Clone, Default)]
+pub struct Resolved {
+    /// How the primary-key filter is matched.
+    pub pk: Option<PkMatch>,
+    /// Ids below `lo` or from `hi` on cannot match the time filters; the
+    /// conditions on `committed_at` stay, so these only save reading.
+    pub lo: Option<i64>,
+    pub hi: Option<i64>,
+}
+
+/// Ids follow commit order, and commit times follow ids to well within this
+/// (clock steps aside); a time bound widened by it is a safe id bound.
+const TIME_SLACK_MINUTES: i64 = 60;
+
+/// The smallest id from which every entry committed at or after `t`, found by
+/// binary search on the primary key (about log2(entries) index probes) since
+/// commit times rise with ids; one past the newest id if none did.
+async fn first_id_from(client: &Client, t: DateTime<Utc>) -> Result<i64, WebError> {
+    let row = client.query_one("SELECT min(id), max(id) FROM pgtrail.entries", &[]).await?;
+    let (Some(min), Some(max)) = (row.get::<_, Option<i64>>(0), row.get::<_, Option<i64>>(1)) else {
+        return Ok(0);
+    };
+    let probe = client.prepare("SELECT id, committed_at FROM pgtrail.entries WHERE id >= $1 ORDER BY id LIMIT 1").await?;
+    let (mut lo, mut hi) = (min, max + 1);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        match client.query_opt(&probe, &[&mid]).await? {
+            Some(r) if r.get::<_, DateTime<Utc>>(1) < t => lo = r.get::<_, i64>(0) + 1,
+            _ => hi = mid,
+        }
+    }
+    Ok(lo)
+}
+
 impl Filter {
+    /// Resolves the key match and the id range of the time filters.
+    pub async fn resolve(&self, client: &Client, now: DateTime<Utc>) -> Result<Resolved, WebError> {
+        let slack = Duration::minutes(TIME_SLACK_MINUTES);
+        let lo = match self.since(now) {
+            Some(t) => Some(first_id_from(client, t - slack).await?),
+            None => None,
+        };
+        let hi = match &self.to {
+            Some((_, t)) => Some(first_id_from(client, *t + slack).await?),
+            None => None,
+        };
+        Ok(Resolved { pk: self.pk_match(client).await?, lo, hi })
+    }
+
     /// Decides how to match the primary-key filter: by `row_key` when a single table is given.
     pub async fn pk_match(&self, client: &Client) -> Result<Option<PkMatch>, WebError> {
         let Some(pk) = &self.pk else { return Ok(None) };
@@ -615,7 +664,15 @@ impl Filter {
     }
 
     /// Appends ` AND …` for every filter that is set.
-    pub fn push_where(&self, sql: &mut Sql, pk: Option<&PkMatch>, now: DateTime<Utc>) {
+    pub fn push_where(&self, sql: &mut Sql, r: &Resolved, now: DateTime<Utc>) {
+        if let Some(lo) = r.lo {
+            let p = sql.param(lo);
+            sql.text.push_str(&format!(" AND id >= {p}"));
+        }
+        if let Some(hi) = r.hi {
+            let p = sql.param(hi);
+            sql.text.push_str(&format!(" AND id < {p}"));
+        }
         if !self.actions.is_empty() {
             let p = sql.param(self.actions.iter().map(|a| a.as_str().to_owned()).collect::<Vec<String>>());
             sql.text.push_str(&format!(" AND action = ANY({p})"));
@@ -656,7 +713,7 @@ impl Filter {
             let p = sql.param(*to);
             sql.text.push_str(&format!(" AND committed_at < {p}"));
         }
-        match pk {
+        match &r.pk {
             Some(PkMatch::Rows { row_keys, texts }) => {
                 let k = sql.param(row_keys.clone());
                 let t = sql.param(texts.clone());
@@ -715,14 +772,14 @@ impl LogQuery {
     /// The page statement: entries (see `export::ENTRY_COLUMNS`), then the sort
     /// key values for cursors; `limit + 1` rows so the caller knows whether
     /// there is more.
-    pub fn page_sql(&self, pk: Option<&PkMatch>, now: DateTime<Utc>) -> PageSql {
+    pub fn page_sql(&self, r: &Resolved, now: DateTime<Utc>) -> PageSql {
         let exprs = self.sort.key.exprs();
         let mut sql = Sql::new(format!("SELECT {}", crate::export::ENTRY_COLUMNS));
         for e in exprs {
             sql.text.push_str(&format!(", {e}"));
         }
         sql.text.push_str(" FROM pgtrail.entries WHERE true");
-        self.filter.push_where(&mut sql, pk, now);
+        self.filter.push_where(&mut sql, r, now);
         let backward = self.cursor.as_ref().is_some_and(|c| c.backward);
         // Going back reads the other way from the cursor, then flips.
         let dir = if backward { self.sort.dir.flip() } else { self.sort.dir };
@@ -744,12 +801,12 @@ impl LogQuery {
         PageSql { sql, key_count: exprs.len(), reversed: backward }
     }
 
-    /// Counts matches up to [`COUNT_CAP`] + 1.
-    pub fn count_sql(&self, pk: Option<&PkMatch>, now: DateTime<Utc>) -> Sql {
+    /// Counts matches with ids in `[lower, upper)`, stopping after `cap`.
+    pub fn count_sql(&self, r: &Resolved, now: DateTime<Utc>, lower: i64, upper: i64, cap: i64) -> Sql {
         let mut sql = Sql::new("SELECT count(*) FROM (SELECT 1 FROM pgtrail.entries WHERE true");
-        self.filter.push_where(&mut sql, pk, now);
-        let cap = sql.param(COUNT_CAP + 1);
-        sql.text.push_str(&format!(" LIMIT {cap}) s"));
+        self.filter.push_where(&mut sql, r, now);
+        let (l, u, c) = (sql.param(lower), sql.param(upper), sql.param(cap));
+        sql.text.push_str(&format!(" AND id >= {l} AND id < {u} LIMIT {c}) s"));
         sql
     }
 }
@@ -839,7 +896,7 @@ mod tests {
     #[test]
     fn sql_is_parameterised() {
         let q = parse("actor=x%27%3B%20DROP%20TABLE%20t&q=50%25_off&table=public.t&sort=table&cursor=").unwrap();
-        let page = q.page_sql(None, Utc::now());
+        let page = q.page_sql(&Resolved::default(), Utc::now());
         assert!(!page.sql.text.contains("DROP"), "{}", page.sql.text);
         assert!(page.sql.text.contains("ORDER BY schema_name ASC, table_name ASC, id ASC"), "{}", page.sql.text);
         assert_eq!(like_escape("50%_off\\"), "50\\%\\_off\\\\");

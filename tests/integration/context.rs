@@ -223,3 +223,55 @@ async fn tables_says_what_is_captured_and_why() {
     text.assert_success();
     assert!(text.stdout.contains("public.orders") && text.stdout.contains("(region, id)") && text.stdout.contains("warning:"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_created_later_is_enrolled_from_its_creation() {
+    let env = TestEnv::start_with(ClusterOptions::default(), |c| {
+        c.tables = vec!["public.*".into()];
+        c.exclude = vec!["public.tmp_*".into()];
+    })
+    .await;
+    let src = env.source().await;
+    src.batch_execute("CREATE TABLE early (id int PRIMARY KEY)").await.unwrap();
+    env.setup().await;
+    let mut daemon = env.spawn();
+
+    // Created and written in one transaction: the first change already carries its context.
+    src.batch_execute(
+        "BEGIN; SET LOCAL pgtrail.actor = 'migrator';
+         CREATE TABLE late (id int PRIMARY KEY, v text);
+         INSERT INTO late VALUES (1, 'a');
+         CREATE TABLE tmp_scratch (id int PRIMARY KEY);
+         COMMIT;
+         UPDATE late SET v = 'b' WHERE id = 1;",
+    )
+    .await
+    .unwrap();
+    env.sync().await;
+
+    let state = |t: &'static str| {
+        let src = &src;
+        async move {
+            src.query_one(
+                "SELECT c.relreplident::text, EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = c.oid AND tgname = 'pgtrail_context')
+                 FROM pg_class c WHERE c.oid = $1::text::regclass",
+                &[&t],
+            )
+            .await
+            .map(|r| (r.get::<_, String>(0), r.get::<_, bool>(1)))
+            .unwrap()
+        }
+    };
+    assert_eq!(state("late").await, ("f".to_string(), true), "a matching new table gets identity FULL and the trigger");
+    assert_eq!(state("tmp_scratch").await, ("d".to_string(), false), "an excluded new table is left alone");
+
+    let e: Vec<ExportLine> = env.trail.export_jsonl(&["--table", "public.late"]).await;
+    let rows: Vec<&ExportLine> = e.iter().filter(|e| e.value["action"] != json!("DDL")).collect();
+    assert_eq!(rows.len(), 2, "{e:#?}");
+    assert_eq!(rows[0].value["context"]["actor"], json!("migrator"));
+    assert_eq!(rows[1].value["before"], json!({"id": 1, "v": "a"}), "the whole old row, thanks to identity FULL");
+    assert_eq!(rows[1].value["changed_columns"], json!(["v"]));
+    let store = env.store().await;
+    assert_store_matches_source(&src, &store, "public", "late").await;
+    daemon.terminate().await;
+}
