@@ -18,3 +18,4 @@ mod context;
 mod reload;
 mod columns;
 mod ddl;
+mod fidelity;
