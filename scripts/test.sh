@@ -14,6 +14,8 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 source "$repo/scripts/pgcluster.sh"
 
 bash "$repo/scripts/install-deps.sh"
+# The web view's API fuzzer (schemathesis) and headless Chromium for the browser test.
+bash "$repo/scripts/install-web-test-tools.sh"
 
 # Debian keeps initdb, pg_ctl and postgres out of PATH; the tests find them here.
 pgc_find_bin
