@@ -335,7 +335,7 @@ pub async fn count(state: &AppState, q: &LogQuery, r: &Resolved, now: DateTime<U
                 return Ok(Count::AtLeast(found));
             }
             // Ids per microsecond so far, times the time left; at most double.
-            let left = (COUNT_BUDGET - spent).as_micros() as i64;
+            let left = COUNT_BUDGET.saturating_sub(spent).as_micros() as i64;
             let rate = scanned as f64 / spent.as_micros().max(1) as f64;
             window = ((rate * left as f64) as i64).clamp(1_000, window.saturating_mul(2));
         }

@@ -12,11 +12,14 @@
 //! - Time order is `id` order: ids are assigned in commit order, and the
 //!   primary key index serves it without a sort.
 //!
-//! Index use (see `sql/store/0001_entries.sql`): a time range uses the BRIN
-//! index on `committed_at`; one table plus a primary-key value uses the btree
-//! on `row_key` (the hash of table and key text, [`crate::entry::row_key`]);
-//! everything else walks the primary key in the sort order and filters, which
-//! is quick while matches are common and the page is small.
+//! Index use (see `sql/store/0001_entries.sql`): a time range becomes an id
+//! range too (ids follow commit order; [`Filter::resolve`] finds the bounds by
+//! binary search on the primary key), so a window far in the past is read
+//! directly; one table plus a primary-key value uses the btree on `row_key`
+//! (the hash of table and key text, [`crate::entry::row_key`]); everything
+//! else walks the primary key in the sort order and filters, which is quick
+//! while matches are common and slow for rare ones (a table with few entries
+//! in a large store), since no index leads with the table name.
 
 use std::net::IpAddr;
 use std::str::FromStr;

@@ -504,6 +504,7 @@ async fn web_filters_each_and_combined() {
     assert!(html.contains("value=\"DELETE\" checked"));
     assert!(html.contains("<input type=\"hidden\" name=\"table\" value=\"public.orders\">"));
     assert!(html.contains("<option value=\"24h\" selected>"));
+    assert!(!web.log().contains("panicked") && !web.log().contains("ERROR"), "{}", web.log());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -626,6 +627,7 @@ async fn web_sorts_and_keyset_pages_stay_stable_while_entries_arrive() {
     assert_eq!(count_text(&web.page("/?table=bulk.t&pk=77").await), "1 entry");
     let walked = web.walk("table=bulk.t", 500).await;
     assert_eq!(walked.len(), 10050, "walking 21 pages of 500 sees every entry once");
+    assert!(!web.log().contains("panicked") && !web.log().contains("ERROR"), "{}", web.log());
 }
 
 // ---------------------------------------------------------------------------------------------
