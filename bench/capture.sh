@@ -9,6 +9,8 @@
 #                      makes 4 row changes per transaction, so 1,000,000 row changes)
 #   --clients N        pgbench clients (default 4; the scale factor is the same N)
 #   --full             REPLICA IDENTITY FULL on the pgbench tables (default: DEFAULT)
+#                      (either way `pgtrail setup` installs its context trigger, as in
+#                      a real deployment: one context message per transaction)
 #   --fsync            run the server with fsync=on (default: fsync=off, for both
 #                      measurements alike)
 #   --poll MODE        how (b) sees progress every 100 ms: `checkpoint` (default)
@@ -159,6 +161,8 @@ url  = "postgres://postgres@127.0.0.1:$port/pgtrail"
 [capture]
 tables  = [$tables_toml]
 exclude = []
+# setup leaves the identity chosen above (--full) as it is
+before_images = false
 EOF
 if [[ $ref_only -eq 0 ]]; then
     say "pgtrail setup"
