@@ -111,7 +111,10 @@ pub async fn run(
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
             _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
-            _ = reload.changed() => {
+            changed = reload.changed() => {
+                if changed.is_err() {
+                    return Ok(());
+                }
                 config = reload_config(config);
                 continue;
             }
@@ -207,7 +210,8 @@ async fn session(
         tokio::select! {
             biased;
             _ = shutdown.wait_for(|stop| *stop) => break Ok(SessionEnd::Shutdown),
-            _ = reload.changed() => break Ok(SessionEnd::Reload),
+            // The sender goes away only when the signal task ends, which is a stop.
+            changed = reload.changed() => break Ok(if changed.is_ok() { SessionEnd::Reload } else { SessionEnd::Shutdown }),
             message = stream.next() => match message {
                 Ok(StreamMessage::XLogData { wal_start, wal_end, data }) => {
                     server_end = server_end.max(wal_end);

@@ -48,4 +48,6 @@ async fn sighup_applies_a_new_capture_set_without_losing_or_doubling() {
     assert_counts(&store, "public", "a", Counts::new(3, 0, 0, 0)).await;
     assert_counts(&store, "public", "b", Counts::new(1, 1, 1, 0)).await;
     daemon.terminate().await;
+    // Regression: the stop signal closes the reload channel, which must not count as a reload.
+    assert_eq!(daemon.log().matches("config reloaded").count(), 1, "{}", daemon.log());
 }
