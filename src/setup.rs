@@ -61,7 +61,7 @@ impl Plan {
                 let _ = writeln!(out, "{slot};");
             }
             if !self.source.is_empty() {
-                let _ = writeln!(out, "BEGIN;\n{}\nCOMMIT;", self.source.iter().map(|s| format!("{};", s.trim_end().trim_end_matches(';'))).collect::<Vec<_>>().join("\n"));
+                out.push_str(&transaction_script(&self.source));
             }
         }
         if let Some(create) = &self.create_store {
@@ -70,13 +70,19 @@ impl Plan {
         }
         if !self.store.is_empty() {
             section(&mut out, "store", &config.store);
-            let _ = writeln!(out, "BEGIN;\n{}\nCOMMIT;", self.store.iter().map(|s| format!("{};", s.trim_end().trim_end_matches(';'))).collect::<Vec<_>>().join("\n"));
+            out.push_str(&transaction_script(&self.store));
         }
         if out.is_empty() {
             out.push_str("-- nothing to do: the source and the store are set up\n");
         }
         out
     }
+}
+
+/// Statements as one `BEGIN; …; COMMIT;` script, each ending in exactly one `;`.
+fn transaction_script(statements: &[String]) -> String {
+    let body: Vec<String> = statements.iter().map(|s| format!("{};", s.trim_end().trim_end_matches(';'))).collect();
+    format!("BEGIN;\n{}\nCOMMIT;\n", body.join("\n"))
 }
 
 /// What `setup` would do now.
