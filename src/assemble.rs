@@ -14,9 +14,11 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::decode::{self, Record, RowAction, RowChange};
 use crate::context;
-use crate::entry::{json_object, push_json_string, Action, AuditEntry, RowImage, Transaction, EMPTY_CONTEXT};
+use crate::decode::{self, Record, RowAction, RowChange};
+use crate::entry::{
+    json_object, push_json_string, Action, AuditEntry, RowImage, Transaction, EMPTY_CONTEXT,
+};
 
 use crate::lsn::Lsn;
 use crate::redact::{ColumnRules, TableRules};
@@ -70,7 +72,13 @@ struct OpenTxn {
 
 impl Assembler {
     pub fn new(filter: TableFilter, stored_up_to: Lsn) -> Self {
-        Assembler { filter, stored_up_to, open: None, column_rules: ColumnRules::default(), table_rules: HashMap::new() }
+        Assembler {
+            filter,
+            stored_up_to,
+            open: None,
+            column_rules: ColumnRules::default(),
+            table_rules: HashMap::new(),
+        }
     }
 
     /// Applies per-table column rules (ignored and redacted columns) to the entries.
@@ -91,7 +99,12 @@ impl Assembler {
     }
 
     /// Takes one wal2json record that started at `lsn` and appends what it yields to `out`.
-    pub fn push(&mut self, lsn: Lsn, bytes: &[u8], out: &mut Vec<Event>) -> Result<(), AssembleError> {
+    pub fn push(
+        &mut self,
+        lsn: Lsn,
+        bytes: &[u8],
+        out: &mut Vec<Event>,
+    ) -> Result<(), AssembleError> {
         let record = match decode::decode(bytes) {
             Ok(r) => r,
             Err(e) => {
@@ -111,29 +124,53 @@ impl Assembler {
         match record {
             Record::Begin(b) => {
                 if let Some(open) = &self.open {
-                    return Err(AssembleError::NestedBegin { open: open.txn.xid, new: b.xid, lsn });
+                    return Err(AssembleError::NestedBegin {
+                        open: open.txn.xid,
+                        new: b.xid,
+                        lsn,
+                    });
                 }
                 let skip = b.end_lsn <= self.stored_up_to;
-                self.open = Some(OpenTxn { txn: Arc::new(b.into()), skip, context: Arc::from(EMPTY_CONTEXT) });
+                self.open = Some(OpenTxn {
+                    txn: Arc::new(b.into()),
+                    skip,
+                    context: Arc::from(EMPTY_CONTEXT),
+                });
             }
             Record::Commit(_) => {
-                let open = self.open.take().ok_or(AssembleError::OutsideTransaction { what: "commit", lsn })?;
+                let open = self.open.take().ok_or(AssembleError::OutsideTransaction {
+                    what: "commit",
+                    lsn,
+                })?;
                 if !open.skip {
                     self.stored_up_to = open.txn.end_lsn;
                     out.push(Event::Commit(open.txn));
                 }
             }
             Record::Row(row) => {
-                let open = self.open.as_ref().ok_or(AssembleError::OutsideTransaction { what: "row change", lsn })?;
+                let open = self
+                    .open
+                    .as_ref()
+                    .ok_or(AssembleError::OutsideTransaction {
+                        what: "row change",
+                        lsn,
+                    })?;
                 if !open.skip && self.filter.matches(&row.table) {
                     let rules = rules_for(&self.column_rules, &mut self.table_rules, &row.table);
-                    if let Some(entry) = row_entry(&open.txn, &open.context, row, rules.as_deref()) {
+                    if let Some(entry) = row_entry(&open.txn, &open.context, row, rules.as_deref())
+                    {
                         out.push(Event::Entry(entry));
                     }
                 }
             }
             Record::Truncate(table) => {
-                let open = self.open.as_ref().ok_or(AssembleError::OutsideTransaction { what: "truncate", lsn })?;
+                let open = self
+                    .open
+                    .as_ref()
+                    .ok_or(AssembleError::OutsideTransaction {
+                        what: "truncate",
+                        lsn,
+                    })?;
                 if !open.skip && self.filter.matches(&table) {
                     out.push(Event::Entry(AuditEntry {
                         txn: open.txn.clone(),
@@ -144,16 +181,27 @@ impl Assembler {
                         after: None,
                         changed_columns: None,
                         context: open.context.clone(),
+                        details: None,
                     }));
                 }
             }
-            Record::Message { prefix, content, transactional } => {
+            Record::Message {
+                prefix,
+                content,
+                transactional,
+            } => {
                 // Non-transactional messages are not tied to a transaction's changes.
                 let is_ddl = prefix == context::DDL_PREFIX;
                 if !transactional || !(is_ddl || prefix == context::CONTEXT_PREFIX) {
                     return Ok(());
                 }
-                let open = self.open.as_mut().ok_or(AssembleError::OutsideTransaction { what: "pgtrail message", lsn })?;
+                let open = self
+                    .open
+                    .as_mut()
+                    .ok_or(AssembleError::OutsideTransaction {
+                        what: "pgtrail message",
+                        lsn,
+                    })?;
                 if open.skip {
                     return Ok(());
                 }
@@ -171,6 +219,7 @@ impl Assembler {
                                 after: Some(ddl.detail),
                                 changed_columns: None,
                                 context: Arc::from(ddl.context),
+                                details: None,
                             }));
                         }
                     })
@@ -211,14 +260,23 @@ fn rules_for(
 }
 
 /// The entry for one row change; `None` for an UPDATE that changed only ignored columns.
-fn row_entry(txn: &Arc<Transaction>, context: &Arc<str>, row: RowChange<'_>, rules: Option<&TableRules>) -> Option<AuditEntry> {
+fn row_entry(
+    txn: &Arc<Transaction>,
+    context: &Arc<str>,
+    row: RowChange<'_>,
+    rules: Option<&TableRules>,
+) -> Option<AuditEntry> {
     let new = RowImage::from_columns(&row.columns);
     let old = RowImage::from_columns(&row.identity);
     let (action, mut before, mut after) = match row.action {
         RowAction::Insert => (Action::Insert, None, Some(new)),
         RowAction::Update => {
             let after = with_unchanged_toast(new, &old);
-            (Action::Update, (!old.columns.is_empty()).then_some(old), Some(after))
+            (
+                Action::Update,
+                (!old.columns.is_empty()).then_some(old),
+                Some(after),
+            )
         }
         RowAction::Delete => (Action::Delete, Some(old), None),
     };
@@ -242,8 +300,11 @@ fn row_entry(txn: &Arc<Transaction>, context: &Arc<str>, row: RowChange<'_>, rul
         if row.key.is_empty() {
             return None;
         }
-        let values: Option<Vec<(&str, &str)>> =
-            row.key.iter().map(|k| image.get(&k.name).map(|v| (k.name.as_ref(), v))).collect();
+        let values: Option<Vec<(&str, &str)>> = row
+            .key
+            .iter()
+            .map(|k| image.get(&k.name).map(|v| (k.name.as_ref(), v)))
+            .collect();
         values.map(|v| json_object(v.into_iter()))
     });
     Some(AuditEntry {
@@ -255,6 +316,7 @@ fn row_entry(txn: &Arc<Transaction>, context: &Arc<str>, row: RowChange<'_>, rul
         after: after.as_ref().map(RowImage::to_json),
         changed_columns: changed_columns.map(|c| c.json),
         context: context.clone(),
+        details: None,
     })
 }
 
@@ -268,11 +330,19 @@ fn with_unchanged_toast<'a>(new: RowImage<'a>, old: &RowImage<'a>) -> RowImage<'
         .columns
         .iter()
         .map(|(name, old_value)| {
-            let value = new.get(name).map(|v| Cow::Owned(v.to_owned())).unwrap_or_else(|| old_value.clone());
+            let value = new
+                .get(name)
+                .map(|v| Cow::Owned(v.to_owned()))
+                .unwrap_or_else(|| old_value.clone());
             (*name, value)
         })
         .collect();
-    columns.extend(new.columns.iter().filter(|(name, _)| old.get(name).is_none()).cloned());
+    columns.extend(
+        new.columns
+            .iter()
+            .filter(|(name, _)| old.get(name).is_none())
+            .cloned(),
+    );
     RowImage { columns }
 }
 
@@ -286,7 +356,11 @@ struct Changed {
 /// The columns whose values differ; `None` when the before image lacks a
 /// column, since then what changed cannot be known. Ignored columns are
 /// compared but not listed.
-fn changed_columns(before: &RowImage<'_>, after: &RowImage<'_>, rules: Option<&TableRules>) -> Option<Changed> {
+fn changed_columns(
+    before: &RowImage<'_>,
+    after: &RowImage<'_>,
+    rules: Option<&TableRules>,
+) -> Option<Changed> {
     let mut json = String::from("[");
     let mut ignored = false;
     for (name, value) in &after.columns {
@@ -318,7 +392,10 @@ mod tests {
 
     fn run(filter: &[&str], stored_up_to: Lsn) -> Vec<Event> {
         let filter = TableFilter {
-            include: filter.iter().map(|p| TablePattern::parse(p).unwrap()).collect(),
+            include: filter
+                .iter()
+                .map(|p| TablePattern::parse(p).unwrap())
+                .collect(),
             exclude: vec![],
         };
         let mut a = Assembler::new(filter, stored_up_to);
@@ -331,14 +408,26 @@ mod tests {
     }
 
     fn entries(events: &[Event]) -> Vec<&AuditEntry> {
-        events.iter().filter_map(|e| if let Event::Entry(e) = e { Some(e) } else { None }).collect()
+        events
+            .iter()
+            .filter_map(|e| {
+                if let Event::Entry(e) = e {
+                    Some(e)
+                } else {
+                    None
+                }
+            })
+            .collect()
     }
 
     #[test]
     fn every_action_becomes_the_expected_entry() {
         let events = run(&["*.*"], Lsn::ZERO);
         let e = entries(&events);
-        let summary: Vec<_> = e.iter().map(|e| format!("{} {} {}", e.action, e.table, e.txn.xid)).collect();
+        let summary: Vec<_> = e
+            .iter()
+            .map(|e| format!("{} {} {}", e.action, e.table, e.txn.xid))
+            .collect();
         assert_eq!(
             summary,
             [
@@ -371,7 +460,10 @@ mod tests {
         assert_eq!(e[2].changed_columns.as_deref(), Some(r#"["s"]"#));
         assert_eq!(e[3].after, None);
         assert_eq!(e[3].primary_key.as_deref(), Some(r#"{"id":1}"#));
-        assert_eq!(e[4].primary_key, None, "a table without a primary key has none");
+        assert_eq!(
+            e[4].primary_key, None,
+            "a table without a primary key has none"
+        );
         assert_eq!(e[5].primary_key.as_deref(), Some(r#"{"id":1,"k":2}"#));
         assert_eq!(e[7].primary_key, None);
     }
@@ -379,8 +471,16 @@ mod tests {
     #[test]
     fn every_transaction_commits_once_in_order() {
         let events = run(&["*.*"], Lsn::ZERO);
-        let commits: Vec<u64> =
-            events.iter().filter_map(|e| if let Event::Commit(t) = e { Some(t.xid) } else { None }).collect();
+        let commits: Vec<u64> = events
+            .iter()
+            .filter_map(|e| {
+                if let Event::Commit(t) = e {
+                    Some(t.xid)
+                } else {
+                    None
+                }
+            })
+            .collect();
         assert_eq!(commits, (724..=737).collect::<Vec<_>>());
     }
 
@@ -388,7 +488,13 @@ mod tests {
     fn filtered_tables_yield_no_entries_but_still_commit() {
         let events = run(&["public.nopk"], Lsn::ZERO);
         assert_eq!(entries(&events).len(), 2);
-        assert_eq!(events.iter().filter(|e| matches!(e, Event::Commit(_))).count(), 14);
+        assert_eq!(
+            events
+                .iter()
+                .filter(|e| matches!(e, Event::Commit(_)))
+                .count(),
+            14
+        );
     }
 
     #[test]
@@ -401,7 +507,13 @@ mod tests {
 
     #[test]
     fn unchanged_toast_columns_are_taken_from_the_before_image() {
-        let mut a = Assembler::new(TableFilter { include: vec![TablePattern::parse("*.*").unwrap()], exclude: vec![] }, Lsn::ZERO);
+        let mut a = Assembler::new(
+            TableFilter {
+                include: vec![TablePattern::parse("*.*").unwrap()],
+                exclude: vec![],
+            },
+            Lsn::ZERO,
+        );
         let mut out = Vec::new();
         for rec in [
             r#"{"action":"B","xid":9,"timestamp":"2026-01-01 00:00:00+00","lsn":"0/10","nextlsn":"0/20"}"#,
@@ -417,7 +529,13 @@ mod tests {
 
     #[test]
     fn an_undecodable_record_is_kept_and_the_transaction_goes_on() {
-        let mut a = Assembler::new(TableFilter { include: vec![TablePattern::parse("*.*").unwrap()], exclude: vec![] }, Lsn::ZERO);
+        let mut a = Assembler::new(
+            TableFilter {
+                include: vec![TablePattern::parse("*.*").unwrap()],
+                exclude: vec![],
+            },
+            Lsn::ZERO,
+        );
         let mut out = Vec::new();
         a.push(Lsn(1), br#"{"action":"B","xid":9,"timestamp":"2026-01-01 00:00:00+00","lsn":"0/10","nextlsn":"0/20"}"#, &mut out).unwrap();
         a.push(Lsn(2), br#"{"action":"I","xid":9,"schema":"s","table":"t","columns":[{"name":"c","type":"s."q"","value":1}]}"#, &mut out).unwrap();
@@ -430,7 +548,13 @@ mod tests {
 
     #[test]
     fn context_messages_apply_to_the_changes_after_them() {
-        let mut a = Assembler::new(TableFilter { include: vec![TablePattern::parse("*.*").unwrap()], exclude: vec![] }, Lsn::ZERO);
+        let mut a = Assembler::new(
+            TableFilter {
+                include: vec![TablePattern::parse("*.*").unwrap()],
+                exclude: vec![],
+            },
+            Lsn::ZERO,
+        );
         let mut out = Vec::new();
         for rec in [
             r#"{"action":"B","xid":9,"timestamp":"2026-01-01 00:00:00+00","lsn":"0/10","nextlsn":"0/20"}"#,
@@ -449,9 +573,16 @@ mod tests {
         }
         let actors: Vec<Option<String>> = entries(&out)
             .iter()
-            .map(|e| serde_json::from_str::<serde_json::Value>(&e.context).unwrap()["actor"].as_str().map(str::to_owned))
+            .map(|e| {
+                serde_json::from_str::<serde_json::Value>(&e.context).unwrap()["actor"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
             .collect();
-        assert_eq!(actors, [None, Some("alice".into()), Some("bob".into()), None]);
+        assert_eq!(
+            actors,
+            [None, Some("alice".into()), Some("bob".into()), None]
+        );
         assert_eq!(&*entries(&out)[0].context, EMPTY_CONTEXT);
     }
 
@@ -468,7 +599,11 @@ mod tests {
             redact: redact.iter().map(|s| s.to_string()).collect(),
         };
         let rules = ColumnRules::new(
-            vec![rule("s.users", &["seen"], &["pw", "ssn"]), rule("s.tok*", &[], &["token"]), rule("s.odd", &["id"], &[])],
+            vec![
+                rule("s.users", &["seen"], &["pw", "ssn"]),
+                rule("s.tok*", &[], &["token"]),
+                rule("s.odd", &["id"], &[]),
+            ],
             Some(key()),
         )
         .unwrap();
@@ -477,7 +612,10 @@ mod tests {
             let mut rest = text;
             while let Some(at) = rest.find('~') {
                 out.push_str(&rest[..at - 1]);
-                let word: String = rest[at + 1..].chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
+                let word: String = rest[at + 1..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric())
+                    .collect();
                 out.push_str(&key().hash(&format!("\"{word}\"")));
                 rest = &rest[at + 1 + word.len() + 1..];
             }
@@ -485,7 +623,10 @@ mod tests {
             out
         };
         let cols = |v: &[(&str, &str)]| {
-            v.iter().map(|(n, val)| format!(r#"{{"name":"{n}","type":"text","value":{val}}}"#)).collect::<Vec<_>>().join(",")
+            v.iter()
+                .map(|(n, val)| format!(r#"{{"name":"{n}","type":"text","value":{val}}}"#))
+                .collect::<Vec<_>>()
+                .join(",")
         };
         let users = |action: &str, new: &[(&str, &str)], old: &[(&str, &str)]| {
             format!(
@@ -494,10 +635,33 @@ mod tests {
                 cols(old)
             )
         };
-        let row1 = [("id", "1"), ("name", r#""a""#), ("pw", r#""x1""#), ("ssn", "null"), ("seen", r#""t1""#)];
-        let seen2 = [("id", "1"), ("name", r#""a""#), ("pw", r#""x1""#), ("ssn", "null"), ("seen", r#""t2""#)];
-        let pw2 = [("id", "1"), ("name", r#""a""#), ("pw", r#""x2""#), ("ssn", "null"), ("seen", r#""t3""#)];
-        type Expected = Option<(Option<&'static str>, Option<&'static str>, Option<&'static str>, Option<&'static str>)>;
+        let row1 = [
+            ("id", "1"),
+            ("name", r#""a""#),
+            ("pw", r#""x1""#),
+            ("ssn", "null"),
+            ("seen", r#""t1""#),
+        ];
+        let seen2 = [
+            ("id", "1"),
+            ("name", r#""a""#),
+            ("pw", r#""x1""#),
+            ("ssn", "null"),
+            ("seen", r#""t2""#),
+        ];
+        let pw2 = [
+            ("id", "1"),
+            ("name", r#""a""#),
+            ("pw", r#""x2""#),
+            ("ssn", "null"),
+            ("seen", r#""t3""#),
+        ];
+        type Expected = Option<(
+            Option<&'static str>,
+            Option<&'static str>,
+            Option<&'static str>,
+            Option<&'static str>,
+        )>;
         let cases: Vec<(String, Expected)> = vec![
             // INSERT: the ignored column is gone, the redacted one hashed, null stays null.
             (users("I", &row1, &[]), Some((Some(r#"{"id":1}"#), None, Some(r#"{"id":1,"name":"a","pw":"~x1","ssn":null}"#), None))),
@@ -538,15 +702,42 @@ mod tests {
             ),
         ];
         for (record, expected) in cases {
-            let mut a = Assembler::new(TableFilter { include: vec![TablePattern::parse("*.*").unwrap()], exclude: vec![] }, Lsn::ZERO)
-                .with_column_rules(rules.clone());
+            let mut a = Assembler::new(
+                TableFilter {
+                    include: vec![TablePattern::parse("*.*").unwrap()],
+                    exclude: vec![],
+                },
+                Lsn::ZERO,
+            )
+            .with_column_rules(rules.clone());
             let mut out = Vec::new();
-            for rec in [r#"{"action":"B","xid":9,"timestamp":"2026-01-01 00:00:00+00","lsn":"0/10","nextlsn":"0/20"}"#, &record, r#"{"action":"C","xid":9,"timestamp":"2026-01-01 00:00:00+00","lsn":"0/10","nextlsn":"0/20"}"#] {
+            for rec in [
+                r#"{"action":"B","xid":9,"timestamp":"2026-01-01 00:00:00+00","lsn":"0/10","nextlsn":"0/20"}"#,
+                &record,
+                r#"{"action":"C","xid":9,"timestamp":"2026-01-01 00:00:00+00","lsn":"0/10","nextlsn":"0/20"}"#,
+            ] {
                 a.push(Lsn::ZERO, rec.as_bytes(), &mut out).unwrap();
             }
-            assert!(matches!(out.last(), Some(Event::Commit(_))), "the transaction commits either way: {record}");
-            let got = entries(&out).first().map(|e| (e.primary_key.clone(), e.before.clone(), e.after.clone(), e.changed_columns.clone()));
-            let want = expected.map(|(k, b, a, c)| (k.map(expand), b.map(expand), a.map(expand), c.map(str::to_owned)));
+            assert!(
+                matches!(out.last(), Some(Event::Commit(_))),
+                "the transaction commits either way: {record}"
+            );
+            let got = entries(&out).first().map(|e| {
+                (
+                    e.primary_key.clone(),
+                    e.before.clone(),
+                    e.after.clone(),
+                    e.changed_columns.clone(),
+                )
+            });
+            let want = expected.map(|(k, b, a, c)| {
+                (
+                    k.map(expand),
+                    b.map(expand),
+                    a.map(expand),
+                    c.map(str::to_owned),
+                )
+            });
             assert_eq!(got, want, "for {record}");
         }
     }
@@ -555,23 +746,42 @@ mod tests {
     fn an_undecodable_record_of_a_redacted_table_is_withheld() {
         use crate::redact::{ColumnRule, RedactKey};
         let rules = ColumnRules::new(
-            vec![ColumnRule { table: TablePattern::parse("s.t").unwrap(), ignore: vec![], redact: vec!["c".into()] }],
+            vec![ColumnRule {
+                table: TablePattern::parse("s.t").unwrap(),
+                ignore: vec![],
+                redact: vec!["c".into()],
+            }],
             Some(RedactKey::new(b"k")),
         )
         .unwrap();
-        let mut a = Assembler::new(TableFilter { include: vec![TablePattern::parse("*.*").unwrap()], exclude: vec![] }, Lsn::ZERO)
-            .with_column_rules(rules);
+        let mut a = Assembler::new(
+            TableFilter {
+                include: vec![TablePattern::parse("*.*").unwrap()],
+                exclude: vec![],
+            },
+            Lsn::ZERO,
+        )
+        .with_column_rules(rules);
         let mut out = Vec::new();
         a.push(Lsn(1), br#"{"action":"B","xid":9,"timestamp":"2026-01-01 00:00:00+00","lsn":"0/10","nextlsn":"0/20"}"#, &mut out).unwrap();
         a.push(Lsn(2), br#"{"action":"I","xid":9,"schema":"s","table":"t","columns":[{"name":"c","type":"s."q"","value":"s3cret"}]}"#, &mut out).unwrap();
-        let Event::Undecodable(f) = &out[0] else { panic!("{out:?}") };
-        assert!(!f.record.contains("s3cret") && f.record.contains("withheld"), "{f:?}");
+        let Event::Undecodable(f) = &out[0] else {
+            panic!("{out:?}")
+        };
+        assert!(
+            !f.record.contains("s3cret") && f.record.contains("withheld"),
+            "{f:?}"
+        );
     }
 
     #[test]
     fn a_row_outside_a_transaction_is_a_protocol_error() {
         let mut a = Assembler::new(TableFilter::default(), Lsn::ZERO);
-        let r = a.push(Lsn(5), br#"{"action":"D","xid":1,"schema":"s","table":"t","identity":[]}"#, &mut Vec::new());
+        let r = a.push(
+            Lsn(5),
+            br#"{"action":"D","xid":1,"schema":"s","table":"t","identity":[]}"#,
+            &mut Vec::new(),
+        );
         assert!(matches!(r, Err(AssembleError::OutsideTransaction { .. })));
     }
 }

@@ -13,11 +13,18 @@ use crate::table::{TableFilter, TablePattern};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read the config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("in the config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("in the config file {path}: key `{key}`: {message}")]
-    Invalid { path: PathBuf, key: &'static str, message: String },
+    Invalid {
+        path: PathBuf,
+        key: &'static str,
+        message: String,
+    },
 }
 
 #[derive(Debug, Deserialize)]
@@ -41,7 +48,9 @@ struct RawWeb {
 
 impl Default for RawWeb {
     fn default() -> Self {
-        RawWeb { listen: default_listen() }
+        RawWeb {
+            listen: default_listen(),
+        }
     }
 }
 
@@ -123,12 +132,17 @@ pub struct PgUrl(tokio_postgres::Config);
 impl PgUrl {
     /// Parses `url`; a password missing from it is taken from `PGPASSWORD`, as libpq does.
     pub fn parse(url: &str) -> Result<Self, String> {
-        let mut config = tokio_postgres::Config::from_str(url).map_err(|e| format!("not a valid PostgreSQL URL: {e}"))?;
+        let mut config = tokio_postgres::Config::from_str(url)
+            .map_err(|e| format!("not a valid PostgreSQL URL: {e}"))?;
         if config.get_hosts().is_empty() {
-            return Err("the URL names no host; write e.g. postgres://user@127.0.0.1:5432/dbname".into());
+            return Err(
+                "the URL names no host; write e.g. postgres://user@127.0.0.1:5432/dbname".into(),
+            );
         }
         if config.get_user().is_none() {
-            return Err("the URL names no user; write e.g. postgres://user@127.0.0.1:5432/dbname".into());
+            return Err(
+                "the URL names no user; write e.g. postgres://user@127.0.0.1:5432/dbname".into(),
+            );
         }
         if config.get_password().is_none() {
             if let Ok(password) = std::env::var("PGPASSWORD") {
@@ -167,7 +181,9 @@ impl PgUrl {
         let port = self.0.get_ports().first().copied().unwrap_or(5432);
         match self.0.get_hosts().first() {
             Some(tokio_postgres::config::Host::Tcp(h)) => format!("{h}:{port}"),
-            Some(tokio_postgres::config::Host::Unix(p)) => format!("{}/.s.PGSQL.{port}", p.display()),
+            Some(tokio_postgres::config::Host::Unix(p)) => {
+                format!("{}/.s.PGSQL.{port}", p.display())
+            }
             None => format!("?:{port}"),
         }
     }
@@ -181,7 +197,9 @@ impl SlotName {
     pub fn parse(name: &str) -> Result<Self, String> {
         let valid = !name.is_empty()
             && name.len() <= 63
-            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
         if valid {
             Ok(SlotName(name.to_owned()))
         } else {
@@ -218,7 +236,10 @@ pub struct Config {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         Config::from_toml(&text, path)
     }
 
@@ -227,7 +248,11 @@ impl Config {
             path: path.to_owned(),
             message: e.to_string().trim_end().replace('\n', "\n  "),
         })?;
-        let invalid = |key, message| ConfigError::Invalid { path: path.to_owned(), key, message };
+        let invalid = |key, message| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            message,
+        };
 
         let source = PgUrl::parse(&raw.source.url).map_err(|m| invalid("source.url", m))?;
         let slot = SlotName::parse(&raw.source.slot).map_err(|m| invalid("source.slot", m))?;
@@ -244,15 +269,26 @@ impl Config {
             ));
         }
         let patterns = |key, list: &[String]| -> Result<Vec<TablePattern>, ConfigError> {
-            list.iter().map(|p| TablePattern::parse(p).map_err(|e| invalid(key, e.to_string()))).collect()
+            list.iter()
+                .map(|p| TablePattern::parse(p).map_err(|e| invalid(key, e.to_string())))
+                .collect()
         };
         let include = patterns("capture.tables", &raw.capture.tables)?;
         if include.is_empty() {
-            return Err(invalid("capture.tables", "no table pattern given; write e.g. tables = [\"public.*\"]".into()));
+            return Err(invalid(
+                "capture.tables",
+                "no table pattern given; write e.g. tables = [\"public.*\"]".into(),
+            ));
         }
         let exclude = patterns("capture.exclude", &raw.capture.exclude)?;
         let web_listen = raw.web.listen.parse().map_err(|_| {
-            invalid("web.listen", format!("{:?} is not an address:port, e.g. \"127.0.0.1:8080\"", raw.web.listen))
+            invalid(
+                "web.listen",
+                format!(
+                    "{:?} is not an address:port, e.g. \"127.0.0.1:8080\"",
+                    raw.web.listen
+                ),
+            )
         })?;
         let columns = column_rules(&raw.capture, path)?;
         Ok(Config {
@@ -273,13 +309,22 @@ impl Config {
 /// relative path is taken from the config file's directory, and one trailing
 /// newline is not part of the key.
 fn column_rules(raw: &RawCapture, path: &Path) -> Result<ColumnRules, ConfigError> {
-    let invalid = |key, message| ConfigError::Invalid { path: path.to_owned(), key, message };
+    let invalid = |key, message| ConfigError::Invalid {
+        path: path.to_owned(),
+        key,
+        message,
+    };
     let rules = raw
         .columns
         .iter()
         .map(|r| {
-            let table = TablePattern::parse(&r.table).map_err(|e| invalid("capture.columns", e.to_string()))?;
-            Ok(ColumnRule { table, ignore: r.ignore.clone(), redact: r.redact.clone() })
+            let table = TablePattern::parse(&r.table)
+                .map_err(|e| invalid("capture.columns", e.to_string()))?;
+            Ok(ColumnRule {
+                table,
+                ignore: r.ignore.clone(),
+                redact: r.redact.clone(),
+            })
         })
         .collect::<Result<Vec<_>, ConfigError>>()?;
     let key = match (&raw.redact_key, &raw.redact_key_file) {
@@ -298,7 +343,10 @@ fn column_rules(raw: &RawCapture, path: &Path) -> Result<ColumnRules, ConfigErro
         (None, Some(file)) => {
             let file = path.parent().unwrap_or(Path::new("")).join(file);
             let mut bytes = std::fs::read(&file).map_err(|e| {
-                invalid("capture.redact_key_file", format!("cannot read the key file {}: {e}", file.display()))
+                invalid(
+                    "capture.redact_key_file",
+                    format!("cannot read the key file {}: {e}", file.display()),
+                )
             })?;
             if bytes.last() == Some(&b'\n') {
                 bytes.pop();
@@ -307,7 +355,10 @@ fn column_rules(raw: &RawCapture, path: &Path) -> Result<ColumnRules, ConfigErro
                 }
             }
             if bytes.is_empty() {
-                return Err(invalid("capture.redact_key_file", format!("the key file {} is empty", file.display())));
+                return Err(invalid(
+                    "capture.redact_key_file",
+                    format!("the key file {} is empty", file.display()),
+                ));
             }
             Some(RedactKey::new(&bytes))
         }
@@ -339,28 +390,44 @@ mod tests {
         assert_eq!(c.slot.as_str(), "pgtrail");
         assert_eq!(c.store.dbname(), "pgtrail");
         assert_eq!(c.store.endpoint(), "127.0.0.1:5433");
-        assert!(c.capture.matches(&crate::table::TableName::new("public", "x")));
+        assert!(c
+            .capture
+            .matches(&crate::table::TableName::new("public", "x")));
     }
 
     #[test]
     fn unknown_key_names_key_and_file() {
-        let e = load("[source]\nurl = \"postgres://a@h/db\"\nslott = \"x\"\n").unwrap_err().to_string();
-        assert!(e.contains("slott") && e.contains("/etc/pgtrail/pgtrail.toml"), "{e}");
+        let e = load("[source]\nurl = \"postgres://a@h/db\"\nslott = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("slott") && e.contains("/etc/pgtrail/pgtrail.toml"),
+            "{e}"
+        );
     }
 
     #[test]
     fn wrong_type_names_key() {
-        let e = load("[source]\nurl = \"postgres://a@h/db\"\n[capture]\ntables = \"public.*\"\n").unwrap_err().to_string();
+        let e = load("[source]\nurl = \"postgres://a@h/db\"\n[capture]\ntables = \"public.*\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("tables"), "{e}");
     }
 
     #[test]
     fn invalid_values_name_their_key() {
-        let e = load("[source]\nurl = \"postgres://a@h/db\"\nslot = \"Bad-Slot\"\n").unwrap_err().to_string();
+        let e = load("[source]\nurl = \"postgres://a@h/db\"\nslot = \"Bad-Slot\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("source.slot"), "{e}");
-        let e = load("[source]\nurl = \"postgres://a@h/db\"\n[capture]\ntables = [\"nodot\"]\n").unwrap_err().to_string();
+        let e = load("[source]\nurl = \"postgres://a@h/db\"\n[capture]\ntables = [\"nodot\"]\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("capture.tables") && e.contains("nodot"), "{e}");
-        let e = load("[source]\nurl = \"postgres://a@h/db\"\n[store]\nurl = \"postgres://a@h/db\"\n").unwrap_err().to_string();
+        let e =
+            load("[source]\nurl = \"postgres://a@h/db\"\n[store]\nurl = \"postgres://a@h/db\"\n")
+                .unwrap_err()
+                .to_string();
         assert!(e.contains("store.url"), "{e}");
     }
 
@@ -374,10 +441,21 @@ mod tests {
              [[capture.columns]]\ntable = \"nowhere.*\"\nignore = [\"x\"]\n"
         ))
         .unwrap();
-        let users = c.columns.for_table(&crate::table::TableName::new("public", "users")).unwrap();
-        assert!(users.ignores("last_seen_at") && users.redacts("ssn") && users.redacts("password_hash"));
-        assert!(c.columns.for_table(&crate::table::TableName::new("public", "orders")).is_none());
-        assert!(!format!("{c:?}").contains("sekrit"), "the key must not show in Debug output");
+        let users = c
+            .columns
+            .for_table(&crate::table::TableName::new("public", "users"))
+            .unwrap();
+        assert!(
+            users.ignores("last_seen_at") && users.redacts("ssn") && users.redacts("password_hash")
+        );
+        assert!(c
+            .columns
+            .for_table(&crate::table::TableName::new("public", "orders"))
+            .is_none());
+        assert!(
+            !format!("{c:?}").contains("sekrit"),
+            "the key must not show in Debug output"
+        );
         assert!(load(SOURCE).unwrap().columns.is_empty());
     }
 
@@ -393,8 +471,13 @@ mod tests {
         .unwrap();
         let inline = load(&format!("{SOURCE}[capture]\nredact_key = \"k\"\n{rules}")).unwrap();
         let hash = |c: &Config| {
-            let t = c.columns.for_table(&crate::table::TableName::new("public", "t")).unwrap();
-            let mut img = crate::entry::RowImage { columns: vec![("c", std::borrow::Cow::Borrowed("\"v\""))] };
+            let t = c
+                .columns
+                .for_table(&crate::table::TableName::new("public", "t"))
+                .unwrap();
+            let mut img = crate::entry::RowImage {
+                columns: vec![("c", std::borrow::Cow::Borrowed("\"v\""))],
+            };
             t.apply(&mut img);
             img.to_json()
         };
@@ -430,7 +513,10 @@ mod tests {
         for (text, needles) in cases {
             let e = load(text).unwrap_err().to_string();
             for n in *needles {
-                assert!(e.contains(n), "expected {n:?} in the error for\n{text}\ngot: {e}");
+                assert!(
+                    e.contains(n),
+                    "expected {n:?} in the error for\n{text}\ngot: {e}"
+                );
             }
             assert!(e.contains("/etc/pgtrail/pgtrail.toml"), "{e}");
         }
@@ -445,13 +531,28 @@ mod tests {
         let uncommented: String = text
             .lines()
             .map(|l| match l.strip_prefix("# ") {
-                Some(rest) if ["redact_key ", "[[capture.columns]]", "table ", "ignore ", "redact "].iter().any(|k| rest.starts_with(k)) => rest,
+                Some(rest)
+                    if [
+                        "redact_key ",
+                        "[[capture.columns]]",
+                        "table ",
+                        "ignore ",
+                        "redact ",
+                    ]
+                    .iter()
+                    .any(|k| rest.starts_with(k)) =>
+                {
+                    rest
+                }
                 _ => l,
             })
             .collect::<Vec<_>>()
             .join("\n");
         let with_rules = load(&uncommented).unwrap();
-        let users = with_rules.columns.for_table(&crate::table::TableName::new("public", "users")).unwrap();
+        let users = with_rules
+            .columns
+            .for_table(&crate::table::TableName::new("public", "users"))
+            .unwrap();
         assert!(users.ignores("last_seen_at") && users.redacts("ssn"));
     }
 
@@ -459,7 +560,15 @@ mod tests {
     fn an_empty_key_file_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("k"), "\n").unwrap();
-        let e = Config::from_toml(&format!("{SOURCE}[capture]\nredact_key_file = \"k\"\n"), &dir.path().join("c.toml")).unwrap_err().to_string();
-        assert!(e.contains("capture.redact_key_file") && e.contains("empty"), "{e}");
+        let e = Config::from_toml(
+            &format!("{SOURCE}[capture]\nredact_key_file = \"k\"\n"),
+            &dir.path().join("c.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("capture.redact_key_file") && e.contains("empty"),
+            "{e}"
+        );
     }
 }

@@ -105,7 +105,12 @@ pub fn ddl_from_message(content: &str) -> Result<Ddl, serde_json::Error> {
         Some(c) => to_context_json(c)?,
         None => crate::entry::EMPTY_CONTEXT.to_owned(),
     };
-    Ok(Ddl { schema: m.schema, name: m.object_name.unwrap_or(m.object_identity), detail, context })
+    Ok(Ddl {
+        schema: m.schema,
+        name: m.object_name.unwrap_or(m.object_identity),
+        detail,
+        context,
+    })
 }
 
 #[cfg(test)]
@@ -136,7 +141,11 @@ mod tests {
             d.detail,
             r#"{"command_tag":"ALTER TABLE","object_type":"table","object_identity":"public.\"Order Items\"","sql":"ALTER TABLE \"Order Items\" ADD COLUMN x int"}"#
         );
-        assert!(d.context.starts_with(r#"{"db_user":"dba","#), "{}", d.context);
+        assert!(
+            d.context.starts_with(r#"{"db_user":"dba","#),
+            "{}",
+            d.context
+        );
     }
 
     #[test]

@@ -67,7 +67,11 @@ pub enum Record<'a> {
     Commit(TxnBoundary),
     Row(RowChange<'a>),
     Truncate(TableName),
-    Message { prefix: Cow<'a, str>, content: Cow<'a, str>, transactional: bool },
+    Message {
+        prefix: Cow<'a, str>,
+        content: Cow<'a, str>,
+        transactional: bool,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -114,7 +118,10 @@ struct Wire<'a> {
 pub fn decode(bytes: &[u8]) -> Result<Record<'_>, DecodeError> {
     let wire: Wire<'_> = serde_json::from_slice(bytes)?;
     let action = wire.action.as_ref();
-    let missing = |field| DecodeError::Missing { action: action.to_owned(), field };
+    let missing = |field| DecodeError::Missing {
+        action: action.to_owned(),
+        field,
+    };
     let table = |w: &Wire<'_>| -> Result<TableName, DecodeError> {
         Ok(TableName::new(
             w.schema.as_deref().ok_or_else(|| missing("schema"))?,
@@ -124,9 +131,17 @@ pub fn decode(bytes: &[u8]) -> Result<Record<'_>, DecodeError> {
     let boundary = |w: &Wire<'_>| -> Result<TxnBoundary, DecodeError> {
         Ok(TxnBoundary {
             xid: w.xid.ok_or_else(|| missing("xid"))?,
-            committed_at: w.timestamp.as_deref().ok_or_else(|| missing("timestamp"))?.to_owned(),
+            committed_at: w
+                .timestamp
+                .as_deref()
+                .ok_or_else(|| missing("timestamp"))?
+                .to_owned(),
             commit_lsn: w.lsn.as_deref().ok_or_else(|| missing("lsn"))?.parse()?,
-            end_lsn: w.nextlsn.as_deref().ok_or_else(|| missing("nextlsn"))?.parse()?,
+            end_lsn: w
+                .nextlsn
+                .as_deref()
+                .ok_or_else(|| missing("nextlsn"))?
+                .parse()?,
         })
     };
     match action {
@@ -139,7 +154,13 @@ pub fn decode(bytes: &[u8]) -> Result<Record<'_>, DecodeError> {
                 _ => RowAction::Delete,
             };
             let table = table(&wire)?;
-            Ok(Record::Row(RowChange { action: row_action, table, columns: wire.columns, identity: wire.identity, key: wire.pk }))
+            Ok(Record::Row(RowChange {
+                action: row_action,
+                table,
+                columns: wire.columns,
+                identity: wire.identity,
+                key: wire.pk,
+            }))
         }
         "T" => Ok(Record::Truncate(table(&wire)?)),
         "M" => Ok(Record::Message {
@@ -158,7 +179,9 @@ mod tests {
     #[test]
     fn begin_and_commit_carry_commit_and_end_lsn() {
         let r = decode(br#"{"action":"C","xid":724,"timestamp":"2026-11-22 02:52:43.174628+00","lsn":"0/1526D80","nextlsn":"0/1527398"}"#).unwrap();
-        let Record::Commit(b) = r else { panic!("expected commit, got {r:?}") };
+        let Record::Commit(b) = r else {
+            panic!("expected commit, got {r:?}")
+        };
         assert_eq!(b.xid, 724);
         assert_eq!(b.commit_lsn, "0/1526D80".parse().unwrap());
         assert_eq!(b.end_lsn, "0/1527398".parse().unwrap());
@@ -168,7 +191,9 @@ mod tests {
     #[test]
     fn row_values_stay_raw_text() {
         let r = decode(br#"{"action":"I","xid":1,"schema":"My Schema","table":"a\"b","columns":[{"name":"n","type":"numeric(10,2)","value":10.50},{"name":"big","type":"bigint","value":9223372036854775807}],"pk":[{"name":"n","type":"numeric(10,2)"}]}"#).unwrap();
-        let Record::Row(row) = r else { panic!("expected row") };
+        let Record::Row(row) = r else {
+            panic!("expected row")
+        };
         assert_eq!(row.action, RowAction::Insert);
         assert_eq!(row.table, TableName::new("My Schema", "a\"b"));
         assert_eq!(row.columns[0].value.get(), "10.50");
@@ -184,7 +209,16 @@ mod tests {
 
     #[test]
     fn unknown_action_and_missing_fields_are_errors() {
-        assert!(matches!(decode(br#"{"action":"X"}"#), Err(DecodeError::UnknownAction(_))));
-        assert!(matches!(decode(br#"{"action":"I","xid":1}"#), Err(DecodeError::Missing { field: "schema", .. })));
+        assert!(matches!(
+            decode(br#"{"action":"X"}"#),
+            Err(DecodeError::UnknownAction(_))
+        ));
+        assert!(matches!(
+            decode(br#"{"action":"I","xid":1}"#),
+            Err(DecodeError::Missing {
+                field: "schema",
+                ..
+            })
+        ));
     }
 }

@@ -23,10 +23,19 @@ pub enum Action {
     Truncate,
     /// A schema change (CREATE, ALTER, DROP, …) on a captured schema.
     Ddl,
+    /// One of pgtrail's own events (a sign-in, an export, …): the audit log of the audit log.
+    Event,
 }
 
 impl Action {
-    pub const ALL: [Action; 5] = [Action::Insert, Action::Update, Action::Delete, Action::Truncate, Action::Ddl];
+    pub const ALL: [Action; 6] = [
+        Action::Insert,
+        Action::Update,
+        Action::Delete,
+        Action::Truncate,
+        Action::Ddl,
+        Action::Event,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -35,6 +44,7 @@ impl Action {
             Action::Delete => "DELETE",
             Action::Truncate => "TRUNCATE",
             Action::Ddl => "DDL",
+            Action::Event => "EVENT",
         }
     }
 }
@@ -46,14 +56,17 @@ impl fmt::Display for Action {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("unknown action {0:?}: use INSERT, UPDATE, DELETE, TRUNCATE or DDL")]
+#[error("unknown action {0:?}: use INSERT, UPDATE, DELETE, TRUNCATE, DDL or EVENT")]
 pub struct UnknownAction(String);
 
 impl FromStr for Action {
     type Err = UnknownAction;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Action::ALL.into_iter().find(|a| a.as_str().eq_ignore_ascii_case(s)).ok_or_else(|| UnknownAction(s.to_owned()))
+        Action::ALL
+            .into_iter()
+            .find(|a| a.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| UnknownAction(s.to_owned()))
     }
 }
 
@@ -68,7 +81,12 @@ pub struct Transaction {
 
 impl From<TxnBoundary> for Transaction {
     fn from(b: TxnBoundary) -> Self {
-        Transaction { xid: b.xid, committed_at: b.committed_at, commit_lsn: b.commit_lsn, end_lsn: b.end_lsn }
+        Transaction {
+            xid: b.xid,
+            committed_at: b.committed_at,
+            commit_lsn: b.commit_lsn,
+            end_lsn: b.end_lsn,
+        }
     }
 }
 
@@ -88,6 +106,8 @@ pub struct AuditEntry {
     pub changed_columns: Option<String>,
     /// Who made the change: the `context` object as JSON text (see [`crate::context`]).
     pub context: Arc<str>,
+    /// Extra facts as a JSON object (the leaf partition, TRUNCATE options); `None` when there are none.
+    pub details: Option<String>,
 }
 
 /// The store's `row_key`: a stable 64-bit hash that finds every entry of one
@@ -105,8 +125,7 @@ pub fn row_key(table: &TableName, primary_key: &str) -> i64 {
 
 /// The context of a change that came with no context message (trigger
 /// missing, or replication role `replica`): every field present, all null.
-pub const EMPTY_CONTEXT: &str =
-    concat!(
+pub const EMPTY_CONTEXT: &str = concat!(
     r#"{"db_user":null,"client_addr":null,"application_name":null,"actor":null,"source":null,"remarks":null,"#,
     r#""current_user":null,"client_port":null,"backend_pid":null}"#
 );
@@ -146,11 +165,19 @@ pub struct RowImage<'a> {
 
 impl<'a> RowImage<'a> {
     pub fn from_columns(columns: &'a [Column<'a>]) -> Self {
-        RowImage { columns: columns.iter().map(|c| (c.name.as_ref(), entry_value(&c.type_name, c.value))).collect() }
+        RowImage {
+            columns: columns
+                .iter()
+                .map(|c| (c.name.as_ref(), entry_value(&c.type_name, c.value)))
+                .collect(),
+        }
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.columns.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_ref())
+        self.columns
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_ref())
     }
 
     pub fn to_json(&self) -> String {
@@ -203,11 +230,26 @@ mod tests {
     fn values_map_to_entry_json() {
         assert_eq!(entry_value("numeric(10,2)", &raw("10.50")), "\"10.50\"");
         assert_eq!(entry_value("numeric", &raw("1e-7")), "\"1e-7\"");
-        assert_eq!(entry_value("bigint", &raw("9223372036854775807")), "9223372036854775807");
-        assert_eq!(entry_value("bytea", &raw("\"deadbeef\"")), "\"\\\\xdeadbeef\"");
-        assert_eq!(entry_value("jsonb", &raw(r#""{\"a\": [1, 2]}""#)), r#"{"a": [1, 2]}"#);
-        assert_eq!(entry_value("json", &raw(r#""\"just a string\"""#)), r#""just a string""#);
-        assert_eq!(entry_value("numeric[]", &raw(r#""{1.5,2}""#)), r#""{1.5,2}""#);
+        assert_eq!(
+            entry_value("bigint", &raw("9223372036854775807")),
+            "9223372036854775807"
+        );
+        assert_eq!(
+            entry_value("bytea", &raw("\"deadbeef\"")),
+            "\"\\\\xdeadbeef\""
+        );
+        assert_eq!(
+            entry_value("jsonb", &raw(r#""{\"a\": [1, 2]}""#)),
+            r#"{"a": [1, 2]}"#
+        );
+        assert_eq!(
+            entry_value("json", &raw(r#""\"just a string\"""#)),
+            r#""just a string""#
+        );
+        assert_eq!(
+            entry_value("numeric[]", &raw(r#""{1.5,2}""#)),
+            r#""{1.5,2}""#
+        );
         assert_eq!(entry_value("numeric", &raw("null")), "null");
         assert_eq!(entry_value("boolean", &raw("true")), "true");
     }
@@ -227,8 +269,14 @@ mod tests {
         let k = row_key(&TableName::new("public", "orders"), r#"{"id":5}"#);
         // Stored keys must never change meaning between versions.
         assert_eq!(k, PINNED_ORDERS_5);
-        assert_ne!(k, row_key(&TableName::new("public", "orders"), r#"{"id":6}"#));
-        assert_ne!(row_key(&TableName::new("ab", "c"), "{}"), row_key(&TableName::new("a", "bc"), "{}"));
+        assert_ne!(
+            k,
+            row_key(&TableName::new("public", "orders"), r#"{"id":6}"#)
+        );
+        assert_ne!(
+            row_key(&TableName::new("ab", "c"), "{}"),
+            row_key(&TableName::new("a", "bc"), "{}")
+        );
     }
 
     #[test]

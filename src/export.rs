@@ -27,14 +27,30 @@ pub struct ExportFilter {
     pub until: Option<DateTime<Utc>>,
 }
 
-const FIELDS: [&str; 12] = [
-    "id", "committed_at", "xid", "lsn", "schema", "table", "action", "primary_key", "before", "after", "changed_columns", "context",
+const FIELDS: [&str; 13] = [
+    "id",
+    "committed_at",
+    "xid",
+    "lsn",
+    "schema",
+    "table",
+    "action",
+    "primary_key",
+    "before",
+    "after",
+    "changed_columns",
+    "context",
+    "details",
 ];
 
 /// The columns of `pgtrail.entries` a [`StoredEntry`] is read from, in this
 /// order; a query may select more columns after them.
-pub const ENTRY_COLUMNS: &str = "id, committed_at, xid, lsn::text, schema_name, table_name, action, primary_key::text, \
-     before::text, after::text, changed_columns::text, context::text";
+pub const ENTRY_COLUMNS: &str =
+    "id, committed_at, xid, lsn::text, schema_name, table_name, action, primary_key::text, \
+     before::text, after::text, changed_columns::text, context::text, details::text";
+
+/// How many columns [`ENTRY_COLUMNS`] selects.
+pub const ENTRY_COLUMN_COUNT: usize = 13;
 
 /// One stored entry with its JSON columns as text, exactly as stored. Its JSON
 /// form ([`StoredEntry::write_json`]) is what `export --format jsonl` prints
@@ -43,17 +59,18 @@ pub const ENTRY_COLUMNS: &str = "id, committed_at, xid, lsn::text, schema_name, 
 pub struct StoredEntry {
     pub id: i64,
     pub committed_at: DateTime<Utc>,
-    pub xid: i64,
-    pub lsn: String,
+    /// The source transaction; `None` for pgtrail's own events, which have none.
+    pub xid: Option<i64>,
+    pub lsn: Option<String>,
     pub schema: String,
     pub table: String,
     pub action: String,
-    /// primary_key, before, after, changed_columns, context: JSON text or SQL NULL.
-    pub json: [Option<String>; 5],
+    /// primary_key, before, after, changed_columns, context, details: JSON text or SQL NULL.
+    pub json: [Option<String>; 6],
 }
 
 impl StoredEntry {
-    /// Reads the first twelve columns of a row selected with [`ENTRY_COLUMNS`].
+    /// Reads the first [`ENTRY_COLUMN_COUNT`] columns of a row selected with [`ENTRY_COLUMNS`].
     pub fn from_row(r: &tokio_postgres::Row) -> StoredEntry {
         StoredEntry {
             id: r.get(0),
@@ -63,13 +80,22 @@ impl StoredEntry {
             schema: r.get(4),
             table: r.get(5),
             action: r.get(6),
-            json: [r.get(7), r.get(8), r.get(9), r.get(10), r.get(11)],
+            json: [
+                r.get(7),
+                r.get(8),
+                r.get(9),
+                r.get(10),
+                r.get(11),
+                r.get(12),
+            ],
         }
     }
 
     /// RFC 3339 in UTC with microseconds, as exported.
     pub fn committed_at_text(&self) -> String {
-        self.committed_at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+        self.committed_at
+            .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+            .to_string()
     }
 
     pub fn primary_key(&self) -> Option<&str> {
@@ -92,17 +118,31 @@ impl StoredEntry {
         self.json[4].as_deref()
     }
 
+    pub fn details(&self) -> Option<&str> {
+        self.json[5].as_deref()
+    }
+
     /// Appends the entry as one JSON object (no newline), fields in export order.
     pub fn write_json(&self, out: &mut String) {
         use std::fmt::Write as _;
         let _ = write!(
             out,
-            "{{\"id\":{},\"committed_at\":\"{}\",\"xid\":{},\"lsn\":\"{}\",\"schema\":",
+            "{{\"id\":{},\"committed_at\":\"{}\",\"xid\":",
             self.id,
-            self.committed_at_text(),
-            self.xid,
-            self.lsn
+            self.committed_at_text()
         );
+        match self.xid {
+            Some(xid) => {
+                let _ = write!(out, "{xid}");
+            }
+            None => out.push_str("null"),
+        }
+        out.push_str(",\"lsn\":");
+        match &self.lsn {
+            Some(lsn) => push_json_string(out, lsn),
+            None => out.push_str("null"),
+        }
+        out.push_str(",\"schema\":");
         push_json_string(out, &self.schema);
         out.push_str(",\"table\":");
         push_json_string(out, &self.table);
@@ -120,13 +160,22 @@ enum Sink<'a> {
 }
 
 /// Writes the matching entries to `out`; returns how many.
-pub async fn export(client: &Client, filter: &ExportFilter, format: Format, out: &mut dyn Write) -> Result<u64> {
+pub async fn export(
+    client: &Client,
+    filter: &ExportFilter,
+    format: Format,
+    out: &mut dyn Write,
+) -> Result<u64> {
     let mut sql = format!("SELECT {ENTRY_COLUMNS} FROM pgtrail.entries WHERE true");
     let mut params: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
     if let Some(t) = &filter.table {
         params.push(Box::new(t.schema.clone()));
         params.push(Box::new(t.name.clone()));
-        sql.push_str(&format!(" AND schema_name = ${} AND table_name = ${}", params.len() - 1, params.len()));
+        sql.push_str(&format!(
+            " AND schema_name = ${} AND table_name = ${}",
+            params.len() - 1,
+            params.len()
+        ));
     }
     if let Some(since) = filter.since {
         params.push(Box::new(since));
@@ -138,7 +187,10 @@ pub async fn export(client: &Client, filter: &ExportFilter, format: Format, out:
     }
     sql.push_str(" ORDER BY id");
     let rows = client
-        .query_raw(&sql, params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)))
+        .query_raw(
+            &sql,
+            params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)),
+        )
         .await
         .context("querying the audit store")?;
     futures_util::pin_mut!(rows);
@@ -153,12 +205,24 @@ pub async fn export(client: &Client, filter: &ExportFilter, format: Format, out:
     };
     let mut line = String::with_capacity(1024);
     let mut count = 0u64;
-    while let Some(r) = rows.try_next().await.context("reading from the audit store")? {
+    while let Some(r) = rows
+        .try_next()
+        .await
+        .context("reading from the audit store")?
+    {
         let row = StoredEntry::from_row(&r);
         match &mut sink {
             Sink::Csv(w) => {
                 let json = row.json.iter().map(|j| j.as_deref().unwrap_or("null"));
-                let fixed = [row.id.to_string(), row.committed_at_text(), row.xid.to_string(), row.lsn, row.schema, row.table, row.action];
+                let fixed = [
+                    row.id.to_string(),
+                    row.committed_at_text(),
+                    row.xid.map(|x| x.to_string()).unwrap_or_default(),
+                    row.lsn.unwrap_or_default(),
+                    row.schema,
+                    row.table,
+                    row.action,
+                ];
                 w.write_record(fixed.iter().map(String::as_str).chain(json))?;
             }
             Sink::Jsonl(out) => {

@@ -15,7 +15,11 @@ use pgtrail::table::TableName;
 use pgtrail::{pipeline, setup, status, store, tables, web};
 
 #[derive(Parser)]
-#[command(name = "pgtrail", version, about = "An audit trail for PostgreSQL, from logical replication with wal2json")]
+#[command(
+    name = "pgtrail",
+    version,
+    about = "An audit trail for PostgreSQL, from logical replication with wal2json"
+)]
 struct Cli {
     /// The TOML config file.
     #[arg(long, short, env = "PGTRAIL_CONFIG", global = true)]
@@ -83,9 +87,16 @@ fn main() -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PGTRAIL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tokio_postgres=warn"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .init();
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -118,16 +129,25 @@ async fn run(cli: Cli) -> Result<()> {
             for line in setup::setup(&config).await? {
                 println!("{line}");
             }
-            println!("setup complete; start capture with: pgtrail --config {} run", path.display());
+            println!(
+                "setup complete; start capture with: pgtrail --config {} run",
+                path.display()
+            );
         }
-        Command::Teardown { drop_slot, dry_run: true } => {
+        Command::Teardown {
+            drop_slot,
+            dry_run: true,
+        } => {
             let plan = setup::plan_teardown(&config, drop_slot).await?;
             for note in &plan.notes {
                 println!("-- {note}");
             }
             print!("{}", plan.to_sql(&config));
         }
-        Command::Teardown { drop_slot, dry_run: false } => {
+        Command::Teardown {
+            drop_slot,
+            dry_run: false,
+        } => {
             for line in setup::teardown(&config, drop_slot).await? {
                 println!("{line}");
             }
@@ -171,14 +191,28 @@ async fn run(cli: Cli) -> Result<()> {
                 print!("{}", status.to_text());
             }
         }
-        Command::Export { format, table, since, until, out } => {
+        Command::Export {
+            format,
+            table,
+            since,
+            until,
+            out,
+        } => {
             let client = store::open(&config.store).await?;
-            let filter = ExportFilter { table, since, until };
+            let filter = ExportFilter {
+                table,
+                since,
+                until,
+            };
             let mut sink: Box<dyn Write> = match &out {
                 Some(file) => Box::new(std::io::BufWriter::new(
-                    std::fs::File::create(file).with_context(|| format!("cannot create {}", file.display()))?,
+                    std::fs::File::create(file)
+                        .with_context(|| format!("cannot create {}", file.display()))?,
                 )),
-                None => Box::new(std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock())),
+                None => Box::new(std::io::BufWriter::with_capacity(
+                    1 << 16,
+                    std::io::stdout().lock(),
+                )),
             };
             let count = export::export(&client, &filter, format, &mut sink).await?;
             if let Some(file) = out {
@@ -193,7 +227,11 @@ async fn run(cli: Cli) -> Result<()> {
 /// (when `reload` is given); its default action would kill the process.
 async fn wait_for_stop_signal(reload: Option<tokio::sync::watch::Sender<u64>>) {
     use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) {
         (Ok(mut term), Ok(mut int), Ok(mut hup)) => loop {
             tokio::select! {
                 _ = term.recv() => return,

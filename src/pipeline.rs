@@ -54,8 +54,10 @@ impl PipelineError {
     fn is_transient(&self) -> bool {
         match self {
             PipelineError::Replication(e) => e.is_transient(),
-            PipelineError::Source(SourceError::Connect { .. }) | PipelineError::Store(StoreError::Connect { .. }) => true,
-            PipelineError::Source(SourceError::Query(_)) | PipelineError::Store(StoreError::Query(_)) => true,
+            PipelineError::Source(SourceError::Connect { .. })
+            | PipelineError::Store(StoreError::Connect { .. }) => true,
+            PipelineError::Source(SourceError::Query(_))
+            | PipelineError::Store(StoreError::Query(_)) => true,
             PipelineError::Assemble(_) | PipelineError::WriterGone => true,
             _ => false,
         }
@@ -128,7 +130,9 @@ fn reload_config(running: Config) -> Config {
     match Config::load(&running.path) {
         Ok(new) => {
             if new.web_listen != running.web_listen {
-                tracing::warn!("web.listen changed: the web view keeps its address until pgtrail restarts");
+                tracing::warn!(
+                    "web.listen changed: the web view keeps its address until pgtrail restarts"
+                );
             }
             tracing::info!(path = %running.path.display(), "config reloaded; capture resumes with it from the store's checkpoint");
             new
@@ -152,7 +156,10 @@ async fn session(
     let store_client = store::open(&config.store).await?;
     let checkpoint = store::checkpoint(&store_client, &config.slot)
         .await?
-        .ok_or_else(|| StoreError::NotSetUp { dbname: config.store.dbname().to_owned(), reason: format!("no checkpoint for slot {:?}", config.slot.as_str()) })?;
+        .ok_or_else(|| StoreError::NotSetUp {
+            dbname: config.store.dbname().to_owned(),
+            reason: format!("no checkpoint for slot {:?}", config.slot.as_str()),
+        })?;
     source::check_slot(&catalog, &config.slot, Duration::from_secs(5)).await?;
     let tables = source::captured_tables(&catalog, &config.capture).await?;
     let status_every = source::status_interval(&catalog).await;
@@ -162,7 +169,12 @@ async fn session(
     let system = conn.identify_system().await?;
     // The patterns themselves, not the tables they match today, so a table
     // created later is decoded from its first change without a restart.
-    let add_tables: Vec<String> = config.capture.include.iter().map(|p| p.wal2json_filter()).collect();
+    let add_tables: Vec<String> = config
+        .capture
+        .include
+        .iter()
+        .map(|p| p.wal2json_filter())
+        .collect();
     let options = [
         ("format-version", "2".to_owned()),
         ("include-xids", "1".to_owned()),
@@ -170,10 +182,22 @@ async fn session(
         ("include-lsn", "1".to_owned()),
         ("include-pk", "1".to_owned()),
         ("add-tables", add_tables.join(",")),
-        ("add-msg-prefixes", format!("{},{}", crate::context::CONTEXT_PREFIX, crate::context::DDL_PREFIX)),
+        (
+            "add-msg-prefixes",
+            format!(
+                "{},{}",
+                crate::context::CONTEXT_PREFIX,
+                crate::context::DDL_PREFIX
+            ),
+        ),
     ];
-    let mut stream = match conn.start_replication(config.slot.as_str(), checkpoint, &options).await {
-        Err(ReplicationError::Server(e)) if e.message.contains("wal2json") && e.code.starts_with("58") => {
+    let mut stream = match conn
+        .start_replication(config.slot.as_str(), checkpoint, &options)
+        .await
+    {
+        Err(ReplicationError::Server(e))
+            if e.message.contains("wal2json") && e.code.starts_with("58") =>
+        {
             return Err(SourceError::Wal2jsonMissing(e.message).into())
         }
         other => other?,
@@ -183,9 +207,11 @@ async fn session(
 
     let (durable_tx, durable_rx) = watch::channel(checkpoint);
     let (tx, rx) = mpsc::channel::<Vec<Event>>(CHANNEL_BATCHES);
-    let writer = tokio::spawn(StoreWriter::new(store_client, config.slot.clone(), durable_tx).run(rx));
+    let writer =
+        tokio::spawn(StoreWriter::new(store_client, config.slot.clone(), durable_tx).run(rx));
 
-    let mut assembler = Assembler::new(config.capture.clone(), checkpoint).with_column_rules(config.columns.clone());
+    let mut assembler = Assembler::new(config.capture.clone(), checkpoint)
+        .with_column_rules(config.columns.clone());
     let mut events: Vec<Event> = Vec::with_capacity(BATCH_EVENTS);
     let mut server_end = system.xlog_pos.min(checkpoint);
     let mut reported = checkpoint;
@@ -194,10 +220,17 @@ async fn session(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     // Where the slot may advance to now.
-    let flush_position = |assembler: &Assembler, events: &Vec<Event>, durable: Lsn, server_end: Lsn| {
-        let caught_up = !assembler.in_transaction() && events.is_empty() && durable >= assembler.last_commit_end();
-        if caught_up { durable.max(server_end) } else { durable }
-    };
+    let flush_position =
+        |assembler: &Assembler, events: &Vec<Event>, durable: Lsn, server_end: Lsn| {
+            let caught_up = !assembler.in_transaction()
+                && events.is_empty()
+                && durable >= assembler.last_commit_end();
+            if caught_up {
+                durable.max(server_end)
+            } else {
+                durable
+            }
+        };
 
     let outcome: Result<SessionEnd, PipelineError> = loop {
         if !events.is_empty() && (events.len() >= BATCH_EVENTS || !stream.message_buffered()) {
@@ -235,7 +268,10 @@ async fn session(
         // slot must still advance as the store catches up.
         let flush = flush_position(&assembler, &events, *durable_rx.borrow(), server_end);
         let since = last_status.elapsed();
-        if reply_requested || since >= status_every || (flush > reported && since >= STATUS_MIN_INTERVAL) {
+        if reply_requested
+            || since >= status_every
+            || (flush > reported && since >= STATUS_MIN_INTERVAL)
+        {
             reported = reported.max(flush);
             if let Err(e) = stream.send_status(server_end.max(reported), reported).await {
                 break Err(e.into());

@@ -56,7 +56,9 @@ pub struct RedactKey(HmacSha256);
 impl RedactKey {
     pub fn new(key: &[u8]) -> RedactKey {
         // The keyed state is computed once here and cloned for every value.
-        RedactKey(<HmacSha256 as KeyInit>::new_from_slice(key).expect("HMAC accepts a key of any length"))
+        RedactKey(
+            <HmacSha256 as KeyInit>::new_from_slice(key).expect("HMAC accepts a key of any length"),
+        )
     }
 
     /// `"hmac-sha256:<64 hex digits>"` as JSON text, for a value's JSON text.
@@ -107,7 +109,9 @@ impl ColumnRules {
     pub fn new(rules: Vec<ColumnRule>, key: Option<RedactKey>) -> Result<ColumnRules, RulesError> {
         for (i, rule) in rules.iter().enumerate() {
             if rule.ignore.iter().chain(&rule.redact).any(String::is_empty) {
-                return Err(RulesError::EmptyColumn { table: rule.table.to_string() });
+                return Err(RulesError::EmptyColumn {
+                    table: rule.table.to_string(),
+                });
             }
             let exact = rule.table.as_str().parse::<TableName>().ok();
             // Rules for the same exact table count as one.
@@ -117,17 +121,29 @@ impl ColumnRules {
             });
             for other in same_table {
                 if let Some(column) = rule.ignore.iter().find(|c| other.redact.contains(c)) {
-                    return Err(RulesError::IgnoredAndRedacted { table: rule.table.to_string(), column: column.clone() });
+                    return Err(RulesError::IgnoredAndRedacted {
+                        table: rule.table.to_string(),
+                        column: column.clone(),
+                    });
                 }
                 if let Some(column) = rule.redact.iter().find(|c| other.ignore.contains(c)) {
-                    return Err(RulesError::IgnoredAndRedacted { table: rule.table.to_string(), column: column.clone() });
+                    return Err(RulesError::IgnoredAndRedacted {
+                        table: rule.table.to_string(),
+                        column: column.clone(),
+                    });
                 }
             }
         }
         if key.is_none() {
-            let redacting: Vec<&str> = rules.iter().filter(|r| !r.redact.is_empty()).map(|r| r.table.as_str()).collect();
+            let redacting: Vec<&str> = rules
+                .iter()
+                .filter(|r| !r.redact.is_empty())
+                .map(|r| r.table.as_str())
+                .collect();
             if !redacting.is_empty() {
-                return Err(RulesError::NoKey { tables: redacting.join(", ") });
+                return Err(RulesError::NoKey {
+                    tables: redacting.join(", "),
+                });
             }
         }
         Ok(ColumnRules { rules, key })
@@ -164,8 +180,16 @@ impl ColumnRules {
         if ignore.is_empty() && redact.is_empty() {
             return None;
         }
-        let key = if redact.is_empty() { None } else { self.key.clone() };
-        Some(Arc::new(TableRules { ignore, redact, key }))
+        let key = if redact.is_empty() {
+            None
+        } else {
+            self.key.clone()
+        };
+        Some(Arc::new(TableRules {
+            ignore,
+            redact,
+            key,
+        }))
     }
 
     /// The text to keep in `pgtrail.decode_errors` for a record that could
@@ -188,10 +212,15 @@ impl ColumnRules {
             String::from_utf8_lossy(bytes).into_owned()
         } else {
             let table = match (seen.schema, seen.table) {
-                (Some(s), Some(t)) => format!("a table with redacted columns ({})", TableName::new(s, t)),
+                (Some(s), Some(t)) => {
+                    format!("a table with redacted columns ({})", TableName::new(s, t))
+                }
                 _ => "a table that could not be told, while columns are redacted".to_owned(),
             };
-            format!("(withheld: {} bytes of a record of {table}; it may hold redacted values)", bytes.len())
+            format!(
+                "(withheld: {} bytes of a record of {table}; it may hold redacted values)",
+                bytes.len()
+            )
         }
     }
 }
@@ -300,7 +329,12 @@ mod tests {
     }
 
     fn image<'a>(columns: &[(&'a str, &'a str)]) -> RowImage<'a> {
-        RowImage { columns: columns.iter().map(|(n, v)| (*n, Cow::Borrowed(*v))).collect() }
+        RowImage {
+            columns: columns
+                .iter()
+                .map(|(n, v)| (*n, Cow::Borrowed(*v)))
+                .collect(),
+        }
     }
 
     #[test]
@@ -311,24 +345,44 @@ mod tests {
             k.hash("what do ya want for nothing?"),
             "\"hmac-sha256:5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843\""
         );
-        assert_ne!(k.hash("\"a\""), RedactKey::new(b"Jefe2").hash("\"a\""), "the key matters");
+        assert_ne!(
+            k.hash("\"a\""),
+            RedactKey::new(b"Jefe2").hash("\"a\""),
+            "the key matters"
+        );
         assert_eq!(format!("{:?}", k), "RedactKey(<not shown>)");
     }
 
     #[test]
     fn images_lose_ignored_columns_and_redacted_values() {
-        let rules = ColumnRules::new(vec![rule("public.users", &["seen"], &["pw", "ssn"])], key()).unwrap();
+        let rules =
+            ColumnRules::new(vec![rule("public.users", &["seen"], &["pw", "ssn"])], key()).unwrap();
         let t = rules.for_table(&TableName::new("public", "users")).unwrap();
-        let mut img = image(&[("id", "1"), ("pw", "\"s3cret\""), ("ssn", "null"), ("seen", "\"2026-01-01\"")]);
+        let mut img = image(&[
+            ("id", "1"),
+            ("pw", "\"s3cret\""),
+            ("ssn", "null"),
+            ("seen", "\"2026-01-01\""),
+        ]);
         t.apply(&mut img);
         let k = key().unwrap();
-        assert_eq!(img.to_json(), format!("{{\"id\":1,\"pw\":{},\"ssn\":null}}", k.hash("\"s3cret\"")));
+        assert_eq!(
+            img.to_json(),
+            format!("{{\"id\":1,\"pw\":{},\"ssn\":null}}", k.hash("\"s3cret\""))
+        );
         assert!(!img.to_json().contains("s3cret"));
     }
 
     #[test]
     fn equal_values_hash_equally_whatever_the_table_or_column() {
-        let rules = ColumnRules::new(vec![rule("public.a", &[], &["x"]), rule("billing.*", &[], &["y"])], key()).unwrap();
+        let rules = ColumnRules::new(
+            vec![
+                rule("public.a", &[], &["x"]),
+                rule("billing.*", &[], &["y"]),
+            ],
+            key(),
+        )
+        .unwrap();
         let a = rules.for_table(&TableName::new("public", "a")).unwrap();
         let b = rules.for_table(&TableName::new("billing", "b")).unwrap();
         let (mut ia, mut ib) = (image(&[("x", "\"v\"")]), image(&[("y", "\"v\"")]));
@@ -343,15 +397,28 @@ mod tests {
     #[test]
     fn tables_without_rules_have_none() {
         let rules = ColumnRules::new(vec![rule("public.users", &["seen"], &[])], None).unwrap();
-        assert!(rules.for_table(&TableName::new("public", "orders")).is_none());
-        assert!(rules.for_table(&TableName::new("public", "users")).is_some());
+        assert!(rules
+            .for_table(&TableName::new("public", "orders"))
+            .is_none());
+        assert!(rules
+            .for_table(&TableName::new("public", "users"))
+            .is_some());
         assert!(ColumnRules::default().is_empty());
     }
 
     #[test]
     fn overlapping_rules_merge_and_ignoring_wins() {
-        let rules = ColumnRules::new(vec![rule("public.*", &[], &["ssn", "pw"]), rule("public.legacy", &["ssn"], &[])], key()).unwrap();
-        let t = rules.for_table(&TableName::new("public", "legacy")).unwrap();
+        let rules = ColumnRules::new(
+            vec![
+                rule("public.*", &[], &["ssn", "pw"]),
+                rule("public.legacy", &["ssn"], &[]),
+            ],
+            key(),
+        )
+        .unwrap();
+        let t = rules
+            .for_table(&TableName::new("public", "legacy"))
+            .unwrap();
         assert!(t.ignores("ssn") && !t.redacts("ssn") && t.redacts("pw"));
         let u = rules.for_table(&TableName::new("public", "users")).unwrap();
         assert!(u.redacts("ssn") && !u.ignores("ssn"));
@@ -361,17 +428,38 @@ mod tests {
     fn invalid_rules_are_refused() {
         assert_eq!(
             ColumnRules::new(vec![rule("public.users", &["ssn"], &["ssn"])], key()).unwrap_err(),
-            RulesError::IgnoredAndRedacted { table: "public.users".into(), column: "ssn".into() }
+            RulesError::IgnoredAndRedacted {
+                table: "public.users".into(),
+                column: "ssn".into()
+            }
         );
         // The same exact table, written two ways, in two rules.
         assert!(matches!(
-            ColumnRules::new(vec![rule("public.users", &["ssn"], &[]), rule("\"public\".users", &[], &["ssn"])], key()),
+            ColumnRules::new(
+                vec![
+                    rule("public.users", &["ssn"], &[]),
+                    rule("\"public\".users", &[], &["ssn"])
+                ],
+                key()
+            ),
             Err(RulesError::IgnoredAndRedacted { .. })
         ));
-        assert!(matches!(ColumnRules::new(vec![rule("public.users", &[""], &[])], key()), Err(RulesError::EmptyColumn { .. })));
+        assert!(matches!(
+            ColumnRules::new(vec![rule("public.users", &[""], &[])], key()),
+            Err(RulesError::EmptyColumn { .. })
+        ));
         assert_eq!(
-            ColumnRules::new(vec![rule("public.users", &[], &["ssn"]), rule("public.x", &["a"], &[])], None).unwrap_err(),
-            RulesError::NoKey { tables: "public.users".into() }
+            ColumnRules::new(
+                vec![
+                    rule("public.users", &[], &["ssn"]),
+                    rule("public.x", &["a"], &[])
+                ],
+                None
+            )
+            .unwrap_err(),
+            RulesError::NoKey {
+                tables: "public.users".into()
+            }
         );
         // Ignoring alone needs no key.
         assert!(ColumnRules::new(vec![rule("public.users", &["a"], &[])], None).is_ok());
@@ -383,18 +471,33 @@ mod tests {
         // wal2json 2.5 prints a type name with quotes unescaped: invalid JSON after `table`.
         let users = br#"{"action":"I","xid":9,"schema":"public","table":"users","columns":[{"name":"pw","type":"s."q"","value":"s3cret"}]}"#;
         let kept = rules.undecodable_record(users);
-        assert!(kept.starts_with("(withheld:") && kept.contains("public.users") && !kept.contains("s3cret"), "{kept}");
+        assert!(
+            kept.starts_with("(withheld:")
+                && kept.contains("public.users")
+                && !kept.contains("s3cret"),
+            "{kept}"
+        );
         let orders = br#"{"action":"I","xid":9,"schema":"public","table":"orders","columns":[{"name":"pw","type":"s."q"","value":"x"}]}"#;
-        assert_eq!(rules.undecodable_record(orders), String::from_utf8_lossy(orders));
+        assert_eq!(
+            rules.undecodable_record(orders),
+            String::from_utf8_lossy(orders)
+        );
         // No table to tell by, but row values: withheld. No row values at all: kept.
-        let anon = br#"{"action":"I","xid":9,"columns":[{"name":"pw","type":"text","value":"s3cret"}]}"#;
+        let anon =
+            br#"{"action":"I","xid":9,"columns":[{"name":"pw","type":"text","value":"s3cret"}]}"#;
         assert!(rules.undecodable_record(anon).starts_with("(withheld:"));
         let begin = br#"{"action":"B","xid":9,"lsn":"bad"}"#;
-        assert_eq!(rules.undecodable_record(begin), String::from_utf8_lossy(begin));
+        assert_eq!(
+            rules.undecodable_record(begin),
+            String::from_utf8_lossy(begin)
+        );
         let broken = br#"{"action":"B","xid":9,"lsn":"#;
         assert!(rules.undecodable_record(broken).starts_with("(withheld:"));
         // Without redaction every record is kept whole.
         let ignore_only = ColumnRules::new(vec![rule("public.users", &["pw"], &[])], None).unwrap();
-        assert_eq!(ignore_only.undecodable_record(users), String::from_utf8_lossy(users));
+        assert_eq!(
+            ignore_only.undecodable_record(users),
+            String::from_utf8_lossy(users)
+        );
     }
 }

@@ -26,7 +26,10 @@ const TRIGGER: &str = "pgtrail_context";
 /// A version mark for installed SQL, kept as the object's comment, so that
 /// setup can tell whether what is installed is exactly what it would install.
 fn version_mark(sql: &str) -> String {
-    format!("pgtrail {:016x}", xxhash_rust::xxh3::xxh3_64(sql.as_bytes()))
+    format!(
+        "pgtrail {:016x}",
+        xxhash_rust::xxh3::xxh3_64(sql.as_bytes())
+    )
 }
 
 /// The SQL one command would run, database by database.
@@ -46,14 +49,22 @@ pub struct Plan {
 
 impl Plan {
     pub fn is_empty(&self) -> bool {
-        self.source_slot.is_none() && self.source.is_empty() && self.create_store.is_none() && self.store.is_empty()
+        self.source_slot.is_none()
+            && self.source.is_empty()
+            && self.create_store.is_none()
+            && self.store.is_empty()
     }
 
     /// The plan as a SQL script a DBA can read (and could run with psql).
     pub fn to_sql(&self, config: &Config) -> String {
         let mut out = String::new();
         let section = |out: &mut String, what: &str, url: &crate::config::PgUrl| {
-            let _ = writeln!(out, "-- on the {what} database {:?} at {}", url.dbname(), url.endpoint());
+            let _ = writeln!(
+                out,
+                "-- on the {what} database {:?} at {}",
+                url.dbname(),
+                url.endpoint()
+            );
         };
         if self.source_slot.is_some() || !self.source.is_empty() {
             section(&mut out, "source", &config.source);
@@ -65,7 +76,11 @@ impl Plan {
             }
         }
         if let Some(create) = &self.create_store {
-            section(&mut out, "maintenance", &config.store.with_dbname("postgres"));
+            section(
+                &mut out,
+                "maintenance",
+                &config.store.with_dbname("postgres"),
+            );
             let _ = writeln!(out, "{create};");
         }
         if !self.store.is_empty() {
@@ -81,7 +96,10 @@ impl Plan {
 
 /// Statements as one `BEGIN; …; COMMIT;` script, each ending in exactly one `;`.
 fn transaction_script(statements: &[String]) -> String {
-    let body: Vec<String> = statements.iter().map(|s| format!("{};", s.trim_end().trim_end_matches(';'))).collect();
+    let body: Vec<String> = statements
+        .iter()
+        .map(|s| format!("{};", s.trim_end().trim_end_matches(';')))
+        .collect();
     format!("BEGIN;\n{}\nCOMMIT;\n", body.join("\n"))
 }
 
@@ -90,38 +108,66 @@ pub async fn plan_setup(config: &Config) -> Result<Plan> {
     let mut plan = Plan::default();
     let source = source::connect(&config.source).await?;
     source::check_server(&source).await?;
-    plan.notes.push("source: wal_level is logical and the role may replicate".to_owned());
+    plan.notes
+        .push("source: wal_level is logical and the role may replicate".to_owned());
     let tables = source::captured_tables(&source, &config.capture).await?;
-    plan.notes.push(format!("source: {} table(s) captured: {}", tables.len(), summarize(&tables)));
+    plan.notes.push(format!(
+        "source: {} table(s) captured: {}",
+        tables.len(),
+        summarize(&tables)
+    ));
 
     let slot = source::slot_info(&source, &config.slot).await?;
     match &slot {
         Some(info) if info.plugin != "wal2json" => {
-            return Err(SourceError::WrongPlugin { slot: config.slot.to_string(), plugin: info.plugin.clone() }.into())
+            return Err(SourceError::WrongPlugin {
+                slot: config.slot.to_string(),
+                plugin: info.plugin.clone(),
+            }
+            .into())
         }
         Some(info) => {
             if info.active_pid.is_none() {
-                source::check_plugin_loads(&source, &config.slot, info.confirmed_flush.unwrap_or_default()).await?;
+                source::check_plugin_loads(
+                    &source,
+                    &config.slot,
+                    info.confirmed_flush.unwrap_or_default(),
+                )
+                .await?;
             }
-            plan.notes.push(format!("source: slot {:?} exists and wal2json loads", config.slot.as_str()));
+            plan.notes.push(format!(
+                "source: slot {:?} exists and wal2json loads",
+                config.slot.as_str()
+            ));
         }
         None => {
-            plan.source_slot =
-                Some(format!("SELECT pg_create_logical_replication_slot({}, 'wal2json')", quote_literal(config.slot.as_str())));
+            plan.source_slot = Some(format!(
+                "SELECT pg_create_logical_replication_slot({}, 'wal2json')",
+                quote_literal(config.slot.as_str())
+            ));
         }
     }
 
     let context_mark = version_mark(CONTEXT_SQL);
-    if installed_mark(&source, "SELECT obj_description(to_regnamespace('pgtrail'), 'pg_namespace')").await?.as_deref()
+    if installed_mark(
+        &source,
+        "SELECT obj_description(to_regnamespace('pgtrail'), 'pg_namespace')",
+    )
+    .await?
+    .as_deref()
         != Some(context_mark.as_str())
     {
         plan.source.push(CONTEXT_SQL.trim().to_owned());
-        plan.source.push(format!("COMMENT ON SCHEMA pgtrail IS {}", quote_literal(&context_mark)));
+        plan.source.push(format!(
+            "COMMENT ON SCHEMA pgtrail IS {}",
+            quote_literal(&context_mark)
+        ));
     }
     for t in &tables {
         let name = t.name.quoted();
         if config.before_images && t.replica_identity != 'f' && !t.partitioned {
-            plan.source.push(format!("ALTER TABLE {name} REPLICA IDENTITY FULL"));
+            plan.source
+                .push(format!("ALTER TABLE {name} REPLICA IDENTITY FULL"));
         }
         if !t.has_context_trigger {
             plan.source.push(format!(
@@ -151,18 +197,34 @@ pub async fn plan_setup(config: &Config) -> Result<Plan> {
         .collect();
     let (installed_patterns, installed_before_images) = installed_capture_set(&source).await?;
     if installed_patterns != wanted || installed_before_images != Some(config.before_images) {
-        plan.source.push("DELETE FROM pgtrail.capture_patterns".to_owned());
+        plan.source
+            .push("DELETE FROM pgtrail.capture_patterns".to_owned());
         let rows: Vec<String> = wanted
             .iter()
-            .map(|(include, s, t)| format!("({include}, {}, {})", quote_literal(s), quote_literal(t)))
+            .map(|(include, s, t)| {
+                format!("({include}, {}, {})", quote_literal(s), quote_literal(t))
+            })
             .collect();
-        plan.source.push(format!("INSERT INTO pgtrail.capture_patterns (include, schema_like, table_like) VALUES {}", rows.join(", ")));
-        plan.source.push("DELETE FROM pgtrail.capture_options".to_owned());
-        plan.source.push(format!("INSERT INTO pgtrail.capture_options (before_images) VALUES ({})", config.before_images));
+        plan.source.push(format!(
+            "INSERT INTO pgtrail.capture_patterns (include, schema_like, table_like) VALUES {}",
+            rows.join(", ")
+        ));
+        plan.source
+            .push("DELETE FROM pgtrail.capture_options".to_owned());
+        plan.source.push(format!(
+            "INSERT INTO pgtrail.capture_options (before_images) VALUES ({})",
+            config.before_images
+        ));
     }
 
     // Last, so that setup's own statements above are not reported as DDL.
-    let superuser: bool = source.query_one("SELECT rolsuper FROM pg_roles WHERE rolname = current_user", &[]).await?.get(0);
+    let superuser: bool = source
+        .query_one(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
+            &[],
+        )
+        .await?
+        .get(0);
     let ddl_mark = version_mark(DDL_SQL);
     let ddl_installed = installed_mark(
         &source,
@@ -172,7 +234,10 @@ pub async fn plan_setup(config: &Config) -> Result<Plan> {
     if ddl_installed.as_deref() != Some(ddl_mark.as_str()) {
         if superuser {
             plan.source.push(DDL_SQL.trim().to_owned());
-            plan.source.push(format!("COMMENT ON EVENT TRIGGER pgtrail_ddl IS {}", quote_literal(&ddl_mark)));
+            plan.source.push(format!(
+                "COMMENT ON EVENT TRIGGER pgtrail_ddl IS {}",
+                quote_literal(&ddl_mark)
+            ));
         } else {
             plan.notes.push(
                 "warning: DDL is not captured: only a superuser may create the event triggers; run `pgtrail setup` once as a superuser to add them"
@@ -189,23 +254,48 @@ pub async fn plan_setup(config: &Config) -> Result<Plan> {
             None
         }
         Err(e) => {
-            return Err(store::StoreError::Connect { endpoint: url.endpoint(), dbname: url.dbname().to_owned(), reason: store::describe(&e) }.into())
+            return Err(store::StoreError::Connect {
+                endpoint: url.endpoint(),
+                dbname: url.dbname().to_owned(),
+                reason: store::describe(&e),
+            }
+            .into())
         }
     };
     let (pending, checkpoint) = match &store {
         Some(client) => {
             let pending = migrations::plan(client).await?;
-            let checkpoint = if pending.is_empty() { store::checkpoint(client, &config.slot).await? } else { None };
+            let checkpoint = if pending.is_empty() {
+                store::checkpoint(client, &config.slot).await?
+            } else {
+                None
+            };
             (pending.into_iter().map(|(v, _)| v).collect(), checkpoint)
         }
-        None => (migrations::MIGRATIONS.iter().map(|m| m.0).collect::<Vec<_>>(), None),
+        None => (
+            migrations::MIGRATIONS
+                .iter()
+                .map(|m| m.0)
+                .collect::<Vec<_>>(),
+            None,
+        ),
     };
-    for (version, name, sql) in migrations::MIGRATIONS.iter().filter(|m| pending.contains(&m.0)) {
-        plan.store.push(format!("-- migration {version}: {name}\n{}", sql.trim()));
-        plan.store.push(format!("INSERT INTO pgtrail.schema_migrations (version, name) VALUES ({version}, {})", quote_literal(name)));
+    for (version, name, sql) in migrations::MIGRATIONS
+        .iter()
+        .filter(|m| pending.contains(&m.0))
+    {
+        plan.store
+            .push(format!("-- migration {version}: {name}\n{}", sql.trim()));
+        plan.store.push(format!(
+            "INSERT INTO pgtrail.schema_migrations (version, name) VALUES ({version}, {})",
+            quote_literal(name)
+        ));
     }
     if checkpoint.is_none() {
-        let start = slot.as_ref().and_then(|s| s.confirmed_flush).map(|l| quote_literal(&l.to_string()));
+        let start = slot
+            .as_ref()
+            .and_then(|s| s.confirmed_flush)
+            .map(|l| quote_literal(&l.to_string()));
         plan.store.push(format!(
             "INSERT INTO pgtrail.checkpoints (slot, lsn) VALUES ({}, {}) ON CONFLICT (slot) DO NOTHING",
             quote_literal(config.slot.as_str()),
@@ -216,25 +306,42 @@ pub async fn plan_setup(config: &Config) -> Result<Plan> {
 }
 
 /// The capture set as the source holds it (empty before the first setup), sorted as `setup` writes it.
-async fn installed_capture_set(client: &Client) -> Result<(Vec<(bool, String, String)>, Option<bool>)> {
-    let exists: bool = client.query_one("SELECT to_regclass('pgtrail.capture_patterns') IS NOT NULL", &[]).await?.get(0);
+async fn installed_capture_set(
+    client: &Client,
+) -> Result<(Vec<(bool, String, String)>, Option<bool>)> {
+    let exists: bool = client
+        .query_one(
+            "SELECT to_regclass('pgtrail.capture_patterns') IS NOT NULL",
+            &[],
+        )
+        .await?
+        .get(0);
     if !exists {
         return Ok((Vec::new(), None));
     }
     // ctid order is insertion order for rows written in one statement and never updated.
     let patterns = client
-        .query("SELECT include, schema_like, table_like FROM pgtrail.capture_patterns ORDER BY ctid", &[])
+        .query(
+            "SELECT include, schema_like, table_like FROM pgtrail.capture_patterns ORDER BY ctid",
+            &[],
+        )
         .await?
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2)))
         .collect();
-    let before_images = client.query_opt("SELECT before_images FROM pgtrail.capture_options", &[]).await?.map(|r| r.get(0));
+    let before_images = client
+        .query_opt("SELECT before_images FROM pgtrail.capture_options", &[])
+        .await?
+        .map(|r| r.get(0));
     Ok((patterns, before_images))
 }
 
 /// The version mark a query finds on an installed object, if any.
 async fn installed_mark(client: &Client, query: &str) -> Result<Option<String>> {
-    Ok(client.query_opt(query, &[]).await?.and_then(|r| r.get::<_, Option<String>>(0)))
+    Ok(client
+        .query_opt(query, &[])
+        .await?
+        .and_then(|r| r.get::<_, Option<String>>(0)))
 }
 
 /// Runs `setup`: plans, then applies. Returns what it found and did.
@@ -246,7 +353,10 @@ pub async fn setup(config: &Config) -> Result<Vec<String>> {
     let mut new_slot_lsn: Option<Lsn> = None;
     if plan.source_slot.is_some() {
         let lsn = source::create_slot(&source, &config.slot).await?;
-        report.push(format!("source: created slot {:?} with wal2json at {lsn}", config.slot.as_str()));
+        report.push(format!(
+            "source: created slot {:?} with wal2json at {lsn}",
+            config.slot.as_str()
+        ));
         new_slot_lsn = Some(lsn);
     }
     if !plan.source.is_empty() {
@@ -257,7 +367,10 @@ pub async fn setup(config: &Config) -> Result<Vec<String>> {
                 store::describe(&e)
             )
         })?;
-        report.push(format!("source: applied {} statement(s) (see `setup --dry-run` for the SQL)", plan.source.len()));
+        report.push(format!(
+            "source: applied {} statement(s) (see `setup --dry-run` for the SQL)",
+            plan.source.len()
+        ));
     }
 
     if let Some(create) = &plan.create_store {
@@ -284,14 +397,21 @@ pub async fn setup(config: &Config) -> Result<Vec<String>> {
     }
     let mut store_client = store::connect(&config.store, "pgtrail")
         .await
-        .map_err(|e| anyhow::anyhow!("connecting to the store database: {}", store::describe(&e)))?;
-    let applied = migrations::apply(&mut store_client).await.context("applying the store's migrations")?;
+        .map_err(|e| {
+            anyhow::anyhow!("connecting to the store database: {}", store::describe(&e))
+        })?;
+    let applied = migrations::apply(&mut store_client)
+        .await
+        .context("applying the store's migrations")?;
     if !applied.is_empty() {
         report.push(format!("store: applied migration(s) {applied:?}"));
     }
     let start = match new_slot_lsn {
         Some(lsn) => lsn,
-        None => source::slot_info(&source, &config.slot).await?.and_then(|s| s.confirmed_flush).unwrap_or_default(),
+        None => source::slot_info(&source, &config.slot)
+            .await?
+            .and_then(|s| s.confirmed_flush)
+            .unwrap_or_default(),
     };
     store::init_checkpoint(&store_client, &config.slot, start).await?;
     if plan.is_empty() {
@@ -300,7 +420,10 @@ pub async fn setup(config: &Config) -> Result<Vec<String>> {
     Ok(report)
 }
 
-async fn apply_in_transaction(client: &Client, statements: &[String]) -> Result<(), tokio_postgres::Error> {
+async fn apply_in_transaction(
+    client: &Client,
+    statements: &[String],
+) -> Result<(), tokio_postgres::Error> {
     client.batch_execute("BEGIN").await?;
     for sql in statements {
         if let Err(e) = client.batch_execute(sql).await {
@@ -317,19 +440,32 @@ async fn apply_in_transaction(client: &Client, statements: &[String]) -> Result<
 pub async fn plan_teardown(config: &Config, drop_slot: bool) -> Result<Plan> {
     let mut plan = Plan::default();
     let source = source::connect(&config.source).await?;
-    for t in source::catalog_tables(&source).await?.iter().filter(|t| t.has_context_trigger) {
-        plan.source.push(format!("DROP TRIGGER IF EXISTS {TRIGGER} ON {}", t.name.quoted()));
+    for t in source::catalog_tables(&source)
+        .await?
+        .iter()
+        .filter(|t| t.has_context_trigger)
+    {
+        plan.source.push(format!(
+            "DROP TRIGGER IF EXISTS {TRIGGER} ON {}",
+            t.name.quoted()
+        ));
     }
     let event_triggers: i64 =
         source.query_one("SELECT count(*) FROM pg_event_trigger WHERE evtname IN ('pgtrail_ddl', 'pgtrail_drop')", &[]).await?.get(0);
     if event_triggers > 0 {
-        plan.source.push("DROP EVENT TRIGGER IF EXISTS pgtrail_ddl".to_owned());
-        plan.source.push("DROP EVENT TRIGGER IF EXISTS pgtrail_drop".to_owned());
+        plan.source
+            .push("DROP EVENT TRIGGER IF EXISTS pgtrail_ddl".to_owned());
+        plan.source
+            .push("DROP EVENT TRIGGER IF EXISTS pgtrail_drop".to_owned());
     }
-    let has_schema: bool = source.query_one("SELECT to_regnamespace('pgtrail') IS NOT NULL", &[]).await?.get(0);
+    let has_schema: bool = source
+        .query_one("SELECT to_regnamespace('pgtrail') IS NOT NULL", &[])
+        .await?
+        .get(0);
     if has_schema {
         // Only pgtrail's own functions live there; the triggers using them are dropped above.
-        plan.source.push("DROP SCHEMA IF EXISTS pgtrail CASCADE".to_owned());
+        plan.source
+            .push("DROP SCHEMA IF EXISTS pgtrail CASCADE".to_owned());
     }
     match source::slot_info(&source, &config.slot).await? {
         Some(info) if drop_slot => {
@@ -355,11 +491,22 @@ pub async fn teardown(config: &Config, drop_slot: bool) -> Result<Vec<String>> {
     if !plan.source.is_empty() {
         apply_in_transaction(&source, &plan.source)
             .await
-            .map_err(|e| anyhow::anyhow!("removing pgtrail's objects from the source failed: {}", store::describe(&e)))?;
-        report.push(format!("source: removed pgtrail's triggers, function and schema ({} statement(s))", plan.source.len()));
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "removing pgtrail's objects from the source failed: {}",
+                    store::describe(&e)
+                )
+            })?;
+        report.push(format!(
+            "source: removed pgtrail's triggers, function and schema ({} statement(s))",
+            plan.source.len()
+        ));
     }
     if let Some(sql) = &plan.source_slot {
-        source.batch_execute(sql).await.map_err(|e| anyhow::anyhow!("dropping the slot failed: {}", store::describe(&e)))?;
+        source
+            .batch_execute(sql)
+            .await
+            .map_err(|e| anyhow::anyhow!("dropping the slot failed: {}", store::describe(&e)))?;
         report.push(format!("source: dropped slot {:?}", config.slot.as_str()));
     }
     Ok(report)

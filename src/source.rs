@@ -14,14 +14,20 @@ use crate::table::{TableFilter, TableName};
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error("cannot connect to the source database at {endpoint} (database {dbname:?}): {reason}; check that PostgreSQL runs there and that source.url is right")]
-    Connect { endpoint: String, dbname: String, reason: String },
+    Connect {
+        endpoint: String,
+        dbname: String,
+        reason: String,
+    },
     #[error("wal_level is {0:?} on the source server, but logical decoding needs wal_level = logical; run ALTER SYSTEM SET wal_level = logical; on the source and restart PostgreSQL")]
     WalLevel(String),
     #[error("the role {0:?} may not use replication; run ALTER ROLE {0} REPLICATION; as a superuser, or use a role that has it")]
     NoReplicationPrivilege(String),
     #[error("the wal2json output plugin is not installed on the source server ({0}); install it (on Debian: apt-get install postgresql-15-wal2json) and run `pgtrail setup` again")]
     Wal2jsonMissing(String),
-    #[error("the replication slot {0:?} does not exist on the source; run `pgtrail setup` to create it")]
+    #[error(
+        "the replication slot {0:?} does not exist on the source; run `pgtrail setup` to create it"
+    )]
     SlotMissing(String),
     #[error("the replication slot {slot:?} uses the output plugin {plugin:?}, not wal2json; drop it (SELECT pg_drop_replication_slot('{slot}')) or choose another source.slot")]
     WrongPlugin { slot: String, plugin: String },
@@ -40,11 +46,13 @@ impl From<tokio_postgres::Error> for SourceError {
 }
 
 pub async fn connect(url: &PgUrl) -> Result<Client, SourceError> {
-    store::connect(url, "pgtrail").await.map_err(|e| SourceError::Connect {
-        endpoint: url.endpoint(),
-        dbname: url.dbname().to_owned(),
-        reason: store::describe(&e),
-    })
+    store::connect(url, "pgtrail")
+        .await
+        .map_err(|e| SourceError::Connect {
+            endpoint: url.endpoint(),
+            dbname: url.dbname().to_owned(),
+            reason: store::describe(&e),
+        })
 }
 
 /// wal_level must be logical and the role must be allowed to replicate.
@@ -105,11 +113,20 @@ pub async fn catalog_tables(client: &Client) -> Result<Vec<CatalogTable>, Source
 }
 
 /// The tables the filter captures; an error if there are none.
-pub async fn captured_tables(client: &Client, filter: &TableFilter) -> Result<Vec<CatalogTable>, SourceError> {
-    let tables: Vec<CatalogTable> = catalog_tables(client).await?.into_iter().filter(|t| filter.matches(&t.name)).collect();
+pub async fn captured_tables(
+    client: &Client,
+    filter: &TableFilter,
+) -> Result<Vec<CatalogTable>, SourceError> {
+    let tables: Vec<CatalogTable> = catalog_tables(client)
+        .await?
+        .into_iter()
+        .filter(|t| filter.matches(&t.name))
+        .collect();
     if tables.is_empty() {
         let patterns: Vec<&str> = filter.include.iter().map(|p| p.as_str()).collect();
-        return Err(SourceError::NoTables { patterns: format!("{patterns:?}") });
+        return Err(SourceError::NoTables {
+            patterns: format!("{patterns:?}"),
+        });
     }
     Ok(tables)
 }
@@ -138,15 +155,24 @@ pub async fn slot_info(client: &Client, slot: &SlotName) -> Result<Option<SlotIn
 /// Creates the slot with wal2json; returns its starting point.
 pub async fn create_slot(client: &Client, slot: &SlotName) -> Result<Lsn, SourceError> {
     let row = client
-        .query_one("SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'wal2json')", &[&slot.as_str()])
+        .query_one(
+            "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'wal2json')",
+            &[&slot.as_str()],
+        )
         .await
         .map_err(|e| wal2json_error(&e).unwrap_or_else(|| e.into()))?;
-    row.get::<_, String>(0).parse().map_err(|e| SourceError::Query(format!("{e}")))
+    row.get::<_, String>(0)
+        .parse()
+        .map_err(|e| SourceError::Query(format!("{e}")))
 }
 
 /// Makes the server load wal2json for an existing slot without consuming or
 /// decoding anything new: a peek that stops at the slot's confirmed position.
-pub async fn check_plugin_loads(client: &Client, slot: &SlotName, confirmed: Lsn) -> Result<(), SourceError> {
+pub async fn check_plugin_loads(
+    client: &Client,
+    slot: &SlotName,
+    confirmed: Lsn,
+) -> Result<(), SourceError> {
     client
         .execute(
             "SELECT 1 FROM pg_logical_slot_peek_changes($1, $2::text::pg_lsn, NULL, 'format-version', '2')",
@@ -160,22 +186,35 @@ pub async fn check_plugin_loads(client: &Client, slot: &SlotName, confirmed: Lsn
 /// The server's "could not access file "wal2json"" means the plugin is missing.
 pub fn wal2json_error(e: &tokio_postgres::Error) -> Option<SourceError> {
     let db = e.as_db_error()?;
-    (db.message().contains("wal2json") && db.code().code().starts_with("58")).then(|| SourceError::Wal2jsonMissing(db.message().to_owned()))
+    (db.message().contains("wal2json") && db.code().code().starts_with("58"))
+        .then(|| SourceError::Wal2jsonMissing(db.message().to_owned()))
 }
 
 /// Checks that the slot exists, is wal2json's and is free, waiting a little
 /// for a walsender of ours that the server has not yet noticed is gone.
-pub async fn check_slot(client: &Client, slot: &SlotName, wait: Duration) -> Result<SlotInfo, SourceError> {
+pub async fn check_slot(
+    client: &Client,
+    slot: &SlotName,
+    wait: Duration,
+) -> Result<SlotInfo, SourceError> {
     let deadline = tokio::time::Instant::now() + wait;
     loop {
-        let info = slot_info(client, slot).await?.ok_or_else(|| SourceError::SlotMissing(slot.to_string()))?;
+        let info = slot_info(client, slot)
+            .await?
+            .ok_or_else(|| SourceError::SlotMissing(slot.to_string()))?;
         if info.plugin != "wal2json" {
-            return Err(SourceError::WrongPlugin { slot: slot.to_string(), plugin: info.plugin });
+            return Err(SourceError::WrongPlugin {
+                slot: slot.to_string(),
+                plugin: info.plugin,
+            });
         }
         match info.active_pid {
             None => return Ok(info),
             Some(pid) if tokio::time::Instant::now() >= deadline => {
-                return Err(SourceError::SlotInUse { slot: slot.to_string(), pid })
+                return Err(SourceError::SlotInUse {
+                    slot: slot.to_string(),
+                    pid,
+                })
             }
             Some(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
@@ -185,7 +224,10 @@ pub async fn check_slot(client: &Client, slot: &SlotName, wait: Duration) -> Res
 /// How often to send standby status updates: well inside wal_sender_timeout.
 pub async fn status_interval(client: &Client) -> Duration {
     let timeout_ms: Option<i64> = client
-        .query_one("SELECT setting::bigint FROM pg_settings WHERE name = 'wal_sender_timeout'", &[])
+        .query_one(
+            "SELECT setting::bigint FROM pg_settings WHERE name = 'wal_sender_timeout'",
+            &[],
+        )
         .await
         .ok()
         .map(|r| r.get(0));

@@ -22,11 +22,18 @@ pub struct Status {
 
 pub async fn status(config: &Config) -> Result<Status> {
     let source = source::connect(&config.source).await?;
-    let server_lsn: Lsn = source.query_one("SELECT pg_current_wal_lsn()::text", &[]).await?.get::<_, String>(0).parse()?;
+    let server_lsn: Lsn = source
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await?
+        .get::<_, String>(0)
+        .parse()?;
     let slot = source::slot_info(&source, &config.slot).await?;
     let store = store::open(&config.store).await?;
     let last_stored = store::checkpoint(&store, &config.slot).await?;
-    let entries: i64 = store.query_one("SELECT count(*) FROM pgtrail.entries", &[]).await?.get(0);
+    let entries: i64 = store
+        .query_one("SELECT count(*) FROM pgtrail.entries", &[])
+        .await?
+        .get(0);
     let confirmed = slot.as_ref().and_then(|s| s.confirmed_flush);
     Ok(Status {
         slot: config.slot.to_string(),

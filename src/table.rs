@@ -16,7 +16,10 @@ pub struct TableName {
 
 impl TableName {
     pub fn new(schema: impl Into<String>, name: impl Into<String>) -> Self {
-        TableName { schema: schema.into(), name: name.into() }
+        TableName {
+            schema: schema.into(),
+            name: name.into(),
+        }
     }
 
     /// The name quoted for use in SQL text: `"Sales EU"."Order Items"`.
@@ -27,7 +30,11 @@ impl TableName {
     /// The name as wal2json's `add-tables` option wants it: special characters
     /// backslash-escaped rather than quoted.
     pub fn wal2json_filter(&self) -> String {
-        format!("{}.{}", escape_wal2json(&self.schema), escape_wal2json(&self.name))
+        format!(
+            "{}.{}",
+            escape_wal2json(&self.schema),
+            escape_wal2json(&self.name)
+        )
     }
 }
 
@@ -39,7 +46,10 @@ impl std::str::FromStr for TableName {
         let pattern = TablePattern::parse(text)?;
         match (pattern.schema, pattern.table) {
             (Glob::Exact(schema), Glob::Exact(name)) => Ok(TableName { schema, name }),
-            _ => Err(PatternError { pattern: text.to_owned(), reason: "a table name cannot contain '*' unless quoted" }),
+            _ => Err(PatternError {
+                pattern: text.to_owned(),
+                reason: "a table name cannot contain '*' unless quoted",
+            }),
         }
     }
 }
@@ -78,10 +88,18 @@ enum Glob {
 impl Glob {
     /// `*` becomes `%`; LIKE's own `%`, `_` and `\` are escaped.
     fn sql_like(&self) -> String {
-        let escape = |part: &str| part.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+        let escape = |part: &str| {
+            part.replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        };
         match self {
             Glob::Exact(name) => escape(name),
-            Glob::Wild(pieces) => pieces.iter().map(|p| escape(p)).collect::<Vec<_>>().join("%"),
+            Glob::Wild(pieces) => pieces
+                .iter()
+                .map(|p| escape(p))
+                .collect::<Vec<_>>()
+                .join("%"),
         }
     }
 
@@ -99,8 +117,12 @@ fn wildcard_match(pieces: &[String], s: &str) -> bool {
         Some(x) => x,
         None => return s.is_empty(),
     };
-    let Some(mut remaining) = s.strip_prefix(first.as_str()) else { return false };
-    let Some((last, middle)) = rest.split_last() else { return remaining.is_empty() };
+    let Some(mut remaining) = s.strip_prefix(first.as_str()) else {
+        return false;
+    };
+    let Some((last, middle)) = rest.split_last() else {
+        return remaining.is_empty();
+    };
     for piece in middle {
         match remaining.find(piece.as_str()) {
             Some(at) => remaining = &remaining[at + piece.len()..],
@@ -119,14 +141,23 @@ pub struct PatternError {
 
 impl TablePattern {
     pub fn parse(text: &str) -> Result<Self, PatternError> {
-        let err = |reason| PatternError { pattern: text.to_owned(), reason };
+        let err = |reason| PatternError {
+            pattern: text.to_owned(),
+            reason,
+        };
         let (schema, rest) = parse_part(text).map_err(err)?;
-        let rest = rest.strip_prefix('.').ok_or_else(|| err("missing '.' between schema and table"))?;
+        let rest = rest
+            .strip_prefix('.')
+            .ok_or_else(|| err("missing '.' between schema and table"))?;
         let (table, rest) = parse_part(rest).map_err(err)?;
         if !rest.is_empty() {
             return Err(err("unexpected text after the table name"));
         }
-        Ok(TablePattern { text: text.to_owned(), schema, table })
+        Ok(TablePattern {
+            text: text.to_owned(),
+            schema,
+            table,
+        })
     }
 
     pub fn matches(&self, table: &TableName) -> bool {
@@ -284,7 +315,14 @@ mod tests {
 
     #[test]
     fn malformed_patterns_are_rejected() {
-        for bad in ["public", "public.", ".x", "\"unterminated.x", "a.b.c", "a.\"b\"c"] {
+        for bad in [
+            "public",
+            "public.",
+            ".x",
+            "\"unterminated.x",
+            "a.b.c",
+            "a.\"b\"c",
+        ] {
             assert!(TablePattern::parse(bad).is_err(), "{bad}");
         }
     }
@@ -301,16 +339,37 @@ mod tests {
 
     #[test]
     fn wal2json_filter_escapes_special_characters() {
-        assert_eq!(t("Sales EU", "a.b*c").wal2json_filter(), r"Sales\ EU.a\.b\*c");
-        assert_eq!(t("public", "orders").quoted(), r#""public"."orders""#);
-        assert_eq!(TablePattern::parse("app*.orders").unwrap().wal2json_filter(), "*.orders");
         assert_eq!(
-            TablePattern::parse(r#"app*_x."50%"*"#.replace('\\', "").as_str()).map(|p| p.sql_like()).ok(),
+            t("Sales EU", "a.b*c").wal2json_filter(),
+            r"Sales\ EU.a\.b\*c"
+        );
+        assert_eq!(t("public", "orders").quoted(), r#""public"."orders""#);
+        assert_eq!(
+            TablePattern::parse("app*.orders")
+                .unwrap()
+                .wal2json_filter(),
+            "*.orders"
+        );
+        assert_eq!(
+            TablePattern::parse(r#"app*_x."50%"*"#.replace('\\', "").as_str())
+                .map(|p| p.sql_like())
+                .ok(),
             None,
             "a quote inside an unquoted part is rejected"
         );
-        assert_eq!(TablePattern::parse("app*_x.*").unwrap().sql_like(), (r"app%\_x".to_owned(), "%".to_owned()));
-        assert_eq!(TablePattern::parse(r#""50%".t"#).unwrap().sql_like(), (r"50\%".to_owned(), "t".to_owned()));
-        assert_eq!(TablePattern::parse(r#""Sales EU".*"#).unwrap().wal2json_filter(), r"Sales\ EU.*");
+        assert_eq!(
+            TablePattern::parse("app*_x.*").unwrap().sql_like(),
+            (r"app%\_x".to_owned(), "%".to_owned())
+        );
+        assert_eq!(
+            TablePattern::parse(r#""50%".t"#).unwrap().sql_like(),
+            (r"50\%".to_owned(), "t".to_owned())
+        );
+        assert_eq!(
+            TablePattern::parse(r#""Sales EU".*"#)
+                .unwrap()
+                .wal2json_filter(),
+            r"Sales\ EU.*"
+        );
     }
 }

@@ -62,10 +62,22 @@ pub async fn tables(config: &Config) -> Result<Vec<TableReport>> {
 
 /// A plain-text table, one line per table and one per warning.
 pub fn to_text(reports: &[TableReport]) -> String {
-    let width = reports.iter().map(|r| r.table.len()).max().unwrap_or(5).max(5);
-    let mut out = format!("{:<width$}  {:<8}  {:<16}  {:<8}  {:<7}  {}\n", "TABLE", "CAPTURED", "PRIMARY KEY", "IDENTITY", "TRIGGER", "WHY");
+    let width = reports
+        .iter()
+        .map(|r| r.table.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    let mut out = format!(
+        "{:<width$}  {:<8}  {:<16}  {:<8}  {:<7}  {}\n",
+        "TABLE", "CAPTURED", "PRIMARY KEY", "IDENTITY", "TRIGGER", "WHY"
+    );
     for r in reports {
-        let key = if r.primary_key.is_empty() { "-".to_owned() } else { format!("({})", r.primary_key.join(", ")) };
+        let key = if r.primary_key.is_empty() {
+            "-".to_owned()
+        } else {
+            format!("({})", r.primary_key.join(", "))
+        };
         out.push_str(&format!(
             "{:<width$}  {:<8}  {:<16}  {:<8}  {:<7}  {}\n",
             r.table,

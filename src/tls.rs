@@ -32,7 +32,12 @@ impl ServerCertVerifier for EncryptOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -41,7 +46,12 @@ impl ServerCertVerifier for EncryptOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -58,10 +68,15 @@ pub fn client_config() -> Arc<ClientConfig> {
             let config = ClientConfig::builder_with_provider(provider.clone())
                 .with_safe_default_protocol_versions()
                 .map(|builder| {
-                    builder.dangerous().with_custom_certificate_verifier(Arc::new(EncryptOnly(provider))).with_no_client_auth()
+                    builder
+                        .dangerous()
+                        .with_custom_certificate_verifier(Arc::new(EncryptOnly(provider)))
+                        .with_no_client_auth()
                 });
             // The ring provider supports the default protocol versions; this cannot fail.
-            Arc::new(config.unwrap_or_else(|e| panic!("rustls rejected its own default protocol versions: {e}")))
+            Arc::new(config.unwrap_or_else(|e| {
+                panic!("rustls rejected its own default protocol versions: {e}")
+            }))
         })
         .clone()
 }

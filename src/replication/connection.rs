@@ -31,7 +31,11 @@ pub struct ServerError {
 
 impl fmt::Display for ServerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "the source database says: {}: {} (SQLSTATE {})", self.severity, self.message, self.code)?;
+        write!(
+            f,
+            "the source database says: {}: {} (SQLSTATE {})",
+            self.severity, self.message, self.code
+        )?;
         if let Some(hint) = &self.hint {
             write!(f, "; hint: {hint}")?;
         }
@@ -40,7 +44,12 @@ impl fmt::Display for ServerError {
 }
 
 pub(crate) fn server_error(fields: backend::ErrorFields<'_>) -> ServerError {
-    let mut e = ServerError { severity: String::new(), code: String::new(), message: String::new(), hint: None };
+    let mut e = ServerError {
+        severity: String::new(),
+        code: String::new(),
+        message: String::new(),
+        hint: None,
+    };
     let mut fields = fields;
     while let Ok(Some(field)) = fields.next() {
         let value = String::from_utf8_lossy(field.value_bytes()).into_owned();
@@ -84,9 +93,12 @@ async fn negotiate_tls(
             _ => Ok(Box::new(stream)),
         };
     }
-    let name = rustls::pki_types::ServerName::try_from(host.to_owned())
-        .map_err(|e| ReplicationError::Protocol(format!("{host:?} is not a valid TLS server name: {e}")))?;
-    let tls = tokio_rustls::TlsConnector::from(crate::tls::client_config()).connect(name, stream).await?;
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(|e| {
+        ReplicationError::Protocol(format!("{host:?} is not a valid TLS server name: {e}"))
+    })?;
+    let tls = tokio_rustls::TlsConnector::from(crate::tls::client_config())
+        .connect(name, stream)
+        .await?;
     Ok(Box::new(tls))
 }
 
@@ -112,24 +124,46 @@ impl ReplicationConnection {
         let config = url.config();
         let endpoint = url.endpoint();
         let port = config.get_ports().first().copied().unwrap_or(5432);
-        let connect_err = |source| ReplicationError::Connect { endpoint: endpoint.clone(), source };
-        let timeout = config.get_connect_timeout().copied().unwrap_or(std::time::Duration::from_secs(10));
+        let connect_err = |source| ReplicationError::Connect {
+            endpoint: endpoint.clone(),
+            source,
+        };
+        let timeout = config
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(std::time::Duration::from_secs(10));
         let io: Box<dyn Io> = match config.get_hosts().first() {
             Some(Host::Tcp(host)) => {
-                let stream = tokio::time::timeout(timeout, tokio::net::TcpStream::connect((host.as_str(), port)))
-                    .await
-                    .map_err(|_| connect_err(std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out")))?
-                    .map_err(connect_err)?;
+                let stream = tokio::time::timeout(
+                    timeout,
+                    tokio::net::TcpStream::connect((host.as_str(), port)),
+                )
+                .await
+                .map_err(|_| {
+                    connect_err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "timed out",
+                    ))
+                })?
+                .map_err(connect_err)?;
                 let _ = stream.set_nodelay(true);
                 negotiate_tls(stream, host, config.get_ssl_mode(), &endpoint).await?
             }
             Some(Host::Unix(dir)) => {
                 let path = dir.join(format!(".s.PGSQL.{port}"));
-                Box::new(tokio::net::UnixStream::connect(path).await.map_err(connect_err)?)
+                Box::new(
+                    tokio::net::UnixStream::connect(path)
+                        .await
+                        .map_err(connect_err)?,
+                )
             }
             None => return Err(connect_err(std::io::Error::other("no host in source.url"))),
         };
-        let mut conn = ReplicationConnection { io, read: BytesMut::with_capacity(256 * 1024), write: BytesMut::new() };
+        let mut conn = ReplicationConnection {
+            io,
+            read: BytesMut::with_capacity(256 * 1024),
+            write: BytesMut::new(),
+        };
         let user = url.user().to_owned();
         let options = "-c DateStyle=ISO -c TimeZone=UTC -c bytea_output=hex -c IntervalStyle=postgres -c extra_float_digits=3";
         let params = [
@@ -142,7 +176,8 @@ impl ReplicationConnection {
         ];
         frontend::startup_message(params.iter().copied(), &mut conn.write)?;
         conn.flush().await?;
-        conn.authenticate(&user, config.get_password(), &endpoint).await?;
+        conn.authenticate(&user, config.get_password(), &endpoint)
+            .await?;
         // ParameterStatus and BackendKeyData until ReadyForQuery.
         loop {
             match conn.read_message().await? {
@@ -156,10 +191,17 @@ impl ReplicationConnection {
         Ok(conn)
     }
 
-    async fn authenticate(&mut self, user: &str, password: Option<&[u8]>, endpoint: &str) -> Result<(), ReplicationError> {
-        let need_password = || ReplicationError::Auth {
+    async fn authenticate(
+        &mut self,
+        user: &str,
+        password: Option<&[u8]>,
+        endpoint: &str,
+    ) -> Result<(), ReplicationError> {
+        let need_password = || {
+            ReplicationError::Auth {
             endpoint: endpoint.to_owned(),
             reason: "the server asks for a password; put it in source.url or in the PGPASSWORD environment variable".into(),
+        }
         };
         let mut scram: Option<sasl::ScramSha256> = None;
         loop {
@@ -222,7 +264,10 @@ impl ReplicationConnection {
     }
 
     /// Runs one simple-query command and returns its rows as text.
-    pub async fn simple_query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, ReplicationError> {
+    pub async fn simple_query(
+        &mut self,
+        sql: &str,
+    ) -> Result<Vec<Vec<Option<String>>>, ReplicationError> {
         frontend::query(sql, &mut self.write)?;
         self.flush().await?;
         let mut rows = Vec::new();
@@ -238,7 +283,9 @@ impl ReplicationConnection {
                     }
                     rows.push(row);
                 }
-                Incoming::Other(backend::Message::ErrorResponse(body)) => error = Some(server_error(body.fields())),
+                Incoming::Other(backend::Message::ErrorResponse(body)) => {
+                    error = Some(server_error(body.fields()))
+                }
                 Incoming::Other(backend::Message::ReadyForQuery(_)) => break,
                 _ => {}
             }
@@ -251,12 +298,18 @@ impl ReplicationConnection {
 
     pub async fn identify_system(&mut self) -> Result<SystemIdentity, ReplicationError> {
         let rows = self.simple_query("IDENTIFY_SYSTEM").await?;
-        let row = rows.first().ok_or_else(|| ReplicationError::Protocol("IDENTIFY_SYSTEM returned no row".into()))?;
+        let row = rows
+            .first()
+            .ok_or_else(|| ReplicationError::Protocol("IDENTIFY_SYSTEM returned no row".into()))?;
         let field = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
         Ok(SystemIdentity {
             system_id: field(0),
-            timeline: field(1).parse().map_err(|_| ReplicationError::Protocol("bad timeline in IDENTIFY_SYSTEM".into()))?,
-            xlog_pos: field(2).parse().map_err(|e| ReplicationError::Protocol(format!("IDENTIFY_SYSTEM: {e}")))?,
+            timeline: field(1).parse().map_err(|_| {
+                ReplicationError::Protocol("bad timeline in IDENTIFY_SYSTEM".into())
+            })?,
+            xlog_pos: field(2)
+                .parse()
+                .map_err(|e| ReplicationError::Protocol(format!("IDENTIFY_SYSTEM: {e}")))?,
         })
     }
 
@@ -270,9 +323,14 @@ impl ReplicationConnection {
     ) -> Result<ReplicationStream, ReplicationError> {
         // Option names are double-quoted (they contain hyphens); values are
         // plain single-quoted literals: the replication grammar rejects E'...'.
-        let options: Vec<String> =
-            options.iter().map(|(k, v)| format!("\"{}\" '{}'", k.replace('"', "\"\""), v.replace('\'', "''"))).collect();
-        let sql = format!("START_REPLICATION SLOT \"{slot}\" LOGICAL {start} ({})", options.join(", "));
+        let options: Vec<String> = options
+            .iter()
+            .map(|(k, v)| format!("\"{}\" '{}'", k.replace('"', "\"\""), v.replace('\'', "''")))
+            .collect();
+        let sql = format!(
+            "START_REPLICATION SLOT \"{slot}\" LOGICAL {start} ({})",
+            options.join(", ")
+        );
         frontend::query(&sql, &mut self.write)?;
         self.flush().await?;
         loop {
@@ -337,8 +395,10 @@ impl ReplicationConnection {
                             return Ok(Incoming::CopyBothResponse);
                         }
                         _ => {
-                            let message = backend::Message::parse(&mut self.read)?
-                                .ok_or_else(|| ReplicationError::Protocol("incomplete message".into()))?;
+                            let message =
+                                backend::Message::parse(&mut self.read)?.ok_or_else(|| {
+                                    ReplicationError::Protocol("incomplete message".into())
+                                })?;
                             return Ok(Incoming::Other(message));
                         }
                     }

@@ -16,7 +16,10 @@ pub use stream::{ReplicationStream, StreamMessage};
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicationError {
     #[error("cannot connect to the source database at {endpoint}: {source}; check that PostgreSQL runs there and source.url is right")]
-    Connect { endpoint: String, source: std::io::Error },
+    Connect {
+        endpoint: String,
+        source: std::io::Error,
+    },
     #[error("the source database at {endpoint} rejected the login: {reason}")]
     Auth { endpoint: String, reason: String },
     #[error("{0}")]
@@ -36,7 +39,9 @@ impl ReplicationError {
     /// as opposed to ones that will recur until someone changes something.
     pub fn is_transient(&self) -> bool {
         match self {
-            ReplicationError::Connect { .. } | ReplicationError::Io(_) | ReplicationError::Closed => true,
+            ReplicationError::Connect { .. }
+            | ReplicationError::Io(_)
+            | ReplicationError::Closed => true,
             ReplicationError::Server(e) => {
                 // 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now,
                 // 08* connection exceptions, 53* insufficient resources.

@@ -17,7 +17,11 @@ const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;
 #[derive(Debug)]
 pub enum StreamMessage {
     /// One wal2json record, which starts at `wal_start`; `wal_end` is how far the server has sent.
-    XLogData { wal_start: Lsn, wal_end: Lsn, data: Bytes },
+    XLogData {
+        wal_start: Lsn,
+        wal_end: Lsn,
+        data: Bytes,
+    },
     /// The server's position; when `reply_requested`, answer at once or be disconnected.
     Keepalive { wal_end: Lsn, reply_requested: bool },
 }
@@ -45,23 +49,35 @@ impl ReplicationStream {
                             let wal_start = Lsn(body.get_u64());
                             let wal_end = Lsn(body.get_u64());
                             let _send_time = body.get_i64();
-                            return Ok(StreamMessage::XLogData { wal_start, wal_end, data: body });
+                            return Ok(StreamMessage::XLogData {
+                                wal_start,
+                                wal_end,
+                                data: body,
+                            });
                         }
                         b'k' if body.len() >= 17 => {
                             let wal_end = Lsn(body.get_u64());
                             let _send_time = body.get_i64();
                             let reply_requested = body.get_u8() == 1;
-                            return Ok(StreamMessage::Keepalive { wal_end, reply_requested });
+                            return Ok(StreamMessage::Keepalive {
+                                wal_end,
+                                reply_requested,
+                            });
                         }
                         other => {
-                            return Err(ReplicationError::Protocol(format!("unknown CopyData message {:?}", other as char)))
+                            return Err(ReplicationError::Protocol(format!(
+                                "unknown CopyData message {:?}",
+                                other as char
+                            )))
                         }
                     }
                 }
                 Incoming::Other(backend::Message::ErrorResponse(body)) => {
                     return Err(ReplicationError::Server(server_error(body.fields())));
                 }
-                Incoming::Other(backend::Message::CopyDone) => return Err(ReplicationError::Closed),
+                Incoming::Other(backend::Message::CopyDone) => {
+                    return Err(ReplicationError::Closed)
+                }
                 Incoming::Other(_) | Incoming::CopyBothResponse => {}
             }
         }
@@ -73,7 +89,11 @@ impl ReplicationStream {
     }
 
     /// Sends a standby status update. `flushed` is what the slot may advance to.
-    pub async fn send_status(&mut self, written: Lsn, flushed: Lsn) -> Result<(), ReplicationError> {
+    pub async fn send_status(
+        &mut self,
+        written: Lsn,
+        flushed: Lsn,
+    ) -> Result<(), ReplicationError> {
         let now = chrono::Utc::now().timestamp_micros() - PG_EPOCH_OFFSET_MICROS;
         let mut payload = Vec::with_capacity(34);
         payload.put_u8(b'r');

@@ -7,7 +7,18 @@ use tokio_postgres::Client;
 use super::StoreError;
 
 /// (version, name, SQL), in order. Never edit one that has shipped: add another.
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "entries", include_str!("../../sql/store/0001_entries.sql"))];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "entries",
+        include_str!("../../sql/store/0001_entries.sql"),
+    ),
+    (
+        2,
+        "details and events",
+        include_str!("../../sql/store/0002_details_and_events.sql"),
+    ),
+];
 
 const BOOTSTRAP: &str = "CREATE SCHEMA IF NOT EXISTS pgtrail;
 CREATE TABLE IF NOT EXISTS pgtrail.schema_migrations (
@@ -19,21 +30,37 @@ CREATE TABLE IF NOT EXISTS pgtrail.schema_migrations (
 /// Versions not yet applied.
 pub async fn pending(client: &Client) -> Result<Vec<i32>, StoreError> {
     let exists: bool = client
-        .query_one("SELECT to_regclass('pgtrail.schema_migrations') IS NOT NULL", &[])
+        .query_one(
+            "SELECT to_regclass('pgtrail.schema_migrations') IS NOT NULL",
+            &[],
+        )
         .await?
         .get(0);
     let applied: Vec<i32> = if exists {
-        client.query("SELECT version FROM pgtrail.schema_migrations", &[]).await?.iter().map(|r| r.get(0)).collect()
+        client
+            .query("SELECT version FROM pgtrail.schema_migrations", &[])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
     } else {
         Vec::new()
     };
-    Ok(MIGRATIONS.iter().map(|m| m.0).filter(|v| !applied.contains(v)).collect())
+    Ok(MIGRATIONS
+        .iter()
+        .map(|m| m.0)
+        .filter(|v| !applied.contains(v))
+        .collect())
 }
 
 /// SQL that `apply` would run, for `--dry-run` style output.
 pub async fn plan(client: &Client) -> Result<Vec<(i32, &'static str)>, StoreError> {
     let pending = pending(client).await?;
-    Ok(MIGRATIONS.iter().filter(|m| pending.contains(&m.0)).map(|m| (m.0, m.1)).collect())
+    Ok(MIGRATIONS
+        .iter()
+        .filter(|m| pending.contains(&m.0))
+        .map(|m| (m.0, m.1))
+        .collect())
 }
 
 /// Applies every pending migration; returns the versions applied.
@@ -42,12 +69,22 @@ pub async fn apply(client: &mut Client) -> Result<Vec<i32>, StoreError> {
     for (version, name, sql) in MIGRATIONS {
         let tx = client.transaction().await?;
         // Two `setup`s at once must not both apply a migration.
-        tx.batch_execute("SELECT pg_advisory_xact_lock(7420501)").await?;
+        tx.batch_execute("SELECT pg_advisory_xact_lock(7420501)")
+            .await?;
         tx.batch_execute(BOOTSTRAP).await?;
-        let done = tx.query_opt("SELECT 1 FROM pgtrail.schema_migrations WHERE version = $1", &[version]).await?;
+        let done = tx
+            .query_opt(
+                "SELECT 1 FROM pgtrail.schema_migrations WHERE version = $1",
+                &[version],
+            )
+            .await?;
         if done.is_none() {
             tx.batch_execute(sql).await?;
-            tx.execute("INSERT INTO pgtrail.schema_migrations (version, name) VALUES ($1, $2)", &[version, name]).await?;
+            tx.execute(
+                "INSERT INTO pgtrail.schema_migrations (version, name) VALUES ($1, $2)",
+                &[version, name],
+            )
+            .await?;
             applied.push(*version);
         }
         tx.commit().await?;

@@ -8,6 +8,7 @@
 //! neither misses nor repeats a change. [`writer`] batches entries into those
 //! transactions; [`migrations`] creates the schema.
 
+pub mod events;
 pub mod migrations;
 pub mod writer;
 
@@ -19,8 +20,14 @@ use crate::lsn::Lsn;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot connect to the audit store at {endpoint} (database {dbname:?}): {reason}; check that PostgreSQL runs there and that store.url is right")]
-    Connect { endpoint: String, dbname: String, reason: String },
-    #[error("the audit store is not set up (database {dbname:?}: {reason}); run `pgtrail setup` first")]
+    Connect {
+        endpoint: String,
+        dbname: String,
+        reason: String,
+    },
+    #[error(
+        "the audit store is not set up (database {dbname:?}: {reason}); run `pgtrail setup` first"
+    )]
     NotSetUp { dbname: String, reason: String },
     #[error("audit store query failed: {}", describe(.0))]
     Query(#[from] tokio_postgres::Error),
@@ -64,9 +71,16 @@ pub async fn open(url: &PgUrl) -> Result<Client, StoreError> {
     let client = connect(url, "pgtrail").await.map_err(|e| {
         // A missing database means setup has not run.
         if e.as_db_error().map(|d| d.code().code()) == Some("3D000") {
-            StoreError::NotSetUp { dbname: url.dbname().to_owned(), reason: "the database does not exist".into() }
+            StoreError::NotSetUp {
+                dbname: url.dbname().to_owned(),
+                reason: "the database does not exist".into(),
+            }
         } else {
-            StoreError::Connect { endpoint: url.endpoint(), dbname: url.dbname().to_owned(), reason: describe(&e) }
+            StoreError::Connect {
+                endpoint: url.endpoint(),
+                dbname: url.dbname().to_owned(),
+                reason: describe(&e),
+            }
         }
     })?;
     let pending = migrations::pending(&client).await?;
@@ -81,7 +95,12 @@ pub async fn open(url: &PgUrl) -> Result<Client, StoreError> {
 
 /// The end LSN of the last source transaction stored for this slot.
 pub async fn checkpoint(client: &Client, slot: &SlotName) -> Result<Option<Lsn>, StoreError> {
-    let row = client.query_opt("SELECT lsn::text FROM pgtrail.checkpoints WHERE slot = $1", &[&slot.as_str()]).await?;
+    let row = client
+        .query_opt(
+            "SELECT lsn::text FROM pgtrail.checkpoints WHERE slot = $1",
+            &[&slot.as_str()],
+        )
+        .await?;
     Ok(row.and_then(|r| r.get::<_, String>(0).parse().ok()))
 }
 

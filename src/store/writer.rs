@@ -25,8 +25,9 @@ const COPY_CHUNK_BYTES: usize = 4 << 20;
 /// Commit at a transaction boundary at least this often while busy.
 const COMMIT_INTERVAL: Duration = Duration::from_millis(250);
 
-const COPY_SQL: &str = "COPY pgtrail.entries (committed_at, xid, lsn, schema_name, table_name, action, \
-    primary_key, before, after, changed_columns, context, row_key) FROM STDIN";
+const COPY_SQL: &str =
+    "COPY pgtrail.entries (committed_at, xid, lsn, schema_name, table_name, action, \
+    primary_key, before, after, changed_columns, context, row_key, details) FROM STDIN";
 
 pub struct StoreWriter {
     client: Client,
@@ -135,7 +136,9 @@ impl StoreWriter {
     /// Commits every whole source transaction received, unless the open store
     /// transaction already holds part of an unfinished one.
     async fn commit_if_whole(&mut self) -> Result<(), StoreError> {
-        let Some(checkpoint) = self.pending_checkpoint else { return Ok(()) };
+        let Some(checkpoint) = self.pending_checkpoint else {
+            return Ok(());
+        };
         if self.holds_partial {
             return Ok(());
         }
@@ -194,6 +197,11 @@ fn encode_copy_row(e: &AuditEntry, out: &mut BytesMut) {
     out.put_u8(b'\t');
     match &e.primary_key {
         Some(key) => out.put_slice(row_key(&e.table, key).to_string().as_bytes()),
+        None => out.put_slice(b"\\N"),
+    }
+    out.put_u8(b'\t');
+    match &e.details {
+        Some(text) => put_field(out, text),
         None => out.put_slice(b"\\N"),
     }
     out.put_u8(b'\n');

@@ -32,12 +32,25 @@ use crate::export::StoredEntry;
                        Entries have exactly the shape `pgtrail export --format jsonl` prints."
     ),
     paths(list, one),
-    components(schemas(EntryList, Entry, EntryDetail, ColumnDiff, Change, ErrorBody, ActionName, SortName, DirName))
+    components(schemas(
+        EntryList,
+        Entry,
+        EntryDetail,
+        ColumnDiff,
+        Change,
+        ErrorBody,
+        ActionName,
+        SortName,
+        DirName
+    ))
 )]
 pub struct ApiDoc;
 
-static OPENAPI_JSON: LazyLock<String> =
-    LazyLock::new(|| ApiDoc::openapi().to_pretty_json().unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")));
+static OPENAPI_JSON: LazyLock<String> = LazyLock::new(|| {
+    ApiDoc::openapi()
+        .to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+});
 
 /// What happened to the row.
 #[derive(ToSchema)]
@@ -183,7 +196,14 @@ pub struct ErrorBody {
 }
 
 fn json_response(body: String) -> Response {
-    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
 }
 
 /// List entries.
@@ -197,7 +217,10 @@ fn json_response(body: String) -> Response {
         (status = 503, description = "The store cannot answer now (down, or the query ran too long)", body = ErrorBody),
     )
 )]
-pub async fn list(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
     let q = LogQuery::parse(raw.as_deref(), false)?;
     let now = Utc::now();
     let resolved = {
@@ -253,7 +276,10 @@ pub fn detail_json(entry: &StoredEntry) -> String {
         (status = 503, description = "The store cannot answer now", body = ErrorBody),
     )
 )]
-pub async fn one(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn one(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let id = parse_id(&id, "an entry id")?;
     let entry = load(&state, id).await?;
     Ok(json_response(detail_json(&entry)))
@@ -272,7 +298,9 @@ mod tests {
     fn the_document_lists_exactly_the_parameters_the_parser_takes() {
         let doc: serde_json::Value = serde_json::from_str(&OPENAPI_JSON).unwrap();
         assert_eq!(doc["openapi"], "3.1.0");
-        let params = doc["paths"]["/api/v1/entries"]["get"]["parameters"].as_array().unwrap();
+        let params = doc["paths"]["/api/v1/entries"]["get"]["parameters"]
+            .as_array()
+            .unwrap();
         let names: Vec<&str> = params.iter().map(|p| p["name"].as_str().unwrap()).collect();
         assert_eq!(names, super::super::query::PARAMS);
     }

@@ -29,12 +29,20 @@ pub async fn serve(Path(name): Path<String>) -> Result<Response, WebError> {
     let (body, kind) = match name.as_str() {
         "app.css" => (CSS, "text/css; charset=utf-8"),
         "app.js" => (JS, "text/javascript; charset=utf-8"),
-        _ => return Err(WebError::NotFound(format!("There is no asset {:?}.", super::query::clip(&name)))),
+        _ => {
+            return Err(WebError::NotFound(format!(
+                "There is no asset {:?}.",
+                super::query::clip(&name)
+            )))
+        }
     };
     Ok((
         [
             (header::CONTENT_TYPE, HeaderValue::from_static(kind)),
-            (header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable")),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=31536000, immutable"),
+            ),
         ],
         body,
     )

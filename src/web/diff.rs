@@ -41,11 +41,15 @@ impl<'de> Deserialize<'de> for Members {
 impl Members {
     /// Parses object text; anything else (corrupt or not an object) is empty.
     pub fn parse(text: Option<&str>) -> Members {
-        text.and_then(|t| serde_json::from_str(t).ok()).unwrap_or(Members(Vec::new()))
+        text.and_then(|t| serde_json::from_str(t).ok())
+            .unwrap_or(Members(Vec::new()))
     }
 
     pub fn get(&self, name: &str) -> Option<&RawValue> {
-        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_ref())
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_ref())
     }
 
     pub fn names(&self) -> Vec<String> {
@@ -111,16 +115,28 @@ pub fn column_diffs(entry: &StoredEntry) -> Vec<ColumnDiff> {
         // A DDL entry's after holds what the event trigger recorded (command, object, statement).
         "INSERT" | "DDL" => {
             for (name, v) in after.0 {
-                out.push(ColumnDiff { column: name, change: Change::Added, before: None, after: Some(v) });
+                out.push(ColumnDiff {
+                    column: name,
+                    change: Change::Added,
+                    before: None,
+                    after: Some(v),
+                });
             }
         }
         "DELETE" => {
             for (name, v) in before.0 {
-                out.push(ColumnDiff { column: name, change: Change::Removed, before: Some(v), after: None });
+                out.push(ColumnDiff {
+                    column: name,
+                    change: Change::Removed,
+                    before: Some(v),
+                    after: None,
+                });
             }
         }
         "UPDATE" => {
-            let listed: Option<Vec<String>> = entry.changed_columns().and_then(|t| serde_json::from_str(t).ok());
+            let listed: Option<Vec<String>> = entry
+                .changed_columns()
+                .and_then(|t| serde_json::from_str(t).ok());
             for (name, a) in &after.0 {
                 let b = before.get(name);
                 let change = match (b, &listed) {
@@ -140,12 +156,22 @@ pub fn column_diffs(entry: &StoredEntry) -> Vec<ColumnDiff> {
                         }
                     }
                 };
-                out.push(ColumnDiff { column: name.clone(), change, before: b.map(to_owned_raw), after: Some(a.clone()) });
+                out.push(ColumnDiff {
+                    column: name.clone(),
+                    change,
+                    before: b.map(to_owned_raw),
+                    after: Some(a.clone()),
+                });
             }
             // A column only in the before image (not expected from wal2json, but shown rather than lost).
             for (name, b) in &before.0 {
                 if after.get(name).is_none() {
-                    out.push(ColumnDiff { column: name.clone(), change: Change::Changed, before: Some(b.clone()), after: None });
+                    out.push(ColumnDiff {
+                        column: name.clone(),
+                        change: Change::Changed,
+                        before: Some(b.clone()),
+                        after: None,
+                    });
                 }
             }
             let rank = |c: Change| match c {
@@ -220,7 +246,13 @@ pub struct DiffLine {
 pub fn wants_text_diff(before: &RawValue, after: &RawValue) -> bool {
     let (b, a) = (ValueView::of(before), ValueView::of(after));
     let texty = |v: &ValueView| matches!(v.kind, "text" | "json" | "empty");
-    texty(&b) && texty(&a) && (b.kind == "json" || a.kind == "json" || b.block || a.block || b.text.len() + a.text.len() > 80)
+    texty(&b)
+        && texty(&a)
+        && (b.kind == "json"
+            || a.kind == "json"
+            || b.block
+            || a.block
+            || b.text.len() + a.text.len() > 80)
 }
 
 /// Line diff of two values with the changed words marked, JSON pretty-printed
@@ -240,7 +272,12 @@ pub fn text_diff(before: &RawValue, after: &RawValue) -> Vec<DiffLine> {
     let mut lines = Vec::new();
     for (i, group) in diff.grouped_ops(3).iter().enumerate() {
         if i > 0 {
-            lines.push(DiffLine { tag: "gap", old_no: None, new_no: None, parts: Vec::new() });
+            lines.push(DiffLine {
+                tag: "gap",
+                old_no: None,
+                new_no: None,
+                parts: Vec::new(),
+            });
         }
         for op in group {
             for change in diff.iter_inline_changes(op) {
@@ -249,8 +286,10 @@ pub fn text_diff(before: &RawValue, after: &RawValue) -> Vec<DiffLine> {
                     ChangeTag::Insert => "ins",
                     ChangeTag::Equal => "eq",
                 };
-                let mut parts: Vec<(bool, String)> =
-                    change.iter_strings_lossy().map(|(emph, s)| (emph, s.into_owned())).collect();
+                let mut parts: Vec<(bool, String)> = change
+                    .iter_strings_lossy()
+                    .map(|(emph, s)| (emph, s.into_owned()))
+                    .collect();
                 if let Some(last) = parts.last_mut() {
                     if last.1.ends_with('\n') {
                         last.1.pop();
@@ -278,7 +317,9 @@ pub fn sql_literal(raw: &RawValue) -> String {
         Some(b'n') => "NULL".into(),
         Some(b't') => "TRUE".into(),
         Some(b'f') => "FALSE".into(),
-        Some(b'"') => quote_string(&serde_json::from_str::<String>(t).unwrap_or_else(|_| t.to_owned())),
+        Some(b'"') => {
+            quote_string(&serde_json::from_str::<String>(t).unwrap_or_else(|_| t.to_owned()))
+        }
         Some(b'{' | b'[') => quote_string(t),
         _ => t.to_owned(),
     }
@@ -296,10 +337,20 @@ pub fn quote_string(s: &str) -> String {
 
 /// The statement that puts the row back as it was before `entry`, or why there is none.
 pub fn revert_sql(entry: &StoredEntry, diffs: &[ColumnDiff]) -> Result<String, String> {
-    let table = format!("{}.{}", quote_ident(&entry.schema), quote_ident(&entry.table));
+    let table = format!(
+        "{}.{}",
+        quote_ident(&entry.schema),
+        quote_ident(&entry.table)
+    );
     let key = Members::parse(entry.primary_key());
     if entry.action == "DDL" {
-        return Err("a schema change is not reverted from the audit trail; write its inverse by hand".into());
+        return Err(
+            "a schema change is not reverted from the audit trail; write its inverse by hand"
+                .into(),
+        );
+    }
+    if entry.action == "EVENT" {
+        return Err("this is one of pgtrail's own events, not a change to a row".into());
     }
     if entry.action == "TRUNCATE" {
         return Err("a TRUNCATE removes every row at once and its entry holds no rows, so it cannot be reverted from here".into());
@@ -307,13 +358,18 @@ pub fn revert_sql(entry: &StoredEntry, diffs: &[ColumnDiff]) -> Result<String, S
     if key.0.is_empty() {
         return Err("the table has no primary key, so a statement could not tell this row from identical ones; pgtrail writes no revert for it".into());
     }
-    let key_cond = key.0.iter().map(|(k, v)| format!("{} = {}", quote_ident(k), sql_literal(v))).collect::<Vec<_>>().join(" AND ");
+    let key_cond = key
+        .0
+        .iter()
+        .map(|(k, v)| format!("{} = {}", quote_ident(k), sql_literal(v)))
+        .collect::<Vec<_>>()
+        .join(" AND ");
     let mut sql = format!(
         "-- Reverts entry {} ({} committed {}, xid {}).\n-- Review before running: pgtrail never runs it.\n",
         entry.id,
         entry.action,
         entry.committed_at.format("%Y-%m-%d %H:%M:%S%.6f UTC"),
-        entry.xid
+        entry.xid.unwrap_or_default()
     );
     match entry.action.as_str() {
         "INSERT" => {
@@ -329,25 +385,42 @@ pub fn revert_sql(entry: &StoredEntry, diffs: &[ColumnDiff]) -> Result<String, S
             let sets: Vec<String> = diffs
                 .iter()
                 .filter(|d| d.change == Change::Changed)
-                .filter_map(|d| d.before.as_ref().map(|b| format!("{} = {}", quote_ident(&d.column), sql_literal(b))))
+                .filter_map(|d| {
+                    d.before
+                        .as_ref()
+                        .map(|b| format!("{} = {}", quote_ident(&d.column), sql_literal(b)))
+                })
                 .collect();
             if sets.is_empty() {
                 sql.push_str("-- Nothing to revert: this update changed no column.");
             } else {
-                let _ = write!(sql, "UPDATE {table}\nSET {}\nWHERE {key_cond};", sets.join(",\n    "));
+                let _ = write!(
+                    sql,
+                    "UPDATE {table}\nSET {}\nWHERE {key_cond};",
+                    sets.join(",\n    ")
+                );
             }
         }
         "DELETE" => {
             let columns: Vec<&ColumnDiff> = diffs.iter().filter(|d| d.before.is_some()).collect();
-            if columns.len() == key.0.len() && columns.iter().all(|c| key.get(&c.column).is_some()) {
+            if columns.len() == key.0.len() && columns.iter().all(|c| key.get(&c.column).is_some())
+            {
                 sql.push_str(
                     "-- Only the key was captured (REPLICA IDENTITY is not FULL): if the table has\n\
                      -- other columns, their values are not in the audit trail.\n",
                 );
             }
             let names: Vec<String> = columns.iter().map(|c| quote_ident(&c.column)).collect();
-            let values: Vec<String> = columns.iter().filter_map(|c| c.before.as_deref().map(sql_literal)).collect();
-            let _ = write!(sql, "INSERT INTO {table} ({})\nVALUES ({});", names.join(", "), values.join(", "));
+            let values: Vec<String> = columns
+                .iter()
+                .filter_map(|c| c.before.as_deref().map(sql_literal))
+                .collect();
+            let _ = write!(
+                sql,
+                "INSERT INTO {table} ({})\nVALUES ({});",
+                names.join(", "),
+                values.join(", ")
+            );
         }
         other => return Err(format!("no revert for action {other}")),
     }
@@ -359,16 +432,29 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
 
-    fn entry(action: &str, pk: Option<&str>, before: Option<&str>, after: Option<&str>, changed: Option<&str>) -> StoredEntry {
+    fn entry(
+        action: &str,
+        pk: Option<&str>,
+        before: Option<&str>,
+        after: Option<&str>,
+        changed: Option<&str>,
+    ) -> StoredEntry {
         StoredEntry {
             id: 7,
             committed_at: chrono::Utc.with_ymd_and_hms(2024, 5, 1, 10, 0, 0).unwrap(),
-            xid: 900,
-            lsn: "0/1".into(),
+            xid: Some(900),
+            lsn: Some("0/1".into()),
             schema: "public".into(),
             table: "Order \"Items\"".into(),
             action: action.into(),
-            json: [pk.map(Into::into), before.map(Into::into), after.map(Into::into), changed.map(Into::into), Some("{}".into())],
+            json: [
+                pk.map(Into::into),
+                before.map(Into::into),
+                after.map(Into::into),
+                changed.map(Into::into),
+                Some("{}".into()),
+                None,
+            ],
         }
     }
 
@@ -382,18 +468,34 @@ mod tests {
             Some(r#"["b"]"#),
         );
         let d = column_diffs(&e);
-        assert_eq!(d.iter().map(|c| (c.column.as_str(), c.change)).collect::<Vec<_>>(), [
-            ("b", Change::Changed),
-            ("id", Change::Unchanged),
-            ("a", Change::Unchanged)
-        ]);
+        assert_eq!(
+            d.iter()
+                .map(|c| (c.column.as_str(), c.change))
+                .collect::<Vec<_>>(),
+            [
+                ("b", Change::Changed),
+                ("id", Change::Unchanged),
+                ("a", Change::Unchanged)
+            ]
+        );
         let sql = revert_sql(&e, &d).unwrap();
-        assert!(sql.ends_with("UPDATE \"public\".\"Order \"\"Items\"\"\"\nSET \"b\" = 2\nWHERE \"id\" = 1;"), "{sql}");
+        assert!(
+            sql.ends_with(
+                "UPDATE \"public\".\"Order \"\"Items\"\"\"\nSET \"b\" = 2\nWHERE \"id\" = 1;"
+            ),
+            "{sql}"
+        );
     }
 
     #[test]
     fn identity_default_update_has_unknown_columns_and_no_revert() {
-        let e = entry("UPDATE", Some(r#"{"id":1}"#), Some(r#"{"id":1}"#), Some(r#"{"id":1,"a":"y"}"#), None);
+        let e = entry(
+            "UPDATE",
+            Some(r#"{"id":1}"#),
+            Some(r#"{"id":1}"#),
+            Some(r#"{"id":1,"a":"y"}"#),
+            None,
+        );
         let d = column_diffs(&e);
         assert_eq!(d[0].change, Change::Unknown);
         assert!(revert_sql(&e, &d).unwrap_err().contains("REPLICA IDENTITY"));
@@ -411,23 +513,45 @@ mod tests {
 
     #[test]
     fn delete_reverts_to_insert_and_insert_to_delete() {
-        let e = entry("DELETE", Some(r#"{"id":5}"#), Some(r#"{"id":5,"name":"x"}"#), None, None);
+        let e = entry(
+            "DELETE",
+            Some(r#"{"id":5}"#),
+            Some(r#"{"id":5,"name":"x"}"#),
+            None,
+            None,
+        );
         let sql = revert_sql(&e, &column_diffs(&e)).unwrap();
         assert!(sql.contains("INSERT INTO \"public\".\"Order \"\"Items\"\"\" (\"id\", \"name\")\nVALUES (5, 'x');"), "{sql}");
-        let e = entry("INSERT", Some(r#"{"id":5}"#), None, Some(r#"{"id":5,"name":"x"}"#), None);
-        assert!(revert_sql(&e, &column_diffs(&e)).unwrap().contains("DELETE FROM"));
+        let e = entry(
+            "INSERT",
+            Some(r#"{"id":5}"#),
+            None,
+            Some(r#"{"id":5,"name":"x"}"#),
+            None,
+        );
+        assert!(revert_sql(&e, &column_diffs(&e))
+            .unwrap()
+            .contains("DELETE FROM"));
         let e = entry("INSERT", None, None, Some(r#"{"name":"x"}"#), None);
-        assert!(revert_sql(&e, &column_diffs(&e)).unwrap_err().contains("no primary key"));
+        assert!(revert_sql(&e, &column_diffs(&e))
+            .unwrap_err()
+            .contains("no primary key"));
     }
 
     #[test]
     fn json_documents_diff_by_line_with_words_marked() {
         let raw = |s: &str| RawValue::from_string(s.to_owned()).unwrap();
-        let (b, a) = (raw(r#"{"a":1,"b":"old words here","c":[1,2,3]}"#), raw(r#"{"a":1,"b":"new words here","c":[1,2,3]}"#));
+        let (b, a) = (
+            raw(r#"{"a":1,"b":"old words here","c":[1,2,3]}"#),
+            raw(r#"{"a":1,"b":"new words here","c":[1,2,3]}"#),
+        );
         assert!(wants_text_diff(&b, &a));
         let lines = text_diff(&b, &a);
         let del = lines.iter().find(|l| l.tag == "del").unwrap();
-        assert!(del.parts.iter().any(|(emph, s)| *emph && s.contains("old")), "{lines:?}");
+        assert!(
+            del.parts.iter().any(|(emph, s)| *emph && s.contains("old")),
+            "{lines:?}"
+        );
         assert!(lines.iter().any(|l| l.tag == "ins"));
     }
 }

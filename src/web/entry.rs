@@ -23,14 +23,25 @@ pub fn parse_id(text: &str, what: &str) -> Result<i64, WebError> {
         .parse::<i64>()
         .ok()
         .filter(|n| *n >= 0)
-        .ok_or_else(|| WebError::bad(format!("{:?} is not {what}: it must be a whole number", query::clip(text))))
+        .ok_or_else(|| {
+            WebError::bad(format!(
+                "{:?} is not {what}: it must be a whole number",
+                query::clip(text)
+            ))
+        })
 }
 
 /// The entry with this id.
 pub async fn load(state: &AppState, id: i64) -> Result<StoredEntry, WebError> {
     let client = state.pool().get().await?;
-    let row = client.query_opt(&format!("SELECT {ENTRY_COLUMNS} FROM pgtrail.entries WHERE id = $1"), &[&id]).await?;
-    row.map(|r| StoredEntry::from_row(&r)).ok_or_else(|| WebError::NotFound(format!("There is no entry {id}.")))
+    let row = client
+        .query_opt(
+            &format!("SELECT {ENTRY_COLUMNS} FROM pgtrail.entries WHERE id = $1"),
+            &[&id],
+        )
+        .await?;
+    row.map(|r| StoredEntry::from_row(&r))
+        .ok_or_else(|| WebError::NotFound(format!("There is no entry {id}.")))
 }
 
 /// One column as the diff table shows it.
@@ -60,7 +71,9 @@ impl DiffView {
         let mut unchanged = Vec::new();
         for d in diffs {
             let lines = match (d.change, &d.before, &d.after) {
-                (Change::Changed, Some(b), Some(a)) if diff::wants_text_diff(b, a) => Some(diff::text_diff(b, a)),
+                (Change::Changed, Some(b), Some(a)) if diff::wants_text_diff(b, a) => {
+                    Some(diff::text_diff(b, a))
+                }
                 _ => None,
             };
             let view = ColumnView {
@@ -85,7 +98,11 @@ impl DiffView {
             "DDL" => "A schema change: the command, the object and the statement, as the event trigger recorded them.".into(),
             _ => String::new(),
         };
-        DiffView { shown, unchanged, note }
+        DiffView {
+            shown,
+            unchanged,
+            note,
+        }
     }
 }
 
@@ -99,12 +116,15 @@ pub struct Facts {
     pub time: String,
     pub time_full: String,
     pub time_long: String,
-    pub xid: i64,
+    /// `None` for pgtrail's own events, which belong to no source transaction.
+    pub xid: Option<i64>,
     pub lsn: String,
+    /// The entry's `details` object as (field, value text) pairs: the leaf partition, TRUNCATE options, an event's particulars.
+    pub details: Vec<(String, String)>,
     pub ctx: Context,
     pub entry_url: String,
     pub history_url: Option<String>,
-    pub transaction_url: String,
+    pub transaction_url: Option<String>,
     pub table_url: String,
 }
 
@@ -121,11 +141,12 @@ impl Facts {
             time_full: e.committed_at_text(),
             time_long: long_time(&e.committed_at),
             xid: e.xid,
-            lsn: e.lsn.clone(),
+            lsn: e.lsn.clone().unwrap_or_default(),
+            details: details_fields(e.details()),
             ctx: Context::of(e),
             entry_url: format!("/entries/{}", e.id),
             history_url: history_url(e),
-            transaction_url: format!("/transactions/{}", e.xid),
+            transaction_url: e.xid.map(|x| format!("/transactions/{x}")),
             table_url: query::url("/", &[("table", table_param(&table))]),
         }
     }
@@ -141,7 +162,10 @@ pub struct EntryPage {
 }
 
 /// `GET /entries/{id}`
-pub async fn page(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, WebError> {
+pub async fn page(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, WebError> {
     let id = parse_id(&id, "an entry id")?;
     let entry = load(&state, id).await?;
     let diffs = diff::column_diffs(&entry);
@@ -149,6 +173,29 @@ pub async fn page(State(state): State<AppState>, Path(id): Path<String>) -> Resu
         Ok(sql) => (Some(sql), String::new()),
         Err(why) => (None, why),
     };
-    let page = EntryPage { f: Facts::new(&entry), d: DiffView::new(&entry, &diffs), revert_sql, revert_note };
+    let page = EntryPage {
+        f: Facts::new(&entry),
+        d: DiffView::new(&entry, &diffs),
+        revert_sql,
+        revert_note,
+    };
     Ok(Html(page.render()?).into_response())
+}
+
+/// The fields of an entry's `details` object, strings unquoted, other values as JSON text.
+fn details_fields(details: Option<&str>) -> Vec<(String, String)> {
+    let Some(Ok(serde_json::Value::Object(map))) =
+        details.map(serde_json::from_str::<serde_json::Value>)
+    else {
+        return Vec::new();
+    };
+    map.into_iter()
+        .map(|(k, v)| {
+            let text = match v {
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
+            };
+            (k, text)
+        })
+        .collect()
 }

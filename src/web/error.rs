@@ -39,7 +39,9 @@ impl WebError {
     pub fn message(&self) -> &str {
         match self {
             WebError::BadRequest(m) | WebError::NotFound(m) | WebError::Unavailable(m) => m,
-            WebError::Internal(_) => "Something went wrong inside pgtrail; the server log has the details.",
+            WebError::Internal(_) => {
+                "Something went wrong inside pgtrail; the server log has the details."
+            }
         }
     }
 
@@ -68,8 +70,14 @@ impl From<tokio_postgres::Error> for WebError {
                 unavailable()
             }
             // A character the store's encoding cannot hold, in a value the user gave.
-            Some("22021" | "22P05") => WebError::BadRequest(format!("a value cannot be searched for: {}", crate::store::describe(&e))),
-            _ => WebError::Internal(format!("audit store query failed: {}", crate::store::describe(&e))),
+            Some("22021" | "22P05") => WebError::BadRequest(format!(
+                "a value cannot be searched for: {}",
+                crate::store::describe(&e)
+            )),
+            _ => WebError::Internal(format!(
+                "audit store query failed: {}",
+                crate::store::describe(&e)
+            )),
         }
     }
 }
@@ -99,12 +107,23 @@ impl IntoResponse for WebError {
             tracing::error!(error = %detail, "web request failed");
         }
         let status = self.status();
-        let page = ErrorPage { title: status.canonical_reason().unwrap_or("Error"), status: status.as_u16(), message: self.message() };
+        let page = ErrorPage {
+            title: status.canonical_reason().unwrap_or("Error"),
+            status: status.as_u16(),
+            message: self.message(),
+        };
         match page.render() {
             Ok(html) => (status, Html(html)).into_response(),
             Err(e) => {
                 tracing::error!(error = %e, "rendering the error page failed");
-                (status, [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"))], self.message().to_owned())
+                (
+                    status,
+                    [(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("text/plain; charset=utf-8"),
+                    )],
+                    self.message().to_owned(),
+                )
                     .into_response()
             }
         }

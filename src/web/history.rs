@@ -42,27 +42,50 @@ pub struct HistoryPage {
 }
 
 /// `GET /history?table=S.T&pk=…[&after=ID]`
-pub async fn page(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, WebError> {
+pub async fn page(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, WebError> {
     let mut table = None;
     let mut pk = None;
     let mut after = 0i64;
     for (name, value) in query::pairs(raw.as_deref())? {
         let value = value.trim().to_owned();
         match name.as_str() {
-            "table" => table = Some(TableName::from_str(&value).map_err(|e| WebError::bad(format!("table: {e}")))?),
+            "table" => {
+                table = Some(
+                    TableName::from_str(&value)
+                        .map_err(|e| WebError::bad(format!("table: {e}")))?,
+                )
+            }
             "pk" if !value.is_empty() => pk = Some(value),
             "pk" => {}
             "after" => {
-                after = value.parse().ok().filter(|n: &i64| *n >= 0).ok_or_else(|| WebError::bad(format!("after: {:?} is not an entry id", clip(&value))))?
+                after = value
+                    .parse()
+                    .ok()
+                    .filter(|n: &i64| *n >= 0)
+                    .ok_or_else(|| {
+                        WebError::bad(format!("after: {:?} is not an entry id", clip(&value)))
+                    })?
             }
-            _ => return Err(WebError::bad(format!("unknown parameter {:?}; a history takes table, pk and after", clip(&name)))),
+            _ => {
+                return Err(WebError::bad(format!(
+                    "unknown parameter {:?}; a history takes table, pk and after",
+                    clip(&name)
+                )))
+            }
         }
     }
-    let table = table.ok_or_else(|| WebError::bad("give the table: /history?table=schema.table&pk=…"))?;
-    let pk = pk.ok_or_else(|| WebError::bad("give the row's primary key: pk=5, or the key as JSON, e.g. pk={\"id\":5}"))?;
+    let table =
+        table.ok_or_else(|| WebError::bad("give the table: /history?table=schema.table&pk=…"))?;
+    let pk = pk.ok_or_else(|| {
+        WebError::bad("give the row's primary key: pk=5, or the key as JSON, e.g. pk={\"id\":5}")
+    })?;
     if pk.starts_with('{') {
-        serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&pk)
-            .map_err(|e| WebError::bad(format!("pk: {:?} is not a JSON object ({e})", clip(&pk))))?;
+        serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&pk).map_err(|e| {
+            WebError::bad(format!("pk: {:?} is not a JSON object ({e})", clip(&pk)))
+        })?;
     }
     let client = state.pool().get().await?;
     let texts = if pk.starts_with('{') {
@@ -80,20 +103,33 @@ pub async fn page(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Res
             })?,
         }
     };
-    let mut sql = Sql::new(format!("SELECT {ENTRY_COLUMNS} FROM pgtrail.entries WHERE true"));
-    let filter = query::Filter { tables: vec![table.clone()], ..Default::default() };
-    let resolved = query::Resolved { pk: Some(PkMatch::rows(&table, texts)), ..Default::default() };
+    let mut sql = Sql::new(format!(
+        "SELECT {ENTRY_COLUMNS} FROM pgtrail.entries WHERE true"
+    ));
+    let filter = query::Filter {
+        tables: vec![table.clone()],
+        ..Default::default()
+    };
+    let resolved = query::Resolved {
+        pk: Some(PkMatch::rows(&table, texts)),
+        ..Default::default()
+    };
     filter.push_where(&mut sql, &resolved, chrono::Utc::now());
     let a = sql.param(after);
     let limit = sql.param(HISTORY_PAGE + 1);
-    sql.text.push_str(&format!(" AND id > {a} ORDER BY id LIMIT {limit}"));
+    sql.text
+        .push_str(&format!(" AND id > {a} ORDER BY id LIMIT {limit}"));
     let rows = client.query(&sql.text, &sql.refs()).await?;
     drop(client);
     let mut entries: Vec<StoredEntry> = rows.iter().map(StoredEntry::from_row).collect();
     let more = entries.len() as i64 > HISTORY_PAGE;
     entries.truncate(HISTORY_PAGE as usize);
     if entries.is_empty() && after == 0 {
-        return Err(WebError::NotFound(format!("No entries of {} have the primary key {}.", query::table_param(&table), clip(&pk))));
+        return Err(WebError::NotFound(format!(
+            "No entries of {} have the primary key {}.",
+            query::table_param(&table),
+            clip(&pk)
+        )));
     }
     let table_text = query::table_param(&table);
     let pairs = |after: Option<i64>| {
@@ -103,10 +139,17 @@ pub async fn page(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Res
         }
         url("/history", &p)
     };
-    let key = entries.first().map(|e| super::log::key_text(e.primary_key())).unwrap_or_else(|| clip(&pk));
+    let key = entries
+        .first()
+        .map(|e| super::log::key_text(e.primary_key()))
+        .unwrap_or_else(|| clip(&pk));
     let page = HistoryPage {
         log_url: url("/", &[("table", table_text.clone()), ("pk", pk.clone())]),
-        later_url: if more { entries.last().map(|e| pairs(Some(e.id))) } else { None },
+        later_url: if more {
+            entries.last().map(|e| pairs(Some(e.id)))
+        } else {
+            None
+        },
         first_url: (after > 0).then(|| pairs(None)),
         table: table_text,
         key,
@@ -114,7 +157,10 @@ pub async fn page(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Res
             .iter()
             .map(|e| {
                 let diffs = diff::column_diffs(e);
-                HistoryItem { f: Facts::new(e), d: DiffView::new(e, &diffs) }
+                HistoryItem {
+                    f: Facts::new(e),
+                    d: DiffView::new(e, &diffs),
+                }
             })
             .collect(),
     };

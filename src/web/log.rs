@@ -21,7 +21,7 @@ use super::error::WebError;
 use super::query::{self, url, Cursor, Dir, LogQuery, Resolved, SortKey, COUNT_CAP};
 use super::AppState;
 use crate::entry::Action;
-use crate::export::StoredEntry;
+use crate::export::{StoredEntry, ENTRY_COLUMN_COUNT};
 use crate::table::TableName;
 
 /// How long the count may take before the page settles for "at least".
@@ -88,7 +88,11 @@ pub fn long_time(t: &DateTime<Utc>) -> String {
 /// `id=5`, `a=1, b=x`: a primary key for people.
 pub fn key_text(primary_key: Option<&str>) -> String {
     let m = Members::parse(primary_key);
-    let text = m.0.iter().map(|(k, v)| format!("{k}={}", ValueView::of(v).text)).collect::<Vec<_>>().join(", ");
+    let text =
+        m.0.iter()
+            .map(|(k, v)| format!("{k}={}", ValueView::of(v).text))
+            .collect::<Vec<_>>()
+            .join(", ");
     query::clip(&text)
 }
 
@@ -96,7 +100,10 @@ pub fn key_text(primary_key: Option<&str>) -> String {
 pub fn history_url(entry: &StoredEntry) -> Option<String> {
     let pk = entry.primary_key()?;
     let table = TableName::new(entry.schema.clone(), entry.table.clone());
-    Some(url("/history", &[("table", query::table_param(&table)), ("pk", pk.to_owned())]))
+    Some(url(
+        "/history",
+        &[("table", query::table_param(&table)), ("pk", pk.to_owned())],
+    ))
 }
 
 /// One entry as a line of the log.
@@ -151,7 +158,10 @@ impl RowView {
             ip_url: narrowed(&|q| q.filter.ip = ctx.client_addr.clone()),
             ip: ctx.client_addr.clone().unwrap_or_default(),
             action_url: narrowed(&|q| {
-                q.filter.actions = action.parse::<Action>().map(|a| vec![a]).unwrap_or_default();
+                q.filter.actions = action
+                    .parse::<Action>()
+                    .map(|a| vec![a])
+                    .unwrap_or_default();
             }),
             action_class: e.action.to_lowercase(),
             action: e.action.clone(),
@@ -168,7 +178,13 @@ impl RowView {
 /// The Changes column: the changed columns of an update, or one line saying what happened.
 pub fn changes(e: &StoredEntry) -> String {
     let key = key_text(e.primary_key());
-    let with_key = |what: &str| if key.is_empty() { what.to_owned() } else { format!("{what} {key}") };
+    let with_key = |what: &str| {
+        if key.is_empty() {
+            what.to_owned()
+        } else {
+            format!("{what} {key}")
+        }
+    };
     match e.action.as_str() {
         "INSERT" => with_key("new row"),
         "DELETE" => with_key("deleted row"),
@@ -178,11 +194,19 @@ pub fn changes(e: &StoredEntry) -> String {
             let field = |k: &str| m.get(k).map(|v| ValueView::of(v).text).unwrap_or_default();
             query::clip(format!("{} {}", field("command_tag"), field("object_identity")).trim())
         }
-        _ => match e.changed_columns().and_then(|t| serde_json::from_str::<Vec<String>>(t).ok()) {
+        _ => match e
+            .changed_columns()
+            .and_then(|t| serde_json::from_str::<Vec<String>>(t).ok())
+        {
             Some(cols) if cols.is_empty() => "no column changed".into(),
             Some(cols) => {
                 const SHOWN: usize = 6;
-                let mut text = cols.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
+                let mut text = cols
+                    .iter()
+                    .take(SHOWN)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 if cols.len() > SHOWN {
                     text.push_str(&format!(" +{} more", cols.len() - SHOWN));
                 }
@@ -271,13 +295,27 @@ pub struct Page {
 }
 
 /// Reads one page of `q`.
-pub async fn fetch_page(state: &AppState, q: &LogQuery, r: &Resolved, now: DateTime<Utc>) -> Result<Page, WebError> {
+pub async fn fetch_page(
+    state: &AppState,
+    q: &LogQuery,
+    r: &Resolved,
+    now: DateTime<Utc>,
+) -> Result<Page, WebError> {
     let client = state.pool().get().await?;
     let ps = q.page_sql(r, now);
     let rows = client.query(&ps.sql.text, &ps.sql.refs()).await?;
     drop(client);
-    let mut entries: Vec<(StoredEntry, Vec<String>)> =
-        rows.iter().map(|r| (StoredEntry::from_row(r), (12..12 + ps.key_count).map(|i| r.get::<_, String>(i)).collect())).collect();
+    let mut entries: Vec<(StoredEntry, Vec<String>)> = rows
+        .iter()
+        .map(|r| {
+            (
+                StoredEntry::from_row(r),
+                (ENTRY_COLUMN_COUNT..ENTRY_COLUMN_COUNT + ps.key_count)
+                    .map(|i| r.get::<_, String>(i))
+                    .collect(),
+            )
+        })
+        .collect();
     let more = entries.len() as i64 > q.limit;
     entries.truncate(q.limit as usize);
     if ps.reversed {
@@ -289,11 +327,34 @@ pub async fn fetch_page(state: &AppState, q: &LogQuery, r: &Resolved, now: DateT
         }
         entries.reverse();
     }
-    let (has_next, has_prev) = if ps.reversed { (true, true) } else { (more, q.cursor.is_some()) };
-    let cursor = |(e, keys): &(StoredEntry, Vec<String>), backward| Cursor { keys: keys.clone(), id: e.id, backward }.encode(q.sort);
-    let next = if has_next { entries.last().map(|x| cursor(x, false)) } else { None };
-    let prev = if has_prev { entries.first().map(|x| cursor(x, true)) } else { None };
-    Ok(Page { entries: entries.into_iter().map(|(e, _)| e).collect(), next, prev })
+    let (has_next, has_prev) = if ps.reversed {
+        (true, true)
+    } else {
+        (more, q.cursor.is_some())
+    };
+    let cursor = |(e, keys): &(StoredEntry, Vec<String>), backward| {
+        Cursor {
+            keys: keys.clone(),
+            id: e.id,
+            backward,
+        }
+        .encode(q.sort)
+    };
+    let next = if has_next {
+        entries.last().map(|x| cursor(x, false))
+    } else {
+        None
+    };
+    let prev = if has_prev {
+        entries.first().map(|x| cursor(x, true))
+    } else {
+        None
+    };
+    Ok(Page {
+        entries: entries.into_iter().map(|(e, _)| e).collect(),
+        next,
+        prev,
+    })
 }
 
 /// How many entries match.
@@ -314,13 +375,19 @@ pub async fn count(state: &AppState, q: &LogQuery, r: &Resolved, now: DateTime<U
     let mut found = 0i64;
     let run = async {
         let mut client = state.pool().get().await?;
-        let bounds = client.query_one("SELECT coalesce(min(id), 0), coalesce(max(id), 0) + 1 FROM pgtrail.entries", &[]).await?;
+        let bounds = client
+            .query_one(
+                "SELECT coalesce(min(id), 0), coalesce(max(id), 0) + 1 FROM pgtrail.entries",
+                &[],
+            )
+            .await?;
         let bottom = r.lo.unwrap_or(0).max(bounds.get(0));
         let mut upper = r.hi.unwrap_or(i64::MAX).min(bounds.get(1));
         let mut window = 20_000i64;
         let mut scanned = 0i64;
         let tx = client.transaction().await?;
-        tx.batch_execute("SET LOCAL statement_timeout = '1s'").await?;
+        tx.batch_execute("SET LOCAL statement_timeout = '1s'")
+            .await?;
         while upper > bottom {
             let lower = bottom.max(upper - window);
             let sql = q.count_sql(r, now, lower, upper, COUNT_CAP + 1 - found);
@@ -363,7 +430,10 @@ fn thousands(n: i64) -> String {
 }
 
 /// `GET /`
-pub async fn page(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, WebError> {
+pub async fn page(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, WebError> {
     let q = LogQuery::parse(raw.as_deref(), true)?;
     let now = Utc::now();
     let live_unavailable = if q.sort != Default::default() {
@@ -381,12 +451,18 @@ pub async fn page(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Res
     // Live mode starts after the newest entry that existed before the page was read.
     let newest_before = if live {
         let client = state.pool().get().await?;
-        client.query_one("SELECT coalesce(max(id), 0) FROM pgtrail.entries", &[]).await?.get::<_, i64>(0)
+        client
+            .query_one("SELECT coalesce(max(id), 0) FROM pgtrail.entries", &[])
+            .await?
+            .get::<_, i64>(0)
     } else {
         0
     };
-    let (page, count, known_tables) =
-        tokio::join!(fetch_page(&state, &q, &resolved, now), count(&state, &q, &resolved, now), state.known_tables());
+    let (page, count, known_tables) = tokio::join!(
+        fetch_page(&state, &q, &resolved, now),
+        count(&state, &q, &resolved, now),
+        state.known_tables()
+    );
     let page = page?;
 
     let base = q.to_pairs();
@@ -396,22 +472,37 @@ pub async fn page(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Res
         p
     };
     let view_url = |p: &[(&'static str, String)]| url("/", p);
-    let headers = [("Time", SortKey::Time), ("Actor", SortKey::Actor), ("IP", SortKey::Ip), ("Action", SortKey::Action), ("Table", SortKey::Table)]
-        .into_iter()
-        .map(|(label, key)| {
-            let current = q.sort.key == key;
-            let dir = if current { q.sort.dir.flip() } else { key.default_dir() };
-            let mut s = q.clone();
-            s.sort = query::Sort { key, dir };
-            s.cursor = None;
-            let (sorted, arrow) = match (current, q.sort.dir) {
-                (false, _) => ("", ""),
-                (true, Dir::Asc) => ("ascending", "▲"),
-                (true, Dir::Desc) => ("descending", "▼"),
-            };
-            Header { label, url: view_url(&s.to_pairs()), sorted, arrow }
-        })
-        .collect();
+    let headers = [
+        ("Time", SortKey::Time),
+        ("Actor", SortKey::Actor),
+        ("IP", SortKey::Ip),
+        ("Action", SortKey::Action),
+        ("Table", SortKey::Table),
+    ]
+    .into_iter()
+    .map(|(label, key)| {
+        let current = q.sort.key == key;
+        let dir = if current {
+            q.sort.dir.flip()
+        } else {
+            key.default_dir()
+        };
+        let mut s = q.clone();
+        s.sort = query::Sort { key, dir };
+        s.cursor = None;
+        let (sorted, arrow) = match (current, q.sort.dir) {
+            (false, _) => ("", ""),
+            (true, Dir::Asc) => ("ascending", "▲"),
+            (true, Dir::Desc) => ("descending", "▼"),
+        };
+        Header {
+            label,
+            url: view_url(&s.to_pairs()),
+            sorted,
+            arrow,
+        }
+    })
+    .collect();
     let tables = q
         .filter
         .tables
@@ -420,36 +511,51 @@ pub async fn page(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Res
             let mut s = q.clone();
             s.cursor = None;
             s.filter.tables.retain(|x| x != t);
-            Chip { value: query::table_param(t), remove_url: view_url(&s.to_pairs()) }
+            Chip {
+                value: query::table_param(t),
+                remove_url: view_url(&s.to_pairs()),
+            }
         })
         .collect();
     let current_last = q.filter.last.as_ref().map(|l| l.0.as_str());
-    let quick = [("Last hour", "1h"), ("24 hours", "24h"), ("7 days", "7d"), ("Any time", "")]
-        .into_iter()
-        .map(|(label, last)| {
-            let mut s = q.clone();
-            s.cursor = None;
-            s.filter.from = None;
-            s.filter.to = None;
-            s.filter.last = (!last.is_empty()).then(|| (last.to_owned(), chrono::Duration::zero()));
-            let active = if last.is_empty() {
-                q.filter.from.is_none() && q.filter.to.is_none() && current_last.is_none()
-            } else {
-                current_last == Some(last)
-            };
-            let mut p = s.to_pairs();
-            if s.live {
-                p.push(("live", "1".into()));
-            }
-            QuickRange { label, url: view_url(&p), active }
-        })
-        .collect();
+    let quick = [
+        ("Last hour", "1h"),
+        ("24 hours", "24h"),
+        ("7 days", "7d"),
+        ("Any time", ""),
+    ]
+    .into_iter()
+    .map(|(label, last)| {
+        let mut s = q.clone();
+        s.cursor = None;
+        s.filter.from = None;
+        s.filter.to = None;
+        s.filter.last = (!last.is_empty()).then(|| (last.to_owned(), chrono::Duration::zero()));
+        let active = if last.is_empty() {
+            q.filter.from.is_none() && q.filter.to.is_none() && current_last.is_none()
+        } else {
+            current_last == Some(last)
+        };
+        let mut p = s.to_pairs();
+        if s.live {
+            p.push(("live", "1".into()));
+        }
+        QuickRange {
+            label,
+            url: view_url(&p),
+            active,
+        }
+    })
+    .collect();
     let mut live_pairs = base.clone();
     if !q.live {
         live_pairs.push(("live", "1".into()));
     }
     let live_url = live.then(|| {
-        let after = page.entries.first().map_or(newest_before, |e| e.id.max(newest_before));
+        let after = page
+            .entries
+            .first()
+            .map_or(newest_before, |e| e.id.max(newest_before));
         url("/live", &with(&[("after", after.to_string())]))
     });
     let count = match count {
@@ -459,7 +565,11 @@ pub async fn page(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Res
         Count::AtLeast(0) => "entries (counting them took too long)".to_owned(),
         Count::AtLeast(n) => format!("at least {} entries (counting stopped)", thousands(n)),
     };
-    let fmt_input = |t: &Option<(String, DateTime<Utc>)>| t.as_ref().map(|(_, t)| t.format("%Y-%m-%dT%H:%M:%S").to_string()).unwrap_or_default();
+    let fmt_input = |t: &Option<(String, DateTime<Utc>)>| {
+        t.as_ref()
+            .map(|(_, t)| t.format("%Y-%m-%dT%H:%M:%S").to_string())
+            .unwrap_or_default()
+    };
     let mut refresh = base.clone();
     if q.live {
         refresh.push(("live", "1".into()));
@@ -475,7 +585,13 @@ pub async fn page(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Res
     let view = LogPage {
         rows: page.entries.iter().map(|e| RowView::new(e, &q)).collect(),
         headers,
-        actions: Action::ALL.iter().map(|a| ActionBox { name: a.as_str(), checked: f.actions.contains(a) }).collect(),
+        actions: Action::ALL
+            .iter()
+            .map(|a| ActionBox {
+                name: a.as_str(),
+                checked: f.actions.contains(a),
+            })
+            .collect(),
         tables,
         known_tables,
         quick,
@@ -489,9 +605,21 @@ pub async fn page(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Res
         last: f.last.as_ref().map(|l| l.0.clone()).unwrap_or_default(),
         pk: f.pk.clone().unwrap_or_default(),
         q: f.q.clone().unwrap_or_default(),
-        sort: if q.sort == Default::default() { String::new() } else { q.sort.key.as_str().to_owned() },
-        dir: if q.sort == Default::default() { String::new() } else { q.sort.dir.as_str().to_owned() },
-        limit: if q.limit == query::DEFAULT_LIMIT { String::new() } else { q.limit.to_string() },
+        sort: if q.sort == Default::default() {
+            String::new()
+        } else {
+            q.sort.key.as_str().to_owned()
+        },
+        dir: if q.sort == Default::default() {
+            String::new()
+        } else {
+            q.sort.dir.as_str().to_owned()
+        },
+        limit: if q.limit == query::DEFAULT_LIMIT {
+            String::new()
+        } else {
+            q.limit.to_string()
+        },
         filtered: !f.is_empty(),
         count,
         refresh_url: view_url(&refresh),
@@ -519,11 +647,17 @@ struct Live {
 impl Live {
     async fn poll(&mut self) -> Result<(), WebError> {
         let client = self.state.pool().get().await?;
-        let mut sql = query::Sql::new(format!("SELECT {} FROM pgtrail.entries WHERE true", crate::export::ENTRY_COLUMNS));
-        self.q.filter.push_where(&mut sql, &self.resolved, Utc::now());
+        let mut sql = query::Sql::new(format!(
+            "SELECT {} FROM pgtrail.entries WHERE true",
+            crate::export::ENTRY_COLUMNS
+        ));
+        self.q
+            .filter
+            .push_where(&mut sql, &self.resolved, Utc::now());
         let after = sql.param(self.after);
         let limit = sql.param(LIVE_BATCH);
-        sql.text.push_str(&format!(" AND id > {after} ORDER BY id LIMIT {limit}"));
+        sql.text
+            .push_str(&format!(" AND id > {after} ORDER BY id LIMIT {limit}"));
         let rows = client.query(&sql.text, &sql.refs()).await?;
         drop(client);
         for r in &rows {
@@ -531,7 +665,12 @@ impl Live {
             let row = RowView::new(&e, &self.q);
             let html = RowFragment { r: &row }.render()?;
             let data = serde_json::json!({ "id": e.id, "html": html }).to_string();
-            self.pending.push_back(Event::default().event("entry").id(e.id.to_string()).data(data));
+            self.pending.push_back(
+                Event::default()
+                    .event("entry")
+                    .id(e.id.to_string())
+                    .data(data),
+            );
             self.after = e.id;
         }
         Ok(())
@@ -541,15 +680,25 @@ impl Live {
 /// `GET /live?<filters>&after=<id>`: new matching entries as server-sent
 /// events (`entry`, data `{"id":…,"html":"<tr>…</tr>"}`), oldest first. A
 /// reconnecting browser's `Last-Event-ID` takes over from `after`.
-pub async fn live(State(state): State<AppState>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Result<Response, WebError> {
+pub async fn live(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, WebError> {
     let mut pairs = query::pairs(raw.as_deref())?;
     let mut after: Option<i64> = None;
     let mut rest = Vec::new();
     for (k, v) in pairs.drain(..) {
         if k == "after" {
-            after = Some(v.trim().parse().ok().filter(|n: &i64| *n >= 0).ok_or_else(|| {
-                WebError::bad(format!("after: {:?} is not an entry id", query::clip(&v)))
-            })?);
+            after = Some(
+                v.trim()
+                    .parse()
+                    .ok()
+                    .filter(|n: &i64| *n >= 0)
+                    .ok_or_else(|| {
+                        WebError::bad(format!("after: {:?} is not an entry id", query::clip(&v)))
+                    })?,
+            );
         } else {
             rest.push((k, v));
         }
@@ -558,13 +707,19 @@ pub async fn live(State(state): State<AppState>, headers: HeaderMap, RawQuery(ra
     if q.cursor.is_some() || q.sort != Default::default() {
         return Err(WebError::bad("the live stream follows the newest-first order from the first page; drop sort, dir and cursor"));
     }
-    let last_event = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<i64>().ok());
+    let last_event = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<i64>().ok());
     let after = match (last_event, after) {
         (Some(id), _) => id,
         (None, Some(a)) => a,
         (None, None) => {
             let client = state.pool().get().await?;
-            client.query_one("SELECT coalesce(max(id), 0) FROM pgtrail.entries", &[]).await?.get(0)
+            client
+                .query_one("SELECT coalesce(max(id), 0) FROM pgtrail.entries", &[])
+                .await?
+                .get(0)
         }
     };
     let resolved = {
@@ -572,7 +727,14 @@ pub async fn live(State(state): State<AppState>, headers: HeaderMap, RawQuery(ra
         q.filter.resolve(&client, Utc::now()).await?
     };
     let stopping = state.stopping();
-    let live = Live { state, q, resolved, after, pending: VecDeque::new(), stopping };
+    let live = Live {
+        state,
+        q,
+        resolved,
+        after,
+        pending: VecDeque::new(),
+        stopping,
+    };
     let stream = futures_util::stream::unfold(live, |mut l| async move {
         loop {
             if let Some(ev) = l.pending.pop_front() {
@@ -590,5 +752,7 @@ pub async fn live(State(state): State<AppState>, headers: HeaderMap, RawQuery(ra
             }
         }
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }

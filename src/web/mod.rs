@@ -61,19 +61,27 @@ pub struct Conn<'a>(MutexGuard<'a, Option<Client>>);
 impl std::ops::Deref for Conn<'_> {
     type Target = Client;
     fn deref(&self) -> &Client {
-        self.0.as_ref().expect("a pooled connection is open while taken")
+        self.0
+            .as_ref()
+            .expect("a pooled connection is open while taken")
     }
 }
 
 impl std::ops::DerefMut for Conn<'_> {
     fn deref_mut(&mut self) -> &mut Client {
-        self.0.as_mut().expect("a pooled connection is open while taken")
+        self.0
+            .as_mut()
+            .expect("a pooled connection is open while taken")
     }
 }
 
 impl Pool {
     pub fn new(url: PgUrl, size: usize) -> Pool {
-        Pool { url, slots: (0..size.max(1)).map(|_| Mutex::new(None)).collect(), next: AtomicUsize::new(0) }
+        Pool {
+            url,
+            slots: (0..size.max(1)).map(|_| Mutex::new(None)).collect(),
+            next: AtomicUsize::new(0),
+        }
     }
 
     /// A free connection if there is one, else waits for one in turn.
@@ -122,7 +130,11 @@ struct Inner {
 impl AppState {
     pub fn new(pool: Pool) -> AppState {
         let (stop_tx, _) = watch::channel(false);
-        AppState(Arc::new(Inner { pool, stop_tx, tables: Mutex::new(None) }))
+        AppState(Arc::new(Inner {
+            pool,
+            stop_tx,
+            tables: Mutex::new(None),
+        }))
     }
 
     pub fn pool(&self) -> &Pool {
@@ -155,7 +167,12 @@ impl AppState {
             Ok(client) => match client.query(sql, &[]).await {
                 Ok(rows) => rows
                     .iter()
-                    .map(|r| query::table_param(&crate::table::TableName::new(r.get::<_, String>(0), r.get::<_, String>(1))))
+                    .map(|r| {
+                        query::table_param(&crate::table::TableName::new(
+                            r.get::<_, String>(0),
+                            r.get::<_, String>(1),
+                        ))
+                    })
                     .collect(),
                 Err(e) => {
                     tracing::warn!(error = %crate::store::describe(&e), "listing tables failed");
@@ -201,10 +218,19 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 
 async fn security_headers(mut res: Response) -> Response {
     let h = res.headers_mut();
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
     // Audit data is not for shared caches or the back-forward cache of a shared machine.
     if !h.contains_key(header::CACHE_CONTROL) {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -232,17 +258,30 @@ pub async fn serve_on(
 }
 
 /// Binds `config.web_listen` and serves until `shutdown`.
-pub async fn serve(config: &Config, pool: Pool, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn serve(
+    config: &Config,
+    pool: Pool,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.web_listen)
         .await
-        .with_context(|| format!("cannot listen on {} (web.listen in {})", config.web_listen, config.path.display()))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (web.listen in {})",
+                config.web_listen,
+                config.path.display()
+            )
+        })?;
     serve_on(listener, pool, shutdown).await
 }
 
 /// For `pgtrail run`: the web view beside capture, stopping when `stop` turns
 /// true. A web view that cannot start (its port taken) is logged and capture
 /// goes on: the audit trail matters more than its viewer.
-pub fn spawn_alongside(config: &Config, mut stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+pub fn spawn_alongside(
+    config: &Config,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
     let config = config.clone();
     tokio::spawn(async move {
         let pool = Pool::new(config.store.clone(), POOL_SIZE);

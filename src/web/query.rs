@@ -35,8 +35,10 @@ use crate::entry::{push_json_string, Action};
 use crate::table::TableName;
 
 /// Every parameter the log and the API accept (the page also takes `live`).
-pub const PARAMS: [&str; 16] =
-    ["action", "table", "actor", "role", "ip", "app", "source", "from", "to", "last", "pk", "q", "sort", "dir", "cursor", "limit"];
+pub const PARAMS: [&str; 16] = [
+    "action", "table", "actor", "role", "ip", "app", "source", "from", "to", "last", "pk", "q",
+    "sort", "dir", "cursor", "limit",
+];
 
 pub const DEFAULT_LIMIT: i64 = 50;
 pub const MAX_LIMIT: i64 = 500;
@@ -91,7 +93,13 @@ pub enum SortKey {
 }
 
 impl SortKey {
-    pub const ALL: [SortKey; 5] = [SortKey::Time, SortKey::Actor, SortKey::Ip, SortKey::Action, SortKey::Table];
+    pub const ALL: [SortKey; 5] = [
+        SortKey::Time,
+        SortKey::Actor,
+        SortKey::Ip,
+        SortKey::Action,
+        SortKey::Table,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -179,15 +187,27 @@ struct CursorWire {
 
 impl Cursor {
     pub fn encode(&self, sort: Sort) -> String {
-        let wire =
-            CursorWire { s: sort.key.as_str().into(), d: sort.dir.as_str().into(), k: self.keys.clone(), i: self.id, b: self.backward };
+        let wire = CursorWire {
+            s: sort.key.as_str().into(),
+            d: sort.dir.as_str().into(),
+            k: self.keys.clone(),
+            i: self.id,
+            b: self.backward,
+        };
         let json = serde_json::to_vec(&wire).unwrap_or_default();
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
     }
 
     pub fn decode(text: &str, sort: Sort) -> Result<Cursor, WebError> {
-        let bad = || WebError::bad(format!("cursor {:?} is not one this server gave out; start again from the first page", clip(text)));
-        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text.trim_end_matches('=')).map_err(|_| bad())?;
+        let bad = || {
+            WebError::bad(format!(
+                "cursor {:?} is not one this server gave out; start again from the first page",
+                clip(text)
+            ))
+        };
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(text.trim_end_matches('='))
+            .map_err(|_| bad())?;
         let wire: CursorWire = serde_json::from_slice(&bytes).map_err(|_| bad())?;
         if wire.s != sort.key.as_str() || wire.d != sort.dir.as_str() {
             return Err(WebError::bad(format!(
@@ -201,7 +221,11 @@ impl Cursor {
         if wire.k.len() != sort.key.exprs().len() || wire.i < 0 {
             return Err(bad());
         }
-        Ok(Cursor { keys: wire.k, id: wire.i, backward: wire.b })
+        Ok(Cursor {
+            keys: wire.k,
+            id: wire.i,
+            backward: wire.b,
+        })
     }
 }
 
@@ -217,9 +241,17 @@ pub fn clip(text: &str) -> String {
 /// Decoded `name=value` pairs of a query string (`+` and `%XX` decoded).
 /// A NUL character is refused: PostgreSQL text cannot hold one.
 pub fn pairs(query: Option<&str>) -> Result<Vec<(String, String)>, WebError> {
-    let pairs: Vec<(String, String)> = form_urlencoded::parse(query.unwrap_or("").as_bytes()).into_owned().collect();
-    if let Some((name, _)) = pairs.iter().find(|(n, v)| n.contains('\0') || v.contains('\0')) {
-        return Err(WebError::bad(format!("the value of {:?} contains a NUL character (%00), which no stored value can", clip(name))));
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .into_owned()
+        .collect();
+    if let Some((name, _)) = pairs
+        .iter()
+        .find(|(n, v)| n.contains('\0') || v.contains('\0'))
+    {
+        return Err(WebError::bad(format!(
+            "the value of {:?} contains a NUL character (%00), which no stored value can",
+            clip(name)
+        )));
     }
     Ok(pairs)
 }
@@ -232,8 +264,15 @@ impl LogQuery {
         Self::from_pairs(&pairs(query)?, allow_live, Utc::now())
     }
 
-    pub fn from_pairs(pairs: &[(String, String)], allow_live: bool, now: DateTime<Utc>) -> Result<LogQuery, WebError> {
-        let mut q = LogQuery { limit: DEFAULT_LIMIT, ..LogQuery::default() };
+    pub fn from_pairs(
+        pairs: &[(String, String)],
+        allow_live: bool,
+        now: DateTime<Utc>,
+    ) -> Result<LogQuery, WebError> {
+        let mut q = LogQuery {
+            limit: DEFAULT_LIMIT,
+            ..LogQuery::default()
+        };
         let mut seen: Vec<&str> = Vec::new();
         let mut sort_key = None;
         let mut dir = None;
@@ -241,7 +280,9 @@ impl LogQuery {
         for (name, value) in pairs {
             let value = value.trim();
             if value.len() > MAX_VALUE_LEN {
-                return Err(WebError::bad(format!("the value of {name} is too long (at most {MAX_VALUE_LEN} bytes)")));
+                return Err(WebError::bad(format!(
+                    "the value of {name} is too long (at most {MAX_VALUE_LEN} bytes)"
+                )));
             }
             let multi = matches!(name.as_str(), "action" | "table");
             let known = PARAMS.contains(&name.as_str()) || (allow_live && name == "live");
@@ -250,14 +291,20 @@ impl LogQuery {
                 if allow_live {
                     names.push("live");
                 }
-                return Err(WebError::bad(format!("unknown parameter {:?}; the parameters are {}", clip(name), names.join(", "))));
+                return Err(WebError::bad(format!(
+                    "unknown parameter {:?}; the parameters are {}",
+                    clip(name),
+                    names.join(", ")
+                )));
             }
             if value.is_empty() {
                 continue;
             }
             if !multi {
                 if seen.contains(&name.as_str()) {
-                    return Err(WebError::bad(format!("{name} is given more than once; give it once")));
+                    return Err(WebError::bad(format!(
+                        "{name} is given more than once; give it once"
+                    )));
                 }
                 seen.push(name.as_str());
             }
@@ -328,17 +375,26 @@ impl LogQuery {
             }
         }
         let key = sort_key.unwrap_or_default();
-        q.sort = Sort { key, dir: dir.unwrap_or(key.default_dir()) };
+        q.sort = Sort {
+            key,
+            dir: dir.unwrap_or(key.default_dir()),
+        };
         if let Some(text) = cursor_text {
             q.cursor = Some(Cursor::decode(&text, q.sort)?);
         }
         let f = &q.filter;
         if f.last.is_some() && f.from.is_some() {
-            return Err(WebError::bad("give either last (a quick range such as 24h) or from, not both"));
+            return Err(WebError::bad(
+                "give either last (a quick range such as 24h) or from, not both",
+            ));
         }
         if let (Some(from), Some(to)) = (f.since(now), f.to.as_ref()) {
             if from >= to.1 {
-                return Err(WebError::bad(format!("from ({}) is not before to ({})", from.format("%Y-%m-%d %H:%M:%S UTC"), to.1.format("%Y-%m-%d %H:%M:%S UTC"))));
+                return Err(WebError::bad(format!(
+                    "from ({}) is not before to ({})",
+                    from.format("%Y-%m-%d %H:%M:%S UTC"),
+                    to.1.format("%Y-%m-%d %H:%M:%S UTC")
+                )));
             }
         }
         Ok(q)
@@ -444,7 +500,10 @@ fn parse_ip(value: &str) -> Result<String, WebError> {
         Some(p) => {
             let bits: u8 = p.parse().map_err(|_| bad())?;
             if bits > max || !p.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(WebError::bad(format!("ip: the prefix length of {:?} must be 0 to {max}", clip(value))));
+                return Err(WebError::bad(format!(
+                    "ip: the prefix length of {:?} must be 0 to {max}",
+                    clip(value)
+                )));
             }
             Ok(format!("{ip}/{bits}"))
         }
@@ -458,14 +517,21 @@ fn parse_ip(value: &str) -> Result<String, WebError> {
 pub fn parse_time(value: &str, upper: bool) -> Result<DateTime<Utc>, String> {
     let t = if let Ok(t) = DateTime::parse_from_rfc3339(value) {
         t.with_timezone(&Utc)
-    } else if let Some(t) = ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M"]
-        .iter()
-        .find_map(|f| NaiveDateTime::parse_from_str(value, f).ok())
+    } else if let Some(t) = [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%d %H:%M",
+    ]
+    .iter()
+    .find_map(|f| NaiveDateTime::parse_from_str(value, f).ok())
     {
         t.and_utc()
     } else if let Ok(d) = NaiveDate::parse_from_str(value, "%Y-%m-%d") {
         let d = if upper { d.succ_opt().unwrap_or(d) } else { d };
-        d.and_hms_opt(0, 0, 0).map(|t| t.and_utc()).ok_or("not a valid date")?
+        d.and_hms_opt(0, 0, 0)
+            .map(|t| t.and_utc())
+            .ok_or("not a valid date")?
     } else {
         return Err(format!(
             "{:?} is not a time; write e.g. 2024-05-01, 2024-05-01T14:30 (UTC) or 2024-05-01T14:30:00+02:00",
@@ -481,7 +547,12 @@ pub fn parse_time(value: &str, upper: bool) -> Result<DateTime<Utc>, String> {
 
 /// `30m`, `1h`, `24h`, `7d`: a number and a unit (m, h, d), at most ten years.
 fn parse_last(value: &str) -> Result<Duration, WebError> {
-    let bad = || WebError::bad(format!("last: {:?} is not a range; write e.g. 1h, 24h or 7d (a number and m, h or d)", clip(value)));
+    let bad = || {
+        WebError::bad(format!(
+            "last: {:?} is not a range; write e.g. 1h, 24h or 7d (a number and m, h or d)",
+            clip(value)
+        ))
+    };
     let (n, unit) = value.split_at(value.len() - value.chars().last().map_or(0, char::len_utf8));
     if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) || n.len() > 7 {
         return Err(bad());
@@ -494,7 +565,9 @@ fn parse_last(value: &str) -> Result<Duration, WebError> {
         _ => return Err(bad()),
     };
     if n == 0 || minutes > 3650 * 1440 {
-        return Err(WebError::bad(format!("last: {value:?} must be more than nothing and at most 3650d")));
+        return Err(WebError::bad(format!(
+            "last: {value:?} must be more than nothing and at most 3650d"
+        )));
     }
     Ok(Duration::minutes(minutes))
 }
@@ -508,7 +581,10 @@ pub struct Sql {
 
 impl Sql {
     pub fn new(text: impl Into<String>) -> Sql {
-        Sql { text: text.into(), params: Vec::new() }
+        Sql {
+            text: text.into(),
+            params: Vec::new(),
+        }
     }
 
     /// Adds a parameter and returns its placeholder (`$3`).
@@ -518,7 +594,10 @@ impl Sql {
     }
 
     pub fn refs(&self) -> Vec<&(dyn ToSql + Sync)> {
-        self.params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect()
+        self.params
+            .iter()
+            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+            .collect()
     }
 }
 
@@ -527,7 +606,10 @@ impl Sql {
 pub enum PkMatch {
     /// The row is one of these (`row_key`, for the index, and the stored key
     /// text, to rule out a hash collision).
-    Rows { row_keys: Vec<i64>, texts: Vec<String> },
+    Rows {
+        row_keys: Vec<i64>,
+        texts: Vec<String>,
+    },
     /// Some key column has this value (text form); no index.
     AnyValue(String),
     /// The whole key equals this JSON object, in any key order; no index.
@@ -537,13 +619,22 @@ pub enum PkMatch {
 impl PkMatch {
     /// The rows of `table` whose stored key text is one of `texts`.
     pub fn rows(table: &TableName, texts: Vec<String>) -> PkMatch {
-        PkMatch::Rows { row_keys: texts.iter().map(|t| crate::entry::row_key(table, t)).collect(), texts }
+        PkMatch::Rows {
+            row_keys: texts
+                .iter()
+                .map(|t| crate::entry::row_key(table, t))
+                .collect(),
+            texts,
+        }
     }
 }
 
 /// The key column names of a table, from one of its stored entries: `None`
 /// when no entry of the table has a primary key.
-pub async fn key_columns(client: &Client, table: &TableName) -> Result<Option<Vec<String>>, WebError> {
+pub async fn key_columns(
+    client: &Client,
+    table: &TableName,
+) -> Result<Option<Vec<String>>, WebError> {
     let row = client
         .query_opt(
             "SELECT primary_key::text FROM pgtrail.entries \
@@ -551,7 +642,9 @@ pub async fn key_columns(client: &Client, table: &TableName) -> Result<Option<Ve
             &[&table.schema, &table.name],
         )
         .await?;
-    Ok(row.and_then(|r| r.get::<_, Option<String>>(0)).map(|text| super::diff::object_keys(&text)))
+    Ok(row
+        .and_then(|r| r.get::<_, Option<String>>(0))
+        .map(|text| super::diff::object_keys(&text)))
 }
 
 /// The stored key texts a key value can be, for a table keyed by `columns`:
@@ -619,11 +712,16 @@ const TIME_SLACK_MINUTES: i64 = 60;
 /// binary search on the primary key (about log2(entries) index probes) since
 /// commit times rise with ids; one past the newest id if none did.
 async fn first_id_from(client: &Client, t: DateTime<Utc>) -> Result<i64, WebError> {
-    let row = client.query_one("SELECT min(id), max(id) FROM pgtrail.entries", &[]).await?;
-    let (Some(min), Some(max)) = (row.get::<_, Option<i64>>(0), row.get::<_, Option<i64>>(1)) else {
+    let row = client
+        .query_one("SELECT min(id), max(id) FROM pgtrail.entries", &[])
+        .await?;
+    let (Some(min), Some(max)) = (row.get::<_, Option<i64>>(0), row.get::<_, Option<i64>>(1))
+    else {
         return Ok(0);
     };
-    let probe = client.prepare("SELECT id, committed_at FROM pgtrail.entries WHERE id >= $1 ORDER BY id LIMIT 1").await?;
+    let probe = client
+        .prepare("SELECT id, committed_at FROM pgtrail.entries WHERE id >= $1 ORDER BY id LIMIT 1")
+        .await?;
     let (mut lo, mut hi) = (min, max + 1);
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
@@ -647,7 +745,11 @@ impl Filter {
             Some((_, t)) => Some(first_id_from(client, *t + slack).await?),
             None => None,
         };
-        Ok(Resolved { pk: self.pk_match(client).await?, lo, hi })
+        Ok(Resolved {
+            pk: self.pk_match(client).await?,
+            lo,
+            hi,
+        })
     }
 
     /// Decides how to match the primary-key filter: by `row_key` when a single table is given.
@@ -657,13 +759,19 @@ impl Filter {
             let texts = if pk.starts_with('{') {
                 Some(vec![minify_json(pk)])
             } else {
-                key_columns(client, table).await?.and_then(|cols| key_texts(&cols, pk))
+                key_columns(client, table)
+                    .await?
+                    .and_then(|cols| key_texts(&cols, pk))
             };
             if let Some(texts) = texts {
                 return Ok(Some(PkMatch::rows(table, texts)));
             }
         }
-        Ok(Some(if pk.starts_with('{') { PkMatch::Object(pk.clone()) } else { PkMatch::AnyValue(pk.clone()) }))
+        Ok(Some(if pk.starts_with('{') {
+            PkMatch::Object(pk.clone())
+        } else {
+            PkMatch::AnyValue(pk.clone())
+        }))
     }
 
     /// Appends ` AND …` for every filter that is set.
@@ -677,7 +785,12 @@ impl Filter {
             sql.text.push_str(&format!(" AND id < {p}"));
         }
         if !self.actions.is_empty() {
-            let p = sql.param(self.actions.iter().map(|a| a.as_str().to_owned()).collect::<Vec<String>>());
+            let p = sql.param(
+                self.actions
+                    .iter()
+                    .map(|a| a.as_str().to_owned())
+                    .collect::<Vec<String>>(),
+            );
             sql.text.push_str(&format!(" AND action = ANY({p})"));
         }
         if !self.tables.is_empty() {
@@ -687,13 +800,20 @@ impl Filter {
                 let n = sql.param(t.name.clone());
                 alternatives.push(format!("(schema_name = {s} AND table_name = {n})"));
             }
-            sql.text.push_str(&format!(" AND ({})", alternatives.join(" OR ")));
+            sql.text
+                .push_str(&format!(" AND ({})", alternatives.join(" OR ")));
         }
         if let Some(actor) = &self.actor {
             let p = sql.param(actor.clone());
-            sql.text.push_str(&format!(" AND coalesce(context->>'actor', context->>'db_user') = {p}"));
+            sql.text.push_str(&format!(
+                " AND coalesce(context->>'actor', context->>'db_user') = {p}"
+            ));
         }
-        let exact = [("db_user", &self.role), ("application_name", &self.app), ("source", &self.source)];
+        let exact = [
+            ("db_user", &self.role),
+            ("application_name", &self.app),
+            ("source", &self.source),
+        ];
         for (key, value) in exact {
             if let Some(v) = value {
                 let p = sql.param(v.clone());
@@ -720,15 +840,20 @@ impl Filter {
             Some(PkMatch::Rows { row_keys, texts }) => {
                 let k = sql.param(row_keys.clone());
                 let t = sql.param(texts.clone());
-                sql.text.push_str(&format!(" AND row_key = ANY({k}) AND primary_key::text = ANY({t})"));
+                sql.text.push_str(&format!(
+                    " AND row_key = ANY({k}) AND primary_key::text = ANY({t})"
+                ));
             }
             Some(PkMatch::AnyValue(v)) => {
                 let p = sql.param(v.clone());
-                sql.text.push_str(&format!(" AND EXISTS (SELECT 1 FROM json_each_text(primary_key) k WHERE k.value = {p})"));
+                sql.text.push_str(&format!(
+                    " AND EXISTS (SELECT 1 FROM json_each_text(primary_key) k WHERE k.value = {p})"
+                ));
             }
             Some(PkMatch::Object(o)) => {
                 let p = sql.param(o.clone());
-                sql.text.push_str(&format!(" AND primary_key::jsonb = ({p}::text)::jsonb"));
+                sql.text
+                    .push_str(&format!(" AND primary_key::jsonb = ({p}::text)::jsonb"));
             }
             None => {}
         }
@@ -785,7 +910,11 @@ impl LogQuery {
         self.filter.push_where(&mut sql, r, now);
         let backward = self.cursor.as_ref().is_some_and(|c| c.backward);
         // Going back reads the other way from the cursor, then flips.
-        let dir = if backward { self.sort.dir.flip() } else { self.sort.dir };
+        let dir = if backward {
+            self.sort.dir.flip()
+        } else {
+            self.sort.dir
+        };
         if let Some(c) = &self.cursor {
             let mut left: Vec<String> = exprs.iter().map(|e| e.to_string()).collect();
             left.push("id".into());
@@ -795,21 +924,42 @@ impl LogQuery {
             if left.len() == 1 {
                 sql.text.push_str(&format!(" AND id {op} {}", right[0]));
             } else {
-                sql.text.push_str(&format!(" AND ({}) {op} ({})", left.join(", "), right.join(", ")));
+                sql.text.push_str(&format!(
+                    " AND ({}) {op} ({})",
+                    left.join(", "),
+                    right.join(", ")
+                ));
             }
         }
-        let order: Vec<String> = exprs.iter().chain(&["id"]).map(|e| format!("{e} {}", dir.as_str().to_uppercase())).collect();
+        let order: Vec<String> = exprs
+            .iter()
+            .chain(&["id"])
+            .map(|e| format!("{e} {}", dir.as_str().to_uppercase()))
+            .collect();
         let limit = sql.param(self.limit + 1);
-        sql.text.push_str(&format!(" ORDER BY {} LIMIT {limit}", order.join(", ")));
-        PageSql { sql, key_count: exprs.len(), reversed: backward }
+        sql.text
+            .push_str(&format!(" ORDER BY {} LIMIT {limit}", order.join(", ")));
+        PageSql {
+            sql,
+            key_count: exprs.len(),
+            reversed: backward,
+        }
     }
 
     /// Counts matches with ids in `[lower, upper)`, stopping after `cap`.
-    pub fn count_sql(&self, r: &Resolved, now: DateTime<Utc>, lower: i64, upper: i64, cap: i64) -> Sql {
+    pub fn count_sql(
+        &self,
+        r: &Resolved,
+        now: DateTime<Utc>,
+        lower: i64,
+        upper: i64,
+        cap: i64,
+    ) -> Sql {
         let mut sql = Sql::new("SELECT count(*) FROM (SELECT 1 FROM pgtrail.entries WHERE true");
         self.filter.push_where(&mut sql, r, now);
         let (l, u, c) = (sql.param(lower), sql.param(upper), sql.param(cap));
-        sql.text.push_str(&format!(" AND id >= {l} AND id < {u} LIMIT {c}) s"));
+        sql.text
+            .push_str(&format!(" AND id >= {l} AND id < {u} LIMIT {c}) s"));
         sql
     }
 }
@@ -832,14 +982,29 @@ mod tests {
     #[test]
     fn filters_parse_and_round_trip() {
         let q = parse("action=insert&action=UPDATE,delete&table=public.t&table=%22a.b%22.c&actor=al&ip=10.0.0.0/8&pk=5&q=x&last=24h&sort=actor&dir=desc&limit=20&live=1&role=&app=").unwrap();
-        assert_eq!(q.filter.actions, vec![Action::Insert, Action::Update, Action::Delete]);
-        assert_eq!(q.filter.tables, vec![TableName::new("public", "t"), TableName::new("a.b", "c")]);
+        assert_eq!(
+            q.filter.actions,
+            vec![Action::Insert, Action::Update, Action::Delete]
+        );
+        assert_eq!(
+            q.filter.tables,
+            vec![TableName::new("public", "t"), TableName::new("a.b", "c")]
+        );
         assert_eq!(q.filter.ip.as_deref(), Some("10.0.0.0/8"));
         assert_eq!(q.filter.role, None, "empty values are absent");
-        assert_eq!(q.sort, Sort { key: SortKey::Actor, dir: Dir::Desc });
+        assert_eq!(
+            q.sort,
+            Sort {
+                key: SortKey::Actor,
+                dir: Dir::Desc
+            }
+        );
         assert!(q.live);
         let again = LogQuery::from_pairs(
-            &q.to_pairs().into_iter().map(|(k, v)| (k.to_owned(), v)).collect::<Vec<_>>(),
+            &q.to_pairs()
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect::<Vec<_>>(),
             false,
             Utc::now(),
         )
@@ -872,36 +1037,73 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_refuse_another_order() {
-        let sort = Sort { key: SortKey::Table, dir: Dir::Asc };
-        let c = Cursor { keys: vec!["public".into(), "t".into()], id: 42, backward: true };
+        let sort = Sort {
+            key: SortKey::Table,
+            dir: Dir::Asc,
+        };
+        let c = Cursor {
+            keys: vec!["public".into(), "t".into()],
+            id: 42,
+            backward: true,
+        };
         let text = c.encode(sort);
         assert_eq!(Cursor::decode(&text, sort).unwrap(), c);
-        let other = Sort { key: SortKey::Table, dir: Dir::Desc };
-        assert!(matches!(Cursor::decode(&text, other), Err(WebError::BadRequest(m)) if m.contains("belongs")));
+        let other = Sort {
+            key: SortKey::Table,
+            dir: Dir::Desc,
+        };
+        assert!(
+            matches!(Cursor::decode(&text, other), Err(WebError::BadRequest(m)) if m.contains("belongs"))
+        );
     }
 
     #[test]
     fn times_parse_as_utc() {
-        assert_eq!(parse_time("2024-05-01T10:00:00+02:00", false).unwrap().to_rfc3339(), "2024-05-01T08:00:00+00:00");
-        assert_eq!(parse_time("2024-05-01T10:00", false).unwrap().to_rfc3339(), "2024-05-01T10:00:00+00:00");
-        assert_eq!(parse_time("2024-05-01", true).unwrap().to_rfc3339(), "2024-05-02T00:00:00+00:00");
+        assert_eq!(
+            parse_time("2024-05-01T10:00:00+02:00", false)
+                .unwrap()
+                .to_rfc3339(),
+            "2024-05-01T08:00:00+00:00"
+        );
+        assert_eq!(
+            parse_time("2024-05-01T10:00", false).unwrap().to_rfc3339(),
+            "2024-05-01T10:00:00+00:00"
+        );
+        assert_eq!(
+            parse_time("2024-05-01", true).unwrap().to_rfc3339(),
+            "2024-05-02T00:00:00+00:00"
+        );
     }
 
     #[test]
     fn key_texts_cover_numbers_and_strings() {
         let cols = vec!["id".to_string()];
-        assert_eq!(key_texts(&cols, "5").unwrap(), vec![r#"{"id":"5"}"#, r#"{"id":5}"#]);
+        assert_eq!(
+            key_texts(&cols, "5").unwrap(),
+            vec![r#"{"id":"5"}"#, r#"{"id":5}"#]
+        );
         assert_eq!(key_texts(&cols, "abc").unwrap(), vec![r#"{"id":"abc"}"#]);
         assert_eq!(key_texts(&["a".into(), "b".into()], "1"), None);
-        assert_eq!(minify_json("{ \"a b\" : 1 , \"c\":\"x y\" }"), "{\"a b\":1,\"c\":\"x y\"}");
+        assert_eq!(
+            minify_json("{ \"a b\" : 1 , \"c\":\"x y\" }"),
+            "{\"a b\":1,\"c\":\"x y\"}"
+        );
     }
 
     #[test]
     fn sql_is_parameterised() {
-        let q = parse("actor=x%27%3B%20DROP%20TABLE%20t&q=50%25_off&table=public.t&sort=table&cursor=").unwrap();
+        let q =
+            parse("actor=x%27%3B%20DROP%20TABLE%20t&q=50%25_off&table=public.t&sort=table&cursor=")
+                .unwrap();
         let page = q.page_sql(&Resolved::default(), Utc::now());
         assert!(!page.sql.text.contains("DROP"), "{}", page.sql.text);
-        assert!(page.sql.text.contains("ORDER BY schema_name ASC, table_name ASC, id ASC"), "{}", page.sql.text);
+        assert!(
+            page.sql
+                .text
+                .contains("ORDER BY schema_name ASC, table_name ASC, id ASC"),
+            "{}",
+            page.sql.text
+        );
         assert_eq!(like_escape("50%_off\\"), "50\\%\\_off\\\\");
     }
 }

@@ -41,17 +41,35 @@ pub struct TransactionPage {
 }
 
 /// `GET /transactions/{xid}[?after=ID]`
-pub async fn page(State(state): State<AppState>, Path(xid): Path<String>, RawQuery(raw): RawQuery) -> Result<Response, WebError> {
+pub async fn page(
+    State(state): State<AppState>,
+    Path(xid): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, WebError> {
     let xid = parse_id(&xid, "a transaction id")?;
     let mut after = 0i64;
     for (name, value) in pairs(raw.as_deref())? {
         match name.as_str() {
-            "after" => after = parse_id(&value, "an entry id").map_err(|e| WebError::bad(format!("after: {}", e.message())))?,
-            _ => return Err(WebError::bad(format!("unknown parameter {:?}; a transaction page takes only after", clip(&name)))),
+            "after" => {
+                after = parse_id(&value, "an entry id")
+                    .map_err(|e| WebError::bad(format!("after: {}", e.message())))?
+            }
+            _ => {
+                return Err(WebError::bad(format!(
+                    "unknown parameter {:?}; a transaction page takes only after",
+                    clip(&name)
+                )))
+            }
         }
     }
     let client = state.pool().get().await?;
-    let total: i64 = client.query_one("SELECT count(*) FROM pgtrail.entries WHERE xid = $1", &[&xid]).await?.get(0);
+    let total: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pgtrail.entries WHERE xid = $1",
+            &[&xid],
+        )
+        .await?
+        .get(0);
     let rows = client
         .query(
             &format!("SELECT {ENTRY_COLUMNS} FROM pgtrail.entries WHERE xid = $1 AND id > $2 ORDER BY id LIMIT $3"),
@@ -60,18 +78,26 @@ pub async fn page(State(state): State<AppState>, Path(xid): Path<String>, RawQue
         .await?;
     drop(client);
     if total == 0 {
-        return Err(WebError::NotFound(format!("No entries belong to transaction {xid}.")));
+        return Err(WebError::NotFound(format!(
+            "No entries belong to transaction {xid}."
+        )));
     }
     let mut entries: Vec<StoredEntry> = rows.iter().map(StoredEntry::from_row).collect();
     let more = entries.len() as i64 > TRANSACTION_PAGE;
     entries.truncate(TRANSACTION_PAGE as usize);
-    let base = LogQuery { limit: super::query::DEFAULT_LIMIT, ..LogQuery::default() };
+    let base = LogQuery {
+        limit: super::query::DEFAULT_LIMIT,
+        ..LogQuery::default()
+    };
     let mut commits: Vec<Commit> = Vec::new();
     for e in &entries {
-        if commits.last().is_none_or(|c| c.lsn != e.lsn) {
+        if commits
+            .last()
+            .is_none_or(|c| Some(&c.lsn) != e.lsn.as_ref())
+        {
             let ctx = Context::of(e);
             commits.push(Commit {
-                lsn: e.lsn.clone(),
+                lsn: e.lsn.clone().unwrap_or_default(),
                 time_long: long_time(&e.committed_at),
                 time_full: e.committed_at_text(),
                 who: ctx.who().unwrap_or("").to_owned(),
@@ -88,7 +114,13 @@ pub async fn page(State(state): State<AppState>, Path(xid): Path<String>, RawQue
     let page = TransactionPage {
         xid,
         total,
-        later_url: if more { entries.last().map(|e| url(&path, &[("after", e.id.to_string())])) } else { None },
+        later_url: if more {
+            entries
+                .last()
+                .map(|e| url(&path, &[("after", e.id.to_string())]))
+        } else {
+            None
+        },
         first_url: (after > 0).then(|| path.clone()),
         commits,
     };

@@ -10,7 +10,9 @@ use crate::harness::*;
 fn percent_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -18,28 +20,70 @@ fn percent_encode(s: &str) -> String {
 
 /// Capture with `role` (password stored with `encryption`), first with the password given one way,
 /// then the other: `url_first` says whether the URL comes first (else PGPASSWORD).
-async fn capture_as(role: &str, password: &str, encryption: &str, stored_prefix: &str, url_first: bool) {
+async fn capture_as(
+    role: &str,
+    password: &str,
+    encryption: &str,
+    stored_prefix: &str,
+    url_first: bool,
+) {
     let mut env = TestEnv::start().await;
-    env.cluster.create_password_role(role, password, encryption).await;
+    env.cluster
+        .create_password_role(role, password, encryption)
+        .await;
     let admin = env.cluster.client("postgres").await;
-    let stored: String = admin.query_one("SELECT rolpassword FROM pg_authid WHERE rolname = $1", &[&role]).await.unwrap().get(0);
-    assert!(stored.starts_with(stored_prefix), "{role}'s password is stored as {stored:.14}…");
+    let stored: String = admin
+        .query_one(
+            "SELECT rolpassword FROM pg_authid WHERE rolname = $1",
+            &[&role],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        stored.starts_with(stored_prefix),
+        "{role}'s password is stored as {stored:.14}…"
+    );
     // pg_hba really demands the password.
-    assert!(connect(&env.cluster.url_as("app", role, None)).await.is_err(), "{role} connected without a password");
-    assert!(connect(&env.cluster.url_as("app", role, Some(&percent_encode(password)))).await.is_ok());
+    assert!(
+        connect(&env.cluster.url_as("app", role, None))
+            .await
+            .is_err(),
+        "{role} connected without a password"
+    );
+    assert!(connect(
+        &env.cluster
+            .url_as("app", role, Some(&percent_encode(password)))
+    )
+    .await
+    .is_ok());
 
     let src = env.source().await;
-    src.batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text); ALTER TABLE t REPLICA IDENTITY FULL;").await.unwrap();
+    src.batch_execute(
+        "CREATE TABLE t (id int PRIMARY KEY, v text); ALTER TABLE t REPLICA IDENTITY FULL;",
+    )
+    .await
+    .unwrap();
 
     // A DBA runs setup as the tables' owner; the daemon then runs as the replication role.
     env.setup().await;
-    let with_url = env.cluster.url_as("app", role, Some(&percent_encode(password)));
+    let with_url = env
+        .cluster
+        .url_as("app", role, Some(&percent_encode(password)));
     let without = env.cluster.url_as("app", role, None);
     let mut config = env.trail.config.clone();
     for (phase, by_url) in [(0, url_first), (1, !url_first)] {
-        config.source_url = if by_url { with_url.clone() } else { without.clone() };
+        config.source_url = if by_url {
+            with_url.clone()
+        } else {
+            without.clone()
+        };
         env.trail.rewrite(config.clone());
-        env.trail.envs = if by_url { vec![] } else { vec![("PGPASSWORD".into(), password.into())] };
+        env.trail.envs = if by_url {
+            vec![]
+        } else {
+            vec![("PGPASSWORD".into(), password.into())]
+        };
         let mut daemon = env.spawn();
         let base = phase * 100;
         src.batch_execute(&format!(
@@ -55,7 +99,13 @@ async fn capture_as(role: &str, password: &str, encryption: &str, stored_prefix:
         .unwrap();
         env.sync().await;
         let store = env.store().await;
-        assert_counts(&store, "public", "t", Counts::new(20 * (phase + 1), phase + 1, phase + 1, 0)).await;
+        assert_counts(
+            &store,
+            "public",
+            "t",
+            Counts::new(20 * (phase + 1), phase + 1, phase + 1, 0),
+        )
+        .await;
         assert_store_matches_source(&src, &store, "public", "t").await;
         daemon.terminate().await;
         env.wait_slot_inactive().await;
@@ -81,5 +131,12 @@ async fn md5_password_in_url_and_pgpassword() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scram_password_in_pgpassword_and_url() {
-    capture_as("scram_user", "sc ram'pw\"!@:/%é", "scram-sha-256", "SCRAM-SHA-256$", false).await;
+    capture_as(
+        "scram_user",
+        "sc ram'pw\"!@:/%é",
+        "scram-sha-256",
+        "SCRAM-SHA-256$",
+        false,
+    )
+    .await;
 }

@@ -28,12 +28,24 @@ impl Txn {
         let lsn_before = current_lsn(src).await;
         let t_before = Utc::now();
         src.batch_execute("BEGIN").await.unwrap();
-        let xid: i64 = src.query_one("SELECT txid_current()", &[]).await.unwrap().get(0);
-        src.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let xid: i64 = src
+            .query_one("SELECT txid_current()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        src.batch_execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
         src.batch_execute("COMMIT").await.unwrap();
         let t_after = Utc::now();
         let lsn_after = current_lsn(src).await;
-        Txn { xid, lsn_before, lsn_after, t_before, t_after }
+        Txn {
+            xid,
+            lsn_before,
+            lsn_after,
+            t_before,
+            t_after,
+        }
     }
 
     /// The entry belongs to this transaction: same xid, commit LSN inside the transaction's WAL
@@ -58,12 +70,20 @@ impl Txn {
             self.t_before,
             self.t_after
         );
-        assert!(e.context.is_object(), "entry {} context is not an object: {}", e.id, e.context);
+        assert!(
+            e.context.is_object(),
+            "entry {} context is not an object: {}",
+            e.id,
+            e.context
+        );
     }
 }
 
 fn actions(entries: &[Entry]) -> Vec<(String, Value)> {
-    entries.iter().map(|e| (e.action.clone(), e.primary_key.clone())).collect()
+    entries
+        .iter()
+        .map(|e| (e.action.clone(), e.primary_key.clone()))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -79,7 +99,11 @@ async fn every_action_with_full_identity() {
     env.setup().await;
     let mut daemon = env.spawn();
 
-    let a = Txn::run(&src, "INSERT INTO items VALUES (1, 'apple', 10, 1.5), (2, 'pear', 20, 2), (3, 'plum', 30, NULL)").await;
+    let a = Txn::run(
+        &src,
+        "INSERT INTO items VALUES (1, 'apple', 10, 1.5), (2, 'pear', 20, 2), (3, 'plum', 30, NULL)",
+    )
+    .await;
     let b = Txn::run(
         &src,
         "UPDATE items SET qty = 21 WHERE id = 2;
@@ -95,9 +119,18 @@ async fn every_action_with_full_identity() {
     assert_eq!(e.len(), 7, "entries: {e:#?}");
 
     for (i, (id, row)) in [
-        (1, json!({"id": 1, "name": "apple", "qty": 10, "price": "1.50"})),
-        (2, json!({"id": 2, "name": "pear", "qty": 20, "price": "2.00"})),
-        (3, json!({"id": 3, "name": "plum", "qty": 30, "price": null})),
+        (
+            1,
+            json!({"id": 1, "name": "apple", "qty": 10, "price": "1.50"}),
+        ),
+        (
+            2,
+            json!({"id": 2, "name": "pear", "qty": 20, "price": "2.00"}),
+        ),
+        (
+            3,
+            json!({"id": 3, "name": "plum", "qty": 30, "price": null}),
+        ),
     ]
     .into_iter()
     .enumerate()
@@ -112,16 +145,35 @@ async fn every_action_with_full_identity() {
 
     assert_eq!(e[3].action, "UPDATE");
     assert_eq!(e[3].primary_key, json!({"id": 2}));
-    assert_eq!(e[3].before, json!({"id": 2, "name": "pear", "qty": 20, "price": "2.00"}));
-    assert_eq!(e[3].after, json!({"id": 2, "name": "pear", "qty": 21, "price": "2.00"}));
+    assert_eq!(
+        e[3].before,
+        json!({"id": 2, "name": "pear", "qty": 20, "price": "2.00"})
+    );
+    assert_eq!(
+        e[3].after,
+        json!({"id": 2, "name": "pear", "qty": 21, "price": "2.00"})
+    );
     assert_eq!(e[3].changed_columns, json!(["qty"]));
 
     assert_eq!(e[4].action, "UPDATE");
-    assert_eq!(e[4].before, json!({"id": 3, "name": "plum", "qty": 30, "price": null}));
-    assert_eq!(e[4].after, json!({"id": 3, "name": "plum jam", "qty": 30, "price": "3.25"}));
-    assert_eq!(e[4].changed_columns, json!(["name", "price"]), "changed_columns in column order");
+    assert_eq!(
+        e[4].before,
+        json!({"id": 3, "name": "plum", "qty": 30, "price": null})
+    );
+    assert_eq!(
+        e[4].after,
+        json!({"id": 3, "name": "plum jam", "qty": 30, "price": "3.25"})
+    );
+    assert_eq!(
+        e[4].changed_columns,
+        json!(["name", "price"]),
+        "changed_columns in column order"
+    );
 
-    assert_eq!(e[5].action, "UPDATE", "an UPDATE that changes nothing is still an UPDATE");
+    assert_eq!(
+        e[5].action, "UPDATE",
+        "an UPDATE that changes nothing is still an UPDATE"
+    );
     assert_eq!(e[5].before, e[5].after);
     assert_eq!(e[5].changed_columns, json!([]), "no column differs");
     for entry in &e[3..6] {
@@ -130,15 +182,24 @@ async fn every_action_with_full_identity() {
 
     assert_eq!(e[6].action, "DELETE");
     assert_eq!(e[6].primary_key, json!({"id": 1}));
-    assert_eq!(e[6].before, json!({"id": 1, "name": "apple", "qty": 10, "price": "1.50"}));
+    assert_eq!(
+        e[6].before,
+        json!({"id": 1, "name": "apple", "qty": 10, "price": "1.50"})
+    );
     assert_eq!(e[6].after, Value::Null);
     assert_eq!(e[6].changed_columns, Value::Null);
     c.check(&e[6]);
 
     // Entries of one transaction share xid, lsn and committed_at; ids follow commit order.
-    assert!(e[0..3].iter().all(|x| x.lsn == e[0].lsn && x.committed_at == e[0].committed_at));
-    assert!(e[3..6].iter().all(|x| x.lsn == e[3].lsn && x.committed_at == e[3].committed_at));
-    assert!(parse_lsn(&e[0].lsn) < parse_lsn(&e[3].lsn) && parse_lsn(&e[3].lsn) < parse_lsn(&e[6].lsn));
+    assert!(e[0..3]
+        .iter()
+        .all(|x| x.lsn == e[0].lsn && x.committed_at == e[0].committed_at));
+    assert!(e[3..6]
+        .iter()
+        .all(|x| x.lsn == e[3].lsn && x.committed_at == e[3].committed_at));
+    assert!(
+        parse_lsn(&e[0].lsn) < parse_lsn(&e[3].lsn) && parse_lsn(&e[3].lsn) < parse_lsn(&e[6].lsn)
+    );
     assert!(e.windows(2).all(|w| w[0].id < w[1].id));
 
     assert_counts(&store, "public", "items", Counts::new(3, 3, 1, 0)).await;
@@ -146,12 +207,22 @@ async fn every_action_with_full_identity() {
 
     // TRUNCATE: one entry with primary_key/before/after/changed_columns null.
     let t = Txn::run(&src, "TRUNCATE items").await;
-    src.batch_execute("INSERT INTO items VALUES (7, 'fig', 1, 0.5)").await.unwrap();
+    src.batch_execute("INSERT INTO items VALUES (7, 'fig', 1, 0.5)")
+        .await
+        .unwrap();
     env.sync().await;
     let e = table_entries(&store, "public", "items").await;
     assert_eq!(e.len(), 9);
     assert_eq!(e[7].action, "TRUNCATE");
-    assert_eq!((&e[7].primary_key, &e[7].before, &e[7].after, &e[7].changed_columns), (&Value::Null, &Value::Null, &Value::Null, &Value::Null));
+    assert_eq!(
+        (
+            &e[7].primary_key,
+            &e[7].before,
+            &e[7].after,
+            &e[7].changed_columns
+        ),
+        (&Value::Null, &Value::Null, &Value::Null, &Value::Null)
+    );
     t.check(&e[7]);
     assert_eq!(e[8].action, "INSERT");
     assert_counts(&store, "public", "items", Counts::new(4, 3, 1, 1)).await;
@@ -188,18 +259,33 @@ async fn truncate_of_two_tables_gives_one_entry_per_table() {
 
     let store = env.store().await;
     let all = entries(&store).await;
-    let truncates: Vec<&Entry> = all.iter().filter(|e| e.action == "TRUNCATE" && e.xid == t.xid).collect();
+    let truncates: Vec<&Entry> = all
+        .iter()
+        .filter(|e| e.action == "TRUNCATE" && e.xid == t.xid)
+        .collect();
     let mut tables: Vec<&str> = truncates.iter().map(|e| e.table.as_str()).collect();
     tables.sort();
-    assert_eq!(tables, ["t_one", "t_two"], "one TRUNCATE entry per table: {truncates:#?}");
+    assert_eq!(
+        tables,
+        ["t_one", "t_two"],
+        "one TRUNCATE entry per table: {truncates:#?}"
+    );
     for e in &truncates {
         t.check(e);
         assert_eq!(e.lsn, truncates[0].lsn);
         assert_eq!(e.schema, "public");
     }
-    assert!(truncates.windows(2).all(|w| w[1].id == w[0].id + 1), "the two TRUNCATE entries are adjacent");
+    assert!(
+        truncates.windows(2).all(|w| w[1].id == w[0].id + 1),
+        "the two TRUNCATE entries are adjacent"
+    );
 
-    let in_u: Vec<(String, Value)> = actions(&all.iter().filter(|e| e.xid == u.xid).cloned().collect::<Vec<_>>());
+    let in_u: Vec<(String, Value)> = actions(
+        &all.iter()
+            .filter(|e| e.xid == u.xid)
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
     assert_eq!(
         in_u,
         vec![
@@ -224,7 +310,9 @@ async fn default_identity_before_holds_only_the_key() {
     // before_images = false: setup leaves the table's REPLICA IDENTITY DEFAULT.
     let env = TestEnv::start_with(ClusterOptions::default(), |c| c.before_images = false).await;
     let src = env.source().await;
-    src.batch_execute("CREATE TABLE d (id int PRIMARY KEY, v text, n int)").await.unwrap();
+    src.batch_execute("CREATE TABLE d (id int PRIMARY KEY, v text, n int)")
+        .await
+        .unwrap();
     env.setup().await;
     let mut daemon = env.spawn();
 
@@ -242,12 +330,28 @@ async fn default_identity_before_holds_only_the_key() {
     let e = table_entries(&store, "public", "d").await;
     assert_eq!(e.len(), 5, "{e:#?}");
     assert_eq!(e[2].action, "UPDATE");
-    assert_eq!(e[2].before, json!({"id": 1}), "DEFAULT identity: before is the key only");
+    assert_eq!(
+        e[2].before,
+        json!({"id": 1}),
+        "DEFAULT identity: before is the key only"
+    );
     assert_eq!(e[2].after, json!({"id": 1, "v": "uno", "n": 1}));
-    assert_eq!(e[2].changed_columns, Value::Null, "before image incomplete → changed_columns null");
+    assert_eq!(
+        e[2].changed_columns,
+        Value::Null,
+        "before image incomplete → changed_columns null"
+    );
     assert_eq!(e[3].action, "UPDATE");
-    assert_eq!(e[3].before, json!({"id": 1}), "old key of a key-changing UPDATE");
-    assert_eq!(e[3].primary_key, json!({"id": 2}), "primary_key of an UPDATE comes from after");
+    assert_eq!(
+        e[3].before,
+        json!({"id": 1}),
+        "old key of a key-changing UPDATE"
+    );
+    assert_eq!(
+        e[3].primary_key,
+        json!({"id": 2}),
+        "primary_key of an UPDATE comes from after"
+    );
     assert_eq!(e[3].changed_columns, Value::Null);
     assert_eq!(e[4].action, "DELETE");
     assert_eq!(e[4].before, json!({"id": 2}));
@@ -300,7 +404,11 @@ async fn composite_and_missing_primary_keys() {
     assert_eq!(l.len(), 6);
     assert_eq!(l[0].primary_key, json!({"region": "eu", "id": 1}));
     assert_eq!(l[3].action, "UPDATE");
-    assert_eq!(l[3].before, json!({"region": "us", "id": 1}), "DEFAULT identity of a composite key");
+    assert_eq!(
+        l[3].before,
+        json!({"region": "us", "id": 1}),
+        "DEFAULT identity of a composite key"
+    );
     assert_eq!(l[4].before, json!({"region": "eu", "id": 2}));
     assert_eq!(l[4].primary_key, json!({"region": "apac", "id": 2}));
     assert_eq!(l[5].action, "DELETE");
@@ -310,7 +418,12 @@ async fn composite_and_missing_primary_keys() {
     let p = table_entries(&store, "public", "pairs").await;
     assert_eq!(p.len(), 4);
     let key_order = OrderedObject::parse(p[0].primary_key_text.as_deref().unwrap());
-    assert_eq!(key_order.keys(), ["a", "b"], "composite key in key order: {:?}", p[0].primary_key_text);
+    assert_eq!(
+        key_order.keys(),
+        ["a", "b"],
+        "composite key in key order: {:?}",
+        p[0].primary_key_text
+    );
     assert_eq!(p[2].action, "UPDATE");
     assert_eq!(p[2].before, json!({"a": 1, "b": 2, "v": "p"}));
     assert_eq!(p[2].after, json!({"a": 1, "b": 5, "v": "p"}));
@@ -321,10 +434,17 @@ async fn composite_and_missing_primary_keys() {
 
     let n = table_entries(&store, "public", "nopk").await;
     assert_eq!(n.len(), 6);
-    assert!(n.iter().all(|e| e.primary_key.is_null()), "no primary key → primary_key null: {n:#?}");
+    assert!(
+        n.iter().all(|e| e.primary_key.is_null()),
+        "no primary key → primary_key null: {n:#?}"
+    );
     assert_eq!(n[3].after, json!({"a": null, "b": null}));
     assert_eq!(n[4].action, "UPDATE");
-    assert_eq!(n[4].before, json!({"a": 1, "b": "x"}), "FULL identity: the whole old row");
+    assert_eq!(
+        n[4].before,
+        json!({"a": 1, "b": "x"}),
+        "FULL identity: the whole old row"
+    );
     assert_eq!(n[4].after, json!({"a": 1, "b": "x2"}));
     assert_eq!(n[4].changed_columns, json!(["b"]));
     assert_eq!(n[5].action, "DELETE");
@@ -383,11 +503,20 @@ async fn quoted_identifiers() {
     .collect::<BTreeSet<_>>()
     .into_iter()
     .collect();
-    assert_eq!(tables, expected, "raw, case-sensitive names; \"sales eu\" is not \"Sales EU\"");
+    assert_eq!(
+        tables, expected,
+        "raw, case-sensitive names; \"sales eu\" is not \"Sales EU\""
+    );
 
     let e = table_entries(&store, "Sales EU", "Order Items").await;
     assert_eq!(e.len(), 4);
-    let keys: BTreeSet<&str> = e[0].after.as_object().unwrap().keys().map(String::as_str).collect();
+    let keys: BTreeSet<&str> = e[0]
+        .after
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     assert_eq!(keys, BTreeSet::from(["id", "Qty", "note\"s", "select"]));
     assert_eq!(e[0].after["note\"s"], json!("say \"hi\""));
     assert_eq!(e[2].action, "UPDATE");
@@ -402,10 +531,19 @@ async fn quoted_identifiers() {
     assert_store_matches_source(&src, &store, "public", "Order Items").await;
 
     // export --table takes the raw names, schema.table.
-    let lines = env.trail.export_jsonl(&["--table", "Sales EU.Order Items"]).await;
+    let lines = env
+        .trail
+        .export_jsonl(&["--table", "Sales EU.Order Items"])
+        .await;
     let ids: Vec<i64> = lines.iter().map(ExportLine::id).collect();
-    assert_eq!(ids, e.iter().map(|x| x.id).collect::<Vec<_>>(), "export --table 'Sales EU.Order Items'");
-    assert!(lines.iter().all(|l| l.value["schema"] == "Sales EU" && l.value["table"] == "Order Items"));
+    assert_eq!(
+        ids,
+        e.iter().map(|x| x.id).collect::<Vec<_>>(),
+        "export --table 'Sales EU.Order Items'"
+    );
+    assert!(lines
+        .iter()
+        .all(|l| l.value["schema"] == "Sales EU" && l.value["table"] == "Order Items"));
 
     daemon.terminate().await;
 }
@@ -431,9 +569,16 @@ async fn include_and_exclude_patterns() {
         ("public_two", "plain", false),
         ("Other", "keep_x", false),
     ];
-    src.batch_execute(r#"CREATE SCHEMA other; CREATE SCHEMA public_two; CREATE SCHEMA "Other";"#).await.unwrap();
+    src.batch_execute(r#"CREATE SCHEMA other; CREATE SCHEMA public_two; CREATE SCHEMA "Other";"#)
+        .await
+        .unwrap();
     for (s, t, _) in all_tables {
-        src.batch_execute(&format!("CREATE TABLE {} (id int PRIMARY KEY, v text)", qualified(s, t))).await.unwrap();
+        src.batch_execute(&format!(
+            "CREATE TABLE {} (id int PRIMARY KEY, v text)",
+            qualified(s, t)
+        ))
+        .await
+        .unwrap();
     }
     env.setup().await;
     let mut daemon = env.spawn();
@@ -451,13 +596,20 @@ async fn include_and_exclude_patterns() {
     env.sync().await;
     let store = env.store().await;
 
-    let mut expected: Vec<(String, String)> =
-        every.clone().filter(|(_, _, yes)| *yes).map(|(s, t, _)| (s.to_string(), t.to_string())).collect();
+    let mut expected: Vec<(String, String)> = every
+        .clone()
+        .filter(|(_, _, yes)| *yes)
+        .map(|(s, t, _)| (s.to_string(), t.to_string()))
+        .collect();
     expected.push(("public".into(), MARKER_TABLE.into()));
     expected.sort();
     assert_eq!(captured_tables(&store).await, expected);
     for (s, t, yes) in every {
-        let want = if yes { Counts::new(3, 1, 1, 0) } else { Counts::default() };
+        let want = if yes {
+            Counts::new(3, 1, 1, 0)
+        } else {
+            Counts::default()
+        };
         assert_counts(&store, s, t, want).await;
         if yes {
             assert_store_matches_source(&src, &store, s, t).await;
@@ -470,11 +622,19 @@ async fn include_and_exclude_patterns() {
 async fn rollbacks_and_savepoint_rollbacks_never_appear() {
     let env = TestEnv::start().await;
     let src = env.source().await;
-    src.batch_execute("CREATE TABLE r (id int PRIMARY KEY, v text); ALTER TABLE r REPLICA IDENTITY FULL;").await.unwrap();
+    src.batch_execute(
+        "CREATE TABLE r (id int PRIMARY KEY, v text); ALTER TABLE r REPLICA IDENTITY FULL;",
+    )
+    .await
+    .unwrap();
     env.setup().await;
     let mut daemon = env.spawn();
 
-    src.batch_execute("BEGIN; INSERT INTO r VALUES (1, 'gone'); UPDATE r SET v = 'gone too'; ROLLBACK;").await.unwrap();
+    src.batch_execute(
+        "BEGIN; INSERT INTO r VALUES (1, 'gone'); UPDATE r SET v = 'gone too'; ROLLBACK;",
+    )
+    .await
+    .unwrap();
     let kept = Txn::run(
         &src,
         "INSERT INTO r VALUES (10, 'ten');
@@ -496,14 +656,21 @@ async fn rollbacks_and_savepoint_rollbacks_never_appear() {
     )
     .await;
     // A transaction that fails and is rolled back.
-    src.batch_execute("BEGIN; INSERT INTO r VALUES (20, 'x');").await.unwrap();
-    assert!(src.batch_execute("INSERT INTO r VALUES (10, 'duplicate')").await.is_err());
+    src.batch_execute("BEGIN; INSERT INTO r VALUES (20, 'x');")
+        .await
+        .unwrap();
+    assert!(src
+        .batch_execute("INSERT INTO r VALUES (10, 'duplicate')")
+        .await
+        .is_err());
     src.batch_execute("ROLLBACK").await.unwrap();
     // A TRUNCATE rolled back to a savepoint.
     src.batch_execute("BEGIN; INSERT INTO r VALUES (30, 'thirty'); SAVEPOINT s; TRUNCATE r; ROLLBACK TO SAVEPOINT s; COMMIT;")
         .await
         .unwrap();
-    src.batch_execute("INSERT INTO r VALUES (40, 'forty')").await.unwrap();
+    src.batch_execute("INSERT INTO r VALUES (40, 'forty')")
+        .await
+        .unwrap();
     env.sync().await;
 
     let store = env.store().await;
@@ -535,7 +702,9 @@ async fn rollbacks_and_savepoint_rollbacks_never_appear() {
 async fn interleaved_transactions_are_stored_in_commit_order() {
     let env = TestEnv::start().await;
     let src = env.source().await;
-    src.batch_execute("CREATE TABLE il (id int PRIMARY KEY, conn int NOT NULL, step int NOT NULL)").await.unwrap();
+    src.batch_execute("CREATE TABLE il (id int PRIMARY KEY, conn int NOT NULL, step int NOT NULL)")
+        .await
+        .unwrap();
     env.setup().await;
     let mut daemon = env.spawn();
 
@@ -549,13 +718,33 @@ async fn interleaved_transactions_are_stored_in_commit_order() {
     for c in &conns[0..2] {
         c.batch_execute("BEGIN").await.unwrap();
     }
-    conns[0].batch_execute("INSERT INTO il VALUES (1, 0, 0)").await.unwrap();
-    conns[1].batch_execute("INSERT INTO il VALUES (2, 1, 0)").await.unwrap();
-    conns[0].batch_execute("INSERT INTO il VALUES (3, 0, 1)").await.unwrap();
-    let x0: i64 = conns[0].query_one("SELECT txid_current()", &[]).await.unwrap().get(0);
-    let x1: i64 = conns[1].query_one("SELECT txid_current()", &[]).await.unwrap().get(0);
+    conns[0]
+        .batch_execute("INSERT INTO il VALUES (1, 0, 0)")
+        .await
+        .unwrap();
+    conns[1]
+        .batch_execute("INSERT INTO il VALUES (2, 1, 0)")
+        .await
+        .unwrap();
+    conns[0]
+        .batch_execute("INSERT INTO il VALUES (3, 0, 1)")
+        .await
+        .unwrap();
+    let x0: i64 = conns[0]
+        .query_one("SELECT txid_current()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let x1: i64 = conns[1]
+        .query_one("SELECT txid_current()", &[])
+        .await
+        .unwrap()
+        .get(0);
     conns[1].batch_execute("COMMIT").await.unwrap();
-    conns[0].batch_execute("INSERT INTO il VALUES (4, 0, 2); COMMIT").await.unwrap();
+    conns[0]
+        .batch_execute("INSERT INTO il VALUES (4, 0, 2); COMMIT")
+        .await
+        .unwrap();
     committed.push((x1, vec![("INSERT", 2)]));
     committed.push((x0, vec![("INSERT", 1), ("INSERT", 3), ("INSERT", 4)]));
 
@@ -573,7 +762,11 @@ async fn interleaved_transactions_are_stored_in_commit_order() {
         match &mut open[c] {
             None => {
                 conns[c].batch_execute("BEGIN").await.unwrap();
-                let xid: i64 = conns[c].query_one("SELECT txid_current()", &[]).await.unwrap().get(0);
+                let xid: i64 = conns[c]
+                    .query_one("SELECT txid_current()", &[])
+                    .await
+                    .unwrap()
+                    .get(0);
                 open[c] = Some((xid, vec![]));
             }
             Some((_, ops)) => match next(5) {
@@ -586,12 +779,18 @@ async fn interleaved_transactions_are_stored_in_commit_order() {
                 }
                 1 if !ops.is_empty() => {
                     let (_, id) = ops[next(ops.len() as u64) as usize];
-                    conns[c].batch_execute(&format!("UPDATE il SET step = {step} WHERE id = {id}")).await.unwrap();
+                    conns[c]
+                        .batch_execute(&format!("UPDATE il SET step = {step} WHERE id = {id}"))
+                        .await
+                        .unwrap();
                     ops.push(("UPDATE", id));
                 }
                 _ => {
                     next_id += 1;
-                    conns[c].batch_execute(&format!("INSERT INTO il VALUES ({next_id}, {c}, {step})")).await.unwrap();
+                    conns[c]
+                        .batch_execute(&format!("INSERT INTO il VALUES ({next_id}, {c}, {step})"))
+                        .await
+                        .unwrap();
                     ops.push(("INSERT", next_id));
                 }
             },
@@ -618,9 +817,17 @@ async fn interleaved_transactions_are_stored_in_commit_order() {
             _ => groups.push((x.xid, vec![op])),
         }
     }
-    let want: Vec<(i64, Vec<(&str, i64)>)> = committed.iter().map(|(x, ops)| (*x, ops.clone())).collect();
-    assert_eq!(groups.len(), want.len(), "one contiguous group of entries per committed transaction");
-    assert_eq!(groups, want, "entries follow commit order, and statement order within a transaction");
+    let want: Vec<(i64, Vec<(&str, i64)>)> =
+        committed.iter().map(|(x, ops)| (*x, ops.clone())).collect();
+    assert_eq!(
+        groups.len(),
+        want.len(),
+        "one contiguous group of entries per committed transaction"
+    );
+    assert_eq!(
+        groups, want,
+        "entries follow commit order, and statement order within a transaction"
+    );
 
     // Commit LSNs: equal within a transaction, strictly increasing between transactions.
     let mut prev: Option<(i64, u64)> = None;
@@ -628,18 +835,38 @@ async fn interleaved_transactions_are_stored_in_commit_order() {
         let lsn = parse_lsn(&x.lsn);
         if let Some((pxid, plsn)) = prev {
             if pxid == x.xid {
-                assert_eq!(lsn, plsn, "entry {} of the same transaction has another lsn", x.id);
+                assert_eq!(
+                    lsn, plsn,
+                    "entry {} of the same transaction has another lsn",
+                    x.id
+                );
             } else {
-                assert!(lsn > plsn, "entry {}: commit lsn {} not after {}", x.id, x.lsn, format_lsn(plsn));
+                assert!(
+                    lsn > plsn,
+                    "entry {}: commit lsn {} not after {}",
+                    x.id,
+                    x.lsn,
+                    format_lsn(plsn)
+                );
             }
         }
         prev = Some((x.xid, lsn));
     }
-    let inserts = want.iter().flat_map(|(_, o)| o).filter(|(a, _)| *a == "INSERT").count() as i64;
-    let updates = want.iter().flat_map(|(_, o)| o).filter(|(a, _)| *a == "UPDATE").count() as i64;
+    let inserts = want
+        .iter()
+        .flat_map(|(_, o)| o)
+        .filter(|(a, _)| *a == "INSERT")
+        .count() as i64;
+    let updates = want
+        .iter()
+        .flat_map(|(_, o)| o)
+        .filter(|(a, _)| *a == "UPDATE")
+        .count() as i64;
     assert_counts(&store, "public", "il", Counts::new(inserts, updates, 0, 0)).await;
     assert_store_matches_source(&src, &store, "public", "il").await;
-    tokio::time::timeout(Duration::from_secs(60), daemon.terminate()).await.expect("terminate");
+    tokio::time::timeout(Duration::from_secs(60), daemon.terminate())
+        .await
+        .expect("terminate");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -649,10 +876,14 @@ async fn table_created_while_running_is_captured_if_it_matches() {
     })
     .await;
     let src = env.source().await;
-    src.batch_execute("CREATE TABLE early (id int PRIMARY KEY, v text)").await.unwrap();
+    src.batch_execute("CREATE TABLE early (id int PRIMARY KEY, v text)")
+        .await
+        .unwrap();
     env.setup().await;
     let mut daemon = env.spawn();
-    src.batch_execute("INSERT INTO early VALUES (1, 'a')").await.unwrap();
+    src.batch_execute("INSERT INTO early VALUES (1, 'a')")
+        .await
+        .unwrap();
     env.sync().await;
 
     // DDL is not decoded: the daemon must notice new tables that match its patterns by itself.

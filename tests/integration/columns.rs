@@ -38,11 +38,17 @@ async fn store_rows_containing(store: &Client, needle: &str) -> Vec<(String, i64
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert!(tables.iter().any(|t| t == "pgtrail.decode_errors"), "{tables:?}");
+    assert!(
+        tables.iter().any(|t| t == "pgtrail.decode_errors"),
+        "{tables:?}"
+    );
     let mut hits = Vec::new();
     for t in tables {
         let n: i64 = store
-            .query_one(&format!("SELECT count(*) FROM {t} r WHERE r::text LIKE '%' || $1 || '%'"), &[&needle])
+            .query_one(
+                &format!("SELECT count(*) FROM {t} r WHERE r::text LIKE '%' || $1 || '%'"),
+                &[&needle],
+            )
             .await
             .unwrap()
             .get(0);
@@ -116,7 +122,10 @@ async fn ignored_and_redacted_columns_never_reach_the_store() {
         assert!(hits.is_empty(), "{needle:?} found in the store: {hits:?}");
     }
     // The check above would see them: unruled tables are stored as they are.
-    assert_eq!(store_rows_containing(&store, "plain-ssn-1").await, [("pgtrail.entries".to_string(), 1)]);
+    assert_eq!(
+        store_rows_containing(&store, "plain-ssn-1").await,
+        [("pgtrail.entries".to_string(), 1)]
+    );
     // And in the words of the brief, column by column.
     let raw: i64 = store
         .query_one(
@@ -131,7 +140,9 @@ async fn ignored_and_redacted_columns_never_reach_the_store() {
     assert_eq!(raw, 0);
 
     let pg = env.cluster.client("postgres").await;
-    pg.batch_execute("CREATE EXTENSION IF NOT EXISTS pgcrypto").await.expect("pgcrypto (postgresql-contrib)");
+    pg.batch_execute("CREATE EXTENSION IF NOT EXISTS pgcrypto")
+        .await
+        .expect("pgcrypto (postgresql-contrib)");
     let (hash1, hash2, ssn1, ssn2, token1) = (
         expected_hash(&pg, "secret-hash-1").await,
         expected_hash(&pg, "secret-hash-2").await,
@@ -141,28 +152,73 @@ async fn ignored_and_redacted_columns_never_reach_the_store() {
     );
 
     // Row changes only (schema changes are entries too, checked by the DDL tests).
-    let rows_of = |entries: Vec<Entry>| -> Vec<Entry> { entries.into_iter().filter(|e| e.action != "DDL").collect() };
+    let rows_of = |entries: Vec<Entry>| -> Vec<Entry> {
+        entries.into_iter().filter(|e| e.action != "DDL").collect()
+    };
     let e = rows_of(table_entries(&store, "public", "users").await);
     for entry in &e {
         for image in [&entry.before, &entry.after] {
-            assert!(image.get("last_seen_at").is_none(), "ignored column stored: {entry:?}");
+            assert!(
+                image.get("last_seen_at").is_none(),
+                "ignored column stored: {entry:?}"
+            );
         }
-        assert!(!entry.changed_columns.to_string().contains("last_seen_at"), "{entry:?}");
+        assert!(
+            !entry.changed_columns.to_string().contains("last_seen_at"),
+            "{entry:?}"
+        );
     }
     let summary: Vec<(&str, Value, Value, Value)> = e
         .iter()
-        .map(|e| (e.action.as_str(), e.primary_key.clone(), e.changed_columns.clone(), e.after.clone()))
+        .map(|e| {
+            (
+                e.action.as_str(),
+                e.primary_key.clone(),
+                e.changed_columns.clone(),
+                e.after.clone(),
+            )
+        })
         .collect();
     assert_eq!(
         summary,
         vec![
-            ("INSERT", json!({"id": 1}), Value::Null, json!({"id": 1, "name": "alice", "password_hash": hash1, "ssn": ssn1})),
+            (
+                "INSERT",
+                json!({"id": 1}),
+                Value::Null,
+                json!({"id": 1, "name": "alice", "password_hash": hash1, "ssn": ssn1})
+            ),
             // NULL stays null: whether it is set stays visible.
-            ("INSERT", json!({"id": 2}), Value::Null, json!({"id": 2, "name": "bob", "password_hash": null, "ssn": ssn2})),
-            ("UPDATE", json!({"id": 1}), json!(["password_hash"]), json!({"id": 1, "name": "alice", "password_hash": hash2, "ssn": ssn1})),
-            ("UPDATE", json!({"id": 1}), json!(["name"]), json!({"id": 1, "name": "Alice", "password_hash": hash2, "ssn": ssn1})),
-            ("UPDATE", json!({"id": 2}), json!(["ssn"]), json!({"id": 2, "name": "bob", "password_hash": null, "ssn": ssn1})),
-            ("UPDATE", json!({"id": 2}), json!(["name"]), json!({"id": 2, "name": "Bob", "password_hash": null, "ssn": ssn1})),
+            (
+                "INSERT",
+                json!({"id": 2}),
+                Value::Null,
+                json!({"id": 2, "name": "bob", "password_hash": null, "ssn": ssn2})
+            ),
+            (
+                "UPDATE",
+                json!({"id": 1}),
+                json!(["password_hash"]),
+                json!({"id": 1, "name": "alice", "password_hash": hash2, "ssn": ssn1})
+            ),
+            (
+                "UPDATE",
+                json!({"id": 1}),
+                json!(["name"]),
+                json!({"id": 1, "name": "Alice", "password_hash": hash2, "ssn": ssn1})
+            ),
+            (
+                "UPDATE",
+                json!({"id": 2}),
+                json!(["ssn"]),
+                json!({"id": 2, "name": "bob", "password_hash": null, "ssn": ssn1})
+            ),
+            (
+                "UPDATE",
+                json!({"id": 2}),
+                json!(["name"]),
+                json!({"id": 2, "name": "Bob", "password_hash": null, "ssn": ssn1})
+            ),
             ("DELETE", json!({"id": 2}), Value::Null, Value::Null),
         ],
         "{e:#?}"
@@ -173,11 +229,18 @@ async fn ignored_and_redacted_columns_never_reach_the_store() {
     // Unchanged, it hashes the same in before and after.
     assert_eq!(e[3].before["password_hash"], e[3].after["password_hash"]);
     assert_eq!(e[4].before["ssn"], ssn2);
-    assert_eq!(e[6].before, json!({"id": 2, "name": "Bob", "password_hash": null, "ssn": ssn1}));
+    assert_eq!(
+        e[6].before,
+        json!({"id": 2, "name": "Bob", "password_hash": null, "ssn": ssn1})
+    );
 
     let t = rows_of(table_entries(&store, "public", "api_tokens").await);
     let keys: Vec<&Value> = t.iter().map(|e| &e.primary_key).collect();
-    assert_eq!(keys, [&json!({"token": token1}); 3], "a redacted key column is hashed in primary_key, the same each time");
+    assert_eq!(
+        keys,
+        [&json!({"token": token1}); 3],
+        "a redacted key column is hashed in primary_key, the same each time"
+    );
     assert_eq!(t[1].changed_columns, json!(["owner"]));
     assert_eq!(t[1].before, json!({"token": token1, "owner": 1}));
     // Row history still works on the hashed key: all three entries share one row_key.
@@ -204,7 +267,14 @@ async fn redacting_without_a_key_refuses_to_start_and_names_the_key() {
     .unwrap();
     let args: Vec<OsString> = vec!["--config".into(), path.clone().into(), "status".into()];
     let out = run_pgtrail(&args, &[], Duration::from_secs(30)).await;
-    out.assert_clean_failure(&["capture.redact_key", "public.users", &path.display().to_string()], Duration::from_secs(10));
+    out.assert_clean_failure(
+        &[
+            "capture.redact_key",
+            "public.users",
+            &path.display().to_string(),
+        ],
+        Duration::from_secs(10),
+    );
 
     std::fs::write(
         &path,
@@ -212,5 +282,8 @@ async fn redacting_without_a_key_refuses_to_start_and_names_the_key() {
     )
     .unwrap();
     let out = run_pgtrail(&args, &[], Duration::from_secs(30)).await;
-    out.assert_clean_failure(&["capture.redact_key_file", "/nonexistent/redact.key"], Duration::from_secs(10));
+    out.assert_clean_failure(
+        &["capture.redact_key_file", "/nonexistent/redact.key"],
+        Duration::from_secs(10),
+    );
 }

@@ -27,7 +27,12 @@ async fn context_from_roles_addresses_and_application_settings() {
     let mut daemon = env.spawn();
 
     // clerk over TCP, with the application's own context, changing mid-transaction.
-    let clerk = connect(&format!("{}?application_name=teller", env.cluster.url_as("app", "clerk", Some("pw")))).await.unwrap();
+    let clerk = connect(&format!(
+        "{}?application_name=teller",
+        env.cluster.url_as("app", "clerk", Some("pw"))
+    ))
+    .await
+    .unwrap();
     clerk
         .batch_execute(
             "BEGIN;
@@ -48,8 +53,13 @@ async fn context_from_roles_addresses_and_application_settings() {
         .await
         .unwrap();
     // postgres over the Unix socket, no application context.
-    let local = connect(&env.cluster.socket_conninfo("app", "postgres")).await.unwrap();
-    local.batch_execute("DELETE FROM acct WHERE id = 2").await.unwrap();
+    let local = connect(&env.cluster.socket_conninfo("app", "postgres"))
+        .await
+        .unwrap();
+    local
+        .batch_execute("DELETE FROM acct WHERE id = 2")
+        .await
+        .unwrap();
     // A superuser replaying with triggers off: no context message, the change is still audited.
     local.batch_execute("SET session_replication_role = replica; INSERT INTO acct VALUES (3, 'carol', 1); RESET session_replication_role;").await.unwrap();
     env.sync().await;
@@ -73,20 +83,80 @@ async fn context_from_roles_addresses_and_application_settings() {
     assert_eq!(
         summary,
         vec![
-            ("INSERT".into(), s("clerk"), s("clerk"), s("alice@example.com"), s("web"), Value::Null, s("teller")),
-            ("INSERT".into(), s("clerk"), s("clerk"), s("alice@example.com"), s("web"), Value::Null, s("teller")),
-            ("UPDATE".into(), s("clerk"), s("clerk"), s("bob@example.com"), s("web"), s("ticket 4411"), s("teller")),
+            (
+                "INSERT".into(),
+                s("clerk"),
+                s("clerk"),
+                s("alice@example.com"),
+                s("web"),
+                Value::Null,
+                s("teller")
+            ),
+            (
+                "INSERT".into(),
+                s("clerk"),
+                s("clerk"),
+                s("alice@example.com"),
+                s("web"),
+                Value::Null,
+                s("teller")
+            ),
+            (
+                "UPDATE".into(),
+                s("clerk"),
+                s("clerk"),
+                s("bob@example.com"),
+                s("web"),
+                s("ticket 4411"),
+                s("teller")
+            ),
             // The savepoint's update and its 'mallory' context are gone; SET ROLE shows as current_user.
-            ("UPDATE".into(), s("clerk"), s("manager"), s("bob@example.com"), s("web"), s("ticket 4411"), s("teller")),
-            ("DELETE".into(), s("postgres"), s("postgres"), Value::Null, Value::Null, Value::Null, Value::Null),
-            ("INSERT".into(), Value::Null, Value::Null, Value::Null, Value::Null, Value::Null, Value::Null),
+            (
+                "UPDATE".into(),
+                s("clerk"),
+                s("manager"),
+                s("bob@example.com"),
+                s("web"),
+                s("ticket 4411"),
+                s("teller")
+            ),
+            (
+                "DELETE".into(),
+                s("postgres"),
+                s("postgres"),
+                Value::Null,
+                Value::Null,
+                Value::Null,
+                Value::Null
+            ),
+            (
+                "INSERT".into(),
+                Value::Null,
+                Value::Null,
+                Value::Null,
+                Value::Null,
+                Value::Null,
+                Value::Null
+            ),
         ],
         "{e:#?}"
     );
-    assert_eq!(ctx(&e[0], "client_addr"), json!("127.0.0.1"), "TCP shows the client address");
+    assert_eq!(
+        ctx(&e[0], "client_addr"),
+        json!("127.0.0.1"),
+        "TCP shows the client address"
+    );
     assert!(ctx(&e[0], "client_port").is_number());
-    assert_eq!(ctx(&e[4], "client_addr"), Value::Null, "the Unix socket has no address");
-    let pid: i32 = clerk.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    assert_eq!(
+        ctx(&e[4], "client_addr"),
+        Value::Null,
+        "the Unix socket has no address"
+    );
+    let pid: i32 = clerk
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(ctx(&e[0], "backend_pid"), json!(pid));
 
     let store = env.store().await;
@@ -126,8 +196,19 @@ async fn dry_run_changes_nothing_setup_twice_is_a_no_op_and_teardown_removes_eve
     let before = source_footprint(&src).await;
     let dry = env.trail.cli(&["setup", "--dry-run"]).await;
     dry.assert_success();
-    assert_eq!(source_footprint(&src).await, before, "setup --dry-run changed the source");
-    let dbs: i64 = admin.query_one("SELECT count(*) FROM pg_database WHERE datname = 'pgtrail'", &[]).await.unwrap().get(0);
+    assert_eq!(
+        source_footprint(&src).await,
+        before,
+        "setup --dry-run changed the source"
+    );
+    let dbs: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_database WHERE datname = 'pgtrail'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(dbs, 0, "setup --dry-run created the store database");
     for expected in [
         "pg_create_logical_replication_slot('pgtrail', 'wal2json')",
@@ -142,36 +223,71 @@ async fn dry_run_changes_nothing_setup_twice_is_a_no_op_and_teardown_removes_eve
 
     env.setup().await;
     let installed = source_footprint(&src).await;
-    assert!(installed.contains(&"trigger \"Odd Name\" pgtrail_context".to_string()), "{installed:#?}");
-    assert!(installed.contains(&"identity a f".to_string()), "{installed:#?}");
-    assert!(installed.contains(&"slot pgtrail".to_string()), "{installed:#?}");
+    assert!(
+        installed.contains(&"trigger \"Odd Name\" pgtrail_context".to_string()),
+        "{installed:#?}"
+    );
+    assert!(
+        installed.contains(&"identity a f".to_string()),
+        "{installed:#?}"
+    );
+    assert!(
+        installed.contains(&"slot pgtrail".to_string()),
+        "{installed:#?}"
+    );
 
     let again = env.trail.cli(&["setup"]).await;
     again.assert_success();
     assert!(again.stdout.contains("nothing to do"), "{again}");
-    assert_eq!(source_footprint(&src).await, installed, "a second setup changed the source");
+    assert_eq!(
+        source_footprint(&src).await,
+        installed,
+        "a second setup changed the source"
+    );
     let dry = env.trail.cli(&["setup", "--dry-run"]).await;
     assert!(dry.stdout.contains("nothing to do"), "{dry}");
 
     // Capture something, so teardown can be seen to keep the store's data.
     let mut daemon = env.spawn();
-    src.batch_execute("INSERT INTO a VALUES (1, 'x')").await.unwrap();
+    src.batch_execute("INSERT INTO a VALUES (1, 'x')")
+        .await
+        .unwrap();
     env.sync().await;
     daemon.terminate().await;
     env.wait_slot_inactive().await;
 
-    let dry = env.trail.cli(&["teardown", "--drop-slot", "--dry-run"]).await;
+    let dry = env
+        .trail
+        .cli(&["teardown", "--drop-slot", "--dry-run"])
+        .await;
     dry.assert_success();
-    assert!(dry.stdout.contains("pg_drop_replication_slot('pgtrail')"), "{dry}");
-    assert_eq!(source_footprint(&src).await, installed, "teardown --dry-run changed the source");
+    assert!(
+        dry.stdout.contains("pg_drop_replication_slot('pgtrail')"),
+        "{dry}"
+    );
+    assert_eq!(
+        source_footprint(&src).await,
+        installed,
+        "teardown --dry-run changed the source"
+    );
 
-    env.trail.cli(&["teardown", "--drop-slot"]).await.assert_success();
+    env.trail
+        .cli(&["teardown", "--drop-slot"])
+        .await
+        .assert_success();
     let left: Vec<String> = source_footprint(&src)
         .await
         .into_iter()
-        .filter(|l| ["trigger", "event trigger", "function", "schema", "slot"].iter().any(|p| l.starts_with(p)))
+        .filter(|l| {
+            ["trigger", "event trigger", "function", "schema", "slot"]
+                .iter()
+                .any(|p| l.starts_with(p))
+        })
         .collect();
-    assert!(left.is_empty(), "teardown left pgtrail objects in the source: {left:#?}");
+    assert!(
+        left.is_empty(),
+        "teardown left pgtrail objects in the source: {left:#?}"
+    );
     let store = env.store().await;
     assert_counts(&store, "public", "a", Counts::new(1, 0, 0, 0)).await;
 }
@@ -196,24 +312,51 @@ async fn tables_says_what_is_captured_and_why() {
     env.setup().await;
     let out = env.trail.cli(&["tables", "--json"]).await;
     out.assert_success();
-    let reports: Vec<Value> = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out}"));
-    let by_name = |name: &str| reports.iter().find(|r| r["table"] == name).unwrap_or_else(|| panic!("{name} missing: {out}")).clone();
+    let reports: Vec<Value> =
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let by_name = |name: &str| {
+        reports
+            .iter()
+            .find(|r| r["table"] == name)
+            .unwrap_or_else(|| panic!("{name} missing: {out}"))
+            .clone()
+    };
 
     let orders = by_name("public.orders");
     assert_eq!(orders["captured"], json!(true));
     assert_eq!(orders["reason"], json!("matches public.*"));
-    assert_eq!(orders["primary_key"], json!(["region", "id"]), "key columns in key order");
+    assert_eq!(
+        orders["primary_key"],
+        json!(["region", "id"]),
+        "key columns in key order"
+    );
     assert_eq!(orders["replica_identity"], json!("default"));
     assert_eq!(orders["context_trigger"], json!(true));
-    assert!(orders["warnings"][0].as_str().unwrap_or_default().contains("not FULL"), "{orders}");
+    assert!(
+        orders["warnings"][0]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not FULL"),
+        "{orders}"
+    );
 
     let sessions = by_name("public.sessions");
     assert_eq!(sessions["captured"], json!(false));
     assert_eq!(sessions["reason"], json!("excluded by public.sess*"));
-    assert_eq!(sessions["context_trigger"], json!(false), "setup leaves excluded tables alone");
+    assert_eq!(
+        sessions["context_trigger"],
+        json!(false),
+        "setup leaves excluded tables alone"
+    );
 
     let loose = by_name("public.loose");
-    assert!(loose["warnings"][0].as_str().unwrap_or_default().contains("cannot be tied to a row"), "{loose}");
+    assert!(
+        loose["warnings"][0]
+            .as_str()
+            .unwrap_or_default()
+            .contains("cannot be tied to a row"),
+        "{loose}"
+    );
 
     let other = by_name("other.t");
     assert_eq!(other["captured"], json!(false));
@@ -221,7 +364,12 @@ async fn tables_says_what_is_captured_and_why() {
 
     let text = env.trail.cli(&["tables"]).await;
     text.assert_success();
-    assert!(text.stdout.contains("public.orders") && text.stdout.contains("(region, id)") && text.stdout.contains("warning:"), "{text}");
+    assert!(
+        text.stdout.contains("public.orders")
+            && text.stdout.contains("(region, id)")
+            && text.stdout.contains("warning:"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -232,7 +380,9 @@ async fn a_table_created_later_is_enrolled_from_its_creation() {
     })
     .await;
     let src = env.source().await;
-    src.batch_execute("CREATE TABLE early (id int PRIMARY KEY)").await.unwrap();
+    src.batch_execute("CREATE TABLE early (id int PRIMARY KEY)")
+        .await
+        .unwrap();
     env.setup().await;
     let mut daemon = env.spawn();
 
@@ -262,14 +412,29 @@ async fn a_table_created_later_is_enrolled_from_its_creation() {
             .unwrap()
         }
     };
-    assert_eq!(state("late").await, ("f".to_string(), true), "a matching new table gets identity FULL and the trigger");
-    assert_eq!(state("tmp_scratch").await, ("d".to_string(), false), "an excluded new table is left alone");
+    assert_eq!(
+        state("late").await,
+        ("f".to_string(), true),
+        "a matching new table gets identity FULL and the trigger"
+    );
+    assert_eq!(
+        state("tmp_scratch").await,
+        ("d".to_string(), false),
+        "an excluded new table is left alone"
+    );
 
     let e: Vec<ExportLine> = env.trail.export_jsonl(&["--table", "public.late"]).await;
-    let rows: Vec<&ExportLine> = e.iter().filter(|e| e.value["action"] != json!("DDL")).collect();
+    let rows: Vec<&ExportLine> = e
+        .iter()
+        .filter(|e| e.value["action"] != json!("DDL"))
+        .collect();
     assert_eq!(rows.len(), 2, "{e:#?}");
     assert_eq!(rows[0].value["context"]["actor"], json!("migrator"));
-    assert_eq!(rows[1].value["before"], json!({"id": 1, "v": "a"}), "the whole old row, thanks to identity FULL");
+    assert_eq!(
+        rows[1].value["before"],
+        json!({"id": 1, "v": "a"}),
+        "the whole old row, thanks to identity FULL"
+    );
     assert_eq!(rows[1].value["changed_columns"], json!(["v"]));
     let store = env.store().await;
     assert_store_matches_source(&src, &store, "public", "late").await;

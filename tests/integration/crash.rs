@@ -20,7 +20,11 @@ async fn kill_and_restart(env: &TestEnv, daemon: &mut Daemon) {
 async fn sigkill_while_idle_loses_and_doubles_nothing() {
     let env = TestEnv::start().await;
     let src = env.source().await;
-    src.batch_execute("CREATE TABLE k (id int PRIMARY KEY, v int); ALTER TABLE k REPLICA IDENTITY FULL;").await.unwrap();
+    src.batch_execute(
+        "CREATE TABLE k (id int PRIMARY KEY, v int); ALTER TABLE k REPLICA IDENTITY FULL;",
+    )
+    .await
+    .unwrap();
     env.setup().await;
     let mut daemon = env.spawn();
 
@@ -80,9 +84,11 @@ async fn sigkill_mid_stream_of_small_transactions() {
     for round in 0..3 {
         let base = entry_count(&store).await;
         let store_ref = &store;
-        wait_until(&format!("round {round}: the daemon to store 1500 more entries"), Duration::from_secs(120), move || async move {
-            entry_count(store_ref).await >= base + 1500
-        })
+        wait_until(
+            &format!("round {round}: the daemon to store 1500 more entries"),
+            Duration::from_secs(120),
+            move || async move { entry_count(store_ref).await >= base + 1500 },
+        )
         .await;
         kill_and_restart(&env, &mut daemon).await;
     }
@@ -97,7 +103,9 @@ async fn sigkill_during_a_300k_row_transaction() {
     const ROWS: i64 = 300_000;
     let env = TestEnv::start().await;
     let src = env.source().await;
-    src.batch_execute("CREATE TABLE bulk (id int PRIMARY KEY, payload text NOT NULL)").await.unwrap();
+    src.batch_execute("CREATE TABLE bulk (id int PRIMARY KEY, payload text NOT NULL)")
+        .await
+        .unwrap();
     env.setup().await;
     let mut daemon = env.spawn();
     let store = env.store().await;
@@ -106,9 +114,11 @@ async fn sigkill_during_a_300k_row_transaction() {
     let started = Instant::now();
     let insert = tokio::spawn(async move {
         let c = connect(&url).await.unwrap();
-        c.batch_execute(&format!("INSERT INTO bulk SELECT g, md5(g::text) FROM generate_series(1, {ROWS}) g"))
-            .await
-            .unwrap();
+        c.batch_execute(&format!(
+            "INSERT INTO bulk SELECT g, md5(g::text) FROM generate_series(1, {ROWS}) g"
+        ))
+        .await
+        .unwrap();
         Instant::now()
     });
 
@@ -117,7 +127,10 @@ async fn sigkill_during_a_300k_row_transaction() {
     let seen = entry_count(&store).await;
     kill_and_restart(&env, &mut daemon).await;
     let committed = insert.await.unwrap();
-    eprintln!("kill 1 at 400 ms (source commit at {:?}): store held {seen} entries", committed - started);
+    eprintln!(
+        "kill 1 at 400 ms (source commit at {:?}): store held {seen} entries",
+        committed - started
+    );
 
     // Kill 2: shortly after a restart, while the transaction is being decoded and received.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -129,16 +142,20 @@ async fn sigkill_during_a_300k_row_transaction() {
     // dangerous moment), right away and one second into it.
     for (n, extra) in [(3, Duration::ZERO), (4, Duration::from_secs(1))] {
         let store_ref = &store;
-        wait_until(&format!("kill {n}: the daemon to open a write transaction in the store"), Duration::from_secs(120), move || async move {
-            store_ref
-                .query_one(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+        wait_until(
+            &format!("kill {n}: the daemon to open a write transaction in the store"),
+            Duration::from_secs(120),
+            move || async move {
+                store_ref
+                    .query_one(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
                      AND backend_xid IS NOT NULL AND pid <> pg_backend_pid()",
-                    &[],
-                )
-                .await
-                .is_ok_and(|r| r.get::<_, i64>(0) > 0)
-        })
+                        &[],
+                    )
+                    .await
+                    .is_ok_and(|r| r.get::<_, i64>(0) > 0)
+            },
+        )
         .await;
         tokio::time::sleep(extra).await;
         let seen = entry_count(&store).await;
@@ -156,7 +173,14 @@ async fn sigkill_during_a_300k_row_transaction() {
         )
         .await
         .unwrap();
-    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1), row.get::<_, i64>(2)), (1, 1, ROWS));
+    assert_eq!(
+        (
+            row.get::<_, i64>(0),
+            row.get::<_, i64>(1),
+            row.get::<_, i64>(2)
+        ),
+        (1, 1, ROWS)
+    );
     assert_store_matches_source(&src, &store, "public", "bulk").await;
     daemon.terminate().await;
 }
@@ -174,9 +198,11 @@ async fn sigterm_and_sigint_exit_zero_and_lose_nothing() {
     // SIGTERM in the middle of the stream.
     let store = env.store().await;
     let store_ref = &store;
-    wait_until("the daemon to store 2000 entries", Duration::from_secs(120), move || async move {
-        entry_count(store_ref).await >= 2000
-    })
+    wait_until(
+        "the daemon to store 2000 entries",
+        Duration::from_secs(120),
+        move || async move { entry_count(store_ref).await >= 2000 },
+    )
     .await;
     daemon.terminate().await;
     env.wait_slot_inactive().await;
@@ -207,17 +233,27 @@ async fn source_restart_while_running_is_survived() {
 
     let src = source_cluster.client("app").await;
     create_marker_table(&src).await;
-    src.batch_execute("CREATE TABLE s (id int PRIMARY KEY, v int); ALTER TABLE s REPLICA IDENTITY FULL;").await.unwrap();
+    src.batch_execute(
+        "CREATE TABLE s (id int PRIMARY KEY, v int); ALTER TABLE s REPLICA IDENTITY FULL;",
+    )
+    .await
+    .unwrap();
     trail.setup().await;
     let mut daemon = trail.spawn();
 
-    src.batch_execute("INSERT INTO s SELECT g, 0 FROM generate_series(1, 100) g").await.unwrap();
+    src.batch_execute("INSERT INTO s SELECT g, 0 FROM generate_series(1, 100) g")
+        .await
+        .unwrap();
     sync_via(&src, &store_url, SYNC_TIMEOUT).await;
     // Changes the daemon may or may not have stored when the source goes down.
     for i in 0..5 {
-        src.batch_execute(&format!("INSERT INTO s SELECT g, 1 FROM generate_series({}, {}) g", 101 + i * 10, 110 + i * 10))
-            .await
-            .unwrap();
+        src.batch_execute(&format!(
+            "INSERT INTO s SELECT g, 1 FROM generate_series({}, {}) g",
+            101 + i * 10,
+            110 + i * 10
+        ))
+        .await
+        .unwrap();
     }
     drop(src);
     tokio::task::block_in_place(|| source_cluster.restart());
@@ -241,7 +277,9 @@ async fn source_restart_while_running_is_survived() {
     daemon.assert_running();
     tokio::task::block_in_place(|| source_cluster.start_again());
     let src = source_cluster.client("app").await;
-    src.batch_execute("INSERT INTO s SELECT g, 3 FROM generate_series(161, 170) g").await.unwrap();
+    src.batch_execute("INSERT INTO s SELECT g, 3 FROM generate_series(161, 170) g")
+        .await
+        .unwrap();
     sync_via(&src, &store_url, Duration::from_secs(120)).await;
 
     let store = connect(&store_url).await.unwrap();
@@ -254,19 +292,27 @@ async fn source_restart_while_running_is_survived() {
 async fn restart_of_the_cluster_holding_source_and_store() {
     let mut env = TestEnv::start().await;
     let src = env.source().await;
-    src.batch_execute("CREATE TABLE s (id int PRIMARY KEY, v int)").await.unwrap();
+    src.batch_execute("CREATE TABLE s (id int PRIMARY KEY, v int)")
+        .await
+        .unwrap();
     env.setup().await;
     let mut daemon = env.spawn();
-    src.batch_execute("INSERT INTO s SELECT g, 0 FROM generate_series(1, 50) g").await.unwrap();
+    src.batch_execute("INSERT INTO s SELECT g, 0 FROM generate_series(1, 50) g")
+        .await
+        .unwrap();
     env.sync().await;
-    src.batch_execute("INSERT INTO s SELECT g, 1 FROM generate_series(51, 100) g").await.unwrap();
+    src.batch_execute("INSERT INTO s SELECT g, 1 FROM generate_series(51, 100) g")
+        .await
+        .unwrap();
     drop(src);
 
     tokio::task::block_in_place(|| env.cluster.restart());
     daemon.assert_running();
 
     let src = env.source().await;
-    src.batch_execute("UPDATE s SET v = 5 WHERE id % 2 = 0; DELETE FROM s WHERE id > 95;").await.unwrap();
+    src.batch_execute("UPDATE s SET v = 5 WHERE id % 2 = 0; DELETE FROM s WHERE id > 95;")
+        .await
+        .unwrap();
     sync_via(&src, &env.trail.config.store_url, Duration::from_secs(120)).await;
     daemon.assert_running();
     let store = env.store().await;

@@ -10,7 +10,9 @@ use crate::harness::*;
 async fn ddl_entries_and_decoding_across_schema_changes() {
     let env = TestEnv::start().await;
     let src = env.source().await;
-    src.batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text); CREATE SCHEMA elsewhere;").await.unwrap();
+    src.batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text); CREATE SCHEMA elsewhere;")
+        .await
+        .unwrap();
     env.setup().await;
     let mut daemon = env.spawn();
 
@@ -35,8 +37,13 @@ async fn ddl_entries_and_decoding_across_schema_changes() {
     env.sync().await;
 
     let all: Vec<ExportLine> = env.trail.export_jsonl(&[]).await;
-    let interesting: Vec<&ExportLine> =
-        all.iter().filter(|e| e.value["table"] != json!("it_sync_marker") && e.value["table"] != json!("it_sync_marker_pkey")).collect();
+    let interesting: Vec<&ExportLine> = all
+        .iter()
+        .filter(|e| {
+            e.value["table"] != json!("it_sync_marker")
+                && e.value["table"] != json!("it_sync_marker_pkey")
+        })
+        .collect();
     let summary: Vec<(String, String, Value)> = interesting
         .iter()
         .map(|e| {
@@ -68,18 +75,47 @@ async fn ddl_entries_and_decoding_across_schema_changes() {
         ddl("t2", "table"),
         row("INSERT", "t2", json!({"id": 3, "label": "c"})),
     ];
-    assert_eq!(&summary[..expected.len().min(summary.len())], &expected[..], "{summary:#?}");
+    assert_eq!(
+        &summary[..expected.len().min(summary.len())],
+        &expected[..],
+        "{summary:#?}"
+    );
     // CREATE TABLE gone (with its primary key index), then DROP TABLE gone; nothing from `elsewhere`.
-    let rest: Vec<String> = summary[expected.len()..].iter().map(|(a, t, k)| format!("{a} {t} {k}")).collect();
-    assert!(rest.iter().any(|s| s == "DDL CREATE TABLE gone \"table\""), "{rest:#?}");
-    assert!(rest.iter().any(|s| s == "DDL DROP TABLE gone \"table\""), "{rest:#?}");
-    assert!(!summary.iter().any(|(_, t, _)| t == "x"), "DDL outside captured schemas was stored: {summary:#?}");
+    let rest: Vec<String> = summary[expected.len()..]
+        .iter()
+        .map(|(a, t, k)| format!("{a} {t} {k}"))
+        .collect();
+    assert!(
+        rest.iter().any(|s| s == "DDL CREATE TABLE gone \"table\""),
+        "{rest:#?}"
+    );
+    assert!(
+        rest.iter().any(|s| s == "DDL DROP TABLE gone \"table\""),
+        "{rest:#?}"
+    );
+    assert!(
+        !summary.iter().any(|(_, t, _)| t == "x"),
+        "DDL outside captured schemas was stored: {summary:#?}"
+    );
 
     // The SQL text is the client's whole query string (current_query()), which here is the batch.
-    let rename = interesting.iter().find(|e| e.value["after"]["object_type"] == json!("table column")).expect("rename entry");
-    assert_eq!(rename.value["after"]["object_identity"], json!("public.t.label"));
-    assert!(rename.value["after"]["sql"].as_str().unwrap_or_default().contains("ALTER TABLE t RENAME COLUMN v TO label"));
-    assert_eq!(rename.value["context"]["actor"], json!("dba-alice"), "DDL carries the same context as row changes");
+    let rename = interesting
+        .iter()
+        .find(|e| e.value["after"]["object_type"] == json!("table column"))
+        .expect("rename entry");
+    assert_eq!(
+        rename.value["after"]["object_identity"],
+        json!("public.t.label")
+    );
+    assert!(rename.value["after"]["sql"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("ALTER TABLE t RENAME COLUMN v TO label"));
+    assert_eq!(
+        rename.value["context"]["actor"],
+        json!("dba-alice"),
+        "DDL carries the same context as row changes"
+    );
     assert_eq!(rename.value["context"]["db_user"], json!("postgres"));
     assert_eq!(rename.value["primary_key"], Value::Null);
     assert_eq!(rename.value["before"], Value::Null);
@@ -89,8 +125,16 @@ async fn ddl_entries_and_decoding_across_schema_changes() {
     // comparator works per table name, and this table was renamed half-way.)
     assert_counts(&store, "public", "t", Counts::new(2, 2, 1, 0)).await;
     assert_counts(&store, "public", "t2", Counts::new(1, 0, 0, 0)).await;
-    let rows: Vec<String> =
-        src.query("SELECT row_to_json(t2)::text FROM t2 ORDER BY id", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
-    assert_eq!(rows, [r#"{"id":1,"label":"a2"}"#, r#"{"id":3,"label":"c"}"#]);
+    let rows: Vec<String> = src
+        .query("SELECT row_to_json(t2)::text FROM t2 ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        rows,
+        [r#"{"id":1,"label":"a2"}"#, r#"{"id":3,"label":"c"}"#]
+    );
     daemon.terminate().await;
 }

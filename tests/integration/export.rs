@@ -7,7 +7,14 @@ use serde_json::Value;
 
 use crate::harness::*;
 
-const CONTEXT_KEYS: [&str; 6] = ["db_user", "client_addr", "application_name", "actor", "source", "remarks"];
+const CONTEXT_KEYS: [&str; 6] = [
+    "db_user",
+    "client_addr",
+    "application_name",
+    "actor",
+    "source",
+    "remarks",
+];
 
 fn rfc3339_micros(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
@@ -27,7 +34,12 @@ fn assert_line_matches(l: &ExportLine, e: &Entry) {
     assert_eq!(v["id"].as_i64(), Some(e.id), "{}", l.raw);
     assert_eq!(
         v["committed_at"].as_str(),
-        Some(e.committed_at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string().as_str()),
+        Some(
+            e.committed_at
+                .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+                .to_string()
+                .as_str()
+        ),
         "committed_at as RFC 3339 UTC with microseconds: {}",
         l.raw
     );
@@ -41,7 +53,10 @@ fn assert_line_matches(l: &ExportLine, e: &Entry) {
     assert_eq!(v["after"], e.after, "{}", l.raw);
     assert_eq!(v["changed_columns"], e.changed_columns, "{}", l.raw);
     assert_eq!(v["context"], e.context, "{}", l.raw);
-    let ctx = v["context"].as_object().unwrap_or_else(|| panic!("context is not an object: {}", l.raw));
+    assert_eq!(v["details"], e.details, "{}", l.raw);
+    let ctx = v["context"]
+        .as_object()
+        .unwrap_or_else(|| panic!("context is not an object: {}", l.raw));
     for k in CONTEXT_KEYS {
         assert!(ctx.contains_key(k), "context lacks {k}: {}", l.raw);
     }
@@ -94,58 +109,118 @@ async fn export_jsonl_csv_and_filters() {
 
     // Everything, in id (= commit) order, each line equal to its entry.
     let lines = env.trail.export_jsonl(&[]).await;
-    assert_eq!(ids(&lines), entry_ids(&all), "export without filters = every entry in id order");
+    assert_eq!(
+        ids(&lines),
+        entry_ids(&all),
+        "export without filters = every entry in id order"
+    );
     for (l, e) in lines.iter().zip(&all) {
         assert_line_matches(l, e);
     }
 
     // --table
     let only_a = env.trail.export_jsonl(&["--table", "public.a"]).await;
-    assert_eq!(ids(&only_a), entry_ids(all.iter().filter(|e| e.table == "a")));
-    let none = env.trail.export_jsonl(&["--table", "public.nosuchtable"]).await;
+    assert_eq!(
+        ids(&only_a),
+        entry_ids(all.iter().filter(|e| e.table == "a"))
+    );
+    let none = env
+        .trail
+        .export_jsonl(&["--table", "public.nosuchtable"])
+        .await;
     assert!(none.is_empty());
 
     // --since/--until: bounds strictly between commit times, so inclusivity does not matter.
     let by_id = |id: i64| all.iter().find(|e| e.id == id).unwrap();
     let first2 = by_id(batch_ids[1][0]);
     let last2 = by_id(*batch_ids[1].last().unwrap());
-    let prev = all.iter().filter(|e| e.committed_at < first2.committed_at).map(|e| e.committed_at).max().unwrap();
-    let next = all.iter().filter(|e| e.committed_at > last2.committed_at).map(|e| e.committed_at).min().unwrap();
+    let prev = all
+        .iter()
+        .filter(|e| e.committed_at < first2.committed_at)
+        .map(|e| e.committed_at)
+        .max()
+        .unwrap();
+    let next = all
+        .iter()
+        .filter(|e| e.committed_at > last2.committed_at)
+        .map(|e| e.committed_at)
+        .min()
+        .unwrap();
     let since = between(prev, first2.committed_at);
     let until = between(last2.committed_at, next);
     let (since_s, until_s) = (rfc3339_micros(since), rfc3339_micros(until));
-    let window = env.trail.export_jsonl(&["--since", &since_s, "--until", &until_s]).await;
-    let want: Vec<i64> = entry_ids(all.iter().filter(|e| e.committed_at >= since && e.committed_at < until));
+    let window = env
+        .trail
+        .export_jsonl(&["--since", &since_s, "--until", &until_s])
+        .await;
+    let want: Vec<i64> = entry_ids(
+        all.iter()
+            .filter(|e| e.committed_at >= since && e.committed_at < until),
+    );
     assert_eq!(ids(&window), want, "--since {since_s} --until {until_s}");
     assert!(batch_ids[1].iter().all(|id| want.contains(id)));
     assert!(!want.contains(&batch_ids[0][0]) && !want.contains(&batch_ids[2][0]));
 
     let from = env.trail.export_jsonl(&["--since", &since_s]).await;
-    assert_eq!(ids(&from), entry_ids(all.iter().filter(|e| e.committed_at >= since)));
+    assert_eq!(
+        ids(&from),
+        entry_ids(all.iter().filter(|e| e.committed_at >= since))
+    );
     let to = env.trail.export_jsonl(&["--until", &until_s]).await;
-    assert_eq!(ids(&to), entry_ids(all.iter().filter(|e| e.committed_at < until)));
-    let a_from = env.trail.export_jsonl(&["--table", "public.a", "--since", &since_s]).await;
-    assert_eq!(ids(&a_from), entry_ids(all.iter().filter(|e| e.table == "a" && e.committed_at >= since)));
+    assert_eq!(
+        ids(&to),
+        entry_ids(all.iter().filter(|e| e.committed_at < until))
+    );
+    let a_from = env
+        .trail
+        .export_jsonl(&["--table", "public.a", "--since", &since_s])
+        .await;
+    assert_eq!(
+        ids(&a_from),
+        entry_ids(
+            all.iter()
+                .filter(|e| e.table == "a" && e.committed_at >= since)
+        )
+    );
     // An offset other than Z means the same instant.
-    let since_offset = since.with_timezone(&chrono::FixedOffset::east_opt(2 * 3600).unwrap()).to_rfc3339_opts(SecondsFormat::Micros, false);
+    let since_offset = since
+        .with_timezone(&chrono::FixedOffset::east_opt(2 * 3600).unwrap())
+        .to_rfc3339_opts(SecondsFormat::Micros, false);
     let from_offset = env.trail.export_jsonl(&["--since", &since_offset]).await;
     assert_eq!(ids(&from_offset), ids(&from), "--since {since_offset}");
 
     // --out FILE writes the same lines.
     let out_path = env.trail.dir().join("export.jsonl");
     let out_arg = out_path.display().to_string();
-    env.trail.cli(&["export", "--format", "jsonl", "--out", &out_arg]).await.assert_success();
+    env.trail
+        .cli(&["export", "--format", "jsonl", "--out", &out_arg])
+        .await
+        .assert_success();
     let written = std::fs::read_to_string(&out_path).expect("--out file");
     assert_eq!(ids(&parse_jsonl(&written)), ids(&lines));
-    assert_eq!(parse_jsonl(&written).iter().map(|l| l.raw.clone()).collect::<Vec<_>>(), lines.iter().map(|l| l.raw.clone()).collect::<Vec<_>>());
+    assert_eq!(
+        parse_jsonl(&written)
+            .iter()
+            .map(|l| l.raw.clone())
+            .collect::<Vec<_>>(),
+        lines.iter().map(|l| l.raw.clone()).collect::<Vec<_>>()
+    );
 
     // csv: same fields, same values.
     let out = env.trail.cli(&["export", "--format", "csv"]).await;
     out.assert_success();
-    let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(out.stdout.as_bytes());
-    let headers: Vec<String> = reader.headers().expect("csv header").iter().map(String::from).collect();
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_reader(out.stdout.as_bytes());
+    let headers: Vec<String> = reader
+        .headers()
+        .expect("csv header")
+        .iter()
+        .map(String::from)
+        .collect();
     assert_eq!(headers, EXPORT_FIELDS, "csv header");
-    let records: Vec<csv::StringRecord> = reader.records().map(|r| r.expect("csv record")).collect();
+    let records: Vec<csv::StringRecord> =
+        reader.records().map(|r| r.expect("csv record")).collect();
     assert_eq!(records.len(), lines.len(), "csv rows");
     let json_cell = |s: &str| -> Value {
         if s.is_empty() {
@@ -156,21 +231,42 @@ async fn export_jsonl_csv_and_filters() {
     };
     for (r, l) in records.iter().zip(&lines) {
         let v = &l.value;
-        let cell = |name: &str| r.get(EXPORT_FIELDS.iter().position(|f| *f == name).unwrap()).unwrap();
+        let cell = |name: &str| {
+            r.get(EXPORT_FIELDS.iter().position(|f| *f == name).unwrap())
+                .unwrap()
+        };
         assert_eq!(cell("id").parse::<i64>().ok(), v["id"].as_i64());
         assert_eq!(cell("xid").parse::<i64>().ok(), v["xid"].as_i64());
-        let t = DateTime::parse_from_rfc3339(cell("committed_at")).unwrap_or_else(|e| panic!("csv committed_at ({e}): {r:?}"));
-        assert_eq!(Some(t.with_timezone(&Utc)), v["committed_at"].as_str().map(|s| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)));
+        let t = DateTime::parse_from_rfc3339(cell("committed_at"))
+            .unwrap_or_else(|e| panic!("csv committed_at ({e}): {r:?}"));
+        assert_eq!(
+            Some(t.with_timezone(&Utc)),
+            v["committed_at"]
+                .as_str()
+                .map(|s| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc))
+        );
         for f in ["lsn", "schema", "table", "action"] {
             assert_eq!(Some(cell(f)), v[f].as_str(), "csv {f}: {r:?}");
         }
-        for f in ["primary_key", "before", "after", "changed_columns", "context"] {
+        for f in [
+            "primary_key",
+            "before",
+            "after",
+            "changed_columns",
+            "context",
+            "details",
+        ] {
             assert_eq!(json_cell(cell(f)), v[f], "csv {f}: {r:?}");
         }
     }
-    let out = env.trail.cli(&["export", "--format", "csv", "--table", "public.b"]).await;
+    let out = env
+        .trail
+        .cli(&["export", "--format", "csv", "--table", "public.b"])
+        .await;
     out.assert_success();
-    let n = csv::Reader::from_reader(out.stdout.as_bytes()).records().count();
+    let n = csv::Reader::from_reader(out.stdout.as_bytes())
+        .records()
+        .count();
     assert_eq!(n, all.iter().filter(|e| e.table == "b").count());
 
     daemon.terminate().await;

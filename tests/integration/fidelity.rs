@@ -47,23 +47,50 @@ async fn toast_domains_enums_composites_and_quoted_columns() {
     let store = env.store().await;
     let e = table_entries(&store, "public", "doc").await;
     assert_eq!(e.len(), 4);
-    let body: String = src.query_one("SELECT repeat('long text ', 5000)", &[]).await.unwrap().get(0);
+    let body: String = src
+        .query_one("SELECT repeat('long text ', 5000)", &[])
+        .await
+        .unwrap()
+        .get(0);
 
     let insert = &e[0].after;
     assert_eq!(insert["body"], json!(body));
-    assert_eq!(insert["Weird \"Name\".x"], json!(1), "a column name that needs quoting");
-    assert_eq!(insert["qty"], json!("3"), "a domain over an integer arrives from wal2json as a string");
+    assert_eq!(
+        insert["Weird \"Name\".x"],
+        json!(1),
+        "a column name that needs quoting"
+    );
+    assert_eq!(
+        insert["qty"],
+        json!("3"),
+        "a domain over an integer arrives from wal2json as a string"
+    );
     assert_eq!(insert["owner"], json!("a@b.c"));
     assert_eq!(insert["feeling"], json!("ok"));
-    assert_eq!(insert["points"], json!(r#"{"(1,2,\"p \"\"q\"\"\")","(3,4,)"}"#), "array of a composite type, as PostgreSQL prints it");
+    assert_eq!(
+        insert["points"],
+        json!(r#"{"(1,2,\"p \"\"q\"\"\")","(3,4,)"}"#),
+        "array of a composite type, as PostgreSQL prints it"
+    );
 
     // The TOASTed body was not touched: wal2json leaves it out of the new row, pgtrail fills it in.
     let touch = &e[1];
-    assert_eq!(touch.after["body"], json!(body), "unchanged TOASTed value taken from the before image");
-    assert_eq!(touch.changed_columns, json!(["Weird \"Name\".x", "feeling"]));
+    assert_eq!(
+        touch.after["body"],
+        json!(body),
+        "unchanged TOASTed value taken from the before image"
+    );
+    assert_eq!(
+        touch.changed_columns,
+        json!(["Weird \"Name\".x", "feeling"])
+    );
     assert_eq!(touch.after["feeling"], json!("happy"));
 
-    assert_eq!(e[2].changed_columns, json!([]), "an UPDATE that changes nothing lists no column");
+    assert_eq!(
+        e[2].changed_columns,
+        json!([]),
+        "an UPDATE that changes nothing lists no column"
+    );
     assert_eq!(e[2].after["body"], json!(body));
 
     assert_eq!(e[3].changed_columns, json!(["body"]));

@@ -63,7 +63,10 @@ fn postgres_ids() -> (u32, u32) {
     // SAFETY: getpwnam returns null or a pointer to a static passwd record; we copy out of it
     // at once and never keep the pointer.
     let pw = unsafe { libc::getpwnam(name.as_ptr()) };
-    assert!(!pw.is_null(), "running as root but there is no `postgres` OS user to run the server as");
+    assert!(
+        !pw.is_null(),
+        "running as root but there is no `postgres` OS user to run the server as"
+    );
     unsafe { ((*pw).pw_uid, (*pw).pw_gid) }
 }
 
@@ -103,11 +106,16 @@ fn tail(text: &str, lines: usize) -> String {
 }
 
 fn read_lossy(path: &Path) -> String {
-    fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+    fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
 }
 
 fn new_temp_dir(prefix: &str) -> TempDir {
-    tempfile::Builder::new().prefix(prefix).tempdir().expect("create temp dir")
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("create temp dir")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -154,7 +162,8 @@ impl Cluster {
         let dir = new_temp_dir("pgtrail-it-pg-");
         if is_root() {
             let (uid, gid) = postgres_ids();
-            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).expect("chown cluster dir to postgres");
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))
+                .expect("chown cluster dir to postgres");
         }
         let data = dir.path().join("data");
         let log = dir.path().join("postgres.log");
@@ -162,7 +171,16 @@ impl Cluster {
         let out = pg_command("initdb")
             .arg("-D")
             .arg(&data)
-            .args(["--auth=trust", "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions"])
+            .args([
+                "--auth=trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+                "--no-instructions",
+            ])
             .current_dir(dir.path())
             .output()
             .expect("run initdb");
@@ -207,17 +225,30 @@ impl Cluster {
              host replication scram_user 127.0.0.1/32 scram-sha-256\n\n{original}"
         );
         // Rewrite in place so the file keeps its owner.
-        let mut f = OpenOptions::new().write(true).truncate(true).open(&hba_path).expect("open pg_hba.conf");
+        let mut f = OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&hba_path)
+            .expect("open pg_hba.conf");
         f.write_all(hba.as_bytes()).unwrap();
 
-        let mut cluster = Cluster { data, log, port, running: false, dir };
+        let mut cluster = Cluster {
+            data,
+            log,
+            port,
+            running: false,
+            dir,
+        };
         for attempt in 0.. {
             match cluster.pg_ctl_start() {
                 Ok(()) => break,
                 Err(e) if attempt < 5 && e.contains("already in use") => {
                     // Someone took "our" free port in the meantime: pick another.
                     cluster.port = free_port();
-                    append(&cluster.data.join("postgresql.conf"), &format!("port = {}\n", cluster.port));
+                    append(
+                        &cluster.data.join("postgresql.conf"),
+                        &format!("port = {}\n", cluster.port),
+                    );
                 }
                 Err(e) => panic!("starting PostgreSQL failed:\n{e}"),
             }
@@ -261,7 +292,11 @@ impl Cluster {
         if out.status.success() {
             Ok(())
         } else {
-            Err(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+            Err(format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
         }
     }
 
@@ -273,19 +308,24 @@ impl Cluster {
 
     /// Stop the server (`-m fast`), keeping the data directory.
     pub fn stop(&mut self) {
-        self.pg_ctl_stop("fast").unwrap_or_else(|e| panic!("pg_ctl stop failed: {e}"));
+        self.pg_ctl_stop("fast")
+            .unwrap_or_else(|e| panic!("pg_ctl stop failed: {e}"));
         self.running = false;
     }
 
     /// Start a stopped server again, same data dir, same port.
     pub fn start_again(&mut self) {
-        self.pg_ctl_start().unwrap_or_else(|e| panic!("pg_ctl start (again) failed: {e}"));
+        self.pg_ctl_start()
+            .unwrap_or_else(|e| panic!("pg_ctl start (again) failed: {e}"));
         self.running = true;
     }
 
     /// Change one server setting (appended to postgresql.conf) and restart.
     pub fn set_and_restart(&mut self, name: &str, value: &str) {
-        append(&self.data.join("postgresql.conf"), &format!("{name} = '{}'\n", value.replace('\'', "''")));
+        append(
+            &self.data.join("postgresql.conf"),
+            &format!("{name} = '{}'\n", value.replace('\'', "''")),
+        );
         self.restart();
     }
 
@@ -309,18 +349,28 @@ impl Cluster {
     /// A superuser client on `db`; its connection task is spawned on the current runtime.
     /// A connection string over the Unix socket (key=value form), as `user`.
     pub fn socket_conninfo(&self, db: &str, user: &str) -> String {
-        format!("host={} port={} user={user} dbname={db}", self.dir.path().display(), self.port)
+        format!(
+            "host={} port={} user={user} dbname={db}",
+            self.dir.path().display(),
+            self.port
+        )
     }
 
     pub async fn client(&self, db: &str) -> Client {
-        connect(&self.url(db))
-            .await
-            .unwrap_or_else(|e| panic!("connect to {}: {e}\n--- server log ---\n{}", self.url(db), self.log_tail(30)))
+        connect(&self.url(db)).await.unwrap_or_else(|e| {
+            panic!(
+                "connect to {}: {e}\n--- server log ---\n{}",
+                self.url(db),
+                self.log_tail(30)
+            )
+        })
     }
 
     pub async fn create_db(&self, name: &str) {
         let c = self.client("postgres").await;
-        c.batch_execute(&format!("CREATE DATABASE {}", quote_ident(name))).await.expect("CREATE DATABASE");
+        c.batch_execute(&format!("CREATE DATABASE {}", quote_ident(name)))
+            .await
+            .expect("CREATE DATABASE");
     }
 
     /// Create a LOGIN REPLICATION role whose password is stored with `encryption`
@@ -342,18 +392,34 @@ impl Cluster {
     pub async fn enable_tls(&self, role: &str) {
         let (crt, key) = (self.data.join("server.crt"), self.data.join("server.key"));
         let out = Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost", "-keyout"])
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=localhost",
+                "-keyout",
+            ])
             .arg(&key)
             .arg("-out")
             .arg(&crt)
             .output()
             .expect("run openssl (apt-get install openssl)");
-        assert!(out.status.success(), "openssl req failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "openssl req failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).expect("chmod server.key");
         if is_root() {
             let (uid, gid) = postgres_ids();
             for f in [&crt, &key] {
-                std::os::unix::fs::chown(f, Some(uid), Some(gid)).expect("chown certificate to postgres");
+                std::os::unix::fs::chown(f, Some(uid), Some(gid))
+                    .expect("chown certificate to postgres");
             }
         }
         let hba_path = self.data.join("pg_hba.conf");
@@ -361,14 +427,25 @@ impl Cluster {
         let hba = format!(
             "hostnossl all {role} 127.0.0.1/32 reject\nhostnossl replication {role} 127.0.0.1/32 reject\n{original}"
         );
-        let mut f = OpenOptions::new().write(true).truncate(true).open(&hba_path).expect("open pg_hba.conf");
+        let mut f = OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&hba_path)
+            .expect("open pg_hba.conf");
         f.write_all(hba.as_bytes()).unwrap();
         let c = self.client("postgres").await;
-        c.batch_execute("ALTER SYSTEM SET ssl = on").await.expect("enable ssl");
-        c.batch_execute("SELECT pg_reload_conf()").await.expect("reload");
+        c.batch_execute("ALTER SYSTEM SET ssl = on")
+            .await
+            .expect("enable ssl");
+        c.batch_execute("SELECT pg_reload_conf()")
+            .await
+            .expect("reload");
         // The reload is asynchronous: wait until the server says TLS is on.
         wait_until("ssl = on after reload", Duration::from_secs(10), || async {
-            c.query_one("SHOW ssl", &[]).await.map(|r| r.get::<_, String>(0) == "on").unwrap_or(false)
+            c.query_one("SHOW ssl", &[])
+                .await
+                .map(|r| r.get::<_, String>(0) == "on")
+                .unwrap_or(false)
         })
         .await;
     }
@@ -381,7 +458,11 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("--- PostgreSQL log (port {}), last lines ---\n{}", self.port, self.log_tail(60));
+            eprintln!(
+                "--- PostgreSQL log (port {}), last lines ---\n{}",
+                self.port,
+                self.log_tail(60)
+            );
         }
         if self.running {
             let _ = self.pg_ctl_stop("immediate");
@@ -390,7 +471,10 @@ impl Drop for Cluster {
 }
 
 fn append(path: &Path, text: &str) {
-    let mut f = OpenOptions::new().append(true).open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let mut f = OpenOptions::new()
+        .append(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
     f.write_all(text.as_bytes()).unwrap();
 }
 
@@ -477,7 +561,9 @@ pub fn toml_str(s: &str) -> String {
         match ch {
             '\\' => out.push_str("\\\\"),
             '"' => out.push_str("\\\""),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                out.push_str(&format!("\\u{:04X}", c as u32))
+            }
             c => out.push(c),
         }
     }
@@ -533,13 +619,22 @@ impl CliOutput {
     /// present (case-insensitive) in the output.
     pub fn assert_clean_failure(&self, needles: &[&str], max: Duration) {
         assert!(!self.success(), "expected a non-zero exit:\n{self}");
-        assert!(self.status.code().is_some(), "expected an exit code, not a signal:\n{self}");
-        assert!(self.elapsed <= max, "expected to fail within {max:?}:\n{self}");
+        assert!(
+            self.status.code().is_some(),
+            "expected an exit code, not a signal:\n{self}"
+        );
+        assert!(
+            self.elapsed <= max,
+            "expected to fail within {max:?}:\n{self}"
+        );
         assert_no_panic(&self.stderr, &self.cmd);
         assert_no_panic(&self.stdout, &self.cmd);
         let hay = self.combined().to_lowercase();
         for n in needles {
-            assert!(hay.contains(&n.to_lowercase()), "expected the output to mention {n:?}:\n{self}");
+            assert!(
+                hay.contains(&n.to_lowercase()),
+                "expected the output to mention {n:?}:\n{self}"
+            );
         }
     }
 }
@@ -564,7 +659,11 @@ pub fn strip_ansi(text: &str) -> String {
 }
 
 pub fn assert_no_panic(output: &str, what: &str) {
-    assert!(!output.contains("panicked"), "`{what}` panicked:\n{}", tail(output, 100));
+    assert!(
+        !output.contains("panicked"),
+        "`{what}` panicked:\n{}",
+        tail(output, 100)
+    );
 }
 
 /// Run the binary once with `args` (no `--config` added), extra environment `envs`, and a hard
@@ -575,8 +674,13 @@ pub async fn run_pgtrail(args: &[OsString], envs: &[(&str, &str)], timeout: Dura
     let mut err_file = tempfile::tempfile().unwrap();
     let cmd = format!(
         "{}pgtrail {}",
-        envs.iter().map(|(k, v)| format!("{k}={v} ")).collect::<String>(),
-        args.iter().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ")
+        envs.iter()
+            .map(|(k, v)| format!("{k}={v} "))
+            .collect::<String>(),
+        args.iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     let started = Instant::now();
     let mut child = Command::new(bin())
@@ -617,7 +721,13 @@ pub async fn run_pgtrail(args: &[OsString], envs: &[(&str, &str)], timeout: Dura
         f.read_to_end(&mut b).unwrap();
         String::from_utf8(b).unwrap_or_else(|e| panic!("`{cmd}` printed invalid UTF-8: {e}"))
     };
-    CliOutput { stdout: read(&mut out_file), stderr: read(&mut err_file), cmd, status, elapsed }
+    CliOutput {
+        stdout: read(&mut out_file),
+        stderr: read(&mut err_file),
+        cmd,
+        status,
+        elapsed,
+    }
 }
 
 /// `pgtrail --config FILE ARGS…` with a generous timeout.
@@ -650,7 +760,13 @@ impl Pgtrail {
         let dir = new_temp_dir("pgtrail-it-cfg-");
         let config_path = dir.path().join("pgtrail.toml");
         fs::write(&config_path, config.to_toml()).unwrap();
-        Pgtrail { config, config_path, envs: vec![], logs: Mutex::new(vec![]), dir }
+        Pgtrail {
+            config,
+            config_path,
+            envs: vec![],
+            logs: Mutex::new(vec![]),
+            dir,
+        }
     }
 
     /// Replace the config file's contents.
@@ -664,7 +780,10 @@ impl Pgtrail {
     }
 
     fn env_pairs(&self) -> Vec<(&str, &str)> {
-        self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+        self.envs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
     }
 
     /// `pgtrail --config FILE ARGS…`
@@ -696,14 +815,20 @@ impl Pgtrail {
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {} run: {e}", bin()));
         self.logs.lock().unwrap().push(log.clone());
-        Daemon { pid: child.id() as i32, child: Some(child), log, exit: None }
+        Daemon {
+            pid: child.id() as i32,
+            child: Some(child),
+            log,
+            exit: None,
+        }
     }
 
     /// `status --json`, which must succeed and print one JSON object.
     pub async fn status_json(&self) -> Value {
         let out = self.cli(&["status", "--json"]).await;
         out.assert_success();
-        serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| panic!("status --json is not one JSON object ({e}):\n{out}"))
+        serde_json::from_str(out.stdout.trim())
+            .unwrap_or_else(|e| panic!("status --json is not one JSON object ({e}):\n{out}"))
     }
 
     /// `export --format jsonl EXTRA…`, parsed line by line.
@@ -720,7 +845,11 @@ impl Drop for Pgtrail {
     fn drop(&mut self) {
         if std::thread::panicking() {
             for log in self.logs.lock().unwrap().iter() {
-                eprintln!("--- {} (last lines) ---\n{}", log.display(), tail(&read_lossy(log), 150));
+                eprintln!(
+                    "--- {} (last lines) ---\n{}",
+                    log.display(),
+                    tail(&read_lossy(log), 150)
+                );
             }
         }
     }
@@ -752,7 +881,10 @@ impl Daemon {
     /// Fail the test (with the log) if the daemon has exited.
     pub fn assert_running(&mut self) {
         if let Some(status) = self.try_exit() {
-            panic!("the daemon exited unexpectedly with {status}\n--- log ---\n{}", tail(&self.log(), 150));
+            panic!(
+                "the daemon exited unexpectedly with {status}\n--- log ---\n{}",
+                tail(&self.log(), 150)
+            );
         }
     }
 
@@ -780,8 +912,15 @@ impl Daemon {
     pub async fn kill_9(&mut self) {
         self.assert_running();
         self.signal(libc::SIGKILL);
-        let status = self.wait_exit(Duration::from_secs(10)).await.expect("SIGKILLed daemon did not exit");
-        assert_eq!(status.signal(), Some(libc::SIGKILL), "daemon did not die of SIGKILL: {status}");
+        let status = self
+            .wait_exit(Duration::from_secs(10))
+            .await
+            .expect("SIGKILLed daemon did not exit");
+        assert_eq!(
+            status.signal(),
+            Some(libc::SIGKILL),
+            "daemon did not die of SIGKILL: {status}"
+        );
     }
 
     /// SIGTERM; it must exit by itself with status 0 within 30 s and not panic.
@@ -802,14 +941,21 @@ impl Daemon {
                 );
                 assert_no_panic(&self.log(), "pgtrail run");
             }
-            None => panic!("daemon did not exit within 30 s of signal {sig}\n--- log ---\n{}", tail(&self.log(), 150)),
+            None => panic!(
+                "daemon did not exit within 30 s of signal {sig}\n--- log ---\n{}",
+                tail(&self.log(), 150)
+            ),
         }
     }
 
     /// Peak resident set size so far, in KiB (VmHWM from /proc/PID/status).
     pub fn peak_rss_kib(&self) -> u64 {
-        let status = fs::read_to_string(format!("/proc/{}/status", self.pid)).expect("read /proc/PID/status");
-        let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM line");
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid))
+            .expect("read /proc/PID/status");
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .expect("VmHWM line");
         line.split_whitespace().nth(1).unwrap().parse().unwrap()
     }
 }
@@ -848,7 +994,10 @@ impl TestEnv {
         create_marker_table(&cluster.client("app").await).await;
         let mut config = Config::for_cluster(&cluster);
         adjust(&mut config);
-        TestEnv { trail: Pgtrail::new(config), cluster }
+        TestEnv {
+            trail: Pgtrail::new(config),
+            cluster,
+        }
     }
 
     /// A superuser client on the source database `app`.
@@ -858,7 +1007,9 @@ impl TestEnv {
 
     /// A client on the store database.
     pub async fn store(&self) -> Client {
-        connect(&self.trail.config.store_url).await.expect("connect to the store")
+        connect(&self.trail.config.store_url)
+            .await
+            .expect("connect to the store")
     }
 
     pub async fn setup(&self) {
@@ -921,9 +1072,16 @@ pub async fn create_marker_table(source: &Client) {
 /// Insert a unique token into `public.it_sync_marker` on `source` (see [`create_marker_table`])
 /// and wait until the store at `store_url` holds its INSERT entry. The store may be restarting: it reconnects as needed.
 pub async fn sync_via(source: &Client, store_url: &str, timeout: Duration) {
-    let token = format!("marker-{}-{}", std::process::id(), MARKER_SEQ.fetch_add(1, Ordering::SeqCst));
+    let token = format!(
+        "marker-{}-{}",
+        std::process::id(),
+        MARKER_SEQ.fetch_add(1, Ordering::SeqCst)
+    );
     source
-        .execute(&format!("INSERT INTO public.{MARKER_TABLE} (token) VALUES ($1)"), &[&token])
+        .execute(
+            &format!("INSERT INTO public.{MARKER_TABLE} (token) VALUES ($1)"),
+            &[&token],
+        )
         .await
         .expect("insert marker");
     let mut store: Option<Client> = None;
@@ -966,7 +1124,9 @@ pub async fn sync_via(source: &Client, store_url: &str, timeout: Duration) {
 
 /// "16/B374D848" → u64.
 pub fn parse_lsn(text: &str) -> u64 {
-    let (hi, lo) = text.split_once('/').unwrap_or_else(|| panic!("not an LSN: {text:?}"));
+    let (hi, lo) = text
+        .split_once('/')
+        .unwrap_or_else(|| panic!("not an LSN: {text:?}"));
     let hi = u64::from_str_radix(hi, 16).unwrap_or_else(|_| panic!("not an LSN: {text:?}"));
     let lo = u64::from_str_radix(lo, 16).unwrap_or_else(|_| panic!("not an LSN: {text:?}"));
     (hi << 32) | lo
@@ -978,7 +1138,10 @@ pub fn format_lsn(lsn: u64) -> String {
 
 /// The WAL insert position now.
 pub async fn current_lsn(client: &Client) -> u64 {
-    let row = client.query_one("SELECT pg_current_wal_insert_lsn()::text", &[]).await.unwrap();
+    let row = client
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+        .await
+        .unwrap();
     parse_lsn(&row.get::<_, String>(0))
 }
 
@@ -1010,16 +1173,21 @@ pub async fn slot_state(client: &Client, slot: &str) -> Option<SlotState> {
 }
 
 pub async fn wait_slot_inactive(client: &Client, slot: &str) {
-    wait_until(&format!("slot {slot} to become inactive"), Duration::from_secs(30), || async {
-        slot_state(client, slot).await.is_none_or(|s| !s.active)
-    })
+    wait_until(
+        &format!("slot {slot} to become inactive"),
+        Duration::from_secs(30),
+        || async { slot_state(client, slot).await.is_none_or(|s| !s.active) },
+    )
     .await;
 }
 
 /// The store's checkpoint for `slot`.
 pub async fn checkpoint_lsn(store: &Client, slot: &str) -> Option<u64> {
     store
-        .query_opt("SELECT lsn::text FROM pgtrail.checkpoints WHERE slot = $1", &[&slot])
+        .query_opt(
+            "SELECT lsn::text FROM pgtrail.checkpoints WHERE slot = $1",
+            &[&slot],
+        )
         .await
         .unwrap()
         .map(|r| parse_lsn(&r.get::<_, String>(0)))
@@ -1045,6 +1213,7 @@ pub struct Entry {
     pub after: Value,
     pub changed_columns: Value,
     pub context: Value,
+    pub details: Value,
     pub primary_key_text: Option<String>,
     pub before_text: Option<String>,
     pub after_text: Option<String>,
@@ -1053,17 +1222,21 @@ pub struct Entry {
 impl Entry {
     /// `primary_key.<col>` as an i64 (panics if absent).
     pub fn key_i64(&self, col: &str) -> i64 {
-        self.primary_key.get(col).and_then(Value::as_i64).unwrap_or_else(|| panic!("entry {} has no integer key {col}: {self:?}", self.id))
+        self.primary_key
+            .get(col)
+            .and_then(Value::as_i64)
+            .unwrap_or_else(|| panic!("entry {} has no integer key {col}: {self:?}", self.id))
     }
 }
 
 const ENTRY_COLUMNS: &str = "id, committed_at, xid, lsn::text, schema_name, table_name, action, \
-     primary_key::text, before::text, after::text, changed_columns::text, context::text";
+     primary_key::text, before::text, after::text, changed_columns::text, context::text, details::text";
 
 fn parse_json_col(text: Option<String>, what: &str, id: i64) -> Value {
     match text {
         None => Value::Null,
-        Some(t) => serde_json::from_str(&t).unwrap_or_else(|e| panic!("entry {id}: {what} is not JSON ({e}): {t}")),
+        Some(t) => serde_json::from_str(&t)
+            .unwrap_or_else(|e| panic!("entry {id}: {what} is not JSON ({e}): {t}")),
     }
 }
 
@@ -1085,6 +1258,7 @@ fn entry_from_row(row: &tokio_postgres::Row) -> Entry {
         after: parse_json_col(after.clone(), "after", id),
         changed_columns: parse_json_col(row.get(10), "changed_columns", id),
         context: parse_json_col(row.get(11), "context", id),
+        details: parse_json_col(row.get(12), "details", id),
         primary_key_text: pk,
         before_text: before,
         after_text: after,
@@ -1093,7 +1267,13 @@ fn entry_from_row(row: &tokio_postgres::Row) -> Entry {
 
 /// Every entry, ordered by id.
 pub async fn entries(store: &Client) -> Vec<Entry> {
-    let rows = store.query(&format!("SELECT {ENTRY_COLUMNS} FROM pgtrail.entries ORDER BY id"), &[]).await.expect("read entries");
+    let rows = store
+        .query(
+            &format!("SELECT {ENTRY_COLUMNS} FROM pgtrail.entries ORDER BY id"),
+            &[],
+        )
+        .await
+        .expect("read entries");
     rows.iter().map(entry_from_row).collect()
 }
 
@@ -1120,7 +1300,12 @@ pub struct Counts {
 
 impl Counts {
     pub fn new(inserts: i64, updates: i64, deletes: i64, truncates: i64) -> Counts {
-        Counts { inserts, updates, deletes, truncates }
+        Counts {
+            inserts,
+            updates,
+            deletes,
+            truncates,
+        }
     }
 
     pub fn total(&self) -> i64 {
@@ -1153,18 +1338,28 @@ pub async fn counts(store: &Client, schema: &str, table: &str) -> Counts {
 
 pub async fn assert_counts(store: &Client, schema: &str, table: &str, expected: Counts) {
     let got = counts(store, schema, table).await;
-    assert_eq!(got, expected, "entry counts for {schema}.{table} (got left, expected right)");
+    assert_eq!(
+        got, expected,
+        "entry counts for {schema}.{table} (got left, expected right)"
+    );
 }
 
 /// Total number of entries in the store.
 pub async fn entry_count(store: &Client) -> i64 {
-    store.query_one("SELECT count(*) FROM pgtrail.entries", &[]).await.unwrap().get(0)
+    store
+        .query_one("SELECT count(*) FROM pgtrail.entries", &[])
+        .await
+        .unwrap()
+        .get(0)
 }
 
 /// (schema, table) pairs that have entries, sorted.
 pub async fn captured_tables(store: &Client) -> Vec<(String, String)> {
     store
-        .query("SELECT DISTINCT schema_name, table_name FROM pgtrail.entries ORDER BY 1, 2", &[])
+        .query(
+            "SELECT DISTINCT schema_name, table_name FROM pgtrail.entries ORDER BY 1, 2",
+            &[],
+        )
         .await
         .unwrap()
         .iter()
@@ -1191,7 +1386,11 @@ pub async fn source_rows(source: &Client, schema: &str, table: &str) -> Vec<Valu
         )
         .await
         .expect("read columns");
-    assert!(!cols.is_empty() && cols.len() <= 50, "{schema}.{table}: {} columns (1..=50 supported)", cols.len());
+    assert!(
+        !cols.is_empty() && cols.len() <= 50,
+        "{schema}.{table}: {} columns (1..=50 supported)",
+        cols.len()
+    );
     let mut parts = Vec::new();
     for c in &cols {
         let name: String = c.get(0);
@@ -1199,7 +1398,8 @@ pub async fn source_rows(source: &Client, schema: &str, table: &str) -> Vec<Valu
         let kind: String = c.get(2);
         let col = format!("t.{}", quote_ident(&name));
         // The type's output function, as wal2json uses it (a ::text cast would trim char(n)).
-        let text = format!("CASE WHEN {col} IS NULL THEN NULL ELSE to_json(format('%s', {col})) END");
+        let text =
+            format!("CASE WHEN {col} IS NULL THEN NULL ELSE to_json(format('%s', {col})) END");
         let expr = if kind != "b" && kind != "e" {
             // Domains (and anything exotic) arrive as text.
             text
@@ -1216,8 +1416,15 @@ pub async fn source_rows(source: &Client, schema: &str, table: &str) -> Vec<Valu
         };
         parts.push(format!("{}, {expr}", quote_literal(&name)));
     }
-    let sql = format!("SELECT json_build_object({})::text FROM {} t", parts.join(", "), qualified(schema, table));
-    source.batch_execute(&format!("BEGIN; {OUTPUT_SETTINGS}")).await.unwrap();
+    let sql = format!(
+        "SELECT json_build_object({})::text FROM {} t",
+        parts.join(", "),
+        qualified(schema, table)
+    );
+    source
+        .batch_execute(&format!("BEGIN; {OUTPUT_SETTINGS}"))
+        .await
+        .unwrap();
     let rows = source.query(&sql, &[]).await;
     source.batch_execute("COMMIT").await.unwrap();
     rows.expect("read source rows")
@@ -1242,7 +1449,9 @@ fn key_text(img: &Value, cols: &[String]) -> Option<String> {
 }
 
 fn key_columns(pk: &Value) -> Vec<String> {
-    pk.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default()
+    pk.as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default()
 }
 
 /// Replay entries (of one table, in id order) into the multiset of rows they imply, checking the
@@ -1255,8 +1464,15 @@ pub fn replay(entries: &[Entry]) -> Result<Vec<Value>, String> {
         let ctx = || format!("entry {} ({} {}.{})", e.id, e.action, e.schema, e.table);
         // Every primary_key field must agree with the image it was taken from.
         let check_key = |img: &Value| -> Result<(), String> {
-            if !e.primary_key.is_null() && (!e.primary_key.is_object() || !contains_fields(img, &e.primary_key)) {
-                return Err(format!("{}: primary_key {} does not match the image {}", ctx(), e.primary_key, img));
+            if !e.primary_key.is_null()
+                && (!e.primary_key.is_object() || !contains_fields(img, &e.primary_key))
+            {
+                return Err(format!(
+                    "{}: primary_key {} does not match the image {}",
+                    ctx(),
+                    e.primary_key,
+                    img
+                ));
             }
             Ok(())
         };
@@ -1267,13 +1483,24 @@ pub fn replay(entries: &[Entry]) -> Result<Vec<Value>, String> {
                 let at = keyless
                     .iter()
                     .position(|r| contains_fields(r, before))
-                    .ok_or_else(|| format!("{}: no replayed row matches before {}", ctx(), before))?;
+                    .ok_or_else(|| {
+                        format!("{}: no replayed row matches before {}", ctx(), before)
+                    })?;
                 Ok(keyless.remove(at))
             } else {
-                let k = key_text(before, &cols).ok_or_else(|| format!("{}: before {} lacks key columns {cols:?}", ctx(), before))?;
-                let row = keyed.remove(&k).ok_or_else(|| format!("{}: no replayed row with key {k} (before {before})", ctx()))?;
+                let k = key_text(before, &cols).ok_or_else(|| {
+                    format!("{}: before {} lacks key columns {cols:?}", ctx(), before)
+                })?;
+                let row = keyed.remove(&k).ok_or_else(|| {
+                    format!("{}: no replayed row with key {k} (before {before})", ctx())
+                })?;
                 if !contains_fields(&row, before) {
-                    return Err(format!("{}: before {} differs from the replayed row {}", ctx(), before, row));
+                    return Err(format!(
+                        "{}: before {} differs from the replayed row {}",
+                        ctx(),
+                        before,
+                        row
+                    ));
                 }
                 Ok(row)
             }
@@ -1286,10 +1513,17 @@ pub fn replay(entries: &[Entry]) -> Result<Vec<Value>, String> {
                 check_key(&e.after)?;
                 if e.action == "INSERT" {
                     if !e.before.is_null() || !e.changed_columns.is_null() {
-                        return Err(format!("{}: INSERT must have before=null, changed_columns=null: {e:?}", ctx()));
+                        return Err(format!(
+                            "{}: INSERT must have before=null, changed_columns=null: {e:?}",
+                            ctx()
+                        ));
                     }
                 } else {
-                    let by = if e.before.is_object() { e.before.clone() } else { e.primary_key.clone() };
+                    let by = if e.before.is_object() {
+                        e.before.clone()
+                    } else {
+                        e.primary_key.clone()
+                    };
                     take(&by)?;
                 }
                 if cols.is_empty() {
@@ -1297,7 +1531,10 @@ pub fn replay(entries: &[Entry]) -> Result<Vec<Value>, String> {
                 } else {
                     let k = key_text(&e.after, &cols).unwrap();
                     if keyed.insert(k.clone(), e.after.clone()).is_some() {
-                        return Err(format!("{}: key {k} is already present (a duplicate?)", ctx()));
+                        return Err(format!(
+                            "{}: key {k} is already present (a duplicate?)",
+                            ctx()
+                        ));
                     }
                 }
             }
@@ -1309,7 +1546,11 @@ pub fn replay(entries: &[Entry]) -> Result<Vec<Value>, String> {
                 take(&e.before)?;
             }
             "TRUNCATE" => {
-                if !(e.primary_key.is_null() && e.before.is_null() && e.after.is_null() && e.changed_columns.is_null()) {
+                if !(e.primary_key.is_null()
+                    && e.before.is_null()
+                    && e.after.is_null()
+                    && e.changed_columns.is_null())
+                {
                     return Err(format!("{}: TRUNCATE must have primary_key/before/after/changed_columns null: {e:?}", ctx()));
                 }
                 keyed.clear();
@@ -1324,12 +1565,20 @@ pub fn replay(entries: &[Entry]) -> Result<Vec<Value>, String> {
 }
 
 /// Replay the store's entries for `schema.table` and compare with the table's actual rows.
-pub async fn assert_store_matches_source(source: &Client, store: &Client, schema: &str, table: &str) {
+pub async fn assert_store_matches_source(
+    source: &Client,
+    store: &Client,
+    schema: &str,
+    table: &str,
+) {
     let entries = table_entries(store, schema, table).await;
     let replayed = replay(&entries).unwrap_or_else(|e| panic!("replaying {schema}.{table}: {e}"));
     let actual = source_rows(source, schema, table).await;
     let canon = |rows: &[Value]| {
-        let mut v: Vec<String> = rows.iter().map(|r| serde_json::to_string(r).unwrap()).collect();
+        let mut v: Vec<String> = rows
+            .iter()
+            .map(|r| serde_json::to_string(r).unwrap())
+            .collect();
         v.sort();
         v
     };
@@ -1411,7 +1660,7 @@ impl<'de> Deserialize<'de> for OrderedObject {
 }
 
 /// The top-level fields of a jsonl export line, in the order the spec fixes.
-pub const EXPORT_FIELDS: [&str; 12] = [
+pub const EXPORT_FIELDS: [&str; 13] = [
     "id",
     "committed_at",
     "xid",
@@ -1424,6 +1673,7 @@ pub const EXPORT_FIELDS: [&str; 12] = [
     "after",
     "changed_columns",
     "context",
+    "details",
 ];
 
 /// One line of `export --format jsonl`.
@@ -1436,7 +1686,9 @@ pub struct ExportLine {
 
 impl ExportLine {
     pub fn id(&self) -> i64 {
-        self.value["id"].as_i64().unwrap_or_else(|| panic!("export line without integer id: {}", self.raw))
+        self.value["id"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("export line without integer id: {}", self.raw))
     }
 }
 
@@ -1446,7 +1698,8 @@ pub fn parse_jsonl(text: &str) -> Vec<ExportLine> {
         .map(|l| ExportLine {
             raw: l.to_string(),
             fields: OrderedObject::parse(l),
-            value: serde_json::from_str(l).unwrap_or_else(|e| panic!("export line is not JSON ({e}): {l}")),
+            value: serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("export line is not JSON ({e}): {l}")),
         })
         .collect()
 }
@@ -1463,7 +1716,12 @@ pub mod bank {
     pub const ACCOUNTS: i64 = 1000;
     pub const TELLERS: i64 = 10;
     pub const BRANCHES: i64 = 1;
-    pub const TABLES: [&str; 4] = ["bank_accounts", "bank_tellers", "bank_branches", "bank_history"];
+    pub const TABLES: [&str; 4] = [
+        "bank_accounts",
+        "bank_tellers",
+        "bank_branches",
+        "bank_history",
+    ];
 
     /// Create the (empty) tables. Run before `pgtrail setup` or after; they start empty either way.
     pub async fn create(source: &Client) {
@@ -1495,7 +1753,10 @@ pub mod bank {
     /// and one INSERT. Returns the number committed (always `txns`; any error panics).
     pub async fn run(url: String, txns: u64, seed: u64) -> u64 {
         let client = connect(&url).await.expect("bank client");
-        let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) | 1;
+        let mut x = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407)
+            | 1;
         let mut next = move |n: i64| -> i64 {
             x ^= x << 13;
             x ^= x >> 7;
@@ -1525,9 +1786,27 @@ pub mod bank {
 
     /// Exact expected counts after `load` and `txns` transactions, then compare every table.
     pub async fn assert_store_matches(source: &Client, store: &Client, txns: i64) {
-        assert_counts(store, "public", "bank_accounts", Counts::new(ACCOUNTS, txns, 0, 0)).await;
-        assert_counts(store, "public", "bank_tellers", Counts::new(TELLERS, txns, 0, 0)).await;
-        assert_counts(store, "public", "bank_branches", Counts::new(BRANCHES, txns, 0, 0)).await;
+        assert_counts(
+            store,
+            "public",
+            "bank_accounts",
+            Counts::new(ACCOUNTS, txns, 0, 0),
+        )
+        .await;
+        assert_counts(
+            store,
+            "public",
+            "bank_tellers",
+            Counts::new(TELLERS, txns, 0, 0),
+        )
+        .await;
+        assert_counts(
+            store,
+            "public",
+            "bank_branches",
+            Counts::new(BRANCHES, txns, 0, 0),
+        )
+        .await;
         assert_counts(store, "public", "bank_history", Counts::new(txns, 0, 0, 0)).await;
         for t in TABLES {
             assert_store_matches_source(source, store, "public", t).await;

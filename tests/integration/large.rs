@@ -14,14 +14,18 @@ const RSS_LIMIT_KIB: u64 = 200_000_000 / 1024;
 async fn million_row_transaction_in_bounded_memory() {
     let env = TestEnv::start().await;
     let src = env.source().await;
-    src.batch_execute("CREATE TABLE big (id int PRIMARY KEY, payload text NOT NULL)").await.unwrap();
+    src.batch_execute("CREATE TABLE big (id int PRIMARY KEY, payload text NOT NULL)")
+        .await
+        .unwrap();
     env.setup().await;
     let mut daemon = env.spawn();
 
     let started = Instant::now();
-    src.batch_execute(&format!("INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, {ROWS}) g"))
-        .await
-        .unwrap();
+    src.batch_execute(&format!(
+        "INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, {ROWS}) g"
+    ))
+    .await
+    .unwrap();
     let committed = started.elapsed();
     sync_via(&src, &env.trail.config.store_url, Duration::from_secs(480)).await;
     let stored = started.elapsed();
@@ -44,14 +48,27 @@ async fn million_row_transaction_in_bounded_memory() {
     assert_eq!(row.get::<_, i64>(0), 1, "one transaction");
     assert_eq!(row.get::<_, i64>(1), 1, "one commit LSN");
     assert_eq!(row.get::<_, i64>(2), ROWS, "distinct keys");
-    assert_eq!((row.get::<_, i32>(3), row.get::<_, i32>(4)), (1, ROWS as i32));
+    assert_eq!(
+        (row.get::<_, i32>(3), row.get::<_, i32>(4)),
+        (1, ROWS as i32)
+    );
     let source_md5: String = src
-        .query_one("SELECT md5(string_agg(payload, ',' ORDER BY id)) FROM big", &[])
+        .query_one(
+            "SELECT md5(string_agg(payload, ',' ORDER BY id)) FROM big",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
-    assert_eq!(row.get::<_, String>(5), source_md5, "payloads in the store equal the source's");
+    assert_eq!(
+        row.get::<_, String>(5),
+        source_md5,
+        "payloads in the store equal the source's"
+    );
 
-    assert!(peak < RSS_LIMIT_KIB, "daemon peak RSS {peak} KiB, limit {RSS_LIMIT_KIB} KiB (200 MB)");
+    assert!(
+        peak < RSS_LIMIT_KIB,
+        "daemon peak RSS {peak} KiB, limit {RSS_LIMIT_KIB} KiB (200 MB)"
+    );
     daemon.terminate().await;
 }

@@ -12,10 +12,16 @@ async fn sighup_applies_a_new_capture_set_without_losing_or_doubling() {
     })
     .await;
     let src = env.source().await;
-    src.batch_execute("CREATE TABLE a (id int PRIMARY KEY, v text); CREATE TABLE b (id int PRIMARY KEY, v text);").await.unwrap();
+    src.batch_execute(
+        "CREATE TABLE a (id int PRIMARY KEY, v text); CREATE TABLE b (id int PRIMARY KEY, v text);",
+    )
+    .await
+    .unwrap();
     env.setup().await;
     let mut daemon = env.spawn();
-    src.batch_execute("INSERT INTO a VALUES (1, 'a1'); INSERT INTO b VALUES (1, 'b1');").await.unwrap();
+    src.batch_execute("INSERT INTO a VALUES (1, 'a1'); INSERT INTO b VALUES (1, 'b1');")
+        .await
+        .unwrap();
     env.sync().await;
 
     // Widen the capture set. The DBA runs setup for the new table, then reloads.
@@ -24,7 +30,12 @@ async fn sighup_applies_a_new_capture_set_without_losing_or_doubling() {
     env.trail.rewrite(config.clone());
     env.setup().await;
     daemon.signal(libc::SIGHUP);
-    wait_until("the daemon to log the reload", Duration::from_secs(20), || async { daemon.log().contains("config reloaded") }).await;
+    wait_until(
+        "the daemon to log the reload",
+        Duration::from_secs(20),
+        || async { daemon.log().contains("config reloaded") },
+    )
+    .await;
     // A long transaction spanning the reload on the source side.
     src.batch_execute("INSERT INTO a VALUES (2, 'a2'); INSERT INTO b VALUES (2, 'b2'); UPDATE b SET v = 'b1x' WHERE id = 1;").await.unwrap();
     env.sync().await;
@@ -35,19 +46,36 @@ async fn sighup_applies_a_new_capture_set_without_losing_or_doubling() {
     assert_counts(&store, "public", "b", Counts::new(1, 1, 0, 0)).await;
 
     // An invalid config is refused, and capture goes on with the running one.
-    std::fs::write(&env.trail.config_path, "[source]\nurl = 'postgres://x@127.0.0.1:1/app'\nbogus = 1\n").unwrap();
+    std::fs::write(
+        &env.trail.config_path,
+        "[source]\nurl = 'postgres://x@127.0.0.1:1/app'\nbogus = 1\n",
+    )
+    .unwrap();
     daemon.signal(libc::SIGHUP);
-    wait_until("the daemon to refuse the bad config", Duration::from_secs(20), || async {
-        daemon.log().contains("config not reloaded")
-    })
+    wait_until(
+        "the daemon to refuse the bad config",
+        Duration::from_secs(20),
+        || async { daemon.log().contains("config not reloaded") },
+    )
     .await;
-    assert!(daemon.log().contains("bogus"), "the refusal names the bad key:\n{}", daemon.log());
+    assert!(
+        daemon.log().contains("bogus"),
+        "the refusal names the bad key:\n{}",
+        daemon.log()
+    );
     env.trail.rewrite(config);
-    src.batch_execute("DELETE FROM b WHERE id = 2; INSERT INTO a VALUES (3, 'a3');").await.unwrap();
+    src.batch_execute("DELETE FROM b WHERE id = 2; INSERT INTO a VALUES (3, 'a3');")
+        .await
+        .unwrap();
     env.sync().await;
     assert_counts(&store, "public", "a", Counts::new(3, 0, 0, 0)).await;
     assert_counts(&store, "public", "b", Counts::new(1, 1, 1, 0)).await;
     daemon.terminate().await;
     // Regression: the stop signal closes the reload channel, which must not count as a reload.
-    assert_eq!(daemon.log().matches("config reloaded").count(), 1, "{}", daemon.log());
+    assert_eq!(
+        daemon.log().matches("config reloaded").count(),
+        1,
+        "{}",
+        daemon.log()
+    );
 }

@@ -10,18 +10,40 @@ use serde_json::Value;
 
 use crate::harness::*;
 
-const STATUS_KEYS: [&str; 8] =
-    ["slot", "slot_exists", "slot_active", "confirmed_flush_lsn", "server_lsn", "lag_bytes", "last_stored_lsn", "entries"];
+const STATUS_KEYS: [&str; 8] = [
+    "slot",
+    "slot_exists",
+    "slot_active",
+    "confirmed_flush_lsn",
+    "server_lsn",
+    "lag_bytes",
+    "last_stored_lsn",
+    "entries",
+];
 
 fn lsn_field(status: &Value, key: &str) -> u64 {
-    parse_lsn(status[key].as_str().unwrap_or_else(|| panic!("status {key} is not an LSN string: {status}")))
+    parse_lsn(
+        status[key]
+            .as_str()
+            .unwrap_or_else(|| panic!("status {key} is not an LSN string: {status}")),
+    )
 }
 
 /// Wait until the slot's confirmed_flush_lsn is at least `target`.
 async fn wait_confirmed(admin: &tokio_postgres::Client, target: u64, what: &str) {
-    wait_until(&format!("confirmed_flush_lsn to reach {} ({what})", format_lsn(target)), Duration::from_secs(60), || async {
-        slot_state(admin, SLOT).await.and_then(|s| s.confirmed_flush).is_some_and(|c| c >= target)
-    })
+    wait_until(
+        &format!(
+            "confirmed_flush_lsn to reach {} ({what})",
+            format_lsn(target)
+        ),
+        Duration::from_secs(60),
+        || async {
+            slot_state(admin, SLOT)
+                .await
+                .and_then(|s| s.confirmed_flush)
+                .is_some_and(|c| c >= target)
+        },
+    )
     .await;
 }
 
@@ -29,7 +51,9 @@ async fn wait_confirmed(admin: &tokio_postgres::Client, target: u64, what: &str)
 async fn status_fields_agree_with_the_store_and_server() {
     let env = TestEnv::start().await;
     let src = env.source().await;
-    src.batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text)").await.unwrap();
+    src.batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
+        .await
+        .unwrap();
     env.setup().await;
 
     // After setup, before run.
@@ -53,7 +77,9 @@ async fn status_fields_agree_with_the_store_and_server() {
     env.sync().await;
     let store = env.store().await;
     let admin = env.cluster.client("postgres").await;
-    let checkpoint = checkpoint_lsn(&store, SLOT).await.expect("a checkpoint after storing");
+    let checkpoint = checkpoint_lsn(&store, SLOT)
+        .await
+        .expect("a checkpoint after storing");
     wait_confirmed(&admin, checkpoint, "after storing").await;
 
     let s = env.trail.status_json().await;
@@ -62,19 +88,40 @@ async fn status_fields_agree_with_the_store_and_server() {
     assert_eq!(s["slot"], SLOT);
     assert_eq!(s["slot_exists"], true);
     assert_eq!(s["slot_active"], true, "the daemon is running: {s}");
-    assert_eq!(s["entries"].as_i64(), Some(entry_count(&store).await), "{s}");
-    assert_eq!(lsn_field(&s, "last_stored_lsn"), checkpoint_lsn(&store, SLOT).await.unwrap(), "{s}");
+    assert_eq!(
+        s["entries"].as_i64(),
+        Some(entry_count(&store).await),
+        "{s}"
+    );
+    assert_eq!(
+        lsn_field(&s, "last_stored_lsn"),
+        checkpoint_lsn(&store, SLOT).await.unwrap(),
+        "{s}"
+    );
     let confirmed = lsn_field(&s, "confirmed_flush_lsn");
     let server = lsn_field(&s, "server_lsn");
-    assert!(checkpoint <= confirmed && confirmed <= after.confirmed_flush.unwrap(), "{s}");
+    assert!(
+        checkpoint <= confirmed && confirmed <= after.confirmed_flush.unwrap(),
+        "{s}"
+    );
     assert!(confirmed <= server && server <= server_after, "{s}");
-    assert_eq!(s["lag_bytes"].as_u64(), Some(server - confirmed), "lag_bytes = server_lsn - confirmed_flush_lsn: {s}");
+    assert_eq!(
+        s["lag_bytes"].as_u64(),
+        Some(server - confirmed),
+        "lag_bytes = server_lsn - confirmed_flush_lsn: {s}"
+    );
 
     // The config may come from PGTRAIL_CONFIG.
     let path = env.trail.config_path.display().to_string();
-    let out = run_pgtrail(&["status".into(), "--json".into()], &[("PGTRAIL_CONFIG", path.as_str())], Duration::from_secs(60)).await;
+    let out = run_pgtrail(
+        &["status".into(), "--json".into()],
+        &[("PGTRAIL_CONFIG", path.as_str())],
+        Duration::from_secs(60),
+    )
+    .await;
     out.assert_success();
-    let via_env: Value = serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let via_env: Value =
+        serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
     assert_eq!(via_env["slot"], SLOT);
     assert_eq!(via_env["entries"], s["entries"]);
 
@@ -90,10 +137,15 @@ async fn status_fields_agree_with_the_store_and_server() {
     let plain: BTreeMap<String, String> = out
         .stdout
         .lines()
-        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())))
+        .filter_map(|l| {
+            l.split_once(':')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        })
         .collect();
     for k in STATUS_KEYS {
-        let v = plain.get(k).unwrap_or_else(|| panic!("plain status lacks `{k}:`\n{out}"));
+        let v = plain
+            .get(k)
+            .unwrap_or_else(|| panic!("plain status lacks `{k}:`\n{out}"));
         if k == "server_lsn" || k == "lag_bytes" {
             continue;
         }
@@ -114,12 +166,16 @@ async fn slot_advances_past_wal_the_daemon_does_not_capture() {
         .unwrap();
     env.setup().await;
     let mut daemon = env.spawn();
-    src.batch_execute("INSERT INTO t SELECT g, 'x' FROM generate_series(1, 50) g").await.unwrap();
+    src.batch_execute("INSERT INTO t SELECT g, 'x' FROM generate_series(1, 50) g")
+        .await
+        .unwrap();
     env.sync().await;
 
     let store = env.store().await;
     let admin = env.cluster.client("postgres").await;
-    let checkpoint = checkpoint_lsn(&store, SLOT).await.expect("a checkpoint after storing");
+    let checkpoint = checkpoint_lsn(&store, SLOT)
+        .await
+        .expect("a checkpoint after storing");
     wait_confirmed(&admin, checkpoint, "the stored checkpoint").await;
 
     // The source stays idle; WAL grows from writes to other databases on the same server.
@@ -132,21 +188,34 @@ async fn slot_advances_past_wal_the_daemon_does_not_capture() {
         .await
         .unwrap();
     let target = current_lsn(&admin).await;
-    wait_confirmed(&admin, target, "writes in other databases while the source is idle").await;
+    wait_confirmed(
+        &admin,
+        target,
+        "writes in other databases while the source is idle",
+    )
+    .await;
 
     // Writes to an uncaptured table of the source database: nothing stored, slot still moves.
     let entries_before = entry_count(&store).await;
-    src.batch_execute("INSERT INTO other.noise SELECT generate_series(1, 20000)").await.unwrap();
+    src.batch_execute("INSERT INTO other.noise SELECT generate_series(1, 20000)")
+        .await
+        .unwrap();
     let target = current_lsn(&admin).await;
     wait_confirmed(&admin, target, "writes to an uncaptured table").await;
-    assert_eq!(entry_count(&store).await, entries_before, "uncaptured writes produced entries");
+    assert_eq!(
+        entry_count(&store).await,
+        entries_before,
+        "uncaptured writes produced entries"
+    );
     assert_counts(&store, "other", "noise", Counts::default()).await;
 
     // The slot never got ahead of what is stored: a restart still has everything.
     daemon.terminate().await;
     env.wait_slot_inactive().await;
     let mut daemon = env.spawn();
-    src.batch_execute("INSERT INTO t VALUES (51, 'y')").await.unwrap();
+    src.batch_execute("INSERT INTO t VALUES (51, 'y')")
+        .await
+        .unwrap();
     env.sync().await;
     assert_counts(&store, "public", "t", Counts::new(51, 0, 0, 0)).await;
     assert_store_matches_source(&src, &store, "public", "t").await;

@@ -10,17 +10,29 @@ use crate::harness::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capture_over_tls_with_sslmode_require() {
     let mut env = TestEnv::start().await;
-    env.cluster.create_password_role("tls_user", "s3cret", "scram-sha-256").await;
+    env.cluster
+        .create_password_role("tls_user", "s3cret", "scram-sha-256")
+        .await;
     let src = env.source().await;
-    src.batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text); ALTER TABLE t REPLICA IDENTITY FULL;").await.unwrap();
+    src.batch_execute(
+        "CREATE TABLE t (id int PRIMARY KEY, v text); ALTER TABLE t REPLICA IDENTITY FULL;",
+    )
+    .await
+    .unwrap();
 
     // Setup is a DBA's job, as the tables' owner; the daemon runs as the replication role.
     env.setup().await;
     // Before TLS is on, sslmode=require must fail with a clear message, and quickly.
     let mut config = env.trail.config.clone();
-    config.source_url = format!("{}?sslmode=require", env.cluster.url_as("app", "tls_user", Some("s3cret")));
+    config.source_url = format!(
+        "{}?sslmode=require",
+        env.cluster.url_as("app", "tls_user", Some("s3cret"))
+    );
     env.trail.rewrite(config.clone());
-    env.trail.cli(&["run"]).await.assert_clean_failure(&["cannot connect", "tls"], Duration::from_secs(10));
+    env.trail
+        .cli(&["run"])
+        .await
+        .assert_clean_failure(&["cannot connect", "tls"], Duration::from_secs(10));
 
     env.cluster.enable_tls("tls_user").await;
     let admin = env.cluster.client("postgres").await;
@@ -48,13 +60,25 @@ async fn capture_over_tls_with_sslmode_require() {
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
-    assert!(encrypted.iter().any(|(kind, _)| kind == "walsender"), "no walsender of the daemon's found: {encrypted:?}");
-    assert!(encrypted.iter().all(|(_, ssl)| *ssl), "a connection of the daemon's is not encrypted: {encrypted:?}");
+    assert!(
+        encrypted.iter().any(|(kind, _)| kind == "walsender"),
+        "no walsender of the daemon's found: {encrypted:?}"
+    );
+    assert!(
+        encrypted.iter().all(|(_, ssl)| *ssl),
+        "a connection of the daemon's is not encrypted: {encrypted:?}"
+    );
     daemon.terminate().await;
 
     // Without TLS, pg_hba rejects the role: a clean failure naming the login problem.
-    config.source_url = format!("{}?sslmode=disable", env.cluster.url_as("app", "tls_user", Some("s3cret")));
+    config.source_url = format!(
+        "{}?sslmode=disable",
+        env.cluster.url_as("app", "tls_user", Some("s3cret"))
+    );
     env.trail.rewrite(config);
     env.wait_slot_inactive().await;
-    env.trail.cli(&["run"]).await.assert_clean_failure(&["cannot connect", "no encryption"], Duration::from_secs(10));
+    env.trail.cli(&["run"]).await.assert_clean_failure(
+        &["cannot connect", "no encryption"],
+        Duration::from_secs(10),
+    );
 }

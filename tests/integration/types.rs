@@ -37,17 +37,42 @@ const NASTY: &str = "héllo wörld ✓ 𝄞 日本語 — it's \"quoted\" back\\
 const JSON_TEXT: &str = r#"{"b": [1, 2.50, {"c": null}], "a": "x\"y\\z", "u": "\u00e9\n"}"#;
 
 fn columns() -> Vec<Col> {
-    let c = |name, sql_type, literal, expect| Col { name, sql_type, literal, expect };
+    let c = |name, sql_type, literal, expect| Col {
+        name,
+        sql_type,
+        literal,
+        expect,
+    };
     vec![
         c("c_int2", "smallint", "-32768", Raw("-32768")),
         c("c_int4", "integer", "2147483647", Raw("2147483647")),
-        c("c_int8", "bigint", "9223372036854775807", Raw("9223372036854775807")),
-        c("c_int8_min", "bigint", "-9223372036854775808", Raw("-9223372036854775808")),
+        c(
+            "c_int8",
+            "bigint",
+            "9223372036854775807",
+            Raw("9223372036854775807"),
+        ),
+        c(
+            "c_int8_min",
+            "bigint",
+            "-9223372036854775808",
+            Raw("-9223372036854775808"),
+        ),
         c("c_float4", "real", "0.1", Raw("0.1")),
         c("c_float8", "double precision", "1.5", Raw("1.5")),
-        c("c_float8_pi", "double precision", "3.141592653589793", Raw("3.141592653589793")),
+        c(
+            "c_float8_pi",
+            "double precision",
+            "3.141592653589793",
+            Raw("3.141592653589793"),
+        ),
         c("c_float8_big", "double precision", "1e100", Raw("1e+100")),
-        c("c_float8_small", "double precision", "-0.000025", Raw("-2.5e-05")),
+        c(
+            "c_float8_small",
+            "double precision",
+            "-0.000025",
+            Raw("-2.5e-05"),
+        ),
         c("c_nan", "double precision", "'NaN'", Raw("null")),
         c("c_inf", "double precision", "'Infinity'", Raw("null")),
         c("c_ninf", "real", "'-Infinity'", Raw("null")),
@@ -63,27 +88,77 @@ fn columns() -> Vec<Col> {
         c("c_bool_t", "boolean", "true", Raw("true")),
         c("c_bool_f", "boolean", "false", Raw("false")),
         // The literal is built from JSON_TEXT in `literal()`.
-        c("c_json", "json", "", Json(serde_json::from_str(JSON_TEXT).unwrap())),
-        c("c_jsonb", "jsonb", r#"'{"k": [true, false], "n": 1, "s": "ü"}'"#, Json(json!({"k": [true, false], "n": 1, "s": "ü"}))),
-        c("c_jsonb_str", "jsonb", r#"'"just a string"'"#, Json(json!("just a string"))),
-        c("c_jsonb_arr", "jsonb", r#"'[1, "two", null]'"#, Json(json!([1, "two", null]))),
+        c(
+            "c_json",
+            "json",
+            "",
+            Json(serde_json::from_str(JSON_TEXT).unwrap()),
+        ),
+        c(
+            "c_jsonb",
+            "jsonb",
+            r#"'{"k": [true, false], "n": 1, "s": "ü"}'"#,
+            Json(json!({"k": [true, false], "n": 1, "s": "ü"})),
+        ),
+        c(
+            "c_jsonb_str",
+            "jsonb",
+            r#"'"just a string"'"#,
+            Json(json!("just a string")),
+        ),
+        c(
+            "c_jsonb_arr",
+            "jsonb",
+            r#"'[1, "two", null]'"#,
+            Json(json!([1, "two", null])),
+        ),
         c("c_null_text", "text", "NULL", Raw("null")),
         c("c_null_int", "integer", "NULL", Raw("null")),
         c("c_bytea", "bytea", r"'\xdeadbeef'", Str(r"\xdeadbeef")),
         c("c_bytea_empty", "bytea", "''", Str(r"\x")),
-        c("c_tstz", "timestamptz", "'2026-11-22 04:52:43.198686+02'", Str("2026-11-22 02:52:43.198686+00")),
-        c("c_ts", "timestamp", "'2026-11-22 02:52:43.5'", Str("2026-11-22 02:52:43.5")),
+        c(
+            "c_tstz",
+            "timestamptz",
+            "'2026-11-22 04:52:43.198686+02'",
+            Str("2026-11-22 02:52:43.198686+00"),
+        ),
+        c(
+            "c_ts",
+            "timestamp",
+            "'2026-11-22 02:52:43.5'",
+            Str("2026-11-22 02:52:43.5"),
+        ),
         c("c_date", "date", "'2026-11-22'", Str("2026-11-22")),
-        c("c_time", "time", "'23:59:59.999999'", Str("23:59:59.999999")),
-        c("c_interval", "interval", "'1 year 2 months 3 days 04:05:06.5'", Str("1 year 2 mons 3 days 04:05:06.5")),
-        c("c_uuid", "uuid", "'A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11'", Str("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11")),
+        c(
+            "c_time",
+            "time",
+            "'23:59:59.999999'",
+            Str("23:59:59.999999"),
+        ),
+        c(
+            "c_interval",
+            "interval",
+            "'1 year 2 months 3 days 04:05:06.5'",
+            Str("1 year 2 mons 3 days 04:05:06.5"),
+        ),
+        c(
+            "c_uuid",
+            "uuid",
+            "'A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11'",
+            Str("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
+        ),
         c("c_text", "text", "$1", Str(NASTY)),
         c("c_text_empty", "text", "''", Str("")),
         c("c_text_jsonlike", "text", r#"'{"a":1}'"#, Str(r#"{"a":1}"#)),
         c("c_varchar", "varchar(20)", r#"'a"b'"#, Str(r#"a"b"#)),
         c("c_char", "char(5)", "'ab'", Str("ab   ")),
         c("c_int_arr", "integer[]", "'{1,2,3}'", Str("{1,2,3}")),
-        c("c_text_arr", "text[]", r#"ARRAY['a b', 'c"d', NULL, 'e\f']"#, Str(r#"{"a b","c\"d",NULL,"e\\f"}"#)),
+        c(
+            "c_text_arr",
+            "text[]",
+            r#"ARRAY['a b', 'c"d', NULL, 'e\f']"#,
+            Str(r#"{"a b","c\"d",NULL,"e\\f"}"#),
+        ),
         c("c_inet", "inet", "'192.0.2.1/24'", Str("192.0.2.1/24")),
         c("c_enum", "mood", "'happy'", Str("happy")),
     ]
@@ -107,17 +182,34 @@ fn check_image(what: &str, text: &str, id: i64, overrides: &[(&str, Expect)]) {
     assert_eq!(got_keys, want_keys, "{what}: columns");
     assert_eq!(obj.raw("id"), id.to_string(), "{what}: id");
     for col in &cols {
-        let expect = overrides.iter().find(|(n, _)| *n == col.name).map(|(_, e)| e.clone()).unwrap_or_else(|| col.expect.clone());
+        let expect = overrides
+            .iter()
+            .find(|(n, _)| *n == col.name)
+            .map(|(_, e)| e.clone())
+            .unwrap_or_else(|| col.expect.clone());
         let raw = obj.raw(col.name);
         match expect {
-            Raw(r) => assert_eq!(raw, r, "{what}: {} must be exactly the JSON text {r}", col.name),
+            Raw(r) => assert_eq!(
+                raw, r,
+                "{what}: {} must be exactly the JSON text {r}",
+                col.name
+            ),
             Str(s) => {
                 let v: Value = serde_json::from_str(raw).unwrap();
-                assert_eq!(v, Value::String(s.to_string()), "{what}: {} (raw JSON {raw})", col.name);
+                assert_eq!(
+                    v,
+                    Value::String(s.to_string()),
+                    "{what}: {} (raw JSON {raw})",
+                    col.name
+                );
             }
             Json(j) => {
                 let v: Value = serde_json::from_str(raw).unwrap();
-                assert_eq!(v, j, "{what}: {} must be nested JSON (raw JSON {raw})", col.name);
+                assert_eq!(
+                    v, j,
+                    "{what}: {} must be nested JSON (raw JSON {raw})",
+                    col.name
+                );
             }
         }
     }
@@ -134,7 +226,10 @@ async fn every_value_type_survives_byte_for_byte() {
     let env = TestEnv::start().await;
     let src = env.source().await;
     let cols = columns();
-    let defs: Vec<String> = cols.iter().map(|c| format!("{} {}", c.name, c.sql_type)).collect();
+    let defs: Vec<String> = cols
+        .iter()
+        .map(|c| format!("{} {}", c.name, c.sql_type))
+        .collect();
     src.batch_execute(&format!(
         "CREATE TYPE mood AS ENUM ('sad', 'happy');
          CREATE TABLE typed (id int PRIMARY KEY, {});
@@ -148,9 +243,16 @@ async fn every_value_type_survives_byte_for_byte() {
 
     let names: Vec<&str> = cols.iter().map(|c| c.name).collect();
     let lits: Vec<String> = cols.iter().map(literal).collect();
-    src.execute(&format!("INSERT INTO typed (id, {}) VALUES (1, {})", names.join(", "), lits.join(", ")), &[&NASTY])
-        .await
-        .unwrap();
+    src.execute(
+        &format!(
+            "INSERT INTO typed (id, {}) VALUES (1, {})",
+            names.join(", "),
+            lits.join(", ")
+        ),
+        &[&NASTY],
+    )
+    .await
+    .unwrap();
     src.batch_execute(&format!(
         "INSERT INTO typed (id) VALUES (2);
          INSERT INTO typed SELECT 3, {} FROM typed WHERE id = 1;",
@@ -161,12 +263,25 @@ async fn every_value_type_survives_byte_for_byte() {
 
     // Self-check: the expected strings are what PostgreSQL itself prints under the replication
     // session's output settings (so a failure below is the daemon's, not this test's).
-    src.batch_execute(&format!("BEGIN; {OUTPUT_SETTINGS}")).await.unwrap();
+    src.batch_execute(&format!("BEGIN; {OUTPUT_SETTINGS}"))
+        .await
+        .unwrap();
     for c in &cols {
         if let Str(s) = c.expect {
             // format('%s') uses the type's output function (a ::text cast would trim char(n)).
-            let row = src.query_one(&format!("SELECT format('%s', {}) FROM typed WHERE id = 1", c.name), &[]).await.unwrap();
-            assert_eq!(row.get::<_, Option<String>>(0).as_deref(), Some(s), "self-check of {}", c.name);
+            let row = src
+                .query_one(
+                    &format!("SELECT format('%s', {}) FROM typed WHERE id = 1", c.name),
+                    &[],
+                )
+                .await
+                .unwrap();
+            assert_eq!(
+                row.get::<_, Option<String>>(0).as_deref(),
+                Some(s),
+                "self-check of {}",
+                c.name
+            );
         }
     }
     src.batch_execute("COMMIT").await.unwrap();
@@ -182,16 +297,61 @@ async fn every_value_type_survives_byte_for_byte() {
     // The store's own JSON text.
     let store = env.store().await;
     let e = table_entries(&store, "public", "typed").await;
-    let shape: Vec<(&str, i64)> = e.iter().map(|x| (x.action.as_str(), x.key_i64("id"))).collect();
-    assert_eq!(shape, [("INSERT", 1), ("INSERT", 2), ("INSERT", 3), ("UPDATE", 1), ("DELETE", 3)]);
+    let shape: Vec<(&str, i64)> = e
+        .iter()
+        .map(|x| (x.action.as_str(), x.key_i64("id")))
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            ("INSERT", 1),
+            ("INSERT", 2),
+            ("INSERT", 3),
+            ("UPDATE", 1),
+            ("DELETE", 3)
+        ]
+    );
     let after_update = [("c_int4", Raw("-1")), ("c_text", Str("changed"))];
-    check_image("store: INSERT 1 after", e[0].after_text.as_deref().unwrap(), 1, &[]);
-    check_all_null("store: INSERT 2 after", e[1].after_text.as_deref().unwrap(), 2);
-    check_image("store: INSERT 3 after", e[2].after_text.as_deref().unwrap(), 3, &[]);
-    check_image("store: UPDATE 1 before", e[3].before_text.as_deref().unwrap(), 1, &[]);
-    check_image("store: UPDATE 1 after", e[3].after_text.as_deref().unwrap(), 1, &after_update);
-    assert_eq!(e[3].changed_columns, json!(["c_int4", "c_text"]), "NaN/NaN and null/null are unchanged");
-    check_image("store: DELETE 3 before", e[4].before_text.as_deref().unwrap(), 3, &[]);
+    check_image(
+        "store: INSERT 1 after",
+        e[0].after_text.as_deref().unwrap(),
+        1,
+        &[],
+    );
+    check_all_null(
+        "store: INSERT 2 after",
+        e[1].after_text.as_deref().unwrap(),
+        2,
+    );
+    check_image(
+        "store: INSERT 3 after",
+        e[2].after_text.as_deref().unwrap(),
+        3,
+        &[],
+    );
+    check_image(
+        "store: UPDATE 1 before",
+        e[3].before_text.as_deref().unwrap(),
+        1,
+        &[],
+    );
+    check_image(
+        "store: UPDATE 1 after",
+        e[3].after_text.as_deref().unwrap(),
+        1,
+        &after_update,
+    );
+    assert_eq!(
+        e[3].changed_columns,
+        json!(["c_int4", "c_text"]),
+        "NaN/NaN and null/null are unchanged"
+    );
+    check_image(
+        "store: DELETE 3 before",
+        e[4].before_text.as_deref().unwrap(),
+        3,
+        &[],
+    );
 
     // The same seen through SQL on the json column.
     let row = store
@@ -217,14 +377,37 @@ async fn every_value_type_survives_byte_for_byte() {
         assert_eq!(l.id(), x.id);
         assert_eq!(l.fields.keys(), EXPORT_FIELDS, "field order of {}", l.raw);
     }
-    check_image("export: INSERT 1 after", lines[0].fields.raw("after"), 1, &[]);
+    check_image(
+        "export: INSERT 1 after",
+        lines[0].fields.raw("after"),
+        1,
+        &[],
+    );
     check_all_null("export: INSERT 2 after", lines[1].fields.raw("after"), 2);
-    check_image("export: UPDATE 1 before", lines[3].fields.raw("before"), 1, &[]);
-    check_image("export: UPDATE 1 after", lines[3].fields.raw("after"), 1, &after_update);
-    check_image("export: DELETE 3 before", lines[4].fields.raw("before"), 3, &[]);
+    check_image(
+        "export: UPDATE 1 before",
+        lines[3].fields.raw("before"),
+        1,
+        &[],
+    );
+    check_image(
+        "export: UPDATE 1 after",
+        lines[3].fields.raw("after"),
+        1,
+        &after_update,
+    );
+    check_image(
+        "export: DELETE 3 before",
+        lines[4].fields.raw("before"),
+        3,
+        &[],
+    );
     assert_eq!(lines[4].fields.raw("after"), "null");
     assert_eq!(lines[0].fields.raw("before"), "null");
-    assert_eq!(lines[3].value["changed_columns"], json!(["c_int4", "c_text"]));
+    assert_eq!(
+        lines[3].value["changed_columns"],
+        json!(["c_int4", "c_text"])
+    );
 
     assert_counts(&store, "public", "typed", Counts::new(3, 1, 1, 0)).await;
     assert_store_matches_source(&src, &store, "public", "typed").await;

@@ -41,13 +41,19 @@ fn config_with_web(env: &TestEnv, port: u16) -> String {
 }
 
 fn http_client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
 }
 
 impl Web {
     async fn start(env: &TestEnv) -> Web {
         let port = free_port();
-        let dir = tempfile::Builder::new().prefix("pgtrail-it-web-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("pgtrail-it-web-")
+            .tempdir()
+            .unwrap();
         let config = dir.path().join("web.toml");
         fs::write(&config, config_with_web(env, port)).unwrap();
         let log = dir.path().join("web.log");
@@ -62,7 +68,13 @@ impl Web {
             .stderr(out)
             .spawn()
             .expect("spawn pgtrail web");
-        let web = Web { child: Some(child), base: format!("http://127.0.0.1:{port}"), log, http: http_client(), _dir: dir };
+        let web = Web {
+            child: Some(child),
+            base: format!("http://127.0.0.1:{port}"),
+            log,
+            http: http_client(),
+            _dir: dir,
+        };
         web.wait_ready().await;
         web
     }
@@ -73,7 +85,11 @@ impl Web {
             if self.http.get(&self.base).send().await.is_ok() {
                 return;
             }
-            assert!(started.elapsed() < Duration::from_secs(30), "the web view did not answer within 30 s\n{}", self.log());
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the web view did not answer within 30 s\n{}",
+                self.log()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -88,7 +104,12 @@ impl Web {
 
     /// Status, headers and body of `GET path`. Never a 5xx unless `allow_5xx`.
     async fn fetch(&self, path: &str) -> (StatusCode, HeaderMap, String) {
-        let resp = self.http.get(self.url(path)).send().await.unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        let resp = self
+            .http
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
         let status = resp.status();
         let headers = resp.headers().clone();
         let body = resp.text().await.unwrap();
@@ -98,14 +119,20 @@ impl Web {
     /// The body of a page that must answer 200 and must not fail in the server.
     async fn page(&self, path: &str) -> String {
         let (status, _, body) = self.fetch(path).await;
-        assert_eq!(status, StatusCode::OK, "GET {path}:\n{body}\n--- server log ---\n{}", self.log());
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "GET {path}:\n{body}\n--- server log ---\n{}",
+            self.log()
+        );
         body
     }
 
     /// A JSON answer with status 200.
     async fn api(&self, path: &str) -> Value {
         let body = self.page(path).await;
-        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path} is not JSON ({e}): {body}"))
+        serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("GET {path} is not JSON ({e}): {body}"))
     }
 
     /// Ids of `GET /api/v1/entries?query` (one page).
@@ -149,7 +176,12 @@ impl Drop for Web {
 }
 
 fn ids_of(v: &Value) -> Vec<i64> {
-    v["entries"].as_array().unwrap_or_else(|| panic!("no entries array: {v}")).iter().map(|e| e["id"].as_i64().unwrap()).collect()
+    v["entries"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no entries array: {v}"))
+        .iter()
+        .map(|e| e["id"].as_i64().unwrap())
+        .collect()
 }
 
 /// Percent-encodes a query value.
@@ -208,7 +240,10 @@ fn link(html: &str, rel: &str) -> Option<String> {
 
 /// Entry ids in the order their rows appear in a log table (`<tr id="e123">`).
 fn row_ids(html: &str) -> Vec<i64> {
-    html.split("<tr id=\"e").skip(1).map(|s| s[..s.find('"').unwrap()].parse().unwrap()).collect()
+    html.split("<tr id=\"e")
+        .skip(1)
+        .map(|s| s[..s.find('"').unwrap()].parse().unwrap())
+        .collect()
 }
 
 /// The text of the match count (`<p class="count" id="count">…</p>`).
@@ -320,7 +355,9 @@ async fn store_entries(store: &Client, entries: &[Synth]) -> Vec<i64> {
     let mut ids = Vec::new();
     for (i, e) in entries.iter().enumerate() {
         let table = pgtrail::table::TableName::new(e.schema.clone(), e.table.clone());
-        let row_key = e.pk.as_deref().map(|pk| pgtrail::entry::row_key(&table, pk));
+        let row_key =
+            e.pk.as_deref()
+                .map(|pk| pgtrail::entry::row_key(&table, pk));
         let lsn = format!("0/{:X}", 0x1000_0000u64 + i as u64 * 0x100);
         let id: i64 = store
             .query_one(
@@ -410,7 +447,10 @@ async fn web_filters_each_and_combined() {
             .after(r#"{"order_id":1,"line":2,"sku":"A-1"}"#)
             .at(now - TimeDelta::minutes(10)),
         // 6: a text key "5"
-        Synth::new("public.tags", "INSERT").pk(r#"{"code":"5"}"#).after(r#"{"code":"5","label":"five"}"#).at(now - TimeDelta::minutes(5)),
+        Synth::new("public.tags", "INSERT")
+            .pk(r#"{"code":"5"}"#)
+            .after(r#"{"code":"5","label":"five"}"#)
+            .at(now - TimeDelta::minutes(5)),
         // 7: an integer key 5
         Synth::new("public.orders", "INSERT")
             .pk(r#"{"id":5}"#)
@@ -419,9 +459,14 @@ async fn web_filters_each_and_combined() {
             .who(None, Some("app_rw"))
             .from(Some("10.0.0.77"), Some("shop"), Some("web")),
         // 8
-        Synth::new("public.orders", "TRUNCATE").at(now - TimeDelta::minutes(3)).who(None, Some("admin")),
+        Synth::new("public.orders", "TRUNCATE")
+            .at(now - TimeDelta::minutes(3))
+            .who(None, Some("admin")),
         // 9: a table name with a dot
-        Synth::new("public.we.ird", "INSERT").pk(r#"{"id":1}"#).after(r#"{"id":1,"v":"x"}"#).at(now - TimeDelta::minutes(2)),
+        Synth::new("public.we.ird", "INSERT")
+            .pk(r#"{"id":1}"#)
+            .after(r#"{"id":1,"v":"x"}"#)
+            .at(now - TimeDelta::minutes(2)),
     ];
     // "public.we.ird" split at the first dot above: fix the table name.
     let mut data = data;
@@ -433,10 +478,16 @@ async fn web_filters_each_and_combined() {
     let cases: Vec<(String, Vec<usize>)> = vec![
         ("".into(), (0..10).collect()),
         ("action=DELETE".into(), vec![2]),
-        ("action=insert&action=DELETE".into(), vec![0, 2, 3, 5, 6, 7, 9]),
+        (
+            "action=insert&action=DELETE".into(),
+            vec![0, 2, 3, 5, 6, 7, 9],
+        ),
         ("action=UPDATE,TRUNCATE".into(), vec![1, 4, 8]),
         ("table=public.orders".into(), vec![0, 1, 2, 7, 8]),
-        ("table=public.orders&table=public.customers".into(), vec![0, 1, 2, 3, 4, 7, 8]),
+        (
+            "table=public.orders&table=public.customers".into(),
+            vec![0, 1, 2, 3, 4, 7, 8],
+        ),
         (format!("table={}", enc("sales.\"Order Items\"")), vec![5]),
         (format!("table={}", enc("public.\"we.ird\"")), vec![9]),
         // Actor: the application actor, else the database role.
@@ -453,21 +504,40 @@ async fn web_filters_each_and_combined() {
         ("source=web".into(), vec![0, 3, 7]),
         (format!("from={}", fmt(d(4))), vec![2, 3, 4, 5, 6, 7, 8, 9]),
         (format!("to={}", fmt(d(4))), vec![0, 1]),
-        (format!("from={}&to={}", fmt(d(6)), fmt(d(1))), vec![1, 2, 3]),
+        (
+            format!("from={}&to={}", fmt(d(6)), fmt(d(1))),
+            vec![1, 2, 3],
+        ),
         ("last=1h".into(), vec![4, 5, 6, 7, 8, 9]),
         ("last=15m".into(), vec![5, 6, 7, 8, 9]),
         ("last=7d".into(), vec![1, 2, 3, 4, 5, 6, 7, 8, 9]),
         // A date alone as the upper bound means the end of that day.
-        (format!("to={}", (now + TimeDelta::days(1)).format("%Y-%m-%d")), (0..10).collect()),
+        (
+            format!("to={}", (now + TimeDelta::days(1)).format("%Y-%m-%d")),
+            (0..10).collect(),
+        ),
         // Primary key: a value in any key column, or the key as JSON; with one table, by row_key.
         ("pk=5".into(), vec![6, 7]),
         ("pk=5&table=public.orders".into(), vec![7]),
         ("pk=5&table=public.tags".into(), vec![6]),
         ("pk=1&table=public.orders".into(), vec![0, 1]),
         (format!("pk={}", enc(r#"{"id": 1}"#)), vec![0, 1, 9]),
-        (format!("pk={}&table=public.orders", enc(r#"{"id": 1}"#)), vec![0, 1]),
-        (format!("pk=2&table={}", enc("sales.\"Order Items\"")), vec![5]),
-        (format!("pk={}&table={}", enc(r#"{"order_id":1,"line":2}"#), enc("sales.\"Order Items\"")), vec![5]),
+        (
+            format!("pk={}&table=public.orders", enc(r#"{"id": 1}"#)),
+            vec![0, 1],
+        ),
+        (
+            format!("pk=2&table={}", enc("sales.\"Order Items\"")),
+            vec![5],
+        ),
+        (
+            format!(
+                "pk={}&table={}",
+                enc(r#"{"order_id":1,"line":2}"#),
+                enc("sales.\"Order Items\"")
+            ),
+            vec![5],
+        ),
         // Free text: values only (not column names), case-insensitive, wildcards literal.
         ("q=berlin".into(), vec![0, 1]),
         ("q=status".into(), vec![7]),
@@ -478,7 +548,10 @@ async fn web_filters_each_and_combined() {
         ("q=lovelace".into(), vec![4]),
         // Combinations.
         ("action=INSERT&actor=alice&source=web".into(), vec![0, 3]),
-        (format!("table=public.orders&ip={}&last=7d", enc("10.0.0.0/8")), vec![1, 7]),
+        (
+            format!("table=public.orders&ip={}&last=7d", enc("10.0.0.0/8")),
+            vec![1, 7],
+        ),
         ("role=app_rw&app=shop&action=UPDATE".into(), vec![1]),
         ("q=ada&table=public.customers&action=UPDATE".into(), vec![4]),
         ("actor=nobody".into(), vec![]),
@@ -489,22 +562,38 @@ async fn web_filters_each_and_combined() {
         let html = web.page(&format!("/?{query}")).await;
         assert_eq!(row_ids(&html), want, "page filter {query:?}");
         let n = which.len();
-        let expected_count = if n == 1 { "1 entry".to_string() } else { format!("{n} entries") };
+        let expected_count = if n == 1 {
+            "1 entry".to_string()
+        } else {
+            format!("{n} entries")
+        };
         assert_eq!(count_text(&html), expected_count, "count for {query:?}");
     }
 
     // The page keeps the filters in its links: a sort header link still filters.
     let html = web.page("/?table=public.orders&actor=alice").await;
-    assert!(unescape(&html).contains("/?table=public.orders&actor=alice&sort=actor&dir=asc"), "sort links keep the filters");
+    assert!(
+        unescape(&html).contains("/?table=public.orders&actor=alice&sort=actor&dir=asc"),
+        "sort links keep the filters"
+    );
     // Clicking a cell narrows the current view.
-    assert!(unescape(&html).contains("href=\"/?table=public.orders&actor=alice&ip=10.0.0.5\""), "IP cell narrows the view");
+    assert!(
+        unescape(&html).contains("href=\"/?table=public.orders&actor=alice&ip=10.0.0.5\""),
+        "IP cell narrows the view"
+    );
     // The form shows the filter values back.
-    let html = web.page("/?actor=alice&action=DELETE&table=public.orders&last=24h").await;
+    let html = web
+        .page("/?actor=alice&action=DELETE&table=public.orders&last=24h")
+        .await;
     assert!(html.contains("name=\"actor\" value=\"alice\""));
     assert!(html.contains("value=\"DELETE\" checked"));
     assert!(html.contains("<input type=\"hidden\" name=\"table\" value=\"public.orders\">"));
     assert!(html.contains("<option value=\"24h\" selected>"));
-    assert!(!web.log().contains("panicked") && !web.log().contains("ERROR"), "{}", web.log());
+    assert!(
+        !web.log().contains("panicked") && !web.log().contains("ERROR"),
+        "{}",
+        web.log()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -514,9 +603,33 @@ async fn web_filters_each_and_combined() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn web_sorts_and_keyset_pages_stay_stable_while_entries_arrive() {
     let (_env, store, web) = store_and_web().await;
-    let actors = [Some("mia"), None, Some("al"), Some("zed"), None, Some("al"), Some("bea")];
-    let roles = [Some("r1"), Some("app"), None, Some("r2"), None, Some("r3"), Some("r1")];
-    let ips = [Some("10.0.0.9"), None, Some("10.0.0.10"), Some("192.168.0.1"), Some("::1"), None, Some("10.0.0.9")];
+    let actors = [
+        Some("mia"),
+        None,
+        Some("al"),
+        Some("zed"),
+        None,
+        Some("al"),
+        Some("bea"),
+    ];
+    let roles = [
+        Some("r1"),
+        Some("app"),
+        None,
+        Some("r2"),
+        None,
+        Some("r3"),
+        Some("r1"),
+    ];
+    let ips = [
+        Some("10.0.0.9"),
+        None,
+        Some("10.0.0.10"),
+        Some("192.168.0.1"),
+        Some("::1"),
+        None,
+        Some("10.0.0.9"),
+    ];
     let actions = ["INSERT", "UPDATE", "DELETE", "TRUNCATE"];
     let tables = ["public.b", "public.a", "audit.z", "public.a b"];
     let mut data = Vec::new();
@@ -547,7 +660,11 @@ async fn web_sorts_and_keyset_pages_stay_stable_while_entries_arrive() {
     };
     for sort in ["time", "actor", "ip", "action", "table"] {
         for dir in ["asc", "desc"] {
-            let mut want: Vec<(Vec<String>, i64)> = data.iter().zip(&ids).map(|(s, id)| (key(s, sort), *id)).collect();
+            let mut want: Vec<(Vec<String>, i64)> = data
+                .iter()
+                .zip(&ids)
+                .map(|(s, id)| (key(s, sort), *id))
+                .collect();
             want.sort();
             if dir == "desc" {
                 want.reverse();
@@ -557,14 +674,22 @@ async fn web_sorts_and_keyset_pages_stay_stable_while_entries_arrive() {
             assert_eq!(got, want, "sort={sort}&dir={dir} walked 4 at a time");
             // The page's first rows are the same.
             let html = web.page(&format!("/?sort={sort}&dir={dir}&limit=5")).await;
-            assert_eq!(row_ids(&html), want[..5].to_vec(), "page sort={sort}&dir={dir}");
+            assert_eq!(
+                row_ids(&html),
+                want[..5].to_vec(),
+                "page sort={sort}&dir={dir}"
+            );
             assert!(html.contains("aria-sort="), "the sorted header is marked");
         }
     }
     // Sort and filter together.
     let got = web.walk("sort=actor&dir=asc&action=INSERT", 2).await;
-    let mut want: Vec<(Vec<String>, i64)> =
-        data.iter().zip(&ids).filter(|(s, _)| s.action == "INSERT").map(|(s, id)| (key(s, "actor"), *id)).collect();
+    let mut want: Vec<(Vec<String>, i64)> = data
+        .iter()
+        .zip(&ids)
+        .filter(|(s, _)| s.action == "INSERT")
+        .map(|(s, id)| (key(s, "actor"), *id))
+        .collect();
     want.sort();
     assert_eq!(got, want.into_iter().map(|(_, id)| id).collect::<Vec<_>>());
 
@@ -573,29 +698,61 @@ async fn web_sorts_and_keyset_pages_stay_stable_while_entries_arrive() {
     let page1 = ids_of(&first);
     assert_eq!(page1, sorted_desc(ids.clone())[..5].to_vec());
     let cursor = first["next_cursor"].as_str().unwrap().to_owned();
-    let newer = store_entries(&store, &[Synth::new("public.a", "INSERT"), Synth::new("public.a", "INSERT")]).await;
-    let second = web.api(&format!("/api/v1/entries?limit=5&cursor={}", enc(&cursor))).await;
-    assert_eq!(ids_of(&second), sorted_desc(ids.clone())[5..10].to_vec(), "page 2 is unmoved by new entries");
+    let newer = store_entries(
+        &store,
+        &[
+            Synth::new("public.a", "INSERT"),
+            Synth::new("public.a", "INSERT"),
+        ],
+    )
+    .await;
+    let second = web
+        .api(&format!("/api/v1/entries?limit=5&cursor={}", enc(&cursor)))
+        .await;
+    assert_eq!(
+        ids_of(&second),
+        sorted_desc(ids.clone())[5..10].to_vec(),
+        "page 2 is unmoved by new entries"
+    );
     // And by actor: a new entry sorting before the cursor is not seen again later, one after it is.
     let a1 = web.api("/api/v1/entries?sort=actor&limit=6").await;
     let c = a1["next_cursor"].as_str().unwrap().to_owned();
-    let late =
-        store_entries(&store, &[Synth::new("public.a", "INSERT").who(Some("aaa"), None), Synth::new("public.a", "INSERT").who(Some("zzz"), None)])
-            .await;
+    let late = store_entries(
+        &store,
+        &[
+            Synth::new("public.a", "INSERT").who(Some("aaa"), None),
+            Synth::new("public.a", "INSERT").who(Some("zzz"), None),
+        ],
+    )
+    .await;
     let mut rest = Vec::new();
     let mut cursor = Some(c);
     while let Some(c) = cursor {
-        let v = web.api(&format!("/api/v1/entries?sort=actor&limit=6&cursor={}", enc(&c))).await;
+        let v = web
+            .api(&format!(
+                "/api/v1/entries?sort=actor&limit=6&cursor={}",
+                enc(&c)
+            ))
+            .await;
         rest.extend(ids_of(&v));
         cursor = v["next_cursor"].as_str().map(str::to_owned);
     }
-    let seen: Vec<i64> = ids_of(&a1).into_iter().chain(rest.iter().copied()).collect();
+    let seen: Vec<i64> = ids_of(&a1)
+        .into_iter()
+        .chain(rest.iter().copied())
+        .collect();
     let mut unique = seen.clone();
     unique.sort_unstable();
     unique.dedup();
     assert_eq!(unique.len(), seen.len(), "no entry twice: {seen:?}");
-    assert!(!rest.contains(&late[0]), "an entry sorting before the cursor stays behind it");
-    assert!(rest.contains(&late[1]), "an entry sorting after the cursor shows up");
+    assert!(
+        !rest.contains(&late[0]),
+        "an entry sorting before the cursor stays behind it"
+    );
+    assert!(
+        rest.contains(&late[1]),
+        "an entry sorting after the cursor shows up"
+    );
     assert!(newer.iter().all(|id| seen.contains(id)));
 
     // HTML pages: Next then Previous gives back the same rows.
@@ -606,11 +763,22 @@ async fn web_sorts_and_keyset_pages_stay_stable_while_entries_arrive() {
     assert!(row_ids(&p2).iter().all(|id| !row_ids(&p1).contains(id)));
     let prev = link(&p2, "prev").expect("a previous link");
     let back = web.page(&prev).await;
-    assert_eq!(row_ids(&back), row_ids(&p1), "previous page of page 2 is page 1");
-    assert!(link(&p1, "prev").is_none(), "the first page has no previous page");
+    assert_eq!(
+        row_ids(&back),
+        row_ids(&p1),
+        "previous page of page 2 is page 1"
+    );
+    assert!(
+        link(&p1, "prev").is_none(),
+        "the first page has no previous page"
+    );
     let p3 = web.page(&link(&p2, "next").unwrap()).await;
     let back2 = web.page(&link(&p3, "prev").unwrap()).await;
-    assert_eq!(row_ids(&back2), row_ids(&p2), "previous of page 3 is page 2");
+    assert_eq!(
+        row_ids(&back2),
+        row_ids(&p2),
+        "previous of page 3 is page 2"
+    );
 
     // Counts: exact, then "more than" past the cap.
     let total = ids.len() + newer.len() + late.len();
@@ -624,10 +792,21 @@ async fn web_sorts_and_keyset_pages_stay_stable_while_entries_arrive() {
         .await
         .unwrap();
     assert_eq!(count_text(&web.page("/").await), "more than 10,000 entries");
-    assert_eq!(count_text(&web.page("/?table=bulk.t&pk=77").await), "1 entry");
+    assert_eq!(
+        count_text(&web.page("/?table=bulk.t&pk=77").await),
+        "1 entry"
+    );
     let walked = web.walk("table=bulk.t", 500).await;
-    assert_eq!(walked.len(), 10050, "walking 21 pages of 500 sees every entry once");
-    assert!(!web.log().contains("panicked") && !web.log().contains("ERROR"), "{}", web.log());
+    assert_eq!(
+        walked.len(),
+        10050,
+        "walking 21 pages of 500 sees every entry once"
+    );
+    assert!(
+        !web.log().contains("panicked") && !web.log().contains("ERROR"),
+        "{}",
+        web.log()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -637,11 +816,23 @@ async fn web_sorts_and_keyset_pages_stay_stable_while_entries_arrive() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn web_bad_input_is_a_400_that_says_what_is_wrong() {
     let (env, store, web) = store_and_web().await;
-    store_entries(&store, &[Synth::new("public.orders", "INSERT").pk(r#"{"id":1}"#).after(r#"{"id":1}"#)]).await;
+    store_entries(
+        &store,
+        &[Synth::new("public.orders", "INSERT")
+            .pk(r#"{"id":1}"#)
+            .after(r#"{"id":1}"#)],
+    )
+    .await;
     let time_cursor = web.api("/api/v1/entries?limit=1").await;
     // One entry, limit 1: there is no next cursor; make one with two entries.
     assert!(time_cursor["next_cursor"].is_null());
-    store_entries(&store, &[Synth::new("public.orders", "INSERT").pk(r#"{"id":2}"#).after(r#"{"id":2}"#)]).await;
+    store_entries(
+        &store,
+        &[Synth::new("public.orders", "INSERT")
+            .pk(r#"{"id":2}"#)
+            .after(r#"{"id":2}"#)],
+    )
+    .await;
     let v = web.api("/api/v1/entries?limit=1").await;
     let cursor = enc(v["next_cursor"].as_str().unwrap());
 
@@ -672,13 +863,25 @@ async fn web_bad_input_is_a_400_that_says_what_is_wrong() {
     for (query, needle) in &bad {
         let (status, headers, body) = web.fetch(&format!("/?{query}")).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "page ?{query}: {body}");
-        assert!(headers["content-type"].to_str().unwrap().starts_with("text/html"));
-        assert!(unescape(&body).contains(needle), "page ?{query} should say {needle:?}:\n{body}");
+        assert!(headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"));
+        assert!(
+            unescape(&body).contains(needle),
+            "page ?{query} should say {needle:?}:\n{body}"
+        );
         let (status, headers, body) = web.fetch(&format!("/api/v1/entries?{query}")).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "API ?{query}: {body}");
-        assert!(headers["content-type"].to_str().unwrap().starts_with("application/json"));
+        assert!(headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json"));
         let v: Value = serde_json::from_str(&body).unwrap();
-        assert!(v["error"].as_str().unwrap().contains(needle), "API ?{query} should say {needle:?}: {body}");
+        assert!(
+            v["error"].as_str().unwrap().contains(needle),
+            "API ?{query} should say {needle:?}: {body}"
+        );
     }
     let bad_paths = [
         ("/entries/abc", "entry id"),
@@ -701,7 +904,10 @@ async fn web_bad_input_is_a_400_that_says_what_is_wrong() {
     for (path, needle) in bad_paths {
         let (status, _, body) = web.fetch(path).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
-        assert!(unescape(&body).contains(needle), "{path} should say {needle:?}:\n{body}");
+        assert!(
+            unescape(&body).contains(needle),
+            "{path} should say {needle:?}:\n{body}"
+        );
     }
     let missing = [
         "/entries/424242",
@@ -715,40 +921,89 @@ async fn web_bad_input_is_a_400_that_says_what_is_wrong() {
     for path in missing {
         let (status, headers, body) = web.fetch(path).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {body}");
-        let json = headers["content-type"].to_str().unwrap().starts_with("application/json");
-        assert_eq!(json, path.starts_with("/api/"), "{path}: JSON under /api/ only");
+        let json = headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json");
+        assert_eq!(
+            json,
+            path.starts_with("/api/"),
+            "{path}: JSON under /api/ only"
+        );
     }
 
     // Security headers on every kind of response.
-    for path in ["/", "/entries/1", "/api/v1/entries", "/api/v1/openapi.json", "/nope", "/?action=x", "/assets/app.css", "/assets/app.js"] {
+    for path in [
+        "/",
+        "/entries/1",
+        "/api/v1/entries",
+        "/api/v1/openapi.json",
+        "/nope",
+        "/?action=x",
+        "/assets/app.css",
+        "/assets/app.js",
+    ] {
         let (_, h, _) = web.fetch(path).await;
         let csp = h["content-security-policy"].to_str().unwrap();
-        assert!(csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self'"), "{path}: {csp}");
+        assert!(
+            csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self'"),
+            "{path}: {csp}"
+        );
         assert!(!csp.contains("unsafe-inline"), "{path}: {csp}");
         assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
         assert_eq!(h["x-frame-options"], "DENY", "{path}");
     }
     // No inline script or style for the policy to block, and nothing from elsewhere.
-    for path in ["/", "/entries/1", "/history?table=public.orders&pk=1", "/transactions/1000", "/nope"] {
+    for path in [
+        "/",
+        "/entries/1",
+        "/history?table=public.orders&pk=1",
+        "/transactions/1000",
+        "/nope",
+    ] {
         let (_, _, body) = web.fetch(path).await;
         for tag in body.split("<script").skip(1) {
-            assert!(tag.starts_with(" src=\"/assets/"), "{path}: an inline or foreign script: <script{}", &tag[..40.min(tag.len())]);
+            assert!(
+                tag.starts_with(" src=\"/assets/"),
+                "{path}: an inline or foreign script: <script{}",
+                &tag[..40.min(tag.len())]
+            );
         }
-        assert!(!body.contains(" style=") && !body.contains("<style"), "{path}: inline style");
-        assert!(!body.contains("http://") && !body.contains("https://") && !body.contains("//cdn"), "{path}: an external URL");
+        assert!(
+            !body.contains(" style=") && !body.contains("<style"),
+            "{path}: inline style"
+        );
+        assert!(
+            !body.contains("http://") && !body.contains("https://") && !body.contains("//cdn"),
+            "{path}: an external URL"
+        );
     }
     let (_, h, css) = web.fetch("/assets/app.css").await;
     assert!(h["content-type"].to_str().unwrap().starts_with("text/css"));
-    assert!(css.contains("prefers-color-scheme: dark"), "dark mode follows the system");
-    assert!(!css.contains("@import") && !css.contains("url("), "no external fonts or images");
+    assert!(
+        css.contains("prefers-color-scheme: dark"),
+        "dark mode follows the system"
+    );
+    assert!(
+        !css.contains("@import") && !css.contains("url("),
+        "no external fonts or images"
+    );
 
     // The OpenAPI document is 3.1 and describes both endpoints and their errors.
     let doc = web.api("/api/v1/openapi.json").await;
     assert_eq!(doc["openapi"], "3.1.0");
     let list = &doc["paths"]["/api/v1/entries"]["get"];
     assert!(list["responses"]["400"].is_object() && list["responses"]["200"].is_object());
-    let names: Vec<&str> = list["parameters"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
-    for p in ["action", "table", "actor", "role", "ip", "app", "source", "from", "to", "last", "pk", "q", "sort", "dir", "cursor", "limit"] {
+    let names: Vec<&str> = list["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    for p in [
+        "action", "table", "actor", "role", "ip", "app", "source", "from", "to", "last", "pk", "q",
+        "sort", "dir", "cursor", "limit",
+    ] {
         assert!(names.contains(&p), "parameter {p} documented");
     }
     assert!(doc["paths"]["/api/v1/entries/{id}"]["get"]["responses"]["404"].is_object());
@@ -759,7 +1014,11 @@ async fn web_bad_input_is_a_400_that_says_what_is_wrong() {
     tokio::task::block_in_place(|| cluster.stop());
     for path in ["/", "/api/v1/entries", "/entries/1"] {
         let (status, _, body) = web.fetch(path).await;
-        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{path} with the store down: {body}");
+        assert_eq!(
+            status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{path} with the store down: {body}"
+        );
         assert!(body.contains("cannot be reached"), "{path}: {body}");
     }
     tokio::task::block_in_place(|| cluster.start_again());
@@ -786,7 +1045,9 @@ fn diff_rows(html: &str) -> Vec<(String, String)> {
         .map(|s| {
             let class = s[..s.find('"').unwrap()].to_owned();
             let name_at = s.find("class=\"name\">").unwrap() + 13;
-            let name = s[name_at..name_at + s[name_at..].find('<').unwrap()].trim().to_owned();
+            let name = s[name_at..name_at + s[name_at..].find('<').unwrap()]
+                .trim()
+                .to_owned();
             (class, unescape(&name))
         })
         .collect()
@@ -795,7 +1056,10 @@ fn diff_rows(html: &str) -> Vec<(String, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn web_view_difference_history_transaction_and_escaping() {
     let (_env, store, web) = store_and_web().await;
-    let long_old = (1..=40).map(|i| format!("line {i} of the contract")).collect::<Vec<_>>().join("\n");
+    let long_old = (1..=40)
+        .map(|i| format!("line {i} of the contract"))
+        .collect::<Vec<_>>()
+        .join("\n");
     let long_new = long_old.replace("line 17 of the contract", "line 17 of the amended contract");
     let doc_old = r#"{"a":1,"nested":{"keep":[1,2,3],"flag":false},"z":"same"}"#;
     let doc_new = r#"{"a":1,"nested":{"keep":[1,2,3],"flag":true},"z":"same"}"#;
@@ -805,28 +1069,49 @@ async fn web_view_difference_history_transaction_and_escaping() {
         // 0 INSERT
         Synth::new("public.docs", "INSERT")
             .pk(r#"{"id":1}"#)
-            .after(&format!(r#"{{"id":1,"title":"t","body":{},"doc":{doc_old},"price":"10.50","n":null}}"#, esc(&long_old)))
+            .after(&format!(
+                r#"{{"id":1,"title":"t","body":{},"doc":{doc_old},"price":"10.50","n":null}}"#,
+                esc(&long_old)
+            ))
             .xid(501),
         // 1 UPDATE of long text and JSON, REPLICA IDENTITY FULL
         Synth::new("public.docs", "UPDATE")
             .pk(r#"{"id":1}"#)
-            .before(&format!(r#"{{"id":1,"title":"t","body":{},"doc":{doc_old},"price":"10.50","n":null}}"#, esc(&long_old)))
-            .after(&format!(r#"{{"id":1,"title":"t2","body":{},"doc":{doc_new},"price":"10.50","n":null}}"#, esc(&long_new)))
+            .before(&format!(
+                r#"{{"id":1,"title":"t","body":{},"doc":{doc_old},"price":"10.50","n":null}}"#,
+                esc(&long_old)
+            ))
+            .after(&format!(
+                r#"{{"id":1,"title":"t2","body":{},"doc":{doc_new},"price":"10.50","n":null}}"#,
+                esc(&long_new)
+            ))
             .changed(r#"["title","body","doc"]"#)
             .xid(502)
             .who(Some("alice"), Some("app_rw"))
             .from(Some("10.0.0.5"), Some("cms"), Some("web"))
             .remarks("ticket 42"),
         // 2 UPDATE under REPLICA IDENTITY DEFAULT: only the key before
-        Synth::new("public.docs", "UPDATE").pk(r#"{"id":1}"#).before(r#"{"id":1}"#).after(r#"{"id":1,"title":"t3","body":"b","doc":null,"price":"1","n":2}"#).xid(503),
+        Synth::new("public.docs", "UPDATE")
+            .pk(r#"{"id":1}"#)
+            .before(r#"{"id":1}"#)
+            .after(r#"{"id":1,"title":"t3","body":"b","doc":null,"price":"1","n":2}"#)
+            .xid(503),
         // 3 DELETE
-        Synth::new("public.docs", "DELETE").pk(r#"{"id":1}"#).before(r#"{"id":1,"title":"it's \\ here","body":"b","doc":null,"price":"1","n":2}"#).xid(504),
+        Synth::new("public.docs", "DELETE")
+            .pk(r#"{"id":1}"#)
+            .before(r#"{"id":1,"title":"it's \\ here","body":"b","doc":null,"price":"1","n":2}"#)
+            .xid(504),
         // 4 TRUNCATE
         Synth::new("public.docs", "TRUNCATE").xid(504),
         // 5 hostile everything
         Synth::new("public.x", "INSERT")
             .pk(&format!(r#"{{"id":{}}}"#, esc(hostile)))
-            .after(&format!(r#"{{"id":{},{}:{},"q":"\" onmouseover=\"alert(2)"}}"#, esc(hostile), esc(hostile), esc(hostile)))
+            .after(&format!(
+                r#"{{"id":{},{}:{},"q":"\" onmouseover=\"alert(2)"}}"#,
+                esc(hostile),
+                esc(hostile),
+                esc(hostile)
+            ))
             .who(Some(hostile), Some("<b>role</b>"))
             .from(Some("10.0.0.1"), Some(hostile), Some(hostile))
             .remarks(hostile)
@@ -834,8 +1119,16 @@ async fn web_view_difference_history_transaction_and_escaping() {
         // 6 UPDATE with a hostile before and after
         Synth::new("public.x", "UPDATE")
             .pk(&format!(r#"{{"id":{}}}"#, esc(hostile)))
-            .before(&format!(r#"{{"id":{},"v":{}}}"#, esc(hostile), esc(&format!("{hostile} old"))))
-            .after(&format!(r#"{{"id":{},"v":{}}}"#, esc(hostile), esc(&format!("{hostile} new"))))
+            .before(&format!(
+                r#"{{"id":{},"v":{}}}"#,
+                esc(hostile),
+                esc(&format!("{hostile} old"))
+            ))
+            .after(&format!(
+                r#"{{"id":{},"v":{}}}"#,
+                esc(hostile),
+                esc(&format!("{hostile} new"))
+            ))
             .changed(r#"["v"]"#)
             .xid(506),
     ];
@@ -854,12 +1147,19 @@ async fn web_view_difference_history_transaction_and_escaping() {
     let html = web.page("/?action=ddl").await;
     assert!(html.contains(">ALTER TABLE public.docs<"), "{html}");
     let html = web.page(&format!("/entries/{}", ids[7])).await;
-    assert!(html.contains("A schema change") && html.contains("ALTER TABLE docs ADD COLUMN extra int") && html.contains("No revert:"));
+    assert!(
+        html.contains("A schema change")
+            && html.contains("ALTER TABLE docs ADD COLUMN extra int")
+            && html.contains("No revert:")
+    );
 
     // INSERT: every value added.
     let html = web.page(&format!("/entries/{}", ids[0])).await;
     let rows = diff_rows(&html);
-    assert_eq!(rows.iter().map(|r| r.1.as_str()).collect::<Vec<_>>(), ["id", "title", "body", "doc", "price", "n"]);
+    assert_eq!(
+        rows.iter().map(|r| r.1.as_str()).collect::<Vec<_>>(),
+        ["id", "title", "body", "doc", "price", "n"]
+    );
     assert!(rows.iter().all(|r| r.0 == "added"), "{rows:?}");
     assert!(!html.contains("<details class=\"unchanged\">"));
     assert!(unescape(&html).contains("DELETE FROM \"public\".\"docs\"\nWHERE \"id\" = 1;"));
@@ -868,28 +1168,64 @@ async fn web_view_difference_history_transaction_and_escaping() {
     let html = web.page(&format!("/entries/{}", ids[1])).await;
     let rows = diff_rows(&html);
     let names: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
-    assert_eq!(names, ["title", "body", "doc", "id", "price", "n"], "changed columns first");
-    assert_eq!(rows.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(), ["changed", "changed", "changed", "unchanged", "unchanged", "unchanged"]);
-    let details = html.find("<details class=\"unchanged\">").expect("unchanged columns are collapsible");
-    assert!(html[details..].contains("class=\"name\">id"), "unchanged columns are inside the details");
+    assert_eq!(
+        names,
+        ["title", "body", "doc", "id", "price", "n"],
+        "changed columns first"
+    );
+    assert_eq!(
+        rows.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(),
+        [
+            "changed",
+            "changed",
+            "changed",
+            "unchanged",
+            "unchanged",
+            "unchanged"
+        ]
+    );
+    let details = html
+        .find("<details class=\"unchanged\">")
+        .expect("unchanged columns are collapsible");
+    assert!(
+        html[details..].contains("class=\"name\">id"),
+        "unchanged columns are inside the details"
+    );
     assert!(html.contains("3 unchanged columns"));
     let text = unescape(&html);
-    assert!(text.contains("<mark>amended </mark>"), "the changed word is marked");
-    let columns_part = &text[..text.find("<section class=\"revert\"").unwrap()];
-    assert!(!columns_part.contains("line 30 of the contract"), "unchanged stretches of long text are cut");
     assert!(
-        text.contains("\"flag\": <mark>false</mark>") && text.contains("\"flag\": <mark>true</mark>"),
+        text.contains("<mark>amended </mark>"),
+        "the changed word is marked"
+    );
+    let columns_part = &text[..text.find("<section class=\"revert\"").unwrap()];
+    assert!(
+        !columns_part.contains("line 30 of the contract"),
+        "unchanged stretches of long text are cut"
+    );
+    assert!(
+        text.contains("\"flag\": <mark>false</mark>")
+            && text.contains("\"flag\": <mark>true</mark>"),
         "JSON is pretty-printed and the key diffed:\n{columns_part}"
     );
     // The short title is shown before/after; body and doc get one changed line each.
     assert_eq!(html.matches("class=\"dl del\"").count(), 2);
     assert_eq!(html.matches("class=\"dl ins\"").count(), 2);
-    for fact in ["alice", "app_rw", "10.0.0.5", "cms", "web", "ticket 42", "502"] {
+    for fact in [
+        "alice",
+        "app_rw",
+        "10.0.0.5",
+        "cms",
+        "web",
+        "ticket 42",
+        "502",
+    ] {
         assert!(text.contains(fact), "facts show {fact}");
     }
     assert!(text.contains("href=\"/transactions/502\""));
     assert!(text.contains("href=\"/history?table=public.docs&pk=%7B%22id%22%3A1%7D\""));
-    assert!(text.contains("UPDATE \"public\".\"docs\"\nSET \"title\" = 't',\n    \"body\" = 'line 1 of the contract"));
+    assert!(text.contains(
+        "UPDATE \"public\".\"docs\"\nSET \"title\" = 't',\n    \"body\" = 'line 1 of the contract"
+    ));
     assert!(text.contains("\"doc\" = '{\"a\":1,\"nested\":{\"keep\":[1,2,3],\"flag\":false},\"z\":\"same\"}'\nWHERE \"id\" = 1;"));
     let api = web.api(&format!("/api/v1/entries/{}", ids[1])).await;
     assert_eq!(api["entry"]["id"], ids[1]);
@@ -898,17 +1234,30 @@ async fn web_view_difference_history_transaction_and_escaping() {
     assert_eq!(api["diff"][0]["before"], "t");
     assert_eq!(api["diff"][0]["after"], "t2");
     assert_eq!(api["diff"][3]["change"], "unchanged");
-    assert_eq!(api["diff"][5]["before"], Value::Null, "a NULL value is JSON null");
-    assert!(api["revert_sql"].as_str().unwrap().starts_with("-- Reverts entry"));
+    assert_eq!(
+        api["diff"][5]["before"],
+        Value::Null,
+        "a NULL value is JSON null"
+    );
+    assert!(api["revert_sql"]
+        .as_str()
+        .unwrap()
+        .starts_with("-- Reverts entry"));
     assert!(api["revert_unavailable"].is_null());
 
     // UPDATE without the old row: said so, and no revert.
     let html = web.page(&format!("/entries/{}", ids[2])).await;
     let rows = diff_rows(&html);
-    assert!(rows[..5].iter().all(|r| r.0 == "unknown") && rows[5] == ("unchanged".into(), "id".into()), "{rows:?}");
+    assert!(
+        rows[..5].iter().all(|r| r.0 == "unknown") && rows[5] == ("unchanged".into(), "id".into()),
+        "{rows:?}"
+    );
     assert!(html.contains("REPLICA IDENTITY is not FULL"));
     assert!(html.contains("No revert:"));
-    assert_eq!(web.api(&format!("/api/v1/entries/{}", ids[2])).await["revert_sql"], Value::Null);
+    assert_eq!(
+        web.api(&format!("/api/v1/entries/{}", ids[2])).await["revert_sql"],
+        Value::Null
+    );
 
     // DELETE: every value removed; revert is an INSERT with quotes and backslashes right.
     let html = web.page(&format!("/entries/{}", ids[3])).await;
@@ -923,16 +1272,31 @@ async fn web_view_difference_history_transaction_and_escaping() {
     assert!(diff_rows(&html).is_empty());
 
     // History: every entry of the row, oldest first, each diff in place.
-    let html = web.page("/history?table=public.docs&pk=%7B%22id%22%3A1%7D").await;
-    let items: Vec<i64> = html.split("<li class=\"hist-item\" id=\"e").skip(1).map(|s| s[..s.find('"').unwrap()].parse().unwrap()).collect();
+    let html = web
+        .page("/history?table=public.docs&pk=%7B%22id%22%3A1%7D")
+        .await;
+    let items: Vec<i64> = html
+        .split("<li class=\"hist-item\" id=\"e")
+        .skip(1)
+        .map(|s| s[..s.find('"').unwrap()].parse().unwrap())
+        .collect();
     assert_eq!(items, ids[..4].to_vec());
     for item in html.split("<li class=\"hist-item\"").skip(1) {
-        assert!(item.contains("<table class=\"columns\">"), "each entry has its diff in place");
+        assert!(
+            item.contains("<table class=\"columns\">"),
+            "each entry has its diff in place"
+        );
     }
     // The plain value works too for a one-column key, and whitespace in JSON does not matter.
     for pk in ["1", "%7B%20%22id%22%20%3A%201%20%7D"] {
-        let again = web.page(&format!("/history?table=public.docs&pk={pk}")).await;
-        assert_eq!(again.matches("<li class=\"hist-item\"").count(), 4, "pk={pk}");
+        let again = web
+            .page(&format!("/history?table=public.docs&pk={pk}"))
+            .await;
+        assert_eq!(
+            again.matches("<li class=\"hist-item\"").count(),
+            4,
+            "pk={pk}"
+        );
     }
 
     // Transaction: every entry with that xid.
@@ -941,16 +1305,42 @@ async fn web_view_difference_history_transaction_and_escaping() {
     assert!(html.contains("2 entries committed together"));
 
     // Hostile values are text everywhere: the log, the diff, the history, the transaction, the API.
-    let hist = format!("/history?table={}&pk={}", enc("public.<script>t</script>"), enc(&format!(r#"{{"id":{}}}"#, esc(hostile))));
-    for path in ["/".to_string(), format!("/entries/{}", ids[5]), format!("/entries/{}", ids[6]), hist, "/transactions/505".into(), "/?actor=%3Cscript%3Ealert(1)%3C%2Fscript%3E".into()] {
+    let hist = format!(
+        "/history?table={}&pk={}",
+        enc("public.<script>t</script>"),
+        enc(&format!(r#"{{"id":{}}}"#, esc(hostile)))
+    );
+    for path in [
+        "/".to_string(),
+        format!("/entries/{}", ids[5]),
+        format!("/entries/{}", ids[6]),
+        hist,
+        "/transactions/505".into(),
+        "/?actor=%3Cscript%3Ealert(1)%3C%2Fscript%3E".into(),
+    ] {
         let html = web.page(&path).await;
-        assert!(!html.contains("<script>alert") && !html.contains("<script>t<"), "{path}: a raw <script> from the data:\n{html}");
-        assert!(!html.contains("<b>role"), "{path}: raw markup from the data");
-        assert!(!html.contains("\" onmouseover=\"alert"), "{path}: an attribute broke out");
-        assert!(html.contains("&#60;script&#62;") || html.contains("&lt;script&gt;"), "{path}: the value is shown, escaped");
+        assert!(
+            !html.contains("<script>alert") && !html.contains("<script>t<"),
+            "{path}: a raw <script> from the data:\n{html}"
+        );
+        assert!(
+            !html.contains("<b>role"),
+            "{path}: raw markup from the data"
+        );
+        assert!(
+            !html.contains("\" onmouseover=\"alert"),
+            "{path}: an attribute broke out"
+        );
+        assert!(
+            html.contains("&#60;script&#62;") || html.contains("&lt;script&gt;"),
+            "{path}: the value is shown, escaped"
+        );
     }
     let html = web.page(&format!("/entries/{}", ids[5])).await;
-    assert!(unescape(&html).contains("<script>alert(1)</script>"), "the hostile value is shown as text");
+    assert!(
+        unescape(&html).contains("<script>alert(1)</script>"),
+        "the hostile value is shown as text"
+    );
     let api = web.api(&format!("/api/v1/entries/{}", ids[5])).await;
     assert_eq!(api["entry"]["context"]["actor"], hostile);
     assert_eq!(api["entry"]["table"], "<script>t</script>");
@@ -966,7 +1356,10 @@ async fn wait_for_event(resp: &mut reqwest::Response, id: i64, timeout: Duration
     let mut buf = String::new();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        assert!(!left.is_zero(), "no live event for entry {id} within {timeout:?}; got:\n{buf}");
+        assert!(
+            !left.is_zero(),
+            "no live event for entry {id} within {timeout:?}; got:\n{buf}"
+        );
         match tokio::time::timeout(left, resp.chunk()).await {
             Ok(Ok(Some(chunk))) => buf.push_str(&String::from_utf8_lossy(&chunk)),
             Ok(Ok(None)) => panic!("the live stream ended; got:\n{buf}"),
@@ -996,9 +1389,11 @@ async fn web_end_to_end_on_real_capture() {
     let mut daemon = env.spawn();
     let http = http_client();
     let base = format!("http://{}", env.trail.config.web_listen);
-    wait_until("the web view of `pgtrail run` answers", Duration::from_secs(30), || async {
-        http.get(&base).send().await.is_ok()
-    })
+    wait_until(
+        "the web view of `pgtrail run` answers",
+        Duration::from_secs(30),
+        || async { http.get(&base).send().await.is_ok() },
+    )
     .await;
 
     src.batch_execute(
@@ -1020,11 +1415,18 @@ async fn web_end_to_end_on_real_capture() {
     )
     .await
     .unwrap();
-    src.batch_execute(r"UPDATE items SET tags = '{c}', data = '\x01', seen = now(), ok = NULL WHERE id = 2").await.unwrap();
+    src.batch_execute(
+        r"UPDATE items SET tags = '{c}', data = '\x01', seen = now(), ok = NULL WHERE id = 2",
+    )
+    .await
+    .unwrap();
     env.sync().await;
     let store = env.store().await;
     let stored: Vec<Entry> = table_entries(&store, "public", "items").await;
-    assert_eq!(stored.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(), ["INSERT", "INSERT", "INSERT", "UPDATE", "DELETE", "UPDATE"]);
+    assert_eq!(
+        stored.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(),
+        ["INSERT", "INSERT", "INSERT", "UPDATE", "DELETE", "UPDATE"]
+    );
 
     let get = |path: String| {
         let http = http.clone();
@@ -1049,51 +1451,99 @@ async fn web_end_to_end_on_real_capture() {
     assert!(list.next_cursor.is_none());
     let api_lines: Vec<&str> = list.entries.iter().map(|r| r.get()).collect();
     let export_lines: Vec<&str> = export.iter().map(|l| l.raw.trim_end()).collect();
-    assert_eq!(api_lines, export_lines, "API entries are shaped exactly as export prints them");
+    assert_eq!(
+        api_lines, export_lines,
+        "API entries are shaped exactly as export prints them"
+    );
 
     // The captured context filters and shows: actor, role, client address.
     let ids_for = |q: &str| {
         let get = &get;
         let q = q.to_owned();
         async move {
-            let v: Value = serde_json::from_str(&get(format!("/api/v1/entries?{q}")).await).unwrap();
+            let v: Value =
+                serde_json::from_str(&get(format!("/api/v1/entries?{q}")).await).unwrap();
             ids_of(&v)
         }
     };
     let all_desc: Vec<i64> = stored.iter().rev().map(|e| e.id).collect();
-    assert_eq!(ids_for("actor=alice%40example.com").await, vec![stored[4].id, stored[3].id]);
+    assert_eq!(
+        ids_for("actor=alice%40example.com").await,
+        vec![stored[4].id, stored[3].id]
+    );
     assert_eq!(ids_for("role=postgres&table=public.items").await, all_desc);
-    assert_eq!(ids_for("actor=postgres&table=public.items").await, vec![stored[5].id, stored[2].id, stored[1].id, stored[0].id]);
-    assert_eq!(ids_for(&format!("ip={}&table=public.items", enc("127.0.0.0/8"))).await, all_desc);
-    assert_eq!(ids_for("ip=10.0.0.1&table=public.items").await, Vec::<i64>::new());
+    assert_eq!(
+        ids_for("actor=postgres&table=public.items").await,
+        vec![stored[5].id, stored[2].id, stored[1].id, stored[0].id]
+    );
+    assert_eq!(
+        ids_for(&format!("ip={}&table=public.items", enc("127.0.0.0/8"))).await,
+        all_desc
+    );
+    assert_eq!(
+        ids_for("ip=10.0.0.1&table=public.items").await,
+        Vec::<i64>::new()
+    );
     let html = get(format!("/entries/{}", stored[3].id)).await;
-    for fact in ["alice@example.com", "postgres", "127.0.0.1", "ticket &#60;7&#62;"] {
+    for fact in [
+        "alice@example.com",
+        "postgres",
+        "127.0.0.1",
+        "ticket &#60;7&#62;",
+    ] {
         assert!(html.contains(fact), "the entry shows {fact}");
     }
 
     // The log shows them, the hostile name as text.
     let html = get("/?table=public.items".into()).await;
-    assert_eq!(row_ids(&html), stored.iter().rev().map(|e| e.id).collect::<Vec<_>>());
+    assert_eq!(
+        row_ids(&html),
+        stored.iter().rev().map(|e| e.id).collect::<Vec<_>>()
+    );
     assert!(!html.contains("<script>alert"));
     assert!(html.contains("View Difference"));
-    assert!(html.contains(">name, price, doc, note<"), "the update's changed columns:\n{html}");
+    assert!(
+        html.contains(">name, price, doc, note<"),
+        "the update's changed columns:\n{html}"
+    );
     assert!(html.contains(">deleted row id=3<"));
     let html = get(format!("/entries/{}", stored[1].id)).await;
-    assert!(!html.contains("<script>alert") && unescape(&html).contains("it's <script>alert(1)</script>"), "{html}");
+    assert!(
+        !html.contains("<script>alert")
+            && unescape(&html).contains("it's <script>alert(1)</script>"),
+        "{html}"
+    );
 
     // View Difference of the two-row transaction's update, its history and transaction.
     let upd = &stored[3];
     let html = get(format!("/entries/{}", upd.id)).await;
     let rows = diff_rows(&html);
-    assert_eq!(rows.iter().take(4).map(|r| (r.0.as_str(), r.1.as_str())).collect::<Vec<_>>(), [
-        ("changed", "name"),
-        ("changed", "price"),
-        ("changed", "doc"),
-        ("changed", "note")
-    ]);
-    assert!(unescape(&html).contains("\"k\": ["), "the jsonb document is pretty-printed");
-    let hist = get(format!("/history?table=public.items&pk={}", enc(upd.primary_key_text.as_deref().unwrap()))).await;
-    assert_eq!(hist.matches("<li class=\"hist-item\"").count(), 2, "insert and update of row 1");
+    assert_eq!(
+        rows.iter()
+            .take(4)
+            .map(|r| (r.0.as_str(), r.1.as_str()))
+            .collect::<Vec<_>>(),
+        [
+            ("changed", "name"),
+            ("changed", "price"),
+            ("changed", "doc"),
+            ("changed", "note")
+        ]
+    );
+    assert!(
+        unescape(&html).contains("\"k\": ["),
+        "the jsonb document is pretty-printed"
+    );
+    let hist = get(format!(
+        "/history?table=public.items&pk={}",
+        enc(upd.primary_key_text.as_deref().unwrap())
+    ))
+    .await;
+    assert_eq!(
+        hist.matches("<li class=\"hist-item\"").count(),
+        2,
+        "insert and update of row 1"
+    );
     let txn = get(format!("/transactions/{}", upd.xid)).await;
     assert_eq!(row_ids(&txn), vec![stored[3].id, stored[4].id]);
 
@@ -1102,46 +1552,95 @@ async fn web_end_to_end_on_real_capture() {
     let snapshot = |id: i32| {
         let src = &src;
         async move {
-            src.query_opt("SELECT to_jsonb(i)::text FROM items i WHERE id = $1", &[&id]).await.unwrap().map(|r| r.get::<_, String>(0))
+            src.query_opt(
+                "SELECT to_jsonb(i)::text FROM items i WHERE id = $1",
+                &[&id],
+            )
+            .await
+            .unwrap()
+            .map(|r| r.get::<_, String>(0))
         }
     };
     let revert_last_update = {
-        let v: Value = serde_json::from_str(&get(format!("/api/v1/entries/{}", stored[5].id)).await).unwrap();
+        let v: Value =
+            serde_json::from_str(&get(format!("/api/v1/entries/{}", stored[5].id)).await).unwrap();
         v["revert_sql"].as_str().unwrap().to_owned()
     };
     let after_update = snapshot(2).await;
-    src.batch_execute(&revert_last_update).await.unwrap_or_else(|e| panic!("revert SQL failed: {e}\n{revert_last_update}"));
+    src.batch_execute(&revert_last_update)
+        .await
+        .unwrap_or_else(|e| panic!("revert SQL failed: {e}\n{revert_last_update}"));
     let reverted = snapshot(2).await;
     assert_ne!(reverted, after_update);
     let inserted: Value = serde_json::from_str(stored[1].after_text.as_deref().unwrap()).unwrap();
     let reverted_v: Value = serde_json::from_str(reverted.as_deref().unwrap()).unwrap();
-    assert_eq!(reverted_v["tags"], serde_json::json!(["with space", "quote\"d"]));
+    assert_eq!(
+        reverted_v["tags"],
+        serde_json::json!(["with space", "quote\"d"])
+    );
     assert_eq!(reverted_v["data"], inserted["data"], "bytea back as it was");
     assert_eq!(reverted_v["ok"], Value::Bool(false));
     for e in stored[..5].iter().rev() {
-        let v: Value = serde_json::from_str(&get(format!("/api/v1/entries/{}", e.id)).await).unwrap();
-        let sql = v["revert_sql"].as_str().unwrap_or_else(|| panic!("entry {} has no revert: {v}", e.id));
-        src.batch_execute(sql).await.unwrap_or_else(|err| panic!("revert of entry {} failed: {err}\n{sql}", e.id));
+        let v: Value =
+            serde_json::from_str(&get(format!("/api/v1/entries/{}", e.id)).await).unwrap();
+        let sql = v["revert_sql"]
+            .as_str()
+            .unwrap_or_else(|| panic!("entry {} has no revert: {v}", e.id));
+        src.batch_execute(sql)
+            .await
+            .unwrap_or_else(|err| panic!("revert of entry {} failed: {err}\n{sql}", e.id));
     }
-    let left: i64 = src.query_one("SELECT count(*) FROM items", &[]).await.unwrap().get(0);
-    assert_eq!(left, 0, "reverting every entry in reverse leaves the table as it started");
+    let left: i64 = src
+        .query_one("SELECT count(*) FROM items", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        left, 0,
+        "reverting every entry in reverse leaves the table as it started"
+    );
 
     // Live mode: a new entry arrives on the stream while it is open.
     env.sync().await;
-    let mut live = http.get(format!("{base}/live?table=public.items")).send().await.unwrap();
+    let mut live = http
+        .get(format!("{base}/live?table=public.items"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(live.status(), StatusCode::OK);
-    assert!(live.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
-    src.batch_execute("INSERT INTO items (id, name) VALUES (99, 'live <one>')").await.unwrap();
+    assert!(live.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    src.batch_execute("INSERT INTO items (id, name) VALUES (99, 'live <one>')")
+        .await
+        .unwrap();
     env.sync().await;
-    let id: i64 = store.query_one("SELECT max(id) FROM pgtrail.entries WHERE table_name = 'items'", &[]).await.unwrap().get(0);
+    let id: i64 = store
+        .query_one(
+            "SELECT max(id) FROM pgtrail.entries WHERE table_name = 'items'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
     let event = wait_for_event(&mut live, id, Duration::from_secs(30)).await;
-    assert!(event.contains("live &#60;one&#62;") || event.contains("new row id=99"), "{event}");
+    assert!(
+        event.contains("live &#60;one&#62;") || event.contains("new row id=99"),
+        "{event}"
+    );
     let live_page = get("/?live=1".into()).await;
-    assert!(live_page.contains("data-src=\"/live?after="), "live mode wires the stream");
+    assert!(
+        live_page.contains("data-src=\"/live?after="),
+        "live mode wires the stream"
+    );
 
     // SIGTERM stops capture and the web view, with a live stream still open.
     daemon.terminate().await;
-    assert!(http.get(&base).send().await.is_err(), "the web view stopped with the daemon");
+    assert!(
+        http.get(&base).send().await.is_err(),
+        "the web view stopped with the daemon"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1177,10 +1676,20 @@ async fn web_api_fuzzed_by_schemathesis_gives_no_5xx_and_keeps_its_schema() {
     let mut data = Vec::new();
     for i in 0..40i64 {
         let action = ["INSERT", "UPDATE", "DELETE", "TRUNCATE"][i as usize % 4];
-        let mut s = Synth::new(["public.orders", "public.customers", "sales.x"][i as usize % 3], action)
-            .at(Utc::now() - TimeDelta::hours(i))
-            .who([Some("alice"), None, Some("<b>")][i as usize % 3], Some("app"))
-            .from([Some("10.0.0.1"), None, Some("::1")][i as usize % 3], Some("shop"), None);
+        let mut s = Synth::new(
+            ["public.orders", "public.customers", "sales.x"][i as usize % 3],
+            action,
+        )
+        .at(Utc::now() - TimeDelta::hours(i))
+        .who(
+            [Some("alice"), None, Some("<b>")][i as usize % 3],
+            Some("app"),
+        )
+        .from(
+            [Some("10.0.0.1"), None, Some("::1")][i as usize % 3],
+            Some("shop"),
+            None,
+        );
         if action != "TRUNCATE" {
             s = s.pk(&format!("{{\"id\":{i}}}"));
             let row = format!("{{\"id\":{i},\"v\":\"value {i}\",\"doc\":{{\"k\":[{i}]}}}}");
@@ -1223,14 +1732,25 @@ async fn web_api_fuzzed_by_schemathesis_gives_no_5xx_and_keeps_its_schema() {
         if started.elapsed() > Duration::from_secs(420) {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("schemathesis ran over 7 minutes:\n{}", fs::read_to_string(&log_path).unwrap_or_default());
+            panic!(
+                "schemathesis ran over 7 minutes:\n{}",
+                fs::read_to_string(&log_path).unwrap_or_default()
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let text = fs::read_to_string(&log_path).unwrap_or_default();
-    assert!(status.success(), "schemathesis found problems:\n{text}\n--- server log ---\n{}", web.log());
+    assert!(
+        status.success(),
+        "schemathesis found problems:\n{text}\n--- server log ---\n{}",
+        web.log()
+    );
     assert!(text.contains("No issues found"), "{text}");
-    assert!(!web.log().contains("ERROR"), "the server logged errors under fuzzing:\n{}", web.log());
+    assert!(
+        !web.log().contains("ERROR"),
+        "the server logged errors under fuzzing:\n{}",
+        web.log()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1252,14 +1772,24 @@ impl Drop for Chromedriver {
 
 async fn start_chromedriver() -> Chromedriver {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    if !std::path::Path::new("/usr/bin/chromedriver").exists() || !std::path::Path::new("/usr/bin/chromium").exists() {
+    if !std::path::Path::new("/usr/bin/chromedriver").exists()
+        || !std::path::Path::new("/usr/bin/chromium").exists()
+    {
         let out = tokio::task::spawn_blocking(move || {
-            Command::new("bash").arg(repo.join("scripts/install-web-test-tools.sh")).arg("browser").stdin(Stdio::null()).output()
+            Command::new("bash")
+                .arg(repo.join("scripts/install-web-test-tools.sh"))
+                .arg("browser")
+                .stdin(Stdio::null())
+                .output()
         })
         .await
         .unwrap()
         .expect("run scripts/install-web-test-tools.sh browser");
-        assert!(out.status.success(), "installing chromium failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "installing chromium failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let port = free_port();
     let child = Command::new("/usr/bin/chromedriver")
@@ -1271,8 +1801,10 @@ async fn start_chromedriver() -> Chromedriver {
         .expect("start chromedriver");
     let url = format!("http://127.0.0.1:{port}");
     let http = http_client();
-    wait_until("chromedriver answers", Duration::from_secs(30), || async { http.get(format!("{url}/status")).send().await.is_ok() })
-        .await;
+    wait_until("chromedriver answers", Duration::from_secs(30), || async {
+        http.get(format!("{url}/status")).send().await.is_ok()
+    })
+    .await;
     Chromedriver { child, url }
 }
 
@@ -1286,7 +1818,11 @@ async fn browser(driver: &Chromedriver) -> fantoccini::Client {
         }),
     );
     let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-    fantoccini::ClientBuilder::new(connector).capabilities(caps).connect(&driver.url).await.expect("a chromium session")
+    fantoccini::ClientBuilder::new(connector)
+        .capabilities(caps)
+        .connect(&driver.url)
+        .await
+        .expect("a chromium session")
 }
 
 /// Saves a screenshot as `target/web-screenshots/browser-NAME.png` for people to look at.
@@ -1315,17 +1851,31 @@ async fn web_in_headless_chromium_filter_sort_view_difference_history_live() {
     for i in 0..12i64 {
         let actor = ["alice@example.com", "bob@example.com", "carol@example.com"][i as usize % 3];
         let status_before = ["new", "paid", "shipped"][i as usize % 3];
-        let doc = |n: i64| format!(r#"{{"items":[{{"sku":"A-{i}","qty":{n}}}],"gift":false,"note":"order {i}"}}"#);
+        let doc = |n: i64| {
+            format!(r#"{{"items":[{{"sku":"A-{i}","qty":{n}}}],"gift":false,"note":"order {i}"}}"#)
+        };
         data.push(
             Synth::new("public.orders", "UPDATE")
                 .pk(&format!("{{\"id\":{}}}", i % 4))
-                .before(&format!(r#"{{"id":{},"status":"{status_before}","doc":{},"total":"10.00"}}"#, i % 4, doc(1)))
-                .after(&format!(r#"{{"id":{},"status":"refunded","doc":{},"total":"10.00"}}"#, i % 4, doc(2)))
+                .before(&format!(
+                    r#"{{"id":{},"status":"{status_before}","doc":{},"total":"10.00"}}"#,
+                    i % 4,
+                    doc(1)
+                ))
+                .after(&format!(
+                    r#"{{"id":{},"status":"refunded","doc":{},"total":"10.00"}}"#,
+                    i % 4,
+                    doc(2)
+                ))
                 .changed(r#"["status","doc"]"#)
                 .at(now - TimeDelta::minutes(60 - i))
                 .xid(700 + i)
                 .who(Some(actor), Some("app_rw"))
-                .from(Some(&format!("10.0.0.{}", i % 5)), Some("shop"), Some("admin-ui"))
+                .from(
+                    Some(&format!("10.0.0.{}", i % 5)),
+                    Some("shop"),
+                    Some("admin-ui"),
+                )
                 .remarks("ticket 4411"),
         );
     }
@@ -1334,67 +1884,160 @@ async fn web_in_headless_chromium_filter_sort_view_difference_history_live() {
 
     // The log.
     c.goto(&web.url("/")).await.unwrap();
-    c.wait().at_most(Duration::from_secs(10)).for_element(Css("table.log tbody tr")).await.unwrap();
+    c.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Css("table.log tbody tr"))
+        .await
+        .unwrap();
     assert_eq!(texts(&c, "table.log tbody tr").await.len(), 12);
     assert_eq!(texts(&c, "#count").await, ["12 entries"]);
     screenshot(&c, "1-log").await;
 
     // Filter by actor through the form.
-    c.find(Id("f-actor")).await.unwrap().send_keys("bob@example.com").await.unwrap();
-    c.find(Css("form.filters button[type=submit]")).await.unwrap().click().await.unwrap();
-    c.wait().at_most(Duration::from_secs(10)).for_element(Css("details.filterbox .active")).await.unwrap();
-    assert!(c.current_url().await.unwrap().as_str().contains("actor=bob%40example.com"));
+    c.find(Id("f-actor"))
+        .await
+        .unwrap()
+        .send_keys("bob@example.com")
+        .await
+        .unwrap();
+    c.find(Css("form.filters button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Css("details.filterbox .active"))
+        .await
+        .unwrap();
+    assert!(c
+        .current_url()
+        .await
+        .unwrap()
+        .as_str()
+        .contains("actor=bob%40example.com"));
     let actors = texts(&c, "table.log td.actor a").await;
     assert_eq!(actors, vec!["bob@example.com"; 4]);
     screenshot(&c, "2-filtered").await;
 
     // Sort by IP, ascending, by clicking its header.
-    c.find(Css("thead th a[href*='sort=ip']")).await.unwrap().click().await.unwrap();
-    c.wait().at_most(Duration::from_secs(10)).for_element(Css("th[aria-sort='ascending']")).await.unwrap();
+    c.find(Css("thead th a[href*='sort=ip']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Css("th[aria-sort='ascending']"))
+        .await
+        .unwrap();
     let ips = texts(&c, "table.log td.ip").await;
     let mut sorted = ips.clone();
     sorted.sort();
     assert_eq!(ips, sorted, "sorted by IP");
-    assert_eq!(texts(&c, "table.log td.actor a").await, vec!["bob@example.com"; 4], "the filter stays while sorting");
+    assert_eq!(
+        texts(&c, "table.log td.actor a").await,
+        vec!["bob@example.com"; 4],
+        "the filter stays while sorting"
+    );
     screenshot(&c, "3-sorted").await;
 
     // View Difference of the first row.
-    c.find(Css("table.log tbody tr a.view")).await.unwrap().click().await.unwrap();
-    c.wait().at_most(Duration::from_secs(10)).for_element(Css("h1.entry-title")).await.unwrap();
+    c.find(Css("table.log tbody tr a.view"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Css("h1.entry-title"))
+        .await
+        .unwrap();
     assert_eq!(texts(&c, "tr.col.changed th.name").await, ["status", "doc"]);
-    assert!(!texts(&c, ".difflines mark").await.is_empty(), "the JSON change is marked word by word");
+    assert!(
+        !texts(&c, ".difflines mark").await.is_empty(),
+        "the JSON change is marked word by word"
+    );
     let copy = c.find(Css("button.copy")).await.unwrap();
-    assert!(copy.is_displayed().await.unwrap(), "the script shows the copy button");
+    assert!(
+        copy.is_displayed().await.unwrap(),
+        "the script shows the copy button"
+    );
     assert!(texts(&c, "#revert-sql").await[0].contains("UPDATE \"public\".\"orders\""));
     // The unchanged columns open on a click.
-    c.find(Css("details.unchanged summary")).await.unwrap().click().await.unwrap();
+    c.find(Css("details.unchanged summary"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     screenshot(&c, "4-view-difference").await;
 
     // Row history.
-    c.find(LinkText("Row history")).await.unwrap().click().await.unwrap();
-    c.wait().at_most(Duration::from_secs(10)).for_element(Css("ol.history")).await.unwrap();
-    assert_eq!(texts(&c, "li.hist-item").await.len(), 3, "every entry of the row");
+    c.find(LinkText("Row history"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Css("ol.history"))
+        .await
+        .unwrap();
+    assert_eq!(
+        texts(&c, "li.hist-item").await.len(),
+        3,
+        "every entry of the row"
+    );
     screenshot(&c, "5-history").await;
 
     // A phone-sized window: the log as cards, the filters folded.
     c.set_window_size(390, 900).await.unwrap();
     c.goto(&web.url("/")).await.unwrap();
-    c.wait().at_most(Duration::from_secs(10)).for_element(Css("table.log tbody tr")).await.unwrap();
-    let open = c.execute("return document.getElementById('filterbox').open;", vec![]).await.unwrap();
+    c.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Css("table.log tbody tr"))
+        .await
+        .unwrap();
+    let open = c
+        .execute("return document.getElementById('filterbox').open;", vec![])
+        .await
+        .unwrap();
     assert_eq!(open, Value::Bool(false), "filters start folded on a phone");
     screenshot(&c, "6-phone").await;
     c.set_window_size(1280, 900).await.unwrap();
 
     // Live mode: a new entry appears at the top without a reload.
     c.goto(&web.url("/?live=1")).await.unwrap();
-    c.wait().at_most(Duration::from_secs(10)).for_element(Id("live-status")).await.unwrap();
+    c.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Id("live-status"))
+        .await
+        .unwrap();
     let new = store_entries(
         &store,
-        &[Synth::new("public.orders", "DELETE").pk(r#"{"id":99}"#).before(r#"{"id":99,"status":"live"}"#).who(Some("dave@example.com"), None)],
+        &[Synth::new("public.orders", "DELETE")
+            .pk(r#"{"id":99}"#)
+            .before(r#"{"id":99,"status":"live"}"#)
+            .who(Some("dave@example.com"), None)],
     )
     .await;
-    c.wait().at_most(Duration::from_secs(20)).for_element(Id(&format!("e{}", new[0]))).await.expect("the live row arrives");
-    let first = c.find(Css("table.log tbody tr")).await.unwrap().attr("id").await.unwrap();
+    c.wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Id(&format!("e{}", new[0])))
+        .await
+        .expect("the live row arrives");
+    let first = c
+        .find(Css("table.log tbody tr"))
+        .await
+        .unwrap()
+        .attr("id")
+        .await
+        .unwrap();
     assert_eq!(first, Some(format!("e{}", new[0])), "at the top");
     assert!(texts(&c, "#live-status").await[0].contains("1 new entry"));
     screenshot(&c, "7-live").await;
