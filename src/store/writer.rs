@@ -25,7 +25,9 @@ const COPY_CHUNK_BYTES: usize = 4 << 20;
 /// Commit at a transaction boundary at least this often while busy.
 const COMMIT_INTERVAL: Duration = Duration::from_millis(250);
 
-const COPY_SQL: &str =
+/// The COPY statement [`encode_copy_row`]'s lines are for (also used by
+/// `examples/web_fill.rs`, which fills a benchmark store the way pgtrail does).
+pub const COPY_SQL: &str =
     "COPY pgtrail.entries (committed_at, xid, lsn, schema_name, table_name, action, \
     primary_key, before, after, changed_columns, context, row_key, details) FROM STDIN";
 
@@ -171,8 +173,8 @@ impl StoreWriter {
     }
 }
 
-/// Appends one entry as a line of COPY text format.
-fn encode_copy_row(e: &AuditEntry, out: &mut BytesMut) {
+/// Appends one entry as a line of COPY text format, for [`COPY_SQL`].
+pub fn encode_copy_row(e: &AuditEntry, out: &mut BytesMut) {
     let txn = &e.txn;
     put_field(out, &txn.committed_at);
     out.put_u8(b'\t');
