@@ -1,9 +1,10 @@
 //! Synthetic audit entries for the web view's benchmark (`bench/web.sh`): COPY
 //! text on stdout, written by pgtrail's own encoder
 //! ([`pgtrail::store::writer::encode_copy_row`]), so every column pgtrail
-//! computes (`row_key`, the xxh3 hash of table and key; the context columns)
-//! is exactly what the daemon would have stored. That hash is why this is a
-//! Rust program and not `generate_series`: PostgreSQL has no xxh3.
+//! computes (`row_key`, the xxh3 hash of table and key, and the plain
+//! `actor` and `client_addr` columns) is exactly what the daemon would have
+//! stored. That hash is why this is a Rust program and not
+//! `generate_series`: PostgreSQL has no xxh3.
 //!
 //!   cargo run --release --example web_fill -- [--entries N] [--days D] [--tables T] [--seed S] [--end UNIX_SECONDS]
 //!   cargo run --release --example web_fill -- --copy-sql     # the COPY statement the lines are for
@@ -31,6 +32,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context as _};
 use bytes::BytesMut;
 use chrono::{DateTime, Duration, Utc};
+use pgtrail::context::ContextColumns;
 use pgtrail::entry::{push_json_string, Action, AuditEntry, Transaction};
 use pgtrail::lsn::Lsn;
 use pgtrail::store::writer::{encode_copy_row, COPY_SQL};
@@ -414,6 +416,7 @@ fn main() -> anyhow::Result<()> {
             end_lsn: Lsn(lsn + 64),
         });
         let ctx: Arc<str> = Arc::from(context(&mut rng, &people));
+        let cols = ContextColumns::of(&ctx);
         let t = &tables[table_zipf.pick(&mut rng)];
         for _ in 0..size {
             let roll = rng.u32(0..10_000);
@@ -509,7 +512,7 @@ fn main() -> anyhow::Result<()> {
                     }
                 }
             };
-            encode_copy_row(&entry, &mut buf);
+            encode_copy_row(&entry, &cols, &mut buf);
             written += 1;
         }
         if buf.len() >= 4 << 20 {
