@@ -51,7 +51,8 @@
 # file without their two fields), as before it. Then (10) (2) with those two
 # columns filled; (11) (10) + btree entries_actor; (12) (10) + btree
 # entries_client_addr; (13) all of the store's indexes (LIKE ... INCLUDING
-# ALL: the real table, as 0003 leaves it).
+# ALL: the real table, as 0003 leaves it); (14) (13) + a pg_trgm GIN index on
+# the row images' text, the index free-text search would need (not adopted).
 #
 # Not measured here: pgtrail's own batching (the daemon sends COPY chunks of at
 # most 4 MiB and commits about every 250 ms) and a table that already holds many
@@ -170,7 +171,8 @@ fi
 n=$(wc -l <"$copy_file")
 file_mib=$(( $(stat -c %s "$copy_file") / 1048576 ))
 [[ "$n" -gt 0 ]] || die "$copy_file is empty"
-psql_store -c "SET client_min_messages = warning" -c "DROP SCHEMA IF EXISTS idxbench CASCADE" -c "CREATE SCHEMA idxbench"
+psql_store -c "SET client_min_messages = warning" -c "DROP SCHEMA IF EXISTS idxbench CASCADE" -c "CREATE SCHEMA idxbench" \
+    -c "CREATE EXTENSION IF NOT EXISTS pg_trgm"
 
 # 3. The variants: the DDL that makes idxbench.t.
 base="CREATE TABLE idxbench.t (LIKE pgtrail.entries INCLUDING DEFAULTS INCLUDING IDENTITY INCLUDING CONSTRAINTS);"
@@ -193,6 +195,7 @@ names=(
     "(11) (10) + entries_actor"
     "(12) (10) + entries_client_addr"
     "(13) all store indexes (the real table)"
+    "(14) (13) + GIN pg_trgm on before and after text (rejected)"
 )
 ddl=(
     "$base $pre $(retype text)"
@@ -208,9 +211,10 @@ ddl=(
     "$base CREATE INDEX ON idxbench.t ((coalesce(actor, '')), id) INCLUDE (actor);"
     "$base CREATE INDEX ON idxbench.t ((coalesce(host(client_addr), '')), id);"
     "$real"
+    "$real CREATE INDEX ON idxbench.t USING gin ((coalesce(before::text, '') || ' ' || coalesce(after::text, '')) gin_trgm_ops);"
 )
 # Which file and columns each variant loads: with 0003's columns or without.
-with_0003=(0 0 0 0 0 0 0 0 0 1 1 1 1)
+with_0003=(0 0 0 0 0 0 0 0 0 1 1 1 1 1)
 nv=${#names[@]}
 
 pg_version=$(psql_store -At -c "SHOW server_version")

@@ -932,8 +932,8 @@ async fn web_context_columns_of_existing_entries_are_filled_by_the_migration() {
         let id: i64 = store
             .query_one(
                 "INSERT INTO pgtrail.entries (committed_at, xid, lsn, schema_name, table_name, action, \
-                 primary_key, after, context) VALUES (now(), $1, '0/1', 'public', 't', 'INSERT', \
-                 json_build_object('id', $1), json_build_object('id', $1), $2::text::json) RETURNING id",
+                 primary_key, after, context) VALUES (now(), $1::bigint, '0/1', 'public', 't', 'INSERT', \
+                 json_build_object('id', $1::bigint), json_build_object('id', $1::bigint), $2::text::json) RETURNING id",
                 &[&(i as i64 + 1), context],
             )
             .await
