@@ -288,7 +288,8 @@ if [[ $explain -eq 1 ]]; then
     pgc_psql "$dir" -c "ALTER DATABASE pgtrail SET session_preload_libraries = 'auto_explain'" \
         -c "ALTER DATABASE pgtrail SET auto_explain.log_min_duration = 0" \
         -c "ALTER DATABASE pgtrail SET auto_explain.log_analyze = on" \
-        -c "ALTER DATABASE pgtrail SET auto_explain.log_buffers = on"
+        -c "ALTER DATABASE pgtrail SET auto_explain.log_buffers = on" \
+        -c "ALTER DATABASE pgtrail SET log_min_messages = 'log'"
     kill -TERM "$web_pid"; wait "$web_pid" 2>/dev/null || true
     PGTRAIL_LOG=warn "$pgtrail" --config "$cfg" web >>"$dir/web.log" 2>&1 &
     web_pid=$!
