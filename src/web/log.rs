@@ -188,7 +188,7 @@ pub fn changes(e: &StoredEntry) -> String {
     match e.action.as_str() {
         "INSERT" => with_key("new row"),
         "DELETE" => with_key("deleted row"),
-        "TRUNCATE" => "table truncated".into(),
+        "TRUNCATE" => truncate_text(e.details()),
         "DDL" => {
             let m = Members::parse(e.after());
             let field = |k: &str| m.get(k).map(|v| ValueView::of(v).text).unwrap_or_default();
@@ -215,6 +215,36 @@ pub fn changes(e: &StoredEntry) -> String {
             None => "updated (old values not captured)".into(),
         },
     }
+}
+
+/// A TRUNCATE's line: what was emptied and with which options, from `details`.
+fn truncate_text(details: Option<&str>) -> String {
+    let details: serde_json::Map<String, serde_json::Value> = details
+        .and_then(|d| serde_json::from_str(d).ok())
+        .unwrap_or_default();
+    let flag = |k: &str| details.get(k).and_then(serde_json::Value::as_bool);
+    let mut text = match details.get("partition").and_then(|p| p.as_str()) {
+        Some(p) => format!("partition {p} truncated"),
+        None => "table truncated".to_owned(),
+    };
+    if flag("via_cascade") == Some(true) {
+        text.push_str(" by a CASCADE from another table");
+    } else {
+        let mut options = Vec::new();
+        if flag("cascade") == Some(true) {
+            options.push("CASCADE");
+        }
+        if flag("restart_identity") == Some(true) {
+            options.push("RESTART IDENTITY");
+        }
+        if !options.is_empty() {
+            text = format!("{text} ({})", options.join(", "));
+        }
+    }
+    if flag("via_cascade") == Some(true) && flag("restart_identity") == Some(true) {
+        text.push_str(" (RESTART IDENTITY)");
+    }
+    query::clip(&text)
 }
 
 /// The row fragment alone: what the live stream sends.
