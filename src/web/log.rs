@@ -228,21 +228,17 @@ fn truncate_text(details: Option<&str>) -> String {
         None => "table truncated".to_owned(),
     };
     if flag("via_cascade") == Some(true) {
-        text.push_str(" by a CASCADE from another table");
-    } else {
-        let mut options = Vec::new();
-        if flag("cascade") == Some(true) {
-            options.push("CASCADE");
-        }
-        if flag("restart_identity") == Some(true) {
-            options.push("RESTART IDENTITY");
-        }
-        if !options.is_empty() {
-            text = format!("{text} ({})", options.join(", "));
-        }
+        text.push_str(" by CASCADE");
     }
-    if flag("via_cascade") == Some(true) && flag("restart_identity") == Some(true) {
-        text.push_str(" (RESTART IDENTITY)");
+    let mut options = Vec::new();
+    if flag("cascade") == Some(true) && flag("via_cascade") != Some(true) {
+        options.push("CASCADE");
+    }
+    if flag("restart_identity") == Some(true) {
+        options.push("RESTART IDENTITY");
+    }
+    if !options.is_empty() {
+        text = format!("{text} ({})", options.join(", "));
     }
     query::clip(&text)
 }
@@ -785,4 +781,32 @@ pub async fn live(
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::truncate_text;
+
+    #[test]
+    fn truncate_lines_say_what_was_emptied_and_how() {
+        for (details, text) in [
+            (None, "table truncated"),
+            (Some(r#"{"cascade":false,"restart_identity":false}"#), "table truncated"),
+            (Some(r#"{"cascade":null,"restart_identity":null}"#), "table truncated"),
+            (
+                Some(r#"{"cascade":true,"restart_identity":true}"#),
+                "table truncated (CASCADE, RESTART IDENTITY)",
+            ),
+            (
+                Some(r#"{"cascade":true,"restart_identity":false,"via_cascade":true}"#),
+                "table truncated by CASCADE",
+            ),
+            (
+                Some(r#"{"partition":"public.o_1","restart_identity":true,"cascade":false}"#),
+                "partition public.o_1 truncated (RESTART IDENTITY)",
+            ),
+        ] {
+            assert_eq!(truncate_text(details), text, "{details:?}");
+        }
+    }
 }
