@@ -115,6 +115,8 @@ pub struct ReplicationConnection {
     io: Box<dyn Io>,
     read: BytesMut,
     write: BytesMut,
+    /// Bytes the last socket read returned: small reads mean a trickle.
+    last_read: usize,
 }
 
 impl ReplicationConnection {
@@ -163,6 +165,7 @@ impl ReplicationConnection {
             io,
             read: BytesMut::with_capacity(256 * 1024),
             write: BytesMut::new(),
+            last_read: 0,
         };
         let user = url.user().to_owned();
         let options = "-c DateStyle=ISO -c TimeZone=UTC -c bytea_output=hex -c IntervalStyle=postgres -c extra_float_digits=3";
@@ -357,6 +360,11 @@ impl ReplicationConnection {
         }
     }
 
+    /// Bytes the last read from the socket returned.
+    pub(crate) fn last_read(&self) -> usize {
+        self.last_read
+    }
+
     pub(crate) fn write_buf(&mut self) -> &mut BytesMut {
         &mut self.write
     }
@@ -414,6 +422,7 @@ impl ReplicationConnection {
             if n == 0 {
                 return Err(ReplicationError::Closed);
             }
+            self.last_read = n;
         }
     }
 }
