@@ -203,21 +203,27 @@ impl Assembler {
                         lsn,
                     })?;
                 open.truncated.clear();
-                let (table, partition) = match self.partitions.root_of(&row.table) {
-                    Some(root) => (root.clone(), Some(row.table.clone())),
-                    None => (row.table.clone(), None),
+                // No lookup, and no copy of the name, for a source without partitions.
+                let root = if self.partitions.is_empty() {
+                    None
+                } else {
+                    self.partitions.root_of(&row.table).cloned()
                 };
-                if !open.skip && self.filter.matches(&table) {
-                    let rules = rules_for(&self.column_rules, &mut self.table_rules, &table);
+                let table = root.as_ref().unwrap_or(&row.table);
+                if !open.skip && self.filter.matches(table) {
+                    let rules = rules_for(&self.column_rules, &mut self.table_rules, table);
                     if let Some(mut entry) =
                         row_entry(&open.txn, &open.context, row, rules.as_deref())
                     {
-                        // Row history follows the root: a row moved between
-                        // partitions (a DELETE here, an INSERT there) keeps one.
-                        entry.table = table;
-                        entry.details = partition.map(|p| {
-                            serde_json::json!({ "partition": p.to_string() }).to_string()
-                        });
+                        // Named by the root, so are the rules, the filter and the
+                        // row key: one history however the row is partitioned.
+                        if let Some(root) = root {
+                            let partition = std::mem::replace(&mut entry.table, root);
+                            entry.details = Some(
+                                serde_json::json!({ "partition": partition.to_string() })
+                                    .to_string(),
+                            );
+                        }
                         out.push(Event::Entry(entry));
                     }
                 }
