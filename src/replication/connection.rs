@@ -115,7 +115,8 @@ pub struct ReplicationConnection {
     io: Box<dyn Io>,
     read: BytesMut,
     write: BytesMut,
-    /// Bytes the last socket read returned: small reads mean a trickle.
+    /// Bytes the last socket read returned (usize::MAX when it filled the
+    /// buffer): small reads mean a trickle.
     last_read: usize,
 }
 
@@ -418,11 +419,14 @@ impl ReplicationConnection {
             if self.read.capacity() - self.read.len() < 16 * 1024 {
                 self.read.reserve(64 * 1024);
             }
+            let offered = self.read.capacity() - self.read.len();
             let n = self.io.read_buf(&mut self.read).await?;
             if n == 0 {
                 return Err(ReplicationError::Closed);
             }
-            self.last_read = n;
+            // A read that took all the room it was offered says nothing about
+            // the pace: more may be waiting. Count it as a big one.
+            self.last_read = if n >= offered { usize::MAX } else { n };
         }
     }
 }
