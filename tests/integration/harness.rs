@@ -1810,6 +1810,25 @@ pub mod bank {
     /// Run `txns` tpcb-like transactions on a new connection to `url`. Each commits three UPDATEs
     /// and one INSERT. Returns the number committed (always `txns`; any error panics).
     pub async fn run(url: String, txns: u64, seed: u64) -> u64 {
+        run_while(url, seed, move |done| done < txns).await
+    }
+
+    /// Run tpcb-like transactions (as [`run`]) until `stop` is set, at least `min` of them.
+    /// Returns how many committed. For tests that must still be writing at some later point,
+    /// however fast the daemon is.
+    pub async fn run_until(
+        url: String,
+        seed: u64,
+        min: u64,
+        stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> u64 {
+        run_while(url, seed, move |done| {
+            done < min || !stop.load(std::sync::atomic::Ordering::SeqCst)
+        })
+        .await
+    }
+
+    async fn run_while(url: String, seed: u64, mut more: impl FnMut(u64) -> bool) -> u64 {
         let client = connect(&url).await.expect("bank client");
         let mut x = seed
             .wrapping_mul(6364136223846793005)
@@ -1821,7 +1840,8 @@ pub mod bank {
             x ^= x << 17;
             (x % n as u64) as i64
         };
-        for _ in 0..txns {
+        let mut done = 0u64;
+        while more(done) {
             let aid = next(ACCOUNTS) + 1;
             let tid = next(TELLERS) + 1;
             let bid = next(BRANCHES) + 1;
@@ -1838,8 +1858,9 @@ pub mod bank {
                 ))
                 .await
                 .expect("bank transaction");
+            done += 1;
         }
-        txns
+        done
     }
 
     /// Exact expected counts after `load` and `txns` transactions, then compare every table.
