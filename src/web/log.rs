@@ -285,6 +285,8 @@ pub struct LogPage {
     pub live_unavailable: &'static str,
     /// The live stream URL, when live mode is on.
     pub live_url: Option<String>,
+    /// The current filters, carried by the Export form.
+    pub export_fields: Vec<(&'static str, String)>,
 }
 
 /// One page of entries, in display order, with the cursors around it.
@@ -630,6 +632,7 @@ pub async fn page(
         live_toggle_url: view_url(&live_pairs),
         live_unavailable: if q.live { live_unavailable } else { "" },
         live_url,
+        export_fields: q.filter.to_pairs(),
     };
     Ok(Html(view.render()?).into_response())
 }
