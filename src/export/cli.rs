@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
 
-use super::{Format, Options, Origin};
+use super::{Format, Options, Origin, Step};
 use crate::config::Config;
 use crate::entry::Action;
 use crate::table::TableName;
@@ -148,7 +148,12 @@ pub async fn run(config: &Config, req: Request) -> Result<()> {
                 options,
                 encrypt.as_ref(),
                 sink,
-                bar.map(|b| Box::new(move |n: u64| b.set_position(n)) as Box<dyn Fn(u64) + Send>),
+                bar.map(|b| {
+                    Box::new(move |step: Step| match step {
+                        Step::Written(n) => b.set_position(n),
+                        Step::Finishing => b.set_message("completing the file…"),
+                    }) as Box<dyn Fn(Step) + Send>
+                }),
             )
             .await;
             (
@@ -203,8 +208,16 @@ pub async fn run(config: &Config, req: Request) -> Result<()> {
 fn progress_bar(total: u64) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(total);
     let style = indicatif::ProgressStyle::with_template(
-        "{bar:40} {human_pos}/{human_len} entries  {per_sec}  {eta} left",
+        "{bar:40} {human_pos}/{human_len} entries  {rate}  {eta} left  {msg}",
     )
+    .map(|s| {
+        s.with_key(
+            "rate",
+            |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{}/s", indicatif::HumanCount(state.per_sec() as u64));
+            },
+        )
+    })
     .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
     bar.set_style(style);
     bar.enable_steady_tick(Duration::from_millis(200));

@@ -153,12 +153,22 @@ pub struct Outcome<W> {
     pub result: Result<W, ExportError>,
 }
 
+/// What an export reports as it goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// This many entries are written.
+    Written(u64),
+    /// Every entry is written; the file is being completed (for XLSX, the
+    /// workbook is assembled now, which takes a while for a large one).
+    Finishing,
+}
+
 /// Entries read ahead of the writer at most.
 const AHEAD: usize = 256;
 
 /// Runs `select` (a statement returning [`ENTRY_COLUMNS`], in the order to
 /// export) and writes every row to `out` in `options`' format, encrypted to
-/// `recipients` when given. `progress` is called with each entry written.
+/// `recipients` when given. `progress` hears of each entry written.
 pub async fn run<W: Write + Send + 'static>(
     client: &Client,
     select: &str,
@@ -166,7 +176,7 @@ pub async fn run<W: Write + Send + 'static>(
     options: Options,
     recipients: Option<&encrypt::Recipients>,
     out: W,
-    progress: Option<Box<dyn Fn(u64) + Send>>,
+    progress: Option<Box<dyn Fn(Step) + Send>>,
 ) -> Outcome<W> {
     let out = match recipients {
         Some(r) => match encrypt::Sealed::encrypted(r, out) {
@@ -190,8 +200,11 @@ pub async fn run<W: Write + Send + 'static>(
                 w.entry(&e)?;
                 count += 1;
                 if let Some(p) = &progress {
-                    p(count);
+                    p(Step::Written(count));
                 }
+            }
+            if let Some(p) = &progress {
+                p(Step::Finishing);
             }
             w.finish()?.finish()
         })();
