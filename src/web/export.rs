@@ -12,7 +12,8 @@
 //! aborted rather than ended, so the client sees a failed download instead of
 //! a short file.
 //!
-//! [`router`] is the route alone; [`download`] takes the signed-in user as
+//! At most [`MAX_RUNNING`] downloads run at once; another is a 503 that says
+//! to retry. [`router`] is the route alone; [`download`] takes the signed-in user as
 //! `actor` (`None` while the web view has no users).
 
 use std::io::Write;
@@ -42,6 +43,8 @@ const CHUNK: usize = 64 * 1024;
 /// Chunks waiting for the client at most.
 const CHUNKS_AHEAD: usize = 4;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Downloads running at once at most; one more is told to retry.
+pub const MAX_RUNNING: usize = 4;
 
 /// The export route, to merge into the web view's router.
 pub fn router() -> Router<AppState> {
@@ -134,6 +137,11 @@ pub async fn download(
         (Some(r), false) => Some(r.clone()),
         _ => None,
     };
+    let permit = state.export_permit().ok_or_else(|| {
+        WebError::Unavailable(format!(
+            "{MAX_RUNNING} exports are running already; try again when one has finished."
+        ))
+    })?;
     let url = state.pool().url().clone();
     let client = tokio::time::timeout(CONNECT_TIMEOUT, crate::store::connect(&url, "pgtrail web export"))
         .await
@@ -170,6 +178,7 @@ pub async fn download(
         buf: Vec::with_capacity(CHUNK),
     };
     tokio::spawn(async move {
+        let _permit = permit;
         let outcome = export::run(
             &client,
             &select.text,

@@ -131,6 +131,8 @@ struct Inner {
     stop_tx: watch::Sender<bool>,
     /// Encryption of downloads (`[export]`).
     export: ExportConfig,
+    /// Downloads running at once at most: each holds a store connection of its own.
+    exports: Arc<tokio::sync::Semaphore>,
     /// Known tables for the filter's suggestions, refreshed at most once a minute.
     tables: Mutex<Option<(Instant, Vec<String>)>>,
 }
@@ -147,6 +149,7 @@ impl AppState {
             pool,
             stop_tx,
             export,
+            exports: Arc::new(tokio::sync::Semaphore::new(export::MAX_RUNNING)),
             tables: Mutex::new(None),
         }))
     }
@@ -157,6 +160,11 @@ impl AppState {
 
     pub fn export_config(&self) -> &ExportConfig {
         &self.0.export
+    }
+
+    /// A place for one more running download, if there is one.
+    pub fn export_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.0.exports.clone().try_acquire_owned().ok()
     }
 
     /// Turns true when the server is shutting down: long-lived responses (the live stream) end then.

@@ -2,7 +2,7 @@
 //! same bytes as `pgtrail export` with the same filters, parsed back and compared with the store;
 //! bad filters are the log page's 400s; the log page's Export form carries the current filters;
 //! every download is recorded as an EVENT with the client's address, also one the client
-//! abandons part way; with recipients configured downloads are age files, and with
+//! abandons part way; at most four run at once; with recipients configured downloads are age files, and with
 //! `require_encryption` a plain one cannot be had.
 
 use std::fs::{self, File};
@@ -220,24 +220,41 @@ async fn an_abandoned_download_is_recorded_as_incomplete() {
         .await
         .unwrap();
     let web = WebServer::start(&env, "").await;
-    let mut resp = reqwest::get(web.url("/export?format=jsonl")).await.unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    let first = resp.chunk().await.unwrap().expect("the download starts");
-    assert!(first.starts_with(b"{\"id\":"));
-    drop(resp);
-    let mut ev = None;
-    let started = Instant::now();
-    while ev.is_none() {
-        ev = export_events(&store).await.pop();
-        assert!(started.elapsed() < Duration::from_secs(60), "no event for the abandoned download");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    // Four downloads at once, each read only to its first chunk: the most the server runs.
+    let mut running = Vec::new();
+    for _ in 0..4 {
+        let mut resp = reqwest::get(web.url("/export?format=jsonl")).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let first = resp.chunk().await.unwrap().expect("the download starts");
+        assert!(first.starts_with(b"{\"id\":"));
+        running.push(resp);
     }
-    let ev = ev.unwrap();
-    let d = ev.json("details");
-    let entries = d["entries"].as_u64().unwrap() as usize;
-    assert!(entries < 80_000, "stopped part way: {entries}");
-    assert_export_event(&ev, "jsonl", json!({}), entries, false, false);
-    assert!(d["error"].as_str().unwrap().contains("stopped the download"), "{d}");
+    let (status, _, _, body) = get(&web.url("/export?format=csv")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(String::from_utf8_lossy(&body).contains("try again"));
+    // The clients go away part way.
+    drop(running);
+    let started = Instant::now();
+    let events = loop {
+        let events = export_events(&store).await;
+        if events.len() == 4 {
+            break events;
+        }
+        assert!(events.len() < 4, "one event per download: {events:?}");
+        assert!(started.elapsed() < Duration::from_secs(60), "no events for the abandoned downloads");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for ev in &events {
+        let d = ev.json("details");
+        let entries = d["entries"].as_u64().unwrap() as usize;
+        assert!(entries < 80_000, "stopped part way: {entries}");
+        assert_export_event(ev, "jsonl", json!({}), entries, false, false);
+        assert!(d["error"].as_str().unwrap().contains("stopped the download"), "{d}");
+    }
+    // Their places are free again.
+    let mut resp = reqwest::get(web.url("/export?format=cef&action=DDL")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.chunk().await.unwrap(), None, "no DDL entries: an empty file");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
