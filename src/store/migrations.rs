@@ -18,6 +18,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "details and events",
         include_str!("../../sql/store/0002_details_and_events.sql"),
     ),
+    (
+        3,
+        "web columns",
+        include_str!("../../sql/store/0003_web_columns.sql"),
+    ),
 ];
 
 const BOOTSTRAP: &str = "CREATE SCHEMA IF NOT EXISTS pgtrail;
