@@ -9,6 +9,11 @@
 //! It also runs the redaction stage ([`crate::redact`]) on each row image
 //! before it is serialized: ignored columns go, redacted values become keyed
 //! hashes, and an UPDATE that changed only ignored columns is no entry.
+//!
+//! A change of a partition becomes an entry of its root table, with the
+//! partition in `details` ([`crate::partition`]); the capture filter decides
+//! on the root. A TRUNCATE entry carries its options in `details`
+//! ([`crate::truncate`]).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -21,8 +26,10 @@ use crate::entry::{
 };
 
 use crate::lsn::Lsn;
+use crate::partition::{self, PartitionMap};
 use crate::redact::{ColumnRules, TableRules};
-use crate::table::{TableFilter, TableName};
+use crate::table::{TableFilter, TableName, Wal2jsonFilter};
+use crate::truncate::{self, Tracker};
 
 /// What the store receives, in stream order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +56,19 @@ pub enum AssembleError {
     OutsideTransaction { what: &'static str, lsn: Lsn },
     #[error("wal2json began transaction {new} at {lsn} while {open} was still open")]
     NestedBegin { open: u64, new: u64, lsn: Lsn },
+    /// wal2json's table filter, fixed when the session started, would drop
+    /// the changes of a partition announced since: the session must restart
+    /// (from the store's checkpoint, before this transaction) with a filter
+    /// that includes the partition's schema.
+    #[error("transaction {xid} made {partition} a partition of the captured table {root}, outside the tables this session decodes; restarting with schema {:?} included", partition.schema)]
+    PartitionOutsideStream {
+        xid: u64,
+        partition: TableName,
+        root: TableName,
+        /// The map as the stream had it just before: closer to the past the
+        /// next session replays than the catalog, which may be far ahead.
+        partitions: Box<PartitionMap>,
+    },
 }
 
 pub struct Assembler {
@@ -60,6 +80,9 @@ pub struct Assembler {
     /// The column rules of each table seen so far, resolved once per table;
     /// `None` for the (usual) table without any.
     table_rules: HashMap<TableName, Option<Arc<TableRules>>>,
+    partitions: PartitionMap,
+    /// What wal2json was asked to send; `None`: everything.
+    stream_filter: Option<Wal2jsonFilter>,
 }
 
 struct OpenTxn {
@@ -68,6 +91,12 @@ struct OpenTxn {
     skip: bool,
     /// Who is making the changes, from the latest context message; shared by the entries it covers.
     context: Arc<str>,
+    /// TRUNCATE options announced by the context trigger, until their truncate records arrive.
+    truncates: Tracker,
+    /// The tables of the truncate records just seen, one statement's worth:
+    /// truncating a partitioned table also sends a record for each of its
+    /// partitions, which that one entry already covers.
+    truncated: Vec<TableName>,
 }
 
 impl Assembler {
@@ -78,7 +107,23 @@ impl Assembler {
             open: None,
             column_rules: ColumnRules::default(),
             table_rules: HashMap::new(),
+            partitions: PartitionMap::default(),
+            stream_filter: None,
         }
+    }
+
+    /// Names partitions' changes by their root, starting from this map (the
+    /// catalog at session start); announcements in the stream keep it current.
+    pub fn with_partitions(mut self, partitions: PartitionMap) -> Self {
+        self.partitions = partitions;
+        self
+    }
+
+    /// The filter wal2json was started with: a partition announced outside it
+    /// ends the session ([`AssembleError::PartitionOutsideStream`]).
+    pub fn with_stream_filter(mut self, filter: Wal2jsonFilter) -> Self {
+        self.stream_filter = Some(filter);
+        self
     }
 
     /// Applies per-table column rules (ignored and redacted columns) to the entries.
@@ -135,6 +180,8 @@ impl Assembler {
                     txn: Arc::new(b.into()),
                     skip,
                     context: Arc::from(EMPTY_CONTEXT),
+                    truncates: Tracker::default(),
+                    truncated: Vec::new(),
                 });
             }
             Record::Commit(_) => {
@@ -150,28 +197,55 @@ impl Assembler {
             Record::Row(row) => {
                 let open = self
                     .open
-                    .as_ref()
+                    .as_mut()
                     .ok_or(AssembleError::OutsideTransaction {
                         what: "row change",
                         lsn,
                     })?;
-                if !open.skip && self.filter.matches(&row.table) {
-                    let rules = rules_for(&self.column_rules, &mut self.table_rules, &row.table);
-                    if let Some(entry) = row_entry(&open.txn, &open.context, row, rules.as_deref())
+                open.truncated.clear();
+                // No lookup, and no copy of the name, for a source without partitions.
+                let root = if self.partitions.is_empty() {
+                    None
+                } else {
+                    self.partitions.root_of(&row.table).cloned()
+                };
+                let table = root.as_ref().unwrap_or(&row.table);
+                if !open.skip && self.filter.matches(table) {
+                    let rules = rules_for(&self.column_rules, &mut self.table_rules, table);
+                    if let Some(mut entry) =
+                        row_entry(&open.txn, &open.context, row, rules.as_deref())
                     {
+                        // Named by the root, so are the rules, the filter and the
+                        // row key: one history however the row is partitioned.
+                        if let Some(root) = root {
+                            let partition = std::mem::replace(&mut entry.table, root);
+                            entry.details = Some(
+                                serde_json::json!({ "partition": partition.to_string() })
+                                    .to_string(),
+                            );
+                        }
                         out.push(Event::Entry(entry));
                     }
                 }
             }
-            Record::Truncate(table) => {
+            Record::Truncate(leaf) => {
                 let open = self
                     .open
-                    .as_ref()
+                    .as_mut()
                     .ok_or(AssembleError::OutsideTransaction {
                         what: "truncate",
                         lsn,
                     })?;
-                if !open.skip && self.filter.matches(&table) {
+                let options = open.truncates.take(&leaf);
+                let covered = open.truncated.iter().any(|t| {
+                    self.partitions.root_of(&leaf) == Some(t) || self.partitions.is_below(&leaf, t)
+                });
+                open.truncated.push(leaf.clone());
+                let (table, partition) = match self.partitions.root_of(&leaf) {
+                    Some(root) => (root.clone(), Some(leaf)),
+                    None => (leaf, None),
+                };
+                if !open.skip && !covered && self.filter.matches(&table) {
                     out.push(Event::Entry(AuditEntry {
                         txn: open.txn.clone(),
                         table,
@@ -181,7 +255,7 @@ impl Assembler {
                         after: None,
                         changed_columns: None,
                         context: open.context.clone(),
-                        details: None,
+                        details: truncate_details(partition.as_ref(), options),
                     }));
                 }
             }
@@ -191,8 +265,14 @@ impl Assembler {
                 transactional,
             } => {
                 // Non-transactional messages are not tied to a transaction's changes.
-                let is_ddl = prefix == context::DDL_PREFIX;
-                if !transactional || !(is_ddl || prefix == context::CONTEXT_PREFIX) {
+                let kind = match prefix.as_ref() {
+                    context::CONTEXT_PREFIX => MessageKind::Context,
+                    context::DDL_PREFIX => MessageKind::Ddl,
+                    partition::PARTITIONS_PREFIX => MessageKind::Partitions,
+                    truncate::TRUNCATE_PREFIX => MessageKind::Truncate,
+                    _ => return Ok(()),
+                };
+                if !transactional {
                     return Ok(());
                 }
                 let open = self
@@ -202,11 +282,33 @@ impl Assembler {
                         what: "pgtrail message",
                         lsn,
                     })?;
-                if open.skip {
-                    return Ok(());
-                }
-                let parsed = if is_ddl {
-                    context::ddl_from_message(&content).map(|ddl| {
+                open.truncated.clear();
+                let parsed = match kind {
+                    // Followed even in a transaction already stored, so that
+                    // the map is current for the ones after it.
+                    MessageKind::Partitions => match partition::tree_from_message(&content) {
+                        Ok(tree) => {
+                            if !open.skip && self.filter.matches(&tree.root) {
+                                let outside = self.stream_filter.as_ref().and_then(|f| {
+                                    tree.members.iter().find(|(m, _)| !f.covers(m))
+                                });
+                                if let Some((partition, _)) = outside {
+                                    return Err(AssembleError::PartitionOutsideStream {
+                                        xid: open.txn.xid,
+                                        partition: partition.clone(),
+                                        root: tree.root.clone(),
+                                        partitions: Box::new(self.partitions.clone()),
+                                    });
+                                }
+                            }
+                            self.partitions.apply(&tree);
+                            Ok(())
+                        }
+                        Err(e) => Err(e),
+                    },
+                    _ if open.skip => return Ok(()),
+                    MessageKind::Truncate => open.truncates.message(&content, &self.partitions),
+                    MessageKind::Ddl => context::ddl_from_message(&content).map(|ddl| {
                         let table = TableName::new(ddl.schema, ddl.name);
                         let excluded = self.filter.exclude.iter().any(|p| p.matches(&table));
                         if self.filter.captures_schema(&table.schema) && !excluded {
@@ -222,23 +324,51 @@ impl Assembler {
                                 details: None,
                             }));
                         }
-                    })
-                } else {
-                    context::from_message(&content).map(|json| open.context = Arc::from(json))
+                    }),
+                    MessageKind::Context => {
+                        context::from_message(&content).map(|json| open.context = Arc::from(json))
+                    }
                 };
                 if let Err(e) = parsed {
                     tracing::warn!(%lsn, xid = open.txn.xid, error = %e, "pgtrail message could not be read; kept in pgtrail.decode_errors");
-                    out.push(Event::Undecodable(DecodeFailure {
-                        lsn,
-                        xid: Some(open.txn.xid),
-                        record: String::from_utf8_lossy(bytes).into_owned(),
-                        error: format!("{prefix} message: {e}"),
-                    }));
+                    if !open.skip {
+                        out.push(Event::Undecodable(DecodeFailure {
+                            lsn,
+                            xid: Some(open.txn.xid),
+                            record: String::from_utf8_lossy(bytes).into_owned(),
+                            error: format!("{prefix} message: {e}"),
+                        }));
+                    }
                 }
             }
         }
         Ok(())
     }
+}
+
+#[derive(Clone, Copy)]
+enum MessageKind {
+    Context,
+    Ddl,
+    Partitions,
+    Truncate,
+}
+
+/// A TRUNCATE entry's `details`: the partition, and the options when the
+/// context trigger announced them (`null` where they could not be told).
+fn truncate_details(partition: Option<&TableName>, options: Option<truncate::Options>) -> Option<String> {
+    let mut details = serde_json::Map::new();
+    if let Some(p) = partition {
+        details.insert("partition".into(), p.to_string().into());
+    }
+    if let Some(o) = options {
+        details.insert("cascade".into(), o.cascade.into());
+        details.insert("restart_identity".into(), o.restart_identity.into());
+        if o.via_cascade {
+            details.insert("via_cascade".into(), true.into());
+        }
+    }
+    (!details.is_empty()).then(|| serde_json::Value::Object(details).to_string())
 }
 
 /// The column rules of `table`, looked up once per table. A table without
@@ -771,6 +901,105 @@ mod tests {
         assert!(
             !f.record.contains("s3cret") && f.record.contains("withheld"),
             "{f:?}"
+        );
+    }
+
+    /// A two-level tree o → o_eu → o_eu_lo, and o → o_us, captured by the
+    /// root's name only; records as wal2json 2.5 sent them for a row moved
+    /// between partitions, a partition created while running, and TRUNCATEs.
+    #[test]
+    fn partitions_are_named_by_their_root_and_truncates_carry_options() {
+        use crate::partition::Member;
+        let t = |n: &str| TableName::new("public", n);
+        let member = |root: &str, parent: &str| Member {
+            root: t(root),
+            parent: t(parent),
+        };
+        let map = PartitionMap::new([
+            (t("o_eu"), member("o", "o")),
+            (t("o_eu_lo"), member("o", "o_eu")),
+            (t("o_us"), member("o", "o")),
+        ]);
+        let mut filter = Wal2jsonFilter::from_patterns(&[TablePattern::parse("public.o").unwrap()]);
+        filter.add_schema("public");
+        let mut a = Assembler::new(
+            TableFilter {
+                include: vec![TablePattern::parse("public.o").unwrap(), TablePattern::parse("public.x").unwrap()],
+                exclude: vec![],
+            },
+            Lsn::ZERO,
+        )
+        .with_partitions(map)
+        .with_stream_filter(filter);
+        let mut out = Vec::new();
+        let q = "TRUNCATE o_eu; TRUNCATE public.x RESTART IDENTITY CASCADE; TRUNCATE o";
+        for rec in [
+            r#"{"action":"B","xid":9,"timestamp":"2026-01-01 00:00:00+00","lsn":"0/10","nextlsn":"0/20"}"#,
+            r#"{"action":"D","xid":9,"schema":"public","table":"o_eu_lo","identity":[{"name":"id","type":"integer","value":1},{"name":"region","type":"text","value":"eu"}],"pk":[{"name":"id","type":"integer"},{"name":"region","type":"text"}]}"#,
+            r#"{"action":"I","xid":9,"schema":"public","table":"o_us","columns":[{"name":"id","type":"integer","value":1},{"name":"region","type":"text","value":"us"}],"pk":[{"name":"id","type":"integer"},{"name":"region","type":"text"}]}"#,
+            r#"{"action":"M","xid":9,"transactional":true,"prefix":"pgtrail_partitions","content":"{\"root\" : {\"schema\" : \"public\", \"name\" : \"o\"}, \"members\" : [{\"schema\" : \"public\", \"name\" : \"o_eu\", \"parent_schema\" : \"public\", \"parent_name\" : \"o\"}, {\"schema\" : \"public\", \"name\" : \"o_eu_lo\", \"parent_schema\" : \"public\", \"parent_name\" : \"o_eu\"}, {\"schema\" : \"public\", \"name\" : \"o_us\", \"parent_schema\" : \"public\", \"parent_name\" : \"o\"}, {\"schema\" : \"public\", \"name\" : \"o_new\", \"parent_schema\" : \"public\", \"parent_name\" : \"o\"}]}"}"#,
+            r#"{"action":"I","xid":9,"schema":"public","table":"o_new","columns":[{"name":"id","type":"integer","value":2},{"name":"region","type":"text","value":"new"}],"pk":[{"name":"id","type":"integer"},{"name":"region","type":"text"}]}"#,
+            &format!(r#"{{"action":"M","xid":9,"transactional":true,"prefix":"pgtrail_truncate","content":"{{\"schema\":\"public\",\"table\":\"o_eu\",\"statement_start\":\"s1\",\"query\":\"{q}\"}}"}}"#),
+            r#"{"action":"M","xid":9,"transactional":true,"prefix":"pgtrail_truncate","content":"{\"schema\":\"public\",\"table\":\"o_eu_lo\",\"statement_start\":\"s1\"}"}"#,
+            r#"{"action":"T","xid":9,"schema":"public","table":"o_eu"}"#,
+            r#"{"action":"T","xid":9,"schema":"public","table":"o_eu_lo"}"#,
+            r#"{"action":"M","xid":9,"transactional":true,"prefix":"pgtrail_truncate","content":"{\"schema\":\"public\",\"table\":\"x\",\"statement_start\":\"s1\"}"}"#,
+            r#"{"action":"M","xid":9,"transactional":true,"prefix":"pgtrail_truncate","content":"{\"schema\":\"public\",\"table\":\"y\",\"statement_start\":\"s1\"}"}"#,
+            r#"{"action":"T","xid":9,"schema":"public","table":"x"}"#,
+            r#"{"action":"T","xid":9,"schema":"public","table":"y"}"#,
+            r#"{"action":"M","xid":9,"transactional":true,"prefix":"pgtrail_truncate","content":"{\"schema\":\"public\",\"table\":\"o\",\"statement_start\":\"s1\"}"}"#,
+            r#"{"action":"T","xid":9,"schema":"public","table":"o"}"#,
+            r#"{"action":"T","xid":9,"schema":"public","table":"o_eu"}"#,
+            r#"{"action":"T","xid":9,"schema":"public","table":"o_us"}"#,
+            r#"{"action":"T","xid":9,"schema":"public","table":"o_eu_lo"}"#,
+            r#"{"action":"C","xid":9,"timestamp":"2026-01-01 00:00:00+00","lsn":"0/10","nextlsn":"0/20"}"#,
+        ] {
+            a.push(Lsn::ZERO, rec.as_bytes(), &mut out).unwrap();
+        }
+        let got: Vec<(String, &str, Option<&str>)> = entries(&out)
+            .iter()
+            .map(|e| (e.table.to_string(), e.action.as_str(), e.details.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("public.o".into(), "DELETE", Some(r#"{"partition":"public.o_eu_lo"}"#)),
+                ("public.o".into(), "INSERT", Some(r#"{"partition":"public.o_us"}"#)),
+                ("public.o".into(), "INSERT", Some(r#"{"partition":"public.o_new"}"#)),
+                ("public.o".into(), "TRUNCATE", Some(r#"{"cascade":false,"partition":"public.o_eu","restart_identity":false}"#)),
+                ("public.x".into(), "TRUNCATE", Some(r#"{"cascade":true,"restart_identity":true}"#)),
+                ("public.o".into(), "TRUNCATE", Some(r#"{"cascade":false,"restart_identity":false}"#)),
+            ],
+            "y is not captured; a partition truncated with its parent is no entry of its own"
+        );
+        // Both rows of the moved row's history share one row key.
+        let e = entries(&out);
+        assert_eq!(
+            crate::entry::row_key(&e[0].table, r#"{"id":1,"region":"eu"}"#),
+            crate::entry::row_key(&e[1].table, r#"{"id":1,"region":"eu"}"#)
+        );
+    }
+
+    #[test]
+    fn a_partition_outside_the_stream_filter_restarts_the_session() {
+        let mut a = Assembler::new(
+            TableFilter {
+                include: vec![TablePattern::parse("public.o").unwrap()],
+                exclude: vec![],
+            },
+            Lsn::ZERO,
+        )
+        .with_stream_filter(Wal2jsonFilter::from_patterns(&[TablePattern::parse("public.o").unwrap()]));
+        let mut out = Vec::new();
+        a.push(Lsn(1), br#"{"action":"B","xid":9,"timestamp":"2026-01-01 00:00:00+00","lsn":"0/10","nextlsn":"0/20"}"#, &mut out).unwrap();
+        let r = a.push(
+            Lsn(2),
+            br#"{"action":"M","xid":9,"transactional":true,"prefix":"pgtrail_partitions","content":"{\"root\":{\"schema\":\"public\",\"name\":\"o\"},\"members\":[{\"schema\":\"archive\",\"name\":\"o_old\",\"parent_schema\":\"public\",\"parent_name\":\"o\"}]}"}"#,
+            &mut out,
+        );
+        assert!(
+            matches!(&r, Err(AssembleError::PartitionOutsideStream { partition, .. }) if partition.schema == "archive"),
+            "{r:?}"
         );
     }
 

@@ -6,7 +6,9 @@
 //!    delivers wal2json records and takes back the LSN that may be released.
 //! 2. [`decode`]: one wal2json (format-version 2) record → a typed [`decode::Record`], no I/O.
 //! 3. [`assemble`]: records → transactions → [`entry::AuditEntry`]s, dropping
-//!    uncaptured tables and transactions already stored.
+//!    uncaptured tables and transactions already stored. It names a
+//!    partition's changes by the root table ([`partition`]) and reads the
+//!    options of each TRUNCATE ([`truncate`]).
 //! 4. [`redact`]: per-table column rules, applied by the assembler to each row
 //!    image before it is serialized: ignored columns dropped, redacted values
 //!    replaced by a keyed hash, so neither reaches the store.
@@ -24,6 +26,7 @@ pub mod decode;
 pub mod entry;
 pub mod export;
 pub mod lsn;
+pub mod partition;
 pub mod pipeline;
 pub mod redact;
 pub mod replication;
@@ -34,4 +37,5 @@ pub mod store;
 pub mod table;
 pub mod tables;
 pub mod tls;
+pub mod truncate;
 pub mod web;

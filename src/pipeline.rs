@@ -13,6 +13,7 @@
 //! fails, the whole session is torn down, what was whole is committed, and a
 //! new session resumes from the store's checkpoint after a backoff.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
@@ -24,6 +25,8 @@ use crate::lsn::Lsn;
 use crate::replication::{ReplicationConnection, ReplicationError, StreamMessage};
 use crate::source::{self, SourceError};
 use crate::store::{self, writer::StoreWriter, StoreError};
+use crate::partition::PartitionMap;
+use crate::table::Wal2jsonFilter;
 
 /// Events are handed to the writer in batches of at most this many.
 const BATCH_EVENTS: usize = 2048;
@@ -84,10 +87,36 @@ pub async fn run(
 ) -> Result<(), PipelineError> {
     let mut backoff = BACKOFF_MIN;
     let mut first = true;
+    // Schemas holding partitions created while running, outside the schemas
+    // the catalog showed at session start.
+    let mut partition_schemas: BTreeSet<String> = BTreeSet::new();
+    let mut carried_partitions: Option<PartitionMap> = None;
     loop {
         let mut started = false;
         let began = Instant::now();
-        let result = session(&config, &mut shutdown, &mut reload, &mut started).await;
+        let result = session(
+            &config,
+            &partition_schemas,
+            carried_partitions.take(),
+            &mut shutdown,
+            &mut reload,
+            &mut started,
+        )
+        .await;
+        if let Err(PipelineError::Assemble(AssembleError::PartitionOutsideStream {
+            partition,
+            partitions,
+            ..
+        })) = result
+        {
+            // Not an error: the next session decodes that schema too, from the
+            // checkpoint, which is before the transaction that announced it.
+            tracing::info!(%partition, "a new partition of a captured table; restarting the session to decode its schema");
+            partition_schemas.insert(partition.schema.clone());
+            carried_partitions = Some(*partitions);
+            first = false;
+            continue;
+        }
         match result {
             Ok(SessionEnd::Shutdown) => return Ok(()),
             Ok(SessionEnd::Reload) => {
@@ -150,6 +179,8 @@ fn reload_config(running: Config) -> Config {
 /// One connection's worth of capture. Returns Ok on shutdown.
 async fn session(
     config: &Config,
+    partition_schemas: &BTreeSet<String>,
+    carried_partitions: Option<PartitionMap>,
     shutdown: &mut watch::Receiver<bool>,
     reload: &mut watch::Receiver<u64>,
     started: &mut bool,
@@ -165,6 +196,10 @@ async fn session(
         })?;
     source::check_slot(&catalog, &config.slot, Duration::from_secs(5)).await?;
     let tables = source::captured_tables(&catalog, &config.capture).await?;
+    let partitions = match carried_partitions {
+        Some(map) => map,
+        None => source::partition_map(&source::catalog_tables(&catalog).await?),
+    };
     let status_every = source::status_interval(&catalog).await;
     drop(catalog);
 
@@ -172,26 +207,35 @@ async fn session(
     let system = conn.identify_system().await?;
     // The patterns themselves, not the tables they match today, so a table
     // created later is decoded from its first change without a restart.
-    let add_tables: Vec<String> = config
-        .capture
-        .include
-        .iter()
-        .map(|p| p.wal2json_filter())
-        .collect();
+    // wal2json names a change by its partition, so the schemas holding
+    // partitions of captured tables are decoded whole (and the assembler
+    // narrows): a partition created there later needs no restart either.
+    let mut stream_filter = Wal2jsonFilter::from_patterns(&config.capture.include);
+    for (partition, member) in partitions.members() {
+        if config.capture.matches(&member.root) {
+            stream_filter.add_schema(&partition.schema);
+            stream_filter.add_schema(&member.root.schema);
+        }
+    }
+    for schema in partition_schemas {
+        stream_filter.add_schema(schema);
+    }
     let options = [
         ("format-version", "2".to_owned()),
         ("include-xids", "1".to_owned()),
         ("include-timestamp", "1".to_owned()),
         ("include-lsn", "1".to_owned()),
         ("include-pk", "1".to_owned()),
-        ("add-tables", add_tables.join(",")),
+        ("add-tables", stream_filter.to_option()),
         (
             "add-msg-prefixes",
-            format!(
-                "{},{}",
+            [
                 crate::context::CONTEXT_PREFIX,
-                crate::context::DDL_PREFIX
-            ),
+                crate::context::DDL_PREFIX,
+                crate::partition::PARTITIONS_PREFIX,
+                crate::truncate::TRUNCATE_PREFIX,
+            ]
+            .join(","),
         ),
     ];
     let mut stream = match conn
@@ -214,7 +258,9 @@ async fn session(
         tokio::spawn(StoreWriter::new(store_client, config.slot.clone(), durable_tx).run(rx));
 
     let mut assembler = Assembler::new(config.capture.clone(), checkpoint)
-        .with_column_rules(config.columns.clone());
+        .with_column_rules(config.columns.clone())
+        .with_partitions(partitions)
+        .with_stream_filter(stream_filter);
     let mut events: Vec<Event> = Vec::with_capacity(BATCH_EVENTS);
     let mut server_end = system.xlog_pos.min(checkpoint);
     let mut reported = checkpoint;

@@ -8,6 +8,7 @@ use tokio_postgres::Client;
 
 use crate::config::{PgUrl, SlotName};
 use crate::lsn::Lsn;
+use crate::partition::{Member, PartitionMap};
 use crate::store;
 use crate::table::{TableFilter, TableName};
 
@@ -81,6 +82,15 @@ pub struct CatalogTable {
     pub primary_key: Vec<String>,
     /// The pgtrail context trigger is installed on it.
     pub has_context_trigger: bool,
+    /// Where it sits when it is a partition (of any level).
+    pub partition_of: Option<Member>,
+}
+
+impl CatalogTable {
+    /// The table whose name its entries carry: its root when it is a partition.
+    pub fn entry_table(&self) -> &TableName {
+        self.partition_of.as_ref().map_or(&self.name, |m| &m.root)
+    }
 }
 
 /// Every ordinary and partitioned table outside the system schemas and pgtrail's own.
@@ -92,8 +102,14 @@ pub async fn catalog_tables(client: &Client) -> Result<Vec<CatalogTable>, Source
                               FROM pg_index i, unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord), pg_attribute a
                               WHERE i.indrelid = c.oid AND i.indisprimary AND a.attrelid = c.oid AND a.attnum = k.attnum),
                              '{}'::text[]),
-                    EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid AND t.tgname = 'pgtrail_context')
+                    EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid AND t.tgname = 'pgtrail_context'),
+                    rn.nspname::text, r.relname::text, pn.nspname::text, p.relname::text
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             LEFT JOIN pg_class r ON c.relispartition AND r.oid = pg_partition_root(c.oid)
+             LEFT JOIN pg_namespace rn ON rn.oid = r.relnamespace
+             LEFT JOIN pg_inherits i ON c.relispartition AND i.inhrelid = c.oid
+             LEFT JOIN pg_class p ON p.oid = i.inhparent
+             LEFT JOIN pg_namespace pn ON pn.oid = p.relnamespace
              WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgtrail')
                AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
              ORDER BY 1, 2",
@@ -108,11 +124,32 @@ pub async fn catalog_tables(client: &Client) -> Result<Vec<CatalogTable>, Source
             partitioned: r.get(3),
             primary_key: r.get(4),
             has_context_trigger: r.get(5),
+            partition_of: match (
+                r.get::<_, Option<String>>(6),
+                r.get::<_, Option<String>>(7),
+                r.get::<_, Option<String>>(8),
+                r.get::<_, Option<String>>(9),
+            ) {
+                (Some(rs), Some(rn), Some(ps), Some(pn)) => Some(Member {
+                    root: TableName::new(rs, rn),
+                    parent: TableName::new(ps, pn),
+                }),
+                _ => None,
+            },
         })
         .collect())
 }
 
-/// The tables the filter captures; an error if there are none.
+/// Every partition of the source with its root and parent.
+pub fn partition_map(tables: &[CatalogTable]) -> PartitionMap {
+    PartitionMap::new(
+        tables
+            .iter()
+            .filter_map(|t| Some((t.name.clone(), t.partition_of.clone()?))),
+    )
+}
+
+/// The tables the filter captures (a partition by its root's name); an error if there are none.
 pub async fn captured_tables(
     client: &Client,
     filter: &TableFilter,
@@ -120,7 +157,7 @@ pub async fn captured_tables(
     let tables: Vec<CatalogTable> = catalog_tables(client)
         .await?
         .into_iter()
-        .filter(|t| filter.matches(&t.name))
+        .filter(|t| filter.matches(t.entry_table()))
         .collect();
     if tables.is_empty() {
         let patterns: Vec<&str> = filter.include.iter().map(|p| p.as_str()).collect();

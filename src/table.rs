@@ -186,6 +186,62 @@ impl TablePattern {
     }
 }
 
+/// What wal2json's `add-tables` option is set to: entries of an exact or
+/// any (`*`) schema and table. It is fixed for a session, so it is kept to
+/// tell whether a table that appears later would be decoded at all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Wal2jsonFilter {
+    /// (schema, table); `None` is wal2json's `*`.
+    entries: Vec<(Option<String>, Option<String>)>,
+}
+
+impl Wal2jsonFilter {
+    /// The include patterns, widened where wal2json cannot express them.
+    pub fn from_patterns(patterns: &[TablePattern]) -> Self {
+        let part = |g: &Glob| match g {
+            Glob::Exact(name) => Some(name.clone()),
+            Glob::Wild(_) => None,
+        };
+        Wal2jsonFilter {
+            entries: patterns
+                .iter()
+                .map(|p| (part(&p.schema), part(&p.table)))
+                .collect(),
+        }
+    }
+
+    /// Adds every table of `schema` (partitions live wherever they were created).
+    pub fn add_schema(&mut self, schema: &str) {
+        let entry = (Some(schema.to_owned()), None);
+        if !self.covers_schema(schema) {
+            self.entries.push(entry);
+        }
+    }
+
+    fn covers_schema(&self, schema: &str) -> bool {
+        self.entries
+            .iter()
+            .any(|(s, t)| t.is_none() && s.as_ref().is_none_or(|s| s == schema))
+    }
+
+    pub fn covers(&self, table: &TableName) -> bool {
+        self.entries.iter().any(|(s, t)| {
+            s.as_ref().is_none_or(|s| *s == table.schema)
+                && t.as_ref().is_none_or(|t| *t == table.name)
+        })
+    }
+
+    /// The option's value: `schema.table` entries, special characters escaped.
+    pub fn to_option(&self) -> String {
+        let part = |p: &Option<String>| p.as_deref().map(escape_wal2json).unwrap_or_else(|| "*".into());
+        self.entries
+            .iter()
+            .map(|(s, t)| format!("{}.{}", part(s), part(t)))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
 fn escape_wal2json(part: &str) -> String {
     let mut out = String::with_capacity(part.len());
     for c in part.chars() {
@@ -371,5 +427,25 @@ mod tests {
                 .wal2json_filter(),
             r"Sales\ EU.*"
         );
+    }
+
+    #[test]
+    fn the_stream_filter_widens_for_partitions_and_knows_what_it_covers() {
+        let patterns = [
+            TablePattern::parse("public.orders").unwrap(),
+            TablePattern::parse("app*.x*").unwrap(),
+        ];
+        let mut f = Wal2jsonFilter::from_patterns(&patterns);
+        assert_eq!(f.to_option(), "public.orders,*.*");
+        let mut f2 = Wal2jsonFilter::from_patterns(&patterns[..1]);
+        assert!(!f2.covers(&t("public", "orders_2024")));
+        f2.add_schema("public");
+        f2.add_schema("public");
+        f2.add_schema("Sales EU");
+        assert_eq!(f2.to_option(), r"public.orders,public.*,Sales\ EU.*");
+        assert!(f2.covers(&t("public", "orders_2024")));
+        assert!(!f2.covers(&t("archive", "orders_2024")));
+        f.add_schema("public");
+        assert_eq!(f.to_option(), "public.orders,*.*", "already covered");
     }
 }

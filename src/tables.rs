@@ -12,6 +12,8 @@ use crate::table::FilterVerdict;
 #[derive(Debug, Serialize)]
 pub struct TableReport {
     pub table: String,
+    /// The root table whose entries its changes become, when it is a partition.
+    pub partition_of: Option<String>,
     pub captured: bool,
     /// The pattern that decided it, or why no pattern did.
     pub reason: String,
@@ -25,10 +27,16 @@ pub async fn tables(config: &Config) -> Result<Vec<TableReport>> {
     let client = source::connect(&config.source).await?;
     let mut out = Vec::new();
     for t in source::catalog_tables(&client).await? {
-        let (captured, reason) = match config.capture.explain(&t.name) {
+        // A partition is captured as its root is: its changes are the root's entries.
+        let root = t.entry_table();
+        let (captured, why) = match config.capture.explain(root) {
             FilterVerdict::Included(p) => (true, format!("matches {p}")),
             FilterVerdict::Excluded(p) => (false, format!("excluded by {p}")),
             FilterVerdict::NotIncluded => (false, "matches no capture.tables pattern".to_owned()),
+        };
+        let reason = match &t.partition_of {
+            Some(m) => format!("partition of {}, whose root {root} {why}", m.parent),
+            None => why,
         };
         let identity = match t.replica_identity {
             'f' => "full",
@@ -37,17 +45,19 @@ pub async fn tables(config: &Config) -> Result<Vec<TableReport>> {
             _ => "default",
         };
         let mut warnings = Vec::new();
-        if captured {
+        // A partitioned table holds no rows itself: identity matters on its partitions.
+        if captured && !t.partitioned {
             if t.primary_key.is_empty() && t.replica_identity != 'f' {
                 warnings.push("no primary key and REPLICA IDENTITY is not FULL: UPDATE and DELETE cannot be tied to a row (the server drops them)".to_owned());
             } else if t.replica_identity != 'f' {
                 warnings.push("REPLICA IDENTITY is not FULL: before images hold only the key, and changed columns are unknown".to_owned());
             }
-            if !t.has_context_trigger && !t.partitioned {
-                warnings.push("no context trigger: entries will not say who made the change; run `pgtrail setup`".to_owned());
-            }
+        }
+        if captured && !t.has_context_trigger {
+            warnings.push("no context trigger: entries will not say who made the change; run `pgtrail setup`".to_owned());
         }
         out.push(TableReport {
+            partition_of: t.partition_of.as_ref().map(|m| m.root.to_string()),
             table: t.name.to_string(),
             captured,
             reason,

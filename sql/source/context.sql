@@ -42,6 +42,27 @@ BEGIN
         PERFORM pg_logical_emit_message(true, 'pgtrail', context);
         PERFORM set_config('pgtrail.emitted', context, true);
     END IF;
+    -- TRUNCATE's options (CASCADE, RESTART IDENTITY) are not in the WAL
+    -- record wal2json decodes, so the daemon reads them from the client's
+    -- query text: sent with the first table of each client statement, then
+    -- only the table. The trigger fires for every table the statement
+    -- empties, including partitions and tables reached by CASCADE.
+    IF TG_OP = 'TRUNCATE' THEN
+        DECLARE
+            statement_start text := statement_timestamp()::text;
+            sent boolean := current_setting('pgtrail.truncate_statement', true) IS NOT DISTINCT FROM statement_start;
+        BEGIN
+            PERFORM pg_logical_emit_message(true, 'pgtrail_truncate', json_build_object(
+                'schema',          TG_TABLE_SCHEMA,
+                'table',           TG_TABLE_NAME,
+                'statement_start', statement_start,
+                'query',           CASE WHEN sent THEN NULL ELSE current_query() END
+            )::text);
+            IF NOT sent THEN
+                PERFORM set_config('pgtrail.truncate_statement', statement_start, true);
+            END IF;
+        END;
+    END IF;
     RETURN NULL;
 END
 $fn$;

@@ -5,6 +5,44 @@
 -- text and the same context as row changes; the daemon keeps those on
 -- captured schemas as entries with action DDL.
 
+-- Enrols every table of a captured root's partition tree that lacks the
+-- context trigger or (with before images) REPLICA IDENTITY FULL, then
+-- announces the tree (prefix 'pgtrail_partitions') whether captured or not:
+-- the daemon decides by the root.
+CREATE OR REPLACE FUNCTION pgtrail.enrol_partitions(root regclass) RETURNS void
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    r record;
+    member record;
+BEGIN
+    SELECT n.nspname, c.relname INTO r FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = root;
+    IF pgtrail.is_captured(r.nspname, r.relname) THEN
+        FOR member IN SELECT t.relid, c.relkind, c.relreplident,
+                             EXISTS (SELECT 1 FROM pg_trigger g WHERE g.tgrelid = t.relid AND g.tgname = 'pgtrail_context') AS has_trigger
+                      FROM pg_partition_tree(root) t JOIN pg_class c ON c.oid = t.relid LOOP
+            IF NOT member.has_trigger THEN
+                EXECUTE format('CREATE TRIGGER pgtrail_context BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s '
+                               'FOR EACH STATEMENT EXECUTE FUNCTION pgtrail.emit_context()', member.relid::regclass);
+            END IF;
+            IF member.relkind = 'r' AND member.relreplident <> 'f'
+               AND coalesce((SELECT bool_or(before_images) FROM pgtrail.capture_options), false) THEN
+                EXECUTE format('ALTER TABLE %s REPLICA IDENTITY FULL', member.relid::regclass);
+            END IF;
+        END LOOP;
+    END IF;
+    PERFORM pg_logical_emit_message(true, 'pgtrail_partitions', json_build_object(
+        'root',    json_build_object('schema', r.nspname, 'name', r.relname),
+        'members', coalesce((
+            SELECT json_agg(json_build_object('schema', cn.nspname, 'name', c.relname,
+                                              'parent_schema', pn.nspname, 'parent_name', p.relname))
+            FROM pg_partition_tree(root) t
+            JOIN pg_class c ON c.oid = t.relid JOIN pg_namespace cn ON cn.oid = c.relnamespace
+            JOIN pg_class p ON p.oid = t.parentrelid JOIN pg_namespace pn ON pn.oid = p.relnamespace
+            WHERE t.level > 0), '[]'::json)
+    )::text);
+END
+$fn$;
+
 CREATE OR REPLACE FUNCTION pgtrail.emit_ddl() RETURNS event_trigger
 LANGUAGE plpgsql AS $fn$
 DECLARE
@@ -18,14 +56,26 @@ BEGIN
         -- A new table that the capture set matches is enrolled at once, in the
         -- same transaction, so its first change already carries context.
         IF cmd.command_tag IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO') AND cmd.object_type = 'table' THEN
-            SELECT c.relname, c.relkind INTO rel FROM pg_class c WHERE c.oid = cmd.objid;
-            IF pgtrail.is_captured(cmd.schema_name, rel.relname) THEN
+            SELECT c.relname, c.relkind, c.relispartition INTO rel FROM pg_class c WHERE c.oid = cmd.objid;
+            -- A partition is captured by its root's name (enrol_partitions, below).
+            IF NOT rel.relispartition AND pgtrail.is_captured(cmd.schema_name, rel.relname) THEN
                 EXECUTE format('CREATE OR REPLACE TRIGGER pgtrail_context BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s '
                                'FOR EACH STATEMENT EXECUTE FUNCTION pgtrail.emit_context()', cmd.object_identity);
                 IF rel.relkind = 'r' AND coalesce((SELECT bool_or(before_images) FROM pgtrail.capture_options), false) THEN
                     EXECUTE format('ALTER TABLE %s REPLICA IDENTITY FULL', cmd.object_identity);
                 END IF;
             END IF;
+        END IF;
+        -- A partition created, attached or detached: enrol the whole tree of
+        -- a captured root (statement triggers are not inherited by
+        -- partitions, and replica identity is per table), and announce the
+        -- tree so the daemon names the partitions' changes by their root
+        -- from this transaction on. A partitioned table's ALTER TABLE is
+        -- where ATTACH and DETACH PARTITION show up.
+        IF cmd.object_type = 'table' AND cmd.classid = 'pg_class'::regclass
+           AND ((cmd.command_tag = 'CREATE TABLE' AND (SELECT relispartition FROM pg_class WHERE oid = cmd.objid))
+                OR (cmd.command_tag = 'ALTER TABLE' AND (SELECT relkind FROM pg_class WHERE oid = cmd.objid) = 'p')) THEN
+            PERFORM pgtrail.enrol_partitions(pg_partition_root(cmd.objid));
         END IF;
         PERFORM pg_logical_emit_message(true, 'pgtrail_ddl', json_build_object(
             'command_tag',     cmd.command_tag,

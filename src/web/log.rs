@@ -206,7 +206,7 @@ pub fn changes(e: &StoredEntry) -> String {
     match e.action.as_str() {
         "INSERT" => with_key("new row"),
         "DELETE" => with_key("deleted row"),
-        "TRUNCATE" => "table truncated".into(),
+        "TRUNCATE" => truncate_text(e.details()),
         "DDL" => {
             let m = Members::parse(e.after());
             let field = |k: &str| m.get(k).map(|v| ValueView::of(v).text).unwrap_or_default();
@@ -233,6 +233,32 @@ pub fn changes(e: &StoredEntry) -> String {
             None => "updated (old values not captured)".into(),
         },
     }
+}
+
+/// A TRUNCATE's line: what was emptied and with which options, from `details`.
+fn truncate_text(details: Option<&str>) -> String {
+    let details: serde_json::Map<String, serde_json::Value> = details
+        .and_then(|d| serde_json::from_str(d).ok())
+        .unwrap_or_default();
+    let flag = |k: &str| details.get(k).and_then(serde_json::Value::as_bool);
+    let mut text = match details.get("partition").and_then(|p| p.as_str()) {
+        Some(p) => format!("partition {p} truncated"),
+        None => "table truncated".to_owned(),
+    };
+    if flag("via_cascade") == Some(true) {
+        text.push_str(" by CASCADE");
+    }
+    let mut options = Vec::new();
+    if flag("cascade") == Some(true) && flag("via_cascade") != Some(true) {
+        options.push("CASCADE");
+    }
+    if flag("restart_identity") == Some(true) {
+        options.push("RESTART IDENTITY");
+    }
+    if !options.is_empty() {
+        text = format!("{text} ({})", options.join(", "));
+    }
+    query::clip(&text)
 }
 
 /// The row fragment alone: what the live stream sends.
@@ -935,4 +961,32 @@ pub async fn live(
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::truncate_text;
+
+    #[test]
+    fn truncate_lines_say_what_was_emptied_and_how() {
+        for (details, text) in [
+            (None, "table truncated"),
+            (Some(r#"{"cascade":false,"restart_identity":false}"#), "table truncated"),
+            (Some(r#"{"cascade":null,"restart_identity":null}"#), "table truncated"),
+            (
+                Some(r#"{"cascade":true,"restart_identity":true}"#),
+                "table truncated (CASCADE, RESTART IDENTITY)",
+            ),
+            (
+                Some(r#"{"cascade":true,"restart_identity":false,"via_cascade":true}"#),
+                "table truncated by CASCADE",
+            ),
+            (
+                Some(r#"{"partition":"public.o_1","restart_identity":true,"cascade":false}"#),
+                "partition public.o_1 truncated (RESTART IDENTITY)",
+            ),
+        ] {
+            assert_eq!(truncate_text(details), text, "{details:?}");
+        }
+    }
 }

@@ -1458,9 +1458,21 @@ fn key_columns(pk: &Value) -> Vec<String> {
 /// per-action shape rules on the way: rows with a primary key are tracked by key (an INSERT of a
 /// present key is a duplicate), rows without one as a multiset matched on the whole before image.
 pub fn replay(entries: &[Entry]) -> Result<Vec<Value>, String> {
-    let mut keyed: HashMap<String, Value> = HashMap::new();
-    let mut keyless: Vec<Value> = Vec::new();
+    replay_partitioned(entries, &HashMap::new())
+}
+
+/// [`replay`] for a partitioned table, whose entries name the partition in `details.partition`:
+/// a TRUNCATE of one partition empties only the rows that were last written to it or to a
+/// partition below it. `ancestors` maps each partition (`schema.name`) to the partitions above it.
+pub fn replay_partitioned(
+    entries: &[Entry],
+    ancestors: &HashMap<String, Vec<String>>,
+) -> Result<Vec<Value>, String> {
+    // Each replayed row with the partition its last entry put it in.
+    let mut keyed: HashMap<String, (Value, Option<String>)> = HashMap::new();
+    let mut keyless: Vec<(Value, Option<String>)> = Vec::new();
     for e in entries {
+        let partition = e.details.get("partition").and_then(Value::as_str).map(str::to_owned);
         let ctx = || format!("entry {} ({} {}.{})", e.id, e.action, e.schema, e.table);
         // Every primary_key field must agree with the image it was taken from.
         let check_key = |img: &Value| -> Result<(), String> {
@@ -1482,16 +1494,16 @@ pub fn replay(entries: &[Entry]) -> Result<Vec<Value>, String> {
             if cols.is_empty() {
                 let at = keyless
                     .iter()
-                    .position(|r| contains_fields(r, before))
+                    .position(|(r, _)| contains_fields(r, before))
                     .ok_or_else(|| {
                         format!("{}: no replayed row matches before {}", ctx(), before)
                     })?;
-                Ok(keyless.remove(at))
+                Ok(keyless.remove(at).0)
             } else {
                 let k = key_text(before, &cols).ok_or_else(|| {
                     format!("{}: before {} lacks key columns {cols:?}", ctx(), before)
                 })?;
-                let row = keyed.remove(&k).ok_or_else(|| {
+                let (row, _) = keyed.remove(&k).ok_or_else(|| {
                     format!("{}: no replayed row with key {k} (before {before})", ctx())
                 })?;
                 if !contains_fields(&row, before) {
@@ -1527,10 +1539,13 @@ pub fn replay(entries: &[Entry]) -> Result<Vec<Value>, String> {
                     take(&by)?;
                 }
                 if cols.is_empty() {
-                    keyless.push(e.after.clone());
+                    keyless.push((e.after.clone(), partition.clone()));
                 } else {
                     let k = key_text(&e.after, &cols).unwrap();
-                    if keyed.insert(k.clone(), e.after.clone()).is_some() {
+                    if keyed
+                        .insert(k.clone(), (e.after.clone(), partition.clone()))
+                        .is_some()
+                    {
                         return Err(format!(
                             "{}: key {k} is already present (a duplicate?)",
                             ctx()
@@ -1553,15 +1568,56 @@ pub fn replay(entries: &[Entry]) -> Result<Vec<Value>, String> {
                 {
                     return Err(format!("{}: TRUNCATE must have primary_key/before/after/changed_columns null: {e:?}", ctx()));
                 }
-                keyed.clear();
-                keyless.clear();
+                match &partition {
+                    None => {
+                        keyed.clear();
+                        keyless.clear();
+                    }
+                    Some(p) => {
+                        let emptied = |row_partition: &Option<String>| {
+                            row_partition.as_ref().is_some_and(|rp| {
+                                rp == p || ancestors.get(rp).is_some_and(|a| a.contains(p))
+                            })
+                        };
+                        keyed.retain(|_, (_, rp)| !emptied(rp));
+                        keyless.retain(|(_, rp)| !emptied(rp));
+                    }
+                }
             }
             // A schema change: no row changes; DDL tests check these entries themselves.
             "DDL" => {}
             other => return Err(format!("{}: unknown action {other:?}", ctx())),
         }
     }
-    Ok(keyed.into_values().chain(keyless).collect())
+    Ok(keyed
+        .into_values()
+        .chain(keyless)
+        .map(|(row, _)| row)
+        .collect())
+}
+
+/// Each partition below `schema.table` (`schema.name`) with the partitions above it, from the
+/// source's catalog; empty for a table that is not partitioned.
+pub async fn partition_ancestors(
+    source: &Client,
+    schema: &str,
+    table: &str,
+) -> HashMap<String, Vec<String>> {
+    let rows = source
+        .query(
+            "SELECT format('%s.%s', n.nspname, c.relname),
+                    array(SELECT format('%s.%s', an.nspname, ac.relname)
+                          FROM pg_partition_ancestors(t.relid) a(relid)
+                          JOIN pg_class ac ON ac.oid = a.relid JOIN pg_namespace an ON an.oid = ac.relnamespace
+                          WHERE a.relid <> t.relid)
+             FROM pg_partition_tree(format('%I.%I', $1::text, $2::text)::regclass) t
+             JOIN pg_class c ON c.oid = t.relid JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE t.level > 0",
+            &[&schema, &table],
+        )
+        .await
+        .expect("read the partition tree");
+    rows.iter().map(|r| (r.get(0), r.get(1))).collect()
 }
 
 /// Replay the store's entries for `schema.table` and compare with the table's actual rows.
@@ -1572,7 +1628,9 @@ pub async fn assert_store_matches_source(
     table: &str,
 ) {
     let entries = table_entries(store, schema, table).await;
-    let replayed = replay(&entries).unwrap_or_else(|e| panic!("replaying {schema}.{table}: {e}"));
+    let ancestors = partition_ancestors(source, schema, table).await;
+    let replayed = replay_partitioned(&entries, &ancestors)
+        .unwrap_or_else(|e| panic!("replaying {schema}.{table}: {e}"));
     let actual = source_rows(source, schema, table).await;
     let canon = |rows: &[Value]| {
         let mut v: Vec<String> = rows
