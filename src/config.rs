@@ -37,6 +37,28 @@ struct RawConfig {
     capture: RawCapture,
     #[serde(default)]
     web: RawWeb,
+    #[serde(default)]
+    export: RawExport,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExport {
+    /// age public keys (`age1…`) every export is encrypted to.
+    #[serde(default)]
+    age_recipients: Vec<String>,
+    /// No export may leave unencrypted.
+    #[serde(default)]
+    require_encryption: bool,
+}
+
+/// `[export]`: encryption of exports.
+#[derive(Debug, Clone, Default)]
+pub struct ExportConfig {
+    /// Exports are encrypted to these unless the user asks otherwise (and may).
+    pub recipients: Option<crate::export::encrypt::Recipients>,
+    /// Every export must be encrypted; implies `recipients`.
+    pub require_encryption: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -232,6 +254,8 @@ pub struct Config {
     pub web_listen: std::net::SocketAddr,
     /// Per-table column rules (`[[capture.columns]]`): ignored and redacted columns, with the key.
     pub columns: ColumnRules,
+    /// Encryption of exports.
+    pub export: ExportConfig,
 }
 
 impl Config {
@@ -291,6 +315,21 @@ impl Config {
             )
         })?;
         let columns = column_rules(&raw.capture, path)?;
+        let recipients = crate::export::encrypt::Recipients::parse(&raw.export.age_recipients)
+            .map_err(|m| invalid("export.age_recipients", m))?;
+        if raw.export.require_encryption && recipients.is_empty() {
+            return Err(invalid(
+                "export.require_encryption",
+                "encryption is required but export.age_recipients is empty; add the public key of whoever \
+                 may read exports (made with `age-keygen -o key.txt`, shown by `age-keygen -y key.txt`), \
+                 e.g. age_recipients = [\"age1…\"]"
+                    .into(),
+            ));
+        }
+        let export = ExportConfig {
+            recipients: (!recipients.is_empty()).then_some(recipients),
+            require_encryption: raw.export.require_encryption,
+        };
         Ok(Config {
             path: path.to_owned(),
             source,
@@ -300,6 +339,7 @@ impl Config {
             before_images: raw.capture.before_images,
             web_listen,
             columns,
+            export,
         })
     }
 }
@@ -554,6 +594,38 @@ mod tests {
             .for_table(&crate::table::TableName::new("public", "users"))
             .unwrap();
         assert!(users.ignores("last_seen_at") && users.redacts("ssn"));
+    }
+
+    #[test]
+    fn export_recipients_are_checked_at_load() {
+        let key = age::x25519::Identity::generate().to_public().to_string();
+        let c = load(&format!(
+            "{SOURCE}[export]\nage_recipients = [\"{key}\"]\nrequire_encryption = true\n"
+        ))
+        .unwrap();
+        assert_eq!(c.export.recipients.map(|r| r.len()), Some(1));
+        assert!(c.export.require_encryption);
+        assert!(load(SOURCE).unwrap().export.recipients.is_none());
+        let e = load(&format!(
+            "{SOURCE}[export]\nage_recipients = [\"{key}\", \"age1qqqq\"]\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("export.age_recipients") && e.contains("recipient 2") && e.contains("age1qqqq"),
+            "{e}"
+        );
+        let e = load(&format!("{SOURCE}[export]\nrequire_encryption = true\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("export.require_encryption") && e.contains("age_recipients"),
+            "{e}"
+        );
+        let e = load(&format!("{SOURCE}[export]\nrecipients = []\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("recipients"), "{e}");
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! The `pgtrail` command line: parses arguments, loads the config, and hands
 //! over to the library. Errors are printed with their causes and exit 1.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -10,7 +9,8 @@ use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
 
 use pgtrail::config::Config;
-use pgtrail::export::{self, ExportFilter, Format};
+use pgtrail::entry::Action;
+use pgtrail::export::{self, Format};
 use pgtrail::table::TableName;
 use pgtrail::{pipeline, setup, status, store, tables, web};
 
@@ -63,22 +63,37 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Print stored entries in commit order.
+    /// Write stored entries in commit order, as JSON Lines, CSV, CEF or XLSX; every export is
+    /// recorded in the audit store.
     Export {
         #[arg(long, value_enum, default_value = "jsonl")]
         format: Format,
-        /// Only this table: schema.table (quote parts with "").
+        /// CSV only: start with a UTF-8 byte order mark, for spreadsheet programs.
         #[arg(long)]
-        table: Option<TableName>,
+        bom: bool,
+        /// Only this table: schema.table (quote parts with ""); repeat for several.
+        #[arg(long)]
+        table: Vec<TableName>,
+        /// Only this action (INSERT, UPDATE, DELETE, TRUNCATE, DDL, EVENT); repeat for several.
+        #[arg(long)]
+        action: Vec<Action>,
+        /// Only entries by this actor (the application's actor, or the database role where none).
+        #[arg(long)]
+        actor: Option<String>,
         /// Only entries committed at or after this time (RFC 3339).
         #[arg(long)]
         since: Option<DateTime<Utc>>,
         /// Only entries committed before this time (RFC 3339).
         #[arg(long)]
         until: Option<DateTime<Utc>>,
-        /// Write to this file instead of standard output.
+        /// Write to this file instead of standard output (required for XLSX); `.age` is appended
+        /// when the export is encrypted.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Do not encrypt, although export.age_recipients is set (refused when
+        /// export.require_encryption is).
+        #[arg(long)]
+        no_encrypt: bool,
     },
 }
 
@@ -193,31 +208,27 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Export {
             format,
+            bom,
             table,
+            action,
+            actor,
             since,
             until,
             out,
+            no_encrypt,
         } => {
-            let client = store::open(&config.store).await?;
-            let filter = ExportFilter {
-                table,
+            let request = export::cli::Request {
+                format,
+                bom,
+                tables: table,
+                actions: action,
+                actor,
                 since,
                 until,
+                out,
+                no_encrypt,
             };
-            let mut sink: Box<dyn Write> = match &out {
-                Some(file) => Box::new(std::io::BufWriter::new(
-                    std::fs::File::create(file)
-                        .with_context(|| format!("cannot create {}", file.display()))?,
-                )),
-                None => Box::new(std::io::BufWriter::with_capacity(
-                    1 << 16,
-                    std::io::stdout().lock(),
-                )),
-            };
-            let count = export::export(&client, &filter, format, &mut sink).await?;
-            if let Some(file) = out {
-                eprintln!("exported {count} entries to {}", file.display());
-            }
+            export::cli::run(&config, request).await?;
         }
     }
     Ok(())

@@ -329,6 +329,8 @@ pub struct LogPage {
     pub live_unavailable: &'static str,
     /// The live stream URL, when live mode is on.
     pub live_url: Option<String>,
+    /// The current filters, carried by the Export form.
+    pub export_fields: Vec<(&'static str, String)>,
     /// A free-text search stopped at its time budget having read entries up to this time.
     pub searched_until: Option<String>,
     /// `back to` (newest first) or `up to` (oldest first).
@@ -831,6 +833,7 @@ pub async fn page(
         live_toggle_url: view_url(&live_pairs),
         live_unavailable: if q.live { live_unavailable } else { "" },
         live_url,
+        export_fields: q.filter.to_pairs(),
         searched_until: page.searched_until.as_ref().map(short_time),
         searched_way: if q.sort.dir == Dir::Desc { "back to" } else { "up to" },
     };

@@ -4,7 +4,7 @@
 //! under `templates/`, all extending `base.html`) and its handler:
 //! [`log`] (`/`, and the live stream `/live`), [`entry`] (View Difference,
 //! `/entries/{id}`), [`history`] (`/history`), [`transaction`]
-//! (`/transactions/{xid}`) and [`api`] (`/api/v1/…`). [`query`] parses the
+//! (`/transactions/{xid}`), [`export`] (`/export`, downloads) and [`api`] (`/api/v1/…`). [`query`] parses the
 //! filters every list shares and builds their SQL; [`diff`] compares row
 //! images and writes revert SQL; [`assets`] serves the embedded CSS and JS;
 //! [`error`] is the one error type.
@@ -20,6 +20,7 @@ pub mod assets;
 pub mod diff;
 pub mod entry;
 pub mod error;
+pub mod export;
 pub mod history;
 pub mod log;
 pub mod query;
@@ -38,7 +39,7 @@ use axum::Router;
 use tokio::sync::{watch, Mutex, MutexGuard};
 use tokio_postgres::Client;
 
-use crate::config::{Config, PgUrl};
+use crate::config::{Config, ExportConfig, PgUrl};
 use error::WebError;
 
 /// Store connections the web view keeps open at most.
@@ -84,6 +85,11 @@ impl Pool {
         }
     }
 
+    /// The store this pool connects to.
+    pub fn url(&self) -> &PgUrl {
+        &self.url
+    }
+
     /// A free connection if there is one, else waits for one in turn.
     pub async fn get(&self) -> Result<Conn<'_>, WebError> {
         let n = self.slots.len();
@@ -123,22 +129,42 @@ pub struct AppState(Arc<Inner>);
 struct Inner {
     pool: Pool,
     stop_tx: watch::Sender<bool>,
+    /// Encryption of downloads (`[export]`).
+    export: ExportConfig,
+    /// Downloads running at once at most: each holds a store connection of its own.
+    exports: Arc<tokio::sync::Semaphore>,
     /// Known tables for the filter's suggestions, refreshed at most once a minute.
     tables: Mutex<Option<(Instant, Vec<String>)>>,
 }
 
 impl AppState {
     pub fn new(pool: Pool) -> AppState {
+        AppState::with_export(pool, ExportConfig::default())
+    }
+
+    /// With the config's `[export]` settings, which downloads follow.
+    pub fn with_export(pool: Pool, export: ExportConfig) -> AppState {
         let (stop_tx, _) = watch::channel(false);
         AppState(Arc::new(Inner {
             pool,
             stop_tx,
+            export,
+            exports: Arc::new(tokio::sync::Semaphore::new(export::MAX_RUNNING)),
             tables: Mutex::new(None),
         }))
     }
 
     pub fn pool(&self) -> &Pool {
         &self.0.pool
+    }
+
+    pub fn export_config(&self) -> &ExportConfig {
+        &self.0.export
+    }
+
+    /// A place for one more running download, if there is one.
+    pub fn export_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.0.exports.clone().try_acquire_owned().ok()
     }
 
     /// Turns true when the server is shutting down: long-lived responses (the live stream) end then.
@@ -198,6 +224,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/entries/{id}", get(api::one))
         .route("/api/v1/openapi.json", get(api::openapi))
         .route("/assets/{name}", get(assets::serve))
+        .merge(export::router())
         .fallback(not_found)
         .layer(axum::middleware::map_response(security_headers))
         .layer(axum::middleware::from_fn(server_timing))
@@ -259,12 +286,15 @@ async fn server_timing(req: axum::extract::Request, next: axum::middleware::Next
 pub async fn serve_on(
     listener: tokio::net::TcpListener,
     pool: Pool,
+    export: ExportConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let state = AppState::new(pool);
+    let state = AppState::with_export(pool, export);
     let stopper = state.clone();
     tracing::info!(address = %listener.local_addr()?, "web view listening");
-    axum::serve(listener, app(state))
+    // The client's address is recorded with every export.
+    let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, service)
         .with_graceful_shutdown(async move {
             shutdown.await;
             stopper.begin_shutdown();
@@ -288,7 +318,7 @@ pub async fn serve(
                 config.path.display()
             )
         })?;
-    serve_on(listener, pool, shutdown).await
+    serve_on(listener, pool, config.export.clone(), shutdown).await
 }
 
 /// For `pgtrail run`: the web view beside capture, stopping when `stop` turns

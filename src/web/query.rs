@@ -898,6 +898,45 @@ pub fn like_escape(s: &str) -> String {
     out
 }
 
+impl Filter {
+    /// Every matching entry in commit order: what an export reads.
+    pub fn export_sql(&self, r: &Resolved, now: DateTime<Utc>) -> Sql {
+        let mut sql = Sql::new(format!(
+            "SELECT {} FROM pgtrail.entries WHERE true",
+            crate::export::ENTRY_COLUMNS
+        ));
+        self.push_where(&mut sql, r, now);
+        sql.text.push_str(" ORDER BY id");
+        sql
+    }
+
+    /// How many entries match (all of them, no cap): the total of an export's progress bar.
+    pub fn count_all_sql(&self, r: &Resolved, now: DateTime<Utc>) -> Sql {
+        let mut sql = Sql::new("SELECT count(*) FROM pgtrail.entries WHERE true");
+        self.push_where(&mut sql, r, now);
+        sql
+    }
+
+    /// The filters as a JSON object of their parameter names (lists for
+    /// `action` and `table`), as an export's event records them.
+    pub fn to_json(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut out = serde_json::Map::new();
+        for (name, value) in self.to_pairs() {
+            if matches!(name, "action" | "table") {
+                let list = out
+                    .entry(name)
+                    .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+                if let serde_json::Value::Array(items) = list {
+                    items.push(value.into());
+                }
+            } else {
+                out.insert(name.to_owned(), value.into());
+            }
+        }
+        out
+    }
+}
+
 /// A page of the log: its statement, and what the rows' extra columns mean.
 pub struct PageSql {
     pub sql: Sql,

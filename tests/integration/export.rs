@@ -1,6 +1,8 @@
 //! `pgtrail export`: jsonl lines carry exactly the store's entries in commit order with the
 //! fields in the documented order and shapes; csv has the same fields and values; `--table`,
-//! `--since` and `--until` filter; `--out FILE` writes what stdout would have shown.
+//! `--since` and `--until` filter; `--out FILE` writes what stdout would have shown. Every export
+//! records an EVENT entry (`pgtrail.export`) after it has run, so an export without an upper time
+//! bound also holds the events of the exports before it: [`row_changes`] sets them apart.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::Value;
@@ -60,6 +62,25 @@ fn assert_line_matches(l: &ExportLine, e: &Entry) {
     for k in CONTEXT_KEYS {
         assert!(ctx.contains_key(k), "context lacks {k}: {}", l.raw);
     }
+}
+
+/// The lines that are row changes, not pgtrail's own events (the earlier exports' records).
+fn row_changes(lines: &[ExportLine]) -> Vec<&ExportLine> {
+    lines.iter().filter(|l| l.value["action"] != "EVENT").collect()
+}
+
+/// The ids of the export events stored now.
+async fn export_event_ids(store: &tokio_postgres::Client) -> Vec<i64> {
+    store
+        .query(
+            "SELECT id FROM pgtrail.entries WHERE action = 'EVENT' AND table_name = 'export' ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
 }
 
 fn ids(lines: &[ExportLine]) -> Vec<i64> {
@@ -161,11 +182,13 @@ async fn export_jsonl_csv_and_filters() {
     assert!(batch_ids[1].iter().all(|id| want.contains(id)));
     assert!(!want.contains(&batch_ids[0][0]) && !want.contains(&batch_ids[2][0]));
 
+    // Open-ended: the row changes since, then the events of the exports so far.
+    let events = export_event_ids(&store).await;
     let from = env.trail.export_jsonl(&["--since", &since_s]).await;
-    assert_eq!(
-        ids(&from),
-        entry_ids(all.iter().filter(|e| e.committed_at >= since))
-    );
+    let mut want = entry_ids(all.iter().filter(|e| e.committed_at >= since));
+    want.extend(&events);
+    assert_eq!(ids(&from), want);
+    assert!(events.iter().all(|id| *id > all.last().unwrap().id));
     let to = env.trail.export_jsonl(&["--until", &until_s]).await;
     assert_eq!(
         ids(&to),
@@ -187,7 +210,16 @@ async fn export_jsonl_csv_and_filters() {
         .with_timezone(&chrono::FixedOffset::east_opt(2 * 3600).unwrap())
         .to_rfc3339_opts(SecondsFormat::Micros, false);
     let from_offset = env.trail.export_jsonl(&["--since", &since_offset]).await;
-    assert_eq!(ids(&from_offset), ids(&from), "--since {since_offset}");
+    assert_eq!(
+        ids(&from_offset[..from.len()]),
+        ids(&from),
+        "--since {since_offset}"
+    );
+    assert_eq!(
+        ids(&from_offset[from.len()..]),
+        export_event_ids(&store).await[events.len()..from_offset.len() - from.len() + events.len()],
+        "then the events of the exports after the first --since"
+    );
 
     // --out FILE writes the same lines.
     let out_path = env.trail.dir().join("export.jsonl");
@@ -197,13 +229,19 @@ async fn export_jsonl_csv_and_filters() {
         .await
         .assert_success();
     let written = std::fs::read_to_string(&out_path).expect("--out file");
-    assert_eq!(ids(&parse_jsonl(&written)), ids(&lines));
+    let written = parse_jsonl(&written);
     assert_eq!(
-        parse_jsonl(&written)
+        row_changes(&written)
             .iter()
             .map(|l| l.raw.clone())
             .collect::<Vec<_>>(),
         lines.iter().map(|l| l.raw.clone()).collect::<Vec<_>>()
+    );
+    let events = export_event_ids(&store).await;
+    assert_eq!(
+        ids(&written[lines.len()..]),
+        events[..events.len() - 1],
+        "then the events of the exports before it"
     );
 
     // csv: same fields, same values.
@@ -219,8 +257,11 @@ async fn export_jsonl_csv_and_filters() {
         .map(String::from)
         .collect();
     assert_eq!(headers, EXPORT_FIELDS, "csv header");
-    let records: Vec<csv::StringRecord> =
-        reader.records().map(|r| r.expect("csv record")).collect();
+    let records: Vec<csv::StringRecord> = reader
+        .records()
+        .map(|r| r.expect("csv record"))
+        .filter(|r| r.get(6) != Some("EVENT"))
+        .collect();
     assert_eq!(records.len(), lines.len(), "csv rows");
     let json_cell = |s: &str| -> Value {
         if s.is_empty() {

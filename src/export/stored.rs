@@ -1,33 +1,14 @@
-//! `pgtrail export`: entries out of the store, in commit order, as JSON Lines
-//! or CSV. Rows are streamed from the server, so memory stays flat whatever
-//! the size of the export.
+//! One entry as read back from the store for the outside world: the JSON
+//! columns kept as the exact text stored, and the one JSON form of an entry
+//! ([`StoredEntry::write_json`]) that JSON Lines and the web API share.
 
-use std::io::Write;
-
-use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
-use futures_util::TryStreamExt;
-use tokio_postgres::types::ToSql;
-use tokio_postgres::Client;
+use serde_json::{Map, Value};
 
 use crate::entry::push_json_string;
-use crate::table::TableName;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    Jsonl,
-    Csv,
-}
-
-/// Which entries to export; every field narrows the set.
-#[derive(Debug, Clone, Default)]
-pub struct ExportFilter {
-    pub table: Option<TableName>,
-    pub since: Option<DateTime<Utc>>,
-    pub until: Option<DateTime<Utc>>,
-}
-
-const FIELDS: [&str; 13] = [
+/// The fields of an exported entry, in export order (JSON Lines keys, CSV and XLSX columns).
+pub const FIELDS: [&str; 13] = [
     "id",
     "committed_at",
     "xid",
@@ -122,6 +103,18 @@ impl StoredEntry {
         self.json[5].as_deref()
     }
 
+    /// The context's members whose values are not null, as text (a JSON
+    /// string's content, else the JSON text): what the flat formats show.
+    pub fn context_fields(&self) -> Map<String, Value> {
+        let parsed: Option<Map<String, Value>> =
+            self.context().and_then(|t| serde_json::from_str(t).ok());
+        parsed
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(_, v)| !v.is_null())
+            .collect()
+    }
+
     /// Appends the entry as one JSON object (no newline), fields in export order.
     pub fn write_json(&self, out: &mut String) {
         use std::fmt::Write as _;
@@ -152,91 +145,4 @@ impl StoredEntry {
         }
         out.push('}');
     }
-}
-
-enum Sink<'a> {
-    Csv(csv::Writer<&'a mut dyn Write>),
-    Jsonl(&'a mut dyn Write),
-}
-
-/// Writes the matching entries to `out`; returns how many.
-pub async fn export(
-    client: &Client,
-    filter: &ExportFilter,
-    format: Format,
-    out: &mut dyn Write,
-) -> Result<u64> {
-    let mut sql = format!("SELECT {ENTRY_COLUMNS} FROM pgtrail.entries WHERE true");
-    let mut params: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
-    if let Some(t) = &filter.table {
-        params.push(Box::new(t.schema.clone()));
-        params.push(Box::new(t.name.clone()));
-        sql.push_str(&format!(
-            " AND schema_name = ${} AND table_name = ${}",
-            params.len() - 1,
-            params.len()
-        ));
-    }
-    if let Some(since) = filter.since {
-        params.push(Box::new(since));
-        sql.push_str(&format!(" AND committed_at >= ${}", params.len()));
-    }
-    if let Some(until) = filter.until {
-        params.push(Box::new(until));
-        sql.push_str(&format!(" AND committed_at < ${}", params.len()));
-    }
-    sql.push_str(" ORDER BY id");
-    let rows = client
-        .query_raw(
-            &sql,
-            params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)),
-        )
-        .await
-        .context("querying the audit store")?;
-    futures_util::pin_mut!(rows);
-
-    let mut sink = match format {
-        Format::Csv => {
-            let mut w = csv::Writer::from_writer(out);
-            w.write_record(FIELDS)?;
-            Sink::Csv(w)
-        }
-        Format::Jsonl => Sink::Jsonl(out),
-    };
-    let mut line = String::with_capacity(1024);
-    let mut count = 0u64;
-    while let Some(r) = rows
-        .try_next()
-        .await
-        .context("reading from the audit store")?
-    {
-        let row = StoredEntry::from_row(&r);
-        match &mut sink {
-            Sink::Csv(w) => {
-                let json = row.json.iter().map(|j| j.as_deref().unwrap_or("null"));
-                let fixed = [
-                    row.id.to_string(),
-                    row.committed_at_text(),
-                    row.xid.map(|x| x.to_string()).unwrap_or_default(),
-                    row.lsn.unwrap_or_default(),
-                    row.schema,
-                    row.table,
-                    row.action,
-                ];
-                w.write_record(fixed.iter().map(String::as_str).chain(json))?;
-            }
-            Sink::Jsonl(out) => {
-                line.clear();
-                row.write_json(&mut line);
-                line.push('\n');
-                out.write_all(line.as_bytes())?;
-            }
-        }
-        count += 1;
-    }
-    match sink {
-        Sink::Csv(mut w) => w.flush()?,
-        Sink::Jsonl(out) => out.flush()?,
-    }
-    Ok(count)
 }

@@ -1,0 +1,83 @@
+//! CSV as RFC 4180 has it: comma-separated, records ending in CRLF, a field
+//! quoted when it holds a comma, quote or line break (quotes doubled). One header row with the field
+//! names, then one row per entry; JSON columns hold their JSON text (`null`
+//! for SQL NULL), `xid` and `lsn` are empty for pgtrail's own events. An
+//! optional UTF-8 byte order mark makes spreadsheet programs read the file as
+//! UTF-8 rather than the system's legacy code page.
+
+use std::io::Write;
+
+use super::{EntryWriter, ExportError, StoredEntry, FIELDS};
+
+/// The UTF-8 byte order mark.
+pub const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+pub struct Csv<W: Write> {
+    /// The output until `begin` puts the mark on it and wraps it.
+    out: Option<W>,
+    w: Option<csv::Writer<W>>,
+    bom: bool,
+}
+
+impl<W: Write> Csv<W> {
+    pub fn new(out: W, bom: bool) -> Self {
+        Csv {
+            out: Some(out),
+            w: None,
+            bom,
+        }
+    }
+
+    fn writer(&mut self) -> Result<&mut csv::Writer<W>, ExportError> {
+        self.w
+            .as_mut()
+            .ok_or_else(|| ExportError::Writer("CSV written before it was begun".into()))
+    }
+}
+
+impl<W: Write + Send> EntryWriter<W> for Csv<W> {
+    fn begin(&mut self) -> Result<(), ExportError> {
+        let mut out = self
+            .out
+            .take()
+            .ok_or_else(|| ExportError::Writer("CSV begun twice".into()))?;
+        if self.bom {
+            out.write_all(BOM)?;
+        }
+        let mut w = csv::WriterBuilder::new()
+            .terminator(csv::Terminator::CRLF)
+            .from_writer(out);
+        w.write_record(FIELDS)?;
+        self.w = Some(w);
+        Ok(())
+    }
+
+    fn entry(&mut self, e: &StoredEntry) -> Result<(), ExportError> {
+        let id = e.id.to_string();
+        let at = e.committed_at_text();
+        let xid = e.xid.map(|x| x.to_string()).unwrap_or_default();
+        let fixed = [
+            id.as_str(),
+            at.as_str(),
+            xid.as_str(),
+            e.lsn.as_deref().unwrap_or(""),
+            e.schema.as_str(),
+            e.table.as_str(),
+            e.action.as_str(),
+        ];
+        let json = e.json.iter().map(|j| j.as_deref().unwrap_or("null"));
+        self.writer()?
+            .write_record(fixed.into_iter().chain(json))?;
+        Ok(())
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<W, ExportError> {
+        let mut out = match (self.w.take(), self.out.take()) {
+            (Some(w), _) => w.into_inner().map_err(|e| e.into_error())?,
+            (None, Some(out)) => out,
+            (None, None) => return Err(ExportError::Writer("CSV finished twice".into())),
+        };
+        out.flush()?;
+        Ok(out)
+    }
+}

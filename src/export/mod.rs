@@ -1,0 +1,293 @@
+//! Exports: entries out of the store, in commit order, as JSON Lines, CSV,
+//! CEF or XLSX, optionally encrypted with age, for `pgtrail export` and the
+//! web view's download alike.
+//!
+//! Each format is an [`EntryWriter`] (begin, one call per entry, finish) over
+//! any [`Write`]; [`run`] feeds one from a query. Rows are streamed from the
+//! server (`query_raw`) through a small bounded channel to a blocking thread
+//! that does the writing, so memory stays flat whatever the size of the
+//! export, a slow reader (a download) slows the query instead of filling
+//! memory, and the async runtime never blocks on a file or a socket.
+//!
+//! What an export was (who, which filters, how many, which format, encrypted
+//! or not, finished or not) is recorded as one of pgtrail's own events by the
+//! caller, with [`event`], once the export has ended and the count is known.
+
+pub mod cef;
+pub mod cli;
+pub mod csv;
+pub mod encrypt;
+pub mod jsonl;
+pub mod stored;
+pub mod xlsx;
+
+use std::io::Write;
+
+use futures_util::TryStreamExt;
+use serde_json::{Map, Value};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Client;
+
+pub use stored::{StoredEntry, ENTRY_COLUMNS, ENTRY_COLUMN_COUNT, FIELDS};
+
+use crate::store::events::{Category, OwnEvent};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Jsonl,
+    Csv,
+    Cef,
+    Xlsx,
+}
+
+impl Format {
+    pub const ALL: [Format; 4] = [Format::Jsonl, Format::Csv, Format::Cef, Format::Xlsx];
+
+    /// The name used in `--format`, `format=` and event details.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Jsonl => "jsonl",
+            Format::Csv => "csv",
+            Format::Cef => "cef",
+            Format::Xlsx => "xlsx",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Format> {
+        Format::ALL.into_iter().find(|f| f.as_str() == text)
+    }
+
+    /// The file name extension, without the dot.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Jsonl => "jsonl",
+            Format::Csv => "csv",
+            Format::Cef => "cef",
+            Format::Xlsx => "xlsx",
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Jsonl => "application/x-ndjson; charset=utf-8",
+            Format::Csv => "text/csv; charset=utf-8",
+            Format::Cef => "text/plain; charset=utf-8",
+            Format::Xlsx => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        }
+    }
+
+    /// Text formats may go to a terminal; XLSX may not.
+    pub fn is_binary(self) -> bool {
+        self == Format::Xlsx
+    }
+
+    /// For people: "JSON Lines", "CSV"…
+    pub fn label(self) -> &'static str {
+        match self {
+            Format::Jsonl => "JSON Lines",
+            Format::Csv => "CSV",
+            Format::Cef => "CEF",
+            Format::Xlsx => "XLSX",
+        }
+    }
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("writing the export: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("writing the CSV: {0}")]
+    Csv(#[from] ::csv::Error),
+    #[error("writing the XLSX: {0}")]
+    Xlsx(#[from] rust_xlsxwriter::XlsxError),
+    #[error("reading from the audit store: {0}")]
+    Store(String),
+    #[error("encrypting the export: {0}")]
+    Encrypt(String),
+    #[error("the export's writer stopped unexpectedly: {0}")]
+    Writer(String),
+}
+
+impl From<tokio_postgres::Error> for ExportError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        ExportError::Store(crate::store::describe(&e))
+    }
+}
+
+/// Writes entries in one format: `begin`, then `entry` for each, then `finish`,
+/// which flushes and hands the output back.
+pub trait EntryWriter<W>: Send {
+    fn begin(&mut self) -> Result<(), ExportError>;
+    fn entry(&mut self, e: &StoredEntry) -> Result<(), ExportError>;
+    fn finish(self: Box<Self>) -> Result<W, ExportError>;
+}
+
+/// How to write an export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    pub format: Format,
+    /// CSV only: start with a UTF-8 byte order mark.
+    pub bom: bool,
+}
+
+/// The writer for `options` over `out`.
+pub fn writer<W: Write + Send + 'static>(options: Options, out: W) -> Box<dyn EntryWriter<W>> {
+    match options.format {
+        Format::Jsonl => Box::new(jsonl::Jsonl::new(out)),
+        Format::Csv => Box::new(csv::Csv::new(out, options.bom)),
+        Format::Cef => Box::new(cef::Cef::new(out)),
+        Format::Xlsx => Box::new(xlsx::Xlsx::new(out)),
+    }
+}
+
+/// How an export ended: the entries written, and the output back (finished,
+/// flushed, encryption closed) or what went wrong.
+pub struct Outcome<W> {
+    pub entries: u64,
+    pub result: Result<W, ExportError>,
+}
+
+/// What an export reports as it goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// This many entries are written.
+    Written(u64),
+    /// Every entry is written; the file is being completed (for XLSX, the
+    /// workbook is assembled now, which takes a while for a large one).
+    Finishing,
+}
+
+/// Entries read ahead of the writer at most.
+const AHEAD: usize = 256;
+
+/// Runs `select` (a statement returning [`ENTRY_COLUMNS`], in the order to
+/// export) and writes every row to `out` in `options`' format, encrypted to
+/// `recipients` when given. `progress` hears of each entry written.
+pub async fn run<W: Write + Send + 'static>(
+    client: &Client,
+    select: &str,
+    params: &[&(dyn ToSql + Sync)],
+    options: Options,
+    recipients: Option<&encrypt::Recipients>,
+    out: W,
+    progress: Option<Box<dyn Fn(Step) + Send>>,
+) -> Outcome<W> {
+    let out = match recipients {
+        Some(r) => match encrypt::Sealed::encrypted(r, out) {
+            Ok(s) => s,
+            Err(e) => {
+                return Outcome {
+                    entries: 0,
+                    result: Err(e),
+                }
+            }
+        },
+        None => encrypt::Sealed::plain(out),
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<StoredEntry>(AHEAD);
+    let writing = tokio::task::spawn_blocking(move || {
+        let mut count = 0u64;
+        let mut w = writer(options, out);
+        let written = (|| {
+            w.begin()?;
+            while let Some(e) = rx.blocking_recv() {
+                w.entry(&e)?;
+                count += 1;
+                if let Some(p) = &progress {
+                    p(Step::Written(count));
+                }
+            }
+            if let Some(p) = &progress {
+                p(Step::Finishing);
+            }
+            w.finish()?.finish()
+        })();
+        (count, written)
+    });
+
+    let reading = async {
+        let rows = client.query_raw(select, params.iter().copied()).await?;
+        futures_util::pin_mut!(rows);
+        while let Some(r) = rows.try_next().await? {
+            if tx.send(StoredEntry::from_row(&r)).await.is_err() {
+                // The writer stopped (it failed); its error is the one to report.
+                break;
+            }
+        }
+        Ok::<(), ExportError>(())
+    };
+    let read = reading.await;
+    drop(tx);
+    let (entries, written) = match writing.await {
+        Ok(done) => done,
+        Err(e) => (0, Err(ExportError::Writer(e.to_string()))),
+    };
+    let result = match (read, written) {
+        (Err(e), _) => Err(e),
+        (Ok(()), w) => w,
+    };
+    Outcome { entries, result }
+}
+
+/// Where an export came from, for its event.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    /// The pgtrail user, or the OS user for the CLI.
+    pub actor: Option<String>,
+    pub client_addr: Option<String>,
+    /// `pgtrail cli` or `pgtrail web`.
+    pub application: &'static str,
+    /// Where the export went: a file name, `stdout`, `download`.
+    pub destination: String,
+}
+
+/// The event recording an export that has ended, completed or not.
+/// `filters` holds the filters given, by their web parameter names.
+pub fn event(
+    origin: &Origin,
+    options: Options,
+    encrypted: bool,
+    filters: Map<String, Value>,
+    entries: u64,
+    error: Option<&str>,
+) -> OwnEvent {
+    let how = format!(
+        "{}{}",
+        options.format.label(),
+        if encrypted { ", encrypted" } else { "" }
+    );
+    let summary = match error {
+        None => format!(
+            "exported {entries} {} as {how} to {}",
+            if entries == 1 { "entry" } else { "entries" },
+            origin.destination
+        ),
+        Some(_) => format!(
+            "export as {how} to {} failed after {entries} {}",
+            origin.destination,
+            if entries == 1 { "entry" } else { "entries" }
+        ),
+    };
+    let mut ev = OwnEvent::new(Category::Export, "export", origin.application, summary)
+        .client_addr(origin.client_addr.clone())
+        .detail("format", options.format.as_str())
+        .detail("filters", Value::Object(filters))
+        .detail("entries", entries)
+        .detail("encrypted", encrypted)
+        .detail("bom", options.bom)
+        .detail("destination", origin.destination.clone())
+        .detail("completed", error.is_none());
+    if let Some(e) = error {
+        ev = ev.detail("error", e);
+    }
+    if let Some(a) = &origin.actor {
+        ev = ev.actor(a.clone());
+    }
+    ev
+}

@@ -1,0 +1,290 @@
+//! `GET /export?<the log's filters>&format=…`: the entries the log page shows
+//! for these filters, all of them, in commit order, as a download in any
+//! export format — encrypted with age when the config says so — and the
+//! export recorded as an event with the client's address.
+//!
+//! The filters are parsed by the log page's parser, so a URL means the same
+//! here as there and bad input is the same 400. The download streams: the
+//! response starts at once and rows flow from the store as the client reads
+//! (see [`crate::export::run`]); it runs on a connection of its own, outside
+//! the page pool and its statement timeout, so a long export neither starves
+//! the pages nor gets cut off. If the export fails part way, the response is
+//! aborted rather than ended, so the client sees a failed download instead of
+//! a short file.
+//!
+//! At most [`MAX_RUNNING`] downloads run at once; another is a 503 that says
+//! to retry. [`router`] is the route alone; [`download`] takes the signed-in user as
+//! `actor` (`None` while the web view has no users).
+
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::http::{header, Extensions, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use bytes::Bytes;
+use chrono::Utc;
+use tokio::sync::mpsc;
+
+use super::error::WebError;
+use super::query::{self, LogQuery};
+use super::AppState;
+use crate::export::{self, Format, Options, Origin};
+
+/// Parameters of the log that make no sense for an export, which is every
+/// match in commit order.
+const PAGE_ONLY: [&str; 4] = ["sort", "dir", "cursor", "limit"];
+/// Bytes gathered before they go to the client.
+const CHUNK: usize = 64 * 1024;
+/// Chunks waiting for the client at most.
+const CHUNKS_AHEAD: usize = 4;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Downloads running at once at most; one more is told to retry.
+pub const MAX_RUNNING: usize = 4;
+
+/// The export route, to merge into the web view's router.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/export", get(handler))
+}
+
+async fn handler(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+    extensions: Extensions,
+) -> Result<Response, WebError> {
+    let client_addr = extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    download(state, raw.as_deref(), None, client_addr).await
+}
+
+/// What an export request asks for, beyond the filters.
+#[derive(Debug, Clone)]
+pub struct ExportRequest {
+    pub query: LogQuery,
+    pub options: Options,
+    /// `encrypt=0`: the client asks for a plain file although recipients are configured.
+    pub plain: bool,
+}
+
+/// Parses the query string: the log's filters plus `format`, `bom` and `encrypt`.
+pub fn parse(raw: Option<&str>) -> Result<ExportRequest, WebError> {
+    let mut format = None;
+    let mut bom = None;
+    let mut plain = false;
+    let mut rest = Vec::new();
+    for (k, v) in query::pairs(raw)? {
+        let value = v.trim();
+        let flag = |name: &str| match value {
+            "1" | "true" | "on" => Ok(true),
+            "" | "0" | "false" | "off" => Ok(false),
+            _ => Err(WebError::bad(format!("{name}: {:?} is not 1 or 0", query::clip(value)))),
+        };
+        match k.as_str() {
+            "format" => {
+                if format.is_some() {
+                    return Err(WebError::bad("format is given more than once; give it once"));
+                }
+                format = Some(Format::parse(value).ok_or_else(|| {
+                    WebError::bad(format!(
+                        "format: {:?} is not an export format; use jsonl, csv, cef or xlsx",
+                        query::clip(value)
+                    ))
+                })?);
+            }
+            "bom" => bom = Some(flag("bom")?),
+            "encrypt" => plain = !flag("encrypt")?,
+            name if PAGE_ONLY.contains(&name) && !value.is_empty() => {
+                return Err(WebError::bad(format!(
+                    "{name} does not apply to an export, which holds every matching entry in commit order; drop it"
+                )));
+            }
+            _ => rest.push((k, v)),
+        }
+    }
+    let format = format.ok_or_else(|| WebError::bad("format is missing; use format=jsonl, csv, cef or xlsx"))?;
+    let bom = bom.unwrap_or(false);
+    if bom && format != Format::Csv {
+        return Err(WebError::bad("bom applies to format=csv only; drop it"));
+    }
+    let query = LogQuery::from_pairs(&rest, false, Utc::now())?;
+    Ok(ExportRequest {
+        query,
+        options: Options { format, bom },
+        plain,
+    })
+}
+
+/// The download. `actor` is the signed-in user, when there are users.
+pub async fn download(
+    state: AppState,
+    raw: Option<&str>,
+    actor: Option<String>,
+    client_addr: Option<IpAddr>,
+) -> Result<Response, WebError> {
+    let req = parse(raw)?;
+    let settings = state.export_config();
+    let recipients = match (&settings.recipients, req.plain) {
+        (Some(_), true) if settings.require_encryption => {
+            return Err(WebError::bad(
+                "encrypt=0 is refused: this server's config requires every export to be encrypted",
+            ))
+        }
+        (Some(r), false) => Some(r.clone()),
+        _ => None,
+    };
+    let permit = state.export_permit().ok_or_else(|| {
+        WebError::Unavailable(format!(
+            "{MAX_RUNNING} exports are running already; try again when one has finished."
+        ))
+    })?;
+    let url = state.pool().url().clone();
+    let client = tokio::time::timeout(CONNECT_TIMEOUT, crate::store::connect(&url, "pgtrail web export"))
+        .await
+        .map_err(|_| super::error::unavailable())?
+        .map_err(|e| {
+            tracing::warn!(error = %crate::store::describe(&e), "cannot connect to the audit store for an export");
+            super::error::unavailable()
+        })?;
+    let now = Utc::now();
+    let filter = req.query.filter.clone();
+    let resolved = filter.resolve(&client, now).await?;
+    let select = filter.export_sql(&resolved, now);
+
+    let options = req.options;
+    let encrypted = recipients.is_some();
+    let mut name = format!(
+        "pgtrail-export-{}.{}",
+        now.format("%Y%m%dT%H%M%SZ"),
+        options.format.extension()
+    );
+    if encrypted {
+        name.push_str(".age");
+    }
+    let origin = Origin {
+        actor,
+        client_addr: client_addr.map(|a| a.to_canonical().to_string()),
+        application: "pgtrail web",
+        destination: format!("download {name}"),
+    };
+
+    let (tx, mut rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(CHUNKS_AHEAD);
+    let body_out = ChannelWriter {
+        tx: tx.clone(),
+        buf: Vec::with_capacity(CHUNK),
+    };
+    tokio::spawn(async move {
+        let _permit = permit;
+        let outcome = export::run(
+            &client,
+            &select.text,
+            &select.refs(),
+            options,
+            recipients.as_ref(),
+            body_out,
+            None,
+        )
+        .await;
+        let error = outcome.result.err().map(|e| e.to_string());
+        let event = export::event(
+            &origin,
+            options,
+            encrypted,
+            filter.to_json(),
+            outcome.entries,
+            error.as_deref(),
+        );
+        if let Err(e) = crate::store::events::record(&client, &event).await {
+            tracing::error!(error = %e, "recording a web export in the audit store failed");
+        }
+        if let Some(e) = error {
+            tracing::warn!(error = %e, entries = outcome.entries, "a web export failed");
+            // An error item makes the server abort the response instead of ending it cleanly.
+            let _ = tx.send(Err(std::io::Error::other(e))).await;
+        }
+    });
+    let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+
+    let content_type = if encrypted {
+        "application/octet-stream"
+    } else {
+        options.format.content_type()
+    };
+    let disposition = format!("attachment; filename=\"{name}\"");
+    let mut res = Body::from_stream(stream).into_response();
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Ok(v) = HeaderValue::from_str(&disposition) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(res)
+}
+
+/// A blocking writer into the response body: gathers [`CHUNK`] bytes, then
+/// waits for room in the channel, so a slow client slows the export.
+struct ChannelWriter {
+    tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
+    buf: Vec<u8>,
+}
+
+impl ChannelWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+        self.tx.blocking_send(Ok(chunk)).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "the client stopped the download",
+            )
+        })
+    }
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(q: &str) -> String {
+        match parse(Some(q)) {
+            Err(WebError::BadRequest(m)) => m,
+            other => panic!("{q}: expected a 400, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_filters_and_format() {
+        let r = parse(Some("format=csv&bom=1&table=public.t&action=UPDATE&last=24h")).unwrap();
+        assert_eq!(r.options, Options { format: Format::Csv, bom: true });
+        assert_eq!(r.query.filter.tables.len(), 1);
+        assert!(!r.plain);
+        assert!(parse(Some("format=xlsx&encrypt=0")).unwrap().plain);
+        assert!(err("table=public.t").contains("format is missing"));
+        assert!(err("format=pdf").contains("pdf"));
+        assert!(err("format=jsonl&bom=1").contains("csv only"));
+        assert!(err("format=csv&cursor=abc").contains("cursor"));
+        assert!(err("format=csv&limit=5").contains("limit"));
+        assert!(err("format=csv&from=yesterday").contains("from"));
+        assert!(err("format=csv&colour=red").contains("unknown parameter"));
+        assert!(err("format=csv&live=1").contains("unknown parameter"));
+    }
+}

@@ -1,0 +1,300 @@
+//! `GET /export`: the log's filters plus a format, streamed as an attachment. A download is the
+//! same bytes as `pgtrail export` with the same filters, parsed back and compared with the store;
+//! bad filters are the log page's 400s; the log page's Export form carries the current filters;
+//! every download is recorded as an EVENT with the client's address, also one the client
+//! abandons part way; at most four run at once; with recipients configured downloads are age files, and with
+//! `require_encryption` a plain one cannot be had.
+
+use std::fs::{self, File};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::exports_formats::*;
+use crate::harness::*;
+
+/// `pgtrail web` with `config`, on a free port; killed on drop.
+struct WebServer {
+    child: Child,
+    base: String,
+    log: std::path::PathBuf,
+}
+
+impl WebServer {
+    async fn start(env: &TestEnv, extra_toml: &str) -> WebServer {
+        let mut config = env.trail.config.clone();
+        let port = free_port();
+        config.web_listen = format!("127.0.0.1:{port}");
+        config.extra_toml = extra_toml.to_owned();
+        let path = env.trail.dir().join(format!("web-{port}.toml"));
+        fs::write(&path, config.to_toml()).unwrap();
+        let log = env.trail.dir().join(format!("web-{port}.log"));
+        let out = File::create(&log).unwrap();
+        let child = Command::new(bin())
+            .arg("--config")
+            .arg(&path)
+            .arg("web")
+            .env_remove("PGTRAIL_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("spawn pgtrail web");
+        let web = WebServer {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            log,
+        };
+        let http = reqwest::Client::new();
+        let started = Instant::now();
+        while http.get(&web.base).send().await.is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the web view did not answer:\n{}",
+                fs::read_to_string(&web.log).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        web
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+impl Drop for WebServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- web log ---\n{}", fs::read_to_string(&self.log).unwrap_or_default());
+        }
+    }
+}
+
+/// GET `url`: status, content type, content disposition, body.
+async fn get(url: &str) -> (StatusCode, String, String, Vec<u8>) {
+    let resp = reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap()
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = resp.status();
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    let (ct, cd) = (header("content-type"), header("content-disposition"));
+    let body = resp.bytes().await.unwrap_or_else(|e| panic!("body of {url}: {e}")).to_vec();
+    (status, ct, cd, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_downloads_match_the_cli_and_are_recorded() {
+    let env = TestEnv::start().await;
+    hostile_entries(&env).await;
+    let mut daemon = env.spawn();
+    write_hostile_changes(&env).await;
+    env.sync().await;
+    daemon.terminate().await;
+    let store = env.store().await;
+    let web = WebServer::start(&env, "").await;
+    let t_only = "schema_name = 'public' AND table_name = 't'";
+    let want = rows_where(&store, t_only).await;
+    assert!(want.len() >= 6);
+
+    for (format, ct) in [
+        ("csv", "text/csv; charset=utf-8"),
+        ("jsonl", "application/x-ndjson; charset=utf-8"),
+        ("cef", "text/plain; charset=utf-8"),
+        ("xlsx", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
+    ] {
+        let events_before = export_events(&store).await.len();
+        let (status, content_type, disposition, body) =
+            get(&web.url(&format!("/export?table=public.t&format={format}"))).await;
+        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+        assert_eq!(content_type, ct);
+        assert!(
+            disposition.starts_with("attachment; filename=\"pgtrail-export-")
+                && disposition.ends_with(&format!(".{format}\"")),
+            "{disposition}"
+        );
+        let cli_out = env.trail.dir().join(format!("cli.{format}"));
+        env.trail
+            .cli(&["export", "--format", format, "--table", "public.t", "--out", &cli_out.display().to_string()])
+            .await
+            .assert_success();
+        let cli = fs::read(&cli_out).unwrap();
+        match format {
+            "csv" => check_csv(&body, &want, false),
+            "jsonl" => check_jsonl(std::str::from_utf8(&body).unwrap(), &want),
+            "cef" => check_cef(std::str::from_utf8(&body).unwrap(), &want),
+            _ => check_xlsx(&body, &want),
+        }
+        if format == "xlsx" {
+            // The workbook carries its creation time; the content is what must agree.
+            check_xlsx(&cli, &want);
+        } else {
+            assert_eq!(body, cli, "the download is the CLI's output, byte for byte");
+        }
+        let events = export_events(&store).await;
+        assert_eq!(events.len(), events_before + 2, "one event for the download, one for the CLI");
+        let ev = &events[events_before];
+        assert_export_event(ev, format, json!({"table": ["public.t"]}), want.len(), false, true);
+        assert_eq!(ev.context("client_addr").as_deref(), Some("127.0.0.1"));
+        assert_eq!(ev.context("application_name").as_deref(), Some("pgtrail web"));
+        assert_eq!(ev.context("actor"), None, "no users yet");
+        assert!(ev.json("details")["destination"].as_str().unwrap().starts_with("download pgtrail-export-"));
+        assert_eq!(events[events_before + 1].context("application_name").as_deref(), Some("pgtrail cli"));
+    }
+
+    // CSV with a BOM, and the filters the page uses.
+    let want_upd = rows_where(&store, &format!("{t_only} AND action = 'UPDATE'")).await;
+    let (status, _, _, body) = get(&web.url("/export?table=public.t&action=UPDATE&format=csv&bom=1&last=24h")).await;
+    assert_eq!(status, StatusCode::OK);
+    check_csv(&body, &want_upd, true);
+    assert_export_event(
+        export_events(&store).await.last().unwrap(),
+        "csv",
+        json!({"action": ["UPDATE"], "table": ["public.t"], "last": "24h"}),
+        want_upd.len(),
+        false,
+        true,
+    );
+
+    // Bad input: the log page's 400s, and nothing exported or recorded.
+    let events_before = export_events(&store).await.len();
+    for (query, needle) in [
+        ("format=csv&from=yesterday", "from"),
+        ("format=pdf", "pdf"),
+        ("table=public.t", "format"),
+        ("format=csv&ip=10.0.0.0/33", "prefix"),
+        ("format=jsonl&bom=1", "csv only"),
+        ("format=csv&cursor=x", "cursor"),
+        ("format=csv&colour=red", "unknown parameter"),
+    ] {
+        let (status, _, _, body) = get(&web.url(&format!("/export?{query}"))).await;
+        let text = String::from_utf8_lossy(&body);
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {text}");
+        assert!(text.contains(needle), "{query}: {text}");
+    }
+    assert_eq!(export_events(&store).await.len(), events_before);
+
+    // The log page offers the export of what it shows.
+    let (status, _, _, page) = get(&web.url("/?table=public.t&action=UPDATE&actor=al%7Cice")).await;
+    assert_eq!(status, StatusCode::OK);
+    let page = String::from_utf8(page).unwrap();
+    let form = &page[page.find("action=\"/export\"").expect("an export form")..];
+    let form = &form[..form.find("</form>").unwrap()];
+    for hidden in [
+        r#"name="action" value="UPDATE""#,
+        r#"name="table" value="public.t""#,
+        r#"name="actor" value="al|ice""#,
+    ] {
+        assert!(form.contains(hidden), "{hidden} in {form}");
+    }
+    assert!(form.contains(r#"name="format""#) && form.contains(r#"value="xlsx""#));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_download_is_recorded_as_incomplete() {
+    let env = TestEnv::start().await;
+    env.setup().await;
+    let store = env.store().await;
+    // About 40 MB of JSON Lines: far more than the channel and the sockets hold.
+    store
+        .batch_execute(
+            "INSERT INTO pgtrail.entries (committed_at, xid, lsn, schema_name, table_name, action, after, context) \
+             SELECT now(), 1000 + g, '0/1'::pg_lsn, 'public', 'bulk', 'INSERT', \
+                    json_build_object('id', g, 'pad', repeat('x', 400)), '{\"actor\": null}'::json \
+             FROM generate_series(1, 80000) g",
+        )
+        .await
+        .unwrap();
+    let web = WebServer::start(&env, "").await;
+    // Four downloads at once, each read only to its first chunk: the most the server runs.
+    let mut running = Vec::new();
+    for _ in 0..4 {
+        let mut resp = reqwest::get(web.url("/export?format=jsonl")).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let first = resp.chunk().await.unwrap().expect("the download starts");
+        assert!(first.starts_with(b"{\"id\":"));
+        running.push(resp);
+    }
+    let (status, _, _, body) = get(&web.url("/export?format=csv")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(String::from_utf8_lossy(&body).contains("try again"));
+    // The clients go away part way.
+    drop(running);
+    let started = Instant::now();
+    let events = loop {
+        let events = export_events(&store).await;
+        if events.len() == 4 {
+            break events;
+        }
+        assert!(events.len() < 4, "one event per download: {events:?}");
+        assert!(started.elapsed() < Duration::from_secs(60), "no events for the abandoned downloads");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for ev in &events {
+        let d = ev.json("details");
+        let entries = d["entries"].as_u64().unwrap() as usize;
+        assert!(entries < 80_000, "stopped part way: {entries}");
+        assert_export_event(ev, "jsonl", json!({}), entries, false, false);
+        assert!(d["error"].as_str().unwrap().contains("stopped the download"), "{d}");
+    }
+    // Their places are free again.
+    let mut resp = reqwest::get(web.url("/export?format=cef&action=DDL")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.chunk().await.unwrap(), None, "no DDL entries: an empty file");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_downloads_are_encrypted_when_configured() {
+    let identity = age::x25519::Identity::generate();
+    let recipients = format!(
+        "\n[export]\nage_recipients = [{}]\n",
+        toml_str(&identity.to_public().to_string())
+    );
+    let env = TestEnv::start().await;
+    hostile_entries(&env).await;
+    let mut daemon = env.spawn();
+    write_hostile_changes(&env).await;
+    env.sync().await;
+    daemon.terminate().await;
+    let store = env.store().await;
+    let want = rows_where(&store, "schema_name = 'public' AND table_name = 't'").await;
+
+    let web = WebServer::start(&env, &recipients).await;
+    let (status, ct, cd, body) = get(&web.url("/export?table=public.t&format=xlsx")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ct, "application/octet-stream");
+    assert!(cd.ends_with(".xlsx.age\""), "{cd}");
+    check_xlsx(&decrypt(&body, &identity), &want);
+    let ev = export_events(&store).await.pop().unwrap();
+    assert_export_event(&ev, "xlsx", json!({"table": ["public.t"]}), want.len(), true, true);
+    // Not required: a plain file on request.
+    let (status, ct, _, body) = get(&web.url("/export?table=public.t&format=csv&encrypt=0")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ct, "text/csv; charset=utf-8");
+    check_csv(&body, &want, false);
+    drop(web);
+
+    let web = WebServer::start(&env, &format!("{recipients}require_encryption = true\n")).await;
+    let events_before = export_events(&store).await.len();
+    let (status, _, _, body) = get(&web.url("/export?table=public.t&format=csv&encrypt=0")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(String::from_utf8_lossy(&body).contains("encrypted"));
+    assert_eq!(export_events(&store).await.len(), events_before);
+    let (status, _, _, body) = get(&web.url("/export?table=public.t&format=cef")).await;
+    assert_eq!(status, StatusCode::OK);
+    check_cef(std::str::from_utf8(&decrypt(&body, &identity)).unwrap(), &want);
+}
