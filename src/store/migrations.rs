@@ -18,6 +18,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "details and events",
         include_str!("../../sql/store/0002_details_and_events.sql"),
     ),
+    (
+        4,
+        "users, sessions and tokens",
+        include_str!("../../sql/store/0004_users.sql"),
+    ),
 ];
 
 const BOOTSTRAP: &str = "CREATE SCHEMA IF NOT EXISTS pgtrail;
