@@ -193,9 +193,11 @@ impl Actor {
         let os_user = std::env::var("USER")
             .or_else(|_| std::env::var("LOGNAME"))
             .ok()
-            .filter(|u| !u.is_empty());
+            .filter(|u| !u.is_empty())
+            .or_else(os_user_from_uid)
+            .unwrap_or_else(|| "unknown".into());
         Actor {
-            name: os_user.map(|u| format!("os:{u}")),
+            name: Some(format!("os:{os_user}")),
             application: "pgtrail cli",
             client_addr: None,
         }
@@ -212,6 +214,24 @@ impl Actor {
         e.actor = self.name.clone();
         e
     }
+}
+
+/// The login name of this process's user, from its uid (services often run
+/// without `USER` in the environment).
+fn os_user_from_uid() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .to_owned();
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let mut f = l.split(':');
+        let name = f.next()?;
+        (f.nth(1)? == uid).then(|| name.to_owned())
+    })
 }
 
 /// 32 random bytes from the operating system, base64url without padding.

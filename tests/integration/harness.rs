@@ -813,12 +813,8 @@ impl Pgtrail {
                 .stderr(Stdio::piped())
                 .spawn()
                 .unwrap_or_else(|e| panic!("spawn {}: {e}", bin()));
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(input.as_bytes())
-                .unwrap();
+            // A command that fails before reading its input closes the pipe: not our error.
+            let _ = child.stdin.take().unwrap().write_all(input.as_bytes());
             child.wait_with_output().unwrap()
         });
         CliOutput {
