@@ -83,8 +83,9 @@ split=0
 dir="$repo/target/bench/app_cost"
 slot=app_cost
 
-die() { echo "app_cost: $*" >&2; exit 1; }
-say() { echo "app_cost: $*" >&2; }
+bench=app_cost
+# shellcheck source=bench/lib.sh
+source "$repo/bench/lib.sh"
 usage() { sed -n '2,33p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2; }
 
 while [[ $# -gt 0 ]]; do
@@ -115,36 +116,17 @@ jobs=$(( clients < $(nproc) ? clients : $(nproc) ))
 
 bash "$repo/scripts/install-deps.sh" >&2
 pgc_find_bin
-if [[ $build -eq 1 ]]; then
-    say "cargo build --release"
-    (cd "$repo" && cargo build --release --quiet)
-fi
-[[ -x "$repo/target/release/pgtrail" ]] || die "$repo/target/release/pgtrail not found (build it, or drop --no-build)"
+build_pgtrail "$build"
 
 daemon_pid=""
 sampler_pid=""
 bench_pid=""
-stop_pid() {
-    local pid="$1"
-    if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
-        kill -TERM "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    fi
-}
-cleanup() {
-    local rc=$?
+stop_all() {
     stop_pid "$bench_pid"
     stop_pid "$sampler_pid"
     stop_pid "$daemon_pid"
-    if [[ $keep -eq 1 ]]; then
-        say "kept $dir (stop it with: bash scripts/pgcluster.sh destroy $dir)"
-    else
-        pgc_destroy "$dir" || true
-    fi
-    exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+bench_trap_exit
 
 # Seconds between two $EPOCHREALTIME values.
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
@@ -157,18 +139,6 @@ calc() {
     for kv in "$@"; do vars+=(-v "$kv"); done
     awk "${vars[@]}" "BEGIN { print $expr }"
 }
-# utime + stime, in clock ticks, summed over the given pids (gone ones count 0).
-cpu_ticks() {
-    local pid sum=0 t
-    for pid in "$@"; do
-        t=$(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || echo 0)
-        sum=$(( sum + t ))
-    done
-    echo "$sum"
-}
-
-# Busy (not idle, not iowait) CPU ticks of the whole machine.
-machine_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
 # CPU ticks of the cluster: the postmaster, its live children, and the children it
 # has reaped (cutime + cstime).
 cluster_ticks() {
@@ -352,14 +322,14 @@ run_one() {
     local log="$dir/logs/pgbench_$s-$mode-$r.log" t_begin t_end end_lsn lag
     local m0 c0 k0 d0=0 p0=0 m1 c1 k1 d1=0 p1=0
     [[ $s != b ]] || { d0=$(cpu_ticks "$daemon_pid"); p0=$(cpu_ticks "${pids[@]}"); }
-    m0=$(machine_ticks); c0=$(cluster_ticks); k0=$(children_ticks)
+    m0=$(machine_busy_ticks); c0=$(cluster_ticks); k0=$(children_ticks)
     t_begin=$EPOCHREALTIME
     pgbench "${args[@]}" >"$log" 2>&1 &
     bench_pid=$!
     wait "$bench_pid" || { cat "$log" >&2; die "pgbench failed on $db ($mode, round $r)"; }
     bench_pid=""
     t_end=$EPOCHREALTIME
-    m1=$(machine_ticks); c1=$(cluster_ticks); k1=$(children_ticks)
+    m1=$(machine_busy_ticks); c1=$(cluster_ticks); k1=$(children_ticks)
     [[ $s != b ]] || { d1=$(cpu_ticks "$daemon_pid"); p1=$(cpu_ticks "${pids[@]}"); }
     OTHERS[$key]=$(calc "((m1 - m0) - (c1 - c0) - (k1 - k0) - (d1 - d0)) / hz / (t1 - t0) / n * 100" \
         "m1=$m1" "m0=$m0" "c1=$c1" "c0=$c0" "k1=$k1" "k0=$k0" "d1=$d1" "d0=$d0" "hz=$hz" "t1=$t_end" "t0=$t_begin" "n=$cores")

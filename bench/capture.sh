@@ -56,8 +56,9 @@ build=1
 keep=0
 dir="$repo/target/bench/capture"
 
-die() { echo "capture: $*" >&2; exit 1; }
-say() { echo "capture: $*" >&2; }
+bench=capture
+# shellcheck source=bench/lib.sh
+source "$repo/bench/lib.sh"
 usage() { sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2; }
 
 while [[ $# -gt 0 ]]; do
@@ -88,60 +89,18 @@ expected_rows=$(( transactions * 4 ))
 bash "$repo/scripts/install-deps.sh"
 pgc_find_bin
 pgtrail="$repo/target/release/pgtrail"
-if [[ $ref_only -eq 0 ]]; then
-    if [[ $build -eq 1 ]]; then
-        say "cargo build --release"
-        (cd "$repo" && cargo build --release --quiet)
-    fi
-    [[ -x "$pgtrail" ]] || die "$pgtrail not found (build it, or use --ref-only)"
-fi
+if [[ $ref_only -eq 0 ]]; then build_pgtrail "$build"; fi
 
 daemon_pid=""
 recv_pid=""
-cleanup() {
-    local rc=$?
-    if [[ -n "$recv_pid" ]] && kill -0 "$recv_pid" 2>/dev/null; then kill "$recv_pid" 2>/dev/null || true; fi
-    if [[ -n "$daemon_pid" ]] && kill -0 "$daemon_pid" 2>/dev/null; then
-        kill -TERM "$daemon_pid" 2>/dev/null || true
-        wait "$daemon_pid" 2>/dev/null || true
-    fi
-    if [[ $keep -eq 1 ]]; then
-        say "kept $dir (stop it with: bash scripts/pgcluster.sh destroy $dir)"
-    else
-        pgc_destroy "$dir" || true
-    fi
-    exit "$rc"
+stop_all() {
+    stop_pid "$recv_pid"
+    stop_pid "$daemon_pid"
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-now() { date +%s.%N; }
-# "X/Y" (hex) -> integer byte position.
-lsn_num() {
-    local hi="${1%/*}" lo="${1#*/}"
-    echo $(( (16#$hi << 32) + 16#$lo ))
-}
-# json_field NAME JSON: the value of a top-level string or number field.
-json_field() {
-    sed -n "s/.*\"$1\":\"\{0,1\}\([^\",}]*\)\"\{0,1\}[,}].*/\1/p" <<<"$2"
-}
+bench_trap_exit
 
 # 1. Cluster, pgbench tables, store database.
-pgc_destroy "$dir"
-pgc_start "$dir" "fsync=$fsync" "max_wal_size=16GB" "checkpoint_timeout=1h" "shared_buffers=1GB"
-port="$PGC_PORT"
-psql_db() { local db="$1"; shift; pgc_psql "$dir" -d "$db" "$@"; }
-
-psql_db postgres -c "CREATE DATABASE bench"
-say "pgbench -i -s $clients"
-pgbench -i -q -s "$clients" -h 127.0.0.1 -p "$port" -U postgres bench >"$dir/pgbench-init.log" 2>&1 \
-    || { cat "$dir/pgbench-init.log" >&2; die "pgbench -i failed"; }
-psql_db bench -c "CREATE TABLE bench_marker (id serial PRIMARY KEY, at timestamptz DEFAULT now())"
-if [[ $identity == FULL ]]; then
-    for t in accounts tellers branches history; do
-        psql_db bench -c "ALTER TABLE pgbench_$t REPLICA IDENTITY FULL"
-    done
-fi
+bench_pgbench_cluster "$fsync"
 
 # 2. Slots, both before the backlog. The tables are named one by one: wal2json's
 # add-tables takes `*` only as a whole schema or table name (`public.*`), so
@@ -177,19 +136,8 @@ psql_db bench -At -c "SELECT pg_create_logical_replication_slot('bench_ref', 'wa
 start_lsn=$(psql_db bench -At -c "SELECT pg_current_wal_lsn()")
 
 # 3. The backlog, with nothing reading it.
-say "backlog: $transactions tpcb-like transactions ($clients clients x $per_client), daemon not running"
-t0=$(now)
-pgbench -n -M prepared -c "$clients" -j "$jobs" -t "$per_client" -h 127.0.0.1 -p "$port" -U postgres bench \
-    >"$dir/pgbench.log" 2>&1 || { cat "$dir/pgbench.log" >&2; die "pgbench failed"; }
-t1=$(now)
-end_lsn=$(psql_db bench -At -c "SELECT pg_current_wal_lsn()")
-psql_db bench -c "INSERT INTO bench_marker DEFAULT VALUES"
-processed=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$dir/pgbench.log")
-history=$(psql_db bench -At -c "SELECT count(*) FROM pgbench_history")
-[[ "$processed" == "$transactions" && "$history" == "$transactions" ]] \
-    || die "pgbench processed ${processed:-?} transactions and history has $history rows; expected $transactions"
+bench_backlog
 wal_bytes=$(( $(lsn_num "$end_lsn") - $(lsn_num "$start_lsn") ))
-backlog_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
 say "backlog done in ${backlog_s}s: $expected_rows row changes, $((wal_bytes / 1048576)) MiB of WAL, end LSN $end_lsn"
 
 # 4. (a) pg_recvlogical to /dev/null.
@@ -251,7 +199,7 @@ if [[ $ref_only -eq 0 ]]; then
         fi
     done
     t1="$t"
-    cpu_ticks=$(awk '{ print $14 + $15 }' "/proc/$daemon_pid/stat" 2>/dev/null || echo 0)
+    daemon_ticks=$(cpu_ticks "$daemon_pid")
     kill -TERM "$daemon_pid"
     rc=0
     wait "$daemon_pid" || rc=$?
@@ -265,7 +213,7 @@ if [[ $ref_only -eq 0 ]]; then
     [[ "$stored_rows" =~ ^[0-9]+$ ]] || die "no entry count in: $final"
     pgtrail_rate=$(awk -v n="$stored_rows" -v s="$pgtrail_s" 'BEGIN { printf "%.0f", n / s }')
     ratio=$(awk -v b="$pgtrail_rate" -v a="$ref_rate" 'BEGIN { printf "%.2f", b / a }')
-    cpu_s=$(awk -v t="$cpu_ticks" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", t / hz }')
+    cpu_s=$(ticks_to_s "$daemon_ticks")
 fi
 
 pg_version=$(psql_db bench -At -c "SHOW server_version")

@@ -67,8 +67,9 @@ build=0
 keep=0
 dir="$repo/target/bench/profile"
 
-die() { echo "profile: $*" >&2; exit 1; }
-say() { echo "profile: $*" >&2; }
+bench=profile
+# shellcheck source=bench/lib.sh
+source "$repo/bench/lib.sh"
 usage() { sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2; }
 
 while [[ $# -gt 0 ]]; do
@@ -128,63 +129,22 @@ jobs=$(( clients < $(nproc) ? clients : $(nproc) ))
 expected_rows=$(( transactions * 4 ))
 
 pgtrail="$repo/target/release/pgtrail"
-if [[ $build -eq 1 || ! -x "$pgtrail" ]]; then
-    say "cargo build --release"
-    (cd "$repo" && cargo build --release --quiet)
-fi
-[[ -x "$pgtrail" ]] || die "$pgtrail not found"
+if [[ ! -x "$pgtrail" ]]; then build=1; fi
+build_pgtrail "$build"
 
 daemon_pid=""
 perf_pid=""
 pidstat_pid=""
-cleanup() {
-    local rc=$?
-    if [[ -n "$pidstat_pid" ]] && kill -0 "$pidstat_pid" 2>/dev/null; then kill "$pidstat_pid" 2>/dev/null || true; fi
-    if [[ -n "$perf_pid" ]] && kill -0 "$perf_pid" 2>/dev/null; then
-        kill -INT "$perf_pid" 2>/dev/null || true
-        wait "$perf_pid" 2>/dev/null || true
-    fi
-    if [[ -n "$daemon_pid" ]] && kill -0 "$daemon_pid" 2>/dev/null; then
-        kill -TERM "$daemon_pid" 2>/dev/null || true
-        wait "$daemon_pid" 2>/dev/null || true
-    fi
-    if [[ $keep -eq 1 ]]; then
-        say "kept $dir (stop it with: bash scripts/pgcluster.sh destroy $dir)"
-    else
-        pgc_destroy "$dir" || true
-    fi
-    exit "$rc"
+stop_all() {
+    stop_pid "$pidstat_pid"
+    stop_pid "$perf_pid" INT
+    stop_pid "$daemon_pid"
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+bench_trap_exit
 
-now() { date +%s.%N; }
-lsn_num() {
-    local hi="${1%/*}" lo="${1#*/}"
-    echo $(( (16#$hi << 32) + 16#$lo ))
-}
-# user+system clock ticks of a process (0 once it is gone).
-proc_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
-# Busy clock ticks of the whole machine (all CPUs; everything but idle and iowait).
-machine_busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
-ticks_to_s() { awk -v t="$1" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz }'; }
 
-# 1. Cluster, pgbench tables, store database (as bench/capture.sh).
-pgc_destroy "$dir"
-pgc_start "$dir" "fsync=off" "max_wal_size=16GB" "checkpoint_timeout=1h" "shared_buffers=1GB"
-port="$PGC_PORT"
-psql_db() { local db="$1"; shift; pgc_psql "$dir" -d "$db" "$@"; }
-
-psql_db postgres -c "CREATE DATABASE bench"
-say "pgbench -i -s $clients"
-pgbench -i -q -s "$clients" -h 127.0.0.1 -p "$port" -U postgres bench >"$dir/pgbench-init.log" 2>&1 \
-    || { cat "$dir/pgbench-init.log" >&2; die "pgbench -i failed"; }
-psql_db bench -c "CREATE TABLE bench_marker (id serial PRIMARY KEY, at timestamptz DEFAULT now())"
-if [[ $identity == FULL ]]; then
-    for t in accounts tellers branches history; do
-        psql_db bench -c "ALTER TABLE pgbench_$t REPLICA IDENTITY FULL"
-    done
-fi
+# 1. Cluster, pgbench tables, store database.
+bench_pgbench_cluster off
 
 # 2. pgtrail setup and its slot, before the backlog.
 cfg="$dir/pgtrail.toml"
@@ -206,13 +166,7 @@ if [[ $(psql_db bench -At -c "SELECT count(*) FROM pg_replication_slots WHERE sl
 fi
 
 # 3. The backlog, with nothing reading it.
-say "backlog: $transactions tpcb-like transactions ($clients clients x $per_client), daemon not running"
-pgbench -n -M prepared -c "$clients" -j "$jobs" -t "$per_client" -h 127.0.0.1 -p "$port" -U postgres bench \
-    >"$dir/pgbench.log" 2>&1 || { cat "$dir/pgbench.log" >&2; die "pgbench failed"; }
-end_lsn=$(psql_db bench -At -c "SELECT pg_current_wal_lsn()")
-psql_db bench -c "INSERT INTO bench_marker DEFAULT VALUES"
-history=$(psql_db bench -At -c "SELECT count(*) FROM pgbench_history")
-[[ "$history" == "$transactions" ]] || die "pgbench_history has $history rows; expected $transactions"
+bench_backlog
 end_num=$(lsn_num "$end_lsn")
 say "backlog done: $expected_rows row changes, end LSN $end_lsn"
 
@@ -277,13 +231,13 @@ busy1=$(machine_busy_ticks)
 [[ -n "$walsender_pid" && -n "$store_pids" ]] || die "the walsender or the store backend was never seen"
 
 # 5. CPU of each process, read while all are still alive.
-pgtrail_ticks=$(proc_ticks "$daemon_pid")
+pgtrail_ticks=$(cpu_ticks "$daemon_pid")
 pgtrail_tids=$(find "/proc/$daemon_pid/task" -mindepth 1 -maxdepth 1 -printf "%f\n" 2>/dev/null | paste -sd, -)
-walsender_ticks=$(proc_ticks "$walsender_pid")
+walsender_ticks=$(cpu_ticks "$walsender_pid")
 store_ticks=0
-for p in ${store_pids//,/ }; do store_ticks=$(( store_ticks + $(proc_ticks "$p") )); done
+for p in ${store_pids//,/ }; do store_ticks=$(( store_ticks + $(cpu_ticks "$p") )); done
 catalog_ticks=0
-for p in ${catalog_pids//,/ }; do catalog_ticks=$(( catalog_ticks + $(proc_ticks "$p") )); done
+for p in ${catalog_pids//,/ }; do catalog_ticks=$(( catalog_ticks + $(cpu_ticks "$p") )); done
 if [[ $tool == perf ]]; then
     kill -INT "$perf_pid"
     wait "$perf_pid" || true

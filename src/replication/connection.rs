@@ -115,6 +115,9 @@ pub struct ReplicationConnection {
     io: Box<dyn Io>,
     read: BytesMut,
     write: BytesMut,
+    /// Bytes the last socket read returned (usize::MAX when it filled the
+    /// buffer): small reads mean a trickle.
+    last_read: usize,
 }
 
 impl ReplicationConnection {
@@ -163,6 +166,7 @@ impl ReplicationConnection {
             io,
             read: BytesMut::with_capacity(256 * 1024),
             write: BytesMut::new(),
+            last_read: 0,
         };
         let user = url.user().to_owned();
         let options = "-c DateStyle=ISO -c TimeZone=UTC -c bytea_output=hex -c IntervalStyle=postgres -c extra_float_digits=3";
@@ -357,6 +361,11 @@ impl ReplicationConnection {
         }
     }
 
+    /// Bytes the last read from the socket returned.
+    pub(crate) fn last_read(&self) -> usize {
+        self.last_read
+    }
+
     pub(crate) fn write_buf(&mut self) -> &mut BytesMut {
         &mut self.write
     }
@@ -410,10 +419,14 @@ impl ReplicationConnection {
             if self.read.capacity() - self.read.len() < 16 * 1024 {
                 self.read.reserve(64 * 1024);
             }
+            let offered = self.read.capacity() - self.read.len();
             let n = self.io.read_buf(&mut self.read).await?;
             if n == 0 {
                 return Err(ReplicationError::Closed);
             }
+            // A read that took all the room it was offered says nothing about
+            // the pace: more may be waiting. Count it as a big one.
+            self.last_read = if n >= offered { usize::MAX } else { n };
         }
     }
 }

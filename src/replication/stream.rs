@@ -26,6 +26,10 @@ pub enum StreamMessage {
     Keepalive { wal_end: Lsn, reply_requested: bool },
 }
 
+/// A socket read smaller than this means the server is sending as changes
+/// are committed, not draining a backlog (which fills reads of 64 KiB and more).
+const TRICKLE_READ_BYTES: usize = 32 * 1024;
+
 pub struct ReplicationStream {
     conn: ReplicationConnection,
 }
@@ -86,6 +90,12 @@ impl ReplicationStream {
     /// True when the next message is already buffered: `next` will not wait.
     pub fn message_buffered(&self) -> bool {
         self.conn.message_buffered()
+    }
+
+    /// True when the last read from the socket was small: changes arrive one
+    /// transaction at a time rather than as a backlog.
+    pub fn trickling(&self) -> bool {
+        self.conn.last_read() < TRICKLE_READ_BYTES
     }
 
     /// Sends a standby status update. `flushed` is what the slot may advance to.

@@ -22,7 +22,8 @@ use crate::lsn::Lsn;
 
 /// COPY a chunk once this much text is buffered.
 const COPY_CHUNK_BYTES: usize = 4 << 20;
-/// Commit at a transaction boundary at least this often while busy.
+/// Commit at a transaction boundary this often while changes keep coming
+/// (and at once when the first change after a quiet spell arrives).
 const COMMIT_INTERVAL: Duration = Duration::from_millis(250);
 
 const COPY_SQL: &str =
@@ -69,17 +70,34 @@ impl StoreWriter {
     /// partial source transaction is rolled back (the server sends it again).
     pub async fn run(mut self, mut rx: mpsc::Receiver<Vec<Event>>) -> Result<(), StoreError> {
         loop {
-            let batch = match rx.try_recv() {
-                Ok(batch) => batch,
-                Err(mpsc::error::TryRecvError::Empty) => {
-                    // Nothing waiting: a good moment to make what we have durable.
-                    self.commit_if_whole().await?;
-                    match rx.recv().await {
-                        Some(batch) => batch,
-                        None => break,
+            // (While the open store transaction holds part of an unfinished
+            // source transaction nothing can be committed: just wait for more.)
+            let batch = if self.pending_checkpoint.is_some() && !self.holds_partial {
+                // Something whole waits to be committed. Committing as soon as
+                // the channel runs dry would make one store transaction (COPY,
+                // checkpoint UPDATE, COMMIT and its WAL flush) per source
+                // transaction under a steady trickle, which cost the
+                // application's server more than storing the entries did; so
+                // gather until the commit is due. After an idle spell it is due
+                // at once, so a lone change is stored without delay.
+                match tokio::time::timeout_at(
+                    (self.last_commit + COMMIT_INTERVAL).into(),
+                    rx.recv(),
+                )
+                .await
+                {
+                    Ok(Some(batch)) => batch,
+                    Ok(None) => break,
+                    Err(_) => {
+                        self.commit_if_whole().await?;
+                        continue;
                     }
                 }
-                Err(mpsc::error::TryRecvError::Disconnected) => break,
+            } else {
+                match rx.recv().await {
+                    Some(batch) => batch,
+                    None => break,
+                }
             };
             for event in batch {
                 match event {

@@ -1,0 +1,103 @@
+# shellcheck shell=bash
+# Helpers shared by the benchmark scripts; sourced after scripts/pgcluster.sh, not run.
+# The sourcing script sets $bench (its name, for messages) first, and $dir, $keep
+# before calling bench_trap_exit; it may define stop_all() to stop what it started.
+
+say() { echo "$bench: $*" >&2; }
+die() { echo "$bench: $*" >&2; exit 1; }
+
+# build_pgtrail 0|1: runs `cargo build --release` when asked, then insists the binary is there.
+build_pgtrail() {
+    if [[ "$1" -eq 1 ]]; then
+        say "cargo build --release"
+        (cd "$repo" && cargo build --release --quiet)
+    fi
+    [[ -x "$repo/target/release/pgtrail" ]] || die "$repo/target/release/pgtrail not found (build it, or drop --no-build)"
+}
+
+# stop_pid PID [SIGNAL]: stops a background process if it still runs and reaps it.
+stop_pid() {
+    local pid="$1" sig="${2:-TERM}"
+    if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
+        kill "-$sig" "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    fi
+}
+
+# On exit: stop what the script started (its stop_all), then keep or destroy the cluster in $dir.
+bench_cleanup() {
+    local rc=$?
+    if declare -F stop_all >/dev/null; then stop_all; fi
+    if [[ $keep -eq 1 ]]; then
+        say "kept $dir (stop it with: bash scripts/pgcluster.sh destroy $dir)"
+    else
+        pgc_destroy "$dir" || true
+    fi
+    exit "$rc"
+}
+bench_trap_exit() {
+    trap bench_cleanup EXIT
+    trap 'exit 130' INT TERM
+}
+
+now() { date +%s.%N; }
+# "X/Y" (hex) -> integer byte position.
+lsn_num() {
+    local hi="${1%/*}" lo="${1#*/}"
+    echo $(( (16#$hi << 32) + 16#$lo ))
+}
+# json_field NAME JSON: the value of a top-level string or number field.
+json_field() {
+    sed -n "s/.*\"$1\":\"\{0,1\}\([^\",}]*\)\"\{0,1\}[,}].*/\1/p" <<<"$2"
+}
+# utime + stime, in clock ticks, summed over the given pids (gone ones count 0).
+cpu_ticks() {
+    local pid sum=0 t
+    for pid in "$@"; do
+        t=$(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || echo 0)
+        sum=$(( sum + t ))
+    done
+    echo "$sum"
+}
+# Busy (not idle, not iowait) CPU ticks of the whole machine.
+machine_busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
+ticks_to_s() { awk -v t="$1" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz }'; }
+
+psql_db() { local db="$1"; shift; pgc_psql "$dir" -d "$db" "$@"; }
+
+# bench_pgbench_cluster FSYNC: a fresh cluster in $dir (its port in $port) with database
+# `bench` made by `pgbench -i -s $clients`, a marker table outside the capture, and the
+# pgbench tables' replica identity FULL when $identity is FULL.
+bench_pgbench_cluster() {
+    pgc_destroy "$dir"
+    pgc_start "$dir" "fsync=$1" "max_wal_size=16GB" "checkpoint_timeout=1h" "shared_buffers=1GB"
+    port="$PGC_PORT"
+    psql_db postgres -c "CREATE DATABASE bench"
+    say "pgbench -i -s $clients"
+    pgbench -i -q -s "$clients" -h 127.0.0.1 -p "$port" -U postgres bench >"$dir/pgbench-init.log" 2>&1 \
+        || { cat "$dir/pgbench-init.log" >&2; die "pgbench -i failed"; }
+    psql_db bench -c "CREATE TABLE bench_marker (id serial PRIMARY KEY, at timestamptz DEFAULT now())"
+    if [[ $identity == FULL ]]; then
+        local t
+        for t in accounts tellers branches history; do
+            psql_db bench -c "ALTER TABLE pgbench_$t REPLICA IDENTITY FULL"
+        done
+    fi
+}
+
+# bench_backlog: $transactions tpcb-like transactions on `bench` with nothing reading the
+# slots, then one marker row; sets $end_lsn (the WAL position right after pgbench) and
+# $backlog_s, and checks that every transaction happened.
+bench_backlog() {
+    say "backlog: $transactions tpcb-like transactions ($clients clients x $per_client), daemon not running"
+    local t0 t1 history
+    t0=$(now)
+    pgbench -n -M prepared -c "$clients" -j "$jobs" -t "$per_client" -h 127.0.0.1 -p "$port" -U postgres bench \
+        >"$dir/pgbench.log" 2>&1 || { cat "$dir/pgbench.log" >&2; die "pgbench failed"; }
+    t1=$(now)
+    end_lsn=$(psql_db bench -At -c "SELECT pg_current_wal_lsn()")
+    psql_db bench -c "INSERT INTO bench_marker DEFAULT VALUES"
+    history=$(psql_db bench -At -c "SELECT count(*) FROM pgbench_history")
+    [[ "$history" == "$transactions" ]] || die "pgbench_history has $history rows; expected $transactions"
+    backlog_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
+}
