@@ -506,3 +506,70 @@ pub fn auth_error(e: crate::auth::AuthError) -> WebError {
         e => WebError::Internal(e.to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(schema: &str, table: &str, action: &str) -> StoredEntry {
+        StoredEntry {
+            id: 1,
+            committed_at: chrono::Utc::now(),
+            xid: None,
+            lsn: None,
+            schema: schema.into(),
+            table: table.into(),
+            action: action.into(),
+            json: Default::default(),
+        }
+    }
+
+    fn sql_of(scope: &Scope) -> (String, usize) {
+        let mut sql = Sql::new("SELECT 1 FROM pgtrail.entries WHERE true");
+        scope.push_where(&mut sql);
+        let n = sql.refs().len();
+        (sql.text, n)
+    }
+
+    #[test]
+    fn the_default_scope_sees_nothing() {
+        let s = Scope::default();
+        assert!(sql_of(&s).0.ends_with(" AND false"));
+        assert!(!s.allows(&entry("public", "t", "INSERT")));
+    }
+
+    #[test]
+    fn scopes_as_sql_and_in_rust_agree() {
+        let restricted = Tables::parse_list("public.orders, sales.*").unwrap();
+        let cases = [
+            (Scope::everything(), "", 0),
+            (Scope::Limited { events: false, tables: Tables::default() }, " AND action <> 'EVENT'", 0),
+            (
+                Scope::Limited { events: true, tables: restricted.clone() },
+                " AND (action = 'EVENT' OR (schema_name LIKE $1 AND table_name LIKE $2) OR (schema_name LIKE $3 AND table_name LIKE $4))",
+                4,
+            ),
+            (
+                Scope::Limited { events: false, tables: restricted.clone() },
+                " AND action <> 'EVENT' AND ((schema_name LIKE $1 AND table_name LIKE $2) OR (schema_name LIKE $3 AND table_name LIKE $4))",
+                4,
+            ),
+        ];
+        for (scope, tail, params) in &cases {
+            let (text, n) = sql_of(scope);
+            assert_eq!(&text["SELECT 1 FROM pgtrail.entries WHERE true".len()..], *tail);
+            assert_eq!(n, *params);
+        }
+        let viewer = &cases[3].0;
+        assert!(viewer.allows(&entry("public", "orders", "UPDATE")));
+        assert!(viewer.allows(&entry("sales", "leads", "DDL")));
+        assert!(!viewer.allows(&entry("public", "customers", "UPDATE")));
+        assert!(!viewer.allows(&entry("pgtrail", "session", "EVENT")));
+        let admin = &cases[2].0;
+        assert!(admin.allows(&entry("pgtrail", "session", "EVENT")));
+        assert!(!admin.allows(&entry("public", "customers", "UPDATE")));
+        // LIKE's own wildcards in a name are literal.
+        let odd = Scope::Limited { events: false, tables: Tables::parse_list("public.a_b").unwrap() };
+        assert!(!odd.allows_table(&TableName::new("public", "axb")));
+    }
+}

@@ -63,7 +63,12 @@ async fn render(state: &AppState, status: StatusCode, message: &str, next: &str,
         let client = state.auth().writer.get().await?;
         !users::any(&*client).await.map_err(access::auth_error)?
     };
-    let csrf = crate::auth::random_secret().map_err(access::auth_error)?;
+    // Reuse the browser's token: another sign-in page (a second tab, or the
+    // favicon request sent here) must not invalidate the form already shown.
+    let csrf = match access::cookie(headers, SIGN_IN_COOKIE) {
+        Some(c) if c.len() == 43 && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') => c,
+        _ => crate::auth::random_secret().map_err(access::auth_error)?,
+    };
     let page = SignInPage {
         message: message.to_owned(),
         next: next.to_owned(),

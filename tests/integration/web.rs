@@ -1911,11 +1911,18 @@ async fn web_in_headless_chromium_filter_sort_view_difference_history_live() {
     c.find(Css("form.stack button[type=submit]")).await.unwrap().click().await.unwrap();
 
     // The log.
-    c.wait()
+    if c.wait()
         .at_most(Duration::from_secs(10))
         .for_element(Css("header .who .user"))
         .await
-        .unwrap();
+        .is_err()
+    {
+        panic!(
+            "not signed in after the form: at {:?}\n{}",
+            c.current_url().await.map(|u| u.to_string()),
+            c.source().await.unwrap_or_default()
+        );
+    }
     assert!(texts(&c, "header .who .user").await[0].starts_with("olivia"));
     c.wait()
         .at_most(Duration::from_secs(10))
