@@ -14,6 +14,10 @@
 #   --build         build target/release/pgtrail first (default: use it as it is,
 #                   building only if it is missing)
 #   --keep          leave the cluster running and DIR in place at the end
+#   --synthetic     make the data with examples/web_fill (the web benchmark's
+#                   entries: 200 tables, 300 actors, ~250 addresses) instead of
+#                   steps 1-2's pgbench capture, whose contexts are all alike
+#                   (one role, one address), which flatters the actor and IP indexes
 #
 # Method:
 #  1. bench/capture.sh --keep runs the real pipeline once: a private cluster
@@ -39,10 +43,16 @@
 #
 # Variants: (1) no index, the five JSON columns as text; (2) no index (json, as
 # stored); (3) + primary key on id; (4) + BRIN (committed_at); (5) + btree (xid);
-# (6) + btree (row_key); (7) all of the store's indexes (LIKE ... INCLUDING ALL:
-# the real table); (8) the rejected alternative to row_key: primary key + btree
-# (schema_name, table_name, md5(primary_key::text)); (9) all of the store's
-# indexes with jsonb instead of json. (3)-(6) each add one index to (2).
+# (6) + btree (row_key); (7) all of the store's indexes before migration 0003;
+# (8) the rejected alternative to row_key: primary key + btree
+# (schema_name, table_name, md5(primary_key::text)); (9) (7) with jsonb instead
+# of json. (3)-(6) each add one index to (2). (1)-(9) are loaded without
+# migration 0003's columns actor and client_addr (the table without them, the
+# file without their two fields), as before it. Then (10) (2) with those two
+# columns filled; (11) (10) + btree entries_actor; (12) (10) + btree
+# entries_client_addr; (13) all of the store's indexes (LIKE ... INCLUDING
+# ALL: the real table, as 0003 leaves it); (14) (13) + a pg_trgm GIN index on
+# the row images' text, the index free-text search would need (not adopted).
 #
 # Not measured here: pgtrail's own batching (the daemon sends COPY chunks of at
 # most 4 MiB and commits about every 250 ms) and a table that already holds many
@@ -59,10 +69,11 @@ dir="$repo/target/bench/store_indexes"
 reuse=0
 build=0
 keep=0
+synthetic=0
 
 die() { echo "store_indexes: $*" >&2; exit 1; }
 say() { echo "store_indexes: $*" >&2; }
-usage() { sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2; }
 
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -72,6 +83,7 @@ while [[ $# -gt 0 ]]; do
         --reuse) reuse=1; shift ;;
         --build) build=1; shift ;;
         --keep) keep=1; shift ;;
+        --synthetic) synthetic=1; shift ;;
         -h|--help) usage ;;
         *) echo "store_indexes: unknown option $1" >&2; usage ;;
     esac
@@ -101,6 +113,28 @@ if [[ $reuse -eq 1 ]]; then
     pgc_status "$cluster" >/dev/null || die "--reuse: no cluster running in $cluster (run once with --keep first)"
     trap cleanup EXIT
     trap 'exit 130' INT TERM
+elif [[ $synthetic -eq 1 ]]; then
+    # 1-2. Synthetic entries: a store made by `pgtrail setup`, and the file.
+    if [[ $build -eq 1 || ! -x "$pgtrail" || ! -x "$repo/target/release/examples/web_fill" ]]; then
+        say "cargo build --release (pgtrail and examples/web_fill)"
+        (cd "$repo" && cargo build --release --quiet && cargo build --release --quiet --example web_fill)
+    fi
+    pgc_destroy "$cluster" || true
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    trap cleanup EXIT
+    trap 'exit 130' INT TERM
+    pgc_start "$cluster" "fsync=off" "max_wal_size=16GB" "checkpoint_timeout=1h" "shared_buffers=1GB"
+    pgc_psql "$cluster" -c "CREATE DATABASE app"
+    pgc_psql "$cluster" -d app -c "CREATE TABLE public.placeholder (id int PRIMARY KEY)"
+    printf '[source]\nurl = "postgres://postgres@127.0.0.1:%s/app"\nslot = "store_indexes"\n[capture]\ntables = ["public.placeholder"]\n' \
+        "$PGC_PORT" >"$dir/pgtrail.toml"
+    "$pgtrail" --config "$dir/pgtrail.toml" setup >"$dir/setup.log" 2>&1 || { cat "$dir/setup.log" >&2; die "pgtrail setup failed"; }
+    pgc_psql "$cluster" -d postgres -At \
+        -c "SELECT count(pg_drop_replication_slot(slot_name)) FROM pg_replication_slots" >/dev/null
+    say "examples/web_fill --entries $rows"
+    # Its fields in the order of $cols below (without details, always null here).
+    "$repo/target/release/examples/web_fill" --entries "$rows" | cut -f1-12,14-15 >"$copy_file"
 else
     # 1. The real pipeline, once.
     if [[ $build -eq 1 || ! -x "$pgtrail" ]]; then
@@ -120,9 +154,12 @@ else
 fi
 
 psql_store() { pgc_psql "$cluster" -d pgtrail "$@"; }
-cols="committed_at, xid, lsn, schema_name, table_name, action, primary_key, before, after, changed_columns, context, row_key"
+cols="committed_at, xid, lsn, schema_name, table_name, action, primary_key, before, after, changed_columns, context, row_key, actor, client_addr"
+# The same without migration 0003's columns: the first 12 fields of each line.
+cols_pre="committed_at, xid, lsn, schema_name, table_name, action, primary_key, before, after, changed_columns, context, row_key"
+pre_file="$dir/entries_pre_0003.copy"
 
-if [[ $reuse -eq 0 ]]; then
+if [[ $reuse -eq 0 && $synthetic -eq 0 ]]; then
     # 2. The COPY file, then nothing left that pins WAL.
     say "exporting pgtrail.entries to $copy_file"
     psql_store -c "\\copy (SELECT $cols FROM pgtrail.entries ORDER BY id) TO '$copy_file'"
@@ -130,14 +167,18 @@ if [[ $reuse -eq 0 ]]; then
         -c "SELECT count(pg_drop_replication_slot(slot_name)) FROM pg_replication_slots" >/dev/null
     pgc_psql "$cluster" -d postgres -c "DROP DATABASE bench"
 fi
+[[ $reuse -eq 1 && -s "$pre_file" ]] || cut -f1-12 "$copy_file" >"$pre_file"
 n=$(wc -l <"$copy_file")
 file_mib=$(( $(stat -c %s "$copy_file") / 1048576 ))
 [[ "$n" -gt 0 ]] || die "$copy_file is empty"
-psql_store -c "SET client_min_messages = warning" -c "DROP SCHEMA IF EXISTS idxbench CASCADE" -c "CREATE SCHEMA idxbench"
+psql_store -c "SET client_min_messages = warning" -c "DROP SCHEMA IF EXISTS idxbench CASCADE" -c "CREATE SCHEMA idxbench" \
+    -c "CREATE EXTENSION IF NOT EXISTS pg_trgm"
 
 # 3. The variants: the DDL that makes idxbench.t.
 base="CREATE TABLE idxbench.t (LIKE pgtrail.entries INCLUDING DEFAULTS INCLUDING IDENTITY INCLUDING CONSTRAINTS);"
 real="CREATE TABLE idxbench.t (LIKE pgtrail.entries INCLUDING ALL);"
+# Before migration 0003: without its columns (and so without their indexes).
+pre="ALTER TABLE idxbench.t DROP COLUMN actor, DROP COLUMN client_addr;"
 json_cols=(primary_key before after changed_columns context)
 retype() { local t="$1" c sep="" out="ALTER TABLE idxbench.t"; for c in "${json_cols[@]}"; do out+="$sep ALTER COLUMN $c TYPE $t"; sep=","; done; echo "$out;"; }
 names=(
@@ -147,28 +188,44 @@ names=(
     "(4) (2) + BRIN (committed_at)"
     "(5) (2) + btree (xid)"
     "(6) (2) + btree (row_key)"
-    "(7) all store indexes (the real table)"
+    "(7) all store indexes before 0003"
     "(8) pk + btree (schema, table, md5(pk)) (rejected)"
-    "(9) all store indexes, jsonb"
+    "(9) all store indexes before 0003, jsonb"
+    "(10) (2) + columns actor, client_addr"
+    "(11) (10) + entries_actor"
+    "(12) (10) + entries_client_addr"
+    "(13) all store indexes (the real table)"
+    "(14) (13) + GIN pg_trgm on before and after text (rejected)"
 )
 ddl=(
-    "$base $(retype text)"
+    "$base $pre $(retype text)"
+    "$base $pre"
+    "$base $pre ALTER TABLE idxbench.t ADD PRIMARY KEY (id);"
+    "$base $pre CREATE INDEX ON idxbench.t USING brin (committed_at);"
+    "$base $pre CREATE INDEX ON idxbench.t (xid);"
+    "$base $pre CREATE INDEX ON idxbench.t (row_key);"
+    "$real $pre"
+    "$base $pre ALTER TABLE idxbench.t ADD PRIMARY KEY (id); CREATE INDEX ON idxbench.t (schema_name, table_name, md5(primary_key::text));"
+    "$real $pre $(retype jsonb)"
     "$base"
-    "$base ALTER TABLE idxbench.t ADD PRIMARY KEY (id);"
-    "$base CREATE INDEX ON idxbench.t USING brin (committed_at);"
-    "$base CREATE INDEX ON idxbench.t (xid);"
-    "$base CREATE INDEX ON idxbench.t (row_key);"
+    "$base CREATE INDEX ON idxbench.t ((coalesce(actor, '')), id) INCLUDE (actor);"
+    "$base CREATE INDEX ON idxbench.t ((coalesce(host(client_addr), '')), id);"
     "$real"
-    "$base ALTER TABLE idxbench.t ADD PRIMARY KEY (id); CREATE INDEX ON idxbench.t (schema_name, table_name, md5(primary_key::text));"
-    "$real $(retype jsonb)"
+    "$real CREATE INDEX ON idxbench.t USING gin ((coalesce(before::text, '') || ' ' || coalesce(after::text, '')) gin_trgm_ops);"
 )
+# Which file and columns each variant loads: with 0003's columns or without.
+with_0003=(0 0 0 0 0 0 0 0 0 1 1 1 1 1)
 nv=${#names[@]}
 
 pg_version=$(psql_store -At -c "SHOW server_version")
 settings=$(psql_store -At -c "SELECT string_agg(name || '=' || setting || coalesce(unit, ''), ', ' ORDER BY name) FROM pg_settings WHERE name IN ('fsync', 'shared_buffers', 'max_wal_size', 'wal_level', 'maintenance_work_mem')")
 echo "== store index cost benchmark ($(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)) =="
 echo "PostgreSQL $pg_version; $settings"
-echo "data: $n entries from a real pgtrail run (bench/capture.sh: pgbench tpcb-like, REPLICA IDENTITY DEFAULT), $file_mib MiB of COPY text"
+if [[ -s "$dir/capture.out" ]]; then
+    echo "data: $n entries from a real pgtrail run (bench/capture.sh: pgbench tpcb-like, REPLICA IDENTITY DEFAULT), $file_mib MiB of COPY text"
+else
+    echo "data: $n synthetic entries (examples/web_fill: 200 tables, 300 actors, ~250 client addresses), $file_mib MiB of COPY text"
+fi
 [[ -s "$dir/capture.out" ]] && sed -n 's/^(b) pgtrail run: */capture run that made it: /p' "$dir/capture.out"
 echo "method: per run, each variant in turn: CREATE TABLE idxbench.t (LIKE pgtrail.entries ...) + its indexes, CHECKPOINT,"
 echo "        then \\copy idxbench.t FROM the file timed alone by psql's \\timing (one COPY, one transaction), count checked, DROP;"
@@ -179,10 +236,11 @@ declare -A secs wal heap idx
 for r in $(seq 1 "$runs"); do
     for ((v = 0; v < nv; v++)); do
         psql_store -c "SET client_min_messages = warning" -c "DROP TABLE IF EXISTS idxbench.t" -c "${ddl[$v]}" -c "CHECKPOINT"
+        if [[ ${with_0003[$v]} -eq 1 ]]; then vcols=$cols; vfile=$copy_file; else vcols=$cols_pre; vfile=$pre_file; fi
         out=$(psql_store -At <<EOF
 SELECT pg_current_wal_lsn() AS w0 \\gset
 \\timing on
-\\copy idxbench.t ($cols) FROM '$copy_file'
+\\copy idxbench.t ($vcols) FROM '$vfile'
 \\timing off
 SELECT 'result', count(*), pg_wal_lsn_diff(pg_current_wal_lsn(), :'w0')::bigint,
        pg_table_size('idxbench.t'), pg_indexes_size('idxbench.t') FROM idxbench.t;

@@ -135,12 +135,16 @@ pub async fn record<C: GenericClient>(client: &C, event: &OwnEvent) -> Result<i6
     details.insert("event".into(), Value::String(event.name.into()));
     details.extend(event.details.clone());
     let text = |v: Option<Value>| v.map(|v| v.to_string());
+    let context = event.context().to_string();
+    // The same plain columns the writer fills for a row change.
+    let cols = crate::context::ContextColumns::of(&context);
     let row = client
         .query_one(
             "INSERT INTO pgtrail.entries (committed_at, xid, lsn, schema_name, table_name, action, \
-                 primary_key, before, after, changed_columns, context, details) \
+                 primary_key, before, after, changed_columns, context, details, actor, client_addr) \
              VALUES (clock_timestamp(), NULL, NULL, 'pgtrail', $1, 'EVENT', \
-                 $2::text::json, $3::text::json, $4::text::json, $5::text::json, $6::text::json, $7::text::json) \
+                 $2::text::json, $3::text::json, $4::text::json, $5::text::json, $6::text::json, $7::text::json, \
+                 $8, $9) \
              RETURNING id",
             &[
                 &event.category.table_name(),
@@ -148,8 +152,10 @@ pub async fn record<C: GenericClient>(client: &C, event: &OwnEvent) -> Result<i6
                 &text(event.before.clone().map(Value::Object)),
                 &text(event.after.clone().map(Value::Object)),
                 &text(event.changed_columns()),
-                &event.context().to_string(),
+                &context,
                 &Value::Object(details).to_string(),
+                &cols.actor,
+                &cols.client_addr,
             ],
         )
         .await?;

@@ -19,6 +19,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../../sql/store/0002_details_and_events.sql"),
     ),
     (
+        3,
+        "web columns",
+        include_str!("../../sql/store/0003_web_columns.sql"),
+    ),
+    (
         4,
         "users, sessions and tokens",
         include_str!("../../sql/store/0004_users.sql"),

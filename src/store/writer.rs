@@ -17,6 +17,7 @@ use tokio_postgres::Client;
 use super::StoreError;
 use crate::assemble::{DecodeFailure, Event};
 use crate::config::SlotName;
+use crate::context::ContextColumns;
 use crate::entry::{row_key, AuditEntry};
 use crate::lsn::Lsn;
 
@@ -26,9 +27,11 @@ const COPY_CHUNK_BYTES: usize = 4 << 20;
 /// (and at once when the first change after a quiet spell arrives).
 const COMMIT_INTERVAL: Duration = Duration::from_millis(250);
 
-const COPY_SQL: &str =
+/// The COPY statement [`encode_copy_row`]'s lines are for (also used by
+/// `examples/web_fill.rs`, which fills a benchmark store the way pgtrail does).
+pub const COPY_SQL: &str =
     "COPY pgtrail.entries (committed_at, xid, lsn, schema_name, table_name, action, \
-    primary_key, before, after, changed_columns, context, row_key, details) FROM STDIN";
+    primary_key, before, after, changed_columns, context, row_key, details, actor, client_addr) FROM STDIN";
 
 pub struct StoreWriter {
     client: Client,
@@ -47,6 +50,9 @@ pub struct StoreWriter {
     pending_checkpoint: Option<Lsn>,
     last_commit: Instant,
     durable: watch::Sender<Lsn>,
+    /// The plain context columns of the last context seen: entries of a
+    /// transaction share one context, so it is parsed once per transaction.
+    context_columns: Option<(std::sync::Arc<str>, ContextColumns)>,
 }
 
 impl StoreWriter {
@@ -63,6 +69,7 @@ impl StoreWriter {
             pending_checkpoint: None,
             last_commit: Instant::now(),
             durable,
+            context_columns: None,
         }
     }
 
@@ -101,7 +108,16 @@ impl StoreWriter {
             };
             for event in batch {
                 match event {
-                    Event::Entry(entry) => encode_copy_row(&entry, &mut self.copy_buf),
+                    Event::Entry(entry) => {
+                        let cols = match &self.context_columns {
+                            Some((ctx, cols)) if std::sync::Arc::ptr_eq(ctx, &entry.context) => cols,
+                            _ => {
+                                let cols = ContextColumns::of(&entry.context);
+                                &self.context_columns.insert((entry.context.clone(), cols)).1
+                            }
+                        };
+                        encode_copy_row(&entry, cols, &mut self.copy_buf)
+                    }
                     Event::Undecodable(failure) => self.failures.push(failure),
                     Event::Commit(txn) => {
                         self.holds_partial = false;
@@ -189,8 +205,9 @@ impl StoreWriter {
     }
 }
 
-/// Appends one entry as a line of COPY text format.
-fn encode_copy_row(e: &AuditEntry, out: &mut BytesMut) {
+/// Appends one entry as a line of COPY text format, for [`COPY_SQL`];
+/// `cols` are [`ContextColumns::of`] the entry's context.
+pub fn encode_copy_row(e: &AuditEntry, cols: &ContextColumns, out: &mut BytesMut) {
     let txn = &e.txn;
     put_field(out, &txn.committed_at);
     out.put_u8(b'\t');
@@ -220,6 +237,16 @@ fn encode_copy_row(e: &AuditEntry, out: &mut BytesMut) {
     out.put_u8(b'\t');
     match &e.details {
         Some(text) => put_field(out, text),
+        None => out.put_slice(b"\\N"),
+    }
+    out.put_u8(b'\t');
+    match &cols.actor {
+        Some(actor) => put_field(out, actor),
+        None => out.put_slice(b"\\N"),
+    }
+    out.put_u8(b'\t');
+    match &cols.client_addr {
+        Some(addr) => out.put_slice(addr.to_string().as_bytes()),
         None => out.put_slice(b"\\N"),
     }
     out.put_u8(b'\n');

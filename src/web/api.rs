@@ -118,6 +118,8 @@ pub struct LogParams {
     /// A primary-key value (`5`: any key column equal to it), or the whole key as a JSON object (`{"id":5}`).
     pk: Option<String>,
     /// Text searched for, case-insensitively, in the values of the row before and after.
+    /// A page searches for a limited time (about 0.25 s): it may hold fewer entries than
+    /// `limit`, even none, and still have a `next_cursor` that searches on.
     q: Option<String>,
     /// Sort column; default `time`.
     #[param(inline)]
@@ -170,7 +172,8 @@ pub struct Entry {
 #[allow(dead_code)]
 pub struct EntryList {
     entries: Vec<Entry>,
-    /// Pass as `cursor` for the next page; null on the last page.
+    /// Pass as `cursor` for the next page; null on the last page. (With `q` a page can be
+    /// short, or empty, and still have one: the search stopped for time, not for lack of matches.)
     #[schema(required = true)]
     next_cursor: Option<String>,
 }

@@ -243,6 +243,7 @@ pub fn app(state: AppState) -> Router {
             access::authenticate,
         ))
         .layer(axum::middleware::map_response(security_headers))
+        .layer(axum::middleware::from_fn(server_timing))
         .with_state(state)
 }
 
@@ -277,6 +278,21 @@ async fn security_headers(mut res: Response) -> Response {
     // Audit data is not for shared caches or the back-forward cache of a shared machine.
     if !h.contains_key(header::CACHE_CONTROL) {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    res
+}
+
+/// Adds `Server-Timing: total;dur=<ms>`: the time from the request's arrival
+/// to its response being ready (the whole page rendered; a live stream's
+/// first bytes). Browsers show it in their network panel, and
+/// `bench/web.sh` measures with it, so the server's share of a slow page
+/// is told apart from the network's.
+async fn server_timing(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let started = Instant::now();
+    let mut res = next.run(req).await;
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    if let Ok(value) = HeaderValue::from_str(&format!("total;dur={ms:.1}")) {
+        res.headers_mut().insert("server-timing", value);
     }
     res
 }

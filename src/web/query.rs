@@ -12,14 +12,18 @@
 //! - Time order is `id` order: ids are assigned in commit order, and the
 //!   primary key index serves it without a sort.
 //!
-//! Index use (see `sql/store/0001_entries.sql`): a time range becomes an id
-//! range too (ids follow commit order; [`Filter::resolve`] finds the bounds by
-//! binary search on the primary key), so a window far in the past is read
-//! directly; one table plus a primary-key value uses the btree on `row_key`
-//! (the hash of table and key text, [`crate::entry::row_key`]); everything
-//! else walks the primary key in the sort order and filters, which is quick
-//! while matches are common and slow for rare ones (a table with few entries
-//! in a large store), since no index leads with the table name.
+//! Index use (see `sql/store/0001_entries.sql` and `0003_web_columns.sql`):
+//! a time range becomes an id range too (ids follow commit order;
+//! [`Filter::resolve`] finds the bounds by binary search on the primary key),
+//! so a window far in the past is read directly; one table plus a primary-key
+//! value uses the btree on `row_key` (the hash of table and key text,
+//! [`crate::entry::row_key`]); a table uses `(schema_name, table_name, id)`;
+//! an actor, and the sort by actor, use `(coalesce(actor, ''), id)`; one
+//! client address, and the sort by IP, use `(coalesce(host(client_addr), ''),
+//! id)` (the plain columns pgtrail fills from the context). Everything else
+//! walks the primary key in the sort order and filters, which is quick while
+//! matches are common and slow for rare ones; free text is bounded by time
+//! instead (see `log::fetch_page`).
 
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -118,8 +122,10 @@ impl SortKey {
     fn exprs(self) -> &'static [&'static str] {
         match self {
             SortKey::Time => &[],
-            SortKey::Actor => &["coalesce(context->>'actor', context->>'db_user', '')"],
-            SortKey::Ip => &["coalesce(context->>'client_addr', '')"],
+            // Exactly the expressions of the indexes entries_actor and
+            // entries_client_addr, so that the index gives the order.
+            SortKey::Actor => &["coalesce(actor, '')"],
+            SortKey::Ip => &["coalesce(host(client_addr), '')"],
             SortKey::Action => &["action"],
             SortKey::Table => &["schema_name", "table_name"],
         }
@@ -713,26 +719,26 @@ const TIME_SLACK_MINUTES: i64 = 60;
 /// The smallest id from which every entry committed at or after `t`, found by
 /// binary search on the primary key (about log2(entries) index probes) since
 /// commit times rise with ids; one past the newest id if none did.
+///
+/// The search runs in the server, one statement: probe by probe from here it
+/// cost two dozen round trips per bound, most of a time-filtered page's time
+/// on a busy machine (bench/web.sh).
 async fn first_id_from(client: &Client, t: DateTime<Utc>) -> Result<i64, WebError> {
-    let row = client
-        .query_one("SELECT min(id), max(id) FROM pgtrail.entries", &[])
-        .await?;
-    let (Some(min), Some(max)) = (row.get::<_, Option<i64>>(0), row.get::<_, Option<i64>>(1))
-    else {
-        return Ok(0);
-    };
-    let probe = client
-        .prepare("SELECT id, committed_at FROM pgtrail.entries WHERE id >= $1 ORDER BY id LIMIT 1")
-        .await?;
-    let (mut lo, mut hi) = (min, max + 1);
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        match client.query_opt(&probe, &[&mid]).await? {
-            Some(r) if r.get::<_, DateTime<Utc>>(1) < t => lo = r.get::<_, i64>(0) + 1,
-            _ => hi = mid,
-        }
-    }
-    Ok(lo)
+    // Each step probes the first entry at or after the middle id: one
+    // committed before `t` moves the lower end past it, anything else (a
+    // later one, or none) moves the upper end to the middle.
+    const SEARCH: &str = "WITH RECURSIVE search(lo, hi) AS ( \
+            SELECT min(id), max(id) + 1 FROM pgtrail.entries \
+          UNION ALL \
+            SELECT CASE WHEN p.committed_at < $1 THEN p.id + 1 ELSE s.lo END, \
+                   CASE WHEN p.committed_at < $1 THEN s.hi ELSE s.lo + (s.hi - s.lo) / 2 END \
+            FROM search s \
+            LEFT JOIN LATERAL (SELECT id, committed_at FROM pgtrail.entries \
+                               WHERE id >= s.lo + (s.hi - s.lo) / 2 ORDER BY id LIMIT 1) p ON true \
+            WHERE s.lo < s.hi) \
+        SELECT lo FROM search WHERE lo >= hi";
+    let row = client.query_opt(SEARCH, &[&t]).await?;
+    Ok(row.map_or(0, |r| r.get::<_, i64>(0)))
 }
 
 impl Filter {
@@ -808,9 +814,10 @@ impl Filter {
         }
         if let Some(actor) = &self.actor {
             let p = sql.param(actor.clone());
-            sql.text.push_str(&format!(
-                " AND coalesce(context->>'actor', context->>'db_user') = {p}"
-            ));
+            // The actor is never empty here, so this is `actor = …` in the
+            // form the index entries_actor holds.
+            sql.text
+                .push_str(&format!(" AND coalesce(actor, '') = {p}"));
         }
         let exact = [
             ("db_user", &self.role),
@@ -825,11 +832,15 @@ impl Filter {
         }
         if let Some(ip) = &self.ip {
             let p = sql.param(ip.clone());
-            // The regex guard keeps a malformed stored address from failing the whole query.
-            sql.text.push_str(&format!(
-                " AND (CASE WHEN context->>'client_addr' ~ '^[0-9A-Fa-f:.]+(/[0-9]+)?$' \
-                 THEN (context->>'client_addr')::inet END) <<= ({p}::text)::inet"
-            ));
+            sql.text
+                .push_str(&format!(" AND client_addr <<= ({p}::text)::inet"));
+            if !ip.contains('/') {
+                // One address: the same condition in the form the index
+                // entries_client_addr holds, so it is looked up, not walked to.
+                sql.text.push_str(&format!(
+                    " AND coalesce(host(client_addr), '') = host(({p}::text)::inet)"
+                ));
+            }
         }
         if let Some(since) = self.since(now) {
             let p = sql.param(since);

@@ -162,6 +162,30 @@ async fn context_from_roles_addresses_and_application_settings() {
     let store = env.store().await;
     assert_counts(&store, "public", "acct", Counts::new(3, 2, 1, 0)).await;
     assert_store_matches_source(&src, &store, "public", "acct").await;
+
+    // The writer's plain columns say what the context says: the actor, else
+    // the role; the address, none over the Unix socket.
+    let cols: Vec<(Option<String>, Option<String>)> = store
+        .query(
+            "SELECT actor, host(client_addr) FROM pgtrail.entries WHERE table_name = 'acct' ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let expected: Vec<(Option<String>, Option<String>)> = e
+        .iter()
+        .map(|entry| {
+            let text = |k: &str| ctx(entry, k).as_str().map(str::to_owned);
+            (text("actor").or(text("db_user")), text("client_addr"))
+        })
+        .collect();
+    assert_eq!(cols, expected);
+    assert_eq!(cols[0].0.as_deref(), Some("alice@example.com"));
+    assert_eq!(cols[0].1.as_deref(), Some("127.0.0.1"));
+    assert_eq!(cols[4].1, None, "the Unix socket has no address");
     daemon.terminate().await;
 }
 

@@ -75,6 +75,16 @@ async fn own_events_are_entries_between_row_changes() {
     assert_eq!(e["context"]["client_addr"], "10.1.2.3");
     assert_eq!(e["context"]["remarks"], "role of alice changed to admin");
     assert_eq!(e["details"], json!({"event": "role_changed", "by": "cli"}));
+    // The plain columns the web view filters and sorts by, as for a row change.
+    let cols = store
+        .query_one(
+            "SELECT actor, host(client_addr) FROM pgtrail.entries WHERE id = $1",
+            &[&event_id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(cols.get::<_, Option<String>>(0).as_deref(), Some("root-admin"));
+    assert_eq!(cols.get::<_, Option<String>>(1).as_deref(), Some("10.1.2.3"));
     for row_change in [&lines[0].value, &lines[2].value] {
         assert!(
             row_change["xid"].as_i64().is_some(),

@@ -51,11 +51,20 @@ fn http_client() -> reqwest::Client {
 impl Web {
     /// With `auth = "none"` (loopback): these tests are about what the view shows, not who may see it.
     async fn start(env: &TestEnv) -> Web {
-        Web::start_with(env, "auth = \"none\"\n").await
+        Web::start_full(env, "auth = \"none\"\n", &[]).await
+    }
+
+    /// The same, with extra environment variables for the server.
+    async fn start_with_env(env: &TestEnv, vars: &[(&str, &str)]) -> Web {
+        Web::start_full(env, "auth = \"none\"\n", vars).await
     }
 
     /// With these `[web]` keys (none: users must sign in).
     pub(crate) async fn start_with(env: &TestEnv, web_toml: &str) -> Web {
+        Web::start_full(env, web_toml, &[]).await
+    }
+
+    async fn start_full(env: &TestEnv, web_toml: &str, vars: &[(&str, &str)]) -> Web {
         let port = free_port();
         let dir = tempfile::Builder::new()
             .prefix("pgtrail-it-web-")
@@ -70,6 +79,7 @@ impl Web {
             .arg(&config)
             .arg("web")
             .env_remove("PGTRAIL_CONFIG")
+            .envs(vars.iter().copied())
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
@@ -366,12 +376,14 @@ async fn store_entries(store: &Client, entries: &[Synth]) -> Vec<i64> {
             e.pk.as_deref()
                 .map(|pk| pgtrail::entry::row_key(&table, pk));
         let lsn = format!("0/{:X}", 0x1000_0000u64 + i as u64 * 0x100);
+        // The plain context columns, as pgtrail's writer fills them.
+        let cols = pgtrail::context::ContextColumns::of(&e.context());
         let id: i64 = store
             .query_one(
                 "INSERT INTO pgtrail.entries (committed_at, xid, lsn, schema_name, table_name, action, primary_key, \
-                 before, after, changed_columns, context, row_key) VALUES ($1, $2, $3::text::pg_lsn, $4, $5, $6, \
-                 $7::text::json, $8::text::json, $9::text::json, $10::text::json, $11::text::json, $12) RETURNING id",
-                &[&e.at, &e.xid, &lsn, &e.schema, &e.table, &e.action, &e.pk, &e.before, &e.after, &e.changed, &e.context(), &row_key],
+                 before, after, changed_columns, context, row_key, actor, client_addr) VALUES ($1, $2, $3::text::pg_lsn, $4, $5, $6, \
+                 $7::text::json, $8::text::json, $9::text::json, $10::text::json, $11::text::json, $12, $13, $14) RETURNING id",
+                &[&e.at, &e.xid, &lsn, &e.schema, &e.table, &e.action, &e.pk, &e.before, &e.after, &e.changed, &e.context(), &row_key, &cols.actor, &cols.client_addr],
             )
             .await
             .unwrap_or_else(|err| panic!("insert synthetic entry {e:?}: {err}"))
@@ -813,6 +825,178 @@ async fn web_sorts_and_keyset_pages_stay_stable_while_entries_arrive() {
         !web.log().contains("panicked") && !web.log().contains("ERROR"),
         "{}",
         web.log()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Free text bounded by time, and the plain context columns
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_free_text_search_stops_on_time_and_pages_on_without_skipping() {
+    let env = TestEnv::start().await;
+    env.setup().await;
+    let store = env.store().await;
+    // Entries far apart in id: a search page reads id windows of 20,000 at
+    // first, so with no time to spare (PGTRAIL_WEB_SEARCH_MS=0) each page reads
+    // exactly one window, and some windows hold no match at all.
+    let ids: [i64; 7] = [3, 20_010, 45_000, 45_001, 90_000, 130_000, 131_000];
+    let needle = [true, true, false, true, true, false, true];
+    for (i, id) in ids.iter().enumerate() {
+        let note = if needle[i] {
+            format!("the Needle number {i}")
+        } else {
+            "hay".to_owned()
+        };
+        store
+            .execute(
+                "INSERT INTO pgtrail.entries (id, committed_at, xid, lsn, schema_name, table_name, action, \
+                 primary_key, after, context) OVERRIDING SYSTEM VALUE \
+                 VALUES ($1::bigint, now() - make_interval(mins => $2), $3, '0/1', 'public', 'notes', 'INSERT', \
+                 json_build_object('id', $1::bigint), json_build_object('id', $1::bigint, 'note', $4::text), '{}')",
+                &[id, &(10 - i as i32), &(id + 100), &note],
+            )
+            .await
+            .unwrap();
+    }
+    let mut matching: Vec<i64> = ids
+        .iter()
+        .zip(needle)
+        .filter(|(_, n)| *n)
+        .map(|(id, _)| *id)
+        .collect();
+    matching.reverse();
+
+    let web = Web::start_with_env(&env, &[("PGTRAIL_WEB_SEARCH_MS", "0")]).await;
+    let first = web.api("/api/v1/entries?q=needle").await;
+    assert_eq!(ids_of(&first), vec![131_000], "one window: {first}");
+    assert!(first["next_cursor"].is_string(), "the search goes on: {first}");
+    // Following the cursors finds every match once, in order, either way.
+    assert_eq!(web.walk("q=needle", 50).await, matching);
+    assert_eq!(web.walk("q=needle", 1).await, matching);
+    let mut ascending = matching.clone();
+    ascending.reverse();
+    assert_eq!(web.walk("q=needle&dir=asc", 50).await, ascending);
+    // A time filter bounds the id windows too.
+    let time_bounded = web.walk(&format!("q=needle&to={}", enc("2999-01-01")), 2).await;
+    assert_eq!(time_bounded, matching);
+
+    // The page says that it stopped, up to when it searched, and links on;
+    // pages between matches say that nothing matched yet.
+    let mut html = web.page("/?q=needle").await;
+    let mut shown = Vec::new();
+    let mut empty_pages = 0;
+    for _ in 0..20 {
+        shown.extend(row_ids(&html));
+        if html.contains("No matches yet.") {
+            empty_pages += 1;
+        }
+        match link(&html, "next") {
+            Some(next) => {
+                assert!(html.contains("id=\"search-stopped\""), "{html}");
+                assert!(html.contains("Search further"), "{html}");
+                html = web.page(&next).await;
+            }
+            None => break,
+        }
+    }
+    assert_eq!(shown, matching);
+    assert!(empty_pages >= 2, "windows without a match make empty pages");
+    // Back from an empty page: the page before it.
+    let p1 = web.page("/?q=needle").await;
+    let p2 = web.page(&link(&p1, "next").unwrap()).await;
+    assert!(row_ids(&p2).is_empty() && p2.contains("No matches yet."));
+    let back = web.page(&link(&p2, "prev").unwrap()).await;
+    assert_eq!(row_ids(&back), vec![131_000]);
+
+    // With the default budget the few ids are read at once: one page, no cursor.
+    let web = Web::start(&env).await;
+    let all = web.api("/api/v1/entries?q=needle").await;
+    assert_eq!(ids_of(&all), matching);
+    assert_eq!(all["next_cursor"], Value::Null);
+    let html = web.page("/?q=needle").await;
+    assert!(!html.contains("search-stopped"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_context_columns_of_existing_entries_are_filled_by_the_migration() {
+    let env = TestEnv::start().await;
+    env.setup().await;
+    let store = env.store().await;
+    // The store as migration 2 left it: no plain context columns.
+    store
+        .batch_execute(
+            "ALTER TABLE pgtrail.entries DROP COLUMN actor, DROP COLUMN client_addr;
+             DELETE FROM pgtrail.schema_migrations WHERE version = 3",
+        )
+        .await
+        .unwrap();
+    let contexts: [(&str, Option<&str>, Option<&str>); 5] = [
+        (r#"{"db_user":"app","client_addr":"10.0.0.5","actor":"alice"}"#, Some("alice"), Some("10.0.0.5")),
+        (r#"{"db_user":"app","client_addr":"2001:db8::1","actor":null}"#, Some("app"), Some("2001:db8::1")),
+        (r#"{"db_user":null,"client_addr":null,"actor":null}"#, None, None),
+        (r#"{"db_user":"etl","client_addr":"not-an-address"}"#, Some("etl"), None),
+        ("{}", None, None),
+    ];
+    let mut ids = Vec::new();
+    for (i, (context, _, _)) in contexts.iter().enumerate() {
+        let id: i64 = store
+            .query_one(
+                "INSERT INTO pgtrail.entries (committed_at, xid, lsn, schema_name, table_name, action, \
+                 primary_key, after, context) VALUES (now(), $1::bigint, '0/1', 'public', 't', 'INSERT', \
+                 json_build_object('id', $1::bigint), json_build_object('id', $1::bigint), $2::text::json) RETURNING id",
+                &[&(i as i64 + 1), context],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        ids.push(id);
+    }
+
+    // setup applies what the store lacks: migration 3 fills the columns.
+    env.setup().await;
+    let got: Vec<(Option<String>, Option<String>)> = store
+        .query(
+            "SELECT actor, host(client_addr) FROM pgtrail.entries ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let expected: Vec<(Option<String>, Option<String>)> = contexts
+        .iter()
+        .map(|(_, a, ip)| (a.map(str::to_owned), ip.map(str::to_owned)))
+        .collect();
+    assert_eq!(got, expected);
+    let generated: i64 = store
+        .query_one(
+            "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'pgtrail' \
+             AND table_name = 'entries' AND column_name IN ('actor', 'client_addr') AND is_generated = 'NEVER'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(generated, 2, "plain columns, filled by pgtrail from now on");
+
+    // The web view finds the old entries through them.
+    let web = Web::start(&env).await;
+    assert_eq!(web.ids("actor=alice").await, vec![ids[0]]);
+    assert_eq!(web.ids("actor=app").await, vec![ids[1]]);
+    assert_eq!(web.ids("actor=etl").await, vec![ids[3]]);
+    assert_eq!(web.ids("ip=10.0.0.5").await, vec![ids[0]]);
+    assert_eq!(web.ids(&format!("ip={}", enc("2001:db8::1"))).await, vec![ids[1]]);
+    assert_eq!(web.ids(&format!("ip={}", enc("2001:db8::/32"))).await, vec![ids[1]]);
+    // Sorted by actor: none first (as the empty text), then A to Z; by IP likewise.
+    assert_eq!(
+        web.walk("sort=actor&dir=asc", 2).await,
+        pick(&ids, &[2, 4, 0, 1, 3])
+    );
+    assert_eq!(
+        web.walk("sort=ip&dir=desc", 2).await,
+        pick(&ids, &[1, 0, 4, 3, 2])
     );
 }
 

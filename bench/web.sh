@@ -1,0 +1,337 @@
+#!/usr/bin/env bash
+# The web view's benchmark: a store of 5,000,000 synthetic entries, `pgtrail web`
+# on it, and the server time (its Server-Timing header) and client time of the
+# pages people use, measured in one run.
+#
+#   bash bench/web.sh [options]
+#
+#   --entries N     entries to fill the store with (default 5000000)
+#   --requests N    measured requests per case (default 60), after --warmup N (default 5)
+#   --cases LIST    comma-separated subset of the cases below (default: all)
+#   --dir DIR       work directory (default target/bench/web; wiped first unless --reuse)
+#   --reuse DIR     measure the store an earlier `--keep` run left in DIR (no fill;
+#                   pending migrations are applied and timed, as an upgrade would,
+#                   then VACUUM as autovacuum would after a rewrite)
+#   --keep          keep DIR and its cluster's data at the end (the cluster is stopped)
+#   --no-build      use target/release/pgtrail and the fill program as they are
+#   --explain       also write EXPLAIN (ANALYZE, BUFFERS) of each case's page query
+#                   for its first value to DIR/explain/ (read from the server's log)
+#
+# Method:
+#  1. a private cluster (scripts/pgcluster.sh; fsync=off, shared_buffers=1GB,
+#     max_wal_size=16GB, checkpoint_timeout=1h), a source database `app` with one
+#     empty table,
+#     `pgtrail setup` for the store database `pgtrail` (its migrations), then the
+#     slot is dropped so it pins no WAL;
+#  2. the fill: `examples/web_fill.rs` writes the entries as COPY text with
+#     pgtrail's own encoder (so row_key and every column pgtrail computes are what
+#     the daemon writes) into `COPY pgtrail.entries ... FROM STDIN` through psql,
+#     into the table with all its indexes; then VACUUM (ANALYZE). Both timed;
+#  3. `pgtrail web` on a free port; the values each case varies over are sampled
+#     from the store (all tables in random order, actors, row keys, time windows,
+#     terms found in row values and a few that are nowhere, entry ids);
+#  4. per case, one request at a time with curl: --warmup requests, then
+#     --requests requests cycling through the case's values; every answer must be
+#     a 200 (or a 503: the web view's 30 s statement timeout, counted as a
+#     failure with its time) with a Server-Timing header. Server time is that header (request in
+#     to response ready, the page fully rendered); client time is curl's total;
+#  5. a table of median and p95 of both per case, against the targets: p95 under
+#     100 ms for every case but free text, under 500 ms for free text.
+#
+# Cases: first (the first page, unfiltered), table, actor, time (a 1-hour or
+# 1-day from/to window), pk (table and key value, what a row's history link
+# gives), pk_any (a key value without a table), text (q=…), diff (View
+# Difference, /entries/ID), sort_actor and sort_ip (first page, asc and desc).
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source-path=SCRIPTDIR/.. source=scripts/pgcluster.sh
+source "$repo/scripts/pgcluster.sh"
+
+entries=5000000
+requests=60
+warmup=5
+cases_wanted=""
+dir="$repo/target/bench/web"
+reuse=0
+keep=0
+build=1
+explain=0
+all_cases=(first table actor time pk pk_any text diff sort_actor sort_ip)
+
+die() { echo "web: $*" >&2; exit 1; }
+say() { echo "web: $*" >&2; }
+usage() { sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2; }
+
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --entries) entries="${2:?--entries needs a number}"; shift 2 ;;
+        --requests) requests="${2:?--requests needs a number}"; shift 2 ;;
+        --warmup) warmup="${2:?--warmup needs a number}"; shift 2 ;;
+        --cases) cases_wanted="${2:?--cases needs a list}"; shift 2 ;;
+        --dir) dir=$(pgc_abspath "${2:?--dir needs a directory}"); shift 2 ;;
+        --reuse) dir=$(pgc_abspath "${2:?--reuse needs a directory}"); reuse=1; shift 2 ;;
+        --keep) keep=1; shift ;;
+        --no-build) build=0; shift ;;
+        --explain) explain=1; shift ;;
+        -h|--help) usage ;;
+        *) echo "web: unknown option $1" >&2; usage ;;
+    esac
+done
+[[ "$entries" =~ ^[1-9][0-9]*$ ]] || die "--entries must be a positive integer"
+[[ "$requests" =~ ^[1-9][0-9]*$ ]] || die "--requests must be a positive integer"
+[[ "$warmup" =~ ^[0-9]+$ ]] || die "--warmup must be a whole number"
+cases=("${all_cases[@]}")
+if [[ -n "$cases_wanted" ]]; then
+    IFS=, read -r -a cases <<<"$cases_wanted"
+    for c in "${cases[@]}"; do
+        [[ " ${all_cases[*]} " == *" $c "* ]] || die "--cases: unknown case $c (the cases: ${all_cases[*]})"
+    done
+fi
+
+pgtrail="$repo/target/release/pgtrail"
+fill="$repo/target/release/examples/web_fill"
+if [[ $build -eq 1 ]]; then
+    say "cargo build --release (pgtrail and examples/web_fill)"
+    (cd "$repo" && cargo build --release --quiet && cargo build --release --quiet --example web_fill)
+fi
+[[ -x "$pgtrail" && -x "$fill" ]] || die "$pgtrail or $fill is missing (run without --no-build)"
+
+web_pid=""
+cleanup() {
+    local rc=$?
+    if [[ -n "$web_pid" ]] && kill -0 "$web_pid" 2>/dev/null; then
+        kill -TERM "$web_pid" 2>/dev/null || true
+        wait "$web_pid" 2>/dev/null || true
+    fi
+    if [[ $keep -eq 1 || $reuse -eq 1 ]]; then
+        pgc_stop "$dir" || true
+        say "kept $dir: measure it again with --reuse $dir; delete it with: bash scripts/pgcluster.sh destroy $dir"
+    else
+        pgc_destroy "$dir" || true
+    fi
+    exit "$rc"
+}
+
+settings=("fsync=off" "max_wal_size=16GB" "checkpoint_timeout=1h" "shared_buffers=1GB")
+pgc_find_bin
+if [[ $reuse -eq 1 ]]; then
+    [[ -s "$dir/fill.info" ]] || die "--reuse: $dir holds no filled store (no fill.info; run once with --keep)"
+    trap cleanup EXIT
+    trap 'exit 130' INT TERM
+    pgc_start "$dir" "${settings[@]}"
+else
+    pgc_destroy "$dir" || true
+    mkdir -p "$dir"
+    trap cleanup EXIT
+    trap 'exit 130' INT TERM
+    pgc_start "$dir" "${settings[@]}"
+fi
+port="$PGC_PORT"
+psql_store() { pgc_psql "$dir" -d pgtrail "$@"; }
+web_port=$(pgc_pick_port)
+cfg="$dir/pgtrail.toml"
+cat >"$cfg" <<EOF
+[source]
+url  = "postgres://postgres@127.0.0.1:$port/app"
+slot = "bench_web"
+[store]
+url  = "postgres://postgres@127.0.0.1:$port/pgtrail"
+[capture]
+tables = ["public.*"]
+[web]
+listen = "127.0.0.1:$web_port"
+EOF
+
+now() { date +%s.%N; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
+drop_slots() {
+    pgc_psql "$dir" -At -c "SELECT count(pg_drop_replication_slot(slot_name)) FROM pg_replication_slots" >/dev/null
+}
+
+if [[ $reuse -eq 0 ]]; then
+    # 1. The store's schema, as pgtrail setup makes it.
+    pgc_psql "$dir" -c "CREATE DATABASE app"
+    # setup wants a table to capture; this one is never written.
+    pgc_psql "$dir" -d app -c "CREATE TABLE public.placeholder (id int PRIMARY KEY)"
+    "$pgtrail" --config "$cfg" setup >"$dir/setup.log" 2>&1 || { cat "$dir/setup.log" >&2; die "pgtrail setup failed"; }
+    drop_slots
+    # 2. The fill.
+    say "filling the store with $entries entries (examples/web_fill | COPY)"
+    t0=$(now)
+    copy_sql=$("$fill" --copy-sql)
+    "$fill" --entries "$entries" --end "$(date +%s)" | psql_store -c "$copy_sql"
+    t1=$(now)
+    say "VACUUM (ANALYZE)"
+    psql_store -c "VACUUM (ANALYZE) pgtrail.entries"
+    t2=$(now)
+    n=$(psql_store -At -c "SELECT count(*) FROM pgtrail.entries")
+    [[ "$n" == "$entries" ]] || die "the store holds $n entries, not $entries"
+    {
+        echo "entries=$entries"
+        echo "filled_at=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+        echo "copy_seconds=$(secs "$t0" "$t1")"
+        echo "vacuum_seconds=$(secs "$t1" "$t2")"
+    } >"$dir/fill.info"
+    migrate_note=""
+else
+    # An upgrade: migrations the store does not have yet, timed.
+    t0=$(now)
+    "$pgtrail" --config "$cfg" setup >"$dir/setup.log" 2>&1 || { cat "$dir/setup.log" >&2; die "pgtrail setup failed"; }
+    t1=$(now)
+    drop_slots
+    # A migration that rewrote the table cleared its visibility map, which
+    # index-only scans (the counts) need; autovacuum would set it again soon.
+    psql_store -c "VACUUM pgtrail.entries"
+    t2=$(now)
+    migrate_note="pgtrail setup on the reused store (pending migrations applied): $(secs "$t0" "$t1") s, then VACUUM $(secs "$t1" "$t2") s"
+fi
+# shellcheck disable=SC1091
+source "$dir/fill.info"
+n=$(psql_store -At -c "SELECT count(*) FROM pgtrail.entries")
+sizes=$(psql_store -At -c "SELECT pg_size_pretty(pg_table_size('pgtrail.entries')) || ' table, ' || pg_size_pretty(pg_indexes_size('pgtrail.entries')) || ' indexes'")
+indexes=$(psql_store -At -c "SELECT string_agg(indexname, ', ' ORDER BY indexname) FROM pg_indexes WHERE schemaname = 'pgtrail' AND tablename = 'entries'")
+
+# 3. The web view, and the values to vary.
+PGTRAIL_LOG=warn "$pgtrail" --config "$cfg" web >"$dir/web.log" 2>&1 &
+web_pid=$!
+base="http://127.0.0.1:$web_port"
+for _ in $(seq 1 100); do
+    curl -s -o /dev/null "$base/assets/style.css" && break
+    kill -0 "$web_pid" 2>/dev/null || { cat "$dir/web.log" >&2; die "pgtrail web exited"; }
+    sleep 0.1
+done
+curl -s -o /dev/null "$base/assets/style.css" || die "pgtrail web does not answer on $base"
+
+say "sampling values from the store"
+enc() { jq -rn --arg v "$1" '$v | @uri'; }
+vals="$dir/values"
+rm -rf "$vals"
+mkdir -p "$vals"
+echo "/" >"$vals/first"
+psql_store -At -c "SELECT schema_name || '.' || table_name FROM (SELECT DISTINCT schema_name, table_name FROM pgtrail.entries) t ORDER BY random()" \
+    | while read -r t; do echo "/?table=$(enc "$t")"; done >"$vals/table"
+psql_store -At -c "SELECT a FROM (SELECT DISTINCT coalesce(context->>'actor', context->>'db_user') a FROM pgtrail.entries TABLESAMPLE SYSTEM (1)) s WHERE a IS NOT NULL ORDER BY random() LIMIT 200" \
+    | while read -r a; do echo "/?actor=$(enc "$a")"; done >"$vals/actor"
+psql_store -At -F $'\t' -c "
+    WITH b AS (SELECT (SELECT committed_at FROM pgtrail.entries ORDER BY id LIMIT 1) lo,
+                      (SELECT committed_at FROM pgtrail.entries ORDER BY id DESC LIMIT 1) hi)
+    SELECT to_char(f, 'YYYY-MM-DD\"T\"HH24:MI:SS'), to_char(f + w, 'YYYY-MM-DD\"T\"HH24:MI:SS')
+    FROM b, LATERAL (SELECT lo + random() * (hi - lo - interval '1 day') f,
+                            CASE WHEN random() < 0.5 THEN interval '1 hour' ELSE interval '1 day' END w
+                     FROM generate_series(1, 200)) s" \
+    | while IFS=$'\t' read -r f t; do echo "/?from=$f&to=$t"; done >"$vals/time"
+psql_store -At -F $'\t' -c "
+    SELECT schema_name || '.' || table_name,
+           CASE WHEN (SELECT count(*) FROM json_object_keys(primary_key)) = 1
+                THEN (SELECT value FROM json_each_text(primary_key)) ELSE primary_key::text END
+    FROM pgtrail.entries TABLESAMPLE SYSTEM (0.05) WHERE primary_key IS NOT NULL ORDER BY random() LIMIT 200" >"$dir/keys"
+while IFS=$'\t' read -r t k; do echo "/?table=$(enc "$t")&pk=$(enc "$k")"; done <"$dir/keys" >"$vals/pk"
+while IFS=$'\t' read -r _ k; do echo "/?pk=$(enc "$k")"; done <"$dir/keys" >"$vals/pk_any"
+{
+    # Terms people look for: an SKU or an email seen in a row (rare), a surname
+    # (common), a word of the notes (very common), and terms that are nowhere.
+    psql_store -At -c "SELECT DISTINCT substring(after::text from 'SKU-[0-9]{5}-[A-Z]') FROM pgtrail.entries TABLESAMPLE SYSTEM (0.05) WHERE after::text LIKE '%SKU-%' LIMIT 20"
+    psql_store -At -c "SELECT DISTINCT substring(after::text from '[a-z]+\\.[a-z]+[0-9]+@example\\.[a-z]+') FROM pgtrail.entries TABLESAMPLE SYSTEM (0.05) WHERE after::text LIKE '%@example.%' LIMIT 20"
+    printf '%s\n' Lindqvist Okafor Haddad Popescu Santos Tanaka Jensen Moreau Walsh Novak
+    printf '%s\n' refund gdpr warehouse priority expired
+    printf '%s\n' no-such-customer zz-absent-term "lost parcel 4711" qwertyuiop 0xDEADBEEF
+} | grep -v '^$' | shuf --random-source=<(yes) | while read -r q; do echo "/?q=$(enc "$q")"; done >"$vals/text"
+psql_store -At -c "SELECT lo + floor(random() * (hi - lo + 1))::bigint FROM (SELECT min(id) lo, max(id) hi FROM pgtrail.entries) b, generate_series(1, 200)" \
+    | while read -r id; do echo "/entries/$id"; done >"$vals/diff"
+printf '%s\n' "/?sort=actor&dir=asc" "/?sort=actor&dir=desc" >"$vals/sort_actor"
+printf '%s\n' "/?sort=ip&dir=asc" "/?sort=ip&dir=desc" >"$vals/sort_ip"
+for c in "${cases[@]}"; do
+    [[ -s "$vals/$c" ]] || die "no values sampled for case $c"
+done
+
+# 4. The requests.
+declare -A label=(
+    [first]="first page, unfiltered" [table]="table" [actor]="actor" [time]="time range (from/to)"
+    [pk]="primary key (table + key)" [pk_any]="primary key alone" [text]="free text (q)"
+    [diff]="View Difference" [sort_actor]="sort by actor" [sort_ip]="sort by IP"
+)
+target_of() { if [[ "$1" == text ]]; then echo 500; else echo 100; fi; }
+hdr="$dir/headers"
+results="$dir/results"
+rm -rf "$results"
+mkdir -p "$results"
+request() { # URL OUTFILE: appends "server_ms client_ms status" to OUTFILE (if given)
+    local out code client server
+    out=$(curl -s -o "$dir/body" -D "$hdr" -w '%{http_code} %{time_total}' "$base$1") || die "curl failed on $1"
+    read -r code client <<<"$out"
+    # A 503 is the store's statement timeout (30 s): counted, and its time kept.
+    [[ "$code" == 200 || "$code" == 503 ]] || die "$1 answered $code: $(head -c 400 "$dir/body")"
+    [[ "$code" == 200 ]] || say "$1 answered $code after ${client}s"
+    server=$(tr -d '\r' <"$hdr" | sed -n 's/^[Ss]erver-[Tt]iming: total;dur=\([0-9.]*\).*/\1/p')
+    [[ -n "$server" ]] || die "$1: no Server-Timing header"
+    [[ -z "${2:-}" ]] || awk -v s="$server" -v c="$client" -v k="$code" 'BEGIN { printf "%s %.1f %s\n", s, c * 1000, k }' >>"$2"
+}
+count_line() { # the page's count of matches, for the table
+    sed -n 's/.*class="count"[^>]*>\([^<]*\)<.*/\1/p' "$dir/body" | head -n 1
+}
+declare -A counts
+for c in "${cases[@]}"; do
+    mapfile -t urls <"$vals/$c"
+    say "case $c: $warmup warm-up + $requests requests over ${#urls[@]} values"
+    for ((i = 0; i < warmup; i++)); do request "${urls[$((i % ${#urls[@]}))]}"; done
+    for ((i = 0; i < requests; i++)); do
+        request "${urls[$(((warmup + i) % ${#urls[@]}))]}" "$results/$c"
+        [[ $i -eq 0 ]] && counts[$c]=$(count_line)
+    done
+done
+
+if [[ $explain -eq 1 ]]; then
+    # One more request per case with auto_explain on for the web view's sessions.
+    say "EXPLAIN ANALYZE of each case's queries (auto_explain) into $dir/explain/"
+    mkdir -p "$dir/explain"
+    pgc_psql "$dir" -c "ALTER DATABASE pgtrail SET session_preload_libraries = 'auto_explain'" \
+        -c "ALTER DATABASE pgtrail SET auto_explain.log_min_duration = 0" \
+        -c "ALTER DATABASE pgtrail SET auto_explain.log_analyze = on" \
+        -c "ALTER DATABASE pgtrail SET auto_explain.log_buffers = on" \
+        -c "ALTER DATABASE pgtrail SET log_min_messages = 'log'"
+    kill -TERM "$web_pid"; wait "$web_pid" 2>/dev/null || true
+    PGTRAIL_LOG=warn "$pgtrail" --config "$cfg" web >>"$dir/web.log" 2>&1 &
+    web_pid=$!
+    for _ in $(seq 1 100); do curl -s -o /dev/null "$base/assets/style.css" && break; sleep 0.1; done
+    log=$(readlink -f "$dir/postgres.log")
+    for c in "${cases[@]}"; do
+        url=$(sed -n 3p "$vals/$c"); [[ -n "$url" ]] || url=$(head -n 1 "$vals/$c")
+        from=$(wc -c <"$log")
+        request "$url"
+        sleep 0.2
+        { echo "== $c: GET $url"; tail -c +"$((from + 1))" "$log"; } >"$dir/explain/$c.txt"
+    done
+    pgc_psql "$dir" -c "ALTER DATABASE pgtrail RESET ALL"
+fi
+
+# 5. The table.
+stat() { # FILE COLUMN: "median p95" (nearest rank)
+    awk -v k="$2" '{ print $k }' "$1" | sort -g | awk '{ a[NR] = $1 } END {
+        m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2
+        r = int(NR * 0.95); if (r < NR * 0.95) r++; if (r < 1) r = 1
+        printf "%.1f %.1f\n", m, a[r] }'
+}
+echo "== web view benchmark ($(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), load average $(cut -d' ' -f1-3 /proc/loadavg)) =="
+echo "PostgreSQL $(psql_store -At -c 'SHOW server_version'); $(psql_store -At -c "SELECT string_agg(name || '=' || setting || coalesce(unit, ''), ', ' ORDER BY name) FROM pg_settings WHERE name IN ('fsync', 'shared_buffers', 'jit', 'work_mem', 'effective_cache_size')")"
+echo "store: $n entries ($sizes; indexes: $indexes)"
+echo "fill ($filled_at): COPY ${copy_seconds} s, VACUUM (ANALYZE) ${vacuum_seconds} s"
+[[ -z "$migrate_note" ]] || echo "$migrate_note"
+echo "method: one request at a time with curl, $warmup warm-up + $requests measured per case, values varied;"
+echo "        server = the Server-Timing header (request in to page rendered), client = curl's total time"
+echo
+echo "| case | server median ms | server p95 ms | client median ms | client p95 ms | target p95 | met | not 200 | count shown (first value) |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | --- |"
+missed=0
+for c in "${cases[@]}"; do
+    read -r sm sp <<<"$(stat "$results/$c" 1)"
+    read -r cm cp <<<"$(stat "$results/$c" 2)"
+    t=$(target_of "$c")
+    met=$(awk -v p="$sp" -v t="$t" 'BEGIN { print (p < t) ? "yes" : "**no**" }')
+    failed=$(awk '$3 != 200' "$results/$c" | wc -l)
+    [[ "$failed" -eq 0 ]] || met="**no**"
+    [[ "$met" == yes ]] || missed=$((missed + 1))
+    printf '| %s | %s | %s | %s | %s | < %s | %s | %s | %s |\n' "${label[$c]}" "$sm" "$sp" "$cm" "$cp" "$t" "$met" "$failed" "${counts[$c]:-}"
+done
+echo
+echo "targets missed: $missed of ${#cases[@]}; load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
