@@ -256,7 +256,18 @@ echo "== pgtrail status =="
 pt status
 echo
 if [[ $has_web -eq 1 ]]; then
+    # A demo user to sign in with (the web view shows nothing until a user exists).
+    has_users=0
+    if "$bin" --help 2>/dev/null | grep -qE '^[[:space:]]+user([[:space:]]|$)'; then
+        has_users=1
+        if ! pt user list 2>/dev/null | grep -q '^demo[[:space:]]'; then
+            printf '%s\n' "demo-password" | pt user add demo --role admin >/dev/null || say "could not add the demo user"
+        fi
+    fi
     echo "Web view: http://$web_listen/"
+    if [[ $has_users -eq 1 ]]; then
+        echo "Sign in as demo, password demo-password (an admin; add users with: $bin --config $cfg user add NAME --role viewer)"
+    fi
 else
     echo "The last entries (export as JSON lines):"
     pt export --format jsonl | tail -n 3 || say "export failed"

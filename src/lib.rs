@@ -20,6 +20,7 @@
 //! [`status`] prepare and inspect the databases; [`config`] is the TOML file.
 
 pub mod assemble;
+pub mod auth;
 pub mod config;
 pub mod context;
 pub mod decode;

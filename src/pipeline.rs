@@ -120,7 +120,7 @@ pub async fn run(
         match result {
             Ok(SessionEnd::Shutdown) => return Ok(()),
             Ok(SessionEnd::Reload) => {
-                config = reload_config(config);
+                config = reload_config(config).await;
                 first = false;
                 continue;
             }
@@ -149,7 +149,7 @@ pub async fn run(
                 if changed.is_err() {
                     return Ok(());
                 }
-                config = reload_config(config);
+                config = reload_config(config).await;
                 continue;
             }
         }
@@ -157,9 +157,12 @@ pub async fn run(
     }
 }
 
-/// The config file as it is now, or the running config if the new one is invalid.
-fn reload_config(running: Config) -> Config {
-    match Config::load(&running.path) {
+/// The config file as it is now, or the running config if the new one is
+/// invalid. Either way the reload is recorded as a `Config` event.
+async fn reload_config(running: Config) -> Config {
+    use crate::store::events::{Category, OwnEvent};
+    let path = running.path.display().to_string();
+    let (config, event) = match Config::load(&running.path) {
         Ok(new) => {
             if new.web_listen != running.web_listen {
                 tracing::warn!(
@@ -167,13 +170,48 @@ fn reload_config(running: Config) -> Config {
                 );
             }
             tracing::info!(path = %running.path.display(), "config reloaded; capture resumes with it from the store's checkpoint");
-            new
+            let event = OwnEvent::new(
+                Category::Config,
+                "config_reloaded",
+                "pgtrail run",
+                format!("configuration reloaded from {path}"),
+            )
+            .detail("path", path.clone())
+            .detail("tables", new.capture.include.iter().map(|p| p.as_str().to_owned()).collect::<Vec<_>>())
+            .detail("exclude", new.capture.exclude.iter().map(|p| p.as_str().to_owned()).collect::<Vec<_>>());
+            (new, event)
         }
         Err(e) => {
             tracing::error!(error = %e, "config not reloaded; capture goes on with the running config");
-            running
+            let event = OwnEvent::new(
+                Category::Config,
+                "config_reload_failed",
+                "pgtrail run",
+                format!("configuration not reloaded: {e}"),
+            )
+            .detail("path", path.clone())
+            .detail("error", e.to_string());
+            (running, event)
         }
-    }
+    };
+    // The reload itself must not wait on, or fail with, the store.
+    let store = config.store.clone();
+    tokio::spawn(async move {
+        let recorded = async {
+            let client = crate::store::connect(&store, "pgtrail run")
+                .await
+                .map_err(|e| crate::store::describe(&e))?;
+            crate::store::events::record(&client, &event)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        match tokio::time::timeout(Duration::from_secs(30), recorded).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "the config reload event was not recorded"),
+            Err(_) => tracing::warn!("the config reload event was not recorded: the store did not answer in 30 s"),
+        }
+    });
+    config
 }
 
 /// One connection's worth of capture. Returns Ok on shutdown.

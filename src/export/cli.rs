@@ -41,6 +41,8 @@ impl Request {
             actor: self.actor.clone(),
             from: self.since.map(|t| (text(&t), t)),
             to: self.until.map(|t| (text(&t), t)),
+            // The CLI runs with the store's own credentials: it sees everything.
+            scope: crate::web::access::Scope::everything(),
             ..Filter::default()
         }
     }

@@ -23,6 +23,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "web columns",
         include_str!("../../sql/store/0003_web_columns.sql"),
     ),
+    (
+        4,
+        "users, sessions and tokens",
+        include_str!("../../sql/store/0004_users.sql"),
+    ),
 ];
 
 const BOOTSTRAP: &str = "CREATE SCHEMA IF NOT EXISTS pgtrail;

@@ -20,7 +20,9 @@ use super::entry::{load, parse_id};
 use super::error::ApiError;
 use super::log::fetch_page;
 use super::query::LogQuery;
+use super::access::Principal;
 use super::AppState;
+use axum::Extension;
 use crate::entry::push_json_string;
 use crate::export::StoredEntry;
 
@@ -222,9 +224,11 @@ fn json_response(body: String) -> Response {
 )]
 pub async fn list(
     State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let q = LogQuery::parse(raw.as_deref(), false)?;
+    let mut q = LogQuery::parse(raw.as_deref(), false)?;
+    q.filter.scope = who.scope();
     let now = Utc::now();
     let resolved = {
         let client = state.pool().get().await?;
@@ -281,10 +285,11 @@ pub fn detail_json(entry: &StoredEntry) -> String {
 )]
 pub async fn one(
     State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id, "an entry id")?;
-    let entry = load(&state, id).await?;
+    let entry = load(&state, id, &who.scope()).await?;
     Ok(json_response(detail_json(&entry)))
 }
 

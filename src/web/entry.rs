@@ -13,7 +13,9 @@ use super::diff::{self, Change, ColumnDiff, DiffLine, ValueView};
 use super::error::WebError;
 use super::log::{history_url, key_text, long_time, short_time, Context};
 use super::query::{self, table_param};
+use super::access::{Principal, Scope};
 use super::AppState;
+use axum::Extension;
 use crate::export::{StoredEntry, ENTRY_COLUMNS};
 use crate::table::TableName;
 
@@ -32,7 +34,9 @@ pub fn parse_id(text: &str, what: &str) -> Result<i64, WebError> {
 }
 
 /// The entry with this id.
-pub async fn load(state: &AppState, id: i64) -> Result<StoredEntry, WebError> {
+/// The entry with this id, if `scope` allows it; one out of scope is "not
+/// found", exactly like a missing one, so ids do not tell what exists.
+pub async fn load(state: &AppState, id: i64, scope: &Scope) -> Result<StoredEntry, WebError> {
     let client = state.pool().get().await?;
     let row = client
         .query_opt(
@@ -41,6 +45,7 @@ pub async fn load(state: &AppState, id: i64) -> Result<StoredEntry, WebError> {
         )
         .await?;
     row.map(|r| StoredEntry::from_row(&r))
+        .filter(|e| scope.allows(e))
         .ok_or_else(|| WebError::NotFound(format!("There is no entry {id}.")))
 }
 
@@ -164,10 +169,11 @@ pub struct EntryPage {
 /// `GET /entries/{id}`
 pub async fn page(
     State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Response, WebError> {
     let id = parse_id(&id, "an entry id")?;
-    let entry = load(&state, id).await?;
+    let entry = load(&state, id, &who.scope()).await?;
     let diffs = diff::column_diffs(&entry);
     let (revert_sql, revert_note) = match diff::revert_sql(&entry, &diffs) {
         Ok(sql) => (Some(sql), String::new()),

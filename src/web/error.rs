@@ -15,6 +15,10 @@ pub enum WebError {
     BadRequest(String),
     /// Nothing there (an entry id that does not exist, an unknown path).
     NotFound(String),
+    /// Not signed in, or the credentials are not valid (401).
+    Unauthorized(String),
+    /// Signed in, but the role does not allow this, or a form's CSRF token is wrong (403).
+    Forbidden(String),
     /// The store cannot answer now (down, or the query ran too long); worth retrying.
     Unavailable(String),
     /// A bug or an unexpected store error; the detail is logged, not shown.
@@ -30,6 +34,8 @@ impl WebError {
         match self {
             WebError::BadRequest(_) => StatusCode::BAD_REQUEST,
             WebError::NotFound(_) => StatusCode::NOT_FOUND,
+            WebError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            WebError::Forbidden(_) => StatusCode::FORBIDDEN,
             WebError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             WebError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -38,7 +44,11 @@ impl WebError {
     /// The message shown to the user.
     pub fn message(&self) -> &str {
         match self {
-            WebError::BadRequest(m) | WebError::NotFound(m) | WebError::Unavailable(m) => m,
+            WebError::BadRequest(m)
+            | WebError::NotFound(m)
+            | WebError::Unauthorized(m)
+            | WebError::Forbidden(m)
+            | WebError::Unavailable(m) => m,
             WebError::Internal(_) => {
                 "Something went wrong inside pgtrail; the server log has the details."
             }

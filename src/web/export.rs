@@ -14,7 +14,7 @@
 //!
 //! At most [`MAX_RUNNING`] downloads run at once; another is a 503 that says
 //! to retry. [`router`] is the route alone; [`download`] takes the signed-in user as
-//! `actor` (`None` while the web view has no users).
+//! `actor` (the signed-in user, recorded with the export) and only within the user's scope; the route needs the `auditor` role.
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::Extension;
 use axum::http::{header, Extensions, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -30,9 +31,11 @@ use bytes::Bytes;
 use chrono::Utc;
 use tokio::sync::mpsc;
 
+use super::access::{Principal, Scope};
 use super::error::WebError;
 use super::query::{self, LogQuery};
 use super::AppState;
+use crate::auth::Role;
 use crate::export::{self, Format, Options, Origin};
 
 /// Parameters of the log that make no sense for an export, which is every
@@ -53,13 +56,15 @@ pub fn router() -> Router<AppState> {
 
 async fn handler(
     State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
     RawQuery(raw): RawQuery,
     extensions: Extensions,
 ) -> Result<Response, WebError> {
+    who.require(Role::Auditor, "export entries")?;
     let client_addr = extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
-    download(state, raw.as_deref(), None, client_addr).await
+    download(state, raw.as_deref(), Some(who.name.clone()), who.scope(), client_addr).await
 }
 
 /// What an export request asks for, beyond the filters.
@@ -119,14 +124,17 @@ pub fn parse(raw: Option<&str>) -> Result<ExportRequest, WebError> {
     })
 }
 
-/// The download. `actor` is the signed-in user, when there are users.
+/// The download. `actor` is the signed-in user; `scope` what they may see,
+/// so an export never holds an entry its user could not open in the view.
 pub async fn download(
     state: AppState,
     raw: Option<&str>,
     actor: Option<String>,
+    scope: Scope,
     client_addr: Option<IpAddr>,
 ) -> Result<Response, WebError> {
-    let req = parse(raw)?;
+    let mut req = parse(raw)?;
+    req.query.filter.scope = scope;
     let settings = state.export_config();
     let recipients = match (&settings.recipients, req.plain) {
         (Some(_), true) if settings.require_encryption => {

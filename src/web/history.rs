@@ -18,7 +18,9 @@ use super::diff;
 use super::entry::{DiffView, Facts};
 use super::error::WebError;
 use super::query::{self, clip, key_columns, key_texts, url, PkMatch, Sql};
+use super::access::Principal;
 use super::AppState;
+use axum::Extension;
 use crate::export::{StoredEntry, ENTRY_COLUMNS};
 use crate::table::TableName;
 
@@ -44,6 +46,7 @@ pub struct HistoryPage {
 /// `GET /history?table=S.T&pk=…[&after=ID]`
 pub async fn page(
     State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, WebError> {
     let mut table = None;
@@ -108,6 +111,7 @@ pub async fn page(
     ));
     let filter = query::Filter {
         tables: vec![table.clone()],
+        scope: who.scope(),
         ..Default::default()
     };
     let resolved = query::Resolved {

@@ -19,7 +19,9 @@ use chrono::{DateTime, Utc};
 use super::diff::{Members, ValueView};
 use super::error::WebError;
 use super::query::{self, url, Cursor, Dir, LogQuery, Resolved, SortKey, COUNT_CAP};
+use super::access::Principal;
 use super::AppState;
+use axum::Extension;
 use crate::entry::Action;
 use crate::export::{StoredEntry, ENTRY_COLUMN_COUNT};
 use crate::table::TableName;
@@ -635,9 +637,11 @@ fn thousands(n: i64) -> String {
 /// `GET /`
 pub async fn page(
     State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, WebError> {
-    let q = LogQuery::parse(raw.as_deref(), true)?;
+    let mut q = LogQuery::parse(raw.as_deref(), true)?;
+    q.filter.scope = who.scope();
     let now = Utc::now();
     let live_unavailable = if q.sort != Default::default() {
         "Live updates need the newest-first order."
@@ -664,7 +668,7 @@ pub async fn page(
     let (page, count, known_tables) = tokio::join!(
         fetch_page(&state, &q, &resolved, now),
         count(&state, &q, &resolved, now),
-        state.known_tables()
+        state.known_tables(&q.filter.scope)
     );
     let page = page?;
 
@@ -888,6 +892,7 @@ impl Live {
 /// reconnecting browser's `Last-Event-ID` takes over from `after`.
 pub async fn live(
     State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, WebError> {
@@ -909,7 +914,8 @@ pub async fn live(
             rest.push((k, v));
         }
     }
-    let q = LogQuery::from_pairs(&rest, true, Utc::now())?;
+    let mut q = LogQuery::from_pairs(&rest, true, Utc::now())?;
+    q.filter.scope = who.scope();
     if q.cursor.is_some() || q.sort != Default::default() {
         return Err(WebError::bad("the live stream follows the newest-first order from the first page; drop sort, dir and cursor"));
     }

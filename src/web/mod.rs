@@ -15,6 +15,8 @@
 //! button. Every response carries a Content-Security-Policy without inline
 //! script or style, `nosniff`, and `frame-ancestors 'none'`.
 
+pub mod access;
+pub mod admin;
 pub mod api;
 pub mod assets;
 pub mod diff;
@@ -24,6 +26,7 @@ pub mod export;
 pub mod history;
 pub mod log;
 pub mod query;
+pub mod signin;
 pub mod transaction;
 
 use std::future::Future;
@@ -34,7 +37,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use axum::http::{header, HeaderValue, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use tokio::sync::{watch, Mutex, MutexGuard};
 use tokio_postgres::Client;
@@ -54,6 +57,7 @@ pub struct Pool {
     url: PgUrl,
     slots: Vec<Mutex<Option<Client>>>,
     next: AtomicUsize,
+    read_only: bool,
 }
 
 /// A connection taken from the [`Pool`]; back in the pool when dropped.
@@ -82,6 +86,16 @@ impl Pool {
             url,
             slots: (0..size.max(1)).map(|_| Mutex::new(None)).collect(),
             next: AtomicUsize::new(0),
+            read_only: true,
+        }
+    }
+
+    /// A pool whose connections may write: for sessions, sign-in counters,
+    /// users, tokens and pgtrail's own events, never for entries.
+    pub fn writable(url: PgUrl, size: usize) -> Pool {
+        Pool {
+            read_only: false,
+            ..Pool::new(url, size)
         }
     }
 
@@ -111,9 +125,10 @@ impl Pool {
                     tracing::warn!(store = %self.url.endpoint(), error = %crate::store::describe(&e), "cannot connect to the audit store");
                     error::unavailable()
                 })?;
+            let read_only = if self.read_only { "on" } else { "off" };
             client
                 .batch_execute(&format!(
-                    "SET default_transaction_read_only = on; SET statement_timeout = '{STATEMENT_TIMEOUT}'"
+                    "SET default_transaction_read_only = {read_only}; SET statement_timeout = '{STATEMENT_TIMEOUT}'"
                 ))
                 .await?;
             *guard = Some(client);
@@ -128,25 +143,22 @@ pub struct AppState(Arc<Inner>);
 
 struct Inner {
     pool: Pool,
+    auth: access::AuthState,
     stop_tx: watch::Sender<bool>,
     /// Encryption of downloads (`[export]`).
     export: ExportConfig,
     /// Downloads running at once at most: each holds a store connection of its own.
     exports: Arc<tokio::sync::Semaphore>,
     /// Known tables for the filter's suggestions, refreshed at most once a minute.
-    tables: Mutex<Option<(Instant, Vec<String>)>>,
+    tables: Mutex<Option<(Instant, Vec<(String, crate::table::TableName)>)>>,
 }
 
 impl AppState {
-    pub fn new(pool: Pool) -> AppState {
-        AppState::with_export(pool, ExportConfig::default())
-    }
-
-    /// With the config's `[export]` settings, which downloads follow.
-    pub fn with_export(pool: Pool, export: ExportConfig) -> AppState {
+    pub fn new(pool: Pool, auth: access::AuthState, export: ExportConfig) -> AppState {
         let (stop_tx, _) = watch::channel(false);
         AppState(Arc::new(Inner {
             pool,
+            auth,
             stop_tx,
             export,
             exports: Arc::new(tokio::sync::Semaphore::new(export::MAX_RUNNING)),
@@ -156,6 +168,10 @@ impl AppState {
 
     pub fn pool(&self) -> &Pool {
         &self.0.pool
+    }
+
+    pub fn auth(&self) -> &access::AuthState {
+        &self.0.auth
     }
 
     pub fn export_config(&self) -> &ExportConfig {
@@ -177,11 +193,16 @@ impl AppState {
     }
 
     /// `schema.table` of every table with entries, for suggestions; empty if the store cannot say.
-    pub async fn known_tables(&self) -> Vec<String> {
+    /// Only those in `scope`.
+    pub async fn known_tables(&self, scope: &access::Scope) -> Vec<String> {
         let mut cache = self.0.tables.lock().await;
         if let Some((at, tables)) = cache.as_ref() {
             if at.elapsed() < Duration::from_secs(60) {
-                return tables.clone();
+                return tables
+                    .iter()
+                    .filter(|(_, t)| scope.allows_table(t))
+                    .map(|(s, _)| s.clone())
+                    .collect();
             }
         }
         // The tables of recent entries: a bounded read from the newest end,
@@ -194,10 +215,11 @@ impl AppState {
                 Ok(rows) => rows
                     .iter()
                     .map(|r| {
-                        query::table_param(&crate::table::TableName::new(
+                        let t = crate::table::TableName::new(
                             r.get::<_, String>(0),
                             r.get::<_, String>(1),
-                        ))
+                        );
+                        (query::table_param(&t), t)
                     })
                     .collect(),
                 Err(e) => {
@@ -207,14 +229,26 @@ impl AppState {
             },
             Err(_) => Vec::new(),
         };
-        *cache = Some((Instant::now(), tables.clone()));
-        tables
+        let visible = tables
+            .iter()
+            .filter(|(_, t)| scope.allows_table(t))
+            .map(|(s, _)| s.clone())
+            .collect();
+        *cache = Some((Instant::now(), tables));
+        visible
     }
 }
 
 /// The whole web view as a router; tests call it directly or serve it.
 pub fn app(state: AppState) -> Router {
     Router::new()
+        .route("/sign-in", get(signin::form).post(signin::submit))
+        .route("/sign-out", post(signin::sign_out))
+        .route("/admin", get(admin::page))
+        .route("/admin/users", post(admin::add_user))
+        .route("/admin/users/{name}", post(admin::change_user))
+        .route("/admin/tokens", post(admin::create_token))
+        .route("/admin/tokens/{name}/revoke", post(admin::revoke_token))
         .route("/", get(log::page))
         .route("/live", get(log::live))
         .route("/entries/{id}", get(entry::page))
@@ -226,6 +260,10 @@ pub fn app(state: AppState) -> Router {
         .route("/assets/{name}", get(assets::serve))
         .merge(export::router())
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            access::authenticate,
+        ))
         .layer(axum::middleware::map_response(security_headers))
         .layer(axum::middleware::from_fn(server_timing))
         .with_state(state)
@@ -285,14 +323,19 @@ async fn server_timing(req: axum::extract::Request, next: axum::middleware::Next
 /// requests finish and live streams end.
 pub async fn serve_on(
     listener: tokio::net::TcpListener,
+    config: &Config,
     pool: Pool,
-    export: ExportConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let state = AppState::with_export(pool, export);
+    let auth = access::AuthState::new(
+        config.web_auth.clone(),
+        config.path.clone(),
+        Pool::writable(config.store.clone(), 2),
+    );
+    let state = AppState::new(pool, auth, config.export.clone());
     let stopper = state.clone();
-    tracing::info!(address = %listener.local_addr()?, "web view listening");
-    // The client's address is recorded with every export.
+    tracing::info!(address = %listener.local_addr()?, auth = ?config.web_auth.mode, "web view listening");
+    // The peer address decides whether a proxy's user header is believed, and is recorded with every export.
     let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, service)
         .with_graceful_shutdown(async move {
@@ -318,7 +361,7 @@ pub async fn serve(
                 config.path.display()
             )
         })?;
-    serve_on(listener, pool, config.export.clone(), shutdown).await
+    serve_on(listener, config, pool, shutdown).await
 }
 
 /// For `pgtrail run`: the web view beside capture, stopping when `stop` turns

@@ -84,6 +84,8 @@ pub struct Filter {
     pub pk: Option<String>,
     /// Free text searched for in the row values, case-insensitively.
     pub q: Option<String>,
+    /// What the one asking may see (not a filter from the URL); sees nothing unless set.
+    pub scope: super::access::Scope,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -782,6 +784,7 @@ impl Filter {
 
     /// Appends ` AND …` for every filter that is set.
     pub fn push_where(&self, sql: &mut Sql, r: &Resolved, now: DateTime<Utc>) {
+        self.scope.push_where(sql);
         if let Some(lo) = r.lo {
             let p = sql.param(lo);
             sql.text.push_str(&format!(" AND id >= {p}"));

@@ -12,7 +12,9 @@ use axum::response::{Html, IntoResponse, Response};
 use super::entry::parse_id;
 use super::error::WebError;
 use super::log::{long_time, Context, RowView};
-use super::query::{clip, pairs, url, LogQuery};
+use super::access::Principal;
+use super::query::{clip, pairs, url, LogQuery, Sql};
+use axum::Extension;
 use super::AppState;
 use crate::export::{StoredEntry, ENTRY_COLUMNS};
 
@@ -43,6 +45,7 @@ pub struct TransactionPage {
 /// `GET /transactions/{xid}[?after=ID]`
 pub async fn page(
     State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
     Path(xid): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, WebError> {
@@ -63,19 +66,20 @@ pub async fn page(
         }
     }
     let client = state.pool().get().await?;
-    let total: i64 = client
-        .query_one(
-            "SELECT count(*) FROM pgtrail.entries WHERE xid = $1",
-            &[&xid],
-        )
-        .await?
-        .get(0);
-    let rows = client
-        .query(
-            &format!("SELECT {ENTRY_COLUMNS} FROM pgtrail.entries WHERE xid = $1 AND id > $2 ORDER BY id LIMIT $3"),
-            &[&xid, &after, &(TRANSACTION_PAGE + 1)],
-        )
-        .await?;
+    // Only the transaction's entries the user may see, also in the total.
+    let scope = who.scope();
+    let mut count = Sql::new("SELECT count(*) FROM pgtrail.entries WHERE xid = ");
+    let p = count.param(xid);
+    count.text.push_str(&p);
+    scope.push_where(&mut count);
+    let total: i64 = client.query_one(&count.text, &count.refs()).await?.get(0);
+    let mut sql = Sql::new(format!("SELECT {ENTRY_COLUMNS} FROM pgtrail.entries WHERE xid = "));
+    let p = sql.param(xid);
+    sql.text.push_str(&p);
+    scope.push_where(&mut sql);
+    let (a, l) = (sql.param(after), sql.param(TRANSACTION_PAGE + 1));
+    sql.text.push_str(&format!(" AND id > {a} ORDER BY id LIMIT {l}"));
+    let rows = client.query(&sql.text, &sql.refs()).await?;
     drop(client);
     if total == 0 {
         return Err(WebError::NotFound(format!(

@@ -28,6 +28,8 @@ impl WebServer {
         let port = free_port();
         config.web_listen = format!("127.0.0.1:{port}");
         config.extra_toml = extra_toml.to_owned();
+        // These tests are about what a download holds; who may download is tested in access.rs.
+        config.web_toml = "auth = \"none\"\n".to_owned();
         let path = env.trail.dir().join(format!("web-{port}.toml"));
         fs::write(&path, config.to_toml()).unwrap();
         let log = env.trail.dir().join(format!("web-{port}.log"));
@@ -151,7 +153,7 @@ async fn web_downloads_match_the_cli_and_are_recorded() {
         assert_export_event(ev, format, json!({"table": ["public.t"]}), want.len(), false, true);
         assert_eq!(ev.context("client_addr").as_deref(), Some("127.0.0.1"));
         assert_eq!(ev.context("application_name").as_deref(), Some("pgtrail web"));
-        assert_eq!(ev.context("actor"), None, "no users yet");
+        assert_eq!(ev.context("actor").as_deref(), Some("anonymous"), "auth = \"none\": the actor is anonymous");
         assert!(ev.json("details")["destination"].as_str().unwrap().starts_with("download pgtrail-export-"));
         assert_eq!(events[events_before + 1].context("application_name").as_deref(), Some("pgtrail cli"));
     }

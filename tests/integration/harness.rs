@@ -518,6 +518,8 @@ pub struct Config {
     pub before_images: bool,
     /// `web.listen`: a free port of its own, since tests run daemons side by side.
     pub web_listen: String,
+    /// More `[web]` keys, verbatim (`auth = "none"\n`, `session_idle_seconds = 2\n`…).
+    pub web_toml: String,
     /// Appended verbatim at the end of the TOML, which is inside `[capture]`: bare keys
     /// (`redact_key = …`) extend it; start with a header (`[[capture.columns]]`) for the rest.
     pub extra_toml: String,
@@ -534,6 +536,7 @@ impl Config {
             exclude: vec![],
             before_images: true,
             web_listen: format!("127.0.0.1:{}", free_port()),
+            web_toml: String::new(),
             extra_toml: String::new(),
         }
     }
@@ -541,11 +544,12 @@ impl Config {
     pub fn to_toml(&self) -> String {
         let list = |v: &[String]| v.iter().map(|s| toml_str(s)).collect::<Vec<_>>().join(", ");
         format!(
-            "[source]\nurl = {}\nslot = {}\n\n[store]\nurl = {}\n\n[web]\nlisten = {}\n\n[capture]\ntables = [{}]\nexclude = [{}]\nbefore_images = {}\n{}",
+            "[source]\nurl = {}\nslot = {}\n\n[store]\nurl = {}\n\n[web]\nlisten = {}\n{}\n[capture]\ntables = [{}]\nexclude = [{}]\nbefore_images = {}\n{}",
             toml_str(&self.source_url),
             toml_str(&self.slot),
             toml_str(&self.store_url),
             toml_str(&self.web_listen),
+            self.web_toml,
             list(&self.tables),
             list(&self.exclude),
             self.before_images,
@@ -789,6 +793,37 @@ impl Pgtrail {
     /// `pgtrail --config FILE ARGS…`
     pub async fn cli(&self, args: &[&str]) -> CliOutput {
         pgtrail_env(&self.config_path, args, &self.env_pairs()).await
+    }
+
+    /// `pgtrail --config FILE ARGS…` with `input` on standard input (a pipe, not a terminal).
+    pub async fn cli_with_stdin(&self, args: &[&str], input: &str) -> CliOutput {
+        use std::io::Write as _;
+        let mut all: Vec<OsString> = vec!["--config".into(), self.config_path.as_os_str().to_owned()];
+        all.extend(args.iter().map(OsString::from));
+        let cmd = format!("pgtrail {}", args.join(" "));
+        let started = Instant::now();
+        let output = tokio::task::block_in_place(|| {
+            let mut child = Command::new(bin())
+                .args(&all)
+                .env_remove("PGTRAIL_CONFIG")
+                .env_remove("PGPASSWORD")
+                .envs(self.env_pairs())
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|e| panic!("spawn {}: {e}", bin()));
+            // A command that fails before reading its input closes the pipe: not our error.
+            let _ = child.stdin.take().unwrap().write_all(input.as_bytes());
+            child.wait_with_output().unwrap()
+        });
+        CliOutput {
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            cmd,
+            status: output.status,
+            elapsed: started.elapsed(),
+        }
     }
 
     /// `pgtrail setup`, which must succeed.

@@ -25,18 +25,19 @@ use crate::harness::*;
 // ---------------------------------------------------------------------------------------------
 
 /// `pgtrail --config F web` on a free port, killed on drop.
-struct Web {
+pub(crate) struct Web {
     child: Option<Child>,
-    base: String,
+    pub(crate) base: String,
     log: PathBuf,
     http: reqwest::Client,
     _dir: TempDir,
 }
 
 /// The test config, its web view listening on `port`.
-fn config_with_web(env: &TestEnv, port: u16) -> String {
+fn config_with_web(env: &TestEnv, port: u16, web_toml: &str) -> String {
     let mut config = env.trail.config.clone();
     config.web_listen = format!("127.0.0.1:{port}");
+    config.web_toml = web_toml.to_owned();
     config.to_toml()
 }
 
@@ -48,19 +49,29 @@ fn http_client() -> reqwest::Client {
 }
 
 impl Web {
+    /// With `auth = "none"` (loopback): these tests are about what the view shows, not who may see it.
     async fn start(env: &TestEnv) -> Web {
-        Web::start_with_env(env, &[]).await
+        Web::start_full(env, "auth = \"none\"\n", &[]).await
     }
 
     /// The same, with extra environment variables for the server.
     async fn start_with_env(env: &TestEnv, vars: &[(&str, &str)]) -> Web {
+        Web::start_full(env, "auth = \"none\"\n", vars).await
+    }
+
+    /// With these `[web]` keys (none: users must sign in).
+    pub(crate) async fn start_with(env: &TestEnv, web_toml: &str) -> Web {
+        Web::start_full(env, web_toml, &[]).await
+    }
+
+    async fn start_full(env: &TestEnv, web_toml: &str, vars: &[(&str, &str)]) -> Web {
         let port = free_port();
         let dir = tempfile::Builder::new()
             .prefix("pgtrail-it-web-")
             .tempdir()
             .unwrap();
         let config = dir.path().join("web.toml");
-        fs::write(&config, config_with_web(env, port)).unwrap();
+        fs::write(&config, config_with_web(env, port, web_toml)).unwrap();
         let log = dir.path().join("web.log");
         let out = File::create(&log).unwrap();
         let child = Command::new(bin())
@@ -100,11 +111,11 @@ impl Web {
         }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
@@ -1556,7 +1567,7 @@ async fn wait_for_event(resp: &mut reqwest::Response, id: i64, timeout: Duration
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn web_end_to_end_on_real_capture() {
-    let env = TestEnv::start().await;
+    let env = TestEnv::start_with(Default::default(), |c| c.web_toml = "auth = \"none\"\n".into()).await;
     let src = env.source().await;
     src.batch_execute(
         "CREATE TABLE items (id int PRIMARY KEY, name text, price numeric(10,2), tags text[], doc jsonb, data bytea,
@@ -2025,7 +2036,15 @@ async fn texts(c: &fantoccini::Client, css: &str) -> Vec<String> {
 async fn web_in_headless_chromium_filter_sort_view_difference_history_live() {
     use fantoccini::Locator::{Css, Id, LinkText};
     let driver = start_chromedriver().await;
-    let (_env, store, web) = store_and_web().await;
+    // Signed in as a real user, as people use it: no `auth = "none"` here.
+    let env = TestEnv::start().await;
+    env.setup().await;
+    let store = env.store().await;
+    env.trail
+        .cli_with_stdin(&["user", "add", "olivia", "--role", "viewer"], "browser-pass-1\n")
+        .await
+        .assert_success();
+    let web = Web::start_with(&env, "").await;
     let now = Utc::now();
     let mut data = Vec::new();
     for i in 0..12i64 {
@@ -2062,8 +2081,33 @@ async fn web_in_headless_chromium_filter_sort_view_difference_history_live() {
     store_entries(&store, &data).await;
     let c = browser(&driver).await;
 
-    // The log.
+    // Sign in: the log sends us to the sign-in page and back.
     c.goto(&web.url("/")).await.unwrap();
+    c.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Id("s-name"))
+        .await
+        .unwrap();
+    assert!(c.current_url().await.unwrap().path() == "/sign-in");
+    c.find(Id("s-name")).await.unwrap().send_keys("olivia").await.unwrap();
+    c.find(Id("s-password")).await.unwrap().send_keys("browser-pass-1").await.unwrap();
+    screenshot(&c, "0-sign-in").await;
+    c.find(Css("form.stack button[type=submit]")).await.unwrap().click().await.unwrap();
+
+    // The log.
+    if c.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Css("header .who .user"))
+        .await
+        .is_err()
+    {
+        panic!(
+            "not signed in after the form: at {:?}\n{}",
+            c.current_url().await.map(|u| u.to_string()),
+            c.source().await.unwrap_or_default()
+        );
+    }
+    assert!(texts(&c, "header .who .user").await[0].starts_with("olivia"));
     c.wait()
         .at_most(Duration::from_secs(10))
         .for_element(Css("table.log tbody tr"))

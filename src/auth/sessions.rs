@@ -1,0 +1,97 @@
+//! Browser sessions: a random token in the cookie, its SHA-256 in the store,
+//! a synchronizer CSRF token per session, and two expiries: idle (since the
+//! last request) and absolute (since sign-in). A request on an expired
+//! session finds nothing; expired rows are swept at each sign-in.
+
+use tokio_postgres::GenericClient;
+
+use super::{random_secret, secret_hash, AuthError, Role, Tables};
+
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub idle_seconds: u64,
+    pub absolute_seconds: u64,
+}
+
+/// The user behind a valid session, as the store says now (a role change or
+/// a disable takes effect on the next request).
+#[derive(Debug, Clone)]
+pub struct SessionUser {
+    pub name: String,
+    pub role: Role,
+    pub tables: Tables,
+    pub csrf: String,
+}
+
+/// Starts a session; returns the cookie's token and the session's CSRF token.
+pub async fn create<C: GenericClient>(
+    client: &C,
+    user: &str,
+    client_addr: Option<String>,
+    timeouts: Timeouts,
+) -> Result<(String, String), AuthError> {
+    client
+        .execute(
+            "DELETE FROM pgtrail.sessions WHERE last_seen < now() - make_interval(secs => $1) \
+                 OR created_at < now() - make_interval(secs => $2)",
+            &[&(timeouts.idle_seconds as f64), &(timeouts.absolute_seconds as f64)],
+        )
+        .await?;
+    let token = random_secret()?;
+    let csrf = random_secret()?;
+    client
+        .execute(
+            "INSERT INTO pgtrail.sessions (token_hash, user_name, csrf, client_addr) VALUES ($1, $2, $3, $4)",
+            &[&secret_hash(&token), &user, &csrf, &client_addr],
+        )
+        .await?;
+    Ok((token, csrf))
+}
+
+/// The session's user if the token is valid, not expired, and the user not
+/// disabled; marks the session as used now.
+pub async fn validate<C: GenericClient>(
+    client: &C,
+    token: &str,
+    timeouts: Timeouts,
+) -> Result<Option<SessionUser>, AuthError> {
+    let row = client
+        .query_opt(
+            "UPDATE pgtrail.sessions s SET last_seen = now() FROM pgtrail.users u \
+             WHERE s.token_hash = $1 AND u.name = s.user_name AND NOT u.disabled \
+               AND s.last_seen >= now() - make_interval(secs => $2) \
+               AND s.created_at >= now() - make_interval(secs => $3) \
+             RETURNING u.name, u.role, u.tables, s.csrf",
+            &[
+                &secret_hash(token),
+                &(timeouts.idle_seconds as f64),
+                &(timeouts.absolute_seconds as f64),
+            ],
+        )
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    Ok(Some(SessionUser {
+        name: row.get(0),
+        role: row.get::<_, String>(1).parse()?,
+        tables: Tables::from_stored(row.get(2))?,
+        csrf: row.get(3),
+    }))
+}
+
+/// Ends one session; returns its user if there was one.
+pub async fn end<C: GenericClient>(client: &C, token: &str) -> Result<Option<String>, AuthError> {
+    Ok(client
+        .query_opt(
+            "DELETE FROM pgtrail.sessions WHERE token_hash = $1 RETURNING user_name",
+            &[&secret_hash(token)],
+        )
+        .await?
+        .map(|r| r.get(0)))
+}
+
+/// Ends every session of `user`; returns how many.
+pub async fn end_all<C: GenericClient>(client: &C, user: &str) -> Result<u64, AuthError> {
+    Ok(client
+        .execute("DELETE FROM pgtrail.sessions WHERE user_name = $1", &[&user])
+        .await?)
+}

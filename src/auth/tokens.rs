@@ -1,0 +1,148 @@
+//! API tokens for the JSON API: created by an admin with a role and optional
+//! table restriction, shown once (`pgt_` and 43 characters), stored as their
+//! SHA-256, revocable. A revoked token stays listed, so its history is kept.
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Map, Value};
+use tokio_postgres::{Client, GenericClient, Row};
+
+use super::{random_secret, secret_hash, Actor, AuthError, Name, Role, Tables};
+use crate::store::events::{record, Category};
+
+/// The prefix of every token, so a leaked one is recognisable in a scan.
+pub const PREFIX: &str = "pgt_";
+
+#[derive(Debug, Clone)]
+pub struct Token {
+    pub name: String,
+    pub role: Role,
+    pub tables: Tables,
+    pub created_by: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+const COLUMNS: &str = "name, role, tables, created_by, created_at, revoked_at, last_used_at";
+
+impl Token {
+    fn from_row(row: &Row) -> Result<Token, AuthError> {
+        Ok(Token {
+            name: row.get(0),
+            role: row.get::<_, String>(1).parse()?,
+            tables: Tables::from_stored(row.get(2))?,
+            created_by: row.get(3),
+            created_at: row.get(4),
+            revoked_at: row.get(5),
+            last_used_at: row.get(6),
+        })
+    }
+
+    /// The record events show (never the secret or its hash).
+    pub fn record(&self) -> Map<String, Value> {
+        match json!({
+            "name": self.name,
+            "role": self.role.as_str(),
+            "tables": self.tables.to_stored(),
+            "revoked": self.revoked_at.is_some(),
+        }) {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        }
+    }
+}
+
+/// Creates a token; returns it and its secret, which is not kept anywhere.
+pub async fn create(
+    client: &mut Client,
+    actor: &Actor,
+    name: &Name,
+    role: Role,
+    tables: &Tables,
+) -> Result<(Token, String), AuthError> {
+    let secret = format!("{PREFIX}{}", random_secret()?);
+    let tx = client.transaction().await?;
+    let row = tx
+        .query_opt(
+            &format!(
+                "INSERT INTO pgtrail.tokens (name, token_hash, role, tables, created_by) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (name) DO NOTHING RETURNING {COLUMNS}"
+            ),
+            &[&name.as_str(), &secret_hash(&secret), &role.as_str(), &tables.to_stored(), &actor.name],
+        )
+        .await?;
+    let token = match row {
+        Some(r) => Token::from_row(&r)?,
+        None => return Err(AuthError::TokenExists(name.to_string())),
+    };
+    let mut event = actor.event(
+        Category::Token,
+        "token_created",
+        format!("created API token {} as {}", token.name, token.role),
+    );
+    event.primary_key = Some(json!({ "name": token.name }));
+    event.after = Some(token.record());
+    record(&tx, &event).await?;
+    tx.commit().await?;
+    Ok((token, secret))
+}
+
+pub async fn list<C: GenericClient>(client: &C) -> Result<Vec<Token>, AuthError> {
+    client
+        .query(&format!("SELECT {COLUMNS} FROM pgtrail.tokens ORDER BY name"), &[])
+        .await?
+        .iter()
+        .map(Token::from_row)
+        .collect()
+}
+
+/// Revokes a token at once; revoking a revoked token is a no-op without an event.
+pub async fn revoke(client: &mut Client, actor: &Actor, name: &str) -> Result<Token, AuthError> {
+    let tx = client.transaction().await?;
+    let before = tx
+        .query_opt(
+            &format!("SELECT {COLUMNS} FROM pgtrail.tokens WHERE name = $1 FOR UPDATE"),
+            &[&name],
+        )
+        .await?;
+    let before = match before {
+        Some(r) => Token::from_row(&r)?,
+        None => return Err(AuthError::NoSuchToken(crate::web::query::clip(name))),
+    };
+    if before.revoked_at.is_some() {
+        return Ok(before);
+    }
+    let row = tx
+        .query_one(
+            &format!("UPDATE pgtrail.tokens SET revoked_at = now() WHERE name = $1 RETURNING {COLUMNS}"),
+            &[&name],
+        )
+        .await?;
+    let after = Token::from_row(&row)?;
+    let mut event = actor.event(Category::Token, "token_revoked", format!("revoked API token {name}"));
+    event.primary_key = Some(json!({ "name": name }));
+    event.before = Some(before.record());
+    event.after = Some(after.record());
+    record(&tx, &event).await?;
+    tx.commit().await?;
+    Ok(after)
+}
+
+/// The live token with this secret, if any; notes its use.
+pub async fn lookup<C: GenericClient>(client: &C, secret: &str) -> Result<Option<Token>, AuthError> {
+    if !secret.starts_with(PREFIX) {
+        return Ok(None);
+    }
+    client
+        .query_opt(
+            &format!(
+                "UPDATE pgtrail.tokens SET last_used_at = now() \
+                 WHERE token_hash = $1 AND revoked_at IS NULL RETURNING {COLUMNS}"
+            ),
+            &[&secret_hash(secret)],
+        )
+        .await?
+        .as_ref()
+        .map(Token::from_row)
+        .transpose()
+}

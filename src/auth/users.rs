@@ -1,0 +1,289 @@
+//! pgtrail users: add, list, change role or tables, disable, enable, reset
+//! the password, and the password check of a sign-in with its lockout. Each
+//! change commits with its `User` event, whose `before`/`after` are the user's
+//! record without the hash.
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Map, Value};
+use tokio_postgres::{Client, GenericClient, Row};
+
+use super::{password, Actor, AuthError, Name, Role, Tables};
+use crate::store::events::{record, Category};
+
+/// A user as stored, less the password hash.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub name: String,
+    pub role: Role,
+    pub tables: Tables,
+    pub disabled: bool,
+    pub locked_until: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str = "name, role, tables, disabled, locked_until, created_at";
+
+impl User {
+    fn from_row(row: &Row) -> Result<User, AuthError> {
+        Ok(User {
+            name: row.get(0),
+            role: row.get::<_, String>(1).parse()?,
+            tables: Tables::from_stored(row.get(2))?,
+            disabled: row.get(3),
+            locked_until: row.get(4),
+            created_at: row.get(5),
+        })
+    }
+
+    /// The record events show: never the hash, nor lockout counters.
+    pub fn record(&self) -> Map<String, Value> {
+        let v = json!({
+            "name": self.name,
+            "role": self.role.as_str(),
+            "tables": self.tables.to_stored(),
+            "disabled": self.disabled,
+        });
+        match v {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        }
+    }
+
+    pub fn is_locked(&self, now: DateTime<Utc>) -> bool {
+        self.locked_until.is_some_and(|t| t > now)
+    }
+}
+
+pub async fn get<C: GenericClient>(client: &C, name: &str) -> Result<Option<User>, AuthError> {
+    let row = client
+        .query_opt(
+            &format!("SELECT {COLUMNS} FROM pgtrail.users WHERE name = $1"),
+            &[&name],
+        )
+        .await?;
+    row.as_ref().map(User::from_row).transpose()
+}
+
+pub async fn list<C: GenericClient>(client: &C) -> Result<Vec<User>, AuthError> {
+    let rows = client
+        .query(&format!("SELECT {COLUMNS} FROM pgtrail.users ORDER BY name"), &[])
+        .await?;
+    rows.iter().map(User::from_row).collect()
+}
+
+/// Whether any user exists (else the web view explains how to create the first admin).
+pub async fn any<C: GenericClient>(client: &C) -> Result<bool, AuthError> {
+    Ok(client
+        .query_one("SELECT EXISTS (SELECT 1 FROM pgtrail.users)", &[])
+        .await?
+        .get(0))
+}
+
+/// Hashing takes tens of milliseconds of CPU: off the async workers.
+async fn hash_off_thread(password: String) -> Result<String, AuthError> {
+    tokio::task::spawn_blocking(move || password::hash(&password))
+        .await
+        .map_err(|e| AuthError::Hash(e.to_string()))?
+}
+
+pub async fn add(
+    client: &mut Client,
+    actor: &Actor,
+    name: &Name,
+    role: Role,
+    tables: &Tables,
+    new_password: &str,
+) -> Result<User, AuthError> {
+    password::check_new(new_password)?;
+    let hash = hash_off_thread(new_password.to_owned()).await?;
+    let tx = client.transaction().await?;
+    let row = tx
+        .query_opt(
+            &format!(
+                "INSERT INTO pgtrail.users (name, role, tables, password_hash) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (name) DO NOTHING RETURNING {COLUMNS}"
+            ),
+            &[&name.as_str(), &role.as_str(), &tables.to_stored(), &hash],
+        )
+        .await?;
+    let user = match row {
+        Some(r) => User::from_row(&r)?,
+        None => return Err(AuthError::UserExists(name.to_string())),
+    };
+    let mut event = actor.event(
+        Category::User,
+        "user_added",
+        format!("added user {} as {}", user.name, user.role),
+    );
+    event.primary_key = Some(json!({ "name": user.name }));
+    event.after = Some(user.record());
+    record(&tx, &event).await?;
+    tx.commit().await?;
+    Ok(user)
+}
+
+/// What to change about a user.
+#[derive(Debug, Clone)]
+pub enum Change {
+    Role(Role),
+    Tables(Tables),
+    Disabled(bool),
+    Password(String),
+}
+
+/// Applies `change` and records it; returns the user after. Disabling a user
+/// or resetting the password ends their sessions.
+pub async fn change(
+    client: &mut Client,
+    actor: &Actor,
+    name: &str,
+    change: Change,
+) -> Result<User, AuthError> {
+    let hash = match &change {
+        Change::Password(p) => {
+            password::check_new(p)?;
+            Some(hash_off_thread(p.clone()).await?)
+        }
+        _ => None,
+    };
+    let tx = client.transaction().await?;
+    let before = tx
+        .query_opt(
+            &format!("SELECT {COLUMNS} FROM pgtrail.users WHERE name = $1 FOR UPDATE"),
+            &[&name],
+        )
+        .await?;
+    let before = match before {
+        Some(r) => User::from_row(&r)?,
+        None => return Err(AuthError::NoSuchUser(crate::web::query::clip(name))),
+    };
+    let (set, param, event_name, summary): (&str, Box<dyn tokio_postgres::types::ToSql + Sync + Send>, &'static str, String) =
+        match &change {
+            Change::Role(r) => (
+                "role = $2",
+                Box::new(r.as_str()),
+                "role_changed",
+                format!("role of {name} changed from {} to {r}", before.role),
+            ),
+            Change::Tables(t) => (
+                "tables = $2",
+                Box::new(t.to_stored()),
+                "tables_changed",
+                format!("tables of {name} changed from {} to {}", before.tables.describe(), t.describe()),
+            ),
+            Change::Disabled(true) => ("disabled = $2", Box::new(true), "user_disabled", format!("disabled user {name}")),
+            Change::Disabled(false) => (
+                "disabled = $2, failed_attempts = 0, locked_until = NULL",
+                Box::new(false),
+                "user_enabled",
+                format!("enabled user {name}"),
+            ),
+            Change::Password(_) => (
+                "password_hash = $2, failed_attempts = 0, locked_until = NULL",
+                Box::new(hash.unwrap_or_default()),
+                "password_reset",
+                format!("reset the password of {name}"),
+            ),
+        };
+    let row = tx
+        .query_one(
+            &format!("UPDATE pgtrail.users SET {set}, updated_at = now() WHERE name = $1 RETURNING {COLUMNS}"),
+            &[&name, &*param],
+        )
+        .await?;
+    let after = User::from_row(&row)?;
+    if matches!(change, Change::Disabled(true) | Change::Password(_)) {
+        tx.execute("DELETE FROM pgtrail.sessions WHERE user_name = $1", &[&name])
+            .await?;
+    }
+    let mut event = actor.event(Category::User, event_name, summary);
+    event.primary_key = Some(json!({ "name": name }));
+    event.before = Some(before.record());
+    event.after = Some(after.record());
+    record(&tx, &event).await?;
+    tx.commit().await?;
+    Ok(after)
+}
+
+/// Failed sign-ins before a lock, and how long it lasts.
+#[derive(Debug, Clone, Copy)]
+pub struct Lockout {
+    pub after: u32,
+    pub seconds: u64,
+}
+
+/// How a password check went. The caller tells the user the same thing for
+/// every failure.
+#[derive(Debug)]
+pub enum SignIn {
+    Ok(User),
+    /// Unknown user, disabled, locked, or a wrong password.
+    Failed {
+        /// This failure locked the account.
+        locked_now: bool,
+        /// The account was already locked (the password was not checked).
+        locked: bool,
+    },
+}
+
+/// Checks `name`'s password; counts failures and locks after `lockout.after`.
+/// Every path spends one argon2 verification, against a dummy hash where
+/// there is no usable account, so timing does not tell whether a user exists.
+pub async fn check_password(
+    client: &Client,
+    name: &str,
+    given: &str,
+    lockout: Lockout,
+) -> Result<SignIn, AuthError> {
+    let row = client
+        .query_opt(
+            &format!("SELECT {COLUMNS}, password_hash FROM pgtrail.users WHERE name = $1"),
+            &[&name],
+        )
+        .await?;
+    let user = match &row {
+        Some(r) => Some((User::from_row(r)?, r.get::<_, String>(6))),
+        None => None,
+    };
+    let now = Utc::now();
+    let given = given.to_owned();
+    let (usable, hash) = match &user {
+        Some((u, h)) if !u.disabled && !u.is_locked(now) => (true, Some(h.clone())),
+        _ => (false, None),
+    };
+    let ok = tokio::task::spawn_blocking(move || match hash {
+        Some(h) => password::verify(&h, &given),
+        None => password::verify_dummy(&given),
+    })
+    .await
+    .map_err(|e| AuthError::Hash(e.to_string()))?;
+    let Some((user, _)) = user else {
+        return Ok(SignIn::Failed { locked_now: false, locked: false });
+    };
+    if !usable {
+        return Ok(SignIn::Failed { locked_now: false, locked: user.is_locked(now) });
+    }
+    if ok {
+        client
+            .execute(
+                "UPDATE pgtrail.users SET failed_attempts = 0, locked_until = NULL WHERE name = $1",
+                &[&name],
+            )
+            .await?;
+        return Ok(SignIn::Ok(user));
+    }
+    // Count and lock in one statement, so concurrent guesses cannot slip past the limit.
+    let after = i32::try_from(lockout.after.max(1)).unwrap_or(i32::MAX);
+    let seconds = lockout.seconds as f64;
+    let locked_now: bool = client
+        .query_one(
+            "UPDATE pgtrail.users SET \
+                 locked_until = CASE WHEN failed_attempts + 1 >= $2 THEN now() + make_interval(secs => $3) END, \
+                 failed_attempts = CASE WHEN failed_attempts + 1 >= $2 THEN 0 ELSE failed_attempts + 1 END \
+             WHERE name = $1 RETURNING locked_until IS NOT NULL",
+            &[&name, &after, &seconds],
+        )
+        .await?
+        .get(0);
+    Ok(SignIn::Failed { locked_now, locked: locked_now })
+}

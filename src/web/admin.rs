@@ -1,0 +1,246 @@
+//! The admin pages: list, add and change users (role, tables, disable,
+//! enable, reset the password, end their sessions) and create or revoke API
+//! tokens. Admins only; every form carries the CSRF token, and every change
+//! is recorded with the admin as its actor (by [`crate::auth`]).
+
+use askama::Template;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::response::{Html, IntoResponse, Response};
+use axum::Extension;
+
+use super::access::{auth_error, Principal};
+use super::error::WebError;
+use super::signin::form_fields;
+use super::AppState;
+use crate::auth::{sessions, tokens, users, Name, Role, Tables};
+use crate::store::events::{record, Category};
+
+struct UserRow {
+    name: String,
+    role: &'static str,
+    tables: String,
+    tables_input: String,
+    state: String,
+    disabled: bool,
+}
+
+struct TokenRow {
+    name: String,
+    role: &'static str,
+    tables: String,
+    created: String,
+    last_used: String,
+    state: String,
+    revoked: bool,
+}
+
+#[derive(Template)]
+#[template(path = "admin.html")]
+struct AdminPage {
+    notice: String,
+    new_token: Option<(String, String)>,
+    csrf: String,
+    roles: Vec<&'static str>,
+    users: Vec<UserRow>,
+    tokens: Vec<TokenRow>,
+}
+
+fn require_admin(state: &AppState, who: &Principal) -> Result<String, WebError> {
+    who.require(Role::Admin, "manage users and API tokens")?;
+    who.csrf(state)
+        .ok_or_else(|| WebError::Forbidden("The admin pages are for browsers; an API token cannot use them.".into()))
+}
+
+async fn render(
+    state: &AppState,
+    csrf: String,
+    notice: String,
+    new_token: Option<(String, String)>,
+) -> Result<Response, WebError> {
+    let client = state.auth().writer.get().await?;
+    let now = chrono::Utc::now();
+    let users = users::list(&*client)
+        .await
+        .map_err(auth_error)?
+        .into_iter()
+        .map(|u| UserRow {
+            role: u.role.as_str(),
+            tables: u.tables.describe(),
+            tables_input: u.tables.to_stored().join(", "),
+            state: if u.disabled {
+                "disabled".into()
+            } else if u.is_locked(now) {
+                format!("locked until {}", u.locked_until.map(|t| t.format("%H:%M:%S UTC").to_string()).unwrap_or_default())
+            } else {
+                "active".into()
+            },
+            disabled: u.disabled,
+            name: u.name,
+        })
+        .collect();
+    let tokens = tokens::list(&*client)
+        .await
+        .map_err(auth_error)?
+        .into_iter()
+        .map(|t| TokenRow {
+            role: t.role.as_str(),
+            tables: t.tables.describe(),
+            created: format!(
+                "{}{}",
+                t.created_at.format("%Y-%m-%d %H:%M"),
+                t.created_by.as_deref().map(|b| format!(" by {b}")).unwrap_or_default()
+            ),
+            last_used: t.last_used_at.map(|t| t.format("%Y-%m-%d %H:%M").to_string()).unwrap_or_else(|| "never".into()),
+            state: if t.revoked_at.is_some() { "revoked".into() } else { "active".into() },
+            revoked: t.revoked_at.is_some(),
+            name: t.name,
+        })
+        .collect();
+    let page = AdminPage {
+        notice,
+        new_token,
+        csrf,
+        roles: Role::ALL.iter().map(|r| r.as_str()).collect(),
+        users,
+        tokens,
+    };
+    Ok(Html(page.render()?).into_response())
+}
+
+/// `GET /admin`
+pub async fn page(State(state): State<AppState>, Extension(who): Extension<Principal>) -> Result<Response, WebError> {
+    let csrf = require_admin(&state, &who)?;
+    render(&state, csrf, String::new(), None).await
+}
+
+fn field<'a>(f: &'a std::collections::HashMap<String, String>, name: &str) -> &'a str {
+    f.get(name).map(|v| v.trim()).unwrap_or("")
+}
+
+/// `POST /admin/users` (name, role, tables, password)
+pub async fn add_user(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    body: Bytes,
+) -> Result<Response, WebError> {
+    let csrf = require_admin(&state, &who)?;
+    let f = form_fields(&body);
+    who.check_csrf(&state, f.get("csrf").map(String::as_str))?;
+    let name = Name::parse(field(&f, "name")).map_err(auth_error)?;
+    let role: Role = field(&f, "role").parse().map_err(auth_error)?;
+    let tables = Tables::parse_list(field(&f, "tables")).map_err(auth_error)?;
+    let password = f.get("password").cloned().unwrap_or_default();
+    let mut client = state.auth().writer.get().await?;
+    let u = users::add(&mut client, &who.actor(), &name, role, &tables, &password)
+        .await
+        .map_err(auth_error)?;
+    drop(client);
+    render(&state, csrf, format!("Added {} as {} (tables: {}).", u.name, u.role, u.tables.describe()), None).await
+}
+
+/// `POST /admin/users/{name}` (action = update | disable | enable | reset_password | end_sessions)
+pub async fn change_user(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, WebError> {
+    let csrf = require_admin(&state, &who)?;
+    let f = form_fields(&body);
+    who.check_csrf(&state, f.get("csrf").map(String::as_str))?;
+    let actor = who.actor();
+    let mut client = state.auth().writer.get().await?;
+    let notice = match field(&f, "action") {
+        "update" => {
+            let role: Role = field(&f, "role").parse().map_err(auth_error)?;
+            let tables = Tables::parse_list(field(&f, "tables")).map_err(auth_error)?;
+            let before = users::get(&*client, &name)
+                .await
+                .map_err(auth_error)?
+                .ok_or_else(|| auth_error(crate::auth::AuthError::NoSuchUser(super::query::clip(&name))))?;
+            if name == who.name && role < Role::Admin {
+                return Err(WebError::bad(
+                    "You cannot take the admin role from yourself here; another admin can, or use `pgtrail user set-role`.",
+                ));
+            }
+            if before.role != role {
+                users::change(&mut client, &actor, &name, users::Change::Role(role)).await.map_err(auth_error)?;
+            }
+            if before.tables != tables {
+                users::change(&mut client, &actor, &name, users::Change::Tables(tables.clone())).await.map_err(auth_error)?;
+            }
+            format!("{name}: role {role}, tables {}.", tables.describe())
+        }
+        "disable" => {
+            if name == who.name {
+                return Err(WebError::bad("You cannot disable yourself; another admin can."));
+            }
+            users::change(&mut client, &actor, &name, users::Change::Disabled(true)).await.map_err(auth_error)?;
+            format!("Disabled {name}; their sessions ended.")
+        }
+        "enable" => {
+            users::change(&mut client, &actor, &name, users::Change::Disabled(false)).await.map_err(auth_error)?;
+            format!("Enabled {name}.")
+        }
+        "reset_password" => {
+            let password = f.get("password").cloned().unwrap_or_default();
+            users::change(&mut client, &actor, &name, users::Change::Password(password)).await.map_err(auth_error)?;
+            format!("Set a new password for {name}; their sessions ended.")
+        }
+        "end_sessions" => {
+            let n = sessions::end_all(&*client, &name).await.map_err(auth_error)?;
+            let event = actor
+                .event(Category::Session, "sign_out", format!("{} signed {name} out everywhere ({n} sessions)", who.name))
+                .detail("user", name.clone())
+                .detail("everywhere", true)
+                .detail("sessions", n);
+            record(&*client, &event).await.map_err(|e| auth_error(e.into()))?;
+            format!("Ended {n} sessions of {name}.")
+        }
+        other => {
+            return Err(WebError::bad(format!(
+                "action: {:?} is not one of update, disable, enable, reset_password, end_sessions",
+                super::query::clip(other)
+            )))
+        }
+    };
+    drop(client);
+    render(&state, csrf, notice, None).await
+}
+
+/// `POST /admin/tokens` (name, role, tables)
+pub async fn create_token(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    body: Bytes,
+) -> Result<Response, WebError> {
+    let csrf = require_admin(&state, &who)?;
+    let f = form_fields(&body);
+    who.check_csrf(&state, f.get("csrf").map(String::as_str))?;
+    let name = Name::parse(field(&f, "name")).map_err(auth_error)?;
+    let role: Role = field(&f, "role").parse().map_err(auth_error)?;
+    let tables = Tables::parse_list(field(&f, "tables")).map_err(auth_error)?;
+    let mut client = state.auth().writer.get().await?;
+    let (t, secret) = tokens::create(&mut client, &who.actor(), &name, role, &tables)
+        .await
+        .map_err(auth_error)?;
+    drop(client);
+    render(&state, csrf, String::new(), Some((t.name, secret))).await
+}
+
+/// `POST /admin/tokens/{name}/revoke`
+pub async fn revoke_token(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, WebError> {
+    let csrf = require_admin(&state, &who)?;
+    let f = form_fields(&body);
+    who.check_csrf(&state, f.get("csrf").map(String::as_str))?;
+    let mut client = state.auth().writer.get().await?;
+    let t = tokens::revoke(&mut client, &who.actor(), &name).await.map_err(auth_error)?;
+    drop(client);
+    render(&state, csrf, format!("Revoked the API token {}.", t.name), None).await
+}

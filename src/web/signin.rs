@@ -1,0 +1,241 @@
+//! Signing in and out: the sign-in page and form, the session cookie, and
+//! sign-out (this session, or every session of the user).
+//!
+//! The sign-in form has no session to tie a CSRF token to, so it uses its own
+//! cookie (`pgtrail_sign_in`, SameSite=Strict) whose value the form repeats.
+//! Every refusal says the same thing and takes at least [`FAILURE_TIME`], and
+//! every path verifies one argon2 hash (a dummy one for unknown, disabled or
+//! locked users), so neither the words nor the timing tell whether a user
+//! exists. Sign-ins, refusals, lockouts and sign-outs are recorded as
+//! `Session` events.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use askama::Template;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::Extension;
+
+use super::access::{self, How, Principal, SESSION_COOKIE, SIGN_IN_COOKIE};
+use super::error::WebError;
+use super::query;
+use super::AppState;
+use crate::auth::{sessions, users, Actor, AuthError};
+use crate::config::AuthMode;
+use crate::store::events::{record, Category};
+
+/// The least time a refused sign-in takes.
+pub const FAILURE_TIME: Duration = Duration::from_millis(1000);
+
+/// One refusal for every reason.
+const REFUSED: &str = "Sign-in failed: the user name or password is wrong, or the account is disabled or locked \
+                       for a while after repeated failures. Try again later, or ask an admin.";
+
+#[derive(Template)]
+#[template(path = "signin.html")]
+struct SignInPage {
+    message: String,
+    next: String,
+    csrf: String,
+    name: String,
+    first_admin: Option<String>,
+}
+
+/// The fields of a `application/x-www-form-urlencoded` body; a repeated field keeps its last value.
+pub fn form_fields(body: &Bytes) -> HashMap<String, String> {
+    form_urlencoded::parse(body).into_owned().collect()
+}
+
+/// Where to go after signing in: only a path on this site.
+fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.starts_with("/\\") => n.to_owned(),
+        _ => "/".to_owned(),
+    }
+}
+
+async fn render(state: &AppState, status: StatusCode, message: &str, next: &str, name: &str, headers: &HeaderMap, peer: SocketAddr) -> Result<Response, WebError> {
+    let no_users = {
+        let client = state.auth().writer.get().await?;
+        !users::any(&*client).await.map_err(access::auth_error)?
+    };
+    // Reuse the browser's token: another sign-in page (a second tab, or the
+    // favicon request sent here) must not invalidate the form already shown.
+    let csrf = match access::cookie(headers, SIGN_IN_COOKIE) {
+        Some(c) if c.len() == 43 && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') => c,
+        _ => crate::auth::random_secret().map_err(access::auth_error)?,
+    };
+    let page = SignInPage {
+        message: message.to_owned(),
+        next: next.to_owned(),
+        csrf: csrf.clone(),
+        name: query::clip(name),
+        first_admin: no_users.then(|| state.auth().first_admin_command()),
+    };
+    let secure = access::secure_cookie(state, headers, Some(peer.ip()));
+    let mut res = (status, Html(page.render()?)).into_response();
+    res.headers_mut()
+        .append(header::SET_COOKIE, access::set_cookie(SIGN_IN_COOKIE, &csrf, secure, false));
+    Ok(res)
+}
+
+/// `GET /sign-in?next=/path`
+pub async fn form(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, WebError> {
+    let pairs = query::pairs(raw.as_deref())?;
+    let next = safe_next(pairs.iter().find(|(k, _)| k == "next").map(|(_, v)| v.as_str()));
+    if state.auth().config.mode == AuthMode::None {
+        return Ok(Redirect::to(&next).into_response());
+    }
+    render(&state, StatusCode::OK, "", &next, "", &headers, peer).await
+}
+
+/// `POST /sign-in` (name, password, csrf, next)
+pub async fn submit(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, WebError> {
+    let started = Instant::now();
+    let f = form_fields(&body);
+    let next = safe_next(f.get("next").map(String::as_str));
+    let given_csrf = f.get("csrf").map(String::as_str).unwrap_or("");
+    let cookie_csrf = access::cookie(&headers, SIGN_IN_COOKIE).unwrap_or_default();
+    if given_csrf.is_empty() || !crate::auth::same_secret(given_csrf, &cookie_csrf) {
+        return Err(WebError::Forbidden(
+            "The sign-in form is out of date or was not sent from pgtrail's sign-in page (its CSRF token does \
+             not match). Open the sign-in page again and sign in there."
+                .into(),
+        ));
+    }
+    let name = f.get("name").map(|n| n.trim().to_owned()).unwrap_or_default();
+    let password = f.get("password").cloned().unwrap_or_default();
+    if name.is_empty() || password.is_empty() {
+        return render(&state, StatusCode::BAD_REQUEST, "Give both the user name and the password.", &next, &name, &headers, peer).await;
+    }
+    let auth = state.auth();
+    let lockout = users::Lockout {
+        after: auth.config.lockout_after,
+        seconds: auth.config.lockout_seconds,
+    };
+    let actor = Actor {
+        name: Some(query::clip(&name)),
+        application: "pgtrail web",
+        client_addr: Some(peer.ip().to_string()),
+    };
+    let outcome = {
+        let client = auth.writer.get().await?;
+        users::check_password(&client, &name, &password, lockout)
+            .await
+            .map_err(access::auth_error)?
+    };
+    match outcome {
+        users::SignIn::Ok(user) => {
+            let client = auth.writer.get().await?;
+            let (token, _csrf) = sessions::create(&*client, &user.name, actor.client_addr.clone(), auth.timeouts())
+                .await
+                .map_err(access::auth_error)?;
+            let event = actor
+                .event(Category::Session, "sign_in", format!("{} signed in", user.name))
+                .detail("role", user.role.as_str());
+            record(&*client, &event).await.map_err(|e| access::auth_error(AuthError::Store(e)))?;
+            let secure = access::secure_cookie(&state, &headers, Some(peer.ip()));
+            let mut res = Redirect::to(&next).into_response();
+            let h = res.headers_mut();
+            h.append(header::SET_COOKIE, access::set_cookie(SESSION_COOKIE, &token, secure, false));
+            h.append(header::SET_COOKIE, access::set_cookie(SIGN_IN_COOKIE, "", secure, true));
+            Ok(res)
+        }
+        users::SignIn::Failed { locked_now, locked } => {
+            {
+                let client = auth.writer.get().await?;
+                let event = actor
+                    .event(Category::Session, "sign_in_failed", format!("failed sign-in as {}", query::clip(&name)))
+                    .detail("locked", locked);
+                record(&*client, &event).await.map_err(|e| access::auth_error(AuthError::Store(e)))?;
+                if locked_now {
+                    let event = actor
+                        .event(
+                            Category::Session,
+                            "locked",
+                            format!(
+                                "{} locked for {} s after {} failed sign-ins",
+                                query::clip(&name),
+                                lockout.seconds,
+                                lockout.after
+                            ),
+                        )
+                        .detail("seconds", lockout.seconds)
+                        .detail("failures", lockout.after);
+                    record(&*client, &event).await.map_err(|e| access::auth_error(AuthError::Store(e)))?;
+                }
+            }
+            // Every refusal takes as long, whatever the reason.
+            tokio::time::sleep(FAILURE_TIME.saturating_sub(started.elapsed())).await;
+            render(&state, StatusCode::UNAUTHORIZED, REFUSED, &next, &name, &headers, peer).await
+        }
+    }
+}
+
+/// `POST /sign-out` (csrf, everywhere=1 to end every session of the user)
+pub async fn sign_out(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, WebError> {
+    let f = form_fields(&body);
+    who.check_csrf(&state, f.get("csrf").map(String::as_str))?;
+    let How::Session { token, .. } = &who.how else {
+        return Err(WebError::bad(
+            "There is no pgtrail session to end: you are signed in by your single sign-on proxy or the web view runs \
+             with auth = \"none\". Sign out at the proxy.",
+        ));
+    };
+    let everywhere = f.get("everywhere").is_some_and(|v| v == "1");
+    let client = state.auth().writer.get().await?;
+    let ended = if everywhere {
+        sessions::end_all(&*client, &who.name).await.map_err(access::auth_error)?
+    } else {
+        sessions::end(&*client, token).await.map_err(access::auth_error)?.map_or(0, |_| 1)
+    };
+    let summary = if everywhere {
+        format!("{} signed out everywhere ({ended} sessions)", who.name)
+    } else {
+        format!("{} signed out", who.name)
+    };
+    let event = who
+        .actor()
+        .event(Category::Session, "sign_out", summary)
+        .detail("everywhere", everywhere)
+        .detail("sessions", ended);
+    record(&*client, &event).await.map_err(|e| access::auth_error(AuthError::Store(e)))?;
+    let secure = access::secure_cookie(&state, &headers, who.client_addr.as_deref().and_then(|a| a.parse().ok()));
+    let mut res = Redirect::to("/sign-in").into_response();
+    res.headers_mut()
+        .append(header::SET_COOKIE, access::set_cookie(SESSION_COOKIE, "", secure, true));
+    Ok(res)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_stays_on_this_site() {
+        assert_eq!(safe_next(Some("/?table=public.t")), "/?table=public.t");
+        for bad in ["https://evil.example/", "//evil.example/", "/\\evil.example", "javascript:x", ""] {
+            assert_eq!(safe_next(Some(bad)), "/", "{bad}");
+        }
+        assert_eq!(safe_next(None), "/");
+    }
+}
