@@ -40,12 +40,46 @@ use pgtrail::table::TableName;
 
 const SCHEMAS: [&str; 6] = ["public", "sales", "billing", "inventory", "crm", "hr"];
 const NOUNS: [&str; 40] = [
-    "orders", "order_items", "customers", "invoices", "payments", "refunds", "products", "prices",
-    "stock_levels", "warehouses", "shipments", "returns", "suppliers", "purchase_orders", "contracts",
-    "accounts", "contacts", "leads", "opportunities", "tickets", "employees", "departments",
-    "timesheets", "expenses", "budgets", "ledger_lines", "tax_rates", "coupons", "carts", "reviews",
-    "subscriptions", "plans", "addresses", "audit_notes", "settings", "api_keys", "sessions_archive",
-    "notifications", "tasks", "documents",
+    "orders",
+    "order_items",
+    "customers",
+    "invoices",
+    "payments",
+    "refunds",
+    "products",
+    "prices",
+    "stock_levels",
+    "warehouses",
+    "shipments",
+    "returns",
+    "suppliers",
+    "purchase_orders",
+    "contracts",
+    "accounts",
+    "contacts",
+    "leads",
+    "opportunities",
+    "tickets",
+    "employees",
+    "departments",
+    "timesheets",
+    "expenses",
+    "budgets",
+    "ledger_lines",
+    "tax_rates",
+    "coupons",
+    "carts",
+    "reviews",
+    "subscriptions",
+    "plans",
+    "addresses",
+    "audit_notes",
+    "settings",
+    "api_keys",
+    "sessions_archive",
+    "notifications",
+    "tasks",
+    "documents",
 ];
 const FIRST: [&str; 30] = [
     "alice", "bruno", "chloe", "dmitri", "emma", "farid", "grace", "hugo", "ines", "jonas", "kira",
@@ -53,29 +87,131 @@ const FIRST: [&str; 30] = [
     "wei", "xenia", "yusuf", "zoe", "anton", "bianca", "carlos", "dana",
 ];
 const LAST: [&str; 24] = [
-    "martin", "schmidt", "rossi", "dubois", "nowak", "silva", "jensen", "kowalski", "moreau",
-    "fischer", "garcia", "novak", "lindqvist", "okafor", "tanaka", "kim", "haddad", "costa",
-    "meyer", "popescu", "walsh", "berg", "ivanova", "santos",
+    "martin",
+    "schmidt",
+    "rossi",
+    "dubois",
+    "nowak",
+    "silva",
+    "jensen",
+    "kowalski",
+    "moreau",
+    "fischer",
+    "garcia",
+    "novak",
+    "lindqvist",
+    "okafor",
+    "tanaka",
+    "kim",
+    "haddad",
+    "costa",
+    "meyer",
+    "popescu",
+    "walsh",
+    "berg",
+    "ivanova",
+    "santos",
 ];
 const WORDS: [&str; 64] = [
-    "customer", "asked", "for", "a", "refund", "after", "delivery", "was", "late", "address",
-    "changed", "by", "support", "agent", "priority", "shipping", "invoice", "corrected", "tax",
-    "rate", "updated", "discount", "applied", "manually", "duplicate", "entry", "removed",
-    "warehouse", "transfer", "pending", "approval", "from", "manager", "contract", "renewed",
-    "annual", "plan", "payment", "failed", "retry", "scheduled", "card", "expired", "note",
-    "follow", "up", "next", "week", "quality", "check", "passed", "damaged", "item", "replaced",
-    "stock", "count", "adjusted", "inventory", "audit", "requested", "legal", "hold", "gdpr",
+    "customer",
+    "asked",
+    "for",
+    "a",
+    "refund",
+    "after",
+    "delivery",
+    "was",
+    "late",
+    "address",
+    "changed",
+    "by",
+    "support",
+    "agent",
+    "priority",
+    "shipping",
+    "invoice",
+    "corrected",
+    "tax",
+    "rate",
+    "updated",
+    "discount",
+    "applied",
+    "manually",
+    "duplicate",
+    "entry",
+    "removed",
+    "warehouse",
+    "transfer",
+    "pending",
+    "approval",
+    "from",
+    "manager",
+    "contract",
+    "renewed",
+    "annual",
+    "plan",
+    "payment",
+    "failed",
+    "retry",
+    "scheduled",
+    "card",
+    "expired",
+    "note",
+    "follow",
+    "up",
+    "next",
+    "week",
+    "quality",
+    "check",
+    "passed",
+    "damaged",
+    "item",
+    "replaced",
+    "stock",
+    "count",
+    "adjusted",
+    "inventory",
+    "audit",
+    "requested",
+    "legal",
+    "hold",
+    "gdpr",
     "export",
 ];
 const STATUSES: [&str; 9] = [
-    "new", "pending", "paid", "shipped", "delivered", "cancelled", "refunded", "on_hold", "archived",
+    "new",
+    "pending",
+    "paid",
+    "shipped",
+    "delivered",
+    "cancelled",
+    "refunded",
+    "on_hold",
+    "archived",
 ];
 const ROLES: [&str; 8] = [
-    "app", "app_admin", "etl", "reporting", "batch", "migrations", "postgres", "support",
+    "app",
+    "app_admin",
+    "etl",
+    "reporting",
+    "batch",
+    "migrations",
+    "postgres",
+    "support",
 ];
 const APPS: [&str; 12] = [
-    "shop-web", "shop-api", "billing-worker", "etl-nightly", "psql", "pgAdmin 4", "reporting",
-    "crm-sync", "inventory-svc", "admin-console", "DBeaver", "mobile-backend",
+    "shop-web",
+    "shop-api",
+    "billing-worker",
+    "etl-nightly",
+    "psql",
+    "pgAdmin 4",
+    "reporting",
+    "crm-sync",
+    "inventory-svc",
+    "admin-console",
+    "DBeaver",
+    "mobile-backend",
 ];
 const SOURCES: [&str; 4] = ["web", "api", "worker", "cron"];
 
@@ -157,7 +293,11 @@ fn parse_args() -> anyhow::Result<Option<Args>> {
             return Ok(None);
         }
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
-        let num = || value.parse::<u64>().with_context(|| format!("{flag}: {value:?} is not a whole number"));
+        let num = || {
+            value
+                .parse::<u64>()
+                .with_context(|| format!("{flag}: {value:?} is not a whole number"))
+        };
         match flag.as_str() {
             "--entries" => a.entries = num()?,
             "--days" => a.days = num()? as i64,
@@ -189,7 +329,15 @@ fn tables(n: usize, entries: u64, rng: &mut fastrand::Rng, zipf: &Zipf) -> Vec<T
         Kind::Flag,
     ];
     let names = [
-        "status", "name", "email", "amount", "quantity", "updated_at", "note", "sku", "active",
+        "status",
+        "name",
+        "email",
+        "amount",
+        "quantity",
+        "updated_at",
+        "note",
+        "sku",
+        "active",
     ];
     (0..n)
         .map(|i| {
@@ -245,7 +393,11 @@ fn key_json(t: &Table, row: u64) -> String {
                 xxhash_like(row) & 0xffff_ffff_ffff
             )
         }
-        Key::Pair => format!("{{\"order_id\":{},\"line_no\":{}}}", row / 5 + 1, row % 5 + 1),
+        Key::Pair => format!(
+            "{{\"order_id\":{},\"line_no\":{}}}",
+            row / 5 + 1,
+            row % 5 + 1
+        ),
     }
 }
 
@@ -278,7 +430,10 @@ fn value(kind: Kind, rng: &mut fastrand::Rng, at: &DateTime<Utc>) -> String {
                 ["com", "org", "net", "de"][rng.usize(..4)]
             ),
         ),
-        Kind::Amount => push_json_string(&mut out, &format!("{}.{:02}", rng.u32(0..5000), rng.u32(0..100))),
+        Kind::Amount => push_json_string(
+            &mut out,
+            &format!("{}.{:02}", rng.u32(0..5000), rng.u32(0..100)),
+        ),
         Kind::Quantity => out.push_str(&rng.u32(0..500).to_string()),
         Kind::Time => push_json_string(
             &mut out,
@@ -294,7 +449,14 @@ fn value(kind: Kind, rng: &mut fastrand::Rng, at: &DateTime<Utc>) -> String {
                 .join(" ");
             push_json_string(&mut out, &text);
         }
-        Kind::Sku => push_json_string(&mut out, &format!("SKU-{:05}-{}", rng.u32(0..100_000), ["A", "B", "C", "X"][rng.usize(..4)])),
+        Kind::Sku => push_json_string(
+            &mut out,
+            &format!(
+                "SKU-{:05}-{}",
+                rng.u32(0..100_000),
+                ["A", "B", "C", "X"][rng.usize(..4)]
+            ),
+        ),
         Kind::Flag => out.push_str(if rng.bool() { "true" } else { "false" }),
     }
     out
@@ -358,7 +520,11 @@ fn context(rng: &mut fastrand::Rng, p: &People) -> String {
     field(&mut out, "current_user", Some(role), false);
     out.push_str(&format!(
         ",\"client_port\":{},\"backend_pid\":{}}}",
-        if ip.is_some() { rng.u32(30_000..65_000).to_string() } else { "null".into() },
+        if ip.is_some() {
+            rng.u32(30_000..65_000).to_string()
+        } else {
+            "null".into()
+        },
         rng.u32(1000..400_000)
     ));
     out
@@ -379,7 +545,11 @@ fn main() -> anyhow::Result<()> {
                     "{}.{}{}",
                     FIRST[i % FIRST.len()],
                     LAST[(i / FIRST.len() + i) % LAST.len()],
-                    if i >= FIRST.len() * LAST.len() { i.to_string() } else { String::new() }
+                    if i >= FIRST.len() * LAST.len() {
+                        i.to_string()
+                    } else {
+                        String::new()
+                    }
                 )
             })
             .collect(),
@@ -394,7 +564,9 @@ fn main() -> anyhow::Result<()> {
     };
 
     let start = args.end - Duration::days(args.days);
-    let span_us = (args.end - start).num_microseconds().context("--days is too large")?;
+    let span_us = (args.end - start)
+        .num_microseconds()
+        .context("--days is too large")?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut buf = BytesMut::with_capacity(8 << 20);
@@ -497,7 +669,14 @@ fn main() -> anyhow::Result<()> {
                     let mut after = String::from("{\"command_tag\":\"ALTER TABLE\",\"object_type\":\"table\",\"object_identity\":");
                     push_json_string(&mut after, &table.name.quoted());
                     after.push_str(",\"sql\":");
-                    push_json_string(&mut after, &format!("ALTER TABLE {} ADD COLUMN IF NOT EXISTS extra_{} text", table.name.quoted(), rng.u32(0..1000)));
+                    push_json_string(
+                        &mut after,
+                        &format!(
+                            "ALTER TABLE {} ADD COLUMN IF NOT EXISTS extra_{} text",
+                            table.name.quoted(),
+                            rng.u32(0..1000)
+                        ),
+                    );
                     after.push('}');
                     AuditEntry {
                         txn: txn.clone(),

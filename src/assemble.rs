@@ -283,52 +283,52 @@ impl Assembler {
                         lsn,
                     })?;
                 open.truncated.clear();
-                let parsed = match kind {
-                    // Followed even in a transaction already stored, so that
-                    // the map is current for the ones after it.
-                    MessageKind::Partitions => match partition::tree_from_message(&content) {
-                        Ok(tree) => {
-                            if !open.skip && self.filter.matches(&tree.root) {
-                                let outside = self.stream_filter.as_ref().and_then(|f| {
-                                    tree.members.iter().find(|(m, _)| !f.covers(m))
-                                });
-                                if let Some((partition, _)) = outside {
-                                    return Err(AssembleError::PartitionOutsideStream {
-                                        xid: open.txn.xid,
-                                        partition: partition.clone(),
-                                        root: tree.root.clone(),
-                                        partitions: Box::new(self.partitions.clone()),
+                let parsed =
+                    match kind {
+                        // Followed even in a transaction already stored, so that
+                        // the map is current for the ones after it.
+                        MessageKind::Partitions => match partition::tree_from_message(&content) {
+                            Ok(tree) => {
+                                if !open.skip && self.filter.matches(&tree.root) {
+                                    let outside = self.stream_filter.as_ref().and_then(|f| {
+                                        tree.members.iter().find(|(m, _)| !f.covers(m))
                                     });
+                                    if let Some((partition, _)) = outside {
+                                        return Err(AssembleError::PartitionOutsideStream {
+                                            xid: open.txn.xid,
+                                            partition: partition.clone(),
+                                            root: tree.root.clone(),
+                                            partitions: Box::new(self.partitions.clone()),
+                                        });
+                                    }
                                 }
+                                self.partitions.apply(&tree);
+                                Ok(())
                             }
-                            self.partitions.apply(&tree);
-                            Ok(())
-                        }
-                        Err(e) => Err(e),
-                    },
-                    _ if open.skip => return Ok(()),
-                    MessageKind::Truncate => open.truncates.message(&content, &self.partitions),
-                    MessageKind::Ddl => context::ddl_from_message(&content).map(|ddl| {
-                        let table = TableName::new(ddl.schema, ddl.name);
-                        let excluded = self.filter.exclude.iter().any(|p| p.matches(&table));
-                        if self.filter.captures_schema(&table.schema) && !excluded {
-                            out.push(Event::Entry(AuditEntry {
-                                txn: open.txn.clone(),
-                                table,
-                                action: Action::Ddl,
-                                primary_key: None,
-                                before: None,
-                                after: Some(ddl.detail),
-                                changed_columns: None,
-                                context: Arc::from(ddl.context),
-                                details: None,
-                            }));
-                        }
-                    }),
-                    MessageKind::Context => {
-                        context::from_message(&content).map(|json| open.context = Arc::from(json))
-                    }
-                };
+                            Err(e) => Err(e),
+                        },
+                        _ if open.skip => return Ok(()),
+                        MessageKind::Truncate => open.truncates.message(&content, &self.partitions),
+                        MessageKind::Ddl => context::ddl_from_message(&content).map(|ddl| {
+                            let table = TableName::new(ddl.schema, ddl.name);
+                            let excluded = self.filter.exclude.iter().any(|p| p.matches(&table));
+                            if self.filter.captures_schema(&table.schema) && !excluded {
+                                out.push(Event::Entry(AuditEntry {
+                                    txn: open.txn.clone(),
+                                    table,
+                                    action: Action::Ddl,
+                                    primary_key: None,
+                                    before: None,
+                                    after: Some(ddl.detail),
+                                    changed_columns: None,
+                                    context: Arc::from(ddl.context),
+                                    details: None,
+                                }));
+                            }
+                        }),
+                        MessageKind::Context => context::from_message(&content)
+                            .map(|json| open.context = Arc::from(json)),
+                    };
                 if let Err(e) = parsed {
                     tracing::warn!(%lsn, xid = open.txn.xid, error = %e, "pgtrail message could not be read; kept in pgtrail.decode_errors");
                     if !open.skip {
@@ -356,7 +356,10 @@ enum MessageKind {
 
 /// A TRUNCATE entry's `details`: the partition, and the options when the
 /// context trigger announced them (`null` where they could not be told).
-fn truncate_details(partition: Option<&TableName>, options: Option<truncate::Options>) -> Option<String> {
+fn truncate_details(
+    partition: Option<&TableName>,
+    options: Option<truncate::Options>,
+) -> Option<String> {
     let mut details = serde_json::Map::new();
     if let Some(p) = partition {
         details.insert("partition".into(), p.to_string().into());
@@ -924,7 +927,10 @@ mod tests {
         filter.add_schema("public");
         let mut a = Assembler::new(
             TableFilter {
-                include: vec![TablePattern::parse("public.o").unwrap(), TablePattern::parse("public.x").unwrap()],
+                include: vec![
+                    TablePattern::parse("public.o").unwrap(),
+                    TablePattern::parse("public.x").unwrap(),
+                ],
                 exclude: vec![],
             },
             Lsn::ZERO,
@@ -939,7 +945,9 @@ mod tests {
             r#"{"action":"I","xid":9,"schema":"public","table":"o_us","columns":[{"name":"id","type":"integer","value":1},{"name":"region","type":"text","value":"us"}],"pk":[{"name":"id","type":"integer"},{"name":"region","type":"text"}]}"#,
             r#"{"action":"M","xid":9,"transactional":true,"prefix":"pgtrail_partitions","content":"{\"root\" : {\"schema\" : \"public\", \"name\" : \"o\"}, \"members\" : [{\"schema\" : \"public\", \"name\" : \"o_eu\", \"parent_schema\" : \"public\", \"parent_name\" : \"o\"}, {\"schema\" : \"public\", \"name\" : \"o_eu_lo\", \"parent_schema\" : \"public\", \"parent_name\" : \"o_eu\"}, {\"schema\" : \"public\", \"name\" : \"o_us\", \"parent_schema\" : \"public\", \"parent_name\" : \"o\"}, {\"schema\" : \"public\", \"name\" : \"o_new\", \"parent_schema\" : \"public\", \"parent_name\" : \"o\"}]}"}"#,
             r#"{"action":"I","xid":9,"schema":"public","table":"o_new","columns":[{"name":"id","type":"integer","value":2},{"name":"region","type":"text","value":"new"}],"pk":[{"name":"id","type":"integer"},{"name":"region","type":"text"}]}"#,
-            &format!(r#"{{"action":"M","xid":9,"transactional":true,"prefix":"pgtrail_truncate","content":"{{\"schema\":\"public\",\"table\":\"o_eu\",\"statement_start\":\"s1\",\"query\":\"{q}\"}}"}}"#),
+            &format!(
+                r#"{{"action":"M","xid":9,"transactional":true,"prefix":"pgtrail_truncate","content":"{{\"schema\":\"public\",\"table\":\"o_eu\",\"statement_start\":\"s1\",\"query\":\"{q}\"}}"}}"#
+            ),
             r#"{"action":"M","xid":9,"transactional":true,"prefix":"pgtrail_truncate","content":"{\"schema\":\"public\",\"table\":\"o_eu_lo\",\"statement_start\":\"s1\"}"}"#,
             r#"{"action":"T","xid":9,"schema":"public","table":"o_eu"}"#,
             r#"{"action":"T","xid":9,"schema":"public","table":"o_eu_lo"}"#,
@@ -963,12 +971,36 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                ("public.o".into(), "DELETE", Some(r#"{"partition":"public.o_eu_lo"}"#)),
-                ("public.o".into(), "INSERT", Some(r#"{"partition":"public.o_us"}"#)),
-                ("public.o".into(), "INSERT", Some(r#"{"partition":"public.o_new"}"#)),
-                ("public.o".into(), "TRUNCATE", Some(r#"{"cascade":false,"partition":"public.o_eu","restart_identity":false}"#)),
-                ("public.x".into(), "TRUNCATE", Some(r#"{"cascade":true,"restart_identity":true}"#)),
-                ("public.o".into(), "TRUNCATE", Some(r#"{"cascade":false,"restart_identity":false}"#)),
+                (
+                    "public.o".into(),
+                    "DELETE",
+                    Some(r#"{"partition":"public.o_eu_lo"}"#)
+                ),
+                (
+                    "public.o".into(),
+                    "INSERT",
+                    Some(r#"{"partition":"public.o_us"}"#)
+                ),
+                (
+                    "public.o".into(),
+                    "INSERT",
+                    Some(r#"{"partition":"public.o_new"}"#)
+                ),
+                (
+                    "public.o".into(),
+                    "TRUNCATE",
+                    Some(r#"{"cascade":false,"partition":"public.o_eu","restart_identity":false}"#)
+                ),
+                (
+                    "public.x".into(),
+                    "TRUNCATE",
+                    Some(r#"{"cascade":true,"restart_identity":true}"#)
+                ),
+                (
+                    "public.o".into(),
+                    "TRUNCATE",
+                    Some(r#"{"cascade":false,"restart_identity":false}"#)
+                ),
             ],
             "y is not captured; a partition truncated with its parent is no entry of its own"
         );
@@ -989,7 +1021,10 @@ mod tests {
             },
             Lsn::ZERO,
         )
-        .with_stream_filter(Wal2jsonFilter::from_patterns(&[TablePattern::parse("public.o").unwrap()]));
+        .with_stream_filter(Wal2jsonFilter::from_patterns(&[TablePattern::parse(
+            "public.o",
+        )
+        .unwrap()]));
         let mut out = Vec::new();
         a.push(Lsn(1), br#"{"action":"B","xid":9,"timestamp":"2026-01-01 00:00:00+00","lsn":"0/10","nextlsn":"0/20"}"#, &mut out).unwrap();
         let r = a.push(

@@ -174,7 +174,11 @@ impl ProxyAuth {
     }
 }
 
-fn web_auth(raw: &RawWeb, listen: std::net::SocketAddr, path: &Path) -> Result<WebAuth, ConfigError> {
+fn web_auth(
+    raw: &RawWeb,
+    listen: std::net::SocketAddr,
+    path: &Path,
+) -> Result<WebAuth, ConfigError> {
     let invalid = |key, message| ConfigError::Invalid {
         path: path.to_owned(),
         key,
@@ -186,7 +190,9 @@ fn web_auth(raw: &RawWeb, listen: std::net::SocketAddr, path: &Path) -> Result<W
         other => {
             return Err(invalid(
                 "web.auth",
-                format!("{other:?} is not an auth mode; use \"password\" (the default) or \"none\""),
+                format!(
+                    "{other:?} is not an auth mode; use \"password\" (the default) or \"none\""
+                ),
             ))
         }
     };
@@ -202,7 +208,10 @@ fn web_auth(raw: &RawWeb, listen: std::net::SocketAddr, path: &Path) -> Result<W
         ));
     }
     if raw.session_idle_seconds == 0 {
-        return Err(invalid("web.session_idle_seconds", "must be at least 1".into()));
+        return Err(invalid(
+            "web.session_idle_seconds",
+            "must be at least 1".into(),
+        ));
     }
     if raw.session_max_seconds < raw.session_idle_seconds {
         return Err(invalid(
@@ -214,7 +223,10 @@ fn web_auth(raw: &RawWeb, listen: std::net::SocketAddr, path: &Path) -> Result<W
         ));
     }
     if raw.lockout_after == 0 {
-        return Err(invalid("web.lockout_after", "must be at least 1 failed sign-in".into()));
+        return Err(invalid(
+            "web.lockout_after",
+            "must be at least 1 failed sign-in".into(),
+        ));
     }
     let proxy = match &raw.proxy {
         None => None,
@@ -228,7 +240,14 @@ fn web_auth(raw: &RawWeb, listen: std::net::SocketAddr, path: &Path) -> Result<W
             let header = |key, h: &str| -> Result<String, ConfigError> {
                 axum::http::HeaderName::from_bytes(h.as_bytes())
                     .map(|n| n.as_str().to_owned())
-                    .map_err(|_| invalid(key, format!("{h:?} is not a valid HTTP header name, e.g. \"X-Forwarded-User\"")))
+                    .map_err(|_| {
+                        invalid(
+                            key,
+                            format!(
+                                "{h:?} is not a valid HTTP header name, e.g. \"X-Forwarded-User\""
+                            ),
+                        )
+                    })
             };
             let user_header = header("web.proxy.user_header", &p.user_header)?;
             let role_header = p
@@ -251,13 +270,20 @@ fn web_auth(raw: &RawWeb, listen: std::net::SocketAddr, path: &Path) -> Result<W
                         .map_err(|_| invalid("web.proxy.trusted", format!("{t:?} is not an address or network, e.g. \"10.0.0.5\" or \"10.0.0.0/24\"")))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            let role = |key, r: &str| r.parse::<crate::auth::Role>().map_err(|e| invalid(key, e.to_string()));
+            let role = |key, r: &str| {
+                r.parse::<crate::auth::Role>()
+                    .map_err(|e| invalid(key, e.to_string()))
+            };
             let roles = p
                 .roles
                 .iter()
                 .map(|(user, r)| Ok((user.clone(), role("web.proxy.roles", r)?)))
                 .collect::<Result<_, ConfigError>>()?;
-            let default_role = p.default_role.as_deref().map(|r| role("web.proxy.default_role", r)).transpose()?;
+            let default_role = p
+                .default_role
+                .as_deref()
+                .map(|r| role("web.proxy.default_role", r))
+                .transpose()?;
             Some(ProxyAuth {
                 user_header,
                 trusted,
@@ -818,7 +844,9 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(
-            e.contains("export.age_recipients") && e.contains("recipient 2") && e.contains("age1qqqq"),
+            e.contains("export.age_recipients")
+                && e.contains("recipient 2")
+                && e.contains("age1qqqq"),
             "{e}"
         );
         let e = load(&format!("{SOURCE}[export]\nrequire_encryption = true\n"))
@@ -836,9 +864,15 @@ mod tests {
 
     #[test]
     fn auth_none_only_on_loopback_and_web_keys_are_checked() {
-        let c = load(&format!("{SOURCE}[web]\nlisten = \"127.0.0.1:9000\"\nauth = \"none\"\n")).unwrap();
+        let c = load(&format!(
+            "{SOURCE}[web]\nlisten = \"127.0.0.1:9000\"\nauth = \"none\"\n"
+        ))
+        .unwrap();
         assert_eq!(c.web_auth.mode, AuthMode::None);
-        assert!(load(&format!("{SOURCE}[web]\nlisten = \"[::1]:9000\"\nauth = \"none\"\n")).is_ok());
+        assert!(load(&format!(
+            "{SOURCE}[web]\nlisten = \"[::1]:9000\"\nauth = \"none\"\n"
+        ))
+        .is_ok());
         assert_eq!(load(SOURCE).unwrap().web_auth.mode, AuthMode::Password);
         let cases: &[(&str, &[&str])] = &[
             ("listen = \"0.0.0.0:8080\"\nauth = \"none\"\n", &["web.auth", "loopback", "0.0.0.0:8080", "pgtrail user add"]),
@@ -851,9 +885,14 @@ mod tests {
             ("[web.proxy]\nuser_header = \"X-User\"\ntrusted = [\"10.0.0.1\"]\nroles = { bob = \"boss\" }\n", &["web.proxy.roles", "boss"]),
         ];
         for (web, needles) in cases {
-            let e = load(&format!("{SOURCE}[web]\n{web}")).unwrap_err().to_string();
+            let e = load(&format!("{SOURCE}[web]\n{web}"))
+                .unwrap_err()
+                .to_string();
             for n in *needles {
-                assert!(e.contains(n), "expected {n:?} in the error for\n{web}\ngot: {e}");
+                assert!(
+                    e.contains(n),
+                    "expected {n:?} in the error for\n{web}\ngot: {e}"
+                );
             }
         }
         let c = load(&format!(

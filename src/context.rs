@@ -198,7 +198,8 @@ mod tests {
         assert_eq!(c.client_addr, Some("10.0.0.7".parse().unwrap()));
         let c = ContextColumns::of(crate::entry::EMPTY_CONTEXT);
         assert_eq!(c, ContextColumns::default());
-        let c = ContextColumns::of(r#"{"db_user":"app","client_addr":"2001:db8::1/128","actor":null}"#);
+        let c =
+            ContextColumns::of(r#"{"db_user":"app","client_addr":"2001:db8::1/128","actor":null}"#);
         assert_eq!(c.actor.as_deref(), Some("app"));
         assert_eq!(c.client_addr, Some("2001:db8::1".parse().unwrap()));
         assert_eq!(

@@ -176,7 +176,10 @@ fn read_password(user: &Name) -> Result<String> {
             .context("cannot read the password from the terminal")?;
         let again = rpassword::prompt_password("Again: ")
             .context("cannot read the password from the terminal")?;
-        anyhow::ensure!(first == again, "the two passwords differ; nothing was changed");
+        anyhow::ensure!(
+            first == again,
+            "the two passwords differ; nothing was changed"
+        );
         Ok(first)
     } else {
         let mut line = String::new();
@@ -202,7 +205,13 @@ fn user_line(u: &auth::users::User) -> String {
     } else {
         "active".to_owned()
     };
-    format!("{}\t{}\ttables: {}\t{}", u.name, u.role, u.tables.describe(), state)
+    format!(
+        "{}\t{}\ttables: {}\t{}",
+        u.name,
+        u.role,
+        u.tables.describe(),
+        state
+    )
 }
 
 async fn user_command(config: &Config, action: UserCommand) -> Result<()> {
@@ -231,23 +240,37 @@ async fn user_command(config: &Config, action: UserCommand) -> Result<()> {
                     .iter()
                     .map(|u| {
                         let mut r = u.record();
-                        r.insert("locked_until".into(), serde_json::json!(u.locked_until.map(|t| t.to_rfc3339())));
-                        r.insert("created_at".into(), serde_json::json!(u.created_at.to_rfc3339()));
+                        r.insert(
+                            "locked_until".into(),
+                            serde_json::json!(u.locked_until.map(|t| t.to_rfc3339())),
+                        );
+                        r.insert(
+                            "created_at".into(),
+                            serde_json::json!(u.created_at.to_rfc3339()),
+                        );
                         r
                     })
                     .collect();
                 println!("{}", serde_json::to_string(&list)?);
             } else if users.is_empty() {
-                println!("no users; create the first admin with: pgtrail user add NAME --role admin");
+                println!(
+                    "no users; create the first admin with: pgtrail user add NAME --role admin"
+                );
             } else {
                 for u in &users {
                     println!("{}", user_line(u));
                 }
             }
         }
-        UserCommand::SetRole { name, role } => change(name, auth::users::Change::Role(role)).await?,
+        UserCommand::SetRole { name, role } => {
+            change(name, auth::users::Change::Role(role)).await?
+        }
         UserCommand::SetTables { name, tables } => {
-            change(name, auth::users::Change::Tables(Tables::parse_list(&tables)?)).await?
+            change(
+                name,
+                auth::users::Change::Tables(Tables::parse_list(&tables)?),
+            )
+            .await?
         }
         UserCommand::Disable { name } => change(name, auth::users::Change::Disabled(true)).await?,
         UserCommand::Enable { name } => change(name, auth::users::Change::Disabled(false)).await?,
@@ -268,7 +291,8 @@ async fn token_command(config: &Config, action: TokenCommand) -> Result<()> {
     match action {
         TokenCommand::Create { name, role, tables } => {
             let tables = Tables::parse_list(tables.as_deref().unwrap_or(""))?;
-            let (t, secret) = auth::tokens::create(&mut client, &actor, &name, role, &tables).await?;
+            let (t, secret) =
+                auth::tokens::create(&mut client, &actor, &name, role, &tables).await?;
             eprintln!(
                 "created API token {} ({}, tables: {}); the secret below is shown only now:",
                 t.name,
@@ -285,8 +309,14 @@ async fn token_command(config: &Config, action: TokenCommand) -> Result<()> {
                     .map(|t| {
                         let mut r = t.record();
                         r.insert("created_by".into(), serde_json::json!(t.created_by));
-                        r.insert("created_at".into(), serde_json::json!(t.created_at.to_rfc3339()));
-                        r.insert("last_used_at".into(), serde_json::json!(t.last_used_at.map(|t| t.to_rfc3339())));
+                        r.insert(
+                            "created_at".into(),
+                            serde_json::json!(t.created_at.to_rfc3339()),
+                        );
+                        r.insert(
+                            "last_used_at".into(),
+                            serde_json::json!(t.last_used_at.map(|t| t.to_rfc3339())),
+                        );
                         r
                     })
                     .collect();
@@ -298,7 +328,11 @@ async fn token_command(config: &Config, action: TokenCommand) -> Result<()> {
                         t.name,
                         t.role,
                         t.tables.describe(),
-                        if t.revoked_at.is_some() { "revoked" } else { "active" }
+                        if t.revoked_at.is_some() {
+                            "revoked"
+                        } else {
+                            "active"
+                        }
                     );
                 }
             }

@@ -172,7 +172,11 @@ mod tests {
         // o attached under a new root: its partitions follow.
         map.apply(&Tree {
             root: t("all"),
-            members: vec![(t("o"), t("all")), (t("o_eu"), t("o")), (t("o_eu_lo"), t("o_eu"))],
+            members: vec![
+                (t("o"), t("all")),
+                (t("o_eu"), t("o")),
+                (t("o_eu_lo"), t("o_eu")),
+            ],
         });
         assert_eq!(map.root_of(&t("o_eu_lo")), Some(&t("all")));
         assert_eq!(map.root_of(&t("o")), Some(&t("all")));

@@ -22,10 +22,10 @@ use tokio::time::Instant;
 use crate::assemble::{AssembleError, Assembler, Event};
 use crate::config::Config;
 use crate::lsn::Lsn;
+use crate::partition::PartitionMap;
 use crate::replication::{ReplicationConnection, ReplicationError, StreamMessage};
 use crate::source::{self, SourceError};
 use crate::store::{self, writer::StoreWriter, StoreError};
-use crate::partition::PartitionMap;
 use crate::table::Wal2jsonFilter;
 
 /// Events are handed to the writer in batches of at most this many.
@@ -177,8 +177,22 @@ async fn reload_config(running: Config) -> Config {
                 format!("configuration reloaded from {path}"),
             )
             .detail("path", path.clone())
-            .detail("tables", new.capture.include.iter().map(|p| p.as_str().to_owned()).collect::<Vec<_>>())
-            .detail("exclude", new.capture.exclude.iter().map(|p| p.as_str().to_owned()).collect::<Vec<_>>());
+            .detail(
+                "tables",
+                new.capture
+                    .include
+                    .iter()
+                    .map(|p| p.as_str().to_owned())
+                    .collect::<Vec<_>>(),
+            )
+            .detail(
+                "exclude",
+                new.capture
+                    .exclude
+                    .iter()
+                    .map(|p| p.as_str().to_owned())
+                    .collect::<Vec<_>>(),
+            );
             (new, event)
         }
         Err(e) => {
@@ -208,7 +222,9 @@ async fn reload_config(running: Config) -> Config {
         match tokio::time::timeout(Duration::from_secs(30), recorded).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "the config reload event was not recorded"),
-            Err(_) => tracing::warn!("the config reload event was not recorded: the store did not answer in 30 s"),
+            Err(_) => tracing::warn!(
+                "the config reload event was not recorded: the store did not answer in 30 s"
+            ),
         }
     });
     config

@@ -233,7 +233,11 @@ impl Wal2jsonFilter {
 
     /// The option's value: `schema.table` entries, special characters escaped.
     pub fn to_option(&self) -> String {
-        let part = |p: &Option<String>| p.as_deref().map(escape_wal2json).unwrap_or_else(|| "*".into());
+        let part = |p: &Option<String>| {
+            p.as_deref()
+                .map(escape_wal2json)
+                .unwrap_or_else(|| "*".into())
+        };
         self.entries
             .iter()
             .map(|(s, t)| format!("{}.{}", part(s), part(t)))

@@ -54,7 +54,10 @@ pub async fn tables(config: &Config) -> Result<Vec<TableReport>> {
             }
         }
         if captured && !t.has_context_trigger {
-            warnings.push("no context trigger: entries will not say who made the change; run `pgtrail setup`".to_owned());
+            warnings.push(
+                "no context trigger: entries will not say who made the change; run `pgtrail setup`"
+                    .to_owned(),
+            );
         }
         out.push(TableReport {
             partition_of: t.partition_of.as_ref().map(|m| m.root.to_string()),

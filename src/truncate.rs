@@ -219,10 +219,7 @@ impl Tracker {
         };
         let via_cascade = if named(current) && !self.fired.contains(table) {
             false
-        } else if let Some(ahead) = self.statements[self.cursor + 1..]
-            .iter()
-            .position(named)
-        {
+        } else if let Some(ahead) = self.statements[self.cursor + 1..].iter().position(named) {
             self.cursor += 1 + ahead;
             self.fired.clear();
             false
@@ -336,13 +333,19 @@ mod tests {
         assert_eq!(take(&mut t, "parent"), options(true, true, false));
         assert_eq!(take(&mut t, "child"), options(true, true, true));
         assert_eq!(take(&mut t, "p"), options(true, false, false));
-        assert_eq!(take(&mut t, "p_1"), options(true, false, false), "a partition is not cascaded to");
+        assert_eq!(
+            take(&mut t, "p_1"),
+            options(true, false, false),
+            "a partition is not cascaded to"
+        );
         assert_eq!(take(&mut t, "a"), None, "taken once");
         // A new client statement with the same text starts over.
-        t.message(&msg("a", "t2", Some("TRUNCATE a")), &map).unwrap();
+        t.message(&msg("a", "t2", Some("TRUNCATE a")), &map)
+            .unwrap();
         assert_eq!(take(&mut t, "a"), options(false, false, false));
         // From a function: the query text holds no TRUNCATE.
-        t.message(&msg("a", "t3", Some("SELECT wipe()")), &map).unwrap();
+        t.message(&msg("a", "t3", Some("SELECT wipe()")), &map)
+            .unwrap();
         assert_eq!(
             take(&mut t, "a"),
             Some(Options {

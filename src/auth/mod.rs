@@ -61,7 +61,9 @@ impl FromStr for Role {
         Role::ALL
             .into_iter()
             .find(|r| r.as_str() == s.trim())
-            .ok_or_else(|| AuthError::Invalid(format!("{s:?} is not a role; use viewer, auditor or admin")))
+            .ok_or_else(|| {
+                AuthError::Invalid(format!("{s:?} is not a role; use viewer, auditor or admin"))
+            })
     }
 }
 

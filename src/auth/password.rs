@@ -83,7 +83,10 @@ mod tests {
 
     #[test]
     fn new_passwords_are_checked() {
-        assert!(check_new("short").unwrap_err().to_string().contains("at least 8"));
+        assert!(check_new("short")
+            .unwrap_err()
+            .to_string()
+            .contains("at least 8"));
         assert!(check_new("long enough").is_ok());
         assert!(check_new(&"x".repeat(2000)).is_err());
     }

@@ -34,7 +34,10 @@ pub async fn create<C: GenericClient>(
         .execute(
             "DELETE FROM pgtrail.sessions WHERE last_seen < now() - make_interval(secs => $1) \
                  OR created_at < now() - make_interval(secs => $2)",
-            &[&(timeouts.idle_seconds as f64), &(timeouts.absolute_seconds as f64)],
+            &[
+                &(timeouts.idle_seconds as f64),
+                &(timeouts.absolute_seconds as f64),
+            ],
         )
         .await?;
     let token = random_secret()?;
@@ -92,6 +95,9 @@ pub async fn end<C: GenericClient>(client: &C, token: &str) -> Result<Option<Str
 /// Ends every session of `user`; returns how many.
 pub async fn end_all<C: GenericClient>(client: &C, user: &str) -> Result<u64, AuthError> {
     Ok(client
-        .execute("DELETE FROM pgtrail.sessions WHERE user_name = $1", &[&user])
+        .execute(
+            "DELETE FROM pgtrail.sessions WHERE user_name = $1",
+            &[&user],
+        )
         .await?)
 }

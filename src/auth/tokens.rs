@@ -89,7 +89,10 @@ pub async fn create(
 
 pub async fn list<C: GenericClient>(client: &C) -> Result<Vec<Token>, AuthError> {
     client
-        .query(&format!("SELECT {COLUMNS} FROM pgtrail.tokens ORDER BY name"), &[])
+        .query(
+            &format!("SELECT {COLUMNS} FROM pgtrail.tokens ORDER BY name"),
+            &[],
+        )
         .await?
         .iter()
         .map(Token::from_row)
@@ -114,12 +117,18 @@ pub async fn revoke(client: &mut Client, actor: &Actor, name: &str) -> Result<To
     }
     let row = tx
         .query_one(
-            &format!("UPDATE pgtrail.tokens SET revoked_at = now() WHERE name = $1 RETURNING {COLUMNS}"),
+            &format!(
+                "UPDATE pgtrail.tokens SET revoked_at = now() WHERE name = $1 RETURNING {COLUMNS}"
+            ),
             &[&name],
         )
         .await?;
     let after = Token::from_row(&row)?;
-    let mut event = actor.event(Category::Token, "token_revoked", format!("revoked API token {name}"));
+    let mut event = actor.event(
+        Category::Token,
+        "token_revoked",
+        format!("revoked API token {name}"),
+    );
     event.primary_key = Some(json!({ "name": name }));
     event.before = Some(before.record());
     event.after = Some(after.record());
@@ -129,7 +138,10 @@ pub async fn revoke(client: &mut Client, actor: &Actor, name: &str) -> Result<To
 }
 
 /// The live token with this secret, if any; notes its use.
-pub async fn lookup<C: GenericClient>(client: &C, secret: &str) -> Result<Option<Token>, AuthError> {
+pub async fn lookup<C: GenericClient>(
+    client: &C,
+    secret: &str,
+) -> Result<Option<Token>, AuthError> {
     if !secret.starts_with(PREFIX) {
         return Ok(None);
     }

@@ -66,7 +66,10 @@ pub async fn get<C: GenericClient>(client: &C, name: &str) -> Result<Option<User
 
 pub async fn list<C: GenericClient>(client: &C) -> Result<Vec<User>, AuthError> {
     let rows = client
-        .query(&format!("SELECT {COLUMNS} FROM pgtrail.users ORDER BY name"), &[])
+        .query(
+            &format!("SELECT {COLUMNS} FROM pgtrail.users ORDER BY name"),
+            &[],
+        )
         .await?;
     rows.iter().map(User::from_row).collect()
 }
@@ -157,34 +160,47 @@ pub async fn change(
         Some(r) => User::from_row(&r)?,
         None => return Err(AuthError::NoSuchUser(crate::web::query::clip(name))),
     };
-    let (set, param, event_name, summary): (&str, Box<dyn tokio_postgres::types::ToSql + Sync + Send>, &'static str, String) =
-        match &change {
-            Change::Role(r) => (
-                "role = $2",
-                Box::new(r.as_str()),
-                "role_changed",
-                format!("role of {name} changed from {} to {r}", before.role),
+    let (set, param, event_name, summary): (
+        &str,
+        Box<dyn tokio_postgres::types::ToSql + Sync + Send>,
+        &'static str,
+        String,
+    ) = match &change {
+        Change::Role(r) => (
+            "role = $2",
+            Box::new(r.as_str()),
+            "role_changed",
+            format!("role of {name} changed from {} to {r}", before.role),
+        ),
+        Change::Tables(t) => (
+            "tables = $2",
+            Box::new(t.to_stored()),
+            "tables_changed",
+            format!(
+                "tables of {name} changed from {} to {}",
+                before.tables.describe(),
+                t.describe()
             ),
-            Change::Tables(t) => (
-                "tables = $2",
-                Box::new(t.to_stored()),
-                "tables_changed",
-                format!("tables of {name} changed from {} to {}", before.tables.describe(), t.describe()),
-            ),
-            Change::Disabled(true) => ("disabled = $2", Box::new(true), "user_disabled", format!("disabled user {name}")),
-            Change::Disabled(false) => (
-                "disabled = $2, failed_attempts = 0, locked_until = NULL",
-                Box::new(false),
-                "user_enabled",
-                format!("enabled user {name}"),
-            ),
-            Change::Password(_) => (
-                "password_hash = $2, failed_attempts = 0, locked_until = NULL",
-                Box::new(hash.unwrap_or_default()),
-                "password_reset",
-                format!("reset the password of {name}"),
-            ),
-        };
+        ),
+        Change::Disabled(true) => (
+            "disabled = $2",
+            Box::new(true),
+            "user_disabled",
+            format!("disabled user {name}"),
+        ),
+        Change::Disabled(false) => (
+            "disabled = $2, failed_attempts = 0, locked_until = NULL",
+            Box::new(false),
+            "user_enabled",
+            format!("enabled user {name}"),
+        ),
+        Change::Password(_) => (
+            "password_hash = $2, failed_attempts = 0, locked_until = NULL",
+            Box::new(hash.unwrap_or_default()),
+            "password_reset",
+            format!("reset the password of {name}"),
+        ),
+    };
     let row = tx
         .query_one(
             &format!("UPDATE pgtrail.users SET {set}, updated_at = now() WHERE name = $1 RETURNING {COLUMNS}"),
@@ -193,8 +209,11 @@ pub async fn change(
         .await?;
     let after = User::from_row(&row)?;
     if matches!(change, Change::Disabled(true) | Change::Password(_)) {
-        tx.execute("DELETE FROM pgtrail.sessions WHERE user_name = $1", &[&name])
-            .await?;
+        tx.execute(
+            "DELETE FROM pgtrail.sessions WHERE user_name = $1",
+            &[&name],
+        )
+        .await?;
     }
     let mut event = actor.event(Category::User, event_name, summary);
     event.primary_key = Some(json!({ "name": name }));
@@ -258,10 +277,16 @@ pub async fn check_password(
     .await
     .map_err(|e| AuthError::Hash(e.to_string()))?;
     let Some((user, _)) = user else {
-        return Ok(SignIn::Failed { locked_now: false, locked: false });
+        return Ok(SignIn::Failed {
+            locked_now: false,
+            locked: false,
+        });
     };
     if !usable {
-        return Ok(SignIn::Failed { locked_now: false, locked: user.is_locked(now) });
+        return Ok(SignIn::Failed {
+            locked_now: false,
+            locked: user.is_locked(now),
+        });
     }
     if ok {
         client
@@ -285,5 +310,8 @@ pub async fn check_password(
         )
         .await?
         .get(0);
-    Ok(SignIn::Failed { locked_now, locked: locked_now })
+    Ok(SignIn::Failed {
+        locked_now,
+        locked: locked_now,
+    })
 }

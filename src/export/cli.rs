@@ -137,8 +137,13 @@ pub async fn run(config: &Config, req: Request) -> Result<()> {
     let sink: Result<Box<dyn Write + Send>> = match &out {
         Some(path) => std::fs::File::create(path)
             .with_context(|| format!("cannot create {}", path.display()))
-            .map(|f| Box::new(std::io::BufWriter::with_capacity(1 << 16, f)) as Box<dyn Write + Send>),
-        None => Ok(Box::new(std::io::BufWriter::with_capacity(1 << 16, std::io::stdout()))),
+            .map(|f| {
+                Box::new(std::io::BufWriter::with_capacity(1 << 16, f)) as Box<dyn Write + Send>
+            }),
+        None => Ok(Box::new(std::io::BufWriter::with_capacity(
+            1 << 16,
+            std::io::stdout(),
+        ))),
     };
     let (entries, result) = match sink {
         Ok(sink) => {

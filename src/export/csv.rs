@@ -66,8 +66,7 @@ impl<W: Write + Send> EntryWriter<W> for Csv<W> {
             e.action.as_str(),
         ];
         let json = e.json.iter().map(|j| j.as_deref().unwrap_or("null"));
-        self.writer()?
-            .write_record(fixed.into_iter().chain(json))?;
+        self.writer()?.write_record(fixed.into_iter().chain(json))?;
         Ok(())
     }
 

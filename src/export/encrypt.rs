@@ -77,10 +77,9 @@ impl<W: Write> Sealed<W> {
 
     /// Writes the age header to `out` and encrypts what follows.
     pub fn encrypted(recipients: &Recipients, out: W) -> Result<Sealed<W>, ExportError> {
-        let encryptor = age::Encryptor::with_recipients(
-            recipients.0.iter().map(|r| r as &dyn age::Recipient),
-        )
-        .map_err(|e| ExportError::Encrypt(e.to_string()))?;
+        let encryptor =
+            age::Encryptor::with_recipients(recipients.0.iter().map(|r| r as &dyn age::Recipient))
+                .map_err(|e| ExportError::Encrypt(e.to_string()))?;
         Ok(Sealed::Age(encryptor.wrap_output(out)?))
     }
 
@@ -139,12 +138,21 @@ mod tests {
     fn a_bad_recipient_is_named() {
         let good = age::x25519::Identity::generate().to_public().to_string();
         let e = Recipients::parse(&[good, "age1nonsense".into()]).unwrap_err();
-        assert!(e.contains("recipient 2") && e.contains("age1nonsense"), "{e}");
+        assert!(
+            e.contains("recipient 2") && e.contains("age1nonsense"),
+            "{e}"
+        );
         let secret = age::x25519::Identity::generate();
         use age::secrecy::ExposeSecret;
         let e = Recipients::parse(&[secret.to_string().expose_secret().to_owned()]).unwrap_err();
-        assert!(e.contains("secret key") && e.contains("age-keygen -y"), "{e}");
+        assert!(
+            e.contains("secret key") && e.contains("age-keygen -y"),
+            "{e}"
+        );
         let secret_text = secret.to_string().expose_secret().to_owned();
-        assert!(!e.contains(&secret_text[15..]), "the secret key must not be repeated: {e}");
+        assert!(
+            !e.contains(&secret_text[15..]),
+            "the secret key must not be repeated: {e}"
+        );
     }
 }

@@ -23,7 +23,8 @@ use super::{EntryWriter, ExportError, StoredEntry, FIELDS};
 const SHEET_ROWS: RowNum = 1_048_576;
 /// Characters in a cell.
 pub const CELL_CHARS: usize = 32_767;
-const TRUNCATED: &str = "… [cut at Excel's cell limit; the full value is in the JSON Lines or CSV export]";
+const TRUNCATED: &str =
+    "… [cut at Excel's cell limit; the full value is in the JSON Lines or CSV export]";
 
 /// Widths of the columns, in characters.
 const WIDTHS: [f64; 13] = [
@@ -146,10 +147,9 @@ impl<W: Write + Send> EntryWriter<W> for Xlsx<W> {
                 .worksheet_from_index(i)?
                 .autofilter(0, 0, last_row, last_col)?;
         }
-        let mut out = self
-            .out
-            .take()
-            .ok_or_else(|| ExportError::Io(std::io::Error::other("the XLSX writer was finished twice")))?;
+        let mut out = self.out.take().ok_or_else(|| {
+            ExportError::Io(std::io::Error::other("the XLSX writer was finished twice"))
+        })?;
         self.book.save_to_writer(&mut out)?;
         out.flush()?;
         Ok(out)

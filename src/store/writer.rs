@@ -110,7 +110,9 @@ impl StoreWriter {
                 match event {
                     Event::Entry(entry) => {
                         let cols = match &self.context_columns {
-                            Some((ctx, cols)) if std::sync::Arc::ptr_eq(ctx, &entry.context) => cols,
+                            Some((ctx, cols)) if std::sync::Arc::ptr_eq(ctx, &entry.context) => {
+                                cols
+                            }
                             _ => {
                                 let cols = ContextColumns::of(&entry.context);
                                 &self.context_columns.insert((entry.context.clone(), cols)).1

@@ -159,9 +159,13 @@ impl Scope {
         };
         match (events, table_match) {
             (true, None) => {}
-            (true, Some(m)) => sql.text.push_str(&format!(" AND (action = 'EVENT' OR {m})")),
+            (true, Some(m)) => sql
+                .text
+                .push_str(&format!(" AND (action = 'EVENT' OR {m})")),
             (false, None) => sql.text.push_str(" AND action <> 'EVENT'"),
-            (false, Some(m)) => sql.text.push_str(&format!(" AND action <> 'EVENT' AND ({m})")),
+            (false, Some(m)) => sql
+                .text
+                .push_str(&format!(" AND action <> 'EVENT' AND ({m})")),
         }
     }
 
@@ -174,7 +178,10 @@ impl Scope {
                     *events
                 } else {
                     tables.is_all()
-                        || self.allows_table(&TableName::new(entry.schema.clone(), entry.table.clone()))
+                        || self.allows_table(&TableName::new(
+                            entry.schema.clone(),
+                            entry.table.clone(),
+                        ))
                 }
             }
         }
@@ -184,7 +191,9 @@ impl Scope {
     pub fn allows_table(&self, table: &TableName) -> bool {
         match self {
             Scope::Nothing => false,
-            Scope::Limited { tables, .. } => tables.is_all() || tables.0.iter().any(|p| p.matches(table)),
+            Scope::Limited { tables, .. } => {
+                tables.is_all() || tables.0.iter().any(|p| p.matches(table))
+            }
         }
     }
 }
@@ -264,7 +273,8 @@ pub fn set_cookie(name: &str, value: &str, secure: bool, clear: bool) -> HeaderV
     if clear {
         c.push_str("; Max-Age=0");
     }
-    HeaderValue::from_str(&c).unwrap_or_else(|_| HeaderValue::from_static("pgtrail_invalid=; Max-Age=0"))
+    HeaderValue::from_str(&c)
+        .unwrap_or_else(|_| HeaderValue::from_static("pgtrail_invalid=; Max-Age=0"))
 }
 
 /// The peer's address, if the server recorded it.
@@ -361,7 +371,11 @@ async fn unauthenticated(state: &AppState, next: String, api: bool) -> Response 
              (it asks for the password), then sign in.",
             auth.first_admin_command()
         ));
-        return if api { e.json().into_response() } else { e.into_response() };
+        return if api {
+            e.json().into_response()
+        } else {
+            e.into_response()
+        };
     }
     if api {
         return WebError::Unauthorized(
@@ -396,7 +410,9 @@ async fn principal(
     if let Some(proxy) = &auth.config.proxy {
         if let Some(user) = headers.get(proxy.user_header.as_str()) {
             if peer.is_some_and(|a| proxy.trusts(a)) {
-                return proxy_principal(state, proxy, user, headers, client_addr).await.map(Some);
+                return proxy_principal(state, proxy, user, headers, client_addr)
+                    .await
+                    .map(Some);
             }
             // The header is only believed from the proxy; from anyone else it is ignored.
             tracing::warn!(peer = ?peer, header = %proxy.user_header, "user header from an untrusted address ignored");
@@ -409,7 +425,11 @@ async fn principal(
                 .ok()
                 .and_then(|v| v.strip_prefix("Bearer "))
                 .map(str::trim)
-                .ok_or_else(|| WebError::Unauthorized("The Authorization header must be `Bearer pgt_…` with an API token.".into()))?;
+                .ok_or_else(|| {
+                    WebError::Unauthorized(
+                        "The Authorization header must be `Bearer pgt_…` with an API token.".into(),
+                    )
+                })?;
             let client = auth.writer.get().await?;
             let token = tokens::lookup(&*client, secret).await.map_err(auth_error)?;
             return match token {
@@ -436,7 +456,10 @@ async fn principal(
                 name: u.name,
                 role: u.role,
                 tables: u.tables,
-                how: How::Session { token, csrf: u.csrf },
+                how: How::Session {
+                    token,
+                    csrf: u.csrf,
+                },
                 client_addr,
             }));
         }
@@ -456,14 +479,23 @@ async fn proxy_principal(
         .ok()
         .map(str::trim)
         .and_then(|u| crate::auth::Name::parse(u).ok())
-        .ok_or_else(|| WebError::bad(format!("The proxy's {} header does not hold a valid user name.", proxy.user_header)))?;
+        .ok_or_else(|| {
+            WebError::bad(format!(
+                "The proxy's {} header does not hold a valid user name.",
+                proxy.user_header
+            ))
+        })?;
     let from_header = match &proxy.role_header {
         Some(h) => match headers.get(h.as_str()) {
             Some(v) => Some(
                 v.to_str()
                     .ok()
                     .and_then(|r| r.parse::<Role>().ok())
-                    .ok_or_else(|| WebError::Forbidden(format!("The proxy's {h} header is not a role (viewer, auditor or admin).")))?,
+                    .ok_or_else(|| {
+                        WebError::Forbidden(format!(
+                            "The proxy's {h} header is not a role (viewer, auditor or admin)."
+                        ))
+                    })?,
             ),
             None => None,
         },
@@ -472,10 +504,14 @@ async fn proxy_principal(
     // A store user of the same name brings its table restriction.
     let stored = {
         let client = state.auth().writer.get().await?;
-        users::get(&*client, name.as_str()).await.map_err(auth_error)?
+        users::get(&*client, name.as_str())
+            .await
+            .map_err(auth_error)?
     };
     if stored.as_ref().is_some_and(|u| u.disabled) {
-        return Err(WebError::Forbidden(format!("The user {name} is disabled in pgtrail.")));
+        return Err(WebError::Forbidden(format!(
+            "The user {name} is disabled in pgtrail."
+        )));
     }
     let role = from_header
         .or_else(|| proxy.roles.get(name.as_str()).copied())
@@ -500,8 +536,12 @@ pub fn auth_error(e: crate::auth::AuthError) -> WebError {
     use crate::auth::AuthError;
     match e {
         AuthError::Invalid(m) => WebError::BadRequest(m),
-        e @ (AuthError::NoSuchUser(_) | AuthError::NoSuchToken(_)) => WebError::NotFound(e.to_string()),
-        e @ (AuthError::UserExists(_) | AuthError::TokenExists(_)) => WebError::BadRequest(e.to_string()),
+        e @ (AuthError::NoSuchUser(_) | AuthError::NoSuchToken(_)) => {
+            WebError::NotFound(e.to_string())
+        }
+        e @ (AuthError::UserExists(_) | AuthError::TokenExists(_)) => {
+            WebError::BadRequest(e.to_string())
+        }
         AuthError::Store(crate::store::StoreError::Query(e)) => e.into(),
         e => WebError::Internal(e.to_string()),
     }
@@ -557,7 +597,10 @@ mod tests {
         ];
         for (scope, tail, params) in &cases {
             let (text, n) = sql_of(scope);
-            assert_eq!(&text["SELECT 1 FROM pgtrail.entries WHERE true".len()..], *tail);
+            assert_eq!(
+                &text["SELECT 1 FROM pgtrail.entries WHERE true".len()..],
+                *tail
+            );
             assert_eq!(n, *params);
         }
         let viewer = &cases[3].0;
@@ -569,7 +612,10 @@ mod tests {
         assert!(admin.allows(&entry("pgtrail", "session", "EVENT")));
         assert!(!admin.allows(&entry("public", "customers", "UPDATE")));
         // LIKE's own wildcards in a name are literal.
-        let odd = Scope::Limited { events: false, tables: Tables::parse_list("public.a_b").unwrap() };
+        let odd = Scope::Limited {
+            events: false,
+            tables: Tables::parse_list("public.a_b").unwrap(),
+        };
         assert!(!odd.allows_table(&TableName::new("public", "axb")));
     }
 }

@@ -48,8 +48,11 @@ struct AdminPage {
 
 fn require_admin(state: &AppState, who: &Principal) -> Result<String, WebError> {
     who.require(Role::Admin, "manage users and API tokens")?;
-    who.csrf(state)
-        .ok_or_else(|| WebError::Forbidden("The admin pages are for browsers; an API token cannot use them.".into()))
+    who.csrf(state).ok_or_else(|| {
+        WebError::Forbidden(
+            "The admin pages are for browsers; an API token cannot use them.".into(),
+        )
+    })
 }
 
 async fn render(
@@ -71,7 +74,12 @@ async fn render(
             state: if u.disabled {
                 "disabled".into()
             } else if u.is_locked(now) {
-                format!("locked until {}", u.locked_until.map(|t| t.format("%H:%M:%S UTC").to_string()).unwrap_or_default())
+                format!(
+                    "locked until {}",
+                    u.locked_until
+                        .map(|t| t.format("%H:%M:%S UTC").to_string())
+                        .unwrap_or_default()
+                )
             } else {
                 "active".into()
             },
@@ -89,10 +97,20 @@ async fn render(
             created: format!(
                 "{}{}",
                 t.created_at.format("%Y-%m-%d %H:%M"),
-                t.created_by.as_deref().map(|b| format!(" by {b}")).unwrap_or_default()
+                t.created_by
+                    .as_deref()
+                    .map(|b| format!(" by {b}"))
+                    .unwrap_or_default()
             ),
-            last_used: t.last_used_at.map(|t| t.format("%Y-%m-%d %H:%M").to_string()).unwrap_or_else(|| "never".into()),
-            state: if t.revoked_at.is_some() { "revoked".into() } else { "active".into() },
+            last_used: t
+                .last_used_at
+                .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+                .unwrap_or_else(|| "never".into()),
+            state: if t.revoked_at.is_some() {
+                "revoked".into()
+            } else {
+                "active".into()
+            },
             revoked: t.revoked_at.is_some(),
             name: t.name,
         })
@@ -109,7 +127,10 @@ async fn render(
 }
 
 /// `GET /admin`
-pub async fn page(State(state): State<AppState>, Extension(who): Extension<Principal>) -> Result<Response, WebError> {
+pub async fn page(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+) -> Result<Response, WebError> {
     let csrf = require_admin(&state, &who)?;
     render(&state, csrf, String::new(), None).await
 }
@@ -136,7 +157,18 @@ pub async fn add_user(
         .await
         .map_err(auth_error)?;
     drop(client);
-    render(&state, csrf, format!("Added {} as {} (tables: {}).", u.name, u.role, u.tables.describe()), None).await
+    render(
+        &state,
+        csrf,
+        format!(
+            "Added {} as {} (tables: {}).",
+            u.name,
+            u.role,
+            u.tables.describe()
+        ),
+        None,
+    )
+    .await
 }
 
 /// `POST /admin/users/{name}` (action = update | disable | enable | reset_password | end_sessions)
@@ -158,44 +190,78 @@ pub async fn change_user(
             let before = users::get(&*client, &name)
                 .await
                 .map_err(auth_error)?
-                .ok_or_else(|| auth_error(crate::auth::AuthError::NoSuchUser(super::query::clip(&name))))?;
+                .ok_or_else(|| {
+                    auth_error(crate::auth::AuthError::NoSuchUser(super::query::clip(
+                        &name,
+                    )))
+                })?;
             if name == who.name && role < Role::Admin {
                 return Err(WebError::bad(
                     "You cannot take the admin role from yourself here; another admin can, or use `pgtrail user set-role`.",
                 ));
             }
             if before.role != role {
-                users::change(&mut client, &actor, &name, users::Change::Role(role)).await.map_err(auth_error)?;
+                users::change(&mut client, &actor, &name, users::Change::Role(role))
+                    .await
+                    .map_err(auth_error)?;
             }
             if before.tables != tables {
-                users::change(&mut client, &actor, &name, users::Change::Tables(tables.clone())).await.map_err(auth_error)?;
+                users::change(
+                    &mut client,
+                    &actor,
+                    &name,
+                    users::Change::Tables(tables.clone()),
+                )
+                .await
+                .map_err(auth_error)?;
             }
             format!("{name}: role {role}, tables {}.", tables.describe())
         }
         "disable" => {
             if name == who.name {
-                return Err(WebError::bad("You cannot disable yourself; another admin can."));
+                return Err(WebError::bad(
+                    "You cannot disable yourself; another admin can.",
+                ));
             }
-            users::change(&mut client, &actor, &name, users::Change::Disabled(true)).await.map_err(auth_error)?;
+            users::change(&mut client, &actor, &name, users::Change::Disabled(true))
+                .await
+                .map_err(auth_error)?;
             format!("Disabled {name}; their sessions ended.")
         }
         "enable" => {
-            users::change(&mut client, &actor, &name, users::Change::Disabled(false)).await.map_err(auth_error)?;
+            users::change(&mut client, &actor, &name, users::Change::Disabled(false))
+                .await
+                .map_err(auth_error)?;
             format!("Enabled {name}.")
         }
         "reset_password" => {
             let password = f.get("password").cloned().unwrap_or_default();
-            users::change(&mut client, &actor, &name, users::Change::Password(password)).await.map_err(auth_error)?;
+            users::change(
+                &mut client,
+                &actor,
+                &name,
+                users::Change::Password(password),
+            )
+            .await
+            .map_err(auth_error)?;
             format!("Set a new password for {name}; their sessions ended.")
         }
         "end_sessions" => {
-            let n = sessions::end_all(&*client, &name).await.map_err(auth_error)?;
+            let n = sessions::end_all(&*client, &name)
+                .await
+                .map_err(auth_error)?;
             let event = actor
-                .event(Category::Session, "sign_out", format!("{} signed {name} out everywhere ({n} sessions)", who.name))
+                .event(
+                    Category::Session,
+                    "sign_out",
+                    format!("{} signed {name} out everywhere ({n} sessions)", who.name),
+                )
                 .detail("user", name.clone())
                 .detail("everywhere", true)
                 .detail("sessions", n);
-            record(&*client, &event).await.map_err(|e| auth_error(e.into()))?;
+            record(&*client, &event)
+                .await
+                .map_err(|e| auth_error(e.into()))?;
             format!("Ended {n} sessions of {name}.")
         }
         other => {
@@ -240,7 +306,15 @@ pub async fn revoke_token(
     let f = form_fields(&body);
     who.check_csrf(&state, f.get("csrf").map(String::as_str))?;
     let mut client = state.auth().writer.get().await?;
-    let t = tokens::revoke(&mut client, &who.actor(), &name).await.map_err(auth_error)?;
+    let t = tokens::revoke(&mut client, &who.actor(), &name)
+        .await
+        .map_err(auth_error)?;
     drop(client);
-    render(&state, csrf, format!("Revoked the API token {}.", t.name), None).await
+    render(
+        &state,
+        csrf,
+        format!("Revoked the API token {}.", t.name),
+        None,
+    )
+    .await
 }

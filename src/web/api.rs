@@ -15,16 +15,16 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
+use super::access::Principal;
 use super::diff::{self, Change, ColumnDiff};
 use super::entry::{load, parse_id};
 use super::error::ApiError;
 use super::log::fetch_page;
 use super::query::LogQuery;
-use super::access::Principal;
 use super::AppState;
-use axum::Extension;
 use crate::entry::push_json_string;
 use crate::export::StoredEntry;
+use axum::Extension;
 
 #[derive(OpenApi)]
 #[openapi(

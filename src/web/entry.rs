@@ -9,15 +9,15 @@ use askama::Template;
 use axum::extract::{Path, State};
 use axum::response::{Html, IntoResponse, Response};
 
+use super::access::{Principal, Scope};
 use super::diff::{self, Change, ColumnDiff, DiffLine, ValueView};
 use super::error::WebError;
 use super::log::{history_url, key_text, long_time, short_time, Context};
 use super::query::{self, table_param};
-use super::access::{Principal, Scope};
 use super::AppState;
-use axum::Extension;
 use crate::export::{StoredEntry, ENTRY_COLUMNS};
 use crate::table::TableName;
+use axum::Extension;
 
 /// Parses an id from a path: a whole number, at least 0.
 pub fn parse_id(text: &str, what: &str) -> Result<i64, WebError> {

@@ -22,10 +22,10 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, RawQuery, State};
-use axum::Extension;
 use axum::http::{header, Extensions, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::Extension;
 use axum::Router;
 use bytes::Bytes;
 use chrono::Utc;
@@ -64,7 +64,14 @@ async fn handler(
     let client_addr = extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
-    download(state, raw.as_deref(), Some(who.name.clone()), who.scope(), client_addr).await
+    download(
+        state,
+        raw.as_deref(),
+        Some(who.name.clone()),
+        who.scope(),
+        client_addr,
+    )
+    .await
 }
 
 /// What an export request asks for, beyond the filters.
@@ -87,12 +94,17 @@ pub fn parse(raw: Option<&str>) -> Result<ExportRequest, WebError> {
         let flag = |name: &str| match value {
             "1" | "true" | "on" => Ok(true),
             "" | "0" | "false" | "off" => Ok(false),
-            _ => Err(WebError::bad(format!("{name}: {:?} is not 1 or 0", query::clip(value)))),
+            _ => Err(WebError::bad(format!(
+                "{name}: {:?} is not 1 or 0",
+                query::clip(value)
+            ))),
         };
         match k.as_str() {
             "format" => {
                 if format.is_some() {
-                    return Err(WebError::bad("format is given more than once; give it once"));
+                    return Err(WebError::bad(
+                        "format is given more than once; give it once",
+                    ));
                 }
                 format = Some(Format::parse(value).ok_or_else(|| {
                     WebError::bad(format!(
@@ -111,7 +123,8 @@ pub fn parse(raw: Option<&str>) -> Result<ExportRequest, WebError> {
             _ => rest.push((k, v)),
         }
     }
-    let format = format.ok_or_else(|| WebError::bad("format is missing; use format=jsonl, csv, cef or xlsx"))?;
+    let format = format
+        .ok_or_else(|| WebError::bad("format is missing; use format=jsonl, csv, cef or xlsx"))?;
     let bom = bom.unwrap_or(false);
     if bom && format != Format::Csv {
         return Err(WebError::bad("bom applies to format=csv only; drop it"));
@@ -136,15 +149,14 @@ pub async fn download(
     let mut req = parse(raw)?;
     req.query.filter.scope = scope;
     let settings = state.export_config();
-    let recipients = match (&settings.recipients, req.plain) {
-        (Some(_), true) if settings.require_encryption => {
-            return Err(WebError::bad(
+    let recipients =
+        match (&settings.recipients, req.plain) {
+            (Some(_), true) if settings.require_encryption => return Err(WebError::bad(
                 "encrypt=0 is refused: this server's config requires every export to be encrypted",
-            ))
-        }
-        (Some(r), false) => Some(r.clone()),
-        _ => None,
-    };
+            )),
+            (Some(r), false) => Some(r.clone()),
+            _ => None,
+        };
     let permit = state.export_permit().ok_or_else(|| {
         WebError::Unavailable(format!(
             "{MAX_RUNNING} exports are running already; try again when one has finished."
@@ -281,8 +293,17 @@ mod tests {
 
     #[test]
     fn parses_filters_and_format() {
-        let r = parse(Some("format=csv&bom=1&table=public.t&action=UPDATE&last=24h")).unwrap();
-        assert_eq!(r.options, Options { format: Format::Csv, bom: true });
+        let r = parse(Some(
+            "format=csv&bom=1&table=public.t&action=UPDATE&last=24h",
+        ))
+        .unwrap();
+        assert_eq!(
+            r.options,
+            Options {
+                format: Format::Csv,
+                bom: true
+            }
+        );
         assert_eq!(r.query.filter.tables.len(), 1);
         assert!(!r.plain);
         assert!(parse(Some("format=xlsx&encrypt=0")).unwrap().plain);

@@ -14,15 +14,15 @@ use askama::Template;
 use axum::extract::{RawQuery, State};
 use axum::response::{Html, IntoResponse, Response};
 
+use super::access::Principal;
 use super::diff;
 use super::entry::{DiffView, Facts};
 use super::error::WebError;
 use super::query::{self, clip, key_columns, key_texts, url, PkMatch, Sql};
-use super::access::Principal;
 use super::AppState;
-use axum::Extension;
 use crate::export::{StoredEntry, ENTRY_COLUMNS};
 use crate::table::TableName;
+use axum::Extension;
 
 /// Entries per page of a history.
 pub const HISTORY_PAGE: i64 = 200;

@@ -16,15 +16,15 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use chrono::{DateTime, Utc};
 
+use super::access::Principal;
 use super::diff::{Members, ValueView};
 use super::error::WebError;
 use super::query::{self, url, Cursor, Dir, LogQuery, Resolved, SortKey, COUNT_CAP};
-use super::access::Principal;
 use super::AppState;
-use axum::Extension;
 use crate::entry::Action;
 use crate::export::{StoredEntry, ENTRY_COLUMN_COUNT};
 use crate::table::TableName;
+use axum::Extension;
 
 /// How long the count may take before the page settles for "at least".
 const COUNT_BUDGET: Duration = Duration::from_millis(60);
@@ -504,9 +504,15 @@ async fn search_page(
     } else if lo < hi {
         // Stopped by the budget: on from the first id not read.
         let (id, until) = if desc {
-            (hi, "SELECT committed_at FROM pgtrail.entries WHERE id >= $1 ORDER BY id LIMIT 1")
+            (
+                hi,
+                "SELECT committed_at FROM pgtrail.entries WHERE id >= $1 ORDER BY id LIMIT 1",
+            )
         } else {
-            (lo - 1, "SELECT committed_at FROM pgtrail.entries WHERE id < $1 ORDER BY id DESC LIMIT 1")
+            (
+                lo - 1,
+                "SELECT committed_at FROM pgtrail.entries WHERE id < $1 ORDER BY id DESC LIMIT 1",
+            )
         };
         let bound = if desc { hi } else { lo };
         searched_until = client
@@ -839,7 +845,11 @@ pub async fn page(
         live_url,
         export_fields: q.filter.to_pairs(),
         searched_until: page.searched_until.as_ref().map(short_time),
-        searched_way: if q.sort.dir == Dir::Desc { "back to" } else { "up to" },
+        searched_way: if q.sort.dir == Dir::Desc {
+            "back to"
+        } else {
+            "up to"
+        },
     };
     Ok(Html(view.render()?).into_response())
 }
@@ -977,8 +987,14 @@ mod tests {
     fn truncate_lines_say_what_was_emptied_and_how() {
         for (details, text) in [
             (None, "table truncated"),
-            (Some(r#"{"cascade":false,"restart_identity":false}"#), "table truncated"),
-            (Some(r#"{"cascade":null,"restart_identity":null}"#), "table truncated"),
+            (
+                Some(r#"{"cascade":false,"restart_identity":false}"#),
+                "table truncated",
+            ),
+            (
+                Some(r#"{"cascade":null,"restart_identity":null}"#),
+                "table truncated",
+            ),
             (
                 Some(r#"{"cascade":true,"restart_identity":true}"#),
                 "table truncated (CASCADE, RESTART IDENTITY)",

@@ -32,7 +32,8 @@ use crate::store::events::{record, Category};
 pub const FAILURE_TIME: Duration = Duration::from_millis(1000);
 
 /// One refusal for every reason.
-const REFUSED: &str = "Sign-in failed: the user name or password is wrong, or the account is disabled or locked \
+const REFUSED: &str =
+    "Sign-in failed: the user name or password is wrong, or the account is disabled or locked \
                        for a while after repeated failures. Try again later, or ask an admin.";
 
 #[derive(Template)]
@@ -53,12 +54,22 @@ pub fn form_fields(body: &Bytes) -> HashMap<String, String> {
 /// Where to go after signing in: only a path on this site.
 fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.starts_with("/\\") => n.to_owned(),
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.starts_with("/\\") => {
+            n.to_owned()
+        }
         _ => "/".to_owned(),
     }
 }
 
-async fn render(state: &AppState, status: StatusCode, message: &str, next: &str, name: &str, headers: &HeaderMap, peer: SocketAddr) -> Result<Response, WebError> {
+async fn render(
+    state: &AppState,
+    status: StatusCode,
+    message: &str,
+    next: &str,
+    name: &str,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+) -> Result<Response, WebError> {
     let no_users = {
         let client = state.auth().writer.get().await?;
         !users::any(&*client).await.map_err(access::auth_error)?
@@ -66,7 +77,13 @@ async fn render(state: &AppState, status: StatusCode, message: &str, next: &str,
     // Reuse the browser's token: another sign-in page (a second tab, or the
     // favicon request sent here) must not invalidate the form already shown.
     let csrf = match access::cookie(headers, SIGN_IN_COOKIE) {
-        Some(c) if c.len() == 43 && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') => c,
+        Some(c)
+            if c.len() == 43
+                && c.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+        {
+            c
+        }
         _ => crate::auth::random_secret().map_err(access::auth_error)?,
     };
     let page = SignInPage {
@@ -78,8 +95,10 @@ async fn render(state: &AppState, status: StatusCode, message: &str, next: &str,
     };
     let secure = access::secure_cookie(state, headers, Some(peer.ip()));
     let mut res = (status, Html(page.render()?)).into_response();
-    res.headers_mut()
-        .append(header::SET_COOKIE, access::set_cookie(SIGN_IN_COOKIE, &csrf, secure, false));
+    res.headers_mut().append(
+        header::SET_COOKIE,
+        access::set_cookie(SIGN_IN_COOKIE, &csrf, secure, false),
+    );
     Ok(res)
 }
 
@@ -91,7 +110,12 @@ pub async fn form(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, WebError> {
     let pairs = query::pairs(raw.as_deref())?;
-    let next = safe_next(pairs.iter().find(|(k, _)| k == "next").map(|(_, v)| v.as_str()));
+    let next = safe_next(
+        pairs
+            .iter()
+            .find(|(k, _)| k == "next")
+            .map(|(_, v)| v.as_str()),
+    );
     if state.auth().config.mode == AuthMode::None {
         return Ok(Redirect::to(&next).into_response());
     }
@@ -117,10 +141,22 @@ pub async fn submit(
                 .into(),
         ));
     }
-    let name = f.get("name").map(|n| n.trim().to_owned()).unwrap_or_default();
+    let name = f
+        .get("name")
+        .map(|n| n.trim().to_owned())
+        .unwrap_or_default();
     let password = f.get("password").cloned().unwrap_or_default();
     if name.is_empty() || password.is_empty() {
-        return render(&state, StatusCode::BAD_REQUEST, "Give both the user name and the password.", &next, &name, &headers, peer).await;
+        return render(
+            &state,
+            StatusCode::BAD_REQUEST,
+            "Give both the user name and the password.",
+            &next,
+            &name,
+            &headers,
+            peer,
+        )
+        .await;
     }
     let auth = state.auth();
     let lockout = users::Lockout {
@@ -141,27 +177,50 @@ pub async fn submit(
     match outcome {
         users::SignIn::Ok(user) => {
             let client = auth.writer.get().await?;
-            let (token, _csrf) = sessions::create(&*client, &user.name, actor.client_addr.clone(), auth.timeouts())
-                .await
-                .map_err(access::auth_error)?;
+            let (token, _csrf) = sessions::create(
+                &*client,
+                &user.name,
+                actor.client_addr.clone(),
+                auth.timeouts(),
+            )
+            .await
+            .map_err(access::auth_error)?;
             let event = actor
-                .event(Category::Session, "sign_in", format!("{} signed in", user.name))
+                .event(
+                    Category::Session,
+                    "sign_in",
+                    format!("{} signed in", user.name),
+                )
                 .detail("role", user.role.as_str());
-            record(&*client, &event).await.map_err(|e| access::auth_error(AuthError::Store(e)))?;
+            record(&*client, &event)
+                .await
+                .map_err(|e| access::auth_error(AuthError::Store(e)))?;
             let secure = access::secure_cookie(&state, &headers, Some(peer.ip()));
             let mut res = Redirect::to(&next).into_response();
             let h = res.headers_mut();
-            h.append(header::SET_COOKIE, access::set_cookie(SESSION_COOKIE, &token, secure, false));
-            h.append(header::SET_COOKIE, access::set_cookie(SIGN_IN_COOKIE, "", secure, true));
+            h.append(
+                header::SET_COOKIE,
+                access::set_cookie(SESSION_COOKIE, &token, secure, false),
+            );
+            h.append(
+                header::SET_COOKIE,
+                access::set_cookie(SIGN_IN_COOKIE, "", secure, true),
+            );
             Ok(res)
         }
         users::SignIn::Failed { locked_now, locked } => {
             {
                 let client = auth.writer.get().await?;
                 let event = actor
-                    .event(Category::Session, "sign_in_failed", format!("failed sign-in as {}", query::clip(&name)))
+                    .event(
+                        Category::Session,
+                        "sign_in_failed",
+                        format!("failed sign-in as {}", query::clip(&name)),
+                    )
                     .detail("locked", locked);
-                record(&*client, &event).await.map_err(|e| access::auth_error(AuthError::Store(e)))?;
+                record(&*client, &event)
+                    .await
+                    .map_err(|e| access::auth_error(AuthError::Store(e)))?;
                 if locked_now {
                     let event = actor
                         .event(
@@ -176,12 +235,23 @@ pub async fn submit(
                         )
                         .detail("seconds", lockout.seconds)
                         .detail("failures", lockout.after);
-                    record(&*client, &event).await.map_err(|e| access::auth_error(AuthError::Store(e)))?;
+                    record(&*client, &event)
+                        .await
+                        .map_err(|e| access::auth_error(AuthError::Store(e)))?;
                 }
             }
             // Every refusal takes as long, whatever the reason.
             tokio::time::sleep(FAILURE_TIME.saturating_sub(started.elapsed())).await;
-            render(&state, StatusCode::UNAUTHORIZED, REFUSED, &next, &name, &headers, peer).await
+            render(
+                &state,
+                StatusCode::UNAUTHORIZED,
+                REFUSED,
+                &next,
+                &name,
+                &headers,
+                peer,
+            )
+            .await
         }
     }
 }
@@ -204,9 +274,14 @@ pub async fn sign_out(
     let everywhere = f.get("everywhere").is_some_and(|v| v == "1");
     let client = state.auth().writer.get().await?;
     let ended = if everywhere {
-        sessions::end_all(&*client, &who.name).await.map_err(access::auth_error)?
+        sessions::end_all(&*client, &who.name)
+            .await
+            .map_err(access::auth_error)?
     } else {
-        sessions::end(&*client, token).await.map_err(access::auth_error)?.map_or(0, |_| 1)
+        sessions::end(&*client, token)
+            .await
+            .map_err(access::auth_error)?
+            .map_or(0, |_| 1)
     };
     let summary = if everywhere {
         format!("{} signed out everywhere ({ended} sessions)", who.name)
@@ -218,11 +293,19 @@ pub async fn sign_out(
         .event(Category::Session, "sign_out", summary)
         .detail("everywhere", everywhere)
         .detail("sessions", ended);
-    record(&*client, &event).await.map_err(|e| access::auth_error(AuthError::Store(e)))?;
-    let secure = access::secure_cookie(&state, &headers, who.client_addr.as_deref().and_then(|a| a.parse().ok()));
+    record(&*client, &event)
+        .await
+        .map_err(|e| access::auth_error(AuthError::Store(e)))?;
+    let secure = access::secure_cookie(
+        &state,
+        &headers,
+        who.client_addr.as_deref().and_then(|a| a.parse().ok()),
+    );
     let mut res = Redirect::to("/sign-in").into_response();
-    res.headers_mut()
-        .append(header::SET_COOKIE, access::set_cookie(SESSION_COOKIE, "", secure, true));
+    res.headers_mut().append(
+        header::SET_COOKIE,
+        access::set_cookie(SESSION_COOKIE, "", secure, true),
+    );
     Ok(res)
 }
 
@@ -233,7 +316,13 @@ mod tests {
     #[test]
     fn next_stays_on_this_site() {
         assert_eq!(safe_next(Some("/?table=public.t")), "/?table=public.t");
-        for bad in ["https://evil.example/", "//evil.example/", "/\\evil.example", "javascript:x", ""] {
+        for bad in [
+            "https://evil.example/",
+            "//evil.example/",
+            "/\\evil.example",
+            "javascript:x",
+            "",
+        ] {
             assert_eq!(safe_next(Some(bad)), "/", "{bad}");
         }
         assert_eq!(safe_next(None), "/");

@@ -9,14 +9,14 @@ use askama::Template;
 use axum::extract::{Path, RawQuery, State};
 use axum::response::{Html, IntoResponse, Response};
 
+use super::access::Principal;
 use super::entry::parse_id;
 use super::error::WebError;
 use super::log::{long_time, Context, RowView};
-use super::access::Principal;
 use super::query::{clip, pairs, url, LogQuery, Sql};
-use axum::Extension;
 use super::AppState;
 use crate::export::{StoredEntry, ENTRY_COLUMNS};
+use axum::Extension;
 
 /// Entries per page of a transaction.
 pub const TRANSACTION_PAGE: i64 = 500;
@@ -73,12 +73,15 @@ pub async fn page(
     count.text.push_str(&p);
     scope.push_where(&mut count);
     let total: i64 = client.query_one(&count.text, &count.refs()).await?.get(0);
-    let mut sql = Sql::new(format!("SELECT {ENTRY_COLUMNS} FROM pgtrail.entries WHERE xid = "));
+    let mut sql = Sql::new(format!(
+        "SELECT {ENTRY_COLUMNS} FROM pgtrail.entries WHERE xid = "
+    ));
     let p = sql.param(xid);
     sql.text.push_str(&p);
     scope.push_where(&mut sql);
     let (a, l) = (sql.param(after), sql.param(TRANSACTION_PAGE + 1));
-    sql.text.push_str(&format!(" AND id > {a} ORDER BY id LIMIT {l}"));
+    sql.text
+        .push_str(&format!(" AND id > {a} ORDER BY id LIMIT {l}"));
     let rows = client.query(&sql.text, &sql.refs()).await?;
     drop(client);
     if total == 0 {

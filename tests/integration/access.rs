@@ -93,7 +93,11 @@ impl Agent {
         let status = resp.status();
         let headers = resp.headers().clone();
         let body = resp.text().await.unwrap();
-        let reply = Reply { status, headers, body };
+        let reply = Reply {
+            status,
+            headers,
+            body,
+        };
         for c in reply.set_cookies() {
             let first = c.split(';').next().unwrap();
             let (k, v) = first.split_once('=').unwrap();
@@ -145,7 +149,12 @@ impl Agent {
         let csrf = csrf_of(&page.body);
         self.post(
             "/sign-in",
-            &[("csrf", &csrf), ("name", name), ("password", password), ("next", "/")],
+            &[
+                ("csrf", &csrf),
+                ("name", name),
+                ("password", password),
+                ("next", "/"),
+            ],
         )
         .await
     }
@@ -153,7 +162,12 @@ impl Agent {
     async fn signed_in(base: &str, name: &str, password: &str) -> Agent {
         let mut a = Agent::new(base);
         let r = a.sign_in(name, password).await;
-        assert_eq!(r.status, StatusCode::SEE_OTHER, "sign-in as {name} failed: {}", r.body);
+        assert_eq!(
+            r.status,
+            StatusCode::SEE_OTHER,
+            "sign-in as {name} failed: {}",
+            r.body
+        );
         assert!(a.cookies.contains_key("pgtrail_session"));
         a
     }
@@ -172,12 +186,21 @@ impl Agent {
         loop {
             let mut q = format!("/api/v1/entries?limit=500&{query}");
             if let Some(c) = &cursor {
-                q.push_str(&format!("&cursor={}", form_urlencoded::byte_serialize(c.as_bytes()).collect::<String>()));
+                q.push_str(&format!(
+                    "&cursor={}",
+                    form_urlencoded::byte_serialize(c.as_bytes()).collect::<String>()
+                ));
             }
             let r = self.get(&q).await;
             assert_eq!(r.status, StatusCode::OK, "{q}: {}", r.body);
             let v = r.json();
-            all.extend(v["entries"].as_array().unwrap().iter().map(|e| e["id"].as_i64().unwrap()));
+            all.extend(
+                v["entries"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|e| e["id"].as_i64().unwrap()),
+            );
             match v["next_cursor"].as_str() {
                 Some(c) => cursor = Some(c.to_owned()),
                 None => return all,
@@ -205,7 +228,9 @@ fn row_ids(html: &str) -> BTreeSet<i64> {
 }
 
 fn count_text(html: &str) -> String {
-    let at = html.find("id=\"count\"").unwrap_or_else(|| panic!("no count in:\n{html}"));
+    let at = html
+        .find("id=\"count\"")
+        .unwrap_or_else(|| panic!("no count in:\n{html}"));
     let rest = &html[at..];
     let start = rest.find('>').unwrap() + 1;
     let end = rest.find("</").unwrap();
@@ -301,7 +326,10 @@ async fn captured_world(env: &TestEnv) -> Daemon {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_roles_table_scopes_csrf_tokens_and_self_audit() {
-    let env = TestEnv::start_with(Default::default(), |c| c.tables = vec!["public.*".into(), "sales.*".into()]).await;
+    let env = TestEnv::start_with(Default::default(), |c| {
+        c.tables = vec!["public.*".into(), "sales.*".into()]
+    })
+    .await;
     let mut daemon = captured_world(&env).await;
     let store = env.store().await;
     let web = Web::start_with(&env, "").await;
@@ -317,7 +345,11 @@ async fn access_roles_table_scopes_csrf_tokens_and_self_audit() {
     assert!(r.body.contains(cmd), "{}", r.body);
     let r = anon.get("/api/v1/entries").await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert!(r.json()["error"].as_str().unwrap().contains(cmd), "{}", r.body);
+    assert!(
+        r.json()["error"].as_str().unwrap().contains(cmd),
+        "{}",
+        r.body
+    );
     assert!(!r.body.contains("\"entries\""));
     assert!(anon.get("/sign-in").await.body.contains(cmd));
 
@@ -325,42 +357,90 @@ async fn access_roles_table_scopes_csrf_tokens_and_self_audit() {
     add_user(&env, "ada", "admin", None, "ada-secret-1").await;
     add_user(&env, "aud", "auditor", None, "aud-secret-1").await;
     add_user(&env, "vic", "viewer", None, "vic-secret-1").await;
-    add_user(&env, "rita", "viewer", Some("public.orders"), "rita-secret-1").await;
-    let out = env.trail.cli_with_stdin(&["user", "add", "shorty", "--role", "viewer"], "short\n").await;
+    add_user(
+        &env,
+        "rita",
+        "viewer",
+        Some("public.orders"),
+        "rita-secret-1",
+    )
+    .await;
+    let out = env
+        .trail
+        .cli_with_stdin(&["user", "add", "shorty", "--role", "viewer"], "short\n")
+        .await;
     out.assert_clean_failure(&["at least 8"], Duration::from_secs(30));
-    let out = env.trail.cli_with_stdin(&["user", "add", "vic", "--role", "viewer"], "whatever-1\n").await;
+    let out = env
+        .trail
+        .cli_with_stdin(&["user", "add", "vic", "--role", "viewer"], "whatever-1\n")
+        .await;
     out.assert_clean_failure(&["already a user", "vic"], Duration::from_secs(30));
-    let out = env.trail.cli_with_stdin(&["user", "add", "bob", "--role", "root"], "whatever-1\n").await;
+    let out = env
+        .trail
+        .cli_with_stdin(&["user", "add", "bob", "--role", "root"], "whatever-1\n")
+        .await;
     out.assert_clean_failure(&["viewer, auditor or admin"], Duration::from_secs(30));
-    let out = env.trail.cli_with_stdin(&["user", "add", "tab", "--role", "viewer", "--tables", "nodot"], "whatever-1\n").await;
+    let out = env
+        .trail
+        .cli_with_stdin(
+            &[
+                "user", "add", "tab", "--role", "viewer", "--tables", "nodot",
+            ],
+            "whatever-1\n",
+        )
+        .await;
     out.assert_clean_failure(&["nodot"], Duration::from_secs(30));
     let list = env.trail.cli(&["user", "list", "--json"]).await;
     list.assert_success();
     let list: Value = serde_json::from_str(&list.stdout).unwrap();
-    let names: Vec<&str> = list.as_array().unwrap().iter().map(|u| u["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["ada", "aud", "rita", "vic"]);
     assert_eq!(list[2]["tables"], serde_json::json!(["public.orders"]));
-    let hashes: Vec<String> = store_ids_text(&store, "SELECT password_hash FROM pgtrail.users ORDER BY name").await;
-    assert!(hashes.iter().all(|h| h.starts_with("$argon2id$")), "{hashes:?}");
+    let hashes: Vec<String> = store_ids_text(
+        &store,
+        "SELECT password_hash FROM pgtrail.users ORDER BY name",
+    )
+    .await;
+    assert!(
+        hashes.iter().all(|h| h.starts_with("$argon2id$")),
+        "{hashes:?}"
+    );
     let (actor, app, e) = last_event(&store, "user_added").await;
     assert_eq!(app, "pgtrail cli");
     assert!(actor.unwrap_or_default().starts_with("os:"));
     assert_eq!(e["table"], "user");
-    assert_eq!(e["after"], serde_json::json!({"name": "rita", "role": "viewer", "tables": ["public.orders"], "disabled": false}));
+    assert_eq!(
+        e["after"],
+        serde_json::json!({"name": "rita", "role": "viewer", "tables": ["public.orders"], "disabled": false})
+    );
     assert!(!e.to_string().contains("argon2"), "no hash in events: {e}");
 
     // --- Not signed in: pages go to the sign-in page, the API says 401.
     let r = anon.get("/?table=public.orders").await;
     assert_eq!(r.status, StatusCode::SEE_OTHER);
     assert_eq!(r.location(), "/sign-in?next=%2F%3Ftable%3Dpublic.orders");
-    for path in ["/entries/1", "/history?table=public.orders&pk=1", "/transactions/1", "/live", "/admin"] {
+    for path in [
+        "/entries/1",
+        "/history?table=public.orders&pk=1",
+        "/transactions/1",
+        "/live",
+        "/admin",
+    ] {
         let r = anon.get(path).await;
         assert_eq!(r.status, StatusCode::SEE_OTHER, "{path}");
     }
     let r = anon.get("/api/v1/entries").await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert!(r.json()["error"].as_str().unwrap().contains("Bearer"));
-    assert_eq!(anon.get("/api/v1/openapi.json").await.status, StatusCode::OK);
+    assert_eq!(
+        anon.get("/api/v1/openapi.json").await.status,
+        StatusCode::OK
+    );
     assert_eq!(anon.get("/assets/app.css").await.status, StatusCode::OK);
 
     // --- The session cookie's attributes.
@@ -368,94 +448,200 @@ async fn access_roles_table_scopes_csrf_tokens_and_self_audit() {
     let r = vic.sign_in("vic", "vic-secret-1").await;
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
     assert_eq!(r.location(), "/");
-    let cookie = r.set_cookies().into_iter().find(|c| c.starts_with("pgtrail_session=")).unwrap();
+    let cookie = r
+        .set_cookies()
+        .into_iter()
+        .find(|c| c.starts_with("pgtrail_session="))
+        .unwrap();
     for attr in ["HttpOnly", "SameSite=Strict", "Path=/"] {
         assert!(cookie.contains(attr), "{cookie}");
     }
-    assert!(!cookie.contains("Secure"), "plain HTTP without cookie_secure: {cookie}");
+    assert!(
+        !cookie.contains("Secure"),
+        "plain HTTP without cookie_secure: {cookie}"
+    );
     let token = vic.cookies["pgtrail_session"].clone();
-    let stored: Vec<String> = store_ids_text(&store, "SELECT encode(token_hash, 'hex') FROM pgtrail.sessions").await;
-    assert!(!stored.iter().any(|h| h.contains(&token)), "only a hash of the token is stored");
+    let stored: Vec<String> = store_ids_text(
+        &store,
+        "SELECT encode(token_hash, 'hex') FROM pgtrail.sessions",
+    )
+    .await;
+    assert!(
+        !stored.iter().any(|h| h.contains(&token)),
+        "only a hash of the token is stored"
+    );
     let (actor, app, e) = last_event(&store, "sign_in").await;
-    assert_eq!((actor.as_deref(), app.as_str()), (Some("vic"), "pgtrail web"));
+    assert_eq!(
+        (actor.as_deref(), app.as_str()),
+        (Some("vic"), "pgtrail web")
+    );
     assert_eq!(e["client_addr"], "127.0.0.1");
     assert_eq!(e["table"], "session");
 
     // --- What each role sees: the store says which entries exist.
-    let all_rows = store_ids(&store, "SELECT id FROM pgtrail.entries WHERE action <> 'EVENT' ORDER BY id DESC").await;
+    let all_rows = store_ids(
+        &store,
+        "SELECT id FROM pgtrail.entries WHERE action <> 'EVENT' ORDER BY id DESC",
+    )
+    .await;
     let orders = store_ids(&store, "SELECT id FROM pgtrail.entries WHERE schema_name = 'public' AND table_name = 'orders' ORDER BY id DESC").await;
-    let events = store_ids(&store, "SELECT id FROM pgtrail.entries WHERE action = 'EVENT' ORDER BY id DESC").await;
+    let events = store_ids(
+        &store,
+        "SELECT id FROM pgtrail.entries WHERE action = 'EVENT' ORDER BY id DESC",
+    )
+    .await;
     assert_eq!(orders.len(), 3);
     assert!(all_rows.len() > orders.len() + 4);
-    assert_eq!(vic.api_ids("").await, all_rows, "a viewer sees every table, no events");
+    assert_eq!(
+        vic.api_ids("").await,
+        all_rows,
+        "a viewer sees every table, no events"
+    );
     assert!(vic.api_ids("action=EVENT").await.is_empty());
     assert!(vic.api_ids("source=pgtrail").await.is_empty());
     let mut rita = Agent::signed_in(&base, "rita", "rita-secret-1").await;
-    assert_eq!(rita.api_ids("").await, orders, "rita sees public.orders only");
+    assert_eq!(
+        rita.api_ids("").await,
+        orders,
+        "rita sees public.orders only"
+    );
     assert!(rita.api_ids("table=public.customers").await.is_empty());
     assert!(rita.api_ids("table=sales.leads").await.is_empty());
     let page = rita.get("/").await;
     assert_eq!(page.status, StatusCode::OK);
     assert_eq!(row_ids(&page.body), orders.iter().copied().collect());
     assert_eq!(count_text(&page.body), "3 entries");
-    assert!(!page.body.contains("public.customers") && !page.body.contains("sales.leads"), "no other table, not even in suggestions");
+    assert!(
+        !page.body.contains("public.customers") && !page.body.contains("sales.leads"),
+        "no other table, not even in suggestions"
+    );
     let page = rita.get("/?table=public.customers").await;
     assert_eq!(count_text(&page.body), "0 entries");
     let page = vic.get("/").await;
-    assert_eq!(count_text(&page.body), format!("{} entries", all_rows.len()));
+    assert_eq!(
+        count_text(&page.body),
+        format!("{} entries", all_rows.len())
+    );
 
     // --- Exports: a viewer may not; an auditor gets what their scope allows, and is the export's actor.
     let r = vic.get("/export?format=jsonl").await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
     assert!(r.body.contains("auditor"), "{}", r.body);
-    add_user(&env, "ora", "auditor", Some("public.orders"), "ora-secret-1").await;
+    add_user(
+        &env,
+        "ora",
+        "auditor",
+        Some("public.orders"),
+        "ora-secret-1",
+    )
+    .await;
     let export_ids = |body: &str| -> Vec<i64> {
-        let mut ids: Vec<i64> = body.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["id"].as_i64().unwrap()).collect();
+        let mut ids: Vec<i64> = body
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["id"]
+                    .as_i64()
+                    .unwrap()
+            })
+            .collect();
         ids.reverse();
         ids
     };
     let mut ora = Agent::signed_in(&base, "ora", "ora-secret-1").await;
     let r = ora.get("/export?format=jsonl").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    assert_eq!(export_ids(&r.body), orders, "a table-restricted auditor exports their tables only");
+    assert_eq!(
+        export_ids(&r.body),
+        orders,
+        "a table-restricted auditor exports their tables only"
+    );
     let (actor, app, e) = last_event(&store, "export").await;
-    assert_eq!((actor.as_deref(), app.as_str()), (Some("ora"), "pgtrail web"));
+    assert_eq!(
+        (actor.as_deref(), app.as_str()),
+        (Some("ora"), "pgtrail web")
+    );
     assert_eq!(e["details"]["entries"], 3, "{e}");
     let mut aud = Agent::signed_in(&base, "aud", "aud-secret-1").await;
     let r = aud.get("/export?format=jsonl&action=EVENT").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    assert!(r.body.is_empty(), "an auditor is not an admin: no events in exports either: {}", r.body);
-    let customer = store_ids(&store, "SELECT id FROM pgtrail.entries WHERE table_name = 'customers' ORDER BY id LIMIT 1").await[0];
-    assert_eq!(vic.get(&format!("/entries/{customer}")).await.status, StatusCode::OK);
+    assert!(
+        r.body.is_empty(),
+        "an auditor is not an admin: no events in exports either: {}",
+        r.body
+    );
+    let customer = store_ids(
+        &store,
+        "SELECT id FROM pgtrail.entries WHERE table_name = 'customers' ORDER BY id LIMIT 1",
+    )
+    .await[0];
+    assert_eq!(
+        vic.get(&format!("/entries/{customer}")).await.status,
+        StatusCode::OK
+    );
     let hidden = rita.get(&format!("/entries/{customer}")).await;
     let missing = rita.get("/entries/999999").await;
     assert_eq!(hidden.status, StatusCode::NOT_FOUND);
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
-    assert_eq!(rita.get(&format!("/api/v1/entries/{customer}")).await.status, StatusCode::NOT_FOUND);
-    assert_eq!(rita.get(&format!("/api/v1/entries/{}", orders[0])).await.status, StatusCode::OK);
-    assert_eq!(rita.get("/history?table=public.customers&pk=1").await.status, StatusCode::NOT_FOUND);
-    assert_eq!(vic.get("/history?table=public.customers&pk=1").await.status, StatusCode::OK);
+    assert_eq!(
+        rita.get(&format!("/api/v1/entries/{customer}"))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        rita.get(&format!("/api/v1/entries/{}", orders[0]))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        rita.get("/history?table=public.customers&pk=1")
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        vic.get("/history?table=public.customers&pk=1").await.status,
+        StatusCode::OK
+    );
     let h = rita.get("/history?table=public.orders&pk=1").await;
     assert_eq!(h.status, StatusCode::OK, "{}", h.body);
     // The transaction that touched orders and customers: rita sees its orders row only.
     let mixed: i64 = store
-        .query_one("SELECT xid FROM pgtrail.entries WHERE table_name = 'orders' AND action = 'UPDATE'", &[])
+        .query_one(
+            "SELECT xid FROM pgtrail.entries WHERE table_name = 'orders' AND action = 'UPDATE'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
-    let in_txn = store_ids(&store, &format!("SELECT id FROM pgtrail.entries WHERE xid = {mixed} ORDER BY id")).await;
+    let in_txn = store_ids(
+        &store,
+        &format!("SELECT id FROM pgtrail.entries WHERE xid = {mixed} ORDER BY id"),
+    )
+    .await;
     assert_eq!(in_txn.len(), 2);
     let t = rita.get(&format!("/transactions/{mixed}")).await;
     assert_eq!(t.status, StatusCode::OK, "{}", t.body);
     assert_eq!(row_ids(&t.body).len(), 1, "{}", t.body);
     assert!(!t.body.contains("customers"));
-    assert_eq!(row_ids(&vic.get(&format!("/transactions/{mixed}")).await.body).len(), 2);
+    assert_eq!(
+        row_ids(&vic.get(&format!("/transactions/{mixed}")).await.body).len(),
+        2
+    );
     // Admins see pgtrail's own events, in the same view, filterable.
     let mut ada = Agent::signed_in(&base, "ada", "ada-secret-1").await;
-    let now_events = store_ids(&store, "SELECT id FROM pgtrail.entries WHERE action = 'EVENT' ORDER BY id DESC").await;
+    let now_events = store_ids(
+        &store,
+        "SELECT id FROM pgtrail.entries WHERE action = 'EVENT' ORDER BY id DESC",
+    )
+    .await;
     assert!(now_events.len() > events.len());
     assert_eq!(ada.api_ids("source=pgtrail").await, now_events);
-    assert_eq!(ada.api_ids("").await.len(), all_rows.len() + now_events.len());
+    assert_eq!(
+        ada.api_ids("").await.len(),
+        all_rows.len() + now_events.len()
+    );
 
     // --- Live updates carry only what the user may see.
     let mut live = rita
@@ -468,12 +654,21 @@ async fn access_roles_table_scopes_csrf_tokens_and_self_audit() {
     assert_eq!(live.status(), StatusCode::OK);
     env.source().await.batch_execute("INSERT INTO public.customers VALUES (9, 'Zed'); INSERT INTO public.orders VALUES (9, 'jam');").await.unwrap();
     env.sync().await;
-    let new_order = store_ids(&store, "SELECT id FROM pgtrail.entries WHERE table_name = 'orders' ORDER BY id DESC LIMIT 1").await[0];
+    let new_order = store_ids(
+        &store,
+        "SELECT id FROM pgtrail.entries WHERE table_name = 'orders' ORDER BY id DESC LIMIT 1",
+    )
+    .await[0];
     let mut seen = String::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     while !seen.contains(&format!("id: {new_order}\n")) {
-        assert!(Instant::now() < deadline, "no live event for {new_order}: {seen}");
-        if let Ok(Ok(Some(chunk))) = tokio::time::timeout(Duration::from_secs(1), live.chunk()).await {
+        assert!(
+            Instant::now() < deadline,
+            "no live event for {new_order}: {seen}"
+        );
+        if let Ok(Ok(Some(chunk))) =
+            tokio::time::timeout(Duration::from_secs(1), live.chunk()).await
+        {
             seen.push_str(&String::from_utf8_lossy(&chunk));
         }
     }
@@ -481,8 +676,17 @@ async fn access_roles_table_scopes_csrf_tokens_and_self_audit() {
         .lines()
         .filter_map(|l| l.strip_prefix("id: ")?.parse().ok())
         .collect();
-    let orders_now: BTreeSet<i64> = store_ids(&store, "SELECT id FROM pgtrail.entries WHERE table_name = 'orders'").await.into_iter().collect();
-    assert!(streamed.is_subset(&orders_now), "live sent other tables: {streamed:?} vs {orders_now:?}");
+    let orders_now: BTreeSet<i64> = store_ids(
+        &store,
+        "SELECT id FROM pgtrail.entries WHERE table_name = 'orders'",
+    )
+    .await
+    .into_iter()
+    .collect();
+    assert!(
+        streamed.is_subset(&orders_now),
+        "live sent other tables: {streamed:?} vs {orders_now:?}"
+    );
     drop(live);
 
     // --- Roles: only admins manage users.
@@ -492,59 +696,160 @@ async fn access_roles_table_scopes_csrf_tokens_and_self_audit() {
         assert_eq!(r.status, StatusCode::FORBIDDEN);
         assert!(r.body.contains("admin"), "{}", r.body);
         let csrf = agent.csrf().await;
-        let r = agent.post("/admin/users", &[("csrf", &csrf), ("name", "sneaky"), ("role", "admin"), ("password", "sneaky-pass-1")]).await;
+        let r = agent
+            .post(
+                "/admin/users",
+                &[
+                    ("csrf", &csrf),
+                    ("name", "sneaky"),
+                    ("role", "admin"),
+                    ("password", "sneaky-pass-1"),
+                ],
+            )
+            .await;
         assert_eq!(r.status, StatusCode::FORBIDDEN);
     }
-    assert!(store_ids_text(&store, "SELECT name FROM pgtrail.users WHERE name = 'sneaky'").await.is_empty());
+    assert!(store_ids_text(
+        &store,
+        "SELECT name FROM pgtrail.users WHERE name = 'sneaky'"
+    )
+    .await
+    .is_empty());
     assert!(!vic.get("/").await.body.contains("href=\"/admin\""));
     let admin_page = ada.get("/admin").await;
     assert_eq!(admin_page.status, StatusCode::OK);
     assert!(admin_page.body.contains("data-user=\"rita\""));
 
     // --- CSRF: an admin form without the token, or with another session's, is refused and changes nothing.
-    let r = ada.post("/admin/users", &[("name", "eve"), ("role", "viewer"), ("password", "eve-secret-1")]).await;
+    let r = ada
+        .post(
+            "/admin/users",
+            &[
+                ("name", "eve"),
+                ("role", "viewer"),
+                ("password", "eve-secret-1"),
+            ],
+        )
+        .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert!(r.body.contains("CSRF"), "{}", r.body);
     let vic_csrf = vic.csrf().await;
-    let r = ada.post("/admin/users", &[("csrf", &vic_csrf), ("name", "eve"), ("role", "viewer"), ("password", "eve-secret-1")]).await;
+    let r = ada
+        .post(
+            "/admin/users",
+            &[
+                ("csrf", &vic_csrf),
+                ("name", "eve"),
+                ("role", "viewer"),
+                ("password", "eve-secret-1"),
+            ],
+        )
+        .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
-    assert!(store_ids_text(&store, "SELECT name FROM pgtrail.users WHERE name = 'eve'").await.is_empty());
+    assert!(
+        store_ids_text(&store, "SELECT name FROM pgtrail.users WHERE name = 'eve'")
+            .await
+            .is_empty()
+    );
     let r = ada.post("/sign-out", &[("csrf", "forged")]).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     // The sign-in form needs its own cookie's token.
     let mut fresh = Agent::new(&base);
-    let r = fresh.post("/sign-in", &[("csrf", "x"), ("name", "ada"), ("password", "ada-secret-1")]).await;
+    let r = fresh
+        .post(
+            "/sign-in",
+            &[("csrf", "x"), ("name", "ada"), ("password", "ada-secret-1")],
+        )
+        .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert!(!fresh.cookies.contains_key("pgtrail_session"));
 
     // --- Admin pages: add a user, change a role, with the admin as the events' actor.
     let csrf = ada.csrf().await;
-    let r = ada.post("/admin/users", &[("csrf", &csrf), ("name", "eve"), ("role", "viewer"), ("tables", "sales.*"), ("password", "eve-secret-1")]).await;
+    let r = ada
+        .post(
+            "/admin/users",
+            &[
+                ("csrf", &csrf),
+                ("name", "eve"),
+                ("role", "viewer"),
+                ("tables", "sales.*"),
+                ("password", "eve-secret-1"),
+            ],
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert!(r.body.contains("data-user=\"eve\""));
     let (actor, app, e) = last_event(&store, "user_added").await;
-    assert_eq!((actor.as_deref(), app.as_str()), (Some("ada"), "pgtrail web"));
+    assert_eq!(
+        (actor.as_deref(), app.as_str()),
+        (Some("ada"), "pgtrail web")
+    );
     assert_eq!(e["after"]["tables"], serde_json::json!(["sales.*"]));
     let mut eve = Agent::signed_in(&base, "eve", "eve-secret-1").await;
-    let leads = store_ids(&store, "SELECT id FROM pgtrail.entries WHERE schema_name = 'sales' ORDER BY id DESC").await;
+    let leads = store_ids(
+        &store,
+        "SELECT id FROM pgtrail.entries WHERE schema_name = 'sales' ORDER BY id DESC",
+    )
+    .await;
     assert_eq!(eve.api_ids("").await, leads);
-    let r = ada.post("/admin/users/eve", &[("csrf", &csrf), ("action", "update"), ("role", "auditor"), ("tables", "sales.*")]).await;
+    let r = ada
+        .post(
+            "/admin/users/eve",
+            &[
+                ("csrf", &csrf),
+                ("action", "update"),
+                ("role", "auditor"),
+                ("tables", "sales.*"),
+            ],
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let (actor, _, e) = last_event(&store, "role_changed").await;
     assert_eq!(actor.as_deref(), Some("ada"));
-    assert_eq!((e["before"]["role"].as_str(), e["after"]["role"].as_str()), (Some("viewer"), Some("auditor")));
+    assert_eq!(
+        (e["before"]["role"].as_str(), e["after"]["role"].as_str()),
+        (Some("viewer"), Some("auditor"))
+    );
     assert_eq!(e["changed"], serde_json::json!(["role"]));
-    let role: String = store.query_one("SELECT role FROM pgtrail.users WHERE name = 'eve'", &[]).await.unwrap().get(0);
+    let role: String = store
+        .query_one("SELECT role FROM pgtrail.users WHERE name = 'eve'", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(role, "auditor");
-    assert!(eve.get("/").await.body.contains("auditor"), "a role change applies on the next request");
-    let r = ada.post("/admin/users/eve", &[("csrf", &csrf), ("action", "update"), ("role", "boss"), ("tables", "")]).await;
+    assert!(
+        eve.get("/").await.body.contains("auditor"),
+        "a role change applies on the next request"
+    );
+    let r = ada
+        .post(
+            "/admin/users/eve",
+            &[
+                ("csrf", &csrf),
+                ("action", "update"),
+                ("role", "boss"),
+                ("tables", ""),
+            ],
+        )
+        .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert!(r.body.contains("viewer, auditor or admin"));
-    let r = ada.post("/admin/users/nobody", &[("csrf", &csrf), ("action", "disable")]).await;
+    let r = ada
+        .post(
+            "/admin/users/nobody",
+            &[("csrf", &csrf), ("action", "disable")],
+        )
+        .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
 
     // --- Disabling ends the user's sessions at once, and they cannot sign in.
-    let r = ada.post("/admin/users/eve", &[("csrf", &csrf), ("action", "disable")]).await;
+    let r = ada
+        .post(
+            "/admin/users/eve",
+            &[("csrf", &csrf), ("action", "disable")],
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(eve.get("/").await.status, StatusCode::SEE_OTHER);
     let r = Agent::new(&base).sign_in("eve", "eve-secret-1").await;
@@ -553,30 +858,65 @@ async fn access_roles_table_scopes_csrf_tokens_and_self_audit() {
     assert_eq!(actor.as_deref(), Some("ada"));
     assert_eq!(e["after"]["disabled"], true);
     // From the CLI too: role, enable, reset-password.
-    env.trail.cli(&["user", "enable", "eve"]).await.assert_success();
-    env.trail.cli(&["user", "set-role", "eve", "--role", "viewer"]).await.assert_success();
-    env.trail.cli_with_stdin(&["user", "reset-password", "eve"], "eve-secret-2\n").await.assert_success();
-    assert_eq!(Agent::new(&base).sign_in("eve", "eve-secret-1").await.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(Agent::new(&base).sign_in("eve", "eve-secret-2").await.status, StatusCode::SEE_OTHER);
+    env.trail
+        .cli(&["user", "enable", "eve"])
+        .await
+        .assert_success();
+    env.trail
+        .cli(&["user", "set-role", "eve", "--role", "viewer"])
+        .await
+        .assert_success();
+    env.trail
+        .cli_with_stdin(&["user", "reset-password", "eve"], "eve-secret-2\n")
+        .await
+        .assert_success();
+    assert_eq!(
+        Agent::new(&base)
+            .sign_in("eve", "eve-secret-1")
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        Agent::new(&base)
+            .sign_in("eve", "eve-secret-2")
+            .await
+            .status,
+        StatusCode::SEE_OTHER
+    );
     for name in ["user_enabled", "password_reset"] {
         let (actor, app, _) = last_event(&store, name).await;
         assert_eq!(app, "pgtrail cli");
         assert!(actor.unwrap_or_default().starts_with("os:"));
     }
-    env.trail.cli(&["user", "disable", "nobody"]).await.assert_clean_failure(&["no user", "nobody"], Duration::from_secs(30));
+    env.trail
+        .cli(&["user", "disable", "nobody"])
+        .await
+        .assert_clean_failure(&["no user", "nobody"], Duration::from_secs(30));
 
     // --- Sign-out ends this session; sign-out everywhere ends all of the user's.
     let mut vic2 = Agent::signed_in(&base, "vic", "vic-secret-1").await;
     let mut vic3 = Agent::signed_in(&base, "vic", "vic-secret-1").await;
     let csrf = vic.csrf().await;
-    let r = vic.post("/sign-out", &[("csrf", &csrf), ("everywhere", "0")]).await;
-    assert_eq!((r.status, r.location().as_str()), (StatusCode::SEE_OTHER, "/sign-in"));
+    let r = vic
+        .post("/sign-out", &[("csrf", &csrf), ("everywhere", "0")])
+        .await;
+    assert_eq!(
+        (r.status, r.location().as_str()),
+        (StatusCode::SEE_OTHER, "/sign-in")
+    );
     assert!(!vic.cookies.contains_key("pgtrail_session"));
     vic.cookies.insert("pgtrail_session".into(), token.clone());
-    assert_eq!(vic.get("/").await.status, StatusCode::SEE_OTHER, "the old cookie is dead");
+    assert_eq!(
+        vic.get("/").await.status,
+        StatusCode::SEE_OTHER,
+        "the old cookie is dead"
+    );
     assert_eq!(vic2.get("/").await.status, StatusCode::OK);
     let csrf = vic2.csrf().await;
-    let r = vic2.post("/sign-out", &[("csrf", &csrf), ("everywhere", "1")]).await;
+    let r = vic2
+        .post("/sign-out", &[("csrf", &csrf), ("everywhere", "1")])
+        .await;
     assert_eq!(r.status, StatusCode::SEE_OTHER);
     assert_eq!(vic3.get("/").await.status, StatusCode::SEE_OTHER);
     let (actor, _, e) = last_event(&store, "sign_out").await;
@@ -586,33 +926,81 @@ async fn access_roles_table_scopes_csrf_tokens_and_self_audit() {
 
     // --- API tokens: created in the web view (shown once), scoped to a role and tables, revocable.
     let csrf = ada.csrf().await;
-    let r = ada.post("/admin/tokens", &[("csrf", &csrf), ("name", "siem"), ("role", "viewer"), ("tables", "public.orders")]).await;
+    let r = ada
+        .post(
+            "/admin/tokens",
+            &[
+                ("csrf", &csrf),
+                ("name", "siem"),
+                ("role", "viewer"),
+                ("tables", "public.orders"),
+            ],
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let secret = {
         let at = r.body.find("id=\"new-token\">").unwrap() + "id=\"new-token\">".len();
         r.body[at..at + r.body[at..].find('<').unwrap()].to_owned()
     };
     assert!(secret.starts_with("pgt_") && secret.len() > 40, "{secret}");
-    assert!(!ada.get("/admin").await.body.contains(&secret), "shown only once");
-    let stored: Vec<String> = store_ids_text(&store, "SELECT encode(token_hash, 'hex') FROM pgtrail.tokens").await;
+    assert!(
+        !ada.get("/admin").await.body.contains(&secret),
+        "shown only once"
+    );
+    let stored: Vec<String> = store_ids_text(
+        &store,
+        "SELECT encode(token_hash, 'hex') FROM pgtrail.tokens",
+    )
+    .await;
     assert!(!stored.iter().any(|h| h.contains(&secret)));
     let mut siem = Agent::new(&base);
     siem.bearer = Some(secret.clone());
-    let orders_now = store_ids(&store, "SELECT id FROM pgtrail.entries WHERE table_name = 'orders' ORDER BY id DESC").await;
+    let orders_now = store_ids(
+        &store,
+        "SELECT id FROM pgtrail.entries WHERE table_name = 'orders' ORDER BY id DESC",
+    )
+    .await;
     assert_eq!(siem.api_ids("").await, orders_now);
-    assert_eq!(siem.get(&format!("/api/v1/entries/{customer}")).await.status, StatusCode::NOT_FOUND);
-    assert_eq!(siem.get("/").await.status, StatusCode::SEE_OTHER, "a token is for the API only");
+    assert_eq!(
+        siem.get(&format!("/api/v1/entries/{customer}"))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        siem.get("/").await.status,
+        StatusCode::SEE_OTHER,
+        "a token is for the API only"
+    );
     let (actor, _, e) = last_event(&store, "token_created").await;
     assert_eq!(actor.as_deref(), Some("ada"));
-    assert_eq!(e["after"], serde_json::json!({"name": "siem", "role": "viewer", "tables": ["public.orders"], "revoked": false}));
+    assert_eq!(
+        e["after"],
+        serde_json::json!({"name": "siem", "role": "viewer", "tables": ["public.orders"], "revoked": false})
+    );
     assert!(!e.to_string().contains(&secret));
     // From the CLI: printed once on stdout.
-    let out = env.trail.cli(&["token", "create", "ops", "--role", "admin"]).await;
+    let out = env
+        .trail
+        .cli(&["token", "create", "ops", "--role", "admin"])
+        .await;
     out.assert_success();
     let mut ops = Agent::new(&base);
     ops.bearer = Some(out.stdout.trim().to_owned());
-    assert_eq!(ops.api_ids("source=pgtrail").await.len() as i64, store.query_one("SELECT count(*) FROM pgtrail.entries WHERE action = 'EVENT'", &[]).await.unwrap().get::<_, i64>(0));
-    let r = ada.post("/admin/tokens/siem/revoke", &[("csrf", &csrf)]).await;
+    assert_eq!(
+        ops.api_ids("source=pgtrail").await.len() as i64,
+        store
+            .query_one(
+                "SELECT count(*) FROM pgtrail.entries WHERE action = 'EVENT'",
+                &[]
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    );
+    let r = ada
+        .post("/admin/tokens/siem/revoke", &[("csrf", &csrf)])
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let r = siem.get("/api/v1/entries").await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
@@ -620,27 +1008,49 @@ async fn access_roles_table_scopes_csrf_tokens_and_self_audit() {
     let (actor, _, e) = last_event(&store, "token_revoked").await;
     assert_eq!(actor.as_deref(), Some("ada"));
     assert_eq!(e["after"]["revoked"], true);
-    env.trail.cli(&["token", "revoke", "ops"]).await.assert_success();
-    assert_eq!(ops.get("/api/v1/entries").await.status, StatusCode::UNAUTHORIZED);
+    env.trail
+        .cli(&["token", "revoke", "ops"])
+        .await
+        .assert_success();
+    assert_eq!(
+        ops.get("/api/v1/entries").await.status,
+        StatusCode::UNAUTHORIZED
+    );
     siem.bearer = Some("pgt_made-up".into());
-    assert_eq!(siem.get("/api/v1/entries").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        siem.get("/api/v1/entries").await.status,
+        StatusCode::UNAUTHORIZED
+    );
 
     // --- A configuration reload of `pgtrail run` is recorded.
     let before = own_events(&store).await.len();
     daemon.signal(libc::SIGHUP);
     wait_until("a config reload event", Duration::from_secs(30), || async {
-        own_events(&store).await.iter().skip(before).any(|(n, ..)| n == "config_reloaded")
+        own_events(&store)
+            .await
+            .iter()
+            .skip(before)
+            .any(|(n, ..)| n == "config_reloaded")
     })
     .await;
     let (_, app, e) = last_event(&store, "config_reloaded").await;
     assert_eq!(app, "pgtrail run");
     assert_eq!(e["table"], "config");
-    assert_eq!(e["details"]["tables"], serde_json::json!(["public.*", "sales.*"]));
+    assert_eq!(
+        e["details"]["tables"],
+        serde_json::json!(["public.*", "sales.*"])
+    );
     daemon.terminate().await;
 }
 
 async fn store_ids_text(store: &Client, sql: &str) -> Vec<String> {
-    store.query(sql, &[]).await.unwrap().iter().map(|r| r.get(0)).collect()
+    store
+        .query(sql, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -660,7 +1070,11 @@ async fn access_session_expiry_lockout_and_uniform_refusals() {
     let mut sam = Agent::signed_in(&base, "sam", "sam-secret-1").await;
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(1200)).await;
-        assert_eq!(sam.get("/").await.status, StatusCode::OK, "activity keeps the session");
+        assert_eq!(
+            sam.get("/").await.status,
+            StatusCode::OK,
+            "activity keeps the session"
+        );
     }
     tokio::time::sleep(Duration::from_millis(2600)).await;
     let r = sam.get("/").await;
@@ -670,7 +1084,11 @@ async fn access_session_expiry_lockout_and_uniform_refusals() {
     // Failures: the same words, at least a second, whether or not the user exists.
     let mut timings = Vec::new();
     let mut bodies = Vec::new();
-    for (name, pw) in [("nobody", "whatever-1"), ("sam", "wrong-one-1"), ("sam", "wrong-one-2")] {
+    for (name, pw) in [
+        ("nobody", "whatever-1"),
+        ("sam", "wrong-one-1"),
+        ("sam", "wrong-one-2"),
+    ] {
         let t = Instant::now();
         let r = Agent::new(&base).sign_in(name, pw).await;
         timings.push(t.elapsed());
@@ -679,8 +1097,12 @@ async fn access_session_expiry_lockout_and_uniform_refusals() {
         bodies.push(r.body[at..at + r.body[at..].find('<').unwrap()].to_owned());
     }
     assert!(bodies.iter().all(|b| *b == bodies[0]), "{bodies:?}");
-    assert!(timings.iter().all(|t| *t >= Duration::from_millis(950)), "{timings:?}");
-    let spread = timings.iter().max().unwrap().as_millis() - timings.iter().min().unwrap().as_millis();
+    assert!(
+        timings.iter().all(|t| *t >= Duration::from_millis(950)),
+        "{timings:?}"
+    );
+    let spread =
+        timings.iter().max().unwrap().as_millis() - timings.iter().min().unwrap().as_millis();
     assert!(spread < 600, "refusals take about as long: {timings:?}");
     // The third failure for sam locks the account: the right password is refused alike.
     let r = Agent::new(&base).sign_in("sam", "wrong-one-3").await;
@@ -692,15 +1114,25 @@ async fn access_session_expiry_lockout_and_uniform_refusals() {
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert!(r.body.contains(&bodies[0]));
     let locked: bool = store
-        .query_one("SELECT locked_until > now() FROM pgtrail.users WHERE name = 'sam'", &[])
+        .query_one(
+            "SELECT locked_until > now() FROM pgtrail.users WHERE name = 'sam'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
     assert!(locked);
-    let failed = own_events(&store).await.into_iter().filter(|(n, ..)| n == "sign_in_failed").count();
+    let failed = own_events(&store)
+        .await
+        .into_iter()
+        .filter(|(n, ..)| n == "sign_in_failed")
+        .count();
     assert_eq!(failed, 5);
     let (actor, app, e) = last_event(&store, "sign_in_failed").await;
-    assert_eq!((actor.as_deref(), app.as_str()), (Some("sam"), "pgtrail web"));
+    assert_eq!(
+        (actor.as_deref(), app.as_str()),
+        (Some("sam"), "pgtrail web")
+    );
     assert_eq!(e["details"]["locked"], true);
     // After the lock, the right password works again.
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -710,9 +1142,24 @@ async fn access_session_expiry_lockout_and_uniform_refusals() {
     for pw in ["x-wrong-1", "x-wrong-2", "x-wrong-3"] {
         Agent::new(&base).sign_in("sam", pw).await;
     }
-    assert_eq!(Agent::new(&base).sign_in("sam", "sam-secret-1").await.status, StatusCode::UNAUTHORIZED);
-    env.trail.cli(&["user", "enable", "sam"]).await.assert_success();
-    assert_eq!(Agent::new(&base).sign_in("sam", "sam-secret-1").await.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        Agent::new(&base)
+            .sign_in("sam", "sam-secret-1")
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    env.trail
+        .cli(&["user", "enable", "sam"])
+        .await
+        .assert_success();
+    assert_eq!(
+        Agent::new(&base)
+            .sign_in("sam", "sam-secret-1")
+            .await
+            .status,
+        StatusCode::SEE_OTHER
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -729,7 +1176,11 @@ async fn access_proxy_header_only_from_trusted_addresses() {
         )
         .await
         .unwrap();
-    let ids = store_ids(&store, "SELECT id FROM pgtrail.entries WHERE action <> 'EVENT' ORDER BY id DESC").await;
+    let ids = store_ids(
+        &store,
+        "SELECT id FROM pgtrail.entries WHERE action <> 'EVENT' ORDER BY id DESC",
+    )
+    .await;
     let web = Web::start_with(
         &env,
         "[web.proxy]\nuser_header = \"X-Forwarded-User\"\ntrusted = [\"127.0.0.1\"]\nrole_header = \"X-Forwarded-Role\"\n\
@@ -739,27 +1190,43 @@ async fn access_proxy_header_only_from_trusted_addresses() {
     let base = web.base.clone();
     // From the trusted proxy address: the header is the user, the role from the config table or the header.
     let mut proxy = Agent::new(&base);
-    let r = proxy.get_with("/api/v1/entries", &[("X-Forwarded-User", "pat")]).await;
+    let r = proxy
+        .get_with("/api/v1/entries", &[("X-Forwarded-User", "pat")])
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.json()["entries"].as_array().unwrap().len(), ids.len());
     let r = proxy.get_with("/", &[("X-Forwarded-User", "pat")]).await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(r.body.contains("pat") && r.body.contains("auditor"));
-    let r = proxy.get_with("/admin", &[("X-Forwarded-User", "pat"), ("X-Forwarded-Role", "admin")]).await;
+    let r = proxy
+        .get_with(
+            "/admin",
+            &[("X-Forwarded-User", "pat"), ("X-Forwarded-Role", "admin")],
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK, "the role header wins");
     // A store user of the same name keeps its table restriction.
-    let r = proxy.get_with("/api/v1/entries", &[("X-Forwarded-User", "rex")]).await;
+    let r = proxy
+        .get_with("/api/v1/entries", &[("X-Forwarded-User", "rex")])
+        .await;
     assert_eq!(r.json()["entries"].as_array().unwrap().len(), 1);
     // A user with no role anywhere is refused with the reason.
-    let r = proxy.get_with("/", &[("X-Forwarded-User", "stranger")]).await;
+    let r = proxy
+        .get_with("/", &[("X-Forwarded-User", "stranger")])
+        .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert!(r.body.contains("web.proxy.roles"));
-    let r = proxy.get_with("/", &[("X-Forwarded-User", "bad name;")]).await;
+    let r = proxy
+        .get_with("/", &[("X-Forwarded-User", "bad name;")])
+        .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     // From any other address the headers are ignored: no entries, whatever they claim.
     let mut other = Agent::from(&base, Some("127.0.0.2".parse().unwrap()));
     let r = other
-        .get_with("/api/v1/entries", &[("X-Forwarded-User", "pat"), ("X-Forwarded-Role", "admin")])
+        .get_with(
+            "/api/v1/entries",
+            &[("X-Forwarded-User", "pat"), ("X-Forwarded-Role", "admin")],
+        )
         .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
     let r = other.get_with("/", &[("X-Forwarded-User", "pat")]).await;
@@ -785,7 +1252,10 @@ async fn access_auth_none_only_on_loopback() {
     let path = dir.path().join("open.toml");
     std::fs::write(&path, config.to_toml()).unwrap();
     let out = pgtrail(&path, &["web"]).await;
-    out.assert_clean_failure(&["web.auth", "loopback", "pgtrail user add"], Duration::from_secs(30));
+    out.assert_clean_failure(
+        &["web.auth", "loopback", "pgtrail user add"],
+        Duration::from_secs(30),
+    );
     // On loopback it serves everything, events included, without signing in.
     let store = env.store().await;
     add_user(&env, "ann", "viewer", None, "ann-secret-1").await;

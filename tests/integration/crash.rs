@@ -78,7 +78,12 @@ async fn sigkill_mid_stream_of_small_transactions() {
     const MIN_PER_CLIENT: u64 = 1500;
     let url = env.cluster.url("app");
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let w1 = tokio::spawn(bank::run_until(url.clone(), 1, MIN_PER_CLIENT, stop.clone()));
+    let w1 = tokio::spawn(bank::run_until(
+        url.clone(),
+        1,
+        MIN_PER_CLIENT,
+        stop.clone(),
+    ));
     let w2 = tokio::spawn(bank::run_until(url, 2, MIN_PER_CLIENT, stop.clone()));
 
     // Kill three times, each time after this daemon has made progress, so kills land at

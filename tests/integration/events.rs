@@ -83,8 +83,14 @@ async fn own_events_are_entries_between_row_changes() {
         )
         .await
         .unwrap();
-    assert_eq!(cols.get::<_, Option<String>>(0).as_deref(), Some("root-admin"));
-    assert_eq!(cols.get::<_, Option<String>>(1).as_deref(), Some("10.1.2.3"));
+    assert_eq!(
+        cols.get::<_, Option<String>>(0).as_deref(),
+        Some("root-admin")
+    );
+    assert_eq!(
+        cols.get::<_, Option<String>>(1).as_deref(),
+        Some("10.1.2.3")
+    );
     for row_change in [&lines[0].value, &lines[2].value] {
         assert!(
             row_change["xid"].as_i64().is_some(),

@@ -66,7 +66,10 @@ fn assert_line_matches(l: &ExportLine, e: &Entry) {
 
 /// The lines that are row changes, not pgtrail's own events (the earlier exports' records).
 fn row_changes(lines: &[ExportLine]) -> Vec<&ExportLine> {
-    lines.iter().filter(|l| l.value["action"] != "EVENT").collect()
+    lines
+        .iter()
+        .filter(|l| l.value["action"] != "EVENT")
+        .collect()
 }
 
 /// The ids of the export events stored now.

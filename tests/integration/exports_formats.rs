@@ -87,7 +87,14 @@ pub async fn rows_where(store: &Client, condition: &str) -> Vec<Row> {
             schema: r.get(4),
             table: r.get(5),
             action: r.get(6),
-            json: [r.get(7), r.get(8), r.get(9), r.get(10), r.get(11), r.get(12)],
+            json: [
+                r.get(7),
+                r.get(8),
+                r.get(9),
+                r.get(10),
+                r.get(11),
+                r.get(12),
+            ],
         })
         .collect()
 }
@@ -111,7 +118,14 @@ pub fn os_user_name() -> String {
 }
 
 /// Checks the one event an export left: who, how, what and how many.
-pub fn assert_export_event(ev: &Row, format: &str, filters: Value, entries: usize, encrypted: bool, completed: bool) {
+pub fn assert_export_event(
+    ev: &Row,
+    format: &str,
+    filters: Value,
+    entries: usize,
+    encrypted: bool,
+    completed: bool,
+) {
     let d = ev.json("details");
     assert_eq!(d["event"], "export", "{d}");
     assert_eq!(d["format"], format, "{d}");
@@ -135,9 +149,14 @@ pub fn check_jsonl(text: &str, want: &[Row]) {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), want.len(), "one line per entry");
     for (line, r) in lines.iter().zip(want) {
-        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        let v: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
         assert_eq!(v["id"].as_i64(), Some(r.id), "{line}");
-        assert_eq!(v["committed_at"].as_str(), Some(r.time_text().as_str()), "{line}");
+        assert_eq!(
+            v["committed_at"].as_str(),
+            Some(r.time_text().as_str()),
+            "{line}"
+        );
         assert_eq!(v["xid"].as_i64(), r.xid, "{line}");
         assert_eq!(v["lsn"].as_str(), r.lsn.as_deref(), "{line}");
         assert_eq!(v["schema"].as_str(), Some(r.schema.as_str()));
@@ -151,7 +170,11 @@ pub fn check_jsonl(text: &str, want: &[Row]) {
 
 /// A CSV export (with or without a byte order mark) against the store's rows.
 pub fn check_csv(bytes: &[u8], want: &[Row], bom: bool) {
-    assert_eq!(bytes.starts_with(b"\xEF\xBB\xBF"), bom, "BOM present iff asked for");
+    assert_eq!(
+        bytes.starts_with(b"\xEF\xBB\xBF"),
+        bom,
+        "BOM present iff asked for"
+    );
     let body = if bom { &bytes[3..] } else { bytes };
     assert!(
         body.windows(2).any(|w| w == b"\r\n"),
@@ -160,7 +183,8 @@ pub fn check_csv(bytes: &[u8], want: &[Row], bom: bool) {
     let mut reader = csv::Reader::from_reader(body);
     let headers: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();
     assert_eq!(headers, EXPORT_FIELDS);
-    let records: Vec<csv::StringRecord> = reader.records().map(|r| r.expect("csv record")).collect();
+    let records: Vec<csv::StringRecord> =
+        reader.records().map(|r| r.expect("csv record")).collect();
     assert_eq!(records.len(), want.len(), "one record per entry");
     for (rec, r) in records.iter().zip(want) {
         assert_eq!(rec[0].parse::<i64>().ok(), Some(r.id));
@@ -171,7 +195,8 @@ pub fn check_csv(bytes: &[u8], want: &[Row], bom: bool) {
         assert_eq!(&rec[5], r.table);
         assert_eq!(&rec[6], r.action);
         for (i, f) in JSON_FIELDS.iter().enumerate() {
-            let cell: Value = serde_json::from_str(&rec[7 + i]).unwrap_or_else(|e| panic!("{f} ({e}): {rec:?}"));
+            let cell: Value =
+                serde_json::from_str(&rec[7 + i]).unwrap_or_else(|e| panic!("{f} ({e}): {rec:?}"));
             assert_eq!(cell, r.json(f), "{f}: {rec:?}");
         }
     }
@@ -187,7 +212,9 @@ pub struct CefLine {
 }
 
 pub fn parse_cef(line: &str) -> CefLine {
-    let rest = line.strip_prefix("CEF:").unwrap_or_else(|| panic!("not CEF: {line}"));
+    let rest = line
+        .strip_prefix("CEF:")
+        .unwrap_or_else(|| panic!("not CEF: {line}"));
     let mut header = Vec::new();
     let mut field = String::new();
     let mut chars = rest.chars();
@@ -252,7 +279,10 @@ pub fn parse_cef(line: &str) -> CefLine {
                 j += 1;
             }
         }
-        assert!(pairs.insert(key.clone(), value).is_none(), "{key} twice in {line}");
+        assert!(
+            pairs.insert(key.clone(), value).is_none(),
+            "{key} twice in {line}"
+        );
     }
     CefLine { header, ext: pairs }
 }
@@ -260,7 +290,11 @@ pub fn parse_cef(line: &str) -> CefLine {
 /// A CEF export against the store's rows, field by field along README's mapping.
 pub fn check_cef(text: &str, want: &[Row]) {
     let lines: Vec<&str> = text.split('\n').filter(|l| !l.is_empty()).collect();
-    assert_eq!(lines.len(), want.len(), "one line per entry, no raw line break inside");
+    assert_eq!(
+        lines.len(),
+        want.len(),
+        "one line per entry, no raw line break inside"
+    );
     assert!(!text.contains('\r'), "no raw carriage return");
     for (line, r) in lines.iter().zip(want) {
         let c = parse_cef(line);
@@ -279,18 +313,31 @@ pub fn check_cef(text: &str, want: &[Row]) {
         assert_eq!(h[6], severity, "{line}");
         let table = format!("{}.{}", r.schema, r.table);
         if r.action == "EVENT" {
-            assert_eq!(h[4], format!("EVENT:{}", r.json("details")["event"].as_str().unwrap()));
+            assert_eq!(
+                h[4],
+                format!("EVENT:{}", r.json("details")["event"].as_str().unwrap())
+            );
             assert_eq!(Some(h[5].clone()), r.context("remarks"));
         } else {
             assert_eq!(h[4], r.action);
-            assert_eq!(h[5], format!("{} {table}", r.action).replace(['\n', '\r'], " "));
+            assert_eq!(
+                h[5],
+                format!("{} {table}", r.action).replace(['\n', '\r'], " ")
+            );
         }
         let e = &c.ext;
         let get = |k: &str| e.get(k).map(String::as_str);
-        assert_eq!(get("rt"), Some(r.committed_at.timestamp_millis().to_string().as_str()));
+        assert_eq!(
+            get("rt"),
+            Some(r.committed_at.timestamp_millis().to_string().as_str())
+        );
         assert_eq!(get("externalId"), Some(r.id.to_string().as_str()));
         assert_eq!(get("act"), Some(r.action.as_str()));
-        assert_eq!(get("suser").map(str::to_owned), r.context("actor").or(r.context("db_user")), "{line}");
+        assert_eq!(
+            get("suser").map(str::to_owned),
+            r.context("actor").or(r.context("db_user")),
+            "{line}"
+        );
         match r.context("client_addr") {
             Some(a) if a.contains(':') => {
                 assert_eq!(get("c6a2"), Some(a.as_str()));
@@ -306,7 +353,11 @@ pub fn check_cef(text: &str, want: &[Row]) {
             ("spid", "backend_pid"),
             ("spt", "client_port"),
         ] {
-            assert_eq!(get(key).map(str::to_owned), r.context(field), "{key} of {line}");
+            assert_eq!(
+                get(key).map(str::to_owned),
+                r.context(field),
+                "{key} of {line}"
+            );
         }
         assert_eq!(get("cn1").map(|x| x.parse::<i64>().unwrap()), r.xid);
         assert_eq!(get("cn1Label").is_some(), r.xid.is_some());
@@ -345,7 +396,11 @@ pub fn check_xlsx(bytes: &[u8], want: &[Row]) {
             Data::DateTime(t) => {
                 let at = t.as_datetime().expect("a date").and_utc();
                 let diff = (at - r.committed_at).num_microseconds().unwrap().abs();
-                assert!(diff < 1000, "committed_at to the millisecond: {at} vs {}", r.committed_at);
+                assert!(
+                    diff < 1000,
+                    "committed_at to the millisecond: {at} vs {}",
+                    r.committed_at
+                );
             }
             other => panic!("committed_at is not a date: {other:?}"),
         }
@@ -368,9 +423,15 @@ pub fn check_xlsx(bytes: &[u8], want: &[Row]) {
                 (None, c) => assert_eq!(c, None, "{f}"),
                 (Some(stored), Some(c)) if stored.encode_utf16().count() > 32_767 => {
                     assert_eq!(c.encode_utf16().count(), 32_767, "{f} cut to a cell");
-                    assert!(c.ends_with("the full value is in the JSON Lines or CSV export]"), "{f}");
+                    assert!(
+                        c.ends_with("the full value is in the JSON Lines or CSV export]"),
+                        "{f}"
+                    );
                     let kept = c.split("… [cut at").next().unwrap();
-                    assert!(stored.starts_with(kept), "{f}: the cut value is the start of the stored one");
+                    assert!(
+                        stored.starts_with(kept),
+                        "{f}: the cut value is the start of the stored one"
+                    );
                 }
                 (Some(stored), Some(c)) => assert_eq!(&c, stored, "{f} of entry {}", r.id),
                 (Some(_), None) => panic!("{f} of entry {} missing", r.id),
@@ -380,7 +441,10 @@ pub fn check_xlsx(bytes: &[u8], want: &[Row]) {
     // Frozen header row and an autofilter over the whole table, from the sheet's XML.
     let mut zip = zip::ZipArchive::new(Cursor::new(bytes)).unwrap();
     let mut xml = String::new();
-    zip.by_name("xl/worksheets/sheet1.xml").unwrap().read_to_string(&mut xml).unwrap();
+    zip.by_name("xl/worksheets/sheet1.xml")
+        .unwrap()
+        .read_to_string(&mut xml)
+        .unwrap();
     assert!(
         xml.contains(r#"ySplit="1""#) && xml.contains(r#"state="frozen""#),
         "frozen header row"
@@ -506,7 +570,10 @@ async fn exports_every_format_read_back_and_recorded() {
         assert_eq!(ev.json("details")["bom"], !extra.is_empty());
         assert_eq!(ev.json("details")["destination"], out.as_str());
         assert_eq!(ev.context("actor"), Some(me.clone()), "the OS user");
-        assert_eq!(ev.context("application_name").as_deref(), Some("pgtrail cli"));
+        assert_eq!(
+            ev.context("application_name").as_deref(),
+            Some("pgtrail cli")
+        );
         assert!(ev.id > want.last().unwrap().id, "written after the export");
     }
 
@@ -535,14 +602,15 @@ async fn exports_every_format_read_back_and_recorded() {
     );
 
     // Filters: --action, --actor, --table (repeatable) and time bounds, in CEF and XLSX.
-    let t_updates = "schema_name = 'public' AND table_name = 't' AND action IN ('UPDATE', 'DELETE')";
+    let t_updates =
+        "schema_name = 'public' AND table_name = 't' AND action IN ('UPDATE', 'DELETE')";
     let want = rows_where(&store, t_updates).await;
     assert_eq!(want.len(), 2);
     let out = path("filtered.cef");
     env.trail
         .cli(&[
-            "export", "--format", "cef", "--table", "public.t", "--action", "update", "--action", "DELETE",
-            "--out", &out,
+            "export", "--format", "cef", "--table", "public.t", "--action", "update", "--action",
+            "DELETE", "--out", &out,
         ])
         .await
         .assert_success();
@@ -559,7 +627,15 @@ async fn exports_every_format_read_back_and_recorded() {
     assert_eq!(want.len(), 2, "the update and the delete");
     let out = path("actor.xlsx");
     env.trail
-        .cli(&["export", "--format", "xlsx", "--actor", "al|ice=\\ \"admin\"", "--out", &out])
+        .cli(&[
+            "export",
+            "--format",
+            "xlsx",
+            "--actor",
+            "al|ice=\\ \"admin\"",
+            "--out",
+            &out,
+        ])
         .await
         .assert_success();
     check_xlsx(&std::fs::read(&out).unwrap(), &want);
@@ -573,17 +649,23 @@ async fn exports_every_format_read_back_and_recorded() {
     let out = path("since.jsonl");
     env.trail
         .cli(&[
-            "export", "--format", "jsonl", "--since", &since, "--until", &until, "--action", "INSERT",
-            "--action", "UPDATE", "--action", "DELETE", "--action", "TRUNCATE", "--action", "DDL",
-            "--out", &out,
+            "export", "--format", "jsonl", "--since", &since, "--until", &until, "--action",
+            "INSERT", "--action", "UPDATE", "--action", "DELETE", "--action", "TRUNCATE",
+            "--action", "DDL", "--out", &out,
         ])
         .await
         .assert_success();
     check_jsonl(&std::fs::read_to_string(&out).unwrap(), &want);
     let ev = export_events(&store).await;
     let filters = &ev.last().unwrap().json("details")["filters"];
-    assert_eq!(filters["action"], json!(["INSERT", "UPDATE", "DELETE", "TRUNCATE", "DDL"]));
-    assert!(filters["from"].is_string() && filters["to"].is_string(), "{filters}");
+    assert_eq!(
+        filters["action"],
+        json!(["INSERT", "UPDATE", "DELETE", "TRUNCATE", "DDL"])
+    );
+    assert!(
+        filters["from"].is_string() && filters["to"].is_string(),
+        "{filters}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -613,11 +695,22 @@ async fn a_failed_export_is_recorded_as_incomplete() {
     let events = export_events(&store).await;
     assert_eq!(events.len(), 1, "the failed export is recorded once");
     let ev = &events[0];
-    assert_export_event(ev, "csv", json!({}), ev.json("details")["entries"].as_u64().unwrap() as usize, false, false);
+    assert_export_event(
+        ev,
+        "csv",
+        json!({}),
+        ev.json("details")["entries"].as_u64().unwrap() as usize,
+        false,
+        false,
+    );
     let written = ev.json("details")["entries"].as_u64().unwrap();
     assert!(written < 5000, "failed part way: {written} entries");
     assert!(
-        ev.json("details")["error"].as_str().unwrap().to_lowercase().contains("no space left"),
+        ev.json("details")["error"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("no space left"),
         "{}",
         ev.json("details")
     );
@@ -633,7 +726,10 @@ async fn encrypted_exports_decrypt_and_encryption_can_be_required() {
         toml_str(&identity.to_public().to_string()),
         toml_str(&other.to_public().to_string())
     );
-    let mut env = TestEnv::start_with(ClusterOptions::default(), |c| c.extra_toml = recipients.clone()).await;
+    let mut env = TestEnv::start_with(ClusterOptions::default(), |c| {
+        c.extra_toml = recipients.clone()
+    })
+    .await;
     hostile_entries(&env).await;
     let mut daemon = env.spawn();
     write_hostile_changes(&env).await;
@@ -646,13 +742,22 @@ async fn encrypted_exports_decrypt_and_encryption_can_be_required() {
         let want = rows_where(&store, "true").await;
         let asked = dir.join(format!("enc.{format}"));
         env.trail
-            .cli(&["export", "--format", format, "--out", &asked.display().to_string()])
+            .cli(&[
+                "export",
+                "--format",
+                format,
+                "--out",
+                &asked.display().to_string(),
+            ])
             .await
             .assert_success();
         assert!(!asked.exists(), "the plain name is not written");
         let file = dir.join(format!("enc.{format}.age"));
         let sealed = std::fs::read(&file).expect(".age appended");
-        assert!(sealed.starts_with(b"age-encryption.org/v1\n"), "an age file");
+        assert!(
+            sealed.starts_with(b"age-encryption.org/v1\n"),
+            "an age file"
+        );
         for id in [&identity, &other] {
             let plain = decrypt(&sealed, id);
             match format {
@@ -664,12 +769,21 @@ async fn encrypted_exports_decrypt_and_encryption_can_be_required() {
         }
         let ev = export_events(&store).await.pop().unwrap();
         assert_export_event(&ev, format, json!({}), want.len(), true, true);
-        assert_eq!(ev.json("details")["destination"], file.display().to_string());
+        assert_eq!(
+            ev.json("details")["destination"],
+            file.display().to_string()
+        );
     }
     // A name that already ends in .age is kept.
     let named = dir.join("named.age");
     env.trail
-        .cli(&["export", "--format", "csv", "--out", &named.display().to_string()])
+        .cli(&[
+            "export",
+            "--format",
+            "csv",
+            "--out",
+            &named.display().to_string(),
+        ])
         .await
         .assert_success();
     assert!(decrypt(&std::fs::read(&named).unwrap(), &identity).starts_with(b"id,"));
@@ -677,10 +791,21 @@ async fn encrypted_exports_decrypt_and_encryption_can_be_required() {
     // Not required: --no-encrypt gives a plain file, recorded as such.
     let plain_path = dir.join("plain.csv");
     env.trail
-        .cli(&["export", "--format", "csv", "--no-encrypt", "--out", &plain_path.display().to_string()])
+        .cli(&[
+            "export",
+            "--format",
+            "csv",
+            "--no-encrypt",
+            "--out",
+            &plain_path.display().to_string(),
+        ])
         .await
         .assert_success();
-    let want = rows_where(&store, &format!("id < {}", export_events(&store).await.last().unwrap().id)).await;
+    let want = rows_where(
+        &store,
+        &format!("id < {}", export_events(&store).await.last().unwrap().id),
+    )
+    .await;
     check_csv(&std::fs::read(&plain_path).unwrap(), &want, false);
     let ev = export_events(&store).await.pop().unwrap();
     assert_eq!(ev.json("details")["encrypted"], false);
@@ -692,17 +817,35 @@ async fn encrypted_exports_decrypt_and_encryption_can_be_required() {
     let events_before = export_events(&store).await.len();
     let refused = dir.join("refused.csv");
     env.trail
-        .cli(&["export", "--format", "csv", "--no-encrypt", "--out", &refused.display().to_string()])
+        .cli(&[
+            "export",
+            "--format",
+            "csv",
+            "--no-encrypt",
+            "--out",
+            &refused.display().to_string(),
+        ])
         .await
-        .assert_clean_failure(&["require_encryption", "--no-encrypt"], std::time::Duration::from_secs(10));
+        .assert_clean_failure(
+            &["require_encryption", "--no-encrypt"],
+            std::time::Duration::from_secs(10),
+        );
     assert!(!refused.exists());
     assert_eq!(export_events(&store).await.len(), events_before);
     let still = dir.join("still.csv");
     env.trail
-        .cli(&["export", "--format", "csv", "--out", &still.display().to_string()])
+        .cli(&[
+            "export",
+            "--format",
+            "csv",
+            "--out",
+            &still.display().to_string(),
+        ])
         .await
         .assert_success();
-    assert!(decrypt(&std::fs::read(dir.join("still.csv.age")).unwrap(), &other).starts_with(b"id,"));
+    assert!(
+        decrypt(&std::fs::read(dir.join("still.csv.age")).unwrap(), &other).starts_with(b"id,")
+    );
 
     // Required without recipients is a config error that names the key.
     let mut config = env.trail.config.clone();
@@ -711,7 +854,10 @@ async fn encrypted_exports_decrypt_and_encryption_can_be_required() {
     env.trail
         .cli(&["export", "--format", "csv"])
         .await
-        .assert_clean_failure(&["export.require_encryption", "age_recipients"], std::time::Duration::from_secs(10));
+        .assert_clean_failure(
+            &["export.require_encryption", "age_recipients"],
+            std::time::Duration::from_secs(10),
+        );
     // And a recipient that is not one.
     let mut config = env.trail.config.clone();
     config.extra_toml = "\n[export]\nage_recipients = [\"age1notakey\"]\n".into();
@@ -719,6 +865,9 @@ async fn encrypted_exports_decrypt_and_encryption_can_be_required() {
     env.trail
         .cli(&["export", "--format", "csv"])
         .await
-        .assert_clean_failure(&["export.age_recipients", "age1notakey"], std::time::Duration::from_secs(10));
+        .assert_clean_failure(
+            &["export.age_recipients", "age1notakey"],
+            std::time::Duration::from_secs(10),
+        );
     assert!(Path::new(&dir).exists());
 }

@@ -79,7 +79,12 @@ async fn large_exports_run_in_flat_memory() {
     let dir = env.trail.dir().to_owned();
 
     let mut report = Vec::new();
-    for (format, extra) in [("csv", "--no-encrypt"), ("cef", "--no-encrypt"), ("xlsx", "--no-encrypt"), ("csv", "")] {
+    for (format, extra) in [
+        ("csv", "--no-encrypt"),
+        ("cef", "--no-encrypt"),
+        ("xlsx", "--no-encrypt"),
+        ("csv", ""),
+    ] {
         let mut peaks = Vec::new();
         for (table, n) in [("small", SMALL), ("large", LARGE)] {
             let out = dir.join(format!("{table}.{format}"));
@@ -117,7 +122,12 @@ async fn large_exports_run_in_flat_memory() {
             };
             assert_eq!(written, n, "{format} {extra} of {table}");
         }
-        report.push(format!("{format}{}: {} KiB → {} KiB", if extra.is_empty() { " (age)" } else { "" }, peaks[0], peaks[1]));
+        report.push(format!(
+            "{format}{}: {} KiB → {} KiB",
+            if extra.is_empty() { " (age)" } else { "" },
+            peaks[0],
+            peaks[1]
+        ));
         // Ten times the entries: at most a quarter more memory, and a few MiB of noise.
         assert!(
             peaks[1] <= peaks[0] + peaks[0] / 4 + 4096,

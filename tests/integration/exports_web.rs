@@ -72,7 +72,10 @@ impl Drop for WebServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {
-            eprintln!("--- web log ---\n{}", fs::read_to_string(&self.log).unwrap_or_default());
+            eprintln!(
+                "--- web log ---\n{}",
+                fs::read_to_string(&self.log).unwrap_or_default()
+            );
         }
     }
 }
@@ -95,7 +98,11 @@ async fn get(url: &str) -> (StatusCode, String, String, Vec<u8>) {
             .unwrap_or_default()
     };
     let (ct, cd) = (header("content-type"), header("content-disposition"));
-    let body = resp.bytes().await.unwrap_or_else(|e| panic!("body of {url}: {e}")).to_vec();
+    let body = resp
+        .bytes()
+        .await
+        .unwrap_or_else(|e| panic!("body of {url}: {e}"))
+        .to_vec();
     (status, ct, cd, body)
 }
 
@@ -117,7 +124,10 @@ async fn web_downloads_match_the_cli_and_are_recorded() {
         ("csv", "text/csv; charset=utf-8"),
         ("jsonl", "application/x-ndjson; charset=utf-8"),
         ("cef", "text/plain; charset=utf-8"),
-        ("xlsx", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
+        (
+            "xlsx",
+            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        ),
     ] {
         let events_before = export_events(&store).await.len();
         let (status, content_type, disposition, body) =
@@ -131,7 +141,15 @@ async fn web_downloads_match_the_cli_and_are_recorded() {
         );
         let cli_out = env.trail.dir().join(format!("cli.{format}"));
         env.trail
-            .cli(&["export", "--format", format, "--table", "public.t", "--out", &cli_out.display().to_string()])
+            .cli(&[
+                "export",
+                "--format",
+                format,
+                "--table",
+                "public.t",
+                "--out",
+                &cli_out.display().to_string(),
+            ])
             .await
             .assert_success();
         let cli = fs::read(&cli_out).unwrap();
@@ -148,19 +166,46 @@ async fn web_downloads_match_the_cli_and_are_recorded() {
             assert_eq!(body, cli, "the download is the CLI's output, byte for byte");
         }
         let events = export_events(&store).await;
-        assert_eq!(events.len(), events_before + 2, "one event for the download, one for the CLI");
+        assert_eq!(
+            events.len(),
+            events_before + 2,
+            "one event for the download, one for the CLI"
+        );
         let ev = &events[events_before];
-        assert_export_event(ev, format, json!({"table": ["public.t"]}), want.len(), false, true);
+        assert_export_event(
+            ev,
+            format,
+            json!({"table": ["public.t"]}),
+            want.len(),
+            false,
+            true,
+        );
         assert_eq!(ev.context("client_addr").as_deref(), Some("127.0.0.1"));
-        assert_eq!(ev.context("application_name").as_deref(), Some("pgtrail web"));
-        assert_eq!(ev.context("actor").as_deref(), Some("anonymous"), "auth = \"none\": the actor is anonymous");
-        assert!(ev.json("details")["destination"].as_str().unwrap().starts_with("download pgtrail-export-"));
-        assert_eq!(events[events_before + 1].context("application_name").as_deref(), Some("pgtrail cli"));
+        assert_eq!(
+            ev.context("application_name").as_deref(),
+            Some("pgtrail web")
+        );
+        assert_eq!(
+            ev.context("actor").as_deref(),
+            Some("anonymous"),
+            "auth = \"none\": the actor is anonymous"
+        );
+        assert!(ev.json("details")["destination"]
+            .as_str()
+            .unwrap()
+            .starts_with("download pgtrail-export-"));
+        assert_eq!(
+            events[events_before + 1]
+                .context("application_name")
+                .as_deref(),
+            Some("pgtrail cli")
+        );
     }
 
     // CSV with a BOM, and the filters the page uses.
     let want_upd = rows_where(&store, &format!("{t_only} AND action = 'UPDATE'")).await;
-    let (status, _, _, body) = get(&web.url("/export?table=public.t&action=UPDATE&format=csv&bom=1&last=24h")).await;
+    let (status, _, _, body) =
+        get(&web.url("/export?table=public.t&action=UPDATE&format=csv&bom=1&last=24h")).await;
     assert_eq!(status, StatusCode::OK);
     check_csv(&body, &want_upd, true);
     assert_export_event(
@@ -243,7 +288,10 @@ async fn an_abandoned_download_is_recorded_as_incomplete() {
             break events;
         }
         assert!(events.len() < 4, "one event per download: {events:?}");
-        assert!(started.elapsed() < Duration::from_secs(60), "no events for the abandoned downloads");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no events for the abandoned downloads"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     for ev in &events {
@@ -251,12 +299,24 @@ async fn an_abandoned_download_is_recorded_as_incomplete() {
         let entries = d["entries"].as_u64().unwrap() as usize;
         assert!(entries < 80_000, "stopped part way: {entries}");
         assert_export_event(ev, "jsonl", json!({}), entries, false, false);
-        assert!(d["error"].as_str().unwrap().contains("stopped the download"), "{d}");
+        assert!(
+            d["error"]
+                .as_str()
+                .unwrap()
+                .contains("stopped the download"),
+            "{d}"
+        );
     }
     // Their places are free again.
-    let mut resp = reqwest::get(web.url("/export?format=cef&action=DDL")).await.unwrap();
+    let mut resp = reqwest::get(web.url("/export?format=cef&action=DDL"))
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    assert_eq!(resp.chunk().await.unwrap(), None, "no DDL entries: an empty file");
+    assert_eq!(
+        resp.chunk().await.unwrap(),
+        None,
+        "no DDL entries: an empty file"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -282,7 +342,14 @@ async fn web_downloads_are_encrypted_when_configured() {
     assert!(cd.ends_with(".xlsx.age\""), "{cd}");
     check_xlsx(&decrypt(&body, &identity), &want);
     let ev = export_events(&store).await.pop().unwrap();
-    assert_export_event(&ev, "xlsx", json!({"table": ["public.t"]}), want.len(), true, true);
+    assert_export_event(
+        &ev,
+        "xlsx",
+        json!({"table": ["public.t"]}),
+        want.len(),
+        true,
+        true,
+    );
     // Not required: a plain file on request.
     let (status, ct, _, body) = get(&web.url("/export?table=public.t&format=csv&encrypt=0")).await;
     assert_eq!(status, StatusCode::OK);
@@ -298,5 +365,8 @@ async fn web_downloads_are_encrypted_when_configured() {
     assert_eq!(export_events(&store).await.len(), events_before);
     let (status, _, _, body) = get(&web.url("/export?table=public.t&format=cef")).await;
     assert_eq!(status, StatusCode::OK);
-    check_cef(std::str::from_utf8(&decrypt(&body, &identity)).unwrap(), &want);
+    check_cef(
+        std::str::from_utf8(&decrypt(&body, &identity)).unwrap(),
+        &want,
+    );
 }

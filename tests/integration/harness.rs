@@ -798,7 +798,8 @@ impl Pgtrail {
     /// `pgtrail --config FILE ARGS…` with `input` on standard input (a pipe, not a terminal).
     pub async fn cli_with_stdin(&self, args: &[&str], input: &str) -> CliOutput {
         use std::io::Write as _;
-        let mut all: Vec<OsString> = vec!["--config".into(), self.config_path.as_os_str().to_owned()];
+        let mut all: Vec<OsString> =
+            vec!["--config".into(), self.config_path.as_os_str().to_owned()];
         all.extend(args.iter().map(OsString::from));
         let cmd = format!("pgtrail {}", args.join(" "));
         let started = Instant::now();
@@ -1507,7 +1508,11 @@ pub fn replay_partitioned(
     let mut keyed: HashMap<String, (Value, Option<String>)> = HashMap::new();
     let mut keyless: Vec<(Value, Option<String>)> = Vec::new();
     for e in entries {
-        let partition = e.details.get("partition").and_then(Value::as_str).map(str::to_owned);
+        let partition = e
+            .details
+            .get("partition")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         let ctx = || format!("entry {} ({} {}.{})", e.id, e.action, e.schema, e.table);
         // Every primary_key field must agree with the image it was taken from.
         let check_key = |img: &Value| -> Result<(), String> {

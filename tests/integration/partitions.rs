@@ -79,7 +79,8 @@ async fn partitions_are_captured_under_their_root() {
     // `tables`: a partition is explained by its root.
     let out = env.trail.cli(&["tables", "--json"]).await;
     out.assert_success();
-    let reports: Vec<Value> = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let reports: Vec<Value> =
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out}"));
     let report = |name: &str| {
         reports
             .iter()
@@ -95,18 +96,32 @@ async fn partitions_are_captured_under_their_root() {
         json!("partition of public.orders_eu, whose root public.orders matches public.*")
     );
     assert_eq!(lo["warnings"], json!([]), "{lo}");
-    assert_eq!(report("public.orders")["warnings"], json!([]), "a partitioned table holds no rows: no identity warning");
+    assert_eq!(
+        report("public.orders")["warnings"],
+        json!([]),
+        "a partitioned table holds no rows: no identity warning"
+    );
     assert_eq!(report("public.orders")["partition_of"], Value::Null);
     let s1 = report("public.sessions_1");
     assert_eq!(s1["captured"], json!(false));
     assert_eq!(
         s1["reason"],
-        json!("partition of public.sessions, whose root public.sessions excluded by public.sessions")
+        json!(
+            "partition of public.sessions, whose root public.sessions excluded by public.sessions"
+        )
     );
-    assert_eq!(s1["context_trigger"], json!(false), "an excluded root's partitions are left alone");
+    assert_eq!(
+        s1["context_trigger"],
+        json!(false),
+        "an excluded root's partitions are left alone"
+    );
     let text = env.trail.cli(&["tables"]).await;
     text.assert_success();
-    assert!(text.stdout.contains("partition of public.orders_eu, whose root public.orders"), "{text}");
+    assert!(
+        text.stdout
+            .contains("partition of public.orders_eu, whose root public.orders"),
+        "{text}"
+    );
 
     let mut daemon = env.spawn();
     // Streaming before the changes below, so that the partitions made by them are news to it.
@@ -157,21 +172,35 @@ async fn partitions_are_captured_under_their_root() {
     let store = env.store().await;
     // Row entries, that is: DDL entries name the object the command was about.
     let tables: HashSet<String> = store
-        .query("SELECT DISTINCT table_name FROM pgtrail.entries WHERE action <> 'DDL'", &[])
+        .query(
+            "SELECT DISTINCT table_name FROM pgtrail.entries WHERE action <> 'DDL'",
+            &[],
+        )
         .await
         .unwrap()
         .iter()
         .map(|r| r.get(0))
         .collect();
     assert!(
-        !tables.iter().any(|t| t.starts_with("orders_") || t.starts_with("sessions")),
+        !tables
+            .iter()
+            .any(|t| t.starts_with("orders_") || t.starts_with("sessions")),
         "entries are named by the root; the excluded root has none: {tables:?}"
     );
     let orders = table_entries(&store, "public", "orders").await;
     let row = |a: &str, id: i64, region: &str, partition: &str, actor: &str| {
-        (a.to_owned(), id, region.to_owned(), partition.to_owned(), Some(actor.to_owned()))
+        (
+            a.to_owned(),
+            id,
+            region.to_owned(),
+            partition.to_owned(),
+            Some(actor.to_owned()),
+        )
     };
-    let truncate = orders.iter().find(|e| e.action == "TRUNCATE").expect("a TRUNCATE entry");
+    let truncate = orders
+        .iter()
+        .find(|e| e.action == "TRUNCATE")
+        .expect("a TRUNCATE entry");
     assert_eq!(
         summary(&orders),
         [
@@ -194,7 +223,11 @@ async fn partitions_are_captured_under_their_root() {
     assert_eq!(truncate.details["cascade"], json!(false));
     assert_eq!(truncate.context["actor"], json!("grace"));
     for e in &orders {
-        assert_eq!(e.context["db_user"], json!("postgres"), "context reaches every entry: {e:?}");
+        assert_eq!(
+            e.context["db_user"],
+            json!("postgres"),
+            "context reaches every entry: {e:?}"
+        );
     }
     // The row's history is on the root: its INSERT through the root and its UPDATE and DELETE
     // on the partition share one row key.
@@ -222,7 +255,9 @@ async fn partitions_are_captured_under_their_root() {
         .get(0);
     assert_eq!(enrolled, 3);
     assert!(
-        daemon.log().contains("restarting the session to decode its schema"),
+        daemon
+            .log()
+            .contains("restarting the session to decode its schema"),
         "a partition outside the decoded schemas restarts the session: {}",
         daemon.log()
     );
@@ -246,10 +281,21 @@ async fn partitions_are_captured_under_their_root() {
         .collect();
     assert_eq!(
         summary(&after),
-        [("INSERT".to_owned(), 10, "us".to_owned(), "public.orders_us".to_owned(), None)],
+        [(
+            "INSERT".to_owned(),
+            10,
+            "us".to_owned(),
+            "public.orders_us".to_owned(),
+            None
+        )],
         "nothing of the detached partitions is stored under the root"
     );
-    assert!(table_entries(&store, "staging", "orders_ca").await.is_empty(), "staging is not captured");
+    assert!(
+        table_entries(&store, "staging", "orders_ca")
+            .await
+            .is_empty(),
+        "staging is not captured"
+    );
     let asia = table_entries(&store, "public", "orders_asia").await;
     let asia: Vec<(String, Value, Value)> = asia
         .iter()
@@ -258,7 +304,11 @@ async fn partitions_are_captured_under_their_root() {
         .collect();
     assert_eq!(
         asia,
-        [("INSERT".to_owned(), json!({"id": 9, "region": "asia"}), Value::Null)],
+        [(
+            "INSERT".to_owned(),
+            json!({"id": 9, "region": "asia"}),
+            Value::Null
+        )],
         "public.orders_asia matches public.* on its own once detached"
     );
     daemon.terminate().await;

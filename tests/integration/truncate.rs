@@ -41,7 +41,9 @@ async fn truncate_entries_carry_their_options() {
         "DO $$ BEGIN TRUNCATE child; END $$",
     ];
     for step in steps {
-        src.batch_execute(step).await.unwrap_or_else(|e| panic!("{step}: {e}"));
+        src.batch_execute(step)
+            .await
+            .unwrap_or_else(|e| panic!("{step}: {e}"));
         src.batch_execute(fill).await.unwrap();
     }
     env.sync().await;
@@ -53,13 +55,18 @@ async fn truncate_entries_carry_their_options() {
         .filter(|e| e.action == "TRUNCATE")
         .map(|e| {
             assert_eq!(e.context["db_user"], json!("postgres"), "context on {e:?}");
-            (e.table.clone(), e.details.clone(), e.context["actor"].as_str().map(str::to_owned))
+            (
+                e.table.clone(),
+                e.details.clone(),
+                e.context["actor"].as_str().map(str::to_owned),
+            )
         })
         .collect();
     let t = |table: &str, details: Value, actor: Option<&str>| {
         (table.to_owned(), details, actor.map(str::to_owned))
     };
-    let opts = |cascade: bool, restart: bool| json!({"cascade": cascade, "restart_identity": restart});
+    let opts =
+        |cascade: bool, restart: bool| json!({"cascade": cascade, "restart_identity": restart});
     assert_eq!(
         truncates,
         [
@@ -73,7 +80,11 @@ async fn truncate_entries_carry_their_options() {
             t("solo", opts(false, true), None),
             t("Odd Name", opts(false, true), None),
             t("solo", opts(false, false), None),
-            t("child", json!({"cascade": null, "restart_identity": null}), None),
+            t(
+                "child",
+                json!({"cascade": null, "restart_identity": null}),
+                None
+            ),
         ]
     );
 
@@ -87,7 +98,11 @@ async fn truncate_entries_carry_their_options() {
         .map(|r| r.get(0))
         .collect();
     // Restarted by step 4, then filled twice.
-    assert_eq!(odd_ids, [1, 2], "RESTART IDENTITY took effect in the source");
+    assert_eq!(
+        odd_ids,
+        [1, 2],
+        "RESTART IDENTITY took effect in the source"
+    );
     for table in ["parent", "child", "solo", "Odd Name"] {
         assert_store_matches_source(&src, &store, "public", table).await;
     }

@@ -870,7 +870,10 @@ async fn web_free_text_search_stops_on_time_and_pages_on_without_skipping() {
     let web = Web::start_with_env(&env, &[("PGTRAIL_WEB_SEARCH_MS", "0")]).await;
     let first = web.api("/api/v1/entries?q=needle").await;
     assert_eq!(ids_of(&first), vec![131_000], "one window: {first}");
-    assert!(first["next_cursor"].is_string(), "the search goes on: {first}");
+    assert!(
+        first["next_cursor"].is_string(),
+        "the search goes on: {first}"
+    );
     // Following the cursors finds every match once, in order, either way.
     assert_eq!(web.walk("q=needle", 50).await, matching);
     assert_eq!(web.walk("q=needle", 1).await, matching);
@@ -878,7 +881,9 @@ async fn web_free_text_search_stops_on_time_and_pages_on_without_skipping() {
     ascending.reverse();
     assert_eq!(web.walk("q=needle&dir=asc", 50).await, ascending);
     // A time filter bounds the id windows too.
-    let time_bounded = web.walk(&format!("q=needle&to={}", enc("2999-01-01")), 2).await;
+    let time_bounded = web
+        .walk(&format!("q=needle&to={}", enc("2999-01-01")), 2)
+        .await;
     assert_eq!(time_bounded, matching);
 
     // The page says that it stopped, up to when it searched, and links on;
@@ -932,10 +937,26 @@ async fn web_context_columns_of_existing_entries_are_filled_by_the_migration() {
         .await
         .unwrap();
     let contexts: [(&str, Option<&str>, Option<&str>); 5] = [
-        (r#"{"db_user":"app","client_addr":"10.0.0.5","actor":"alice"}"#, Some("alice"), Some("10.0.0.5")),
-        (r#"{"db_user":"app","client_addr":"2001:db8::1","actor":null}"#, Some("app"), Some("2001:db8::1")),
-        (r#"{"db_user":null,"client_addr":null,"actor":null}"#, None, None),
-        (r#"{"db_user":"etl","client_addr":"not-an-address"}"#, Some("etl"), None),
+        (
+            r#"{"db_user":"app","client_addr":"10.0.0.5","actor":"alice"}"#,
+            Some("alice"),
+            Some("10.0.0.5"),
+        ),
+        (
+            r#"{"db_user":"app","client_addr":"2001:db8::1","actor":null}"#,
+            Some("app"),
+            Some("2001:db8::1"),
+        ),
+        (
+            r#"{"db_user":null,"client_addr":null,"actor":null}"#,
+            None,
+            None,
+        ),
+        (
+            r#"{"db_user":"etl","client_addr":"not-an-address"}"#,
+            Some("etl"),
+            None,
+        ),
         ("{}", None, None),
     ];
     let mut ids = Vec::new();
@@ -987,8 +1008,14 @@ async fn web_context_columns_of_existing_entries_are_filled_by_the_migration() {
     assert_eq!(web.ids("actor=app").await, vec![ids[1]]);
     assert_eq!(web.ids("actor=etl").await, vec![ids[3]]);
     assert_eq!(web.ids("ip=10.0.0.5").await, vec![ids[0]]);
-    assert_eq!(web.ids(&format!("ip={}", enc("2001:db8::1"))).await, vec![ids[1]]);
-    assert_eq!(web.ids(&format!("ip={}", enc("2001:db8::/32"))).await, vec![ids[1]]);
+    assert_eq!(
+        web.ids(&format!("ip={}", enc("2001:db8::1"))).await,
+        vec![ids[1]]
+    );
+    assert_eq!(
+        web.ids(&format!("ip={}", enc("2001:db8::/32"))).await,
+        vec![ids[1]]
+    );
     // Sorted by actor: none first (as the empty text), then A to Z; by IP likewise.
     assert_eq!(
         web.walk("sort=actor&dir=asc", 2).await,
@@ -1567,7 +1594,10 @@ async fn wait_for_event(resp: &mut reqwest::Response, id: i64, timeout: Duration
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn web_end_to_end_on_real_capture() {
-    let env = TestEnv::start_with(Default::default(), |c| c.web_toml = "auth = \"none\"\n".into()).await;
+    let env = TestEnv::start_with(Default::default(), |c| {
+        c.web_toml = "auth = \"none\"\n".into()
+    })
+    .await;
     let src = env.source().await;
     src.batch_execute(
         "CREATE TABLE items (id int PRIMARY KEY, name text, price numeric(10,2), tags text[], doc jsonb, data bytea,
@@ -2041,7 +2071,10 @@ async fn web_in_headless_chromium_filter_sort_view_difference_history_live() {
     env.setup().await;
     let store = env.store().await;
     env.trail
-        .cli_with_stdin(&["user", "add", "olivia", "--role", "viewer"], "browser-pass-1\n")
+        .cli_with_stdin(
+            &["user", "add", "olivia", "--role", "viewer"],
+            "browser-pass-1\n",
+        )
         .await
         .assert_success();
     let web = Web::start_with(&env, "").await;
@@ -2089,10 +2122,25 @@ async fn web_in_headless_chromium_filter_sort_view_difference_history_live() {
         .await
         .unwrap();
     assert!(c.current_url().await.unwrap().path() == "/sign-in");
-    c.find(Id("s-name")).await.unwrap().send_keys("olivia").await.unwrap();
-    c.find(Id("s-password")).await.unwrap().send_keys("browser-pass-1").await.unwrap();
+    c.find(Id("s-name"))
+        .await
+        .unwrap()
+        .send_keys("olivia")
+        .await
+        .unwrap();
+    c.find(Id("s-password"))
+        .await
+        .unwrap()
+        .send_keys("browser-pass-1")
+        .await
+        .unwrap();
     screenshot(&c, "0-sign-in").await;
-    c.find(Css("form.stack button[type=submit]")).await.unwrap().click().await.unwrap();
+    c.find(Css("form.stack button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
 
     // The log.
     if c.wait()
