@@ -9,7 +9,13 @@
 #   (c) app_c  a classic row-trigger audit: AFTER INSERT OR UPDATE OR DELETE FOR EACH
 #              ROW on the four pgbench tables, writing table, operation, now(),
 #              current_user, to_jsonb(OLD) and to_jsonb(NEW) into an audit table in
-#              the same transaction (the SQL is below, in this script).
+#              the same transaction (the SQL is below, in this script);
+#   (r) app_b  the reference: pgtrail installed (identity FULL, the context trigger)
+#              but, instead of its daemon, pg_recvlogical streaming the same changes
+#              with the same wal2json options from a slot of its own to /dev/null.
+#              It is what any wal2json consumer costs the server (the walsender's
+#              decoding and its wake-up at every commit) with nothing done with the
+#              changes: b/r is what pgtrail's own work (parsing, storing) costs.
 #
 #   bash bench/app_cost.sh [options]
 #
@@ -44,8 +50,11 @@
 #     started and waited for until it has stored everything so far and the slot
 #     knows it. The daemon runs only during (b)'s runs: during (a) and (c) no
 #     walsender reads WAL;
-#  3. full speed: `pgbench -n -M prepared -T S`, TPS per run; the ratios b/a and c/a
-#     are of the means over the rounds;
+#  3. full speed: `pgbench -n -M prepared -T S`, TPS per run; the ratios b/a, c/a
+#     and r/a are of the means over the rounds; (r) runs right after (b) in odd
+#     rounds and right before it in even ones; its slot is moved to the end of the
+#     WAL before each of its runs (outside the measured time), so that it never
+#     decodes a backlog the others left;
 #  4. fixed rate: `pgbench -R RATE --log` (no --latency-limit, no aggregation); p50
 #     and p95 over every transaction of all rounds, from the per-transaction logs.
 #     pgbench's latency with -R counts from the scheduled start, so it includes any
@@ -82,6 +91,7 @@ keep=0
 split=0
 dir="$repo/target/bench/app_cost"
 slot=app_cost
+ref_slot=app_cost_ref
 
 bench=app_cost
 # shellcheck source=bench/lib.sh
@@ -119,12 +129,14 @@ pgc_find_bin
 build_pgtrail "$build"
 
 daemon_pid=""
+ref_pid=""
 sampler_pid=""
 bench_pid=""
 stop_all() {
     stop_pid "$bench_pid"
     stop_pid "$sampler_pid"
     stop_pid "$daemon_pid"
+    stop_pid "$ref_pid"
 }
 bench_trap_exit
 
@@ -230,6 +242,13 @@ slots=$(q app_b -c "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 
 [[ "$full" == 4 && "$triggers" == 4 && "$slots" == 1 ]] \
     || die "after setup: $full of 4 tables with identity FULL, $triggers with the context trigger, $slots slot(s)"
 
+# (r): the reference consumer's slot, and the options pgtrail's daemon starts its
+# stream with (src/pipeline.rs), so that the walsender does the same work for both.
+q app_b -c "SELECT pg_create_logical_replication_slot('$ref_slot', 'wal2json')" >/dev/null
+ref_options=(-o format-version=2 -o include-xids=1 -o include-timestamp=1 -o include-lsn=1 -o include-pk=1
+    -o add-tables=public.pgbench_accounts,public.pgbench_tellers,public.pgbench_branches,public.pgbench_history
+    -o add-msg-prefixes=pgtrail,pgtrail_ddl,pgtrail_partitions,pgtrail_truncate)
+
 # The sampler's query, the same during every run.
 cat >"$dir/sampler.sql" <<EOF
 SELECT round(extract(epoch FROM clock_timestamp()), 3), pg_current_wal_lsn() - confirmed_flush_lsn
@@ -279,6 +298,25 @@ start_daemon() {
         sleep 0.1
     done
 }
+# Starts pg_recvlogical on the reference slot, moved first to the end of the WAL so
+# that it starts with no backlog, and waits until its walsender streams.
+start_reference() {
+    q app_b -c "SELECT pg_replication_slot_advance('$ref_slot', pg_current_wal_lsn())" >/dev/null
+    pg_recvlogical -h 127.0.0.1 -p "$port" -U postgres -d app_b -S "$ref_slot" --start -f /dev/null -s 1 \
+        "${ref_options[@]}" >>"$dir/logs/pg_recvlogical.log" 2>&1 &
+    ref_pid=$!
+    local i
+    for (( i = 0; i < 100; i++ )); do
+        [[ $(q postgres -c "SELECT active_pid IS NOT NULL FROM pg_replication_slots WHERE slot_name = '$ref_slot'") == t ]] && return 0
+        kill -0 "$ref_pid" 2>/dev/null || { cat "$dir/logs/pg_recvlogical.log" >&2; die "pg_recvlogical exited"; }
+        sleep 0.1
+    done
+    die "pg_recvlogical did not start streaming within 10 s"
+}
+stop_reference() {
+    stop_pid "$ref_pid"
+    ref_pid=""
+}
 stop_daemon() {
     local rc=0
     kill -TERM "$daemon_pid"
@@ -290,12 +328,12 @@ stop_daemon() {
 declare -A TPS=() LAG_MAX=() LAG_END=() CATCHUP=() WAL_RATE=() CPU=() OTHERS=() CPU_TX=()
 
 # run_one SETUP MODE ROUND: one pgbench run on app_SETUP (SETUP n: app_b with the
-# daemon stopped). MODE is full, rate or warmup. Records TPS and, for (b), the lag,
-# catch-up and CPU.
+# daemon stopped; SETUP r: app_b with pg_recvlogical instead of the daemon). MODE is
+# full, rate or warmup. Records TPS and, for (b), the lag, catch-up and CPU.
 run_one() {
     local s="$1" mode="$2" r="$3"
     local db="app_$s" key="$1/$2/$3" secs=$duration
-    [[ $s != n ]] || db=app_b
+    [[ $s != n && $s != r ]] || db=app_b
     local -a args=(-n -M prepared -c "$clients" -j "$jobs")
     case "$mode" in
         full) ;;
@@ -306,9 +344,16 @@ run_one() {
 
     q "$db" -c "VACUUM pgbench_branches, pgbench_tellers"
     if [[ $s == b ]]; then start_daemon; fi
+    if [[ $s == r ]]; then start_reference; fi
 
+    # The consumer (pgtrail's daemon or pg_recvlogical) and the server processes
+    # serving it.
+    local consumer="$daemon_pid"
+    [[ $s != r ]] || consumer="$ref_pid"
     local -a pids=()
-    if [[ $s == b ]]; then
+    if [[ $s == r ]]; then
+        mapfile -t pids < <(q postgres -c "SELECT active_pid FROM pg_replication_slots WHERE slot_name = '$ref_slot' AND active_pid IS NOT NULL")
+    elif [[ $s == b ]]; then
         mapfile -t pids < <(q postgres -c "SELECT active_pid FROM pg_replication_slots WHERE slot_name = '$slot' AND active_pid IS NOT NULL
                                           UNION ALL SELECT pid FROM pg_stat_activity WHERE datname = 'pgtrail' AND backend_type = 'client backend' AND pid <> pg_backend_pid()")
     fi
@@ -321,7 +366,7 @@ run_one() {
     # to work other than this benchmark (the cluster, pgbench, psql, pgtrail).
     local log="$dir/logs/pgbench_$s-$mode-$r.log" t_begin t_end end_lsn lag
     local m0 c0 k0 d0=0 p0=0 m1 c1 k1 d1=0 p1=0
-    [[ $s != b ]] || { d0=$(cpu_ticks "$daemon_pid"); p0=$(cpu_ticks "${pids[@]}"); }
+    [[ -z "$consumer" ]] || { d0=$(cpu_ticks "$consumer"); p0=$(cpu_ticks "${pids[@]}"); }
     m0=$(machine_busy_ticks); c0=$(cluster_ticks); k0=$(children_ticks)
     t_begin=$EPOCHREALTIME
     pgbench "${args[@]}" >"$log" 2>&1 &
@@ -330,7 +375,7 @@ run_one() {
     bench_pid=""
     t_end=$EPOCHREALTIME
     m1=$(machine_busy_ticks); c1=$(cluster_ticks); k1=$(children_ticks)
-    [[ $s != b ]] || { d1=$(cpu_ticks "$daemon_pid"); p1=$(cpu_ticks "${pids[@]}"); }
+    [[ -z "$consumer" ]] || { d1=$(cpu_ticks "$consumer"); p1=$(cpu_ticks "${pids[@]}"); }
     OTHERS[$key]=$(calc "((m1 - m0) - (c1 - c0) - (k1 - k0) - (d1 - d0)) / hz / (t1 - t0) / n * 100" \
         "m1=$m1" "m0=$m0" "c1=$c1" "c0=$c0" "k1=$k1" "k0=$k0" "d1=$d1" "d0=$d0" "hz=$hz" "t1=$t_end" "t0=$t_begin" "n=$cores")
     IFS='|' read -r end_lsn lag < <(q postgres -c "$lag_query")
@@ -348,8 +393,14 @@ run_one() {
         "c1=$c1" "c0=$c0" "k1=$k1" "k0=$k0" "d1=$d1" "d0=$d0" "hz=$hz" "n=${done_tx:-1}")
     WAL_RATE[$key]=$(calc "w / s" "w=$(q postgres -c "SELECT '$end_lsn'::pg_lsn - '$start_lsn'::pg_lsn")" "s=$secs")
     local note=""
-    if [[ $s == b ]]; then
+    if [[ -n "$consumer" ]]; then
         CPU[$key]=$(calc "(d1 - d0 + p1 - p0) / hz / (t1 - t0) * 100" "d1=$d1" "d0=$d0" "p1=$p1" "p0=$p0" "hz=$hz" "t1=$t_end" "t0=$t_begin")
+    fi
+    if [[ $s == r ]]; then
+        stop_reference
+        note=$(printf '; pg_recvlogical+walsender %.0f%% of a core' "${CPU[$key]}")
+    fi
+    if [[ $s == b ]]; then
         local wait_s=""
         q app_b -c "INSERT INTO bench_marker DEFAULT VALUES"
         if wait_s=$(wait_stored "$end_lsn" "$t_end"); then
@@ -369,11 +420,11 @@ run_one() {
     [[ "${CATCHUP[$key]:-}" != no ]] || say "(b) did not catch up within ${catchup_timeout}s"
 }
 
-# order ROUND [n]: a b c in odd rounds, c b a in even ones; with n, b's run without
-# the daemon right after (odd) or before (even) b's.
+# order ROUND [n]: a b r c in odd rounds, c r b a in even ones; with n, b's run
+# without the daemon right after (odd) or before (even) r's.
 order() {
-    local -a o=(a b c)
-    [[ "${2:-}" != n ]] || o=(a b n c)
+    local -a o=(a b r c)
+    [[ "${2:-}" != n ]] || o=(a b r n c)
     if (( $1 % 2 )); then echo "${o[@]}"; else printf '%s\n' "${o[@]}" | tac | xargs; fi
 }
 
@@ -402,7 +453,7 @@ mean() {
     for (( r = 1; r <= rounds; r++ )); do sum=$(calc "a + b" "a=$sum" "b=${values[$1/$2/$r]}"); done
     calc "s / n" "s=$sum" "n=$rounds"
 }
-tps_a=$(mean a full); tps_b=$(mean b full); tps_c=$(mean c full)
+tps_a=$(mean a full); tps_b=$(mean b full); tps_c=$(mean c full); tps_r=$(mean r full)
 if [[ -z "$rate" ]]; then
     rate=$(calc "int(t / 2 + 0.5)" "t=$tps_a")
     [[ "$rate" -ge 1 ]] || die "(a) ran at $tps_a TPS: no rate to hold"
@@ -417,7 +468,7 @@ checkpoints=$(( $(q postgres -c "$checkpoints_query") - checkpoints0 ))
 
 # Latency percentiles (nearest rank) over every logged transaction of a setup, in ms.
 declare -A P50=() P95=() NTX=()
-for s in a b c; do
+for s in a b r c; do
     files=("$dir/lat/${s}_r"*)
     [[ -e "${files[0]}" ]] || die "no latency logs for ($s)"
     awk '{ print $3 }' "${files[@]}" | sort -n >"$dir/lat/sorted_$s"
@@ -429,8 +480,10 @@ rate_tps() { local r sum=0; for (( r = 1; r <= rounds; r++ )); do sum=$(calc "a 
 
 ratio_b=$(calc "sprintf(\"%.2f\", b / a)" "a=$tps_a" "b=$tps_b")
 ratio_c=$(calc "sprintf(\"%.2f\", c / a)" "a=$tps_a" "c=$tps_c")
+ratio_r=$(calc "sprintf(\"%.2f\", r / a)" "a=$tps_a" "r=$tps_r")
 p95_ratio_b=$(calc "sprintf(\"%.2f\", b / a)" "a=${P95[a]}" "b=${P95[b]}")
 p95_ratio_c=$(calc "sprintf(\"%.2f\", c / a)" "a=${P95[a]}" "c=${P95[c]}")
+p95_ratio_r=$(calc "sprintf(\"%.2f\", r / a)" "a=${P95[a]}" "r=${P95[r]}")
 verdict() { if awk "BEGIN { exit !($1) }"; then echo MET; else echo "NOT MET"; fi; }
 t1=$(verdict "${P95[b]} <= 1.15 * ${P95[a]}")
 t2=$(verdict "${P95[b]} < ${P95[c]}")
@@ -440,6 +493,15 @@ per_round() { # per_round SETUP MODE: "x / y" TPS of each round
     local r out=""
     for (( r = 1; r <= rounds; r++ )); do out+="${out:+ / }$(printf '%.0f' "${TPS[$1/$2/$r]}")"; done
     echo "$out"
+}
+# consumer_us SETUP: CPU of the consumer and the server processes serving it
+# (walsender, store backends), in µs per transaction, mean over the full-speed runs.
+consumer_us() {
+    local r sum=0
+    for (( r = 1; r <= rounds; r++ )); do
+        sum=$(calc "s + c / 100 / t * 1000000" "s=$sum" "c=${CPU[$1/full/$r]}" "t=${TPS[$1/full/$r]}")
+    done
+    calc "s / n" "s=$sum" "n=$rounds"
 }
 mib() { calc "sprintf(\"%.1f\", x / 1048576)" "x=$1"; }
 
@@ -456,14 +518,17 @@ echo "$clients clients, $jobs threads, scale $scale; $rounds round(s) of each (i
 echo "per run, fixed rate ${rate_duration}s per run at $rate TPS; load average before $load_before, after $load_after;"
 echo "other work on the machine during the runs (CPU not used by this benchmark, of all $cores cores): $others"
 echo
-echo "| | (a) no audit | (b) pgtrail | (c) row trigger |"
-echo "| --- | ---: | ---: | ---: |"
-printf '| full speed, TPS (mean of %s x %s s) | %.0f | %.0f | %.0f |\n' "$rounds" "$duration" "$tps_a" "$tps_b" "$tps_c"
-printf '| per round | %s | %s | %s |\n' "$(per_round a full)" "$(per_round b full)" "$(per_round c full)"
-printf '| ratio to (a) | 1.00 | **%s** | **%s** |\n' "$ratio_b" "$ratio_c"
-cpu_a=$(mean a full CPU_TX); cpu_b=$(mean b full CPU_TX); cpu_c=$(mean c full CPU_TX)
-printf '| CPU per transaction at full speed, µs (cluster + pgbench + pgtrail) | %.0f | %.0f (%.2fx) | %.0f (%.2fx) |\n' \
-    "$cpu_a" "$cpu_b" "$(calc "b / a" "a=$cpu_a" "b=$cpu_b")" "$cpu_c" "$(calc "c / a" "a=$cpu_a" "c=$cpu_c")"
+echo "| | (a) no audit | (b) pgtrail | (c) row trigger | (r) pg_recvlogical alone |"
+echo "| --- | ---: | ---: | ---: | ---: |"
+printf '| full speed, TPS (mean of %s x %s s) | %.0f | %.0f | %.0f | %.0f |\n' "$rounds" "$duration" "$tps_a" "$tps_b" "$tps_c" "$tps_r"
+printf '| per round | %s | %s | %s | %s |\n' "$(per_round a full)" "$(per_round b full)" "$(per_round c full)" "$(per_round r full)"
+printf '| ratio to (a) | 1.00 | **%s** | **%s** | %s |\n' "$ratio_b" "$ratio_c" "$ratio_r"
+cpu_a=$(mean a full CPU_TX); cpu_b=$(mean b full CPU_TX); cpu_c=$(mean c full CPU_TX); cpu_r=$(mean r full CPU_TX)
+printf '| CPU per transaction at full speed, µs (cluster + pgbench + consumer) | %.0f | %.0f (%.2fx) | %.0f (%.2fx) | %.0f (%.2fx) |\n' \
+    "$cpu_a" "$cpu_b" "$(calc "b / a" "a=$cpu_a" "b=$cpu_b")" "$cpu_c" "$(calc "c / a" "a=$cpu_a" "c=$cpu_c")" \
+    "$cpu_r" "$(calc "r / a" "a=$cpu_a" "r=$cpu_r")"
+printf '| CPU of the consumer and its server processes, µs per transaction | | %.0f | | %.0f |\n' \
+    "$(consumer_us b)" "$(consumer_us r)"
 if [[ $split -eq 1 ]]; then
     tps_n=$(mean n full)
     cpu_n=$(mean n full CPU_TX)
@@ -471,10 +536,10 @@ if [[ $split -eq 1 ]]; then
         "$tps_n" "$(per_round n full)" "$(calc "sprintf(\"%.2f\", n / a)" "a=$tps_a" "n=$tps_n")" \
         "$cpu_n" "$(calc "n / a" "a=$(mean a full CPU_TX)" "n=$cpu_n")"
 fi
-printf '| at %s TPS (achieved %.0f / %.0f / %.0f): p50 latency, ms | %s | %s | %s |\n' "$rate" \
-    "$(rate_tps a)" "$(rate_tps b)" "$(rate_tps c)" "${P50[a]}" "${P50[b]}" "${P50[c]}"
-printf '| p95 latency, ms | %s | **%s** | **%s** |\n' "${P95[a]}" "${P95[b]}" "${P95[c]}"
-printf '| p95 ratio to (a) | 1.00 | %s | %s |\n' "$p95_ratio_b" "$p95_ratio_c"
+printf '| at %s TPS (achieved %.0f / %.0f / %.0f / %.0f): p50 latency, ms | %s | %s | %s | %s |\n' "$rate" \
+    "$(rate_tps a)" "$(rate_tps b)" "$(rate_tps c)" "$(rate_tps r)" "${P50[a]}" "${P50[b]}" "${P50[c]}" "${P50[r]}"
+printf '| p95 latency, ms | %s | **%s** | **%s** | %s |\n' "${P95[a]}" "${P95[b]}" "${P95[c]}" "${P95[r]}"
+printf '| p95 ratio to (a) | 1.00 | %s | %s | %s |\n' "$p95_ratio_b" "$p95_ratio_c" "$p95_ratio_r"
 echo
 echo "(b) daemon at full speed (slot lag = pg_current_wal_lsn() - confirmed_flush_lsn, sampled every second):"
 caught_all=yes
@@ -493,7 +558,7 @@ for (( r = 1; r <= rounds; r++ )); do
     printf '(b) at the fixed rate, round %s: slot lag max %s MiB, everything stored %s s after pgbench ended\n' \
         "$r" "$(mib "${LAG_MAX[$k]}")" "${CATCHUP[$k]}"
 done
-for s in a b c; do
+for s in a b c r; do
     if awk -v r="$rate" -v t="$(rate_tps "$s")" 'BEGIN { exit !(t < 0.97 * r) }'; then
         echo "note: ($s) did not hold the fixed rate (achieved $(printf '%.0f' "$(rate_tps "$s")") of $rate TPS): its latencies there"
         echo "      measure a queue that grew for the whole run"
@@ -509,3 +574,9 @@ echo "  fixed rate: (b) p95 within 1.15x of (a)'s:   ${P95[b]} ms vs ${P95[a]} m
 echo "  fixed rate: (b) p95 below (c)'s:             ${P95[b]} ms vs ${P95[c]} ms                 $t2"
 echo "  full speed: b/a above c/a:                   $ratio_b vs $ratio_c                 $t3"
 echo "  daemon caught up after every (b) run:        $caught_all"
+echo
+echo "the reference (r), the same run: any wal2json consumer costs the server what (r) does before it does"
+echo "anything with the changes. r/a = $ratio_r, b/r = $(calc "sprintf(\"%.2f\", b / r)" "b=$tps_b" "r=$tps_r"); (r) p95 at the fixed rate ${P95[r]} ms."
+if awk "BEGIN { exit !($ratio_r <= $ratio_c) }"; then
+    echo "  r/a <= c/a: on this machine no wal2json consumer can beat the row trigger at full speed."
+fi
