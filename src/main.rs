@@ -423,7 +423,7 @@ async fn run(cli: Cli) -> Result<()> {
                 tracing::info!("stop requested; finishing what is whole");
                 let _ = stop_tx.send(true);
             });
-            let web = web::spawn_alongside(&config, stop_rx.clone());
+            let web = web::spawn_alongside(&config, stop_rx.clone(), reload_rx.clone());
             pipeline::run(config.clone(), stop_rx, reload_rx).await?;
             // The web view got the same stop; let its open requests finish.
             let _ = tokio::time::timeout(std::time::Duration::from_secs(10), web).await;
@@ -432,10 +432,20 @@ async fn run(cli: Cli) -> Result<()> {
             // Fail now, with the reason, if the store is not there or not set up.
             drop(store::open(&config.store).await?);
             let pool = web::Pool::new(config.store.clone(), web::POOL_SIZE);
-            web::serve(&config, pool, async {
-                wait_for_stop_signal(None).await;
-                tracing::info!("stop requested");
-            })
+            let (reload_tx, reload_rx) = tokio::sync::watch::channel(0u64);
+            let reload = web::Reload {
+                signal: reload_rx,
+                record: true,
+            };
+            web::serve(
+                &config,
+                pool,
+                async {
+                    wait_for_stop_signal(Some(reload_tx)).await;
+                    tracing::info!("stop requested");
+                },
+                Some(reload),
+            )
             .await?;
         }
         Command::Tables { json } => {
@@ -502,7 +512,7 @@ async fn wait_for_stop_signal(reload: Option<tokio::sync::watch::Sender<u64>>) {
                         tracing::info!("SIGHUP: reloading the config");
                         tx.send_modify(|n| *n += 1);
                     }
-                    None => tracing::warn!("SIGHUP ignored: only `run` reloads its config"),
+                    None => tracing::warn!("SIGHUP ignored: only `run` and `web` reload their config"),
                 },
             }
         },

@@ -1,7 +1,8 @@
 //! Browser sessions: a random token in the cookie, its SHA-256 in the store,
 //! a synchronizer CSRF token per session, and two expiries: idle (since the
 //! last request) and absolute (since sign-in). A request on an expired
-//! session finds nothing; expired rows are swept at each sign-in.
+//! session finds nothing; expired rows are swept at each sign-in and by the
+//! web server every few minutes ([`sweep`]).
 
 use tokio_postgres::GenericClient;
 
@@ -30,16 +31,7 @@ pub async fn create<C: GenericClient>(
     client_addr: Option<String>,
     timeouts: Timeouts,
 ) -> Result<(String, String), AuthError> {
-    client
-        .execute(
-            "DELETE FROM pgtrail.sessions WHERE last_seen < now() - make_interval(secs => $1) \
-                 OR created_at < now() - make_interval(secs => $2)",
-            &[
-                &(timeouts.idle_seconds as f64),
-                &(timeouts.absolute_seconds as f64),
-            ],
-        )
-        .await?;
+    sweep(client, timeouts).await?;
     let token = random_secret()?;
     let csrf = random_secret()?;
     client
@@ -51,6 +43,20 @@ pub async fn create<C: GenericClient>(
     Ok((token, csrf))
 }
 
+/// Deletes the expired sessions; returns how many.
+pub async fn sweep<C: GenericClient>(client: &C, timeouts: Timeouts) -> Result<u64, AuthError> {
+    Ok(client
+        .execute(
+            "DELETE FROM pgtrail.sessions WHERE last_seen < now() - make_interval(secs => $1) \
+                 OR created_at < now() - make_interval(secs => $2)",
+            &[
+                &(timeouts.idle_seconds as f64),
+                &(timeouts.absolute_seconds as f64),
+            ],
+        )
+        .await?)
+}
+
 /// The session's user if the token is valid, not expired, and the user not
 /// disabled; marks the session as used now.
 pub async fn validate<C: GenericClient>(
@@ -58,13 +64,43 @@ pub async fn validate<C: GenericClient>(
     token: &str,
     timeouts: Timeouts,
 ) -> Result<Option<SessionUser>, AuthError> {
+    find(client, token, timeouts, true).await
+}
+
+/// As [`validate`], without marking the session as used: for a long-lived
+/// response (the live stream) checking that its session still holds, which
+/// must not keep an idle session alive.
+pub async fn peek<C: GenericClient>(
+    client: &C,
+    token: &str,
+    timeouts: Timeouts,
+) -> Result<Option<SessionUser>, AuthError> {
+    find(client, token, timeouts, false).await
+}
+
+async fn find<C: GenericClient>(
+    client: &C,
+    token: &str,
+    timeouts: Timeouts,
+    touch: bool,
+) -> Result<Option<SessionUser>, AuthError> {
+    // The same conditions either way; only the UPDATE of last_seen differs.
+    const VALID: &str = "s.token_hash = $1 AND u.name = s.user_name AND NOT u.disabled \
+               AND s.last_seen >= now() - make_interval(secs => $2) \
+               AND s.created_at >= now() - make_interval(secs => $3)";
+    let sql = if touch {
+        format!(
+            "UPDATE pgtrail.sessions s SET last_seen = now() FROM pgtrail.users u \
+             WHERE {VALID} RETURNING u.name, u.role, u.tables, s.csrf"
+        )
+    } else {
+        format!(
+            "SELECT u.name, u.role, u.tables, s.csrf FROM pgtrail.sessions s, pgtrail.users u WHERE {VALID}"
+        )
+    };
     let row = client
         .query_opt(
-            "UPDATE pgtrail.sessions s SET last_seen = now() FROM pgtrail.users u \
-             WHERE s.token_hash = $1 AND u.name = s.user_name AND NOT u.disabled \
-               AND s.last_seen >= now() - make_interval(secs => $2) \
-               AND s.created_at >= now() - make_interval(secs => $3) \
-             RETURNING u.name, u.role, u.tables, s.csrf",
+            &sql,
             &[
                 &secret_hash(token),
                 &(timeouts.idle_seconds as f64),

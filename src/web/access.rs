@@ -203,14 +203,12 @@ pub struct AuthState {
     pub config: WebAuth,
     /// The config file, for messages that show a command.
     pub config_path: std::path::PathBuf,
-    /// Connections that may write (sessions, lockouts, events); the view's own pool is read-only.
-    pub writer: super::Pool,
     /// Signs CSRF tokens of principals without a session; new each start.
     csrf_key: [u8; 32],
 }
 
 impl AuthState {
-    pub fn new(config: WebAuth, config_path: std::path::PathBuf, writer: super::Pool) -> AuthState {
+    pub fn new(config: WebAuth, config_path: std::path::PathBuf) -> AuthState {
         let mut csrf_key = [0u8; 32];
         if let Err(e) = getrandom::getrandom(&mut csrf_key) {
             // Without randomness the key would be guessable; forms of proxy users then fail closed.
@@ -219,8 +217,17 @@ impl AuthState {
         AuthState {
             config,
             config_path,
-            writer,
             csrf_key,
+        }
+    }
+
+    /// The same state with other settings: the CSRF key stays, so forms
+    /// already on screen still work after a reload.
+    pub fn with_config(&self, config: WebAuth) -> AuthState {
+        AuthState {
+            config,
+            config_path: self.config_path.clone(),
+            csrf_key: self.csrf_key,
         }
     }
 
@@ -361,7 +368,7 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
 
 async fn unauthenticated(state: &AppState, next: String, api: bool) -> Response {
     let auth = state.auth();
-    let no_users = match state.auth().writer.get().await {
+    let no_users = match state.writer().get().await {
         Ok(c) => users::any(&*c).await.map(|any| !any).unwrap_or(false),
         Err(_) => false,
     };
@@ -430,7 +437,7 @@ async fn principal(
                         "The Authorization header must be `Bearer pgt_…` with an API token.".into(),
                     )
                 })?;
-            let client = auth.writer.get().await?;
+            let client = state.writer().get().await?;
             let token = tokens::lookup(&*client, secret).await.map_err(auth_error)?;
             return match token {
                 Some(t) => Ok(Some(Principal {
@@ -447,7 +454,7 @@ async fn principal(
         }
     }
     if let Some(token) = cookie(headers, SESSION_COOKIE) {
-        let client = auth.writer.get().await?;
+        let client = state.writer().get().await?;
         if let Some(u) = sessions::validate(&*client, &token, auth.timeouts())
             .await
             .map_err(auth_error)?
@@ -465,6 +472,40 @@ async fn principal(
         }
     }
     Ok(None)
+}
+
+/// Whether `who`, proved at the start of a long-lived response, still holds
+/// with the same role and tables: the session not ended or expired, the
+/// token not revoked, the user not disabled. A live stream asks this now and
+/// then, so that signing out, a disable or a role change ends it.
+pub async fn still_allowed(state: &AppState, who: &Principal) -> Result<bool, WebError> {
+    let auth = state.auth();
+    let same = |role: Role, tables: &Tables| role == who.role && *tables == who.tables;
+    match &who.how {
+        How::Open => Ok(true),
+        How::Session { token, .. } => {
+            let client = state.writer().get().await?;
+            let user = sessions::peek(&*client, token, auth.timeouts())
+                .await
+                .map_err(auth_error)?;
+            Ok(user.is_some_and(|u| same(u.role, &u.tables)))
+        }
+        How::Token => {
+            let client = state.writer().get().await?;
+            let name = who.name.strip_prefix("token:").unwrap_or(&who.name);
+            let tokens = tokens::list(&*client).await.map_err(auth_error)?;
+            Ok(tokens
+                .iter()
+                .any(|t| t.name == name && t.revoked_at.is_none() && same(t.role, &t.tables)))
+        }
+        // The role came from the proxy's header and cannot be asked again;
+        // a disable in the store still ends the stream.
+        How::Proxy => {
+            let client = state.writer().get().await?;
+            let user = users::get(&*client, &who.name).await.map_err(auth_error)?;
+            Ok(!user.is_some_and(|u| u.disabled))
+        }
+    }
 }
 
 async fn proxy_principal(
@@ -503,7 +544,7 @@ async fn proxy_principal(
     };
     // A store user of the same name brings its table restriction.
     let stored = {
-        let client = state.auth().writer.get().await?;
+        let client = state.writer().get().await?;
         users::get(&*client, name.as_str())
             .await
             .map_err(auth_error)?

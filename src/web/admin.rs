@@ -61,7 +61,7 @@ async fn render(
     notice: String,
     new_token: Option<(String, String)>,
 ) -> Result<Response, WebError> {
-    let client = state.auth().writer.get().await?;
+    let client = state.writer().get().await?;
     let now = chrono::Utc::now();
     let users = users::list(&*client)
         .await
@@ -139,20 +139,37 @@ fn field<'a>(f: &'a std::collections::HashMap<String, String>, name: &str) -> &'
     f.get(name).map(|v| v.trim()).unwrap_or("")
 }
 
+/// The checks every admin form goes through (the admin role, then the form's
+/// CSRF token); the page's CSRF token and the form's fields.
+fn admin_form(
+    state: &AppState,
+    who: &Principal,
+    body: &Bytes,
+) -> Result<(String, std::collections::HashMap<String, String>), WebError> {
+    let csrf = require_admin(state, who)?;
+    let f = form_fields(body);
+    who.check_csrf(state, f.get("csrf").map(String::as_str))?;
+    Ok((csrf, f))
+}
+
+/// The role and tables fields of a user or token form.
+fn grant(f: &std::collections::HashMap<String, String>) -> Result<(Role, Tables), WebError> {
+    let role: Role = field(f, "role").parse().map_err(auth_error)?;
+    let tables = Tables::parse_list(field(f, "tables")).map_err(auth_error)?;
+    Ok((role, tables))
+}
+
 /// `POST /admin/users` (name, role, tables, password)
 pub async fn add_user(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
     body: Bytes,
 ) -> Result<Response, WebError> {
-    let csrf = require_admin(&state, &who)?;
-    let f = form_fields(&body);
-    who.check_csrf(&state, f.get("csrf").map(String::as_str))?;
+    let (csrf, f) = admin_form(&state, &who, &body)?;
     let name = Name::parse(field(&f, "name")).map_err(auth_error)?;
-    let role: Role = field(&f, "role").parse().map_err(auth_error)?;
-    let tables = Tables::parse_list(field(&f, "tables")).map_err(auth_error)?;
+    let (role, tables) = grant(&f)?;
     let password = f.get("password").cloned().unwrap_or_default();
-    let mut client = state.auth().writer.get().await?;
+    let mut client = state.writer().get().await?;
     let u = users::add(&mut client, &who.actor(), &name, role, &tables, &password)
         .await
         .map_err(auth_error)?;
@@ -178,15 +195,12 @@ pub async fn change_user(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Response, WebError> {
-    let csrf = require_admin(&state, &who)?;
-    let f = form_fields(&body);
-    who.check_csrf(&state, f.get("csrf").map(String::as_str))?;
+    let (csrf, f) = admin_form(&state, &who, &body)?;
     let actor = who.actor();
-    let mut client = state.auth().writer.get().await?;
+    let mut client = state.writer().get().await?;
     let notice = match field(&f, "action") {
         "update" => {
-            let role: Role = field(&f, "role").parse().map_err(auth_error)?;
-            let tables = Tables::parse_list(field(&f, "tables")).map_err(auth_error)?;
+            let (role, tables) = grant(&f)?;
             let before = users::get(&*client, &name)
                 .await
                 .map_err(auth_error)?
@@ -281,13 +295,10 @@ pub async fn create_token(
     Extension(who): Extension<Principal>,
     body: Bytes,
 ) -> Result<Response, WebError> {
-    let csrf = require_admin(&state, &who)?;
-    let f = form_fields(&body);
-    who.check_csrf(&state, f.get("csrf").map(String::as_str))?;
+    let (csrf, f) = admin_form(&state, &who, &body)?;
     let name = Name::parse(field(&f, "name")).map_err(auth_error)?;
-    let role: Role = field(&f, "role").parse().map_err(auth_error)?;
-    let tables = Tables::parse_list(field(&f, "tables")).map_err(auth_error)?;
-    let mut client = state.auth().writer.get().await?;
+    let (role, tables) = grant(&f)?;
+    let mut client = state.writer().get().await?;
     let (t, secret) = tokens::create(&mut client, &who.actor(), &name, role, &tables)
         .await
         .map_err(auth_error)?;
@@ -302,10 +313,8 @@ pub async fn revoke_token(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Response, WebError> {
-    let csrf = require_admin(&state, &who)?;
-    let f = form_fields(&body);
-    who.check_csrf(&state, f.get("csrf").map(String::as_str))?;
-    let mut client = state.auth().writer.get().await?;
+    let (csrf, _) = admin_form(&state, &who, &body)?;
+    let mut client = state.writer().get().await?;
     let t = tokens::revoke(&mut client, &who.actor(), &name)
         .await
         .map_err(auth_error)?;

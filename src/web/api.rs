@@ -34,6 +34,8 @@ use axum::Extension;
                        Entries have exactly the shape `pgtrail export --format jsonl` prints."
     ),
     paths(list, one),
+    modifiers(&BearerToken),
+    security(("bearer" = [])),
     components(schemas(
         EntryList,
         Entry,
@@ -47,6 +49,31 @@ use axum::Extension;
     ))
 )]
 pub struct ApiDoc;
+
+/// The API's one way in besides a trusted proxy: an API token as a bearer
+/// token. (Under `auth = "none"` on loopback no token is needed.)
+struct BearerToken;
+
+impl utoipa::Modify for BearerToken {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("pgt_…")
+                    .description(Some(
+                        "An API token, shown once when an admin creates it with \
+                         `pgtrail token create NAME --role viewer|auditor|admin [--tables PATTERN]`. \
+                         It sees what its role and tables allow.",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
 
 static OPENAPI_JSON: LazyLock<String> = LazyLock::new(|| {
     ApiDoc::openapi()
@@ -219,7 +246,9 @@ fn json_response(body: String) -> Response {
     responses(
         (status = 200, description = "Matching entries, in the requested order", body = EntryList),
         (status = 400, description = "A malformed filter, sort, cursor or limit; the message says which", body = ErrorBody),
-        (status = 503, description = "The store cannot answer now (down, or the query ran too long)", body = ErrorBody),
+        (status = 401, description = "No API token, or one that is unknown or revoked", body = ErrorBody),
+        (status = 403, description = "A proxy-authenticated user with no pgtrail role, or disabled", body = ErrorBody),
+        (status = 503, description = "The store cannot answer now (down, or the query ran too long), or pgtrail has no user yet", body = ErrorBody),
     )
 )]
 pub async fn list(
@@ -279,8 +308,10 @@ pub fn detail_json(entry: &StoredEntry) -> String {
     responses(
         (status = 200, description = "The entry", body = EntryDetail),
         (status = 400, description = "The id is not a whole number", body = ErrorBody),
-        (status = 404, description = "No entry has this id", body = ErrorBody),
-        (status = 503, description = "The store cannot answer now", body = ErrorBody),
+        (status = 401, description = "No API token, or one that is unknown or revoked", body = ErrorBody),
+        (status = 403, description = "A proxy-authenticated user with no pgtrail role, or disabled", body = ErrorBody),
+        (status = 404, description = "No entry has this id, or none the token may see", body = ErrorBody),
+        (status = 503, description = "The store cannot answer now, or pgtrail has no user yet", body = ErrorBody),
     )
 )]
 pub async fn one(

@@ -16,7 +16,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use chrono::{DateTime, Utc};
 
-use super::access::Principal;
+use super::access::{self, Principal};
 use super::diff::{Members, ValueView};
 use super::error::WebError;
 use super::query::{self, url, Cursor, Dir, LogQuery, Resolved, SortKey, COUNT_CAP};
@@ -48,6 +48,8 @@ pub fn search_budget() -> Duration {
 const DEFAULT_SEARCH_BUDGET: Duration = Duration::from_millis(250);
 /// How often the live stream looks for new entries.
 const LIVE_POLL: Duration = Duration::from_secs(1);
+/// How often a live stream checks that whoever opened it may still see it.
+const LIVE_RECHECK: Duration = Duration::from_secs(10);
 /// At most this many entries per look, so a burst cannot flood a browser.
 const LIVE_BATCH: i64 = 200;
 
@@ -857,6 +859,8 @@ pub async fn page(
 /// State of one live stream.
 struct Live {
     state: AppState,
+    who: Principal,
+    checked: tokio::time::Instant,
     q: LogQuery,
     resolved: Resolved,
     after: i64,
@@ -951,6 +955,8 @@ pub async fn live(
     let stopping = state.stopping();
     let live = Live {
         state,
+        who,
+        checked: tokio::time::Instant::now(),
         q,
         resolved,
         after,
@@ -968,6 +974,18 @@ pub async fn live(
             tokio::select! {
                 _ = l.stopping.changed() => return None,
                 _ = tokio::time::sleep(LIVE_POLL) => {}
+            }
+            if l.checked.elapsed() >= LIVE_RECHECK {
+                // Fail closed: on doubt the stream ends, and the browser's
+                // reconnect goes through sign-in like any request.
+                match access::still_allowed(&l.state, &l.who).await {
+                    Ok(true) => l.checked = tokio::time::Instant::now(),
+                    Ok(false) => return None,
+                    Err(e) => {
+                        tracing::debug!(error = ?e, "live stream could not recheck its principal; ending it");
+                        return None;
+                    }
+                }
             }
             if let Err(e) = l.poll().await {
                 tracing::debug!(error = ?e, "live stream poll failed; retrying");

@@ -143,10 +143,14 @@ pub struct AppState(Arc<Inner>);
 
 struct Inner {
     pool: Pool,
-    auth: access::AuthState,
+    /// Connections that may write (sessions, lockouts, events); `pool` is read-only.
+    writer: Pool,
+    /// Replaced whole when the config is reloaded ([`AppState::reconfigure`]);
+    /// a request keeps the settings it started with.
+    auth: std::sync::RwLock<Arc<access::AuthState>>,
     stop_tx: watch::Sender<bool>,
-    /// Encryption of downloads (`[export]`).
-    export: ExportConfig,
+    /// Encryption of downloads (`[export]`); replaced like `auth`.
+    export: std::sync::RwLock<Arc<ExportConfig>>,
     /// Downloads running at once at most: each holds a store connection of its own.
     exports: Arc<tokio::sync::Semaphore>,
     /// Known tables for the filter's suggestions, refreshed at most once a minute.
@@ -154,13 +158,19 @@ struct Inner {
 }
 
 impl AppState {
-    pub fn new(pool: Pool, auth: access::AuthState, export: ExportConfig) -> AppState {
+    pub fn new(
+        pool: Pool,
+        writer: Pool,
+        auth: access::AuthState,
+        export: ExportConfig,
+    ) -> AppState {
         let (stop_tx, _) = watch::channel(false);
         AppState(Arc::new(Inner {
             pool,
-            auth,
+            writer,
+            auth: std::sync::RwLock::new(Arc::new(auth)),
             stop_tx,
-            export,
+            export: std::sync::RwLock::new(Arc::new(export)),
             exports: Arc::new(tokio::sync::Semaphore::new(export::MAX_RUNNING)),
             tables: Mutex::new(None),
         }))
@@ -170,12 +180,34 @@ impl AppState {
         &self.0.pool
     }
 
-    pub fn auth(&self) -> &access::AuthState {
-        &self.0.auth
+    pub fn writer(&self) -> &Pool {
+        &self.0.writer
     }
 
-    pub fn export_config(&self) -> &ExportConfig {
-        &self.0.export
+    pub fn auth(&self) -> Arc<access::AuthState> {
+        // A writer never panics while holding the lock, so a poisoned lock
+        // still holds a whole value.
+        self.0
+            .auth
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn export_config(&self) -> Arc<ExportConfig> {
+        self.0
+            .export
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Applies a reloaded config's `[web]` access settings and `[export]`
+    /// settings; the listen address stays until a restart.
+    pub fn reconfigure(&self, config: &Config) {
+        let auth = Arc::new(self.auth().with_config(config.web_auth.clone()));
+        *self.0.auth.write().unwrap_or_else(|e| e.into_inner()) = auth;
+        *self.0.export.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config.export.clone());
     }
 
     /// A place for one more running download, if there is one.
@@ -326,14 +358,14 @@ pub async fn serve_on(
     config: &Config,
     pool: Pool,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    reload: Option<Reload>,
 ) -> anyhow::Result<()> {
-    let auth = access::AuthState::new(
-        config.web_auth.clone(),
-        config.path.clone(),
-        Pool::writable(config.store.clone(), 2),
-    );
-    let state = AppState::new(pool, auth, config.export.clone());
+    let auth = access::AuthState::new(config.web_auth.clone(), config.path.clone());
+    let writer = Pool::writable(config.store.clone(), 2);
+    let state = AppState::new(pool, writer, auth, config.export.clone());
     let stopper = state.clone();
+    let sweeper = tokio::spawn(sweep_sessions(state.clone()));
+    let reloader = reload.map(|r| tokio::spawn(r.follow(state.clone(), config.clone())));
     tracing::info!(address = %listener.local_addr()?, auth = ?config.web_auth.mode, "web view listening");
     // The peer address decides whether a proxy's user header is believed, and is recorded with every export.
     let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
@@ -343,7 +375,101 @@ pub async fn serve_on(
             stopper.begin_shutdown();
         })
         .await
-        .context("serving the web view")
+        .context("serving the web view")?;
+    sweeper.abort();
+    if let Some(r) = reloader {
+        r.abort();
+    }
+    Ok(())
+}
+
+/// How the web view learns that the config file was reloaded (SIGHUP).
+pub struct Reload {
+    /// Changes once per reload.
+    pub signal: watch::Receiver<u64>,
+    /// Whether the web view records the reload as a `Config` event itself
+    /// (`pgtrail web`); under `pgtrail run` the pipeline records it.
+    pub record: bool,
+}
+
+impl Reload {
+    /// Re-reads the config at every reload and applies what the web view can
+    /// change while running; an invalid file leaves the running settings.
+    async fn follow(mut self, state: AppState, running: Config) {
+        while self.signal.changed().await.is_ok() {
+            let path = running.path.display().to_string();
+            let outcome = match Config::load(&running.path) {
+                Ok(new) => {
+                    // Under `pgtrail run` the pipeline says this already.
+                    if self.record && new.web_listen != running.web_listen {
+                        tracing::warn!("web.listen changed: the web view keeps its address until pgtrail restarts");
+                    }
+                    state.reconfigure(&new);
+                    tracing::info!(path = %path, auth = ?new.web_auth.mode, "web view: access and export settings reloaded");
+                    Ok(())
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "config not reloaded; the web view goes on with the running settings");
+                    Err(e.to_string())
+                }
+            };
+            if self.record {
+                record_reload(&state, &path, outcome).await;
+            }
+        }
+    }
+}
+
+async fn record_reload(state: &AppState, path: &str, outcome: Result<(), String>) {
+    use crate::store::events::{record, Category, OwnEvent};
+    let event = match outcome {
+        Ok(()) => OwnEvent::new(
+            Category::Config,
+            "config_reloaded",
+            "pgtrail web",
+            format!("configuration reloaded from {path}"),
+        ),
+        Err(e) => OwnEvent::new(
+            Category::Config,
+            "config_reload_failed",
+            "pgtrail web",
+            format!("configuration not reloaded from {path}: {e}"),
+        ),
+    }
+    .detail("path", path.to_owned());
+    let recorded = match state.writer().get().await {
+        Ok(client) => record(&*client, &event).await.map_err(|e| e.to_string()),
+        Err(e) => Err(format!("{e:?}")),
+    };
+    if let Err(e) = recorded {
+        tracing::warn!(error = %e, "could not record the reload in the store");
+    }
+}
+
+/// Deletes expired sessions every few minutes, so that a session nobody uses
+/// again does not stay in the store until the next sign-in.
+async fn sweep_sessions(state: AppState) {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(300);
+    if state.auth().config.mode == crate::config::AuthMode::None {
+        return;
+    }
+    loop {
+        tokio::time::sleep(EVERY).await;
+        let auth = state.auth();
+        let swept = match state.writer().get().await {
+            Ok(client) => crate::auth::sessions::sweep(&*client, auth.timeouts())
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(format!("{e:?}")),
+        };
+        match swept {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(sessions = n, "expired sessions swept"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not sweep expired sessions; trying again later")
+            }
+        }
+    }
 }
 
 /// Binds `config.web_listen` and serves until `shutdown`.
@@ -351,6 +477,7 @@ pub async fn serve(
     config: &Config,
     pool: Pool,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    reload: Option<Reload>,
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.web_listen)
         .await
@@ -361,7 +488,7 @@ pub async fn serve(
                 config.path.display()
             )
         })?;
-    serve_on(listener, config, pool, shutdown).await
+    serve_on(listener, config, pool, shutdown, reload).await
 }
 
 /// For `pgtrail run`: the web view beside capture, stopping when `stop` turns
@@ -370,6 +497,7 @@ pub async fn serve(
 pub fn spawn_alongside(
     config: &Config,
     mut stop: watch::Receiver<bool>,
+    reload: watch::Receiver<u64>,
 ) -> tokio::task::JoinHandle<()> {
     let config = config.clone();
     tokio::spawn(async move {
@@ -377,7 +505,11 @@ pub fn spawn_alongside(
         let shutdown = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        if let Err(e) = serve(&config, pool, shutdown).await {
+        let reload = Reload {
+            signal: reload,
+            record: false,
+        };
+        if let Err(e) = serve(&config, pool, shutdown, Some(reload)).await {
             tracing::error!(error = %format!("{e:#}"), "the web view is not served; capture goes on");
         }
     })

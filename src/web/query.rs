@@ -15,9 +15,10 @@
 //! Index use (see `sql/store/0001_entries.sql` and `0003_web_columns.sql`):
 //! a time range becomes an id range too (ids follow commit order;
 //! [`Filter::resolve`] finds the bounds by binary search on the primary key),
-//! so a window far in the past is read directly; one table plus a primary-key
-//! value uses the btree on `row_key` (the hash of table and key text,
-//! [`crate::entry::row_key`]); a table uses `(schema_name, table_name, id)`;
+//! so a window far in the past is read directly; a primary-key value uses the
+//! btree on `row_key` (the hash of table and key text,
+//! [`crate::entry::row_key`]), computed for each table it can be a key of
+//! ([`Filter::pk_match`]); a table uses `(schema_name, table_name, id)`;
 //! an actor, and the sort by actor, use `(coalesce(actor, ''), id)`; one
 //! client address, and the sort by IP, use `(coalesce(host(client_addr), ''),
 //! id)` (the plain columns pgtrail fills from the context). Everything else
@@ -609,32 +610,137 @@ impl Sql {
     }
 }
 
-/// How the primary-key filter is matched, decided with one probe.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PkMatch {
+/// How the primary-key filter is matched, decided from the tables it can
+/// apply to and their key columns.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PkMatch {
     /// The row is one of these (`row_key`, for the index, and the stored key
     /// text, to rule out a hash collision).
-    Rows {
-        row_keys: Vec<i64>,
-        texts: Vec<String>,
-    },
-    /// Some key column has this value (text form); no index.
-    AnyValue(String),
-    /// The whole key equals this JSON object, in any key order; no index.
-    Object(String),
+    pub row_keys: Vec<i64>,
+    pub texts: Vec<String>,
+    /// Tables with a composite key, where one value does not pin a row: some
+    /// key column has this value (text form). Read through the table index.
+    pub partial: Option<(Vec<TableName>, String)>,
 }
 
 impl PkMatch {
     /// The rows of `table` whose stored key text is one of `texts`.
     pub fn rows(table: &TableName, texts: Vec<String>) -> PkMatch {
-        PkMatch::Rows {
-            row_keys: texts
-                .iter()
-                .map(|t| crate::entry::row_key(table, t))
-                .collect(),
-            texts,
+        let mut m = PkMatch::default();
+        m.add_rows(table, texts);
+        m
+    }
+
+    fn add_rows(&mut self, table: &TableName, texts: Vec<String>) {
+        for t in texts {
+            self.row_keys.push(crate::entry::row_key(table, &t));
+            if !self.texts.contains(&t) {
+                self.texts.push(t);
+            }
         }
     }
+
+    /// How `pk` (a key value, or a key as a JSON object) matches entries of
+    /// `tables`, given each one's key columns (`None`: no entry of it has a key).
+    pub fn new(pk: &str, tables: &[(TableName, Option<Vec<String>>)]) -> Result<PkMatch, WebError> {
+        let object = if pk.starts_with('{') {
+            let raw: std::collections::HashMap<String, Box<serde_json::value::RawValue>> =
+                serde_json::from_str(pk).map_err(|e| {
+                    WebError::bad(format!("pk: {:?} is not a JSON object ({e})", clip(pk)))
+                })?;
+            Some(raw)
+        } else {
+            None
+        };
+        let mut m = PkMatch::default();
+        let mut composite = Vec::new();
+        for (table, columns) in tables {
+            let Some(columns) = columns else { continue };
+            match &object {
+                // The object names the key's columns, in any order; the store
+                // writes them in key order, values as the server printed them.
+                Some(raw) => {
+                    if raw.len() != columns.len() || !columns.iter().all(|c| raw.contains_key(c)) {
+                        continue;
+                    }
+                    let mut text = String::from("{");
+                    for (i, c) in columns.iter().enumerate() {
+                        if i > 0 {
+                            text.push(',');
+                        }
+                        push_json_string(&mut text, c);
+                        text.push(':');
+                        text.push_str(&minify_json(raw[c].get()));
+                    }
+                    text.push('}');
+                    m.add_rows(table, vec![text]);
+                }
+                None => match key_texts(columns, pk) {
+                    Some(texts) => m.add_rows(table, texts),
+                    None => composite.push(table.clone()),
+                },
+            }
+        }
+        if !composite.is_empty() {
+            m.partial = Some((composite, pk.to_owned()));
+        }
+        Ok(m)
+    }
+}
+
+/// Every table with entries, with its key columns (from its newest entry that
+/// has a key; `None` if none has), or only those of `only` when given. The
+/// tables are found by skipping through the index on `(schema_name,
+/// table_name, id)`: one probe per table, however many entries each has.
+pub async fn tables_with_keys(
+    client: &Client,
+    only: Option<&[TableName]>,
+) -> Result<Vec<(TableName, Option<Vec<String>>)>, WebError> {
+    const KEY: &str = "(SELECT primary_key::text FROM pgtrail.entries e \
+         WHERE e.schema_name = t.schema_name AND e.table_name = t.table_name AND row_key IS NOT NULL \
+         ORDER BY id DESC LIMIT 1)";
+    let rows = match only {
+        Some(tables) => {
+            let schemas: Vec<&str> = tables.iter().map(|t| t.schema.as_str()).collect();
+            let names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
+            client
+                .query(
+                    &format!(
+                        "SELECT t.schema_name, t.table_name, {KEY} \
+                         FROM unnest($1::text[], $2::text[]) AS t(schema_name, table_name)"
+                    ),
+                    &[&schemas, &names],
+                )
+                .await?
+        }
+        None => {
+            client
+                .query(
+                    &format!(
+                        "WITH RECURSIVE t(schema_name, table_name) AS ( \
+                           (SELECT schema_name, table_name FROM pgtrail.entries ORDER BY 1, 2 LIMIT 1) \
+                         UNION ALL \
+                           SELECT n.schema_name, n.table_name FROM t, LATERAL ( \
+                             SELECT schema_name, table_name FROM pgtrail.entries e \
+                             WHERE (e.schema_name, e.table_name) > (t.schema_name, t.table_name) \
+                             ORDER BY 1, 2 LIMIT 1) n) \
+                         SELECT t.schema_name, t.table_name, {KEY} FROM t"
+                    ),
+                    &[],
+                )
+                .await?
+        }
+    };
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let table = TableName::new(r.get::<_, String>(0), r.get::<_, String>(1));
+            let key = r
+                .get::<_, Option<String>>(2)
+                .map(|text| super::diff::object_keys(&text));
+            (table, key)
+        })
+        .collect())
 }
 
 /// The key column names of a table, from one of its stored entries: `None`
@@ -643,16 +749,8 @@ pub async fn key_columns(
     client: &Client,
     table: &TableName,
 ) -> Result<Option<Vec<String>>, WebError> {
-    let row = client
-        .query_opt(
-            "SELECT primary_key::text FROM pgtrail.entries \
-             WHERE schema_name = $1 AND table_name = $2 AND row_key IS NOT NULL ORDER BY id DESC LIMIT 1",
-            &[&table.schema, &table.name],
-        )
-        .await?;
-    Ok(row
-        .and_then(|r| r.get::<_, Option<String>>(0))
-        .map(|text| super::diff::object_keys(&text)))
+    let found = tables_with_keys(client, Some(std::slice::from_ref(table))).await?;
+    Ok(found.into_iter().next().and_then(|(_, key)| key))
 }
 
 /// The stored key texts a key value can be, for a table keyed by `columns`:
@@ -760,26 +858,16 @@ impl Filter {
         })
     }
 
-    /// Decides how to match the primary-key filter: by `row_key` when a single table is given.
+    /// Decides how to match the primary-key filter: the `row_key` of the
+    /// value in every table it can be a key of (the tables filtered on, else
+    /// every table with entries that the scope allows), so that the index
+    /// finds it; a table with a composite key is read through its own index.
     pub async fn pk_match(&self, client: &Client) -> Result<Option<PkMatch>, WebError> {
         let Some(pk) = &self.pk else { return Ok(None) };
-        if let [table] = self.tables.as_slice() {
-            let texts = if pk.starts_with('{') {
-                Some(vec![minify_json(pk)])
-            } else {
-                key_columns(client, table)
-                    .await?
-                    .and_then(|cols| key_texts(&cols, pk))
-            };
-            if let Some(texts) = texts {
-                return Ok(Some(PkMatch::rows(table, texts)));
-            }
-        }
-        Ok(Some(if pk.starts_with('{') {
-            PkMatch::Object(pk.clone())
-        } else {
-            PkMatch::AnyValue(pk.clone())
-        }))
+        let only = (!self.tables.is_empty()).then_some(self.tables.as_slice());
+        let mut tables = tables_with_keys(client, only).await?;
+        tables.retain(|(t, _)| self.scope.allows_table(t));
+        PkMatch::new(pk, &tables).map(Some)
     }
 
     /// Appends ` AND …` for every filter that is set.
@@ -850,26 +938,35 @@ impl Filter {
             let p = sql.param(*to);
             sql.text.push_str(&format!(" AND committed_at < {p}"));
         }
-        match &r.pk {
-            Some(PkMatch::Rows { row_keys, texts }) => {
-                let k = sql.param(row_keys.clone());
-                let t = sql.param(texts.clone());
-                sql.text.push_str(&format!(
-                    " AND row_key = ANY({k}) AND primary_key::text = ANY({t})"
+        if let Some(m) = &r.pk {
+            let mut alternatives = Vec::new();
+            if !m.row_keys.is_empty() {
+                let k = sql.param(m.row_keys.clone());
+                let t = sql.param(m.texts.clone());
+                alternatives.push(format!(
+                    "(row_key = ANY({k}) AND primary_key::text = ANY({t}))"
                 ));
             }
-            Some(PkMatch::AnyValue(v)) => {
-                let p = sql.param(v.clone());
-                sql.text.push_str(&format!(
-                    " AND EXISTS (SELECT 1 FROM json_each_text(primary_key) k WHERE k.value = {p})"
+            if let Some((tables, value)) = &m.partial {
+                let mut in_tables = Vec::new();
+                for t in tables {
+                    let s = sql.param(t.schema.clone());
+                    let n = sql.param(t.name.clone());
+                    in_tables.push(format!("(schema_name = {s} AND table_name = {n})"));
+                }
+                let v = sql.param(value.clone());
+                alternatives.push(format!(
+                    "(({}) AND EXISTS (SELECT 1 FROM json_each_text(primary_key) k WHERE k.value = {v}))",
+                    in_tables.join(" OR ")
                 ));
             }
-            Some(PkMatch::Object(o)) => {
-                let p = sql.param(o.clone());
+            if alternatives.is_empty() {
+                // No table can have such a key.
+                sql.text.push_str(" AND false");
+            } else {
                 sql.text
-                    .push_str(&format!(" AND primary_key::jsonb = ({p}::text)::jsonb"));
+                    .push_str(&format!(" AND ({})", alternatives.join(" OR ")));
             }
-            None => {}
         }
         if let Some(q) = &self.q {
             // A cheap scan of the JSON text first (the term escaped as JSON
@@ -1141,6 +1238,46 @@ mod tests {
             minify_json("{ \"a b\" : 1 , \"c\":\"x y\" }"),
             "{\"a b\":1,\"c\":\"x y\"}"
         );
+    }
+
+    #[test]
+    fn a_key_is_looked_up_in_every_table_it_can_be_a_key_of() {
+        let t = |n: &str| TableName::new("public", n);
+        let cols = |c: &[&str]| Some(c.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let tables = vec![
+            (t("orders"), cols(&["id"])),
+            (t("lines"), cols(&["order_id", "line"])),
+            (t("log"), None),
+        ];
+        let m = PkMatch::new("5", &tables).unwrap();
+        assert_eq!(m.texts, vec![r#"{"id":"5"}"#, r#"{"id":5}"#]);
+        assert_eq!(
+            m.row_keys,
+            vec![
+                crate::entry::row_key(&t("orders"), r#"{"id":"5"}"#),
+                crate::entry::row_key(&t("orders"), r#"{"id":5}"#)
+            ]
+        );
+        assert_eq!(m.partial, Some((vec![t("lines")], "5".to_owned())));
+
+        // A whole key names its columns in any order and is written in key order.
+        let m = PkMatch::new(r#"{ "line": 2, "order_id" : 1 }"#, &tables).unwrap();
+        assert_eq!(m.texts, vec![r#"{"order_id":1,"line":2}"#]);
+        assert_eq!(
+            m.row_keys,
+            vec![crate::entry::row_key(
+                &t("lines"),
+                r#"{"order_id":1,"line":2}"#
+            )]
+        );
+        assert_eq!(m.partial, None);
+        // Columns no table has as its key: nothing can match.
+        let m = PkMatch::new(r#"{"nope":1}"#, &tables).unwrap();
+        assert!(m.row_keys.is_empty() && m.partial.is_none());
+        assert!(matches!(
+            PkMatch::new("{broken", &tables),
+            Err(WebError::BadRequest(_))
+        ));
     }
 
     #[test]

@@ -71,7 +71,7 @@ async fn render(
     peer: SocketAddr,
 ) -> Result<Response, WebError> {
     let no_users = {
-        let client = state.auth().writer.get().await?;
+        let client = state.writer().get().await?;
         !users::any(&*client).await.map_err(access::auth_error)?
     };
     // Reuse the browser's token: another sign-in page (a second tab, or the
@@ -169,14 +169,14 @@ pub async fn submit(
         client_addr: Some(peer.ip().to_string()),
     };
     let outcome = {
-        let client = auth.writer.get().await?;
+        let client = state.writer().get().await?;
         users::check_password(&client, &name, &password, lockout)
             .await
             .map_err(access::auth_error)?
     };
     match outcome {
         users::SignIn::Ok(user) => {
-            let client = auth.writer.get().await?;
+            let client = state.writer().get().await?;
             let (token, _csrf) = sessions::create(
                 &*client,
                 &user.name,
@@ -210,7 +210,7 @@ pub async fn submit(
         }
         users::SignIn::Failed { locked_now, locked } => {
             {
-                let client = auth.writer.get().await?;
+                let client = state.writer().get().await?;
                 let event = actor
                     .event(
                         Category::Session,
@@ -272,7 +272,7 @@ pub async fn sign_out(
         ));
     };
     let everywhere = f.get("everywhere").is_some_and(|v| v == "1");
-    let client = state.auth().writer.get().await?;
+    let client = state.writer().get().await?;
     let ended = if everywhere {
         sessions::end_all(&*client, &who.name)
             .await

@@ -1266,3 +1266,176 @@ async fn access_auth_none_only_on_loopback() {
     assert_eq!(anyone.api_ids("").await, all);
     assert_eq!(anyone.get("/").await.status, StatusCode::OK);
 }
+
+/// Reads a live stream until it ends; the moment it did, or `None` if it was
+/// still open after `limit`.
+fn when_it_ends(
+    mut live: reqwest::Response,
+    limit: Duration,
+) -> tokio::task::JoinHandle<Option<Instant>> {
+    tokio::spawn(async move {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            match tokio::time::timeout(left, live.chunk()).await {
+                Ok(Ok(Some(_))) => continue,
+                Ok(Ok(None)) | Ok(Err(_)) => return Some(Instant::now()),
+                Err(_) => return None,
+            }
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_live_stream_ends_with_its_session() {
+    let env = TestEnv::start().await;
+    env.setup().await;
+    add_user(&env, "sam", "viewer", None, "sam-secret-1").await;
+    add_user(&env, "ivy", "viewer", None, "ivy-secret-1").await;
+    let web = Web::start_with(
+        &env,
+        "session_idle_seconds = 4\nsession_max_seconds = 600\n",
+    )
+    .await;
+    let base = web.base.clone();
+    let mut sam = Agent::signed_in(&base, "sam", "sam-secret-1").await;
+    let mut ivy = Agent::signed_in(&base, "ivy", "ivy-secret-1").await;
+    // The agents' client gives up after 30 s; a stream is read by one that never does.
+    let streams = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let open = |cookie: String| {
+        streams
+            .get(format!("{base}/live"))
+            .header("cookie", cookie)
+            .send()
+    };
+    let sam_cookie = sam.cookie_header();
+    let t0 = Instant::now();
+    let sam_live = open(sam_cookie.clone()).await.unwrap();
+    let ivy_live = open(ivy.cookie_header()).await.unwrap();
+    assert_eq!(
+        (sam_live.status(), ivy_live.status()),
+        (StatusCode::OK, StatusCode::OK)
+    );
+    let sam_end = when_it_ends(sam_live, Duration::from_secs(60));
+    let ivy_end = when_it_ends(ivy_live, Duration::from_secs(60));
+
+    // Sam keeps working in another tab; Ivy only has the stream open. A stream
+    // is no activity: Ivy's session expires after 4 idle seconds, and her
+    // stream ends at its next check (every 10 s).
+    while t0.elapsed() < Duration::from_secs(17) {
+        assert_eq!(sam.get("/").await.status, StatusCode::OK);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    assert!(
+        ivy_end.is_finished(),
+        "the idle session's stream is still open after 17 s"
+    );
+    let ivy_ended = ivy_end.await.unwrap().unwrap() - t0;
+    assert!(
+        ivy_ended >= Duration::from_secs(4),
+        "the stream ended after {ivy_ended:?}, before the session expired"
+    );
+    let r = ivy.get("/").await;
+    assert_eq!(
+        r.status,
+        StatusCode::SEE_OTHER,
+        "the stream kept Ivy's idle session alive"
+    );
+    assert!(r.location().starts_with("/sign-in"));
+    assert!(
+        !sam_end.is_finished(),
+        "a stream of a live session ended at a check"
+    );
+
+    // Signing out ends the stream of that session at its next check.
+    let csrf = sam.csrf().await;
+    let r = sam
+        .post("/sign-out", &[("csrf", &csrf), ("everywhere", "0")])
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let t1 = Instant::now();
+    let sam_ended = sam_end
+        .await
+        .unwrap()
+        .expect("the stream outlived sign-out by 40 s");
+    assert!(
+        sam_ended - t1 <= Duration::from_secs(12),
+        "the stream ended {:?} after sign-out",
+        sam_ended - t1
+    );
+    // And a reconnect with the ended session's cookie is sent to sign in.
+    let again = open(sam_cookie).await.unwrap();
+    assert_eq!(again.status(), StatusCode::SEE_OTHER);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_reload_applies_web_settings_to_a_running_web_view() {
+    let env = TestEnv::start().await;
+    env.setup().await;
+    let store = env.store().await;
+    add_user(&env, "ada", "admin", None, "ada-secret-1").await;
+    let web = Web::start_with(&env, "").await;
+    let base = web.base.clone();
+    let mut proxy = Agent::new(&base);
+    let as_pat = [("X-Forwarded-User", "pat")];
+    // No proxy configured: the header is nobody, and the request is sent to sign in.
+    assert_eq!(
+        proxy.get_with("/", &as_pat).await.status,
+        StatusCode::SEE_OTHER
+    );
+    let mut ada = Agent::signed_in(&base, "ada", "ada-secret-1").await;
+
+    // Trust the proxy, reload: the same request is pat's now, without a restart.
+    let events = own_events(&store).await.len();
+    let trusting = "[web.proxy]\nuser_header = \"X-Forwarded-User\"\ntrusted = [\"127.0.0.1\"]\ndefault_role = \"viewer\"\n";
+    web.reload_with(&env, trusting);
+    wait_until(
+        "the reloaded proxy settings",
+        Duration::from_secs(20),
+        || {
+            let base = base.clone();
+            async move { Agent::new(&base).get_with("/", &as_pat).await.status == StatusCode::OK }
+        },
+    )
+    .await;
+    let r = proxy.get_with("/", &as_pat).await;
+    assert!(
+        r.body.contains("pat") && r.body.contains("viewer"),
+        "{}",
+        r.body
+    );
+    // A session from before the reload goes on.
+    assert_eq!(ada.get("/").await.status, StatusCode::OK);
+    let (_, app, e) = last_event(&store, "config_reloaded").await;
+    assert_eq!(app, "pgtrail web");
+    assert_eq!(e["table"], "config");
+    assert!(own_events(&store).await.len() > events);
+
+    // A broken file leaves the running settings, and says so in the store.
+    web.reload_raw("[web]\nauth = \"sometimes\"\n");
+    wait_until("a failed reload event", Duration::from_secs(20), || async {
+        own_events(&store)
+            .await
+            .iter()
+            .any(|(n, ..)| n == "config_reload_failed")
+    })
+    .await;
+    assert_eq!(proxy.get_with("/", &as_pat).await.status, StatusCode::OK);
+
+    // Distrust it again: the header is ignored from the next request on.
+    web.reload_with(&env, "");
+    wait_until("the proxy distrusted again", Duration::from_secs(20), || {
+        let base = base.clone();
+        async move {
+            Agent::new(&base).get_with("/", &as_pat).await.status == StatusCode::SEE_OTHER
+        }
+    })
+    .await;
+    assert_eq!(ada.get("/").await.status, StatusCode::OK);
+}

@@ -28,6 +28,8 @@ use crate::harness::*;
 pub(crate) struct Web {
     child: Option<Child>,
     pub(crate) base: String,
+    port: u16,
+    config: PathBuf,
     log: PathBuf,
     http: reqwest::Client,
     _dir: TempDir,
@@ -88,6 +90,8 @@ impl Web {
         let web = Web {
             child: Some(child),
             base: format!("http://127.0.0.1:{port}"),
+            port,
+            config,
             log,
             http: http_client(),
             _dir: dir,
@@ -109,6 +113,25 @@ impl Web {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Rewrites the config file with other `[web]` keys and sends SIGHUP.
+    pub(crate) fn reload_with(&self, env: &TestEnv, web_toml: &str) {
+        fs::write(&self.config, config_with_web(env, self.port, web_toml)).unwrap();
+        self.hangup();
+    }
+
+    /// Writes `text` as the config file, whatever it is, and sends SIGHUP.
+    pub(crate) fn reload_raw(&self, text: &str) {
+        fs::write(&self.config, text).unwrap();
+        self.hangup();
+    }
+
+    fn hangup(&self) {
+        let pid = self.child.as_ref().expect("the web view runs").id();
+        // SAFETY: kill(2) on our own child, not yet reaped, so the pid is still its.
+        let rc = unsafe { libc::kill(pid as i32, libc::SIGHUP) };
+        assert_eq!(rc, 0, "kill({pid}, SIGHUP) failed");
     }
 
     pub(crate) fn log(&self) -> String {
@@ -802,11 +825,17 @@ async fn web_sorts_and_keyset_pages_stay_stable_while_entries_arrive() {
     // Counts: exact, then "more than" past the cap.
     let total = ids.len() + newer.len() + late.len();
     assert_eq!(count_text(&web.page("/").await), format!("{total} entries"));
+    // With the row_key the daemon writes for every entry with a key.
+    let bulk = pgtrail::table::TableName::new("bulk", "t");
+    let row_keys: Vec<i64> = (1..=10050)
+        .map(|g| pgtrail::entry::row_key(&bulk, &format!("{{\"id\":{g}}}")))
+        .collect();
     store
-        .batch_execute(
-            "INSERT INTO pgtrail.entries (committed_at, xid, lsn, schema_name, table_name, action, primary_key, after, context) \
-             SELECT now(), 5, '0/1'::pg_lsn, 'bulk', 't', 'INSERT', json_build_object('id', g), json_build_object('id', g), \
-             '{}'::json FROM generate_series(1, 10050) g",
+        .execute(
+            "INSERT INTO pgtrail.entries (committed_at, xid, lsn, schema_name, table_name, action, primary_key, after, context, row_key) \
+             SELECT now(), 5, '0/1'::pg_lsn, 'bulk', 't', 'INSERT', format('{\"id\":%s}', g)::json, format('{\"id\":%s}', g)::json, \
+             '{}'::json, k FROM unnest($1::bigint[]) WITH ORDINALITY AS u(k, g)",
+            &[&row_keys],
         )
         .await
         .unwrap();
@@ -1225,6 +1254,18 @@ async fn web_bad_input_is_a_400_that_says_what_is_wrong() {
         assert!(names.contains(&p), "parameter {p} documented");
     }
     assert!(doc["paths"]["/api/v1/entries/{id}"]["get"]["responses"]["404"].is_object());
+    for path in ["/api/v1/entries", "/api/v1/entries/{id}"] {
+        let responses = &doc["paths"][path]["get"]["responses"];
+        assert!(
+            responses["401"].is_object() && responses["403"].is_object(),
+            "{path} documents 401 and 403"
+        );
+    }
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    assert_eq!(doc["security"][0]["bearer"], serde_json::json!([]));
     assert!(doc["components"]["schemas"]["Entry"].is_object());
 
     // With the store down: 503 with a message, no 500; back when it is back.
