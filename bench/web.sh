@@ -27,7 +27,9 @@
 #     pgtrail's own encoder (so row_key and every column pgtrail computes are what
 #     the daemon writes) into `COPY pgtrail.entries ... FROM STDIN` through psql,
 #     into the table with all its indexes; then VACUUM (ANALYZE). Both timed;
-#  3. `pgtrail web` on a free port; the values each case varies over are sampled
+#  3. `pgtrail web` on a free port, signed in with curl as an admin user `bench`
+#     (created, or given a new password, with the CLI), so that every request
+#     pays for its session check as people's do; the values each case varies over are sampled
 #     from the store (all tables in random order, actors, row keys, time windows,
 #     terms found in row values and a few that are nowhere, entry ids);
 #  4. per case, one request at a time with curl: --warmup requests, then
@@ -192,7 +194,16 @@ n=$(psql_store -At -c "SELECT count(*) FROM pgtrail.entries")
 sizes=$(psql_store -At -c "SELECT pg_size_pretty(pg_table_size('pgtrail.entries')) || ' table, ' || pg_size_pretty(pg_indexes_size('pgtrail.entries')) || ' indexes'")
 indexes=$(psql_store -At -c "SELECT string_agg(indexname, ', ' ORDER BY indexname) FROM pg_indexes WHERE schemaname = 'pgtrail' AND tablename = 'entries'")
 
-# 3. The web view, and the values to vary.
+# 3. The web view, signed in as an admin as people use it (every request then
+# pays for its session check), and the values to vary.
+bench_password="bench-password-$RANDOM$RANDOM"
+if [[ $(psql_store -At -c "SELECT count(*) FROM pgtrail.users WHERE name = 'bench'") == 0 ]]; then
+    printf '%s\n' "$bench_password" | "$pgtrail" --config "$cfg" user add bench --role admin >"$dir/user.log" 2>&1 \
+        || { cat "$dir/user.log" >&2; die "pgtrail user add failed"; }
+else
+    printf '%s\n' "$bench_password" | "$pgtrail" --config "$cfg" user reset-password bench >"$dir/user.log" 2>&1 \
+        || { cat "$dir/user.log" >&2; die "pgtrail user reset-password failed"; }
+fi
 PGTRAIL_LOG=warn "$pgtrail" --config "$cfg" web >"$dir/web.log" 2>&1 &
 web_pid=$!
 base="http://127.0.0.1:$web_port"
@@ -202,6 +213,13 @@ for _ in $(seq 1 100); do
     sleep 0.1
 done
 curl -s -o /dev/null "$base/assets/style.css" || die "pgtrail web does not answer on $base"
+jar="$dir/cookies"
+rm -f "$jar"
+csrf=$(curl -s -c "$jar" "$base/sign-in" | sed -n 's/.*name="csrf" value="\([^"]*\)".*/\1/p' | head -n 1)
+[[ -n "$csrf" ]] || die "no CSRF token on $base/sign-in"
+signed=$(curl -s -o /dev/null -w '%{http_code}' -b "$jar" -c "$jar" --data-urlencode "csrf=$csrf" \
+    --data-urlencode name=bench --data-urlencode "password=$bench_password" --data-urlencode next=/ "$base/sign-in")
+[[ "$signed" == 303 ]] || die "signing in as bench answered $signed, not 303"
 
 say "sampling values from the store"
 enc() { jq -rn --arg v "$1" '$v | @uri'; }
@@ -258,7 +276,7 @@ rm -rf "$results"
 mkdir -p "$results"
 request() { # URL OUTFILE: appends "server_ms client_ms status" to OUTFILE (if given)
     local out code client server
-    out=$(curl -s -o "$dir/body" -D "$hdr" -w '%{http_code} %{time_total}' "$base$1") || die "curl failed on $1"
+    out=$(curl -s -b "$jar" -o "$dir/body" -D "$hdr" -w '%{http_code} %{time_total}' "$base$1") || die "curl failed on $1"
     read -r code client <<<"$out"
     # A 503 is the store's statement timeout (30 s): counted, and its time kept.
     [[ "$code" == 200 || "$code" == 503 ]] || die "$1 answered $code: $(head -c 400 "$dir/body")"

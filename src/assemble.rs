@@ -39,6 +39,10 @@ pub enum Event {
     Undecodable(DecodeFailure),
     /// Everything of this transaction has been sent; once stored, the slot may advance to `end_lsn`.
     Commit(Arc<Transaction>),
+    /// This transaction changed the partition map; the map after it, as
+    /// [`PartitionMap::to_json`], to store with its checkpoint. Sent just
+    /// before its `Commit`.
+    Partitions(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +101,8 @@ struct OpenTxn {
     /// truncating a partitioned table also sends a record for each of its
     /// partitions, which that one entry already covers.
     truncated: Vec<TableName>,
+    /// A partition tree announcement changed the map.
+    partitions_changed: bool,
 }
 
 impl Assembler {
@@ -182,6 +188,7 @@ impl Assembler {
                     context: Arc::from(EMPTY_CONTEXT),
                     truncates: Tracker::default(),
                     truncated: Vec::new(),
+                    partitions_changed: false,
                 });
             }
             Record::Commit(_) => {
@@ -191,6 +198,9 @@ impl Assembler {
                 })?;
                 if !open.skip {
                     self.stored_up_to = open.txn.end_lsn;
+                    if open.partitions_changed {
+                        out.push(Event::Partitions(self.partitions.to_json()));
+                    }
                     out.push(Event::Commit(open.txn));
                 }
             }
@@ -303,6 +313,7 @@ impl Assembler {
                                     }
                                 }
                                 self.partitions.apply(&tree);
+                                open.partitions_changed = true;
                                 Ok(())
                             }
                             Err(e) => Err(e),

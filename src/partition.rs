@@ -10,13 +10,16 @@
 //! announces a root's whole partition tree as a transactional message (prefix
 //! `pgtrail_partitions`) whenever a partition is created, attached or
 //! detached, so a change decoded after the announcement is mapped as it was
-//! when it was made. Changes decoded between the checkpoint and the first
-//! announcement are mapped by the catalog as it is at session start, which
-//! differs from the past only if the tree changed in that window.
+//! when it was made. The map after each announcement is stored with the
+//! checkpoint (`pgtrail.partition_maps`), and a session starts from the stored
+//! map when there is one, so changes decoded between the checkpoint and the
+//! next announcement are mapped as they were then too. Only a session with no
+//! stored map (no announcement ever stored: the event trigger is missing, or
+//! no tree changed yet) starts from the catalog as it is at session start.
 
 use std::collections::HashMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::table::TableName;
 
@@ -73,6 +76,39 @@ impl PartitionMap {
         false
     }
 
+    /// The map as JSON, for the store: `[{"schema", "name", "root_schema",
+    /// "root_name", "parent_schema", "parent_name"}, …]`, in a stable order.
+    pub fn to_json(&self) -> String {
+        let mut rows: Vec<StoredMember<'_>> = self
+            .members
+            .iter()
+            .map(|(t, m)| StoredMember {
+                schema: t.schema.as_str().into(),
+                name: t.name.as_str().into(),
+                root_schema: m.root.schema.as_str().into(),
+                root_name: m.root.name.as_str().into(),
+                parent_schema: m.parent.schema.as_str().into(),
+                parent_name: m.parent.name.as_str().into(),
+            })
+            .collect();
+        rows.sort_by(|a, b| (&a.schema, &a.name).cmp(&(&b.schema, &b.name)));
+        serde_json::to_string(&rows).unwrap_or_else(|_| "[]".into())
+    }
+
+    /// Reads what [`PartitionMap::to_json`] wrote.
+    pub fn from_json(text: &str) -> Result<PartitionMap, serde_json::Error> {
+        let rows: Vec<StoredMember<'_>> = serde_json::from_str(text)?;
+        Ok(PartitionMap::new(rows.into_iter().map(|r| {
+            (
+                TableName::new(r.schema, r.name),
+                Member {
+                    root: TableName::new(r.root_schema, r.root_name),
+                    parent: TableName::new(r.parent_schema, r.parent_name),
+                },
+            )
+        })))
+    }
+
     /// Applies an announcement: `root`'s tree is now exactly `members`.
     /// Partitions that left the tree (DETACH) are tables of their own again.
     pub fn apply(&mut self, tree: &Tree) {
@@ -97,6 +133,22 @@ pub struct Tree {
     pub root: TableName,
     /// Each partition with its direct parent.
     pub members: Vec<(TableName, TableName)>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredMember<'a> {
+    #[serde(borrow)]
+    schema: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    name: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    root_schema: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    root_name: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    parent_schema: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    parent_name: std::borrow::Cow<'a, str>,
 }
 
 #[derive(Deserialize)]
@@ -180,6 +232,31 @@ mod tests {
         });
         assert_eq!(map.root_of(&t("o_eu_lo")), Some(&t("all")));
         assert_eq!(map.root_of(&t("o")), Some(&t("all")));
+    }
+
+    #[test]
+    fn the_stored_form_reads_back_as_the_same_map() {
+        let q = TableName::new("Sales \"EU\"", "o.2026");
+        let map = PartitionMap::new([
+            (
+                t("o_eu"),
+                Member {
+                    root: t("o"),
+                    parent: t("o"),
+                },
+            ),
+            (
+                q.clone(),
+                Member {
+                    root: t("o"),
+                    parent: t("o_eu"),
+                },
+            ),
+        ]);
+        let back = PartitionMap::from_json(&map.to_json()).unwrap();
+        assert_eq!(back.members, map.members);
+        assert_eq!(back.to_json(), map.to_json(), "stable order");
+        assert!(PartitionMap::from_json("[{\"schema\":1}]").is_err());
     }
 
     #[test]

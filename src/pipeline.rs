@@ -250,9 +250,14 @@ async fn session(
         })?;
     source::check_slot(&catalog, &config.slot, Duration::from_secs(5)).await?;
     let tables = source::captured_tables(&catalog, &config.capture).await?;
+    // The map as of the checkpoint when one was stored; the catalog (the map
+    // as of now) only when none was.
     let partitions = match carried_partitions {
         Some(map) => map,
-        None => source::partition_map(&source::catalog_tables(&catalog).await?),
+        None => match store::partition_map(&store_client, &config.slot).await? {
+            Some(map) => map,
+            None => source::partition_map(&source::catalog_tables(&catalog).await?),
+        },
     };
     let status_every = source::status_interval(&catalog).await;
     drop(catalog);

@@ -28,6 +28,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "users, sessions and tokens",
         include_str!("../../sql/store/0004_users.sql"),
     ),
+    (
+        5,
+        "partition maps",
+        include_str!("../../sql/store/0005_partition_maps.sql"),
+    ),
 ];
 
 const BOOTSTRAP: &str = "CREATE SCHEMA IF NOT EXISTS pgtrail;

@@ -104,6 +104,30 @@ pub async fn checkpoint(client: &Client, slot: &SlotName) -> Result<Option<Lsn>,
     Ok(row.and_then(|r| r.get::<_, String>(0).parse().ok()))
 }
 
+/// The partition map stored with the slot's checkpoint, if one was ever stored.
+pub async fn partition_map(
+    client: &Client,
+    slot: &SlotName,
+) -> Result<Option<crate::partition::PartitionMap>, StoreError> {
+    let row = client
+        .query_opt(
+            "SELECT members::text FROM pgtrail.partition_maps WHERE slot = $1",
+            &[&slot.as_str()],
+        )
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let text: String = row.get(0);
+    match crate::partition::PartitionMap::from_json(&text) {
+        Ok(map) => Ok(Some(map)),
+        Err(e) => {
+            // Only pgtrail writes it; if it cannot be read, the catalog is the
+            // next best thing, as before the map was stored.
+            tracing::warn!(error = %e, "the stored partition map cannot be read; starting from the catalog");
+            Ok(None)
+        }
+    }
+}
+
 /// Records a starting checkpoint for a new slot; an existing one is kept.
 pub async fn init_checkpoint(client: &Client, slot: &SlotName, lsn: Lsn) -> Result<(), StoreError> {
     client

@@ -48,6 +48,11 @@ pub struct StoreWriter {
     whole_failures: usize,
     /// End LSN of the last source transaction received whole, not yet committed to the store.
     pending_checkpoint: Option<Lsn>,
+    /// The partition map after the newest transaction that changed it: of a
+    /// transaction still arriving, and of one received whole (stored with the
+    /// next checkpoint).
+    partial_partitions: Option<String>,
+    whole_partitions: Option<String>,
     last_commit: Instant,
     durable: watch::Sender<Lsn>,
     /// The plain context columns of the last context seen: entries of a
@@ -67,6 +72,8 @@ impl StoreWriter {
             whole_bytes: 0,
             whole_failures: 0,
             pending_checkpoint: None,
+            partial_partitions: None,
+            whole_partitions: None,
             last_commit: Instant::now(),
             durable,
             context_columns: None,
@@ -121,7 +128,11 @@ impl StoreWriter {
                         encode_copy_row(&entry, cols, &mut self.copy_buf)
                     }
                     Event::Undecodable(failure) => self.failures.push(failure),
+                    Event::Partitions(map) => self.partial_partitions = Some(map),
                     Event::Commit(txn) => {
+                        if let Some(map) = self.partial_partitions.take() {
+                            self.whole_partitions = Some(map);
+                        }
                         self.holds_partial = false;
                         self.whole_bytes = self.copy_buf.len();
                         self.whole_failures = self.failures.len();
@@ -189,6 +200,15 @@ impl StoreWriter {
                 .execute(
                     "INSERT INTO pgtrail.decode_errors (lsn, xid, record, error) VALUES ($1::text::pg_lsn, $2, $3, $4)",
                     &[&f.lsn.to_string(), &xid, &f.record, &f.error],
+                )
+                .await?;
+        }
+        if let Some(map) = self.whole_partitions.take() {
+            self.client
+                .execute(
+                    "INSERT INTO pgtrail.partition_maps (slot, members) VALUES ($1, $2::text::json) \
+                     ON CONFLICT (slot) DO UPDATE SET members = excluded.members, updated_at = now()",
+                    &[&self.slot.as_str(), &map],
                 )
                 .await?;
         }

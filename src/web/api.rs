@@ -142,7 +142,8 @@ pub struct LogParams {
     /// Committed within this long before now: a number and `m`, `h` or `d` (`1h`, `24h`, `7d`), at most 3650d. Not with `from`.
     #[param(pattern = "^[0-9]{1,7}[mhd]$")]
     last: Option<String>,
-    /// A primary-key value (`5`: any key column equal to it), or the whole key as a JSON object (`{"id":5}`).
+    /// A primary-key value (`5`: a one-column key equal to it in any table, or any key column of the tables given
+    /// with `table`), or the whole key as a JSON object in any key order (`{"order_id":1,"line":2}`).
     pk: Option<String>,
     /// Text searched for, case-insensitively, in the values of the row before and after.
     /// A page searches for a limited time (about 0.25 s): it may hold fewer entries than

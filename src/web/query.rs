@@ -641,8 +641,15 @@ impl PkMatch {
     }
 
     /// How `pk` (a key value, or a key as a JSON object) matches entries of
-    /// `tables`, given each one's key columns (`None`: no entry of it has a key).
-    pub fn new(pk: &str, tables: &[(TableName, Option<Vec<String>>)]) -> Result<PkMatch, WebError> {
+    /// `tables`, given each one's key columns (`None`: no entry of it has a
+    /// key). A single value is looked for in the key columns of composite
+    /// keys only with `composite` (the tables were filtered on): no index
+    /// holds them, so that reads every entry of those tables.
+    pub fn new(
+        pk: &str,
+        tables: &[(TableName, Option<Vec<String>>)],
+        composite: bool,
+    ) -> Result<PkMatch, WebError> {
         let object = if pk.starts_with('{') {
             let raw: std::collections::HashMap<String, Box<serde_json::value::RawValue>> =
                 serde_json::from_str(pk).map_err(|e| {
@@ -652,6 +659,7 @@ impl PkMatch {
         } else {
             None
         };
+        let composite_ok = composite;
         let mut m = PkMatch::default();
         let mut composite = Vec::new();
         for (table, columns) in tables {
@@ -677,7 +685,8 @@ impl PkMatch {
                 }
                 None => match key_texts(columns, pk) {
                     Some(texts) => m.add_rows(table, texts),
-                    None => composite.push(table.clone()),
+                    None if composite_ok => composite.push(table.clone()),
+                    None => {}
                 },
             }
         }
@@ -861,13 +870,15 @@ impl Filter {
     /// Decides how to match the primary-key filter: the `row_key` of the
     /// value in every table it can be a key of (the tables filtered on, else
     /// every table with entries that the scope allows), so that the index
-    /// finds it; a table with a composite key is read through its own index.
+    /// finds it. A single value in a composite key is looked for only in the
+    /// tables filtered on, through their own index: across every table it
+    /// would read all their entries.
     pub async fn pk_match(&self, client: &Client) -> Result<Option<PkMatch>, WebError> {
         let Some(pk) = &self.pk else { return Ok(None) };
         let only = (!self.tables.is_empty()).then_some(self.tables.as_slice());
         let mut tables = tables_with_keys(client, only).await?;
         tables.retain(|(t, _)| self.scope.allows_table(t));
-        PkMatch::new(pk, &tables).map(Some)
+        PkMatch::new(pk, &tables, only.is_some()).map(Some)
     }
 
     /// Appends ` AND …` for every filter that is set.
@@ -1249,7 +1260,7 @@ mod tests {
             (t("lines"), cols(&["order_id", "line"])),
             (t("log"), None),
         ];
-        let m = PkMatch::new("5", &tables).unwrap();
+        let m = PkMatch::new("5", &tables, true).unwrap();
         assert_eq!(m.texts, vec![r#"{"id":"5"}"#, r#"{"id":5}"#]);
         assert_eq!(
             m.row_keys,
@@ -1261,7 +1272,7 @@ mod tests {
         assert_eq!(m.partial, Some((vec![t("lines")], "5".to_owned())));
 
         // A whole key names its columns in any order and is written in key order.
-        let m = PkMatch::new(r#"{ "line": 2, "order_id" : 1 }"#, &tables).unwrap();
+        let m = PkMatch::new(r#"{ "line": 2, "order_id" : 1 }"#, &tables, false).unwrap();
         assert_eq!(m.texts, vec![r#"{"order_id":1,"line":2}"#]);
         assert_eq!(
             m.row_keys,
@@ -1272,12 +1283,14 @@ mod tests {
         );
         assert_eq!(m.partial, None);
         // Columns no table has as its key: nothing can match.
-        let m = PkMatch::new(r#"{"nope":1}"#, &tables).unwrap();
+        let m = PkMatch::new(r#"{"nope":1}"#, &tables, true).unwrap();
         assert!(m.row_keys.is_empty() && m.partial.is_none());
         assert!(matches!(
-            PkMatch::new("{broken", &tables),
+            PkMatch::new("{broken", &tables, true),
             Err(WebError::BadRequest(_))
         ));
+        // Across every table, a single value is not looked for in composite keys.
+        assert_eq!(PkMatch::new("5", &tables, false).unwrap().partial, None);
     }
 
     #[test]

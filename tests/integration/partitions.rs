@@ -313,3 +313,85 @@ async fn partitions_are_captured_under_their_root() {
     );
     daemon.terminate().await;
 }
+
+/// A backlog decoded after a restart is named as the partitions were when each change was made,
+/// not as the catalog has them at the restart: the map is stored with the checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_a_backlog_after_a_restart_is_named_as_it_was_written() {
+    let env = TestEnv::start_with(ClusterOptions::default(), |c| {
+        c.tables = vec!["public.*".into()];
+        c.exclude = vec!["public.sessions".into()];
+    })
+    .await;
+    let src = env.source().await;
+    src.batch_execute(SCHEMA).await.unwrap();
+    src.batch_execute(
+        "CREATE TABLE solo (id int, region text, amount int, PRIMARY KEY (id, region));",
+    )
+    .await
+    .unwrap();
+    env.setup().await;
+    let store = env.store().await;
+    let mut daemon = env.spawn();
+    env.sync().await;
+    // A tree announced while running: from then on the map is stored with the checkpoint.
+    src.batch_execute("CREATE TABLE orders_jp PARTITION OF orders FOR VALUES IN ('jp'); INSERT INTO orders VALUES (30, 'jp', 1);")
+        .await
+        .unwrap();
+    env.sync().await;
+    let stored: String = store
+        .query_one("SELECT members::text FROM pgtrail.partition_maps", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(stored.contains("\"orders_jp\""), "{stored}");
+    daemon.terminate().await;
+
+    // While the daemon is down: solo is a table of its own, then a partition; orders_us a
+    // partition, then a table of its own.
+    src.batch_execute(
+        "INSERT INTO solo VALUES (1, 'solo', 10);
+         INSERT INTO orders_us VALUES (40, 'us', 40);
+         ALTER TABLE orders ATTACH PARTITION solo FOR VALUES IN ('solo');
+         ALTER TABLE orders DETACH PARTITION orders_us;
+         INSERT INTO solo VALUES (2, 'solo', 20);
+         INSERT INTO orders_us VALUES (50, 'us', 50);",
+    )
+    .await
+    .unwrap();
+    let mut daemon = env.spawn();
+    env.sync().await;
+
+    let named = |entries: Vec<Entry>| -> Vec<(i64, String)> {
+        entries
+            .iter()
+            .filter(|e| e.action == "INSERT")
+            .map(|e| {
+                (
+                    e.key_i64("id"),
+                    e.details["partition"].as_str().unwrap_or("-").to_owned(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        named(table_entries(&store, "public", "solo").await),
+        [(1, "-".to_owned())],
+        "solo's change from before the ATTACH is its own"
+    );
+    assert_eq!(
+        named(table_entries(&store, "public", "orders").await),
+        [
+            (30, "public.orders_jp".to_owned()),
+            (40, "public.orders_us".to_owned()),
+            (2, "public.solo".to_owned())
+        ],
+        "the root has the changes made while they were its partitions, and only those"
+    );
+    assert_eq!(
+        named(table_entries(&store, "public", "orders_us").await),
+        [(50, "-".to_owned())],
+        "orders_us's change from after the DETACH is its own"
+    );
+    daemon.terminate().await;
+}
