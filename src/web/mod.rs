@@ -237,25 +237,14 @@ impl AppState {
                     .collect();
             }
         }
-        // The tables of recent entries: a bounded read from the newest end,
-        // since no index leads with the table name.
-        let sql = "SELECT DISTINCT schema_name, table_name FROM \
-              (SELECT schema_name, table_name FROM pgtrail.entries ORDER BY id DESC LIMIT 50000) recent \
-            ORDER BY 1, 2 LIMIT 2000";
-        let tables = match self.pool().get().await {
-            Ok(client) => match client.query(sql, &[]).await {
-                Ok(rows) => rows
-                    .iter()
-                    .map(|r| {
-                        let t = crate::table::TableName::new(
-                            r.get::<_, String>(0),
-                            r.get::<_, String>(1),
-                        );
-                        (query::table_param(&t), t)
-                    })
+        let tables: Vec<(String, crate::table::TableName)> = match self.pool().get().await {
+            Ok(client) => match query::all_tables(&client).await {
+                Ok(tables) => tables
+                    .into_iter()
+                    .map(|t| (query::table_param(&t), t))
                     .collect(),
                 Err(e) => {
-                    tracing::warn!(error = %crate::store::describe(&e), "listing tables failed");
+                    tracing::warn!(error = ?e, "listing tables failed");
                     Vec::new()
                 }
             },

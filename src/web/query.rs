@@ -697,10 +697,34 @@ impl PkMatch {
     }
 }
 
-/// Every table with entries, with its key columns (from its newest entry that
-/// has a key; `None` if none has), or only those of `only` when given. The
-/// tables are found by skipping through the index on `(schema_name,
-/// table_name, id)`: one probe per table, however many entries each has.
+/// `t(schema_name, table_name)`: every table with entries, found by skipping
+/// through the index on `(schema_name, table_name, id)`, one probe per table
+/// however many entries each has.
+const ALL_TABLES: &str = "WITH RECURSIVE t(schema_name, table_name) AS ( \
+       (SELECT schema_name, table_name FROM pgtrail.entries ORDER BY 1, 2 LIMIT 1) \
+     UNION ALL \
+       SELECT n.schema_name, n.table_name FROM t, LATERAL ( \
+         SELECT schema_name, table_name FROM pgtrail.entries e \
+         WHERE (e.schema_name, e.table_name) > (t.schema_name, t.table_name) \
+         ORDER BY 1, 2 LIMIT 1) n) ";
+
+/// Every table with entries, in name order.
+pub async fn all_tables(client: &Client) -> Result<Vec<TableName>, WebError> {
+    let rows = client
+        .query(
+            &format!("{ALL_TABLES} SELECT schema_name, table_name FROM t"),
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| TableName::new(r.get::<_, String>(0), r.get::<_, String>(1)))
+        .collect())
+}
+
+/// Every table with entries ([`all_tables`]), or only those of `only` when
+/// given, with its key columns (from its newest entry that has a key; `None`
+/// if none has).
 pub async fn tables_with_keys(
     client: &Client,
     only: Option<&[TableName]>,
@@ -725,16 +749,7 @@ pub async fn tables_with_keys(
         None => {
             client
                 .query(
-                    &format!(
-                        "WITH RECURSIVE t(schema_name, table_name) AS ( \
-                           (SELECT schema_name, table_name FROM pgtrail.entries ORDER BY 1, 2 LIMIT 1) \
-                         UNION ALL \
-                           SELECT n.schema_name, n.table_name FROM t, LATERAL ( \
-                             SELECT schema_name, table_name FROM pgtrail.entries e \
-                             WHERE (e.schema_name, e.table_name) > (t.schema_name, t.table_name) \
-                             ORDER BY 1, 2 LIMIT 1) n) \
-                         SELECT t.schema_name, t.table_name, {KEY} FROM t"
-                    ),
+                    &format!("{ALL_TABLES} SELECT t.schema_name, t.table_name, {KEY} FROM t"),
                     &[],
                 )
                 .await?
