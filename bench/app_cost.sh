@@ -22,8 +22,8 @@
 #   --duration S         seconds of each full-speed run (default 15)
 #   --rate-duration S    seconds of each fixed-rate run (default 10)
 #   --rounds N           rounds of each measurement (default 3): odd rounds run
-#                        a, b, c, even rounds c, b, a, so a steady drift of the
-#                        machine weighs on all three alike
+#                        a, b, r, c, even rounds c, r, b, a, so a steady drift
+#                        of the machine weighs on all of them alike
 #   --warmup S           one unrecorded run per database first (default 5; 0: none)
 #   --rate TPS           the fixed rate (default: half of (a)'s mean full-speed TPS)
 #   --clients N          pgbench clients (default 4; threads: min(clients, cores))
@@ -96,7 +96,7 @@ ref_slot=app_cost_ref
 bench=app_cost
 # shellcheck source=bench/lib.sh
 source "$repo/bench/lib.sh"
-usage() { sed -n '2,33p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,39p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2; }
 
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -306,12 +306,19 @@ start_reference() {
         "${ref_options[@]}" >>"$dir/logs/pg_recvlogical.log" 2>&1 &
     ref_pid=$!
     local i
-    for (( i = 0; i < 100; i++ )); do
-        [[ $(q postgres -c "SELECT active_pid IS NOT NULL FROM pg_replication_slots WHERE slot_name = '$ref_slot'") == t ]] && return 0
+    # Streaming, and past the point the slot was moved to: the walsender
+    # starts reading at the slot's restart_lsn, which can be well before it,
+    # and that re-reading must not fall into the measured run.
+    local lsn
+    # A record after the move for the walsender to read past.
+    lsn=$(q app_b -c "SELECT pg_logical_emit_message(false, 'app_cost_mark', '')")
+    for (( i = 0; i < 600; i++ )); do
+        [[ $(q postgres -c "SELECT coalesce(bool_or(r.sent_lsn >= '$lsn'::pg_lsn), false) FROM pg_replication_slots s
+                             JOIN pg_stat_replication r ON r.pid = s.active_pid WHERE s.slot_name = '$ref_slot'") == t ]] && return 0
         kill -0 "$ref_pid" 2>/dev/null || { cat "$dir/logs/pg_recvlogical.log" >&2; die "pg_recvlogical exited"; }
         sleep 0.1
     done
-    die "pg_recvlogical did not start streaming within 10 s"
+    die "pg_recvlogical did not reach the end of the WAL within 60 s"
 }
 stop_reference() {
     stop_pid "$ref_pid"
@@ -397,6 +404,7 @@ run_one() {
         CPU[$key]=$(calc "(d1 - d0 + p1 - p0) / hz / (t1 - t0) * 100" "d1=$d1" "d0=$d0" "p1=$p1" "p0=$p0" "hz=$hz" "t1=$t_end" "t0=$t_begin")
     fi
     if [[ $s == r ]]; then
+        kill -0 "$ref_pid" 2>/dev/null || { cat "$dir/logs/pg_recvlogical.log" >&2; die "pg_recvlogical exited during the run"; }
         stop_reference
         note=$(printf '; pg_recvlogical+walsender %.0f%% of a core' "${CPU[$key]}")
     fi
@@ -514,7 +522,7 @@ w2j_version=$(dpkg-query -W -f='${Version}' postgresql-15-wal2json 2>/dev/null |
 echo
 echo "== cost to the application ($(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores, ${total_s}s of measuring) =="
 echo "PostgreSQL $pg_version, wal2json $w2j_version, fsync=$fsync, autovacuum off; pgbench tpcb-like, -M prepared,"
-echo "$clients clients, $jobs threads, scale $scale; $rounds round(s) of each (in turn a b c, c b a, ...), full speed ${duration}s"
+echo "$clients clients, $jobs threads, scale $scale; $rounds round(s) of each (in turn a b r c, c r b a, ...), full speed ${duration}s"
 echo "per run, fixed rate ${rate_duration}s per run at $rate TPS; load average before $load_before, after $load_after;"
 echo "other work on the machine during the runs (CPU not used by this benchmark, of all $cores cores): $others"
 echo
@@ -532,7 +540,7 @@ printf '| CPU of the consumer and its server processes, µs per transaction | | 
 if [[ $split -eq 1 ]]; then
     tps_n=$(mean n full)
     cpu_n=$(mean n full CPU_TX)
-    printf '| (b-) pgtrail installed, daemon stopped: TPS (per round), ratio to (a); CPU per transaction, µs | | %.0f (%s), %s; %.0f µs (%.2fx) | |\n' \
+    printf '| (b-) pgtrail installed, daemon stopped: TPS (per round), ratio to (a); CPU per transaction, µs | | %.0f (%s), %s; %.0f µs (%.2fx) | | |\n' \
         "$tps_n" "$(per_round n full)" "$(calc "sprintf(\"%.2f\", n / a)" "a=$tps_a" "n=$tps_n")" \
         "$cpu_n" "$(calc "n / a" "a=$(mean a full CPU_TX)" "n=$cpu_n")"
 fi

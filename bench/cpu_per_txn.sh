@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # CPU time per application transaction of each process pgtrail adds: the daemon, its
-# walsender and its store backend, read from /proc while pgbench runs at full speed on (b).
+# walsender and its store backend, read from /proc from when the daemon has caught up, over
+# pgbench at full speed on (b), until the daemon has stored all that pgbench wrote.
 # Runs on a cluster kept by `bash bench/app_cost.sh --keep`; CPU time per transaction is far
 # less disturbed by other work on the machine than TPS.
 #
@@ -46,15 +47,31 @@ trap 'exit 130' INT TERM
 
 PGTRAIL_LOG=warn "$bin" --config "$cfg" run >"$dir/cpu_per_txn-daemon.log" 2>&1 &
 daemon_pid=$!
-sleep 3
-kill -0 "$daemon_pid" 2>/dev/null || { cat "$dir/cpu_per_txn-daemon.log" >&2; die "pgtrail run exited"; }
-walsender=$(q postgres "SELECT pid FROM pg_stat_replication LIMIT 1")
+# Waits until the daemon has stored everything written so far.
+caught_up() {
+    local mark i
+    mark=$(q app_b "SELECT pg_current_wal_lsn()")
+    q app_b "INSERT INTO bench_marker DEFAULT VALUES" >/dev/null
+    for (( i = 0; ; i++ )); do
+        kill -0 "$daemon_pid" 2>/dev/null || { cat "$dir/cpu_per_txn-daemon.log" >&2; die "pgtrail run exited"; }
+        [[ $(q pgtrail "SELECT coalesce(bool_or(lsn >= '$mark'::pg_lsn), false) FROM pgtrail.checkpoints") == t ]] && return 0
+        (( i < 1200 )) || die "pgtrail run did not catch up within 120 s"
+        sleep 0.1
+    done
+}
+# A backlog left by earlier runs must not be counted against this one.
+caught_up
+walsender=$(q postgres "SELECT active_pid FROM pg_replication_slots WHERE slot_name = 'app_cost' AND active_pid IS NOT NULL")
+[[ -n "$walsender" ]] || die "no walsender streams for slot app_cost"
+
 store=$(q postgres "SELECT string_agg(pid::text, ' ') FROM pg_stat_activity WHERE datname = 'pgtrail' AND backend_type = 'client backend' AND pid <> pg_backend_pid()")
 commits() { q pgtrail "SELECT xact_commit FROM pg_stat_database WHERE datname = 'pgtrail'"; }
 
 c0=$(commits); d0=$(cpu_ticks "$daemon_pid"); w0=$(cpu_ticks "$walsender"); s0=$(cpu_ticks $store)
 pgbench -n -M prepared -T "$seconds" -c 4 -j 2 -h 127.0.0.1 -p "$port" -U postgres app_b >"$dir/cpu_per_txn-pgbench.log" 2>&1 \
     || { cat "$dir/cpu_per_txn-pgbench.log" >&2; die "pgbench failed"; }
+# Storing what pgbench wrote is part of its cost, also after pgbench ended.
+caught_up
 d1=$(cpu_ticks "$daemon_pid"); w1=$(cpu_ticks "$walsender"); s1=$(cpu_ticks $store); c1=$(commits)
 txns=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$dir/cpu_per_txn-pgbench.log")
 hz=$(getconf CLK_TCK)

@@ -69,8 +69,9 @@ pub enum AssembleError {
         xid: u64,
         partition: TableName,
         root: TableName,
-        /// The map as the stream had it just before: closer to the past the
-        /// next session replays than the catalog, which may be far ahead.
+        /// The map as the stream had it when this transaction began, which
+        /// the next session replays from: closer to that past than the
+        /// catalog, which may be far ahead.
         partitions: Box<PartitionMap>,
     },
 }
@@ -103,6 +104,9 @@ struct OpenTxn {
     truncated: Vec<TableName>,
     /// A partition tree announcement changed the map.
     partitions_changed: bool,
+    /// The map as it was when the transaction began, kept from its first
+    /// change of the map on.
+    partitions_before: Option<PartitionMap>,
 }
 
 impl Assembler {
@@ -189,6 +193,7 @@ impl Assembler {
                     truncates: Tracker::default(),
                     truncated: Vec::new(),
                     partitions_changed: false,
+                    partitions_before: None,
                 });
             }
             Record::Commit(_) => {
@@ -308,9 +313,16 @@ impl Assembler {
                                             xid: open.txn.xid,
                                             partition: partition.clone(),
                                             root: tree.root.clone(),
-                                            partitions: Box::new(self.partitions.clone()),
+                                            partitions: Box::new(
+                                                open.partitions_before
+                                                    .take()
+                                                    .unwrap_or_else(|| self.partitions.clone()),
+                                            ),
                                         });
                                     }
+                                }
+                                if open.partitions_before.is_none() {
+                                    open.partitions_before = Some(self.partitions.clone());
                                 }
                                 self.partitions.apply(&tree);
                                 open.partitions_changed = true;
@@ -318,9 +330,24 @@ impl Assembler {
                             }
                             Err(e) => Err(e),
                         },
+                        // A dropped table leaves the partition map; like
+                        // announcements, followed in stored transactions too.
+                        MessageKind::Ddl if open.skip => {
+                            if let Ok(ddl) = context::ddl_from_message(&content) {
+                                forget_dropped(&mut self.partitions, &ddl);
+                            }
+                            return Ok(());
+                        }
                         _ if open.skip => return Ok(()),
                         MessageKind::Truncate => open.truncates.message(&content, &self.partitions),
                         MessageKind::Ddl => context::ddl_from_message(&content).map(|ddl| {
+                            let before = (open.partitions_before.is_none()
+                                && ddl.command_tag == "DROP TABLE")
+                                .then(|| self.partitions.clone());
+                            if forget_dropped(&mut self.partitions, &ddl) {
+                                open.partitions_before = open.partitions_before.take().or(before);
+                                open.partitions_changed = true;
+                            }
                             let table = TableName::new(ddl.schema, ddl.name);
                             let excluded = self.filter.exclude.iter().any(|p| p.matches(&table));
                             if self.filter.captures_schema(&table.schema) && !excluded {
@@ -355,6 +382,14 @@ impl Assembler {
         }
         Ok(())
     }
+}
+
+/// A dropped table is no partition any more: the announcements cover trees
+/// that still exist, not this. (A rename or move of a partition is announced.)
+fn forget_dropped(partitions: &mut PartitionMap, ddl: &context::Ddl) -> bool {
+    ddl.object_type == "table"
+        && ddl.command_tag == "DROP TABLE"
+        && partitions.forget(&TableName::new(ddl.schema.clone(), ddl.name.clone()))
 }
 
 #[derive(Clone, Copy)]

@@ -118,6 +118,10 @@ struct DdlMessage {
 /// What a DDL entry is made of.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ddl {
+    /// `CREATE TABLE`, `DROP TABLE`, `ALTER TABLE`, …
+    pub command_tag: String,
+    /// `table`, `index`, `view`, …
+    pub object_type: String,
     pub schema: String,
     /// The relation's own name where the object is one, else its identity.
     pub name: String,
@@ -147,6 +151,8 @@ pub fn ddl_from_message(content: &str) -> Result<Ddl, serde_json::Error> {
         None => crate::entry::EMPTY_CONTEXT.to_owned(),
     };
     Ok(Ddl {
+        command_tag: m.command_tag,
+        object_type: m.object_type,
         schema: m.schema,
         name: m.object_name.unwrap_or(m.object_identity),
         detail,

@@ -109,6 +109,23 @@ impl PartitionMap {
         })))
     }
 
+    /// `table` is gone, or is a plain table again (dropped, or created anew
+    /// under a partition's old name): it leaves the map, with everything below
+    /// it when it was partitioned. Returns whether the map changed.
+    pub fn forget(&mut self, table: &TableName) -> bool {
+        let below: Vec<TableName> = self
+            .members
+            .iter()
+            .filter(|(t, m)| &m.root == table || self.is_below(t, table))
+            .map(|(t, _)| t.clone())
+            .collect();
+        let mut changed = self.members.remove(table).is_some();
+        for t in below {
+            changed |= self.members.remove(&t).is_some();
+        }
+        changed
+    }
+
     /// Applies an announcement: `root`'s tree is now exactly `members`.
     /// Partitions that left the tree (DETACH) are tables of their own again.
     pub fn apply(&mut self, tree: &Tree) {
@@ -232,6 +249,39 @@ mod tests {
         });
         assert_eq!(map.root_of(&t("o_eu_lo")), Some(&t("all")));
         assert_eq!(map.root_of(&t("o")), Some(&t("all")));
+    }
+
+    #[test]
+    fn a_dropped_table_leaves_the_map_with_what_was_below_it() {
+        let mut map = PartitionMap::new([
+            (
+                t("o_eu"),
+                Member {
+                    root: t("o"),
+                    parent: t("o"),
+                },
+            ),
+            (
+                t("o_eu_lo"),
+                Member {
+                    root: t("o"),
+                    parent: t("o_eu"),
+                },
+            ),
+            (
+                t("o_us"),
+                Member {
+                    root: t("o"),
+                    parent: t("o"),
+                },
+            ),
+        ]);
+        assert!(map.forget(&t("o_eu")));
+        assert_eq!(map.root_of(&t("o_eu_lo")), None);
+        assert_eq!(map.root_of(&t("o_us")), Some(&t("o")));
+        assert!(!map.forget(&t("unrelated")));
+        assert!(map.forget(&t("o")), "a dropped root takes its tree along");
+        assert!(map.is_empty());
     }
 
     #[test]

@@ -66,16 +66,23 @@ BEGIN
                 END IF;
             END IF;
         END IF;
-        -- A partition created, attached or detached: enrol the whole tree of
-        -- a captured root (statement triggers are not inherited by
-        -- partitions, and replica identity is per table), and announce the
-        -- tree so the daemon names the partitions' changes by their root
-        -- from this transaction on. A partitioned table's ALTER TABLE is
-        -- where ATTACH and DETACH PARTITION show up.
-        IF cmd.object_type = 'table' AND cmd.classid = 'pg_class'::regclass
-           AND ((cmd.command_tag = 'CREATE TABLE' AND (SELECT relispartition FROM pg_class WHERE oid = cmd.objid))
-                OR (cmd.command_tag = 'ALTER TABLE' AND (SELECT relkind FROM pg_class WHERE oid = cmd.objid) = 'p')) THEN
-            PERFORM pgtrail.enrol_partitions(pg_partition_root(cmd.objid));
+        -- A partition created, attached, detached, renamed or moved: enrol the
+        -- whole tree of a captured root (statement triggers are not inherited
+        -- by partitions, and replica identity is per table), and announce the
+        -- tree so the daemon names the partitions' changes by their root from
+        -- this transaction on (and stores the map with its checkpoint). A
+        -- partitioned table's ALTER TABLE is where ATTACH and DETACH PARTITION
+        -- show up; there every tree is announced, since detaching a
+        -- partitioned table makes it a root whose tree no other names.
+        IF cmd.object_type = 'table' AND cmd.classid = 'pg_class'::regclass THEN
+            IF cmd.command_tag = 'CREATE TABLE' AND (SELECT relispartition FROM pg_class WHERE oid = cmd.objid) THEN
+                PERFORM pgtrail.enrol_partitions(pg_partition_root(cmd.objid));
+            ELSIF cmd.command_tag = 'ALTER TABLE'
+                  AND (SELECT relkind = 'p' OR relispartition FROM pg_class WHERE oid = cmd.objid) THEN
+                FOR rel IN SELECT c.oid FROM pg_class c WHERE c.relkind = 'p' AND NOT c.relispartition LOOP
+                    PERFORM pgtrail.enrol_partitions(rel.oid);
+                END LOOP;
+            END IF;
         END IF;
         PERFORM pg_logical_emit_message(true, 'pgtrail_ddl', json_build_object(
             'command_tag',     cmd.command_tag,

@@ -87,6 +87,19 @@ pub async fn create(
     Ok((token, secret))
 }
 
+/// The token named `name`, if it exists and is not revoked.
+pub async fn active<C: GenericClient>(client: &C, name: &str) -> Result<Option<Token>, AuthError> {
+    client
+        .query_opt(
+            &format!("SELECT {COLUMNS} FROM pgtrail.tokens WHERE name = $1 AND revoked_at IS NULL"),
+            &[&name],
+        )
+        .await?
+        .as_ref()
+        .map(Token::from_row)
+        .transpose()
+}
+
 pub async fn list<C: GenericClient>(client: &C) -> Result<Vec<Token>, AuthError> {
     client
         .query(

@@ -288,30 +288,54 @@ pub async fn check_password(
             locked: user.is_locked(now),
         });
     }
+    // Both outcomes are written only while the account is not locked: a
+    // guess checked while another one locked it must neither pass nor undo
+    // the lock (the lock was read before the slow hash check).
+    const NOT_LOCKED: &str = "(locked_until IS NULL OR locked_until <= now())";
     if ok {
-        client
+        let still_open = client
             .execute(
-                "UPDATE pgtrail.users SET failed_attempts = 0, locked_until = NULL WHERE name = $1",
+                &format!(
+                    "UPDATE pgtrail.users SET failed_attempts = 0, locked_until = NULL \
+                     WHERE name = $1 AND {NOT_LOCKED}"
+                ),
                 &[&name],
             )
             .await?;
-        return Ok(SignIn::Ok(user));
+        if still_open == 1 {
+            return Ok(SignIn::Ok(user));
+        }
+        return Ok(SignIn::Failed {
+            locked_now: false,
+            locked: true,
+        });
     }
     // Count and lock in one statement, so concurrent guesses cannot slip past the limit.
     let after = i32::try_from(lockout.after.max(1)).unwrap_or(i32::MAX);
     let seconds = lockout.seconds as f64;
-    let locked_now: bool = client
-        .query_one(
-            "UPDATE pgtrail.users SET \
-                 locked_until = CASE WHEN failed_attempts + 1 >= $2 THEN now() + make_interval(secs => $3) END, \
-                 failed_attempts = CASE WHEN failed_attempts + 1 >= $2 THEN 0 ELSE failed_attempts + 1 END \
-             WHERE name = $1 RETURNING locked_until IS NOT NULL",
+    let counted = client
+        .query_opt(
+            &format!(
+                "UPDATE pgtrail.users SET \
+                     locked_until = CASE WHEN failed_attempts + 1 >= $2 THEN now() + make_interval(secs => $3) END, \
+                     failed_attempts = CASE WHEN failed_attempts + 1 >= $2 THEN 0 ELSE failed_attempts + 1 END \
+                 WHERE name = $1 AND {NOT_LOCKED} RETURNING locked_until IS NOT NULL"
+            ),
             &[&name, &after, &seconds],
         )
-        .await?
-        .get(0);
-    Ok(SignIn::Failed {
-        locked_now,
-        locked: locked_now,
+        .await?;
+    Ok(match counted {
+        Some(row) => {
+            let locked_now: bool = row.get(0);
+            SignIn::Failed {
+                locked_now,
+                locked: locked_now,
+            }
+        }
+        // Locked meanwhile by a concurrent guess.
+        None => SignIn::Failed {
+            locked_now: false,
+            locked: true,
+        },
     })
 }

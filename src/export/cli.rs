@@ -4,6 +4,7 @@
 //! when it fails part way, so that an interrupted export is not a silent one.
 
 use std::io::{IsTerminal, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -135,7 +136,13 @@ pub async fn run(config: &Config, req: Request) -> Result<()> {
     };
 
     let sink: Result<Box<dyn Write + Send>> = match &out {
-        Some(path) => std::fs::File::create(path)
+        // Readable by the owner only: an export holds whole row images.
+        Some(path) => std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)
             .with_context(|| format!("cannot create {}", path.display()))
             .map(|f| {
                 Box::new(std::io::BufWriter::with_capacity(1 << 16, f)) as Box<dyn Write + Send>

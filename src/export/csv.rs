@@ -4,6 +4,12 @@
 //! for SQL NULL), `xid` and `lsn` are empty for pgtrail's own events. An
 //! optional UTF-8 byte order mark makes spreadsheet programs read the file as
 //! UTF-8 rather than the system's legacy code page.
+//!
+//! Schema and table names are the only free-text cells (the rest are numbers,
+//! times and JSON, which starts with `{`, `[`, `"` or a letter). A name that
+//! starts with `=`, `+`, `-`, `@`, a tab or a carriage return is written with
+//! a `'` before it, so that a spreadsheet shows it as text instead of running
+//! it as a formula: anyone who may create a table in the source chooses it.
 
 use std::io::Write;
 
@@ -56,13 +62,15 @@ impl<W: Write + Send> EntryWriter<W> for Csv<W> {
         let id = e.id.to_string();
         let at = e.committed_at_text();
         let xid = e.xid.map(|x| x.to_string()).unwrap_or_default();
+        let schema = as_text(&e.schema);
+        let table = as_text(&e.table);
         let fixed = [
             id.as_str(),
             at.as_str(),
             xid.as_str(),
             e.lsn.as_deref().unwrap_or(""),
-            e.schema.as_str(),
-            e.table.as_str(),
+            &schema,
+            &table,
             e.action.as_str(),
         ];
         let json = e.json.iter().map(|j| j.as_deref().unwrap_or("null"));
@@ -78,5 +86,28 @@ impl<W: Write + Send> EntryWriter<W> for Csv<W> {
         };
         out.flush()?;
         Ok(out)
+    }
+}
+
+/// `name`, or `'name` where a spreadsheet would take it for a formula.
+fn as_text(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        std::borrow::Cow::Owned(format!("'{name}"))
+    } else {
+        std::borrow::Cow::Borrowed(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::as_text;
+
+    #[test]
+    fn names_a_spreadsheet_would_run_are_written_as_text() {
+        assert_eq!(as_text("orders"), "orders");
+        assert_eq!(as_text("=HYPERLINK(\"x\")"), "'=HYPERLINK(\"x\")");
+        for name in ["+1", "-1", "@SUM(A1)", "\tx", "\rx"] {
+            assert_eq!(as_text(name), format!("'{name}"));
+        }
     }
 }

@@ -190,24 +190,37 @@ pub async fn run<W: Write + Send + 'static>(
         },
         None => encrypt::Sealed::plain(out),
     };
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<StoredEntry>(AHEAD);
+    // `None` says every row was read: only then is the file completed (the
+    // workbook assembled, age's last chunk written), so that an export cut
+    // short by the store is never a whole-looking file.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Option<StoredEntry>>(AHEAD);
     let writing = tokio::task::spawn_blocking(move || {
         let mut count = 0u64;
         let mut w = writer(options, out);
-        let written = (|| {
-            w.begin()?;
-            while let Some(e) = rx.blocking_recv() {
-                w.entry(&e)?;
-                count += 1;
-                if let Some(p) = &progress {
-                    p(Step::Written(count));
+        let written =
+            (|| {
+                w.begin()?;
+                loop {
+                    match rx.blocking_recv() {
+                        Some(Some(e)) => {
+                            w.entry(&e)?;
+                            count += 1;
+                            if let Some(p) = &progress {
+                                p(Step::Written(count));
+                            }
+                        }
+                        Some(None) => break,
+                        None => return Err(ExportError::Writer(
+                            "reading the entries stopped before the end; the output is incomplete"
+                                .into(),
+                        )),
+                    }
                 }
-            }
-            if let Some(p) = &progress {
-                p(Step::Finishing);
-            }
-            w.finish()?.finish()
-        })();
+                if let Some(p) = &progress {
+                    p(Step::Finishing);
+                }
+                w.finish()?.finish()
+            })();
         (count, written)
     });
 
@@ -215,11 +228,13 @@ pub async fn run<W: Write + Send + 'static>(
         let rows = client.query_raw(select, params.iter().copied()).await?;
         futures_util::pin_mut!(rows);
         while let Some(r) = rows.try_next().await? {
-            if tx.send(StoredEntry::from_row(&r)).await.is_err() {
+            if tx.send(Some(StoredEntry::from_row(&r))).await.is_err() {
                 // The writer stopped (it failed); its error is the one to report.
-                break;
+                return Ok(());
             }
         }
+        // The writer may have failed meanwhile; then this send fails too, harmlessly.
+        let _ = tx.send(None).await;
         Ok::<(), ExportError>(())
     };
     let read = reading.await;

@@ -426,7 +426,28 @@ impl ReplicationConnection {
             }
             // A read that took all the room it was offered says nothing about
             // the pace: more may be waiting. Count it as a big one.
-            self.last_read = if n >= offered { usize::MAX } else { n };
+            let mut full = n >= offered;
+            // A TLS stream hands over one record (16 KiB at most) per read
+            // however much is waiting: take what is there already before
+            // judging the pace, or a backlog over TLS would look like a
+            // trickle. (`read_buf` loses nothing when dropped unfinished.)
+            let mut got = n;
+            while !full {
+                let room = self.read.capacity() - self.read.len();
+                if room == 0 {
+                    full = true;
+                    break;
+                }
+                match futures_util::FutureExt::now_or_never(self.io.read_buf(&mut self.read)) {
+                    Some(Ok(0)) | None => break,
+                    Some(Ok(m)) => {
+                        got += m;
+                        full = m >= room;
+                    }
+                    Some(Err(e)) => return Err(e.into()),
+                }
+            }
+            self.last_read = if full { usize::MAX } else { got };
         }
     }
 }

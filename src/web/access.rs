@@ -477,12 +477,13 @@ async fn principal(
 /// Whether `who`, proved at the start of a long-lived response, still holds
 /// with the same role and tables: the session not ended or expired, the
 /// token not revoked, the user not disabled. A live stream asks this now and
-/// then, so that signing out, a disable or a role change ends it.
+/// then, so that signing out, a disable or a role change ends it, and so
+/// does a reload that changed how principals are proved.
 pub async fn still_allowed(state: &AppState, who: &Principal) -> Result<bool, WebError> {
     let auth = state.auth();
     let same = |role: Role, tables: &Tables| role == who.role && *tables == who.tables;
     match &who.how {
-        How::Open => Ok(true),
+        How::Open => Ok(auth.config.mode == AuthMode::None),
         How::Session { token, .. } => {
             let client = state.writer().get().await?;
             let user = sessions::peek(&*client, token, auth.timeouts())
@@ -493,17 +494,22 @@ pub async fn still_allowed(state: &AppState, who: &Principal) -> Result<bool, We
         How::Token => {
             let client = state.writer().get().await?;
             let name = who.name.strip_prefix("token:").unwrap_or(&who.name);
-            let tokens = tokens::list(&*client).await.map_err(auth_error)?;
-            Ok(tokens
-                .iter()
-                .any(|t| t.name == name && t.revoked_at.is_none() && same(t.role, &t.tables)))
+            let token = tokens::active(&*client, name).await.map_err(auth_error)?;
+            Ok(token.is_some_and(|t| same(t.role, &t.tables)))
         }
         // The role came from the proxy's header and cannot be asked again;
-        // a disable in the store still ends the stream.
+        // a proxy no longer configured, a disable or other tables in the
+        // store still end the stream.
         How::Proxy => {
+            if auth.config.proxy.is_none() {
+                return Ok(false);
+            }
             let client = state.writer().get().await?;
             let user = users::get(&*client, &who.name).await.map_err(auth_error)?;
-            Ok(!user.is_some_and(|u| u.disabled))
+            Ok(match user {
+                Some(u) => !u.disabled && u.tables == who.tables,
+                None => who.tables == Tables::default(),
+            })
         }
     }
 }

@@ -218,8 +218,13 @@ pub async fn download(
             outcome.entries,
             error.as_deref(),
         );
+        let mut error = error;
         if let Err(e) = crate::store::events::record(&client, &event).await {
             tracing::error!(error = %e, "recording a web export in the audit store failed");
+            // An export nobody can see in the audit log is not handed out whole.
+            error.get_or_insert_with(|| {
+                format!("the export could not be recorded in the audit store: {e}")
+            });
         }
         if let Some(e) = error {
             tracing::warn!(error = %e, entries = outcome.entries, "a web export failed");

@@ -358,18 +358,18 @@ pub async fn serve_on(
     tracing::info!(address = %listener.local_addr()?, auth = ?config.web_auth.mode, "web view listening");
     // The peer address decides whether a proxy's user header is believed, and is recorded with every export.
     let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, service)
+    let served = axum::serve(listener, service)
         .with_graceful_shutdown(async move {
             shutdown.await;
             stopper.begin_shutdown();
         })
-        .await
-        .context("serving the web view")?;
+        .await;
+    // Whichever way serving ended, the helpers end with it.
     sweeper.abort();
     if let Some(r) = reloader {
         r.abort();
     }
-    Ok(())
+    served.context("serving the web view")
 }
 
 /// How the web view learns that the config file was reloaded (SIGHUP).
@@ -388,6 +388,20 @@ impl Reload {
         while self.signal.changed().await.is_ok() {
             let path = running.path.display().to_string();
             let outcome = match Config::load(&running.path) {
+                // The file's own check of this rule reads its `web.listen`,
+                // but the listener keeps the address it started with.
+                Ok(new)
+                    if new.web_auth.mode == crate::config::AuthMode::None
+                        && !running.web_listen.ip().is_loopback() =>
+                {
+                    let e = format!(
+                        "web.auth = \"none\" is refused: the web view listens on {}, not a loopback address, \
+                         until pgtrail restarts",
+                        running.web_listen
+                    );
+                    tracing::error!(error = %e, "config not reloaded; the web view goes on with the running settings");
+                    Err(e)
+                }
                 Ok(new) => {
                     // Under `pgtrail run` the pipeline says this already.
                     if self.record && new.web_listen != running.web_listen {

@@ -643,12 +643,12 @@ impl PkMatch {
     /// How `pk` (a key value, or a key as a JSON object) matches entries of
     /// `tables`, given each one's key columns (`None`: no entry of it has a
     /// key). A single value is looked for in the key columns of composite
-    /// keys only with `composite` (the tables were filtered on): no index
-    /// holds them, so that reads every entry of those tables.
+    /// keys only with `scan_composite` (the tables were filtered on): no
+    /// index holds them, so that reads every entry of those tables.
     pub fn new(
         pk: &str,
         tables: &[(TableName, Option<Vec<String>>)],
-        composite: bool,
+        scan_composite: bool,
     ) -> Result<PkMatch, WebError> {
         let object = if pk.starts_with('{') {
             let raw: std::collections::HashMap<String, Box<serde_json::value::RawValue>> =
@@ -659,7 +659,6 @@ impl PkMatch {
         } else {
             None
         };
-        let composite_ok = composite;
         let mut m = PkMatch::default();
         let mut composite = Vec::new();
         for (table, columns) in tables {
@@ -685,7 +684,7 @@ impl PkMatch {
                 }
                 None => match key_texts(columns, pk) {
                     Some(texts) => m.add_rows(table, texts),
-                    None if composite_ok => composite.push(table.clone()),
+                    None if scan_composite => composite.push(table.clone()),
                     None => {}
                 },
             }

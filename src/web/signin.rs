@@ -54,7 +54,13 @@ pub fn form_fields(body: &Bytes) -> HashMap<String, String> {
 /// Where to go after signing in: only a path on this site.
 fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.starts_with("/\\") => {
+        // Browsers drop tabs and newlines from URLs, and read `\` as `/`: a
+        // path with them could turn into `//other.host` after the check.
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && n.bytes().all(|b| b.is_ascii_graphic() && b != b'\\') =>
+        {
             n.to_owned()
         }
         _ => "/".to_owned(),
@@ -321,6 +327,9 @@ mod tests {
             "//evil.example/",
             "/\\evil.example",
             "javascript:x",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/x\\y",
             "",
         ] {
             assert_eq!(safe_next(Some(bad)), "/", "{bad}");

@@ -348,14 +348,20 @@ async fn partitions_a_backlog_after_a_restart_is_named_as_it_was_written() {
     daemon.terminate().await;
 
     // While the daemon is down: solo is a table of its own, then a partition; orders_us a
-    // partition, then a table of its own.
+    // partition, then a table of its own; orders_jp renamed; orders_eu_hi dropped and made
+    // again as a plain table.
     src.batch_execute(
         "INSERT INTO solo VALUES (1, 'solo', 10);
          INSERT INTO orders_us VALUES (40, 'us', 40);
          ALTER TABLE orders ATTACH PARTITION solo FOR VALUES IN ('solo');
          ALTER TABLE orders DETACH PARTITION orders_us;
          INSERT INTO solo VALUES (2, 'solo', 20);
-         INSERT INTO orders_us VALUES (50, 'us', 50);",
+         INSERT INTO orders_us VALUES (50, 'us', 50);
+         ALTER TABLE orders_jp RENAME TO orders_japan;
+         INSERT INTO orders VALUES (31, 'jp', 1);
+         DROP TABLE orders_eu_hi;
+         CREATE TABLE orders_eu_hi (id int, region text, amount int, PRIMARY KEY (id, region));
+         INSERT INTO orders_eu_hi VALUES (5000, 'x', 1);",
     )
     .await
     .unwrap();
@@ -384,9 +390,15 @@ async fn partitions_a_backlog_after_a_restart_is_named_as_it_was_written() {
         [
             (30, "public.orders_jp".to_owned()),
             (40, "public.orders_us".to_owned()),
-            (2, "public.solo".to_owned())
+            (2, "public.solo".to_owned()),
+            (31, "public.orders_japan".to_owned())
         ],
         "the root has the changes made while they were its partitions, and only those"
+    );
+    assert_eq!(
+        named(table_entries(&store, "public", "orders_eu_hi").await),
+        [(5000, "-".to_owned())],
+        "a plain table made under a dropped partition's name is its own"
     );
     assert_eq!(
         named(table_entries(&store, "public", "orders_us").await),

@@ -909,11 +909,12 @@ async fn web_free_text_search_stops_on_time_and_pages_on_without_skipping() {
     let mut ascending = matching.clone();
     ascending.reverse();
     assert_eq!(web.walk("q=needle&dir=asc", 50).await, ascending);
-    // A time filter bounds the id windows too.
-    let time_bounded = web
-        .walk(&format!("q=needle&to={}", enc("2999-01-01")), 2)
-        .await;
-    assert_eq!(time_bounded, matching);
+    // A time filter applies within the windows: only the matches committed after it, every one.
+    let from = (Utc::now() - TimeDelta::seconds(390)).to_rfc3339();
+    let time_bounded = web.walk(&format!("q=needle&from={}", enc(&from)), 2).await;
+    assert_eq!(time_bounded, vec![131_000, 90_000], "from {from}");
+    let until = web.walk(&format!("q=needle&to={}", enc(&from)), 2).await;
+    assert_eq!(until, vec![45_001, 20_010, 3], "to {from}");
 
     // The page says that it stopped, up to when it searched, and links on;
     // pages between matches say that nothing matched yet.
