@@ -10,6 +10,11 @@ use serde::Deserialize;
 use crate::redact::{ColumnRule, ColumnRules, RedactKey, RulesError};
 use crate::table::{TableFilter, TablePattern};
 
+/// One reading of the config file. SIGHUP reads the file once and every part
+/// of a running daemon applies that same reading: capture and the web view
+/// must never act on two different versions of the file.
+pub type Reading = std::sync::Arc<Result<Config, ConfigError>>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read the config file {path}: {source}")]

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
 
 use pgtrail::auth::{self, Actor, Name, Role, Tables};
-use pgtrail::config::Config;
+use pgtrail::config::{Config, Reading};
 use pgtrail::entry::Action;
 use pgtrail::export::{self, Format};
 use pgtrail::table::TableName;
@@ -417,7 +417,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Run => {
             let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-            let (reload_tx, reload_rx) = tokio::sync::watch::channel(0u64);
+            let (reload_tx, reload_rx) = reload_channel(&config);
             tokio::spawn(async move {
                 wait_for_stop_signal(Some(reload_tx)).await;
                 tracing::info!("stop requested; finishing what is whole");
@@ -432,7 +432,7 @@ async fn run(cli: Cli) -> Result<()> {
             // Fail now, with the reason, if the store is not there or not set up.
             drop(store::open(&config.store).await?);
             let pool = web::Pool::new(config.store.clone(), web::POOL_SIZE);
-            let (reload_tx, reload_rx) = tokio::sync::watch::channel(0u64);
+            let (reload_tx, reload_rx) = reload_channel(&config);
             let reload = web::Reload {
                 signal: reload_rx,
                 record: true,
@@ -494,9 +494,28 @@ async fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
-/// Returns on SIGTERM or SIGINT. SIGHUP asks the daemon to reload its config
-/// (when `reload` is given); its default action would kill the process.
-async fn wait_for_stop_signal(reload: Option<tokio::sync::watch::Sender<u64>>) {
+/// Where SIGHUP publishes its reading of the config file; it starts with the
+/// reading the process started with.
+fn reload_channel(config: &Config) -> (ReloadSender, tokio::sync::watch::Receiver<Reading>) {
+    let (tx, rx) = tokio::sync::watch::channel(Reading::new(Ok(config.clone())));
+    (
+        ReloadSender {
+            tx,
+            path: config.path.clone(),
+        },
+        rx,
+    )
+}
+
+struct ReloadSender {
+    tx: tokio::sync::watch::Sender<Reading>,
+    path: PathBuf,
+}
+
+/// Returns on SIGTERM or SIGINT. SIGHUP (when `reload` is given) reads the
+/// config file once and hands that reading to everything that follows
+/// reloads; its default action would kill the process.
+async fn wait_for_stop_signal(reload: Option<ReloadSender>) {
     use tokio::signal::unix::{signal, SignalKind};
     match (
         signal(SignalKind::terminate()),
@@ -508,9 +527,9 @@ async fn wait_for_stop_signal(reload: Option<tokio::sync::watch::Sender<u64>>) {
                 _ = term.recv() => return,
                 _ = int.recv() => return,
                 _ = hup.recv() => match &reload {
-                    Some(tx) => {
+                    Some(r) => {
                         tracing::info!("SIGHUP: reloading the config");
-                        tx.send_modify(|n| *n += 1);
+                        r.tx.send_replace(Reading::new(Config::load(&r.path)));
                     }
                     None => tracing::warn!("SIGHUP ignored: only `run` and `web` reload their config"),
                 },

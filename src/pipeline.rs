@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::assemble::{AssembleError, Assembler, Event};
-use crate::config::Config;
+use crate::config::{Config, Reading};
 use crate::lsn::Lsn;
 use crate::partition::PartitionMap;
 use crate::replication::{ReplicationConnection, ReplicationError, StreamMessage};
@@ -77,13 +77,13 @@ enum SessionEnd {
 }
 
 /// Runs until `shutdown` turns true. Fails only if the very first session
-/// cannot start. A change of `reload` re-reads the config file and starts a
-/// new session with it, from the store's checkpoint: every transaction is
+/// cannot start. A new reading of the config file in `reload` starts a new
+/// session with it (or goes on with the running config if it is invalid), from the store's checkpoint: every transaction is
 /// decoded whole under one capture set, none lost or doubled.
 pub async fn run(
     mut config: Config,
     mut shutdown: watch::Receiver<bool>,
-    mut reload: watch::Receiver<u64>,
+    mut reload: watch::Receiver<Reading>,
 ) -> Result<(), PipelineError> {
     let mut backoff = BACKOFF_MIN;
     let mut first = true;
@@ -120,7 +120,8 @@ pub async fn run(
         match result {
             Ok(SessionEnd::Shutdown) => return Ok(()),
             Ok(SessionEnd::Reload) => {
-                config = reload_config(config).await;
+                let reading = reload.borrow_and_update().clone();
+                config = reload_config(config, &reading);
                 first = false;
                 continue;
             }
@@ -149,7 +150,8 @@ pub async fn run(
                 if changed.is_err() {
                     return Ok(());
                 }
-                config = reload_config(config).await;
+                let reading = reload.borrow_and_update().clone();
+                config = reload_config(config, &reading);
                 continue;
             }
         }
@@ -157,13 +159,14 @@ pub async fn run(
     }
 }
 
-/// The config file as it is now, or the running config if the new one is
-/// invalid. Either way the reload is recorded as a `Config` event.
-async fn reload_config(running: Config) -> Config {
+/// The new reading of the config file, or the running config if that reading
+/// is invalid. Either way the reload is recorded as a `Config` event.
+fn reload_config(running: Config, reading: &Reading) -> Config {
     use crate::store::events::{Category, OwnEvent};
     let path = running.path.display().to_string();
-    let (config, event) = match Config::load(&running.path) {
+    let (config, event) = match &**reading {
         Ok(new) => {
+            let new = new.clone();
             if new.web_listen != running.web_listen {
                 tracing::warn!(
                     "web.listen changed: the web view keeps its address until pgtrail restarts"
@@ -236,7 +239,7 @@ async fn session(
     partition_schemas: &BTreeSet<String>,
     carried_partitions: Option<PartitionMap>,
     shutdown: &mut watch::Receiver<bool>,
-    reload: &mut watch::Receiver<u64>,
+    reload: &mut watch::Receiver<Reading>,
     started: &mut bool,
 ) -> Result<SessionEnd, PipelineError> {
     let catalog = source::connect(&config.source).await?;

@@ -374,20 +374,21 @@ pub async fn serve_on(
 
 /// How the web view learns that the config file was reloaded (SIGHUP).
 pub struct Reload {
-    /// Changes once per reload.
-    pub signal: watch::Receiver<u64>,
+    /// The config file's newest reading; changes once per reload.
+    pub signal: watch::Receiver<crate::config::Reading>,
     /// Whether the web view records the reload as a `Config` event itself
     /// (`pgtrail web`); under `pgtrail run` the pipeline records it.
     pub record: bool,
 }
 
 impl Reload {
-    /// Re-reads the config at every reload and applies what the web view can
-    /// change while running; an invalid file leaves the running settings.
+    /// Applies, from every new reading of the config file, what the web view
+    /// can change while running; an invalid file leaves the running settings.
     async fn follow(mut self, state: AppState, running: Config) {
         while self.signal.changed().await.is_ok() {
+            let reading = self.signal.borrow_and_update().clone();
             let path = running.path.display().to_string();
-            let outcome = match Config::load(&running.path) {
+            let outcome = match &*reading {
                 // The file's own check of this rule reads its `web.listen`,
                 // but the listener keeps the address it started with.
                 Ok(new)
@@ -407,7 +408,7 @@ impl Reload {
                     if self.record && new.web_listen != running.web_listen {
                         tracing::warn!("web.listen changed: the web view keeps its address until pgtrail restarts");
                     }
-                    state.reconfigure(&new);
+                    state.reconfigure(new);
                     tracing::info!(path = %path, auth = ?new.web_auth.mode, "web view: access and export settings reloaded");
                     Ok(())
                 }
@@ -500,7 +501,7 @@ pub async fn serve(
 pub fn spawn_alongside(
     config: &Config,
     mut stop: watch::Receiver<bool>,
-    reload: watch::Receiver<u64>,
+    reload: watch::Receiver<crate::config::Reading>,
 ) -> tokio::task::JoinHandle<()> {
     let config = config.clone();
     tokio::spawn(async move {

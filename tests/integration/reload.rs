@@ -1,5 +1,6 @@
 //! SIGHUP reloads the config: a widened capture set applies from the reload on, with nothing
 //! lost or doubled; an invalid config is refused and capture goes on with the running one.
+//! Capture and the web view apply one reading of the file per SIGHUP.
 
 use std::time::Duration;
 
@@ -58,12 +59,25 @@ async fn sighup_applies_a_new_capture_set_without_losing_or_doubling() {
         || async { daemon.log().contains("config not reloaded") },
     )
     .await;
+    // Fixing the file right away must not let one part of the daemon apply
+    // the fixed file while the other refused the bad one: both act on the
+    // one reading SIGHUP made.
+    env.trail.rewrite(config.clone());
+    wait_until(
+        "capture and the web view both to refuse that same reading",
+        Duration::from_secs(20),
+        || async {
+            let log = daemon.log();
+            log.contains("capture goes on with the running config")
+                && log.contains("the web view goes on with the running settings")
+        },
+    )
+    .await;
     assert!(
         daemon.log().contains("bogus"),
         "the refusal names the bad key:\n{}",
         daemon.log()
     );
-    env.trail.rewrite(config);
     src.batch_execute("DELETE FROM b WHERE id = 2; INSERT INTO a VALUES (3, 'a3');")
         .await
         .unwrap();
