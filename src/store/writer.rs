@@ -1,18 +1,25 @@
 //! The store writer: receives events in stream order and writes them in
 //! batches, each batch one store transaction that ends with the checkpoint.
 //!
-//! Entries go in with COPY, in chunks, so a source transaction of any size is
-//! streamed rather than held: a million-row transaction is many COPY chunks
+//! Entries go in with COPY, sent in chunks, so a source transaction of any
+//! size is streamed rather than held: a million-row transaction is many chunks
 //! inside one store transaction, committed only when its commit arrives. A
 //! store transaction is only ever committed at a source transaction boundary,
 //! which is what keeps the checkpoint exact.
+//!
+//! One COPY statement stays open for the whole store transaction and chunks
+//! are sent without waiting for the store to take each one in: the store
+//! backend is the largest cost of capture, and it inserts one chunk while
+//! pgtrail decodes and encodes the next. Waiting for each chunk's COPY to
+//! complete left both sides idle in turn.
 
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::SinkExt;
 use tokio::sync::{mpsc, watch};
-use tokio_postgres::Client;
+use tokio_postgres::{Client, CopyInSink};
 
 use super::StoreError;
 use crate::assemble::{DecodeFailure, Event};
@@ -21,8 +28,9 @@ use crate::context::ContextColumns;
 use crate::entry::{row_key, AuditEntry};
 use crate::lsn::Lsn;
 
-/// COPY a chunk once this much text is buffered.
-const COPY_CHUNK_BYTES: usize = 4 << 20;
+/// Send a chunk of COPY text once this much is buffered: small enough that the
+/// store starts on it soon, large enough that sending costs little.
+const COPY_CHUNK_BYTES: usize = 256 << 10;
 /// Commit at a transaction boundary this often while changes keep coming
 /// (and at once when the first change after a quiet spell arrives).
 const COMMIT_INTERVAL: Duration = Duration::from_millis(250);
@@ -41,6 +49,9 @@ pub struct StoreWriter {
     failures: Vec<DecodeFailure>,
     /// A store transaction is open.
     open: bool,
+    /// The COPY statement chunks are being sent to, inside the open store
+    /// transaction; it is finished before any other statement runs.
+    copy: Option<Pin<Box<CopyInSink<Bytes>>>>,
     /// The open store transaction holds rows of a source transaction whose commit has not arrived.
     holds_partial: bool,
     /// How much of `copy_buf` and `failures` belongs to whole source transactions.
@@ -68,6 +79,7 @@ impl StoreWriter {
             copy_buf: BytesMut::with_capacity(COPY_CHUNK_BYTES + (64 << 10)),
             failures: Vec::new(),
             open: false,
+            copy: None,
             holds_partial: false,
             whole_bytes: 0,
             whole_failures: 0,
@@ -140,19 +152,22 @@ impl StoreWriter {
                     }
                 }
             }
+            // A due commit comes before sending the rest: sending a chunk
+            // that ends inside a source transaction holds the commit back
+            // until that transaction's commit arrives.
+            if self.last_commit.elapsed() >= COMMIT_INTERVAL {
+                self.commit_if_whole().await?;
+            }
             if self.copy_buf.len() >= COPY_CHUNK_BYTES {
-                // A big source transaction: stream it into the open store transaction.
                 self.holds_partial = self.copy_buf.len() > self.whole_bytes;
                 let all = self.copy_buf.len();
                 self.send_copy(all).await?;
                 self.whole_bytes = 0;
             }
-            if self.last_commit.elapsed() >= COMMIT_INTERVAL {
-                self.commit_if_whole().await?;
-            }
         }
         self.commit_if_whole().await?;
         if self.open {
+            self.end_copy().await?;
             self.client.batch_execute("ROLLBACK").await?;
         }
         Ok(())
@@ -166,17 +181,29 @@ impl StoreWriter {
         Ok(())
     }
 
-    /// Sends the first `len` bytes of buffered COPY text.
+    /// Sends the first `len` bytes of buffered COPY text into the open COPY
+    /// (opening it first if need be). Returns once the connection has taken
+    /// them, not when the store has inserted them.
     async fn send_copy(&mut self, len: usize) -> Result<(), StoreError> {
         if len == 0 {
             return Ok(());
         }
         self.begin().await?;
         let chunk = self.copy_buf.split_to(len).freeze();
-        let sink = self.client.copy_in(COPY_SQL).await?;
-        futures_util::pin_mut!(sink);
+        let sink = match &mut self.copy {
+            Some(sink) => sink,
+            None => self.copy.insert(Box::pin(self.client.copy_in(COPY_SQL).await?)),
+        };
         sink.send(chunk).await?;
-        sink.finish().await?;
+        Ok(())
+    }
+
+    /// Ends the open COPY, if any: waits until the store has inserted every
+    /// chunk sent, so that the next statement can run.
+    async fn end_copy(&mut self) -> Result<(), StoreError> {
+        if let Some(mut sink) = self.copy.take() {
+            sink.as_mut().finish().await?;
+        }
         Ok(())
     }
 
@@ -192,6 +219,7 @@ impl StoreWriter {
         self.send_copy(self.whole_bytes).await?;
         self.whole_bytes = 0;
         self.begin().await?;
+        self.end_copy().await?;
         let failures: Vec<DecodeFailure> = self.failures.drain(..self.whole_failures).collect();
         self.whole_failures = 0;
         for f in failures {
