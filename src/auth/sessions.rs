@@ -3,6 +3,11 @@
 //! last request) and absolute (since sign-in). A request on an expired
 //! session finds nothing; expired rows are swept at each sign-in and by the
 //! web server every few minutes ([`sweep`]).
+//!
+//! A request writes the session's `last_seen` only when the stored one is
+//! older than [`Timeouts::touch_every`] (a minute, less for short idle
+//! limits): checking a session is a read, and a busy user does not turn every
+//! page into a row update.
 
 use tokio_postgres::GenericClient;
 
@@ -12,6 +17,15 @@ use super::{random_secret, secret_hash, AuthError, Role, Tables};
 pub struct Timeouts {
     pub idle_seconds: u64,
     pub absolute_seconds: u64,
+}
+
+impl Timeouts {
+    /// How stale `last_seen` may get before a request writes it again: a
+    /// minute, or a tenth of the idle limit when that is shorter, so a
+    /// session never expires more than a tenth early.
+    pub fn touch_every(self) -> f64 {
+        (self.idle_seconds as f64 / 10.0).min(60.0)
+    }
 }
 
 /// The user behind a valid session, as the store says now (a role change or
@@ -58,7 +72,8 @@ pub async fn sweep<C: GenericClient>(client: &C, timeouts: Timeouts) -> Result<u
 }
 
 /// The session's user if the token is valid, not expired, and the user not
-/// disabled; marks the session as used now.
+/// disabled; marks the session as used now (in the store at most every
+/// [`Timeouts::touch_every`] seconds).
 pub async fn validate<C: GenericClient>(
     client: &C,
     token: &str,
@@ -88,26 +103,37 @@ async fn find<C: GenericClient>(
     const VALID: &str = "s.token_hash = $1 AND u.name = s.user_name AND NOT u.disabled \
                AND s.last_seen >= now() - make_interval(secs => $2) \
                AND s.created_at >= now() - make_interval(secs => $3)";
-    let sql = if touch {
-        format!(
-            "UPDATE pgtrail.sessions s SET last_seen = now() FROM pgtrail.users u \
-             WHERE {VALID} RETURNING u.name, u.role, u.tables, s.csrf"
-        )
+    let params = (
+        secret_hash(token),
+        timeouts.idle_seconds as f64,
+        timeouts.absolute_seconds as f64,
+    );
+    let row = if touch {
+        // One round trip; the UPDATE in the WITH runs whether or not the
+        // outer query reads it, and writes nothing while last_seen is recent.
+        let sql = format!(
+            "WITH found AS (SELECT u.name, u.role, u.tables, s.csrf, s.last_seen \
+                            FROM pgtrail.sessions s, pgtrail.users u WHERE {VALID}), \
+                  touched AS (UPDATE pgtrail.sessions SET last_seen = now() \
+                              WHERE token_hash = $1 \
+                                AND EXISTS (SELECT 1 FROM found \
+                                            WHERE found.last_seen < now() - make_interval(secs => $4))) \
+             SELECT name, role, tables, csrf FROM found"
+        );
+        client
+            .query_opt(
+                &sql,
+                &[&params.0, &params.1, &params.2, &timeouts.touch_every()],
+            )
+            .await?
     } else {
-        format!(
+        let sql = format!(
             "SELECT u.name, u.role, u.tables, s.csrf FROM pgtrail.sessions s, pgtrail.users u WHERE {VALID}"
-        )
+        );
+        client
+            .query_opt(&sql, &[&params.0, &params.1, &params.2])
+            .await?
     };
-    let row = client
-        .query_opt(
-            &sql,
-            &[
-                &secret_hash(token),
-                &(timeouts.idle_seconds as f64),
-                &(timeouts.absolute_seconds as f64),
-            ],
-        )
-        .await?;
     let Some(row) = row else { return Ok(None) };
     Ok(Some(SessionUser {
         name: row.get(0),

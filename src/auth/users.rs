@@ -245,69 +245,99 @@ pub enum SignIn {
     },
 }
 
-/// Checks `name`'s password; counts failures and locks after `lockout.after`.
-/// Every path spends one argon2 verification, against a dummy hash where
-/// there is no usable account, so timing does not tell whether a user exists.
-pub async fn check_password(
-    client: &Client,
-    name: &str,
-    given: &str,
-    lockout: Lockout,
-) -> Result<SignIn, AuthError> {
+/// What a sign-in learnt about the user before the slow hash check: read
+/// with a store connection that is given back before argon2 runs, so a flood
+/// of guesses never holds the store connections that signed-in users need.
+#[derive(Debug)]
+pub struct Candidate {
+    /// The user, if there is one by that name.
+    user: Option<User>,
+    /// The hash to check against; `None` (unknown, disabled or locked) checks a dummy one.
+    hash: Option<String>,
+}
+
+/// Reads what [`Candidate::verify`] and [`settle`] need about `name`.
+pub async fn candidate<C: GenericClient>(client: &C, name: &str) -> Result<Candidate, AuthError> {
     let row = client
         .query_opt(
             &format!("SELECT {COLUMNS}, password_hash FROM pgtrail.users WHERE name = $1"),
             &[&name],
         )
         .await?;
-    let user = match &row {
-        Some(r) => Some((User::from_row(r)?, r.get::<_, String>(6))),
-        None => None,
+    let Some(row) = row else {
+        return Ok(Candidate {
+            user: None,
+            hash: None,
+        });
     };
-    let now = Utc::now();
-    let given = given.to_owned();
-    let (usable, hash) = match &user {
-        Some((u, h)) if !u.disabled && !u.is_locked(now) => (true, Some(h.clone())),
-        _ => (false, None),
-    };
-    let ok = tokio::task::spawn_blocking(move || match hash {
-        Some(h) => password::verify(&h, &given),
-        None => password::verify_dummy(&given),
+    let user = User::from_row(&row)?;
+    let usable = !user.disabled && !user.is_locked(Utc::now());
+    Ok(Candidate {
+        hash: usable.then(|| row.get::<_, String>(6)),
+        user: Some(user),
     })
-    .await
-    .map_err(|e| AuthError::Hash(e.to_string()))?;
-    let Some((user, _)) = user else {
+}
+
+impl Candidate {
+    /// Whether `given` is the password, on a blocking thread. Every path
+    /// spends one argon2 verification, against a dummy hash where there is
+    /// no usable account, so timing does not tell whether a user exists.
+    pub async fn verify(&self, given: &str) -> Result<bool, AuthError> {
+        let hash = self.hash.clone();
+        let given = given.to_owned();
+        tokio::task::spawn_blocking(move || match hash {
+            Some(h) => password::verify(&h, &given),
+            None => password::verify_dummy(&given),
+        })
+        .await
+        .map_err(|e| AuthError::Hash(e.to_string()))
+    }
+}
+
+/// Writes the outcome of a checked password: a success clears the failure
+/// count, a failure counts and locks after `lockout.after`. Run it in the
+/// transaction that also stores the session or the events, so they commit
+/// together. The caller tells the user the same thing for every failure.
+pub async fn settle<C: GenericClient>(
+    client: &C,
+    candidate: &Candidate,
+    password_ok: bool,
+    lockout: Lockout,
+) -> Result<SignIn, AuthError> {
+    let Some(user) = &candidate.user else {
         return Ok(SignIn::Failed {
             locked_now: false,
             locked: false,
         });
     };
-    if !usable {
+    if candidate.hash.is_none() {
         return Ok(SignIn::Failed {
             locked_now: false,
-            locked: user.is_locked(now),
+            locked: user.is_locked(Utc::now()),
         });
     }
+    let name = user.name.as_str();
     // Both outcomes are written only while the account is not locked: a
     // guess checked while another one locked it must neither pass nor undo
     // the lock (the lock was read before the slow hash check).
     const NOT_LOCKED: &str = "(locked_until IS NULL OR locked_until <= now())";
-    if ok {
-        let still_open = client
-            .execute(
+    if password_ok {
+        // The user as it is now: a role change or disable since the read counts.
+        let row = client
+            .query_opt(
                 &format!(
                     "UPDATE pgtrail.users SET failed_attempts = 0, locked_until = NULL \
-                     WHERE name = $1 AND {NOT_LOCKED}"
+                     WHERE name = $1 AND NOT disabled AND {NOT_LOCKED} RETURNING {COLUMNS}"
                 ),
                 &[&name],
             )
             .await?;
-        if still_open == 1 {
-            return Ok(SignIn::Ok(user));
-        }
-        return Ok(SignIn::Failed {
-            locked_now: false,
-            locked: true,
+        return Ok(match row {
+            Some(row) => SignIn::Ok(User::from_row(&row)?),
+            None => SignIn::Failed {
+                locked_now: false,
+                locked: true,
+            },
         });
     }
     // Count and lock in one statement, so concurrent guesses cannot slip past the limit.

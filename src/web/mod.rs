@@ -153,6 +153,12 @@ struct Inner {
     export: std::sync::RwLock<Arc<ExportConfig>>,
     /// Downloads running at once at most: each holds a store connection of its own.
     exports: Arc<tokio::sync::Semaphore>,
+    /// Password verifications running at once: one per core, so a flood of
+    /// sign-ins cannot take all the CPU the rest of the view needs.
+    verifications: Arc<tokio::sync::Semaphore>,
+    /// Sign-ins waiting for or running a verification; beyond this a
+    /// sign-in is refused at once (429) rather than queued.
+    sign_ins: Arc<tokio::sync::Semaphore>,
     /// Known tables for the filter's suggestions, refreshed at most once a minute.
     tables: Mutex<Option<(Instant, Vec<(String, crate::table::TableName)>)>>,
 }
@@ -172,6 +178,10 @@ impl AppState {
             stop_tx,
             export: std::sync::RwLock::new(Arc::new(export)),
             exports: Arc::new(tokio::sync::Semaphore::new(export::MAX_RUNNING)),
+            verifications: Arc::new(tokio::sync::Semaphore::new(cores())),
+            sign_ins: Arc::new(tokio::sync::Semaphore::new(
+                cores() * signin::WAITING_PER_CORE,
+            )),
             tables: Mutex::new(None),
         }))
     }
@@ -213,6 +223,21 @@ impl AppState {
     /// A place for one more running download, if there is one.
     pub fn export_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
         self.0.exports.clone().try_acquire_owned().ok()
+    }
+
+    /// A place in the line of sign-ins, if the line is not full.
+    pub fn sign_in_place(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.0.sign_ins.clone().try_acquire_owned().ok()
+    }
+
+    /// Waits, in turn, until a password verification may run.
+    pub async fn verification_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, WebError> {
+        self.0
+            .verifications
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| WebError::Internal(format!("the sign-in line is closed: {e}")))
     }
 
     /// Turns true when the server is shutting down: long-lived responses (the live stream) end then.
@@ -258,6 +283,11 @@ impl AppState {
         *cache = Some((Instant::now(), tables));
         visible
     }
+}
+
+/// The cores this process may use (1 if the system cannot say).
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// The whole web view as a router; tests call it directly or serve it.

@@ -36,6 +36,14 @@ const REFUSED: &str =
     "Sign-in failed: the user name or password is wrong, or the account is disabled or locked \
                        for a while after repeated failures. Try again later, or ask an admin.";
 
+/// When the line of sign-ins waiting to be checked is full.
+const BUSY: &str = "Too many sign-ins are being checked right now, so yours was not: try again in a minute.";
+
+/// Sign-ins that may wait for a password check, per core; the rest are
+/// refused with 429. At tens of milliseconds per check this is a few seconds
+/// of waiting at most.
+pub const WAITING_PER_CORE: usize = 64;
+
 #[derive(Template)]
 #[template(path = "signin.html")]
 struct SignInPage {
@@ -164,6 +172,24 @@ pub async fn submit(
         )
         .await;
     }
+    // Beyond a full line, refuse now: waiting longer would outlast any
+    // browser's patience, and the refused guess was never checked.
+    let Some(_place) = state.sign_in_place() else {
+        tracing::warn!(peer = %peer.ip(), "sign-in refused: too many sign-ins waiting to be checked");
+        let mut res = render(
+            &state,
+            StatusCode::TOO_MANY_REQUESTS,
+            BUSY,
+            &next,
+            &name,
+            &headers,
+            peer,
+        )
+        .await?;
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("30"));
+        return Ok(res);
+    };
     let auth = state.auth();
     let lockout = users::Lockout {
         after: auth.config.lockout_after,
@@ -174,17 +200,31 @@ pub async fn submit(
         application: "pgtrail web",
         client_addr: Some(peer.ip().to_string()),
     };
-    let outcome = {
+    // The connection goes back before argon2 runs (tens of milliseconds of
+    // CPU), and at most one verification per core runs at once.
+    let candidate = {
         let client = state.writer().get().await?;
-        users::check_password(&client, &name, &password, lockout)
+        users::candidate(&*client, &name)
             .await
             .map_err(access::auth_error)?
     };
+    let password_ok = {
+        let _slot = state.verification_slot().await?;
+        candidate
+            .verify(&password)
+            .await
+            .map_err(access::auth_error)?
+    };
+    // The outcome, the session and the events commit together or not at all.
+    let mut client = state.writer().get().await?;
+    let tx = client.transaction().await?;
+    let outcome = users::settle(&tx, &candidate, password_ok, lockout)
+        .await
+        .map_err(access::auth_error)?;
     match outcome {
         users::SignIn::Ok(user) => {
-            let client = state.writer().get().await?;
             let (token, _csrf) = sessions::create(
-                &*client,
+                &tx,
                 &user.name,
                 actor.client_addr.clone(),
                 auth.timeouts(),
@@ -198,9 +238,9 @@ pub async fn submit(
                     format!("{} signed in", user.name),
                 )
                 .detail("role", user.role.as_str());
-            record(&*client, &event)
-                .await
-                .map_err(|e| access::auth_error(AuthError::Store(e)))?;
+            record(&tx, &event).await.map_err(store_error)?;
+            tx.commit().await?;
+            drop(client);
             let secure = access::secure_cookie(&state, &headers, Some(peer.ip()));
             let mut res = Redirect::to(&next).into_response();
             let h = res.headers_mut();
@@ -215,37 +255,32 @@ pub async fn submit(
             Ok(res)
         }
         users::SignIn::Failed { locked_now, locked } => {
-            {
-                let client = state.writer().get().await?;
+            let event = actor
+                .event(
+                    Category::Session,
+                    "sign_in_failed",
+                    format!("failed sign-in as {}", query::clip(&name)),
+                )
+                .detail("locked", locked);
+            record(&tx, &event).await.map_err(store_error)?;
+            if locked_now {
                 let event = actor
                     .event(
                         Category::Session,
-                        "sign_in_failed",
-                        format!("failed sign-in as {}", query::clip(&name)),
+                        "locked",
+                        format!(
+                            "{} locked for {} s after {} failed sign-ins",
+                            query::clip(&name),
+                            lockout.seconds,
+                            lockout.after
+                        ),
                     )
-                    .detail("locked", locked);
-                record(&*client, &event)
-                    .await
-                    .map_err(|e| access::auth_error(AuthError::Store(e)))?;
-                if locked_now {
-                    let event = actor
-                        .event(
-                            Category::Session,
-                            "locked",
-                            format!(
-                                "{} locked for {} s after {} failed sign-ins",
-                                query::clip(&name),
-                                lockout.seconds,
-                                lockout.after
-                            ),
-                        )
-                        .detail("seconds", lockout.seconds)
-                        .detail("failures", lockout.after);
-                    record(&*client, &event)
-                        .await
-                        .map_err(|e| access::auth_error(AuthError::Store(e)))?;
-                }
+                    .detail("seconds", lockout.seconds)
+                    .detail("failures", lockout.after);
+                record(&tx, &event).await.map_err(store_error)?;
             }
+            tx.commit().await?;
+            drop(client);
             // Every refusal takes as long, whatever the reason.
             tokio::time::sleep(FAILURE_TIME.saturating_sub(started.elapsed())).await;
             render(
@@ -260,6 +295,10 @@ pub async fn submit(
             .await
         }
     }
+}
+
+fn store_error(e: crate::store::StoreError) -> WebError {
+    access::auth_error(AuthError::Store(e))
 }
 
 /// `POST /sign-out` (csrf, everywhere=1 to end every session of the user)

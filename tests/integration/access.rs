@@ -1439,3 +1439,139 @@ async fn access_reload_applies_web_settings_to_a_running_web_view() {
     .await;
     assert_eq!(ada.get("/").await.status, StatusCode::OK);
 }
+
+/// Rows of three tables written straight into the store (what the web view
+/// reads is the subject here, not capture); their ids, newest first.
+async fn stored_rows(store: &Client) -> Vec<i64> {
+    store
+        .batch_execute(
+            "INSERT INTO pgtrail.entries (committed_at, xid, lsn, schema_name, table_name, action, primary_key, after, context) VALUES
+               (now(), 10, '0/10', 'public', 'orders', 'INSERT', '{\"id\":1}', '{\"id\":1}', '{}'),
+               (now(), 11, '0/11', 'public', 'customers', 'INSERT', '{\"id\":1}', '{\"id\":1}', '{}'),
+               (now(), 12, '0/12', 'sales', 'leads', 'INSERT', '{\"id\":1}', '{\"id\":1}', '{}')",
+        )
+        .await
+        .unwrap();
+    store_ids(
+        &store,
+        "SELECT id FROM pgtrail.entries WHERE action <> 'EVENT' ORDER BY id DESC",
+    )
+    .await
+}
+
+/// Sign-in events by name: (actor, details) of each, oldest first.
+async fn events_named(store: &Client, name: &str) -> Vec<(Option<String>, Value)> {
+    own_events(store)
+        .await
+        .into_iter()
+        .filter(|(n, ..)| n == name)
+        .map(|(_, actor, _, e)| (actor, e["details"].clone()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_sign_in_flood_does_not_stall_signed_in_users() {
+    let env = TestEnv::start().await;
+    env.setup().await;
+    let store = env.store().await;
+    let rows = stored_rows(&store).await;
+    add_user(&env, "sam", "viewer", None, "sam-secret-1").await;
+    add_user(&env, "tom", "viewer", None, "tom-secret-1").await;
+    let web = Web::start_with(&env, "lockout_after = 5\nlockout_seconds = 600\n").await;
+    let base = web.base.clone();
+    let mut sam = Agent::signed_in(&base, "sam", "sam-secret-1").await;
+    let before = own_events(&store).await.len();
+
+    // 48 wrong guesses at once: 36 at tom, 12 at users who do not exist.
+    const AT_TOM: usize = 36;
+    const AT_NOBODY: usize = 12;
+    let mut flood = Vec::new();
+    for i in 0..AT_TOM + AT_NOBODY {
+        let base = base.clone();
+        flood.push(tokio::spawn(async move {
+            let name = if i < AT_TOM {
+                "tom".to_owned()
+            } else {
+                format!("nobody-{i}")
+            };
+            Agent::new(&base)
+                .sign_in(&name, &format!("wrong-guess-{i}"))
+                .await
+                .status
+        }));
+    }
+    // Meanwhile sam's pages and API answer, with sam's entries, every time.
+    let mut during = 0;
+    while !flood.iter().all(|t| t.is_finished()) {
+        let page = sam.get("/").await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        assert_eq!(row_ids(&page.body), rows.iter().copied().collect());
+        assert!(page.body.contains("sam"), "{}", page.body);
+        assert_eq!(sam.api_ids("").await, rows);
+        if !flood.iter().all(|t| t.is_finished()) {
+            during += 1;
+        }
+    }
+    assert!(during >= 1, "no request of sam's finished while the flood ran");
+    for t in flood {
+        assert_eq!(t.await.unwrap(), StatusCode::UNAUTHORIZED);
+    }
+
+    // Every guess is recorded once; tom is locked once, after exactly five failures.
+    let events = own_events(&store).await;
+    let new: Vec<&str> = events[before..].iter().map(|(n, ..)| n.as_str()).collect();
+    assert_eq!(
+        new.iter().filter(|n| **n == "sign_in_failed").count(),
+        AT_TOM + AT_NOBODY,
+        "{new:?}"
+    );
+    let failed = events_named(&store, "sign_in_failed").await;
+    let at_tom: Vec<&Value> = failed
+        .iter()
+        .filter(|(a, _)| a.as_deref() == Some("tom"))
+        .map(|(_, d)| d)
+        .collect();
+    assert_eq!(at_tom.len(), AT_TOM);
+    assert_eq!(
+        at_tom.iter().filter(|d| d["locked"] == false).count(),
+        4,
+        "the fifth failure locks, and every later one finds the lock"
+    );
+    let locked = events_named(&store, "locked").await;
+    assert_eq!(locked.len(), 1, "{locked:?}");
+    assert_eq!(locked[0].0.as_deref(), Some("tom"));
+    assert_eq!(locked[0].1["failures"], 5);
+    let (locked_now, attempts): (bool, i32) = {
+        let r = store
+            .query_one(
+                "SELECT locked_until > now() + interval '500 s', failed_attempts FROM pgtrail.users WHERE name = 'tom'",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert!(locked_now);
+    assert_eq!(attempts, 0, "the lock resets the count");
+    let r = Agent::new(&base).sign_in("tom", "tom-secret-1").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "the lock holds");
+    let nobody_locked: i64 = store
+        .query_one("SELECT count(*) FROM pgtrail.users WHERE name <> 'tom' AND locked_until IS NOT NULL", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(nobody_locked, 0);
+
+    // Sam's requests read the session; last_seen is written at most once a
+    // minute (the idle limit is the default 30 minutes), not on each of them.
+    let unchanged: bool = store
+        .query_one(
+            "SELECT last_seen = created_at FROM pgtrail.sessions WHERE user_name = 'sam'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(unchanged, "a request within the minute rewrote last_seen");
+    assert_eq!(sam.get("/").await.status, StatusCode::OK);
+}
