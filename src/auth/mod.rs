@@ -218,6 +218,37 @@ impl Actor {
     }
 }
 
+/// A record whose changes are recorded as events with its state before and
+/// after: a user or an API token.
+pub(crate) trait Audited {
+    /// The events' category (their entry's table).
+    const CATEGORY: crate::store::events::Category;
+    fn name(&self) -> &str;
+    /// The record the event shows: never a secret or its hash.
+    fn snapshot(&self) -> serde_json::Map<String, serde_json::Value>;
+}
+
+/// Records `actor`'s change of a user or token from `before` to `after`
+/// (`None` where it did not exist), keyed by its name, on `client`: the
+/// transaction that made the change, so both commit or neither.
+pub(crate) async fn record_change<C: tokio_postgres::GenericClient, R: Audited>(
+    client: &C,
+    actor: &Actor,
+    event: &'static str,
+    summary: String,
+    before: Option<&R>,
+    after: Option<&R>,
+) -> Result<(), AuthError> {
+    let mut e = actor.event(R::CATEGORY, event, summary);
+    e.primary_key = after
+        .or(before)
+        .map(|r| serde_json::json!({ "name": r.name() }));
+    e.before = before.map(Audited::snapshot);
+    e.after = after.map(Audited::snapshot);
+    crate::store::events::record(client, &e).await?;
+    Ok(())
+}
+
 /// The login name of this process's user, from its uid (services often run
 /// without `USER` in the environment).
 fn os_user_from_uid() -> Option<String> {

@@ -6,8 +6,10 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 use tokio_postgres::{Client, GenericClient, Row};
 
-use super::{random_secret, secret_hash, Actor, AuthError, Name, Role, Tables};
-use crate::store::events::{record, Category};
+use super::{
+    random_secret, record_change, secret_hash, Actor, Audited, AuthError, Name, Role, Tables,
+};
+use crate::store::events::Category;
 
 /// The prefix of every token, so a leaked one is recognisable in a scan.
 pub const PREFIX: &str = "pgt_";
@@ -52,6 +54,16 @@ impl Token {
     }
 }
 
+impl Audited for Token {
+    const CATEGORY: Category = Category::Token;
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn snapshot(&self) -> Map<String, Value> {
+        self.record()
+    }
+}
+
 /// Creates a token; returns it and its secret, which is not kept anywhere.
 pub async fn create(
     client: &mut Client,
@@ -75,14 +87,15 @@ pub async fn create(
         Some(r) => Token::from_row(&r)?,
         None => return Err(AuthError::TokenExists(name.to_string())),
     };
-    let mut event = actor.event(
-        Category::Token,
+    record_change(
+        &tx,
+        actor,
         "token_created",
         format!("created API token {} as {}", token.name, token.role),
-    );
-    event.primary_key = Some(json!({ "name": token.name }));
-    event.after = Some(token.record());
-    record(&tx, &event).await?;
+        None,
+        Some(&token),
+    )
+    .await?;
     tx.commit().await?;
     Ok((token, secret))
 }
@@ -137,15 +150,15 @@ pub async fn revoke(client: &mut Client, actor: &Actor, name: &str) -> Result<To
         )
         .await?;
     let after = Token::from_row(&row)?;
-    let mut event = actor.event(
-        Category::Token,
+    record_change(
+        &tx,
+        actor,
         "token_revoked",
         format!("revoked API token {name}"),
-    );
-    event.primary_key = Some(json!({ "name": name }));
-    event.before = Some(before.record());
-    event.after = Some(after.record());
-    record(&tx, &event).await?;
+        Some(&before),
+        Some(&after),
+    )
+    .await?;
     tx.commit().await?;
     Ok(after)
 }

@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 use tokio_postgres::{Client, GenericClient, Row};
 
-use super::{password, Actor, AuthError, Name, Role, Tables};
-use crate::store::events::{record, Category};
+use super::{password, record_change, Actor, Audited, AuthError, Name, Role, Tables};
+use crate::store::events::Category;
 
 /// A user as stored, less the password hash.
 #[derive(Debug, Clone)]
@@ -51,6 +51,16 @@ impl User {
 
     pub fn is_locked(&self, now: DateTime<Utc>) -> bool {
         self.locked_until.is_some_and(|t| t > now)
+    }
+}
+
+impl Audited for User {
+    const CATEGORY: Category = Category::User;
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn snapshot(&self) -> Map<String, Value> {
+        self.record()
     }
 }
 
@@ -113,14 +123,15 @@ pub async fn add(
         Some(r) => User::from_row(&r)?,
         None => return Err(AuthError::UserExists(name.to_string())),
     };
-    let mut event = actor.event(
-        Category::User,
+    record_change(
+        &tx,
+        actor,
         "user_added",
         format!("added user {} as {}", user.name, user.role),
-    );
-    event.primary_key = Some(json!({ "name": user.name }));
-    event.after = Some(user.record());
-    record(&tx, &event).await?;
+        None,
+        Some(&user),
+    )
+    .await?;
     tx.commit().await?;
     Ok(user)
 }
@@ -130,12 +141,92 @@ pub async fn add(
 pub enum Change {
     Role(Role),
     Tables(Tables),
+    /// Role and tables at once, as the admin page's form sets them: one
+    /// event for what differs, none when nothing does.
+    Grant(Role, Tables),
     Disabled(bool),
     Password(String),
 }
 
-/// Applies `change` and records it; returns the user after. Disabling a user
-/// or resetting the password ends their sessions.
+/// The UPDATE a change makes and the event that records it.
+struct Plan {
+    /// `SET` assignments, with parameters from `$2` on (`$1` is the name).
+    set: &'static str,
+    params: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>>,
+    event: &'static str,
+    summary: String,
+}
+
+/// What `change` does to `before`; `None` when it would change nothing
+/// (only a [`Change::Grant`] equal to what the user has).
+fn plan(before: &User, change: Change, hash: Option<String>) -> Option<Plan> {
+    let name = &before.name;
+    let role_text = |r: Role| format!("role of {name} changed from {} to {r}", before.role);
+    let tables_text = |t: &Tables| format!("from {} to {}", before.tables.describe(), t.describe());
+    let plan = |set, params, event, summary| {
+        Some(Plan {
+            set,
+            params,
+            event,
+            summary,
+        })
+    };
+    match change {
+        Change::Role(r) => plan(
+            "role = $2",
+            vec![Box::new(r.as_str())],
+            "role_changed",
+            role_text(r),
+        ),
+        Change::Tables(t) => plan(
+            "tables = $2",
+            vec![Box::new(t.to_stored())],
+            "tables_changed",
+            format!("tables of {name} changed {}", tables_text(&t)),
+        ),
+        Change::Grant(r, t) => {
+            let (event, summary) = match (r != before.role, t != before.tables) {
+                (false, false) => return None,
+                (true, false) => ("role_changed", role_text(r)),
+                (false, true) => (
+                    "tables_changed",
+                    format!("tables of {name} changed {}", tables_text(&t)),
+                ),
+                (true, true) => (
+                    "role_and_tables_changed",
+                    format!("{}, tables {}", role_text(r), tables_text(&t)),
+                ),
+            };
+            plan(
+                "role = $2, tables = $3",
+                vec![Box::new(r.as_str()), Box::new(t.to_stored())],
+                event,
+                summary,
+            )
+        }
+        Change::Disabled(true) => plan(
+            "disabled = $2",
+            vec![Box::new(true)],
+            "user_disabled",
+            format!("disabled user {name}"),
+        ),
+        Change::Disabled(false) => plan(
+            "disabled = $2, failed_attempts = 0, locked_until = NULL",
+            vec![Box::new(false)],
+            "user_enabled",
+            format!("enabled user {name}"),
+        ),
+        Change::Password(_) => plan(
+            "password_hash = $2, failed_attempts = 0, locked_until = NULL",
+            vec![Box::new(hash.unwrap_or_default())],
+            "password_reset",
+            format!("reset the password of {name}"),
+        ),
+    }
+}
+
+/// Applies `change` and records it, in one transaction; returns the user
+/// after. Disabling a user or resetting the password ends their sessions.
 pub async fn change(
     client: &mut Client,
     actor: &Actor,
@@ -149,6 +240,7 @@ pub async fn change(
         }
         _ => None,
     };
+    let ends_sessions = matches!(change, Change::Disabled(true) | Change::Password(_));
     let tx = client.transaction().await?;
     let before = tx
         .query_opt(
@@ -160,66 +252,41 @@ pub async fn change(
         Some(r) => User::from_row(&r)?,
         None => return Err(AuthError::NoSuchUser(crate::web::query::clip(name))),
     };
-    let (set, param, event_name, summary): (
-        &str,
-        Box<dyn tokio_postgres::types::ToSql + Sync + Send>,
-        &'static str,
-        String,
-    ) = match &change {
-        Change::Role(r) => (
-            "role = $2",
-            Box::new(r.as_str()),
-            "role_changed",
-            format!("role of {name} changed from {} to {r}", before.role),
-        ),
-        Change::Tables(t) => (
-            "tables = $2",
-            Box::new(t.to_stored()),
-            "tables_changed",
-            format!(
-                "tables of {name} changed from {} to {}",
-                before.tables.describe(),
-                t.describe()
-            ),
-        ),
-        Change::Disabled(true) => (
-            "disabled = $2",
-            Box::new(true),
-            "user_disabled",
-            format!("disabled user {name}"),
-        ),
-        Change::Disabled(false) => (
-            "disabled = $2, failed_attempts = 0, locked_until = NULL",
-            Box::new(false),
-            "user_enabled",
-            format!("enabled user {name}"),
-        ),
-        Change::Password(_) => (
-            "password_hash = $2, failed_attempts = 0, locked_until = NULL",
-            Box::new(hash.unwrap_or_default()),
-            "password_reset",
-            format!("reset the password of {name}"),
-        ),
+    let Some(plan) = plan(&before, change, hash) else {
+        return Ok(before);
     };
+    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&name];
+    params.extend(
+        plan.params
+            .iter()
+            .map(|p| &**p as &(dyn tokio_postgres::types::ToSql + Sync)),
+    );
     let row = tx
         .query_one(
-            &format!("UPDATE pgtrail.users SET {set}, updated_at = now() WHERE name = $1 RETURNING {COLUMNS}"),
-            &[&name, &*param],
+            &format!(
+                "UPDATE pgtrail.users SET {}, updated_at = now() WHERE name = $1 RETURNING {COLUMNS}",
+                plan.set
+            ),
+            &params,
         )
         .await?;
     let after = User::from_row(&row)?;
-    if matches!(change, Change::Disabled(true) | Change::Password(_)) {
+    if ends_sessions {
         tx.execute(
             "DELETE FROM pgtrail.sessions WHERE user_name = $1",
             &[&name],
         )
         .await?;
     }
-    let mut event = actor.event(Category::User, event_name, summary);
-    event.primary_key = Some(json!({ "name": name }));
-    event.before = Some(before.record());
-    event.after = Some(after.record());
-    record(&tx, &event).await?;
+    record_change(
+        &tx,
+        actor,
+        plan.event,
+        plan.summary,
+        Some(&before),
+        Some(&after),
+    )
+    .await?;
     tx.commit().await?;
     Ok(after)
 }

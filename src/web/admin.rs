@@ -201,35 +201,21 @@ pub async fn change_user(
     let notice = match field(&f, "action") {
         "update" => {
             let (role, tables) = grant(&f)?;
-            let before = users::get(&*client, &name)
-                .await
-                .map_err(auth_error)?
-                .ok_or_else(|| {
-                    auth_error(crate::auth::AuthError::NoSuchUser(super::query::clip(
-                        &name,
-                    )))
-                })?;
             if name == who.name && role < Role::Admin {
                 return Err(WebError::bad(
                     "You cannot take the admin role from yourself here; another admin can, or use `pgtrail user set-role`.",
                 ));
             }
-            if before.role != role {
-                users::change(&mut client, &actor, &name, users::Change::Role(role))
-                    .await
-                    .map_err(auth_error)?;
-            }
-            if before.tables != tables {
-                users::change(
-                    &mut client,
-                    &actor,
-                    &name,
-                    users::Change::Tables(tables.clone()),
-                )
-                .await
-                .map_err(auth_error)?;
-            }
-            format!("{name}: role {role}, tables {}.", tables.describe())
+            // Role and tables in one transaction, with one event for both.
+            let u = users::change(
+                &mut client,
+                &actor,
+                &name,
+                users::Change::Grant(role, tables),
+            )
+            .await
+            .map_err(auth_error)?;
+            format!("{name}: role {}, tables {}.", u.role, u.tables.describe())
         }
         "disable" => {
             if name == who.name {
@@ -261,9 +247,9 @@ pub async fn change_user(
             format!("Set a new password for {name}; their sessions ended.")
         }
         "end_sessions" => {
-            let n = sessions::end_all(&*client, &name)
-                .await
-                .map_err(auth_error)?;
+            // The sessions end with their event or not at all.
+            let tx = client.transaction().await?;
+            let n = sessions::end_all(&tx, &name).await.map_err(auth_error)?;
             let event = actor
                 .event(
                     Category::Session,
@@ -273,9 +259,10 @@ pub async fn change_user(
                 .detail("user", name.clone())
                 .detail("everywhere", true)
                 .detail("sessions", n);
-            record(&*client, &event)
+            record(&tx, &event)
                 .await
                 .map_err(|e| auth_error(e.into()))?;
+            tx.commit().await?;
             format!("Ended {n} sessions of {name}.")
         }
         other => {

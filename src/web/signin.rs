@@ -37,7 +37,8 @@ const REFUSED: &str =
                        for a while after repeated failures. Try again later, or ask an admin.";
 
 /// When the line of sign-ins waiting to be checked is full.
-const BUSY: &str = "Too many sign-ins are being checked right now, so yours was not: try again in a minute.";
+const BUSY: &str =
+    "Too many sign-ins are being checked right now, so yours was not: try again in a minute.";
 
 /// Sign-ins that may wait for a password check, per core; the rest are
 /// refused with 429. At tens of milliseconds per check this is a few seconds
@@ -223,14 +224,10 @@ pub async fn submit(
         .map_err(access::auth_error)?;
     match outcome {
         users::SignIn::Ok(user) => {
-            let (token, _csrf) = sessions::create(
-                &tx,
-                &user.name,
-                actor.client_addr.clone(),
-                auth.timeouts(),
-            )
-            .await
-            .map_err(access::auth_error)?;
+            let (token, _csrf) =
+                sessions::create(&tx, &user.name, actor.client_addr.clone(), auth.timeouts())
+                    .await
+                    .map_err(access::auth_error)?;
             let event = actor
                 .event(
                     Category::Session,
@@ -317,13 +314,15 @@ pub async fn sign_out(
         ));
     };
     let everywhere = f.get("everywhere").is_some_and(|v| v == "1");
-    let client = state.writer().get().await?;
+    // The sessions end with their event or not at all.
+    let mut client = state.writer().get().await?;
+    let tx = client.transaction().await?;
     let ended = if everywhere {
-        sessions::end_all(&*client, &who.name)
+        sessions::end_all(&tx, &who.name)
             .await
             .map_err(access::auth_error)?
     } else {
-        sessions::end(&*client, token)
+        sessions::end(&tx, token)
             .await
             .map_err(access::auth_error)?
             .map_or(0, |_| 1)
@@ -338,9 +337,9 @@ pub async fn sign_out(
         .event(Category::Session, "sign_out", summary)
         .detail("everywhere", everywhere)
         .detail("sessions", ended);
-    record(&*client, &event)
-        .await
-        .map_err(|e| access::auth_error(AuthError::Store(e)))?;
+    record(&tx, &event).await.map_err(store_error)?;
+    tx.commit().await?;
+    drop(client);
     let secure = access::secure_cookie(
         &state,
         &headers,

@@ -23,6 +23,8 @@ struct Agent {
     base: String,
     cookies: HashMap<String, String>,
     bearer: Option<String>,
+    /// A test that makes the store refuse a write expects the 500 that follows.
+    allow_500: bool,
 }
 
 struct Reply {
@@ -70,6 +72,7 @@ impl Agent {
             base: base.to_owned(),
             cookies: HashMap::new(),
             bearer: None,
+            allow_500: false,
         }
     }
 
@@ -109,7 +112,9 @@ impl Agent {
         }
         // 503 is the no-user refusal; anything else from the server's side is a bug.
         assert!(
-            !reply.status.is_server_error() || reply.status == StatusCode::SERVICE_UNAVAILABLE,
+            !reply.status.is_server_error()
+                || reply.status == StatusCode::SERVICE_UNAVAILABLE
+                || (self.allow_500 && reply.status == StatusCode::INTERNAL_SERVER_ERROR),
             "a 5xx is never right here: {} {}",
             reply.status,
             reply.body
@@ -1512,7 +1517,10 @@ async fn access_sign_in_flood_does_not_stall_signed_in_users() {
             during += 1;
         }
     }
-    assert!(during >= 1, "no request of sam's finished while the flood ran");
+    assert!(
+        during >= 1,
+        "no request of sam's finished while the flood ran"
+    );
     for t in flood {
         assert_eq!(t.await.unwrap(), StatusCode::UNAUTHORIZED);
     }
@@ -1556,7 +1564,10 @@ async fn access_sign_in_flood_does_not_stall_signed_in_users() {
     let r = Agent::new(&base).sign_in("tom", "tom-secret-1").await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "the lock holds");
     let nobody_locked: i64 = store
-        .query_one("SELECT count(*) FROM pgtrail.users WHERE name <> 'tom' AND locked_until IS NOT NULL", &[])
+        .query_one(
+            "SELECT count(*) FROM pgtrail.users WHERE name <> 'tom' AND locked_until IS NOT NULL",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -1574,4 +1585,302 @@ async fn access_sign_in_flood_does_not_stall_signed_in_users() {
         .get(0);
     assert!(unchanged, "a request within the minute rewrote last_seen");
     assert_eq!(sam.get("/").await.status, StatusCode::OK);
+}
+
+/// Makes the store refuse pgtrail's `event` events (a CHECK on entries), or
+/// accept them again with `None`.
+async fn refuse_event(store: &Client, event: Option<&str>) {
+    store
+        .batch_execute("ALTER TABLE pgtrail.entries DROP CONSTRAINT IF EXISTS test_refuses_event")
+        .await
+        .unwrap();
+    if let Some(e) = event {
+        store
+            .batch_execute(&format!(
+                "ALTER TABLE pgtrail.entries ADD CONSTRAINT test_refuses_event \
+                 CHECK (details IS NULL OR details->>'event' IS DISTINCT FROM '{e}') NOT VALID"
+            ))
+            .await
+            .unwrap();
+    }
+}
+
+async fn count(store: &Client, sql: &str) -> i64 {
+    store.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_session_changes_commit_with_their_events() {
+    let env = TestEnv::start().await;
+    env.setup().await;
+    let store = env.store().await;
+    add_user(&env, "ada", "admin", None, "ada-secret-1").await;
+    add_user(&env, "vic", "viewer", None, "vic-secret-1").await;
+    add_user(&env, "lou", "viewer", None, "lou-secret-1").await;
+    let web = Web::start_with(&env, "lockout_after = 2\nlockout_seconds = 600\n").await;
+    let base = web.base.clone();
+    let vic_sessions = "SELECT count(*) FROM pgtrail.sessions WHERE user_name = 'vic'";
+    let mut ada = Agent::signed_in(&base, "ada", "ada-secret-1").await;
+
+    // Each change stores its one event, with its actor.
+    let mut vic = Agent::signed_in(&base, "vic", "vic-secret-1").await;
+    let sign_ins = events_named(&store, "sign_in").await;
+    assert_eq!(
+        sign_ins
+            .iter()
+            .filter(|(a, _)| a.as_deref() == Some("vic"))
+            .count(),
+        1
+    );
+    assert_eq!(count(&store, vic_sessions).await, 1);
+    let csrf = vic.csrf().await;
+    let r = vic
+        .post("/sign-out", &[("csrf", &csrf), ("everywhere", "0")])
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let outs = events_named(&store, "sign_out").await;
+    assert_eq!(outs.len(), 1, "{outs:?}");
+    assert_eq!(outs[0].0.as_deref(), Some("vic"));
+    assert_eq!(
+        (
+            outs[0].1["everywhere"].clone(),
+            outs[0].1["sessions"].clone()
+        ),
+        (Value::Bool(false), 1.into())
+    );
+    assert_eq!(count(&store, vic_sessions).await, 0);
+
+    let mut vic = Agent::signed_in(&base, "vic", "vic-secret-1").await;
+    let _vic2 = Agent::signed_in(&base, "vic", "vic-secret-1").await;
+    let csrf = vic.csrf().await;
+    vic.post("/sign-out", &[("csrf", &csrf), ("everywhere", "1")])
+        .await;
+    let outs = events_named(&store, "sign_out").await;
+    assert_eq!(outs.len(), 2);
+    assert_eq!(outs[1].0.as_deref(), Some("vic"));
+    assert_eq!(
+        (
+            outs[1].1["everywhere"].clone(),
+            outs[1].1["sessions"].clone()
+        ),
+        (Value::Bool(true), 2.into())
+    );
+    assert_eq!(count(&store, vic_sessions).await, 0);
+
+    let mut vic = Agent::signed_in(&base, "vic", "vic-secret-1").await;
+    let csrf = ada.csrf().await;
+    let r = ada
+        .post(
+            "/admin/users/vic",
+            &[("csrf", &csrf), ("action", "end_sessions")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let outs = events_named(&store, "sign_out").await;
+    assert_eq!(outs.len(), 3);
+    assert_eq!(outs[2].0.as_deref(), Some("ada"));
+    assert_eq!(outs[2].1["user"], "vic");
+    assert_eq!(outs[2].1["sessions"], 1);
+    assert_eq!(count(&store, vic_sessions).await, 0);
+    assert_eq!(vic.get("/").await.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        events_named(&store, "sign_in").await.len(),
+        5,
+        "ada once, vic four times"
+    );
+
+    // A sign-in whose event the store refuses leaves no session behind.
+    refuse_event(&store, Some("sign_in")).await;
+    let mut refused = Agent::new(&base);
+    refused.allow_500 = true;
+    let r = refused.sign_in("vic", "vic-secret-1").await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", r.body);
+    assert!(!refused.cookies.contains_key("pgtrail_session"));
+    assert_eq!(count(&store, vic_sessions).await, 0);
+    assert_eq!(events_named(&store, "sign_in").await.len(), 5);
+    refuse_event(&store, None).await;
+
+    // A sign-out whose event is refused leaves the session working.
+    let mut vic = Agent::signed_in(&base, "vic", "vic-secret-1").await;
+    vic.allow_500 = true;
+    refuse_event(&store, Some("sign_out")).await;
+    let csrf = vic.csrf().await;
+    let r = vic
+        .post("/sign-out", &[("csrf", &csrf), ("everywhere", "1")])
+        .await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", r.body);
+    assert_eq!(count(&store, vic_sessions).await, 1);
+    assert_eq!(vic.get("/").await.status, StatusCode::OK);
+    let csrf = ada.csrf().await;
+    ada.allow_500 = true;
+    let r = ada
+        .post(
+            "/admin/users/vic",
+            &[("csrf", &csrf), ("action", "end_sessions")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", r.body);
+    assert_eq!(count(&store, vic_sessions).await, 1);
+    assert_eq!(vic.get("/").await.status, StatusCode::OK);
+    refuse_event(&store, None).await;
+    assert_eq!(events_named(&store, "sign_out").await.len(), 3);
+
+    // A lock whose event is refused is not applied, nor the failure counted.
+    let mut guess = Agent::new(&base);
+    guess.allow_500 = true;
+    assert_eq!(
+        guess.sign_in("lou", "wrong-one-1").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    refuse_event(&store, Some("locked")).await;
+    let failed_before = events_named(&store, "sign_in_failed").await.len();
+    let r = guess.sign_in("lou", "wrong-one-2").await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", r.body);
+    let (locked, attempts): (bool, i32) = {
+        let r = store
+            .query_one("SELECT locked_until IS NOT NULL, failed_attempts FROM pgtrail.users WHERE name = 'lou'", &[])
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!((locked, attempts), (false, 1));
+    assert_eq!(
+        events_named(&store, "sign_in_failed").await.len(),
+        failed_before
+    );
+    refuse_event(&store, None).await;
+    // Accepted again, the next failure locks, with its one event.
+    assert_eq!(
+        guess.sign_in("lou", "wrong-one-3").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let locked = events_named(&store, "locked").await;
+    assert_eq!(locked.len(), 1);
+    assert_eq!(locked[0].0.as_deref(), Some("lou"));
+    assert_eq!(
+        count(
+            &store,
+            "SELECT count(*) FROM pgtrail.users WHERE name = 'lou' AND locked_until > now()"
+        )
+        .await,
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_admin_update_applies_role_and_tables_in_one_event() {
+    let env = TestEnv::start().await;
+    env.setup().await;
+    let store = env.store().await;
+    add_user(&env, "ada", "admin", None, "ada-secret-1").await;
+    add_user(&env, "eve", "viewer", Some("public.orders"), "eve-secret-1").await;
+    let rows = stored_rows(&store).await;
+    let web = Web::start_with(&env, "").await;
+    let mut ada = Agent::signed_in(&base_of(&web), "ada", "ada-secret-1").await;
+    let mut eve = Agent::signed_in(&base_of(&web), "eve", "eve-secret-1").await;
+    assert_eq!(eve.api_ids("").await, vec![rows[2]]);
+    let user_events =
+        "SELECT count(*) FROM pgtrail.entries WHERE action = 'EVENT' AND table_name = 'user'";
+    let before = count(&store, user_events).await;
+
+    // Both at once: one event with both before and after.
+    let csrf = ada.csrf().await;
+    let update = |role: &'static str, tables: &'static str| {
+        [
+            ("csrf", csrf.clone()),
+            ("action", "update".into()),
+            ("role", role.into()),
+            ("tables", tables.into()),
+        ]
+    };
+    let form = update("auditor", "public.*");
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let r = ada.post("/admin/users/eve", &form).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(count(&store, user_events).await, before + 1);
+    let (actor, app, e) = last_event(&store, "role_and_tables_changed").await;
+    assert_eq!(
+        (actor.as_deref(), app.as_str()),
+        (Some("ada"), "pgtrail web")
+    );
+    assert_eq!(
+        e["before"],
+        serde_json::json!({"name": "eve", "role": "viewer", "tables": ["public.orders"], "disabled": false})
+    );
+    assert_eq!(
+        e["after"],
+        serde_json::json!({"name": "eve", "role": "auditor", "tables": ["public.*"], "disabled": false})
+    );
+    assert_eq!(e["changed"], serde_json::json!(["role", "tables"]));
+    assert_eq!(
+        e["remarks"],
+        "role of eve changed from viewer to auditor, tables from public.orders to public.*"
+    );
+    let (role, tables): (String, Vec<String>) = {
+        let r = store
+            .query_one(
+                "SELECT role, tables FROM pgtrail.users WHERE name = 'eve'",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(
+        (role.as_str(), tables),
+        ("auditor", vec!["public.*".to_owned()])
+    );
+    assert_eq!(eve.api_ids("").await, vec![rows[1], rows[2]]);
+
+    // The same again changes nothing and records nothing; one of the two, one event named for it.
+    let form = update("auditor", "public.*");
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(
+        ada.post("/admin/users/eve", &form).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(count(&store, user_events).await, before + 1);
+    let form = update("auditor", "");
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(
+        ada.post("/admin/users/eve", &form).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(count(&store, user_events).await, before + 2);
+    let (_, _, e) = last_event(&store, "tables_changed").await;
+    assert_eq!(e["changed"], serde_json::json!(["tables"]));
+    assert_eq!(eve.api_ids("").await, rows);
+
+    // If the event is refused, neither role nor tables change.
+    refuse_event(&store, Some("role_and_tables_changed")).await;
+    ada.allow_500 = true;
+    let form = update("viewer", "sales.*");
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let r = ada.post("/admin/users/eve", &form).await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", r.body);
+    let (role, tables): (String, Vec<String>) = {
+        let r = store
+            .query_one(
+                "SELECT role, tables FROM pgtrail.users WHERE name = 'eve'",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!((role.as_str(), tables.len()), ("auditor", 0));
+    assert_eq!(count(&store, user_events).await, before + 2);
+    refuse_event(&store, None).await;
+    // An unknown user is a 404 that changes nothing.
+    let form = update("viewer", "");
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(
+        ada.post("/admin/users/nobody", &form).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(count(&store, user_events).await, before + 2);
+}
+
+fn base_of(web: &Web) -> String {
+    web.base.clone()
 }
