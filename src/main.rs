@@ -215,15 +215,10 @@ fn user_line(u: &auth::users::User) -> String {
 }
 
 async fn user_command(config: &Config, action: UserCommand) -> Result<()> {
+    // One connection for the whole command, its checks and its change.
     let mut client = store::open(&config.store).await?;
     let actor = Actor::cli();
-    let change = |name: Name, change| async move {
-        let mut client = store::open(&config.store).await?;
-        let u = auth::users::change(&mut client, &Actor::cli(), name.as_str(), change).await?;
-        println!("{}", user_line(&u));
-        Ok::<(), anyhow::Error>(())
-    };
-    match action {
+    let (name, change) = match action {
         UserCommand::Add { name, role, tables } => {
             let tables = Tables::parse_list(tables.as_deref().unwrap_or(""))?;
             if auth::users::get(&client, name.as_str()).await?.is_some() {
@@ -232,6 +227,7 @@ async fn user_command(config: &Config, action: UserCommand) -> Result<()> {
             let password = read_password(&name)?;
             let u = auth::users::add(&mut client, &actor, &name, role, &tables, &password).await?;
             println!("added {}", user_line(&u));
+            return Ok(());
         }
         UserCommand::List { json } => {
             let users = auth::users::list(&client).await?;
@@ -261,27 +257,26 @@ async fn user_command(config: &Config, action: UserCommand) -> Result<()> {
                     println!("{}", user_line(u));
                 }
             }
+            return Ok(());
         }
-        UserCommand::SetRole { name, role } => {
-            change(name, auth::users::Change::Role(role)).await?
-        }
-        UserCommand::SetTables { name, tables } => {
-            change(
-                name,
-                auth::users::Change::Tables(Tables::parse_list(&tables)?),
-            )
-            .await?
-        }
-        UserCommand::Disable { name } => change(name, auth::users::Change::Disabled(true)).await?,
-        UserCommand::Enable { name } => change(name, auth::users::Change::Disabled(false)).await?,
+        UserCommand::SetRole { name, role } => (name, auth::users::Change::Role(role)),
+        UserCommand::SetTables { name, tables } => (
+            name,
+            auth::users::Change::Tables(Tables::parse_list(&tables)?),
+        ),
+        UserCommand::Disable { name } => (name, auth::users::Change::Disabled(true)),
+        UserCommand::Enable { name } => (name, auth::users::Change::Disabled(false)),
         UserCommand::ResetPassword { name } => {
+            // Before the prompt, so a typo in the name does not cost a password.
             if auth::users::get(&client, name.as_str()).await?.is_none() {
                 anyhow::bail!(auth::AuthError::NoSuchUser(name.to_string()));
             }
             let password = read_password(&name)?;
-            change(name, auth::users::Change::Password(password)).await?
+            (name, auth::users::Change::Password(password))
         }
-    }
+    };
+    let u = auth::users::change(&mut client, &actor, name.as_str(), change).await?;
+    println!("{}", user_line(&u));
     Ok(())
 }
 

@@ -481,15 +481,18 @@ async fn record_reload(state: &AppState, path: &str, outcome: Result<(), String>
 }
 
 /// Deletes expired sessions every few minutes, so that a session nobody uses
-/// again does not stay in the store until the next sign-in.
+/// again does not stay in the store until the next sign-in. It runs for the
+/// server's whole life and skips its turn while `auth = "none"`: a reload
+/// may turn passwords on (or off) at any time.
 async fn sweep_sessions(state: AppState) {
-    const EVERY: std::time::Duration = std::time::Duration::from_secs(300);
-    if state.auth().config.mode == crate::config::AuthMode::None {
-        return;
-    }
     loop {
-        tokio::time::sleep(EVERY).await;
         let auth = state.auth();
+        tokio::time::sleep(sweep_every(auth.timeouts())).await;
+        // The settings now, after the sleep: a reload may have changed them.
+        let auth = state.auth();
+        if auth.config.mode == crate::config::AuthMode::None {
+            continue;
+        }
         let swept = match state.writer().get().await {
             Ok(client) => crate::auth::sessions::sweep(&*client, auth.timeouts())
                 .await
@@ -504,6 +507,12 @@ async fn sweep_sessions(state: AppState) {
             }
         }
     }
+}
+
+/// Every five minutes, or as often as the idle limit when that is shorter:
+/// an expired session stays in the store for at most that long.
+fn sweep_every(timeouts: crate::auth::sessions::Timeouts) -> Duration {
+    Duration::from_secs(timeouts.idle_seconds.clamp(1, 300))
 }
 
 /// Binds `config.web_listen` and serves until `shutdown`.

@@ -7,7 +7,13 @@
 //! every path verifies one argon2 hash (a dummy one for unknown, disabled or
 //! locked users), so neither the words nor the timing tell whether a user
 //! exists. Sign-ins, refusals, lockouts and sign-outs are recorded as
-//! `Session` events.
+//! `Session` events, each in the transaction of the change it records.
+//!
+//! A flood of guesses must not stall users already signed in: the hash is
+//! read and the store connection given back before argon2 runs, at most one
+//! verification per core runs at once ([`AppState::verification_slot`]), and
+//! a sign-in finding [`WAITING_PER_CORE`] per core already in line is
+//! answered 429 unchecked.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -1884,3 +1884,136 @@ async fn access_admin_update_applies_role_and_tables_in_one_event() {
 fn base_of(web: &Web) -> String {
     web.base.clone()
 }
+
+/// Sessions ever opened to the store's database (PostgreSQL counts them in pg_stat_database).
+async fn store_sessions(store: &Client) -> i64 {
+    store
+        .query_one(
+            "SELECT sessions FROM pg_stat_database WHERE datname = current_database()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_cli_changes_use_one_store_connection() {
+    let env = TestEnv::start().await;
+    env.setup().await;
+    let store = env.store().await;
+    add_user(&env, "eve", "viewer", None, "eve-secret-1").await;
+    let commands: [(&[&str], Option<&str>, &str); 6] = [
+        (
+            &["user", "set-role", "eve", "--role", "auditor"],
+            None,
+            "role_changed",
+        ),
+        (
+            &["user", "set-tables", "eve", "--tables", "public.*"],
+            None,
+            "tables_changed",
+        ),
+        (&["user", "disable", "eve"], None, "user_disabled"),
+        (&["user", "enable", "eve"], None, "user_enabled"),
+        (
+            &["user", "reset-password", "eve"],
+            Some("eve-secret-2\n"),
+            "password_reset",
+        ),
+        (
+            &["token", "create", "siem", "--role", "viewer"],
+            None,
+            "token_created",
+        ),
+    ];
+    for (args, stdin, event) in commands {
+        let events = own_events(&store).await.len();
+        let opened = store_sessions(&store).await;
+        let out = match stdin {
+            Some(input) => env.trail.cli_with_stdin(args, input).await,
+            None => env.trail.cli(args).await,
+        };
+        out.assert_success();
+        // The count of a session that ended reaches the statistics at once; give it a moment anyway.
+        let mut now = store_sessions(&store).await;
+        for _ in 0..20 {
+            if now > opened {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            now = store_sessions(&store).await;
+        }
+        assert_eq!(
+            now - opened,
+            1,
+            "{args:?} opened {} store connections",
+            now - opened
+        );
+        let all = own_events(&store).await;
+        assert_eq!(all.len(), events + 1, "{args:?}");
+        assert_eq!(all[events].0, event);
+        assert!(all[events]
+            .1
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("os:"));
+    }
+    let (role, tables): (String, Vec<String>) = {
+        let r = store
+            .query_one(
+                "SELECT role, tables FROM pgtrail.users WHERE name = 'eve'",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(
+        (role.as_str(), tables),
+        ("auditor", vec!["public.*".to_owned()])
+    );
+    // A mistake fails before the prompt, on the same one connection, and changes nothing.
+    let opened = store_sessions(&store).await;
+    env.trail
+        .cli(&["user", "reset-password", "nobody"])
+        .await
+        .assert_clean_failure(&["no user", "nobody"], Duration::from_secs(30));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(store_sessions(&store).await - opened, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_sweeper_starts_when_a_reload_turns_passwords_on() {
+    let env = TestEnv::start().await;
+    env.setup().await;
+    let store = env.store().await;
+    add_user(&env, "sam", "viewer", None, "sam-secret-1").await;
+    let limits = "session_idle_seconds = 2\nsession_max_seconds = 60\n";
+    let web = Web::start_with(&env, &format!("auth = \"none\"\n{limits}")).await;
+    let base = web.base.clone();
+    assert_eq!(Agent::new(&base).get("/").await.status, StatusCode::OK);
+
+    // Passwords on, without a restart.
+    web.reload_with(&env, limits);
+    wait_until("passwords required", Duration::from_secs(20), || {
+        let base = base.clone();
+        async move { Agent::new(&base).get("/").await.status == StatusCode::SEE_OTHER }
+    })
+    .await;
+    let mut sam = Agent::signed_in(&base, "sam", "sam-secret-1").await;
+    assert_eq!(sam.get("/").await.status, StatusCode::OK);
+    let sessions = "SELECT count(*) FROM pgtrail.sessions";
+    assert_eq!(count(&store, sessions).await, 1);
+    // Left idle, the session expires after 2 s; with no sign-in to sweep it,
+    // the sweeper deletes it within a sweep (every 2 s at this idle limit).
+    wait_until(
+        "the expired session swept",
+        Duration::from_secs(15),
+        || async { count(&store, sessions).await == 0 },
+    )
+    .await;
+    let r = sam.get("/").await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert!(r.location().starts_with("/sign-in"));
+}
