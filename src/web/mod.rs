@@ -160,8 +160,11 @@ struct Inner {
     /// sign-in is refused at once (429) rather than queued.
     sign_ins: Arc<tokio::sync::Semaphore>,
     /// Known tables for the filter's suggestions, refreshed at most once a minute.
-    tables: Mutex<Option<(Instant, Vec<(String, crate::table::TableName)>)>>,
+    tables: Mutex<Option<(Instant, KnownTables)>>,
 }
+
+/// The store's tables for the filter's suggestions: each as shown, and its name.
+type KnownTables = Vec<(String, crate::table::TableName)>;
 
 impl AppState {
     pub fn new(
