@@ -163,3 +163,20 @@ pub async fn end_all<C: GenericClient>(client: &C, user: &str) -> Result<u64, Au
         )
         .await?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_seen_is_written_at_most_once_a_minute_and_well_within_the_idle_limit() {
+        let t = |idle| Timeouts {
+            idle_seconds: idle,
+            absolute_seconds: 43_200,
+        };
+        assert_eq!(t(1800).touch_every(), 60.0);
+        assert_eq!(t(600).touch_every(), 60.0);
+        assert_eq!(t(300).touch_every(), 30.0);
+        assert_eq!(t(2).touch_every(), 0.2);
+    }
+}

@@ -436,3 +436,51 @@ pub async fn settle<C: GenericClient>(
         },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eve() -> User {
+        User {
+            name: "eve".into(),
+            role: Role::Viewer,
+            tables: Tables::parse_list("public.orders").unwrap(),
+            disabled: false,
+            locked_until: None,
+            created_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn a_grant_records_one_event_named_for_what_differs() {
+        let all = Tables::default();
+        let same = eve().tables;
+        let p = |role, tables| plan(&eve(), Change::Grant(role, tables), None);
+        assert!(p(Role::Viewer, same.clone()).is_none());
+        let role_only = p(Role::Auditor, same.clone()).unwrap();
+        assert_eq!(role_only.event, "role_changed");
+        assert_eq!(
+            role_only.summary,
+            "role of eve changed from viewer to auditor"
+        );
+        assert_eq!(
+            p(Role::Viewer, all.clone()).unwrap().event,
+            "tables_changed"
+        );
+        let both = p(Role::Admin, all).unwrap();
+        assert_eq!(both.event, "role_and_tables_changed");
+        assert_eq!(
+            both.summary,
+            "role of eve changed from viewer to admin, tables from public.orders to all"
+        );
+        assert_eq!(both.params.len(), 2);
+        // A single change is recorded even when it sets what is there (the CLI says what it did).
+        assert_eq!(
+            plan(&eve(), Change::Role(Role::Viewer), None)
+                .unwrap()
+                .event,
+            "role_changed"
+        );
+    }
+}

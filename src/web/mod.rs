@@ -183,7 +183,7 @@ impl AppState {
             exports: Arc::new(tokio::sync::Semaphore::new(export::MAX_RUNNING)),
             verifications: Arc::new(tokio::sync::Semaphore::new(cores())),
             sign_ins: Arc::new(tokio::sync::Semaphore::new(
-                cores() * signin::WAITING_PER_CORE,
+                cores() * signin::waiting_per_core(),
             )),
             tables: Mutex::new(None),
         }))

@@ -12,7 +12,7 @@
 //! A flood of guesses must not stall users already signed in: the hash is
 //! read and the store connection given back before argon2 runs, at most one
 //! verification per core runs at once ([`AppState::verification_slot`]), and
-//! a sign-in finding [`WAITING_PER_CORE`] per core already in line is
+//! a sign-in finding [`waiting_per_core`] per core already in line is
 //! answered 429 unchecked.
 
 use std::collections::HashMap;
@@ -50,6 +50,16 @@ const BUSY: &str =
 /// refused with 429. At tens of milliseconds per check this is a few seconds
 /// of waiting at most.
 pub const WAITING_PER_CORE: usize = 64;
+
+/// [`WAITING_PER_CORE`], or `PGTRAIL_WEB_SIGN_IN_WAITING` (at least 1) from
+/// the environment: a small machine may want a shorter line, and tests fill
+/// one quickly.
+pub fn waiting_per_core() -> usize {
+    std::env::var("PGTRAIL_WEB_SIGN_IN_WAITING")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .map_or(WAITING_PER_CORE, |n| n.max(1))
+}
 
 #[derive(Template)]
 #[template(path = "signin.html")]
@@ -181,7 +191,7 @@ pub async fn submit(
     }
     // Beyond a full line, refuse now: waiting longer would outlast any
     // browser's patience, and the refused guess was never checked.
-    let Some(_place) = state.sign_in_place() else {
+    let Some(place) = state.sign_in_place() else {
         tracing::warn!(peer = %peer.ip(), "sign-in refused: too many sign-ins waiting to be checked");
         let mut res = render(
             &state,
@@ -222,6 +232,8 @@ pub async fn submit(
             .await
             .map_err(access::auth_error)?
     };
+    // Out of the line once checked: a refusal's wait is no work.
+    drop(place);
     // The outcome, the session and the events commit together or not at all.
     let mut client = state.writer().get().await?;
     let tx = client.transaction().await?;

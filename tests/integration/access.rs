@@ -2017,3 +2017,78 @@ async fn access_sweeper_starts_when_a_reload_turns_passwords_on() {
     assert_eq!(r.status, StatusCode::SEE_OTHER);
     assert!(r.location().starts_with("/sign-in"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_a_full_sign_in_line_is_a_429_unchecked() {
+    let env = TestEnv::start().await;
+    env.setup().await;
+    let store = env.store().await;
+    add_user(&env, "tom", "viewer", None, "tom-secret-1").await;
+    // A line of one per core fills at once.
+    let web = Web::start_full(
+        &env,
+        "lockout_after = 1000\n",
+        &[("PGTRAIL_WEB_SIGN_IN_WAITING", "1")],
+    )
+    .await;
+    let base = web.base.clone();
+    // The forms first, then every guess at once.
+    let mut agents = Vec::new();
+    for _ in 0..60 {
+        let mut a = Agent::new(&base);
+        let page = a.get("/sign-in").await;
+        agents.push((csrf_of(&page.body), a));
+    }
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(agents.len()));
+    let mut flood = Vec::new();
+    for (i, (csrf, mut a)) in agents.into_iter().enumerate() {
+        let start = start.clone();
+        flood.push(tokio::spawn(async move {
+            start.wait().await;
+            let pw = format!("wrong-guess-{i}");
+            a.post(
+                "/sign-in",
+                &[
+                    ("csrf", &csrf),
+                    ("name", "tom"),
+                    ("password", &pw),
+                    ("next", "/"),
+                ],
+            )
+            .await
+        }));
+    }
+    let (mut refused, mut busy) = (0, 0);
+    for t in flood {
+        let r = t.await.unwrap();
+        match r.status {
+            StatusCode::UNAUTHORIZED => refused += 1,
+            StatusCode::TOO_MANY_REQUESTS => {
+                busy += 1;
+                assert!(
+                    r.body.contains("Too many sign-ins are being checked"),
+                    "{}",
+                    r.body
+                );
+                assert_eq!(r.headers["retry-after"], "30");
+            }
+            other => panic!("{other}: {}", r.body),
+        }
+    }
+    assert!(busy >= 1, "60 sign-ins at once never found the line full");
+    assert!(refused >= 1);
+    // Only the checked guesses are recorded and counted.
+    let failed = events_named(&store, "sign_in_failed").await;
+    assert_eq!(failed.len(), refused, "{busy} were turned away");
+    let attempts: i32 = store
+        .query_one(
+            "SELECT failed_attempts FROM pgtrail.users WHERE name = 'tom'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(attempts as usize, refused);
+    // The line empties again.
+    Agent::signed_in(&base, "tom", "tom-secret-1").await;
+}

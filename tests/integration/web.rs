@@ -66,7 +66,7 @@ impl Web {
         Web::start_full(env, web_toml, &[]).await
     }
 
-    async fn start_full(env: &TestEnv, web_toml: &str, vars: &[(&str, &str)]) -> Web {
+    pub(crate) async fn start_full(env: &TestEnv, web_toml: &str, vars: &[(&str, &str)]) -> Web {
         let port = free_port();
         let dir = tempfile::Builder::new()
             .prefix("pgtrail-it-web-")
