@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
 
-use pgtrail::auth::{self, Actor, Name, Role, Tables};
+use pgtrail::auth::{self, Actor, Audited as _, Name, Role, Tables};
 use pgtrail::config::{Config, Reading};
 use pgtrail::entry::Action;
 use pgtrail::export::{self, Format};

@@ -220,12 +220,12 @@ impl Actor {
 
 /// A record whose changes are recorded as events with its state before and
 /// after: a user or an API token.
-pub(crate) trait Audited {
+pub trait Audited {
     /// The events' category (their entry's table).
     const CATEGORY: crate::store::events::Category;
     fn name(&self) -> &str;
-    /// The record the event shows: never a secret or its hash.
-    fn snapshot(&self) -> serde_json::Map<String, serde_json::Value>;
+    /// The record as events (and `list --json`) show it: never a secret or its hash.
+    fn record(&self) -> serde_json::Map<String, serde_json::Value>;
 }
 
 /// Records `actor`'s change of a user or token from `before` to `after`
@@ -243,8 +243,8 @@ pub(crate) async fn record_change<C: tokio_postgres::GenericClient, R: Audited>(
     e.primary_key = after
         .or(before)
         .map(|r| serde_json::json!({ "name": r.name() }));
-    e.before = before.map(Audited::snapshot);
-    e.after = after.map(Audited::snapshot);
+    e.before = before.map(Audited::record);
+    e.after = after.map(Audited::record);
     crate::store::events::record(client, &e).await?;
     Ok(())
 }

@@ -39,9 +39,15 @@ impl Token {
             last_used_at: row.get(6),
         })
     }
+}
 
-    /// The record events show (never the secret or its hash).
-    pub fn record(&self) -> Map<String, Value> {
+impl Audited for Token {
+    const CATEGORY: Category = Category::Token;
+    fn name(&self) -> &str {
+        &self.name
+    }
+    /// Never the secret or its hash.
+    fn record(&self) -> Map<String, Value> {
         match json!({
             "name": self.name,
             "role": self.role.as_str(),
@@ -51,16 +57,6 @@ impl Token {
             Value::Object(m) => m,
             _ => Map::new(),
         }
-    }
-}
-
-impl Audited for Token {
-    const CATEGORY: Category = Category::Token;
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn snapshot(&self) -> Map<String, Value> {
-        self.record()
     }
 }
 

@@ -35,20 +35,6 @@ impl User {
         })
     }
 
-    /// The record events show: never the hash, nor lockout counters.
-    pub fn record(&self) -> Map<String, Value> {
-        let v = json!({
-            "name": self.name,
-            "role": self.role.as_str(),
-            "tables": self.tables.to_stored(),
-            "disabled": self.disabled,
-        });
-        match v {
-            Value::Object(m) => m,
-            _ => Map::new(),
-        }
-    }
-
     pub fn is_locked(&self, now: DateTime<Utc>) -> bool {
         self.locked_until.is_some_and(|t| t > now)
     }
@@ -59,8 +45,18 @@ impl Audited for User {
     fn name(&self) -> &str {
         &self.name
     }
-    fn snapshot(&self) -> Map<String, Value> {
-        self.record()
+    /// Never the hash, nor lockout counters.
+    fn record(&self) -> Map<String, Value> {
+        let v = json!({
+            "name": self.name,
+            "role": self.role.as_str(),
+            "tables": self.tables.to_stored(),
+            "disabled": self.disabled,
+        });
+        match v {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        }
     }
 }
 

@@ -1633,38 +1633,14 @@ async fn access_session_changes_commit_with_their_events() {
         1
     );
     assert_eq!(count(&store, vic_sessions).await, 1);
-    let csrf = vic.csrf().await;
-    let r = vic
-        .post("/sign-out", &[("csrf", &csrf), ("everywhere", "0")])
-        .await;
-    assert_eq!(r.status, StatusCode::SEE_OTHER);
-    let outs = events_named(&store, "sign_out").await;
-    assert_eq!(outs.len(), 1, "{outs:?}");
-    assert_eq!(outs[0].0.as_deref(), Some("vic"));
-    assert_eq!(
-        (
-            outs[0].1["everywhere"].clone(),
-            outs[0].1["sessions"].clone()
-        ),
-        (Value::Bool(false), 1.into())
-    );
+    sign_out(&mut vic, false).await;
+    last_sign_out(&store, 1, "vic", false, 1).await;
     assert_eq!(count(&store, vic_sessions).await, 0);
 
     let mut vic = Agent::signed_in(&base, "vic", "vic-secret-1").await;
     let _vic2 = Agent::signed_in(&base, "vic", "vic-secret-1").await;
-    let csrf = vic.csrf().await;
-    vic.post("/sign-out", &[("csrf", &csrf), ("everywhere", "1")])
-        .await;
-    let outs = events_named(&store, "sign_out").await;
-    assert_eq!(outs.len(), 2);
-    assert_eq!(outs[1].0.as_deref(), Some("vic"));
-    assert_eq!(
-        (
-            outs[1].1["everywhere"].clone(),
-            outs[1].1["sessions"].clone()
-        ),
-        (Value::Bool(true), 2.into())
-    );
+    sign_out(&mut vic, true).await;
+    last_sign_out(&store, 2, "vic", true, 2).await;
     assert_eq!(count(&store, vic_sessions).await, 0);
 
     let mut vic = Agent::signed_in(&base, "vic", "vic-secret-1").await;
@@ -1676,11 +1652,8 @@ async fn access_session_changes_commit_with_their_events() {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    let outs = events_named(&store, "sign_out").await;
-    assert_eq!(outs.len(), 3);
-    assert_eq!(outs[2].0.as_deref(), Some("ada"));
-    assert_eq!(outs[2].1["user"], "vic");
-    assert_eq!(outs[2].1["sessions"], 1);
+    last_sign_out(&store, 3, "ada", true, 1).await;
+    assert_eq!(events_named(&store, "sign_out").await[2].1["user"], "vic");
     assert_eq!(count(&store, vic_sessions).await, 0);
     assert_eq!(vic.get("/").await.status, StatusCode::SEE_OTHER);
     assert_eq!(
@@ -1786,7 +1759,7 @@ async fn access_admin_update_applies_role_and_tables_in_one_event() {
     // Both at once: one event with both before and after.
     let csrf = ada.csrf().await;
     let update = |role: &'static str, tables: &'static str| {
-        [
+        vec![
             ("csrf", csrf.clone()),
             ("action", "update".into()),
             ("role", role.into()),
@@ -1794,8 +1767,7 @@ async fn access_admin_update_applies_role_and_tables_in_one_event() {
         ]
     };
     let form = update("auditor", "public.*");
-    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let r = ada.post("/admin/users/eve", &form).await;
+    let r = ada.post("/admin/users/eve", &as_form(&form)).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(count(&store, user_events).await, before + 1);
     let (actor, app, e) = last_event(&store, "role_and_tables_changed").await;
@@ -1816,16 +1788,7 @@ async fn access_admin_update_applies_role_and_tables_in_one_event() {
         e["remarks"],
         "role of eve changed from viewer to auditor, tables from public.orders to public.*"
     );
-    let (role, tables): (String, Vec<String>) = {
-        let r = store
-            .query_one(
-                "SELECT role, tables FROM pgtrail.users WHERE name = 'eve'",
-                &[],
-            )
-            .await
-            .unwrap();
-        (r.get(0), r.get(1))
-    };
+    let (role, tables) = grant_of(&store, "eve").await;
     assert_eq!(
         (role.as_str(), tables),
         ("auditor", vec!["public.*".to_owned()])
@@ -1834,16 +1797,14 @@ async fn access_admin_update_applies_role_and_tables_in_one_event() {
 
     // The same again changes nothing and records nothing; one of the two, one event named for it.
     let form = update("auditor", "public.*");
-    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
     assert_eq!(
-        ada.post("/admin/users/eve", &form).await.status,
+        ada.post("/admin/users/eve", &as_form(&form)).await.status,
         StatusCode::OK
     );
     assert_eq!(count(&store, user_events).await, before + 1);
     let form = update("auditor", "");
-    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
     assert_eq!(
-        ada.post("/admin/users/eve", &form).await.status,
+        ada.post("/admin/users/eve", &as_form(&form)).await.status,
         StatusCode::OK
     );
     assert_eq!(count(&store, user_events).await, before + 2);
@@ -1855,30 +1816,58 @@ async fn access_admin_update_applies_role_and_tables_in_one_event() {
     refuse_event(&store, Some("role_and_tables_changed")).await;
     ada.allow_500 = true;
     let form = update("viewer", "sales.*");
-    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let r = ada.post("/admin/users/eve", &form).await;
+    let r = ada.post("/admin/users/eve", &as_form(&form)).await;
     assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", r.body);
-    let (role, tables): (String, Vec<String>) = {
-        let r = store
-            .query_one(
-                "SELECT role, tables FROM pgtrail.users WHERE name = 'eve'",
-                &[],
-            )
-            .await
-            .unwrap();
-        (r.get(0), r.get(1))
-    };
+    let (role, tables) = grant_of(&store, "eve").await;
     assert_eq!((role.as_str(), tables.len()), ("auditor", 0));
     assert_eq!(count(&store, user_events).await, before + 2);
     refuse_event(&store, None).await;
     // An unknown user is a 404 that changes nothing.
     let form = update("viewer", "");
-    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
     assert_eq!(
-        ada.post("/admin/users/nobody", &form).await.status,
+        ada.post("/admin/users/nobody", &as_form(&form))
+            .await
+            .status,
         StatusCode::NOT_FOUND
     );
     assert_eq!(count(&store, user_events).await, before + 2);
+}
+
+/// Signs `agent` out here, or everywhere.
+async fn sign_out(agent: &mut Agent, everywhere: bool) {
+    let csrf = agent.csrf().await;
+    let everywhere = if everywhere { "1" } else { "0" };
+    let r = agent
+        .post("/sign-out", &[("csrf", &csrf), ("everywhere", everywhere)])
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+}
+
+/// There are `total` sign_out events, the newest by `actor` with these details.
+async fn last_sign_out(store: &Client, total: usize, actor: &str, everywhere: bool, sessions: i64) {
+    let outs = events_named(store, "sign_out").await;
+    assert_eq!(outs.len(), total, "{outs:?}");
+    let (who, details) = &outs[total - 1];
+    assert_eq!(who.as_deref(), Some(actor));
+    assert_eq!(details["everywhere"], everywhere);
+    assert_eq!(details["sessions"], sessions);
+}
+
+/// A form's fields as `post` takes them.
+fn as_form<'a>(fields: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    fields.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// A user's role and tables as stored.
+async fn grant_of(store: &Client, name: &str) -> (String, Vec<String>) {
+    let r = store
+        .query_one(
+            "SELECT role, tables FROM pgtrail.users WHERE name = $1",
+            &[&name],
+        )
+        .await
+        .unwrap();
+    (r.get(0), r.get(1))
 }
 
 fn base_of(web: &Web) -> String {
@@ -1959,16 +1948,7 @@ async fn access_cli_changes_use_one_store_connection() {
             .unwrap_or_default()
             .starts_with("os:"));
     }
-    let (role, tables): (String, Vec<String>) = {
-        let r = store
-            .query_one(
-                "SELECT role, tables FROM pgtrail.users WHERE name = 'eve'",
-                &[],
-            )
-            .await
-            .unwrap();
-        (r.get(0), r.get(1))
-    };
+    let (role, tables) = grant_of(&store, "eve").await;
     assert_eq!(
         (role.as_str(), tables),
         ("auditor", vec!["public.*".to_owned()])
