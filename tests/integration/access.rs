@@ -1458,7 +1458,7 @@ async fn stored_rows(store: &Client) -> Vec<i64> {
         .await
         .unwrap();
     store_ids(
-        &store,
+        store,
         "SELECT id FROM pgtrail.entries WHERE action <> 'EVENT' ORDER BY id DESC",
     )
     .await
