@@ -22,6 +22,8 @@ pub mod stored;
 pub mod xlsx;
 
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
 use futures_util::TryStreamExt;
 use serde_json::{Map, Value};
@@ -136,14 +138,59 @@ pub struct Options {
     pub bom: bool,
 }
 
-/// The writer for `options` over `out`.
-pub fn writer<W: Write + Send + 'static>(options: Options, out: W) -> Box<dyn EntryWriter<W>> {
-    match options.format {
+/// The writer for `options` over `out`. An XLSX spills its rows into files
+/// in `scratch`, which must be given for it.
+pub fn writer<W: Write + Send + 'static>(
+    options: Options,
+    out: W,
+    scratch: Option<&Path>,
+) -> Result<Box<dyn EntryWriter<W>>, ExportError> {
+    Ok(match options.format {
         Format::Jsonl => Box::new(jsonl::Jsonl::new(out)),
         Format::Csv => Box::new(csv::Csv::new(out, options.bom)),
         Format::Cef => Box::new(cef::Cef::new(out)),
-        Format::Xlsx => Box::new(xlsx::Xlsx::new(out)),
-    }
+        Format::Xlsx => {
+            let scratch = scratch.ok_or_else(|| {
+                ExportError::Writer("an XLSX export needs a temporary directory".into())
+            })?;
+            Box::new(xlsx::Xlsx::new(out, scratch)?)
+        }
+    })
+}
+
+/// One export to run: what to write, where, and how.
+pub struct Job<'a, W> {
+    pub options: Options,
+    /// Encrypt to these; a plain file when `None`.
+    pub recipients: Option<&'a encrypt::Recipients>,
+    /// Where an XLSX export makes its private temporary directory
+    /// (`export.temp_dir`); the system's temporary directory when `None`.
+    pub temp_dir: Option<&'a Path>,
+    pub out: W,
+    /// Hears of each entry written.
+    pub progress: Option<Box<dyn Fn(Step) + Send>>,
+}
+
+/// A directory of this export's own, readable by this user only, for the
+/// rows an XLSX holds until it is assembled: they are plaintext even when
+/// the export is encrypted. Removed when dropped, whichever way the export
+/// ends.
+pub fn scratch_dir(base: Option<&Path>) -> Result<tempfile::TempDir, ExportError> {
+    let base = base.map_or_else(std::env::temp_dir, Path::to_path_buf);
+    tempfile::Builder::new()
+        .prefix("pgtrail-export-")
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir_in(&base)
+        .map_err(|e| {
+            ExportError::Io(std::io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot create a private temporary directory in {} for the XLSX's rows: {e}; \
+                     make it writable, or set export.temp_dir to a directory that is",
+                    base.display()
+                ),
+            ))
+        })
 }
 
 /// How an export ended: the entries written, and the output back (finished,
@@ -167,26 +214,35 @@ pub enum Step {
 const AHEAD: usize = 256;
 
 /// Runs `select` (a statement returning [`ENTRY_COLUMNS`], in the order to
-/// export) and writes every row to `out` in `options`' format, encrypted to
-/// `recipients` when given. `progress` hears of each entry written.
+/// export) and writes every row as `job` says.
 pub async fn run<W: Write + Send + 'static>(
     client: &Client,
     select: &str,
     params: &[&(dyn ToSql + Sync)],
-    options: Options,
-    recipients: Option<&encrypt::Recipients>,
-    out: W,
-    progress: Option<Box<dyn Fn(Step) + Send>>,
+    job: Job<'_, W>,
 ) -> Outcome<W> {
+    let Job {
+        options,
+        recipients,
+        temp_dir,
+        out,
+        progress,
+    } = job;
+    let failed = |e| Outcome {
+        entries: 0,
+        result: Err(e),
+    };
+    let scratch = match options.format {
+        Format::Xlsx => match scratch_dir(temp_dir) {
+            Ok(d) => Some(d),
+            Err(e) => return failed(e),
+        },
+        _ => None,
+    };
     let out = match recipients {
         Some(r) => match encrypt::Sealed::encrypted(r, out) {
             Ok(s) => s,
-            Err(e) => {
-                return Outcome {
-                    entries: 0,
-                    result: Err(e),
-                }
-            }
+            Err(e) => return failed(e),
         },
         None => encrypt::Sealed::plain(out),
     };
@@ -196,9 +252,9 @@ pub async fn run<W: Write + Send + 'static>(
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Option<StoredEntry>>(AHEAD);
     let writing = tokio::task::spawn_blocking(move || {
         let mut count = 0u64;
-        let mut w = writer(options, out);
         let written =
             (|| {
+                let mut w = writer(options, out, scratch.as_ref().map(|d| d.path()))?;
                 w.begin()?;
                 loop {
                     match rx.blocking_recv() {
@@ -221,6 +277,13 @@ pub async fn run<W: Write + Send + 'static>(
                 }
                 w.finish()?.finish()
             })();
+        // The writer and its files are gone by now; the directory goes too.
+        if let Some(dir) = scratch {
+            let path = dir.path().to_owned();
+            if let Err(e) = dir.close() {
+                tracing::warn!(dir = %path.display(), error = %e, "removing an export's temporary directory failed");
+            }
+        }
         (count, written)
     });
 

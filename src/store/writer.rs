@@ -192,7 +192,9 @@ impl StoreWriter {
         let chunk = self.copy_buf.split_to(len).freeze();
         let sink = match &mut self.copy {
             Some(sink) => sink,
-            None => self.copy.insert(Box::pin(self.client.copy_in(COPY_SQL).await?)),
+            None => self
+                .copy
+                .insert(Box::pin(self.client.copy_in(COPY_SQL).await?)),
         };
         sink.send(chunk).await?;
         Ok(())

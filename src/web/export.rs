@@ -199,16 +199,14 @@ pub async fn download(
     };
     tokio::spawn(async move {
         let _permit = permit;
-        let outcome = export::run(
-            &client,
-            &select.text,
-            &select.refs(),
+        let job = export::Job {
             options,
-            recipients.as_ref(),
-            body_out,
-            None,
-        )
-        .await;
+            recipients: recipients.as_ref(),
+            temp_dir: settings.temp_dir.as_deref(),
+            out: body_out,
+            progress: None,
+        };
+        let outcome = export::run(&client, &select.text, &select.refs(), job).await;
         let error = outcome.result.err().map(|e| e.to_string());
         let event = export::event(
             &origin,

@@ -16,14 +16,14 @@ use crate::exports_formats::*;
 use crate::harness::*;
 
 /// `pgtrail web` with `config`, on a free port; killed on drop.
-struct WebServer {
+pub struct WebServer {
     child: Child,
     base: String,
     log: std::path::PathBuf,
 }
 
 impl WebServer {
-    async fn start(env: &TestEnv, extra_toml: &str) -> WebServer {
+    pub async fn start(env: &TestEnv, extra_toml: &str) -> WebServer {
         let mut config = env.trail.config.clone();
         let port = free_port();
         config.web_listen = format!("127.0.0.1:{port}");
@@ -62,8 +62,12 @@ impl WebServer {
         web
     }
 
-    fn url(&self, path: &str) -> String {
+    pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 
@@ -81,7 +85,7 @@ impl Drop for WebServer {
 }
 
 /// GET `url`: status, content type, content disposition, body.
-async fn get(url: &str) -> (StatusCode, String, String, Vec<u8>) {
+pub async fn get(url: &str) -> (StatusCode, String, String, Vec<u8>) {
     let resp = reqwest::Client::builder()
         .timeout(Duration::from_secs(120))
         .build()

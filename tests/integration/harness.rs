@@ -35,6 +35,9 @@ use serde_json::Value;
 use tempfile::TempDir;
 use tokio_postgres::{Client, NoTls};
 
+pub mod exports;
+pub use exports::*;
+
 /// Where Debian's PostgreSQL 15 server binaries live.
 pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 /// Slot name used by every test config.
