@@ -166,6 +166,7 @@ pub async fn run(config: &Config, req: Request) -> Result<()> {
                         Step::Finishing => b.set_message("completing the file…"),
                     }) as Box<dyn Fn(Step) + Send>
                 }),
+                gone: None,
             };
             let outcome = super::run(&client, &select.text, &select.refs(), job).await;
             (
@@ -187,8 +188,9 @@ pub async fn run(config: &Config, req: Request) -> Result<()> {
         filter.to_json(),
         entries,
         error.as_deref(),
+        false,
     );
-    let recorded = crate::store::events::record(&client, &event).await;
+    let recorded = super::record(&client, &event).await;
     match (result, recorded) {
         (Ok(()), Ok(_)) => {
             if let Some(path) = &out {

@@ -9,9 +9,13 @@
 //! export, a slow reader (a download) slows the query instead of filling
 //! memory, and the async runtime never blocks on a file or a socket.
 //!
+//! An export that stops early (its writer failed, or a download's client went
+//! away) cancels its query instead of reading it to the end.
+//!
 //! What an export was (who, which filters, how many, which format, encrypted
-//! or not, finished or not) is recorded as one of pgtrail's own events by the
-//! caller, with [`event`], once the export has ended and the count is known.
+//! or not, finished, failed or abandoned) is recorded as one of pgtrail's own
+//! events by the caller, with [`event`] and [`record`], once the export has
+//! ended and the count is known.
 
 pub mod cef;
 pub mod cli;
@@ -25,14 +29,17 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
+use futures_util::future::BoxFuture;
 use futures_util::TryStreamExt;
 use serde_json::{Map, Value};
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
 pub use stored::{StoredEntry, ENTRY_COLUMNS, ENTRY_COLUMN_COUNT, FIELDS};
 
 use crate::store::events::{Category, OwnEvent};
+use crate::store::StoreError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -114,6 +121,9 @@ pub enum ExportError {
     Encrypt(String),
     #[error("the export's writer stopped unexpectedly: {0}")]
     Writer(String),
+    /// The download's client went away before the end; the store's query was cancelled.
+    #[error("the client stopped the download")]
+    Abandoned,
 }
 
 impl From<tokio_postgres::Error> for ExportError {
@@ -169,6 +179,10 @@ pub struct Job<'a, W> {
     pub out: W,
     /// Hears of each entry written.
     pub progress: Option<Box<dyn Fn(Step) + Send>>,
+    /// Resolves when whoever the export is for has gone away (a download's
+    /// client): the export stops, cancelling its query if it still runs, and
+    /// ends with [`ExportError::Abandoned`].
+    pub gone: Option<BoxFuture<'a, ()>>,
 }
 
 /// A directory of this export's own, readable by this user only, for the
@@ -213,8 +227,24 @@ pub enum Step {
 /// Entries read ahead of the writer at most.
 const AHEAD: usize = 256;
 
+/// Why reading stopped before the query's last row.
+enum Stop {
+    /// The writer failed; its error is the one to report.
+    Writer,
+    /// [`Job::gone`] resolved.
+    Gone,
+}
+
 /// Runs `select` (a statement returning [`ENTRY_COLUMNS`], in the order to
 /// export) and writes every row as `job` says.
+///
+/// When the export stops before the query has sent its last row (the writer
+/// failed, or the reader went away), the query is cancelled rather than read
+/// to its end: a download nobody reads no longer keeps a store backend busy.
+/// The cancel is sent only while the query runs, and `run` then reads the
+/// query's stream to its end, so when it returns the connection is idle and
+/// the caller may go on using it (to record the export's event, with
+/// [`record`], which copes with a cancel that arrives late).
 pub async fn run<W: Write + Send + 'static>(
     client: &Client,
     select: &str,
@@ -227,7 +257,9 @@ pub async fn run<W: Write + Send + 'static>(
         temp_dir,
         out,
         progress,
+        gone,
     } = job;
+    let mut gone = gone.unwrap_or_else(|| Box::pin(std::future::pending()));
     let failed = |e| Outcome {
         entries: 0,
         result: Err(e),
@@ -290,15 +322,49 @@ pub async fn run<W: Write + Send + 'static>(
     let reading = async {
         let rows = client.query_raw(select, params.iter().copied()).await?;
         futures_util::pin_mut!(rows);
-        while let Some(r) = rows.try_next().await? {
-            if tx.send(Some(StoredEntry::from_row(&r))).await.is_err() {
-                // The writer stopped (it failed); its error is the one to report.
+        let stop = loop {
+            let row = tokio::select! {
+                biased;
+                () = &mut gone => break Stop::Gone,
+                row = rows.try_next() => row?,
+            };
+            let Some(row) = row else {
+                // The writer may have failed meanwhile; then this send fails too, harmlessly.
+                let _ = tx.send(None).await;
                 return Ok(());
+            };
+            let sent = tokio::select! {
+                biased;
+                () = &mut gone => break Stop::Gone,
+                sent = tx.send(Some(StoredEntry::from_row(&row))) => sent,
+            };
+            if sent.is_err() {
+                break Stop::Writer;
             }
+        };
+        // The query still runs, and `rows` is not at its end: cancel it, then
+        // read what it still sends until its end (the cancel's error, or its
+        // last rows if it finished first), so that no statement of the
+        // caller's follows while the query might still be running.
+        if let Err(e) = client
+            .cancel_token()
+            .cancel_query(crate::tls::make_connect())
+            .await
+        {
+            tracing::warn!(error = %crate::store::describe(&e), "cancelling an export's query failed; its remaining rows are read and dropped");
         }
-        // The writer may have failed meanwhile; then this send fails too, harmlessly.
-        let _ = tx.send(None).await;
-        Ok::<(), ExportError>(())
+        let cancelled = loop {
+            match rows.try_next().await {
+                Ok(Some(_)) => {}
+                Ok(None) => break false,
+                Err(e) => break e.code() == Some(&SqlState::QUERY_CANCELED),
+            }
+        };
+        tracing::debug!(cancelled, "an export stopped before its last row");
+        match stop {
+            Stop::Writer => Ok(()),
+            Stop::Gone => Err(ExportError::Abandoned),
+        }
     };
     let read = reading.await;
     drop(tx);
@@ -325,8 +391,22 @@ pub struct Origin {
     pub destination: String,
 }
 
+/// Records an export's event on the connection the export ran on. A cancel
+/// [`run`] sent just as its query ended by itself may reach the server only
+/// now and cancel this INSERT instead; a cancelled INSERT has not committed,
+/// and a cancel acts once, so it is tried once more.
+pub async fn record(client: &Client, event: &OwnEvent) -> Result<i64, StoreError> {
+    match crate::store::events::record(client, event).await {
+        Err(StoreError::Query(e)) if e.code() == Some(&SqlState::QUERY_CANCELED) => {
+            crate::store::events::record(client, event).await
+        }
+        done => done,
+    }
+}
+
 /// The event recording an export that has ended, completed or not.
-/// `filters` holds the filters given, by their web parameter names.
+/// `filters` holds the filters given, by their web parameter names;
+/// `abandoned` says the download's client went away before the end.
 pub fn event(
     origin: &Origin,
     options: Options,
@@ -334,6 +414,7 @@ pub fn event(
     filters: Map<String, Value>,
     entries: u64,
     error: Option<&str>,
+    abandoned: bool,
 ) -> OwnEvent {
     let how = format!(
         "{}{}",
@@ -347,8 +428,13 @@ pub fn event(
             origin.destination
         ),
         Some(_) => format!(
-            "export as {how} to {} failed after {entries} {}",
+            "export as {how} to {} {} after {entries} {}",
             origin.destination,
+            if abandoned {
+                "abandoned by the client"
+            } else {
+                "failed"
+            },
             if entries == 1 { "entry" } else { "entries" }
         ),
     };
@@ -360,7 +446,8 @@ pub fn event(
         .detail("encrypted", encrypted)
         .detail("bom", options.bom)
         .detail("destination", origin.destination.clone())
-        .detail("completed", error.is_none());
+        .detail("completed", error.is_none())
+        .detail("abandoned", abandoned);
     if let Some(e) = error {
         ev = ev.detail("error", e);
     }
