@@ -13,20 +13,29 @@ use std::process::{Command, Stdio};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::exports_formats::*;
 use crate::exports_web::{get, WebServer};
 use crate::harness::*;
 
 const N: i64 = 30_000;
 
-/// `pgtrail export ARGS` with `$TMPDIR` set to `tmpdir`, watched in `base` while it runs.
+/// `pgtrail export --format xlsx --table public.bulk --out OUT` with `$TMPDIR` set to `tmpdir`,
+/// watched in `base` while it runs: whether it succeeded, its standard error, what was seen.
 fn export_watched(
     env: &TestEnv,
-    args: &[&str],
+    out: &str,
     base: &Path,
     tmpdir: &Path,
 ) -> (bool, String, ScratchSeen) {
     let mut all: Vec<OsString> = vec!["--config".into(), env.trail.config_path.clone().into()];
+    let args = [
+        "export",
+        "--format",
+        "xlsx",
+        "--table",
+        "public.bulk",
+        "--out",
+        out,
+    ];
     all.extend(args.iter().map(OsString::from));
     let child = Command::new(bin())
         .args(&all)
@@ -105,22 +114,8 @@ async fn xlsx_temporary_files_stay_in_a_private_directory_that_is_removed() {
 
     // The CLI, with export.temp_dir.
     let out = dir.join("cli.xlsx").display().to_string();
-    let (ok, stderr, seen) = tokio::task::block_in_place(|| {
-        export_watched(
-            &env,
-            &[
-                "export",
-                "--format",
-                "xlsx",
-                "--table",
-                "public.bulk",
-                "--out",
-                &out,
-            ],
-            spill.path(),
-            system_tmp.path(),
-        )
-    });
+    let (ok, stderr, seen) =
+        tokio::task::block_in_place(|| export_watched(&env, &out, spill.path(), system_tmp.path()));
     assert!(ok, "{stderr}");
     assert_private(&seen, "CLI");
     nothing_left("CLI");
@@ -137,20 +132,7 @@ async fn xlsx_temporary_files_stay_in_a_private_directory_that_is_removed() {
 
     // An export that fails at the end (the workbook cannot be written) removes it too.
     let (ok, stderr, seen) = tokio::task::block_in_place(|| {
-        export_watched(
-            &env,
-            &[
-                "export",
-                "--format",
-                "xlsx",
-                "--table",
-                "public.bulk",
-                "--out",
-                "/dev/full",
-            ],
-            spill.path(),
-            system_tmp.path(),
-        )
+        export_watched(&env, "/dev/full", spill.path(), system_tmp.path())
     });
     assert!(!ok && stderr.contains("incomplete"), "{stderr}");
     assert_private(&seen, "failed CLI export");
@@ -164,20 +146,7 @@ async fn xlsx_temporary_files_stay_in_a_private_directory_that_is_removed() {
     env.trail.rewrite(config);
     let out = dir.join("tmpdir.xlsx").display().to_string();
     let (ok, stderr, seen) = tokio::task::block_in_place(|| {
-        export_watched(
-            &env,
-            &[
-                "export",
-                "--format",
-                "xlsx",
-                "--table",
-                "public.bulk",
-                "--out",
-                &out,
-            ],
-            system_tmp.path(),
-            system_tmp.path(),
-        )
+        export_watched(&env, &out, system_tmp.path(), system_tmp.path())
     });
     assert!(ok, "{stderr}");
     assert_private(&seen, "CLI in $TMPDIR");

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::exports_formats::*;
 use crate::harness::*;
 
 /// `pgtrail web` with `config`, on a free port; killed on drop.
@@ -157,12 +156,7 @@ async fn web_downloads_match_the_cli_and_are_recorded() {
             .await
             .assert_success();
         let cli = fs::read(&cli_out).unwrap();
-        match format {
-            "csv" => check_csv(&body, &want, false),
-            "jsonl" => check_jsonl(std::str::from_utf8(&body).unwrap(), &want),
-            "cef" => check_cef(std::str::from_utf8(&body).unwrap(), &want),
-            _ => check_xlsx(&body, &want),
-        }
+        check_export(format, &body, &want, false);
         if format == "xlsx" {
             // The workbook carries its creation time; the content is what must agree.
             check_xlsx(&cli, &want);
