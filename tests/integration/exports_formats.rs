@@ -51,9 +51,9 @@ async fn exports_every_format_read_back_and_recorded() {
         assert_export_event(ev, format, json!({}), want.len(), false, true);
         assert_eq!(ev.json("details")["bom"], !extra.is_empty());
         assert_eq!(ev.json("details")["destination"], out.as_str());
-        assert_eq!(ev.context("actor"), Some(me.clone()), "the OS user");
+        assert_eq!(ev.context_of("actor"), Some(me.clone()), "the OS user");
         assert_eq!(
-            ev.context("application_name").as_deref(),
+            ev.context_of("application_name").as_deref(),
             Some("pgtrail cli")
         );
         assert!(ev.id > want.last().unwrap().id, "written after the export");
@@ -188,7 +188,7 @@ async fn a_failed_export_is_recorded_as_incomplete() {
         "{}",
         ev.json("details")
     );
-    assert!(ev.context("remarks").unwrap().contains("failed"));
+    assert!(ev.context_of("remarks").unwrap().contains("failed"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -80,6 +80,19 @@ fn assert_private(seen: &ScratchSeen, what: &str) {
     );
 }
 
+/// The last export recorded is a completed XLSX of the `entries` entries of `public.bulk`.
+async fn assert_last_export_whole(store: &tokio_postgres::Client, entries: usize) {
+    let ev = export_events(store).await.pop().expect("an export event");
+    assert_export_event(
+        &ev,
+        "xlsx",
+        json!({"table": ["public.bulk"]}),
+        entries,
+        false,
+        true,
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn xlsx_temporary_files_stay_in_a_private_directory_that_is_removed() {
     let spill = tempfile::tempdir().unwrap();
@@ -120,15 +133,7 @@ async fn xlsx_temporary_files_stay_in_a_private_directory_that_is_removed() {
     assert_private(&seen, "CLI");
     nothing_left("CLI");
     check_xlsx(&std::fs::read(&out).unwrap(), &want);
-    let ev = export_events(&store).await.pop().unwrap();
-    assert_export_event(
-        &ev,
-        "xlsx",
-        json!({"table": ["public.bulk"]}),
-        want.len(),
-        false,
-        true,
-    );
+    assert_last_export_whole(&store, want.len()).await;
 
     // An export that fails at the end (the workbook cannot be written) removes it too.
     let (ok, stderr, seen) = tokio::task::block_in_place(|| {
@@ -152,6 +157,7 @@ async fn xlsx_temporary_files_stay_in_a_private_directory_that_is_removed() {
     assert_private(&seen, "CLI in $TMPDIR");
     nothing_left("CLI in $TMPDIR");
     check_xlsx(&std::fs::read(&out).unwrap(), &want);
+    assert_last_export_whole(&store, want.len()).await;
 
     // A download.
     let web = WebServer::start(&env, &temp_toml).await;
@@ -162,13 +168,5 @@ async fn xlsx_temporary_files_stay_in_a_private_directory_that_is_removed() {
     check_xlsx(&body, &want);
     assert_private(&seen, "download");
     nothing_left("download");
-    let ev = export_events(&store).await.pop().unwrap();
-    assert_export_event(
-        &ev,
-        "xlsx",
-        json!({"table": ["public.bulk"]}),
-        want.len(),
-        false,
-        true,
-    );
+    assert_last_export_whole(&store, want.len()).await;
 }

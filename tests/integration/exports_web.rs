@@ -178,13 +178,13 @@ async fn web_downloads_match_the_cli_and_are_recorded() {
             false,
             true,
         );
-        assert_eq!(ev.context("client_addr").as_deref(), Some("127.0.0.1"));
+        assert_eq!(ev.context_of("client_addr").as_deref(), Some("127.0.0.1"));
         assert_eq!(
-            ev.context("application_name").as_deref(),
+            ev.context_of("application_name").as_deref(),
             Some("pgtrail web")
         );
         assert_eq!(
-            ev.context("actor").as_deref(),
+            ev.context_of("actor").as_deref(),
             Some("anonymous"),
             "auth = \"none\": the actor is anonymous"
         );
@@ -194,7 +194,7 @@ async fn web_downloads_match_the_cli_and_are_recorded() {
             .starts_with("download pgtrail-export-"));
         assert_eq!(
             events[events_before + 1]
-                .context("application_name")
+                .context_of("application_name")
                 .as_deref(),
             Some("pgtrail cli")
         );
@@ -347,7 +347,7 @@ async fn an_abandoned_download_cancels_its_query_and_is_recorded_as_abandoned() 
             "{d}"
         );
         assert!(
-            ev.context("remarks")
+            ev.context_of("remarks")
                 .unwrap()
                 .contains("abandoned by the client"),
             "{d}"

@@ -1268,9 +1268,7 @@ impl Entry {
     }
 }
 
-/// The columns [`Row::from_row`] reads, in its order.
-const ENTRY_COLUMNS: &str = "id, committed_at, xid, lsn::text, schema_name, table_name, action, \
-     primary_key::text, before::text, after::text, changed_columns::text, context::text, details::text";
+use pgtrail::export::ENTRY_COLUMNS;
 
 fn parse_json_col(text: Option<String>, what: &str, id: i64) -> Value {
     match text {

@@ -12,29 +12,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use calamine::{Data, Reader};
-use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tokio_postgres::Client;
 
-use super::{TestEnv, ENTRY_COLUMNS, EXPORT_FIELDS};
+use pgtrail::export::ENTRY_COLUMNS;
+
+use super::{TestEnv, EXPORT_FIELDS};
 
 // ---------------------------------------------------------------------------------------------
 // Entries as stored, and the events of exports
 // ---------------------------------------------------------------------------------------------
 
-/// One stored entry, read straight from `pgtrail.entries` (xid and lsn may be null: events).
-#[derive(Debug, Clone)]
-pub struct Row {
-    pub id: i64,
-    pub committed_at: DateTime<Utc>,
-    pub xid: Option<i64>,
-    pub lsn: Option<String>,
-    pub schema: String,
-    pub table: String,
-    pub action: String,
-    /// primary_key, before, after, changed_columns, context, details: the stored JSON text.
-    pub json: [Option<String>; 6],
-}
+/// One stored entry, read with pgtrail's own reader of `pgtrail.entries` (JSON columns as the
+/// stored text; xid and lsn null for events). The export tests compare files with it; the reader
+/// itself is checked by every capture test, which compares what it reads with the source.
+pub type Row = pgtrail::export::StoredEntry;
 
 /// The JSON fields of an entry, in [`EXPORT_FIELDS`] order.
 pub const JSON_FIELDS: [&str; 6] = [
@@ -46,31 +38,18 @@ pub const JSON_FIELDS: [&str; 6] = [
     EXPORT_FIELDS[12],
 ];
 
-impl Row {
-    /// A row selected with [`ENTRY_COLUMNS`]: the harness's own reading of the table, not
-    /// pgtrail's (`export::StoredEntry`), so that the tests' expectations do not come from the
-    /// code under test.
-    pub fn from_row(r: &tokio_postgres::Row) -> Row {
-        Row {
-            id: r.get(0),
-            committed_at: r.get(1),
-            xid: r.get(2),
-            lsn: r.get(3),
-            schema: r.get(4),
-            table: r.get(5),
-            action: r.get(6),
-            json: [
-                r.get(7),
-                r.get(8),
-                r.get(9),
-                r.get(10),
-                r.get(11),
-                r.get(12),
-            ],
-        }
-    }
+/// What the tests ask of a [`Row`].
+pub trait RowExt {
+    /// A JSON field parsed (`Value::Null` for SQL NULL).
+    fn json(&self, name: &str) -> Value;
+    /// A member of `context` as text (a string's content, else its JSON), `None` when null.
+    fn context_of(&self, key: &str) -> Option<String>;
+    /// `committed_at` as the spec writes it: RFC 3339, UTC, microseconds.
+    fn time_text(&self) -> String;
+}
 
-    pub fn json(&self, name: &str) -> Value {
+impl RowExt for Row {
+    fn json(&self, name: &str) -> Value {
         let i = JSON_FIELDS.iter().position(|f| *f == name).unwrap();
         match &self.json[i] {
             None => Value::Null,
@@ -78,7 +57,7 @@ impl Row {
         }
     }
 
-    pub fn context(&self, key: &str) -> Option<String> {
+    fn context_of(&self, key: &str) -> Option<String> {
         match &self.json("context")[key] {
             Value::Null => None,
             Value::String(s) => Some(s.clone()),
@@ -86,7 +65,7 @@ impl Row {
         }
     }
 
-    pub fn time_text(&self) -> String {
+    fn time_text(&self) -> String {
         self.committed_at
             .format("%Y-%m-%dT%H:%M:%S%.6fZ")
             .to_string()
@@ -145,7 +124,7 @@ pub fn assert_export_event(
     assert!(d["bom"].is_boolean(), "{d}");
     assert_eq!(ev.xid, None);
     assert_eq!(ev.lsn, None);
-    assert_eq!(ev.context("source").as_deref(), Some("pgtrail"));
+    assert_eq!(ev.context_of("source").as_deref(), Some("pgtrail"));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -325,7 +304,7 @@ pub fn check_cef(text: &str, want: &[Row]) {
                 h[4],
                 format!("EVENT:{}", r.json("details")["event"].as_str().unwrap())
             );
-            assert_eq!(Some(h[5].clone()), r.context("remarks"));
+            assert_eq!(Some(h[5].clone()), r.context_of("remarks"));
         } else {
             assert_eq!(h[4], r.action);
             assert_eq!(
@@ -343,10 +322,10 @@ pub fn check_cef(text: &str, want: &[Row]) {
         assert_eq!(get("act"), Some(r.action.as_str()));
         assert_eq!(
             get("suser").map(str::to_owned),
-            r.context("actor").or(r.context("db_user")),
+            r.context_of("actor").or(r.context_of("db_user")),
             "{line}"
         );
-        match r.context("client_addr") {
+        match r.context_of("client_addr") {
             Some(a) if a.contains(':') => {
                 assert_eq!(get("c6a2"), Some(a.as_str()));
                 assert_eq!(get("src"), None);
@@ -363,7 +342,7 @@ pub fn check_cef(text: &str, want: &[Row]) {
         ] {
             assert_eq!(
                 get(key).map(str::to_owned),
-                r.context(field),
+                r.context_of(field),
                 "{key} of {line}"
             );
         }
