@@ -16,12 +16,7 @@ use crate::harness::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exports_every_format_read_back_and_recorded() {
     let env = TestEnv::start().await;
-    hostile_entries(&env).await;
-    let mut daemon = env.spawn();
-    write_hostile_changes(&env).await;
-    env.sync().await;
-    daemon.terminate().await;
-    let store = env.store().await;
+    let store = capture_hostile(&env).await;
     record_ipv6_event(&store).await;
     let me = os_user_name();
     let dir = env.trail.dir().to_owned();
@@ -204,12 +199,7 @@ async fn encrypted_exports_decrypt_and_encryption_can_be_required() {
         c.extra_toml = recipients.clone()
     })
     .await;
-    hostile_entries(&env).await;
-    let mut daemon = env.spawn();
-    write_hostile_changes(&env).await;
-    env.sync().await;
-    daemon.terminate().await;
-    let store = env.store().await;
+    let store = capture_hostile(&env).await;
     let dir = env.trail.dir().to_owned();
 
     for format in ["csv", "jsonl", "cef", "xlsx"] {

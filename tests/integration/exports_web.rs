@@ -112,12 +112,7 @@ pub async fn get(url: &str) -> (StatusCode, String, String, Vec<u8>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn web_downloads_match_the_cli_and_are_recorded() {
     let env = TestEnv::start().await;
-    hostile_entries(&env).await;
-    let mut daemon = env.spawn();
-    write_hostile_changes(&env).await;
-    env.sync().await;
-    daemon.terminate().await;
-    let store = env.store().await;
+    let store = capture_hostile(&env).await;
     let web = WebServer::start(&env, "").await;
     let t_only = "schema_name = 'public' AND table_name = 't'";
     let want = rows_where(&store, t_only).await;
@@ -419,12 +414,7 @@ async fn web_downloads_are_encrypted_when_configured() {
         toml_str(&identity.to_public().to_string())
     );
     let env = TestEnv::start().await;
-    hostile_entries(&env).await;
-    let mut daemon = env.spawn();
-    write_hostile_changes(&env).await;
-    env.sync().await;
-    daemon.terminate().await;
-    let store = env.store().await;
+    let store = capture_hostile(&env).await;
     let want = rows_where(&store, "schema_name = 'public' AND table_name = 't'").await;
 
     let web = WebServer::start(&env, &recipients).await;

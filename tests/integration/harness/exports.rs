@@ -471,8 +471,18 @@ pub fn decrypt(bytes: &[u8], identity: &age::x25519::Identity) -> Vec<u8> {
 // ---------------------------------------------------------------------------------------------
 
 /// Hostile values captured for real: a table named with a pipe, an equals sign and a newline;
-/// values with every character CEF and CSV escape; unicode; one value longer than a cell.
-pub async fn hostile_entries(env: &TestEnv) {
+/// values with every character CEF and CSV escape; unicode; one value longer than a cell. Sets
+/// the source up, runs the daemon until they are stored, stops it, and returns a store client.
+pub async fn capture_hostile(env: &TestEnv) -> Client {
+    create_hostile_tables(env).await;
+    let mut daemon = env.spawn();
+    write_hostile_changes(env).await;
+    env.sync().await;
+    daemon.terminate().await;
+    env.store().await
+}
+
+async fn create_hostile_tables(env: &TestEnv) {
     let src = env.source().await;
     src.batch_execute(
         r#"CREATE TABLE t (id int PRIMARY KEY, v text, n numeric, doc jsonb);
@@ -484,7 +494,7 @@ x" (id int PRIMARY KEY, v text);"#,
     env.setup().await;
 }
 
-pub async fn write_hostile_changes(env: &TestEnv) {
+async fn write_hostile_changes(env: &TestEnv) {
     let src = env.source().await;
     let long = "L".repeat(40_000);
     src.batch_execute(&format!(
