@@ -49,6 +49,9 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source-path=SCRIPTDIR/.. source=scripts/pgcluster.sh
 source "$repo/scripts/pgcluster.sh"
+bench=web
+# shellcheck source=bench/lib.sh
+source "$repo/bench/lib.sh"
 
 entries=5000000
 requests=60
@@ -61,8 +64,6 @@ build=1
 explain=0
 all_cases=(first table actor time pk pk_any text diff sort_actor sort_ip)
 
-die() { echo "web: $*" >&2; exit 1; }
-say() { echo "web: $*" >&2; }
 usage() { sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2; }
 
 while [[ $# -gt 0 ]]; do
@@ -100,12 +101,10 @@ fi
 [[ -x "$pgtrail" && -x "$fill" ]] || die "$pgtrail or $fill is missing (run without --no-build)"
 
 web_pid=""
+# Unlike bench_cleanup, a kept store is stopped: --reuse starts it again.
 cleanup() {
     local rc=$?
-    if [[ -n "$web_pid" ]] && kill -0 "$web_pid" 2>/dev/null; then
-        kill -TERM "$web_pid" 2>/dev/null || true
-        wait "$web_pid" 2>/dev/null || true
-    fi
+    stop_pid "$web_pid"
     if [[ $keep -eq 1 || $reuse -eq 1 ]]; then
         pgc_stop "$dir" || true
         say "kept $dir: measure it again with --reuse $dir; delete it with: bash scripts/pgcluster.sh destroy $dir"
@@ -145,7 +144,6 @@ tables = ["public.*"]
 listen = "127.0.0.1:$web_port"
 EOF
 
-now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 drop_slots() {
     pgc_psql "$dir" -At -c "SELECT count(pg_drop_replication_slot(slot_name)) FROM pg_replication_slots" >/dev/null
@@ -308,7 +306,7 @@ if [[ $explain -eq 1 ]]; then
         -c "ALTER DATABASE pgtrail SET auto_explain.log_analyze = on" \
         -c "ALTER DATABASE pgtrail SET auto_explain.log_buffers = on" \
         -c "ALTER DATABASE pgtrail SET log_min_messages = 'log'"
-    kill -TERM "$web_pid"; wait "$web_pid" 2>/dev/null || true
+    stop_pid "$web_pid"
     PGTRAIL_LOG=warn "$pgtrail" --config "$cfg" web >>"$dir/web.log" 2>&1 &
     web_pid=$!
     for _ in $(seq 1 100); do curl -s -o /dev/null "$base/assets/style.css" && break; sleep 0.1; done

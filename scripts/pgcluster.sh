@@ -110,7 +110,9 @@ pgc_port_free() {
 pgc_pick_port() {
     local p i
     for i in $(seq 1 50); do
-        p=$(( 20000 + (RANDOM * 32768 + RANDOM + i) % 30000 ))
+        # Below the kernel's ephemeral range (32768 up, by default), which
+        # outgoing connections take ports from until the server binds it.
+        p=$(( 20000 + (RANDOM * 32768 + RANDOM + i) % 12000 ))
         if pgc_port_free "$p"; then
             echo "$p"
             return 0

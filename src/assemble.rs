@@ -101,7 +101,7 @@ struct OpenTxn {
     /// The tables of the truncate records just seen, one statement's worth:
     /// truncating a partitioned table also sends a record for each of its
     /// partitions, which that one entry already covers.
-    truncated: Vec<TableName>,
+    truncated: std::collections::HashSet<TableName>,
     /// A partition tree announcement changed the map.
     partitions_changed: bool,
     /// The map as it was when the transaction began, kept from its first
@@ -191,7 +191,7 @@ impl Assembler {
                     skip,
                     context: Arc::from(EMPTY_CONTEXT),
                     truncates: Tracker::default(),
-                    truncated: Vec::new(),
+                    truncated: Default::default(),
                     partitions_changed: false,
                     partitions_before: None,
                 });
@@ -252,10 +252,11 @@ impl Assembler {
                         lsn,
                     })?;
                 let options = open.truncates.take(&leaf);
-                let covered = open.truncated.iter().any(|t| {
-                    self.partitions.root_of(&leaf) == Some(t) || self.partitions.is_below(&leaf, t)
-                });
-                open.truncated.push(leaf.clone());
+                // Looked up by ancestor, not by scanning what was truncated:
+                // one statement may truncate thousands of partitions.
+                let covered = self.partitions.root_of(&leaf).is_some_and(|r| open.truncated.contains(r))
+                    || self.partitions.ancestors(&leaf).any(|a| open.truncated.contains(a));
+                open.truncated.insert(leaf.clone());
                 let (table, partition) = match self.partitions.root_of(&leaf) {
                     Some(root) => (root.clone(), Some(leaf)),
                     None => (leaf, None),

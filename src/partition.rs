@@ -61,19 +61,22 @@ impl PartitionMap {
         self.members.iter()
     }
 
-    /// Is `ancestor` above `table` in its tree (its parent, its parent's parent, …)?
-    pub fn is_below(&self, table: &TableName, ancestor: &TableName) -> bool {
+    /// The tables above `table` in its tree, nearest first: its parent, its
+    /// parent's parent, …, up to the root. Empty for a table not in the map.
+    pub fn ancestors<'a>(&'a self, table: &'a TableName) -> impl Iterator<Item = &'a TableName> + 'a {
         let mut at = table;
         // A tree is at most as deep as the map is large; the bound guards a
         // cycle that a stale map could in theory hold.
-        for _ in 0..=self.members.len() {
-            match self.members.get(at) {
-                Some(m) if &m.parent == ancestor => return true,
-                Some(m) => at = &m.parent,
-                None => return false,
-            }
-        }
-        false
+        (0..=self.members.len()).map_while(move |_| {
+            let parent = &self.members.get(at)?.parent;
+            at = parent;
+            Some(parent)
+        })
+    }
+
+    /// Is `ancestor` above `table` in its tree (its parent, its parent's parent, …)?
+    pub fn is_below(&self, table: &TableName, ancestor: &TableName) -> bool {
+        self.ancestors(table).any(|a| a == ancestor)
     }
 
     /// The map as JSON, for the store: `[{"schema", "name", "root_schema",
@@ -232,6 +235,11 @@ mod tests {
         assert!(map.is_below(&t("o_eu_lo"), &t("o_eu")));
         assert!(map.is_below(&t("o_eu_lo"), &t("o")));
         assert!(!map.is_below(&t("o_us"), &t("o_eu")));
+        assert_eq!(
+            map.ancestors(&t("o_eu_lo")).collect::<Vec<_>>(),
+            [&t("o_eu"), &t("o")]
+        );
+        assert_eq!(map.ancestors(&t("o")).count(), 0);
         // o_us detached: it is a table of its own again.
         map.apply(&Tree {
             root: t("o"),

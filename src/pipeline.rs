@@ -252,16 +252,17 @@ async fn session(
             reason: format!("no checkpoint for slot {:?}", config.slot.as_str()),
         })?;
     source::check_slot(&catalog, &config.slot, Duration::from_secs(5)).await?;
-    let tables = source::captured_tables(&catalog, &config.capture).await?;
+    let all_tables = source::catalog_tables(&catalog).await?;
     // The map as of the checkpoint when one was stored; the catalog (the map
     // as of now) only when none was.
     let partitions = match carried_partitions {
         Some(map) => map,
         None => match store::partition_map(&store_client, &config.slot).await? {
             Some(map) => map,
-            None => source::partition_map(&source::catalog_tables(&catalog).await?),
+            None => source::partition_map(&all_tables),
         },
     };
+    let tables = source::captured(all_tables, &config.capture)?;
     let status_every = source::status_interval(&catalog).await;
     drop(catalog);
 

@@ -154,8 +154,15 @@ pub async fn captured_tables(
     client: &Client,
     filter: &TableFilter,
 ) -> Result<Vec<CatalogTable>, SourceError> {
-    let tables: Vec<CatalogTable> = catalog_tables(client)
-        .await?
+    captured(catalog_tables(client).await?, filter)
+}
+
+/// [`captured_tables`] out of a catalog already read.
+pub fn captured(
+    tables: Vec<CatalogTable>,
+    filter: &TableFilter,
+) -> Result<Vec<CatalogTable>, SourceError> {
+    let tables: Vec<CatalogTable> = tables
         .into_iter()
         .filter(|t| filter.matches(t.entry_table()))
         .collect();

@@ -27,15 +27,6 @@ impl TableName {
         format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.name))
     }
 
-    /// The name as wal2json's `add-tables` option wants it: special characters
-    /// backslash-escaped rather than quoted.
-    pub fn wal2json_filter(&self) -> String {
-        format!(
-            "{}.{}",
-            escape_wal2json(&self.schema),
-            escape_wal2json(&self.name)
-        )
-    }
 }
 
 impl std::str::FromStr for TableName {
@@ -173,17 +164,6 @@ impl TablePattern {
     pub fn sql_like(&self) -> (String, String) {
         (self.schema.sql_like(), self.table.sql_like())
     }
-
-    /// This pattern, or a wider one, in wal2json's `add-tables` syntax.
-    /// wal2json knows `*` only as a whole schema or table name, so a partial
-    /// glob widens to `*`; the daemon's own filter then narrows it exactly.
-    pub fn wal2json_filter(&self) -> String {
-        let part = |g: &Glob| match g {
-            Glob::Exact(name) => escape_wal2json(name),
-            Glob::Wild(_) => "*".to_owned(),
-        };
-        format!("{}.{}", part(&self.schema), part(&self.table))
-    }
 }
 
 /// What wal2json's `add-tables` option is set to: entries of an exact or
@@ -196,7 +176,9 @@ pub struct Wal2jsonFilter {
 }
 
 impl Wal2jsonFilter {
-    /// The include patterns, widened where wal2json cannot express them.
+    /// The include patterns, widened where wal2json cannot express them:
+    /// wal2json knows `*` only as a whole schema or table name, so a partial
+    /// glob widens to `*`; the daemon's own filter then narrows it exactly.
     pub fn from_patterns(patterns: &[TablePattern]) -> Self {
         let part = |g: &Glob| match g {
             Glob::Exact(name) => Some(name.clone()),
@@ -399,17 +381,12 @@ mod tests {
 
     #[test]
     fn wal2json_filter_escapes_special_characters() {
-        assert_eq!(
-            t("Sales EU", "a.b*c").wal2json_filter(),
-            r"Sales\ EU.a\.b\*c"
-        );
+        let option = |pattern: &str| {
+            Wal2jsonFilter::from_patterns(&[TablePattern::parse(pattern).unwrap()]).to_option()
+        };
+        assert_eq!(option(r#""Sales EU"."a.b*c""#), r"Sales\ EU.a\.b\*c");
         assert_eq!(t("public", "orders").quoted(), r#""public"."orders""#);
-        assert_eq!(
-            TablePattern::parse("app*.orders")
-                .unwrap()
-                .wal2json_filter(),
-            "*.orders"
-        );
+        assert_eq!(option("app*.orders"), "*.orders");
         assert_eq!(
             TablePattern::parse(r#"app*_x."50%"*"#.replace('\\', "").as_str())
                 .map(|p| p.sql_like())
@@ -425,12 +402,7 @@ mod tests {
             TablePattern::parse(r#""50%".t"#).unwrap().sql_like(),
             (r"50\%".to_owned(), "t".to_owned())
         );
-        assert_eq!(
-            TablePattern::parse(r#""Sales EU".*"#)
-                .unwrap()
-                .wal2json_filter(),
-            r"Sales\ EU.*"
-        );
+        assert_eq!(option(r#""Sales EU".*"#), r"Sales\ EU.*");
     }
 
     #[test]

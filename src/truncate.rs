@@ -141,9 +141,7 @@ fn truncate_statement(tokens: &[Token]) -> Option<Statement> {
         } else if keyword(peek(at), "cascade") {
             statement.cascade = true;
             at += 1;
-        } else if keyword(peek(at), "restrict") {
-            at += 1;
-        } else if peek(at) == Some(&Token::EOF) {
+        } else if keyword(peek(at), "restrict") || peek(at) == Some(&Token::EOF) {
             at += 1;
         } else {
             // Not a TRUNCATE as PostgreSQL would have run it.
@@ -225,10 +223,10 @@ impl Tracker {
             false
         } else {
             // Not named: a partition or child of a named table, or reached by CASCADE.
+            // By the table's ancestors, not by every member of the map: a
+            // statement may reach thousands of partitions.
             let below_named = current.targets.iter().any(|t| {
-                partitions
-                    .members()
-                    .any(|(m, _)| t.is(m) && partitions.is_below(table, m))
+                partitions.ancestors(table).any(|a| t.is(a))
                     || partitions.root_of(table).is_some_and(|root| t.is(root))
             });
             current.cascade && !below_named

@@ -154,8 +154,11 @@ struct Inner {
     /// Downloads running at once at most: each holds a store connection of its own.
     exports: Arc<tokio::sync::Semaphore>,
     /// Known tables for the filter's suggestions, refreshed at most once a minute.
-    tables: Mutex<Option<(Instant, Vec<(String, crate::table::TableName)>)>>,
+    tables: Mutex<Option<(Instant, KnownTables)>>,
 }
+
+/// The store's tables for the filter's suggestions: each as shown, and its name.
+type KnownTables = Vec<(String, crate::table::TableName)>;
 
 impl AppState {
     pub fn new(

@@ -88,11 +88,36 @@ fn pg_command(bin: &str) -> Command {
 
 static HANDED_OUT_PORTS: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
 
-/// A TCP port that was free a moment ago: bind 127.0.0.1:0, take the port, release it.
-/// Never hands out the same port twice within this test process (tests run in parallel).
+/// A TCP port that was free a moment ago, chosen at random below the kernel's
+/// range for ephemeral ports: a port is bound a while after it is chosen (by a
+/// server the test starts), and in between every outgoing connection of the
+/// whole machine takes an ephemeral port, which could be this one if it came
+/// from that range (as a bind to port 0 does). Never hands out the same port
+/// twice within this test process (tests run in parallel).
 pub fn free_port() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = if ephemeral_low > 15000 {
+        (10000, ephemeral_low - 1)
+    } else {
+        // An unusual range: fall back to whatever the kernel gives.
+        (0, 0)
+    };
     loop {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = if high == 0 {
+            0
+        } else {
+            let random = std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish();
+            low + (random % u64::from(high - low)) as u16
+        };
+        let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) else {
+            continue;
+        };
         let port = listener.local_addr().unwrap().port();
         drop(listener);
         let mut guard = HANDED_OUT_PORTS.lock().unwrap();

@@ -365,6 +365,7 @@ async fn partitions_a_backlog_after_a_restart_is_named_as_it_was_written() {
     )
     .await
     .unwrap();
+    env.wait_slot_inactive().await;
     let mut daemon = env.spawn();
     env.sync().await;
 
