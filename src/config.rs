@@ -605,18 +605,15 @@ fn export_temp_dir(config: &Path, dir: &Path) -> Result<PathBuf, String> {
         Ok(_) => return Err(format!("{} is not a directory; {fix}", dir.display())),
         Err(e) => return Err(format!("{}: {e}; {fix}", dir.display())),
     }
-    // Each export makes a directory there; try one.
-    tempfile::Builder::new()
-        .prefix("pgtrail-check-")
-        .tempdir_in(&dir)
-        .and_then(|probe| probe.close())
-        .map_err(|e| {
-            format!(
-                "cannot create a directory in {}: {e}; give pgtrail's user write access to it, \
-                 or choose another directory",
-                dir.display()
-            )
-        })?;
+    // Creating anything there needs the rights creating an export's directory
+    // needs; an unnamed file is never seen by anyone, not even as it goes.
+    tempfile::tempfile_in(&dir).map_err(|e| {
+        format!(
+            "cannot create files in {}: {e}; give pgtrail's user write access to it, \
+             or choose another directory",
+            dir.display()
+        )
+    })?;
     Ok(dir)
 }
 

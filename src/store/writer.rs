@@ -386,7 +386,13 @@ mod tests {
         .join("\t")
             + "\n";
         assert_eq!(std::str::from_utf8(&out).unwrap(), expected);
-        let columns = COPY_SQL.split_once('(').unwrap().1.split_once(')').unwrap().0;
+        let columns = COPY_SQL
+            .split_once('(')
+            .unwrap()
+            .1
+            .split_once(')')
+            .unwrap()
+            .0;
         assert_eq!(columns.split(',').count(), expected.split('\t').count());
     }
 
