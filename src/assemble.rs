@@ -254,8 +254,14 @@ impl Assembler {
                 let options = open.truncates.take(&leaf);
                 // Looked up by ancestor, not by scanning what was truncated:
                 // one statement may truncate thousands of partitions.
-                let covered = self.partitions.root_of(&leaf).is_some_and(|r| open.truncated.contains(r))
-                    || self.partitions.ancestors(&leaf).any(|a| open.truncated.contains(a));
+                let covered = self
+                    .partitions
+                    .root_of(&leaf)
+                    .is_some_and(|r| open.truncated.contains(r))
+                    || self
+                        .partitions
+                        .ancestors(&leaf)
+                        .any(|a| open.truncated.contains(a));
                 open.truncated.insert(leaf.clone());
                 let (table, partition) = match self.partitions.root_of(&leaf) {
                     Some(root) => (root.clone(), Some(leaf)),

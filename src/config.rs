@@ -55,15 +55,20 @@ struct RawExport {
     /// No export may leave unencrypted.
     #[serde(default)]
     require_encryption: bool,
+    /// Where XLSX exports keep their temporary files; the system's temp dir when absent.
+    temp_dir: Option<PathBuf>,
 }
 
-/// `[export]`: encryption of exports.
+/// `[export]`: encryption of exports, and where XLSX exports spill.
 #[derive(Debug, Clone, Default)]
 pub struct ExportConfig {
     /// Exports are encrypted to these unless the user asks otherwise (and may).
     pub recipients: Option<crate::export::encrypt::Recipients>,
     /// Every export must be encrypted; implies `recipients`.
     pub require_encryption: bool,
+    /// The directory in which each XLSX export makes its private temporary
+    /// directory; `None` for the system's (`$TMPDIR`, else `/tmp`).
+    pub temp_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -561,9 +566,16 @@ impl Config {
                     .into(),
             ));
         }
+        let temp_dir = match &raw.export.temp_dir {
+            Some(dir) => {
+                Some(export_temp_dir(path, dir).map_err(|m| invalid("export.temp_dir", m))?)
+            }
+            None => None,
+        };
         let export = ExportConfig {
             recipients: (!recipients.is_empty()).then_some(recipients),
             require_encryption: raw.export.require_encryption,
+            temp_dir,
         };
         let web_auth = web_auth(&raw.web, web_listen, path)?;
         Ok(Config {
@@ -579,6 +591,30 @@ impl Config {
             web_auth,
         })
     }
+}
+
+/// `export.temp_dir`, taken from the config file's directory when relative:
+/// it must be a directory this process may create directories in, checked
+/// now so that a wrong one stops the program at once instead of failing the
+/// first XLSX export.
+fn export_temp_dir(config: &Path, dir: &Path) -> Result<PathBuf, String> {
+    let dir = config.parent().unwrap_or(Path::new("")).join(dir);
+    let fix = "create it, or remove export.temp_dir to use the system's temporary directory";
+    match std::fs::metadata(&dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(format!("{} is not a directory; {fix}", dir.display())),
+        Err(e) => return Err(format!("{}: {e}; {fix}", dir.display())),
+    }
+    // Creating anything there needs the rights creating an export's directory
+    // needs; an unnamed file is never seen by anyone, not even as it goes.
+    tempfile::tempfile_in(&dir).map_err(|e| {
+        format!(
+            "cannot create files in {}: {e}; give pgtrail's user write access to it, \
+             or choose another directory",
+            dir.display()
+        )
+    })?;
+    Ok(dir)
 }
 
 /// `[[capture.columns]]` and the redaction key. A key file is read here, at
@@ -865,6 +901,40 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("recipients"), "{e}");
+    }
+
+    #[test]
+    fn export_temp_dir_must_be_a_writable_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("pgtrail.toml");
+        let from = |extra: &str| Config::from_toml(&format!("{SOURCE}{extra}"), &config);
+        assert_eq!(from("").unwrap().export.temp_dir, None);
+        std::fs::create_dir(dir.path().join("spill")).unwrap();
+        // Relative to the config file's directory.
+        assert_eq!(
+            from("[export]\ntemp_dir = \"spill\"\n")
+                .unwrap()
+                .export
+                .temp_dir,
+            Some(dir.path().join("spill"))
+        );
+        let e = from("[export]\ntemp_dir = \"missing\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("export.temp_dir") && e.contains("missing") && e.contains("create it"),
+            "{e}"
+        );
+        std::fs::write(dir.path().join("file"), "").unwrap();
+        let e = from("[export]\ntemp_dir = \"file\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a directory"), "{e}");
+        // No probe directory is left behind.
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("spill")).unwrap().count(),
+            0
+        );
     }
 
     #[test]

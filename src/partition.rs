@@ -63,7 +63,10 @@ impl PartitionMap {
 
     /// The tables above `table` in its tree, nearest first: its parent, its
     /// parent's parent, …, up to the root. Empty for a table not in the map.
-    pub fn ancestors<'a>(&'a self, table: &'a TableName) -> impl Iterator<Item = &'a TableName> + 'a {
+    pub fn ancestors<'a>(
+        &'a self,
+        table: &'a TableName,
+    ) -> impl Iterator<Item = &'a TableName> + 'a {
         let mut at = table;
         // A tree is at most as deep as the map is large; the bound guards a
         // cycle that a stale map could in theory hold.

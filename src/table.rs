@@ -26,7 +26,6 @@ impl TableName {
     pub fn quoted(&self) -> String {
         format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.name))
     }
-
 }
 
 impl std::str::FromStr for TableName {

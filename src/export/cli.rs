@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
 
-use super::{Format, Options, Origin, Step};
+use super::{Format, Job, Options, Origin, Step};
 use crate::config::Config;
 use crate::entry::Action;
 use crate::table::TableName;
@@ -155,21 +155,20 @@ pub async fn run(config: &Config, req: Request) -> Result<()> {
     let (entries, result) = match sink {
         Ok(sink) => {
             let bar = progress.clone();
-            let outcome = super::run(
-                &client,
-                &select.text,
-                &select.refs(),
+            let job = Job {
                 options,
-                encrypt.as_ref(),
-                sink,
-                bar.map(|b| {
+                recipients: encrypt.as_ref(),
+                temp_dir: config.export.temp_dir.as_deref(),
+                out: sink,
+                progress: bar.map(|b| {
                     Box::new(move |step: Step| match step {
                         Step::Written(n) => b.set_position(n),
                         Step::Finishing => b.set_message("completing the file…"),
                     }) as Box<dyn Fn(Step) + Send>
                 }),
-            )
-            .await;
+                gone: None,
+            };
+            let outcome = super::run(&client, &select.text, &select.refs(), job).await;
             (
                 outcome.entries,
                 outcome.result.map(drop).map_err(anyhow::Error::from),
@@ -189,8 +188,9 @@ pub async fn run(config: &Config, req: Request) -> Result<()> {
         filter.to_json(),
         entries,
         error.as_deref(),
+        false,
     );
-    let recorded = crate::store::events::record(&client, &event).await;
+    let recorded = super::record(&client, &event).await;
     match (result, recorded) {
         (Ok(()), Ok(_)) => {
             if let Some(path) = &out {

@@ -9,9 +9,13 @@
 //! export, a slow reader (a download) slows the query instead of filling
 //! memory, and the async runtime never blocks on a file or a socket.
 //!
+//! An export that stops early (its writer failed, or a download's client went
+//! away) cancels its query instead of reading it to the end.
+//!
 //! What an export was (who, which filters, how many, which format, encrypted
-//! or not, finished or not) is recorded as one of pgtrail's own events by the
-//! caller, with [`event`], once the export has ended and the count is known.
+//! or not, finished, failed or abandoned) is recorded as one of pgtrail's own
+//! events by the caller, with [`event`] and [`record`], once the export has
+//! ended and the count is known.
 
 pub mod cef;
 pub mod cli;
@@ -22,15 +26,20 @@ pub mod stored;
 pub mod xlsx;
 
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
+use futures_util::future::BoxFuture;
 use futures_util::TryStreamExt;
 use serde_json::{Map, Value};
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
 pub use stored::{StoredEntry, ENTRY_COLUMNS, ENTRY_COLUMN_COUNT, FIELDS};
 
 use crate::store::events::{Category, OwnEvent};
+use crate::store::StoreError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -112,6 +121,9 @@ pub enum ExportError {
     Encrypt(String),
     #[error("the export's writer stopped unexpectedly: {0}")]
     Writer(String),
+    /// The download's client went away before the end; the store's query was cancelled.
+    #[error("the client stopped the download")]
+    Abandoned,
 }
 
 impl From<tokio_postgres::Error> for ExportError {
@@ -136,14 +148,63 @@ pub struct Options {
     pub bom: bool,
 }
 
-/// The writer for `options` over `out`.
-pub fn writer<W: Write + Send + 'static>(options: Options, out: W) -> Box<dyn EntryWriter<W>> {
-    match options.format {
+/// The writer for `options` over `out`. An XLSX spills its rows into files
+/// in `scratch`, which must be given for it.
+pub fn writer<W: Write + Send + 'static>(
+    options: Options,
+    out: W,
+    scratch: Option<&Path>,
+) -> Result<Box<dyn EntryWriter<W>>, ExportError> {
+    Ok(match options.format {
         Format::Jsonl => Box::new(jsonl::Jsonl::new(out)),
         Format::Csv => Box::new(csv::Csv::new(out, options.bom)),
         Format::Cef => Box::new(cef::Cef::new(out)),
-        Format::Xlsx => Box::new(xlsx::Xlsx::new(out)),
-    }
+        Format::Xlsx => {
+            let scratch = scratch.ok_or_else(|| {
+                ExportError::Writer("an XLSX export needs a temporary directory".into())
+            })?;
+            Box::new(xlsx::Xlsx::new(out, scratch)?)
+        }
+    })
+}
+
+/// One export to run: what to write, where, and how.
+pub struct Job<'a, W> {
+    pub options: Options,
+    /// Encrypt to these; a plain file when `None`.
+    pub recipients: Option<&'a encrypt::Recipients>,
+    /// Where an XLSX export makes its private temporary directory
+    /// (`export.temp_dir`); the system's temporary directory when `None`.
+    pub temp_dir: Option<&'a Path>,
+    pub out: W,
+    /// Hears of each entry written.
+    pub progress: Option<Box<dyn Fn(Step) + Send>>,
+    /// Resolves when whoever the export is for has gone away (a download's
+    /// client): the export stops, cancelling its query if it still runs, and
+    /// ends with [`ExportError::Abandoned`].
+    pub gone: Option<BoxFuture<'a, ()>>,
+}
+
+/// A directory of this export's own, readable by this user only, for the
+/// rows an XLSX holds until it is assembled: they are plaintext even when
+/// the export is encrypted. Removed when dropped, whichever way the export
+/// ends.
+pub fn scratch_dir(base: Option<&Path>) -> Result<tempfile::TempDir, ExportError> {
+    let base = base.map_or_else(std::env::temp_dir, Path::to_path_buf);
+    tempfile::Builder::new()
+        .prefix("pgtrail-export-")
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir_in(&base)
+        .map_err(|e| {
+            ExportError::Io(std::io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot create a private temporary directory in {} for the XLSX's rows: {e}; \
+                     make it writable, or set export.temp_dir to a directory that is",
+                    base.display()
+                ),
+            ))
+        })
 }
 
 /// How an export ended: the entries written, and the output back (finished,
@@ -166,27 +227,54 @@ pub enum Step {
 /// Entries read ahead of the writer at most.
 const AHEAD: usize = 256;
 
+/// Why reading stopped before the query's last row.
+enum Stop {
+    /// The writer failed; its error is the one to report.
+    Writer,
+    /// [`Job::gone`] resolved.
+    Gone,
+}
+
 /// Runs `select` (a statement returning [`ENTRY_COLUMNS`], in the order to
-/// export) and writes every row to `out` in `options`' format, encrypted to
-/// `recipients` when given. `progress` hears of each entry written.
+/// export) and writes every row as `job` says.
+///
+/// When the export stops before the query has sent its last row (the writer
+/// failed, or the reader went away), the query is cancelled rather than read
+/// to its end: a download nobody reads no longer keeps a store backend busy.
+/// The cancel is sent only while the query runs, and `run` then reads the
+/// query's stream to its end, so when it returns the connection is idle and
+/// the caller may go on using it (to record the export's event, with
+/// [`record`], which copes with a cancel that arrives late).
 pub async fn run<W: Write + Send + 'static>(
     client: &Client,
     select: &str,
     params: &[&(dyn ToSql + Sync)],
-    options: Options,
-    recipients: Option<&encrypt::Recipients>,
-    out: W,
-    progress: Option<Box<dyn Fn(Step) + Send>>,
+    job: Job<'_, W>,
 ) -> Outcome<W> {
+    let Job {
+        options,
+        recipients,
+        temp_dir,
+        out,
+        progress,
+        gone,
+    } = job;
+    let mut gone = gone.unwrap_or_else(|| Box::pin(std::future::pending()));
+    let failed = |e| Outcome {
+        entries: 0,
+        result: Err(e),
+    };
+    let scratch = match options.format {
+        Format::Xlsx => match scratch_dir(temp_dir) {
+            Ok(d) => Some(d),
+            Err(e) => return failed(e),
+        },
+        _ => None,
+    };
     let out = match recipients {
         Some(r) => match encrypt::Sealed::encrypted(r, out) {
             Ok(s) => s,
-            Err(e) => {
-                return Outcome {
-                    entries: 0,
-                    result: Err(e),
-                }
-            }
+            Err(e) => return failed(e),
         },
         None => encrypt::Sealed::plain(out),
     };
@@ -196,9 +284,9 @@ pub async fn run<W: Write + Send + 'static>(
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Option<StoredEntry>>(AHEAD);
     let writing = tokio::task::spawn_blocking(move || {
         let mut count = 0u64;
-        let mut w = writer(options, out);
         let written =
             (|| {
+                let mut w = writer(options, out, scratch.as_ref().map(|d| d.path()))?;
                 w.begin()?;
                 loop {
                     match rx.blocking_recv() {
@@ -221,21 +309,62 @@ pub async fn run<W: Write + Send + 'static>(
                 }
                 w.finish()?.finish()
             })();
+        // The writer and its files are gone by now; the directory goes too.
+        if let Some(dir) = scratch {
+            let path = dir.path().to_owned();
+            if let Err(e) = dir.close() {
+                tracing::warn!(dir = %path.display(), error = %e, "removing an export's temporary directory failed");
+            }
+        }
         (count, written)
     });
 
     let reading = async {
         let rows = client.query_raw(select, params.iter().copied()).await?;
         futures_util::pin_mut!(rows);
-        while let Some(r) = rows.try_next().await? {
-            if tx.send(Some(StoredEntry::from_row(&r))).await.is_err() {
-                // The writer stopped (it failed); its error is the one to report.
+        let stop = loop {
+            let row = tokio::select! {
+                biased;
+                () = &mut gone => break Stop::Gone,
+                row = rows.try_next() => row?,
+            };
+            let Some(row) = row else {
+                // The writer may have failed meanwhile; then this send fails too, harmlessly.
+                let _ = tx.send(None).await;
                 return Ok(());
+            };
+            let sent = tokio::select! {
+                biased;
+                () = &mut gone => break Stop::Gone,
+                sent = tx.send(Some(StoredEntry::from_row(&row))) => sent,
+            };
+            if sent.is_err() {
+                break Stop::Writer;
             }
+        };
+        // The query still runs, and `rows` is not at its end: cancel it, then
+        // read what it still sends until its end (the cancel's error, or its
+        // last rows if it finished first), so that no statement of the
+        // caller's follows while the query might still be running.
+        if let Err(e) = client
+            .cancel_token()
+            .cancel_query(crate::tls::make_connect())
+            .await
+        {
+            tracing::warn!(error = %crate::store::describe(&e), "cancelling an export's query failed; its remaining rows are read and dropped");
         }
-        // The writer may have failed meanwhile; then this send fails too, harmlessly.
-        let _ = tx.send(None).await;
-        Ok::<(), ExportError>(())
+        let cancelled = loop {
+            match rows.try_next().await {
+                Ok(Some(_)) => {}
+                Ok(None) => break false,
+                Err(e) => break e.code() == Some(&SqlState::QUERY_CANCELED),
+            }
+        };
+        tracing::debug!(cancelled, "an export stopped before its last row");
+        match stop {
+            Stop::Writer => Ok(()),
+            Stop::Gone => Err(ExportError::Abandoned),
+        }
     };
     let read = reading.await;
     drop(tx);
@@ -262,8 +391,22 @@ pub struct Origin {
     pub destination: String,
 }
 
+/// Records an export's event on the connection the export ran on. A cancel
+/// [`run`] sent just as its query ended by itself may reach the server only
+/// now and cancel this INSERT instead; a cancelled INSERT has not committed,
+/// and a cancel acts once, so it is tried once more.
+pub async fn record(client: &Client, event: &OwnEvent) -> Result<i64, StoreError> {
+    match crate::store::events::record(client, event).await {
+        Err(StoreError::Query(e)) if e.code() == Some(&SqlState::QUERY_CANCELED) => {
+            crate::store::events::record(client, event).await
+        }
+        done => done,
+    }
+}
+
 /// The event recording an export that has ended, completed or not.
-/// `filters` holds the filters given, by their web parameter names.
+/// `filters` holds the filters given, by their web parameter names;
+/// `abandoned` says the download's client went away before the end.
 pub fn event(
     origin: &Origin,
     options: Options,
@@ -271,6 +414,7 @@ pub fn event(
     filters: Map<String, Value>,
     entries: u64,
     error: Option<&str>,
+    abandoned: bool,
 ) -> OwnEvent {
     let how = format!(
         "{}{}",
@@ -284,8 +428,13 @@ pub fn event(
             origin.destination
         ),
         Some(_) => format!(
-            "export as {how} to {} failed after {entries} {}",
+            "export as {how} to {} {} after {entries} {}",
             origin.destination,
+            if abandoned {
+                "abandoned by the client"
+            } else {
+                "failed"
+            },
             if entries == 1 { "entry" } else { "entries" }
         ),
     };
@@ -297,7 +446,8 @@ pub fn event(
         .detail("encrypted", encrypted)
         .detail("bom", options.bom)
         .detail("destination", origin.destination.clone())
-        .detail("completed", error.is_none());
+        .detail("completed", error.is_none())
+        .detail("abandoned", abandoned);
     if let Some(e) = error {
         ev = ev.detail("error", e);
     }

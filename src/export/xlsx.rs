@@ -6,7 +6,10 @@
 //! Memory: the sheets are written in the crate's constant-memory mode, which
 //! keeps one row in memory and spills the rest to a temporary file; the zip
 //! container is assembled from those files when the export finishes, so
-//! nothing reaches the output before the last entry is read.
+//! nothing reaches the output before the last entry is read. Those files hold
+//! the rows in plaintext, also for an encrypted export, so they go in a
+//! directory of the export's own, mode 0700, that [`super::run`] removes
+//! when the export ends.
 //!
 //! Excel's limits shape two things: a sheet holds 1,048,576 rows, so every
 //! 1,048,575 entries start a new sheet (`entries 2`, …) with its own header;
@@ -14,6 +17,7 @@
 //! cut there and ends with a note saying so — the other formats carry it whole.
 
 use std::io::Write;
+use std::path::Path;
 
 use rust_xlsxwriter::{ColNum, Format, RowNum, Workbook, Worksheet, XlsxError};
 
@@ -42,18 +46,21 @@ pub struct Xlsx<W> {
 }
 
 impl<W: Write + Send> Xlsx<W> {
-    pub fn new(out: W) -> Self {
+    /// A workbook over `out` whose sheets spill into `scratch`, a directory
+    /// of this export's own (see [`super::scratch_dir`]).
+    pub fn new(out: W, scratch: &Path) -> Result<Self, ExportError> {
         let mut book = Workbook::new();
         // Rows of large exports take more than the 4 GiB a plain zip member may hold.
         book.use_zip_large_file(true);
-        Xlsx {
+        book.set_tempdir(scratch)?;
+        Ok(Xlsx {
             out: Some(out),
             book,
             header: Format::new().set_bold(),
             time: Format::new().set_num_format("yyyy-mm-dd hh:mm:ss.000"),
             sheet: 0,
             row: 0,
-        }
+        })
     }
 
     fn add_sheet(&mut self) -> Result<(), ExportError> {

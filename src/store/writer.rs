@@ -192,7 +192,9 @@ impl StoreWriter {
         let chunk = self.copy_buf.split_to(len).freeze();
         let sink = match &mut self.copy {
             Some(sink) => sink,
-            None => self.copy.insert(Box::pin(self.client.copy_in(COPY_SQL).await?)),
+            None => self
+                .copy
+                .insert(Box::pin(self.client.copy_in(COPY_SQL).await?)),
         };
         sink.send(chunk).await?;
         Ok(())
@@ -384,7 +386,13 @@ mod tests {
         .join("\t")
             + "\n";
         assert_eq!(std::str::from_utf8(&out).unwrap(), expected);
-        let columns = COPY_SQL.split_once('(').unwrap().1.split_once(')').unwrap().0;
+        let columns = COPY_SQL
+            .split_once('(')
+            .unwrap()
+            .1
+            .split_once(')')
+            .unwrap()
+            .0;
         assert_eq!(columns.split(',').count(), expected.split('\t').count());
     }
 

@@ -10,7 +10,9 @@
 //! the page pool and its statement timeout, so a long export neither starves
 //! the pages nor gets cut off. If the export fails part way, the response is
 //! aborted rather than ended, so the client sees a failed download instead of
-//! a short file.
+//! a short file. If the client goes away, the export stops and its query is
+//! cancelled (also for an XLSX, which sends nothing before its last row), and
+//! the event records the download as abandoned.
 //!
 //! At most [`MAX_RUNNING`] downloads run at once; another is a 503 that says
 //! to retry. [`router`] is the route alone; [`download`] takes the signed-in user as
@@ -199,17 +201,23 @@ pub async fn download(
     };
     tokio::spawn(async move {
         let _permit = permit;
-        let outcome = export::run(
-            &client,
-            &select.text,
-            &select.refs(),
+        // The body's receiver is dropped when the server gives up on the
+        // response: the client closed the connection.
+        let watch = tx.clone();
+        let job = export::Job {
             options,
-            recipients.as_ref(),
-            body_out,
-            None,
-        )
-        .await;
+            recipients: recipients.as_ref(),
+            temp_dir: settings.temp_dir.as_deref(),
+            out: body_out,
+            progress: None,
+            gone: Some(Box::pin(async move { watch.closed().await })),
+        };
+        let outcome = export::run(&client, &select.text, &select.refs(), job).await;
         let error = outcome.result.err().map(|e| e.to_string());
+        // However the writer noticed (a chunk it could not send, or the
+        // export stopped on purpose), a failed download whose client has
+        // gone was abandoned.
+        let abandoned = error.is_some() && tx.is_closed();
         let event = export::event(
             &origin,
             options,
@@ -217,9 +225,10 @@ pub async fn download(
             filter.to_json(),
             outcome.entries,
             error.as_deref(),
+            abandoned,
         );
         let mut error = error;
-        if let Err(e) = crate::store::events::record(&client, &event).await {
+        if let Err(e) = export::record(&client, &event).await {
             tracing::error!(error = %e, "recording a web export in the audit store failed");
             // An export nobody can see in the audit log is not handed out whole.
             error.get_or_insert_with(|| {

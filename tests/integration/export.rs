@@ -292,14 +292,7 @@ async fn export_jsonl_csv_and_filters() {
         for f in ["lsn", "schema", "table", "action"] {
             assert_eq!(Some(cell(f)), v[f].as_str(), "csv {f}: {r:?}");
         }
-        for f in [
-            "primary_key",
-            "before",
-            "after",
-            "changed_columns",
-            "context",
-            "details",
-        ] {
+        for f in JSON_FIELDS {
             assert_eq!(json_cell(cell(f)), v[f], "csv {f}: {r:?}");
         }
     }

@@ -42,24 +42,6 @@ fn peak_rss_kib(args: &[OsString]) -> u64 {
     }
 }
 
-async fn add_entries(store: &tokio_postgres::Client, table: &str, n: i64) {
-    store
-        .execute(
-            "INSERT INTO pgtrail.entries (committed_at, xid, lsn, schema_name, table_name, action, \
-                 primary_key, before, after, changed_columns, context) \
-             SELECT now() - make_interval(secs => ($2::int - g)::float8), 5000 + g / 4, '0/1'::pg_lsn, 'public', $1, 'UPDATE', \
-                    json_build_object('id', g), \
-                    json_build_object('id', g, 'status', 'new', 'note', repeat(md5(g::text), 4)), \
-                    json_build_object('id', g, 'status', 'paid', 'note', repeat(md5(g::text), 4)), \
-                    '[\"status\"]'::json, \
-                    json_build_object('db_user', 'app', 'client_addr', '10.0.0.7', 'actor', 'user' || (g % 97)) \
-             FROM generate_series(1, $2::int) g",
-            &[&table, &(n as i32)],
-        )
-        .await
-        .unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_exports_run_in_flat_memory() {
     let identity = age::x25519::Identity::generate();
@@ -74,8 +56,8 @@ async fn large_exports_run_in_flat_memory() {
     let store = env.store().await;
     const SMALL: i64 = 20_000;
     const LARGE: i64 = 200_000;
-    add_entries(&store, "small", SMALL).await;
-    add_entries(&store, "large", LARGE).await;
+    bulk_entries(&store, "small", SMALL).await;
+    bulk_entries(&store, "large", LARGE).await;
     let dir = env.trail.dir().to_owned();
 
     let mut report = Vec::new();
@@ -107,7 +89,7 @@ async fn large_exports_run_in_flat_memory() {
             // The large export is whole: count what was written.
             let written = if extra.is_empty() {
                 let sealed = std::fs::read(dir.join(format!("{table}.{format}.age"))).unwrap();
-                let plain = crate::exports_formats::decrypt(&sealed, &identity);
+                let plain = decrypt(&sealed, &identity);
                 csv::Reader::from_reader(&plain[..]).records().count() as i64
             } else {
                 match format {

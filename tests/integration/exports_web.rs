@@ -12,18 +12,17 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::exports_formats::*;
 use crate::harness::*;
 
 /// `pgtrail web` with `config`, on a free port; killed on drop.
-struct WebServer {
+pub struct WebServer {
     child: Child,
     base: String,
     log: std::path::PathBuf,
 }
 
 impl WebServer {
-    async fn start(env: &TestEnv, extra_toml: &str) -> WebServer {
+    pub async fn start(env: &TestEnv, extra_toml: &str) -> WebServer {
         let mut config = env.trail.config.clone();
         let port = free_port();
         config.web_listen = format!("127.0.0.1:{port}");
@@ -62,8 +61,12 @@ impl WebServer {
         web
     }
 
-    fn url(&self, path: &str) -> String {
+    pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 
@@ -81,7 +84,7 @@ impl Drop for WebServer {
 }
 
 /// GET `url`: status, content type, content disposition, body.
-async fn get(url: &str) -> (StatusCode, String, String, Vec<u8>) {
+pub async fn get(url: &str) -> (StatusCode, String, String, Vec<u8>) {
     let resp = reqwest::Client::builder()
         .timeout(Duration::from_secs(120))
         .build()
@@ -109,12 +112,7 @@ async fn get(url: &str) -> (StatusCode, String, String, Vec<u8>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn web_downloads_match_the_cli_and_are_recorded() {
     let env = TestEnv::start().await;
-    hostile_entries(&env).await;
-    let mut daemon = env.spawn();
-    write_hostile_changes(&env).await;
-    env.sync().await;
-    daemon.terminate().await;
-    let store = env.store().await;
+    let store = capture_hostile(&env).await;
     let web = WebServer::start(&env, "").await;
     let t_only = "schema_name = 'public' AND table_name = 't'";
     let want = rows_where(&store, t_only).await;
@@ -153,12 +151,7 @@ async fn web_downloads_match_the_cli_and_are_recorded() {
             .await
             .assert_success();
         let cli = fs::read(&cli_out).unwrap();
-        match format {
-            "csv" => check_csv(&body, &want, false),
-            "jsonl" => check_jsonl(std::str::from_utf8(&body).unwrap(), &want),
-            "cef" => check_cef(std::str::from_utf8(&body).unwrap(), &want),
-            _ => check_xlsx(&body, &want),
-        }
+        check_export(format, &body, &want, false);
         if format == "xlsx" {
             // The workbook carries its creation time; the content is what must agree.
             check_xlsx(&cli, &want);
@@ -180,13 +173,13 @@ async fn web_downloads_match_the_cli_and_are_recorded() {
             false,
             true,
         );
-        assert_eq!(ev.context("client_addr").as_deref(), Some("127.0.0.1"));
+        assert_eq!(ev.context_of("client_addr").as_deref(), Some("127.0.0.1"));
         assert_eq!(
-            ev.context("application_name").as_deref(),
+            ev.context_of("application_name").as_deref(),
             Some("pgtrail web")
         );
         assert_eq!(
-            ev.context("actor").as_deref(),
+            ev.context_of("actor").as_deref(),
             Some("anonymous"),
             "auth = \"none\": the actor is anonymous"
         );
@@ -196,7 +189,7 @@ async fn web_downloads_match_the_cli_and_are_recorded() {
             .starts_with("download pgtrail-export-"));
         assert_eq!(
             events[events_before + 1]
-                .context("application_name")
+                .context_of("application_name")
                 .as_deref(),
             Some("pgtrail cli")
         );
@@ -251,22 +244,72 @@ async fn web_downloads_match_the_cli_and_are_recorded() {
     assert!(form.contains(r#"name="format""#) && form.contains(r#"value="xlsx""#));
 }
 
+/// How many of the store's statements from a web export the server cancelled, from its log.
+fn cancelled_exports(env: &TestEnv) -> usize {
+    env.cluster
+        .log_tail(1_000_000)
+        .lines()
+        .filter(|l| {
+            l.contains("pgtrail web export")
+                && l.contains("canceling statement due to user request")
+        })
+        .count()
+}
+
+/// Waits until no store backend of a web export runs a statement.
+async fn wait_no_export_query(store: &tokio_postgres::Client) {
+    wait_until(
+        "the export queries are gone from pg_stat_activity",
+        Duration::from_secs(10),
+        || async {
+            store
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity \
+                     WHERE application_name = 'pgtrail web export' AND state <> 'idle'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+                == 0
+        },
+    )
+    .await;
+}
+
+/// The export events once there are `n`, waiting for them a bounded time; never more.
+async fn wait_export_events(store: &tokio_postgres::Client, n: usize) -> Vec<Row> {
+    let started = Instant::now();
+    loop {
+        let events = export_events(store).await;
+        assert!(events.len() <= n, "one event per download: {events:?}");
+        if events.len() == n {
+            return events;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{} of {n} export events",
+            events.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_abandoned_download_is_recorded_as_incomplete() {
+async fn an_abandoned_download_cancels_its_query_and_is_recorded_as_abandoned() {
     let env = TestEnv::start().await;
     env.setup().await;
     let store = env.store().await;
-    // About 40 MB of JSON Lines: far more than the channel and the sockets hold.
-    store
-        .batch_execute(
-            "INSERT INTO pgtrail.entries (committed_at, xid, lsn, schema_name, table_name, action, after, context) \
-             SELECT now(), 1000 + g, '0/1'::pg_lsn, 'public', 'bulk', 'INSERT', \
-                    json_build_object('id', g, 'pad', repeat('x', 400)), '{\"actor\": null}'::json \
-             FROM generate_series(1, 80000) g",
-        )
-        .await
-        .unwrap();
-    let web = WebServer::start(&env, "").await;
+    // About 40 MB of JSON Lines: far more than the channel and the sockets hold, so a download
+    // read only to its first chunk leaves its query blocked part way.
+    const N: i64 = 80_000;
+    bulk_entries(&store, "bulk", N).await;
+    let spill = tempfile::tempdir().unwrap();
+    let temp_toml = format!(
+        "\n[export]\ntemp_dir = {}\n",
+        toml_str(&spill.path().display().to_string())
+    );
+    let web = WebServer::start(&env, &temp_toml).await;
     // Four downloads at once, each read only to its first chunk: the most the server runs.
     let mut running = Vec::new();
     for _ in 0..4 {
@@ -279,31 +322,29 @@ async fn an_abandoned_download_is_recorded_as_incomplete() {
     let (status, _, _, body) = get(&web.url("/export?format=csv")).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(String::from_utf8_lossy(&body).contains("try again"));
-    // The clients go away part way.
+    assert_eq!(cancelled_exports(&env), 0);
+    // The clients go away part way: their queries are cancelled, not read to the end.
     drop(running);
-    let started = Instant::now();
-    let events = loop {
-        let events = export_events(&store).await;
-        if events.len() == 4 {
-            break events;
-        }
-        assert!(events.len() < 4, "one event per download: {events:?}");
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "no events for the abandoned downloads"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    wait_no_export_query(&store).await;
+    let events = wait_export_events(&store, 4).await;
+    assert_eq!(cancelled_exports(&env), 4, "each query was cancelled");
     for ev in &events {
         let d = ev.json("details");
         let entries = d["entries"].as_u64().unwrap() as usize;
-        assert!(entries < 80_000, "stopped part way: {entries}");
+        assert!(entries < N as usize, "stopped part way: {entries}");
         assert_export_event(ev, "jsonl", json!({}), entries, false, false);
+        assert_eq!(d["abandoned"], true, "{d}");
         assert!(
             d["error"]
                 .as_str()
                 .unwrap()
                 .contains("stopped the download"),
+            "{d}"
+        );
+        assert!(
+            ev.context_of("remarks")
+                .unwrap()
+                .contains("abandoned by the client"),
             "{d}"
         );
     }
@@ -317,6 +358,52 @@ async fn an_abandoned_download_is_recorded_as_incomplete() {
         None,
         "no DDL entries: an empty file"
     );
+    wait_export_events(&store, 5).await;
+
+    // An XLSX sends nothing before its last row: the client going away is noticed all the same,
+    // the query is cancelled and the workbook's temporary directory removed.
+    let resp = reqwest::get(web.url("/export?format=xlsx&table=public.bulk"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    wait_until(
+        "the XLSX export has made its directory",
+        Duration::from_secs(10),
+        || async { !names_in(spill.path()).is_empty() },
+    )
+    .await;
+    drop(resp);
+    wait_no_export_query(&store).await;
+    let events = wait_export_events(&store, 6).await;
+    assert_eq!(cancelled_exports(&env), 5, "the XLSX's query was cancelled");
+    let d = events[5].json("details");
+    assert_export_event(
+        &events[5],
+        "xlsx",
+        json!({"table": ["public.bulk"]}),
+        d["entries"].as_u64().unwrap() as usize,
+        false,
+        false,
+    );
+    assert_eq!(d["abandoned"], true, "{d}");
+    assert!(d["entries"].as_u64().unwrap() < N as u64, "{d}");
+    assert_eq!(names_in(spill.path()), Vec::<String>::new());
+
+    // A complete download after all that: every entry, and a normal event.
+    let (status, _, _, body) = get(&web.url("/export?format=jsonl&table=public.bulk")).await;
+    assert_eq!(status, StatusCode::OK);
+    let want = rows_where(&store, "schema_name = 'public' AND table_name = 'bulk'").await;
+    check_jsonl(std::str::from_utf8(&body).unwrap(), &want);
+    let events = wait_export_events(&store, 7).await;
+    assert_export_event(
+        &events[6],
+        "jsonl",
+        json!({"table": ["public.bulk"]}),
+        N as usize,
+        false,
+        true,
+    );
+    assert_eq!(events[6].json("details")["abandoned"], false);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -327,12 +414,7 @@ async fn web_downloads_are_encrypted_when_configured() {
         toml_str(&identity.to_public().to_string())
     );
     let env = TestEnv::start().await;
-    hostile_entries(&env).await;
-    let mut daemon = env.spawn();
-    write_hostile_changes(&env).await;
-    env.sync().await;
-    daemon.terminate().await;
-    let store = env.store().await;
+    let store = capture_hostile(&env).await;
     let want = rows_where(&store, "schema_name = 'public' AND table_name = 't'").await;
 
     let web = WebServer::start(&env, &recipients).await;

@@ -35,6 +35,9 @@ use serde_json::Value;
 use tempfile::TempDir;
 use tokio_postgres::{Client, NoTls};
 
+pub mod exports;
+pub use exports::*;
+
 /// Where Debian's PostgreSQL 15 server binaries live.
 pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 /// Slot name used by every test config.
@@ -1290,8 +1293,7 @@ impl Entry {
     }
 }
 
-const ENTRY_COLUMNS: &str = "id, committed_at, xid, lsn::text, schema_name, table_name, action, \
-     primary_key::text, before::text, after::text, changed_columns::text, context::text, details::text";
+use pgtrail::export::ENTRY_COLUMNS;
 
 fn parse_json_col(text: Option<String>, what: &str, id: i64) -> Value {
     match text {
@@ -1302,24 +1304,27 @@ fn parse_json_col(text: Option<String>, what: &str, id: i64) -> Value {
 }
 
 fn entry_from_row(row: &tokio_postgres::Row) -> Entry {
-    let id: i64 = row.get(0);
-    let pk: Option<String> = row.get(7);
-    let before: Option<String> = row.get(8);
-    let after: Option<String> = row.get(9);
+    let r = Row::from_row(row);
+    let id = r.id;
+    let [pk, before, after, changed_columns, context, details] = r.json;
     Entry {
         id,
-        committed_at: row.get(1),
-        xid: row.get(2),
-        lsn: row.get(3),
-        schema: row.get(4),
-        table: row.get(5),
-        action: row.get(6),
+        committed_at: r.committed_at,
+        xid: r
+            .xid
+            .unwrap_or_else(|| panic!("entry {id} has no xid: one of pgtrail's own events")),
+        lsn: r
+            .lsn
+            .unwrap_or_else(|| panic!("entry {id} has no lsn: one of pgtrail's own events")),
+        schema: r.schema,
+        table: r.table,
+        action: r.action,
         primary_key: parse_json_col(pk.clone(), "primary_key", id),
         before: parse_json_col(before.clone(), "before", id),
         after: parse_json_col(after.clone(), "after", id),
-        changed_columns: parse_json_col(row.get(10), "changed_columns", id),
-        context: parse_json_col(row.get(11), "context", id),
-        details: parse_json_col(row.get(12), "details", id),
+        changed_columns: parse_json_col(changed_columns, "changed_columns", id),
+        context: parse_json_col(context, "context", id),
+        details: parse_json_col(details, "details", id),
         primary_key_text: pk,
         before_text: before,
         after_text: after,

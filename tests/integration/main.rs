@@ -16,6 +16,7 @@ mod events;
 mod export;
 mod exports_formats;
 mod exports_memory;
+mod exports_temp;
 mod exports_web;
 mod fidelity;
 mod large;
