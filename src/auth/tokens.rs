@@ -159,7 +159,9 @@ pub async fn revoke(client: &mut Client, actor: &Actor, name: &str) -> Result<To
     Ok(after)
 }
 
-/// The live token with this secret, if any; notes its use.
+/// The live token with this secret, if any; notes its use, at most once a
+/// minute: a client polling the API must not turn every request into a row
+/// update (the same rule as a session's `last_seen`).
 pub async fn lookup<C: GenericClient>(
     client: &C,
     secret: &str,
@@ -167,11 +169,18 @@ pub async fn lookup<C: GenericClient>(
     if !secret.starts_with(PREFIX) {
         return Ok(None);
     }
+    // One round trip; the UPDATE in the WITH runs whether or not the outer
+    // query reads it, and writes nothing while last_used_at is recent.
     client
         .query_opt(
             &format!(
-                "UPDATE pgtrail.tokens SET last_used_at = now() \
-                 WHERE token_hash = $1 AND revoked_at IS NULL RETURNING {COLUMNS}"
+                "WITH found AS (SELECT {COLUMNS} FROM pgtrail.tokens \
+                                WHERE token_hash = $1 AND revoked_at IS NULL), \
+                      touched AS (UPDATE pgtrail.tokens SET last_used_at = now() \
+                                  WHERE token_hash = $1 AND revoked_at IS NULL \
+                                    AND (last_used_at IS NULL \
+                                         OR last_used_at < now() - interval '1 minute')) \
+                 SELECT {COLUMNS} FROM found"
             ),
             &[&secret_hash(secret)],
         )

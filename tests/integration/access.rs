@@ -987,6 +987,20 @@ async fn access_roles_table_scopes_csrf_tokens_and_self_audit() {
         StatusCode::SEE_OTHER,
         "a token is for the API only"
     );
+    // Its use is noted, and not rewritten by every request within a minute.
+    let last_used = || async {
+        store
+            .query_one(
+                "SELECT last_used_at::text FROM pgtrail.tokens WHERE name = 'siem'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, Option<String>>(0)
+    };
+    let first_use = last_used().await.expect("the token's use is noted");
+    siem.api_ids("").await;
+    assert_eq!(last_used().await.as_deref(), Some(first_use.as_str()));
     let (actor, _, e) = last_event(&store, "token_created").await;
     assert_eq!(actor.as_deref(), Some("ada"));
     assert_eq!(
