@@ -78,8 +78,9 @@ enum SessionEnd {
 
 /// Runs until `shutdown` turns true. Fails only if the very first session
 /// cannot start. A new reading of the config file in `reload` starts a new
-/// session with it (or goes on with the running config if it is invalid), from the store's checkpoint: every transaction is
-/// decoded whole under one capture set, none lost or doubled.
+/// session with it (or with the running config, if the reading is invalid),
+/// from the store's checkpoint: every transaction is decoded whole under one
+/// capture set, none lost or doubled.
 pub async fn run(
     mut config: Config,
     mut shutdown: watch::Receiver<bool>,

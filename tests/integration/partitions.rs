@@ -38,8 +38,8 @@ fn summary(entries: &[Entry]) -> Vec<(String, i64, String, String, Option<String
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn partitions_are_captured_under_their_root() {
+/// A source capturing `public.*` but `sessions`, with [`SCHEMA`] made.
+async fn with_schema() -> (TestEnv, tokio_postgres::Client) {
     let env = TestEnv::start_with(ClusterOptions::default(), |c| {
         c.tables = vec!["public.*".into()];
         c.exclude = vec!["public.sessions".into()];
@@ -47,6 +47,12 @@ async fn partitions_are_captured_under_their_root() {
     .await;
     let src = env.source().await;
     src.batch_execute(SCHEMA).await.unwrap();
+    (env, src)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_are_captured_under_their_root() {
+    let (env, src) = with_schema().await;
     env.setup().await;
 
     // Statement triggers are not inherited by partitions: setup puts one on every level, and
@@ -318,13 +324,7 @@ async fn partitions_are_captured_under_their_root() {
 /// not as the catalog has them at the restart: the map is stored with the checkpoint.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitions_a_backlog_after_a_restart_is_named_as_it_was_written() {
-    let env = TestEnv::start_with(ClusterOptions::default(), |c| {
-        c.tables = vec!["public.*".into()];
-        c.exclude = vec!["public.sessions".into()];
-    })
-    .await;
-    let src = env.source().await;
-    src.batch_execute(SCHEMA).await.unwrap();
+    let (env, src) = with_schema().await;
     src.batch_execute(
         "CREATE TABLE solo (id int, region text, amount int, PRIMARY KEY (id, region));",
     )
