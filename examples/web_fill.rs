@@ -32,11 +32,12 @@ use std::sync::Arc;
 use anyhow::{bail, Context as _};
 use bytes::BytesMut;
 use chrono::{DateTime, Duration, Utc};
-use pgtrail::context::ContextColumns;
-use pgtrail::entry::{push_json_string, Action, AuditEntry, Transaction};
-use pgtrail::lsn::Lsn;
+use pgtrail::entry::{Action, AuditEntry, Transaction};
+use pgtrail::pg::lsn::Lsn;
+use pgtrail::store::context::ContextColumns;
 use pgtrail::store::writer::{encode_copy_row, COPY_SQL};
 use pgtrail::table::TableName;
+use pgtrail::text::push_json_string;
 
 const SCHEMAS: [&str; 6] = ["public", "sales", "billing", "inventory", "crm", "hr"];
 const NOUNS: [&str; 40] = [

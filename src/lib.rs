@@ -1,42 +1,39 @@
 //! pgtrail: an audit trail for PostgreSQL, from logical replication.
 //!
-//! Data flows one way, one module per stage:
+//! Data flows one way, one folder per part:
 //!
-//! 1. [`replication`]: our client for the streaming replication protocol;
-//!    delivers wal2json records and takes back the LSN that may be released.
-//! 2. [`decode`]: one wal2json (format-version 2) record → a typed [`decode::Record`], no I/O.
-//! 3. [`assemble`]: records → transactions → [`entry::AuditEntry`]s, dropping
-//!    uncaptured tables and transactions already stored. It names a
-//!    partition's changes by the root table ([`partition`]) and reads the
-//!    options of each TRUNCATE ([`truncate`]).
-//! 4. [`redact`]: per-table column rules, applied by the assembler to each row
-//!    image before it is serialized: ignored columns dropped, redacted values
-//!    replaced by a keyed hash, so neither reaches the store.
-//! 5. [`store`]: batched COPY into the audit store, committed with the
-//!    checkpoint in one transaction ([`store::writer`]).
-//! 6. [`export`] and [`web`] (the web view and its JSON API) read the store.
+//! ```text
+//! source ──wal2json──▶ capture ──Event──▶ store ◀── web, export
+//!                         ▲                 │
+//!                         └── pipeline ─────┘  (the daemon wires them and keeps them running)
+//! ```
 //!
-//! [`pipeline`] runs stages 1–5 as the daemon; [`setup`], [`source`] and
-//! [`status`] prepare and inspect the databases; [`config`] is the TOML file.
+//! - [`capture`]: the replication client, decoding of wal2json records,
+//!   assembly of transactions into audit entries, redaction.
+//! - [`entry`]: the audit entry and the [`entry::Event`]s capture hands to the store.
+//! - [`store`]: the audit store: schema migrations, the batched writer that
+//!   commits entries with the checkpoint, pgtrail's own events, and the
+//!   stored entry as read back.
+//! - [`pipeline`]: the daemon (`pgtrail run`): capture into the store, with
+//!   reconnects, backoff and config reloads.
+//! - [`source`]: the source database over an ordinary connection: checks and
+//!   catalog lookups.
+//! - [`web`]: the web view and its JSON API; [`export`]: the export formats;
+//!   [`auth`]: users, sessions and API tokens.
+//! - [`cli`]: one module per subcommand; [`config`]: the TOML file.
+//! - Shared plumbing: [`pg`] (connection strings, slots, LSNs, TLS, quoting),
+//!   [`table`] (table names and capture patterns), [`text`].
 
-pub mod assemble;
 pub mod auth;
+pub mod capture;
+pub mod cli;
 pub mod config;
-pub mod context;
-pub mod decode;
 pub mod entry;
 pub mod export;
-pub mod lsn;
-pub mod partition;
+pub mod pg;
 pub mod pipeline;
-pub mod redact;
-pub mod replication;
-pub mod setup;
 pub mod source;
-pub mod status;
 pub mod store;
 pub mod table;
-pub mod tables;
-pub mod tls;
-pub mod truncate;
+pub mod text;
 pub mod web;

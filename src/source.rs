@@ -6,10 +6,9 @@ use std::time::Duration;
 
 use tokio_postgres::Client;
 
-use crate::config::{PgUrl, SlotName};
-use crate::lsn::Lsn;
-use crate::partition::{Member, PartitionMap};
-use crate::store;
+use crate::capture::partition::{Member, PartitionMap};
+use crate::pg::Lsn;
+use crate::pg::{PgUrl, SlotName};
 use crate::table::{TableFilter, TableName};
 
 #[derive(Debug, thiserror::Error)]
@@ -42,17 +41,17 @@ pub enum SourceError {
 
 impl From<tokio_postgres::Error> for SourceError {
     fn from(e: tokio_postgres::Error) -> Self {
-        SourceError::Query(store::describe(&e))
+        SourceError::Query(crate::pg::describe(&e))
     }
 }
 
 pub async fn connect(url: &PgUrl) -> Result<Client, SourceError> {
-    store::connect(url, "pgtrail")
+    crate::pg::connect(url, "pgtrail")
         .await
         .map_err(|e| SourceError::Connect {
             endpoint: url.endpoint(),
             dbname: url.dbname().to_owned(),
-            reason: store::describe(&e),
+            reason: crate::pg::describe(&e),
         })
 }
 

@@ -7,6 +7,8 @@
 
 use std::fmt;
 
+use crate::pg::quote_ident;
+
 /// A table, by schema and name, both as stored in the catalog.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TableName {
@@ -48,16 +50,6 @@ impl fmt::Display for TableName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}.{}", self.schema, self.name)
     }
-}
-
-/// Quotes an identifier for SQL text, doubling embedded quotes.
-pub fn quote_ident(ident: &str) -> String {
-    format!("\"{}\"", ident.replace('"', "\"\""))
-}
-
-/// Quotes a string literal for SQL text, doubling embedded single quotes.
-pub fn quote_literal(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
 }
 
 /// One `schema.table` pattern; `*` in an unquoted part matches any run of characters.

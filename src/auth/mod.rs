@@ -84,7 +84,7 @@ impl Name {
         } else {
             Err(AuthError::Invalid(format!(
                 "{:?} is not a valid name: use 1 to 64 letters, digits, '.', '_', '@' or '-'",
-                crate::web::query::clip(text)
+                crate::text::clip(text)
             )))
         }
     }

@@ -132,7 +132,7 @@ pub async fn revoke(client: &mut Client, actor: &Actor, name: &str) -> Result<To
         .await?;
     let before = match before {
         Some(r) => Token::from_row(&r)?,
-        None => return Err(AuthError::NoSuchToken(crate::web::query::clip(name))),
+        None => return Err(AuthError::NoSuchToken(crate::text::clip(name))),
     };
     if before.revoked_at.is_some() {
         return Ok(before);

@@ -246,7 +246,7 @@ pub async fn change(
         .await?;
     let before = match before {
         Some(r) => User::from_row(&r)?,
-        None => return Err(AuthError::NoSuchUser(crate::web::query::clip(name))),
+        None => return Err(AuthError::NoSuchUser(crate::text::clip(name))),
     };
     let Some(plan) = plan(&before, change, hash) else {
         return Ok(before);

@@ -18,11 +18,9 @@
 //! ended and the count is known.
 
 pub mod cef;
-pub mod cli;
 pub mod csv;
 pub mod encrypt;
 pub mod jsonl;
-pub mod stored;
 pub mod xlsx;
 
 use std::io::Write;
@@ -36,7 +34,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
-pub use stored::{StoredEntry, ENTRY_COLUMNS, ENTRY_COLUMN_COUNT, FIELDS};
+pub use crate::store::stored::{StoredEntry, ENTRY_COLUMNS, ENTRY_COLUMN_COUNT, FIELDS};
 
 use crate::store::events::{Category, OwnEvent};
 use crate::store::StoreError;
@@ -128,7 +126,7 @@ pub enum ExportError {
 
 impl From<tokio_postgres::Error> for ExportError {
     fn from(e: tokio_postgres::Error) -> Self {
-        ExportError::Store(crate::store::describe(&e))
+        ExportError::Store(crate::pg::describe(&e))
     }
 }
 
@@ -348,10 +346,10 @@ pub async fn run<W: Write + Send + 'static>(
         // caller's follows while the query might still be running.
         if let Err(e) = client
             .cancel_token()
-            .cancel_query(crate::tls::make_connect())
+            .cancel_query(crate::pg::tls::make_connect())
             .await
         {
-            tracing::warn!(error = %crate::store::describe(&e), "cancelling an export's query failed; its remaining rows are read and dropped");
+            tracing::warn!(error = %crate::pg::describe(&e), "cancelling an export's query failed; its remaining rows are read and dropped");
         }
         let cancelled = loop {
             match rows.try_next().await {

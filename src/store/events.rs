@@ -137,7 +137,7 @@ pub async fn record<C: GenericClient>(client: &C, event: &OwnEvent) -> Result<i6
     let text = |v: Option<Value>| v.map(|v| v.to_string());
     let context = event.context().to_string();
     // The same plain columns the writer fills for a row change.
-    let cols = crate::context::ContextColumns::of(&context);
+    let cols = super::context::ContextColumns::of(&context);
     let row = client
         .query_one(
             "INSERT INTO pgtrail.entries (committed_at, xid, lsn, schema_name, table_name, action, \

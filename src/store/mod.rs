@@ -8,14 +8,17 @@
 //! neither misses nor repeats a change. [`writer`] batches entries into those
 //! transactions; [`migrations`] creates the schema.
 
+pub mod context;
 pub mod events;
 pub mod migrations;
+pub mod stored;
 pub mod writer;
+
+pub use stored::StoredEntry;
 
 use tokio_postgres::Client;
 
-use crate::config::{PgUrl, SlotName};
-use crate::lsn::Lsn;
+use crate::pg::{connect, describe, Lsn, PgUrl, SlotName};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -31,39 +34,6 @@ pub enum StoreError {
     NotSetUp { dbname: String, reason: String },
     #[error("audit store query failed: {}", describe(.0))]
     Query(#[from] tokio_postgres::Error),
-}
-
-/// Opens an ordinary connection; the connection task runs in the background.
-pub async fn connect(url: &PgUrl, application_name: &str) -> Result<Client, tokio_postgres::Error> {
-    let mut config = url.config().clone();
-    config.application_name(application_name);
-    let (client, connection) = config.connect(crate::tls::make_connect()).await?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "database connection closed");
-        }
-    });
-    Ok(client)
-}
-
-/// Renders a connection error with the server's own message when it sent one
-/// (tokio-postgres' Display only says "db error").
-pub fn describe(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => match db.hint() {
-            Some(hint) => format!("{} (hint: {hint})", db.message()),
-            None => db.message().to_owned(),
-        },
-        None => {
-            let mut text = e.to_string();
-            let mut source = std::error::Error::source(e);
-            while let Some(s) = source {
-                text = format!("{text}: {s}");
-                source = s.source();
-            }
-            text
-        }
-    }
 }
 
 /// Connects to the store and checks that `setup` has prepared it.
@@ -108,7 +78,7 @@ pub async fn checkpoint(client: &Client, slot: &SlotName) -> Result<Option<Lsn>,
 pub async fn partition_map(
     client: &Client,
     slot: &SlotName,
-) -> Result<Option<crate::partition::PartitionMap>, StoreError> {
+) -> Result<Option<crate::capture::partition::PartitionMap>, StoreError> {
     let row = client
         .query_opt(
             "SELECT members::text FROM pgtrail.partition_maps WHERE slot = $1",
@@ -117,7 +87,7 @@ pub async fn partition_map(
         .await?;
     let Some(row) = row else { return Ok(None) };
     let text: String = row.get(0);
-    match crate::partition::PartitionMap::from_json(&text) {
+    match crate::capture::partition::PartitionMap::from_json(&text) {
         Ok(map) => Ok(Some(map)),
         Err(e) => {
             // Only pgtrail writes it; if it cannot be read, the catalog is the

@@ -21,12 +21,12 @@ use futures_util::SinkExt;
 use tokio::sync::{mpsc, watch};
 use tokio_postgres::{Client, CopyInSink};
 
+use super::context::ContextColumns;
 use super::StoreError;
-use crate::assemble::{DecodeFailure, Event};
-use crate::config::SlotName;
-use crate::context::ContextColumns;
 use crate::entry::{row_key, AuditEntry};
-use crate::lsn::Lsn;
+use crate::entry::{DecodeFailure, Event};
+use crate::pg::Lsn;
+use crate::pg::SlotName;
 
 /// Send a chunk of COPY text once this much is buffered: small enough that the
 /// store starts on it soon, large enough that sending costs little.
@@ -344,7 +344,7 @@ mod tests {
     #[test]
     fn a_row_is_one_line_of_the_copy_columns_in_order() {
         use crate::entry::{Action, Transaction};
-        use crate::lsn::Lsn;
+        use crate::pg::Lsn;
         use crate::table::TableName;
         let table = TableName::new("public", "Order\tItems");
         let entry = AuditEntry {

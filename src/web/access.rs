@@ -28,7 +28,7 @@ use super::query::{self, Sql};
 use super::AppState;
 use crate::auth::{sessions, tokens, users, Role, Tables};
 use crate::config::{AuthMode, WebAuth};
-use crate::export::StoredEntry;
+use crate::store::stored::StoredEntry;
 use crate::table::TableName;
 
 /// The session cookie.

@@ -268,7 +268,7 @@ pub async fn change_user(
         other => {
             return Err(WebError::bad(format!(
                 "action: {:?} is not one of update, disable, enable, reset_password, end_sessions",
-                super::query::clip(other)
+                crate::text::clip(other)
             )))
         }
     };

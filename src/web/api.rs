@@ -22,8 +22,8 @@ use super::error::ApiError;
 use super::log::fetch_page;
 use super::query::LogQuery;
 use super::AppState;
-use crate::entry::push_json_string;
-use crate::export::StoredEntry;
+use crate::store::stored::StoredEntry;
+use crate::text::push_json_string;
 use axum::Extension;
 
 #[derive(OpenApi)]

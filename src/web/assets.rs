@@ -32,7 +32,7 @@ pub async fn serve(Path(name): Path<String>) -> Result<Response, WebError> {
         _ => {
             return Err(WebError::NotFound(format!(
                 "There is no asset {:?}.",
-                super::query::clip(&name)
+                crate::text::clip(&name)
             )))
         }
     };

@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use similar::{ChangeTag, TextDiff};
 
-use crate::export::StoredEntry;
-use crate::table::quote_ident;
+use crate::pg::quote_ident;
+use crate::store::stored::StoredEntry;
 
 /// A JSON object's members in document order, values as their JSON text.
 pub struct Members(pub Vec<(String, Box<RawValue>)>);

@@ -28,7 +28,7 @@ pub fn parse_id(text: &str, what: &str) -> Result<i64, WebError> {
         .ok_or_else(|| {
             WebError::bad(format!(
                 "{:?} is not {what}: it must be a whole number",
-                query::clip(text)
+                crate::text::clip(text)
             ))
         })
 }

@@ -67,26 +67,26 @@ impl From<tokio_postgres::Error> for WebError {
         match code {
             // query_canceled: our statement_timeout fired.
             Some("57014") => {
-                tracing::warn!(error = %crate::store::describe(&e), "web query ran too long");
+                tracing::warn!(error = %crate::pg::describe(&e), "web query ran too long");
                 WebError::Unavailable("The query took too long; narrow the filters (a table, a time range) and try again.".into())
             }
             // Connection-level failures, admin shutdown, too many connections.
             Some(c) if c.starts_with("08") || c.starts_with("57P") || c == "53300" => {
-                tracing::warn!(error = %crate::store::describe(&e), "audit store unavailable");
+                tracing::warn!(error = %crate::pg::describe(&e), "audit store unavailable");
                 unavailable()
             }
             None if e.is_closed() || e.as_db_error().is_none() => {
-                tracing::warn!(error = %crate::store::describe(&e), "audit store unavailable");
+                tracing::warn!(error = %crate::pg::describe(&e), "audit store unavailable");
                 unavailable()
             }
             // A character the store's encoding cannot hold, in a value the user gave.
             Some("22021" | "22P05") => WebError::BadRequest(format!(
                 "a value cannot be searched for: {}",
-                crate::store::describe(&e)
+                crate::pg::describe(&e)
             )),
             _ => WebError::Internal(format!(
                 "audit store query failed: {}",
-                crate::store::describe(&e)
+                crate::pg::describe(&e)
             )),
         }
     }

@@ -98,7 +98,7 @@ pub fn parse(raw: Option<&str>) -> Result<ExportRequest, WebError> {
             "" | "0" | "false" | "off" => Ok(false),
             _ => Err(WebError::bad(format!(
                 "{name}: {:?} is not 1 or 0",
-                query::clip(value)
+                crate::text::clip(value)
             ))),
         };
         match k.as_str() {
@@ -111,7 +111,7 @@ pub fn parse(raw: Option<&str>) -> Result<ExportRequest, WebError> {
                 format = Some(Format::parse(value).ok_or_else(|| {
                     WebError::bad(format!(
                         "format: {:?} is not an export format; use jsonl, csv, cef or xlsx",
-                        query::clip(value)
+                        crate::text::clip(value)
                     ))
                 })?);
             }
@@ -165,11 +165,11 @@ pub async fn download(
         ))
     })?;
     let url = state.pool().url().clone();
-    let client = tokio::time::timeout(CONNECT_TIMEOUT, crate::store::connect(&url, "pgtrail web export"))
+    let client = tokio::time::timeout(CONNECT_TIMEOUT, crate::pg::connect(&url, "pgtrail web export"))
         .await
         .map_err(|_| super::error::unavailable())?
         .map_err(|e| {
-            tracing::warn!(error = %crate::store::describe(&e), "cannot connect to the audit store for an export");
+            tracing::warn!(error = %crate::pg::describe(&e), "cannot connect to the audit store for an export");
             super::error::unavailable()
         })?;
     let now = Utc::now();

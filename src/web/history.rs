@@ -18,10 +18,11 @@ use super::access::Principal;
 use super::diff;
 use super::entry::{DiffView, Facts};
 use super::error::WebError;
-use super::query::{self, clip, key_columns, key_texts, url, PkMatch, Sql};
+use super::query::{self, key_columns, key_texts, url, PkMatch, Sql};
 use super::AppState;
 use crate::export::{StoredEntry, ENTRY_COLUMNS};
 use crate::table::TableName;
+use crate::text::clip;
 use axum::Extension;
 
 /// Entries per page of a history.

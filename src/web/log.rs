@@ -115,7 +115,7 @@ pub fn key_text(primary_key: Option<&str>) -> String {
             .map(|(k, v)| format!("{k}={}", ValueView::of(v).text))
             .collect::<Vec<_>>()
             .join(", ");
-    query::clip(&text)
+    crate::text::clip(&text)
 }
 
 /// `/history?table=…&pk=…` for the entry's row, if it has a key.
@@ -214,7 +214,9 @@ pub fn changes(e: &StoredEntry) -> String {
         "DDL" => {
             let m = Members::parse(e.after());
             let field = |k: &str| m.get(k).map(|v| ValueView::of(v).text).unwrap_or_default();
-            query::clip(format!("{} {}", field("command_tag"), field("object_identity")).trim())
+            crate::text::clip(
+                format!("{} {}", field("command_tag"), field("object_identity")).trim(),
+            )
         }
         _ => match e
             .changed_columns()
@@ -262,7 +264,7 @@ fn truncate_text(details: Option<&str>) -> String {
     if !options.is_empty() {
         text = format!("{text} ({})", options.join(", "));
     }
-    query::clip(&text)
+    crate::text::clip(&text)
 }
 
 /// The row fragment alone: what the live stream sends.
@@ -873,7 +875,7 @@ impl Live {
         let client = self.state.pool().get().await?;
         let mut sql = query::Sql::new(format!(
             "SELECT {} FROM pgtrail.entries WHERE true",
-            crate::export::ENTRY_COLUMNS
+            crate::store::stored::ENTRY_COLUMNS
         ));
         self.q
             .filter
@@ -921,7 +923,10 @@ pub async fn live(
                     .ok()
                     .filter(|n: &i64| *n >= 0)
                     .ok_or_else(|| {
-                        WebError::bad(format!("after: {:?} is not an entry id", query::clip(&v)))
+                        WebError::bad(format!(
+                            "after: {:?} is not an entry id",
+                            crate::text::clip(&v)
+                        ))
                     })?,
             );
         } else {

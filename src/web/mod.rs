@@ -42,7 +42,8 @@ use axum::Router;
 use tokio::sync::{watch, Mutex, MutexGuard};
 use tokio_postgres::Client;
 
-use crate::config::{Config, ExportConfig, PgUrl};
+use crate::config::{Config, ExportConfig};
+use crate::pg::PgUrl;
 use error::WebError;
 
 /// Store connections the web view keeps open at most.
@@ -115,14 +116,14 @@ impl Pool {
         };
         if guard.as_ref().is_none_or(Client::is_closed) {
             *guard = None;
-            let client = tokio::time::timeout(CONNECT_TIMEOUT, crate::store::connect(&self.url, "pgtrail web"))
+            let client = tokio::time::timeout(CONNECT_TIMEOUT, crate::pg::connect(&self.url, "pgtrail web"))
                 .await
                 .map_err(|_| {
                     tracing::warn!(store = %self.url.endpoint(), "connecting to the audit store timed out");
                     error::unavailable()
                 })?
                 .map_err(|e| {
-                    tracing::warn!(store = %self.url.endpoint(), error = %crate::store::describe(&e), "cannot connect to the audit store");
+                    tracing::warn!(store = %self.url.endpoint(), error = %crate::pg::describe(&e), "cannot connect to the audit store");
                     error::unavailable()
                 })?;
             let read_only = if self.read_only { "on" } else { "off" };
@@ -324,7 +325,10 @@ pub fn app(state: AppState) -> Router {
 }
 
 async fn not_found(uri: Uri) -> Response {
-    let e = WebError::NotFound(format!("There is no page at {}.", query::clip(uri.path())));
+    let e = WebError::NotFound(format!(
+        "There is no page at {}.",
+        crate::text::clip(uri.path())
+    ));
     if uri.path().starts_with("/api/") {
         e.json().into_response()
     } else {

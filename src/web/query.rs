@@ -36,8 +36,9 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
 use super::error::WebError;
-use crate::entry::{push_json_string, Action};
+use crate::entry::Action;
 use crate::table::TableName;
+use crate::text::{clip, push_json_string};
 
 /// Every parameter the log and the API accept (the page also takes `live`).
 pub const PARAMS: [&str; 16] = [
@@ -235,15 +236,6 @@ impl Cursor {
             id: wire.i,
             backward: wire.b,
         })
-    }
-}
-
-/// Shortens user text for an error message.
-pub fn clip(text: &str) -> String {
-    if text.chars().count() > 60 {
-        format!("{}…", text.chars().take(60).collect::<String>())
-    } else {
-        text.to_owned()
     }
 }
 
@@ -1028,7 +1020,7 @@ impl Filter {
     pub fn export_sql(&self, r: &Resolved, now: DateTime<Utc>) -> Sql {
         let mut sql = Sql::new(format!(
             "SELECT {} FROM pgtrail.entries WHERE true",
-            crate::export::ENTRY_COLUMNS
+            crate::store::stored::ENTRY_COLUMNS
         ));
         self.push_where(&mut sql, r, now);
         sql.text.push_str(" ORDER BY id");
@@ -1077,7 +1069,7 @@ impl LogQuery {
     /// there is more.
     pub fn page_sql(&self, r: &Resolved, now: DateTime<Utc>) -> PageSql {
         let exprs = self.sort.key.exprs();
-        let mut sql = Sql::new(format!("SELECT {}", crate::export::ENTRY_COLUMNS));
+        let mut sql = Sql::new(format!("SELECT {}", crate::store::stored::ENTRY_COLUMNS));
         for e in exprs {
             sql.text.push_str(&format!(", {e}"));
         }

@@ -121,7 +121,7 @@ async fn render(
         message: message.to_owned(),
         next: next.to_owned(),
         csrf: csrf.clone(),
-        name: query::clip(name),
+        name: crate::text::clip(name),
         first_admin: no_users.then(|| state.auth().first_admin_command()),
     };
     let secure = access::secure_cookie(state, headers, Some(peer.ip()));
@@ -213,7 +213,7 @@ pub async fn submit(
         seconds: auth.config.lockout_seconds,
     };
     let actor = Actor {
-        name: Some(query::clip(&name)),
+        name: Some(crate::text::clip(&name)),
         application: "pgtrail web",
         client_addr: Some(peer.ip().to_string()),
     };
@@ -274,7 +274,7 @@ pub async fn submit(
                 .event(
                     Category::Session,
                     "sign_in_failed",
-                    format!("failed sign-in as {}", query::clip(&name)),
+                    format!("failed sign-in as {}", crate::text::clip(&name)),
                 )
                 .detail("locked", locked);
             record(&tx, &event).await.map_err(store_error)?;
@@ -285,7 +285,7 @@ pub async fn submit(
                         "locked",
                         format!(
                             "{} locked for {} s after {} failed sign-ins",
-                            query::clip(&name),
+                            crate::text::clip(&name),
                             lockout.seconds,
                             lockout.after
                         ),

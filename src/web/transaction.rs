@@ -13,9 +13,10 @@ use super::access::Principal;
 use super::entry::parse_id;
 use super::error::WebError;
 use super::log::{long_time, Context, RowView};
-use super::query::{clip, pairs, url, LogQuery, Sql};
+use super::query::{pairs, url, LogQuery, Sql};
 use super::AppState;
 use crate::export::{StoredEntry, ENTRY_COLUMNS};
+use crate::text::clip;
 use axum::Extension;
 
 /// Entries per page of a transaction.

@@ -400,7 +400,7 @@ async fn store_entries(store: &Client, entries: &[Synth]) -> Vec<i64> {
                 .map(|pk| pgtrail::entry::row_key(&table, pk));
         let lsn = format!("0/{:X}", 0x1000_0000u64 + i as u64 * 0x100);
         // The plain context columns, as pgtrail's writer fills them.
-        let cols = pgtrail::context::ContextColumns::of(&e.context());
+        let cols = pgtrail::store::context::ContextColumns::of(&e.context());
         let id: i64 = store
             .query_one(
                 "INSERT INTO pgtrail.entries (committed_at, xid, lsn, schema_name, table_name, action, primary_key, \

@@ -4,7 +4,7 @@
 //!
 //! - An **ignored** column is never stored: it is left out of `before`,
 //!   `after`, `primary_key` and `changed_columns`, and an UPDATE whose changed
-//!   columns are all ignored is not an entry (see [`crate::assemble`]).
+//!   columns are all ignored is not an entry (see [`crate::capture::assemble`]).
 //! - A **redacted** column is stored as `"hmac-sha256:<hex>"`, the
 //!   HMAC-SHA256 under the configured key of the value's JSON text as it would
 //!   have been stored (`"alice"` with its quotes for text, `42` for an integer,
@@ -30,7 +30,7 @@ use std::sync::Arc;
 use hmac::{KeyInit, Mac};
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 
-use crate::entry::RowImage;
+use crate::capture::values::RowImage;
 use crate::table::{TableName, TablePattern};
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;

@@ -4,7 +4,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::lsn::Lsn;
+use crate::pg::Lsn;
 use crate::{source, store};
 
 #[derive(Debug, Serialize)]

@@ -3,11 +3,11 @@
 //! runs on. Every error names the file and the key.
 
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use serde::Deserialize;
 
-use crate::redact::{ColumnRule, ColumnRules, RedactKey, RulesError};
+use crate::capture::redact::{ColumnRule, ColumnRules, RedactKey, RulesError};
+use crate::pg::{PgUrl, SlotName};
 use crate::table::{TableFilter, TablePattern};
 
 /// One reading of the config file. SIGHUP reads the file once and every part
@@ -385,99 +385,6 @@ fn default_tables() -> Vec<String> {
     vec!["public.*".to_owned()]
 }
 
-/// A PostgreSQL connection string (libpq URL or key=value), parsed.
-#[derive(Debug, Clone)]
-pub struct PgUrl(tokio_postgres::Config);
-
-impl PgUrl {
-    /// Parses `url`; a password missing from it is taken from `PGPASSWORD`, as libpq does.
-    pub fn parse(url: &str) -> Result<Self, String> {
-        let mut config = tokio_postgres::Config::from_str(url)
-            .map_err(|e| format!("not a valid PostgreSQL URL: {e}"))?;
-        if config.get_hosts().is_empty() {
-            return Err(
-                "the URL names no host; write e.g. postgres://user@127.0.0.1:5432/dbname".into(),
-            );
-        }
-        if config.get_user().is_none() {
-            return Err(
-                "the URL names no user; write e.g. postgres://user@127.0.0.1:5432/dbname".into(),
-            );
-        }
-        if config.get_password().is_none() {
-            if let Ok(password) = std::env::var("PGPASSWORD") {
-                config.password(password);
-            }
-        }
-        if config.get_dbname().is_none() {
-            let user = config.get_user().unwrap_or_default().to_owned();
-            config.dbname(user);
-        }
-        config.connect_timeout(std::time::Duration::from_secs(10));
-        Ok(PgUrl(config))
-    }
-
-    pub fn config(&self) -> &tokio_postgres::Config {
-        &self.0
-    }
-
-    pub fn dbname(&self) -> &str {
-        self.0.get_dbname().unwrap_or_default()
-    }
-
-    pub fn user(&self) -> &str {
-        self.0.get_user().unwrap_or_default()
-    }
-
-    /// The same server and credentials, another database.
-    pub fn with_dbname(&self, dbname: &str) -> PgUrl {
-        let mut config = self.0.clone();
-        config.dbname(dbname);
-        PgUrl(config)
-    }
-
-    /// Where this connects, for messages: `127.0.0.1:5432` or the socket directory.
-    pub fn endpoint(&self) -> String {
-        let port = self.0.get_ports().first().copied().unwrap_or(5432);
-        match self.0.get_hosts().first() {
-            Some(tokio_postgres::config::Host::Tcp(h)) => format!("{h}:{port}"),
-            Some(tokio_postgres::config::Host::Unix(p)) => {
-                format!("{}/.s.PGSQL.{port}", p.display())
-            }
-            None => format!("?:{port}"),
-        }
-    }
-}
-
-/// A logical replication slot name: PostgreSQL allows lower-case letters, digits and `_`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SlotName(String);
-
-impl SlotName {
-    pub fn parse(name: &str) -> Result<Self, String> {
-        let valid = !name.is_empty()
-            && name.len() <= 63
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-        if valid {
-            Ok(SlotName(name.to_owned()))
-        } else {
-            Err(format!("{name:?} is not a valid slot name: use 1 to 63 lower-case letters, digits and underscores"))
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Display for SlotName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -788,7 +695,7 @@ mod tests {
                 .columns
                 .for_table(&crate::table::TableName::new("public", "t"))
                 .unwrap();
-            let mut img = crate::entry::RowImage {
+            let mut img = crate::capture::values::RowImage {
                 columns: vec![("c", std::borrow::Cow::Borrowed("\"v\""))],
             };
             t.apply(&mut img);
@@ -837,7 +744,7 @@ mod tests {
 
     #[test]
     fn the_example_config_loads_as_is_and_with_its_column_rules() {
-        let text = include_str!("../config/pgtrail.example.toml");
+        let text = include_str!("../../config/pgtrail.example.toml");
         let as_is = load(text).unwrap();
         assert!(as_is.columns.is_empty());
         // Uncomment the column rules and the inline key.

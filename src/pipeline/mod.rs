@@ -19,11 +19,12 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::assemble::{AssembleError, Assembler, Event};
+use crate::capture::assemble::{AssembleError, Assembler};
+use crate::capture::partition::PartitionMap;
+use crate::capture::replication::{ReplicationConnection, ReplicationError, StreamMessage};
 use crate::config::{Config, Reading};
-use crate::lsn::Lsn;
-use crate::partition::PartitionMap;
-use crate::replication::{ReplicationConnection, ReplicationError, StreamMessage};
+use crate::entry::Event;
+use crate::pg::Lsn;
 use crate::source::{self, SourceError};
 use crate::store::{self, writer::StoreWriter, StoreError};
 use crate::table::Wal2jsonFilter;
@@ -216,9 +217,9 @@ fn reload_config(running: Config, reading: &Reading) -> Config {
     let store = config.store.clone();
     tokio::spawn(async move {
         let recorded = async {
-            let client = crate::store::connect(&store, "pgtrail run")
+            let client = crate::pg::connect(&store, "pgtrail run")
                 .await
-                .map_err(|e| crate::store::describe(&e))?;
+                .map_err(|e| crate::pg::describe(&e))?;
             crate::store::events::record(&client, &event)
                 .await
                 .map_err(|e| e.to_string())
@@ -294,10 +295,10 @@ async fn session(
         (
             "add-msg-prefixes",
             [
-                crate::context::CONTEXT_PREFIX,
-                crate::context::DDL_PREFIX,
-                crate::partition::PARTITIONS_PREFIX,
-                crate::truncate::TRUNCATE_PREFIX,
+                crate::capture::context::CONTEXT_PREFIX,
+                crate::capture::context::DDL_PREFIX,
+                crate::capture::partition::PARTITIONS_PREFIX,
+                crate::capture::truncate::TRUNCATE_PREFIX,
             ]
             .join(","),
         ),

@@ -9,7 +9,7 @@ use postgres_protocol::message::{backend, frontend};
 
 use super::connection::{server_error, Incoming, ReplicationConnection};
 use super::ReplicationError;
-use crate::lsn::Lsn;
+use crate::pg::Lsn;
 
 /// Microseconds between the Unix epoch and PostgreSQL's epoch, 2000-01-01.
 const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;

@@ -13,8 +13,8 @@ use tokio_postgres::config::{Host, SslMode};
 
 use super::stream::ReplicationStream;
 use super::ReplicationError;
-use crate::config::PgUrl;
-use crate::lsn::Lsn;
+use crate::pg::Lsn;
+use crate::pg::PgUrl;
 
 pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
@@ -96,7 +96,7 @@ async fn negotiate_tls(
     let name = rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(|e| {
         ReplicationError::Protocol(format!("{host:?} is not a valid TLS server name: {e}"))
     })?;
-    let tls = tokio_rustls::TlsConnector::from(crate::tls::client_config())
+    let tls = tokio_rustls::TlsConnector::from(crate::pg::tls::client_config())
         .connect(name, stream)
         .await?;
     Ok(Box::new(tls))

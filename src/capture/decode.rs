@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::lsn::Lsn;
+use crate::pg::Lsn;
 use crate::table::TableName;
 
 /// One column of a row image as wal2json sends it.
@@ -83,7 +83,7 @@ pub enum DecodeError {
     #[error("unknown action {0:?}")]
     UnknownAction(String),
     #[error("bad LSN: {0}")]
-    Lsn(#[from] crate::lsn::ParseLsnError),
+    Lsn(#[from] crate::pg::lsn::ParseLsnError),
 }
 
 #[derive(Debug, Deserialize)]
@@ -169,6 +169,18 @@ pub fn decode(bytes: &[u8]) -> Result<Record<'_>, DecodeError> {
             transactional: wire.transactional.unwrap_or(false),
         }),
         other => Err(DecodeError::UnknownAction(other.to_owned())),
+    }
+}
+
+/// The source transaction an entry belongs to, from its COMMIT record.
+impl From<TxnBoundary> for crate::entry::Transaction {
+    fn from(b: TxnBoundary) -> Self {
+        crate::entry::Transaction {
+            xid: b.xid,
+            committed_at: b.committed_at,
+            commit_lsn: b.commit_lsn,
+            end_lsn: b.end_lsn,
+        }
     }
 }
 

@@ -14,13 +14,13 @@ use anyhow::{Context, Result};
 use tokio_postgres::Client;
 
 use crate::config::Config;
-use crate::lsn::Lsn;
+use crate::pg::Lsn;
+use crate::pg::{quote_ident, quote_literal};
 use crate::source::{self, CatalogTable, SourceError};
 use crate::store::{self, migrations};
-use crate::table::{quote_ident, quote_literal};
 
-const CONTEXT_SQL: &str = include_str!("../sql/source/context.sql");
-const DDL_SQL: &str = include_str!("../sql/source/ddl.sql");
+const CONTEXT_SQL: &str = include_str!("../../sql/source/context.sql");
+const DDL_SQL: &str = include_str!("../../sql/source/ddl.sql");
 const TRIGGER: &str = "pgtrail_context";
 
 /// A version mark for installed SQL, kept as the object's comment, so that
@@ -58,7 +58,7 @@ impl Plan {
     /// The plan as a SQL script a DBA can read (and could run with psql).
     pub fn to_sql(&self, config: &Config) -> String {
         let mut out = String::new();
-        let section = |out: &mut String, what: &str, url: &crate::config::PgUrl| {
+        let section = |out: &mut String, what: &str, url: &crate::pg::PgUrl| {
             let _ = writeln!(
                 out,
                 "-- on the {what} database {:?} at {}",
@@ -247,7 +247,7 @@ pub async fn plan_setup(config: &Config) -> Result<Plan> {
     }
 
     let url = &config.store;
-    let store = match store::connect(url, "pgtrail").await {
+    let store = match crate::pg::connect(url, "pgtrail").await {
         Ok(client) => Some(client),
         Err(e) if e.as_db_error().map(|d| d.code().code()) == Some("3D000") => {
             plan.create_store = Some(format!("CREATE DATABASE {}", quote_ident(url.dbname())));
@@ -257,7 +257,7 @@ pub async fn plan_setup(config: &Config) -> Result<Plan> {
             return Err(store::StoreError::Connect {
                 endpoint: url.endpoint(),
                 dbname: url.dbname().to_owned(),
-                reason: store::describe(&e),
+                reason: crate::pg::describe(&e),
             }
             .into())
         }
@@ -364,7 +364,7 @@ pub async fn setup(config: &Config) -> Result<Vec<String>> {
             anyhow::anyhow!(
                 "installing pgtrail's context trigger and replica identity in the source failed: {}; \
                  run setup as the owner of the captured tables (or a superuser), or see `pgtrail setup --dry-run`",
-                store::describe(&e)
+                crate::pg::describe(&e)
             )
         })?;
         report.push(format!(
@@ -375,12 +375,12 @@ pub async fn setup(config: &Config) -> Result<Vec<String>> {
 
     if let Some(create) = &plan.create_store {
         let url = &config.store;
-        let admin = store::connect(&url.with_dbname("postgres"), "pgtrail").await.map_err(|e| {
+        let admin = crate::pg::connect(&url.with_dbname("postgres"), "pgtrail").await.map_err(|e| {
             anyhow::anyhow!(
                 "the store database {:?} does not exist and pgtrail cannot connect to database \"postgres\" on {} to create it: {}",
                 url.dbname(),
                 url.endpoint(),
-                store::describe(&e)
+                crate::pg::describe(&e)
             )
         })?;
         admin.batch_execute(create).await.map_err(|e| {
@@ -388,17 +388,20 @@ pub async fn setup(config: &Config) -> Result<Vec<String>> {
                 "the store database {:?} does not exist and the role {:?} may not create it ({}); create it as a superuser: CREATE DATABASE {} OWNER {};",
                 url.dbname(),
                 url.user(),
-                store::describe(&e),
+                crate::pg::describe(&e),
                 quote_ident(url.dbname()),
                 quote_ident(url.user())
             )
         })?;
         report.push(format!("store: created database {:?}", url.dbname()));
     }
-    let mut store_client = store::connect(&config.store, "pgtrail")
+    let mut store_client = crate::pg::connect(&config.store, "pgtrail")
         .await
         .map_err(|e| {
-            anyhow::anyhow!("connecting to the store database: {}", store::describe(&e))
+            anyhow::anyhow!(
+                "connecting to the store database: {}",
+                crate::pg::describe(&e)
+            )
         })?;
     let applied = migrations::apply(&mut store_client)
         .await
@@ -494,7 +497,7 @@ pub async fn teardown(config: &Config, drop_slot: bool) -> Result<Vec<String>> {
             .map_err(|e| {
                 anyhow::anyhow!(
                     "removing pgtrail's objects from the source failed: {}",
-                    store::describe(&e)
+                    crate::pg::describe(&e)
                 )
             })?;
         report.push(format!(
@@ -503,10 +506,9 @@ pub async fn teardown(config: &Config, drop_slot: bool) -> Result<Vec<String>> {
         ));
     }
     if let Some(sql) = &plan.source_slot {
-        source
-            .batch_execute(sql)
-            .await
-            .map_err(|e| anyhow::anyhow!("dropping the slot failed: {}", store::describe(&e)))?;
+        source.batch_execute(sql).await.map_err(|e| {
+            anyhow::anyhow!("dropping the slot failed: {}", crate::pg::describe(&e))
+        })?;
         report.push(format!("source: dropped slot {:?}", config.slot.as_str()));
     }
     Ok(report)

@@ -11,24 +11,42 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
 
-use super::{Format, Job, Options, Origin, Step};
 use crate::config::Config;
 use crate::entry::Action;
+use crate::export::{Format, Job, Options, Origin, Step};
 use crate::table::TableName;
 use crate::web::query::Filter;
 
 /// What the command line asked for.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct Request {
+    #[arg(long, value_enum, default_value = "jsonl")]
     pub format: Format,
+    /// CSV only: start with a UTF-8 byte order mark, for spreadsheet programs.
+    #[arg(long)]
     pub bom: bool,
+    /// Only this table: schema.table (quote parts with ""); repeat for several.
+    #[arg(long = "table")]
     pub tables: Vec<TableName>,
+    /// Only this action (INSERT, UPDATE, DELETE, TRUNCATE, DDL, EVENT); repeat for several.
+    #[arg(long = "action")]
     pub actions: Vec<Action>,
+    /// Only entries by this actor (the application's actor, or the database role where none).
+    #[arg(long)]
     pub actor: Option<String>,
+    /// Only entries committed at or after this time (RFC 3339).
+    #[arg(long)]
     pub since: Option<DateTime<Utc>>,
+    /// Only entries committed before this time (RFC 3339).
+    #[arg(long)]
     pub until: Option<DateTime<Utc>>,
+    /// Write to this file instead of standard output (required for XLSX); `.age` is appended
+    /// when the export is encrypted.
+    #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Leave the export unencrypted although recipients are configured.
+    /// Do not encrypt, although export.age_recipients is set (refused when
+    /// export.require_encryption is).
+    #[arg(long)]
     pub no_encrypt: bool,
 }
 
@@ -168,7 +186,7 @@ pub async fn run(config: &Config, req: Request) -> Result<()> {
                 }),
                 gone: None,
             };
-            let outcome = super::run(&client, &select.text, &select.refs(), job).await;
+            let outcome = crate::export::run(&client, &select.text, &select.refs(), job).await;
             (
                 outcome.entries,
                 outcome.result.map(drop).map_err(anyhow::Error::from),
@@ -181,7 +199,7 @@ pub async fn run(config: &Config, req: Request) -> Result<()> {
     }
 
     let error = result.as_ref().err().map(|e| format!("{e:#}"));
-    let event = super::event(
+    let event = crate::export::event(
         &origin,
         options,
         encrypt.is_some(),
@@ -190,7 +208,7 @@ pub async fn run(config: &Config, req: Request) -> Result<()> {
         error.as_deref(),
         false,
     );
-    let recorded = super::record(&client, &event).await;
+    let recorded = crate::export::record(&client, &event).await;
     match (result, recorded) {
         (Ok(()), Ok(_)) => {
             if let Some(path) = &out {

@@ -25,7 +25,7 @@ use serde::Deserialize;
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::tokenizer::{Token, Tokenizer, Word};
 
-use crate::partition::PartitionMap;
+use crate::capture::partition::PartitionMap;
 use crate::table::TableName;
 
 /// Prefix of the context trigger's BEFORE TRUNCATE messages.
@@ -310,7 +310,7 @@ mod tests {
     fn firings_are_matched_to_their_statement() {
         let map = PartitionMap::new([(
             TableName::new("public", "p_1"),
-            crate::partition::Member {
+            crate::capture::partition::Member {
                 root: TableName::new("public", "p"),
                 parent: TableName::new("public", "p"),
             },

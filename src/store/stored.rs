@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use crate::entry::push_json_string;
+use crate::text::push_json_string;
 
 /// The fields of an exported entry, in export order (JSON Lines keys, CSV and XLSX columns).
 pub const FIELDS: [&str; 13] = [

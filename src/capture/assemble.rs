@@ -6,52 +6,30 @@
 //! at-least-once; the store's checkpoint says what is already in). Rolled-back
 //! transactions never reach it: the server decodes only committed ones.
 //!
-//! It also runs the redaction stage ([`crate::redact`]) on each row image
+//! It also runs the redaction stage ([`crate::capture::redact`]) on each row image
 //! before it is serialized: ignored columns go, redacted values become keyed
 //! hashes, and an UPDATE that changed only ignored columns is no entry.
 //!
 //! A change of a partition becomes an entry of its root table, with the
-//! partition in `details` ([`crate::partition`]); the capture filter decides
+//! partition in `details` ([`crate::capture::partition`]); the capture filter decides
 //! on the root. A TRUNCATE entry carries its options in `details`
-//! ([`crate::truncate`]).
+//! ([`crate::capture::truncate`]).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::context;
-use crate::decode::{self, Record, RowAction, RowChange};
-use crate::entry::{
-    json_object, push_json_string, Action, AuditEntry, RowImage, Transaction, EMPTY_CONTEXT,
-};
+use crate::capture::context;
+use crate::capture::decode::{self, Record, RowAction, RowChange};
+use crate::capture::values::RowImage;
+use crate::entry::{Action, AuditEntry, DecodeFailure, Event, Transaction, EMPTY_CONTEXT};
+use crate::text::{json_object, push_json_string};
 
-use crate::lsn::Lsn;
-use crate::partition::{self, PartitionMap};
-use crate::redact::{ColumnRules, TableRules};
+use crate::capture::partition::{self, PartitionMap};
+use crate::capture::redact::{ColumnRules, TableRules};
+use crate::capture::truncate::{self, Tracker};
+use crate::pg::Lsn;
 use crate::table::{TableFilter, TableName, Wal2jsonFilter};
-use crate::truncate::{self, Tracker};
-
-/// What the store receives, in stream order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    Entry(AuditEntry),
-    /// A record that could not be decoded: kept whole so nothing vanishes silently.
-    Undecodable(DecodeFailure),
-    /// Everything of this transaction has been sent; once stored, the slot may advance to `end_lsn`.
-    Commit(Arc<Transaction>),
-    /// This transaction changed the partition map; the map after it, as
-    /// [`PartitionMap::to_json`], to store with its checkpoint. Sent just
-    /// before its `Commit`.
-    Partitions(String),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DecodeFailure {
-    pub lsn: Lsn,
-    pub xid: Option<u64>,
-    pub record: String,
-    pub error: String,
-}
 
 /// The stream broke wal2json's framing: the connection is not to be trusted further.
 #[derive(Debug, thiserror::Error)]
@@ -574,7 +552,7 @@ mod tests {
     use super::*;
     use crate::table::TablePattern;
 
-    const RECORDS: &str = include_str!("../tests/fixtures/wal2json_v2.jsonl");
+    const RECORDS: &str = include_str!("../../tests/fixtures/wal2json_v2.jsonl");
 
     fn run(filter: &[&str], stored_up_to: Lsn) -> Vec<Event> {
         let filter = TableFilter {
@@ -777,7 +755,7 @@ mod tests {
     /// the hash of the JSON string `"v"` under the test key.
     #[test]
     fn column_rules_ignore_and_redact() {
-        use crate::redact::{ColumnRule, RedactKey};
+        use crate::capture::redact::{ColumnRule, RedactKey};
         let key = || RedactKey::new(b"test key");
         let rule = |table: &str, ignore: &[&str], redact: &[&str]| ColumnRule {
             table: TablePattern::parse(table).unwrap(),
@@ -930,7 +908,7 @@ mod tests {
 
     #[test]
     fn an_undecodable_record_of_a_redacted_table_is_withheld() {
-        use crate::redact::{ColumnRule, RedactKey};
+        use crate::capture::redact::{ColumnRule, RedactKey};
         let rules = ColumnRules::new(
             vec![ColumnRule {
                 table: TablePattern::parse("s.t").unwrap(),
@@ -965,7 +943,7 @@ mod tests {
     /// between partitions, a partition created while running, and TRUNCATEs.
     #[test]
     fn partitions_are_named_by_their_root_and_truncates_carry_options() {
-        use crate::partition::Member;
+        use crate::capture::partition::Member;
         let t = |n: &str| TableName::new("public", n);
         let member = |root: &str, parent: &str| Member {
             root: t(root),

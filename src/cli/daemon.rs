@@ -1,0 +1,96 @@
+//! `pgtrail run` (capture, with the web view alongside) and `pgtrail web`
+//! (the web view alone): both run until SIGTERM or SIGINT, and SIGHUP reads
+//! the config file once and hands that one reading to every part.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use crate::config::{Config, Reading};
+use crate::{pipeline, store, web};
+
+/// `pgtrail run`: the capture daemon, and the web view on `web.listen`.
+pub async fn run(config: Config) -> Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (reload_tx, reload_rx) = reload_channel(&config);
+    tokio::spawn(async move {
+        wait_for_stop_signal(Some(reload_tx)).await;
+        tracing::info!("stop requested; finishing what is whole");
+        let _ = stop_tx.send(true);
+    });
+    let web = web::spawn_alongside(&config, stop_rx.clone(), reload_rx.clone());
+    pipeline::run(config.clone(), stop_rx, reload_rx).await?;
+    // The web view got the same stop; let its open requests finish.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), web).await;
+    Ok(())
+}
+
+/// `pgtrail web`: only the web view, reading the store.
+pub async fn web(config: Config) -> Result<()> {
+    // Fail now, with the reason, if the store is not there or not set up.
+    drop(store::open(&config.store).await?);
+    let pool = web::Pool::new(config.store.clone(), web::POOL_SIZE);
+    let (reload_tx, reload_rx) = reload_channel(&config);
+    let reload = web::Reload {
+        signal: reload_rx,
+        record: true,
+    };
+    web::serve(
+        &config,
+        pool,
+        async {
+            wait_for_stop_signal(Some(reload_tx)).await;
+            tracing::info!("stop requested");
+        },
+        Some(reload),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Where SIGHUP publishes its reading of the config file; it starts with the
+/// reading the process started with.
+fn reload_channel(config: &Config) -> (ReloadSender, tokio::sync::watch::Receiver<Reading>) {
+    let (tx, rx) = tokio::sync::watch::channel(Reading::new(Ok(config.clone())));
+    (
+        ReloadSender {
+            tx,
+            path: config.path.clone(),
+        },
+        rx,
+    )
+}
+
+struct ReloadSender {
+    tx: tokio::sync::watch::Sender<Reading>,
+    path: PathBuf,
+}
+
+/// Returns on SIGTERM or SIGINT. SIGHUP (when `reload` is given) reads the
+/// config file once and hands that reading to everything that follows
+/// reloads; its default action would kill the process.
+async fn wait_for_stop_signal(reload: Option<ReloadSender>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) {
+        (Ok(mut term), Ok(mut int), Ok(mut hup)) => loop {
+            tokio::select! {
+                _ = term.recv() => return,
+                _ = int.recv() => return,
+                _ = hup.recv() => match &reload {
+                    Some(r) => {
+                        tracing::info!("SIGHUP: reloading the config");
+                        r.tx.send_replace(Reading::new(Config::load(&r.path)));
+                    }
+                    None => tracing::warn!("SIGHUP ignored: only `run` and `web` reload their config"),
+                },
+            }
+        },
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

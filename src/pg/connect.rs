@@ -1,0 +1,39 @@
+//! Opening an ordinary (non-replication) connection to the source or the
+//! store, and rendering its errors with the server's own words.
+
+use tokio_postgres::Client;
+
+use super::PgUrl;
+
+/// Opens an ordinary connection; the connection task runs in the background.
+pub async fn connect(url: &PgUrl, application_name: &str) -> Result<Client, tokio_postgres::Error> {
+    let mut config = url.config().clone();
+    config.application_name(application_name);
+    let (client, connection) = config.connect(super::tls::make_connect()).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "database connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// Renders a connection error with the server's own message when it sent one
+/// (tokio-postgres' Display only says "db error").
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => match db.hint() {
+            Some(hint) => format!("{} (hint: {hint})", db.message()),
+            None => db.message().to_owned(),
+        },
+        None => {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                text = format!("{text}: {s}");
+                source = s.source();
+            }
+            text
+        }
+    }
+}

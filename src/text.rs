@@ -1,0 +1,66 @@
+//! Small text helpers shared by every part: clipping user input for error
+//! messages, and writing JSON text without building a `serde_json::Value`.
+
+/// Shortens user text for an error message.
+pub fn clip(text: &str) -> String {
+    if text.chars().count() > 60 {
+        format!("{}…", text.chars().take(60).collect::<String>())
+    } else {
+        text.to_owned()
+    }
+}
+
+/// Writes `{"name":value,...}` from names and JSON value text.
+pub fn json_object<'a>(fields: impl Iterator<Item = (&'a str, &'a str)>) -> String {
+    let mut out = String::with_capacity(128);
+    out.push('{');
+    for (i, (name, value)) in fields.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_json_string(&mut out, name);
+        out.push(':');
+        out.push_str(value);
+    }
+    out.push('}');
+    out
+}
+
+/// Appends `s` as a JSON string literal.
+pub fn push_json_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_strings_escape_what_json_requires() {
+        let mut s = String::new();
+        push_json_string(&mut s, "a\"b\\c\nd\u{1}é");
+        assert_eq!(s, r#""a\"b\\c\nd\u0001é""#);
+        let back: String = serde_json::from_str(&s).unwrap();
+        assert_eq!(back, "a\"b\\c\nd\u{1}é");
+    }
+
+    #[test]
+    fn clip_keeps_sixty_characters() {
+        assert_eq!(clip("short"), "short");
+        let long = "é".repeat(70);
+        assert_eq!(clip(&long).chars().count(), 61);
+        assert!(clip(&long).ends_with('…'));
+    }
+}
