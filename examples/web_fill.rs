@@ -571,6 +571,8 @@ fn main() -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut buf = BytesMut::with_capacity(8 << 20);
+    // The capture chain, from an empty store's head, as the daemon would write it.
+    let mut prev = pgtrail::store::chain::GENESIS;
     let mut written = 0u64;
     let mut xid = 10_000u64;
     let mut lsn = 0x1_0000_0000u64;
@@ -692,7 +694,10 @@ fn main() -> anyhow::Result<()> {
                     }
                 }
             };
-            encode_copy_row(&entry, &cols, &mut buf);
+            let micros = pgtrail::store::chain::commit_time_micros(&entry.txn.committed_at)
+                .context("a generated commit time that the chain cannot read")?;
+            prev = pgtrail::store::writer::content(&entry, micros).hash(&prev);
+            encode_copy_row(&entry, &cols, &prev, &mut buf);
             written += 1;
         }
         if buf.len() >= 4 << 20 {

@@ -73,7 +73,13 @@ enum Command {
         #[command(subcommand)]
         action: cli::tokens::TokenCommand,
     },
+    /// Recompute the store's hash chains: exit 0 when every entry is as written, 1 naming the
+    /// entries that were changed, deleted or inserted, 2 when the store could not be checked.
+    Verify(cli::verify::Request),
 }
+
+/// `verify`'s exit status when the store could not be checked at all.
+const VERIFY_ERROR: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -96,16 +102,21 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let verify = matches!(cli.command, Command::Verify(_));
     match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            if verify {
+                ExitCode::from(VERIFY_ERROR)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
 
-async fn run(cli: Cli) -> Result<()> {
+async fn run(cli: Cli) -> Result<ExitCode> {
     let path = cli
         .config
         .context("no config file given: pass --config FILE or set PGTRAIL_CONFIG (see config/pgtrail.example.toml)")?;
@@ -166,6 +177,17 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Export(request) => cli::export::run(&config, request).await?,
         Command::User { action } => cli::users::command(&config, action).await?,
         Command::Token { action } => cli::tokens::command(&config, action).await?,
+        Command::Verify(request) => {
+            let report = cli::verify::run(&config, &request).await?;
+            if request.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", report.to_text());
+            }
+            if !report.intact {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }

@@ -9,3 +9,4 @@ pub mod status;
 pub mod tables;
 pub mod tokens;
 pub mod users;
+pub mod verify;

@@ -12,6 +12,7 @@
 use serde_json::{Map, Value};
 use tokio_postgres::GenericClient;
 
+use super::chain::Content;
 use super::StoreError;
 
 /// What an event is about: its entry's table is `pgtrail.<category>`.
@@ -130,6 +131,10 @@ impl OwnEvent {
 
 /// Records an event; returns its entry id. Runs on any client or transaction,
 /// so an event can commit together with the change it describes.
+///
+/// The entry is linked into the events chain in the same statement that
+/// inserts it: the head's row lock orders concurrent events, and holds until
+/// the surrounding transaction ends, so ids follow the chain's order.
 pub async fn record<C: GenericClient>(client: &C, event: &OwnEvent) -> Result<i64, StoreError> {
     let mut details = Map::new();
     details.insert("event".into(), Value::String(event.name.into()));
@@ -138,24 +143,55 @@ pub async fn record<C: GenericClient>(client: &C, event: &OwnEvent) -> Result<i6
     let context = event.context().to_string();
     // The same plain columns the writer fills for a row change.
     let cols = super::context::ContextColumns::of(&context);
+    // The time is taken here, to the microsecond the store keeps, because the
+    // hash covers it.
+    let now = chrono::Utc::now();
+    let committed_at = now.timestamp_micros();
+    let at = chrono::DateTime::from_timestamp_micros(committed_at).unwrap_or(now);
+    let table = event.category.table_name();
+    let primary_key = text(event.primary_key.clone());
+    let before = text(event.before.clone().map(Value::Object));
+    let after = text(event.after.clone().map(Value::Object));
+    let changed = text(event.changed_columns());
+    let details = Value::Object(details).to_string();
+    let digest = Content {
+        committed_at_micros: committed_at,
+        xid: None,
+        lsn: None,
+        schema: "pgtrail",
+        table,
+        action: "EVENT",
+        primary_key: primary_key.as_deref(),
+        before: before.as_deref(),
+        after: after.as_deref(),
+        changed_columns: changed.as_deref(),
+        context: &context,
+        details: Some(&details),
+    }
+    .digest();
     let row = client
         .query_one(
-            "INSERT INTO pgtrail.entries (committed_at, xid, lsn, schema_name, table_name, action, \
-                 primary_key, before, after, changed_columns, context, details, actor, client_addr) \
-             VALUES (clock_timestamp(), NULL, NULL, 'pgtrail', $1, 'EVENT', \
+            "WITH head AS ( \
+                 UPDATE pgtrail.chain_heads SET hash = sha256(hash || $10), entries = entries + 1, updated_at = now() \
+                 WHERE chain = 'events' RETURNING hash) \
+             INSERT INTO pgtrail.entries (committed_at, xid, lsn, schema_name, table_name, action, \
+                 primary_key, before, after, changed_columns, context, details, actor, client_addr, hash) \
+             SELECT $11, NULL, NULL, 'pgtrail', $1, 'EVENT', \
                  $2::text::json, $3::text::json, $4::text::json, $5::text::json, $6::text::json, $7::text::json, \
-                 $8, $9) \
+                 $8, $9, head.hash FROM head \
              RETURNING id",
             &[
-                &event.category.table_name(),
-                &text(event.primary_key.clone()),
-                &text(event.before.clone().map(Value::Object)),
-                &text(event.after.clone().map(Value::Object)),
-                &text(event.changed_columns()),
+                &table,
+                &primary_key,
+                &before,
+                &after,
+                &changed,
                 &context,
-                &Value::Object(details).to_string(),
+                &details,
                 &cols.actor,
                 &cols.client_addr,
+                &&digest[..],
+                &at,
             ],
         )
         .await?;

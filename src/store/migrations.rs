@@ -33,6 +33,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "partition maps",
         include_str!("../../sql/store/0005_partition_maps.sql"),
     ),
+    (
+        6,
+        "hash chain and append-only entries",
+        include_str!("../../sql/store/0006_chain.sql"),
+    ),
 ];
 
 const BOOTSTRAP: &str = "CREATE SCHEMA IF NOT EXISTS pgtrail;

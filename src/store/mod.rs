@@ -8,6 +8,7 @@
 //! neither misses nor repeats a change. [`writer`] batches entries into those
 //! transactions; [`migrations`] creates the schema.
 
+pub mod chain;
 pub mod context;
 pub mod events;
 pub mod migrations;
@@ -34,6 +35,14 @@ pub enum StoreError {
     NotSetUp { dbname: String, reason: String },
     #[error("audit store query failed: {}", describe(.0))]
     Query(#[from] tokio_postgres::Error),
+    #[error("the source sent a commit time pgtrail cannot read ({0:?}); it cannot be hashed into the chain")]
+    CommitTime(String),
+    #[error("the capture chain's head in the store moved under this daemon: another process writes captured entries into this store (one daemon feeds one store); stop the other one, or give this one a store of its own")]
+    ChainMoved,
+    #[error(
+        "the chain head {0:?} is missing or malformed in pgtrail.chain_heads; run `pgtrail setup`"
+    )]
+    ChainHead(&'static str),
 }
 
 /// Connects to the store and checks that `setup` has prepared it.

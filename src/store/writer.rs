@@ -7,6 +7,11 @@
 //! store transaction is only ever committed at a source transaction boundary,
 //! which is what keeps the checkpoint exact.
 //!
+//! Every entry is hashed into the capture chain ([`super::chain`]) as it is
+//! encoded; the chain's head is updated with the checkpoint, in the same
+//! store transaction, and only if it is still the head this writer started
+//! from (one daemon feeds one store).
+//!
 //! One COPY statement stays open for the whole store transaction and chunks
 //! are sent without waiting for the store to take each one in: the store
 //! backend is the largest cost of capture, and it inserts one chunk while
@@ -21,6 +26,7 @@ use futures_util::SinkExt;
 use tokio::sync::{mpsc, watch};
 use tokio_postgres::{Client, CopyInSink};
 
+use super::chain::{self, Chain, Content};
 use super::context::ContextColumns;
 use super::StoreError;
 use crate::entry::{row_key, AuditEntry};
@@ -39,7 +45,7 @@ const COMMIT_INTERVAL: Duration = Duration::from_millis(250);
 /// `examples/web_fill.rs`, which fills a benchmark store the way pgtrail does).
 pub const COPY_SQL: &str =
     "COPY pgtrail.entries (committed_at, xid, lsn, schema_name, table_name, action, \
-    primary_key, before, after, changed_columns, context, row_key, details, actor, client_addr) FROM STDIN";
+    primary_key, before, after, changed_columns, context, row_key, details, actor, client_addr, hash) FROM STDIN";
 
 pub struct StoreWriter {
     client: Client,
@@ -69,6 +75,22 @@ pub struct StoreWriter {
     /// The plain context columns of the last context seen: entries of a
     /// transaction share one context, so it is parsed once per transaction.
     context_columns: Option<(std::sync::Arc<str>, ContextColumns)>,
+    chain: ChainState,
+}
+
+/// Where this writer is in the capture chain.
+struct ChainState {
+    /// The head as stored (loaded when the writer starts, then as committed).
+    committed: [u8; 32],
+    /// The hash of the last entry encoded.
+    last: [u8; 32],
+    /// Entries encoded since the last commit.
+    encoded: i64,
+    /// The hash and count up to the last whole source transaction.
+    whole: [u8; 32],
+    whole_entries: i64,
+    /// The commit time of the transaction last encoded, parsed once per transaction.
+    committed_at: Option<(std::sync::Arc<crate::entry::Transaction>, i64)>,
 }
 
 impl StoreWriter {
@@ -89,12 +111,24 @@ impl StoreWriter {
             last_commit: Instant::now(),
             durable,
             context_columns: None,
+            chain: ChainState {
+                committed: chain::GENESIS,
+                last: chain::GENESIS,
+                encoded: 0,
+                whole: chain::GENESIS,
+                whole_entries: 0,
+                committed_at: None,
+            },
         }
     }
 
     /// Runs until the sender side closes. What is whole is committed; a
     /// partial source transaction is rolled back (the server sends it again).
     pub async fn run(mut self, mut rx: mpsc::Receiver<Vec<Event>>) -> Result<(), StoreError> {
+        let head = chain::head(&self.client, Chain::Capture).await?;
+        self.chain.committed = head;
+        self.chain.last = head;
+        self.chain.whole = head;
         loop {
             // (While the open store transaction holds part of an unfinished
             // source transaction nothing can be committed: just wait for more.)
@@ -137,7 +171,23 @@ impl StoreWriter {
                                 &self.context_columns.insert((entry.context.clone(), cols)).1
                             }
                         };
-                        encode_copy_row(&entry, cols, &mut self.copy_buf)
+                        let committed_at = match &self.chain.committed_at {
+                            Some((txn, micros)) if std::sync::Arc::ptr_eq(txn, &entry.txn) => {
+                                *micros
+                            }
+                            _ => {
+                                let micros = chain::commit_time_micros(&entry.txn.committed_at)
+                                    .ok_or_else(|| {
+                                        StoreError::CommitTime(entry.txn.committed_at.clone())
+                                    })?;
+                                self.chain.committed_at = Some((entry.txn.clone(), micros));
+                                micros
+                            }
+                        };
+                        let hash = content(&entry, committed_at).hash(&self.chain.last);
+                        self.chain.last = hash;
+                        self.chain.encoded += 1;
+                        encode_copy_row(&entry, cols, &hash, &mut self.copy_buf)
                     }
                     Event::Undecodable(failure) => self.failures.push(failure),
                     Event::Partitions(map) => self.partial_partitions = Some(map),
@@ -148,6 +198,8 @@ impl StoreWriter {
                         self.holds_partial = false;
                         self.whole_bytes = self.copy_buf.len();
                         self.whole_failures = self.failures.len();
+                        self.chain.whole = self.chain.last;
+                        self.chain.whole_entries = self.chain.encoded;
                         self.pending_checkpoint = Some(txn.end_lsn);
                     }
                 }
@@ -242,6 +294,26 @@ impl StoreWriter {
                 )
                 .await?;
         }
+        if self.chain.whole_entries > 0 {
+            let moved = self
+                .client
+                .execute(
+                    "UPDATE pgtrail.chain_heads SET hash = $2, entries = entries + $3, updated_at = now() \
+                     WHERE chain = 'capture' AND hash = $1",
+                    &[
+                        &&self.chain.committed[..],
+                        &&self.chain.whole[..],
+                        &self.chain.whole_entries,
+                    ],
+                )
+                .await?;
+            if moved != 1 {
+                return Err(StoreError::ChainMoved);
+            }
+            self.chain.committed = self.chain.whole;
+            self.chain.encoded -= self.chain.whole_entries;
+            self.chain.whole_entries = 0;
+        }
         self.client
             .execute(
                 "UPDATE pgtrail.checkpoints SET lsn = $2::text::pg_lsn, updated_at = now() WHERE slot = $1",
@@ -257,9 +329,29 @@ impl StoreWriter {
     }
 }
 
+/// An entry's content as the chain hashes it; `committed_at` is the
+/// transaction's commit time in microseconds ([`chain::commit_time_micros`]).
+pub fn content(e: &AuditEntry, committed_at: i64) -> Content<'_> {
+    Content {
+        committed_at_micros: committed_at,
+        xid: Some(e.txn.xid as i64),
+        lsn: Some(e.txn.commit_lsn.0),
+        schema: &e.table.schema,
+        table: &e.table.name,
+        action: e.action.as_str(),
+        primary_key: e.primary_key.as_deref(),
+        before: e.before.as_deref(),
+        after: e.after.as_deref(),
+        changed_columns: e.changed_columns.as_deref(),
+        context: &e.context,
+        details: e.details.as_deref(),
+    }
+}
+
 /// Appends one entry as a line of COPY text format, for [`COPY_SQL`];
-/// `cols` are [`ContextColumns::of`] the entry's context.
-pub fn encode_copy_row(e: &AuditEntry, cols: &ContextColumns, out: &mut BytesMut) {
+/// `cols` are [`ContextColumns::of`] the entry's context, `hash` its link in
+/// the capture chain.
+pub fn encode_copy_row(e: &AuditEntry, cols: &ContextColumns, hash: &[u8; 32], out: &mut BytesMut) {
     // Numbers and addresses are formatted straight into `out`: this runs for
     // every row, and `to_string` would allocate each time. Writing to a
     // BytesMut cannot fail.
@@ -305,6 +397,13 @@ pub fn encode_copy_row(e: &AuditEntry, cols: &ContextColumns, out: &mut BytesMut
             let _ = write!(out, "{addr}");
         }
         None => out.put_slice(b"\\N"),
+    }
+    // bytea in hex form; the backslash doubled for COPY text.
+    out.put_slice(b"\t\\\\x");
+    for b in hash {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        out.put_u8(HEX[(b >> 4) as usize]);
+        out.put_u8(HEX[(b & 15) as usize]);
     }
     out.put_u8(b'\n');
 }
@@ -365,7 +464,7 @@ mod tests {
         };
         let cols = ContextColumns::of(&entry.context);
         let mut out = BytesMut::new();
-        encode_copy_row(&entry, &cols, &mut out);
+        encode_copy_row(&entry, &cols, &[0xab; 32], &mut out);
         let expected = [
             "2026-11-22 10:00:00.5+00".to_owned(),
             "4000000123".into(),
@@ -382,6 +481,7 @@ mod tests {
             "\\N".into(),
             "app".into(),
             "10.0.0.7".into(),
+            format!("\\\\x{}", "ab".repeat(32)),
         ]
         .join("\t")
             + "\n";

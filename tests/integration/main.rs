@@ -26,4 +26,5 @@ mod status;
 mod tls;
 mod truncate;
 mod types;
+mod verify;
 mod web;

@@ -1,0 +1,427 @@
+//! `pgtrail verify`: recomputes the store's hash chains ([`crate::store::chain`])
+//! and reports every entry that does not match, and chain heads that disagree
+//! with the entries. Reads in one snapshot, streaming, so memory stays flat
+//! whatever the size of the store.
+//!
+//! Each entry is checked against the stored hash of the entry before it in its
+//! chain, so one change shows as one break: an UPDATE breaks the entry itself,
+//! a DELETE breaks the entry after the gap, an INSERT breaks the inserted
+//! entry and the one after it.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+
+use anyhow::{Context, Result};
+use futures_util::TryStreamExt;
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::entry::row_key;
+use crate::store::chain::{self, Chain, Content};
+use crate::store::context::ContextColumns;
+use crate::table::TableName;
+
+/// At most this many breaks are listed; the rest are counted.
+const LISTED_BREAKS: usize = 20;
+
+/// What the command line asked for.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Request {
+    /// Start at this entry id (the entries before it are taken as they are stored).
+    #[arg(long)]
+    pub from: Option<i64>,
+    /// Stop after this entry id (the chain heads are then not compared).
+    #[arg(long)]
+    pub to: Option<i64>,
+    /// Print one JSON object instead of lines of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The outcome.
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    pub intact: bool,
+    /// Entries read.
+    pub entries: u64,
+    /// Entries stored before the chain began (no hash): not covered.
+    pub unchained: u64,
+    pub chains: BTreeMap<&'static str, ChainReport>,
+    /// The first breaks, in id order.
+    pub breaks: Vec<Break>,
+    pub breaks_total: u64,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct ChainReport {
+    /// Hashed entries of this chain read.
+    pub entries: u64,
+    /// The hash of the last entry read, hex.
+    pub last_hash: Option<String>,
+    pub last_id: Option<i64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Break {
+    /// The entry where the chain breaks.
+    pub id: Option<i64>,
+    pub chain: &'static str,
+    pub problem: String,
+}
+
+/// One chain's state while reading.
+struct Walk {
+    prev: [u8; 32],
+    prev_id: Option<i64>,
+    /// A hashed entry of this chain has been seen: from here on every entry must have one.
+    hashed: bool,
+    report: ChainReport,
+}
+
+/// Runs the check. `Ok(report)` whether intact or not; `Err` when the store
+/// could not be read.
+pub async fn run(config: &Config, req: &Request) -> Result<Report> {
+    let mut client = crate::store::open(&config.store).await?;
+    let tx = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .context("cannot start a read-only snapshot of the store")?;
+    let from = req.from.unwrap_or(i64::MIN);
+    let to = req.to.unwrap_or(i64::MAX);
+    let mut walks = BTreeMap::new();
+    for c in Chain::ALL {
+        let prev = start_of(&tx, c, from).await?;
+        walks.insert(
+            c,
+            Walk {
+                prev: prev.unwrap_or(chain::GENESIS),
+                prev_id: None,
+                hashed: prev.is_some(),
+                report: ChainReport::default(),
+            },
+        );
+    }
+    let (low, high): (Option<i64>, Option<i64>) = {
+        let r = tx
+            .query_one(
+                "SELECT min(id), max(id) FROM pgtrail.entries WHERE id BETWEEN $1 AND $2",
+                &[&from, &to],
+            )
+            .await?;
+        (r.get(0), r.get(1))
+    };
+    let bar = progress((low.unwrap_or(0), high.unwrap_or(0)));
+    let rows = tx
+        .query_raw(
+            "SELECT id, committed_at, xid, lsn::text, schema_name, table_name, action, \
+                    primary_key::text, before::text, after::text, changed_columns::text, \
+                    context::text, details::text, hash, row_key, actor, host(client_addr) \
+             FROM pgtrail.entries WHERE id BETWEEN $1 AND $2 ORDER BY id",
+            [&from, &to],
+        )
+        .await?;
+    futures_util::pin_mut!(rows);
+    let mut report = Report::default();
+    while let Some(row) = rows.try_next().await? {
+        report.entries += 1;
+        let id: i64 = row.get(0);
+        if report.entries % 4096 == 0 {
+            if let (Some(bar), Some(low)) = (&bar, low) {
+                bar.set_position((id - low) as u64);
+            }
+        }
+        let stored = StoredRow::from_row(&row)?;
+        let c = Chain::of_action(&stored.action);
+        let walk = walks.get_mut(&c).context("every chain has a walk")?;
+        for problem in check(&stored, walk, &mut report) {
+            report.breaks_total += 1;
+            if report.breaks.len() < LISTED_BREAKS {
+                report.breaks.push(Break {
+                    id: Some(id),
+                    chain: c.name(),
+                    problem,
+                });
+            }
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    if req.to.is_none() {
+        for (c, walk) in &walks {
+            if let Some(problem) = head_problem(&tx, *c, walk, req.from.is_none()).await? {
+                report.breaks_total += 1;
+                report.breaks.push(Break {
+                    id: None,
+                    chain: c.name(),
+                    problem,
+                });
+            }
+        }
+    }
+    tx.commit().await?;
+    report.intact = report.breaks_total == 0;
+    report.chains = walks
+        .into_iter()
+        .map(|(c, w)| (c.name(), w.report))
+        .collect();
+    Ok(report)
+}
+
+/// The stored hash of the chain's last entry before `from` (`None` when the
+/// chain has no hashed entry before it).
+async fn start_of(
+    tx: &tokio_postgres::Transaction<'_>,
+    c: Chain,
+    from: i64,
+) -> Result<Option<[u8; 32]>> {
+    let op = if c == Chain::Events { "=" } else { "<>" };
+    let row = tx
+        .query_opt(
+            &format!(
+                "SELECT hash FROM pgtrail.entries WHERE id < $1 AND action {op} 'EVENT' \
+                 AND hash IS NOT NULL ORDER BY id DESC LIMIT 1"
+            ),
+            &[&from],
+        )
+        .await?;
+    Ok(row.and_then(|r| r.get::<_, Vec<u8>>(0).try_into().ok()))
+}
+
+/// One entry as read for checking.
+struct StoredRow {
+    id: i64,
+    committed_at: i64,
+    xid: Option<i64>,
+    lsn: Option<u64>,
+    schema: String,
+    table: String,
+    action: String,
+    primary_key: Option<String>,
+    before: Option<String>,
+    after: Option<String>,
+    changed_columns: Option<String>,
+    context: String,
+    details: Option<String>,
+    hash: Option<Vec<u8>>,
+    row_key: Option<i64>,
+    actor: Option<String>,
+    client_addr: Option<String>,
+}
+
+impl StoredRow {
+    fn from_row(row: &tokio_postgres::Row) -> Result<StoredRow> {
+        let at: chrono::DateTime<chrono::Utc> = row.try_get(1)?;
+        let lsn: Option<String> = row.try_get(3)?;
+        Ok(StoredRow {
+            id: row.try_get(0)?,
+            committed_at: at.timestamp_micros(),
+            xid: row.try_get(2)?,
+            lsn: match lsn {
+                Some(l) => Some(
+                    l.parse::<crate::pg::Lsn>()
+                        .with_context(|| {
+                            format!("the store returned an LSN pgtrail cannot read: {l:?}")
+                        })?
+                        .0,
+                ),
+                None => None,
+            },
+            schema: row.try_get(4)?,
+            table: row.try_get(5)?,
+            action: row.try_get(6)?,
+            primary_key: row.try_get(7)?,
+            before: row.try_get(8)?,
+            after: row.try_get(9)?,
+            changed_columns: row.try_get(10)?,
+            context: row.try_get(11)?,
+            details: row.try_get(12)?,
+            hash: row.try_get(13)?,
+            row_key: row.try_get(14)?,
+            actor: row.try_get(15)?,
+            client_addr: row.try_get(16)?,
+        })
+    }
+
+    fn content(&self) -> Content<'_> {
+        Content {
+            committed_at_micros: self.committed_at,
+            xid: self.xid,
+            lsn: self.lsn,
+            schema: &self.schema,
+            table: &self.table,
+            action: &self.action,
+            primary_key: self.primary_key.as_deref(),
+            before: self.before.as_deref(),
+            after: self.after.as_deref(),
+            changed_columns: self.changed_columns.as_deref(),
+            context: &self.context,
+            details: self.details.as_deref(),
+        }
+    }
+}
+
+/// The problems of one entry, and the walk moved past it.
+fn check(e: &StoredRow, walk: &mut Walk, report: &mut Report) -> Vec<String> {
+    let mut problems = derived_problems(e);
+    let Some(stored) = e.hash.as_deref() else {
+        if walk.hashed {
+            problems.push(
+                "it has no hash although entries before it in the chain have one: it was inserted past pgtrail".into(),
+            );
+        } else {
+            report.unchained += 1;
+        }
+        return problems;
+    };
+    let expected = e.content().hash(&walk.prev);
+    if stored != expected {
+        problems.push(match walk.prev_id {
+            Some(p) => format!(
+                "it does not match its hash following entry {p}: it was changed, or an entry between {p} and it was deleted or inserted"
+            ),
+            None => "it does not match its hash: it was changed, or an entry before it was deleted or inserted".into(),
+        });
+    }
+    // Go on from what is stored, so that one change shows as one break.
+    walk.prev = stored.try_into().unwrap_or([0xff; 32]);
+    walk.prev_id = Some(e.id);
+    walk.hashed = true;
+    walk.report.entries += 1;
+    walk.report.last_id = Some(e.id);
+    walk.report.last_hash = Some(chain::hex(stored));
+    problems
+}
+
+/// Columns pgtrail derives from an entry's content, recomputed: a change to
+/// them alone would mislead the web view's filters and row history.
+fn derived_problems(e: &StoredRow) -> Vec<String> {
+    let mut problems = Vec::new();
+    let cols = ContextColumns::of(&e.context);
+    if cols.actor != e.actor {
+        problems.push(format!(
+            "its actor column ({:?}) disagrees with its context ({:?})",
+            e.actor, cols.actor
+        ));
+    }
+    let addr = e.client_addr.as_deref().and_then(|a| a.parse().ok());
+    if cols.client_addr != addr {
+        problems.push(format!(
+            "its client_addr column ({:?}) disagrees with its context",
+            e.client_addr
+        ));
+    }
+    let expected_key = match (&e.primary_key, e.action.as_str()) {
+        (_, "EVENT") | (None, _) => None,
+        (Some(pk), _) => Some(row_key(&TableName::new(&e.schema, &e.table), pk)),
+    };
+    if e.row_key != expected_key {
+        problems.push("its row_key disagrees with its table and primary key".into());
+    }
+    problems
+}
+
+/// Whether the chain's head, as stored, agrees with the entries read.
+async fn head_problem(
+    tx: &tokio_postgres::Transaction<'_>,
+    c: Chain,
+    walk: &Walk,
+    whole: bool,
+) -> Result<Option<String>> {
+    let row = tx
+        .query_opt(
+            "SELECT hash, entries FROM pgtrail.chain_heads WHERE chain = $1",
+            &[&c.name()],
+        )
+        .await?;
+    let Some(row) = row else {
+        return Ok(Some(format!(
+            "the {} chain has no head in pgtrail.chain_heads: it was deleted",
+            c.name()
+        )));
+    };
+    let hash: Vec<u8> = row.get(0);
+    let entries: i64 = row.get(1);
+    let last = if walk.hashed {
+        walk.prev
+    } else {
+        chain::GENESIS
+    };
+    if hash != last {
+        return Ok(Some(format!(
+            "the {} chain's head ({}) is not the hash of its last entry ({}): entries were deleted from its end or added past pgtrail",
+            c.name(),
+            chain::hex(&hash),
+            walk.prev_id.map_or("none".into(), |i| format!("id {i}")),
+        )));
+    }
+    if whole && entries != walk.report.entries as i64 {
+        return Ok(Some(format!(
+            "the {} chain's head counts {entries} entries but {} are stored",
+            c.name(),
+            walk.report.entries
+        )));
+    }
+    Ok(None)
+}
+
+fn progress((low, high): (i64, i64)) -> Option<indicatif::ProgressBar> {
+    if !std::io::stderr().is_terminal() || high <= low {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new((high - low) as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "verifying {bar:40} {percent}% ({per_sec}, {eta} left)",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    Some(bar)
+}
+
+impl Report {
+    /// Lines for a person.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        for (name, c) in &self.chains {
+            out.push_str(&format!(
+                "{name} chain: {} entries, head {}\n",
+                c.entries,
+                c.last_hash.as_deref().unwrap_or("(empty)")
+            ));
+        }
+        if self.unchained > 0 {
+            out.push_str(&format!(
+                "{} entries were stored before the chain began and are not covered\n",
+                self.unchained
+            ));
+        }
+        for b in &self.breaks {
+            match b.id {
+                Some(id) => out.push_str(&format!(
+                    "BROKEN: entry {id} ({} chain): {}\n",
+                    b.chain, b.problem
+                )),
+                None => out.push_str(&format!("BROKEN: {}\n", b.problem)),
+            }
+        }
+        if self.breaks_total as usize > self.breaks.len() {
+            out.push_str(&format!(
+                "… and {} more\n",
+                self.breaks_total as usize - self.breaks.len()
+            ));
+        }
+        out.push_str(&if self.intact {
+            format!("intact: {} entries verified\n", self.entries)
+        } else {
+            format!(
+                "NOT INTACT: {} problem(s) in {} entries read\n",
+                self.breaks_total, self.entries
+            )
+        });
+        out
+    }
+}

@@ -1,0 +1,289 @@
+//! The store is tamper-evident: `pgtrail verify` passes on what capture and pgtrail's own events
+//! wrote (also across SIGKILLs of the daemon), the append-only trigger refuses UPDATE, DELETE and
+//! TRUNCATE of entries, and with the trigger disabled every UPDATE, DELETE and INSERT is found and
+//! named, while undoing the change makes the store intact again.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::*;
+
+/// `pgtrail verify --json`: its exit code and report.
+async fn verify(env: &TestEnv, extra: &[&str]) -> (i32, Value) {
+    let mut args = vec!["verify", "--json"];
+    args.extend_from_slice(extra);
+    let out = env.trail.cli(&args).await;
+    let code = out.status.code().expect("verify exited by a signal");
+    let report: Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("verify printed no JSON ({e}):\n{}", out.combined()));
+    (code, report)
+}
+
+async fn assert_intact(env: &TestEnv, entries: i64) {
+    let (code, report) = verify(env, &[]).await;
+    assert_eq!(code, 0, "verify on an intact store: {report}");
+    assert_eq!(report["intact"], true);
+    assert_eq!(report["entries"], entries, "{report}");
+    assert_eq!(report["breaks_total"], 0);
+}
+
+/// The ids the report names as broken.
+fn broken_ids(report: &Value) -> Vec<i64> {
+    report["breaks"]
+        .as_array()
+        .expect("breaks is an array")
+        .iter()
+        .filter_map(|b| b["id"].as_i64())
+        .collect()
+}
+
+async fn entry_count(store: &tokio_postgres::Client) -> i64 {
+    store
+        .query_one("SELECT count(*) FROM pgtrail.entries", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Runs `sql` on the store with the append-only trigger disabled, as a superuser could.
+async fn past_the_trigger(store: &tokio_postgres::Client, sql: &str) {
+    store
+        .batch_execute(&format!(
+            "BEGIN; ALTER TABLE pgtrail.entries DISABLE TRIGGER entries_append_only; {sql}; \
+             ALTER TABLE pgtrail.entries ENABLE TRIGGER entries_append_only; COMMIT"
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_passes_on_capture_and_events_across_kills() {
+    let env = TestEnv::start().await;
+    let src = env.source().await;
+    src.batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
+        .await
+        .unwrap();
+    env.setup().await;
+    // An empty store is intact.
+    assert_intact(&env, 0).await;
+
+    let mut daemon = env.spawn();
+    for round in 0..3 {
+        let base = round * 1000;
+        src.batch_execute(&format!(
+            "INSERT INTO t SELECT g, 'v' || g FROM generate_series({base} + 1, {base} + 300) g;
+             UPDATE t SET v = v || '!' WHERE id % 7 = 0 AND id > {base};
+             DELETE FROM t WHERE id % 11 = 0 AND id > {base};"
+        ))
+        .await
+        .unwrap();
+        // Kill while the daemon may be in the middle of a store transaction.
+        tokio::time::sleep(Duration::from_millis(60 * round as u64)).await;
+        daemon.kill_9().await;
+        env.wait_slot_inactive().await;
+        daemon = env.spawn();
+    }
+    // One of pgtrail's own events, in the other chain, between captured changes.
+    env.trail
+        .cli_with_stdin(
+            &["user", "add", "alice", "--role", "admin"],
+            "a long password\n",
+        )
+        .await
+        .assert_success();
+    src.batch_execute("UPDATE t SET v = 'last' WHERE id = 1")
+        .await
+        .unwrap();
+    env.sync().await;
+    daemon.terminate().await;
+
+    let store = env.store().await;
+    let n = entry_count(&store).await;
+    // 3 × (300 inserts + 42 updates + 27 deletes), the event, the last update, the sync markers.
+    assert!(n > 3 * 369 + 2, "only {n} entries stored");
+    assert_intact(&env, n).await;
+    let (_, report) = verify(&env, &[]).await;
+    assert_eq!(report["chains"]["events"]["entries"], 1, "{report}");
+    // The heads agree with the entries, counted by chain.
+    let capture: i64 = store
+        .query_one(
+            "SELECT count(*) FROM pgtrail.entries WHERE action <> 'EVENT'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(report["chains"]["capture"]["entries"], capture);
+    let head: i64 = store
+        .query_one(
+            "SELECT entries FROM pgtrail.chain_heads WHERE chain = 'capture'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(head, capture);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_names_entries_changed_deleted_or_inserted_past_the_trigger() {
+    let env = TestEnv::start().await;
+    let src = env.source().await;
+    src.batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
+        .await
+        .unwrap();
+    env.setup().await;
+    let mut daemon = env.spawn();
+    for i in 1..=5 {
+        src.execute("INSERT INTO t VALUES ($1, 'v')", &[&i])
+            .await
+            .unwrap();
+    }
+    env.sync().await;
+    daemon.terminate().await;
+    let store = env.store().await;
+    let n = entry_count(&store).await;
+    assert_intact(&env, n).await;
+    let ids: Vec<i64> = store
+        .query(
+            "SELECT id FROM pgtrail.entries WHERE table_name = 't' ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ids.len(), 5);
+
+    // The trigger refuses every change in place, for the store's owner too.
+    for sql in [
+        format!(
+            "UPDATE pgtrail.entries SET after = '{{}}' WHERE id = {}",
+            ids[1]
+        ),
+        format!("DELETE FROM pgtrail.entries WHERE id = {}", ids[1]),
+        "TRUNCATE pgtrail.entries".to_owned(),
+    ] {
+        let e = store.batch_execute(&sql).await.expect_err(&sql);
+        let db = e.as_db_error().expect("a server error");
+        assert!(
+            db.message().contains("append-only"),
+            "{sql}: {}",
+            db.message()
+        );
+    }
+    assert_intact(&env, n).await;
+
+    // UPDATE: the changed entry is named, and only it.
+    let original: String = store
+        .query_one(
+            "SELECT after::text FROM pgtrail.entries WHERE id = $1",
+            &[&ids[1]],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    past_the_trigger(
+        &store,
+        &format!(
+            "UPDATE pgtrail.entries SET after = '{{\"id\":2,\"v\":\"forged\"}}' WHERE id = {}",
+            ids[1]
+        ),
+    )
+    .await;
+    let (code, report) = verify(&env, &[]).await;
+    assert_eq!(code, 1, "{report}");
+    assert_eq!(broken_ids(&report), vec![ids[1]], "{report}");
+    let text = env.trail.cli(&["verify"]).await;
+    assert_eq!(text.status.code(), Some(1));
+    assert!(
+        text.stdout.contains(&format!("BROKEN: entry {}", ids[1])),
+        "{}",
+        text.stdout
+    );
+    // Put back as it was: intact again, since the chain covers content, not storage.
+    past_the_trigger(
+        &store,
+        &format!(
+            "UPDATE pgtrail.entries SET after = '{}' WHERE id = {}",
+            original.replace('\'', "''"),
+            ids[1]
+        ),
+    )
+    .await;
+    assert_intact(&env, n).await;
+
+    // A derived column alone (the actor the web view filters by).
+    let actor: String = store
+        .query_one(
+            "SELECT actor FROM pgtrail.entries WHERE id = $1",
+            &[&ids[0]],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    past_the_trigger(
+        &store,
+        &format!(
+            "UPDATE pgtrail.entries SET actor = 'mallory' WHERE id = {}",
+            ids[0]
+        ),
+    )
+    .await;
+    let (code, report) = verify(&env, &[]).await;
+    assert_eq!((code, broken_ids(&report)), (1, vec![ids[0]]), "{report}");
+    past_the_trigger(
+        &store,
+        &format!(
+            "UPDATE pgtrail.entries SET actor = {} WHERE id = {}",
+            quote_literal(&actor),
+            ids[0]
+        ),
+    )
+    .await;
+
+    // DELETE: the entry after the gap is named.
+    past_the_trigger(
+        &store,
+        &format!("DELETE FROM pgtrail.entries WHERE id = {}", ids[2]),
+    )
+    .await;
+    let (code, report) = verify(&env, &[]).await;
+    assert_eq!((code, broken_ids(&report)), (1, vec![ids[3]]), "{report}");
+    // A range that starts after the gap verifies.
+    let from = ids[4].to_string();
+    let (code, _) = verify(&env, &["--from", &from]).await;
+    assert_eq!(code, 0);
+
+    // INSERT (a copy of an entry, with its hash): named, and so is the head.
+    past_the_trigger(
+        &store,
+        &format!(
+            "INSERT INTO pgtrail.entries (committed_at, xid, lsn, schema_name, table_name, action, \
+                 primary_key, after, context, row_key, actor, hash) \
+             SELECT committed_at, xid, lsn, schema_name, table_name, action, primary_key, after, \
+                 context, row_key, actor, hash FROM pgtrail.entries WHERE id = {}",
+            ids[4]
+        ),
+    )
+    .await;
+    let inserted: i64 = store
+        .query_one("SELECT max(id) FROM pgtrail.entries", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let (code, report) = verify(&env, &[]).await;
+    assert_eq!(code, 1);
+    let broken = broken_ids(&report);
+    assert_eq!(broken, vec![ids[3], inserted], "{report}");
+    assert!(
+        report["breaks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["id"].is_null() && b["problem"].as_str().unwrap().contains("head")),
+        "the head disagrees too: {report}"
+    );
+}
