@@ -280,6 +280,21 @@ pub async fn plan_setup(config: &Config) -> Result<Plan> {
             None,
         ),
     };
+    let roles_missing = match &store {
+        Some(client) => {
+            client
+                .query_one(
+                    // Missing, and this role could create them: otherwise
+                    // setup would never have nothing to do.
+                    "SELECT count(*) < 2 AND (SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user) \
+                     FROM pg_roles WHERE rolname IN ('pgtrail_reader', 'pgtrail_writer')",
+                    &[],
+                )
+                .await?
+                .get(0)
+        }
+        None => true,
+    };
     for (version, name, sql) in migrations::MIGRATIONS
         .iter()
         .filter(|m| pending.contains(&m.0))
@@ -290,6 +305,9 @@ pub async fn plan_setup(config: &Config) -> Result<Plan> {
             "INSERT INTO pgtrail.schema_migrations (version, name) VALUES ({version}, {})",
             quote_literal(name)
         ));
+    }
+    if !pending.is_empty() || roles_missing {
+        plan.store.push(migrations::ROLES.trim().to_owned());
     }
     if checkpoint.is_none() {
         let start = slot
@@ -409,6 +427,9 @@ pub async fn setup(config: &Config) -> Result<Vec<String>> {
     if !applied.is_empty() {
         report.push(format!("store: applied migration(s) {applied:?}"));
     }
+    if plan.store.iter().any(|s| s == migrations::ROLES.trim()) {
+        report.push(store_roles(&store_client).await?);
+    }
     let start = match new_slot_lsn {
         Some(lsn) => lsn,
         None => source::slot_info(&source, &config.slot)
@@ -421,6 +442,39 @@ pub async fn setup(config: &Config) -> Result<Vec<String>> {
         report.push("nothing to do: the source and the store were already set up".to_owned());
     }
     Ok(report)
+}
+
+/// Creates or updates the store's group roles, and says what came of it.
+async fn store_roles(client: &Client) -> Result<String> {
+    client.batch_execute(migrations::ROLES).await.map_err(|e| {
+        anyhow::anyhow!(
+            "granting the store's roles failed: {}",
+            crate::pg::describe(&e)
+        )
+    })?;
+    let created: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_roles WHERE rolname IN ('pgtrail_reader', 'pgtrail_writer')",
+            &[],
+        )
+        .await?
+        .get(0);
+    Ok(if created == 2 {
+        "store: roles pgtrail_writer (the daemon) and pgtrail_reader (the web view) granted; \
+         make login roles members of them (see README)"
+            .to_owned()
+    } else {
+        format!(
+            "store: roles pgtrail_writer and pgtrail_reader not created: {} may not create roles; \
+             run setup once as a superuser or a role with CREATEROLE to have them",
+            quote_ident(
+                &client
+                    .query_one("SELECT current_user::text", &[])
+                    .await?
+                    .get::<_, String>(0)
+            )
+        )
+    })
 }
 
 async fn apply_in_transaction(

@@ -132,9 +132,10 @@ impl OwnEvent {
 /// Records an event; returns its entry id. Runs on any client or transaction,
 /// so an event can commit together with the change it describes.
 ///
-/// The entry is linked into the events chain in the same statement that
-/// inserts it: the head's row lock orders concurrent events, and holds until
-/// the surrounding transaction ends, so ids follow the chain's order.
+/// The entry goes in through `pgtrail.record_event` (`sql/store/0007_record_event.sql`),
+/// which links it into the events chain: the head's row lock orders
+/// concurrent events and holds until the surrounding transaction ends, so
+/// ids follow the chain's order.
 pub async fn record<C: GenericClient>(client: &C, event: &OwnEvent) -> Result<i64, StoreError> {
     let mut details = Map::new();
     details.insert("event".into(), Value::String(event.name.into()));
@@ -171,15 +172,8 @@ pub async fn record<C: GenericClient>(client: &C, event: &OwnEvent) -> Result<i6
     .digest();
     let row = client
         .query_one(
-            "WITH head AS ( \
-                 UPDATE pgtrail.chain_heads SET hash = sha256(hash || $10), entries = entries + 1, updated_at = now() \
-                 WHERE chain = 'events' RETURNING hash) \
-             INSERT INTO pgtrail.entries (committed_at, xid, lsn, schema_name, table_name, action, \
-                 primary_key, before, after, changed_columns, context, details, actor, client_addr, hash) \
-             SELECT $11, NULL, NULL, 'pgtrail', $1, 'EVENT', \
-                 $2::text::json, $3::text::json, $4::text::json, $5::text::json, $6::text::json, $7::text::json, \
-                 $8, $9, head.hash FROM head \
-             RETURNING id",
+            "SELECT pgtrail.record_event($11, $1, $2::text::json, $3::text::json, $4::text::json, \
+                 $5::text::json, $6::text::json, $7::text::json, $8, $9, $10)",
             &[
                 &table,
                 &primary_key,

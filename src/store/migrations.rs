@@ -38,7 +38,16 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "hash chain and append-only entries",
         include_str!("../../sql/store/0006_chain.sql"),
     ),
+    (
+        7,
+        "events through record_event",
+        include_str!("../../sql/store/0007_record_event.sql"),
+    ),
 ];
+
+/// The store's group roles and their grants (`sql/store/roles.sql`):
+/// re-applied by setup after migrations, so new tables get their grants.
+pub const ROLES: &str = include_str!("../../sql/store/roles.sql");
 
 const BOOTSTRAP: &str = "CREATE SCHEMA IF NOT EXISTS pgtrail;
 CREATE TABLE IF NOT EXISTS pgtrail.schema_migrations (

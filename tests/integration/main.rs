@@ -22,6 +22,7 @@ mod fidelity;
 mod large;
 mod partitions;
 mod reload;
+mod roles;
 mod status;
 mod tls;
 mod truncate;

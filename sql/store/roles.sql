@@ -1,0 +1,33 @@
+-- Least privilege in the store: two group roles (NOLOGIN) that login roles
+-- are made members of. Applied by `pgtrail setup` whenever it applies
+-- migrations or a role is missing; needs a setup role that may create roles
+-- (superuser or CREATEROLE), and otherwise only says so.
+--
+-- pgtrail_reader: the web view and exports. Reads the store; manages the web
+--   view's users, sessions and tokens; records pgtrail's own events only
+--   through pgtrail.record_event. No INSERT, UPDATE or DELETE on entries.
+-- pgtrail_writer: the daemon (`pgtrail run`, which also serves the web view):
+--   the reader's rights, plus INSERT of entries and decode errors, and moving
+--   the checkpoint, the chain heads and the partition map. No UPDATE or
+--   DELETE on entries (and the append-only trigger refuses them for anyone).
+DO $roles$
+BEGIN
+    IF NOT (SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user) THEN
+        RAISE NOTICE 'pgtrail_reader and pgtrail_writer not created: % may not create roles', current_user;
+        RETURN;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'pgtrail_reader') THEN
+        CREATE ROLE pgtrail_reader NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'pgtrail_writer') THEN
+        CREATE ROLE pgtrail_writer NOLOGIN;
+    END IF;
+    GRANT USAGE ON SCHEMA pgtrail TO pgtrail_reader, pgtrail_writer;
+    GRANT SELECT ON ALL TABLES IN SCHEMA pgtrail TO pgtrail_reader;
+    GRANT INSERT, UPDATE, DELETE ON pgtrail.users, pgtrail.sessions, pgtrail.tokens TO pgtrail_reader;
+    GRANT EXECUTE ON FUNCTION pgtrail.record_event(timestamptz, text, json, json, json, json, json, json, text, inet, bytea) TO pgtrail_reader;
+    GRANT pgtrail_reader TO pgtrail_writer;
+    GRANT INSERT ON pgtrail.entries, pgtrail.decode_errors, pgtrail.partition_maps TO pgtrail_writer;
+    GRANT UPDATE ON pgtrail.checkpoints, pgtrail.chain_heads, pgtrail.partition_maps TO pgtrail_writer;
+END
+$roles$;

@@ -1,0 +1,147 @@
+//! Least privilege in the store: `setup` (as a superuser) creates the group roles pgtrail_writer
+//! and pgtrail_reader; a daemon whose login role is only a writer captures exactly as before and
+//! records its events, a reader records events (a CLI user change) only through
+//! pgtrail.record_event, and neither can change or remove an entry, nor can the reader write one.
+
+use crate::harness::*;
+
+/// Connects as `user`, which must succeed.
+async fn client_as(env: &TestEnv, user: &str) -> tokio_postgres::Client {
+    connect(&env.cluster.url_as("pgtrail", user, Some("pw")))
+        .await
+        .unwrap_or_else(|e| panic!("connect as {user}: {e}"))
+}
+
+/// `sql` as this client must fail with permission denied (SQLSTATE 42501).
+async fn assert_denied(client: &tokio_postgres::Client, who: &str, sql: &str) {
+    let e = client
+        .batch_execute(sql)
+        .await
+        .expect_err(&format!("{who} may not: {sql}"));
+    let code = e.as_db_error().map(|d| d.code().code().to_owned());
+    assert_eq!(code.as_deref(), Some("42501"), "{who}: {sql}: {e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writer_and_reader_roles_can_do_their_part_and_no_more() {
+    let mut env = TestEnv::start().await;
+    let src = env.source().await;
+    src.batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
+        .await
+        .unwrap();
+    let setup = env.trail.cli(&["setup"]).await;
+    setup.assert_success();
+    assert!(
+        setup.stdout.contains("pgtrail_writer") && setup.stdout.contains("granted"),
+        "{}",
+        setup.stdout
+    );
+    let admin = env.cluster.client("postgres").await;
+    admin
+        .batch_execute(
+            "CREATE ROLE trail_daemon LOGIN PASSWORD 'pw' IN ROLE pgtrail_writer;
+             CREATE ROLE trail_web LOGIN PASSWORD 'pw' IN ROLE pgtrail_reader;
+             CREATE ROLE stranger LOGIN PASSWORD 'pw';",
+        )
+        .await
+        .unwrap();
+
+    // The daemon as a writer only.
+    let superuser_store = env.trail.config.store_url.clone();
+    let mut config = env.trail.config.clone();
+    config.store_url = env.cluster.url_as("pgtrail", "trail_daemon", Some("pw"));
+    env.trail.rewrite(config.clone());
+    let mut daemon = env.spawn();
+    src.batch_execute(
+        "INSERT INTO t SELECT g, 'v' FROM generate_series(1, 50) g;
+         UPDATE t SET v = 'w' WHERE id <= 10;
+         DELETE FROM t WHERE id > 40;",
+    )
+    .await
+    .unwrap();
+    env.sync().await;
+    daemon.terminate().await;
+    let store = client_as(&env, "trail_daemon").await;
+    let stored: i64 = store
+        .query_one(
+            "SELECT count(*) FROM pgtrail.entries WHERE table_name = 't'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 70, "50 inserts, 10 updates, 10 deletes");
+
+    // A reader records an event through the function (a user added from the CLI).
+    config.store_url = env.cluster.url_as("pgtrail", "trail_web", Some("pw"));
+    env.trail.rewrite(config.clone());
+    env.trail
+        .cli_with_stdin(
+            &["user", "add", "carol", "--role", "viewer"],
+            "a long password\n",
+        )
+        .await
+        .assert_success();
+    // And the reader can verify everything.
+    let verify = env.trail.cli(&["verify"]).await;
+    assert!(verify.success(), "{}", verify.combined());
+
+    let reader = client_as(&env, "trail_web").await;
+    let n: i64 = reader
+        .query_one("SELECT count(*) FROM pgtrail.entries", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(n > 70);
+    let stranger = client_as(&env, "stranger").await;
+    for (who, client) in [
+        ("writer", &store),
+        ("reader", &reader),
+        ("stranger", &stranger),
+    ] {
+        assert_denied(client, who, "UPDATE pgtrail.entries SET after = '{}'").await;
+        assert_denied(client, who, "DELETE FROM pgtrail.entries").await;
+        assert_denied(client, who, "TRUNCATE pgtrail.entries").await;
+    }
+    for (who, client) in [("reader", &reader), ("stranger", &stranger)] {
+        assert_denied(
+            client,
+            who,
+            "INSERT INTO pgtrail.entries (committed_at, xid, lsn, schema_name, table_name, action, context) \
+             VALUES (now(), 1, '0/1', 'public', 't', 'INSERT', '{}')",
+        )
+        .await;
+        assert_denied(client, who, "UPDATE pgtrail.checkpoints SET lsn = '0/1'").await;
+        // (The writer moves the chain heads, as it must: a stolen writer
+        // credential is the limit of what roles can prevent; signed heads
+        // kept outside the store are the answer there.)
+        assert_denied(client, who, "UPDATE pgtrail.chain_heads SET entries = 0").await;
+    }
+    assert_denied(
+        &stranger,
+        "stranger",
+        "SELECT count(*) FROM pgtrail.entries",
+    )
+    .await;
+    assert_denied(
+        &stranger,
+        "stranger",
+        "SELECT pgtrail.record_event(now(), 'user', NULL, NULL, NULL, NULL, '{}', '{}', NULL, NULL, \
+         decode(repeat('00', 32), 'hex'))",
+    )
+    .await;
+    // The writer's own rights are the ones it used; the chain heads moved with the entries.
+    let superuser = connect(&superuser_store).await.unwrap();
+    let heads: Vec<(String, i64)> = superuser
+        .query(
+            "SELECT chain, entries FROM pgtrail.chain_heads ORDER BY chain",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(heads[1], ("events".to_owned(), 1), "{heads:?}");
+    assert!(heads[0].1 >= 70, "{heads:?}");
+}
