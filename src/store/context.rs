@@ -34,7 +34,9 @@ impl ContextColumns {
             return ContextColumns::default();
         };
         ContextColumns {
-            actor: c.actor.or(c.db_user).map(|a| a.into_owned()),
+            // PostgreSQL text cannot hold NUL, which a JSON string can
+            // (`\u0000`): it is replaced, as the writer does in names.
+            actor: c.actor.or(c.db_user).map(|a| a.replace('\0', "\u{fffd}")),
             // PostgreSQL writes a host address without a prefix; a prefix, if
             // one ever came, is dropped rather than losing the address.
             client_addr: c
@@ -66,5 +68,11 @@ mod tests {
             None
         );
         assert_eq!(ContextColumns::of("[]"), ContextColumns::default());
+        assert_eq!(
+            ContextColumns::of(r#"{"actor":"a\u0000b"}"#)
+                .actor
+                .as_deref(),
+            Some("a\u{fffd}b")
+        );
     }
 }

@@ -161,7 +161,8 @@ impl StoreWriter {
             };
             for event in batch {
                 match event {
-                    Event::Entry(entry) => {
+                    Event::Entry(mut entry) => {
+                        replace_nul(&mut entry);
                         let cols = match &self.context_columns {
                             Some((ctx, cols)) if std::sync::Arc::ptr_eq(ctx, &entry.context) => {
                                 cols
@@ -329,6 +330,34 @@ impl StoreWriter {
     }
 }
 
+/// PostgreSQL text cannot hold a NUL character, and COPY refuses the whole
+/// batch for one: a name that carries one (only a forged or hostile message
+/// can) would stop capture for good. It is stored with U+FFFD in its place,
+/// and the entry's details list the fields so changed. JSON columns need
+/// nothing: their NULs stay escaped (`\u0000`).
+fn replace_nul(entry: &mut AuditEntry) {
+    let mut replaced = Vec::new();
+    for (field, text) in [
+        ("schema_name", &mut entry.table.schema),
+        ("table_name", &mut entry.table.name),
+    ] {
+        if text.contains('\0') {
+            *text = text.replace('\0', "\u{fffd}");
+            replaced.push(serde_json::Value::from(field));
+        }
+    }
+    if replaced.is_empty() {
+        return;
+    }
+    let mut details = entry
+        .details
+        .as_deref()
+        .and_then(|d| serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(d).ok())
+        .unwrap_or_default();
+    details.insert("nul_replaced".into(), serde_json::Value::Array(replaced));
+    entry.details = Some(serde_json::Value::Object(details).to_string());
+}
+
 /// An entry's content as the chain hashes it; `committed_at` is the
 /// transaction's commit time in microseconds ([`chain::commit_time_micros`]).
 pub fn content(e: &AuditEntry, committed_at: i64) -> Content<'_> {
@@ -494,6 +523,41 @@ mod tests {
             .unwrap()
             .0;
         assert_eq!(columns.split(',').count(), expected.split('\t').count());
+    }
+
+    #[test]
+    fn nul_in_a_name_is_replaced_and_marked() {
+        use crate::entry::{Action, Transaction};
+        let mut entry = AuditEntry {
+            txn: std::sync::Arc::new(Transaction {
+                xid: 1,
+                committed_at: "2026-11-22 10:00:00+00".into(),
+                commit_lsn: Lsn(1),
+                end_lsn: Lsn(2),
+            }),
+            table: crate::table::TableName::new("public", "a\0b"),
+            action: Action::Ddl,
+            primary_key: None,
+            before: None,
+            after: Some(r#"{"sql":"x\u0000"}"#.into()),
+            changed_columns: None,
+            context: r#"{"actor":"m\u0000"}"#.into(),
+            details: Some(r#"{"leaf":"p1"}"#.into()),
+        };
+        replace_nul(&mut entry);
+        assert_eq!(entry.table.name, "a\u{fffd}b");
+        assert_eq!(
+            entry.details.as_deref(),
+            Some(r#"{"leaf":"p1","nul_replaced":["table_name"]}"#)
+        );
+        let mut out = BytesMut::new();
+        encode_copy_row(
+            &entry,
+            &ContextColumns::of(&entry.context),
+            &[0; 32],
+            &mut out,
+        );
+        assert!(!out.contains(&0), "no NUL byte reaches COPY");
     }
 
     #[test]
