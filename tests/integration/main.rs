@@ -19,6 +19,7 @@ mod exports_memory;
 mod exports_temp;
 mod exports_web;
 mod fidelity;
+mod hostile;
 mod large;
 mod partitions;
 mod reload;
