@@ -4,7 +4,11 @@
 
 mod harness;
 
-mod access;
+mod access_admin;
+mod access_config;
+mod access_roles;
+mod access_sessions;
+mod access_signin;
 mod auth;
 mod capture;
 mod columns;
@@ -26,4 +30,9 @@ mod status;
 mod tls;
 mod truncate;
 mod types;
-mod web;
+mod web_api;
+mod web_browser;
+mod web_capture;
+mod web_entry;
+mod web_filters;
+mod web_paging;

@@ -18,9 +18,9 @@
 //! - `env`: [`TestEnv`], one test's world; `sync`: waiting for the store to catch up;
 //! - `slots`: LSNs, slots and checkpoints; `store`: reading entries; `replay`: checking them
 //!   against the source; `jsonl`: export lines; `bank`: a pgbench-like workload;
-//! - `web`: the web view under test and its HTML helpers; `agent`: a signed-in client;
-//!   `synth`: synthetic entries written straight into the store; `exports`: the export tests'
-//!   readers of every format.
+//! - `web`: the web view under test and its HTML helpers; `agent`: a client that signs in and
+//!   fills forms; `events`: pgtrail's own events in the store; `synth`: synthetic entries written
+//!   straight into the store; `exports`: the export tests' readers of every format.
 #![allow(dead_code)]
 
 use std::fs;
@@ -28,11 +28,13 @@ use std::path::Path;
 
 use tempfile::TempDir;
 
+mod agent;
 pub mod bank;
 mod cli;
 mod cluster;
 mod daemon;
 mod env;
+mod events;
 pub mod exports;
 mod jsonl;
 mod replay;
@@ -40,11 +42,15 @@ mod slots;
 mod sql;
 mod store;
 mod sync;
+mod synth;
+mod web;
 
+pub use agent::*;
 pub use cli::*;
 pub use cluster::*;
 pub use daemon::*;
 pub use env::*;
+pub use events::*;
 pub use exports::*;
 pub use jsonl::*;
 pub use replay::*;
@@ -52,6 +58,8 @@ pub use slots::*;
 pub use sql::*;
 pub use store::*;
 pub use sync::*;
+pub use synth::*;
+pub use web::*;
 
 fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();

@@ -72,3 +72,13 @@ where
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
         .get(0)
 }
+
+/// The ids (the first column, a bigint) of every row `sql` returns, in order.
+pub async fn query_ids(client: &Client, sql: &str) -> Vec<i64> {
+    query_column(client, sql, &[]).await
+}
+
+/// The number a `SELECT count(*) …` returns.
+pub async fn query_count(client: &Client, sql: &str) -> i64 {
+    query_value(client, sql, &[]).await
+}
