@@ -348,9 +348,7 @@ pub(crate) async fn a_reload_is_recorded(site: &Site, daemon: &mut Daemon) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_admin_update_applies_role_and_tables_in_one_event() {
-    let env = TestEnv::start().await;
-    env.setup().await;
-    let store = env.store().await;
+    let (env, store) = TestEnv::with_store().await;
     add_user(&env, "ada", "admin", None, "ada-secret-1").await;
     add_user(&env, "eve", "viewer", Some("public.orders"), "eve-secret-1").await;
     let rows = stored_rows(&store).await;
@@ -430,9 +428,7 @@ async fn store_sessions(store: &Client) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_cli_changes_use_one_store_connection() {
-    let env = TestEnv::start().await;
-    env.setup().await;
-    let store = env.store().await;
+    let (env, store) = TestEnv::with_store().await;
     add_user(&env, "eve", "viewer", None, "eve-secret-1").await;
     let commands: [(&[&str], Option<&str>, &str); 6] = [
         (

@@ -10,9 +10,7 @@ use crate::harness::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_proxy_header_only_from_trusted_addresses() {
-    let env = TestEnv::start().await;
-    env.setup().await;
-    let store = env.store().await;
+    let (env, store) = TestEnv::with_store().await;
     add_user(&env, "rex", "viewer", Some("public.orders"), "rex-secret-1").await;
     // Rows of orders, customers and leads, newest first: rex may see the orders row only.
     let ids = stored_rows(&store).await;
@@ -104,9 +102,7 @@ async fn access_auth_none_only_on_loopback() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_reload_applies_web_settings_to_a_running_web_view() {
-    let env = TestEnv::start().await;
-    env.setup().await;
-    let store = env.store().await;
+    let (env, store) = TestEnv::with_store().await;
     add_user(&env, "ada", "admin", None, "ada-secret-1").await;
     let web = Web::start_with(&env, "").await;
     let base = web.base.clone();

@@ -53,15 +53,14 @@ impl Site {
 /// A source with rows in three tables (one transaction touching two), captured by the
 /// daemon and synced; the store set up. Returns the running daemon.
 async fn captured_world(env: &TestEnv) -> Daemon {
-    let src = env.source().await;
-    src.batch_execute(
-        "CREATE SCHEMA sales;
+    let src = env
+        .source_with(
+            "CREATE SCHEMA sales;
          CREATE TABLE public.orders (id int PRIMARY KEY, item text);
          CREATE TABLE public.customers (id int PRIMARY KEY, name text);
          CREATE TABLE sales.leads (id int PRIMARY KEY, who text);",
-    )
-    .await
-    .unwrap();
+        )
+        .await;
     env.setup().await;
     let daemon = env.spawn();
     // One transaction per statement (a multi-statement string would be one), but the UPDATEs.

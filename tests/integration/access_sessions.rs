@@ -96,11 +96,7 @@ async fn access_live_stream_ends_with_its_session() {
     );
 
     // Signing out ends the stream of that session at its next check.
-    let csrf = sam.csrf().await;
-    let r = sam
-        .post("/sign-out", &[("csrf", &csrf), ("everywhere", "0")])
-        .await;
-    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    sam.sign_out(false).await;
     let t1 = Instant::now();
     let sam_ended = sam_end
         .await
@@ -119,9 +115,7 @@ async fn access_live_stream_ends_with_its_session() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_session_changes_commit_with_their_events() {
-    let env = TestEnv::start().await;
-    env.setup().await;
-    let store = env.store().await;
+    let (env, store) = TestEnv::with_store().await;
     add_user(&env, "ada", "admin", None, "ada-secret-1").await;
     add_user(&env, "vic", "viewer", None, "vic-secret-1").await;
     add_user(&env, "lou", "viewer", None, "lou-secret-1").await;
@@ -153,12 +147,7 @@ async fn access_session_changes_commit_with_their_events() {
 
     let mut vic = Agent::signed_in(&base, "vic", "vic-secret-1").await;
     let csrf = ada.csrf().await;
-    let r = ada
-        .post(
-            "/admin/users/vic",
-            &[("csrf", &csrf), ("action", "end_sessions")],
-        )
-        .await;
+    let r = ada.user_action(&csrf, "vic", "end_sessions").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     last_sign_out(&store, 3, "ada", true, 1).await;
     assert_eq!(events_named(&store, "sign_out").await[2].1["user"], "vic");
@@ -185,21 +174,13 @@ async fn access_session_changes_commit_with_their_events() {
     let mut vic = Agent::signed_in(&base, "vic", "vic-secret-1").await;
     vic.allow_500 = true;
     refuse_event(&store, Some("sign_out")).await;
-    let csrf = vic.csrf().await;
-    let r = vic
-        .post("/sign-out", &[("csrf", &csrf), ("everywhere", "1")])
-        .await;
+    let r = vic.post_sign_out(true).await;
     assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", r.body);
     assert_eq!(query_count(&store, vic_sessions).await, 1);
     assert_eq!(vic.get("/").await.status, StatusCode::OK);
     let csrf = ada.csrf().await;
     ada.allow_500 = true;
-    let r = ada
-        .post(
-            "/admin/users/vic",
-            &[("csrf", &csrf), ("action", "end_sessions")],
-        )
-        .await;
+    let r = ada.user_action(&csrf, "vic", "end_sessions").await;
     assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", r.body);
     assert_eq!(query_count(&store, vic_sessions).await, 1);
     assert_eq!(vic.get("/").await.status, StatusCode::OK);
@@ -250,9 +231,7 @@ async fn access_session_changes_commit_with_their_events() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_sweeper_starts_when_a_reload_turns_passwords_on() {
-    let env = TestEnv::start().await;
-    env.setup().await;
-    let store = env.store().await;
+    let (env, store) = TestEnv::with_store().await;
     add_user(&env, "sam", "viewer", None, "sam-secret-1").await;
     let limits = "session_idle_seconds = 2\nsession_max_seconds = 60\n";
     let web = Web::start_with(&env, &format!("auth = \"none\"\n{limits}")).await;

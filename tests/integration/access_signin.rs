@@ -12,9 +12,7 @@ use crate::harness::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_session_expiry_lockout_and_uniform_refusals() {
-    let env = TestEnv::start().await;
-    env.setup().await;
-    let store = env.store().await;
+    let (env, store) = TestEnv::with_store().await;
     add_user(&env, "sam", "viewer", None, "sam-secret-1").await;
     let web = Web::start_with(
         &env,
@@ -113,9 +111,7 @@ async fn access_session_expiry_lockout_and_uniform_refusals() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_sign_in_flood_does_not_stall_signed_in_users() {
-    let env = TestEnv::start().await;
-    env.setup().await;
-    let store = env.store().await;
+    let (env, store) = TestEnv::with_store().await;
     let rows = stored_rows(&store).await;
     add_user(&env, "sam", "viewer", None, "sam-secret-1").await;
     add_user(&env, "tom", "viewer", None, "tom-secret-1").await;
@@ -222,9 +218,7 @@ async fn access_sign_in_flood_does_not_stall_signed_in_users() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_a_full_sign_in_line_is_a_429_unchecked() {
-    let env = TestEnv::start().await;
-    env.setup().await;
-    let store = env.store().await;
+    let (env, store) = TestEnv::with_store().await;
     add_user(&env, "tom", "viewer", None, "tom-secret-1").await;
     // A line of one per core fills at once.
     let web = Web::start_full(
@@ -239,8 +233,7 @@ async fn access_a_full_sign_in_line_is_a_429_unchecked() {
     let mut agents = Vec::new();
     for _ in 0..150 {
         let mut a = Agent::new(&base);
-        let page = a.get("/sign-in").await;
-        agents.push((csrf_of(&page.body), a));
+        agents.push((a.sign_in_form().await, a));
     }
     let start = std::sync::Arc::new(tokio::sync::Barrier::new(agents.len()));
     let mut flood = Vec::new();
@@ -249,16 +242,7 @@ async fn access_a_full_sign_in_line_is_a_429_unchecked() {
         flood.push(tokio::spawn(async move {
             start.wait().await;
             let pw = format!("wrong-guess-{i}");
-            a.post(
-                "/sign-in",
-                &[
-                    ("csrf", &csrf),
-                    ("name", "tom"),
-                    ("password", &pw),
-                    ("next", "/"),
-                ],
-            )
-            .await
+            a.post_sign_in(&csrf, "tom", &pw).await
         }));
     }
     let (mut refused, mut busy) = (0, 0);

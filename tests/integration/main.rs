@@ -1,6 +1,7 @@
 //! Integration tests for pgtrail: each test starts its own PostgreSQL 15 cluster, drives the real
 //! `pgtrail` binary through its CLI, and checks the audit store against what really happened in
-//! the source. Run with `cargo test --release --test integration`.
+//! the source (the `layout` tests read the source tree instead). Run with
+//! `cargo test --release --test integration`.
 
 mod harness;
 
@@ -11,6 +12,7 @@ mod access_sessions;
 mod access_signin;
 mod auth;
 mod capture;
+mod capture_order;
 mod columns;
 mod context;
 mod crash;
@@ -24,6 +26,7 @@ mod exports_temp;
 mod exports_web;
 mod fidelity;
 mod large;
+mod layout;
 mod partitions;
 mod reload;
 mod status;

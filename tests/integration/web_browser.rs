@@ -302,9 +302,7 @@ async fn live_mode(c: &Browser, web: &Web, store: &Client) {
 async fn web_in_headless_chromium_filter_sort_view_difference_history_live() {
     let driver = start_chromedriver().await;
     // Signed in as a real user, as people use it: no `auth = "none"` here.
-    let env = TestEnv::start().await;
-    env.setup().await;
-    let store = env.store().await;
+    let (env, store) = TestEnv::with_store().await;
     add_user(&env, "olivia", "viewer", None, "browser-pass-1").await;
     let web = Web::start_with(&env, "").await;
     store_entries(&store, &orders(Utc::now())).await;

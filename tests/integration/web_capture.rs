@@ -51,14 +51,9 @@ impl Served {
 
 /// `items` in the source, captured by a running daemon that also serves the web view.
 async fn capture_items(env: &TestEnv) -> (Client, Daemon, Served) {
-    let src = env.source().await;
-    src.batch_execute(
-        "CREATE TABLE items (id int PRIMARY KEY, name text, price numeric(10,2), tags text[], doc jsonb, data bytea,
+    let src = env.source_with("CREATE TABLE items (id int PRIMARY KEY, name text, price numeric(10,2), tags text[], doc jsonb, data bytea,
                              note text, seen timestamptz, ok boolean);
-         ALTER TABLE items REPLICA IDENTITY FULL;",
-    )
-    .await
-    .unwrap();
+         ALTER TABLE items REPLICA IDENTITY FULL;").await;
     env.setup().await;
     let daemon = env.spawn();
     let served = Served::wait(env).await;

@@ -232,9 +232,7 @@ async fn web_filters_each_and_combined() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn web_context_columns_of_existing_entries_are_filled_by_the_migration() {
-    let env = TestEnv::start().await;
-    env.setup().await;
-    let store = env.store().await;
+    let (env, store) = TestEnv::with_store().await;
     // The store as migration 2 left it: no plain context columns.
     store
         .batch_execute(

@@ -236,9 +236,7 @@ async fn web_sorts_and_keyset_pages_stay_stable_while_entries_arrive() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn web_free_text_search_stops_on_time_and_pages_on_without_skipping() {
-    let env = TestEnv::start().await;
-    env.setup().await;
-    let store = env.store().await;
+    let (env, store) = TestEnv::with_store().await;
     // Entries far apart in id: a search page reads id windows of 20,000 at
     // first, so with no time to spare (PGTRAIL_WEB_SEARCH_MS=0) each page reads
     // exactly one window, and some windows hold no match at all.

@@ -3,7 +3,7 @@
 
 use tokio_postgres::Client;
 
-use super::{assert_counts, assert_store_matches_source, connect, Counts};
+use super::{assert_counts, assert_store_matches_source, connect, Counts, Daemon, TestEnv};
 
 pub const ACCOUNTS: i64 = 1000;
 pub const TELLERS: i64 = 10;
@@ -27,6 +27,17 @@ pub async fn create(source: &Client) {
         )
         .await
         .expect("create bank tables");
+}
+
+/// The bank in `env`'s source, set up and captured by a new daemon, then filled: the source
+/// client and the daemon.
+pub async fn captured(env: &TestEnv) -> (Client, Daemon) {
+    let src = env.source().await;
+    create(&src).await;
+    env.setup().await;
+    let daemon = env.spawn();
+    load(&src).await;
+    (src, daemon)
 }
 
 /// Fill the tables (captured: these are INSERTs the store must hold).
@@ -99,28 +110,15 @@ async fn run_while(url: String, seed: u64, mut more: impl FnMut(u64) -> bool) ->
 
 /// Exact expected counts after `load` and `txns` transactions, then compare every table.
 pub async fn assert_store_matches(source: &Client, store: &Client, txns: i64) {
-    assert_counts(
-        store,
-        "public",
-        "bank_accounts",
+    let expected = [
         Counts::new(ACCOUNTS, txns, 0, 0),
-    )
-    .await;
-    assert_counts(
-        store,
-        "public",
-        "bank_tellers",
         Counts::new(TELLERS, txns, 0, 0),
-    )
-    .await;
-    assert_counts(
-        store,
-        "public",
-        "bank_branches",
         Counts::new(BRANCHES, txns, 0, 0),
-    )
-    .await;
-    assert_counts(store, "public", "bank_history", Counts::new(txns, 0, 0, 0)).await;
+        Counts::new(txns, 0, 0, 0),
+    ];
+    for (table, counts) in TABLES.into_iter().zip(expected) {
+        assert_counts(store, "public", table, counts).await;
+    }
     for t in TABLES {
         assert_store_matches_source(source, store, "public", t).await;
     }

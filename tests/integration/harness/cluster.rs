@@ -183,22 +183,14 @@ impl Cluster {
         append(&data.join("postgresql.conf"), &conf);
 
         // Password lines first: pg_hba.conf is read top-down and the first match wins.
-        let hba_path = data.join("pg_hba.conf");
-        let original = fs::read_to_string(&hba_path).expect("read pg_hba.conf");
-        let hba = format!(
+        prepend_to_hba(
+            &data,
             "# pgtrail integration tests: these roles must use passwords\n\
              host all         md5_user   127.0.0.1/32 md5\n\
              host replication md5_user   127.0.0.1/32 md5\n\
              host all         scram_user 127.0.0.1/32 scram-sha-256\n\
-             host replication scram_user 127.0.0.1/32 scram-sha-256\n\n{original}"
+             host replication scram_user 127.0.0.1/32 scram-sha-256\n\n",
         );
-        // Rewrite in place so the file keeps its owner.
-        let mut f = OpenOptions::new()
-            .write(true)
-            .truncate(true)
-            .open(&hba_path)
-            .expect("open pg_hba.conf");
-        f.write_all(hba.as_bytes()).unwrap();
 
         let mut cluster = Cluster {
             data,
@@ -390,17 +382,12 @@ impl Cluster {
                     .expect("chown certificate to postgres");
             }
         }
-        let hba_path = self.data.join("pg_hba.conf");
-        let original = fs::read_to_string(&hba_path).expect("read pg_hba.conf");
-        let hba = format!(
-            "hostnossl all {role} 127.0.0.1/32 reject\nhostnossl replication {role} 127.0.0.1/32 reject\n{original}"
+        prepend_to_hba(
+            &self.data,
+            &format!(
+                "hostnossl all {role} 127.0.0.1/32 reject\nhostnossl replication {role} 127.0.0.1/32 reject\n"
+            ),
         );
-        let mut f = OpenOptions::new()
-            .write(true)
-            .truncate(true)
-            .open(&hba_path)
-            .expect("open pg_hba.conf");
-        f.write_all(hba.as_bytes()).unwrap();
         let c = self.client("postgres").await;
         c.batch_execute("ALTER SYSTEM SET ssl = on")
             .await
@@ -436,6 +423,20 @@ impl Drop for Cluster {
             let _ = self.pg_ctl_stop("immediate");
         }
     }
+}
+
+/// Puts `lines` before the data directory's pg_hba.conf, rewritten in place so that the file
+/// keeps its owner.
+fn prepend_to_hba(data: &Path, lines: &str) {
+    let hba_path = data.join("pg_hba.conf");
+    let original = fs::read_to_string(&hba_path).expect("read pg_hba.conf");
+    let mut f = OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&hba_path)
+        .expect("open pg_hba.conf");
+    f.write_all(format!("{lines}{original}").as_bytes())
+        .unwrap();
 }
 
 fn append(path: &Path, text: &str) {

@@ -216,6 +216,15 @@ impl Pgtrail {
             .unwrap_or_else(|e| panic!("status --json is not one JSON object ({e}):\n{out}"))
     }
 
+    /// `export --format FORMAT EXTRA… --out OUT`.
+    pub async fn export_to(&self, format: &str, out: &Path, extra: &[&str]) -> CliOutput {
+        let out = out.display().to_string();
+        let mut args = vec!["export", "--format", format];
+        args.extend_from_slice(extra);
+        args.extend(["--out", out.as_str()]);
+        self.cli(&args).await
+    }
+
     /// `export --format jsonl EXTRA…`, parsed line by line.
     pub async fn export_jsonl(&self, extra: &[&str]) -> Vec<ExportLine> {
         let mut args = vec!["export", "--format", "jsonl"];

@@ -38,6 +38,34 @@ impl TestEnv {
         self.cluster.client("app").await
     }
 
+    /// A superuser client on `app` that has run `sql` (the test's tables, usually).
+    pub async fn source_with(&self, sql: &str) -> Client {
+        let source = self.source().await;
+        source
+            .batch_execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        source
+    }
+
+    /// A new world whose store is set up (no daemon), and a client on the store.
+    pub async fn with_store() -> (TestEnv, Client) {
+        let env = TestEnv::start().await;
+        env.setup().await;
+        let store = env.store().await;
+        (env, store)
+    }
+
+    /// The usual start of a capture test: a new world whose source has run `sql` (its tables),
+    /// set up, with a daemon capturing it. The world, a client on the source, the daemon.
+    pub async fn capturing(sql: &str) -> (TestEnv, Client, Daemon) {
+        let env = TestEnv::start().await;
+        let src = env.source_with(sql).await;
+        env.setup().await;
+        let daemon = env.spawn();
+        (env, src, daemon)
+    }
+
     /// A client on the store database.
     pub async fn store(&self) -> Client {
         connect(&self.trail.config.store_url)

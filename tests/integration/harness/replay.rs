@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde_json::Value;
 use tokio_postgres::Client;
 
-use super::{qualified, quote_ident, quote_literal, table_entries, Entry};
+use super::{qualified, query_pairs, quote_ident, quote_literal, table_entries, Entry};
 
 /// Output settings a replication session pins (see the wal2json notes); the comparator renders
 /// source values under the same settings so that text forms agree.
@@ -251,8 +251,8 @@ pub async fn partition_ancestors(
     schema: &str,
     table: &str,
 ) -> HashMap<String, Vec<String>> {
-    let rows = source
-        .query(
+    query_pairs(
+        source,
             "SELECT format('%s.%s', n.nspname, c.relname),
                     array(SELECT format('%s.%s', an.nspname, ac.relname)
                           FROM pg_partition_ancestors(t.relid) a(relid)
@@ -261,11 +261,11 @@ pub async fn partition_ancestors(
              FROM pg_partition_tree(format('%I.%I', $1::text, $2::text)::regclass) t
              JOIN pg_class c ON c.oid = t.relid JOIN pg_namespace n ON n.oid = c.relnamespace
              WHERE t.level > 0",
-            &[&schema, &table],
-        )
-        .await
-        .expect("read the partition tree");
-    rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+        &[&schema, &table],
+    )
+    .await
+    .into_iter()
+    .collect()
 }
 
 /// Replay the store's entries for `schema.table` and compare with the table's actual rows.

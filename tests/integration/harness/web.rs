@@ -254,9 +254,7 @@ impl Drop for Web {
 
 /// A cluster whose store is set up (no daemon), and the web view on it.
 pub async fn store_and_web() -> (TestEnv, Client, Web) {
-    let env = TestEnv::start().await;
-    env.setup().await;
-    let store = env.store().await;
+    let (env, store) = TestEnv::with_store().await;
     let web = Web::start(&env).await;
     (env, store, web)
 }
