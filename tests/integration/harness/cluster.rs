@@ -306,7 +306,6 @@ impl Cluster {
         }
     }
 
-    /// A superuser client on `db`; its connection task is spawned on the current runtime.
     /// A connection string over the Unix socket (key=value form), as `user`.
     pub fn socket_conninfo(&self, db: &str, user: &str) -> String {
         format!(
@@ -316,6 +315,7 @@ impl Cluster {
         )
     }
 
+    /// A superuser client on `db`; its connection task is spawned on the current runtime.
     pub async fn client(&self, db: &str) -> Client {
         connect(&self.url(db)).await.unwrap_or_else(|e| {
             panic!(
