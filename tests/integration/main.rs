@@ -1,12 +1,18 @@
 //! Integration tests for pgtrail: each test starts its own PostgreSQL 15 cluster, drives the real
 //! `pgtrail` binary through its CLI, and checks the audit store against what really happened in
-//! the source. Run with `cargo test --release --test integration`.
+//! the source (the `layout` tests read the source tree instead). Run with
+//! `cargo test --release --test integration`.
 
 mod harness;
 
-mod access;
+mod access_admin;
+mod access_config;
+mod access_roles;
+mod access_sessions;
+mod access_signin;
 mod auth;
 mod capture;
+mod capture_order;
 mod columns;
 mod context;
 mod crash;
@@ -20,10 +26,16 @@ mod exports_temp;
 mod exports_web;
 mod fidelity;
 mod large;
+mod layout;
 mod partitions;
 mod reload;
 mod status;
 mod tls;
 mod truncate;
 mod types;
-mod web;
+mod web_api;
+mod web_browser;
+mod web_capture;
+mod web_entry;
+mod web_filters;
+mod web_paging;
