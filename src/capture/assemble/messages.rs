@@ -120,14 +120,19 @@ impl Assembler {
             }
         };
         if let Err(e) = parsed {
-            let lsn = message.lsn;
+            let Message {
+                lsn,
+                record,
+                prefix,
+                ..
+            } = *message;
             tracing::warn!(%lsn, xid = open.txn.xid, error = %e, "pgtrail message could not be read; kept in pgtrail.decode_errors");
             if !open.skip {
                 out.push(Event::Undecodable(DecodeFailure {
                     lsn,
                     xid: Some(open.txn.xid),
-                    record: String::from_utf8_lossy(message.record).into_owned(),
-                    error: format!("{} message: {e}", message.prefix),
+                    record: String::from_utf8_lossy(record).into_owned(),
+                    error: format!("{prefix} message: {e}"),
                 }));
             }
         }

@@ -16,10 +16,10 @@
 //! ([`crate::capture::truncate`]).
 //!
 //! [`Assembler::push`] decodes a record and hands it to the handler of its
-//! kind: begin and commit here, row changes in [`rows`] (before and after
+//! kind: begin and commit here, row changes in `rows.rs` (before and after
 //! images, changed columns, unchanged TOAST, column rules), TRUNCATE records
-//! in [`truncates`], and the messages of pgtrail's triggers (context, DDL,
-//! partition trees, TRUNCATE options) in [`messages`].
+//! in `truncates.rs`, and the messages of pgtrail's triggers (context, DDL,
+//! partition trees, TRUNCATE options) in `messages.rs`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
