@@ -228,6 +228,24 @@ pub trait Audited {
     fn record(&self) -> serde_json::Map<String, serde_json::Value>;
 }
 
+/// `list --json`: each record with the fields `more` gives it, in a JSON array.
+pub fn json_list<R: Audited, const N: usize>(
+    records: &[R],
+    more: impl Fn(&R) -> [(&'static str, serde_json::Value); N],
+) -> serde_json::Result<String> {
+    let list: Vec<_> = records
+        .iter()
+        .map(|r| {
+            let mut record = r.record();
+            for (key, value) in more(r) {
+                record.insert(key.into(), value);
+            }
+            record
+        })
+        .collect();
+    serde_json::to_string(&list)
+}
+
 /// Records `actor`'s change of a user or token from `before` to `after`
 /// (`None` where it did not exist), keyed by its name, on `client`: the
 /// transaction that made the change, so both commit or neither.
