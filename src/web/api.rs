@@ -19,7 +19,7 @@ use super::access::Principal;
 use super::diff::{self, Change, ColumnDiff};
 use super::entry::{load, parse_id};
 use super::error::ApiError;
-use super::log::fetch_page;
+use super::log::fetch::fetch_page;
 use super::query::LogQuery;
 use super::AppState;
 use crate::store::stored::StoredEntry;

@@ -9,13 +9,13 @@ use askama::Template;
 use axum::extract::{Path, State};
 use axum::response::{Html, IntoResponse, Response};
 
-use super::access::{Principal, Scope};
+use super::access::Principal;
 use super::diff::{self, Change, ColumnDiff, DiffLine, ValueView};
 use super::error::WebError;
-use super::log::{history_url, key_text, long_time, short_time, Context};
-use super::query::{self, table_param};
+use super::log::rows::{history_url, key_text, long_time, short_time, Context};
+use super::query::{self, table_param, Scope};
 use super::AppState;
-use crate::export::{StoredEntry, ENTRY_COLUMNS};
+use crate::store::stored::{StoredEntry, ENTRY_COLUMNS};
 use crate::table::TableName;
 use axum::Extension;
 

@@ -255,7 +255,7 @@ impl AppState {
 
     /// `schema.table` of every table with entries, for suggestions; empty if the store cannot say.
     /// Only those in `scope`.
-    pub async fn known_tables(&self, scope: &access::Scope) -> Vec<String> {
+    pub async fn known_tables(&self, scope: &query::Scope) -> Vec<String> {
         let mut cache = self.0.tables.lock().await;
         if let Some((at, tables)) = cache.as_ref() {
             if at.elapsed() < Duration::from_secs(60) {
