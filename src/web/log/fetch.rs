@@ -5,10 +5,11 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use tokio_postgres::Client;
 
 use crate::store::stored::{StoredEntry, ENTRY_COLUMN_COUNT};
 use crate::web::error::WebError;
-use crate::web::query::{Cursor, Dir, LogQuery, Resolved, SortKey};
+use crate::web::query::{Cursor, Dir, Filter, LogQuery, Resolved, SortKey};
 use crate::web::AppState;
 
 /// Counting stops here; beyond it the page says "more than".
@@ -33,6 +34,44 @@ pub fn search_budget() -> Duration {
     })
 }
 const DEFAULT_SEARCH_BUDGET: Duration = Duration::from_millis(250);
+
+/// The first window of ids a search or a count reads; the next ones are
+/// sized by how fast it went ([`next_window`]).
+const FIRST_WINDOW: i64 = 20_000;
+
+/// Resolves `filter` ([`Filter::resolve`]) on a connection of the pool.
+pub async fn resolve(
+    state: &AppState,
+    filter: &Filter,
+    now: DateTime<Utc>,
+) -> Result<Resolved, WebError> {
+    let client = state.pool().get().await?;
+    filter.resolve(&client, now).await
+}
+
+/// The ids that `r` leaves to read, `[lo, hi)`: its bounds narrowed to the
+/// ids the store holds.
+async fn id_range(client: &Client, r: &Resolved) -> Result<(i64, i64), WebError> {
+    let bounds = client
+        .query_one(
+            "SELECT coalesce(min(id), 0), coalesce(max(id), 0) + 1 FROM pgtrail.entries",
+            &[],
+        )
+        .await?;
+    let lo = r.lo.unwrap_or(0).max(bounds.get(0));
+    let hi = r.hi.unwrap_or(i64::MAX).min(bounds.get(1));
+    Ok((lo, hi))
+}
+
+/// The size of the next window of ids, after reading `read` ids in `spent`
+/// with `budget` in all: as many as the rate so far gets through in the time
+/// left, at least 1,000 and at most double the last `window`.
+fn next_window(window: i64, read: i64, spent: Duration, budget: Duration) -> i64 {
+    // Ids per microsecond so far, times the time left; at most double.
+    let left = budget.saturating_sub(spent).as_micros() as i64;
+    let rate = read as f64 / spent.as_micros().max(1) as f64;
+    ((rate * left as f64) as i64).clamp(1_000, window.saturating_mul(2))
+}
 
 /// One page of entries, in display order, with the cursors around it.
 pub struct Page {
@@ -130,16 +169,9 @@ async fn search_page(
     let started = std::time::Instant::now();
     let budget = search_budget();
     let client = state.pool().get().await?;
-    let bounds = client
-        .query_one(
-            "SELECT coalesce(min(id), 0), coalesce(max(id), 0) + 1 FROM pgtrail.entries",
-            &[],
-        )
-        .await?;
     let desc = q.sort.dir == Dir::Desc;
     // The ids still to read: [lo, hi).
-    let mut lo = r.lo.unwrap_or(0).max(bounds.get(0));
-    let mut hi = r.hi.unwrap_or(i64::MAX).min(bounds.get(1));
+    let (mut lo, mut hi) = id_range(&client, r).await?;
     if let Some(c) = &q.cursor {
         if desc {
             hi = hi.min(c.id);
@@ -148,7 +180,7 @@ async fn search_page(
         }
     }
     let mut found: Vec<StoredEntry> = Vec::new();
-    let mut window = 20_000i64;
+    let mut window = FIRST_WINDOW;
     let mut read = 0i64;
     while lo < hi && found.len() as i64 <= q.limit {
         let (wlo, whi) = if desc {
@@ -178,10 +210,7 @@ async fn search_page(
         if spent >= budget {
             break;
         }
-        // Ids per microsecond so far, times the time left; at most double.
-        let left = budget.saturating_sub(spent).as_micros() as i64;
-        let rate = read as f64 / spent.as_micros().max(1) as f64;
-        window = ((rate * left as f64) as i64).clamp(1_000, window.saturating_mul(2));
+        window = next_window(window, read, spent, budget);
     }
     let more = found.len() as i64 > q.limit;
     found.truncate(q.limit as usize);
@@ -251,15 +280,8 @@ pub async fn count(state: &AppState, q: &LogQuery, r: &Resolved, now: DateTime<U
     let mut found = 0i64;
     let run = async {
         let mut client = state.pool().get().await?;
-        let bounds = client
-            .query_one(
-                "SELECT coalesce(min(id), 0), coalesce(max(id), 0) + 1 FROM pgtrail.entries",
-                &[],
-            )
-            .await?;
-        let bottom = r.lo.unwrap_or(0).max(bounds.get(0));
-        let mut upper = r.hi.unwrap_or(i64::MAX).min(bounds.get(1));
-        let mut window = 20_000i64;
+        let (bottom, mut upper) = id_range(&client, r).await?;
+        let mut window = FIRST_WINDOW;
         let mut scanned = 0i64;
         let mut tx = client.transaction().await?;
         tx.batch_execute("SET LOCAL statement_timeout = '1s'")
@@ -307,10 +329,7 @@ pub async fn count(state: &AppState, q: &LogQuery, r: &Resolved, now: DateTime<U
             if upper > bottom && spent >= COUNT_BUDGET {
                 return Ok(Count::AtLeast(found));
             }
-            // Ids per microsecond so far, times the time left; at most double.
-            let left = COUNT_BUDGET.saturating_sub(spent).as_micros() as i64;
-            let rate = scanned as f64 / spent.as_micros().max(1) as f64;
-            window = ((rate * left as f64) as i64).clamp(1_000, window.saturating_mul(2));
+            window = next_window(window, scanned, spent, COUNT_BUDGET);
         }
         Ok::<Count, WebError>(Count::Exact(found))
     };

@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use chrono::Utc;
 
+use super::fetch::resolve;
 use super::rows::{RowFragment, RowView};
 use crate::store::stored::StoredEntry;
 use crate::web::access::{self, Principal};
@@ -124,10 +125,7 @@ pub async fn live(
                 .get(0)
         }
     };
-    let resolved = {
-        let client = state.pool().get().await?;
-        q.filter.resolve(&client, Utc::now()).await?
-    };
+    let resolved = resolve(&state, &q.filter, Utc::now()).await?;
     let stopping = state.stopping();
     let live = Live {
         state,

@@ -9,7 +9,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::Extension;
 use chrono::{DateTime, Utc};
 
-use super::fetch::{count, fetch_page, Count};
+use super::fetch::{count, fetch_page, resolve, Count};
 use super::rows::{short_time, RowView};
 use crate::entry::Action;
 use crate::web::access::Principal;
@@ -115,10 +115,7 @@ pub async fn page(
         ""
     };
     let live = q.live && live_unavailable.is_empty();
-    let resolved = {
-        let client = state.pool().get().await?;
-        q.filter.resolve(&client, now).await?
-    };
+    let resolved = resolve(&state, &q.filter, now).await?;
     // Live mode starts after the newest entry that existed before the page was read.
     let newest_before = if live {
         let client = state.pool().get().await?;
