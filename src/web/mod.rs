@@ -11,7 +11,7 @@
 //! embedded CSS and JS; [`error`] is the one error type.
 //!
 //! Around them: [`router`] puts the routes and the layers every response
-//! goes through together ([`app`]); [`serve`] runs it ([`serve()`],
+//! goes through together ([`app`]); [`mod@serve`] runs it ([`serve()`],
 //! [`spawn_alongside`]); [`state`] is what every handler shares
 //! ([`AppState`]), over the store connections of [`pool`]; [`reload`]
 //! applies a reloaded config file.

@@ -2,12 +2,12 @@
 //! count, and the live stream (`/live`, server-sent events) that adds new
 //! matching entries to the top of the page while it is open.
 //!
-//! - [`page`]: the page's template and its handler;
+//! - [`mod@page`]: the page's template and its handler;
 //! - [`fetch`]: reading one page of entries, and counting the matches;
 //! - [`rows`]: the one-line view of an entry ([`rows::RowView`],
 //!   `templates/row.html`) that the transaction page reuses, the actor
 //!   context ([`rows::Context`]) and the time and key texts other pages show;
-//! - [`live`]: the live stream.
+//! - [`mod@live`]: the live stream.
 
 pub mod fetch;
 pub mod live;
