@@ -89,7 +89,7 @@ pub struct AuditEntry {
     pub after: Option<String>,
     /// `["status"]`; `None` where the before image is incomplete, so what changed is unknown.
     pub changed_columns: Option<String>,
-    /// Who made the change: the `context` object as JSON text (see [`crate::capture::context`]).
+    /// Who made the change: the `context` object as JSON text (written by `capture::context`).
     pub context: Arc<str>,
     /// Extra facts as a JSON object (the leaf partition, TRUNCATE options); `None` when there are none.
     pub details: Option<String>,
