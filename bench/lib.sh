@@ -1,18 +1,25 @@
 # shellcheck shell=bash
 # Helpers shared by the benchmark scripts; sourced after scripts/pgcluster.sh, not run.
 # The sourcing script sets $bench (its name, for messages) first, and $dir, $keep
-# before calling bench_trap_exit; it may define stop_all() to stop what it started.
+# before calling bench_trap_exit; it may define stop_all() to stop what it started,
+# or give bench_trap_exit a cleanup of its own.
 
 say() { echo "$bench: $*" >&2; }
 die() { echo "$bench: $*" >&2; exit 1; }
 
-# build_pgtrail 0|1: runs `cargo build --release` when asked, then insists the binary is there.
+# build_pgtrail 0|1 [EXAMPLE]: runs `cargo build --release` (and of examples/EXAMPLE) when
+# asked, then insists the binaries are there.
 build_pgtrail() {
+    local example="${2:-}"
     if [[ "$1" -eq 1 ]]; then
-        say "cargo build --release"
+        say "cargo build --release${example:+ (pgtrail and examples/$example)}"
         (cd "$repo" && cargo build --release --quiet)
+        if [[ -n "$example" ]]; then (cd "$repo" && cargo build --release --quiet --example "$example"); fi
     fi
     [[ -x "$repo/target/release/pgtrail" ]] || die "$repo/target/release/pgtrail not found (build it, or drop --no-build)"
+    if [[ -n "$example" && ! -x "$repo/target/release/examples/$example" ]]; then
+        die "$repo/target/release/examples/$example not found (build it, or drop --no-build)"
+    fi
 }
 
 # stop_pid PID [SIGNAL]: stops a background process if it still runs and reaps it.
@@ -35,12 +42,17 @@ bench_cleanup() {
     fi
     exit "$rc"
 }
+# bench_trap_exit [CLEANUP]: on exit run CLEANUP (default bench_cleanup); INT and TERM exit 130.
+# shellcheck disable=SC2120  # CLEANUP is optional: most scripts call it without one
 bench_trap_exit() {
-    trap bench_cleanup EXIT
+    # shellcheck disable=SC2064  # the function's name is meant to be fixed now
+    trap "${1:-bench_cleanup}" EXIT
     trap 'exit 130' INT TERM
 }
 
 now() { date +%s.%N; }
+# secs T0 T1: seconds from T0 to T1 (both from now), to a tenth.
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 # "X/Y" (hex) -> integer byte position.
 lsn_num() {
     local hi="${1%/*}" lo="${1#*/}"
@@ -99,5 +111,5 @@ bench_backlog() {
     psql_db bench -c "INSERT INTO bench_marker DEFAULT VALUES"
     history=$(psql_db bench -At -c "SELECT count(*) FROM pgbench_history")
     [[ "$history" == "$transactions" ]] || die "pgbench_history has $history rows; expected $transactions"
-    backlog_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
+    backlog_s=$(secs "$t0" "$t1")
 }

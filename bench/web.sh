@@ -94,15 +94,12 @@ fi
 
 pgtrail="$repo/target/release/pgtrail"
 fill="$repo/target/release/examples/web_fill"
-if [[ $build -eq 1 ]]; then
-    say "cargo build --release (pgtrail and examples/web_fill)"
-    (cd "$repo" && cargo build --release --quiet && cargo build --release --quiet --example web_fill)
-fi
-[[ -x "$pgtrail" && -x "$fill" ]] || die "$pgtrail or $fill is missing (run without --no-build)"
+build_pgtrail "$build" web_fill
 
 web_pid=""
-# Unlike bench_cleanup, a kept store is stopped: --reuse starts it again.
-cleanup() {
+# Unlike bench_cleanup, which leaves a kept cluster running, a kept store is
+# stopped: --reuse starts it again.
+web_cleanup() {
     local rc=$?
     stop_pid "$web_pid"
     if [[ $keep -eq 1 || $reuse -eq 1 ]]; then
@@ -118,18 +115,14 @@ settings=("fsync=off" "max_wal_size=16GB" "checkpoint_timeout=1h" "shared_buffer
 pgc_find_bin
 if [[ $reuse -eq 1 ]]; then
     [[ -s "$dir/fill.info" ]] || die "--reuse: $dir holds no filled store (no fill.info; run once with --keep)"
-    trap cleanup EXIT
-    trap 'exit 130' INT TERM
-    pgc_start "$dir" "${settings[@]}"
 else
     pgc_destroy "$dir" || true
     mkdir -p "$dir"
-    trap cleanup EXIT
-    trap 'exit 130' INT TERM
-    pgc_start "$dir" "${settings[@]}"
 fi
+bench_trap_exit web_cleanup
+pgc_start "$dir" "${settings[@]}"
 port="$PGC_PORT"
-psql_store() { pgc_psql "$dir" -d pgtrail "$@"; }
+psql_store() { psql_db pgtrail "$@"; }
 web_port=$(pgc_pick_port)
 cfg="$dir/pgtrail.toml"
 cat >"$cfg" <<EOF
@@ -144,7 +137,6 @@ tables = ["public.*"]
 listen = "127.0.0.1:$web_port"
 EOF
 
-secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 drop_slots() {
     pgc_psql "$dir" -At -c "SELECT count(pg_drop_replication_slot(slot_name)) FROM pg_replication_slots" >/dev/null
 }
@@ -202,15 +194,20 @@ else
     printf '%s\n' "$bench_password" | "$pgtrail" --config "$cfg" user reset-password bench >"$dir/user.log" 2>&1 \
         || { cat "$dir/user.log" >&2; die "pgtrail user reset-password failed"; }
 fi
-PGTRAIL_LOG=warn "$pgtrail" --config "$cfg" web >"$dir/web.log" 2>&1 &
-web_pid=$!
 base="http://127.0.0.1:$web_port"
-for _ in $(seq 1 100); do
-    curl -s -o /dev/null "$base/assets/style.css" && break
-    kill -0 "$web_pid" 2>/dev/null || { cat "$dir/web.log" >&2; die "pgtrail web exited"; }
-    sleep 0.1
-done
-curl -s -o /dev/null "$base/assets/style.css" || die "pgtrail web does not answer on $base"
+# start_web: `pgtrail web` in the background ($web_pid), appending to DIR/web.log, until it answers.
+start_web() {
+    PGTRAIL_LOG=warn "$pgtrail" --config "$cfg" web >>"$dir/web.log" 2>&1 &
+    web_pid=$!
+    for _ in $(seq 1 100); do
+        curl -s -o /dev/null "$base/assets/style.css" && break
+        kill -0 "$web_pid" 2>/dev/null || { cat "$dir/web.log" >&2; die "pgtrail web exited"; }
+        sleep 0.1
+    done
+    curl -s -o /dev/null "$base/assets/style.css" || die "pgtrail web does not answer on $base"
+}
+: >"$dir/web.log"
+start_web
 jar="$dir/cookies"
 rm -f "$jar"
 csrf=$(curl -s -c "$jar" "$base/sign-in" | sed -n 's/.*name="csrf" value="\([^"]*\)".*/\1/p' | head -n 1)
@@ -307,9 +304,7 @@ if [[ $explain -eq 1 ]]; then
         -c "ALTER DATABASE pgtrail SET auto_explain.log_buffers = on" \
         -c "ALTER DATABASE pgtrail SET log_min_messages = 'log'"
     stop_pid "$web_pid"
-    PGTRAIL_LOG=warn "$pgtrail" --config "$cfg" web >>"$dir/web.log" 2>&1 &
-    web_pid=$!
-    for _ in $(seq 1 100); do curl -s -o /dev/null "$base/assets/style.css" && break; sleep 0.1; done
+    start_web
     log=$(readlink -f "$dir/postgres.log")
     for c in "${cases[@]}"; do
         url=$(sed -n 3p "$vals/$c"); [[ -n "$url" ]] || url=$(head -n 1 "$vals/$c")

@@ -13,6 +13,7 @@
 //! enough for a high-entropy secret and lets a request be checked with one
 //! indexed lookup.
 
+mod audited;
 pub mod password;
 pub mod sessions;
 pub mod tokens;
@@ -23,6 +24,8 @@ use std::str::FromStr;
 
 use base64::Engine;
 use sha2::{Digest, Sha256};
+
+pub use audited::{json_list, Audited};
 
 use crate::table::TablePattern;
 
@@ -216,37 +219,6 @@ impl Actor {
         e.actor = self.name.clone();
         e
     }
-}
-
-/// A record whose changes are recorded as events with its state before and
-/// after: a user or an API token.
-pub trait Audited {
-    /// The events' category (their entry's table).
-    const CATEGORY: crate::store::events::Category;
-    fn name(&self) -> &str;
-    /// The record as events (and `list --json`) show it: never a secret or its hash.
-    fn record(&self) -> serde_json::Map<String, serde_json::Value>;
-}
-
-/// Records `actor`'s change of a user or token from `before` to `after`
-/// (`None` where it did not exist), keyed by its name, on `client`: the
-/// transaction that made the change, so both commit or neither.
-pub(crate) async fn record_change<C: tokio_postgres::GenericClient, R: Audited>(
-    client: &C,
-    actor: &Actor,
-    event: &'static str,
-    summary: String,
-    before: Option<&R>,
-    after: Option<&R>,
-) -> Result<(), AuthError> {
-    let mut e = actor.event(R::CATEGORY, event, summary);
-    e.primary_key = after
-        .or(before)
-        .map(|r| serde_json::json!({ "name": r.name() }));
-    e.before = before.map(Audited::record);
-    e.after = after.map(Audited::record);
-    crate::store::events::record(client, &e).await?;
-    Ok(())
 }
 
 /// The login name of this process's user, from its uid (services often run

@@ -3,12 +3,11 @@
 //! SHA-256, revocable. A revoked token stays listed, so its history is kept.
 
 use chrono::{DateTime, Utc};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use tokio_postgres::{Client, GenericClient, Row};
 
-use super::{
-    random_secret, record_change, secret_hash, Actor, Audited, AuthError, Name, Role, Tables,
-};
+use super::audited::{commit_change, created, lock, record};
+use super::{random_secret, secret_hash, Actor, Audited, AuthError, Name, Role, Tables};
 use crate::store::events::Category;
 
 /// The prefix of every token, so a leaked one is recognisable in a scan.
@@ -27,7 +26,12 @@ pub struct Token {
 
 const COLUMNS: &str = "name, role, tables, created_by, created_at, revoked_at, last_used_at";
 
-impl Token {
+impl Audited for Token {
+    const CATEGORY: Category = Category::Token;
+    const TABLE: &'static str = "pgtrail.tokens";
+    const COLUMNS: &'static str = COLUMNS;
+    const MISSING: fn(String) -> AuthError = AuthError::NoSuchToken;
+    const TAKEN: fn(String) -> AuthError = AuthError::TokenExists;
     fn from_row(row: &Row) -> Result<Token, AuthError> {
         Ok(Token {
             name: row.get(0),
@@ -39,24 +43,13 @@ impl Token {
             last_used_at: row.get(6),
         })
     }
-}
-
-impl Audited for Token {
-    const CATEGORY: Category = Category::Token;
     fn name(&self) -> &str {
         &self.name
     }
     /// Never the secret or its hash.
     fn record(&self) -> Map<String, Value> {
-        match json!({
-            "name": self.name,
-            "role": self.role.as_str(),
-            "tables": self.tables.to_stored(),
-            "revoked": self.revoked_at.is_some(),
-        }) {
-            Value::Object(m) => m,
-            _ => Map::new(),
-        }
+        let revoked = ("revoked", self.revoked_at.is_some());
+        record(&self.name, self.role, &self.tables, revoked)
     }
 }
 
@@ -79,20 +72,9 @@ pub async fn create(
             &[&name.as_str(), &secret_hash(&secret), &role.as_str(), &tables.to_stored(), &actor.name],
         )
         .await?;
-    let token = match row {
-        Some(r) => Token::from_row(&r)?,
-        None => return Err(AuthError::TokenExists(name.to_string())),
-    };
-    record_change(
-        &tx,
-        actor,
-        "token_created",
-        format!("created API token {} as {}", token.name, token.role),
-        None,
-        Some(&token),
-    )
-    .await?;
-    tx.commit().await?;
+    let token: Token = created(row, name)?;
+    let summary = format!("created API token {} as {}", token.name, token.role);
+    commit_change(tx, actor, "token_created", summary, None, &token).await?;
     Ok((token, secret))
 }
 
@@ -124,16 +106,7 @@ pub async fn list<C: GenericClient>(client: &C) -> Result<Vec<Token>, AuthError>
 /// Revokes a token at once; revoking a revoked token is a no-op without an event.
 pub async fn revoke(client: &mut Client, actor: &Actor, name: &str) -> Result<Token, AuthError> {
     let tx = client.transaction().await?;
-    let before = tx
-        .query_opt(
-            &format!("SELECT {COLUMNS} FROM pgtrail.tokens WHERE name = $1 FOR UPDATE"),
-            &[&name],
-        )
-        .await?;
-    let before = match before {
-        Some(r) => Token::from_row(&r)?,
-        None => return Err(AuthError::NoSuchToken(crate::text::clip(name))),
-    };
+    let before: Token = lock(&tx, name).await?;
     if before.revoked_at.is_some() {
         return Ok(before);
     }
@@ -146,16 +119,8 @@ pub async fn revoke(client: &mut Client, actor: &Actor, name: &str) -> Result<To
         )
         .await?;
     let after = Token::from_row(&row)?;
-    record_change(
-        &tx,
-        actor,
-        "token_revoked",
-        format!("revoked API token {name}"),
-        Some(&before),
-        Some(&after),
-    )
-    .await?;
-    tx.commit().await?;
+    let summary = format!("revoked API token {name}");
+    commit_change(tx, actor, "token_revoked", summary, Some(&before), &after).await?;
     Ok(after)
 }
 

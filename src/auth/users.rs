@@ -4,10 +4,11 @@
 //! record without the hash.
 
 use chrono::{DateTime, Utc};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use tokio_postgres::{Client, GenericClient, Row};
 
-use super::{password, record_change, Actor, Audited, AuthError, Name, Role, Tables};
+use super::audited::{commit_change, created, lock, record};
+use super::{password, Actor, Audited, AuthError, Name, Role, Tables};
 use crate::store::events::Category;
 
 /// A user as stored, less the password hash.
@@ -24,6 +25,17 @@ pub struct User {
 const COLUMNS: &str = "name, role, tables, disabled, locked_until, created_at";
 
 impl User {
+    pub fn is_locked(&self, now: DateTime<Utc>) -> bool {
+        self.locked_until.is_some_and(|t| t > now)
+    }
+}
+
+impl Audited for User {
+    const CATEGORY: Category = Category::User;
+    const TABLE: &'static str = "pgtrail.users";
+    const COLUMNS: &'static str = COLUMNS;
+    const MISSING: fn(String) -> AuthError = AuthError::NoSuchUser;
+    const TAKEN: fn(String) -> AuthError = AuthError::UserExists;
     fn from_row(row: &Row) -> Result<User, AuthError> {
         Ok(User {
             name: row.get(0),
@@ -34,29 +46,13 @@ impl User {
             created_at: row.get(5),
         })
     }
-
-    pub fn is_locked(&self, now: DateTime<Utc>) -> bool {
-        self.locked_until.is_some_and(|t| t > now)
-    }
-}
-
-impl Audited for User {
-    const CATEGORY: Category = Category::User;
     fn name(&self) -> &str {
         &self.name
     }
     /// Never the hash, nor lockout counters.
     fn record(&self) -> Map<String, Value> {
-        let v = json!({
-            "name": self.name,
-            "role": self.role.as_str(),
-            "tables": self.tables.to_stored(),
-            "disabled": self.disabled,
-        });
-        match v {
-            Value::Object(m) => m,
-            _ => Map::new(),
-        }
+        let disabled = ("disabled", self.disabled);
+        record(&self.name, self.role, &self.tables, disabled)
     }
 }
 
@@ -115,20 +111,9 @@ pub async fn add(
             &[&name.as_str(), &role.as_str(), &tables.to_stored(), &hash],
         )
         .await?;
-    let user = match row {
-        Some(r) => User::from_row(&r)?,
-        None => return Err(AuthError::UserExists(name.to_string())),
-    };
-    record_change(
-        &tx,
-        actor,
-        "user_added",
-        format!("added user {} as {}", user.name, user.role),
-        None,
-        Some(&user),
-    )
-    .await?;
-    tx.commit().await?;
+    let user: User = created(row, name)?;
+    let summary = format!("added user {} as {}", user.name, user.role);
+    commit_change(tx, actor, "user_added", summary, None, &user).await?;
     Ok(user)
 }
 
@@ -238,16 +223,7 @@ pub async fn change(
     };
     let ends_sessions = matches!(change, Change::Disabled(true) | Change::Password(_));
     let tx = client.transaction().await?;
-    let before = tx
-        .query_opt(
-            &format!("SELECT {COLUMNS} FROM pgtrail.users WHERE name = $1 FOR UPDATE"),
-            &[&name],
-        )
-        .await?;
-    let before = match before {
-        Some(r) => User::from_row(&r)?,
-        None => return Err(AuthError::NoSuchUser(crate::text::clip(name))),
-    };
+    let before: User = lock(&tx, name).await?;
     let Some(plan) = plan(&before, change, hash) else {
         return Ok(before);
     };
@@ -274,16 +250,7 @@ pub async fn change(
         )
         .await?;
     }
-    record_change(
-        &tx,
-        actor,
-        plan.event,
-        plan.summary,
-        Some(&before),
-        Some(&after),
-    )
-    .await?;
-    tx.commit().await?;
+    commit_change(tx, actor, plan.event, plan.summary, Some(&before), &after).await?;
     Ok(after)
 }
 

@@ -4,7 +4,7 @@
 //!
 //! - An **ignored** column is never stored: it is left out of `before`,
 //!   `after`, `primary_key` and `changed_columns`, and an UPDATE whose changed
-//!   columns are all ignored is not an entry (see [`crate::capture::assemble`]).
+//!   columns are all ignored is not an entry (the assembler's row handler drops it).
 //! - A **redacted** column is stored as `"hmac-sha256:<hex>"`, the
 //!   HMAC-SHA256 under the configured key of the value's JSON text as it would
 //!   have been stored (`"alice"` with its quotes for text, `42` for an integer,

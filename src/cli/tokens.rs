@@ -3,22 +3,21 @@
 
 use anyhow::Result;
 use clap::Subcommand;
+use serde_json::json;
 
-use crate::auth::{self, Actor, Audited as _, Name, Role, Tables};
+use super::users::Grant;
+use crate::auth::{self, Actor, Name};
 use crate::config::Config;
 use crate::store;
+
+const TABLES_HELP: &str = "Restrict the token to these tables (comma-separated patterns)";
 
 #[derive(Subcommand)]
 pub enum TokenCommand {
     /// Create a token; its secret is printed once and not kept.
-    Create {
-        name: Name,
-        #[arg(long)]
-        role: Role,
-        /// Restrict the token to these tables (comma-separated patterns).
-        #[arg(long)]
-        tables: Option<String>,
-    },
+    // The arguments are `user add`'s too; the help is worded for tokens.
+    #[command(mut_arg("tables", |a| a.help(TABLES_HELP)))]
+    Create(Grant),
     /// List tokens (never their secrets).
     List {
         #[arg(long)]
@@ -32,10 +31,10 @@ pub async fn command(config: &Config, action: TokenCommand) -> Result<()> {
     let mut client = store::open(&config.store).await?;
     let actor = Actor::cli();
     match action {
-        TokenCommand::Create { name, role, tables } => {
-            let tables = Tables::parse_list(tables.as_deref().unwrap_or(""))?;
+        TokenCommand::Create(grant) => {
+            let tables = grant.tables()?;
             let (t, secret) =
-                auth::tokens::create(&mut client, &actor, &name, role, &tables).await?;
+                auth::tokens::create(&mut client, &actor, &grant.name, grant.role, &tables).await?;
             eprintln!(
                 "created API token {} ({}, tables: {}); the secret below is shown only now:",
                 t.name,
@@ -47,23 +46,17 @@ pub async fn command(config: &Config, action: TokenCommand) -> Result<()> {
         TokenCommand::List { json } => {
             let tokens = auth::tokens::list(&client).await?;
             if json {
-                let list: Vec<_> = tokens
-                    .iter()
-                    .map(|t| {
-                        let mut r = t.record();
-                        r.insert("created_by".into(), serde_json::json!(t.created_by));
-                        r.insert(
-                            "created_at".into(),
-                            serde_json::json!(t.created_at.to_rfc3339()),
-                        );
-                        r.insert(
-                            "last_used_at".into(),
-                            serde_json::json!(t.last_used_at.map(|t| t.to_rfc3339())),
-                        );
-                        r
-                    })
-                    .collect();
-                println!("{}", serde_json::to_string(&list)?);
+                let list = auth::json_list(&tokens, |t| {
+                    [
+                        ("created_by", json!(t.created_by)),
+                        ("created_at", json!(t.created_at.to_rfc3339())),
+                        (
+                            "last_used_at",
+                            json!(t.last_used_at.map(|t| t.to_rfc3339())),
+                        ),
+                    ]
+                })?;
+                println!("{list}");
             } else {
                 for t in &tokens {
                     println!(

@@ -3,23 +3,23 @@
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
+use serde_json::json;
 
-use crate::auth::{self, Actor, Audited as _, Name, Role, Tables};
+use crate::auth::{self, Actor, Name, Role, Tables};
 use crate::config::Config;
 use crate::store;
+
+const ROLE_HELP: &str =
+    "viewer (browse), auditor (browse and export) or admin (also manage users and tokens)";
+const TABLES_HELP: &str =
+    "Restrict the user to these tables: patterns as in capture.tables, comma-separated";
 
 #[derive(Subcommand)]
 pub enum UserCommand {
     /// Add a user. The password is read from a prompt on a terminal, else from standard input.
-    Add {
-        name: Name,
-        /// viewer (browse), auditor (browse and export) or admin (also manage users and tokens).
-        #[arg(long)]
-        role: Role,
-        /// Restrict the user to these tables: patterns as in capture.tables, comma-separated.
-        #[arg(long)]
-        tables: Option<String>,
-    },
+    // The arguments are `token create`'s too; the help is worded for users.
+    #[command(mut_arg("role", |a| a.help(ROLE_HELP)), mut_arg("tables", |a| a.help(TABLES_HELP)))]
+    Add(Grant),
     /// List users with role, tables and state.
     List {
         /// Print a JSON array.
@@ -44,6 +44,24 @@ pub enum UserCommand {
     Enable { name: Name },
     /// Set a new password (prompt or standard input); ends the user's sessions and lifts a lock.
     ResetPassword { name: Name },
+}
+
+/// What a new user or API token is given: a name, a role, and the tables
+/// it is restricted to. `user add` and `token create` each word its help.
+#[derive(clap::Args)]
+pub struct Grant {
+    pub name: Name,
+    #[arg(long)]
+    pub role: Role,
+    #[arg(long)]
+    pub tables: Option<String>,
+}
+
+impl Grant {
+    /// The `--tables` patterns; none given means every table.
+    pub fn tables(&self) -> Result<Tables, auth::AuthError> {
+        Tables::parse_list(self.tables.as_deref().unwrap_or(""))
+    }
 }
 
 /// A password from a no-echo prompt (asked twice) on a terminal, or the first
@@ -99,8 +117,9 @@ pub async fn command(config: &Config, action: UserCommand) -> Result<()> {
     let mut client = store::open(&config.store).await?;
     let actor = Actor::cli();
     let (name, change) = match action {
-        UserCommand::Add { name, role, tables } => {
-            let tables = Tables::parse_list(tables.as_deref().unwrap_or(""))?;
+        UserCommand::Add(grant) => {
+            let tables = grant.tables()?;
+            let Grant { name, role, .. } = grant;
             if auth::users::get(&client, name.as_str()).await?.is_some() {
                 anyhow::bail!(auth::AuthError::UserExists(name.to_string()));
             }
@@ -112,22 +131,16 @@ pub async fn command(config: &Config, action: UserCommand) -> Result<()> {
         UserCommand::List { json } => {
             let users = auth::users::list(&client).await?;
             if json {
-                let list: Vec<_> = users
-                    .iter()
-                    .map(|u| {
-                        let mut r = u.record();
-                        r.insert(
-                            "locked_until".into(),
-                            serde_json::json!(u.locked_until.map(|t| t.to_rfc3339())),
-                        );
-                        r.insert(
-                            "created_at".into(),
-                            serde_json::json!(u.created_at.to_rfc3339()),
-                        );
-                        r
-                    })
-                    .collect();
-                println!("{}", serde_json::to_string(&list)?);
+                let list = auth::json_list(&users, |u| {
+                    [
+                        (
+                            "locked_until",
+                            json!(u.locked_until.map(|t| t.to_rfc3339())),
+                        ),
+                        ("created_at", json!(u.created_at.to_rfc3339())),
+                    ]
+                })?;
+                println!("{list}");
             } else if users.is_empty() {
                 println!(
                     "no users; create the first admin with: pgtrail user add NAME --role admin"

@@ -26,11 +26,10 @@
 //! | `flexString1` (`lsn`), `flexString2` (`dbRole`) | commit LSN, database role |
 //! | `cs1`..`cs6` | table, primaryKey, changedColumns, before, after, details |
 
-use std::io::Write;
-
 use serde_json::Value;
 
-use super::{EntryWriter, ExportError, StoredEntry};
+use super::lines::LineFormat;
+use super::StoredEntry;
 
 /// How much an action matters to a security analyst, on CEF's 0–10 scale.
 pub fn severity(action: &str) -> u8 {
@@ -78,21 +77,8 @@ fn text(v: &Value) -> String {
     }
 }
 
-pub struct Cef<W> {
-    out: W,
-    line: String,
-    version: &'static str,
-}
-
-impl<W: Write> Cef<W> {
-    pub fn new(out: W) -> Self {
-        Cef {
-            out,
-            line: String::with_capacity(2048),
-            version: env!("CARGO_PKG_VERSION"),
-        }
-    }
-}
+/// CEF, written by [`super::lines::Lines`].
+pub struct Cef;
 
 /// One CEF line for `e`, without the line break.
 pub fn line(e: &StoredEntry, version: &str, out: &mut String) {
@@ -187,22 +173,12 @@ pub fn line(e: &StoredEntry, version: &str, out: &mut String) {
     }
 }
 
-impl<W: Write + Send> EntryWriter<W> for Cef<W> {
-    fn begin(&mut self) -> Result<(), ExportError> {
-        Ok(())
-    }
+impl LineFormat for Cef {
+    const CAPACITY: usize = 2048;
 
-    fn entry(&mut self, e: &StoredEntry) -> Result<(), ExportError> {
-        self.line.clear();
-        line(e, self.version, &mut self.line);
-        self.line.push('\n');
-        self.out.write_all(self.line.as_bytes())?;
-        Ok(())
-    }
-
-    fn finish(mut self: Box<Self>) -> Result<W, ExportError> {
-        self.out.flush()?;
-        Ok(self.out)
+    fn line(&self, e: &StoredEntry, out: &mut String) {
+        // The header's device version is this build's.
+        line(e, env!("CARGO_PKG_VERSION"), out);
     }
 }
 

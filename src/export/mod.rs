@@ -21,6 +21,7 @@ pub mod cef;
 pub mod csv;
 pub mod encrypt;
 pub mod jsonl;
+pub mod lines;
 pub mod xlsx;
 
 use std::io::Write;
@@ -154,9 +155,9 @@ pub fn writer<W: Write + Send + 'static>(
     scratch: Option<&Path>,
 ) -> Result<Box<dyn EntryWriter<W>>, ExportError> {
     Ok(match options.format {
-        Format::Jsonl => Box::new(jsonl::Jsonl::new(out)),
+        Format::Jsonl => Box::new(lines::Lines::new(out, jsonl::Jsonl)),
         Format::Csv => Box::new(csv::Csv::new(out, options.bom)),
-        Format::Cef => Box::new(cef::Cef::new(out)),
+        Format::Cef => Box::new(lines::Lines::new(out, cef::Cef)),
         Format::Xlsx => {
             let scratch = scratch.ok_or_else(|| {
                 ExportError::Writer("an XLSX export needs a temporary directory".into())

@@ -12,33 +12,27 @@
 //! position, so an idle or filtered source does not pin WAL). When either side
 //! fails, the whole session is torn down, what was whole is committed, and a
 //! new session resumes from the store's checkpoint after a backoff.
+//!
+//! This module holds the run loop (sessions one after another, backoff,
+//! config reloads); `session.rs` one session, from connecting to stopping.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::capture::assemble::{AssembleError, Assembler};
+use crate::capture::assemble::AssembleError;
 use crate::capture::partition::PartitionMap;
-use crate::capture::replication::{ReplicationConnection, ReplicationError, StreamMessage};
+use crate::capture::replication::ReplicationError;
 use crate::config::{Config, Reading};
-use crate::entry::Event;
-use crate::pg::Lsn;
-use crate::source::{self, SourceError};
-use crate::store::{self, writer::StoreWriter, StoreError};
-use crate::table::Wal2jsonFilter;
+use crate::source::SourceError;
+use crate::store::StoreError;
 
-/// Events are handed to the writer in batches of at most this many.
-const BATCH_EVENTS: usize = 2048;
-/// Batches in flight between reader and writer: the bound on memory.
-const CHANNEL_BATCHES: usize = 16;
-/// Progress is reported to the server at most this often (and at least every
-/// `status_interval`, well inside wal_sender_timeout).
-const STATUS_MIN_INTERVAL: Duration = Duration::from_millis(500);
-/// While changes trickle in, how long to let them gather in the socket
-/// before reading them.
-const GATHER: Duration = Duration::from_millis(20);
+mod session;
+
+use session::{Prepared, SessionEnd};
+
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
@@ -71,12 +65,6 @@ impl PipelineError {
     }
 }
 
-/// How a session ended without error.
-enum SessionEnd {
-    Shutdown,
-    Reload,
-}
-
 /// Runs until `shutdown` turns true. Fails only if the very first session
 /// cannot start. A new reading of the config file in `reload` starts a new
 /// session with it (or with the running config, if the reading is invalid),
@@ -94,17 +82,13 @@ pub async fn run(
     let mut partition_schemas: BTreeSet<String> = BTreeSet::new();
     let mut carried_partitions: Option<PartitionMap> = None;
     loop {
-        let mut started = false;
         let began = Instant::now();
-        let result = session(
-            &config,
-            &partition_schemas,
-            carried_partitions.take(),
-            &mut shutdown,
-            &mut reload,
-            &mut started,
-        )
-        .await;
+        // Started: the server accepted START_REPLICATION.
+        let (started, result) =
+            match Prepared::start(&config, &partition_schemas, carried_partitions.take()).await {
+                Ok(session) => (true, session.run(&config, &mut shutdown, &mut reload).await),
+                Err(e) => (false, Err(e)),
+            };
         if let Err(PipelineError::Assemble(AssembleError::PartitionOutsideStream {
             partition,
             partitions,
@@ -233,203 +217,4 @@ fn reload_config(running: Config, reading: &Reading) -> Config {
         }
     });
     config
-}
-
-/// One connection's worth of capture. Returns Ok on shutdown.
-async fn session(
-    config: &Config,
-    partition_schemas: &BTreeSet<String>,
-    carried_partitions: Option<PartitionMap>,
-    shutdown: &mut watch::Receiver<bool>,
-    reload: &mut watch::Receiver<Reading>,
-    started: &mut bool,
-) -> Result<SessionEnd, PipelineError> {
-    let catalog = source::connect(&config.source).await?;
-    source::check_server(&catalog).await?;
-    let store_client = store::open(&config.store).await?;
-    let checkpoint = store::checkpoint(&store_client, &config.slot)
-        .await?
-        .ok_or_else(|| StoreError::NotSetUp {
-            dbname: config.store.dbname().to_owned(),
-            reason: format!("no checkpoint for slot {:?}", config.slot.as_str()),
-        })?;
-    source::check_slot(&catalog, &config.slot, Duration::from_secs(5)).await?;
-    let all_tables = source::catalog_tables(&catalog).await?;
-    // The map as of the checkpoint when one was stored; the catalog (the map
-    // as of now) only when none was.
-    let partitions = match carried_partitions {
-        Some(map) => map,
-        None => match store::partition_map(&store_client, &config.slot).await? {
-            Some(map) => map,
-            None => source::partition_map(&all_tables),
-        },
-    };
-    let tables = source::captured(all_tables, &config.capture)?;
-    let status_every = source::status_interval(&catalog).await;
-    drop(catalog);
-
-    let mut conn = ReplicationConnection::connect(&config.source, "pgtrail").await?;
-    let system = conn.identify_system().await?;
-    // The patterns themselves, not the tables they match today, so a table
-    // created later is decoded from its first change without a restart.
-    // wal2json names a change by its partition, so the schemas holding
-    // partitions of captured tables are decoded whole (and the assembler
-    // narrows): a partition created there later needs no restart either.
-    let mut stream_filter = Wal2jsonFilter::from_patterns(&config.capture.include);
-    for (partition, member) in partitions.members() {
-        if config.capture.matches(&member.root) {
-            stream_filter.add_schema(&partition.schema);
-            stream_filter.add_schema(&member.root.schema);
-        }
-    }
-    for schema in partition_schemas {
-        stream_filter.add_schema(schema);
-    }
-    let options = [
-        ("format-version", "2".to_owned()),
-        ("include-xids", "1".to_owned()),
-        ("include-timestamp", "1".to_owned()),
-        ("include-lsn", "1".to_owned()),
-        ("include-pk", "1".to_owned()),
-        ("add-tables", stream_filter.to_option()),
-        (
-            "add-msg-prefixes",
-            [
-                crate::capture::context::CONTEXT_PREFIX,
-                crate::capture::context::DDL_PREFIX,
-                crate::capture::partition::PARTITIONS_PREFIX,
-                crate::capture::truncate::TRUNCATE_PREFIX,
-            ]
-            .join(","),
-        ),
-    ];
-    let mut stream = match conn
-        .start_replication(config.slot.as_str(), checkpoint, &options)
-        .await
-    {
-        Err(ReplicationError::Server(e))
-            if e.message.contains("wal2json") && e.code.starts_with("58") =>
-        {
-            return Err(SourceError::Wal2jsonMissing(e.message).into())
-        }
-        other => other?,
-    };
-    *started = true;
-    tracing::info!(slot = %config.slot, from = %checkpoint, server_lsn = %system.xlog_pos, tables = tables.len(), "streaming changes");
-
-    let (durable_tx, durable_rx) = watch::channel(checkpoint);
-    let (tx, rx) = mpsc::channel::<Vec<Event>>(CHANNEL_BATCHES);
-    let writer =
-        tokio::spawn(StoreWriter::new(store_client, config.slot.clone(), durable_tx).run(rx));
-
-    let mut assembler = Assembler::new(config.capture.clone(), checkpoint)
-        .with_column_rules(config.columns.clone())
-        .with_partitions(partitions)
-        .with_stream_filter(stream_filter);
-    let mut events: Vec<Event> = Vec::with_capacity(BATCH_EVENTS);
-    let mut server_end = system.xlog_pos.min(checkpoint);
-    let mut reported = checkpoint;
-    let mut last_status = Instant::now();
-    // The last message was a change (not a keepalive or a tick): see GATHER.
-    let mut paced = false;
-    let mut ticker = tokio::time::interval(STATUS_MIN_INTERVAL);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-
-    // Where the slot may advance to now.
-    let flush_position =
-        |assembler: &Assembler, events: &Vec<Event>, durable: Lsn, server_end: Lsn| {
-            let caught_up = !assembler.in_transaction()
-                && events.is_empty()
-                && durable >= assembler.last_commit_end();
-            if caught_up {
-                durable.max(server_end)
-            } else {
-                durable
-            }
-        };
-
-    let outcome: Result<SessionEnd, PipelineError> = loop {
-        if !events.is_empty() && (events.len() >= BATCH_EVENTS || !stream.message_buffered()) {
-            if tx.send(std::mem::take(&mut events)).await.is_err() {
-                break Err(PipelineError::WriterGone);
-            }
-            events.reserve(BATCH_EVENTS);
-        }
-        if paced && !stream.message_buffered() && stream.trickling() {
-            // Changes are trickling in, one small message per source
-            // transaction. Reading each as it comes cost the daemon a socket
-            // read, a wake-up and a hand-over to the writer per transaction
-            // (about half of its CPU); letting them gather in the socket for a
-            // moment turns those into one per batch. The writer commits only
-            // every COMMIT_INTERVAL anyway, so nothing is stored later.
-            tokio::select! {
-                biased;
-                _ = shutdown.wait_for(|stop| *stop) => break Ok(SessionEnd::Shutdown),
-                changed = reload.changed() => break Ok(if changed.is_ok() { SessionEnd::Reload } else { SessionEnd::Shutdown }),
-                _ = tokio::time::sleep(GATHER) => {}
-            }
-        }
-        paced = false;
-        let mut reply_requested = false;
-        tokio::select! {
-            biased;
-            _ = shutdown.wait_for(|stop| *stop) => break Ok(SessionEnd::Shutdown),
-            // The sender goes away only when the signal task ends, which is a stop.
-            changed = reload.changed() => break Ok(if changed.is_ok() { SessionEnd::Reload } else { SessionEnd::Shutdown }),
-            message = stream.next() => match message {
-                Ok(StreamMessage::XLogData { wal_start, wal_end, data }) => {
-                    paced = true;
-                    server_end = server_end.max(wal_end);
-                    if let Err(e) = assembler.push(wal_start, &data, &mut events) {
-                        break Err(e.into());
-                    }
-                }
-                Ok(StreamMessage::Keepalive { wal_end, reply_requested: asked }) => {
-                    server_end = server_end.max(wal_end);
-                    reply_requested = asked;
-                }
-                Err(e) => break Err(e.into()),
-            },
-            _ = ticker.tick() => {}
-        }
-        if durable_rx.has_changed().is_err() {
-            break Err(PipelineError::WriterGone);
-        }
-        // Checked after every message, not only on ticks: while a backlog
-        // streams, the select above always takes the stream first, and the
-        // slot must still advance as the store catches up.
-        let flush = flush_position(&assembler, &events, *durable_rx.borrow(), server_end);
-        let since = last_status.elapsed();
-        if reply_requested
-            || since >= status_every
-            || (flush > reported && since >= STATUS_MIN_INTERVAL)
-        {
-            reported = reported.max(flush);
-            if let Err(e) = stream.send_status(server_end.max(reported), reported).await {
-                break Err(e.into());
-            }
-            last_status = Instant::now();
-        }
-    };
-
-    // Hand over what is left, let the writer commit what is whole, and only
-    // then tell the server how far it may advance.
-    if !events.is_empty() {
-        let _ = tx.send(std::mem::take(&mut events)).await;
-    }
-    drop(tx);
-    let written = writer.await.map_err(|_| PipelineError::WriterGone)?;
-    let durable = *durable_rx.borrow();
-    match &outcome {
-        Ok(_) => {
-            reported = reported.max(flush_position(&assembler, &events, durable, server_end));
-            if let Err(e) = stream.finish(server_end.max(reported), reported).await {
-                tracing::warn!(error = %e, "could not close the replication connection cleanly");
-            }
-            tracing::info!(stored_up_to = %durable, "stopped");
-        }
-        Err(_) => drop(stream),
-    }
-    written?;
-    outcome
 }

@@ -16,6 +16,7 @@ use super::AppState;
 use crate::auth::{sessions, tokens, users, Name, Role, Tables};
 use crate::store::events::{record, Category};
 
+/// A user as the admin page lists it.
 struct UserRow {
     name: String,
     role: &'static str,
@@ -25,6 +26,31 @@ struct UserRow {
     disabled: bool,
 }
 
+impl UserRow {
+    fn of(u: users::User, now: chrono::DateTime<chrono::Utc>) -> UserRow {
+        UserRow {
+            role: u.role.as_str(),
+            tables: u.tables.describe(),
+            tables_input: u.tables.to_stored().join(", "),
+            state: if u.disabled {
+                "disabled".into()
+            } else if u.is_locked(now) {
+                format!(
+                    "locked until {}",
+                    u.locked_until
+                        .map(|t| t.format("%H:%M:%S UTC").to_string())
+                        .unwrap_or_default()
+                )
+            } else {
+                "active".into()
+            },
+            disabled: u.disabled,
+            name: u.name,
+        }
+    }
+}
+
+/// An API token as the admin page lists it.
 struct TokenRow {
     name: String,
     role: &'static str,
@@ -33,6 +59,34 @@ struct TokenRow {
     last_used: String,
     state: String,
     revoked: bool,
+}
+
+impl TokenRow {
+    fn of(t: tokens::Token) -> TokenRow {
+        TokenRow {
+            role: t.role.as_str(),
+            tables: t.tables.describe(),
+            created: format!(
+                "{}{}",
+                t.created_at.format("%Y-%m-%d %H:%M"),
+                t.created_by
+                    .as_deref()
+                    .map(|b| format!(" by {b}"))
+                    .unwrap_or_default()
+            ),
+            last_used: t
+                .last_used_at
+                .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+                .unwrap_or_else(|| "never".into()),
+            state: if t.revoked_at.is_some() {
+                "revoked".into()
+            } else {
+                "active".into()
+            },
+            revoked: t.revoked_at.is_some(),
+            name: t.name,
+        }
+    }
 }
 
 #[derive(Template)]
@@ -63,65 +117,15 @@ async fn render(
 ) -> Result<Response, WebError> {
     let client = state.writer().get().await?;
     let now = chrono::Utc::now();
-    let users = users::list(&*client)
-        .await
-        .map_err(auth_error)?
-        .into_iter()
-        .map(|u| UserRow {
-            role: u.role.as_str(),
-            tables: u.tables.describe(),
-            tables_input: u.tables.to_stored().join(", "),
-            state: if u.disabled {
-                "disabled".into()
-            } else if u.is_locked(now) {
-                format!(
-                    "locked until {}",
-                    u.locked_until
-                        .map(|t| t.format("%H:%M:%S UTC").to_string())
-                        .unwrap_or_default()
-                )
-            } else {
-                "active".into()
-            },
-            disabled: u.disabled,
-            name: u.name,
-        })
-        .collect();
-    let tokens = tokens::list(&*client)
-        .await
-        .map_err(auth_error)?
-        .into_iter()
-        .map(|t| TokenRow {
-            role: t.role.as_str(),
-            tables: t.tables.describe(),
-            created: format!(
-                "{}{}",
-                t.created_at.format("%Y-%m-%d %H:%M"),
-                t.created_by
-                    .as_deref()
-                    .map(|b| format!(" by {b}"))
-                    .unwrap_or_default()
-            ),
-            last_used: t
-                .last_used_at
-                .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
-                .unwrap_or_else(|| "never".into()),
-            state: if t.revoked_at.is_some() {
-                "revoked".into()
-            } else {
-                "active".into()
-            },
-            revoked: t.revoked_at.is_some(),
-            name: t.name,
-        })
-        .collect();
+    let users = users::list(&*client).await.map_err(auth_error)?;
+    let tokens = tokens::list(&*client).await.map_err(auth_error)?;
     let page = AdminPage {
         notice,
         new_token,
         csrf,
         roles: Role::ALL.iter().map(|r| r.as_str()).collect(),
-        users,
-        tokens,
+        users: users.into_iter().map(|u| UserRow::of(u, now)).collect(),
+        tokens: tokens.into_iter().map(TokenRow::of).collect(),
     };
     Ok(Html(page.render()?).into_response())
 }
@@ -159,6 +163,15 @@ fn grant(f: &std::collections::HashMap<String, String>) -> Result<(Role, Tables)
     Ok((role, tables))
 }
 
+/// The name, role and tables of a form that adds a user or creates a token.
+fn new_grant(
+    f: &std::collections::HashMap<String, String>,
+) -> Result<(Name, Role, Tables), WebError> {
+    let name = Name::parse(field(f, "name")).map_err(auth_error)?;
+    let (role, tables) = grant(f)?;
+    Ok((name, role, tables))
+}
+
 /// `POST /admin/users` (name, role, tables, password)
 pub async fn add_user(
     State(state): State<AppState>,
@@ -166,8 +179,7 @@ pub async fn add_user(
     body: Bytes,
 ) -> Result<Response, WebError> {
     let (csrf, f) = admin_form(&state, &who, &body)?;
-    let name = Name::parse(field(&f, "name")).map_err(auth_error)?;
-    let (role, tables) = grant(&f)?;
+    let (name, role, tables) = new_grant(&f)?;
     let password = f.get("password").cloned().unwrap_or_default();
     let mut client = state.writer().get().await?;
     let u = users::add(&mut client, &who.actor(), &name, role, &tables, &password)
@@ -283,8 +295,7 @@ pub async fn create_token(
     body: Bytes,
 ) -> Result<Response, WebError> {
     let (csrf, f) = admin_form(&state, &who, &body)?;
-    let name = Name::parse(field(&f, "name")).map_err(auth_error)?;
-    let (role, tables) = grant(&f)?;
+    let (name, role, tables) = new_grant(&f)?;
     let mut client = state.writer().get().await?;
     let (t, secret) = tokens::create(&mut client, &who.actor(), &name, role, &tables)
         .await

@@ -13,13 +13,13 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
-use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa::{IntoParams, IntoResponses, OpenApi, ToSchema};
 
 use super::access::Principal;
 use super::diff::{self, Change, ColumnDiff};
-use super::entry::{load, parse_id};
+use super::entry::load;
 use super::error::ApiError;
-use super::log::fetch_page;
+use super::log::fetch::{fetch_page, resolve};
 use super::query::LogQuery;
 use super::AppState;
 use crate::store::stored::StoredEntry;
@@ -228,6 +228,22 @@ pub struct ErrorBody {
     error: String,
 }
 
+/// How every API route answers a caller it does not let in.
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+enum NotLetIn {
+    #[response(
+        status = 401,
+        description = "No API token, or one that is unknown or revoked"
+    )]
+    Unauthorized(ErrorBody),
+    #[response(
+        status = 403,
+        description = "A proxy-authenticated user with no pgtrail role, or disabled"
+    )]
+    Forbidden(ErrorBody),
+}
+
 fn json_response(body: String) -> Response {
     (
         [(
@@ -247,8 +263,7 @@ fn json_response(body: String) -> Response {
     responses(
         (status = 200, description = "Matching entries, in the requested order", body = EntryList),
         (status = 400, description = "A malformed filter, sort, cursor or limit; the message says which", body = ErrorBody),
-        (status = 401, description = "No API token, or one that is unknown or revoked", body = ErrorBody),
-        (status = 403, description = "A proxy-authenticated user with no pgtrail role, or disabled", body = ErrorBody),
+        NotLetIn,
         (status = 503, description = "The store cannot answer now (down, or the query ran too long), or pgtrail has no user yet", body = ErrorBody),
     )
 )]
@@ -260,10 +275,7 @@ pub async fn list(
     let mut q = LogQuery::parse(raw.as_deref(), false)?;
     q.filter.scope = who.scope();
     let now = Utc::now();
-    let resolved = {
-        let client = state.pool().get().await?;
-        q.filter.resolve(&client, now).await?
-    };
+    let resolved = resolve(&state, &q.filter, now).await?;
     let page = fetch_page(&state, &q, &resolved, now).await?;
     let mut body = String::with_capacity(1024 * page.entries.len().max(1));
     body.push_str("{\"entries\":[");
@@ -309,8 +321,7 @@ pub fn detail_json(entry: &StoredEntry) -> String {
     responses(
         (status = 200, description = "The entry", body = EntryDetail),
         (status = 400, description = "The id is not a whole number", body = ErrorBody),
-        (status = 401, description = "No API token, or one that is unknown or revoked", body = ErrorBody),
-        (status = 403, description = "A proxy-authenticated user with no pgtrail role, or disabled", body = ErrorBody),
+        NotLetIn,
         (status = 404, description = "No entry has this id, or none the token may see", body = ErrorBody),
         (status = 503, description = "The store cannot answer now, or pgtrail has no user yet", body = ErrorBody),
     )
@@ -320,8 +331,7 @@ pub async fn one(
     Extension(who): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let id = parse_id(&id, "an entry id")?;
-    let entry = load(&state, id, &who.scope()).await?;
+    let entry = load(&state, &id, &who).await?;
     Ok(json_response(detail_json(&entry)))
 }
 

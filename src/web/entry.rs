@@ -9,13 +9,13 @@ use askama::Template;
 use axum::extract::{Path, State};
 use axum::response::{Html, IntoResponse, Response};
 
-use super::access::{Principal, Scope};
+use super::access::Principal;
 use super::diff::{self, Change, ColumnDiff, DiffLine, ValueView};
 use super::error::WebError;
-use super::log::{history_url, key_text, long_time, short_time, Context};
+use super::log::rows::{history_url, key_text, long_time, short_time, Context};
 use super::query::{self, table_param};
 use super::AppState;
-use crate::export::{StoredEntry, ENTRY_COLUMNS};
+use crate::store::stored::{StoredEntry, ENTRY_COLUMNS};
 use crate::table::TableName;
 use axum::Extension;
 
@@ -33,10 +33,12 @@ pub fn parse_id(text: &str, what: &str) -> Result<i64, WebError> {
         })
 }
 
-/// The entry with this id.
-/// The entry with this id, if `scope` allows it; one out of scope is "not
-/// found", exactly like a missing one, so ids do not tell what exists.
-pub async fn load(state: &AppState, id: i64, scope: &Scope) -> Result<StoredEntry, WebError> {
+/// The entry whose id a path gives (`text`), if `who` may see it; one out of
+/// their scope is "not found", exactly like a missing one, so ids do not
+/// tell what exists.
+pub async fn load(state: &AppState, text: &str, who: &Principal) -> Result<StoredEntry, WebError> {
+    let id = parse_id(text, "an entry id")?;
+    let scope = who.scope();
     let client = state.pool().get().await?;
     let row = client
         .query_opt(
@@ -172,8 +174,7 @@ pub async fn page(
     Extension(who): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Response, WebError> {
-    let id = parse_id(&id, "an entry id")?;
-    let entry = load(&state, id, &who.scope()).await?;
+    let entry = load(&state, &id, &who).await?;
     let diffs = diff::column_diffs(&entry);
     let (revert_sql, revert_note) = match diff::revert_sql(&entry, &diffs) {
         Ok(sql) => (Some(sql), String::new()),

@@ -33,9 +33,9 @@ use bytes::Bytes;
 use chrono::Utc;
 use tokio::sync::mpsc;
 
-use super::access::{Principal, Scope};
+use super::access::Principal;
 use super::error::WebError;
-use super::query::{self, LogQuery};
+use super::query::{self, LogQuery, Scope};
 use super::AppState;
 use crate::auth::Role;
 use crate::export::{self, Format, Options, Origin};

@@ -20,7 +20,7 @@ use super::entry::{DiffView, Facts};
 use super::error::WebError;
 use super::query::{self, key_columns, key_texts, url, PkMatch, Sql};
 use super::AppState;
-use crate::export::{StoredEntry, ENTRY_COLUMNS};
+use crate::store::stored::{StoredEntry, ENTRY_COLUMNS};
 use crate::table::TableName;
 use crate::text::clip;
 use axum::Extension;
@@ -146,7 +146,7 @@ pub async fn page(
     };
     let key = entries
         .first()
-        .map(|e| super::log::key_text(e.primary_key()))
+        .map(|e| super::log::rows::key_text(e.primary_key()))
         .unwrap_or_else(|| clip(&pk));
     let page = HistoryPage {
         log_url: url("/", &[("table", table_text.clone()), ("pk", pk.clone())]),

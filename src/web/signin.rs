@@ -92,45 +92,50 @@ fn safe_next(next: Option<&str>) -> String {
     }
 }
 
-async fn render(
-    state: &AppState,
-    status: StatusCode,
-    message: &str,
-    next: &str,
-    name: &str,
-    headers: &HeaderMap,
+/// The sign-in page of one request: what it shows again whatever its message
+/// (where to go next, the name typed), and what its cookie depends on.
+struct Shown<'a> {
+    state: &'a AppState,
+    next: &'a str,
+    name: &'a str,
+    headers: &'a HeaderMap,
     peer: SocketAddr,
-) -> Result<Response, WebError> {
-    let no_users = {
-        let client = state.writer().get().await?;
-        !users::any(&*client).await.map_err(access::auth_error)?
-    };
-    // Reuse the browser's token: another sign-in page (a second tab, or the
-    // favicon request sent here) must not invalidate the form already shown.
-    let csrf = match access::cookie(headers, SIGN_IN_COOKIE) {
-        Some(c)
-            if c.len() == 43
-                && c.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
-        {
-            c
-        }
-        _ => crate::auth::random_secret().map_err(access::auth_error)?,
-    };
-    let page = SignInPage {
-        message: message.to_owned(),
-        next: next.to_owned(),
-        csrf: csrf.clone(),
-        name: crate::text::clip(name),
-        first_admin: no_users.then(|| state.auth().first_admin_command()),
-    };
-    let secure = access::secure_cookie(state, headers, Some(peer.ip()));
-    let mut res = (status, Html(page.render()?)).into_response();
-    res.headers_mut().append(
-        header::SET_COOKIE,
-        access::set_cookie(SIGN_IN_COOKIE, &csrf, secure, false),
-    );
-    Ok(res)
+}
+
+impl Shown<'_> {
+    /// The page with `message`, answered with `status`.
+    async fn render(&self, status: StatusCode, message: &str) -> Result<Response, WebError> {
+        let no_users = {
+            let client = self.state.writer().get().await?;
+            !users::any(&*client).await.map_err(access::auth_error)?
+        };
+        // Reuse the browser's token: another sign-in page (a second tab, or the
+        // favicon request sent here) must not invalidate the form already shown.
+        let csrf = match access::cookie(self.headers, SIGN_IN_COOKIE) {
+            Some(c)
+                if c.len() == 43
+                    && c.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+            {
+                c
+            }
+            _ => crate::auth::random_secret().map_err(access::auth_error)?,
+        };
+        let page = SignInPage {
+            message: message.to_owned(),
+            next: self.next.to_owned(),
+            csrf: csrf.clone(),
+            name: crate::text::clip(self.name),
+            first_admin: no_users.then(|| self.state.auth().first_admin_command()),
+        };
+        let secure = access::secure_cookie(self.state, self.headers, Some(self.peer.ip()));
+        let mut res = (status, Html(page.render()?)).into_response();
+        res.headers_mut().append(
+            header::SET_COOKIE,
+            access::set_cookie(SIGN_IN_COOKIE, &csrf, secure, false),
+        );
+        Ok(res)
+    }
 }
 
 /// `GET /sign-in?next=/path`
@@ -150,7 +155,14 @@ pub async fn form(
     if state.auth().config.mode == AuthMode::None {
         return Ok(Redirect::to(&next).into_response());
     }
-    render(&state, StatusCode::OK, "", &next, "", &headers, peer).await
+    let shown = Shown {
+        state: &state,
+        next: &next,
+        name: "",
+        headers: &headers,
+        peer,
+    };
+    shown.render(StatusCode::OK, "").await
 }
 
 /// `POST /sign-in` (name, password, csrf, next)
@@ -177,32 +189,26 @@ pub async fn submit(
         .map(|n| n.trim().to_owned())
         .unwrap_or_default();
     let password = f.get("password").cloned().unwrap_or_default();
+    let shown = Shown {
+        state: &state,
+        next: &next,
+        name: &name,
+        headers: &headers,
+        peer,
+    };
     if name.is_empty() || password.is_empty() {
-        return render(
-            &state,
-            StatusCode::BAD_REQUEST,
-            "Give both the user name and the password.",
-            &next,
-            &name,
-            &headers,
-            peer,
-        )
-        .await;
+        return shown
+            .render(
+                StatusCode::BAD_REQUEST,
+                "Give both the user name and the password.",
+            )
+            .await;
     }
     // Beyond a full line, refuse now: waiting longer would outlast any
     // browser's patience, and the refused guess was never checked.
     let Some(place) = state.sign_in_place() else {
         tracing::warn!(peer = %peer.ip(), "sign-in refused: too many sign-ins waiting to be checked");
-        let mut res = render(
-            &state,
-            StatusCode::TOO_MANY_REQUESTS,
-            BUSY,
-            &next,
-            &name,
-            &headers,
-            peer,
-        )
-        .await?;
+        let mut res = shown.render(StatusCode::TOO_MANY_REQUESTS, BUSY).await?;
         res.headers_mut()
             .insert(header::RETRY_AFTER, header::HeaderValue::from_static("30"));
         return Ok(res);
@@ -298,16 +304,7 @@ pub async fn submit(
             drop(client);
             // Every refusal takes as long, whatever the reason.
             tokio::time::sleep(FAILURE_TIME.saturating_sub(started.elapsed())).await;
-            render(
-                &state,
-                StatusCode::UNAUTHORIZED,
-                REFUSED,
-                &next,
-                &name,
-                &headers,
-                peer,
-            )
-            .await
+            shown.render(StatusCode::UNAUTHORIZED, REFUSED).await
         }
     }
 }

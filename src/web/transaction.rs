@@ -12,10 +12,10 @@ use axum::response::{Html, IntoResponse, Response};
 use super::access::Principal;
 use super::entry::parse_id;
 use super::error::WebError;
-use super::log::{long_time, Context, RowView};
+use super::log::rows::{long_time, Context, RowView};
 use super::query::{pairs, url, LogQuery, Sql};
 use super::AppState;
-use crate::export::{StoredEntry, ENTRY_COLUMNS};
+use crate::store::stored::{StoredEntry, ENTRY_COLUMNS};
 use crate::text::clip;
 use axum::Extension;
 

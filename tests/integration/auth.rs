@@ -58,12 +58,11 @@ async fn capture_as(
     .await
     .is_ok());
 
-    let src = env.source().await;
-    src.batch_execute(
-        "CREATE TABLE t (id int PRIMARY KEY, v text); ALTER TABLE t REPLICA IDENTITY FULL;",
-    )
-    .await
-    .unwrap();
+    let src = env
+        .source_with(
+            "CREATE TABLE t (id int PRIMARY KEY, v text); ALTER TABLE t REPLICA IDENTITY FULL;",
+        )
+        .await;
 
     // A DBA runs setup as the tables' owner; the daemon then runs as the replication role.
     env.setup().await;

@@ -1,11 +1,11 @@
 //! Capture semantics: every action (INSERT, UPDATE, DELETE, TRUNCATE, including a TRUNCATE of two
 //! tables), before/after images under REPLICA IDENTITY FULL and DEFAULT, changed_columns,
 //! composite and missing primary keys, quoted identifiers, include/exclude patterns, rolled-back
-//! transactions and savepoints, and commit order across interleaved concurrent transactions.
-//! Every test replays the store against the source table and checks exact per-action counts.
+//! transactions and savepoints (commit order across interleaved transactions is in
+//! `capture_order`). Every test replays the store against the source table and checks exact
+//! per-action counts.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
@@ -88,16 +88,11 @@ fn actions(entries: &[Entry]) -> Vec<(String, Value)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_action_with_full_identity() {
-    let env = TestEnv::start().await;
-    let src = env.source().await;
-    src.batch_execute(
+    let (env, src, mut daemon) = TestEnv::capturing(
         "CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL, qty int, price numeric(8,2));
          ALTER TABLE items REPLICA IDENTITY FULL;",
     )
-    .await
-    .unwrap();
-    env.setup().await;
-    let mut daemon = env.spawn();
+    .await;
 
     let a = Txn::run(
         &src,
@@ -233,17 +228,12 @@ async fn every_action_with_full_identity() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn truncate_of_two_tables_gives_one_entry_per_table() {
-    let env = TestEnv::start().await;
-    let src = env.source().await;
-    src.batch_execute(
+    let (env, src, mut daemon) = TestEnv::capturing(
         "CREATE TABLE t_one (id int PRIMARY KEY, v text);
          CREATE TABLE t_two (k text PRIMARY KEY, n int);
          CREATE TABLE t_three (id int PRIMARY KEY);",
     )
-    .await
-    .unwrap();
-    env.setup().await;
-    let mut daemon = env.spawn();
+    .await;
 
     src.batch_execute(
         "INSERT INTO t_one SELECT g, 'v' || g FROM generate_series(1, 5) g;
@@ -309,10 +299,9 @@ async fn truncate_of_two_tables_gives_one_entry_per_table() {
 async fn default_identity_before_holds_only_the_key() {
     // before_images = false: setup leaves the table's REPLICA IDENTITY DEFAULT.
     let env = TestEnv::start_with(ClusterOptions::default(), |c| c.before_images = false).await;
-    let src = env.source().await;
-    src.batch_execute("CREATE TABLE d (id int PRIMARY KEY, v text, n int)")
-        .await
-        .unwrap();
+    let src = env
+        .source_with("CREATE TABLE d (id int PRIMARY KEY, v text, n int)")
+        .await;
     env.setup().await;
     let mut daemon = env.spawn();
 
@@ -620,15 +609,10 @@ async fn include_and_exclude_patterns() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollbacks_and_savepoint_rollbacks_never_appear() {
-    let env = TestEnv::start().await;
-    let src = env.source().await;
-    src.batch_execute(
+    let (env, src, mut daemon) = TestEnv::capturing(
         "CREATE TABLE r (id int PRIMARY KEY, v text); ALTER TABLE r REPLICA IDENTITY FULL;",
     )
-    .await
-    .unwrap();
-    env.setup().await;
-    let mut daemon = env.spawn();
+    .await;
 
     src.batch_execute(
         "BEGIN; INSERT INTO r VALUES (1, 'gone'); UPDATE r SET v = 'gone too'; ROLLBACK;",
@@ -699,186 +683,14 @@ async fn rollbacks_and_savepoint_rollbacks_never_appear() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn interleaved_transactions_are_stored_in_commit_order() {
-    let env = TestEnv::start().await;
-    let src = env.source().await;
-    src.batch_execute("CREATE TABLE il (id int PRIMARY KEY, conn int NOT NULL, step int NOT NULL)")
-        .await
-        .unwrap();
-    env.setup().await;
-    let mut daemon = env.spawn();
-
-    let conns = [env.source().await, env.source().await, env.source().await];
-    // (xid, ops) of a transaction; ops are (action, id) in statement order.
-    type Ops = (i64, Vec<(&'static str, i64)>);
-    let mut open: [Option<Ops>; 3] = [None, None, None];
-    let mut committed: Vec<Ops> = Vec::new();
-
-    // The classic case first: c0 begins first but commits last.
-    for c in &conns[0..2] {
-        c.batch_execute("BEGIN").await.unwrap();
-    }
-    conns[0]
-        .batch_execute("INSERT INTO il VALUES (1, 0, 0)")
-        .await
-        .unwrap();
-    conns[1]
-        .batch_execute("INSERT INTO il VALUES (2, 1, 0)")
-        .await
-        .unwrap();
-    conns[0]
-        .batch_execute("INSERT INTO il VALUES (3, 0, 1)")
-        .await
-        .unwrap();
-    let x0: i64 = conns[0]
-        .query_one("SELECT txid_current()", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let x1: i64 = conns[1]
-        .query_one("SELECT txid_current()", &[])
-        .await
-        .unwrap()
-        .get(0);
-    conns[1].batch_execute("COMMIT").await.unwrap();
-    conns[0]
-        .batch_execute("INSERT INTO il VALUES (4, 0, 2); COMMIT")
-        .await
-        .unwrap();
-    committed.push((x1, vec![("INSERT", 2)]));
-    committed.push((x0, vec![("INSERT", 1), ("INSERT", 3), ("INSERT", 4)]));
-
-    // Then a deterministic pseudo-random interleaving of three connections.
-    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut next = move |n: u64| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed % n
-    };
-    let mut next_id = 100i64;
-    for step in 0..400 {
-        let c = next(3) as usize;
-        match &mut open[c] {
-            None => {
-                conns[c].batch_execute("BEGIN").await.unwrap();
-                let xid: i64 = conns[c]
-                    .query_one("SELECT txid_current()", &[])
-                    .await
-                    .unwrap()
-                    .get(0);
-                open[c] = Some((xid, vec![]));
-            }
-            Some((_, ops)) => match next(5) {
-                0 => {
-                    conns[c].batch_execute("COMMIT").await.unwrap();
-                    let (xid, ops) = open[c].take().unwrap();
-                    if !ops.is_empty() {
-                        committed.push((xid, ops));
-                    }
-                }
-                1 if !ops.is_empty() => {
-                    let (_, id) = ops[next(ops.len() as u64) as usize];
-                    conns[c]
-                        .batch_execute(&format!("UPDATE il SET step = {step} WHERE id = {id}"))
-                        .await
-                        .unwrap();
-                    ops.push(("UPDATE", id));
-                }
-                _ => {
-                    next_id += 1;
-                    conns[c]
-                        .batch_execute(&format!("INSERT INTO il VALUES ({next_id}, {c}, {step})"))
-                        .await
-                        .unwrap();
-                    ops.push(("INSERT", next_id));
-                }
-            },
-        }
-    }
-    for c in 0..3 {
-        if let Some((xid, ops)) = open[c].take() {
-            conns[c].batch_execute("COMMIT").await.unwrap();
-            if !ops.is_empty() {
-                committed.push((xid, ops));
-            }
-        }
-    }
-    env.sync().await;
-
-    let store = env.store().await;
-    let e = table_entries(&store, "public", "il").await;
-    // Group consecutive entries by xid: the groups must be the transactions in commit order.
-    let mut groups: Vec<(i64, Vec<(&str, i64)>)> = Vec::new();
-    for x in &e {
-        let op = (x.action.as_str(), x.key_i64("id"));
-        match groups.last_mut() {
-            Some((xid, ops)) if *xid == x.xid => ops.push(op),
-            _ => groups.push((x.xid, vec![op])),
-        }
-    }
-    let want: Vec<(i64, Vec<(&str, i64)>)> =
-        committed.iter().map(|(x, ops)| (*x, ops.clone())).collect();
-    assert_eq!(
-        groups.len(),
-        want.len(),
-        "one contiguous group of entries per committed transaction"
-    );
-    assert_eq!(
-        groups, want,
-        "entries follow commit order, and statement order within a transaction"
-    );
-
-    // Commit LSNs: equal within a transaction, strictly increasing between transactions.
-    let mut prev: Option<(i64, u64)> = None;
-    for x in &e {
-        let lsn = parse_lsn(&x.lsn);
-        if let Some((pxid, plsn)) = prev {
-            if pxid == x.xid {
-                assert_eq!(
-                    lsn, plsn,
-                    "entry {} of the same transaction has another lsn",
-                    x.id
-                );
-            } else {
-                assert!(
-                    lsn > plsn,
-                    "entry {}: commit lsn {} not after {}",
-                    x.id,
-                    x.lsn,
-                    format_lsn(plsn)
-                );
-            }
-        }
-        prev = Some((x.xid, lsn));
-    }
-    let inserts = want
-        .iter()
-        .flat_map(|(_, o)| o)
-        .filter(|(a, _)| *a == "INSERT")
-        .count() as i64;
-    let updates = want
-        .iter()
-        .flat_map(|(_, o)| o)
-        .filter(|(a, _)| *a == "UPDATE")
-        .count() as i64;
-    assert_counts(&store, "public", "il", Counts::new(inserts, updates, 0, 0)).await;
-    assert_store_matches_source(&src, &store, "public", "il").await;
-    tokio::time::timeout(Duration::from_secs(60), daemon.terminate())
-        .await
-        .expect("terminate");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn table_created_while_running_is_captured_if_it_matches() {
     let env = TestEnv::start_with(ClusterOptions::default(), |c| {
         c.exclude = vec!["public.secret*".into()];
     })
     .await;
-    let src = env.source().await;
-    src.batch_execute("CREATE TABLE early (id int PRIMARY KEY, v text)")
-        .await
-        .unwrap();
+    let src = env
+        .source_with("CREATE TABLE early (id int PRIMARY KEY, v text)")
+        .await;
     env.setup().await;
     let mut daemon = env.spawn();
     src.batch_execute("INSERT INTO early VALUES (1, 'a')")

@@ -25,33 +25,61 @@ async fn expected_hash(pg: &Client, value: &str) -> Value {
     Value::String(row.get(0))
 }
 
+/// The hashes pgcrypto gives for the secret values the test writes.
+struct Hashes {
+    hash1: Value,
+    hash2: Value,
+    ssn1: Value,
+    ssn2: Value,
+    token1: Value,
+}
+
+impl Hashes {
+    async fn compute(env: &TestEnv) -> Hashes {
+        let pg = env.cluster.client("postgres").await;
+        pg.batch_execute("CREATE EXTENSION IF NOT EXISTS pgcrypto")
+            .await
+            .expect("pgcrypto (postgresql-contrib)");
+        Hashes {
+            hash1: expected_hash(&pg, "secret-hash-1").await,
+            hash2: expected_hash(&pg, "secret-hash-2").await,
+            ssn1: expected_hash(&pg, "secret-ssn-1").await,
+            ssn2: expected_hash(&pg, "secret-ssn-2").await,
+            token1: expected_hash(&pg, "secret-token-1").await,
+        }
+    }
+}
+
+/// Row changes only (schema changes are entries too, checked by the DDL tests).
+async fn row_entries(store: &Client, table: &str) -> Vec<Entry> {
+    table_entries(store, "public", table)
+        .await
+        .into_iter()
+        .filter(|e| e.action != "DDL")
+        .collect()
+}
+
 /// Rows, in every table of the store, whose text contains `needle`: `(table, count)` for each hit.
 async fn store_rows_containing(store: &Client, needle: &str) -> Vec<(String, i64)> {
-    let tables: Vec<String> = store
-        .query(
-            "SELECT format('%I.%I', table_schema, table_name) FROM information_schema.tables \
-             WHERE table_schema NOT IN ('pg_catalog', 'information_schema') AND table_type = 'BASE TABLE'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let tables: Vec<String> = query_column(
+        store,
+        "SELECT format('%I.%I', table_schema, table_name) FROM information_schema.tables \
+         WHERE table_schema NOT IN ('pg_catalog', 'information_schema') AND table_type = 'BASE TABLE'",
+        &[],
+    )
+    .await;
     assert!(
         tables.iter().any(|t| t == "pgtrail.decode_errors"),
         "{tables:?}"
     );
     let mut hits = Vec::new();
     for t in tables {
-        let n: i64 = store
-            .query_one(
-                &format!("SELECT count(*) FROM {t} r WHERE r::text LIKE '%' || $1 || '%'"),
-                &[&needle],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        let n: i64 = query_value(
+            store,
+            &format!("SELECT count(*) FROM {t} r WHERE r::text LIKE '%' || $1 || '%'"),
+            &[&needle],
+        )
+        .await;
         if n > 0 {
             hits.push((t, n));
         }
@@ -59,12 +87,10 @@ async fn store_rows_containing(store: &Client, needle: &str) -> Vec<(String, i64
     hits
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ignored_and_redacted_columns_never_reach_the_store() {
-    let key_dir = tempfile::tempdir().unwrap();
-    let key_file = key_dir.path().join("redact.key");
-    std::fs::write(&key_file, format!("{KEY}\n")).unwrap();
-    let env = TestEnv::start_with(ClusterOptions::default(), |c| {
+/// Users (one column ignored, two redacted), API tokens (the key redacted) and people (no
+/// rule), with the redaction key read from `key_file`.
+async fn start_with_column_rules(key_file: &std::path::Path) -> TestEnv {
+    TestEnv::start_with(ClusterOptions::default(), |c| {
         c.extra_toml = format!(
             "redact_key_file = {}\n\n\
              [[capture.columns]]\ntable = \"public.users\"\nignore = [\"last_seen_at\"]\nredact = [\"password_hash\", \"ssn\"]\n\n\
@@ -73,18 +99,11 @@ async fn ignored_and_redacted_columns_never_reach_the_store() {
             toml_str(&key_file.display().to_string())
         )
     })
-    .await;
-    let src = env.source().await;
-    src.batch_execute(
-        "CREATE TABLE users (id int PRIMARY KEY, name text, password_hash text, ssn text, last_seen_at timestamptz);
-         CREATE TABLE api_tokens (token text PRIMARY KEY, owner int);
-         CREATE TABLE people (id int PRIMARY KEY, ssn text);",
-    )
     .await
-    .unwrap();
-    env.setup().await;
-    let mut daemon = env.spawn();
+}
 
+/// The changes, one transaction each unless written out.
+async fn write_changes(src: &Client) {
     // One transaction each, unless written out. Ignored timestamps are in 1999 so that they
     // can be looked for in the store.
     for sql in [
@@ -109,53 +128,36 @@ async fn ignored_and_redacted_columns_never_reach_the_store() {
     ] {
         src.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
-    env.sync().await;
-    let store = env.store().await;
+}
 
-    assert_counts(&store, "public", "users", Counts::new(2, 4, 1, 0)).await;
-    assert_counts(&store, "public", "api_tokens", Counts::new(1, 1, 1, 0)).await;
-    assert_counts(&store, "public", "people", Counts::new(1, 0, 0, 0)).await;
-
+/// Nothing raw anywhere in the store: not the secrets, not the ignored timestamps.
+async fn nothing_raw_in_the_store(store: &Client) {
     // Nothing raw anywhere in the store: not the secrets, not the ignored timestamps.
     for needle in ["secret", "1999-12-31"] {
-        let hits = store_rows_containing(&store, needle).await;
+        let hits = store_rows_containing(store, needle).await;
         assert!(hits.is_empty(), "{needle:?} found in the store: {hits:?}");
     }
     // The check above would see them: unruled tables are stored as they are.
     assert_eq!(
-        store_rows_containing(&store, "plain-ssn-1").await,
+        store_rows_containing(store, "plain-ssn-1").await,
         [("pgtrail.entries".to_string(), 1)]
     );
     // And in the words of the brief, column by column.
-    let raw: i64 = store
-        .query_one(
-            "SELECT (SELECT count(*) FROM pgtrail.entries WHERE before::text LIKE '%secret%' OR after::text LIKE '%secret%'
-                        OR primary_key::text LIKE '%secret%' OR changed_columns::text LIKE '%secret%')
-                  + (SELECT count(*) FROM pgtrail.decode_errors WHERE record LIKE '%secret%' OR error LIKE '%secret%')",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let raw = query_count(
+        store,
+        "SELECT (SELECT count(*) FROM pgtrail.entries WHERE before::text LIKE '%secret%' OR after::text LIKE '%secret%'
+                    OR primary_key::text LIKE '%secret%' OR changed_columns::text LIKE '%secret%')
+              + (SELECT count(*) FROM pgtrail.decode_errors WHERE record LIKE '%secret%' OR error LIKE '%secret%')",
+    )
+    .await;
     assert_eq!(raw, 0);
+}
 
-    let pg = env.cluster.client("postgres").await;
-    pg.batch_execute("CREATE EXTENSION IF NOT EXISTS pgcrypto")
-        .await
-        .expect("pgcrypto (postgresql-contrib)");
-    let (hash1, hash2, ssn1, ssn2, token1) = (
-        expected_hash(&pg, "secret-hash-1").await,
-        expected_hash(&pg, "secret-hash-2").await,
-        expected_hash(&pg, "secret-ssn-1").await,
-        expected_hash(&pg, "secret-ssn-2").await,
-        expected_hash(&pg, "secret-token-1").await,
-    );
-
-    // Row changes only (schema changes are entries too, checked by the DDL tests).
-    let rows_of = |entries: Vec<Entry>| -> Vec<Entry> {
-        entries.into_iter().filter(|e| e.action != "DDL").collect()
-    };
-    let e = rows_of(table_entries(&store, "public", "users").await);
+/// The users' entries: the ignored column nowhere, the redacted ones hashed.
+async fn users_are_stored_redacted(store: &Client, h: &Hashes) {
+    let (hash1, hash2) = (h.hash1.clone(), h.hash2.clone());
+    let (ssn1, ssn2) = (h.ssn1.clone(), h.ssn2.clone());
+    let e = row_entries(store, "users").await;
     for entry in &e {
         for image in [&entry.before, &entry.after] {
             assert!(
@@ -233,8 +235,12 @@ async fn ignored_and_redacted_columns_never_reach_the_store() {
         e[6].before,
         json!({"id": 2, "name": "Bob", "password_hash": null, "ssn": ssn1})
     );
+}
 
-    let t = rows_of(table_entries(&store, "public", "api_tokens").await);
+/// A redacted key column is hashed in primary_key, and row history still works on it.
+async fn a_redacted_key_is_hashed(store: &Client, h: &Hashes) {
+    let token1 = h.token1.clone();
+    let t = row_entries(store, "api_tokens").await;
     let keys: Vec<&Value> = t.iter().map(|e| &e.primary_key).collect();
     assert_eq!(
         keys,
@@ -244,13 +250,36 @@ async fn ignored_and_redacted_columns_never_reach_the_store() {
     assert_eq!(t[1].changed_columns, json!(["owner"]));
     assert_eq!(t[1].before, json!({"token": token1, "owner": 1}));
     // Row history still works on the hashed key: all three entries share one row_key.
-    let row_keys: i64 = store
-        .query_one("SELECT count(DISTINCT row_key) FROM pgtrail.entries WHERE table_name = 'api_tokens' AND action <> 'DDL' AND row_key IS NOT NULL", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let row_keys = query_count(
+        store,
+        "SELECT count(DISTINCT row_key) FROM pgtrail.entries WHERE table_name = 'api_tokens' AND action <> 'DDL' AND row_key IS NOT NULL",
+    )
+    .await;
     assert_eq!(row_keys, 1);
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ignored_and_redacted_columns_never_reach_the_store() {
+    let key_dir = tempfile::tempdir().unwrap();
+    let key_file = key_dir.path().join("redact.key");
+    std::fs::write(&key_file, format!("{KEY}\n")).unwrap();
+    let env = start_with_column_rules(&key_file).await;
+    let src = env.source_with("CREATE TABLE users (id int PRIMARY KEY, name text, password_hash text, ssn text, last_seen_at timestamptz);
+         CREATE TABLE api_tokens (token text PRIMARY KEY, owner int);
+         CREATE TABLE people (id int PRIMARY KEY, ssn text);").await;
+    env.setup().await;
+    let mut daemon = env.spawn();
+    write_changes(&src).await;
+    env.sync().await;
+    let store = env.store().await;
+
+    assert_counts(&store, "public", "users", Counts::new(2, 4, 1, 0)).await;
+    assert_counts(&store, "public", "api_tokens", Counts::new(1, 1, 1, 0)).await;
+    assert_counts(&store, "public", "people", Counts::new(1, 0, 0, 0)).await;
+    nothing_raw_in_the_store(&store).await;
+    let hashes = Hashes::compute(&env).await;
+    users_are_stored_redacted(&store, &hashes).await;
+    a_redacted_key_is_hashed(&store, &hashes).await;
     assert_store_matches_source(&src, &store, "public", "people").await;
     daemon.terminate().await;
 }

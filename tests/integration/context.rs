@@ -12,21 +12,80 @@ fn ctx(e: &ExportLine, key: &str) -> Value {
     e.value["context"].get(key).cloned().unwrap_or(Value::Null)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn context_from_roles_addresses_and_application_settings() {
-    let env = TestEnv::start().await;
-    let src = env.source().await;
-    src.batch_execute(
-        "CREATE TABLE acct (id int PRIMARY KEY, owner text, balance numeric(12,2));
-         CREATE ROLE clerk LOGIN PASSWORD 'pw'; CREATE ROLE manager NOLOGIN;
-         GRANT ALL ON acct TO clerk, manager; GRANT manager TO clerk;",
-    )
-    .await
-    .unwrap();
-    env.setup().await;
-    let mut daemon = env.spawn();
+/// Who made a change, as its context says: action, db_user, current_user, actor, source,
+/// remarks, application_name.
+type Who = (String, Value, Value, Value, Value, Value, Value);
 
-    // clerk over TCP, with the application's own context, changing mid-transaction.
+fn who(e: &ExportLine) -> Who {
+    (
+        e.value["action"].as_str().unwrap_or_default().to_owned(),
+        ctx(e, "db_user"),
+        ctx(e, "current_user"),
+        ctx(e, "actor"),
+        ctx(e, "source"),
+        ctx(e, "remarks"),
+        ctx(e, "application_name"),
+    )
+}
+
+/// What each change of the test must say about who made it.
+fn expected_who() -> Vec<Who> {
+    let s = |v: &str| json!(v);
+    // Both rows of the first INSERT.
+    let alice_inserts = (
+        "INSERT".to_owned(),
+        s("clerk"),
+        s("clerk"),
+        s("alice@example.com"),
+        s("web"),
+        Value::Null,
+        s("teller"),
+    );
+    vec![
+        alice_inserts.clone(),
+        alice_inserts,
+        (
+            "UPDATE".into(),
+            s("clerk"),
+            s("clerk"),
+            s("bob@example.com"),
+            s("web"),
+            s("ticket 4411"),
+            s("teller"),
+        ),
+        // The savepoint's update and its 'mallory' context are gone; SET ROLE shows as current_user.
+        (
+            "UPDATE".into(),
+            s("clerk"),
+            s("manager"),
+            s("bob@example.com"),
+            s("web"),
+            s("ticket 4411"),
+            s("teller"),
+        ),
+        (
+            "DELETE".into(),
+            s("postgres"),
+            s("postgres"),
+            Value::Null,
+            Value::Null,
+            Value::Null,
+            Value::Null,
+        ),
+        (
+            "INSERT".into(),
+            Value::Null,
+            Value::Null,
+            Value::Null,
+            Value::Null,
+            Value::Null,
+            Value::Null,
+        ),
+    ]
+}
+
+/// clerk over TCP, with the application's own context, changing mid-transaction; the client.
+async fn clerk_over_tcp(env: &TestEnv) -> tokio_postgres::Client {
     let clerk = connect(&format!(
         "{}?application_name=teller",
         env.cluster.url_as("app", "clerk", Some("pw"))
@@ -52,7 +111,11 @@ async fn context_from_roles_addresses_and_application_settings() {
         )
         .await
         .unwrap();
-    // postgres over the Unix socket, no application context.
+    clerk
+}
+
+/// postgres over the Unix socket, no application context; then with triggers off.
+async fn postgres_over_the_socket(env: &TestEnv) {
     let local = connect(&env.cluster.socket_conninfo("app", "postgres"))
         .await
         .unwrap();
@@ -62,85 +125,46 @@ async fn context_from_roles_addresses_and_application_settings() {
         .unwrap();
     // A superuser replaying with triggers off: no context message, the change is still audited.
     local.batch_execute("SET session_replication_role = replica; INSERT INTO acct VALUES (3, 'carol', 1); RESET session_replication_role;").await.unwrap();
+}
+
+/// The writer's plain columns say what the context says: the actor, else the role; the
+/// address, none over the Unix socket.
+async fn plain_columns_follow_the_context(store: &tokio_postgres::Client, e: &[ExportLine]) {
+    let cols: Vec<(Option<String>, Option<String>)> = query_pairs(
+        store,
+        "SELECT actor, host(client_addr) FROM pgtrail.entries WHERE table_name = 'acct' ORDER BY id",
+        &[],
+    )
+    .await;
+    let expected: Vec<(Option<String>, Option<String>)> = e
+        .iter()
+        .map(|entry| {
+            let text = |k: &str| ctx(entry, k).as_str().map(str::to_owned);
+            (text("actor").or(text("db_user")), text("client_addr"))
+        })
+        .collect();
+    assert_eq!(cols, expected);
+    assert_eq!(cols[0].0.as_deref(), Some("alice@example.com"));
+    assert_eq!(cols[0].1.as_deref(), Some("127.0.0.1"));
+    assert_eq!(cols[4].1, None, "the Unix socket has no address");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn context_from_roles_addresses_and_application_settings() {
+    let (env, src, mut daemon) = TestEnv::capturing(
+        "CREATE TABLE acct (id int PRIMARY KEY, owner text, balance numeric(12,2));
+         CREATE ROLE clerk LOGIN PASSWORD 'pw'; CREATE ROLE manager NOLOGIN;
+         GRANT ALL ON acct TO clerk, manager; GRANT manager TO clerk;",
+    )
+    .await;
+
+    let clerk = clerk_over_tcp(&env).await;
+    postgres_over_the_socket(&env).await;
     env.sync().await;
 
     let e: Vec<ExportLine> = env.trail.export_jsonl(&["--table", "public.acct"]).await;
-    let summary: Vec<(String, Value, Value, Value, Value, Value, Value)> = e
-        .iter()
-        .map(|e| {
-            (
-                e.value["action"].as_str().unwrap_or_default().to_owned(),
-                ctx(e, "db_user"),
-                ctx(e, "current_user"),
-                ctx(e, "actor"),
-                ctx(e, "source"),
-                ctx(e, "remarks"),
-                ctx(e, "application_name"),
-            )
-        })
-        .collect();
-    let s = |v: &str| json!(v);
-    assert_eq!(
-        summary,
-        vec![
-            (
-                "INSERT".into(),
-                s("clerk"),
-                s("clerk"),
-                s("alice@example.com"),
-                s("web"),
-                Value::Null,
-                s("teller")
-            ),
-            (
-                "INSERT".into(),
-                s("clerk"),
-                s("clerk"),
-                s("alice@example.com"),
-                s("web"),
-                Value::Null,
-                s("teller")
-            ),
-            (
-                "UPDATE".into(),
-                s("clerk"),
-                s("clerk"),
-                s("bob@example.com"),
-                s("web"),
-                s("ticket 4411"),
-                s("teller")
-            ),
-            // The savepoint's update and its 'mallory' context are gone; SET ROLE shows as current_user.
-            (
-                "UPDATE".into(),
-                s("clerk"),
-                s("manager"),
-                s("bob@example.com"),
-                s("web"),
-                s("ticket 4411"),
-                s("teller")
-            ),
-            (
-                "DELETE".into(),
-                s("postgres"),
-                s("postgres"),
-                Value::Null,
-                Value::Null,
-                Value::Null,
-                Value::Null
-            ),
-            (
-                "INSERT".into(),
-                Value::Null,
-                Value::Null,
-                Value::Null,
-                Value::Null,
-                Value::Null,
-                Value::Null
-            ),
-        ],
-        "{e:#?}"
-    );
+    let summary: Vec<Who> = e.iter().map(who).collect();
+    assert_eq!(summary, expected_who(), "{e:#?}");
     assert_eq!(
         ctx(&e[0], "client_addr"),
         json!("127.0.0.1"),
@@ -162,36 +186,14 @@ async fn context_from_roles_addresses_and_application_settings() {
     let store = env.store().await;
     assert_counts(&store, "public", "acct", Counts::new(3, 2, 1, 0)).await;
     assert_store_matches_source(&src, &store, "public", "acct").await;
-
-    // The writer's plain columns say what the context says: the actor, else
-    // the role; the address, none over the Unix socket.
-    let cols: Vec<(Option<String>, Option<String>)> = store
-        .query(
-            "SELECT actor, host(client_addr) FROM pgtrail.entries WHERE table_name = 'acct' ORDER BY id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    let expected: Vec<(Option<String>, Option<String>)> = e
-        .iter()
-        .map(|entry| {
-            let text = |k: &str| ctx(entry, k).as_str().map(str::to_owned);
-            (text("actor").or(text("db_user")), text("client_addr"))
-        })
-        .collect();
-    assert_eq!(cols, expected);
-    assert_eq!(cols[0].0.as_deref(), Some("alice@example.com"));
-    assert_eq!(cols[0].1.as_deref(), Some("127.0.0.1"));
-    assert_eq!(cols[4].1, None, "the Unix socket has no address");
+    plain_columns_follow_the_context(&store, &e).await;
     daemon.terminate().await;
 }
 
 /// Everything in the source that says what pgtrail has installed.
 async fn source_footprint(c: &tokio_postgres::Client) -> Vec<String> {
-    c.query(
+    query_column(
+        c,
         "SELECT 'trigger ' || tgrelid::regclass || ' ' || tgname FROM pg_trigger WHERE tgname LIKE 'pgtrail%'
          UNION ALL SELECT 'function ' || p.oid::regprocedure FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'pgtrail'
          UNION ALL SELECT 'schema ' || nspname FROM pg_namespace WHERE nspname = 'pgtrail'
@@ -204,17 +206,12 @@ async fn source_footprint(c: &tokio_postgres::Client) -> Vec<String> {
         &[],
     )
     .await
-    .unwrap()
-    .iter()
-    .map(|r| r.get(0))
-    .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_run_changes_nothing_setup_twice_is_a_no_op_and_teardown_removes_everything() {
     let env = TestEnv::start().await;
-    let src = env.source().await;
-    src.batch_execute("CREATE TABLE a (id int PRIMARY KEY, v text); CREATE TABLE \"Odd Name\" (id int PRIMARY KEY);").await.unwrap();
+    let src = env.source_with("CREATE TABLE a (id int PRIMARY KEY, v text); CREATE TABLE \"Odd Name\" (id int PRIMARY KEY);").await;
     let admin = env.cluster.client("postgres").await;
 
     let before = source_footprint(&src).await;
@@ -316,6 +313,11 @@ async fn dry_run_changes_nothing_setup_twice_is_a_no_op_and_teardown_removes_eve
     assert_counts(&store, "public", "a", Counts::new(1, 0, 0, 0)).await;
 }
 
+/// The first warning of a table's report, empty when it has none.
+fn first_warning(report: &Value) -> &str {
+    report["warnings"][0].as_str().unwrap_or_default()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tables_says_what_is_captured_and_why() {
     let env = TestEnv::start_with(ClusterOptions::default(), |c| {
@@ -324,15 +326,13 @@ async fn tables_says_what_is_captured_and_why() {
         c.before_images = false;
     })
     .await;
-    let src = env.source().await;
-    src.batch_execute(
+    env.source_with(
         "CREATE TABLE orders (id int, region text, PRIMARY KEY (region, id));
          CREATE TABLE sessions (id int PRIMARY KEY);
          CREATE TABLE loose (a int);
          CREATE SCHEMA other; CREATE TABLE other.t (id int PRIMARY KEY);",
     )
-    .await
-    .unwrap();
+    .await;
     env.setup().await;
     let out = env.trail.cli(&["tables", "--json"]).await;
     out.assert_success();
@@ -356,13 +356,7 @@ async fn tables_says_what_is_captured_and_why() {
     );
     assert_eq!(orders["replica_identity"], json!("default"));
     assert_eq!(orders["context_trigger"], json!(true));
-    assert!(
-        orders["warnings"][0]
-            .as_str()
-            .unwrap_or_default()
-            .contains("not FULL"),
-        "{orders}"
-    );
+    assert!(first_warning(&orders).contains("not FULL"), "{orders}");
 
     let sessions = by_name("public.sessions");
     assert_eq!(sessions["captured"], json!(false));
@@ -375,10 +369,7 @@ async fn tables_says_what_is_captured_and_why() {
 
     let loose = by_name("public.loose");
     assert!(
-        loose["warnings"][0]
-            .as_str()
-            .unwrap_or_default()
-            .contains("cannot be tied to a row"),
+        first_warning(&loose).contains("cannot be tied to a row"),
         "{loose}"
     );
 
@@ -403,10 +394,9 @@ async fn a_table_created_later_is_enrolled_from_its_creation() {
         c.exclude = vec!["public.tmp_*".into()];
     })
     .await;
-    let src = env.source().await;
-    src.batch_execute("CREATE TABLE early (id int PRIMARY KEY)")
-        .await
-        .unwrap();
+    let src = env
+        .source_with("CREATE TABLE early (id int PRIMARY KEY)")
+        .await;
     env.setup().await;
     let mut daemon = env.spawn();
 

@@ -18,15 +18,10 @@ async fn kill_and_restart(env: &TestEnv, daemon: &mut Daemon) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_while_idle_loses_and_doubles_nothing() {
-    let env = TestEnv::start().await;
-    let src = env.source().await;
-    src.batch_execute(
+    let (env, src, mut daemon) = TestEnv::capturing(
         "CREATE TABLE k (id int PRIMARY KEY, v int); ALTER TABLE k REPLICA IDENTITY FULL;",
     )
-    .await
-    .unwrap();
-    env.setup().await;
-    let mut daemon = env.spawn();
+    .await;
 
     src.batch_execute(
         "INSERT INTO k SELECT g, g FROM generate_series(1, 100) g;
@@ -67,11 +62,7 @@ async fn sigkill_while_idle_loses_and_doubles_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_stream_of_small_transactions() {
     let env = TestEnv::start().await;
-    let src = env.source().await;
-    bank::create(&src).await;
-    env.setup().await;
-    let mut daemon = env.spawn();
-    bank::load(&src).await;
+    let (src, mut daemon) = bank::captured(&env).await;
 
     // The clients write until the last kill has happened, so every kill lands mid-stream
     // however quickly the daemon keeps up (a fixed workload was once all stored by round 2).
@@ -110,13 +101,8 @@ async fn sigkill_mid_stream_of_small_transactions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_during_a_300k_row_transaction() {
     const ROWS: i64 = 300_000;
-    let env = TestEnv::start().await;
-    let src = env.source().await;
-    src.batch_execute("CREATE TABLE bulk (id int PRIMARY KEY, payload text NOT NULL)")
-        .await
-        .unwrap();
-    env.setup().await;
-    let mut daemon = env.spawn();
+    let (env, src, mut daemon) =
+        TestEnv::capturing("CREATE TABLE bulk (id int PRIMARY KEY, payload text NOT NULL)").await;
     let store = env.store().await;
 
     let url = env.cluster.url("app");
@@ -197,11 +183,7 @@ async fn sigkill_during_a_300k_row_transaction() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_and_sigint_exit_zero_and_lose_nothing() {
     let env = TestEnv::start().await;
-    let src = env.source().await;
-    bank::create(&src).await;
-    env.setup().await;
-    let mut daemon = env.spawn();
-    bank::load(&src).await;
+    let (src, mut daemon) = bank::captured(&env).await;
     let worker = tokio::spawn(bank::run(env.cluster.url("app"), 1500, 7));
 
     // SIGTERM in the middle of the stream.
@@ -300,10 +282,9 @@ async fn source_restart_while_running_is_survived() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_of_the_cluster_holding_source_and_store() {
     let mut env = TestEnv::start().await;
-    let src = env.source().await;
-    src.batch_execute("CREATE TABLE s (id int PRIMARY KEY, v int)")
-        .await
-        .unwrap();
+    let src = env
+        .source_with("CREATE TABLE s (id int PRIMARY KEY, v int)")
+        .await;
     env.setup().await;
     let mut daemon = env.spawn();
     src.batch_execute("INSERT INTO s SELECT g, 0 FROM generate_series(1, 50) g")
@@ -318,10 +299,9 @@ async fn restart_of_the_cluster_holding_source_and_store() {
     tokio::task::block_in_place(|| env.cluster.restart());
     daemon.assert_running();
 
-    let src = env.source().await;
-    src.batch_execute("UPDATE s SET v = 5 WHERE id % 2 = 0; DELETE FROM s WHERE id > 95;")
-        .await
-        .unwrap();
+    let src = env
+        .source_with("UPDATE s SET v = 5 WHERE id % 2 = 0; DELETE FROM s WHERE id > 95;")
+        .await;
     sync_via(&src, &env.trail.config.store_url, Duration::from_secs(120)).await;
     daemon.assert_running();
     let store = env.store().await;

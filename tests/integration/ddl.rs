@@ -8,13 +8,9 @@ use crate::harness::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ddl_entries_and_decoding_across_schema_changes() {
-    let env = TestEnv::start().await;
-    let src = env.source().await;
-    src.batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text); CREATE SCHEMA elsewhere;")
-        .await
-        .unwrap();
-    env.setup().await;
-    let mut daemon = env.spawn();
+    let (env, src, mut daemon) =
+        TestEnv::capturing("CREATE TABLE t (id int PRIMARY KEY, v text); CREATE SCHEMA elsewhere;")
+            .await;
 
     src.batch_execute(
         "INSERT INTO t VALUES (1, 'a');
@@ -125,13 +121,12 @@ async fn ddl_entries_and_decoding_across_schema_changes() {
     // comparator works per table name, and this table was renamed half-way.)
     assert_counts(&store, "public", "t", Counts::new(2, 2, 1, 0)).await;
     assert_counts(&store, "public", "t2", Counts::new(1, 0, 0, 0)).await;
-    let rows: Vec<String> = src
-        .query("SELECT row_to_json(t2)::text FROM t2 ORDER BY id", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let rows: Vec<String> = query_column(
+        &src,
+        "SELECT row_to_json(t2)::text FROM t2 ORDER BY id",
+        &[],
+    )
+    .await;
     assert_eq!(
         rows,
         [r#"{"id":1,"label":"a2"}"#, r#"{"id":3,"label":"c"}"#]

@@ -9,13 +9,8 @@ use pgtrail::store::events::{record, Category, OwnEvent};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn own_events_are_entries_between_row_changes() {
-    let env = TestEnv::start().await;
-    let src = env.source().await;
-    src.batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
-        .await
-        .unwrap();
-    env.setup().await;
-    let mut daemon = env.spawn();
+    let (env, src, mut daemon) =
+        TestEnv::capturing("CREATE TABLE t (id int PRIMARY KEY, v text)").await;
     let store = env.store().await;
 
     src.batch_execute("INSERT INTO t VALUES (1, 'a')")

@@ -74,16 +74,11 @@ fn row_changes(lines: &[ExportLine]) -> Vec<&ExportLine> {
 
 /// The ids of the export events stored now.
 async fn export_event_ids(store: &tokio_postgres::Client) -> Vec<i64> {
-    store
-        .query(
-            "SELECT id FROM pgtrail.entries WHERE action = 'EVENT' AND table_name = 'export' ORDER BY id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
+    query_ids(
+        store,
+        "SELECT id FROM pgtrail.entries WHERE action = 'EVENT' AND table_name = 'export' ORDER BY id",
+    )
+    .await
 }
 
 fn ids(lines: &[ExportLine]) -> Vec<i64> {
@@ -94,51 +89,47 @@ fn entry_ids<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Vec<i64> {
     entries.into_iter().map(|e| e.id).collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn export_jsonl_csv_and_filters() {
-    let env = TestEnv::start().await;
-    let src = env.source().await;
-    src.batch_execute(
-        "CREATE TABLE a (id int PRIMARY KEY, v text); ALTER TABLE a REPLICA IDENTITY FULL;
-         CREATE TABLE b (id int PRIMARY KEY, n numeric(6,2)); ALTER TABLE b REPLICA IDENTITY FULL;",
-    )
-    .await
-    .unwrap();
-    env.setup().await;
-    let mut daemon = env.spawn();
-    let store = env.store().await;
-
-    // Three batches, each synced, so their commit times are apart.
+/// Three batches of changes, each synced, so that their commit times are apart; the ids of
+/// each batch's entries.
+async fn three_batches(
+    env: &TestEnv,
+    src: &tokio_postgres::Client,
+    store: &tokio_postgres::Client,
+) -> Vec<Vec<i64>> {
     let mut batch_ids: Vec<Vec<i64>> = Vec::new();
     for sql in [
         "INSERT INTO a VALUES (1, 'one'), (2, 'two, with \"quotes\"\nand a newline'), (3, 'three'); INSERT INTO b VALUES (1, 1.5), (2, 2);",
         "BEGIN; UPDATE a SET v = 'uno' WHERE id = 1; DELETE FROM b WHERE id = 2; COMMIT; UPDATE a SET v = 'dos' WHERE id = 2;",
         "INSERT INTO a VALUES (4, 'four'); TRUNCATE b;",
     ] {
-        let before = entry_count(&store).await;
-        let before_max: i64 = store.query_one("SELECT coalesce(max(id), 0) FROM pgtrail.entries", &[]).await.unwrap().get(0);
+        let before = entry_count(store).await;
+        let before_max: i64 =
+            query_value(store, "SELECT coalesce(max(id), 0) FROM pgtrail.entries", &[]).await;
         src.batch_execute(sql).await.unwrap();
         env.sync().await;
-        let rows = store
-            .query(
+        batch_ids.push(
+            query_column(
+                store,
                 "SELECT id FROM pgtrail.entries WHERE id > $1 AND table_name <> $2 ORDER BY id",
                 &[&before_max, &MARKER_TABLE],
             )
-            .await
-            .unwrap();
-        batch_ids.push(rows.iter().map(|r| r.get(0)).collect());
-        assert!(entry_count(&store).await > before);
+            .await,
+        );
+        assert!(entry_count(store).await > before);
     }
-    let all = entries(&store).await;
+    batch_ids
+}
 
-    // Everything, in id (= commit) order, each line equal to its entry.
+/// Everything, in id (= commit) order, each line equal to its entry; and `--table`. The lines
+/// of everything.
+async fn everything_and_one_table(env: &TestEnv, all: &[Entry]) -> Vec<ExportLine> {
     let lines = env.trail.export_jsonl(&[]).await;
     assert_eq!(
         ids(&lines),
-        entry_ids(&all),
+        entry_ids(all),
         "export without filters = every entry in id order"
     );
-    for (l, e) in lines.iter().zip(&all) {
+    for (l, e) in lines.iter().zip(all) {
         assert_line_matches(l, e);
     }
 
@@ -154,7 +145,16 @@ async fn export_jsonl_csv_and_filters() {
         .await;
     assert!(none.is_empty());
 
-    // --since/--until: bounds strictly between commit times, so inclusivity does not matter.
+    lines
+}
+
+/// `--since`/`--until` around the second batch: bounds strictly between commit times, so
+/// inclusivity does not matter. The bounds.
+async fn a_closed_time_window(
+    env: &TestEnv,
+    all: &[Entry],
+    batch_ids: &[Vec<i64>],
+) -> (DateTime<Utc>, DateTime<Utc>) {
     let by_id = |id: i64| all.iter().find(|e| e.id == id).unwrap();
     let first2 = by_id(batch_ids[1][0]);
     let last2 = by_id(*batch_ids[1].last().unwrap());
@@ -185,8 +185,20 @@ async fn export_jsonl_csv_and_filters() {
     assert!(batch_ids[1].iter().all(|id| want.contains(id)));
     assert!(!want.contains(&batch_ids[0][0]) && !want.contains(&batch_ids[2][0]));
 
-    // Open-ended: the row changes since, then the events of the exports so far.
-    let events = export_event_ids(&store).await;
+    (since, until)
+}
+
+/// Open-ended: the row changes since, then the events of the exports so far; an offset other
+/// than Z means the same instant.
+async fn open_ended_windows(
+    env: &TestEnv,
+    store: &tokio_postgres::Client,
+    all: &[Entry],
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+) {
+    let (since_s, until_s) = (rfc3339_micros(since), rfc3339_micros(until));
+    let events = export_event_ids(store).await;
     let from = env.trail.export_jsonl(&["--since", &since_s]).await;
     let mut want = entry_ids(all.iter().filter(|e| e.committed_at >= since));
     want.extend(&events);
@@ -220,15 +232,20 @@ async fn export_jsonl_csv_and_filters() {
     );
     assert_eq!(
         ids(&from_offset[from.len()..]),
-        export_event_ids(&store).await[events.len()..from_offset.len() - from.len() + events.len()],
+        export_event_ids(store).await[events.len()..from_offset.len() - from.len() + events.len()],
         "then the events of the exports after the first --since"
     );
+}
 
-    // --out FILE writes the same lines.
+/// `--out FILE` writes the same lines, then the events of the exports before it.
+async fn out_file_holds_the_same_lines(
+    env: &TestEnv,
+    store: &tokio_postgres::Client,
+    lines: &[ExportLine],
+) {
     let out_path = env.trail.dir().join("export.jsonl");
-    let out_arg = out_path.display().to_string();
     env.trail
-        .cli(&["export", "--format", "jsonl", "--out", &out_arg])
+        .export_to("jsonl", &out_path, &[])
         .await
         .assert_success();
     let written = std::fs::read_to_string(&out_path).expect("--out file");
@@ -240,14 +257,16 @@ async fn export_jsonl_csv_and_filters() {
             .collect::<Vec<_>>(),
         lines.iter().map(|l| l.raw.clone()).collect::<Vec<_>>()
     );
-    let events = export_event_ids(&store).await;
+    let events = export_event_ids(store).await;
     assert_eq!(
         ids(&written[lines.len()..]),
         events[..events.len() - 1],
         "then the events of the exports before it"
     );
+}
 
-    // csv: same fields, same values.
+/// csv: same fields, same values; `--table` filters it too.
+async fn csv_has_the_same_fields_and_values(env: &TestEnv, lines: &[ExportLine], all: &[Entry]) {
     let out = env.trail.cli(&["export", "--format", "csv"]).await;
     out.assert_success();
     let mut reader = csv::ReaderBuilder::new()
@@ -273,7 +292,7 @@ async fn export_jsonl_csv_and_filters() {
             serde_json::from_str(s).unwrap_or_else(|e| panic!("csv JSON cell ({e}): {s}"))
         }
     };
-    for (r, l) in records.iter().zip(&lines) {
+    for (r, l) in records.iter().zip(lines) {
         let v = &l.value;
         let cell = |name: &str| {
             r.get(EXPORT_FIELDS.iter().position(|f| *f == name).unwrap())
@@ -305,6 +324,24 @@ async fn export_jsonl_csv_and_filters() {
         .records()
         .count();
     assert_eq!(n, all.iter().filter(|e| e.table == "b").count());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_jsonl_csv_and_filters() {
+    let (env, src, mut daemon) = TestEnv::capturing(
+        "CREATE TABLE a (id int PRIMARY KEY, v text); ALTER TABLE a REPLICA IDENTITY FULL;
+         CREATE TABLE b (id int PRIMARY KEY, n numeric(6,2)); ALTER TABLE b REPLICA IDENTITY FULL;",
+    )
+    .await;
+    let store = env.store().await;
+
+    let batch_ids = three_batches(&env, &src, &store).await;
+    let all = entries(&store).await;
+    let lines = everything_and_one_table(&env, &all).await;
+    let (since, until) = a_closed_time_window(&env, &all, &batch_ids).await;
+    open_ended_windows(&env, &store, &all, since, until).await;
+    out_file_holds_the_same_lines(&env, &store, &lines).await;
+    csv_has_the_same_fields_and_values(&env, &lines, &all).await;
 
     daemon.terminate().await;
 }

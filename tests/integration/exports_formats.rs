@@ -147,9 +147,7 @@ async fn exports_every_format_read_back_and_recorded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_export_is_recorded_as_incomplete() {
-    let env = TestEnv::start().await;
-    env.setup().await;
-    let store = env.store().await;
+    let (env, store) = TestEnv::with_store().await;
     // Enough entries that the output overflows the write buffer many times.
     bulk_entries(&store, "bulk", 5000).await;
     // /dev/full accepts the open and fails every write with ENOSPC.
@@ -206,13 +204,7 @@ async fn encrypted_exports_decrypt_and_encryption_can_be_required() {
         let want = rows_where(&store, "true").await;
         let asked = dir.join(format!("enc.{format}"));
         env.trail
-            .cli(&[
-                "export",
-                "--format",
-                format,
-                "--out",
-                &asked.display().to_string(),
-            ])
+            .export_to(format, &asked, &[])
             .await
             .assert_success();
         assert!(!asked.exists(), "the plain name is not written");
@@ -236,13 +228,7 @@ async fn encrypted_exports_decrypt_and_encryption_can_be_required() {
     // A name that already ends in .age is kept.
     let named = dir.join("named.age");
     env.trail
-        .cli(&[
-            "export",
-            "--format",
-            "csv",
-            "--out",
-            &named.display().to_string(),
-        ])
+        .export_to("csv", &named, &[])
         .await
         .assert_success();
     assert!(decrypt(&std::fs::read(&named).unwrap(), &identity).starts_with(b"id,"));
@@ -250,14 +236,7 @@ async fn encrypted_exports_decrypt_and_encryption_can_be_required() {
     // Not required: --no-encrypt gives a plain file, recorded as such.
     let plain_path = dir.join("plain.csv");
     env.trail
-        .cli(&[
-            "export",
-            "--format",
-            "csv",
-            "--no-encrypt",
-            "--out",
-            &plain_path.display().to_string(),
-        ])
+        .export_to("csv", &plain_path, &["--no-encrypt"])
         .await
         .assert_success();
     let want = rows_where(
@@ -276,14 +255,7 @@ async fn encrypted_exports_decrypt_and_encryption_can_be_required() {
     let events_before = export_events(&store).await.len();
     let refused = dir.join("refused.csv");
     env.trail
-        .cli(&[
-            "export",
-            "--format",
-            "csv",
-            "--no-encrypt",
-            "--out",
-            &refused.display().to_string(),
-        ])
+        .export_to("csv", &refused, &["--no-encrypt"])
         .await
         .assert_clean_failure(
             &["require_encryption", "--no-encrypt"],
@@ -293,13 +265,7 @@ async fn encrypted_exports_decrypt_and_encryption_can_be_required() {
     assert_eq!(export_events(&store).await.len(), events_before);
     let still = dir.join("still.csv");
     env.trail
-        .cli(&[
-            "export",
-            "--format",
-            "csv",
-            "--out",
-            &still.display().to_string(),
-        ])
+        .export_to("csv", &still, &[])
         .await
         .assert_success();
     assert!(

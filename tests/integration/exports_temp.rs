@@ -13,7 +13,6 @@ use std::process::{Command, Stdio};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::exports_web::{get, WebServer};
 use crate::harness::*;
 
 const N: i64 = 30_000;
@@ -160,9 +159,9 @@ async fn xlsx_temporary_files_stay_in_a_private_directory_that_is_removed() {
     assert_last_export_whole(&store, want.len()).await;
 
     // A download.
-    let web = WebServer::start(&env, &temp_toml).await;
+    let web = Web::start_extra(&env, &temp_toml).await;
     let watch = ScratchWatch::start(spill.path(), web.pid());
-    let (status, _, _, body) = get(&web.url("/export?format=xlsx&table=public.bulk")).await;
+    let (status, _, _, body) = download(&web.url("/export?format=xlsx&table=public.bulk")).await;
     let seen = watch.stop();
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
     check_xlsx(&body, &want);

@@ -5,8 +5,7 @@
 //! abandons part way; at most four run at once; with recipients configured downloads are age files, and with
 //! `require_encryption` a plain one cannot be had.
 
-use std::fs::{self, File};
-use std::process::{Child, Command, Stdio};
+use std::fs;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
@@ -14,106 +13,11 @@ use serde_json::json;
 
 use crate::harness::*;
 
-/// `pgtrail web` with `config`, on a free port; killed on drop.
-pub struct WebServer {
-    child: Child,
-    base: String,
-    log: std::path::PathBuf,
-}
-
-impl WebServer {
-    pub async fn start(env: &TestEnv, extra_toml: &str) -> WebServer {
-        let mut config = env.trail.config.clone();
-        let port = free_port();
-        config.web_listen = format!("127.0.0.1:{port}");
-        config.extra_toml = extra_toml.to_owned();
-        // These tests are about what a download holds; who may download is tested in access.rs.
-        config.web_toml = "auth = \"none\"\n".to_owned();
-        let path = env.trail.dir().join(format!("web-{port}.toml"));
-        fs::write(&path, config.to_toml()).unwrap();
-        let log = env.trail.dir().join(format!("web-{port}.log"));
-        let out = File::create(&log).unwrap();
-        let child = Command::new(bin())
-            .arg("--config")
-            .arg(&path)
-            .arg("web")
-            .env_remove("PGTRAIL_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .expect("spawn pgtrail web");
-        let web = WebServer {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            log,
-        };
-        let http = reqwest::Client::new();
-        let started = Instant::now();
-        while http.get(&web.base).send().await.is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "the web view did not answer:\n{}",
-                fs::read_to_string(&web.log).unwrap_or_default()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        web
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for WebServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "--- web log ---\n{}",
-                fs::read_to_string(&self.log).unwrap_or_default()
-            );
-        }
-    }
-}
-
-/// GET `url`: status, content type, content disposition, body.
-pub async fn get(url: &str) -> (StatusCode, String, String, Vec<u8>) {
-    let resp = reqwest::Client::builder()
-        .timeout(Duration::from_secs(120))
-        .build()
-        .unwrap()
-        .get(url)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
-    let status = resp.status();
-    let header = |name: &str| {
-        resp.headers()
-            .get(name)
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default()
-    };
-    let (ct, cd) = (header("content-type"), header("content-disposition"));
-    let body = resp
-        .bytes()
-        .await
-        .unwrap_or_else(|e| panic!("body of {url}: {e}"))
-        .to_vec();
-    (status, ct, cd, body)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn web_downloads_match_the_cli_and_are_recorded() {
     let env = TestEnv::start().await;
     let store = capture_hostile(&env).await;
-    let web = WebServer::start(&env, "").await;
+    let web = Web::start_extra(&env, "").await;
     let t_only = "schema_name = 'public' AND table_name = 't'";
     let want = rows_where(&store, t_only).await;
     assert!(want.len() >= 6);
@@ -129,7 +33,7 @@ async fn web_downloads_match_the_cli_and_are_recorded() {
     ] {
         let events_before = export_events(&store).await.len();
         let (status, content_type, disposition, body) =
-            get(&web.url(&format!("/export?table=public.t&format={format}"))).await;
+            download(&web.url(&format!("/export?table=public.t&format={format}"))).await;
         assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
         assert_eq!(content_type, ct);
         assert!(
@@ -139,15 +43,7 @@ async fn web_downloads_match_the_cli_and_are_recorded() {
         );
         let cli_out = env.trail.dir().join(format!("cli.{format}"));
         env.trail
-            .cli(&[
-                "export",
-                "--format",
-                format,
-                "--table",
-                "public.t",
-                "--out",
-                &cli_out.display().to_string(),
-            ])
+            .export_to(format, &cli_out, &["--table", "public.t"])
             .await
             .assert_success();
         let cli = fs::read(&cli_out).unwrap();
@@ -198,7 +94,7 @@ async fn web_downloads_match_the_cli_and_are_recorded() {
     // CSV with a BOM, and the filters the page uses.
     let want_upd = rows_where(&store, &format!("{t_only} AND action = 'UPDATE'")).await;
     let (status, _, _, body) =
-        get(&web.url("/export?table=public.t&action=UPDATE&format=csv&bom=1&last=24h")).await;
+        download(&web.url("/export?table=public.t&action=UPDATE&format=csv&bom=1&last=24h")).await;
     assert_eq!(status, StatusCode::OK);
     check_csv(&body, &want_upd, true);
     assert_export_event(
@@ -221,7 +117,7 @@ async fn web_downloads_match_the_cli_and_are_recorded() {
         ("format=csv&cursor=x", "cursor"),
         ("format=csv&colour=red", "unknown parameter"),
     ] {
-        let (status, _, _, body) = get(&web.url(&format!("/export?{query}"))).await;
+        let (status, _, _, body) = download(&web.url(&format!("/export?{query}"))).await;
         let text = String::from_utf8_lossy(&body);
         assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {text}");
         assert!(text.contains(needle), "{query}: {text}");
@@ -229,7 +125,8 @@ async fn web_downloads_match_the_cli_and_are_recorded() {
     assert_eq!(export_events(&store).await.len(), events_before);
 
     // The log page offers the export of what it shows.
-    let (status, _, _, page) = get(&web.url("/?table=public.t&action=UPDATE&actor=al%7Cice")).await;
+    let (status, _, _, page) =
+        download(&web.url("/?table=public.t&action=UPDATE&actor=al%7Cice")).await;
     assert_eq!(status, StatusCode::OK);
     let page = String::from_utf8(page).unwrap();
     let form = &page[page.find("action=\"/export\"").expect("an export form")..];
@@ -297,9 +194,7 @@ async fn wait_export_events(store: &tokio_postgres::Client, n: usize) -> Vec<Row
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_abandoned_download_cancels_its_query_and_is_recorded_as_abandoned() {
-    let env = TestEnv::start().await;
-    env.setup().await;
-    let store = env.store().await;
+    let (env, store) = TestEnv::with_store().await;
     // About 40 MB of JSON Lines: far more than the channel and the sockets hold, so a download
     // read only to its first chunk leaves its query blocked part way.
     const N: i64 = 80_000;
@@ -309,7 +204,7 @@ async fn an_abandoned_download_cancels_its_query_and_is_recorded_as_abandoned() 
         "\n[export]\ntemp_dir = {}\n",
         toml_str(&spill.path().display().to_string())
     );
-    let web = WebServer::start(&env, &temp_toml).await;
+    let web = Web::start_extra(&env, &temp_toml).await;
     // Four downloads at once, each read only to its first chunk: the most the server runs.
     let mut running = Vec::new();
     for _ in 0..4 {
@@ -319,7 +214,7 @@ async fn an_abandoned_download_cancels_its_query_and_is_recorded_as_abandoned() 
         assert!(first.starts_with(b"{\"id\":"));
         running.push(resp);
     }
-    let (status, _, _, body) = get(&web.url("/export?format=csv")).await;
+    let (status, _, _, body) = download(&web.url("/export?format=csv")).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(String::from_utf8_lossy(&body).contains("try again"));
     assert_eq!(cancelled_exports(&env), 0);
@@ -390,7 +285,7 @@ async fn an_abandoned_download_cancels_its_query_and_is_recorded_as_abandoned() 
     assert_eq!(names_in(spill.path()), Vec::<String>::new());
 
     // A complete download after all that: every entry, and a normal event.
-    let (status, _, _, body) = get(&web.url("/export?format=jsonl&table=public.bulk")).await;
+    let (status, _, _, body) = download(&web.url("/export?format=jsonl&table=public.bulk")).await;
     assert_eq!(status, StatusCode::OK);
     let want = rows_where(&store, "schema_name = 'public' AND table_name = 'bulk'").await;
     check_jsonl(std::str::from_utf8(&body).unwrap(), &want);
@@ -417,8 +312,8 @@ async fn web_downloads_are_encrypted_when_configured() {
     let store = capture_hostile(&env).await;
     let want = rows_where(&store, "schema_name = 'public' AND table_name = 't'").await;
 
-    let web = WebServer::start(&env, &recipients).await;
-    let (status, ct, cd, body) = get(&web.url("/export?table=public.t&format=xlsx")).await;
+    let web = Web::start_extra(&env, &recipients).await;
+    let (status, ct, cd, body) = download(&web.url("/export?table=public.t&format=xlsx")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(ct, "application/octet-stream");
     assert!(cd.ends_with(".xlsx.age\""), "{cd}");
@@ -433,19 +328,21 @@ async fn web_downloads_are_encrypted_when_configured() {
         true,
     );
     // Not required: a plain file on request.
-    let (status, ct, _, body) = get(&web.url("/export?table=public.t&format=csv&encrypt=0")).await;
+    let (status, ct, _, body) =
+        download(&web.url("/export?table=public.t&format=csv&encrypt=0")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(ct, "text/csv; charset=utf-8");
     check_csv(&body, &want, false);
     drop(web);
 
-    let web = WebServer::start(&env, &format!("{recipients}require_encryption = true\n")).await;
+    let web = Web::start_extra(&env, &format!("{recipients}require_encryption = true\n")).await;
     let events_before = export_events(&store).await.len();
-    let (status, _, _, body) = get(&web.url("/export?table=public.t&format=csv&encrypt=0")).await;
+    let (status, _, _, body) =
+        download(&web.url("/export?table=public.t&format=csv&encrypt=0")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(String::from_utf8_lossy(&body).contains("encrypted"));
     assert_eq!(export_events(&store).await.len(), events_before);
-    let (status, _, _, body) = get(&web.url("/export?table=public.t&format=cef")).await;
+    let (status, _, _, body) = download(&web.url("/export?table=public.t&format=cef")).await;
     assert_eq!(status, StatusCode::OK);
     check_cef(
         std::str::from_utf8(&decrypt(&body, &identity)).unwrap(),

@@ -12,13 +12,8 @@ const RSS_LIMIT_KIB: u64 = 200_000_000 / 1024;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn million_row_transaction_in_bounded_memory() {
-    let env = TestEnv::start().await;
-    let src = env.source().await;
-    src.batch_execute("CREATE TABLE big (id int PRIMARY KEY, payload text NOT NULL)")
-        .await
-        .unwrap();
-    env.setup().await;
-    let mut daemon = env.spawn();
+    let (env, src, mut daemon) =
+        TestEnv::capturing("CREATE TABLE big (id int PRIMARY KEY, payload text NOT NULL)").await;
 
     let started = Instant::now();
     src.batch_execute(&format!(

@@ -1,12 +1,18 @@
 //! Integration tests for pgtrail: each test starts its own PostgreSQL 15 cluster, drives the real
 //! `pgtrail` binary through its CLI, and checks the audit store against what really happened in
-//! the source. Run with `cargo test --release --test integration`.
+//! the source (the `layout` tests read the source tree instead). Run with
+//! `cargo test --release --test integration`.
 
 mod harness;
 
-mod access;
+mod access_admin;
+mod access_config;
+mod access_roles;
+mod access_sessions;
+mod access_signin;
 mod auth;
 mod capture;
+mod capture_order;
 mod columns;
 mod context;
 mod crash;
@@ -21,6 +27,7 @@ mod exports_web;
 mod fidelity;
 mod hostile;
 mod large;
+mod layout;
 mod partitions;
 mod reload;
 mod roles;
@@ -29,4 +36,9 @@ mod tls;
 mod truncate;
 mod types;
 mod verify;
-mod web;
+mod web_api;
+mod web_browser;
+mod web_capture;
+mod web_entry;
+mod web_filters;
+mod web_paging;

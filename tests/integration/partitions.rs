@@ -45,18 +45,53 @@ async fn with_schema() -> (TestEnv, tokio_postgres::Client) {
         c.exclude = vec!["public.sessions".into()];
     })
     .await;
-    let src = env.source().await;
-    src.batch_execute(SCHEMA).await.unwrap();
+    let src = env.source_with(SCHEMA).await;
     (env, src)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn partitions_are_captured_under_their_root() {
-    let (env, src) = with_schema().await;
-    env.setup().await;
+/// What the test writes while the daemon runs: through the root and into partitions directly,
+/// as several actors; an update of the partition key; partitions created (in another schema too)
+/// and attached while running; a TRUNCATE of one partition.
+const CHANGES: &str = "BEGIN; SET LOCAL pgtrail.actor = 'alice';
+   INSERT INTO orders VALUES (1, 'eu', 10), (2000, 'eu', 20), (3, 'us', 30);
+ COMMIT;
+ BEGIN; SET LOCAL pgtrail.actor = 'bob';
+   INSERT INTO orders_us VALUES (4, 'us', 40);
+   UPDATE orders_eu_lo SET amount = 11 WHERE id = 1;
+ COMMIT;
+ -- An UPDATE of the partition key moves the row: wal2json sends a DELETE and an INSERT.
+ BEGIN; SET LOCAL pgtrail.actor = 'carol';
+   UPDATE orders SET region = 'us' WHERE id = 1;
+ COMMIT;
+ -- A partition created while running, written to in the creating transaction.
+ BEGIN; SET LOCAL pgtrail.actor = 'dave';
+   CREATE TABLE orders_asia PARTITION OF orders FOR VALUES IN ('asia');
+   INSERT INTO orders_asia VALUES (5, 'asia', 50);
+ COMMIT;
+ -- One in a schema the session does not decode yet.
+ BEGIN; SET LOCAL pgtrail.actor = 'erin';
+   CREATE TABLE archive.orders_old PARTITION OF orders FOR VALUES IN ('old');
+   INSERT INTO orders VALUES (6, 'old', 60);
+ COMMIT;
+ INSERT INTO sessions VALUES (1, 1);
+ -- An existing, uncaptured table attached while running.
+ CREATE TABLE staging.orders_ca (id int, region text, amount int, PRIMARY KEY (id, region));
+ INSERT INTO staging.orders_ca VALUES (70, 'ca', 0);
+ DELETE FROM staging.orders_ca;
+ BEGIN; SET LOCAL pgtrail.actor = 'frank';
+   ALTER TABLE orders ATTACH PARTITION staging.orders_ca FOR VALUES IN ('ca');
+   INSERT INTO staging.orders_ca VALUES (7, 'ca', 70);
+ COMMIT;
+ BEGIN; SET LOCAL pgtrail.actor = 'grace';
+   UPDATE orders SET amount = amount + 1 WHERE id = 5;
+   UPDATE orders SET amount = amount + 1 WHERE id = 6;
+   UPDATE orders SET amount = amount + 1 WHERE id = 7;
+   TRUNCATE orders_eu_hi;
+ COMMIT;";
 
-    // Statement triggers are not inherited by partitions: setup puts one on every level, and
-    // REPLICA IDENTITY FULL on every partition that holds rows.
+/// Statement triggers are not inherited by partitions: setup puts one on every level, and
+/// REPLICA IDENTITY FULL on every partition that holds rows.
+async fn setup_enrolls_every_level(src: &tokio_postgres::Client) {
     let enrolled: Vec<(String, bool, String)> = src
         .query(
             "SELECT c.relname::text,
@@ -81,8 +116,10 @@ async fn partitions_are_captured_under_their_root() {
             e("orders_us", "f")
         ]
     );
+}
 
-    // `tables`: a partition is explained by its root.
+/// `tables`: a partition is explained by its root.
+async fn tables_explains_partitions_by_their_root(env: &TestEnv) {
     let out = env.trail.cli(&["tables", "--json"]).await;
     out.assert_success();
     let reports: Vec<Value> =
@@ -128,72 +165,31 @@ async fn partitions_are_captured_under_their_root() {
             .contains("partition of public.orders_eu, whose root public.orders"),
         "{text}"
     );
+}
 
-    let mut daemon = env.spawn();
-    // Streaming before the changes below, so that the partitions made by them are news to it.
-    env.sync().await;
-    src.batch_execute(
-        // Through the root, and into partitions directly, as two actors.
-        "BEGIN; SET LOCAL pgtrail.actor = 'alice';
-           INSERT INTO orders VALUES (1, 'eu', 10), (2000, 'eu', 20), (3, 'us', 30);
-         COMMIT;
-         BEGIN; SET LOCAL pgtrail.actor = 'bob';
-           INSERT INTO orders_us VALUES (4, 'us', 40);
-           UPDATE orders_eu_lo SET amount = 11 WHERE id = 1;
-         COMMIT;
-         -- An UPDATE of the partition key moves the row: wal2json sends a DELETE and an INSERT.
-         BEGIN; SET LOCAL pgtrail.actor = 'carol';
-           UPDATE orders SET region = 'us' WHERE id = 1;
-         COMMIT;
-         -- A partition created while running, written to in the creating transaction.
-         BEGIN; SET LOCAL pgtrail.actor = 'dave';
-           CREATE TABLE orders_asia PARTITION OF orders FOR VALUES IN ('asia');
-           INSERT INTO orders_asia VALUES (5, 'asia', 50);
-         COMMIT;
-         -- One in a schema the session does not decode yet.
-         BEGIN; SET LOCAL pgtrail.actor = 'erin';
-           CREATE TABLE archive.orders_old PARTITION OF orders FOR VALUES IN ('old');
-           INSERT INTO orders VALUES (6, 'old', 60);
-         COMMIT;
-         INSERT INTO sessions VALUES (1, 1);
-         -- An existing, uncaptured table attached while running.
-         CREATE TABLE staging.orders_ca (id int, region text, amount int, PRIMARY KEY (id, region));
-         INSERT INTO staging.orders_ca VALUES (70, 'ca', 0);
-         DELETE FROM staging.orders_ca;
-         BEGIN; SET LOCAL pgtrail.actor = 'frank';
-           ALTER TABLE orders ATTACH PARTITION staging.orders_ca FOR VALUES IN ('ca');
-           INSERT INTO staging.orders_ca VALUES (7, 'ca', 70);
-         COMMIT;
-         BEGIN; SET LOCAL pgtrail.actor = 'grace';
-           UPDATE orders SET amount = amount + 1 WHERE id = 5;
-           UPDATE orders SET amount = amount + 1 WHERE id = 6;
-           UPDATE orders SET amount = amount + 1 WHERE id = 7;
-           TRUNCATE orders_eu_hi;
-         COMMIT;",
+/// Entries are named by the root with the partition in `details.partition`, context and row
+/// history included, and replay to the root's rows. The root's entries.
+async fn entries_carry_the_root_name(
+    src: &tokio_postgres::Client,
+    store: &tokio_postgres::Client,
+    daemon: &Daemon,
+) -> Vec<Entry> {
+    // Row entries, that is: DDL entries name the object the command was about.
+    let tables: HashSet<String> = query_column(
+        store,
+        "SELECT DISTINCT table_name FROM pgtrail.entries WHERE action <> 'DDL'",
+        &[],
     )
     .await
-    .unwrap();
-    env.sync().await;
-
-    let store = env.store().await;
-    // Row entries, that is: DDL entries name the object the command was about.
-    let tables: HashSet<String> = store
-        .query(
-            "SELECT DISTINCT table_name FROM pgtrail.entries WHERE action <> 'DDL'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    .into_iter()
+    .collect();
     assert!(
         !tables
             .iter()
             .any(|t| t.starts_with("orders_") || t.starts_with("sessions")),
         "entries are named by the root; the excluded root has none: {tables:?}"
     );
-    let orders = table_entries(&store, "public", "orders").await;
+    let orders = table_entries(store, "public", "orders").await;
     let row = |a: &str, id: i64, region: &str, partition: &str, actor: &str| {
         (
             a.to_owned(),
@@ -237,28 +233,22 @@ async fn partitions_are_captured_under_their_root() {
     }
     // The row's history is on the root: its INSERT through the root and its UPDATE and DELETE
     // on the partition share one row key.
-    let keys: i64 = store
-        .query_one(
-            "SELECT count(DISTINCT row_key) FROM pgtrail.entries
+    let keys = query_count(
+        store,
+        "SELECT count(DISTINCT row_key) FROM pgtrail.entries
              WHERE table_name = 'orders' AND primary_key::text = '{\"id\":1,\"region\":\"eu\"}'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    )
+    .await;
     assert_eq!(keys, 1);
     // The store replays to the root's rows (the TRUNCATE empties only its partition).
-    assert_store_matches_source(&src, &store, "public", "orders").await;
+    assert_store_matches_source(src, store, "public", "orders").await;
     // The partitions created and attached while running were enrolled in that transaction.
-    let enrolled: i64 = src
-        .query_one(
-            "SELECT count(*) FROM pg_class c WHERE c.oid IN ('orders_asia'::regclass, 'archive.orders_old'::regclass, 'staging.orders_ca'::regclass)
+    let enrolled = query_count(
+        src,
+        "SELECT count(*) FROM pg_class c WHERE c.oid IN ('orders_asia'::regclass, 'archive.orders_old'::regclass, 'staging.orders_ca'::regclass)
              AND c.relreplident = 'f' AND EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid AND t.tgname = 'pgtrail_context')",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    )
+    .await;
     assert_eq!(enrolled, 3);
     assert!(
         daemon
@@ -268,7 +258,16 @@ async fn partitions_are_captured_under_their_root() {
         daemon.log()
     );
 
-    // DETACH: the partition is a table of its own again, captured (or not) by its own name.
+    orders
+}
+
+/// DETACH: the partition is a table of its own again, captured (or not) by its own name.
+async fn a_detached_partition_is_a_table_again(
+    env: &TestEnv,
+    src: &tokio_postgres::Client,
+    store: &tokio_postgres::Client,
+    orders: &[Entry],
+) {
     src.batch_execute(
         "ALTER TABLE orders DETACH PARTITION staging.orders_ca;
          INSERT INTO staging.orders_ca VALUES (8, 'ca', 80);
@@ -280,7 +279,7 @@ async fn partitions_are_captured_under_their_root() {
     .unwrap();
     env.sync().await;
     let last_id = orders.last().map_or(0, |e| e.id);
-    let after: Vec<Entry> = table_entries(&store, "public", "orders")
+    let after: Vec<Entry> = table_entries(store, "public", "orders")
         .await
         .into_iter()
         .filter(|e| e.id > last_id)
@@ -297,12 +296,12 @@ async fn partitions_are_captured_under_their_root() {
         "nothing of the detached partitions is stored under the root"
     );
     assert!(
-        table_entries(&store, "staging", "orders_ca")
+        table_entries(store, "staging", "orders_ca")
             .await
             .is_empty(),
         "staging is not captured"
     );
-    let asia = table_entries(&store, "public", "orders_asia").await;
+    let asia = table_entries(store, "public", "orders_asia").await;
     let asia: Vec<(String, Value, Value)> = asia
         .iter()
         .filter(|e| e.action != "DDL")
@@ -317,6 +316,25 @@ async fn partitions_are_captured_under_their_root() {
         )],
         "public.orders_asia matches public.* on its own once detached"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_are_captured_under_their_root() {
+    let (env, src) = with_schema().await;
+    env.setup().await;
+
+    setup_enrolls_every_level(&src).await;
+    tables_explains_partitions_by_their_root(&env).await;
+
+    let mut daemon = env.spawn();
+    // Streaming before the changes below, so that the partitions made by them are news to it.
+    env.sync().await;
+    src.batch_execute(CHANGES).await.unwrap();
+    env.sync().await;
+
+    let store = env.store().await;
+    let orders = entries_carry_the_root_name(&src, &store, &daemon).await;
+    a_detached_partition_is_a_table_again(&env, &src, &store, &orders).await;
     daemon.terminate().await;
 }
 

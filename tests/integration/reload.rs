@@ -12,12 +12,7 @@ async fn sighup_applies_a_new_capture_set_without_losing_or_doubling() {
         c.tables = vec!["public.a".into(), "public.it_sync_marker".into()];
     })
     .await;
-    let src = env.source().await;
-    src.batch_execute(
-        "CREATE TABLE a (id int PRIMARY KEY, v text); CREATE TABLE b (id int PRIMARY KEY, v text);",
-    )
-    .await
-    .unwrap();
+    let src = env.source_with("CREATE TABLE a (id int PRIMARY KEY, v text); CREATE TABLE b (id int PRIMARY KEY, v text);").await;
     env.setup().await;
     let mut daemon = env.spawn();
     src.batch_execute("INSERT INTO a VALUES (1, 'a1'); INSERT INTO b VALUES (1, 'b1');")

@@ -47,13 +47,28 @@ async fn wait_confirmed(admin: &tokio_postgres::Client, target: u64, what: &str)
     .await;
 }
 
+/// Once the store holds everything written so far: a store client, an admin client, and the
+/// stored checkpoint, which the slot has confirmed.
+async fn synced_and_confirmed(
+    env: &TestEnv,
+    what: &str,
+) -> (tokio_postgres::Client, tokio_postgres::Client, u64) {
+    env.sync().await;
+    let store = env.store().await;
+    let admin = env.cluster.client("postgres").await;
+    let checkpoint = checkpoint_lsn(&store, SLOT)
+        .await
+        .expect("a checkpoint after storing");
+    wait_confirmed(&admin, checkpoint, what).await;
+    (store, admin, checkpoint)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_fields_agree_with_the_store_and_server() {
     let env = TestEnv::start().await;
-    let src = env.source().await;
-    src.batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
-        .await
-        .unwrap();
+    let src = env
+        .source_with("CREATE TABLE t (id int PRIMARY KEY, v text)")
+        .await;
     env.setup().await;
 
     // After setup, before run.
@@ -74,13 +89,7 @@ async fn status_fields_agree_with_the_store_and_server() {
     )
     .await
     .unwrap();
-    env.sync().await;
-    let store = env.store().await;
-    let admin = env.cluster.client("postgres").await;
-    let checkpoint = checkpoint_lsn(&store, SLOT)
-        .await
-        .expect("a checkpoint after storing");
-    wait_confirmed(&admin, checkpoint, "after storing").await;
+    let (store, admin, checkpoint) = synced_and_confirmed(&env, "after storing").await;
 
     let s = env.trail.status_json().await;
     let after = slot_state(&admin, SLOT).await.unwrap();
@@ -159,24 +168,11 @@ async fn status_fields_agree_with_the_store_and_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slot_advances_past_wal_the_daemon_does_not_capture() {
-    let env = TestEnv::start().await;
-    let src = env.source().await;
-    src.batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text); CREATE SCHEMA other; CREATE TABLE other.noise (x int);")
-        .await
-        .unwrap();
-    env.setup().await;
-    let mut daemon = env.spawn();
+    let (env, src, mut daemon) = TestEnv::capturing("CREATE TABLE t (id int PRIMARY KEY, v text); CREATE SCHEMA other; CREATE TABLE other.noise (x int);").await;
     src.batch_execute("INSERT INTO t SELECT g, 'x' FROM generate_series(1, 50) g")
         .await
         .unwrap();
-    env.sync().await;
-
-    let store = env.store().await;
-    let admin = env.cluster.client("postgres").await;
-    let checkpoint = checkpoint_lsn(&store, SLOT)
-        .await
-        .expect("a checkpoint after storing");
-    wait_confirmed(&admin, checkpoint, "the stored checkpoint").await;
+    let (store, admin, _) = synced_and_confirmed(&env, "the stored checkpoint").await;
 
     // The source stays idle; WAL grows from writes to other databases on the same server.
     store

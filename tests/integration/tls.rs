@@ -13,12 +13,11 @@ async fn capture_over_tls_with_sslmode_require() {
     env.cluster
         .create_password_role("tls_user", "s3cret", "scram-sha-256")
         .await;
-    let src = env.source().await;
-    src.batch_execute(
-        "CREATE TABLE t (id int PRIMARY KEY, v text); ALTER TABLE t REPLICA IDENTITY FULL;",
-    )
-    .await
-    .unwrap();
+    let src = env
+        .source_with(
+            "CREATE TABLE t (id int PRIMARY KEY, v text); ALTER TABLE t REPLICA IDENTITY FULL;",
+        )
+        .await;
 
     // Setup is a DBA's job, as the tables' owner; the daemon runs as the replication role.
     env.setup().await;
@@ -49,17 +48,13 @@ async fn capture_over_tls_with_sslmode_require() {
     assert_counts(&store, "public", "t", Counts::new(50, 10, 5, 0)).await;
     assert_store_matches_source(&src, &store, "public", "t").await;
 
-    let encrypted: Vec<(String, bool)> = admin
-        .query(
-            "SELECT a.backend_type, s.ssl FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)
-             WHERE a.usename = 'tls_user' AND a.application_name = 'pgtrail'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let encrypted: Vec<(String, bool)> = query_pairs(
+        &admin,
+        "SELECT a.backend_type, s.ssl FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)
+         WHERE a.usename = 'tls_user' AND a.application_name = 'pgtrail'",
+        &[],
+    )
+    .await;
     assert!(
         encrypted.iter().any(|(kind, _)| kind == "walsender"),
         "no walsender of the daemon's found: {encrypted:?}"

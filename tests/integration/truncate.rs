@@ -9,18 +9,13 @@ use crate::harness::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn truncate_entries_carry_their_options() {
-    let env = TestEnv::start().await;
-    let src = env.source().await;
-    src.batch_execute(
+    let (env, src, mut daemon) = TestEnv::capturing(
         "CREATE TABLE parent (id serial PRIMARY KEY, v text);
          CREATE TABLE child (id serial PRIMARY KEY, parent_id int REFERENCES parent, v text);
          CREATE TABLE solo (id serial PRIMARY KEY, v text);
          CREATE TABLE \"Odd Name\" (id serial PRIMARY KEY);",
     )
-    .await
-    .unwrap();
-    env.setup().await;
-    let mut daemon = env.spawn();
+    .await;
 
     let fill = "INSERT INTO parent (v) VALUES ('p1'), ('p2');
                 INSERT INTO child (parent_id, v) SELECT min(id), 'c1' FROM parent;
@@ -90,13 +85,8 @@ async fn truncate_entries_carry_their_options() {
 
     // What really happened: RESTART IDENTITY restarted the sequences it names, and the store
     // replays to the tables' rows.
-    let odd_ids: Vec<i32> = src
-        .query("SELECT id FROM \"Odd Name\" ORDER BY id", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let odd_ids: Vec<i32> =
+        query_column(&src, "SELECT id FROM \"Odd Name\" ORDER BY id", &[]).await;
     // Restarted by step 4, then filled twice.
     assert_eq!(
         odd_ids,

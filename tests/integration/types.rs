@@ -221,10 +221,13 @@ fn check_all_null(what: &str, text: &str, id: i64) {
     check_image(what, text, id, &overrides);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_value_type_survives_byte_for_byte() {
-    let env = TestEnv::start().await;
-    let src = env.source().await;
+/// The columns an UPDATE of row 1 changes, as they must appear after it.
+fn after_update() -> [(&'static str, Expect); 2] {
+    [("c_int4", Raw("-1")), ("c_text", Str("changed"))]
+}
+
+/// The table `typed`, one column of each kind, with REPLICA IDENTITY FULL.
+async fn create_typed(src: &tokio_postgres::Client) {
     let cols = columns();
     let defs: Vec<String> = cols
         .iter()
@@ -238,9 +241,11 @@ async fn every_value_type_survives_byte_for_byte() {
     ))
     .await
     .unwrap();
-    env.setup().await;
-    let mut daemon = env.spawn();
+}
 
+/// Row 1 with a value in every column, row 2 with none, row 3 a copy of row 1.
+async fn insert_rows(src: &tokio_postgres::Client) {
+    let cols = columns();
     let names: Vec<&str> = cols.iter().map(|c| c.name).collect();
     let lits: Vec<String> = cols.iter().map(literal).collect();
     src.execute(
@@ -260,13 +265,15 @@ async fn every_value_type_survives_byte_for_byte() {
     ))
     .await
     .unwrap();
+}
 
-    // Self-check: the expected strings are what PostgreSQL itself prints under the replication
-    // session's output settings (so a failure below is the daemon's, not this test's).
+/// Self-check: the expected strings are what PostgreSQL itself prints under the replication
+/// session's output settings (so a failure below is the daemon's, not this test's).
+async fn expectations_are_what_postgres_prints(src: &tokio_postgres::Client) {
     src.batch_execute(&format!("BEGIN; {OUTPUT_SETTINGS}"))
         .await
         .unwrap();
-    for c in &cols {
+    for c in &columns() {
         if let Str(s) = c.expect {
             // format('%s') uses the type's output function (a ::text cast would trim char(n)).
             let row = src
@@ -285,18 +292,12 @@ async fn every_value_type_survives_byte_for_byte() {
         }
     }
     src.batch_execute("COMMIT").await.unwrap();
+}
 
-    src.batch_execute(
-        "UPDATE typed SET c_int4 = -1, c_text = 'changed' WHERE id = 1;
-         DELETE FROM typed WHERE id = 3;",
-    )
-    .await
-    .unwrap();
-    env.sync().await;
-
-    // The store's own JSON text.
-    let store = env.store().await;
-    let e = table_entries(&store, "public", "typed").await;
+/// The store's own JSON text, checked value by value, and seen through SQL on the json column.
+/// The entries of `typed`.
+async fn the_store_holds_every_value(store: &tokio_postgres::Client) -> Vec<Entry> {
+    let e = table_entries(store, "public", "typed").await;
     let shape: Vec<(&str, i64)> = e
         .iter()
         .map(|x| (x.action.as_str(), x.key_i64("id")))
@@ -311,7 +312,7 @@ async fn every_value_type_survives_byte_for_byte() {
             ("DELETE", 3)
         ]
     );
-    let after_update = [("c_int4", Raw("-1")), ("c_text", Str("changed"))];
+    let after_update = after_update();
     check_image(
         "store: INSERT 1 after",
         e[0].after_text.as_deref().unwrap(),
@@ -370,10 +371,15 @@ async fn every_value_type_survives_byte_for_byte() {
     assert_eq!(row.get::<_, String>(4), "null");
     assert_eq!(row.get::<_, String>(5), NASTY);
 
-    // The jsonl export, byte for byte the same values.
+    e
+}
+
+/// The jsonl export, byte for byte the same values.
+async fn the_export_holds_every_value(env: &TestEnv, e: &[Entry]) {
+    let after_update = after_update();
     let lines = env.trail.export_jsonl(&["--table", "public.typed"]).await;
     assert_eq!(lines.len(), 5, "export --table public.typed");
-    for (l, x) in lines.iter().zip(&e) {
+    for (l, x) in lines.iter().zip(e) {
         assert_eq!(l.id(), x.id);
         assert_eq!(l.fields.keys(), EXPORT_FIELDS, "field order of {}", l.raw);
     }
@@ -408,6 +414,30 @@ async fn every_value_type_survives_byte_for_byte() {
         lines[3].value["changed_columns"],
         json!(["c_int4", "c_text"])
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_value_type_survives_byte_for_byte() {
+    let env = TestEnv::start().await;
+    let src = env.source().await;
+    create_typed(&src).await;
+    env.setup().await;
+    let mut daemon = env.spawn();
+
+    insert_rows(&src).await;
+    expectations_are_what_postgres_prints(&src).await;
+
+    src.batch_execute(
+        "UPDATE typed SET c_int4 = -1, c_text = 'changed' WHERE id = 1;
+         DELETE FROM typed WHERE id = 3;",
+    )
+    .await
+    .unwrap();
+    env.sync().await;
+
+    let store = env.store().await;
+    let e = the_store_holds_every_value(&store).await;
+    the_export_holds_every_value(&env, &e).await;
 
     assert_counts(&store, "public", "typed", Counts::new(3, 1, 1, 0)).await;
     assert_store_matches_source(&src, &store, "public", "typed").await;

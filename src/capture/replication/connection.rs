@@ -2,67 +2,18 @@
 //! cleartext, MD5, SCRAM-SHA-256), and the simple-query commands
 //! `IDENTIFY_SYSTEM` and `START_REPLICATION`.
 
-use std::fmt;
-
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use fallible_iterator::FallibleIterator;
 use postgres_protocol::authentication::{md5_hash, sasl};
 use postgres_protocol::message::{backend, frontend};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_postgres::config::{Host, SslMode};
 
 use super::stream::ReplicationStream;
+use super::wire::{server_error, Incoming, Io, Wire};
 use super::ReplicationError;
 use crate::pg::Lsn;
 use crate::pg::PgUrl;
-
-pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-
-/// An ErrorResponse from the server.
-#[derive(Debug, Clone)]
-pub struct ServerError {
-    pub severity: String,
-    /// SQLSTATE, e.g. `55006` (object in use).
-    pub code: String,
-    pub message: String,
-    pub hint: Option<String>,
-}
-
-impl fmt::Display for ServerError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "the source database says: {}: {} (SQLSTATE {})",
-            self.severity, self.message, self.code
-        )?;
-        if let Some(hint) = &self.hint {
-            write!(f, "; hint: {hint}")?;
-        }
-        Ok(())
-    }
-}
-
-pub(crate) fn server_error(fields: backend::ErrorFields<'_>) -> ServerError {
-    let mut e = ServerError {
-        severity: String::new(),
-        code: String::new(),
-        message: String::new(),
-        hint: None,
-    };
-    let mut fields = fields;
-    while let Ok(Some(field)) = fields.next() {
-        let value = String::from_utf8_lossy(field.value_bytes()).into_owned();
-        match field.type_() {
-            b'S' => e.severity = value,
-            b'C' => e.code = value,
-            b'M' => e.message = value,
-            b'H' => e.hint = Some(value),
-            _ => {}
-        }
-    }
-    e
-}
 
 /// What `IDENTIFY_SYSTEM` reports.
 #[derive(Debug, Clone)]
@@ -102,22 +53,9 @@ async fn negotiate_tls(
     Ok(Box::new(tls))
 }
 
-/// A backend message as this client needs it: CopyData and CopyBothResponse
-/// are handled here because `postgres-protocol` does not parse the latter.
-pub(crate) enum Incoming {
-    CopyData(bytes::Bytes),
-    CopyBothResponse,
-    Other(backend::Message),
-}
-
 /// An authenticated replication session, ready for commands.
 pub struct ReplicationConnection {
-    io: Box<dyn Io>,
-    read: BytesMut,
-    write: BytesMut,
-    /// Bytes the last socket read returned (usize::MAX when it filled the
-    /// buffer): small reads mean a trickle.
-    last_read: usize,
+    wire: Wire,
 }
 
 impl ReplicationConnection {
@@ -162,12 +100,7 @@ impl ReplicationConnection {
             }
             None => return Err(connect_err(std::io::Error::other("no host in source.url"))),
         };
-        let mut conn = ReplicationConnection {
-            io,
-            read: BytesMut::with_capacity(256 * 1024),
-            write: BytesMut::new(),
-            last_read: 0,
-        };
+        let mut wire = Wire::new(io);
         let user = url.user().to_owned();
         let options = "-c DateStyle=ISO -c TimeZone=UTC -c bytea_output=hex -c IntervalStyle=postgres -c extra_float_digits=3";
         let params = [
@@ -178,13 +111,14 @@ impl ReplicationConnection {
             ("client_encoding", "UTF8"),
             ("options", options),
         ];
-        frontend::startup_message(params.iter().copied(), &mut conn.write)?;
-        conn.flush().await?;
+        frontend::startup_message(params.iter().copied(), wire.write_buf())?;
+        wire.flush().await?;
+        let mut conn = ReplicationConnection { wire };
         conn.authenticate(&user, config.get_password(), &endpoint)
             .await?;
         // ParameterStatus and BackendKeyData until ReadyForQuery.
         loop {
-            match conn.read_message().await? {
+            match conn.wire.read_message().await? {
                 Incoming::Other(backend::Message::ReadyForQuery(_)) => break,
                 Incoming::Other(backend::Message::ErrorResponse(body)) => {
                     return Err(ReplicationError::Server(server_error(body.fields())))
@@ -209,14 +143,14 @@ impl ReplicationConnection {
         };
         let mut scram: Option<sasl::ScramSha256> = None;
         loop {
-            match self.read_message().await? {
+            match self.wire.read_message().await? {
                 Incoming::Other(backend::Message::AuthenticationOk) => return Ok(()),
                 Incoming::Other(backend::Message::AuthenticationCleartextPassword) => {
-                    frontend::password_message(password.ok_or_else(need_password)?, &mut self.write)?;
+                    frontend::password_message(password.ok_or_else(need_password)?, self.wire.write_buf())?;
                 }
                 Incoming::Other(backend::Message::AuthenticationMd5Password(body)) => {
                     let hash = md5_hash(user.as_bytes(), password.ok_or_else(need_password)?, body.salt());
-                    frontend::password_message(hash.as_bytes(), &mut self.write)?;
+                    frontend::password_message(hash.as_bytes(), self.wire.write_buf())?;
                 }
                 Incoming::Other(backend::Message::AuthenticationSasl(body)) => {
                     let mut mechanisms = body.mechanisms();
@@ -231,13 +165,13 @@ impl ReplicationConnection {
                         });
                     }
                     let s = sasl::ScramSha256::new(password.ok_or_else(need_password)?, sasl::ChannelBinding::unsupported());
-                    frontend::sasl_initial_response(sasl::SCRAM_SHA_256, s.message(), &mut self.write)?;
+                    frontend::sasl_initial_response(sasl::SCRAM_SHA_256, s.message(), self.wire.write_buf())?;
                     scram = Some(s);
                 }
                 Incoming::Other(backend::Message::AuthenticationSaslContinue(body)) => {
                     let s = scram.as_mut().ok_or_else(|| ReplicationError::Protocol("SASL continue without SASL start".into()))?;
                     s.update(body.data())?;
-                    frontend::sasl_response(s.message(), &mut self.write)?;
+                    frontend::sasl_response(s.message(), self.wire.write_buf())?;
                 }
                 Incoming::Other(backend::Message::AuthenticationSaslFinal(body)) => {
                     let mut s = scram.take().ok_or_else(|| ReplicationError::Protocol("SASL final without SASL start".into()))?;
@@ -263,7 +197,7 @@ impl ReplicationConnection {
                     })
                 }
             }
-            self.flush().await?;
+            self.wire.flush().await?;
         }
     }
 
@@ -272,12 +206,12 @@ impl ReplicationConnection {
         &mut self,
         sql: &str,
     ) -> Result<Vec<Vec<Option<String>>>, ReplicationError> {
-        frontend::query(sql, &mut self.write)?;
-        self.flush().await?;
+        frontend::query(sql, self.wire.write_buf())?;
+        self.wire.flush().await?;
         let mut rows = Vec::new();
         let mut error = None;
         loop {
-            match self.read_message().await? {
+            match self.wire.read_message().await? {
                 Incoming::Other(backend::Message::DataRow(body)) => {
                     let buf = body.buffer();
                     let mut row = Vec::new();
@@ -335,11 +269,11 @@ impl ReplicationConnection {
             "START_REPLICATION SLOT \"{slot}\" LOGICAL {start} ({})",
             options.join(", ")
         );
-        frontend::query(&sql, &mut self.write)?;
-        self.flush().await?;
+        frontend::query(&sql, self.wire.write_buf())?;
+        self.wire.flush().await?;
         loop {
-            match self.read_message().await? {
-                Incoming::CopyBothResponse => return Ok(ReplicationStream::new(self)),
+            match self.wire.read_message().await? {
+                Incoming::CopyBothResponse => return Ok(ReplicationStream::new(self.wire)),
                 Incoming::Other(backend::Message::ErrorResponse(body)) => {
                     let e = server_error(body.fields());
                     return Err(ReplicationError::Server(e));
@@ -350,104 +284,6 @@ impl ReplicationConnection {
                 }
                 _ => {}
             }
-        }
-    }
-
-    /// True when a whole message is already buffered, so reading it will not wait on the network.
-    pub(crate) fn message_buffered(&self) -> bool {
-        match backend::Header::parse(&self.read) {
-            Ok(Some(h)) => self.read.len() > h.len() as usize,
-            _ => false,
-        }
-    }
-
-    /// Bytes the last read from the socket returned.
-    pub(crate) fn last_read(&self) -> usize {
-        self.last_read
-    }
-
-    pub(crate) fn write_buf(&mut self) -> &mut BytesMut {
-        &mut self.write
-    }
-
-    pub(crate) async fn flush(&mut self) -> Result<(), ReplicationError> {
-        if !self.write.is_empty() {
-            self.io.write_all(&self.write).await?;
-            self.io.flush().await?;
-            self.write.clear();
-        }
-        Ok(())
-    }
-
-    /// Sends Terminate and closes the socket.
-    pub(crate) async fn terminate(mut self) -> Result<(), ReplicationError> {
-        frontend::terminate(&mut self.write);
-        self.flush().await?;
-        let _ = self.io.shutdown().await;
-        Ok(())
-    }
-
-    /// Reads the next backend message, waiting for more bytes as needed.
-    pub(crate) async fn read_message(&mut self) -> Result<Incoming, ReplicationError> {
-        loop {
-            if let Some(header) = backend::Header::parse(&self.read)? {
-                let len = header.len() as usize + 1;
-                if self.read.len() >= len {
-                    match header.tag() {
-                        b'd' => {
-                            let mut frame = self.read.split_to(len);
-                            frame.advance(5);
-                            return Ok(Incoming::CopyData(frame.freeze()));
-                        }
-                        b'W' => {
-                            self.read.advance(len);
-                            return Ok(Incoming::CopyBothResponse);
-                        }
-                        _ => {
-                            let message =
-                                backend::Message::parse(&mut self.read)?.ok_or_else(|| {
-                                    ReplicationError::Protocol("incomplete message".into())
-                                })?;
-                            return Ok(Incoming::Other(message));
-                        }
-                    }
-                }
-                self.read.reserve(len - self.read.len());
-            } else {
-                self.read.reserve(64 * 1024);
-            }
-            if self.read.capacity() - self.read.len() < 16 * 1024 {
-                self.read.reserve(64 * 1024);
-            }
-            let offered = self.read.capacity() - self.read.len();
-            let n = self.io.read_buf(&mut self.read).await?;
-            if n == 0 {
-                return Err(ReplicationError::Closed);
-            }
-            // A read that took all the room it was offered says nothing about
-            // the pace: more may be waiting. Count it as a big one.
-            let mut full = n >= offered;
-            // A TLS stream hands over one record (16 KiB at most) per read
-            // however much is waiting: take what is there already before
-            // judging the pace, or a backlog over TLS would look like a
-            // trickle. (`read_buf` loses nothing when dropped unfinished.)
-            let mut got = n;
-            while !full {
-                let room = self.read.capacity() - self.read.len();
-                if room == 0 {
-                    full = true;
-                    break;
-                }
-                match futures_util::FutureExt::now_or_never(self.io.read_buf(&mut self.read)) {
-                    Some(Ok(0)) | None => break,
-                    Some(Ok(m)) => {
-                        got += m;
-                        full = m >= room;
-                    }
-                    Some(Err(e)) => return Err(e.into()),
-                }
-            }
-            self.last_read = if full { usize::MAX } else { got };
         }
     }
 }

@@ -4,13 +4,17 @@
 //!
 //! [`connection`] opens and authenticates the session and runs the
 //! replication commands; [`stream`] is the CopyBoth phase: XLogData in,
-//! keepalives answered, standby status updates out.
+//! keepalives answered, standby status updates out. Both speak through
+//! [`wire`] (the socket, its buffers, backend messages); the connection hands
+//! its wire over to the stream when replication starts.
 
 pub mod connection;
 pub mod stream;
+pub mod wire;
 
-pub use connection::{ReplicationConnection, ServerError, SystemIdentity};
+pub use connection::{ReplicationConnection, SystemIdentity};
 pub use stream::{ReplicationStream, StreamMessage};
+pub use wire::ServerError;
 
 /// Anything that can go wrong on the replication connection.
 #[derive(Debug, thiserror::Error)]

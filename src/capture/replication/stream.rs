@@ -7,7 +7,7 @@
 use bytes::{Buf, BufMut, Bytes};
 use postgres_protocol::message::{backend, frontend};
 
-use super::connection::{server_error, Incoming, ReplicationConnection};
+use super::wire::{server_error, Incoming, Wire};
 use super::ReplicationError;
 use crate::pg::Lsn;
 
@@ -31,18 +31,19 @@ pub enum StreamMessage {
 const TRICKLE_READ_BYTES: usize = 32 * 1024;
 
 pub struct ReplicationStream {
-    conn: ReplicationConnection,
+    wire: Wire,
 }
 
 impl ReplicationStream {
-    pub(crate) fn new(conn: ReplicationConnection) -> Self {
-        ReplicationStream { conn }
+    /// Takes over the wire once the server has entered CopyBoth mode.
+    pub(super) fn new(wire: Wire) -> Self {
+        ReplicationStream { wire }
     }
 
     /// The next message. Cancel-safe: no bytes are lost if the future is dropped.
     pub async fn next(&mut self) -> Result<StreamMessage, ReplicationError> {
         loop {
-            match self.conn.read_message().await? {
+            match self.wire.read_message().await? {
                 Incoming::CopyData(mut body) => {
                     if body.is_empty() {
                         return Err(ReplicationError::Protocol("empty CopyData".into()));
@@ -89,13 +90,13 @@ impl ReplicationStream {
 
     /// True when the next message is already buffered: `next` will not wait.
     pub fn message_buffered(&self) -> bool {
-        self.conn.message_buffered()
+        self.wire.message_buffered()
     }
 
     /// True when the last read from the socket was small: changes arrive one
     /// transaction at a time rather than as a backlog.
     pub fn trickling(&self) -> bool {
-        self.conn.last_read() < TRICKLE_READ_BYTES
+        self.wire.last_read() < TRICKLE_READ_BYTES
     }
 
     /// Sends a standby status update. `flushed` is what the slot may advance to.
@@ -112,25 +113,25 @@ impl ReplicationStream {
         payload.put_u64(flushed.0);
         payload.put_i64(now);
         payload.put_u8(0);
-        frontend::CopyData::new(&payload[..])?.write(self.conn.write_buf());
-        self.conn.flush().await
+        frontend::CopyData::new(&payload[..])?.write(self.wire.write_buf());
+        self.wire.flush().await
     }
 
     /// Ends replication politely: a last status update, CopyDone, Terminate.
     pub async fn finish(mut self, written: Lsn, flushed: Lsn) -> Result<(), ReplicationError> {
         self.send_status(written, flushed).await?;
-        frontend::copy_done(self.conn.write_buf());
-        self.conn.flush().await?;
+        frontend::copy_done(self.wire.write_buf());
+        self.wire.flush().await?;
         // Drain until the server acknowledges, but don't wait for long.
         let drain = async {
             loop {
-                match self.conn.read_message().await {
+                match self.wire.read_message().await {
                     Ok(Incoming::Other(backend::Message::ReadyForQuery(_))) | Err(_) => break,
                     Ok(_) => {}
                 }
             }
         };
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), drain).await;
-        self.conn.terminate().await
+        self.wire.terminate().await
     }
 }

@@ -1,0 +1,207 @@
+//! The assembler's tests as a whole, and what the tests of its parts share.
+//! Behaviour as data: records wal2json 2.5 really sent (captured from
+//! PostgreSQL 15), and the entries they must become.
+
+use super::*;
+use crate::entry::AuditEntry;
+use crate::table::TablePattern;
+
+const RECORDS: &str = include_str!("../../../tests/fixtures/wal2json_v2.jsonl");
+
+/// The begin and commit records of a transaction 9, around hand-written records.
+pub(super) const BEGIN_9: &str =
+    r#"{"action":"B","xid":9,"timestamp":"2026-01-01 00:00:00+00","lsn":"0/10","nextlsn":"0/20"}"#;
+pub(super) const COMMIT_9: &str =
+    r#"{"action":"C","xid":9,"timestamp":"2026-01-01 00:00:00+00","lsn":"0/10","nextlsn":"0/20"}"#;
+
+/// A filter that includes `patterns` and excludes nothing.
+pub(super) fn filter(patterns: &[&str]) -> TableFilter {
+    TableFilter {
+        include: patterns
+            .iter()
+            .map(|p| TablePattern::parse(p).unwrap())
+            .collect(),
+        exclude: vec![],
+    }
+}
+
+/// An assembler that captures `patterns`, with nothing stored yet.
+pub(super) fn assembler(patterns: &[&str]) -> Assembler {
+    Assembler::new(filter(patterns), Lsn::ZERO)
+}
+
+/// Pushes the records, the first at LSN 1, the next at 2, and so on; returns what they yield.
+pub(super) fn feed(a: &mut Assembler, records: &[&str]) -> Vec<Event> {
+    let mut out = Vec::new();
+    for (i, record) in records.iter().enumerate() {
+        a.push(Lsn(i as u64 + 1), record.as_bytes(), &mut out)
+            .unwrap();
+    }
+    out
+}
+
+pub(super) fn entries(events: &[Event]) -> Vec<&AuditEntry> {
+    events
+        .iter()
+        .filter_map(|e| {
+            if let Event::Entry(e) = e {
+                Some(e)
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+/// The whole fixture through an assembler that captures `patterns`.
+fn run(patterns: &[&str], stored_up_to: Lsn) -> Vec<Event> {
+    let mut a = Assembler::new(filter(patterns), stored_up_to);
+    let mut out = Vec::new();
+    for (i, line) in RECORDS.lines().filter(|l| !l.is_empty()).enumerate() {
+        a.push(Lsn(i as u64), line.as_bytes(), &mut out).unwrap();
+    }
+    assert!(!a.in_transaction());
+    out
+}
+
+#[test]
+fn every_action_becomes_the_expected_entry() {
+    let events = run(&["*.*"], Lsn::ZERO);
+    let e = entries(&events);
+    let summary: Vec<_> = e
+        .iter()
+        .map(|e| format!("{} {} {}", e.action, e.table, e.txn.xid))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            "INSERT public.a 727",
+            "UPDATE public.a 728",
+            "UPDATE public.a 730",
+            "DELETE public.a 731",
+            "INSERT public.nopk 732",
+            "INSERT public.Order Items 735",
+            "INSERT public.a 736",
+            "TRUNCATE public.a 737",
+            "TRUNCATE public.nopk 737",
+        ]
+    );
+    let insert = e[0];
+    assert_eq!(insert.primary_key.as_deref(), Some(r#"{"id":1}"#));
+    assert_eq!(insert.before, None);
+    assert_eq!(
+        insert.after.as_deref(),
+        Some(concat!(
+            r#"{"id":1,"n":"10.50","j":{"a": [1, 2]},"b":"\\xdeadbeef","t":"2026-11-22 02:52:43.198686+00","#,
+            r#""big":9223372036854775807,"f":null,"arr":"{a,\"b c\"}","s":"line\nq\"\\ ü"}"#
+        ))
+    );
+    // Identity DEFAULT: the before image is the key only, so what changed is unknown.
+    assert_eq!(e[1].before.as_deref(), Some(r#"{"id":1}"#));
+    assert_eq!(e[1].changed_columns, None);
+    // Identity FULL: the whole old row, and exactly the changed column.
+    assert!(e[2].before.as_deref().unwrap().ends_with(r#""s":"x"}"#));
+    assert_eq!(e[2].changed_columns.as_deref(), Some(r#"["s"]"#));
+    assert_eq!(e[3].after, None);
+    assert_eq!(e[3].primary_key.as_deref(), Some(r#"{"id":1}"#));
+    assert_eq!(
+        e[4].primary_key, None,
+        "a table without a primary key has none"
+    );
+    assert_eq!(e[5].primary_key.as_deref(), Some(r#"{"id":1,"k":2}"#));
+    assert_eq!(e[7].primary_key, None);
+}
+
+#[test]
+fn every_transaction_commits_once_in_order() {
+    let events = run(&["*.*"], Lsn::ZERO);
+    let commits: Vec<u64> = events
+        .iter()
+        .filter_map(|e| {
+            if let Event::Commit(t) = e {
+                Some(t.xid)
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert_eq!(commits, (724..=737).collect::<Vec<_>>());
+}
+
+#[test]
+fn filtered_tables_yield_no_entries_but_still_commit() {
+    let events = run(&["public.nopk"], Lsn::ZERO);
+    assert_eq!(entries(&events).len(), 2);
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e, Event::Commit(_)))
+            .count(),
+        14
+    );
+}
+
+#[test]
+fn transactions_already_stored_are_skipped() {
+    // 0/15349A0 is the end of xid 731's commit.
+    let events = run(&["*.*"], "0/15349A0".parse().unwrap());
+    let xids: Vec<u64> = entries(&events).iter().map(|e| e.txn.xid).collect();
+    assert_eq!(xids, [732, 735, 736, 737, 737]);
+}
+
+#[test]
+fn an_undecodable_record_is_kept_and_the_transaction_goes_on() {
+    let mut a = assembler(&["*.*"]);
+    let out = feed(
+        &mut a,
+        &[
+            BEGIN_9,
+            r#"{"action":"I","xid":9,"schema":"s","table":"t","columns":[{"name":"c","type":"s."q"","value":1}]}"#,
+            r#"{"action":"I","xid":9,"schema":"s","table":"t","columns":[{"name":"c","type":"integer","value":1}],"pk":[]}"#,
+            COMMIT_9,
+        ],
+    );
+    assert!(matches!(&out[0], Event::Undecodable(f) if f.lsn == Lsn(2) && f.xid == Some(9)));
+    assert!(matches!(&out[1], Event::Entry(e) if e.after.as_deref() == Some(r#"{"c":1}"#)));
+    assert!(matches!(&out[2], Event::Commit(t) if t.xid == 9));
+}
+
+#[test]
+fn an_undecodable_record_of_a_redacted_table_is_withheld() {
+    use crate::capture::redact::{ColumnRule, RedactKey};
+    let rules = ColumnRules::new(
+        vec![ColumnRule {
+            table: TablePattern::parse("s.t").unwrap(),
+            ignore: vec![],
+            redact: vec!["c".into()],
+        }],
+        Some(RedactKey::new(b"k")),
+    )
+    .unwrap();
+    let mut a = assembler(&["*.*"]).with_column_rules(rules);
+    let out = feed(
+        &mut a,
+        &[
+            BEGIN_9,
+            r#"{"action":"I","xid":9,"schema":"s","table":"t","columns":[{"name":"c","type":"s."q"","value":"s3cret"}]}"#,
+        ],
+    );
+    let Event::Undecodable(f) = &out[0] else {
+        panic!("{out:?}")
+    };
+    assert!(
+        !f.record.contains("s3cret") && f.record.contains("withheld"),
+        "{f:?}"
+    );
+}
+
+#[test]
+fn a_row_outside_a_transaction_is_a_protocol_error() {
+    let mut a = Assembler::new(TableFilter::default(), Lsn::ZERO);
+    let r = a.push(
+        Lsn(5),
+        br#"{"action":"D","xid":1,"schema":"s","table":"t","identity":[]}"#,
+        &mut Vec::new(),
+    );
+    assert!(matches!(r, Err(AssembleError::OutsideTransaction { .. })));
+}

@@ -1,0 +1,172 @@
+//! The live stream (`GET /live`, server-sent events): new entries that match
+//! the log's filters, sent as rendered rows that the page's script adds to
+//! the top of the table. It ends when the server stops or the one who opened
+//! it may no longer see it.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use askama::Template;
+use axum::extract::{RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use chrono::Utc;
+
+use super::fetch::resolve;
+use super::rows::{RowFragment, RowView};
+use crate::store::stored::StoredEntry;
+use crate::web::access::{self, Principal};
+use crate::web::error::WebError;
+use crate::web::query::{self, LogQuery, Resolved};
+use crate::web::AppState;
+
+/// How often the live stream looks for new entries.
+const LIVE_POLL: Duration = Duration::from_secs(1);
+/// How often a live stream checks that whoever opened it may still see it.
+const LIVE_RECHECK: Duration = Duration::from_secs(10);
+/// At most this many entries per look, so a burst cannot flood a browser.
+const LIVE_BATCH: i64 = 200;
+
+/// State of one live stream.
+struct Live {
+    state: AppState,
+    who: Principal,
+    checked: tokio::time::Instant,
+    q: LogQuery,
+    resolved: Resolved,
+    after: i64,
+    pending: VecDeque<Event>,
+    stopping: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Live {
+    async fn poll(&mut self) -> Result<(), WebError> {
+        let client = self.state.pool().get().await?;
+        let mut sql = query::Sql::new(format!(
+            "SELECT {} FROM pgtrail.entries WHERE true",
+            crate::store::stored::ENTRY_COLUMNS
+        ));
+        self.q
+            .filter
+            .push_where(&mut sql, &self.resolved, Utc::now());
+        let after = sql.param(self.after);
+        let limit = sql.param(LIVE_BATCH);
+        sql.text
+            .push_str(&format!(" AND id > {after} ORDER BY id LIMIT {limit}"));
+        let rows = client.query(&sql.text, &sql.refs()).await?;
+        drop(client);
+        for r in &rows {
+            let e = StoredEntry::from_row(r);
+            let row = RowView::new(&e, &self.q);
+            let html = RowFragment { r: &row }.render()?;
+            let data = serde_json::json!({ "id": e.id, "html": html }).to_string();
+            self.pending.push_back(
+                Event::default()
+                    .event("entry")
+                    .id(e.id.to_string())
+                    .data(data),
+            );
+            self.after = e.id;
+        }
+        Ok(())
+    }
+}
+
+/// `GET /live?<filters>&after=<id>`: new matching entries as server-sent
+/// events (`entry`, data `{"id":…,"html":"<tr>…</tr>"}`), oldest first. A
+/// reconnecting browser's `Last-Event-ID` takes over from `after`.
+pub async fn live(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, WebError> {
+    let mut pairs = query::pairs(raw.as_deref())?;
+    let mut after: Option<i64> = None;
+    let mut rest = Vec::new();
+    for (k, v) in pairs.drain(..) {
+        if k == "after" {
+            after = Some(
+                v.trim()
+                    .parse()
+                    .ok()
+                    .filter(|n: &i64| *n >= 0)
+                    .ok_or_else(|| {
+                        WebError::bad(format!(
+                            "after: {:?} is not an entry id",
+                            crate::text::clip(&v)
+                        ))
+                    })?,
+            );
+        } else {
+            rest.push((k, v));
+        }
+    }
+    let mut q = LogQuery::from_pairs(&rest, true, Utc::now())?;
+    q.filter.scope = who.scope();
+    if q.cursor.is_some() || q.sort != Default::default() {
+        return Err(WebError::bad("the live stream follows the newest-first order from the first page; drop sort, dir and cursor"));
+    }
+    let last_event = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<i64>().ok());
+    let after = match (last_event, after) {
+        (Some(id), _) => id,
+        (None, Some(a)) => a,
+        (None, None) => {
+            let client = state.pool().get().await?;
+            client
+                .query_one("SELECT coalesce(max(id), 0) FROM pgtrail.entries", &[])
+                .await?
+                .get(0)
+        }
+    };
+    let resolved = resolve(&state, &q.filter, Utc::now()).await?;
+    let stopping = state.stopping();
+    let live = Live {
+        state,
+        who,
+        checked: tokio::time::Instant::now(),
+        q,
+        resolved,
+        after,
+        pending: VecDeque::new(),
+        stopping,
+    };
+    let stream = futures_util::stream::unfold(live, |mut l| async move {
+        loop {
+            if let Some(ev) = l.pending.pop_front() {
+                return Some((Ok::<Event, Infallible>(ev), l));
+            }
+            if *l.stopping.borrow() {
+                return None;
+            }
+            tokio::select! {
+                _ = l.stopping.changed() => return None,
+                _ = tokio::time::sleep(LIVE_POLL) => {}
+            }
+            if l.checked.elapsed() >= LIVE_RECHECK {
+                // Fail closed: on doubt the stream ends, and the browser's
+                // reconnect goes through sign-in like any request.
+                match access::still_allowed(&l.state, &l.who).await {
+                    Ok(true) => l.checked = tokio::time::Instant::now(),
+                    Ok(false) => return None,
+                    Err(e) => {
+                        tracing::debug!(error = ?e, "live stream could not recheck its principal; ending it");
+                        return None;
+                    }
+                }
+            }
+            if let Err(e) = l.poll().await {
+                tracing::debug!(error = ?e, "live stream poll failed; retrying");
+            }
+        }
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}

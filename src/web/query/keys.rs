@@ -1,0 +1,300 @@
+//! Primary keys: how a key value or a whole key given as a filter matches
+//! stored entries ([`PkMatch`]), and the key columns of the tables with
+//! entries.
+
+use tokio_postgres::Client;
+
+use super::params::Filter;
+use crate::table::TableName;
+use crate::text::{clip, push_json_string};
+use crate::web::error::WebError;
+
+/// How the primary-key filter is matched, decided from the tables it can
+/// apply to and their key columns.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PkMatch {
+    /// The row is one of these (`row_key`, for the index, and the stored key
+    /// text, to rule out a hash collision).
+    pub row_keys: Vec<i64>,
+    pub texts: Vec<String>,
+    /// Tables with a composite key, where one value does not pin a row: some
+    /// key column has this value (text form). Read through the table index.
+    pub partial: Option<(Vec<TableName>, String)>,
+}
+
+impl PkMatch {
+    /// The rows of `table` whose stored key text is one of `texts`.
+    pub fn rows(table: &TableName, texts: Vec<String>) -> PkMatch {
+        let mut m = PkMatch::default();
+        m.add_rows(table, texts);
+        m
+    }
+
+    fn add_rows(&mut self, table: &TableName, texts: Vec<String>) {
+        for t in texts {
+            self.row_keys.push(crate::entry::row_key(table, &t));
+            if !self.texts.contains(&t) {
+                self.texts.push(t);
+            }
+        }
+    }
+
+    /// How `pk` (a key value, or a key as a JSON object) matches entries of
+    /// `tables`, given each one's key columns (`None`: no entry of it has a
+    /// key). A single value is looked for in the key columns of composite
+    /// keys only with `scan_composite` (the tables were filtered on): no
+    /// index holds them, so that reads every entry of those tables.
+    pub fn new(
+        pk: &str,
+        tables: &[(TableName, Option<Vec<String>>)],
+        scan_composite: bool,
+    ) -> Result<PkMatch, WebError> {
+        let object = if pk.starts_with('{') {
+            let raw: std::collections::HashMap<String, Box<serde_json::value::RawValue>> =
+                serde_json::from_str(pk).map_err(|e| {
+                    WebError::bad(format!("pk: {:?} is not a JSON object ({e})", clip(pk)))
+                })?;
+            Some(raw)
+        } else {
+            None
+        };
+        let mut m = PkMatch::default();
+        let mut composite = Vec::new();
+        for (table, columns) in tables {
+            let Some(columns) = columns else { continue };
+            match &object {
+                // The object names the key's columns, in any order; the store
+                // writes them in key order, values as the server printed them.
+                Some(raw) => {
+                    if raw.len() != columns.len() || !columns.iter().all(|c| raw.contains_key(c)) {
+                        continue;
+                    }
+                    let mut text = String::from("{");
+                    for (i, c) in columns.iter().enumerate() {
+                        if i > 0 {
+                            text.push(',');
+                        }
+                        push_json_string(&mut text, c);
+                        text.push(':');
+                        text.push_str(&minify_json(raw[c].get()));
+                    }
+                    text.push('}');
+                    m.add_rows(table, vec![text]);
+                }
+                None => match key_texts(columns, pk) {
+                    Some(texts) => m.add_rows(table, texts),
+                    None if scan_composite => composite.push(table.clone()),
+                    None => {}
+                },
+            }
+        }
+        if !composite.is_empty() {
+            m.partial = Some((composite, pk.to_owned()));
+        }
+        Ok(m)
+    }
+}
+
+/// `t(schema_name, table_name)`: every table with entries, found by skipping
+/// through the index on `(schema_name, table_name, id)`, one probe per table
+/// however many entries each has.
+const ALL_TABLES: &str = "WITH RECURSIVE t(schema_name, table_name) AS ( \
+       (SELECT schema_name, table_name FROM pgtrail.entries ORDER BY 1, 2 LIMIT 1) \
+     UNION ALL \
+       SELECT n.schema_name, n.table_name FROM t, LATERAL ( \
+         SELECT schema_name, table_name FROM pgtrail.entries e \
+         WHERE (e.schema_name, e.table_name) > (t.schema_name, t.table_name) \
+         ORDER BY 1, 2 LIMIT 1) n) ";
+
+/// Every table with entries, in name order.
+pub async fn all_tables(client: &Client) -> Result<Vec<TableName>, WebError> {
+    let rows = client
+        .query(
+            &format!("{ALL_TABLES} SELECT schema_name, table_name FROM t"),
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| TableName::new(r.get::<_, String>(0), r.get::<_, String>(1)))
+        .collect())
+}
+
+/// Every table with entries ([`all_tables`]), or only those of `only` when
+/// given, with its key columns (from its newest entry that has a key; `None`
+/// if none has).
+pub async fn tables_with_keys(
+    client: &Client,
+    only: Option<&[TableName]>,
+) -> Result<Vec<(TableName, Option<Vec<String>>)>, WebError> {
+    const KEY: &str = "(SELECT primary_key::text FROM pgtrail.entries e \
+         WHERE e.schema_name = t.schema_name AND e.table_name = t.table_name AND row_key IS NOT NULL \
+         ORDER BY id DESC LIMIT 1)";
+    let rows = match only {
+        Some(tables) => {
+            let schemas: Vec<&str> = tables.iter().map(|t| t.schema.as_str()).collect();
+            let names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
+            client
+                .query(
+                    &format!(
+                        "SELECT t.schema_name, t.table_name, {KEY} \
+                         FROM unnest($1::text[], $2::text[]) AS t(schema_name, table_name)"
+                    ),
+                    &[&schemas, &names],
+                )
+                .await?
+        }
+        None => {
+            client
+                .query(
+                    &format!("{ALL_TABLES} SELECT t.schema_name, t.table_name, {KEY} FROM t"),
+                    &[],
+                )
+                .await?
+        }
+    };
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let table = TableName::new(r.get::<_, String>(0), r.get::<_, String>(1));
+            let key = r
+                .get::<_, Option<String>>(2)
+                .map(|text| crate::web::diff::object_keys(&text));
+            (table, key)
+        })
+        .collect())
+}
+
+/// The key column names of a table, from one of its stored entries: `None`
+/// when no entry of the table has a primary key.
+pub async fn key_columns(
+    client: &Client,
+    table: &TableName,
+) -> Result<Option<Vec<String>>, WebError> {
+    let found = tables_with_keys(client, Some(std::slice::from_ref(table))).await?;
+    Ok(found.into_iter().next().and_then(|(_, key)| key))
+}
+
+/// The stored key texts a key value can be, for a table keyed by `columns`:
+/// `{"id":5}` and `{"id":"5"}` (numbers, text, uuids… are stored either way).
+/// `None` for a composite key, where a single value does not pin one row.
+pub fn key_texts(columns: &[String], value: &str) -> Option<Vec<String>> {
+    if value.starts_with('{') {
+        return Some(vec![minify_json(value)]);
+    }
+    let [column] = columns else { return None };
+    let mut name = String::new();
+    push_json_string(&mut name, column);
+    let mut quoted = String::new();
+    push_json_string(&mut quoted, value);
+    let mut texts = vec![format!("{{{name}:{quoted}}}")];
+    let is_literal = matches!(value, "true" | "false")
+        || serde_json::from_str::<serde_json::Number>(value).is_ok_and(|_| !value.starts_with('+'));
+    if is_literal {
+        texts.push(format!("{{{name}:{value}}}"));
+    }
+    Some(texts)
+}
+
+/// JSON text without insignificant whitespace (key order kept), as the store writes keys.
+pub fn minify_json(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    for c in text.chars() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c == '"' {
+            in_string = true;
+            out.push(c);
+        } else if !c.is_whitespace() {
+            out.push(c);
+        }
+    }
+    out
+}
+
+impl Filter {
+    /// Decides how to match the primary-key filter: the `row_key` of the
+    /// value in every table it can be a key of (the tables filtered on, else
+    /// every table with entries that the scope allows), so that the index
+    /// finds it. A single value in a composite key is looked for only in the
+    /// tables filtered on, through their own index: across every table it
+    /// would read all their entries.
+    pub async fn pk_match(&self, client: &Client) -> Result<Option<PkMatch>, WebError> {
+        let Some(pk) = &self.pk else { return Ok(None) };
+        let only = (!self.tables.is_empty()).then_some(self.tables.as_slice());
+        let mut tables = tables_with_keys(client, only).await?;
+        tables.retain(|(t, _)| self.scope.allows_table(t));
+        PkMatch::new(pk, &tables, only.is_some()).map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_texts_cover_numbers_and_strings() {
+        let cols = vec!["id".to_string()];
+        assert_eq!(
+            key_texts(&cols, "5").unwrap(),
+            vec![r#"{"id":"5"}"#, r#"{"id":5}"#]
+        );
+        assert_eq!(key_texts(&cols, "abc").unwrap(), vec![r#"{"id":"abc"}"#]);
+        assert_eq!(key_texts(&["a".into(), "b".into()], "1"), None);
+        assert_eq!(
+            minify_json("{ \"a b\" : 1 , \"c\":\"x y\" }"),
+            "{\"a b\":1,\"c\":\"x y\"}"
+        );
+    }
+
+    #[test]
+    fn a_key_is_looked_up_in_every_table_it_can_be_a_key_of() {
+        let t = |n: &str| TableName::new("public", n);
+        let cols = |c: &[&str]| Some(c.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let tables = vec![
+            (t("orders"), cols(&["id"])),
+            (t("lines"), cols(&["order_id", "line"])),
+            (t("log"), None),
+        ];
+        let m = PkMatch::new("5", &tables, true).unwrap();
+        assert_eq!(m.texts, vec![r#"{"id":"5"}"#, r#"{"id":5}"#]);
+        assert_eq!(
+            m.row_keys,
+            vec![
+                crate::entry::row_key(&t("orders"), r#"{"id":"5"}"#),
+                crate::entry::row_key(&t("orders"), r#"{"id":5}"#)
+            ]
+        );
+        assert_eq!(m.partial, Some((vec![t("lines")], "5".to_owned())));
+
+        // A whole key names its columns in any order and is written in key order.
+        let m = PkMatch::new(r#"{ "line": 2, "order_id" : 1 }"#, &tables, false).unwrap();
+        assert_eq!(m.texts, vec![r#"{"order_id":1,"line":2}"#]);
+        assert_eq!(
+            m.row_keys,
+            vec![crate::entry::row_key(
+                &t("lines"),
+                r#"{"order_id":1,"line":2}"#
+            )]
+        );
+        assert_eq!(m.partial, None);
+        // Columns no table has as its key: nothing can match.
+        let m = PkMatch::new(r#"{"nope":1}"#, &tables, true).unwrap();
+        assert!(m.row_keys.is_empty() && m.partial.is_none());
+        assert!(matches!(
+            PkMatch::new("{broken", &tables, true),
+            Err(WebError::BadRequest(_))
+        ));
+        // Across every table, a single value is not looked for in composite keys.
+        assert_eq!(PkMatch::new("5", &tables, false).unwrap().partial, None);
+    }
+}

@@ -1,0 +1,176 @@
+//! Reading the audit store: [`Entry`] (one row of `pgtrail.entries`, JSON columns parsed and kept
+//! as text), the entries of the store or of one table, and exact per-action [`Counts`].
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use tokio_postgres::Client;
+
+use pgtrail::export::ENTRY_COLUMNS;
+
+use super::{query_pairs, Row};
+
+/// One row of `pgtrail.entries`. JSON columns are parsed (SQL NULL → `Value::Null`) and also
+/// kept as the exact text the store holds (`*_text`).
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub id: i64,
+    pub committed_at: DateTime<Utc>,
+    pub xid: i64,
+    pub lsn: String,
+    pub schema: String,
+    pub table: String,
+    pub action: String,
+    pub primary_key: Value,
+    pub before: Value,
+    pub after: Value,
+    pub changed_columns: Value,
+    pub context: Value,
+    pub details: Value,
+    pub primary_key_text: Option<String>,
+    pub before_text: Option<String>,
+    pub after_text: Option<String>,
+}
+
+impl Entry {
+    /// `primary_key.<col>` as an i64 (panics if absent).
+    pub fn key_i64(&self, col: &str) -> i64 {
+        self.primary_key
+            .get(col)
+            .and_then(Value::as_i64)
+            .unwrap_or_else(|| panic!("entry {} has no integer key {col}: {self:?}", self.id))
+    }
+}
+
+fn parse_json_col(text: Option<String>, what: &str, id: i64) -> Value {
+    match text {
+        None => Value::Null,
+        Some(t) => serde_json::from_str(&t)
+            .unwrap_or_else(|e| panic!("entry {id}: {what} is not JSON ({e}): {t}")),
+    }
+}
+
+fn entry_from_row(row: &tokio_postgres::Row) -> Entry {
+    let r = Row::from_row(row);
+    let id = r.id;
+    let [pk, before, after, changed_columns, context, details] = r.json;
+    Entry {
+        id,
+        committed_at: r.committed_at,
+        xid: r
+            .xid
+            .unwrap_or_else(|| panic!("entry {id} has no xid: one of pgtrail's own events")),
+        lsn: r
+            .lsn
+            .unwrap_or_else(|| panic!("entry {id} has no lsn: one of pgtrail's own events")),
+        schema: r.schema,
+        table: r.table,
+        action: r.action,
+        primary_key: parse_json_col(pk.clone(), "primary_key", id),
+        before: parse_json_col(before.clone(), "before", id),
+        after: parse_json_col(after.clone(), "after", id),
+        changed_columns: parse_json_col(changed_columns, "changed_columns", id),
+        context: parse_json_col(context, "context", id),
+        details: parse_json_col(details, "details", id),
+        primary_key_text: pk,
+        before_text: before,
+        after_text: after,
+    }
+}
+
+/// Every entry, ordered by id.
+pub async fn entries(store: &Client) -> Vec<Entry> {
+    let rows = store
+        .query(
+            &format!("SELECT {ENTRY_COLUMNS} FROM pgtrail.entries ORDER BY id"),
+            &[],
+        )
+        .await
+        .expect("read entries");
+    rows.iter().map(entry_from_row).collect()
+}
+
+/// The entries of one table, ordered by id.
+pub async fn table_entries(store: &Client, schema: &str, table: &str) -> Vec<Entry> {
+    let rows = store
+        .query(
+            &format!("SELECT {ENTRY_COLUMNS} FROM pgtrail.entries WHERE schema_name = $1 AND table_name = $2 ORDER BY id"),
+            &[&schema, &table],
+        )
+        .await
+        .expect("read entries");
+    rows.iter().map(entry_from_row).collect()
+}
+
+/// Number of entries per action for one table.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    pub inserts: i64,
+    pub updates: i64,
+    pub deletes: i64,
+    pub truncates: i64,
+}
+
+impl Counts {
+    pub fn new(inserts: i64, updates: i64, deletes: i64, truncates: i64) -> Counts {
+        Counts {
+            inserts,
+            updates,
+            deletes,
+            truncates,
+        }
+    }
+
+    pub fn total(&self) -> i64 {
+        self.inserts + self.updates + self.deletes + self.truncates
+    }
+}
+
+pub async fn counts(store: &Client, schema: &str, table: &str) -> Counts {
+    let rows = store
+        .query(
+            // Row changes only: DDL entries are counted by the tests about DDL.
+            "SELECT action, count(*) FROM pgtrail.entries WHERE schema_name = $1 AND table_name = $2 AND action <> 'DDL' GROUP BY action",
+            &[&schema, &table],
+        )
+        .await
+        .expect("count entries");
+    let mut c = Counts::default();
+    for r in rows {
+        let n: i64 = r.get(1);
+        match r.get::<_, &str>(0) {
+            "INSERT" => c.inserts = n,
+            "UPDATE" => c.updates = n,
+            "DELETE" => c.deletes = n,
+            "TRUNCATE" => c.truncates = n,
+            other => panic!("unexpected action {other:?}"),
+        }
+    }
+    c
+}
+
+pub async fn assert_counts(store: &Client, schema: &str, table: &str, expected: Counts) {
+    let got = counts(store, schema, table).await;
+    assert_eq!(
+        got, expected,
+        "entry counts for {schema}.{table} (got left, expected right)"
+    );
+}
+
+/// Total number of entries in the store.
+pub async fn entry_count(store: &Client) -> i64 {
+    store
+        .query_one("SELECT count(*) FROM pgtrail.entries", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// (schema, table) pairs that have entries, sorted.
+pub async fn captured_tables(store: &Client) -> Vec<(String, String)> {
+    query_pairs(
+        store,
+        "SELECT DISTINCT schema_name, table_name FROM pgtrail.entries ORDER BY 1, 2",
+        &[],
+    )
+    .await
+}
