@@ -76,6 +76,9 @@ enum Command {
     /// Recompute the store's hash chains: exit 0 when every entry is as written, 1 naming the
     /// entries that were changed, deleted or inserted, 2 when the store could not be checked.
     Verify(cli::verify::Request),
+    /// Print the newest signed chain head (store.signing_key_file) as one line of JSON, to keep
+    /// outside the store.
+    Digest,
 }
 
 /// `verify`'s exit status when the store could not be checked at all.
@@ -177,6 +180,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Export(request) => cli::export::run(&config, request).await?,
         Command::User { action } => cli::users::command(&config, action).await?,
         Command::Token { action } => cli::tokens::command(&config, action).await?,
+        Command::Digest => cli::digest::run(&config).await?,
         Command::Verify(request) => {
             let report = cli::verify::run(&config, &request).await?;
             if request.json {

@@ -26,7 +26,7 @@ INSERT INTO pgtrail.chain_heads (chain, hash) VALUES
 CREATE FUNCTION pgtrail.entries_append_only() RETURNS trigger
     LANGUAGE plpgsql AS $$
 BEGIN
-    RAISE EXCEPTION 'pgtrail.entries is append-only: % of audit entries is refused', TG_OP
+    RAISE EXCEPTION 'pgtrail.% is append-only: % is refused', TG_TABLE_NAME, TG_OP
         USING ERRCODE = 'insufficient_privilege',
               HINT = 'The audit trail is kept as it was written; `pgtrail verify` reports any change made past this trigger.';
 END $$;

@@ -27,7 +27,7 @@ BEGIN
     GRANT INSERT, UPDATE, DELETE ON pgtrail.users, pgtrail.sessions, pgtrail.tokens TO pgtrail_reader;
     GRANT EXECUTE ON FUNCTION pgtrail.record_event(timestamptz, text, json, json, json, json, json, json, text, inet, bytea) TO pgtrail_reader;
     GRANT pgtrail_reader TO pgtrail_writer;
-    GRANT INSERT ON pgtrail.entries, pgtrail.decode_errors, pgtrail.partition_maps TO pgtrail_writer;
+    GRANT INSERT ON pgtrail.entries, pgtrail.decode_errors, pgtrail.partition_maps, pgtrail.signed_heads TO pgtrail_writer;
     GRANT UPDATE ON pgtrail.checkpoints, pgtrail.chain_heads, pgtrail.partition_maps TO pgtrail_writer;
 END
 $roles$;

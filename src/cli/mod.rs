@@ -3,6 +3,7 @@
 //! `main` to print.
 
 pub mod daemon;
+pub mod digest;
 pub mod export;
 pub mod setup;
 pub mod status;

@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::entry::row_key;
 use crate::store::chain::{self, Chain, Content};
 use crate::store::context::ContextColumns;
+use crate::store::signing::{self, SignedHead, SIGNED_HEAD_COLUMNS};
 use crate::table::TableName;
 
 /// At most this many breaks are listed; the rest are counted.
@@ -36,6 +37,10 @@ pub struct Request {
     /// Print one JSON object instead of lines of text.
     #[arg(long)]
     pub json: bool,
+    /// Also prove the chain is the one the daemon signed: check every signed head with this
+    /// Ed25519 public key (PEM) and the chain against the newest one.
+    #[arg(long, value_name = "FILE")]
+    pub public_key: Option<std::path::PathBuf>,
 }
 
 /// The outcome.
@@ -50,6 +55,12 @@ pub struct Report {
     /// The first breaks, in id order.
     pub breaks: Vec<Break>,
     pub breaks_total: u64,
+    /// With `--public-key`: the newest signed head the chain was checked against.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signed_head: Option<SignedHead>,
+    /// With `--public-key`: how many signed heads were checked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signatures_checked: Option<u64>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -76,6 +87,8 @@ struct Walk {
     /// A hashed entry of this chain has been seen: from here on every entry must have one.
     hashed: bool,
     report: ChainReport,
+    /// The signed count and hash this chain must pass through (`--public-key`).
+    signed: Option<(i64, [u8; 32])>,
 }
 
 /// Runs the check. `Ok(report)` whether intact or not; `Err` when the store
@@ -91,6 +104,25 @@ pub async fn run(config: &Config, req: &Request) -> Result<Report> {
         .context("cannot start a read-only snapshot of the store")?;
     let from = req.from.unwrap_or(i64::MIN);
     let to = req.to.unwrap_or(i64::MAX);
+    let mut report = Report::default();
+    if let Some(file) = &req.public_key {
+        anyhow::ensure!(
+            req.from.is_none() && req.to.is_none(),
+            "--public-key checks the whole chain: leave out --from and --to"
+        );
+        let key = signing::public_key_from_file(file).map_err(anyhow::Error::msg)?;
+        let (checked, newest) = signed_heads(&tx, &key, &mut report).await?;
+        report.signatures_checked = Some(checked);
+        match newest {
+            Some(head) => report.signed_head = Some(head),
+            None => push_break(
+                &mut report,
+                None,
+                "signed heads",
+                "no signed head verifies with this public key: is store.signing_key_file set, and is this its public half?".into(),
+            ),
+        }
+    }
     let mut walks = BTreeMap::new();
     for c in Chain::ALL {
         let prev = start_of(&tx, c, from).await?;
@@ -101,6 +133,10 @@ pub async fn run(config: &Config, req: &Request) -> Result<Report> {
                 prev_id: None,
                 hashed: prev.is_some(),
                 report: ChainReport::default(),
+                signed: report.signed_head.as_ref().map(|h| {
+                    let (n, hash) = h.head(c);
+                    (n, hash.try_into().unwrap_or([0xff; 32]))
+                }),
             },
         );
     }
@@ -124,7 +160,6 @@ pub async fn run(config: &Config, req: &Request) -> Result<Report> {
         )
         .await?;
     futures_util::pin_mut!(rows);
-    let mut report = Report::default();
     while let Some(row) = rows.try_next().await? {
         report.entries += 1;
         let id: i64 = row.get(0);
@@ -137,14 +172,7 @@ pub async fn run(config: &Config, req: &Request) -> Result<Report> {
         let c = Chain::of_action(&stored.action);
         let walk = walks.get_mut(&c).context("every chain has a walk")?;
         for problem in check(&stored, walk, &mut report) {
-            report.breaks_total += 1;
-            if report.breaks.len() < LISTED_BREAKS {
-                report.breaks.push(Break {
-                    id: Some(id),
-                    chain: c.name(),
-                    problem,
-                });
-            }
+            push_break(&mut report, Some(id), c.name(), problem);
         }
     }
     if let Some(bar) = bar {
@@ -153,12 +181,21 @@ pub async fn run(config: &Config, req: &Request) -> Result<Report> {
     if req.to.is_none() {
         for (c, walk) in &walks {
             if let Some(problem) = head_problem(&tx, *c, walk, req.from.is_none()).await? {
-                report.breaks_total += 1;
-                report.breaks.push(Break {
-                    id: None,
-                    chain: c.name(),
-                    problem,
-                });
+                push_break(&mut report, None, c.name(), problem);
+            }
+            if let Some((n, _)) = walk.signed {
+                if (walk.report.entries as i64) < n {
+                    push_break(
+                        &mut report,
+                        None,
+                        c.name(),
+                        format!(
+                            "the {} chain holds {} entries, fewer than the {n} of its signed head: entries were removed",
+                            c.name(),
+                            walk.report.entries
+                        ),
+                    );
+                }
             }
         }
     }
@@ -169,6 +206,46 @@ pub async fn run(config: &Config, req: &Request) -> Result<Report> {
         .map(|(c, w)| (c.name(), w.report))
         .collect();
     Ok(report)
+}
+
+fn push_break(report: &mut Report, id: Option<i64>, chain: &'static str, problem: String) {
+    report.breaks_total += 1;
+    if report.breaks.len() < LISTED_BREAKS {
+        report.breaks.push(Break { id, chain, problem });
+    }
+}
+
+/// Checks every signed head's signature with `key`; returns how many were
+/// checked and the newest that verifies. A head that does not verify is a break.
+async fn signed_heads(
+    tx: &tokio_postgres::Transaction<'_>,
+    key: &ed25519_dalek::VerifyingKey,
+    report: &mut Report,
+) -> Result<(u64, Option<SignedHead>)> {
+    let rows = tx
+        .query_raw(
+            &format!("SELECT id, {SIGNED_HEAD_COLUMNS} FROM pgtrail.signed_heads ORDER BY id"),
+            std::iter::empty::<i64>(),
+        )
+        .await?;
+    futures_util::pin_mut!(rows);
+    let (mut checked, mut newest) = (0, None);
+    while let Some(row) = rows.try_next().await? {
+        checked += 1;
+        let id: i64 = row.try_get(0)?;
+        let head = SignedHead::from_row_at(&row, 1)?;
+        if head.verifies(key) {
+            newest = Some(head);
+        } else {
+            push_break(
+                report,
+                None,
+                "signed heads",
+                format!("signed head {id} ({}) does not verify with this public key: it was forged or changed, or signed with another key", head.signed_at),
+            );
+        }
+    }
+    Ok((checked, newest))
 }
 
 /// The stored hash of the chain's last entry before `from` (`None` when the
@@ -291,6 +368,15 @@ fn check(e: &StoredRow, walk: &mut Walk, report: &mut Report) -> Vec<String> {
     walk.prev_id = Some(e.id);
     walk.hashed = true;
     walk.report.entries += 1;
+    if let Some((n, hash)) = walk.signed {
+        if n == walk.report.entries as i64 && stored != hash {
+            problems.push(format!(
+                "the chain was rewritten: this is entry {n} of its chain, whose signed hash is {} but is {} here",
+                chain::hex(&hash),
+                chain::hex(stored)
+            ));
+        }
+    }
     walk.report.last_id = Some(e.id);
     walk.report.last_hash = Some(chain::hex(stored));
     problems
@@ -391,6 +477,15 @@ impl Report {
                 "{name} chain: {} entries, head {}\n",
                 c.entries,
                 c.last_hash.as_deref().unwrap_or("(empty)")
+            ));
+        }
+        if let Some(h) = &self.signed_head {
+            out.push_str(&format!(
+                "signed head of {} checked: capture {} entries, events {} entries ({} signatures checked)\n",
+                h.signed_at.to_rfc3339(),
+                h.capture_entries,
+                h.events_entries,
+                self.signatures_checked.unwrap_or(0)
             ));
         }
         if self.unchained > 0 {

@@ -78,6 +78,8 @@ pub struct Config {
     pub source: PgUrl,
     pub slot: SlotName,
     pub store: PgUrl,
+    /// The key chain heads are signed with (`store.signing_key_file`), and how often.
+    pub signing: Option<crate::store::signing::HeadSigner>,
     pub capture: TableFilter,
     /// `setup` gives captured tables REPLICA IDENTITY FULL, so UPDATE and DELETE carry the whole old row.
     pub before_images: bool,
@@ -109,6 +111,7 @@ impl Config {
         })?;
         let source = source::source(&raw.source, path)?;
         let store = store::store(&raw.store, &source.url, path)?;
+        let signing = store::signing(&raw.store, path)?;
         let capture = capture::tables(&raw.capture, path)?;
         let web_listen = web::listen(&raw.web, path)?;
         let columns = capture::column_rules(&raw.capture, path)?;
@@ -119,6 +122,7 @@ impl Config {
             source: source.url,
             slot: source.slot,
             store,
+            signing,
             capture,
             before_images: raw.capture.before_images,
             web_listen,

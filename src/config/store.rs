@@ -7,11 +7,43 @@ use serde::Deserialize;
 
 use super::ConfigError;
 use crate::pg::PgUrl;
+use crate::store::signing::HeadSigner;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawStore {
     url: Option<String>,
+    signing_key_file: Option<std::path::PathBuf>,
+    sign_every_seconds: Option<u64>,
+}
+
+/// `store.signing_key_file` and `store.sign_every_seconds` (default 60): the
+/// key the daemon signs chain heads with, if any.
+pub(super) fn signing(raw: &RawStore, path: &Path) -> Result<Option<HeadSigner>, ConfigError> {
+    let invalid = ConfigError::invalid_in(path);
+    let every = match raw.sign_every_seconds {
+        Some(0) => {
+            return Err(invalid(
+                "store.sign_every_seconds",
+                "must be at least 1".into(),
+            ))
+        }
+        Some(s) => std::time::Duration::from_secs(s),
+        None => std::time::Duration::from_secs(60),
+    };
+    let Some(file) = &raw.signing_key_file else {
+        if raw.sign_every_seconds.is_some() {
+            return Err(invalid(
+                "store.sign_every_seconds",
+                "there is nothing to sign with: set store.signing_key_file too".into(),
+            ));
+        }
+        return Ok(None);
+    };
+    let file = path.parent().unwrap_or(Path::new("")).join(file);
+    HeadSigner::from_file(&file, every)
+        .map(Some)
+        .map_err(|m| invalid("store.signing_key_file", m))
 }
 
 /// `[store]`, validated against the source it must not be.
@@ -30,4 +62,46 @@ pub(super) fn store(raw: &RawStore, source: &PgUrl, path: &Path) -> Result<PgUrl
         ));
     }
     Ok(store)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{error, load, SOURCE};
+
+    #[test]
+    fn signing_keys_are_checked_with_the_key_named() {
+        assert!(load(SOURCE).unwrap().signing.is_none());
+        let e = error(&format!("{SOURCE}[store]\nsign_every_seconds = 5\n"));
+        assert!(
+            e.contains("store.sign_every_seconds") && e.contains("signing_key_file"),
+            "{e}"
+        );
+        let e = error(&format!(
+            "{SOURCE}[store]\nsigning_key_file = \"k.pem\"\nsign_every_seconds = 0\n"
+        ));
+        assert!(e.contains("at least 1"), "{e}");
+        let e = error(&format!(
+            "{SOURCE}[store]\nsigning_key_file = \"/nonexistent/k.pem\"\n"
+        ));
+        assert!(
+            e.contains("store.signing_key_file") && e.contains("cannot read"),
+            "{e}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("k.pem");
+        std::fs::write(&file, "not a key").unwrap();
+        let e = error(&format!("{SOURCE}[store]\nsigning_key_file = {:?}\n", file));
+        assert!(e.contains("openssl genpkey -algorithm ed25519"), "{e}");
+        // The key itself never shows in a message or a Debug print.
+        std::fs::write(
+            &file,
+            "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIAcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcH\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let c = load(&format!("{SOURCE}[store]\nsigning_key_file = {:?}\n", file)).unwrap();
+        let signer = c.signing.expect("a signer");
+        assert_eq!(signer.every, std::time::Duration::from_secs(60));
+        let debug = format!("{signer:?}");
+        assert!(!debug.contains("0707070707"), "{debug}");
+    }
 }

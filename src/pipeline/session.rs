@@ -129,7 +129,9 @@ impl Prepared {
         let (durable_tx, durable_rx) = watch::channel(checkpoint);
         let (tx, rx) = mpsc::channel::<Vec<Event>>(CHANNEL_BATCHES);
         let writer = tokio::spawn(
-            StoreWriter::new(self.store_client, config.slot.clone(), durable_tx).run(rx),
+            StoreWriter::new(self.store_client, config.slot.clone(), durable_tx)
+                .with_signer(config.signing.clone())
+                .run(rx),
         );
         let assembler = Assembler::new(config.capture.clone(), checkpoint)
             .with_column_rules(config.columns.clone())

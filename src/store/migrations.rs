@@ -43,6 +43,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "events through record_event",
         include_str!("../../sql/store/0007_record_event.sql"),
     ),
+    (
+        8,
+        "signed chain heads",
+        include_str!("../../sql/store/0008_signed_heads.sql"),
+    ),
 ];
 
 /// The store's group roles and their grants (`sql/store/roles.sql`):

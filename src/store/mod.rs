@@ -12,6 +12,7 @@ pub mod chain;
 pub mod context;
 pub mod events;
 pub mod migrations;
+pub mod signing;
 pub mod stored;
 pub mod writer;
 

@@ -28,6 +28,7 @@ use tokio_postgres::{Client, CopyInSink};
 
 use super::chain::{self, Chain, Content};
 use super::context::ContextColumns;
+use super::signing::HeadSigner;
 use super::StoreError;
 use crate::entry::{row_key, AuditEntry};
 use crate::entry::{DecodeFailure, Event};
@@ -76,6 +77,15 @@ pub struct StoreWriter {
     /// transaction share one context, so it is parsed once per transaction.
     context_columns: Option<(std::sync::Arc<str>, ContextColumns)>,
     chain: ChainState,
+    signing: Option<Signing>,
+}
+
+/// Signing the chain heads (`[store] signing_key_file`).
+struct Signing {
+    signer: HeadSigner,
+    last: Instant,
+    /// Something was committed since the last signature.
+    due: bool,
 }
 
 /// Where this writer is in the capture chain.
@@ -119,7 +129,32 @@ impl StoreWriter {
                 whole_entries: 0,
                 committed_at: None,
             },
+            signing: None,
         }
+    }
+
+    /// Signs the chain heads with `signer`, at most every `signer.every` and when the writer stops.
+    pub fn with_signer(mut self, signer: Option<HeadSigner>) -> Self {
+        self.signing = signer.map(|signer| Signing {
+            signer,
+            last: Instant::now(),
+            due: true,
+        });
+        self
+    }
+
+    /// Signs the heads if something was committed since the last signature
+    /// and the interval has passed (or `now` says the writer is stopping).
+    async fn sign_heads(&mut self, now: bool) -> Result<(), StoreError> {
+        let Some(s) = &mut self.signing else {
+            return Ok(());
+        };
+        if s.due && (now || s.last.elapsed() >= s.signer.every) {
+            s.signer.sign(&self.client).await?;
+            s.last = Instant::now();
+            s.due = false;
+        }
+        Ok(())
     }
 
     /// Runs until the sender side closes. What is whole is committed; a
@@ -223,6 +258,7 @@ impl StoreWriter {
             self.end_copy().await?;
             self.client.batch_execute("ROLLBACK").await?;
         }
+        self.sign_heads(true).await?;
         Ok(())
     }
 
@@ -326,6 +362,10 @@ impl StoreWriter {
         self.pending_checkpoint = None;
         self.last_commit = Instant::now();
         self.durable.send_replace(checkpoint);
+        if let Some(s) = &mut self.signing {
+            s.due = true;
+        }
+        self.sign_heads(false).await?;
         Ok(())
     }
 }

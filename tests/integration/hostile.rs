@@ -45,8 +45,12 @@ async fn a_forged_message_with_nul_does_not_halt_capture() {
         .await
         .unwrap();
     assert_eq!(rows.len(), 1);
-    let (table, details, actor, after): (String, String, String, String) =
-        (rows[0].get(0), rows[0].get(1), rows[0].get(2), rows[0].get(3));
+    let (table, details, actor, after): (String, String, String, String) = (
+        rows[0].get(0),
+        rows[0].get(1),
+        rows[0].get(2),
+        rows[0].get(3),
+    );
     assert_eq!(table, "x\u{fffd}y");
     assert_eq!(details, r#"{"nul_replaced":["table_name"]}"#);
     assert_eq!(actor, "m\u{fffd}");

@@ -31,6 +31,7 @@ mod layout;
 mod partitions;
 mod reload;
 mod roles;
+mod signing;
 mod status;
 mod tls;
 mod truncate;

@@ -35,6 +35,8 @@ pub struct Config {
     pub web_listen: String,
     /// More `[web]` keys, verbatim (`auth = "none"\n`, `session_idle_seconds = 2\n`…).
     pub web_toml: String,
+    /// More `[store]` keys, verbatim (`signing_key_file = "…"\n`).
+    pub store_toml: String,
     /// Appended verbatim at the end of the TOML, which is inside `[capture]`: bare keys
     /// (`redact_key = …`) extend it; start with a header (`[[capture.columns]]`) for the rest.
     pub extra_toml: String,
@@ -53,16 +55,18 @@ impl Config {
             web_listen: format!("127.0.0.1:{}", free_port()),
             web_toml: String::new(),
             extra_toml: String::new(),
+            store_toml: String::new(),
         }
     }
 
     pub fn to_toml(&self) -> String {
         let list = |v: &[String]| v.iter().map(|s| toml_str(s)).collect::<Vec<_>>().join(", ");
         format!(
-            "[source]\nurl = {}\nslot = {}\n\n[store]\nurl = {}\n\n[web]\nlisten = {}\n{}\n[capture]\ntables = [{}]\nexclude = [{}]\nbefore_images = {}\n{}",
+            "[source]\nurl = {}\nslot = {}\n\n[store]\nurl = {}\n{}\n[web]\nlisten = {}\n{}\n[capture]\ntables = [{}]\nexclude = [{}]\nbefore_images = {}\n{}",
             toml_str(&self.source_url),
             toml_str(&self.slot),
             toml_str(&self.store_url),
+            self.store_toml,
             toml_str(&self.web_listen),
             self.web_toml,
             list(&self.tables),
