@@ -10,6 +10,7 @@
 
 pub mod chain;
 pub mod context;
+pub mod encode;
 pub mod events;
 pub mod migrations;
 pub mod signing;
