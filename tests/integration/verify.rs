@@ -59,6 +59,46 @@ async fn past_the_trigger(store: &tokio_postgres::Client, sql: &str) {
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
 
+/// Sets `column` of entry `id` to `forged` (SQL) past the trigger; `verify` must name exactly
+/// that entry (in JSON and in text); then puts the stored value back, and the store must be
+/// intact again with its `n` entries.
+async fn forge_and_restore(
+    env: &TestEnv,
+    store: &tokio_postgres::Client,
+    column: &str,
+    id: i64,
+    forged: &str,
+    n: i64,
+) {
+    let original: Option<String> = store
+        .query_one(
+            &format!("SELECT {column}::text FROM pgtrail.entries WHERE id = $1"),
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let set =
+        |value: &str| format!("UPDATE pgtrail.entries SET {column} = {value} WHERE id = {id}");
+    past_the_trigger(store, &set(forged)).await;
+    let (code, report) = verify(env, &[]).await;
+    assert_eq!(
+        (code, broken_ids(&report)),
+        (1, vec![id]),
+        "{column}: {report}"
+    );
+    let text = env.trail.cli(&["verify"]).await;
+    assert_eq!(text.status.code(), Some(1));
+    assert!(
+        text.stdout.contains(&format!("BROKEN: entry {id}")),
+        "{}",
+        text.stdout
+    );
+    let back = original.map_or_else(|| "NULL".to_owned(), |o| quote_literal(&o));
+    past_the_trigger(store, &set(&back)).await;
+    assert_intact(env, n).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_passes_on_capture_and_events_across_kills() {
     let env = TestEnv::start().await;
@@ -178,73 +218,19 @@ async fn verify_names_entries_changed_deleted_or_inserted_past_the_trigger() {
     }
     assert_intact(&env, n).await;
 
-    // UPDATE: the changed entry is named, and only it.
-    let original: String = store
-        .query_one(
-            "SELECT after::text FROM pgtrail.entries WHERE id = $1",
-            &[&ids[1]],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    past_the_trigger(
+    // UPDATE: the changed entry is named, and only it; put back as it was, the store is intact
+    // again, since the chain covers content, not storage.
+    forge_and_restore(
+        &env,
         &store,
-        &format!(
-            "UPDATE pgtrail.entries SET after = '{{\"id\":2,\"v\":\"forged\"}}' WHERE id = {}",
-            ids[1]
-        ),
+        "after",
+        ids[1],
+        r#"'{"id":2,"v":"forged"}'"#,
+        n,
     )
     .await;
-    let (code, report) = verify(&env, &[]).await;
-    assert_eq!(code, 1, "{report}");
-    assert_eq!(broken_ids(&report), vec![ids[1]], "{report}");
-    let text = env.trail.cli(&["verify"]).await;
-    assert_eq!(text.status.code(), Some(1));
-    assert!(
-        text.stdout.contains(&format!("BROKEN: entry {}", ids[1])),
-        "{}",
-        text.stdout
-    );
-    // Put back as it was: intact again, since the chain covers content, not storage.
-    past_the_trigger(
-        &store,
-        &format!(
-            "UPDATE pgtrail.entries SET after = '{}' WHERE id = {}",
-            original.replace('\'', "''"),
-            ids[1]
-        ),
-    )
-    .await;
-    assert_intact(&env, n).await;
-
     // A derived column alone (the actor the web view filters by).
-    let actor: String = store
-        .query_one(
-            "SELECT actor FROM pgtrail.entries WHERE id = $1",
-            &[&ids[0]],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    past_the_trigger(
-        &store,
-        &format!(
-            "UPDATE pgtrail.entries SET actor = 'mallory' WHERE id = {}",
-            ids[0]
-        ),
-    )
-    .await;
-    let (code, report) = verify(&env, &[]).await;
-    assert_eq!((code, broken_ids(&report)), (1, vec![ids[0]]), "{report}");
-    past_the_trigger(
-        &store,
-        &format!(
-            "UPDATE pgtrail.entries SET actor = {} WHERE id = {}",
-            quote_literal(&actor),
-            ids[0]
-        ),
-    )
-    .await;
+    forge_and_restore(&env, &store, "actor", ids[0], "'mallory'", n).await;
 
     // DELETE: the entry after the gap is named.
     past_the_trigger(
