@@ -7,16 +7,11 @@ use crate::harness::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_message_with_nul_does_not_halt_capture() {
-    let env = TestEnv::start().await;
-    let src = env.source().await;
-    src.batch_execute(
+    let (env, src, mut daemon) = TestEnv::capturing(
         "CREATE TABLE t (id int PRIMARY KEY, v text);
          CREATE ROLE mallory LOGIN PASSWORD 'pw';",
     )
-    .await
-    .unwrap();
-    env.setup().await;
-    let mut daemon = env.spawn();
+    .await;
     let mallory = connect(&env.cluster.url_as("app", "mallory", Some("pw")))
         .await
         .unwrap();

@@ -40,12 +40,19 @@ fn broken_ids(report: &Value) -> Vec<i64> {
     ids
 }
 
-async fn entry_count(store: &tokio_postgres::Client) -> i64 {
-    store
+/// Waits until the store has everything, stops the daemon, and checks that the store is
+/// intact: a client on it and its entry count.
+async fn settle(env: &TestEnv, daemon: &mut Daemon) -> (tokio_postgres::Client, i64) {
+    env.sync().await;
+    daemon.terminate().await;
+    let store = env.store().await;
+    let n: i64 = store
         .query_one("SELECT count(*) FROM pgtrail.entries", &[])
         .await
         .unwrap()
-        .get(0)
+        .get(0);
+    assert_intact(env, n).await;
+    (store, n)
 }
 
 /// Runs `sql` on the store with the append-only trigger disabled, as a superuser could.
@@ -102,10 +109,9 @@ async fn forge_and_restore(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_passes_on_capture_and_events_across_kills() {
     let env = TestEnv::start().await;
-    let src = env.source().await;
-    src.batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
-        .await
-        .unwrap();
+    let src = env
+        .source_with("CREATE TABLE t (id int PRIMARY KEY, v text)")
+        .await;
     env.setup().await;
     // An empty store is intact.
     assert_intact(&env, 0).await;
@@ -137,14 +143,9 @@ async fn verify_passes_on_capture_and_events_across_kills() {
     src.batch_execute("UPDATE t SET v = 'last' WHERE id = 1")
         .await
         .unwrap();
-    env.sync().await;
-    daemon.terminate().await;
-
-    let store = env.store().await;
-    let n = entry_count(&store).await;
+    let (store, n) = settle(&env, &mut daemon).await;
     // 3 × (300 inserts + 42 updates + 27 deletes), the event, the last update, the sync markers.
     assert!(n > 3 * 369 + 2, "only {n} entries stored");
-    assert_intact(&env, n).await;
     let (_, report) = verify(&env, &[]).await;
     assert_eq!(report["chains"]["events"]["entries"], 1, "{report}");
     // The heads agree with the entries, counted by chain.
@@ -170,23 +171,14 @@ async fn verify_passes_on_capture_and_events_across_kills() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_names_entries_changed_deleted_or_inserted_past_the_trigger() {
-    let env = TestEnv::start().await;
-    let src = env.source().await;
-    src.batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
-        .await
-        .unwrap();
-    env.setup().await;
-    let mut daemon = env.spawn();
+    let (env, src, mut daemon) =
+        TestEnv::capturing("CREATE TABLE t (id int PRIMARY KEY, v text)").await;
     for i in 1..=5 {
         src.execute("INSERT INTO t VALUES ($1, 'v')", &[&i])
             .await
             .unwrap();
     }
-    env.sync().await;
-    daemon.terminate().await;
-    let store = env.store().await;
-    let n = entry_count(&store).await;
-    assert_intact(&env, n).await;
+    let (store, n) = settle(&env, &mut daemon).await;
     let ids: Vec<i64> = store
         .query(
             "SELECT id FROM pgtrail.entries WHERE table_name = 't' ORDER BY id",
