@@ -91,6 +91,19 @@ pub async fn page(
             WebError::bad(format!("pk: {:?} is not a JSON object ({e})", clip(&pk)))
         })?;
     }
+    let no_entries = || {
+        WebError::NotFound(format!(
+            "No entries of {} have the primary key {}.",
+            query::table_param(&table),
+            clip(&pk)
+        ))
+    };
+    // A table outside the viewer's scope looks like one without entries, and
+    // before anything about it is looked up: its key's columns, named in the
+    // error below, are not the viewer's to see.
+    if !who.scope().allows_table(&table) {
+        return Err(no_entries());
+    }
     let client = state.pool().get().await?;
     let texts = if pk.starts_with('{') {
         vec![query::minify_json(&pk)]
@@ -130,11 +143,7 @@ pub async fn page(
     let more = entries.len() as i64 > HISTORY_PAGE;
     entries.truncate(HISTORY_PAGE as usize);
     if entries.is_empty() && after == 0 {
-        return Err(WebError::NotFound(format!(
-            "No entries of {} have the primary key {}.",
-            query::table_param(&table),
-            clip(&pk)
-        )));
+        return Err(no_entries());
     }
     let table_text = query::table_param(&table);
     let pairs = |after: Option<i64>| {
