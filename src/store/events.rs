@@ -31,6 +31,8 @@ pub enum Category {
 }
 
 impl Category {
+    /// The entry's table name. `pgtrail.record_event` (sql/store/0007_record_event.sql)
+    /// accepts exactly these: a new category needs a migration that widens its list.
     pub fn table_name(self) -> &'static str {
         match self {
             Category::Session => "session",
