@@ -443,7 +443,7 @@ impl Reader {
         match written {
             Err(e) if e.refuses_data() => {
                 let isolated = self.isolate_until.is_some_and(|until| durable <= until);
-                return Err(stuck(e.to_string(), isolated));
+                return Err(stuck(e.with_sqlstate(), isolated));
             }
             written => written?,
         }

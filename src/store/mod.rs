@@ -61,6 +61,18 @@ impl StoreError {
             _ => false,
         }
     }
+
+    /// The error, with the SQLSTATE the store sent, if any: what a
+    /// quarantine records as its reason.
+    pub fn with_sqlstate(&self) -> String {
+        match self {
+            StoreError::Query(e) => match failure::sqlstate(e) {
+                Some(code) => format!("{self} (SQLSTATE {code})"),
+                None => self.to_string(),
+            },
+            _ => self.to_string(),
+        }
+    }
 }
 
 /// Connects to the store and checks that `setup` has prepared it.
