@@ -154,6 +154,17 @@ async fn a_transaction_the_store_refuses_is_quarantined_and_capture_goes_on() {
     );
     let verify = env.trail.cli(&["verify"]).await;
     assert!(verify.success(), "{}", verify.combined());
+    // And so does the web view's log page, to an admin.
+    let web = Web::start(&env).await;
+    let page = web.page("/").await;
+    assert!(
+        page.contains("Capture quarantined 1 source transaction it could not store"),
+        "{page}"
+    );
+    assert!(
+        page.contains(r#"href="/?table=pgtrail.quarantine&amp;action=EVENT""#),
+        "{page}"
+    );
 
     // Capture goes on, and a restart neither repeats the quarantine nor stores anything twice.
     src.batch_execute("INSERT INTO t VALUES (5, 'd')")
