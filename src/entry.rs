@@ -127,6 +127,39 @@ pub enum Event {
     /// [`PartitionMap::to_json`], to store with its checkpoint. Sent just
     /// before its `Commit`.
     Partitions(String),
+    /// One raw record of a transaction being quarantined (see
+    /// `pipeline::recovery`), in stream order: kept, not interpreted.
+    Quarantined(QuarantinedRecord),
+    /// The quarantined transaction is complete: once its records and the
+    /// `EVENT` that names it are stored, the slot may advance to `end_lsn`.
+    /// Takes the place of its `Commit`.
+    QuarantineEnd(Quarantine),
+}
+
+/// A record of a quarantined transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuarantinedRecord {
+    /// Where the transaction's first record starts: with `seq`, the record's key.
+    pub first_lsn: Lsn,
+    /// Its place in the transaction, from 0.
+    pub seq: i32,
+    /// Where this record starts.
+    pub lsn: Lsn,
+    /// The record as wal2json sent it, unless it may hold redacted values
+    /// (then a note saying it was withheld, as in `decode_errors`).
+    pub record: String,
+}
+
+/// A quarantined transaction, as far as it is known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quarantine {
+    pub first_lsn: Lsn,
+    /// Unknown when neither its BEGIN nor its COMMIT could be decoded.
+    pub xid: Option<u64>,
+    pub end_lsn: Lsn,
+    pub records: i32,
+    /// Why it was quarantined: the store's refusal or the record that could not be decoded.
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

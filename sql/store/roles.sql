@@ -7,7 +7,8 @@
 --   view's users, sessions and tokens; records pgtrail's own events only
 --   through pgtrail.record_event. No INSERT, UPDATE or DELETE on entries.
 -- pgtrail_writer: the daemon (`pgtrail run`, which also serves the web view):
---   the reader's rights, plus INSERT of entries and decode errors, and moving
+--   the reader's rights, plus INSERT of entries, decode errors and quarantined
+--   records, and moving
 --   the checkpoint, the chain heads and the partition map. No UPDATE or
 --   DELETE on entries (and the append-only trigger refuses them for anyone).
 DO $roles$
@@ -27,7 +28,7 @@ BEGIN
     GRANT INSERT, UPDATE, DELETE ON pgtrail.users, pgtrail.sessions, pgtrail.tokens TO pgtrail_reader;
     GRANT EXECUTE ON FUNCTION pgtrail.record_event(timestamptz, text, json, json, json, json, json, json, text, inet, bytea) TO pgtrail_reader;
     GRANT pgtrail_reader TO pgtrail_writer;
-    GRANT INSERT ON pgtrail.entries, pgtrail.decode_errors, pgtrail.partition_maps, pgtrail.signed_heads TO pgtrail_writer;
+    GRANT INSERT ON pgtrail.entries, pgtrail.decode_errors, pgtrail.partition_maps, pgtrail.signed_heads, pgtrail.quarantine TO pgtrail_writer;
     GRANT UPDATE ON pgtrail.checkpoints, pgtrail.chain_heads, pgtrail.partition_maps TO pgtrail_writer;
 END
 $roles$;

@@ -172,6 +172,22 @@ pub fn decode(bytes: &[u8]) -> Result<Record<'_>, DecodeError> {
     }
 }
 
+/// The action of a record that could not be decoded, read from its opening
+/// bytes: wal2json (format version 2) writes `{"action":"X"` first, so a
+/// BEGIN or COMMIT can be told even when the rest of it is not valid JSON.
+pub fn sniff_action(bytes: &[u8]) -> Option<u8> {
+    let rest = bytes
+        .trim_ascii_start()
+        .strip_prefix(b"{")?
+        .trim_ascii_start();
+    let rest = rest.strip_prefix(br#""action""#)?.trim_ascii_start();
+    let rest = rest.strip_prefix(b":")?.trim_ascii_start();
+    match rest {
+        [b'"', action, b'"', ..] => Some(*action),
+        _ => None,
+    }
+}
+
 /// The source transaction an entry belongs to, from its COMMIT record.
 impl From<TxnBoundary> for crate::entry::Transaction {
     fn from(b: TxnBoundary) -> Self {
@@ -217,6 +233,19 @@ mod tests {
     fn invalid_json_from_a_quoted_type_name_is_an_error_not_a_panic() {
         let e = decode(br#"{"action":"I","xid":1,"schema":"s","table":"t","columns":[{"name":"c","type":"s."we"ird"","value":"x"}]}"#);
         assert!(matches!(e, Err(DecodeError::Json(_))));
+    }
+
+    #[test]
+    fn the_action_of_a_broken_record_is_sniffed() {
+        assert_eq!(
+            sniff_action(br#"{"action":"B","xid":12,"lsn":"zz"}"#),
+            Some(b'B')
+        );
+        assert_eq!(sniff_action(br#" { "action" : "C", broken"#), Some(b'C'));
+        assert_eq!(sniff_action(br#"{"xid":1,"action":"B"}"#), None);
+        assert_eq!(sniff_action(br#"{"action":"BC"}"#), None);
+        assert_eq!(sniff_action(b"garbage"), None);
+        assert_eq!(sniff_action(b""), None);
     }
 
     #[test]

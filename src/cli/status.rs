@@ -18,6 +18,9 @@ pub struct Status {
     pub lag_bytes: Option<u64>,
     pub last_stored_lsn: Option<String>,
     pub entries: i64,
+    /// Source transactions kept raw in `pgtrail.quarantine` because they
+    /// could not be stored as entries (each has an `EVENT` entry too).
+    pub quarantine: store::quarantine::Summary,
 }
 
 pub async fn status(config: &Config) -> Result<Status> {
@@ -34,6 +37,7 @@ pub async fn status(config: &Config) -> Result<Status> {
         .query_one("SELECT count(*) FROM pgtrail.entries", &[])
         .await?
         .get(0);
+    let quarantine = store::quarantine::summary(&store).await?;
     let confirmed = slot.as_ref().and_then(|s| s.confirmed_flush);
     Ok(Status {
         slot: config.slot.to_string(),
@@ -44,12 +48,24 @@ pub async fn status(config: &Config) -> Result<Status> {
         lag_bytes: confirmed.map(|c| c.bytes_until(server_lsn)),
         last_stored_lsn: last_stored.map(|l| l.to_string()),
         entries,
+        quarantine,
     })
 }
 
 impl Status {
     pub fn to_text(&self) -> String {
         let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+        let q = &self.quarantine;
+        let quarantine = if q.transactions == 0 {
+            "quarantined: none\n".to_owned()
+        } else {
+            format!(
+                "quarantined: {} transactions ({} records), the newest at {}; see pgtrail.quarantine and the EVENT entries of pgtrail.quarantine\n",
+                q.transactions,
+                q.records,
+                opt(&q.newest)
+            )
+        };
         format!(
             "slot: {}\nslot_exists: {}\nslot_active: {}\nconfirmed_flush_lsn: {}\nserver_lsn: {}\nlag_bytes: {}\nlast_stored_lsn: {}\nentries: {}\n",
             self.slot,
@@ -60,6 +76,6 @@ impl Status {
             self.lag_bytes.map(|b| b.to_string()).unwrap_or_else(|| "-".into()),
             opt(&self.last_stored_lsn),
             self.entries
-        )
+        ) + &quarantine
     }
 }

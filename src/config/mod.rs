@@ -77,7 +77,11 @@ pub struct Config {
     pub path: PathBuf,
     pub source: PgUrl,
     pub slot: SlotName,
+    /// `source.timeout_seconds`: silence on the replication connection taken for a dropped network.
+    pub source_timeout: std::time::Duration,
     pub store: PgUrl,
+    /// `store.timeout_seconds`: the longest a step of the store writer may take.
+    pub store_timeout: std::time::Duration,
     /// The key chain heads are signed with (`store.signing_key_file`), and how often.
     pub signing: Option<crate::store::signing::HeadSigner>,
     pub capture: TableFilter,
@@ -112,6 +116,7 @@ impl Config {
         let source = source::source(&raw.source, path)?;
         let store = store::store(&raw.store, &source.url, path)?;
         let signing = store::signing(&raw.store, path)?;
+        let store_timeout = store::timeout(&raw.store, path)?;
         let capture = capture::tables(&raw.capture, path)?;
         let web_listen = web::listen(&raw.web, path)?;
         let columns = capture::column_rules(&raw.capture, path)?;
@@ -121,7 +126,9 @@ impl Config {
             path: path.to_owned(),
             source: source.url,
             slot: source.slot,
+            source_timeout: source.timeout,
             store,
+            store_timeout,
             signing,
             capture,
             before_images: raw.capture.before_images,
@@ -130,6 +137,14 @@ impl Config {
             export,
             web_auth,
         })
+    }
+}
+
+/// A number of seconds from the file, `default` when absent, at least `min`.
+fn seconds(value: Option<u64>, default: u64, min: u64) -> Result<std::time::Duration, String> {
+    match value.unwrap_or(default) {
+        s if s < min => Err(format!("must be at least {min}")),
+        s => Ok(std::time::Duration::from_secs(s)),
     }
 }
 
@@ -159,6 +174,26 @@ mod tests {
         assert!(c
             .capture
             .matches(&crate::table::TableName::new("public", "x")));
+        assert_eq!(c.source_timeout, std::time::Duration::from_secs(30));
+        assert_eq!(c.store_timeout, std::time::Duration::from_secs(30));
+    }
+
+    #[test]
+    fn timeouts_are_checked_with_the_key_named() {
+        let c = load("[source]\nurl = \"postgres://a@h/db\"\ntimeout_seconds = 5\n[store]\ntimeout_seconds = 7\n")
+        .unwrap();
+        assert_eq!(c.source_timeout, std::time::Duration::from_secs(5));
+        assert_eq!(c.store_timeout, std::time::Duration::from_secs(7));
+        let e = error("[source]\nurl = \"postgres://a@h/db\"\ntimeout_seconds = 2\n");
+        assert!(
+            e.contains("source.timeout_seconds") && e.contains("at least 3"),
+            "{e}"
+        );
+        let e = error(&format!("{SOURCE}[store]\ntimeout_seconds = 0\n"));
+        assert!(
+            e.contains("store.timeout_seconds") && e.contains("at least 1"),
+            "{e}"
+        );
     }
 
     #[test]

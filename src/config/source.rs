@@ -13,7 +13,14 @@ pub(super) struct RawSource {
     url: String,
     #[serde(default = "default_slot")]
     slot: String,
+    timeout_seconds: Option<u64>,
 }
+
+/// `source.timeout_seconds` when not set: how long the replication
+/// connection may stay silent, a status update asking for an answer
+/// included, before it is taken for dropped. Under the server's default
+/// `wal_sender_timeout` (60 s), so pgtrail notices a dropped network first.
+const DEFAULT_TIMEOUT_SECONDS: u64 = 30;
 
 fn default_slot() -> String {
     "pgtrail".to_owned()
@@ -23,11 +30,14 @@ fn default_slot() -> String {
 pub(super) struct Source {
     pub url: PgUrl,
     pub slot: SlotName,
+    pub timeout: std::time::Duration,
 }
 
 pub(super) fn source(raw: &RawSource, path: &Path) -> Result<Source, ConfigError> {
     let invalid = ConfigError::invalid_in(path);
     let url = PgUrl::parse(&raw.url).map_err(|m| invalid("source.url", m))?;
     let slot = SlotName::parse(&raw.slot).map_err(|m| invalid("source.slot", m))?;
-    Ok(Source { url, slot })
+    let timeout = super::seconds(raw.timeout_seconds, DEFAULT_TIMEOUT_SECONDS, 3)
+        .map_err(|m| invalid("source.timeout_seconds", m))?;
+    Ok(Source { url, slot, timeout })
 }

@@ -15,6 +15,16 @@ pub(super) struct RawStore {
     url: Option<String>,
     signing_key_file: Option<std::path::PathBuf>,
     sign_every_seconds: Option<u64>,
+    timeout_seconds: Option<u64>,
+}
+
+/// `store.timeout_seconds` (default 30): how long one step of the store
+/// writer (a batch of entries, a commit) may take before the store is taken
+/// for gone and the session starts again.
+pub(super) fn timeout(raw: &RawStore, path: &Path) -> Result<std::time::Duration, ConfigError> {
+    let default = crate::store::writer::DEFAULT_TIMEOUT.as_secs();
+    super::seconds(raw.timeout_seconds, default, 1)
+        .map_err(|m| ConfigError::invalid_in(path)("store.timeout_seconds", m))
 }
 
 /// `store.signing_key_file` and `store.sign_every_seconds` (default 60): the

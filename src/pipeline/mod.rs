@@ -29,8 +29,10 @@ use crate::config::{Config, Reading};
 use crate::source::SourceError;
 use crate::store::StoreError;
 
+mod recovery;
 mod session;
 
+use recovery::Recovery;
 use session::{Prepared, SessionEnd};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
@@ -48,6 +50,8 @@ pub enum PipelineError {
     Assemble(#[from] AssembleError),
     #[error("the store writer stopped unexpectedly")]
     WriterGone,
+    #[error("{0}")]
+    Stuck(recovery::Stuck),
 }
 
 impl PipelineError {
@@ -57,9 +61,14 @@ impl PipelineError {
             PipelineError::Replication(e) => e.is_transient(),
             PipelineError::Source(SourceError::Connect { .. })
             | PipelineError::Store(StoreError::Connect { .. }) => true,
-            PipelineError::Source(SourceError::Query(_))
-            | PipelineError::Store(StoreError::Query(_)) => true,
+            PipelineError::Source(SourceError::Query(_)) => true,
+            PipelineError::Store(StoreError::Query(e)) => {
+                crate::store::failure::of_error(e) == crate::store::failure::Failure::Transient
+            }
+            PipelineError::Store(StoreError::Timeout(_)) => true,
             PipelineError::Assemble(_) | PipelineError::WriterGone => true,
+            // Handled: the next sessions get past it.
+            PipelineError::Stuck(_) => true,
             _ => false,
         }
     }
@@ -81,12 +90,18 @@ pub async fn run(
     // the catalog showed at session start.
     let mut partition_schemas: BTreeSet<String> = BTreeSet::new();
     let mut carried_partitions: Option<PartitionMap> = None;
+    let mut recovery = Recovery::default();
     loop {
         let began = Instant::now();
         // Started: the server accepted START_REPLICATION.
         let (started, result) =
             match Prepared::start(&config, &partition_schemas, carried_partitions.take()).await {
-                Ok(session) => (true, session.run(&config, &mut shutdown, &mut reload).await),
+                Ok(session) => (
+                    true,
+                    session
+                        .run(&config, &mut recovery, &mut shutdown, &mut reload)
+                        .await,
+                ),
                 Err(e) => (false, Err(e)),
             };
         if let Err(PipelineError::Assemble(AssembleError::PartitionOutsideStream {
@@ -102,6 +117,9 @@ pub async fn run(
             carried_partitions = Some(*partitions);
             first = false;
             continue;
+        }
+        if let Err(PipelineError::Stuck(stuck)) = &result {
+            recovery.stuck(stuck);
         }
         match result {
             Ok(SessionEnd::Shutdown) => return Ok(()),

@@ -12,8 +12,9 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, Interval};
 use tokio_postgres::Client;
 
+use super::recovery::{Recovery, Stuck};
 use super::PipelineError;
-use crate::capture::assemble::Assembler;
+use crate::capture::assemble::{AssembleError, Assembler};
 use crate::capture::partition::PartitionMap;
 use crate::capture::replication::{
     ReplicationConnection, ReplicationError, ReplicationStream, StreamMessage,
@@ -122,21 +123,26 @@ impl Prepared {
     pub(super) async fn run(
         self,
         config: &Config,
+        recovery: &mut Recovery,
         shutdown: &mut watch::Receiver<bool>,
         reload: &mut watch::Receiver<Reading>,
     ) -> Result<SessionEnd, PipelineError> {
         let checkpoint = self.checkpoint;
+        recovery.settle(checkpoint);
         let (durable_tx, durable_rx) = watch::channel(checkpoint);
         let (tx, rx) = mpsc::channel::<Vec<Event>>(CHANNEL_BATCHES);
         let writer = tokio::spawn(
             StoreWriter::new(self.store_client, config.slot.clone(), durable_tx)
                 .with_signer(config.signing.clone())
+                .isolating_until(recovery.isolate_until())
+                .with_timeout(config.store_timeout)
                 .run(rx),
         );
         let assembler = Assembler::new(config.capture.clone(), checkpoint)
             .with_column_rules(config.columns.clone())
             .with_partitions(self.partitions)
-            .with_stream_filter(self.stream_filter);
+            .with_stream_filter(self.stream_filter)
+            .with_quarantine(recovery.quarantine());
         let mut ticker = tokio::time::interval(STATUS_MIN_INTERVAL);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut reader = Reader {
@@ -152,6 +158,8 @@ impl Prepared {
             paced: false,
             ticker,
             status_every: self.status_every,
+            silence: Silence::new(config.source_timeout),
+            isolate_until: recovery.isolate_until(),
         };
         let outcome = reader.read(shutdown, reload).await;
         reader.finish(outcome).await
@@ -225,6 +233,35 @@ struct Reader {
     paced: bool,
     ticker: Interval,
     status_every: Duration,
+    silence: Silence,
+    /// The writer commits each source transaction alone up to here.
+    isolate_until: Option<Lsn>,
+}
+
+/// How long the server has been silent: past a third of the limit it is
+/// asked for an answer, past the limit it is taken for unreachable. A
+/// silently dropped network (no FIN, no RST) would otherwise leave the
+/// reader waiting on its socket for good.
+struct Silence {
+    limit: Duration,
+    heard: Instant,
+    pinged: bool,
+}
+
+impl Silence {
+    fn new(limit: Duration) -> Self {
+        Silence {
+            limit,
+            heard: Instant::now(),
+            pinged: false,
+        }
+    }
+
+    /// Something came from the server, or the reader was not listening.
+    fn heard(&mut self) {
+        self.heard = Instant::now();
+        self.pinged = false;
+    }
 }
 
 impl Reader {
@@ -235,7 +272,9 @@ impl Reader {
         reload: &mut watch::Receiver<Reading>,
     ) -> Result<SessionEnd, PipelineError> {
         loop {
-            self.hand_over().await?;
+            if let Some(end) = self.hand_over(shutdown, reload).await? {
+                return Ok(end);
+            }
             if self.paced && !self.stream.message_buffered() && self.stream.trickling() {
                 // Changes are trickling in, one small message per source
                 // transaction. Reading each as it comes cost the daemon a socket
@@ -259,11 +298,13 @@ impl Reader {
                 changed = reload.changed() => return Ok(if changed.is_ok() { SessionEnd::Reload } else { SessionEnd::Shutdown }),
                 message = self.stream.next() => match message? {
                     StreamMessage::XLogData { wal_start, wal_end, data } => {
+                        self.silence.heard();
                         self.paced = true;
                         self.server_end = self.server_end.max(wal_end);
                         self.assembler.push(wal_start, &data, &mut self.events)?;
                     }
                     StreamMessage::Keepalive { wal_end, reply_requested: asked } => {
+                        self.silence.heard();
                         self.server_end = self.server_end.max(wal_end);
                         reply_requested = asked;
                     }
@@ -274,26 +315,64 @@ impl Reader {
                 return Err(PipelineError::WriterGone);
             }
             self.report(reply_requested).await?;
+            self.check_silence().await?;
         }
     }
 
-    /// Hands the events to the writer once a batch is full or the stream has
-    /// nothing more buffered.
-    async fn hand_over(&mut self) -> Result<(), PipelineError> {
-        if !self.events.is_empty()
-            && (self.events.len() >= BATCH_EVENTS || !self.stream.message_buffered())
-        {
-            if self
-                .tx
-                .send(std::mem::take(&mut self.events))
-                .await
-                .is_err()
-            {
-                return Err(PipelineError::WriterGone);
-            }
-            self.events.reserve(BATCH_EVENTS);
+    /// Asks a silent server for an answer, and gives up on one silent past the limit.
+    async fn check_silence(&mut self) -> Result<(), PipelineError> {
+        let silent = self.silence.heard.elapsed();
+        if silent >= self.silence.limit {
+            return Err(ReplicationError::Silent(self.silence.limit.as_secs()).into());
+        }
+        if silent >= self.silence.limit / 3 && !self.silence.pinged {
+            self.stream
+                .ping(self.server_end.max(self.reported), self.reported)
+                .await?;
+            self.silence.pinged = true;
+            self.last_status = Instant::now();
         }
         Ok(())
+    }
+
+    /// Hands the events to the writer once a batch is full or the stream has
+    /// nothing more buffered. While the writer is behind (the channel is
+    /// full) it keeps answering the server and watching for a stop or a
+    /// reload, rather than waiting blind: a stalled store must not also cost
+    /// the replication connection.
+    async fn hand_over(
+        &mut self,
+        shutdown: &mut watch::Receiver<bool>,
+        reload: &mut watch::Receiver<Reading>,
+    ) -> Result<Option<SessionEnd>, PipelineError> {
+        if self.events.is_empty()
+            || (self.events.len() < BATCH_EVENTS && self.stream.message_buffered())
+        {
+            return Ok(None);
+        }
+        let mut waited = false;
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.wait_for(|stop| *stop) => return Ok(Some(SessionEnd::Shutdown)),
+                changed = reload.changed() => return Ok(Some(if changed.is_ok() { SessionEnd::Reload } else { SessionEnd::Shutdown })),
+                permit = self.tx.reserve() => match permit {
+                    Ok(permit) => {
+                        permit.send(std::mem::take(&mut self.events));
+                        break;
+                    }
+                    Err(_) => return Err(PipelineError::WriterGone),
+                },
+                _ = self.ticker.tick() => waited = true,
+            }
+            self.report(false).await?;
+        }
+        if waited {
+            // The socket was not read meanwhile: its silence was ours.
+            self.silence.heard();
+        }
+        self.events.reserve(BATCH_EVENTS);
+        Ok(None)
     }
 
     /// Sends a standby status update when the server asked for one, when
@@ -335,6 +414,7 @@ impl Reader {
         drop(self.tx);
         let written = self.writer.await.map_err(|_| PipelineError::WriterGone)?;
         let durable = *self.durable_rx.borrow();
+        let handed = self.assembler.last_commit_end();
         match &outcome {
             Ok(_) => {
                 let flush = flush_position(&self.assembler, &self.events, durable, self.server_end);
@@ -350,8 +430,29 @@ impl Reader {
             }
             Err(_) => drop(self.stream),
         }
-        written?;
-        outcome
+        // A transaction that cannot be stored as entries is to be
+        // quarantined: say where it is (see `recovery.rs`).
+        let stuck = |reason: String, pinpointed: bool| {
+            PipelineError::Stuck(Stuck {
+                reason,
+                durable,
+                handed,
+                pinpointed,
+            })
+        };
+        match written {
+            Err(e) if e.refuses_data() => {
+                let isolated = self.isolate_until.is_some_and(|until| durable <= until);
+                return Err(stuck(e.with_sqlstate(), isolated));
+            }
+            written => written?,
+        }
+        match outcome {
+            Err(PipelineError::Assemble(e @ AssembleError::Unframed { .. })) => {
+                Err(stuck(e.to_string(), durable == handed))
+            }
+            outcome => outcome,
+        }
     }
 }
 

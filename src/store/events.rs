@@ -28,6 +28,8 @@ pub enum Category {
     Export,
     /// Configuration reloads.
     Config,
+    /// Source transactions kept raw in `pgtrail.quarantine` instead of as entries.
+    Quarantine,
 }
 
 impl Category {
@@ -40,6 +42,7 @@ impl Category {
             Category::Token => "token",
             Category::Export => "export",
             Category::Config => "config",
+            Category::Quarantine => "quarantine",
         }
     }
 }

@@ -48,6 +48,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "signed chain heads",
         include_str!("../../sql/store/0008_signed_heads.sql"),
     ),
+    (
+        9,
+        "quarantine",
+        include_str!("../../sql/store/0009_quarantine.sql"),
+    ),
 ];
 
 /// The store's group roles and their grants (`sql/store/roles.sql`):

@@ -12,7 +12,9 @@ pub mod chain;
 pub mod context;
 pub mod encode;
 pub mod events;
+pub mod failure;
 pub mod migrations;
+pub mod quarantine;
 pub mod signing;
 pub mod stored;
 pub mod writer;
@@ -45,6 +47,32 @@ pub enum StoreError {
         "the chain head {0:?} is missing or malformed in pgtrail.chain_heads; run `pgtrail setup`"
     )]
     ChainHead(&'static str),
+    #[error("the audit store did not answer within {0} s (store.timeout_seconds): the network or the store is stalled; capture resumes from the checkpoint once it answers")]
+    Timeout(u64),
+}
+
+impl StoreError {
+    /// The store refuses the data of the source transaction being written:
+    /// retrying it would fail the same way (see [`failure`]).
+    pub fn refuses_data(&self) -> bool {
+        match self {
+            StoreError::Query(e) => failure::of_error(e) == failure::Failure::Refused,
+            StoreError::CommitTime(_) => true,
+            _ => false,
+        }
+    }
+
+    /// The error, with the SQLSTATE the store sent, if any: what a
+    /// quarantine records as its reason.
+    pub fn with_sqlstate(&self) -> String {
+        match self {
+            StoreError::Query(e) => match failure::sqlstate(e) {
+                Some(code) => format!("{self} (SQLSTATE {code})"),
+                None => self.to_string(),
+            },
+            _ => self.to_string(),
+        }
+    }
 }
 
 /// Connects to the store and checks that `setup` has prepared it.

@@ -19,6 +19,7 @@
 //! complete left both sides idle in turn.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -30,9 +31,10 @@ use super::chain::{self, Chain};
 use super::context::ContextColumns;
 use super::encode::replace_nul;
 pub use super::encode::{content, encode_copy_row, COPY_SQL};
+use super::quarantine::SideRows;
 use super::signing::HeadSigner;
 use super::StoreError;
-use crate::entry::{DecodeFailure, Event};
+use crate::entry::{AuditEntry, Event};
 use crate::pg::Lsn;
 use crate::pg::SlotName;
 
@@ -42,13 +44,16 @@ const COPY_CHUNK_BYTES: usize = 256 << 10;
 /// Commit at a transaction boundary this often while changes keep coming
 /// (and at once when the first change after a quiet spell arrives).
 const COMMIT_INTERVAL: Duration = Duration::from_millis(250);
+/// `store.timeout_seconds` when not set.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct StoreWriter {
     client: Client,
     slot: SlotName,
     /// Entries as COPY text, not yet sent.
     copy_buf: BytesMut,
-    failures: Vec<DecodeFailure>,
+    /// Undecodable and quarantined records, not yet sent.
+    side: SideRows,
     /// A store transaction is open.
     open: bool,
     /// The COPY statement chunks are being sent to, inside the open store
@@ -56,9 +61,8 @@ pub struct StoreWriter {
     copy: Option<Pin<Box<CopyInSink<Bytes>>>>,
     /// The open store transaction holds rows of a source transaction whose commit has not arrived.
     holds_partial: bool,
-    /// How much of `copy_buf` and `failures` belongs to whole source transactions.
+    /// How much of `copy_buf` belongs to whole source transactions.
     whole_bytes: usize,
-    whole_failures: usize,
     /// End LSN of the last source transaction received whole, not yet committed to the store.
     pending_checkpoint: Option<Lsn>,
     /// The partition map after the newest transaction that changed it: of a
@@ -70,9 +74,16 @@ pub struct StoreWriter {
     durable: watch::Sender<Lsn>,
     /// The plain context columns of the last context seen: entries of a
     /// transaction share one context, so it is parsed once per transaction.
-    context_columns: Option<(std::sync::Arc<str>, ContextColumns)>,
+    context_columns: Option<(Arc<str>, ContextColumns)>,
     chain: ChainState,
     signing: Option<Signing>,
+    /// Commit each source transaction alone while the checkpoint is at or
+    /// below this: the store refused a batch, and the next refusal must name
+    /// one transaction (see `pipeline::recovery`).
+    isolate_until: Option<Lsn>,
+    /// How long one step (a batch, a commit) may take before the store is
+    /// taken for gone (`store.timeout_seconds`).
+    timeout: Duration,
 }
 
 /// Signing the chain heads (`[store] signing_key_file`).
@@ -95,7 +106,7 @@ struct ChainState {
     whole: [u8; 32],
     whole_entries: i64,
     /// The commit time of the transaction last encoded, parsed once per transaction.
-    committed_at: Option<(std::sync::Arc<crate::entry::Transaction>, i64)>,
+    committed_at: Option<(Arc<crate::entry::Transaction>, i64)>,
 }
 
 impl StoreWriter {
@@ -104,12 +115,11 @@ impl StoreWriter {
             client,
             slot,
             copy_buf: BytesMut::with_capacity(COPY_CHUNK_BYTES + (64 << 10)),
-            failures: Vec::new(),
+            side: SideRows::default(),
             open: false,
             copy: None,
             holds_partial: false,
             whole_bytes: 0,
-            whole_failures: 0,
             pending_checkpoint: None,
             partial_partitions: None,
             whole_partitions: None,
@@ -125,7 +135,27 @@ impl StoreWriter {
                 committed_at: None,
             },
             signing: None,
+            isolate_until: None,
+            timeout: DEFAULT_TIMEOUT,
         }
+    }
+
+    /// Commits each source transaction alone until the checkpoint passes `until`.
+    pub fn isolating_until(mut self, until: Option<Lsn>) -> Self {
+        self.isolate_until = until;
+        self
+    }
+
+    /// Gives up on a store that takes longer than `timeout` for one step.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// True while each source transaction is to be committed alone.
+    fn isolating(&self) -> bool {
+        self.isolate_until
+            .is_some_and(|until| *self.durable.borrow() <= until)
     }
 
     /// Signs the chain heads with `signer`, at most every `signer.every` and when the writer stops.
@@ -154,8 +184,10 @@ impl StoreWriter {
 
     /// Runs until the sender side closes. What is whole is committed; a
     /// partial source transaction is rolled back (the server sends it again).
+    /// A step the store does not finish within the timeout ends the run.
     pub async fn run(mut self, mut rx: mpsc::Receiver<Vec<Event>>) -> Result<(), StoreError> {
-        let head = chain::head(&self.client, Chain::Capture).await?;
+        let limit = self.timeout;
+        let head = within(limit, chain::head(&self.client, Chain::Capture)).await?;
         self.chain.committed = head;
         self.chain.last = head;
         self.chain.whole = head;
@@ -179,7 +211,7 @@ impl StoreWriter {
                     Ok(Some(batch)) => batch,
                     Ok(None) => break,
                     Err(_) => {
-                        self.commit_if_whole().await?;
+                        within(limit, self.commit_if_whole()).await?;
                         continue;
                     }
                 }
@@ -189,72 +221,103 @@ impl StoreWriter {
                     None => break,
                 }
             };
-            for event in batch {
-                match event {
-                    Event::Entry(mut entry) => {
-                        replace_nul(&mut entry);
-                        let cols = match &self.context_columns {
-                            Some((ctx, cols)) if std::sync::Arc::ptr_eq(ctx, &entry.context) => {
-                                cols
-                            }
-                            _ => {
-                                let cols = ContextColumns::of(&entry.context);
-                                &self.context_columns.insert((entry.context.clone(), cols)).1
-                            }
-                        };
-                        let committed_at = match &self.chain.committed_at {
-                            Some((txn, micros)) if std::sync::Arc::ptr_eq(txn, &entry.txn) => {
-                                *micros
-                            }
-                            _ => {
-                                let micros = chain::commit_time_micros(&entry.txn.committed_at)
-                                    .ok_or_else(|| {
-                                        StoreError::CommitTime(entry.txn.committed_at.clone())
-                                    })?;
-                                self.chain.committed_at = Some((entry.txn.clone(), micros));
-                                micros
-                            }
-                        };
-                        let hash = content(&entry, committed_at).hash(&self.chain.last);
-                        self.chain.last = hash;
-                        self.chain.encoded += 1;
-                        encode_copy_row(&entry, cols, &hash, &mut self.copy_buf)
+            within(limit, self.take_batch(batch)).await?;
+        }
+        within(limit, self.stop()).await
+    }
+
+    /// Encodes one batch of events, committing and sending as they call for.
+    async fn take_batch(&mut self, batch: Vec<Event>) -> Result<(), StoreError> {
+        for event in batch {
+            match event {
+                Event::Entry(entry) => self.encode(entry)?,
+                Event::Undecodable(failure) => self.side.push_failure(failure),
+                Event::Quarantined(record) => self.side.push_record(record),
+                Event::Partitions(map) => self.partial_partitions = Some(map),
+                Event::Commit(txn) => {
+                    if let Some(map) = self.partial_partitions.take() {
+                        self.whole_partitions = Some(map);
                     }
-                    Event::Undecodable(failure) => self.failures.push(failure),
-                    Event::Partitions(map) => self.partial_partitions = Some(map),
-                    Event::Commit(txn) => {
-                        if let Some(map) = self.partial_partitions.take() {
-                            self.whole_partitions = Some(map);
-                        }
-                        self.holds_partial = false;
-                        self.whole_bytes = self.copy_buf.len();
-                        self.whole_failures = self.failures.len();
-                        self.chain.whole = self.chain.last;
-                        self.chain.whole_entries = self.chain.encoded;
-                        self.pending_checkpoint = Some(txn.end_lsn);
+                    self.mark_whole(txn.end_lsn);
+                    if self.isolating() {
+                        self.commit_if_whole().await?;
                     }
                 }
-            }
-            // A due commit comes before sending the rest: sending a chunk
-            // that ends inside a source transaction holds the commit back
-            // until that transaction's commit arrives.
-            if self.last_commit.elapsed() >= COMMIT_INTERVAL {
-                self.commit_if_whole().await?;
-            }
-            if self.copy_buf.len() >= COPY_CHUNK_BYTES {
-                self.holds_partial = self.copy_buf.len() > self.whole_bytes;
-                let all = self.copy_buf.len();
-                self.send_copy(all).await?;
-                self.whole_bytes = 0;
+                Event::QuarantineEnd(q) => {
+                    let end = q.end_lsn;
+                    let stored = end <= *self.durable.borrow();
+                    self.side.end_quarantine(q, stored);
+                    self.mark_whole(end);
+                    // Alone, so that a refusal of the quarantine itself names it.
+                    self.commit_if_whole().await?;
+                }
             }
         }
+        // A due commit comes before sending the rest: sending a chunk
+        // that ends inside a source transaction holds the commit back
+        // until that transaction's commit arrives.
+        if self.last_commit.elapsed() >= COMMIT_INTERVAL {
+            self.commit_if_whole().await?;
+        }
+        if self.copy_buf.len() >= COPY_CHUNK_BYTES || self.side.over_bound() {
+            self.holds_partial |= self.copy_buf.len() > self.whole_bytes;
+            let all = self.copy_buf.len();
+            self.send_copy(all).await?;
+            self.whole_bytes = 0;
+        }
+        if self.side.over_bound() {
+            self.holds_partial |= self.side.holds_partial();
+            self.begin().await?;
+            self.end_copy().await?;
+            self.side.send_all(&self.client).await?;
+        }
+        Ok(())
+    }
+
+    /// Hashes an entry into the chain and appends it as COPY text.
+    fn encode(&mut self, mut entry: AuditEntry) -> Result<(), StoreError> {
+        replace_nul(&mut entry);
+        let cols = match &self.context_columns {
+            Some((ctx, cols)) if Arc::ptr_eq(ctx, &entry.context) => cols,
+            _ => {
+                let cols = ContextColumns::of(&entry.context);
+                &self.context_columns.insert((entry.context.clone(), cols)).1
+            }
+        };
+        let committed_at = match &self.chain.committed_at {
+            Some((txn, micros)) if Arc::ptr_eq(txn, &entry.txn) => *micros,
+            _ => {
+                let micros = chain::commit_time_micros(&entry.txn.committed_at)
+                    .ok_or_else(|| StoreError::CommitTime(entry.txn.committed_at.clone()))?;
+                self.chain.committed_at = Some((entry.txn.clone(), micros));
+                micros
+            }
+        };
+        let hash = content(&entry, committed_at).hash(&self.chain.last);
+        self.chain.last = hash;
+        self.chain.encoded += 1;
+        encode_copy_row(&entry, cols, &hash, &mut self.copy_buf);
+        Ok(())
+    }
+
+    /// A source transaction ending at `end` is whole: everything received so far may be committed.
+    fn mark_whole(&mut self, end: Lsn) {
+        self.holds_partial = false;
+        self.whole_bytes = self.copy_buf.len();
+        self.side.mark_whole();
+        self.chain.whole = self.chain.last;
+        self.chain.whole_entries = self.chain.encoded;
+        self.pending_checkpoint = Some(end);
+    }
+
+    /// Commits what is whole, rolls back the rest, signs the heads.
+    async fn stop(&mut self) -> Result<(), StoreError> {
         self.commit_if_whole().await?;
         if self.open {
             self.end_copy().await?;
             self.client.batch_execute("ROLLBACK").await?;
         }
-        self.sign_heads(true).await?;
-        Ok(())
+        self.sign_heads(true).await
     }
 
     async fn begin(&mut self) -> Result<(), StoreError> {
@@ -306,17 +369,7 @@ impl StoreWriter {
         self.whole_bytes = 0;
         self.begin().await?;
         self.end_copy().await?;
-        let failures: Vec<DecodeFailure> = self.failures.drain(..self.whole_failures).collect();
-        self.whole_failures = 0;
-        for f in failures {
-            let xid = f.xid.map(|x| x as i64);
-            self.client
-                .execute(
-                    "INSERT INTO pgtrail.decode_errors (lsn, xid, record, error) VALUES ($1::text::pg_lsn, $2, $3, $4)",
-                    &[&f.lsn.to_string(), &xid, &f.record, &f.error],
-                )
-                .await?;
-        }
+        self.side.send_whole(&self.client).await?;
         if let Some(map) = self.whole_partitions.take() {
             self.client
                 .execute(
@@ -363,4 +416,16 @@ impl StoreWriter {
         self.sign_heads(false).await?;
         Ok(())
     }
+}
+
+/// Runs one step of the writer, or fails with [`StoreError::Timeout`] when
+/// the store has not finished it within `limit`: a store behind a silently
+/// dropped network never answers, and would hold capture forever.
+async fn within<T>(
+    limit: Duration,
+    step: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(limit, step)
+        .await
+        .map_err(|_| StoreError::Timeout(limit.as_secs()))?
 }

@@ -29,6 +29,7 @@ mod hostile;
 mod large;
 mod layout;
 mod partitions;
+mod quarantine;
 mod reload;
 mod roles;
 mod signing;

@@ -33,8 +33,11 @@ use crate::pg::Lsn;
 use crate::table::{TableFilter, TableName, Wal2jsonFilter};
 
 mod messages;
+mod quarantine;
 mod rows;
 mod truncates;
+
+pub use quarantine::Target as QuarantineTarget;
 
 /// The stream broke wal2json's framing: the connection is not to be trusted further.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +60,15 @@ pub enum AssembleError {
         /// catalog, which may be far ahead.
         partitions: Box<PartitionMap>,
     },
+    /// A BEGIN or COMMIT that cannot be decoded: the records around it
+    /// cannot be placed. The session ends; the next quarantines the
+    /// transaction (see `quarantine.rs`).
+    #[error("wal2json sent a {what} record at {lsn} that cannot be decoded ({error}); its transaction is to be quarantined")]
+    Unframed {
+        what: &'static str,
+        lsn: Lsn,
+        error: String,
+    },
 }
 
 pub struct Assembler {
@@ -71,6 +83,9 @@ pub struct Assembler {
     partitions: PartitionMap,
     /// What wal2json was asked to send; `None`: everything.
     stream_filter: Option<Wal2jsonFilter>,
+    /// The transaction to quarantine, until it has been.
+    quarantine: Option<quarantine::Target>,
+    collecting: Option<quarantine::Collecting>,
 }
 
 struct OpenTxn {
@@ -102,6 +117,8 @@ impl Assembler {
             table_rules: HashMap::new(),
             partitions: PartitionMap::default(),
             stream_filter: None,
+            quarantine: None,
+            collecting: None,
         }
     }
 
@@ -133,7 +150,7 @@ impl Assembler {
 
     /// True between a begin and its commit.
     pub fn in_transaction(&self) -> bool {
-        self.open.is_some()
+        self.open.is_some() || self.collecting.is_some()
     }
 
     /// Takes one wal2json record that started at `lsn` and appends what it yields to `out`.
@@ -143,12 +160,13 @@ impl Assembler {
         bytes: &[u8],
         out: &mut Vec<Event>,
     ) -> Result<(), AssembleError> {
+        if self.quarantining(lsn, bytes) {
+            self.collect(lsn, bytes, out);
+            return Ok(());
+        }
         let record = match decode::decode(bytes) {
             Ok(r) => r,
-            Err(e) => {
-                self.on_undecodable(lsn, bytes, e, out);
-                return Ok(());
-            }
+            Err(e) => return self.on_broken(lsn, bytes, e, out),
         };
         match record {
             Record::Begin(b) => self.on_begin(lsn, b),

@@ -32,6 +32,8 @@ pub enum ReplicationError {
     Io(#[from] std::io::Error),
     #[error("the server closed the replication connection")]
     Closed,
+    #[error("the source database sent nothing for {0} s, not even an answer to a status update asking for one (source.timeout_seconds): the network or the server is stalled; reconnecting")]
+    Silent(u64),
     #[error("unexpected reply from the server: {0}")]
     Protocol(String),
     #[error("the source database at {0} does not accept TLS, but source.url has sslmode=require; enable ssl on the server or use sslmode=prefer")]
@@ -45,7 +47,8 @@ impl ReplicationError {
         match self {
             ReplicationError::Connect { .. }
             | ReplicationError::Io(_)
-            | ReplicationError::Closed => true,
+            | ReplicationError::Closed
+            | ReplicationError::Silent(_) => true,
             ReplicationError::Server(e) => {
                 // 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now,
                 // 08* connection exceptions, 53* insufficient resources.

@@ -105,6 +105,21 @@ impl ReplicationStream {
         written: Lsn,
         flushed: Lsn,
     ) -> Result<(), ReplicationError> {
+        self.status(written, flushed, false).await
+    }
+
+    /// Sends a standby status update that asks the server to answer at once
+    /// (with a keepalive): a server that does not is unreachable.
+    pub async fn ping(&mut self, written: Lsn, flushed: Lsn) -> Result<(), ReplicationError> {
+        self.status(written, flushed, true).await
+    }
+
+    async fn status(
+        &mut self,
+        written: Lsn,
+        flushed: Lsn,
+        reply_requested: bool,
+    ) -> Result<(), ReplicationError> {
         let now = chrono::Utc::now().timestamp_micros() - PG_EPOCH_OFFSET_MICROS;
         let mut payload = Vec::with_capacity(34);
         payload.put_u8(b'r');
@@ -112,7 +127,7 @@ impl ReplicationStream {
         payload.put_u64(flushed.0);
         payload.put_u64(flushed.0);
         payload.put_i64(now);
-        payload.put_u8(0);
+        payload.put_u8(u8::from(reply_requested));
         frontend::CopyData::new(&payload[..])?.write(self.wire.write_buf());
         self.wire.flush().await
     }

@@ -84,6 +84,38 @@ pub struct LogPage {
     pub searched_until: Option<String>,
     /// `back to` (newest first) or `up to` (oldest first).
     pub searched_way: &'static str,
+    /// For admins: source transactions kept raw in the quarantine, if any.
+    pub quarantine: Option<QuarantineBanner>,
+}
+
+/// Capture quarantined transactions it could not store as entries: an admin must look.
+pub struct QuarantineBanner {
+    pub transactions: i64,
+    pub newest: String,
+}
+
+/// The quarantine's summary, for an admin; a failure to read it only logs.
+async fn quarantine_banner(state: &AppState, who: &Principal) -> Option<QuarantineBanner> {
+    if who.role != crate::auth::Role::Admin {
+        return None;
+    }
+    let summary = async {
+        let client = state.pool().get().await.map_err(|e| format!("{e:?}"))?;
+        crate::store::quarantine::summary(&*client)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    match summary.await {
+        Ok(s) if s.transactions > 0 => Some(QuarantineBanner {
+            transactions: s.transactions,
+            newest: s.newest.unwrap_or_default(),
+        }),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the quarantine's summary");
+            None
+        }
+    }
 }
 
 fn thousands(n: i64) -> String {
@@ -126,10 +158,11 @@ pub async fn page(
     } else {
         0
     };
-    let (page, count, known_tables) = tokio::join!(
+    let (page, count, known_tables, quarantine) = tokio::join!(
         fetch_page(&state, &q, &resolved, now),
         count(&state, &q, &resolved, now),
-        state.known_tables(&q.filter.scope)
+        state.known_tables(&q.filter.scope),
+        quarantine_banner(&state, &who)
     );
     let page = page?;
 
@@ -305,6 +338,7 @@ pub async fn page(
         } else {
             "up to"
         },
+        quarantine,
     };
     Ok(Html(view.render()?).into_response())
 }

@@ -37,6 +37,8 @@ pub struct Config {
     pub web_toml: String,
     /// More `[store]` keys, verbatim (`signing_key_file = "…"\n`).
     pub store_toml: String,
+    /// More `[source]` keys, verbatim (`timeout_seconds = 3\n`).
+    pub source_toml: String,
     /// Appended verbatim at the end of the TOML, which is inside `[capture]`: bare keys
     /// (`redact_key = …`) extend it; start with a header (`[[capture.columns]]`) for the rest.
     pub extra_toml: String,
@@ -56,15 +58,17 @@ impl Config {
             web_toml: String::new(),
             extra_toml: String::new(),
             store_toml: String::new(),
+            source_toml: String::new(),
         }
     }
 
     pub fn to_toml(&self) -> String {
         let list = |v: &[String]| v.iter().map(|s| toml_str(s)).collect::<Vec<_>>().join(", ");
         format!(
-            "[source]\nurl = {}\nslot = {}\n\n[store]\nurl = {}\n{}\n[web]\nlisten = {}\n{}\n[capture]\ntables = [{}]\nexclude = [{}]\nbefore_images = {}\n{}",
+            "[source]\nurl = {}\nslot = {}\n{}\n[store]\nurl = {}\n{}\n[web]\nlisten = {}\n{}\n[capture]\ntables = [{}]\nexclude = [{}]\nbefore_images = {}\n{}",
             toml_str(&self.source_url),
             toml_str(&self.slot),
+            self.source_toml,
             toml_str(&self.store_url),
             self.store_toml,
             toml_str(&self.web_listen),

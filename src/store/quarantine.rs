@@ -1,0 +1,248 @@
+//! The rows the writer keeps beside the entries: undecodable records (for
+//! `pgtrail.decode_errors`) and the raw records of a quarantined transaction
+//! (for `pgtrail.quarantine`, with the `EVENT` that names it).
+//!
+//! Like entries, they are bounded: past [`SIDE_BYTES`] or [`SIDE_ROWS`] the
+//! writer sends them into the open store transaction before the source
+//! transaction is whole, so a transaction of a million undecodable records
+//! is not held in memory. What belongs to whole source transactions is told
+//! apart from what does not, as for the entries' COPY text.
+
+use sha2::{Digest, Sha256};
+use tokio_postgres::Client;
+
+use super::events::{self, Category, OwnEvent};
+use super::StoreError;
+use crate::entry::{DecodeFailure, Quarantine, QuarantinedRecord};
+
+/// Send the side rows once they hold this much text …
+pub const SIDE_BYTES: usize = 1 << 20;
+/// … or this many rows.
+pub const SIDE_ROWS: usize = 1000;
+
+/// Side rows received, not yet sent to the store.
+#[derive(Default)]
+pub struct SideRows {
+    failures: Vec<DecodeFailure>,
+    records: Vec<QuarantinedRecord>,
+    bytes: usize,
+    /// How many of each belong to whole source transactions.
+    whole_failures: usize,
+    whole_records: usize,
+    /// The SHA-256 of the quarantine's records so far (see [`record_digest`]).
+    digest: Sha256,
+    /// A quarantined transaction received whole, with its records' digest:
+    /// its `EVENT` goes in with the next commit.
+    ended: Option<(Quarantine, [u8; 32])>,
+}
+
+impl SideRows {
+    pub fn push_failure(&mut self, f: DecodeFailure) {
+        self.bytes += f.record.len() + f.error.len();
+        self.failures.push(f);
+    }
+
+    pub fn push_record(&mut self, r: QuarantinedRecord) {
+        record_digest(&mut self.digest, &r);
+        self.bytes += r.record.len();
+        self.records.push(r);
+    }
+
+    /// The quarantined transaction is complete. `stored`: it already was
+    /// (the server sent it again): its rows add nothing and it needs no event.
+    pub fn end_quarantine(&mut self, q: Quarantine, stored: bool) {
+        let digest = std::mem::take(&mut self.digest).finalize().into();
+        if !stored {
+            self.ended = Some((q, digest));
+        }
+    }
+
+    /// A source transaction is whole: everything received so far belongs to one.
+    pub fn mark_whole(&mut self) {
+        self.whole_failures = self.failures.len();
+        self.whole_records = self.records.len();
+    }
+
+    /// Past the bound: to be sent now, whole or not.
+    pub fn over_bound(&self) -> bool {
+        self.bytes >= SIDE_BYTES || self.failures.len() + self.records.len() >= SIDE_ROWS
+    }
+
+    /// Holds rows of a source transaction not yet whole.
+    pub fn holds_partial(&self) -> bool {
+        self.failures.len() > self.whole_failures || self.records.len() > self.whole_records
+    }
+
+    /// Inserts every row held (the caller knows the store transaction then
+    /// holds part of an unfinished source transaction).
+    pub async fn send_all(&mut self, client: &Client) -> Result<(), StoreError> {
+        self.mark_whole();
+        self.send_whole(client).await
+    }
+
+    /// Inserts the rows of whole source transactions, and the `EVENT` of a
+    /// quarantine that ended, inside the open store transaction.
+    pub async fn send_whole(&mut self, client: &Client) -> Result<(), StoreError> {
+        let failures: Vec<DecodeFailure> = self.failures.drain(..self.whole_failures).collect();
+        let records: Vec<QuarantinedRecord> = self.records.drain(..self.whole_records).collect();
+        self.whole_failures = 0;
+        self.whole_records = 0;
+        self.bytes = self
+            .failures
+            .iter()
+            .map(|f| f.record.len() + f.error.len())
+            .sum::<usize>()
+            + self.records.iter().map(|r| r.record.len()).sum::<usize>();
+        if !failures.is_empty() {
+            insert_failures(client, &failures).await?;
+        }
+        if !records.is_empty() {
+            insert_records(client, &records).await?;
+        }
+        if let Some((q, digest)) = self.ended.take() {
+            events::record(client, &event(&q, &digest)).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The quarantine's records in one digest: for each, in order, its LSN (8
+/// bytes big-endian), its length (4 bytes big-endian) and its bytes. The
+/// `EVENT` carries it, so the events chain vouches for the records.
+fn record_digest(h: &mut Sha256, r: &QuarantinedRecord) {
+    h.update(r.lsn.0.to_be_bytes());
+    h.update((r.record.len() as u32).to_be_bytes());
+    h.update(r.record.as_bytes());
+}
+
+async fn insert_failures(client: &Client, failures: &[DecodeFailure]) -> Result<(), StoreError> {
+    let lsns: Vec<String> = failures.iter().map(|f| f.lsn.to_string()).collect();
+    let xids: Vec<Option<i64>> = failures.iter().map(|f| f.xid.map(|x| x as i64)).collect();
+    let records: Vec<&str> = failures.iter().map(|f| f.record.as_str()).collect();
+    let errors: Vec<&str> = failures.iter().map(|f| f.error.as_str()).collect();
+    client
+        .execute(
+            "INSERT INTO pgtrail.decode_errors (lsn, xid, record, error) \
+             SELECT l::pg_lsn, x, r, e FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[]) AS u(l, x, r, e)",
+            &[&lsns, &xids, &records, &errors],
+        )
+        .await?;
+    Ok(())
+}
+
+async fn insert_records(client: &Client, records: &[QuarantinedRecord]) -> Result<(), StoreError> {
+    let firsts: Vec<String> = records.iter().map(|r| r.first_lsn.to_string()).collect();
+    let seqs: Vec<i32> = records.iter().map(|r| r.seq).collect();
+    let lsns: Vec<String> = records.iter().map(|r| r.lsn.to_string()).collect();
+    let bytes: Vec<&[u8]> = records.iter().map(|r| r.record.as_bytes()).collect();
+    // A record stored before a crash, sent again, is already there.
+    client
+        .execute(
+            "INSERT INTO pgtrail.quarantine (first_lsn, seq, lsn, record) \
+             SELECT f::pg_lsn, s, l::pg_lsn, r FROM unnest($1::text[], $2::int[], $3::text[], $4::bytea[]) AS u(f, s, l, r) \
+             ON CONFLICT (first_lsn, seq) DO NOTHING",
+            &[&firsts, &seqs, &lsns, &bytes],
+        )
+        .await?;
+    Ok(())
+}
+
+/// The `EVENT` that says a transaction was quarantined.
+fn event(q: &Quarantine, digest: &[u8; 32]) -> OwnEvent {
+    let xid = q
+        .xid
+        .map_or_else(|| "of unknown xid".to_owned(), |x| x.to_string());
+    let mut e = OwnEvent::new(
+        Category::Quarantine,
+        "transaction_quarantined",
+        "pgtrail run",
+        format!(
+            "transaction {xid} (ending at {}) quarantined: {} raw records kept in pgtrail.quarantine",
+            q.end_lsn, q.records
+        ),
+    )
+    .detail("xid", q.xid)
+    .detail("first_lsn", q.first_lsn.to_string())
+    .detail("end_lsn", q.end_lsn.to_string())
+    .detail("records", q.records)
+    .detail("records_sha256", super::chain::hex(digest))
+    .detail("reason", q.reason.clone());
+    // The quarantine's key in pgtrail.quarantine, so the entry finds its records.
+    e.primary_key = Some(serde_json::json!({ "first_lsn": q.first_lsn.to_string() }));
+    e
+}
+
+/// How many transactions are quarantined, and when the newest was, for
+/// `pgtrail status` and the web view.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Summary {
+    pub transactions: i64,
+    pub records: i64,
+    /// RFC 3339, UTC.
+    pub newest: Option<String>,
+}
+
+pub async fn summary<C: tokio_postgres::GenericClient>(client: &C) -> Result<Summary, StoreError> {
+    let row = client
+        .query_one(
+            "SELECT count(DISTINCT first_lsn), count(*), \
+                    to_char(max(quarantined_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') \
+             FROM pgtrail.quarantine",
+            &[],
+        )
+        .await?;
+    Ok(Summary {
+        transactions: row.get(0),
+        records: row.get(1),
+        newest: row.get(2),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pg::Lsn;
+
+    fn record(seq: i32, text: &str) -> QuarantinedRecord {
+        QuarantinedRecord {
+            first_lsn: Lsn(1),
+            seq,
+            lsn: Lsn(seq as u64 + 1),
+            record: text.to_owned(),
+        }
+    }
+
+    #[test]
+    fn side_rows_are_bounded_and_whole_ones_told_apart() {
+        let mut side = SideRows::default();
+        side.push_record(record(0, "{}"));
+        assert!(side.holds_partial() && !side.over_bound());
+        side.mark_whole();
+        assert!(!side.holds_partial());
+        for seq in 1..SIDE_ROWS as i32 {
+            side.push_record(record(seq, "{}"));
+        }
+        assert!(side.over_bound() && side.holds_partial());
+        let mut side = SideRows::default();
+        side.push_record(record(0, &"x".repeat(SIDE_BYTES)));
+        assert!(side.over_bound());
+    }
+
+    #[test]
+    fn the_records_digest_covers_order_and_content() {
+        let digest = |records: &[QuarantinedRecord]| {
+            let mut h = Sha256::new();
+            records.iter().for_each(|r| record_digest(&mut h, r));
+            super::super::chain::hex(&h.finalize())
+        };
+        let (a, b) = (record(0, "ab"), record(1, "c"));
+        assert_ne!(
+            digest(&[a.clone(), b.clone()]),
+            digest(&[b.clone(), a.clone()])
+        );
+        assert_ne!(
+            digest(&[a.clone(), b.clone()]),
+            digest(&[record(0, "a"), record(1, "bc")])
+        );
+    }
+}
