@@ -60,8 +60,8 @@ async fn web_live_streams_are_limited_and_read_only_new_ids() {
         "You have 2 live streams open",
     )
     .await;
-    let _bobs = bob.open("/live").await;
-    assert_eq!(_bobs.status(), StatusCode::OK);
+    let bob_live = bob.open("/live").await;
+    assert_eq!(bob_live.status(), StatusCode::OK);
     refused_live(&bob, "web.live_streams)", "serves 3 live streams").await;
 
     // after=0 starts at the newest entry: the one stored before is not sent, the next one is.
