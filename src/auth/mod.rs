@@ -15,6 +15,7 @@
 
 mod audited;
 pub mod password;
+pub mod past_lock;
 pub mod sessions;
 pub mod tokens;
 pub mod users;

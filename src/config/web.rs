@@ -1,6 +1,8 @@
 //! `[web]`: where the web view listens and who may use it: the auth mode,
-//! session limits, lockout after failed sign-ins, and `[web.proxy]` for a
-//! user name set by a trusted reverse proxy (single sign-on).
+//! session limits, lockout after failed sign-ins, how much one client may ask
+//! for at once ([`WebLimits`]: live streams, stalled downloads, failed sign-ins
+//! per address), and `[web.proxy]` for a user name set by a trusted reverse
+//! proxy (single sign-on).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -29,6 +31,16 @@ pub(super) struct RawWeb {
     lockout_seconds: u64,
     #[serde(default)]
     cookie_secure: bool,
+    #[serde(default = "default_live_streams_per_user")]
+    live_streams_per_user: u32,
+    #[serde(default = "default_live_streams")]
+    live_streams: u32,
+    #[serde(default = "default_export_stall_seconds")]
+    export_stall_seconds: u64,
+    #[serde(default = "default_sign_in_failures_per_address")]
+    sign_in_failures_per_address: u32,
+    #[serde(default = "default_sign_in_window_seconds")]
+    sign_in_window_seconds: u64,
     proxy: Option<RawProxy>,
 }
 
@@ -42,6 +54,11 @@ impl Default for RawWeb {
             lockout_after: default_lockout_after(),
             lockout_seconds: default_lockout_seconds(),
             cookie_secure: false,
+            live_streams_per_user: default_live_streams_per_user(),
+            live_streams: default_live_streams(),
+            export_stall_seconds: default_export_stall_seconds(),
+            sign_in_failures_per_address: default_sign_in_failures_per_address(),
+            sign_in_window_seconds: default_sign_in_window_seconds(),
             proxy: None,
         }
     }
@@ -77,6 +94,21 @@ fn default_lockout_after() -> u32 {
 fn default_lockout_seconds() -> u64 {
     15 * 60
 }
+fn default_live_streams_per_user() -> u32 {
+    4
+}
+fn default_live_streams() -> u32 {
+    64
+}
+fn default_export_stall_seconds() -> u64 {
+    60
+}
+fn default_sign_in_failures_per_address() -> u32 {
+    20
+}
+fn default_sign_in_window_seconds() -> u64 {
+    15 * 60
+}
 
 /// How the web view knows who is asking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,7 +129,24 @@ pub struct WebAuth {
     pub lockout_seconds: u64,
     /// Mark the session cookie `Secure` (set it when a TLS proxy serves the web view).
     pub cookie_secure: bool,
+    pub limits: WebLimits,
     pub proxy: Option<ProxyAuth>,
+}
+
+/// How much one client may ask of the web view at once, validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebLimits {
+    /// Live streams one principal (user, token, proxy user) may hold open at once.
+    pub live_streams_per_user: u32,
+    /// Live streams open at once in all.
+    pub live_streams: u32,
+    /// A download whose client takes nothing for this long is ended.
+    pub export_stall_seconds: u64,
+    /// Failed sign-ins from one client address within a window before that
+    /// address is refused (429) until the window ends.
+    pub sign_in_failures_per_address: u32,
+    /// That window; also the stretch over which repeated failures are summarized as one event.
+    pub sign_in_window_seconds: u64,
 }
 
 /// `[web.proxy]`, validated.
@@ -189,6 +238,7 @@ pub(super) fn web_auth(
             "must be at least 1 failed sign-in".into(),
         ));
     }
+    let limits = limits(raw, path)?;
     let proxy = match &raw.proxy {
         None => None,
         Some(p) => {
@@ -208,7 +258,65 @@ pub(super) fn web_auth(
         lockout_after: raw.lockout_after,
         lockout_seconds: raw.lockout_seconds,
         cookie_secure: raw.cookie_secure,
+        limits,
         proxy,
+    })
+}
+
+/// `[web]`'s limits: each at least 1, and no user allowed more live streams than all together.
+fn limits(raw: &RawWeb, path: &Path) -> Result<WebLimits, ConfigError> {
+    let invalid = ConfigError::invalid_in(path);
+    let positive = [
+        (
+            "web.live_streams_per_user",
+            u64::from(raw.live_streams_per_user),
+            "live stream",
+        ),
+        (
+            "web.live_streams",
+            u64::from(raw.live_streams),
+            "live stream",
+        ),
+        (
+            "web.export_stall_seconds",
+            raw.export_stall_seconds,
+            "second",
+        ),
+        (
+            "web.sign_in_failures_per_address",
+            u64::from(raw.sign_in_failures_per_address),
+            "failed sign-in",
+        ),
+        (
+            "web.sign_in_window_seconds",
+            raw.sign_in_window_seconds,
+            "second",
+        ),
+    ];
+    for (key, value, unit) in positive {
+        if value == 0 {
+            return Err(invalid(
+                key,
+                format!("must be at least 1 {unit}; remove the key for the default"),
+            ));
+        }
+    }
+    if raw.live_streams_per_user > raw.live_streams {
+        return Err(invalid(
+            "web.live_streams_per_user",
+            format!(
+                "{} live streams per user is more than web.live_streams ({}), the most open at once in all; \
+                 lower it or raise web.live_streams",
+                raw.live_streams_per_user, raw.live_streams
+            ),
+        ));
+    }
+    Ok(WebLimits {
+        live_streams_per_user: raw.live_streams_per_user,
+        live_streams: raw.live_streams,
+        export_stall_seconds: raw.export_stall_seconds,
+        sign_in_failures_per_address: raw.sign_in_failures_per_address,
+        sign_in_window_seconds: raw.sign_in_window_seconds,
     })
 }
 
@@ -283,11 +391,33 @@ mod tests {
         ))
         .is_ok());
         assert_eq!(load(SOURCE).unwrap().web_auth.mode, AuthMode::Password);
+        let limits = load(SOURCE).unwrap().web_auth.limits;
+        assert_eq!(
+            (
+                limits.live_streams_per_user,
+                limits.live_streams,
+                limits.export_stall_seconds
+            ),
+            (4, 64, 60)
+        );
+        assert_eq!(
+            (
+                limits.sign_in_failures_per_address,
+                limits.sign_in_window_seconds
+            ),
+            (20, 900)
+        );
         let cases: &[(&str, &[&str])] = &[
             ("listen = \"0.0.0.0:8080\"\nauth = \"none\"\n", &["web.auth", "loopback", "0.0.0.0:8080", "pgtrail user add"]),
             ("auth = \"ldap\"\n", &["web.auth", "ldap"]),
             ("session_idle_seconds = 0\n", &["web.session_idle_seconds"]),
             ("session_idle_seconds = 100\nsession_max_seconds = 50\n", &["web.session_max_seconds"]),
+            ("live_streams = 0\n", &["web.live_streams", "at least 1"]),
+            ("live_streams = 2\n", &["web.live_streams_per_user", "4 live streams per user", "web.live_streams (2)"]),
+            ("export_stall_seconds = 0\n", &["web.export_stall_seconds", "at least 1 second"]),
+            ("sign_in_failures_per_address = 0\n", &["web.sign_in_failures_per_address"]),
+            ("sign_in_window_seconds = 0\n", &["web.sign_in_window_seconds"]),
+            ("sign_in_window_seconds = -5\n", &["sign_in_window_seconds"]),
             ("[web.proxy]\nuser_header = \"X-User\"\ntrusted = []\n", &["web.proxy.trusted"]),
             ("[web.proxy]\nuser_header = \"X-User\"\ntrusted = [\"10.0.0.0/33\"]\n", &["web.proxy.trusted", "10.0.0.0/33"]),
             ("[web.proxy]\nuser_header = \"X User\"\ntrusted = [\"10.0.0.1\"]\n", &["web.proxy.user_header"]),

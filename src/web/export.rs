@@ -12,14 +12,21 @@
 //! aborted rather than ended, so the client sees a failed download instead of
 //! a short file. If the client goes away, the export stops and its query is
 //! cancelled (also for an XLSX, which sends nothing before its last row), and
-//! the event records the download as abandoned.
+//! the event records the download as abandoned. So does a client that stays
+//! connected but takes nothing for `web.export_stall_seconds`: the export is
+//! ended, its query cancelled, and its place and store connection freed.
 //!
 //! At most [`MAX_RUNNING`] downloads run at once; another is a 503 that says
 //! to retry. [`router`] is the route alone; [`download`] takes the signed-in user as
 //! `actor` (the signed-in user, recorded with the export) and only within the user's scope; the route needs the `auditor` role.
 
+use std::future::Future;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -31,7 +38,7 @@ use axum::Extension;
 use axum::Router;
 use bytes::Bytes;
 use chrono::Utc;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::access::Principal;
 use super::error::WebError;
@@ -194,10 +201,16 @@ pub async fn download(
         destination: format!("download {name}"),
     };
 
-    let (tx, mut rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(CHUNKS_AHEAD);
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(CHUNKS_AHEAD);
+    let (abort, aborted) = oneshot::channel::<String>();
+    let stall = Duration::from_secs(state.auth().config.limits.export_stall_seconds);
+    let stalled = Arc::new(AtomicBool::new(false));
     let body_out = ChannelWriter {
         tx: tx.clone(),
         buf: Vec::with_capacity(CHUNK),
+        runtime: tokio::runtime::Handle::current(),
+        stall,
+        stalled: stalled.clone(),
     };
     tokio::spawn(async move {
         let _permit = permit;
@@ -216,8 +229,8 @@ pub async fn download(
         let error = outcome.result.err().map(|e| e.to_string());
         // However the writer noticed (a chunk it could not send, or the
         // export stopped on purpose), a failed download whose client has
-        // gone was abandoned.
-        let abandoned = error.is_some() && tx.is_closed();
+        // gone, or stopped reading, was abandoned.
+        let abandoned = error.is_some() && (tx.is_closed() || stalled.load(Ordering::Relaxed));
         let event = export::event(
             &origin,
             options,
@@ -237,11 +250,13 @@ pub async fn download(
         }
         if let Some(e) = error {
             tracing::warn!(error = %e, entries = outcome.entries, "a web export failed");
-            // An error item makes the server abort the response instead of ending it cleanly.
-            let _ = tx.send(Err(std::io::Error::other(e))).await;
+            // The body ends with an error, so the server aborts the response
+            // instead of ending it cleanly; without waiting for room after
+            // chunks a stalled client may never take.
+            let _ = abort.send(e);
         }
     });
-    let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    let stream = body_stream(rx, aborted);
 
     let content_type = if encrypted {
         "application/octet-stream"
@@ -258,11 +273,39 @@ pub async fn download(
     Ok(res)
 }
 
+/// The response body: the chunks as they come, unless the export fails:
+/// then an error at once, ahead of any chunk still waiting.
+fn body_stream(
+    mut rx: mpsc::Receiver<Result<Bytes, std::io::Error>>,
+    aborted: oneshot::Receiver<String>,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
+    let mut aborted = Some(aborted);
+    futures_util::stream::poll_fn(move |cx| {
+        if let Some(a) = aborted.as_mut() {
+            match Pin::new(a).poll(cx) {
+                Poll::Ready(Ok(e)) => {
+                    aborted = None;
+                    return Poll::Ready(Some(Err(std::io::Error::other(e))));
+                }
+                // The export ended without an error.
+                Poll::Ready(Err(_)) => aborted = None,
+                Poll::Pending => {}
+            }
+        }
+        rx.poll_recv(cx)
+    })
+}
+
 /// A blocking writer into the response body: gathers [`CHUNK`] bytes, then
-/// waits for room in the channel, so a slow client slows the export.
+/// waits for room in the channel, so a slow client slows the export; one that
+/// takes nothing for `stall` ends it.
 struct ChannelWriter {
     tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
     buf: Vec<u8>,
+    /// The writer runs on a blocking thread; it waits for room on the runtime.
+    runtime: tokio::runtime::Handle,
+    stall: Duration,
+    stalled: Arc<AtomicBool>,
 }
 
 impl ChannelWriter {
@@ -271,12 +314,26 @@ impl ChannelWriter {
             return Ok(());
         }
         let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
-        self.tx.blocking_send(Ok(chunk)).map_err(|_| {
-            std::io::Error::new(
+        let sent = self
+            .runtime
+            .block_on(tokio::time::timeout(self.stall, self.tx.send(Ok(chunk))));
+        match sent {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(std::io::Error::new(
                 std::io::ErrorKind::BrokenPipe,
                 "the client stopped the download",
-            )
-        })
+            )),
+            Err(_) => {
+                self.stalled.store(true, Ordering::Relaxed);
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "the client took nothing for {} s (web.export_stall_seconds), so the download was ended",
+                        self.stall.as_secs()
+                    ),
+                ))
+            }
+        }
     }
 }
 

@@ -31,6 +31,7 @@ pub mod entry;
 pub mod error;
 pub mod export;
 pub mod history;
+pub mod limits;
 pub mod log;
 pub mod pool;
 pub mod query;
@@ -39,6 +40,7 @@ pub mod router;
 pub mod serve;
 pub mod signin;
 pub mod state;
+pub mod throttle;
 pub mod transaction;
 
 pub use pool::{Pool, POOL_SIZE};

@@ -28,7 +28,9 @@ pub async fn serve_on(
     let writer = Pool::writable(config.store.clone(), 2);
     let state = AppState::new(pool, writer, auth, config.export.clone());
     let stopper = state.clone();
+    let stopper_state = state.clone();
     let sweeper = tokio::spawn(sweep_sessions(state.clone()));
+    let summarizer = tokio::spawn(super::throttle::summarize_while_serving(state.clone()));
     let reloader = reload.map(|r| tokio::spawn(r.follow(state.clone(), config.clone())));
     tracing::info!(address = %listener.local_addr()?, auth = ?config.web_auth.mode, "web view listening");
     // The peer address decides whether a proxy's user header is believed, and is recorded with every export.
@@ -41,9 +43,12 @@ pub async fn serve_on(
         .await;
     // Whichever way serving ended, the helpers end with it.
     sweeper.abort();
+    summarizer.abort();
     if let Some(r) = reloader {
         r.abort();
     }
+    // Failed sign-ins still being counted are summarized before the server goes.
+    super::throttle::write_summaries(&stopper_state, true).await;
     served.context("serving the web view")
 }
 

@@ -14,6 +14,13 @@
 //! verification per core runs at once ([`AppState::verification_slot`]), and
 //! a sign-in finding [`waiting_per_core`] per core already in line is
 //! answered 429 unchecked.
+//!
+//! Failures are also counted per client address ([`super::throttle`]): an
+//! address past its budget is answered 429 unchecked until its window ends,
+//! and a locked account still has the password checked for an address that
+//! had no part in locking it ([`crate::auth::past_lock`]). Only the first
+//! failure of an account from an address in a window is an event of its own;
+//! the rest are summarized.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -28,9 +35,10 @@ use axum::Extension;
 
 use super::access::{self, How, Principal, SESSION_COOKIE, SIGN_IN_COOKIE};
 use super::error::WebError;
-use super::query;
+use super::throttle::{self, Attempt, Budget};
 use super::AppState;
-use crate::auth::{sessions, users, Actor, AuthError};
+use super::{limits, query};
+use crate::auth::{past_lock, sessions, users, Actor, AuthError};
 use crate::config::AuthMode;
 use crate::store::events::{record, Category};
 
@@ -45,6 +53,10 @@ const REFUSED: &str =
 /// When the line of sign-ins waiting to be checked is full.
 const BUSY: &str =
     "Too many sign-ins are being checked right now, so yours was not: try again in a minute.";
+
+/// When the client's address has failed to sign in too often.
+const THROTTLED: &str =
+    "Too many failed sign-ins came from your address, so this one was not checked: try again later.";
 
 /// Sign-ins that may wait for a password check, per core; the rest are
 /// refused with 429. At tens of milliseconds per check this is a few seconds
@@ -172,7 +184,7 @@ pub async fn submit(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, WebError> {
-    let started = Instant::now();
+    let started = std::time::Instant::now();
     let f = form_fields(&body);
     let next = safe_next(f.get("next").map(String::as_str));
     let given_csrf = f.get("csrf").map(String::as_str).unwrap_or("");
@@ -204,6 +216,28 @@ pub async fn submit(
             )
             .await;
     }
+    let auth = state.auth();
+    let budget = Budget {
+        failures: auth.config.limits.sign_in_failures_per_address,
+        window: Duration::from_secs(auth.config.limits.sign_in_window_seconds),
+    };
+    let address = throttle::client_address(&auth.config, &headers, peer.ip());
+    let client = throttle::Client::of(address);
+    // An address past its budget costs nothing: no store, no argon2, no event.
+    let attempt = match state
+        .sign_in_book()
+        .begin(client, &name, budget, Instant::now())
+    {
+        Ok(attempt) => attempt,
+        Err(refused) => {
+            tracing::warn!(client = %client.shown(), "sign-in refused unchecked: too many failed sign-ins from this address");
+            let mut res = shown
+                .render(StatusCode::TOO_MANY_REQUESTS, THROTTLED)
+                .await?;
+            limits::retry_after_header(&mut res, refused.retry_after);
+            return Ok(res);
+        }
+    };
     // Beyond a full line, refuse now: waiting longer would outlast any
     // browser's patience, and the refused guess was never checked.
     let Some(place) = state.sign_in_place() else {
@@ -213,7 +247,6 @@ pub async fn submit(
             .insert(header::RETRY_AFTER, header::HeaderValue::from_static("30"));
         return Ok(res);
     };
-    let auth = state.auth();
     let lockout = users::Lockout {
         after: auth.config.lockout_after,
         seconds: auth.config.lockout_seconds,
@@ -221,29 +254,27 @@ pub async fn submit(
     let actor = Actor {
         name: Some(crate::text::clip(&name)),
         application: "pgtrail web",
-        client_addr: Some(peer.ip().to_string()),
+        client_addr: Some(address.to_canonical().to_string()),
     };
     // The connection goes back before argon2 runs (tens of milliseconds of
     // CPU), and at most one verification per core runs at once.
-    let candidate = {
+    let check = {
         let client = state.writer().get().await?;
-        users::candidate(&*client, &name)
+        Check::read(&*client, &name, attempt.fresh())
             .await
             .map_err(access::auth_error)?
     };
     let password_ok = {
         let _slot = state.verification_slot().await?;
-        candidate
-            .verify(&password)
-            .await
-            .map_err(access::auth_error)?
+        check.verify(&password).await.map_err(access::auth_error)?
     };
     // Out of the line once checked: a refusal's wait is no work.
     drop(place);
     // The outcome, the session and the events commit together or not at all.
     let mut client = state.writer().get().await?;
     let tx = client.transaction().await?;
-    let outcome = users::settle(&tx, &candidate, password_ok, lockout)
+    let outcome = check
+        .settle(&tx, password_ok, lockout)
         .await
         .map_err(access::auth_error)?;
     match outcome {
@@ -258,10 +289,16 @@ pub async fn submit(
                     "sign_in",
                     format!("{} signed in", user.name),
                 )
-                .detail("role", user.role.as_str());
+                .detail("role", user.role.as_str())
+                .detail("while_locked", matches!(check, Check::PastLock(_)));
             record(&tx, &event).await.map_err(store_error)?;
+            // The failures before it from this address are written now, with it.
+            if let Some(summary) = attempt.summary() {
+                record(&tx, &summary).await.map_err(store_error)?;
+            }
             tx.commit().await?;
             drop(client);
+            attempt.succeeded();
             let secure = access::secure_cookie(&state, &headers, Some(peer.ip()));
             let mut res = Redirect::to(&next).into_response();
             let h = res.headers_mut();
@@ -276,36 +313,118 @@ pub async fn submit(
             Ok(res)
         }
         users::SignIn::Failed { locked_now, locked } => {
-            let event = actor
-                .event(
-                    Category::Session,
-                    "sign_in_failed",
-                    format!("failed sign-in as {}", crate::text::clip(&name)),
-                )
-                .detail("locked", locked);
-            record(&tx, &event).await.map_err(store_error)?;
-            if locked_now {
-                let event = actor
-                    .event(
-                        Category::Session,
-                        "locked",
-                        format!(
-                            "{} locked for {} s after {} failed sign-ins",
-                            crate::text::clip(&name),
-                            lockout.seconds,
-                            lockout.after
-                        ),
-                    )
-                    .detail("seconds", lockout.seconds)
-                    .detail("failures", lockout.after);
-                record(&tx, &event).await.map_err(store_error)?;
-            }
-            tx.commit().await?;
+            let failure = Failure {
+                actor: &actor,
+                name: &name,
+                locked_now,
+                locked,
+                lockout,
+            };
+            failure.commit(tx, attempt, budget, &state).await?;
             drop(client);
             // Every refusal takes as long, whatever the reason.
             tokio::time::sleep(FAILURE_TIME.saturating_sub(started.elapsed())).await;
             shown.render(StatusCode::UNAUTHORIZED, REFUSED).await
         }
+    }
+}
+
+/// How a sign-in's password is checked: as usual, or past the account's
+/// lock for a client that had no part in it.
+enum Check {
+    Usual(users::Candidate),
+    PastLock(past_lock::Locked),
+}
+
+impl Check {
+    /// Reads what the check needs; `fresh` says the client has not failed as
+    /// `name` lately, so a lock does not keep it out.
+    async fn read<C: tokio_postgres::GenericClient>(
+        client: &C,
+        name: &str,
+        fresh: bool,
+    ) -> Result<Check, AuthError> {
+        if fresh {
+            if let Some(locked) = past_lock::locked(client, name).await? {
+                return Ok(Check::PastLock(locked));
+            }
+        }
+        Ok(Check::Usual(users::candidate(client, name).await?))
+    }
+
+    async fn verify(&self, password: &str) -> Result<bool, AuthError> {
+        match self {
+            Check::Usual(c) => c.verify(password).await,
+            Check::PastLock(l) => l.verify(password).await,
+        }
+    }
+
+    async fn settle<C: tokio_postgres::GenericClient>(
+        &self,
+        client: &C,
+        password_ok: bool,
+        lockout: users::Lockout,
+    ) -> Result<users::SignIn, AuthError> {
+        match self {
+            Check::Usual(c) => users::settle(client, c, password_ok, lockout).await,
+            Check::PastLock(l) => l.settle(client, password_ok).await,
+        }
+    }
+}
+
+/// A refused sign-in, to record.
+struct Failure<'a> {
+    actor: &'a Actor,
+    name: &'a str,
+    locked_now: bool,
+    locked: bool,
+    lockout: users::Lockout,
+}
+
+impl Failure<'_> {
+    /// Writes the failure's events in `tx` and commits it (the pair's first
+    /// failure in its window as an event of its own, the others counted for
+    /// their summary; a lock as an event), then counts it against the
+    /// address, which may use up its budget.
+    async fn commit(
+        &self,
+        tx: tokio_postgres::Transaction<'_>,
+        mut attempt: Attempt,
+        budget: Budget,
+        state: &AppState,
+    ) -> Result<(), WebError> {
+        let name = crate::text::clip(self.name);
+        if attempt.itemize() {
+            let event = self
+                .actor
+                .event(
+                    Category::Session,
+                    "sign_in_failed",
+                    format!("failed sign-in as {name}"),
+                )
+                .detail("locked", self.locked);
+            record(&tx, &event).await.map_err(store_error)?;
+        }
+        if self.locked_now {
+            let event = self
+                .actor
+                .event(
+                    Category::Session,
+                    "locked",
+                    format!(
+                        "{name} locked for {} s after {} failed sign-ins",
+                        self.lockout.seconds, self.lockout.after
+                    ),
+                )
+                .detail("seconds", self.lockout.seconds)
+                .detail("failures", self.lockout.after);
+            record(&tx, &event).await.map_err(store_error)?;
+        }
+        tx.commit().await?;
+        if let Some(t) = attempt.failed(self.locked, budget) {
+            throttle::record_throttled(state, t).await;
+        }
+        Ok(())
     }
 }
 

@@ -1,6 +1,7 @@
 //! What every handler shares ([`AppState`]): the store connections, the
 //! access and export settings a reload may replace, the limits on running
-//! downloads and sign-ins, and the shutdown signal.
+//! downloads, live streams and sign-ins, the failed sign-ins remembered
+//! ([`SignInBook`]), and the shutdown signal.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,7 +9,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::{watch, Mutex};
 
 use super::error::WebError;
+use super::limits::LiveStreams;
 use super::pool::Pool;
+use super::throttle::SignInBook;
 use super::{access, export, query, signin};
 use crate::config::{Config, ExportConfig};
 
@@ -34,6 +37,10 @@ struct Inner {
     /// Sign-ins waiting for or running a verification; beyond this a
     /// sign-in is refused at once (429) rather than queued.
     sign_ins: Arc<tokio::sync::Semaphore>,
+    /// Failed sign-ins per client address and account, for the throttle and the summaries.
+    sign_in_book: SignInBook,
+    /// Live streams open now, per principal and in all.
+    live_streams: LiveStreams,
     /// Known tables for the filter's suggestions, refreshed at most once a minute.
     tables: Mutex<Option<(Instant, KnownTables)>>,
 }
@@ -60,6 +67,8 @@ impl AppState {
             sign_ins: Arc::new(tokio::sync::Semaphore::new(
                 cores() * signin::waiting_per_core(),
             )),
+            sign_in_book: SignInBook::default(),
+            live_streams: LiveStreams::default(),
             tables: Mutex::new(None),
         }))
     }
@@ -106,6 +115,14 @@ impl AppState {
     /// A place in the line of sign-ins, if the line is not full.
     pub fn sign_in_place(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
         self.0.sign_ins.clone().try_acquire_owned().ok()
+    }
+
+    pub fn sign_in_book(&self) -> &SignInBook {
+        &self.0.sign_in_book
+    }
+
+    pub fn live_streams(&self) -> &LiveStreams {
+        &self.0.live_streams
     }
 
     /// Waits, in turn, until a password verification may run.

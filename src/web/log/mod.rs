@@ -7,9 +7,11 @@
 //! - [`rows`]: the one-line view of an entry ([`rows::RowView`],
 //!   `templates/row.html`) that the transaction page reuses, the actor
 //!   context ([`rows::Context`]) and the time and key texts other pages show;
-//! - [`mod@live`]: the live stream.
+//! - [`mod@live`]: the live stream, and [`frontier`]: which ids its next
+//!   poll reads.
 
 pub mod fetch;
+pub mod frontier;
 pub mod live;
 pub mod page;
 pub mod rows;

@@ -150,6 +150,28 @@ impl Web {
         assert_eq!(rc, 0, "kill({pid}, SIGHUP) failed");
     }
 
+    /// Stops the server as SIGTERM does and waits (at most 30 s) for it to exit cleanly: what it
+    /// writes on the way out (the summaries of failed sign-ins) is in the store afterwards.
+    pub async fn stop(&mut self) {
+        let mut child = self.child.take().expect("the web view runs");
+        // SAFETY: kill(2) on our own child, not yet reaped, so the pid is still its.
+        let rc = unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        assert_eq!(rc, 0, "kill({}, SIGTERM) failed", child.id());
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the web view did not stop within 30 s of SIGTERM\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(status.success(), "{status}\n{}", self.log());
+    }
+
     /// The server's process id.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("the web view runs").id()
