@@ -2,7 +2,8 @@
 //! role that pg_hba refuses without TLS captures everything, and the server reports its
 //! walsender as encrypted; `sslmode=disable` is refused cleanly; `require` against a server
 //! without TLS fails cleanly. Against a private CA ([`Pki`]): `verify-full` with channel binding
-//! required captures end to end; a wrong host name, another CA, a missing CA file and channel
+//! required captures end to end (with `sslrootcert`, and with the system's CAs, which
+//! `SSL_CERT_FILE` replaces); a wrong host name, another CA, a missing CA file and channel
 //! binding without TLS are refused with messages that say so, on the store's, the source's and
 //! the replication connection; `verify-ca` accepts the wrong name.
 
@@ -90,8 +91,14 @@ async fn verify_full_with_channel_binding_captures_end_to_end() {
     let params = verified("verify-full", &pki.ca, "&channel_binding=require");
     let mut config = env.trail.config.clone();
     config.source_url = tls_url(&env, "localhost", "app", &params);
-    config.store_url = tls_url(&env, "localhost", "pgtrail", &params);
+    // Without sslrootcert, verify-full trusts the system's CAs: here the private CA, through
+    // SSL_CERT_FILE, which takes the place of the system's bundle.
+    let system = "sslmode=verify-full&channel_binding=require";
+    config.store_url = tls_url(&env, "localhost", "pgtrail", system);
     env.trail.rewrite(config);
+    env.trail
+        .envs
+        .push(("SSL_CERT_FILE".into(), pki.ca.display().to_string()));
 
     let mut daemon = env.spawn();
     change_and_check(&env, &src).await;
@@ -127,6 +134,8 @@ async fn the_daemon_refuses_a_wrong_name_another_ca_and_binding_without_tls() {
     let missing = format!("{}/nonexistent-ca.pem", env.trail.dir().display());
     let missing_ca = format!("sslmode=verify-full&sslrootcert={missing}");
     let store_missing = tls_url(&env, "localhost", "pgtrail", &missing_ca);
+    // The system's CAs (here: the other CA, through SSL_CERT_FILE).
+    let store_system = tls_url(&env, "localhost", "pgtrail", "sslrootcert=system");
     // Channel binding without TLS.
     let plain = tls_url(
         &env,
@@ -159,9 +168,19 @@ async fn the_daemon_refuses_a_wrong_name_another_ca_and_binding_without_tls() {
     let unreadable = format!("cannot read the sslrootcert file {missing}");
     refused_run(
         trail,
-        source_ok,
+        source_ok.clone(),
         store_missing,
         &["store.url", &unreadable, "sslrootcert=system"],
+    )
+    .await;
+    trail
+        .envs
+        .push(("SSL_CERT_FILE".into(), pki.other_ca.display().to_string()));
+    refused_run(
+        trail,
+        source_ok.clone(),
+        store_system,
+        &["is not signed by any CA the system trusts (sslrootcert=system)"],
     )
     .await;
     refused_run(
