@@ -9,7 +9,7 @@ use super::PgUrl;
 pub async fn connect(url: &PgUrl, application_name: &str) -> Result<Client, tokio_postgres::Error> {
     let mut config = url.config().clone();
     config.application_name(application_name);
-    let (client, connection) = config.connect(super::tls::make_connect()).await?;
+    let (client, connection) = config.connect(url.tls().make_connect()).await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "database connection closed");
@@ -26,12 +26,25 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
             Some(hint) => format!("{} (hint: {hint})", db.message()),
             None => db.message().to_owned(),
         },
+        None if super::tls::refusal_in(e).is_some() => {
+            super::tls::refusal_in(e).unwrap_or_default()
+        }
         None => {
             let mut text = e.to_string();
             let mut source = std::error::Error::source(e);
             while let Some(s) = source {
-                text = format!("{text}: {s}");
+                // Most errors' messages already end with their source's.
+                let more = s.to_string();
+                if !text.contains(&more) {
+                    text = format!("{text}: {more}");
+                }
                 source = s.source();
+            }
+            if text.contains("did not use channel binding") {
+                text.push_str(
+                    " (channel_binding=require needs TLS, sslmode=verify-full or require, \
+                     and scram-sha-256 for this role in pg_hba.conf)",
+                );
             }
             text
         }

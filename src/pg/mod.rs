@@ -4,6 +4,7 @@
 //! and quoting for SQL text. Nothing here knows about audit entries.
 
 mod connect;
+mod conninfo;
 pub mod lsn;
 mod quote;
 mod slot;

@@ -36,8 +36,10 @@ pub enum ReplicationError {
     Silent(u64),
     #[error("unexpected reply from the server: {0}")]
     Protocol(String),
-    #[error("the source database at {0} does not accept TLS, but source.url has sslmode=require; enable ssl on the server or use sslmode=prefer")]
+    #[error("the source database at {0} does not accept TLS, but source.url's sslmode requires it; enable ssl on the server or use sslmode=prefer")]
     TlsRefused(String),
+    #[error("cannot connect to the source database at {endpoint} over TLS: {reason}")]
+    Tls { endpoint: String, reason: String },
 }
 
 impl ReplicationError {

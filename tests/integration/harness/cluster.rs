@@ -14,7 +14,7 @@ use std::time::Duration;
 use tempfile::TempDir;
 use tokio_postgres::Client;
 
-use super::{connect, new_temp_dir, quote_ident, quote_literal, read_lossy, tail, wait_until};
+use super::{connect, new_temp_dir, quote_ident, quote_literal, read_lossy, tail, wait_until, Pki};
 
 /// Where Debian's PostgreSQL 15 server binaries live.
 pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
@@ -95,6 +95,7 @@ pub fn free_port() -> u16 {
 #[derive(Debug, Clone, Default)]
 pub struct ClusterOptions {
     pub settings: Vec<(String, String)>,
+    pub tls: Option<ServerTls>,
 }
 
 impl ClusterOptions {
@@ -102,6 +103,25 @@ impl ClusterOptions {
         self.settings.push((name.to_string(), value.to_string()));
         self
     }
+
+    /// Start with `ssl = on`, serving `cert` (key `key`); `role` must then log in over TLS,
+    /// with scram-sha-256 (so channel binding is offered), see [`Cluster::enable_tls`].
+    pub fn tls(mut self, cert: &Path, key: &Path, role: &str) -> Self {
+        self.tls = Some(ServerTls {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            role: role.to_owned(),
+        });
+        self
+    }
+}
+
+/// The server's certificate and key, and the role that may only log in over TLS.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub role: String,
 }
 
 /// A private PostgreSQL 15 cluster in a fresh temp dir, on its own port, listening on
@@ -180,6 +200,10 @@ impl Cluster {
             conf.push_str(&format!("{k} = '{}'\n", v.replace('\'', "''")));
         }
         conf.push_str(&format!("port = {port}\n"));
+        if let Some(tls) = &opts.tls {
+            install_tls(&data, tls);
+            conf.push_str("ssl = on\n");
+        }
         append(&data.join("postgresql.conf"), &conf);
 
         // Password lines first: pg_hba.conf is read top-down and the first match wins.
@@ -347,47 +371,16 @@ impl Cluster {
         .expect("CREATE ROLE");
     }
 
-    /// Turns TLS on with a fresh self-signed certificate (made with the `openssl` command), and
-    /// makes `role` unable to log in without TLS.
+    /// Turns TLS on, serving a certificate for `localhost` from a fresh private CA ([`Pki`]),
+    /// and makes `role` unable to log in without TLS; over TLS it logs in with scram-sha-256.
     pub async fn enable_tls(&self, role: &str) {
-        let (crt, key) = (self.data.join("server.crt"), self.data.join("server.key"));
-        let out = Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=localhost",
-                "-keyout",
-            ])
-            .arg(&key)
-            .arg("-out")
-            .arg(&crt)
-            .output()
-            .expect("run openssl (apt-get install openssl)");
-        assert!(
-            out.status.success(),
-            "openssl req failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).expect("chmod server.key");
-        if is_root() {
-            let (uid, gid) = postgres_ids();
-            for f in [&crt, &key] {
-                std::os::unix::fs::chown(f, Some(uid), Some(gid))
-                    .expect("chown certificate to postgres");
-            }
-        }
-        prepend_to_hba(
-            &self.data,
-            &format!(
-                "hostnossl all {role} 127.0.0.1/32 reject\nhostnossl replication {role} 127.0.0.1/32 reject\n"
-            ),
-        );
+        let pki = Pki::new();
+        let tls = ServerTls {
+            cert: pki.server_cert.clone(),
+            key: pki.server_key.clone(),
+            role: role.to_owned(),
+        };
+        install_tls(&self.data, &tls);
         let c = self.client("postgres").await;
         c.batch_execute("ALTER SYSTEM SET ssl = on")
             .await
@@ -423,6 +416,33 @@ impl Drop for Cluster {
             let _ = self.pg_ctl_stop("immediate");
         }
     }
+}
+
+/// Copies the certificate and key to where the server looks for them (`server.crt` and
+/// `server.key` in the data directory, the key private to the server's user), and makes
+/// `tls.role` log in over TLS only, with scram-sha-256.
+fn install_tls(data: &Path, tls: &ServerTls) {
+    let (crt, key) = (data.join("server.crt"), data.join("server.key"));
+    fs::copy(&tls.cert, &crt).expect("copy the server certificate");
+    fs::copy(&tls.key, &key).expect("copy the server key");
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).expect("chmod server.key");
+    if is_root() {
+        let (uid, gid) = postgres_ids();
+        for f in [&crt, &key] {
+            std::os::unix::fs::chown(f, Some(uid), Some(gid))
+                .expect("chown certificate to postgres");
+        }
+    }
+    let role = &tls.role;
+    prepend_to_hba(
+        data,
+        &format!(
+            "hostnossl all         {role} 127.0.0.1/32 reject\n\
+             hostnossl replication {role} 127.0.0.1/32 reject\n\
+             hostssl   all         {role} 127.0.0.1/32 scram-sha-256\n\
+             hostssl   replication {role} 127.0.0.1/32 scram-sha-256\n"
+        ),
+    );
 }
 
 /// Puts `lines` before the data directory's pg_hba.conf, rewritten in place so that the file

@@ -18,6 +18,7 @@
 //! - `env`: [`TestEnv`], one test's world; `sync`: waiting for the store to catch up;
 //! - `slots`: LSNs, slots and checkpoints; `store`: reading entries; `replay`: checking them
 //!   against the source; `jsonl`: export lines; `bank`: a pgbench-like workload;
+//! - `pki`: a private CA and a server certificate for the TLS tests;
 //! - `web`: the web view under test and its HTML helpers; `agent`: a client that signs in and
 //!   fills forms; `events`: pgtrail's own events in the store; `synth`: synthetic entries written
 //!   straight into the store; `exports`: the export tests' readers of every format.
@@ -37,6 +38,7 @@ mod env;
 mod events;
 pub mod exports;
 mod jsonl;
+mod pki;
 mod replay;
 mod slots;
 mod sql;
@@ -53,6 +55,7 @@ pub use env::*;
 pub use events::*;
 pub use exports::*;
 pub use jsonl::*;
+pub use pki::*;
 pub use replay::*;
 pub use slots::*;
 pub use sql::*;
