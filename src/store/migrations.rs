@@ -48,6 +48,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "signed chain heads",
         include_str!("../../sql/store/0008_signed_heads.sql"),
     ),
+    (
+        10,
+        "security events in source transactions, message keys",
+        include_str!("../../sql/store/0010_source_events.sql"),
+    ),
 ];
 
 /// The store's group roles and their grants (`sql/store/roles.sql`):

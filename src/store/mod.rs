@@ -12,6 +12,7 @@ pub mod chain;
 pub mod context;
 pub mod encode;
 pub mod events;
+pub mod message_key;
 pub mod migrations;
 pub mod signing;
 pub mod stored;
