@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio_postgres::Client;
 
 use crate::capture::partition::{Member, PartitionMap};
+use crate::capture::signature::MessageKey;
 use crate::pg::Lsn;
 use crate::pg::{PgUrl, SlotName};
 use crate::table::{TableFilter, TableName};
@@ -35,6 +36,12 @@ pub enum SourceError {
     SlotInUse { slot: String, pid: i32 },
     #[error("no table in the source database matches capture.tables {patterns}; check the patterns (schema.table, case-sensitive) or create the tables first")]
     NoTables { patterns: String },
+    #[error("the source has no pgtrail.message_key, which signs pgtrail's messages; run `pgtrail setup` (this version of pgtrail acts only on signed messages)")]
+    NoMessageKey,
+    #[error("the role {role:?} may not read pgtrail.message_key, the key that signs pgtrail's messages, to copy it into the store: run `pgtrail setup` as the role that first ran it (the key's owner) or as a superuser")]
+    MessageKeyDenied { role: String },
+    #[error(transparent)]
+    MalformedKey(#[from] crate::capture::signature::MalformedKey),
     #[error("source query failed: {0}")]
     Query(String),
 }
@@ -53,6 +60,31 @@ pub async fn connect(url: &PgUrl) -> Result<Client, SourceError> {
             dbname: url.dbname().to_owned(),
             reason: crate::pg::describe(&e),
         })
+}
+
+/// The key pgtrail's source functions sign their messages with
+/// (sql/source/context.sql), for setup to copy into the store. Never logged.
+pub async fn message_key(client: &Client) -> Result<MessageKey, SourceError> {
+    let query = "SELECT inner_pad, outer_pad FROM pgtrail.message_key";
+    let row = match client.query_opt(query, &[]).await {
+        Ok(row) => row.ok_or(SourceError::NoMessageKey)?,
+        Err(e) => {
+            return Err(match e.as_db_error().map(|d| d.code().code()) {
+                // undefined_table, invalid_schema_name
+                Some("42P01" | "3F000") => SourceError::NoMessageKey,
+                Some("42501") => SourceError::MessageKeyDenied {
+                    role: client
+                        .query_one("SELECT current_user::text", &[])
+                        .await?
+                        .get(0),
+                },
+                _ => e.into(),
+            });
+        }
+    };
+    let inner: Vec<u8> = row.try_get(0)?;
+    let outer: Vec<u8> = row.try_get(1)?;
+    Ok(MessageKey::from_pads(&inner, &outer)?)
 }
 
 /// wal_level must be logical and the role must be allowed to replicate.

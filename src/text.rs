@@ -43,6 +43,24 @@ pub fn push_json_string(out: &mut String, s: &str) {
     out.push('"');
 }
 
+/// Lower-case hex of bytes (a hash, a key), for messages and digests.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Decodes exactly `out.len()` bytes of hex (either case); `None` for
+/// anything else.
+pub fn unhex_into(text: &str, out: &mut [u8]) -> Option<()> {
+    if text.len() != out.len() * 2 {
+        return None;
+    }
+    for (byte, pair) in out.iter_mut().zip(text.as_bytes().chunks_exact(2)) {
+        let digit = |c: u8| (c as char).to_digit(16);
+        *byte = (digit(pair[0])? * 16 + digit(pair[1])?) as u8;
+    }
+    Some(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

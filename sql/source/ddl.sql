@@ -3,14 +3,15 @@
 -- outside the system schemas and pgtrail's own becomes one transactional
 -- logical message (prefix 'pgtrail_ddl') with the command, the object, the SQL
 -- text and the same context as row changes; the daemon keeps those on
--- captured schemas as entries with action DDL.
+-- captured schemas as entries with action DDL. Messages are signed with
+-- pgtrail.emit_signed (context.sql): the functions are SECURITY DEFINER.
 
 -- Enrols every table of a captured root's partition tree that lacks the
 -- context trigger or (with before images) REPLICA IDENTITY FULL, then
 -- announces the tree (prefix 'pgtrail_partitions') whether captured or not:
 -- the daemon decides by the root.
 CREATE OR REPLACE FUNCTION pgtrail.enrol_partitions(root regclass) RETURNS void
-LANGUAGE plpgsql AS $fn$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     r record;
     member record;
@@ -30,7 +31,7 @@ BEGIN
             END IF;
         END LOOP;
     END IF;
-    PERFORM pg_logical_emit_message(true, 'pgtrail_partitions', json_build_object(
+    PERFORM pgtrail.emit_signed('pgtrail_partitions', json_build_object(
         'root',    json_build_object('schema', r.nspname, 'name', r.relname),
         'members', coalesce((
             SELECT json_agg(json_build_object('schema', cn.nspname, 'name', c.relname,
@@ -42,9 +43,11 @@ BEGIN
     )::text);
 END
 $fn$;
+-- Called by the event trigger only: it signs, and enrols as setup's role.
+REVOKE EXECUTE ON FUNCTION pgtrail.enrol_partitions(regclass) FROM PUBLIC;
 
 CREATE OR REPLACE FUNCTION pgtrail.emit_ddl() RETURNS event_trigger
-LANGUAGE plpgsql AS $fn$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     cmd record;
     rel record;
@@ -84,7 +87,7 @@ BEGIN
                 END LOOP;
             END IF;
         END IF;
-        PERFORM pg_logical_emit_message(true, 'pgtrail_ddl', json_build_object(
+        PERFORM pgtrail.emit_signed('pgtrail_ddl', json_build_object(
             'command_tag',     cmd.command_tag,
             'object_type',     cmd.object_type,
             'schema',          cmd.schema_name,
@@ -99,7 +102,7 @@ END
 $fn$;
 
 CREATE OR REPLACE FUNCTION pgtrail.emit_drop() RETURNS event_trigger
-LANGUAGE plpgsql AS $fn$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     obj record;
 BEGIN
@@ -112,7 +115,7 @@ BEGIN
         CONTINUE WHEN obj.schema_name IS NULL
             OR obj.schema_name IN ('pgtrail', 'pg_catalog', 'information_schema')
             OR obj.schema_name LIKE 'pg\_temp%' OR obj.schema_name LIKE 'pg\_toast%';
-        PERFORM pg_logical_emit_message(true, 'pgtrail_ddl', json_build_object(
+        PERFORM pgtrail.emit_signed('pgtrail_ddl', json_build_object(
             'command_tag',     tg_tag,
             'object_type',     obj.object_type,
             'schema',          obj.schema_name,

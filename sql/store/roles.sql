@@ -30,5 +30,8 @@ BEGIN
     GRANT pgtrail_reader TO pgtrail_writer;
     GRANT INSERT ON pgtrail.entries, pgtrail.decode_errors, pgtrail.partition_maps, pgtrail.signed_heads, pgtrail.quarantine TO pgtrail_writer;
     GRANT UPDATE ON pgtrail.checkpoints, pgtrail.chain_heads, pgtrail.partition_maps TO pgtrail_writer;
+    -- The key that checks the source's messages: the daemon's alone.
+    REVOKE ALL ON pgtrail.message_keys FROM pgtrail_reader;
+    GRANT SELECT ON pgtrail.message_keys TO pgtrail_writer;
 END
 $roles$;

@@ -8,7 +8,8 @@
 //!    dropping uncaptured tables and transactions already stored. It reads
 //!    the messages of pgtrail's triggers ([`context`]), names a partition's
 //!    changes by the root table ([`partition`]) and reads the options of each
-//!    TRUNCATE ([`truncate`]).
+//!    TRUNCATE ([`truncate`]), acting only on messages that carry pgtrail's
+//!    signature ([`signature`]).
 //! 4. [`redact`]: per-table column rules, applied by the assembler to each
 //!    row image ([`values`]) before it is serialized, so what they remove
 //!    never reaches the store.
@@ -19,5 +20,6 @@ pub mod decode;
 pub mod partition;
 pub mod redact;
 pub mod replication;
+pub mod signature;
 pub mod truncate;
 pub mod values;

@@ -89,6 +89,13 @@ impl Plan {
         }
         if out.is_empty() {
             out.push_str("-- nothing to do: the source and the store are set up\n");
+        } else {
+            let _ = writeln!(
+                out,
+                "-- then: the source's pgtrail.message_key is copied into the store's pgtrail.message_keys \
+                 for slot {:?} (the key is never shown)",
+                config.slot.as_str()
+            );
         }
         out
     }
@@ -438,6 +445,9 @@ pub async fn setup(config: &Config) -> Result<Vec<String>> {
             .unwrap_or_default(),
     };
     store::init_checkpoint(&store_client, &config.slot, start).await?;
+    // Every time, and after the source's SQL: the key is made there, once.
+    let key = source::message_key(&source).await?;
+    store::message_key::save(&store_client, &config.slot, &key).await?;
     if plan.is_empty() {
         report.push("nothing to do: the source and the store were already set up".to_owned());
     }

@@ -169,7 +169,7 @@ pub async fn run(config: &Config, req: &Request) -> Result<Report> {
             }
         }
         let stored = StoredRow::from_row(&row)?;
-        let c = Chain::of_action(&stored.action);
+        let c = Chain::of_entry(stored.lsn.is_some());
         let walk = walks.get_mut(&c).context("every chain has a walk")?;
         for problem in check(&stored, walk, &mut report) {
             push_break(&mut report, Some(id), c.name(), problem);
@@ -255,12 +255,12 @@ async fn start_of(
     c: Chain,
     from: i64,
 ) -> Result<Option<[u8; 32]>> {
-    let op = if c == Chain::Events { "=" } else { "<>" };
     let row = tx
         .query_opt(
             &format!(
-                "SELECT hash FROM pgtrail.entries WHERE id < $1 AND action {op} 'EVENT' \
-                 AND hash IS NOT NULL ORDER BY id DESC LIMIT 1"
+                "SELECT hash FROM pgtrail.entries WHERE id < $1 AND {} \
+                 AND hash IS NOT NULL ORDER BY id DESC LIMIT 1",
+                c.sql_condition()
             ),
             &[&from],
         )

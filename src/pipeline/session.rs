@@ -19,6 +19,7 @@ use crate::capture::partition::PartitionMap;
 use crate::capture::replication::{
     ReplicationConnection, ReplicationError, ReplicationStream, StreamMessage,
 };
+use crate::capture::signature::MessageKey;
 use crate::config::{Config, Reading};
 use crate::entry::Event;
 use crate::pg::Lsn;
@@ -56,6 +57,8 @@ pub(super) struct Prepared {
     stream_filter: Wal2jsonFilter,
     /// How often the server wants a status update at the least.
     status_every: Duration,
+    /// What checks that a message is pgtrail's own.
+    message_key: MessageKey,
 }
 
 impl Prepared {
@@ -89,6 +92,7 @@ impl Prepared {
             },
         };
         let tables = source::captured(all_tables, &config.capture)?;
+        let message_key = store::message_key::load(&store_client, &config.slot).await?;
         let status_every = source::status_interval(&catalog).await;
         drop(catalog);
 
@@ -116,6 +120,7 @@ impl Prepared {
             partitions,
             stream_filter,
             status_every,
+            message_key,
         })
     }
 
@@ -138,7 +143,7 @@ impl Prepared {
                 .with_timeout(config.store_timeout)
                 .run(rx),
         );
-        let assembler = Assembler::new(config.capture.clone(), checkpoint)
+        let assembler = Assembler::new(config.capture.clone(), checkpoint, self.message_key)
             .with_column_rules(config.columns.clone())
             .with_partitions(self.partitions)
             .with_stream_filter(self.stream_filter)

@@ -5,9 +5,11 @@
 //! zero bytes for the first). The inner digest depends on the entry alone, so
 //! an event can be hashed before its writer knows the head it will follow;
 //! the store then links it in one statement that holds the head's row lock. There are two chains, told apart by the entry's
-//! content: pgtrail's own events (action `EVENT`, written by the web view and
-//! the CLI, serialized on their head row) and captured changes (everything
-//! else, written by the one daemon that feeds the store). Each chain's head
+//! content: pgtrail's own events (no source transaction: no xid, no LSN;
+//! written by the web view and the CLI, serialized on their head row) and
+//! everything from the source (written by the one daemon that feeds the
+//! store), which includes the daemon's security events about a source
+//! transaction (action `EVENT` with its xid and LSN). Each chain's head
 //! (the last entry's id and hash, and how many entries it holds) is kept in
 //! `pgtrail.chain_heads`, written in the same store transaction as the entries,
 //! so the head and the entries are never out of step.
@@ -44,21 +46,30 @@ pub const GENESIS: [u8; 32] = [0; 32];
 /// Which chain an entry belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Chain {
-    /// Captured changes, written by the daemon.
+    /// What came from the source's transactions, written by the daemon.
     Capture,
-    /// pgtrail's own events (action `EVENT`).
+    /// pgtrail's own events outside any source transaction.
     Events,
 }
 
 impl Chain {
     pub const ALL: [Chain; 2] = [Chain::Capture, Chain::Events];
 
-    /// The chain an entry with this action belongs to.
-    pub fn of_action(action: &str) -> Chain {
-        if action == "EVENT" {
-            Chain::Events
-        } else {
+    /// The chain of an entry with (`true`) or without a source
+    /// transaction's LSN.
+    pub fn of_entry(has_lsn: bool) -> Chain {
+        if has_lsn {
             Chain::Capture
+        } else {
+            Chain::Events
+        }
+    }
+
+    /// SQL for "in this chain", over `pgtrail.entries`.
+    pub fn sql_condition(self) -> &'static str {
+        match self {
+            Chain::Capture => "lsn IS NOT NULL",
+            Chain::Events => "lsn IS NULL",
         }
     }
 
@@ -184,10 +195,7 @@ pub async fn head<C: GenericClient>(client: &C, chain: Chain) -> Result<[u8; 32]
         .map_err(|_| StoreError::ChainHead(chain.name()))
 }
 
-/// Lower-case hex of a hash, for messages and the digest.
-pub fn hex(hash: &[u8]) -> String {
-    hash.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use crate::text::hex;
 
 #[cfg(test)]
 mod tests {

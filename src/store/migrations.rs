@@ -53,6 +53,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "quarantine",
         include_str!("../../sql/store/0009_quarantine.sql"),
     ),
+    (
+        10,
+        "security events in source transactions, message keys",
+        include_str!("../../sql/store/0010_source_events.sql"),
+    ),
 ];
 
 /// The store's group roles and their grants (`sql/store/roles.sql`):

@@ -13,6 +13,7 @@ pub mod context;
 pub mod encode;
 pub mod events;
 pub mod failure;
+pub mod message_key;
 pub mod migrations;
 pub mod quarantine;
 pub mod signing;

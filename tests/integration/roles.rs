@@ -116,6 +116,8 @@ async fn writer_and_reader_roles_can_do_their_part_and_no_more() {
         // credential is the limit of what roles can prevent; signed heads
         // kept outside the store are the answer there.)
         assert_denied(client, who, "UPDATE pgtrail.chain_heads SET entries = 0").await;
+        // The key that checks the source's messages is the daemon's alone.
+        assert_denied(client, who, "SELECT * FROM pgtrail.message_keys").await;
     }
     assert_denied(
         &stranger,

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use super::forged::{on_forged, Refused};
 use super::{AssembleError, Assembler, OpenTxn};
 use crate::capture::context;
 use crate::capture::partition::{self, PartitionMap, Tree};
@@ -42,6 +43,7 @@ struct Message<'a> {
     /// The whole wal2json record, kept when the message cannot be read.
     record: &'a [u8],
     prefix: &'a str,
+    /// As sent: the signature, then the body.
     content: &'a str,
 }
 
@@ -82,7 +84,8 @@ impl Assembler {
     }
 
     /// Reads one message into the open transaction (or the partition map).
-    /// One that cannot be read is kept for `decode_errors`, and the
+    /// One that pgtrail did not sign is refused and recorded; one that
+    /// cannot be read is kept for `decode_errors`. Either way the
     /// transaction goes on.
     fn read_message(
         &mut self,
@@ -91,7 +94,21 @@ impl Assembler {
         out: &mut Vec<Event>,
     ) -> Result<(), AssembleError> {
         open.truncated.clear();
-        let content = message.content;
+        // Checked before anything is read, in stored transactions too: a
+        // forged partition map or dropped table must not change the map.
+        let content = match self.key.open(message.prefix, open.txn.xid, message.content) {
+            Ok(body) => body,
+            Err(rejected) => {
+                let refused = Refused {
+                    lsn: message.lsn,
+                    prefix: message.prefix,
+                    content: message.content,
+                    rejected,
+                };
+                on_forged(open, &refused, out);
+                return Ok(());
+            }
+        };
         let parsed = match message.kind {
             // Followed even in a transaction already stored, so that
             // the map is current for the ones after it.
@@ -205,7 +222,9 @@ fn forget_dropped(partitions: &mut PartitionMap, ddl: &context::Ddl) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{assembler, entries, feed, filter, BEGIN_9, COMMIT_9};
+    use super::super::tests::{
+        assembler, entries, feed, filter, signed, test_key, BEGIN_9, COMMIT_9,
+    };
     use super::*;
     use crate::entry::EMPTY_CONTEXT;
     use crate::table::{TablePattern, Wal2jsonFilter};
@@ -246,13 +265,15 @@ mod tests {
 
     #[test]
     fn a_partition_outside_the_stream_filter_restarts_the_session() {
-        let mut a = Assembler::new(filter(&["public.o"]), Lsn::ZERO).with_stream_filter(
-            Wal2jsonFilter::from_patterns(&[TablePattern::parse("public.o").unwrap()]),
-        );
+        let mut a =
+            Assembler::new(filter(&["public.o"]), Lsn::ZERO, test_key()).with_stream_filter(
+                Wal2jsonFilter::from_patterns(&[TablePattern::parse("public.o").unwrap()]),
+            );
         let mut out = feed(&mut a, &[BEGIN_9]);
         let r = a.push(
             Lsn(2),
-            br#"{"action":"M","xid":9,"transactional":true,"prefix":"pgtrail_partitions","content":"{\"root\":{\"schema\":\"public\",\"name\":\"o\"},\"members\":[{\"schema\":\"archive\",\"name\":\"o_old\",\"parent_schema\":\"public\",\"parent_name\":\"o\"}]}"}"#,
+            signed(r#"{"action":"M","xid":9,"transactional":true,"prefix":"pgtrail_partitions","content":"{\"root\":{\"schema\":\"public\",\"name\":\"o\"},\"members\":[{\"schema\":\"archive\",\"name\":\"o_old\",\"parent_schema\":\"public\",\"parent_name\":\"o\"}]}"}"#)
+            .as_bytes(),
             &mut out,
         );
         assert!(

@@ -19,7 +19,9 @@
 //! kind: begin and commit here, row changes in `rows.rs` (before and after
 //! images, changed columns, unchanged TOAST, column rules), TRUNCATE records
 //! in `truncates.rs`, and the messages of pgtrail's triggers (context, DDL,
-//! partition trees, TRUNCATE options) in `messages.rs`.
+//! partition trees, TRUNCATE options) in `messages.rs`, once their signature
+//! is checked; a message that fails the check becomes a security event
+//! (`forged.rs`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -27,11 +29,13 @@ use std::sync::Arc;
 use crate::capture::decode::{self, Record, TxnBoundary};
 use crate::capture::partition::PartitionMap;
 use crate::capture::redact::{ColumnRules, TableRules};
+use crate::capture::signature::MessageKey;
 use crate::capture::truncate::Tracker;
 use crate::entry::{DecodeFailure, Event, Transaction, EMPTY_CONTEXT};
 use crate::pg::Lsn;
 use crate::table::{TableFilter, TableName, Wal2jsonFilter};
 
+mod forged;
 mod messages;
 mod quarantine;
 mod rows;
@@ -86,6 +90,8 @@ pub struct Assembler {
     /// The transaction to quarantine, until it has been.
     quarantine: Option<quarantine::Target>,
     collecting: Option<quarantine::Collecting>,
+    /// Checks that a message with one of pgtrail's prefixes is pgtrail's own.
+    key: MessageKey,
 }
 
 struct OpenTxn {
@@ -108,7 +114,9 @@ struct OpenTxn {
 }
 
 impl Assembler {
-    pub fn new(filter: TableFilter, stored_up_to: Lsn) -> Self {
+    /// `key`: the source's `pgtrail.message_key`, which every message the
+    /// assembler acts on must be signed with.
+    pub fn new(filter: TableFilter, stored_up_to: Lsn, key: MessageKey) -> Self {
         Assembler {
             filter,
             stored_up_to,
@@ -119,6 +127,7 @@ impl Assembler {
             stream_filter: None,
             quarantine: None,
             collecting: None,
+            key,
         }
     }
 

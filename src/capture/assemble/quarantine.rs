@@ -251,8 +251,12 @@ mod tests {
 
     #[test]
     fn a_quarantine_for_another_checkpoint_is_already_done() {
-        let mut a = Assembler::new(super::super::tests::filter(&["public.*"]), Lsn(5))
-            .with_quarantine(target());
+        let mut a = Assembler::new(
+            super::super::tests::filter(&["public.*"]),
+            Lsn(5),
+            super::super::tests::test_key(),
+        )
+        .with_quarantine(target());
         let out = feed(&mut a, &[&BEGIN_9.replace("0/20", "0/30"), ROW, COMMIT_9]);
         assert!(quarantined(&out).is_empty(), "{out:?}");
         assert!(matches!(out[0], Event::Entry(_)), "{out:?}");

@@ -3,6 +3,7 @@
 //! PostgreSQL 15), and the entries they must become.
 
 use super::*;
+use crate::capture::signature::MessageKey;
 use crate::entry::AuditEntry;
 use crate::table::TablePattern;
 
@@ -25,13 +26,52 @@ pub(super) fn filter(patterns: &[&str]) -> TableFilter {
     }
 }
 
-/// An assembler that captures `patterns`, with nothing stored yet.
-pub(super) fn assembler(patterns: &[&str]) -> Assembler {
-    Assembler::new(filter(patterns), Lsn::ZERO)
+/// The key the tests' source signs its messages with.
+pub(super) fn test_key() -> MessageKey {
+    MessageKey::from_secret(b"the test source's message key")
 }
 
-/// Pushes the records, the first at LSN 1, the next at 2, and so on; returns what they yield.
+/// An assembler that captures `patterns`, with nothing stored yet.
+pub(super) fn assembler(patterns: &[&str]) -> Assembler {
+    assembler_with(patterns, test_key())
+}
+
+/// The same, checking messages with `key`.
+pub(super) fn assembler_with(patterns: &[&str], key: MessageKey) -> Assembler {
+    Assembler::new(filter(patterns), Lsn::ZERO, key)
+}
+
+/// A record as pgtrail's source functions would have sent it: a message
+/// with one of pgtrail's prefixes is signed with [`test_key`] for its xid.
+/// Anything else is returned as it is.
+pub(super) fn signed(record: &str) -> String {
+    let Ok(mut json) = serde_json::from_str::<serde_json::Value>(record) else {
+        return record.to_owned();
+    };
+    let (Some("M"), Some(prefix), Some(xid), Some(content)) = (
+        json["action"].as_str(),
+        json["prefix"].as_str(),
+        json["xid"].as_u64(),
+        json["content"].as_str(),
+    ) else {
+        return record.to_owned();
+    };
+    if !prefix.starts_with("pgtrail") {
+        return record.to_owned();
+    }
+    json["content"] = test_key().sign(prefix, xid, content).into();
+    json.to_string()
+}
+
+/// Pushes the records, signed as the source would ([`signed`]), the first at
+/// LSN 1, the next at 2, and so on; returns what they yield.
 pub(super) fn feed(a: &mut Assembler, records: &[&str]) -> Vec<Event> {
+    let records: Vec<String> = records.iter().map(|r| signed(r)).collect();
+    feed_as_sent(a, &records.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// Pushes the records exactly as given.
+pub(super) fn feed_as_sent(a: &mut Assembler, records: &[&str]) -> Vec<Event> {
     let mut out = Vec::new();
     for (i, record) in records.iter().enumerate() {
         a.push(Lsn(i as u64 + 1), record.as_bytes(), &mut out)
@@ -55,10 +95,11 @@ pub(super) fn entries(events: &[Event]) -> Vec<&AuditEntry> {
 
 /// The whole fixture through an assembler that captures `patterns`.
 fn run(patterns: &[&str], stored_up_to: Lsn) -> Vec<Event> {
-    let mut a = Assembler::new(filter(patterns), stored_up_to);
+    let mut a = Assembler::new(filter(patterns), stored_up_to, test_key());
     let mut out = Vec::new();
     for (i, line) in RECORDS.lines().filter(|l| !l.is_empty()).enumerate() {
-        a.push(Lsn(i as u64), line.as_bytes(), &mut out).unwrap();
+        a.push(Lsn(i as u64), signed(line).as_bytes(), &mut out)
+            .unwrap();
     }
     assert!(!a.in_transaction());
     out
@@ -197,7 +238,7 @@ fn an_undecodable_record_of_a_redacted_table_is_withheld() {
 
 #[test]
 fn a_row_outside_a_transaction_is_a_protocol_error() {
-    let mut a = Assembler::new(TableFilter::default(), Lsn::ZERO);
+    let mut a = Assembler::new(TableFilter::default(), Lsn::ZERO, test_key());
     let r = a.push(
         Lsn(5),
         br#"{"action":"D","xid":1,"schema":"s","table":"t","identity":[]}"#,
