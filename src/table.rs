@@ -91,6 +91,28 @@ impl Glob {
             Glob::Wild(pieces) => wildcard_match(pieces, s),
         }
     }
+
+    /// Whether every name `other` matches, this glob matches too. A `*` of
+    /// `other` stands in as a character none of this glob's literal pieces
+    /// hold: only a `*` here can match it, and whatever that `*` matches it
+    /// matches in its place, so the one test decides for every name.
+    fn covers(&self, other: &Glob) -> bool {
+        match other {
+            Glob::Exact(name) => self.matches(name),
+            Glob::Wild(pieces) => {
+                let literal = |c: char| match self {
+                    Glob::Exact(e) => e.contains(c),
+                    Glob::Wild(mine) => mine.iter().any(|p| p.contains(c)),
+                };
+                // A glob holding all 6,400 private-use characters covers
+                // nothing wild (a refusal, never a wrong yes).
+                let Some(stand_in) = ('\u{E000}'..='\u{F8FF}').find(|c| !literal(*c)) else {
+                    return false;
+                };
+                self.matches(&pieces.join(stand_in.encode_utf8(&mut [0; 4])))
+            }
+        }
+    }
 }
 
 fn wildcard_match(pieces: &[String], s: &str) -> bool {
@@ -144,6 +166,12 @@ impl TablePattern {
 
     pub fn matches(&self, table: &TableName) -> bool {
         self.schema.matches(&table.schema) && self.table.matches(&table.name)
+    }
+
+    /// Whether every table `other` matches, this pattern matches too
+    /// (`sales.*` covers `sales.orders` and `sales.ord*`, not `*.orders`).
+    pub fn covers(&self, other: &TablePattern) -> bool {
+        self.schema.covers(&other.schema) && self.table.covers(&other.table)
     }
 
     pub fn as_str(&self) -> &str {
@@ -344,6 +372,38 @@ mod tests {
         let p = TablePattern::parse(r#""a*".b"#).unwrap();
         assert!(!p.matches(&t("ab", "b")));
         assert!(p.matches(&t("a*", "b")));
+    }
+
+    #[test]
+    fn a_pattern_covers_what_matches_only_tables_it_matches() {
+        let covers = |a: &str, b: &str| {
+            TablePattern::parse(a)
+                .unwrap()
+                .covers(&TablePattern::parse(b).unwrap())
+        };
+        for (a, b) in [
+            ("sales.*", "sales.orders"),
+            ("sales.*", "sales.ord*"),
+            ("sales.*", "sales.*"),
+            ("*.*", "*.orders"),
+            ("s*.o*s", "sa*.or*rs"),
+            ("s*.*", "\"s*\".x"),
+            ("\"a*\".b", "\"a*\".b"),
+            ("a*b*c.t", "a*xb*yc.t"),
+        ] {
+            assert!(covers(a, b), "{a} covers {b}");
+        }
+        for (a, b) in [
+            ("sales.orders", "sales.*"),
+            ("sales.*", "*.orders"),
+            ("sales.*", "public.orders"),
+            ("s*.o*s", "s*.o*"),
+            ("\"a*\".b", "a*.b"),
+            ("a*b*c.t", "a*c.t"),
+            ("ab*.t", "a*b.t"),
+        ] {
+            assert!(!covers(a, b), "{a} does not cover {b}");
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! indexed lookup.
 
 mod audited;
+mod grants;
 pub mod password;
 pub mod past_lock;
 pub mod sessions;
@@ -27,6 +28,7 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 
 pub use audited::{json_list, Audited};
+pub use grants::Manager;
 
 use crate::table::TablePattern;
 
@@ -163,6 +165,9 @@ pub enum AuthError {
     /// Bad input; the message says what and how to fix it.
     #[error("{0}")]
     Invalid(String),
+    /// Beyond what the admin may do ([`Manager`]); the message says what and why.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("there is no user {0:?}; see `pgtrail user list`")]
     NoSuchUser(String),
     #[error("there is already a user {0:?}; change it with `pgtrail user set-role` or `pgtrail user reset-password`")]

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 use tokio_postgres::{Client, GenericClient, Row};
 
 use super::audited::{commit_change, created, lock, record};
-use super::{random_secret, secret_hash, Actor, Audited, AuthError, Name, Role, Tables};
+use super::{random_secret, secret_hash, Audited, AuthError, Manager, Name, Role, Tables};
 use crate::store::events::Category;
 
 /// The prefix of every token, so a leaked one is recognisable in a scan.
@@ -53,14 +53,17 @@ impl Audited for Token {
     }
 }
 
-/// Creates a token; returns it and its secret, which is not kept anywhere.
+/// Creates a token with `tables`, which must be within the manager's own;
+/// returns it and its secret, which is not kept anywhere.
 pub async fn create(
     client: &mut Client,
-    actor: &Actor,
+    manager: &Manager,
     name: &Name,
     role: Role,
     tables: &Tables,
 ) -> Result<(Token, String), AuthError> {
+    manager.may_grant(&format!("the API token {name}"), tables)?;
+    let actor = &manager.actor;
     let secret = format!("{PREFIX}{}", random_secret()?);
     let tx = client.transaction().await?;
     let row = tx
@@ -103,10 +106,16 @@ pub async fn list<C: GenericClient>(client: &C) -> Result<Vec<Token>, AuthError>
         .collect()
 }
 
-/// Revokes a token at once; revoking a revoked token is a no-op without an event.
-pub async fn revoke(client: &mut Client, actor: &Actor, name: &str) -> Result<Token, AuthError> {
+/// Revokes a token at once, if the manager reaches its tables; revoking a
+/// revoked token is a no-op without an event.
+pub async fn revoke(
+    client: &mut Client,
+    manager: &Manager,
+    name: &str,
+) -> Result<Token, AuthError> {
     let tx = client.transaction().await?;
     let before: Token = lock(&tx, name).await?;
+    manager.may_manage(&format!("the API token {}", before.name), &before.tables)?;
     if before.revoked_at.is_some() {
         return Ok(before);
     }
@@ -120,7 +129,15 @@ pub async fn revoke(client: &mut Client, actor: &Actor, name: &str) -> Result<To
         .await?;
     let after = Token::from_row(&row)?;
     let summary = format!("revoked API token {name}");
-    commit_change(tx, actor, "token_revoked", summary, Some(&before), &after).await?;
+    commit_change(
+        tx,
+        &manager.actor,
+        "token_revoked",
+        summary,
+        Some(&before),
+        &after,
+    )
+    .await?;
     Ok(after)
 }
 

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use tokio_postgres::{Client, GenericClient, Row};
 
 use super::audited::{commit_change, created, lock, record};
-use super::{password, Actor, Audited, AuthError, Name, Role, Tables};
+use super::{password, Audited, AuthError, Manager, Name, Role, Tables};
 use crate::store::events::Category;
 
 /// A user as stored, less the password hash.
@@ -91,14 +91,16 @@ async fn hash_off_thread(password: String) -> Result<String, AuthError> {
         .map_err(|e| AuthError::Hash(e.to_string()))?
 }
 
+/// Adds a user with `tables`, which must be within the manager's own.
 pub async fn add(
     client: &mut Client,
-    actor: &Actor,
+    manager: &Manager,
     name: &Name,
     role: Role,
     tables: &Tables,
     new_password: &str,
 ) -> Result<User, AuthError> {
+    manager.may_grant(&format!("the user {name}"), tables)?;
     password::check_new(new_password)?;
     let hash = hash_off_thread(new_password.to_owned()).await?;
     let tx = client.transaction().await?;
@@ -113,7 +115,7 @@ pub async fn add(
         .await?;
     let user: User = created(row, name)?;
     let summary = format!("added user {} as {}", user.name, user.role);
-    commit_change(tx, actor, "user_added", summary, None, &user).await?;
+    commit_change(tx, &manager.actor, "user_added", summary, None, &user).await?;
     Ok(user)
 }
 
@@ -206,11 +208,24 @@ fn plan(before: &User, change: Change, hash: Option<String>) -> Option<Plan> {
     }
 }
 
+/// The user `name`, its row locked until `tx` ends, if `manager` may change
+/// it (its tables are within the manager's own).
+pub async fn lock_managed<C: GenericClient>(
+    tx: &C,
+    manager: &Manager,
+    name: &str,
+) -> Result<User, AuthError> {
+    let user: User = lock(tx, name).await?;
+    manager.may_manage(&format!("the user {}", user.name), &user.tables)?;
+    Ok(user)
+}
+
 /// Applies `change` and records it, in one transaction; returns the user
 /// after. Disabling a user or resetting the password ends their sessions.
+/// The manager must reach the user, and any tables it gives.
 pub async fn change(
     client: &mut Client,
-    actor: &Actor,
+    manager: &Manager,
     name: &str,
     change: Change,
 ) -> Result<User, AuthError> {
@@ -223,7 +238,10 @@ pub async fn change(
     };
     let ends_sessions = matches!(change, Change::Disabled(true) | Change::Password(_));
     let tx = client.transaction().await?;
-    let before: User = lock(&tx, name).await?;
+    let before = lock_managed(&tx, manager, name).await?;
+    if let Change::Tables(t) | Change::Grant(_, t) = &change {
+        manager.may_grant(&format!("the user {}", before.name), t)?;
+    }
     let Some(plan) = plan(&before, change, hash) else {
         return Ok(before);
     };
@@ -250,6 +268,7 @@ pub async fn change(
         )
         .await?;
     }
+    let actor = &manager.actor;
     commit_change(tx, actor, plan.event, plan.summary, Some(&before), &after).await?;
     Ok(after)
 }

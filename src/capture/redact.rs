@@ -14,10 +14,11 @@
 //!   value does not. SQL NULL stays `null`, so "was it set?" stays visible.
 //!
 //! Invariant: with a key configured, a redacted column's raw value appears
-//! nowhere in the store. That includes `pgtrail.decode_errors`, which keeps
-//! undecodable records whole: a record that may belong to a table with
-//! redacted columns is withheld there instead (see
-//! [`ColumnRules::undecodable_record`]).
+//! nowhere in the store, and an ignored column's value not at all. That
+//! includes `pgtrail.decode_errors`, which keeps undecodable records whole: a
+//! record that may belong to a table with ignored or redacted columns (looked
+//! up by the partition tree's root, as entries are) is withheld there instead
+//! (see [`ColumnRules::undecodable_record`]).
 //!
 //! Rules whose patterns overlap are merged; should one rule ignore a column
 //! that another redacts, ignoring wins (either way the value is not stored).
@@ -154,10 +155,6 @@ impl ColumnRules {
         self.rules.is_empty()
     }
 
-    fn redacts_anything(&self) -> bool {
-        self.rules.iter().any(|r| !r.redact.is_empty())
-    }
-
     /// The merged rules for one table; `None` when no rule applies to it.
     /// Allocates: the assembler calls it once per table and keeps the answer.
     pub fn for_table(&self, table: &TableName) -> Option<Arc<TableRules>> {
@@ -193,34 +190,45 @@ impl ColumnRules {
     }
 
     /// The text to keep in `pgtrail.decode_errors` for a record that could
-    /// not be decoded: the whole record, unless it may hold values of
-    /// redacted columns (its table has some, or cannot be told while it
-    /// carries row values), in which case a note says it was withheld.
-    pub fn undecodable_record(&self, bytes: &[u8]) -> String {
-        if !self.redacts_anything() {
+    /// not be decoded: the whole record, unless it may hold values of ignored
+    /// or redacted columns, which are not to be stored raw. It may when its
+    /// table has rules, or the root of the partition tree the table is in
+    /// (`root_of`; a partition's rows are entries of its root, under the
+    /// root's rules), or when its table cannot be told while it carries row
+    /// values; then a note says it was withheld.
+    pub fn undecodable_record(
+        &self,
+        bytes: &[u8],
+        root_of: impl Fn(&TableName) -> Option<TableName>,
+    ) -> String {
+        if self.is_empty() {
             return String::from_utf8_lossy(bytes).into_owned();
         }
         let seen = RecordOutline::of(bytes);
-        let safe = match (&seen.schema, &seen.table) {
-            (Some(schema), Some(table)) => {
-                let table = TableName::new(schema.as_str(), table.as_str());
-                self.for_table(&table).is_none_or(|r| r.redact.is_empty())
-            }
-            _ => seen.complete && !seen.has_values,
+        let table = match (seen.schema, seen.table) {
+            (Some(schema), Some(table)) => Some(TableName::new(schema, table)),
+            _ => None,
         };
-        if safe {
-            String::from_utf8_lossy(bytes).into_owned()
-        } else {
-            let table = match (seen.schema, seen.table) {
-                (Some(s), Some(t)) => {
-                    format!("a table with redacted columns ({})", TableName::new(s, t))
-                }
-                _ => "a table that could not be told, while columns are redacted".to_owned(),
-            };
-            format!(
-                "(withheld: {} bytes of a record of {table}; it may hold redacted values)",
+        let withheld = match &table {
+            Some(t) => {
+                let root = root_of(t);
+                let ruled = |t: &TableName| self.for_table(t).is_some();
+                let partition = root.as_ref().map(|r| format!(" (a partition of {r})"));
+                (ruled(t) || root.as_ref().is_some_and(ruled)).then(|| {
+                    let partition = partition.unwrap_or_default();
+                    format!("{t}{partition}, a table with ignored or redacted columns")
+                })
+            }
+            None => (!seen.complete || seen.has_values).then(|| {
+                "a table that could not be told, while columns are ignored or redacted".into()
+            }),
+        };
+        match withheld {
+            None => String::from_utf8_lossy(bytes).into_owned(),
+            Some(table) => format!(
+                "(withheld: {} bytes of a record of {table}; it may hold their values)",
                 bytes.len()
-            )
+            ),
         }
     }
 }
@@ -465,12 +473,17 @@ mod tests {
         assert!(ColumnRules::new(vec![rule("public.users", &["a"], &[])], None).is_ok());
     }
 
+    /// No partition trees.
+    fn no_root(_: &TableName) -> Option<TableName> {
+        None
+    }
+
     #[test]
-    fn undecodable_records_are_withheld_only_where_they_may_hold_redacted_values() {
+    fn undecodable_records_are_withheld_only_where_they_may_hold_ruled_values() {
         let rules = ColumnRules::new(vec![rule("public.users", &[], &["pw"])], key()).unwrap();
-        // wal2json 2.5 prints a type name with quotes unescaped: invalid JSON after `table`.
+        // Invalid JSON after `table` (wal2json passes on bytes that are not UTF-8 as they are).
         let users = br#"{"action":"I","xid":9,"schema":"public","table":"users","columns":[{"name":"pw","type":"s."q"","value":"s3cret"}]}"#;
-        let kept = rules.undecodable_record(users);
+        let kept = rules.undecodable_record(users, no_root);
         assert!(
             kept.starts_with("(withheld:")
                 && kept.contains("public.users")
@@ -479,25 +492,55 @@ mod tests {
         );
         let orders = br#"{"action":"I","xid":9,"schema":"public","table":"orders","columns":[{"name":"pw","type":"s."q"","value":"x"}]}"#;
         assert_eq!(
-            rules.undecodable_record(orders),
+            rules.undecodable_record(orders, no_root),
             String::from_utf8_lossy(orders)
         );
         // No table to tell by, but row values: withheld. No row values at all: kept.
         let anon =
             br#"{"action":"I","xid":9,"columns":[{"name":"pw","type":"text","value":"s3cret"}]}"#;
-        assert!(rules.undecodable_record(anon).starts_with("(withheld:"));
+        assert!(rules
+            .undecodable_record(anon, no_root)
+            .starts_with("(withheld:"));
         let begin = br#"{"action":"B","xid":9,"lsn":"bad"}"#;
         assert_eq!(
-            rules.undecodable_record(begin),
+            rules.undecodable_record(begin, no_root),
             String::from_utf8_lossy(begin)
         );
         let broken = br#"{"action":"B","xid":9,"lsn":"#;
-        assert!(rules.undecodable_record(broken).starts_with("(withheld:"));
-        // Without redaction every record is kept whole.
-        let ignore_only = ColumnRules::new(vec![rule("public.users", &["pw"], &[])], None).unwrap();
+        assert!(rules
+            .undecodable_record(broken, no_root)
+            .starts_with("(withheld:"));
+        // Without any rule every record is kept whole.
         assert_eq!(
-            ignore_only.undecodable_record(users),
+            ColumnRules::default().undecodable_record(users, no_root),
             String::from_utf8_lossy(users)
+        );
+    }
+
+    #[test]
+    fn ignored_columns_and_partitions_withhold_undecodable_records_too() {
+        // Ignoring alone withholds: an ignored value is not to be stored at all.
+        let ignore_only = ColumnRules::new(vec![rule("public.users", &["pw"], &[])], None).unwrap();
+        let users = br#"{"action":"I","xid":9,"schema":"public","table":"users","columns":[{"name":"pw","type":"s."q"","value":"s3cret"}]}"#;
+        let kept = ignore_only.undecodable_record(users, no_root);
+        assert!(
+            kept.starts_with("(withheld:") && !kept.contains("s3cret"),
+            "{kept}"
+        );
+        // A partition is looked up by its root: the rules name the root only.
+        let part = br#"{"action":"I","xid":9,"schema":"p","table":"users_eu","columns":[{"name":"pw","type":"s."q"","value":"s3cret"}]}"#;
+        assert_eq!(
+            ignore_only.undecodable_record(part, no_root),
+            String::from_utf8_lossy(part),
+            "not a partition: no rule for it"
+        );
+        let root = |t: &TableName| {
+            (*t == TableName::new("p", "users_eu")).then(|| TableName::new("public", "users"))
+        };
+        let kept = ignore_only.undecodable_record(part, root);
+        assert!(
+            kept.contains("p.users_eu (a partition of public.users)") && !kept.contains("s3cret"),
+            "{kept}"
         );
     }
 }

@@ -6,7 +6,7 @@ use clap::Subcommand;
 use serde_json::json;
 
 use super::users::Grant;
-use crate::auth::{self, Actor, Name};
+use crate::auth::{self, Manager, Name};
 use crate::config::Config;
 use crate::store;
 
@@ -29,12 +29,13 @@ pub enum TokenCommand {
 
 pub async fn command(config: &Config, action: TokenCommand) -> Result<()> {
     let mut client = store::open(&config.store).await?;
-    let actor = Actor::cli();
+    let manager = Manager::cli();
     match action {
         TokenCommand::Create(grant) => {
             let tables = grant.tables()?;
             let (t, secret) =
-                auth::tokens::create(&mut client, &actor, &grant.name, grant.role, &tables).await?;
+                auth::tokens::create(&mut client, &manager, &grant.name, grant.role, &tables)
+                    .await?;
             eprintln!(
                 "created API token {} ({}, tables: {}); the secret below is shown only now:",
                 t.name,
@@ -74,7 +75,7 @@ pub async fn command(config: &Config, action: TokenCommand) -> Result<()> {
             }
         }
         TokenCommand::Revoke { name } => {
-            let t = auth::tokens::revoke(&mut client, &actor, name.as_str()).await?;
+            let t = auth::tokens::revoke(&mut client, &manager, name.as_str()).await?;
             println!("revoked API token {}", t.name);
         }
     }

@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use clap::Subcommand;
 use serde_json::json;
 
-use crate::auth::{self, Actor, Name, Role, Tables};
+use crate::auth::{self, Manager, Name, Role, Tables};
 use crate::config::Config;
 use crate::store;
 
@@ -115,7 +115,7 @@ fn user_line(u: &auth::users::User) -> String {
 pub async fn command(config: &Config, action: UserCommand) -> Result<()> {
     // One connection for the whole command, its checks and its change.
     let mut client = store::open(&config.store).await?;
-    let actor = Actor::cli();
+    let manager = Manager::cli();
     let (name, change) = match action {
         UserCommand::Add(grant) => {
             let tables = grant.tables()?;
@@ -124,7 +124,8 @@ pub async fn command(config: &Config, action: UserCommand) -> Result<()> {
                 anyhow::bail!(auth::AuthError::UserExists(name.to_string()));
             }
             let password = read_password(&name)?;
-            let u = auth::users::add(&mut client, &actor, &name, role, &tables, &password).await?;
+            let u =
+                auth::users::add(&mut client, &manager, &name, role, &tables, &password).await?;
             println!("added {}", user_line(&u));
             return Ok(());
         }
@@ -168,7 +169,7 @@ pub async fn command(config: &Config, action: UserCommand) -> Result<()> {
             (name, auth::users::Change::Password(password))
         }
     };
-    let u = auth::users::change(&mut client, &actor, name.as_str(), change).await?;
+    let u = auth::users::change(&mut client, &manager, name.as_str(), change).await?;
     println!("{}", user_line(&u));
     Ok(())
 }

@@ -106,6 +106,14 @@ impl Principal {
             client_addr: self.client_addr.clone(),
         }
     }
+
+    /// The principal as an admin changing users and tokens: it reaches its own tables.
+    pub fn manager(&self) -> crate::auth::Manager {
+        crate::auth::Manager {
+            actor: self.actor(),
+            reach: self.tables.clone(),
+        }
+    }
 }
 
 /// The web view's access settings and what it derives from them.
@@ -493,6 +501,7 @@ pub fn auth_error(e: crate::auth::AuthError) -> WebError {
     use crate::auth::AuthError;
     match e {
         AuthError::Invalid(m) => WebError::BadRequest(m),
+        AuthError::Forbidden(m) => WebError::Forbidden(m),
         e @ (AuthError::NoSuchUser(_) | AuthError::NoSuchToken(_)) => {
             WebError::NotFound(e.to_string())
         }

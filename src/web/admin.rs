@@ -1,7 +1,9 @@
 //! The admin pages: list, add and change users (role, tables, disable,
 //! enable, reset the password, end their sessions) and create or revoke API
 //! tokens. Admins only; every form carries the CSRF token, and every change
-//! is recorded with the admin as its actor (by [`crate::auth`]).
+//! is recorded with the admin as its actor (by [`crate::auth`]). An admin
+//! restricted to some tables grants and manages only within them
+//! ([`crate::auth::Manager`]): anything beyond is a 403 that says so.
 
 use askama::Template;
 use axum::body::Bytes;
@@ -182,7 +184,7 @@ pub async fn add_user(
     let (name, role, tables) = new_grant(&f)?;
     let password = f.get("password").cloned().unwrap_or_default();
     let mut client = state.writer().get().await?;
-    let u = users::add(&mut client, &who.actor(), &name, role, &tables, &password)
+    let u = users::add(&mut client, &who.manager(), &name, role, &tables, &password)
         .await
         .map_err(auth_error)?;
     drop(client);
@@ -208,7 +210,7 @@ pub async fn change_user(
     body: Bytes,
 ) -> Result<Response, WebError> {
     let (csrf, f) = admin_form(&state, &who, &body)?;
-    let actor = who.actor();
+    let manager = who.manager();
     let mut client = state.writer().get().await?;
     let notice = match field(&f, "action") {
         "update" => {
@@ -221,7 +223,7 @@ pub async fn change_user(
             // Role and tables in one transaction, with one event for both.
             let u = users::change(
                 &mut client,
-                &actor,
+                &manager,
                 &name,
                 users::Change::Grant(role, tables),
             )
@@ -235,13 +237,13 @@ pub async fn change_user(
                     "You cannot disable yourself; another admin can.",
                 ));
             }
-            users::change(&mut client, &actor, &name, users::Change::Disabled(true))
+            users::change(&mut client, &manager, &name, users::Change::Disabled(true))
                 .await
                 .map_err(auth_error)?;
             format!("Disabled {name}; their sessions ended.")
         }
         "enable" => {
-            users::change(&mut client, &actor, &name, users::Change::Disabled(false))
+            users::change(&mut client, &manager, &name, users::Change::Disabled(false))
                 .await
                 .map_err(auth_error)?;
             format!("Enabled {name}.")
@@ -250,7 +252,7 @@ pub async fn change_user(
             let password = f.get("password").cloned().unwrap_or_default();
             users::change(
                 &mut client,
-                &actor,
+                &manager,
                 &name,
                 users::Change::Password(password),
             )
@@ -259,10 +261,15 @@ pub async fn change_user(
             format!("Set a new password for {name}; their sessions ended.")
         }
         "end_sessions" => {
-            // The sessions end with their event or not at all.
+            // The sessions end with their event or not at all, and only
+            // those of a user this admin reaches.
             let tx = client.transaction().await?;
+            users::lock_managed(&tx, &manager, &name)
+                .await
+                .map_err(auth_error)?;
             let n = sessions::end_all(&tx, &name).await.map_err(auth_error)?;
-            let event = actor
+            let event = manager
+                .actor
                 .event(
                     Category::Session,
                     "sign_out",
@@ -297,7 +304,7 @@ pub async fn create_token(
     let (csrf, f) = admin_form(&state, &who, &body)?;
     let (name, role, tables) = new_grant(&f)?;
     let mut client = state.writer().get().await?;
-    let (t, secret) = tokens::create(&mut client, &who.actor(), &name, role, &tables)
+    let (t, secret) = tokens::create(&mut client, &who.manager(), &name, role, &tables)
         .await
         .map_err(auth_error)?;
     drop(client);
@@ -313,7 +320,7 @@ pub async fn revoke_token(
 ) -> Result<Response, WebError> {
     let (csrf, _) = admin_form(&state, &who, &body)?;
     let mut client = state.writer().get().await?;
-    let t = tokens::revoke(&mut client, &who.actor(), &name)
+    let t = tokens::revoke(&mut client, &who.manager(), &name)
         .await
         .map_err(auth_error)?;
     drop(client);

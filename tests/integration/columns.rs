@@ -316,3 +316,74 @@ async fn redacting_without_a_key_refuses_to_start_and_names_the_key() {
         Duration::from_secs(10),
     );
 }
+
+/// Undecodable records keep no value the rules would remove: a record of a partition is judged
+/// by its root's rules (redact and ignore), a table with ignore rules only withholds too, and
+/// a table without rules is kept whole. The source database is SQL_ASCII, whose text may hold
+/// bytes that are not UTF-8; wal2json passes them on as they are, so a row with one is not
+/// valid JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_records_of_partitions_and_ignore_only_tables_keep_no_ruled_value() {
+    let env = TestEnv::start_with(ClusterOptions::default(), |c| {
+        c.extra_toml = "redact_key = \"it-redact-key-7e1a\"\n\n\
+             [[capture.columns]]\ntable = \"public.accounts\"\nignore = [\"note\"]\nredact = [\"ssn\"]\n\n\
+             [[capture.columns]]\ntable = \"public.notes\"\nignore = [\"body\"]\n"
+            .into()
+    })
+    .await;
+    let postgres = env.cluster.client("postgres").await;
+    for sql in [
+        "DROP DATABASE app",
+        "CREATE DATABASE app ENCODING 'SQL_ASCII' TEMPLATE template0",
+    ] {
+        postgres
+            .batch_execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    create_marker_table(&env.source().await).await;
+    let src = env
+        .source_with(
+            "CREATE TABLE accounts (id int, region text, ssn text, note text, memo text,
+                                PRIMARY KEY (id, region)) PARTITION BY LIST (region);
+         CREATE TABLE accounts_eu PARTITION OF accounts FOR VALUES IN ('eu');
+         CREATE TABLE notes (id int PRIMARY KEY, body text, memo text);
+         CREATE TABLE people (id int PRIMARY KEY, ssn text, memo text);",
+        )
+        .await;
+    env.setup().await;
+    let mut daemon = env.spawn();
+    for sql in [
+        r"INSERT INTO accounts VALUES (1, 'eu', 'secret-ssn-1', 'secret-note-1', E'\xff')",
+        r"INSERT INTO notes VALUES (1, 'secret-body-1', E'\xff')",
+        r"INSERT INTO people VALUES (1, 'plain-ssn-1', E'\xff')",
+    ] {
+        src.batch_execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    env.sync().await;
+    let store = env.store().await;
+    let kept: Vec<String> = query_column(
+        &store,
+        "SELECT record FROM pgtrail.decode_errors ORDER BY lsn",
+        &[],
+    )
+    .await;
+    assert_eq!(kept.len(), 3, "one undecodable record per row: {kept:#?}");
+    assert!(
+        kept[0].starts_with("(withheld:")
+            && kept[0].contains("public.accounts_eu (a partition of public.accounts)"),
+        "{}",
+        kept[0]
+    );
+    assert!(
+        kept[1].starts_with("(withheld:") && kept[1].contains("public.notes"),
+        "{}",
+        kept[1]
+    );
+    assert!(kept[2].contains("plain-ssn-1"), "{}", kept[2]);
+    let hits = store_rows_containing(&store, "secret").await;
+    assert!(hits.is_empty(), "a ruled value is in the store: {hits:?}");
+    daemon.terminate().await;
+}

@@ -7,6 +7,7 @@ mod harness;
 
 mod access_admin;
 mod access_config;
+mod access_escalation;
 mod access_roles;
 mod access_sessions;
 mod access_signin;

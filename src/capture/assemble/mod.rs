@@ -200,7 +200,10 @@ impl Assembler {
             out.push(Event::Undecodable(DecodeFailure {
                 lsn,
                 xid,
-                record: self.column_rules.undecodable_record(bytes),
+                // Under the rules of the partition tree's root, as its entries are.
+                record: self
+                    .column_rules
+                    .undecodable_record(bytes, |t| self.partitions.root_of(t).cloned()),
                 error: e.to_string(),
             }));
         }

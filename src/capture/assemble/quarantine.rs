@@ -94,7 +94,10 @@ impl Assembler {
             first_lsn: c.first_lsn,
             seq: c.seq,
             lsn,
-            record: self.column_rules.undecodable_record(bytes),
+            // Under the rules of the partition tree's root, as its entries are.
+            record: self
+                .column_rules
+                .undecodable_record(bytes, |t| self.partitions.root_of(t).cloned()),
         }));
         c.seq += 1;
         if c.seq == 1 {

@@ -208,31 +208,64 @@ fn an_undecodable_record_is_kept_and_the_transaction_goes_on() {
 }
 
 #[test]
-fn an_undecodable_record_of_a_redacted_table_is_withheld() {
+fn an_undecodable_record_of_a_ruled_table_or_its_partition_is_withheld() {
+    use crate::capture::partition::{Member, PartitionMap};
     use crate::capture::redact::{ColumnRule, RedactKey};
+    let rule = |table, ignore: &[&str], redact: &[&str]| ColumnRule {
+        table: TablePattern::parse(table).unwrap(),
+        ignore: ignore.iter().map(|c| c.to_string()).collect(),
+        redact: redact.iter().map(|c| c.to_string()).collect(),
+    };
+    // Rules name the roots only: s.t redacts c and ignores d, s.u only ignores d.
     let rules = ColumnRules::new(
-        vec![ColumnRule {
-            table: TablePattern::parse("s.t").unwrap(),
-            ignore: vec![],
-            redact: vec!["c".into()],
-        }],
+        vec![rule("s.t", &["d"], &["c"]), rule("s.u", &["d"], &[])],
         Some(RedactKey::new(b"k")),
     )
     .unwrap();
-    let mut a = assembler(&["*.*"]).with_column_rules(rules);
+    let t = TableName::new("s", "t");
+    let map = PartitionMap::new([(
+        TableName::new("s", "t_1"),
+        Member {
+            root: t.clone(),
+            parent: t,
+        },
+    )]);
+    let mut a = assembler(&["*.*"])
+        .with_column_rules(rules)
+        .with_partitions(map);
     let out = feed(
         &mut a,
         &[
             BEGIN_9,
             r#"{"action":"I","xid":9,"schema":"s","table":"t","columns":[{"name":"c","type":"s."q"","value":"s3cret"}]}"#,
+            r#"{"action":"I","xid":9,"schema":"s","table":"t_1","columns":[{"name":"c","type":"s."q"","value":"s3cret"},{"name":"d","type":"text","value":"hidden"}]}"#,
+            r#"{"action":"I","xid":9,"schema":"s","table":"u","columns":[{"name":"d","type":"s."q"","value":"hidden"}]}"#,
+            r#"{"action":"I","xid":9,"schema":"s","table":"v","columns":[{"name":"d","type":"s."q"","value":"plain"}]}"#,
         ],
     );
-    let Event::Undecodable(f) = &out[0] else {
-        panic!("{out:?}")
-    };
+    let kept: Vec<&str> = out
+        .iter()
+        .map(|e| match e {
+            Event::Undecodable(f) => f.record.as_str(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    for record in &kept[..3] {
+        assert!(
+            record.starts_with("(withheld:")
+                && !record.contains("s3cret")
+                && !record.contains("hidden"),
+            "{record}"
+        );
+    }
     assert!(
-        !f.record.contains("s3cret") && f.record.contains("withheld"),
-        "{f:?}"
+        kept[1].contains("s.t_1 (a partition of s.t)"),
+        "{}",
+        kept[1]
+    );
+    assert!(
+        kept[3].contains("plain"),
+        "a table without rules is kept whole"
     );
 }
 
