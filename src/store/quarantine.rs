@@ -14,6 +14,10 @@ use tokio_postgres::Client;
 use super::events::{self, Category, OwnEvent};
 use super::StoreError;
 use crate::entry::{DecodeFailure, Quarantine, QuarantinedRecord};
+use crate::pg::Lsn;
+
+/// `details.event` of the `EVENT` that says a transaction was quarantined.
+pub const EVENT: &str = "transaction_quarantined";
 
 /// Send the side rows once they hold this much text …
 pub const SIDE_BYTES: usize = 1 << 20;
@@ -29,8 +33,8 @@ pub struct SideRows {
     /// How many of each belong to whole source transactions.
     whole_failures: usize,
     whole_records: usize,
-    /// The SHA-256 of the quarantine's records so far (see [`record_digest`]).
-    digest: Sha256,
+    /// The digest of the quarantine's records so far.
+    digest: RecordsDigest,
     /// A quarantined transaction received whole, with its records' digest:
     /// its `EVENT` goes in with the next commit.
     ended: Option<(Quarantine, [u8; 32])>,
@@ -43,7 +47,7 @@ impl SideRows {
     }
 
     pub fn push_record(&mut self, r: QuarantinedRecord) {
-        record_digest(&mut self.digest, &r);
+        self.digest.add(r.lsn, r.record.as_bytes());
         self.bytes += r.record.len();
         self.records.push(r);
     }
@@ -51,7 +55,7 @@ impl SideRows {
     /// The quarantined transaction is complete. `stored`: it already was
     /// (the server sent it again): its rows add nothing and it needs no event.
     pub fn end_quarantine(&mut self, q: Quarantine, stored: bool) {
-        let digest = std::mem::take(&mut self.digest).finalize().into();
+        let digest = std::mem::take(&mut self.digest).finish();
         if !stored {
             self.ended = Some((q, digest));
         }
@@ -108,11 +112,21 @@ impl SideRows {
 
 /// The quarantine's records in one digest: for each, in order, its LSN (8
 /// bytes big-endian), its length (4 bytes big-endian) and its bytes. The
-/// `EVENT` carries it, so the events chain vouches for the records.
-fn record_digest(h: &mut Sha256, r: &QuarantinedRecord) {
-    h.update(r.lsn.0.to_be_bytes());
-    h.update((r.record.len() as u32).to_be_bytes());
-    h.update(r.record.as_bytes());
+/// `EVENT` carries it, so the events chain vouches for the records; the
+/// writer computes it as it receives them, `verify` from what is stored.
+#[derive(Default, Clone)]
+pub struct RecordsDigest(Sha256);
+
+impl RecordsDigest {
+    pub fn add(&mut self, lsn: Lsn, record: &[u8]) {
+        self.0.update(lsn.0.to_be_bytes());
+        self.0.update((record.len() as u32).to_be_bytes());
+        self.0.update(record);
+    }
+
+    pub fn finish(self) -> [u8; 32] {
+        self.0.finalize().into()
+    }
 }
 
 async fn insert_failures(client: &Client, failures: &[DecodeFailure]) -> Result<(), StoreError> {
@@ -154,7 +168,7 @@ fn event(q: &Quarantine, digest: &[u8; 32]) -> OwnEvent {
         .map_or_else(|| "of unknown xid".to_owned(), |x| x.to_string());
     let mut e = OwnEvent::new(
         Category::Quarantine,
-        "transaction_quarantined",
+        EVENT,
         "pgtrail run",
         format!(
             "transaction {xid} (ending at {}) quarantined: {} raw records kept in pgtrail.quarantine",
@@ -201,7 +215,6 @@ pub async fn summary<C: tokio_postgres::GenericClient>(client: &C) -> Result<Sum
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pg::Lsn;
 
     fn record(seq: i32, text: &str) -> QuarantinedRecord {
         QuarantinedRecord {
@@ -231,9 +244,11 @@ mod tests {
     #[test]
     fn the_records_digest_covers_order_and_content() {
         let digest = |records: &[QuarantinedRecord]| {
-            let mut h = Sha256::new();
-            records.iter().for_each(|r| record_digest(&mut h, r));
-            super::super::chain::hex(&h.finalize())
+            let mut d = RecordsDigest::default();
+            records
+                .iter()
+                .for_each(|r| d.add(r.lsn, r.record.as_bytes()));
+            super::super::chain::hex(&d.finish())
         };
         let (a, b) = (record(0, "ab"), record(1, "c"));
         assert_ne!(

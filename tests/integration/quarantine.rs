@@ -4,7 +4,8 @@
 //! checkpoint moves past it, and every other transaction is stored exactly once. A store that goes
 //! away for a while is waited for, and a connection that silently stops answering (its server
 //! process stopped with SIGSTOP, as behind a dropped network) is noticed and replaced, without
-//! loss or duplication either way.
+//! loss or duplication either way. `verify` checks the quarantine against its `EVENT`: a record
+//! changed, deleted or added past the quarantine's append-only trigger is found.
 
 use std::time::Duration;
 
@@ -183,6 +184,133 @@ async fn a_transaction_the_store_refuses_is_quarantined_and_capture_goes_on() {
     assert_eq!(quarantine_events(&store).await.len(), 1);
     let verify = env.trail.cli(&["verify"]).await;
     assert!(verify.success(), "{}", verify.combined());
+    tamper_with_the_quarantine(&env, &store, records.len()).await;
+}
+
+/// `pgtrail verify --json`: its exit code, the quarantine it checked, and its breaks as (entry
+/// id, problem).
+async fn verify_quarantine(env: &TestEnv, extra: &[&str]) -> (i32, Value, Vec<(Value, String)>) {
+    let out = env
+        .trail
+        .cli(&[&["verify", "--json"], extra].concat())
+        .await;
+    let report: Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("verify printed no JSON ({e}):\n{}", out.combined()));
+    let breaks = report["breaks"].as_array().unwrap().iter();
+    let breaks = breaks
+        .map(|b| (b["id"].clone(), b["problem"].as_str().unwrap().to_owned()))
+        .collect();
+    let code = out.status.code().expect("verify exited by a signal");
+    (code, report["quarantine"].clone(), breaks)
+}
+
+/// Runs `sql` on the store with the quarantine's append-only triggers disabled, as a superuser
+/// could.
+async fn past_the_quarantine_trigger(store: &Client, sql: &str) {
+    crate::verify::past_the_triggers_of(store, "pgtrail.quarantine", sql).await;
+}
+
+/// Changes, deletes and adds quarantined records (of the one quarantined transaction, of `n`
+/// records) past the trigger: `verify` names the quarantine's EVENT, or the records no EVENT
+/// covers, and is satisfied again once each change is undone.
+async fn tamper_with_the_quarantine(env: &TestEnv, store: &Client, n: usize) {
+    let event: i64 = store
+        .query_one(
+            "SELECT id FROM pgtrail.entries \
+             WHERE action = 'EVENT' AND schema_name = 'pgtrail' AND table_name = 'quarantine'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let (code, checked, breaks) = verify_quarantine(env, &[]).await;
+    assert_eq!((code, breaks.len()), (0, 0), "{breaks:?}");
+    assert_eq!(checked["transactions"], 1, "{checked}");
+    assert_eq!(checked["records"], n, "{checked}");
+
+    // One record's bytes changed, its length kept: the digest differs, the count does not.
+    let poisoned = "FROM pgtrail.quarantine WHERE position('poison'::bytea in record) > 0";
+    let (id, original, first_lsn, lsn, seq): (i64, String, String, String, i32) = {
+        let r = store
+            .query_one(
+                &format!(
+                    "SELECT id, encode(record, 'hex'), first_lsn::text, lsn::text, seq {poisoned}"
+                ),
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4))
+    };
+    let set = |hex: &str| {
+        format!("UPDATE pgtrail.quarantine SET record = decode('{hex}', 'hex') WHERE id = {id}")
+    };
+    past_the_quarantine_trigger(
+        store,
+        &set(&original.replace("706f69736f6e", "706f74696f6e")),
+    )
+    .await;
+    let (code, _, breaks) = verify_quarantine(env, &[]).await;
+    assert_eq!((code, breaks.len()), (1, 1), "{breaks:?}");
+    assert_eq!(breaks[0].0, event, "{breaks:?}");
+    assert!(
+        breaks[0].1.contains("SHA-256") && breaks[0].1.contains("a record was changed"),
+        "{breaks:?}"
+    );
+    let text = env.trail.cli(&["verify"]).await;
+    assert_eq!(text.status.code(), Some(1));
+    assert!(
+        text.stdout
+            .contains(&format!("BROKEN: entry {event} (events chain)")),
+        "{}",
+        text.stdout
+    );
+    past_the_quarantine_trigger(store, &set(&original)).await;
+    assert_eq!(verify_quarantine(env, &[]).await.0, 0);
+
+    // The record deleted: the count differs. Put back (an INSERT needs no superuser), intact.
+    past_the_quarantine_trigger(
+        store,
+        &format!("DELETE FROM pgtrail.quarantine WHERE id = {id}"),
+    )
+    .await;
+    let (code, _, breaks) = verify_quarantine(env, &[]).await;
+    assert_eq!((code, breaks.len()), (1, 1), "{breaks:?}");
+    assert_eq!(breaks[0].0, event, "{breaks:?}");
+    let counts = format!(
+        "holds {} records of the transaction at {first_lsn}, but its EVENT counts {n}",
+        n - 1
+    );
+    assert!(breaks[0].1.contains(&counts), "{breaks:?}");
+    store
+        .batch_execute(&format!(
+            "INSERT INTO pgtrail.quarantine (first_lsn, seq, lsn, record) \
+             VALUES ('{first_lsn}', {seq}, '{lsn}', decode('{original}', 'hex'))"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(verify_quarantine(env, &[]).await.0, 0);
+
+    // A record of a transaction no EVENT covers: a break without an entry id, sought only when the
+    // check runs to the end of the store.
+    store
+        .batch_execute(
+            "INSERT INTO pgtrail.quarantine (first_lsn, seq, lsn, record) \
+             VALUES ('0/1', 0, '0/1', '\\x7b7d')",
+        )
+        .await
+        .unwrap();
+    let (code, _, breaks) = verify_quarantine(env, &[]).await;
+    assert_eq!((code, breaks.len()), (1, 1), "{breaks:?}");
+    assert!(breaks[0].0.is_null(), "{breaks:?}");
+    assert!(
+        breaks[0]
+            .1
+            .contains("1 records of a transaction at 0/1 that no EVENT entry covers"),
+        "{breaks:?}"
+    );
+    let to = event.to_string();
+    assert_eq!(verify_quarantine(env, &["--to", &to]).await.0, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -55,12 +55,18 @@ async fn settle(env: &TestEnv, daemon: &mut Daemon) -> (tokio_postgres::Client, 
     (store, n)
 }
 
-/// Runs `sql` on the store with the append-only trigger disabled, as a superuser could.
+/// Runs `sql` on the store with the entries' append-only trigger disabled, as a superuser could.
 async fn past_the_trigger(store: &tokio_postgres::Client, sql: &str) {
+    past_the_triggers_of(store, "pgtrail.entries", sql).await;
+}
+
+/// Runs `sql` on the store with `table`'s own triggers (the append-only ones) disabled, in one
+/// transaction, as a superuser could.
+pub(crate) async fn past_the_triggers_of(store: &tokio_postgres::Client, table: &str, sql: &str) {
     store
         .batch_execute(&format!(
-            "BEGIN; ALTER TABLE pgtrail.entries DISABLE TRIGGER entries_append_only; {sql}; \
-             ALTER TABLE pgtrail.entries ENABLE TRIGGER entries_append_only; COMMIT"
+            "BEGIN; ALTER TABLE {table} DISABLE TRIGGER USER; {sql}; \
+             ALTER TABLE {table} ENABLE TRIGGER USER; COMMIT"
         ))
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"));

@@ -7,6 +7,11 @@
 //! chain, so one change shows as one break: an UPDATE breaks the entry itself,
 //! a DELETE breaks the entry after the gap, an INSERT breaks the inserted
 //! entry and the one after it.
+//!
+//! The quarantine's records are checked against their `EVENT` entries too
+//! ([`quarantine`]).
+
+mod quarantine;
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -28,10 +33,12 @@ const LISTED_BREAKS: usize = 20;
 /// What the command line asked for.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Request {
-    /// Start at this entry id (the entries before it are taken as they are stored).
+    /// Start at this entry id (the entries before it are taken as they are stored; a
+    /// quarantined transaction is checked when its EVENT entry is in the range).
     #[arg(long)]
     pub from: Option<i64>,
-    /// Stop after this entry id (the chain heads are then not compared).
+    /// Stop after this entry id (the chain heads are then not compared, nor quarantined
+    /// records sought that no EVENT entry covers).
     #[arg(long)]
     pub to: Option<i64>,
     /// Print one JSON object instead of lines of text.
@@ -52,7 +59,9 @@ pub struct Report {
     /// Entries stored before the chain began (no hash): not covered.
     pub unchained: u64,
     pub chains: BTreeMap<&'static str, ChainReport>,
-    /// The first breaks, in id order.
+    /// The quarantined transactions checked against their `EVENT` entries.
+    pub quarantine: quarantine::QuarantineReport,
+    /// The first breaks: the entries' in id order, then the quarantine's.
     pub breaks: Vec<Break>,
     pub breaks_total: u64,
     /// With `--public-key`: the newest signed head the chain was checked against.
@@ -199,6 +208,7 @@ pub async fn run(config: &Config, req: &Request) -> Result<Report> {
             }
         }
     }
+    quarantine::check(&tx, (from, to), req.to.is_none(), &mut report).await?;
     tx.commit().await?;
     report.intact = report.breaks_total == 0;
     report.chains = walks
@@ -477,6 +487,13 @@ impl Report {
                 "{name} chain: {} entries, head {}\n",
                 c.entries,
                 c.last_hash.as_deref().unwrap_or("(empty)")
+            ));
+        }
+        let q = &self.quarantine;
+        if q.transactions > 0 {
+            out.push_str(&format!(
+                "quarantine: {} transactions, {} records checked against their EVENT entries\n",
+                q.transactions, q.records
             ));
         }
         if let Some(h) = &self.signed_head {
