@@ -54,11 +54,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show the slot, how far behind capture is, and what is stored.
+    /// Show the slot, how far behind capture is, and what is stored; exit 2 when the slot is
+    /// missing or lost. With --check, one line for Nagios/Icinga and exit 0 OK, 1 WARNING,
+    /// 2 CRITICAL, 3 UNKNOWN.
     Status {
         /// Print one JSON object instead of `key: value` lines.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "check")]
         json: bool,
+        /// Print one monitoring-plugin line and exit with the plugin's state.
+        #[arg(long)]
+        check: bool,
+        #[command(flatten)]
+        thresholds: status::check::Thresholds,
     },
     /// Write stored entries in commit order, as JSON Lines, CSV, CEF or XLSX; every export is
     /// recorded in the audit store.
@@ -83,9 +90,21 @@ enum Command {
 
 /// `verify`'s exit status when the store could not be checked at all.
 const VERIFY_ERROR: u8 = 2;
+/// `status`'s exit status when the slot is missing or lost (the plugin's CRITICAL).
+const STATUS_SLOT_UNUSABLE: u8 = 2;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // A plugin's usage error is UNKNOWN, not clap's exit 2 (which would read as CRITICAL).
+        Err(e) if e.use_stderr() && std::env::args().any(|a| a == "--check") => {
+            let error = anyhow::Error::from(e);
+            let verdict = status::check::unknown(&error);
+            println!("{}", verdict.line);
+            return verdict.state.exit_code();
+        }
+        Err(e) => e.exit(),
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("PGTRAIL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tokio_postgres=warn"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -106,8 +125,15 @@ fn main() -> ExitCode {
         }
     };
     let verify = matches!(cli.command, Command::Verify(_));
+    let check = matches!(cli.command, Command::Status { check: true, .. });
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
+        // A plugin that cannot read the status (config, source or store) says UNKNOWN on stdout.
+        Err(e) if check => {
+            let verdict = status::check::unknown(&e);
+            println!("{}", verdict.line);
+            verdict.state.exit_code()
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             if verify {
@@ -169,12 +195,24 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 print!("{}", tables::to_text(&reports));
             }
         }
-        Command::Status { json } => {
+        Command::Status {
+            json,
+            check,
+            thresholds,
+        } => {
             let status = status::status(&config).await?;
+            if check {
+                let verdict = status::check::judge(&status, &thresholds);
+                println!("{}", verdict.line);
+                return Ok(verdict.state.exit_code());
+            }
             if json {
                 println!("{}", serde_json::to_string(&status)?);
             } else {
                 print!("{}", status.to_text());
+            }
+            if status.slot_unusable() {
+                return Ok(ExitCode::from(STATUS_SLOT_UNUSABLE));
             }
         }
         Command::Export(request) => cli::export::run(&config, request).await?,

@@ -35,6 +35,7 @@ mod reload;
 mod roles;
 mod signing;
 mod status;
+mod status_check;
 mod tls;
 mod truncate;
 mod types;
