@@ -117,14 +117,12 @@ async fn a_wrong_log_format_is_refused_naming_the_key_and_the_values() {
         Duration::from_secs(30),
     )
     .await;
-    out.assert_clean_failure(&needles, QUICK);
+    out.assert_clean_failure(&[], QUICK);
     let events = json_lines(&out.stderr);
     let last = events.last().expect("the error as an event");
     assert_eq!(last["level"], "ERROR", "{last:?}");
-    assert!(
-        last["message"].as_str().unwrap().contains("log.format"),
-        "{last:?}"
-    );
+    let message = last["message"].as_str().unwrap_or_default();
+    assert!(needles.iter().all(|n| message.contains(n)), "{last:?}");
 
     // A wrong PGTRAIL_LOG_FORMAT is refused in its turn, naming the variable.
     let out = run_pgtrail(
