@@ -4,12 +4,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 
 use pgtrail::cli;
 use pgtrail::cli::{setup, status, tables};
-use pgtrail::config::Config;
+use pgtrail::config::{Config, LogFormat};
 
 #[derive(Parser)]
 #[command(
@@ -18,7 +18,7 @@ use pgtrail::config::Config;
     about = "An audit trail for PostgreSQL, from logical replication with wal2json"
 )]
 struct Cli {
-    /// The TOML config file.
+    /// The TOML config file [default: /etc/pgtrail/pgtrail.toml].
     #[arg(long, short, env = "PGTRAIL_CONFIG", global = true)]
     config: Option<PathBuf>,
     #[command(subcommand)]
@@ -105,14 +105,17 @@ fn main() -> ExitCode {
         }
         Err(e) => e.exit(),
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PGTRAIL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tokio_postgres=warn"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .init();
+    // The config is read before logging starts, since it says how to log; an error reading it
+    // waits until logging is set up and is then reported like any other.
+    let env_format = log_format_from_env();
+    let loaded = config_path(cli.config.clone()).and_then(|path| Ok((Config::load(&path)?, path)));
+    let format = match (&env_format, &loaded) {
+        (Ok(Some(format)), _) => *format,
+        (_, Ok((config, _))) => config.log_format,
+        _ => LogFormat::default(),
+    };
+    init_logging(format);
+    let loaded = env_format.and(loaded);
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -126,7 +129,7 @@ fn main() -> ExitCode {
     };
     let verify = matches!(cli.command, Command::Verify(_));
     let check = matches!(cli.command, Command::Status { check: true, .. });
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli.command, loaded)) {
         Ok(code) => code,
         // A plugin that cannot read the status (config, source or store) says UNKNOWN on stdout.
         Err(e) if check => {
@@ -135,7 +138,12 @@ fn main() -> ExitCode {
             verdict.state.exit_code()
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // In JSON the last word is an event like the others, unless PGTRAIL_LOG silences errors.
+            if format == LogFormat::Json && tracing::enabled!(tracing::Level::ERROR) {
+                tracing::error!("{e:#}");
+            } else {
+                eprintln!("error: {e:#}");
+            }
             if verify {
                 ExitCode::from(VERIFY_ERROR)
             } else {
@@ -145,12 +153,60 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<ExitCode> {
-    let path = cli
-        .config
-        .context("no config file given: pass --config FILE or set PGTRAIL_CONFIG (see config/pgtrail.example.toml)")?;
-    let config = Config::load(&path)?;
-    match cli.command {
+/// The config file read when neither `--config` nor `PGTRAIL_CONFIG` names one.
+const DEFAULT_CONFIG: &str = "/etc/pgtrail/pgtrail.toml";
+
+/// The config file to read: the one given, else [`DEFAULT_CONFIG`] when it exists.
+fn config_path(given: Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(path) = given {
+        return Ok(path);
+    }
+    let default = PathBuf::from(DEFAULT_CONFIG);
+    // A default that cannot even be looked at (permissions) is still the one meant: reading it
+    // then says why it cannot be read.
+    if let Ok(false) = default.try_exists() {
+        bail!(
+            "no config file: pass --config FILE, set PGTRAIL_CONFIG=FILE, or install one at \
+             {DEFAULT_CONFIG} (which does not exist); config/pgtrail.example.toml explains every key"
+        );
+    }
+    Ok(default)
+}
+
+/// `PGTRAIL_LOG_FORMAT`, which overrides `log.format` (and applies when the config cannot be read).
+fn log_format_from_env() -> Result<Option<LogFormat>> {
+    match std::env::var("PGTRAIL_LOG_FORMAT") {
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            bail!("PGTRAIL_LOG_FORMAT: use {}", LogFormat::ALLOWED)
+        }
+        Ok(name) => LogFormat::parse(&name)
+            .map(Some)
+            .map_err(|m| anyhow::anyhow!("PGTRAIL_LOG_FORMAT: {m}")),
+    }
+}
+
+/// Log to stderr at the level `PGTRAIL_LOG` asks for, as text or as one JSON object per line.
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PGTRAIL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tokio_postgres=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => {
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            builder.with_ansi(ansi).init();
+        }
+        // The event's fields at the top level, beside timestamp, level and target, so that a log
+        // shipper finds `server_lsn` where it finds `message`.
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+async fn run(command: Command, loaded: Result<(Config, PathBuf)>) -> Result<ExitCode> {
+    let (config, path) = loaded?;
+    match command {
         Command::Setup { dry_run: true } => {
             let plan = setup::plan_setup(&config).await?;
             for note in &plan.notes {

@@ -3,11 +3,12 @@
 //! runs on. Every error names the file and the key.
 //!
 //! Each section has its own module with its raw form, its validated form and
-//! the check between them: `source`, `store`, `capture`, `web` and `export`.
+//! the check between them: `source`, `store`, `capture`, `web`, `export` and `log`.
 //! This one reads the file and assembles the sections.
 
 mod capture;
 mod export;
+mod log;
 mod source;
 mod store;
 mod web;
@@ -17,6 +18,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use export::ExportConfig;
+pub use log::LogFormat;
 pub use web::{AuthMode, ProxyAuth, WebAuth};
 
 use crate::capture::redact::ColumnRules;
@@ -69,6 +71,8 @@ struct RawConfig {
     web: web::RawWeb,
     #[serde(default)]
     export: export::RawExport,
+    #[serde(default)]
+    log: log::RawLog,
 }
 
 /// The validated configuration.
@@ -95,6 +99,8 @@ pub struct Config {
     pub export: ExportConfig,
     /// Who may use the web view, and how they prove it.
     pub web_auth: WebAuth,
+    /// `log.format`: text or JSON lines. Applied when the program starts (a reload keeps the running one).
+    pub log_format: LogFormat,
 }
 
 impl Config {
@@ -122,6 +128,7 @@ impl Config {
         let columns = capture::column_rules(&raw.capture, path)?;
         let export = export::export(&raw.export, path)?;
         let web_auth = web::web_auth(&raw.web, web_listen, path)?;
+        let log_format = log::format(&raw.log, path)?;
         Ok(Config {
             path: path.to_owned(),
             source: source.url,
@@ -136,6 +143,7 @@ impl Config {
             columns,
             export,
             web_auth,
+            log_format,
         })
     }
 }

@@ -29,6 +29,7 @@ mod fidelity;
 mod hostile;
 mod large;
 mod layout;
+mod logs;
 mod partitions;
 mod quarantine;
 mod reload;
