@@ -47,25 +47,31 @@ BEGIN
 END
 $do$;
 
--- HMAC-SHA256, in hex, of a domain (a message's prefix), the current
--- transaction's 32-bit xid and a body: binding the xid means a signed
--- message is worth nothing in another transaction. Not for PUBLIC: only
--- pgtrail's own functions sign, and only content they made themselves.
-CREATE OR REPLACE FUNCTION pgtrail.message_mac(domain text, body text) RETURNS text
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $fn$
-    SELECT encode(sha256(k.outer_pad || sha256(k.inner_pad
-                  || convert_to(domain, 'UTF8') || '\x00'::bytea
-                  || convert_to((pg_current_xact_id()::text::bigint & 4294967295)::text, 'UTF8') || '\x00'::bytea
-                  || convert_to(body, 'UTF8'))), 'hex')
-    FROM pgtrail.message_key k
+-- HMAC-SHA256, in hex, under the key's pads, of a domain (a message's
+-- prefix), a transaction's 32-bit xid and a body: binding the xid means a
+-- signed message is worth nothing in another transaction. A pure function
+-- (only who holds the pads can make use of it), and one SQL expression so
+-- that the planner inlines it into the trigger: the trigger runs it on every
+-- statement.
+CREATE OR REPLACE FUNCTION pgtrail.hmac(inner_pad bytea, outer_pad bytea, domain text, xid bigint, body text)
+RETURNS text LANGUAGE sql STABLE AS $fn$
+    SELECT encode(sha256(outer_pad || sha256(inner_pad || convert_to(domain, 'UTF8') || '\x00'::bytea
+                  || convert_to(xid::text, 'UTF8') || '\x00'::bytea || convert_to(body, 'UTF8'))), 'hex')
 $fn$;
-REVOKE EXECUTE ON FUNCTION pgtrail.message_mac(text, text) FROM PUBLIC;
+DROP FUNCTION IF EXISTS pgtrail.message_mac(text, text);
 
 -- Emits a transactional message whose content is its signature (64 hex
--- digits) followed by the body.
+-- digits) followed by the body. Not for PUBLIC: only pgtrail's own
+-- functions sign, and only content they made themselves.
 CREATE OR REPLACE FUNCTION pgtrail.emit_signed(prefix text, body text) RETURNS void
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $fn$
-    SELECT FROM pg_logical_emit_message(true, prefix, pgtrail.message_mac(prefix, body) || body)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    key pgtrail.message_key;
+BEGIN
+    SELECT * INTO key FROM pgtrail.message_key;
+    PERFORM pg_logical_emit_message(true, prefix, pgtrail.hmac(key.inner_pad, key.outer_pad, prefix,
+        pg_current_xact_id()::text::bigint & 4294967295, body) || body);
+END
 $fn$;
 REVOKE EXECUTE ON FUNCTION pgtrail.emit_signed(text, text) FROM PUBLIC;
 
@@ -74,7 +80,7 @@ REVOKE EXECUTE ON FUNCTION pgtrail.emit_signed(text, text) FROM PUBLIC;
 -- which only SET ROLE's own permission check can change: inside pgtrail's
 -- SECURITY DEFINER functions current_user itself names their owner.
 CREATE OR REPLACE FUNCTION pgtrail.context_json() RETURNS text
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE sql STABLE AS $fn$
     SELECT json_build_object(
         'session_user',     session_user,
         'current_user',     CASE current_setting('role') WHEN 'none' THEN session_user::text
@@ -95,11 +101,15 @@ CREATE OR REPLACE FUNCTION pgtrail.emit_context() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     context text := pgtrail.context_json();
+    xid bigint := pg_current_xact_id()::text::bigint & 4294967295;
+    key pgtrail.message_key;
     -- What pgtrail.emitted holds once this context is emitted in this
     -- transaction: a MAC the caller cannot compute, so that setting it
     -- with set_config cannot silence the trigger.
-    seen text := pgtrail.message_mac('pgtrail.emitted', context);
+    seen text;
 BEGIN
+    SELECT * INTO key FROM pgtrail.message_key;
+    seen := pgtrail.hmac(key.inner_pad, key.outer_pad, 'pgtrail.emitted', xid, context);
     -- pgtrail.emitted is set transaction-locally, so it is forgotten at commit
     -- or rollback, and reverted with a rolled-back savepoint, like the message.
     IF current_setting('pgtrail.emitted', true) IS DISTINCT FROM seen THEN
@@ -115,7 +125,7 @@ BEGIN
         DECLARE
             statement_start text := statement_timestamp()::text;
             -- A MAC again, so that the caller cannot withhold the query text.
-            statement_seen text := pgtrail.message_mac('pgtrail.truncate_statement', statement_start);
+            statement_seen text := pgtrail.hmac(key.inner_pad, key.outer_pad, 'pgtrail.truncate_statement', xid, statement_start);
             sent boolean := current_setting('pgtrail.truncate_statement', true) IS NOT DISTINCT FROM statement_seen;
         BEGIN
             PERFORM pgtrail.emit_signed('pgtrail_truncate', json_build_object(

@@ -92,7 +92,7 @@ impl MessageKey {
     }
 
     /// HMAC-SHA256 over the prefix, the 32-bit xid in decimal and the body,
-    /// NUL-separated, as `pgtrail.message_mac` computes it.
+    /// NUL-separated, as `pgtrail.hmac` computes it.
     fn mac(&self, prefix: &str, xid: u64, body: &str) -> [u8; 32] {
         let inner = Sha256::new()
             .chain_update(self.inner_pad)

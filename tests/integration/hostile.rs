@@ -211,7 +211,6 @@ async fn no_role_but_setups_can_sign_or_read_the_key() {
     let m = mallory(&env).await;
     for sql in [
         "SELECT * FROM pgtrail.message_key",
-        "SELECT pgtrail.message_mac('pgtrail', '{}')",
         "SELECT pgtrail.emit_signed('pgtrail', '{}')",
         "SELECT pgtrail.enrol_partitions('t'::regclass)",
     ] {
