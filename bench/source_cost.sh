@@ -38,7 +38,10 @@
 #  1. four private clusters (scripts/pgcluster.sh: wal_level=logical; fsync off unless
 #     --fsync; autovacuum off, so that no run gets a vacuum the others do not; max_wal_size
 #     32GB and checkpoint_timeout 1h after one CHECKPOINT each before the warm-up, so that
-#     no checkpoint falls in a run); the pgtrail binary is copied into DIR first;
+#     no checkpoint falls in a run; full_page_writes off, else a run's WAL and CPU would
+#     depend on how many pages of pgbench_accounts (1,640 per scale unit) it was the first
+#     to touch since the checkpoint, i.e. on its place in the order); the pgtrail binary
+#     is copied into DIR first;
 #  2. warm-up: one full-speed run per configuration; then, without --rate, one calibration
 #     run of (a) at full speed: the fixed rate is half its TPS;
 #  3. the rounds: each configuration in turn runs at full speed (`pgbench -n -M prepared
@@ -51,8 +54,9 @@
 #     after a marker transaction on a table outside the capture); it is stopped after the
 #     fixed-rate run. (d) leaves a backlog in the slot: (b)'s daemon stores it before (b)
 #     is measured;
-#  4. measured over each fixed-rate run, and for (b) on until the daemon has stored all of
-#     it: the source's CPU from /proc. The postmaster's own utime+stime, its reaped
+#  4. measured over each fixed-rate run, from a moment when the source has no client
+#     connection (the last run's have exited) to one when pgbench's have exited again and,
+#     for (b), the daemon has stored all of the run: the source's CPU from /proc. The postmaster's own utime+stime, its reaped
 #     children's (cutime+cstime) and its live children's utime+stime, sampled every 0.2 s
 #     by pid and classed by /proc/PID/cmdline: client backends (pgbench's connections,
 #     this script's two or three short queries, any the daemon holds), the walsender, and
@@ -60,7 +64,8 @@
 #     child that exits during the run counts what was sampled of it to its class; what the
 #     reaped time adds beyond that (a connection's last moments, connections too short to
 #     be sampled) counts to the client backends, the only children that exit during a
-#     run. The parts add up to the source's whole CPU over the run; divided by pgbench's
+#     run (a snapshot during which the postmaster reaped a child is taken again, so none
+#     counts twice). The parts add up to the source's whole CPU over the run; divided by pgbench's
 #     transactions: CPU per transaction. Also: WAL bytes per transaction
 #     (pg_current_wal_lsn() after pgbench minus before); for (b), the store side's CPU per
 #     transaction (the store cluster and the daemon, on CPU 1), reported apart; and CPU
@@ -159,7 +164,7 @@ stop_all() {
 bench_trap_exit
 
 declare -A PORT=() PM=()
-settings=("fsync=$fsync" "max_wal_size=32GB" "checkpoint_timeout=1h" "shared_buffers=512MB" "autovacuum=off")
+settings=("fsync=$fsync" "full_page_writes=off" "max_wal_size=32GB" "checkpoint_timeout=1h" "shared_buffers=512MB" "autovacuum=off")
 # start_cluster NAME CPU: a fresh cluster in DIR/NAME whose every process runs on CPU; sets
 # PORT[NAME] and PM[NAME] (the postmaster's pid).
 start_cluster() {
@@ -294,23 +299,41 @@ us_per() { awk -v t="$1" -v n="$2" -v hz="$hz" 'BEGIN { printf "%.1f", t / hz / 
 declare -A TPS=() RATE_TPS=() P50=() P95=() SRC=() BACK=() WS=() REST=() WAL=() STORE=() DAEMON=() OTHER0=() CATCHUP=()
 
 # counters CONFIG PM FILE: the snapshot of PM's children into FILE, then one line: PM's own
-# and reaped ticks, its whole tree's, CPU 0's busy ticks, the store cluster's and the
-# daemon's ticks (0 but for b) and the time.
+# and reaped ticks, CPU 0's busy ticks, the store cluster's and the daemon's ticks (0 but
+# for b) and the time.
+# The snapshot is taken again until the postmaster reaped no child while it was taken:
+# such a child would count twice, or not at all.
 counters() {
-    local own reaped store=0 daemon=0
-    snapshot "$2" >"$3"
-    read -r own reaped < <(proc_own_reaped "$2")
+    local own reaped before="" store=0 daemon=0 i
+    for (( i = 0; i < 20; i++ )); do
+        before=$(proc_own_reaped "$2")
+        snapshot "$2" >"$3"
+        read -r own reaped < <(proc_own_reaped "$2")
+        [[ "${before#* }" != "$reaped" ]] || break
+    done
     [[ $1 != b ]] || { store=$(proc_tree_ticks "${PM[store]}"); daemon=$(cpu_ticks "$daemon_pid"); }
-    echo "$own $reaped $(proc_tree_ticks "$2") $(cpu0_busy) $store $daemon $EPOCHREALTIME"
+    echo "$own $reaped $(cpu0_busy) $store $daemon $EPOCHREALTIME"
+}
+# quiesce PM CONFIG: waits (up to 3 s) until PM has no client connection left, nor one exiting:
+# a window starts and ends with none, so that no connection's last moments fall on the
+# wrong side of it.
+quiesce() {
+    local i
+    for (( i = 0; i < 30; i++ )); do
+        snapshot "$1" | grep -q ' backend$\| gone$' || return 0
+        sleep 0.1
+    done
+    say "warning: cluster $(cluster_of "$2") still has client connections after 3 s"
 }
 # measure_rate CONFIG KEY: the fixed-rate run of CONFIG, measured (see the header, 4).
 measure_rate() {
     local s="$1" key="$2" name pm w="$dir/cpu/$2"
     name=$(cluster_of "$s")
     pm=${PM[$name]}
-    local own0 reaped0 own1 reaped1 tree0 tree1 busy0 busy1 st0 st1 d0 d1 t0 t1 t2 start_lsn end_lsn
+    local own0 reaped0 own1 reaped1 busy0 busy1 st0 st1 d0 d1 t0 t1 t2 start_lsn end_lsn
     [[ $s != b ]] || settle
-    read -r own0 reaped0 tree0 busy0 st0 d0 t0 < <(counters "$s" "$pm" "$w.base")
+    quiesce "$pm" "$s"
+    read -r own0 reaped0 busy0 st0 d0 t0 < <(counters "$s" "$pm" "$w.base")
     : >"$w.samples"
     rm -f "$w.stop"
     sample "$pm" "$w.samples" "$w.stop" &
@@ -324,11 +347,11 @@ measure_rate() {
         CATCHUP[$key]=$(wait_stored "$end_lsn" "$t1") || die "pgtrail run did not store run $key within ${catchup_timeout}s"
     fi
     # pgbench's connections exit as it ends: their last moments belong to the run.
-    sleep 0.3
+    quiesce "$pm" "$s"
     touch "$w.stop"
     wait "$sampler_pid" || true
     sampler_pid=""
-    read -r own1 reaped1 tree1 busy1 st1 d1 t2 < <(counters "$s" "$pm" "$w.final")
+    read -r own1 reaped1 busy1 st1 d1 t2 < <(counters "$s" "$pm" "$w.final")
 
     local n back ws rest src
     n=$(txns_of "$dir/logs/rate_$key.log")
@@ -336,10 +359,6 @@ measure_rate() {
     RATE_TPS[$key]=$(tps_of "$dir/logs/rate_$key.log")
     read -r back ws rest < <(split_ticks "$w.base" "$w.samples" "$w.final" $(( own1 - own0 )) $(( reaped1 - reaped0 )))
     src=$(( back + ws + rest ))
-    # The parts add up to the whole by construction; a whole read at once says whether
-    # a child escaped the sampling.
-    (( (tree1 - tree0 - src) ** 2 <= 9 + (src / 50) ** 2 )) \
-        || say "warning: run $key: the parts of the source's CPU add up to $src ticks, the whole was $(( tree1 - tree0 ))"
     SRC[$key]=$(us_per "$src" "$n"); BACK[$key]=$(us_per "$back" "$n"); WS[$key]=$(us_per "$ws" "$n"); REST[$key]=$(us_per "$rest" "$n")
     WAL[$key]=$(( $(lsn_num "$end_lsn") - $(lsn_num "$start_lsn") ))
     WAL[$key]=$(awk -v w="${WAL[$key]}" -v n="$n" 'BEGIN { printf "%.0f", w / n }')
@@ -471,8 +490,13 @@ done
 echo
 echo "(b) store side, on CPU 1, per transaction: store cluster $(span STORE b 0) µs, daemon $(span DAEMON b 0) µs;"
 echo "    everything stored $(span CATCHUP b 1) s after pgbench ended"
-echo "other work on CPU 0 during the fixed-rate runs (busy beyond the source's): $(for k in "${!OTHER0[@]}"; do echo "${OTHER0[$k]}"; done \
-    | awk 'NR == 1 { lo = hi = $1 } { s += $1; if ($1 < lo) lo = $1; if ($1 > hi) hi = $1 } END { printf "mean %.0f%%, per run %.0f%% to %.0f%%", s / NR, lo, hi }')"
+read -r other_mean other_lo other_hi < <(for k in "${!OTHER0[@]}"; do echo "${OTHER0[$k]}"; done \
+    | awk 'NR == 1 { lo = hi = $1 } { s += $1; if ($1 < lo) lo = $1; if ($1 > hi) hi = $1 } END { printf "%.0f %.0f %.0f\n", s / NR, lo, hi }')
+echo "other work on CPU 0 during the fixed-rate runs (busy beyond the source's): mean $other_mean%, per run $other_lo% to $other_hi%"
+if [[ $other_mean -gt 25 ]]; then
+    echo "note: other work took $other_mean% of CPU 0: the sources shared their core, so TPS is low and latency long;"
+    echo "      CPU per transaction suffers less (sharing caches still inflates it): read the ratios"
+fi
 for s in a d b c; do
     if awk -v r="$rate" -v t="$(mean RATE_TPS "$s")" 'BEGIN { exit !(t < 0.97 * r) }'; then
         echo "note: $(label "$s") did not hold the fixed rate: its latency there measures a queue that grew all run long"
