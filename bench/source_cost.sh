@@ -465,8 +465,9 @@ w2j_version=$(dpkg-query -W -f='${Version}' postgresql-15-wal2json 2>/dev/null |
 commit=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)
 echo
 echo "== what auditing costs the source server, split layout ($(date -u +%Y-%m-%dT%H:%M:%SZ), $cores cores, ${total_s}s of measuring) =="
-echo "PostgreSQL $pg_version, wal2json $w2j_version, fsync=$fsync, autovacuum off; sources on CPU 0; store, daemon, pgbench on CPU 1"
-echo "pgtrail: $binary ($("$pgtrail" --version), repository at $commit)"
+echo "PostgreSQL $pg_version, wal2json $w2j_version, fsync=$fsync, full_page_writes off, autovacuum off; sources on CPU 0;"
+echo "store, daemon, pgbench on CPU 1; pgtrail: $binary ($("$pgtrail" --version), built $(date -u -r "$binary" +%Y-%m-%dT%H:%M:%SZ);"
+echo "the repository is at $commit)"
 echo "pgbench tpcb-like, -M prepared, $clients clients, $jobs threads, scale $scale; $rounds round(s) of a d b c c b d a:"
 rate_from=""
 [[ -z "$calibration" ]] || rate_from=$(printf " (half of (a)'s %.0f TPS in a calibration run)" "$calibration")
