@@ -56,17 +56,18 @@
 #     is measured;
 #  4. measured over each fixed-rate run, from a moment when the source has no client
 #     connection (the last run's have exited) to one when pgbench's have exited again and,
-#     for (b), the daemon has stored all of the run: the source's CPU from /proc. The postmaster's own utime+stime, its reaped
-#     children's (cutime+cstime) and its live children's utime+stime, sampled every 0.2 s
-#     by pid and classed by /proc/PID/cmdline: client backends (pgbench's connections,
-#     this script's two or three short queries, any the daemon holds), the walsender, and
-#     the rest (the postmaster, checkpointer, walwriter, background writer, launchers). A
-#     child that exits during the run counts what was sampled of it to its class; what the
-#     reaped time adds beyond that (a connection's last moments, connections too short to
-#     be sampled) counts to the client backends, the only children that exit during a
-#     run (a snapshot during which the postmaster reaped a child is taken again, so none
-#     counts twice). The parts add up to the source's whole CPU over the run; divided by pgbench's
-#     transactions: CPU per transaction. Also: WAL bytes per transaction
+#     for (b), the daemon has stored all of the run: the source's CPU from /proc. The
+#     postmaster's own utime+stime, its reaped children's (cutime+cstime) and its live
+#     children's utime+stime, sampled every 0.2 s by pid and classed by /proc/PID/cmdline:
+#     client backends (pgbench's connections, this script's two or three short queries,
+#     any the daemon holds), the walsender, and the rest (the postmaster, checkpointer,
+#     walwriter, background writer, launchers). A child that exits during the run counts
+#     what was sampled of it to its class; what the reaped time adds beyond that (a
+#     connection's last moments, connections too short to be sampled) counts to the
+#     client backends, the only children that exit during a run (a snapshot during which
+#     the postmaster reaped a child is taken again, so none counts twice). The parts add
+#     up to the source's whole CPU over the run; divided by pgbench's transactions: CPU
+#     per transaction. Also: WAL bytes per transaction
 #     (pg_current_wal_lsn() after pgbench minus before); for (b), the store side's CPU per
 #     transaction (the store cluster and the daemon, on CPU 1), reported apart; and CPU
 #     0's busy time beyond the source's, i.e. other work on the machine, to judge noise
