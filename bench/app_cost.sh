@@ -9,7 +9,7 @@
 #   (c) app_c  a classic row-trigger audit: AFTER INSERT OR UPDATE OR DELETE FOR EACH
 #              ROW on the four pgbench tables, writing table, operation, now(),
 #              current_user, to_jsonb(OLD) and to_jsonb(NEW) into an audit table in
-#              the same transaction (the SQL is below, in this script);
+#              the same transaction (bench/sql/trigger_audit.sql);
 #   (r) app_b  the reference: pgtrail installed (identity FULL, the context trigger)
 #              but, instead of its daemon, pg_recvlogical streaming the same changes
 #              with the same wal2json options from a slot of its own to /dev/null.
@@ -191,59 +191,14 @@ for s in a b c; do
 done
 
 # (c): the classic row-trigger audit.
-q app_c <<'SQL'
-CREATE TABLE audit_log (
-    id          bigserial   PRIMARY KEY,
-    table_name  text        NOT NULL,
-    operation   text        NOT NULL,
-    changed_at  timestamptz NOT NULL,
-    changed_by  text        NOT NULL,
-    old_row     jsonb,
-    new_row     jsonb
-);
-CREATE FUNCTION audit_row() RETURNS trigger
-LANGUAGE plpgsql AS $fn$
-BEGIN
-    INSERT INTO audit_log (table_name, operation, changed_at, changed_by, old_row, new_row)
-    VALUES (format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME), TG_OP, now(), current_user,
-            CASE WHEN TG_OP IN ('UPDATE', 'DELETE') THEN to_jsonb(OLD) END,
-            CASE WHEN TG_OP IN ('INSERT', 'UPDATE') THEN to_jsonb(NEW) END);
-    RETURN NULL;
-END
-$fn$;
-CREATE TRIGGER audit AFTER INSERT OR UPDATE OR DELETE ON pgbench_accounts FOR EACH ROW EXECUTE FUNCTION audit_row();
-CREATE TRIGGER audit AFTER INSERT OR UPDATE OR DELETE ON pgbench_tellers  FOR EACH ROW EXECUTE FUNCTION audit_row();
-CREATE TRIGGER audit AFTER INSERT OR UPDATE OR DELETE ON pgbench_branches FOR EACH ROW EXECUTE FUNCTION audit_row();
-CREATE TRIGGER audit AFTER INSERT OR UPDATE OR DELETE ON pgbench_history  FOR EACH ROW EXECUTE FUNCTION audit_row();
-SQL
+q app_c -f "$repo/bench/sql/trigger_audit.sql"
 
 # (b): pgtrail setup, with the store (database pgtrail) on the same server. The
 # tables are named one by one, as in bench/capture.sh; bench_marker stays outside
 # the capture and only serves to mark the end of a run.
 q app_b -c "CREATE TABLE bench_marker (id serial PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())"
 cfg="$dir/pgtrail.toml"
-cat >"$cfg" <<EOF
-# Written by bench/app_cost.sh
-[source]
-url  = "postgres://postgres@127.0.0.1:$port/app_b"
-slot = "$slot"
-[store]
-url  = "postgres://postgres@127.0.0.1:$port/pgtrail"
-[capture]
-tables  = ["public.pgbench_accounts", "public.pgbench_tellers", "public.pgbench_branches", "public.pgbench_history"]
-exclude = []
-before_images = true
-[web]
-listen = "127.0.0.1:0"
-EOF
-say "pgtrail setup"
-"$pgtrail" --config "$cfg" setup >"$dir/logs/setup.log" 2>&1 \
-    || { cat "$dir/logs/setup.log" >&2; die "pgtrail setup failed"; }
-full=$(q app_b -c "SELECT count(*) FROM pg_class WHERE relname LIKE 'pgbench\_%' AND relkind = 'r' AND relreplident = 'f'")
-triggers=$(q app_b -c "SELECT count(DISTINCT tgrelid) FROM pg_trigger WHERE tgfoid = 'pgtrail.emit_context'::regproc AND NOT tgisinternal")
-slots=$(q app_b -c "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '$slot' AND database = 'app_b'")
-[[ "$full" == 4 && "$triggers" == 4 && "$slots" == 1 ]] \
-    || die "after setup: $full of 4 tables with identity FULL, $triggers with the context trigger, $slots slot(s)"
+bench_pgtrail_setup "postgres://postgres@127.0.0.1:$port/app_b" "postgres://postgres@127.0.0.1:$port/pgtrail" q app_b
 
 # (r): the reference consumer's slot, and the options pgtrail's daemon starts its
 # stream with (src/pipeline.rs), so that the walsender does the same work for both.
@@ -262,20 +217,7 @@ lag_query="SELECT l, l - confirmed_flush_lsn FROM (SELECT pg_current_wal_lsn() A
 
 # wait_stored LSN START: waits until pgtrail.checkpoints reaches LSN and prints the
 # seconds since START ($EPOCHREALTIME); fails after --catchup-timeout.
-wait_stored() {
-    local target="$1" start="$2" t
-    while :; do
-        t=$EPOCHREALTIME
-        if [[ $(q pgtrail -c "SELECT lsn >= '$target'::pg_lsn FROM pgtrail.checkpoints WHERE slot = '$slot'") == t ]]; then
-            elapsed "$start" "$t"
-            return 0
-        fi
-        kill -0 "$daemon_pid" 2>/dev/null \
-            || { tail -n 30 "$dir/logs/pgtrail.log" >&2; die "pgtrail run exited (log above)"; }
-        awk -v a="$start" -v b="$t" -v m="$catchup_timeout" 'BEGIN { exit !(b - a > m) }' && return 1
-        sleep 0.1
-    done
-}
+wait_stored() { bench_wait_stored "$1" "$2" q pgtrail; }
 # A transaction in app_b past everything so far, so that the checkpoint has
 # something to reach; prints the LSN before it.
 mark_end() {
@@ -332,13 +274,6 @@ wait_reference_past() {
 stop_reference() {
     stop_pid "$ref_pid"
     ref_pid=""
-}
-stop_daemon() {
-    local rc=0
-    kill -TERM "$daemon_pid"
-    wait "$daemon_pid" || rc=$?
-    daemon_pid=""
-    [[ $rc -eq 0 ]] || say "warning: pgtrail run exited with status $rc after SIGTERM"
 }
 
 declare -A TPS=() LAG_MAX=() LAG_END=() CATCHUP=() WAL_RATE=() CPU=() OTHERS=() CPU_TX=()
@@ -436,7 +371,7 @@ run_one() {
         note=$(printf '; pg_recvlogical+walsender %.0f%% of a core' "${CPU[$key]}")
     fi
     if [[ $s == b ]]; then
-        stop_daemon
+        bench_stop_daemon
         # Largest lag seen by the sampler, and the lag at the end of pgbench.
         LAG_MAX[$key]=$(awk -F'|' -v m="$lag" '$2 + 0 > m { m = $2 + 0 } END { print m }' "$dir/logs/samples_$s-$mode-$r.txt")
         LAG_END[$key]=$lag

@@ -113,3 +113,85 @@ bench_backlog() {
     [[ "$history" == "$transactions" ]] || die "pgbench_history has $history rows; expected $transactions"
     backlog_s=$(secs "$t0" "$t1")
 }
+
+# The fields of /proc/PID/stat after the command name, which may hold spaces and
+# parentheses: the text after its last ") ", where $2 is the parent's pid, $12 + $13 the
+# process's own utime + stime and $14 + $15 its reaped children's (cutime + cstime).
+# proc_children PID: "pid ticks" (utime + stime) of PID's live children, one a line.
+proc_children() {
+    { cat /proc/[0-9]*/stat 2>/dev/null || true; } \
+        | awk -v pm="$1" '{ pid = $1; sub(/^.*\) /, "") } $2 == pm { print pid, $12 + $13 }'
+}
+# proc_own_reaped PID: "own reaped": PID's utime + stime, and its reaped children's.
+proc_own_reaped() { awk '{ sub(/^.*\) /, ""); print $12 + $13, $14 + $15 }' "/proc/$1/stat"; }
+# proc_tree_ticks PID: CPU ticks of PID, of the children it has reaped and of its live children.
+proc_tree_ticks() {
+    local own reaped
+    read -r own reaped < <(proc_own_reaped "$1")
+    proc_children "$1" | awk -v t=$(( own + reaped )) '{ t += $2 } END { print t }'
+}
+# percentile P FILE: the P-quantile (nearest rank; P from 0 to 1) of a file of sorted numbers.
+percentile() {
+    awk -v p="$1" -v n="$(wc -l <"$2")" \
+        'BEGIN { k = int(p * n); if (k < p * n) k++; if (k < 1) k = 1 } NR == k { print $1; exit }' "$2"
+}
+
+# pgtrail on a pgbench database, for the scripts that run its daemon beside pgbench: they set
+# $pgtrail (the binary), $cfg (its config file), $slot, $daemon_pid and $catchup_timeout.
+# bench_pgtrail_setup SOURCE_URL STORE_URL PSQL...: writes $cfg to capture the four pgbench
+# tables with before images through slot $slot into the store at STORE_URL, runs `pgtrail
+# setup`, and checks what it installed, with PSQL (a command giving psql on the source
+# database, to which -c SQL is added): identity FULL and the context trigger on the four
+# tables, and the slot.
+bench_pgtrail_setup() {
+    local source_url="$1" store_url="$2" full triggers slots
+    shift 2
+    cat >"$cfg" <<CONF
+# Written by bench/$bench.sh
+[source]
+url  = "$source_url"
+slot = "$slot"
+[store]
+url  = "$store_url"
+[capture]
+tables  = ["public.pgbench_accounts", "public.pgbench_tellers", "public.pgbench_branches", "public.pgbench_history"]
+exclude = []
+before_images = true
+[web]
+listen = "127.0.0.1:0"
+CONF
+    say "pgtrail setup"
+    "$pgtrail" --config "$cfg" setup >"$dir/logs/setup.log" 2>&1 \
+        || { cat "$dir/logs/setup.log" >&2; die "pgtrail setup failed"; }
+    full=$("$@" -c "SELECT count(*) FROM pg_class WHERE relname LIKE 'pgbench\_%' AND relkind = 'r' AND relreplident = 'f'")
+    triggers=$("$@" -c "SELECT count(DISTINCT tgrelid) FROM pg_trigger WHERE tgfoid = 'pgtrail.emit_context'::regproc AND NOT tgisinternal")
+    slots=$("$@" -c "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '$slot' AND database = current_database()")
+    [[ "$full" == 4 && "$triggers" == 4 && "$slots" == 1 ]] \
+        || die "after setup: $full of 4 tables with identity FULL, $triggers with the context trigger, $slots slot(s)"
+}
+# bench_wait_stored LSN START PSQL...: waits until the store's pgtrail.checkpoints reaches
+# LSN, PSQL giving psql on the store database; prints the seconds since START
+# ($EPOCHREALTIME). Dies if the daemon exits; returns 1 after $catchup_timeout seconds.
+bench_wait_stored() {
+    local target="$1" start="$2" t
+    shift 2
+    while :; do
+        t=$EPOCHREALTIME
+        if [[ $("$@" -c "SELECT lsn >= '$target'::pg_lsn FROM pgtrail.checkpoints WHERE slot = '$slot'") == t ]]; then
+            secs "$start" "$t"
+            return 0
+        fi
+        kill -0 "$daemon_pid" 2>/dev/null \
+            || { tail -n 30 "$dir/logs/pgtrail.log" >&2; die "pgtrail run exited (log above)"; }
+        awk -v a="$start" -v b="$t" -v m="$catchup_timeout" 'BEGIN { exit !(b - a > m) }' && return 1
+        sleep 0.1
+    done
+}
+# Stops the daemon ($daemon_pid) with SIGTERM, as a user would, and says if it failed.
+bench_stop_daemon() {
+    local rc=0
+    kill -TERM "$daemon_pid"
+    wait "$daemon_pid" || rc=$?
+    daemon_pid=""
+    [[ $rc -eq 0 ]] || say "warning: pgtrail run exited with status $rc after SIGTERM"
+}
