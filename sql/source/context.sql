@@ -12,6 +12,11 @@
 --   SET LOCAL pgtrail.source = 'billing-batch';
 --   SET LOCAL pgtrail.remarks = 'ticket #4411';
 
+-- Setup runs this in one transaction. The SQL-standard function bodies below
+-- are bound to what their names mean now, so nothing a role created in a
+-- schema on setup's search_path may stand in for a built-in.
+SET LOCAL search_path = pg_catalog, pg_temp;
+
 CREATE SCHEMA IF NOT EXISTS pgtrail;
 -- Every role that writes to a captured table runs these functions.
 GRANT USAGE ON SCHEMA pgtrail TO PUBLIC;
@@ -47,18 +52,28 @@ BEGIN
 END
 $do$;
 
+-- The functions the trigger calls are SQL-standard (BEGIN ATOMIC): their
+-- bodies are parsed once, when setup creates them, so that no caller's
+-- search_path can change what they call, and the planner inlines them into
+-- the trigger's expressions.
+
 -- HMAC-SHA256, in hex, under the key's pads, of a domain (a message's
 -- prefix), a transaction's 32-bit xid and a body: binding the xid means a
 -- signed message is worth nothing in another transaction. A pure function
--- (only who holds the pads can make use of it), and one SQL expression so
--- that the planner inlines it into the trigger: the trigger runs it on every
--- statement.
+-- (only who holds the pads can make use of it).
 CREATE OR REPLACE FUNCTION pgtrail.hmac(inner_pad bytea, outer_pad bytea, domain text, xid bigint, body text)
-RETURNS text LANGUAGE sql STABLE AS $fn$
+RETURNS text LANGUAGE sql STABLE
+BEGIN ATOMIC
     SELECT encode(sha256(outer_pad || sha256(inner_pad || convert_to(domain, 'UTF8') || '\x00'::bytea
-                  || convert_to(xid::text, 'UTF8') || '\x00'::bytea || convert_to(body, 'UTF8'))), 'hex')
-$fn$;
-DROP FUNCTION IF EXISTS pgtrail.message_mac(text, text);
+                  || convert_to(xid::text, 'UTF8') || '\x00'::bytea || convert_to(body, 'UTF8'))), 'hex');
+END;
+
+-- The low 32 bits of this transaction's xid (what wal2json reports); asking
+-- assigns one, as the change about to be made would.
+CREATE OR REPLACE FUNCTION pgtrail.xid32() RETURNS bigint LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT pg_current_xact_id()::text::bigint & 4294967295;
+END;
 
 -- Emits a transactional message whose content is its signature (64 hex
 -- digits) followed by the body. Not for PUBLIC: only pgtrail's own
@@ -70,7 +85,7 @@ DECLARE
 BEGIN
     SELECT * INTO key FROM pgtrail.message_key;
     PERFORM pg_logical_emit_message(true, prefix, pgtrail.hmac(key.inner_pad, key.outer_pad, prefix,
-        pg_current_xact_id()::text::bigint & 4294967295, body) || body);
+        pgtrail.xid32(), body) || body);
 END
 $fn$;
 REVOKE EXECUTE ON FUNCTION pgtrail.emit_signed(text, text) FROM PUBLIC;
@@ -79,8 +94,8 @@ REVOKE EXECUTE ON FUNCTION pgtrail.emit_signed(text, text) FROM PUBLIC;
 -- the role the session acts as (SET ROLE), read from the `role` setting,
 -- which only SET ROLE's own permission check can change: inside pgtrail's
 -- SECURITY DEFINER functions current_user itself names their owner.
-CREATE OR REPLACE FUNCTION pgtrail.context_json() RETURNS text
-LANGUAGE sql STABLE AS $fn$
+CREATE OR REPLACE FUNCTION pgtrail.context_json() RETURNS text LANGUAGE sql STABLE
+BEGIN ATOMIC
     SELECT json_build_object(
         'session_user',     session_user,
         'current_user',     CASE current_setting('role') WHEN 'none' THEN session_user::text
@@ -92,52 +107,114 @@ LANGUAGE sql STABLE AS $fn$
         'actor',            nullif(current_setting('pgtrail.actor', true), ''),
         'source',           nullif(current_setting('pgtrail.source', true), ''),
         'remarks',          nullif(current_setting('pgtrail.remarks', true), '')
-    )::text
-$fn$;
+    )::text;
+END;
 
--- SECURITY DEFINER, so that it may sign; a trigger function cannot be
--- called directly, so it signs only what it builds itself.
-CREATE OR REPLACE FUNCTION pgtrail.emit_context() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+-- What of the context may change within a session (the address, port and
+-- pid cannot), each field quoted so that no two contexts run together.
+-- Far cheaper than building the JSON: the trigger compares it on every
+-- statement.
+CREATE OR REPLACE FUNCTION pgtrail.context_fingerprint() RETURNS text LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT format('%L %L %L %L %L %L', session_user, current_setting('role'),
+                  current_setting('application_name', true), current_setting('pgtrail.actor', true),
+                  current_setting('pgtrail.source', true), current_setting('pgtrail.remarks', true));
+END;
+
+-- What pgtrail.emitted holds once a context is emitted in a transaction:
+-- SHA-256 over the key's inner pad, a domain, the xid and the fingerprint,
+-- which a caller cannot compute, so that setting pgtrail.emitted cannot
+-- silence the trigger. (The inner hash of HMAC: a prefix MAC, safe here from
+-- length extension because the padding it would append holds zero bytes,
+-- which no text, and so no fingerprint, can.)
+CREATE OR REPLACE FUNCTION pgtrail.emitted_tag(inner_pad bytea, xid bigint, fingerprint text)
+RETURNS text LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT encode(sha256(inner_pad || convert_to('pgtrail.emitted', 'UTF8') || '\x00'::bytea
+                  || convert_to(xid::text, 'UTF8') || '\x00'::bytea || convert_to(fingerprint, 'UTF8')), 'hex');
+END;
+
+-- TRUNCATE's message: the table and, once per client statement, the query text.
+CREATE OR REPLACE FUNCTION pgtrail.truncate_body(schema_name name, table_name name, with_query boolean)
+RETURNS text LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT json_build_object(
+        'schema',          schema_name,
+        'table',           table_name,
+        'statement_start', statement_timestamp()::text,
+        'query',           CASE WHEN with_query THEN current_query() END
+    )::text;
+END;
+
+-- Emits this session's context once per transaction, and again when it
+-- changes. Run by the trigger (as the key's owner); not for PUBLIC. A
+-- function of its own, not part of the trigger, because PL/pgSQL compiles a
+-- trigger function once per table and prepares each copy's expressions in
+-- every transaction: a transaction that writes four tables would prepare
+-- all of this four times.
+CREATE OR REPLACE FUNCTION pgtrail.emit_context_once() RETURNS boolean
+LANGUAGE plpgsql AS $fn$
 DECLARE
-    context text := pgtrail.context_json();
-    xid bigint := pg_current_xact_id()::text::bigint & 4294967295;
     key pgtrail.message_key;
-    -- What pgtrail.emitted holds once this context is emitted in this
-    -- transaction: a MAC the caller cannot compute, so that setting it
-    -- with set_config cannot silence the trigger.
-    seen text;
+    xid pg_catalog.int8 := pgtrail.xid32();
+    seen pg_catalog.text;
+    body pg_catalog.text;
+    emitted pg_catalog.pg_lsn;
 BEGIN
     SELECT * INTO key FROM pgtrail.message_key;
-    seen := pgtrail.hmac(key.inner_pad, key.outer_pad, 'pgtrail.emitted', xid, context);
-    -- pgtrail.emitted is set transaction-locally, so it is forgotten at commit
-    -- or rollback, and reverted with a rolled-back savepoint, like the message.
-    IF current_setting('pgtrail.emitted', true) IS DISTINCT FROM seen THEN
-        PERFORM pgtrail.emit_signed('pgtrail', context);
-        PERFORM set_config('pgtrail.emitted', seen, true);
+    seen := pgtrail.emitted_tag(key.inner_pad, xid, pgtrail.context_fingerprint());
+    -- The common case ends here: this context is already emitted in this
+    -- transaction. pgtrail.emitted is set transaction-locally, so it is
+    -- forgotten at commit or rollback, and reverted with a rolled-back
+    -- savepoint, like the message.
+    IF pg_catalog.texteq(pg_catalog.current_setting('pgtrail.emitted', true), seen) IS NOT TRUE THEN
+        body := pgtrail.context_json();
+        -- Without a key (its row deleted) the message goes out unsigned, so
+        -- that the daemon records every such transaction instead of storing
+        -- changes that silently lack their context.
+        emitted := pg_catalog.pg_logical_emit_message(true, 'pgtrail', pg_catalog.textcat(
+            COALESCE(pgtrail.hmac(key.inner_pad, key.outer_pad, 'pgtrail', xid, body),
+                     pg_catalog.repeat('0', 64)), body));
+        body := pg_catalog.set_config('pgtrail.emitted', seen, true);
     END IF;
+    RETURN true;
+END
+$fn$;
+REVOKE EXECUTE ON FUNCTION pgtrail.emit_context_once() FROM PUBLIC;
+
+-- The trigger: SECURITY DEFINER, so that it may read the key; a trigger
+-- function cannot be called directly, so it signs only what it builds
+-- itself. Neither it nor what it calls has a SET search_path (that clause
+-- alone cost more than all their own work on every statement): every name
+-- in them is schema-qualified and they call functions, not operators, so no
+-- search_path a caller sets can reach into them.
+CREATE OR REPLACE FUNCTION pgtrail.emit_context() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER AS $fn$
+DECLARE
+    done pg_catalog.bool := pgtrail.emit_context_once();
+    key pgtrail.message_key;
+    xid pg_catalog.int8;
+    seen pg_catalog.text;
+    body pg_catalog.text;
+    emitted pg_catalog.pg_lsn;
+BEGIN
     -- TRUNCATE's options (CASCADE, RESTART IDENTITY) are not in the WAL
     -- record wal2json decodes, so the daemon reads them from the client's
     -- query text: sent with the first table of each client statement, then
     -- only the table. The trigger fires for every table the statement
     -- empties, including partitions and tables reached by CASCADE.
-    IF TG_OP = 'TRUNCATE' THEN
-        DECLARE
-            statement_start text := statement_timestamp()::text;
-            -- A MAC again, so that the caller cannot withhold the query text.
-            statement_seen text := pgtrail.hmac(key.inner_pad, key.outer_pad, 'pgtrail.truncate_statement', xid, statement_start);
-            sent boolean := current_setting('pgtrail.truncate_statement', true) IS NOT DISTINCT FROM statement_seen;
-        BEGIN
-            PERFORM pgtrail.emit_signed('pgtrail_truncate', json_build_object(
-                'schema',          TG_TABLE_SCHEMA,
-                'table',           TG_TABLE_NAME,
-                'statement_start', statement_start,
-                'query',           CASE WHEN sent THEN NULL ELSE current_query() END
-            )::text);
-            IF NOT sent THEN
-                PERFORM set_config('pgtrail.truncate_statement', statement_seen, true);
-            END IF;
-        END;
+    IF pg_catalog.texteq(TG_OP, 'TRUNCATE') THEN
+        SELECT * INTO key FROM pgtrail.message_key;
+        xid := pgtrail.xid32();
+        -- A MAC again, so that the caller cannot withhold the query text.
+        seen := pgtrail.hmac(key.inner_pad, key.outer_pad, 'pgtrail.truncate_statement', xid,
+                             pg_catalog.statement_timestamp()::pg_catalog.text);
+        body := pgtrail.truncate_body(TG_TABLE_SCHEMA, TG_TABLE_NAME,
+            pg_catalog.texteq(pg_catalog.current_setting('pgtrail.truncate_statement', true), seen) IS NOT TRUE);
+        emitted := pg_catalog.pg_logical_emit_message(true, 'pgtrail_truncate', pg_catalog.textcat(
+            COALESCE(pgtrail.hmac(key.inner_pad, key.outer_pad, 'pgtrail_truncate', xid, body),
+                     pg_catalog.repeat('0', 64)), body));
+        body := pg_catalog.set_config('pgtrail.truncate_statement', seen, true);
     END IF;
     RETURN NULL;
 END

@@ -156,14 +156,16 @@ pub async fn plan_setup(config: &Config) -> Result<Plan> {
     }
 
     let context_mark = version_mark(CONTEXT_SQL);
-    if installed_mark(
+    let context_installed = installed_mark(
         &source,
         "SELECT obj_description(to_regnamespace('pgtrail'), 'pg_namespace')",
     )
     .await?
     .as_deref()
-        != Some(context_mark.as_str())
-    {
+        == Some(context_mark.as_str());
+    // context.sql makes the message key when there is none: installed again
+    // if the key's row was deleted, so that setup is the fix it names.
+    if !context_installed || !has_message_key(&source).await? {
         plan.source.push(CONTEXT_SQL.trim().to_owned());
         plan.source.push(format!(
             "COMMENT ON SCHEMA pgtrail IS {}",
@@ -359,6 +361,15 @@ async fn installed_capture_set(
         .await?
         .map(|r| r.get(0));
     Ok((patterns, before_images))
+}
+
+/// Whether the source's pgtrail.message_key holds a key (asked only where
+/// context.sql is installed, so the table exists).
+async fn has_message_key(client: &Client) -> Result<bool> {
+    Ok(client
+        .query_one("SELECT EXISTS (SELECT FROM pgtrail.message_key)", &[])
+        .await?
+        .get(0))
 }
 
 /// The version mark a query finds on an installed object, if any.

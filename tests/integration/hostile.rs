@@ -212,6 +212,7 @@ async fn no_role_but_setups_can_sign_or_read_the_key() {
     for sql in [
         "SELECT * FROM pgtrail.message_key",
         "SELECT pgtrail.emit_signed('pgtrail', '{}')",
+        "SELECT pgtrail.emit_context_once()",
         "SELECT pgtrail.enrol_partitions('t'::regclass)",
     ] {
         let e = m.batch_execute(sql).await.expect_err(sql);
@@ -227,5 +228,107 @@ async fn no_role_but_setups_can_sign_or_read_the_key() {
     assert!(
         message.as_deref().is_some_and(|m| m.contains("trigger")),
         "{message:?}"
+    );
+}
+
+/// The functions and operators the trigger uses, put ahead of pg_catalog's, each raising: the
+/// trigger is SECURITY DEFINER without a SET search_path, so nothing in it may be looked up by
+/// name. (`json_build_object` and `format` take `"any"`, which only C functions can.)
+const HIJACKERS: &str = r#"
+    CREATE FUNCTION evil.texteq(text, text) RETURNS boolean LANGUAGE plpgsql AS $$BEGIN RAISE 'hijacked texteq'; END$$;
+    CREATE FUNCTION evil.textcat(text, text) RETURNS text LANGUAGE plpgsql AS $$BEGIN RAISE 'hijacked textcat'; END$$;
+    CREATE FUNCTION evil.current_setting(text, boolean) RETURNS text LANGUAGE plpgsql AS $$BEGIN RAISE 'hijacked current_setting'; END$$;
+    CREATE FUNCTION evil.set_config(text, text, boolean) RETURNS text LANGUAGE plpgsql AS $$BEGIN RAISE 'hijacked set_config'; END$$;
+    CREATE FUNCTION evil.sha256(bytea) RETURNS bytea LANGUAGE plpgsql AS $$BEGIN RAISE 'hijacked sha256'; END$$;
+    CREATE FUNCTION evil.encode(bytea, text) RETURNS text LANGUAGE plpgsql AS $$BEGIN RAISE 'hijacked encode'; END$$;
+    CREATE FUNCTION evil.pg_logical_emit_message(boolean, text, text) RETURNS pg_lsn LANGUAGE plpgsql AS $$BEGIN RAISE 'hijacked emit'; END$$;
+    CREATE FUNCTION evil.eq(text, text) RETURNS boolean LANGUAGE plpgsql AS $$BEGIN RAISE 'hijacked ='; END$$;
+    CREATE OPERATOR evil.= (LEFTARG = text, RIGHTARG = text, FUNCTION = evil.eq);
+    CREATE FUNCTION evil.cat(bytea, bytea) RETURNS bytea LANGUAGE plpgsql AS $$BEGIN RAISE 'hijacked ||'; END$$;
+    CREATE OPERATOR evil.|| (LEFTARG = bytea, RIGHTARG = bytea, FUNCTION = evil.cat);
+    SET search_path = evil, pg_catalog, public;
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_search_path_and_a_copied_marker_change_nothing() {
+    let (env, _src, mut daemon) = TestEnv::capturing(&format!(
+        "CREATE TABLE notes (id int PRIMARY KEY, body text);
+         {MALLORY}
+         CREATE ROLE clerk;
+         GRANT clerk TO mallory;
+         GRANT INSERT ON notes TO mallory, clerk;
+         CREATE SCHEMA evil AUTHORIZATION mallory;"
+    ))
+    .await;
+    let m = mallory(&env).await;
+    m.batch_execute(HIJACKERS)
+        .await
+        .expect("mallory's functions");
+    m.batch_execute("INSERT INTO notes VALUES (1, 'under a hostile search_path')")
+        .await
+        .expect("the trigger calls none of mallory's functions");
+    // Mid-transaction: the marker of mallory's own context, copied after SET ROLE, must not
+    // let clerk's change pass as hers.
+    m.batch_execute("BEGIN; INSERT INTO notes VALUES (2, 'as mallory')")
+        .await
+        .unwrap();
+    let marker: String = query_value(
+        &m,
+        "SELECT pg_catalog.current_setting('pgtrail.emitted')",
+        &[],
+    )
+    .await;
+    m.batch_execute(&format!(
+        "SET LOCAL ROLE clerk;
+         SELECT pg_catalog.set_config('pgtrail.emitted', {}, true);
+         INSERT INTO notes VALUES (3, 'as clerk');
+         COMMIT;",
+        quote_literal(&marker)
+    ))
+    .await
+    .unwrap();
+    let store = finish(&env, &mut daemon).await;
+
+    let as_role = |role: &str| (Some("mallory".to_owned()), Some(role.to_owned()));
+    assert_eq!(
+        roles_of(&store, "notes").await,
+        [as_role("mallory"), as_role("mallory"), as_role("clerk")]
+    );
+    assert_eq!(security_events(&store).await, []);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_key_is_recorded_and_setup_makes_a_new_one() {
+    let (env, src, mut daemon) = TestEnv::capturing("CREATE TABLE t (id int PRIMARY KEY)").await;
+    src.batch_execute("DELETE FROM pgtrail.message_key; INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
+    env.sync().await;
+    daemon.terminate().await;
+    // setup is the fix the daemon's and the docs' hint names: it makes a new key and copies it.
+    env.setup().await;
+    let keys: i64 = query_value(&src, "SELECT count(*) FROM pgtrail.message_key", &[]).await;
+    assert_eq!(keys, 1);
+    let mut daemon = env.spawn();
+    src.batch_execute("INSERT INTO t VALUES (2)").await.unwrap();
+    let store = finish(&env, &mut daemon).await;
+
+    // Without a key the context went out unsigned (the harness's sync wrote too): refused,
+    // recorded, and the change kept. Signed by the new key, nothing after setup was refused.
+    let events = security_events(&store).await;
+    assert!(!events.is_empty());
+    for (reason, prefix, content) in &events {
+        assert_eq!(
+            (reason.as_str(), prefix.as_str()),
+            ("bad_signature", "pgtrail")
+        );
+        assert!(content.starts_with(&"0".repeat(64)), "{content:?}");
+    }
+    assert_eq!(
+        roles_of(&store, "t").await,
+        [
+            (None, None),
+            (Some("postgres".to_owned()), Some("postgres".to_owned()))
+        ]
     );
 }
