@@ -146,6 +146,23 @@ BEGIN ATOMIC
     )::text;
 END;
 
+-- The key's pads, for the context trigger. Declared IMMUTABLE, which they
+-- are for as long as a key lasts: the planner then folds them into the
+-- trigger's cached plans, so a session reads the key once instead of on
+-- every statement (half of what the trigger's check cost). Setup makes a new
+-- key only together with installing this file again, which replaces the
+-- functions below and with them every session's plans. They run with their
+-- caller's rights: only the trigger, as the key's owner, gets the pads.
+CREATE OR REPLACE FUNCTION pgtrail.key_inner_pad() RETURNS bytea LANGUAGE sql IMMUTABLE
+BEGIN ATOMIC
+    SELECT inner_pad FROM pgtrail.message_key;
+END;
+CREATE OR REPLACE FUNCTION pgtrail.key_outer_pad() RETURNS bytea LANGUAGE sql IMMUTABLE
+BEGIN ATOMIC
+    SELECT outer_pad FROM pgtrail.message_key;
+END;
+REVOKE EXECUTE ON FUNCTION pgtrail.key_inner_pad(), pgtrail.key_outer_pad() FROM PUBLIC;
+
 -- Emits this session's context once per transaction, and again when it
 -- changes. Run by the trigger (as the key's owner); not for PUBLIC. A
 -- function of its own, not part of the trigger, because PL/pgSQL compiles a
@@ -155,14 +172,11 @@ END;
 CREATE OR REPLACE FUNCTION pgtrail.emit_context_once() RETURNS boolean
 LANGUAGE plpgsql AS $fn$
 DECLARE
-    key pgtrail.message_key;
     xid pg_catalog.int8 := pgtrail.xid32();
-    seen pg_catalog.text;
+    seen pg_catalog.text := pgtrail.emitted_tag(pgtrail.key_inner_pad(), xid, pgtrail.context_fingerprint());
     body pg_catalog.text;
     emitted pg_catalog.pg_lsn;
 BEGIN
-    SELECT * INTO key FROM pgtrail.message_key;
-    seen := pgtrail.emitted_tag(key.inner_pad, xid, pgtrail.context_fingerprint());
     -- The common case ends here: this context is already emitted in this
     -- transaction. pgtrail.emitted is set transaction-locally, so it is
     -- forgotten at commit or rollback, and reverted with a rolled-back
@@ -173,7 +187,7 @@ BEGIN
         -- that the daemon records every such transaction instead of storing
         -- changes that silently lack their context.
         emitted := pg_catalog.pg_logical_emit_message(true, 'pgtrail', pg_catalog.textcat(
-            COALESCE(pgtrail.hmac(key.inner_pad, key.outer_pad, 'pgtrail', xid, body),
+            COALESCE(pgtrail.hmac(pgtrail.key_inner_pad(), pgtrail.key_outer_pad(), 'pgtrail', xid, body),
                      pg_catalog.repeat('0', 64)), body));
         body := pg_catalog.set_config('pgtrail.emitted', seen, true);
     END IF;
@@ -192,7 +206,6 @@ CREATE OR REPLACE FUNCTION pgtrail.emit_context() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER AS $fn$
 DECLARE
     done pg_catalog.bool := pgtrail.emit_context_once();
-    key pgtrail.message_key;
     xid pg_catalog.int8;
     seen pg_catalog.text;
     body pg_catalog.text;
@@ -204,15 +217,14 @@ BEGIN
     -- only the table. The trigger fires for every table the statement
     -- empties, including partitions and tables reached by CASCADE.
     IF pg_catalog.texteq(TG_OP, 'TRUNCATE') THEN
-        SELECT * INTO key FROM pgtrail.message_key;
         xid := pgtrail.xid32();
         -- A MAC again, so that the caller cannot withhold the query text.
-        seen := pgtrail.hmac(key.inner_pad, key.outer_pad, 'pgtrail.truncate_statement', xid,
+        seen := pgtrail.hmac(pgtrail.key_inner_pad(), pgtrail.key_outer_pad(), 'pgtrail.truncate_statement', xid,
                              pg_catalog.statement_timestamp()::pg_catalog.text);
         body := pgtrail.truncate_body(TG_TABLE_SCHEMA, TG_TABLE_NAME,
             pg_catalog.texteq(pg_catalog.current_setting('pgtrail.truncate_statement', true), seen) IS NOT TRUE);
         emitted := pg_catalog.pg_logical_emit_message(true, 'pgtrail_truncate', pg_catalog.textcat(
-            COALESCE(pgtrail.hmac(key.inner_pad, key.outer_pad, 'pgtrail_truncate', xid, body),
+            COALESCE(pgtrail.hmac(pgtrail.key_inner_pad(), pgtrail.key_outer_pad(), 'pgtrail_truncate', xid, body),
                      pg_catalog.repeat('0', 64)), body));
         body := pg_catalog.set_config('pgtrail.truncate_statement', seen, true);
     END IF;
