@@ -30,6 +30,7 @@ mod hostile;
 mod large;
 mod layout;
 mod logs;
+mod metrics;
 mod partitions;
 mod quarantine;
 mod reload;
