@@ -31,6 +31,8 @@ mod large;
 mod layout;
 mod logs;
 mod metrics;
+mod metrics_prometheus;
+mod metrics_web;
 mod partitions;
 mod quarantine;
 mod reload;
