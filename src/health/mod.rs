@@ -23,8 +23,10 @@ use crate::config::Config;
 
 /// Serves the endpoints on `config.metrics.listen` until `stop` turns true,
 /// with the monitor for `role`. Off (`None`) when `metrics.listen` is off. An
-/// address that cannot be bound is logged, and the process goes on without
-/// the endpoints: capture matters more than its figures.
+/// address that cannot be bound is a warning, and the process goes on
+/// without the endpoints: capture and the web view matter more than their
+/// figures, and a second process on one host with the same config (tests,
+/// a `web` beside a `run`) must not stop for them.
 pub fn spawn(
     config: &Config,
     role: Role,
@@ -59,7 +61,7 @@ pub fn spawn(
         let listener = match tokio::net::TcpListener::bind(addr).await {
             Ok(l) => l,
             Err(e) => {
-                tracing::error!(address = %addr, error = %e, config = %path.display(),
+                tracing::warn!(address = %addr, error = %e, config = %path.display(),
                     "cannot listen on metrics.listen: no /metrics, /healthz or /readyz (set another address:port, or \"\" to turn them off)");
                 return;
             }

@@ -456,22 +456,27 @@ async fn requests_the_endpoints_do_not_serve_are_4xx_and_off_means_off() {
     }
     daemon.terminate().await;
 
-    // listen = "" turns the endpoints off; capture runs as before.
-    let port = base.rsplit(':').next().unwrap().to_owned();
-    let mut config = env.trail.config.clone();
-    config.extra_toml = "[metrics]\nlisten = \"\"\n".into();
-    let off = Pgtrail::new(config);
-    let mut daemon = off.spawn();
-    env.sync().await;
-    assert!(http_client()
-        .get(format!("http://127.0.0.1:{port}/healthz"))
-        .send()
-        .await
-        .is_err());
-    assert!(
-        daemon.log().contains("metrics.listen is off"),
-        "{}",
-        daemon.log()
-    );
-    daemon.terminate().await;
+    // listen = "" turns the endpoints off; an address that is taken leaves them off with a
+    // warning. Either way capture runs as before.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_at = taken.local_addr().unwrap();
+    for (listen, said) in [
+        (String::new(), "metrics.listen is off".to_owned()),
+        (
+            taken_at.to_string(),
+            "cannot listen on metrics.listen".to_owned(),
+        ),
+    ] {
+        let mut config = env.trail.config.clone();
+        config.extra_toml = format!("[metrics]\nlisten = {listen:?}\n");
+        let trail = Pgtrail::new(config);
+        let mut daemon = trail.spawn();
+        env.sync().await;
+        let off = http_client().get(format!("{base}/healthz")).send().await;
+        assert!(off.is_err(), "nothing serves the endpoints");
+        assert!(daemon.log().contains(&said), "{}", daemon.log());
+        assert!(!daemon.log().contains("ERROR"), "{}", daemon.log());
+        daemon.terminate().await;
+    }
+    drop(taken);
 }
