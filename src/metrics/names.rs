@@ -101,7 +101,7 @@ pub fn describe() {
     describe_gauge!(
         SLOT_SAFE_WAL_SIZE,
         Unit::Bytes,
-        "WAL that can still be written before the slot is lost (safe_wal_size); NaN when unlimited"
+        "WAL that can still be written before the slot is lost (safe_wal_size); NaN when unlimited or lost"
     );
     describe_gauge!(
         SLOT_ACTIVE,

@@ -231,6 +231,11 @@ fn reload_config(running: Config, reading: &Reading) -> Config {
                     "web.listen changed: the web view keeps its address until pgtrail restarts"
                 );
             }
+            if new.metrics != running.metrics {
+                tracing::warn!(
+                    "[metrics] changed: the running settings are kept until pgtrail restarts"
+                );
+            }
             tracing::info!(path = %running.path.display(), "config reloaded; capture resumes with it from the store's checkpoint");
             let event = OwnEvent::new(
                 Category::Config,
