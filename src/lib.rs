@@ -21,6 +21,9 @@
 //! - [`web`]: the web view and its JSON API; [`export`]: the export formats;
 //!   [`auth`]: users, sessions and API tokens.
 //! - [`cli`]: one module per subcommand; [`config`]: the TOML file.
+//! - [`metrics`]: the figures every part records for Prometheus;
+//!   [`health`]: `/metrics`, `/healthz` and `/readyz`, and the monitor that
+//!   reads the slot and the lag.
 //! - Shared plumbing: [`pg`] (connection strings, slots, LSNs, TLS, quoting),
 //!   [`table`] (table names and capture patterns), [`text`].
 
@@ -30,6 +33,8 @@ pub mod cli;
 pub mod config;
 pub mod entry;
 pub mod export;
+pub mod health;
+pub mod metrics;
 pub mod pg;
 pub mod pipeline;
 pub mod source;

@@ -1,12 +1,14 @@
 //! `pgtrail run` (capture, with the web view alongside) and `pgtrail web`
 //! (the web view alone): both run until SIGTERM or SIGINT, and SIGHUP reads
-//! the config file once and hands that one reading to every part.
+//! the config file once and hands that one reading to every part. Each
+//! serves `/metrics`, `/healthz` and `/readyz` on `metrics.listen`.
 
 use std::path::PathBuf;
 
 use anyhow::Result;
 
 use crate::config::{Config, Reading};
+use crate::health::{self, Role};
 use crate::{pipeline, store, web};
 
 /// `pgtrail run`: the capture daemon, and the web view on `web.listen`.
@@ -18,10 +20,17 @@ pub async fn run(config: Config) -> Result<()> {
         tracing::info!("stop requested; finishing what is whole");
         let _ = stop_tx.send(true);
     });
+    let role = Role::Capture {
+        max_lag: config.metrics.ready_max_lag,
+    };
+    let endpoints = health::spawn(&config, role, stop_rx.clone());
     let web = web::spawn_alongside(&config, stop_rx.clone(), reload_rx.clone());
     pipeline::run(config.clone(), stop_rx, reload_rx).await?;
     // The web view got the same stop; let its open requests finish.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), web).await;
+    if let Some(endpoints) = endpoints {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), endpoints).await;
+    }
     Ok(())
 }
 
@@ -31,6 +40,8 @@ pub async fn web(config: Config) -> Result<()> {
     drop(store::open(&config.store).await?);
     let pool = web::Pool::new(config.store.clone(), web::POOL_SIZE);
     let (reload_tx, reload_rx) = reload_channel(&config);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let endpoints = health::spawn(&config, Role::Web, stop_rx);
     let reload = web::Reload {
         signal: reload_rx,
         record: true,
@@ -38,13 +49,17 @@ pub async fn web(config: Config) -> Result<()> {
     web::serve(
         &config,
         pool,
-        async {
+        async move {
             wait_for_stop_signal(Some(reload_tx)).await;
             tracing::info!("stop requested");
+            let _ = stop_tx.send(true);
         },
         Some(reload),
     )
     .await?;
+    if let Some(endpoints) = endpoints {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), endpoints).await;
+    }
     Ok(())
 }
 

@@ -3,12 +3,14 @@
 //! runs on. Every error names the file and the key.
 //!
 //! Each section has its own module with its raw form, its validated form and
-//! the check between them: `source`, `store`, `capture`, `web`, `export` and `log`.
+//! the check between them: `source`, `store`, `capture`, `web`, `export`, `log`
+//! and `metrics`.
 //! This one reads the file and assembles the sections.
 
 mod capture;
 mod export;
 mod log;
+mod metrics;
 mod source;
 mod store;
 mod web;
@@ -17,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use self::metrics::{parse_duration, MetricsConfig};
 pub use export::ExportConfig;
 pub use log::LogFormat;
 pub use web::{AuthMode, ProxyAuth, WebAuth};
@@ -73,6 +76,8 @@ struct RawConfig {
     export: export::RawExport,
     #[serde(default)]
     log: log::RawLog,
+    #[serde(default)]
+    metrics: metrics::RawMetrics,
 }
 
 /// The validated configuration.
@@ -101,6 +106,8 @@ pub struct Config {
     pub web_auth: WebAuth,
     /// `log.format`: text or JSON lines. Applied when the program starts (a reload keeps the running one).
     pub log_format: LogFormat,
+    /// `[metrics]`: the metrics and health endpoints. Applied when the program starts.
+    pub metrics: MetricsConfig,
 }
 
 impl Config {
@@ -129,6 +136,7 @@ impl Config {
         let export = export::export(&raw.export, path)?;
         let web_auth = web::web_auth(&raw.web, web_listen, path)?;
         let log_format = log::format(&raw.log, path)?;
+        let metrics = metrics::metrics(&raw.metrics, path)?;
         Ok(Config {
             path: path.to_owned(),
             source: source.url,
@@ -144,6 +152,7 @@ impl Config {
             export,
             web_auth,
             log_format,
+            metrics,
         })
     }
 }

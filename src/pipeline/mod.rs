@@ -26,6 +26,7 @@ use crate::capture::assemble::AssembleError;
 use crate::capture::partition::PartitionMap;
 use crate::capture::replication::ReplicationError;
 use crate::config::{Config, Reading};
+use crate::metrics::{progress::progress, record};
 use crate::source::SourceError;
 use crate::store::StoreError;
 
@@ -72,6 +73,21 @@ impl PipelineError {
             _ => false,
         }
     }
+
+    /// The error's kind, as the metrics label it (a short, fixed set).
+    fn kind(&self) -> &'static str {
+        match self {
+            PipelineError::Source(SourceError::Connect { .. }) => "source_connect",
+            PipelineError::Source(_) => "source",
+            PipelineError::Replication(_) => "replication",
+            PipelineError::Store(StoreError::Connect { .. }) => "store_connect",
+            PipelineError::Store(StoreError::Timeout(_)) => "store_timeout",
+            PipelineError::Store(_) => "store",
+            PipelineError::Assemble(_) => "decode",
+            PipelineError::WriterGone => "writer_gone",
+            PipelineError::Stuck(_) => "quarantine",
+        }
+    }
 }
 
 /// Runs until `shutdown` turns true. Fails only if the very first session
@@ -91,19 +107,31 @@ pub async fn run(
     let mut partition_schemas: BTreeSet<String> = BTreeSet::new();
     let mut carried_partitions: Option<PartitionMap> = None;
     let mut recovery = Recovery::default();
+    // The last session ended with an error: the next one to start is a reconnect.
+    let mut after_error = false;
     loop {
         let began = Instant::now();
+        let source = config.source.dbname().to_owned();
         // Started: the server accepted START_REPLICATION.
         let (started, result) =
             match Prepared::start(&config, &partition_schemas, carried_partitions.take()).await {
-                Ok(session) => (
-                    true,
-                    session
+                Ok(session) => {
+                    streaming(&source, after_error);
+                    let ended = session
                         .run(&config, &mut recovery, &mut shutdown, &mut reload)
-                        .await,
-                ),
+                        .await;
+                    (true, ended)
+                }
                 Err(e) => (false, Err(e)),
             };
+        let partition_restart = matches!(
+            result,
+            Err(PipelineError::Assemble(
+                AssembleError::PartitionOutsideStream { .. }
+            ))
+        );
+        after_error = result.is_err() && !partition_restart;
+        ended(&source, &result, partition_restart);
         if let Err(PipelineError::Assemble(AssembleError::PartitionOutsideStream {
             partition,
             partitions,
@@ -163,6 +191,33 @@ pub async fn run(
     }
 }
 
+/// A session streams: for `/readyz` and the metrics.
+fn streaming(source: &str, reconnected: bool) {
+    progress().streaming();
+    record::streaming(source, true);
+    if reconnected {
+        record::reconnect(source);
+    }
+}
+
+/// A session ended (or did not start) with `result`: for `/readyz` and the metrics.
+fn ended(source: &str, result: &Result<SessionEnd, PipelineError>, partition_restart: bool) {
+    record::streaming(source, false);
+    match result {
+        Ok(SessionEnd::Shutdown) => progress().down("pgtrail is stopping".into()),
+        Ok(SessionEnd::Reload) => {
+            progress().down("the session restarts with a reloaded config".into())
+        }
+        Err(_) if partition_restart => {
+            progress().down("the session restarts to decode a new partition's schema".into())
+        }
+        Err(e) => {
+            record::capture_error(source, e.kind());
+            progress().down(e.to_string());
+        }
+    }
+}
+
 /// The new reading of the config file, or the running config if that reading
 /// is invalid. Either way the reload is recorded as a `Config` event.
 fn reload_config(running: Config, reading: &Reading) -> Config {
@@ -174,6 +229,11 @@ fn reload_config(running: Config, reading: &Reading) -> Config {
             if new.web_listen != running.web_listen {
                 tracing::warn!(
                     "web.listen changed: the web view keeps its address until pgtrail restarts"
+                );
+            }
+            if new.metrics != running.metrics {
+                tracing::warn!(
+                    "[metrics] changed: the running settings are kept until pgtrail restarts"
                 );
             }
             tracing::info!(path = %running.path.display(), "config reloaded; capture resumes with it from the store's checkpoint");

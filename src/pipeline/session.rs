@@ -141,6 +141,7 @@ impl Prepared {
                 .with_signer(config.signing.clone())
                 .isolating_until(recovery.isolate_until())
                 .with_timeout(config.store_timeout)
+                .with_source_label(config.source.dbname())
                 .run(rx),
         );
         let assembler = Assembler::new(config.capture.clone(), checkpoint, self.message_key)

@@ -34,7 +34,8 @@ pub use super::encode::{content, encode_copy_row, COPY_SQL};
 use super::quarantine::SideRows;
 use super::signing::HeadSigner;
 use super::StoreError;
-use crate::entry::{AuditEntry, Event};
+use crate::entry::{Action, AuditEntry, Event};
+use crate::metrics::record::{self, StoreCommit};
 use crate::pg::Lsn;
 use crate::pg::SlotName;
 
@@ -84,6 +85,61 @@ pub struct StoreWriter {
     /// How long one step (a batch, a commit) may take before the store is
     /// taken for gone (`store.timeout_seconds`).
     timeout: Duration,
+    /// The source database, as the metrics name it.
+    source: String,
+    /// What the open store transaction holds, for the metrics: of the source
+    /// transaction still arriving, and of those received whole. Recorded only
+    /// once committed, so the figures count what the store really holds.
+    partial: Tally,
+    whole: Tally,
+}
+
+/// Counts for the metrics, kept until the store commits them.
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    /// Entries by action, in the order of [`Action::ALL`].
+    entries: [u64; Action::ALL.len()],
+    transactions: u64,
+    decode_errors: u64,
+    quarantined: u64,
+    last_commit_micros: Option<i64>,
+}
+
+impl Tally {
+    fn entry(&mut self, action: Action) {
+        if let Some(i) = Action::ALL.iter().position(|a| *a == action) {
+            self.entries[i] += 1;
+        }
+    }
+
+    /// Adds `later`, which came after what `self` holds.
+    fn absorb(&mut self, later: Tally) {
+        for (n, m) in self.entries.iter_mut().zip(later.entries) {
+            *n += m;
+        }
+        self.transactions += later.transactions;
+        self.decode_errors += later.decode_errors;
+        self.quarantined += later.quarantined;
+        self.last_commit_micros = later.last_commit_micros.or(self.last_commit_micros);
+    }
+
+    /// Records what a store commit that took `took` made durable.
+    fn record(&self, source: &str, took: Duration) {
+        for (action, n) in Action::ALL.iter().zip(self.entries) {
+            record::entries_stored(source, action.as_str(), n);
+        }
+        let commit = StoreCommit {
+            took,
+            transactions: self.transactions,
+            decode_errors: self.decode_errors,
+            quarantined: self.quarantined,
+            last_commit_micros: self.last_commit_micros,
+        };
+        record::store_commit(source, &commit);
+        if let Some(micros) = self.last_commit_micros {
+            crate::metrics::progress::progress().stored(micros);
+        }
+    }
 }
 
 /// Signing the chain heads (`[store] signing_key_file`).
@@ -137,7 +193,16 @@ impl StoreWriter {
             signing: None,
             isolate_until: None,
             timeout: DEFAULT_TIMEOUT,
+            source: String::new(),
+            partial: Tally::default(),
+            whole: Tally::default(),
         }
+    }
+
+    /// Names the source database in the metrics this writer records.
+    pub fn with_source_label(mut self, source: &str) -> Self {
+        self.source = source.to_owned();
+        self
     }
 
     /// Commits each source transaction alone until the checkpoint passes `until`.
@@ -231,13 +296,20 @@ impl StoreWriter {
         for event in batch {
             match event {
                 Event::Entry(entry) => self.encode(entry)?,
-                Event::Undecodable(failure) => self.side.push_failure(failure),
+                Event::Undecodable(failure) => {
+                    self.partial.decode_errors += 1;
+                    self.side.push_failure(failure)
+                }
                 Event::Quarantined(record) => self.side.push_record(record),
                 Event::Partitions(map) => self.partial_partitions = Some(map),
                 Event::Commit(txn) => {
                     if let Some(map) = self.partial_partitions.take() {
                         self.whole_partitions = Some(map);
                     }
+                    if self.partial.entries.iter().any(|n| *n > 0) {
+                        self.partial.transactions = 1;
+                    }
+                    self.partial.last_commit_micros = chain::commit_time_micros(&txn.committed_at);
                     self.mark_whole(txn.end_lsn);
                     if self.isolating() {
                         self.commit_if_whole().await?;
@@ -246,6 +318,9 @@ impl StoreWriter {
                 Event::QuarantineEnd(q) => {
                     let end = q.end_lsn;
                     let stored = end <= *self.durable.borrow();
+                    if !stored {
+                        self.partial.quarantined += 1;
+                    }
                     self.side.end_quarantine(q, stored);
                     self.mark_whole(end);
                     // Alone, so that a refusal of the quarantine itself names it.
@@ -296,6 +371,7 @@ impl StoreWriter {
         let hash = content(&entry, committed_at).hash(&self.chain.last);
         self.chain.last = hash;
         self.chain.encoded += 1;
+        self.partial.entry(entry.action);
         encode_copy_row(&entry, cols, &hash, &mut self.copy_buf);
         Ok(())
     }
@@ -308,6 +384,8 @@ impl StoreWriter {
         self.chain.whole = self.chain.last;
         self.chain.whole_entries = self.chain.encoded;
         self.pending_checkpoint = Some(end);
+        let partial = std::mem::take(&mut self.partial);
+        self.whole.absorb(partial);
     }
 
     /// Commits what is whole, rolls back the rest, signs the heads.
@@ -365,6 +443,7 @@ impl StoreWriter {
         if self.holds_partial {
             return Ok(());
         }
+        let started = Instant::now();
         self.send_copy(self.whole_bytes).await?;
         self.whole_bytes = 0;
         self.begin().await?;
@@ -410,6 +489,7 @@ impl StoreWriter {
         self.pending_checkpoint = None;
         self.last_commit = Instant::now();
         self.durable.send_replace(checkpoint);
+        std::mem::take(&mut self.whole).record(&self.source, started.elapsed());
         if let Some(s) = &mut self.signing {
             s.due = true;
         }

@@ -248,6 +248,12 @@ pub async fn download(
                 format!("the export could not be recorded in the audit store: {e}")
             });
         }
+        let ended = match (&error, abandoned) {
+            (None, _) => "completed",
+            (Some(_), true) => "abandoned",
+            (Some(_), false) => "failed",
+        };
+        crate::metrics::record::web_export(options.format.as_str(), ended, outcome.entries);
         if let Some(e) = error {
             tracing::warn!(error = %e, entries = outcome.entries, "a web export failed");
             // The body ends with an error, so the server aborts the response

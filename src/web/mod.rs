@@ -11,8 +11,9 @@
 //! embedded CSS and JS; [`error`] is the one error type.
 //!
 //! Around them: [`router`] puts the routes and the layers every response
-//! goes through together ([`app`]); [`mod@serve`] runs it ([`serve()`],
-//! [`spawn_alongside`]); [`state`] is what every handler shares
+//! goes through together ([`app`]; [`metered`] counts requests by route);
+//! [`mod@serve`] runs it ([`serve()`], [`spawn_alongside`]); [`state`] is
+//! what every handler shares
 //! ([`AppState`]), over the store connections of [`pool`]; [`reload`]
 //! applies a reloaded config file.
 //!
@@ -33,6 +34,7 @@ pub mod export;
 pub mod history;
 pub mod limits;
 pub mod log;
+pub mod metered;
 pub mod pool;
 pub mod query;
 pub mod reload;

@@ -1,5 +1,6 @@
 //! The whole web view as one router ([`app`]): every route, and the layers
-//! every response goes through (authentication, security headers, timing).
+//! every response goes through (authentication, security headers, timing,
+//! request metrics).
 
 use std::time::Instant;
 
@@ -39,6 +40,7 @@ pub fn app(state: AppState) -> Router {
         ))
         .layer(axum::middleware::map_response(security_headers))
         .layer(axum::middleware::from_fn(server_timing))
+        .layer(axum::middleware::from_fn(super::metered::track))
         .with_state(state)
 }
 

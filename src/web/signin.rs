@@ -40,6 +40,7 @@ use super::AppState;
 use super::{limits, query};
 use crate::auth::{past_lock, sessions, users, Actor, AuthError};
 use crate::config::AuthMode;
+use crate::metrics::record as metric;
 use crate::store::events::{record, Category};
 
 /// The least time a refused sign-in takes.
@@ -190,6 +191,7 @@ pub async fn submit(
     let given_csrf = f.get("csrf").map(String::as_str).unwrap_or("");
     let cookie_csrf = access::cookie(&headers, SIGN_IN_COOKIE).unwrap_or_default();
     if given_csrf.is_empty() || !crate::auth::same_secret(given_csrf, &cookie_csrf) {
+        metric::sign_in_failure("csrf");
         return Err(WebError::Forbidden(
             "The sign-in form is out of date or was not sent from pgtrail's sign-in page (its CSRF token does \
              not match). Open the sign-in page again and sign in there."
@@ -230,6 +232,7 @@ pub async fn submit(
     {
         Ok(attempt) => attempt,
         Err(refused) => {
+            metric::sign_in_failure("throttled");
             tracing::warn!(client = %client.shown(), "sign-in refused unchecked: too many failed sign-ins from this address");
             let mut res = shown
                 .render(StatusCode::TOO_MANY_REQUESTS, THROTTLED)
@@ -241,6 +244,7 @@ pub async fn submit(
     // Beyond a full line, refuse now: waiting longer would outlast any
     // browser's patience, and the refused guess was never checked.
     let Some(place) = state.sign_in_place() else {
+        metric::sign_in_failure("busy");
         tracing::warn!(peer = %peer.ip(), "sign-in refused: too many sign-ins waiting to be checked");
         let mut res = shown.render(StatusCode::TOO_MANY_REQUESTS, BUSY).await?;
         res.headers_mut()
@@ -313,6 +317,7 @@ pub async fn submit(
             Ok(res)
         }
         users::SignIn::Failed { locked_now, locked } => {
+            metric::sign_in_failure("refused");
             let failure = Failure {
                 actor: &actor,
                 name: &name,
