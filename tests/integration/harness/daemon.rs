@@ -64,8 +64,14 @@ impl Config {
 
     pub fn to_toml(&self) -> String {
         let list = |v: &[String]| v.iter().map(|s| toml_str(s)).collect::<Vec<_>>().join(", ");
+        // Daemons run side by side: none takes the default metrics port unless a test asks.
+        let metrics = if self.extra_toml.contains("[metrics]") {
+            ""
+        } else {
+            "\n[metrics]\nlisten = \"\"\n"
+        };
         format!(
-            "[source]\nurl = {}\nslot = {}\n{}\n[store]\nurl = {}\n{}\n[web]\nlisten = {}\n{}\n[capture]\ntables = [{}]\nexclude = [{}]\nbefore_images = {}\n{}",
+            "[source]\nurl = {}\nslot = {}\n{}\n[store]\nurl = {}\n{}\n[web]\nlisten = {}\n{}\n[capture]\ntables = [{}]\nexclude = [{}]\nbefore_images = {}\n{}{}",
             toml_str(&self.source_url),
             toml_str(&self.slot),
             self.source_toml,
@@ -76,7 +82,8 @@ impl Config {
             list(&self.tables),
             list(&self.exclude),
             self.before_images,
-            self.extra_toml
+            self.extra_toml,
+            metrics
         )
     }
 }
