@@ -28,7 +28,8 @@
 #  1. Backlog, for identity DEFAULT and then FULL on the four pgbench tables, after a
 #     warm-up of N transactions and a checkpoint each: a slot is created, N transactions run with nothing reading it, then a marker row. Each drain
 #     copies that slot (pg_copy_logical_replication_slot) and runs
-#     `pg_recvlogical --start --endpos` to the backlog's end, output counted by wc -c.
+#     `pg_recvlogical --start --endpos` to the backlog's end, output counted by wc -c. WAL per
+#     transaction is the backlog's, and `pg_waldump --stats`'s records and full-page images.
 #     The walsender's CPU time is the postmaster's reaped children's time (cutime + cstime
 #     in /proc/<postmaster>/stat) across the drain: the walsender is the only child that
 #     exits meanwhile (autovacuum is off, nothing else connects). Sets run in a rotated
@@ -170,7 +171,11 @@ for identity in DEFAULT FULL; do
     changes=$(( txns * 4 ))
     wal=$(( $(lsn_num "$end_lsn") - $(lsn_num "$start_lsn") ))
     tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$dir/pgbench-$identity.log")
-    printf 'wal\t%s\t-\t-\t-\t-\t%s B/txn, backlog TPS %s\n' "$identity" "$(( wal / txns ))" "$tps" >>"$results"
+    # Records apart from full-page images, which depend on the time since the checkpoint.
+    read -r records fpi < <("$PGC_BIN/pg_waldump" --stats -p "$(pgc_datadir "$dir")/pg_wal" -s "$start_lsn" -e "$end_lsn" 2>/dev/null \
+        | awk '$1 == "Total" { print $3, $5 }')
+    printf 'wal\t%s\t-\t-\t-\t-\t%s B/txn (records %s, full-page images %s), backlog TPS %s\n' "$identity" \
+        "$(( wal / txns ))" "$(( records / txns ))" "$(( fpi / txns ))" "$tps" >>"$results"
     for (( r = 1; r <= rounds; r++ )); do
         n=${#set_list[@]}
         for (( i = 0; i < n; i++ )); do
