@@ -13,13 +13,15 @@ use serde_json::value::RawValue;
 use crate::pg::Lsn;
 use crate::table::TableName;
 
-/// One column of a row image as wal2json sends it.
+/// One column of a row image as wal2json sends it (with `include-types=0`,
+/// `include-type-oids=1`: the type's OID instead of its name, which the
+/// walsender would have to format for every column of every change).
 #[derive(Debug, Deserialize)]
 pub struct Column<'a> {
     #[serde(borrow)]
     pub name: Cow<'a, str>,
-    #[serde(borrow, rename = "type")]
-    pub type_name: Cow<'a, str>,
+    #[serde(rename = "typeoid")]
+    pub type_oid: u32,
     #[serde(borrow)]
     pub value: &'a RawValue,
 }
@@ -218,7 +220,7 @@ mod tests {
 
     #[test]
     fn row_values_stay_raw_text() {
-        let r = decode(br#"{"action":"I","xid":1,"schema":"My Schema","table":"a\"b","columns":[{"name":"n","type":"numeric(10,2)","value":10.50},{"name":"big","type":"bigint","value":9223372036854775807}],"pk":[{"name":"n","type":"numeric(10,2)"}]}"#).unwrap();
+        let r = decode(br#"{"action":"I","xid":1,"schema":"My Schema","table":"a\"b","columns":[{"name":"n","typeoid":1700,"value":10.50},{"name":"big","typeoid":20,"value":9223372036854775807}],"pk":[{"name":"n","typeoid":1700}]}"#).unwrap();
         let Record::Row(row) = r else {
             panic!("expected row")
         };
@@ -230,8 +232,34 @@ mod tests {
     }
 
     #[test]
-    fn invalid_json_from_a_quoted_type_name_is_an_error_not_a_panic() {
-        let e = decode(br#"{"action":"I","xid":1,"schema":"s","table":"t","columns":[{"name":"c","type":"s."we"ird"","value":"x"}]}"#);
+    fn type_oids_are_read_and_anything_else_there_is_an_error_not_a_panic() {
+        let r = decode(br#"{"action":"I","xid":1,"schema":"s","table":"t","columns":[{"name":"d","typeoid":16399,"value":"7.25"}],"pk":[]}"#).unwrap();
+        let Record::Row(row) = r else {
+            panic!("expected row")
+        };
+        assert_eq!(row.columns[0].type_oid, 16399);
+        for column in [
+            r#"{"name":"c","value":1}"#,
+            r#"{"name":"c","typeoid":"23","value":1}"#,
+            r#"{"name":"c","typeoid":-1,"value":1}"#,
+            r#"{"name":"c","typeoid":4294967296,"value":1}"#,
+            r#"{"name":"c","typeoid":2.5,"value":1}"#,
+            r#"{"name":"c","typeoid":null,"value":1}"#,
+            r#"{"name":"c","type":"integer","value":1}"#,
+        ] {
+            let record = format!(
+                r#"{{"action":"U","xid":1,"schema":"s","table":"t","columns":[],"identity":[{column}]}}"#
+            );
+            let e = decode(record.as_bytes());
+            assert!(matches!(e, Err(DecodeError::Json(_))), "{column}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn invalid_json_is_an_error_not_a_panic() {
+        let e = decode(br#"{"action":"I","xid":1,"schema":"s","table":"t","columns":[{"name":"c","typeoid":23,"value":1"#);
+        assert!(matches!(e, Err(DecodeError::Json(_))));
+        let e = decode(b"{\"action\":\"I\",\"xid\":1,\"schema\":\"s\",\"table\":\"t\",\"columns\":[{\"name\":\"c\",\"typeoid\":25,\"value\":\"\xe9\"}]}");
         assert!(matches!(e, Err(DecodeError::Json(_))));
     }
 

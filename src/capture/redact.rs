@@ -473,6 +473,19 @@ mod tests {
         assert!(ColumnRules::new(vec![rule("public.users", &["a"], &[])], None).is_ok());
     }
 
+    /// A record as wal2json sends text of a database whose encoding is not
+    /// UTF-8 (SQL_ASCII): `é` as the one Latin-1 byte, which is not valid JSON.
+    fn latin1(record: &str) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(record.len());
+        for c in record.chars() {
+            match c {
+                'é' => bytes.push(0xe9),
+                c => bytes.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
+            }
+        }
+        bytes
+    }
+
     /// No partition trees.
     fn no_root(_: &TableName) -> Option<TableName> {
         None
@@ -482,7 +495,9 @@ mod tests {
     fn undecodable_records_are_withheld_only_where_they_may_hold_ruled_values() {
         let rules = ColumnRules::new(vec![rule("public.users", &[], &["pw"])], key()).unwrap();
         // Invalid JSON after `table` (wal2json passes on bytes that are not UTF-8 as they are).
-        let users = br#"{"action":"I","xid":9,"schema":"public","table":"users","columns":[{"name":"pw","type":"s."q"","value":"s3cret"}]}"#;
+        let users = &latin1(
+            r#"{"action":"I","xid":9,"schema":"public","table":"users","columns":[{"name":"pw","typeoid":25,"value":"s3creté"}]}"#,
+        );
         let kept = rules.undecodable_record(users, no_root);
         assert!(
             kept.starts_with("(withheld:")
@@ -490,14 +505,16 @@ mod tests {
                 && !kept.contains("s3cret"),
             "{kept}"
         );
-        let orders = br#"{"action":"I","xid":9,"schema":"public","table":"orders","columns":[{"name":"pw","type":"s."q"","value":"x"}]}"#;
+        let orders = &latin1(
+            r#"{"action":"I","xid":9,"schema":"public","table":"orders","columns":[{"name":"pw","typeoid":25,"value":"é"}]}"#,
+        );
         assert_eq!(
             rules.undecodable_record(orders, no_root),
             String::from_utf8_lossy(orders)
         );
         // No table to tell by, but row values: withheld. No row values at all: kept.
         let anon =
-            br#"{"action":"I","xid":9,"columns":[{"name":"pw","type":"text","value":"s3cret"}]}"#;
+            br#"{"action":"I","xid":9,"columns":[{"name":"pw","typeoid":25,"value":"s3cret"}]}"#;
         assert!(rules
             .undecodable_record(anon, no_root)
             .starts_with("(withheld:"));
@@ -521,14 +538,18 @@ mod tests {
     fn ignored_columns_and_partitions_withhold_undecodable_records_too() {
         // Ignoring alone withholds: an ignored value is not to be stored at all.
         let ignore_only = ColumnRules::new(vec![rule("public.users", &["pw"], &[])], None).unwrap();
-        let users = br#"{"action":"I","xid":9,"schema":"public","table":"users","columns":[{"name":"pw","type":"s."q"","value":"s3cret"}]}"#;
+        let users = &latin1(
+            r#"{"action":"I","xid":9,"schema":"public","table":"users","columns":[{"name":"pw","typeoid":25,"value":"s3creté"}]}"#,
+        );
         let kept = ignore_only.undecodable_record(users, no_root);
         assert!(
             kept.starts_with("(withheld:") && !kept.contains("s3cret"),
             "{kept}"
         );
         // A partition is looked up by its root: the rules name the root only.
-        let part = br#"{"action":"I","xid":9,"schema":"p","table":"users_eu","columns":[{"name":"pw","type":"s."q"","value":"s3cret"}]}"#;
+        let part = &latin1(
+            r#"{"action":"I","xid":9,"schema":"p","table":"users_eu","columns":[{"name":"pw","typeoid":25,"value":"s3creté"}]}"#,
+        );
         assert_eq!(
             ignore_only.undecodable_record(part, no_root),
             String::from_utf8_lossy(part),

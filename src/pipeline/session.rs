@@ -198,13 +198,18 @@ fn stream_filter(
 }
 
 /// wal2json's options for START_REPLICATION.
-fn wal2json_options(stream_filter: &Wal2jsonFilter) -> [(&'static str, String); 7] {
+fn wal2json_options(stream_filter: &Wal2jsonFilter) -> [(&'static str, String); 9] {
     [
         ("format-version", "2".to_owned()),
         ("include-xids", "1".to_owned()),
         ("include-timestamp", "1".to_owned()),
         ("include-lsn", "1".to_owned()),
         ("include-pk", "1".to_owned()),
+        // Type OIDs, not names: a name costs the walsender a catalog lookup and
+        // formatting per column of every change, and values.rs needs only the
+        // four built-in OIDs it maps (docs/benchmarks.md, "The walsender's share").
+        ("include-types", "0".to_owned()),
+        ("include-type-oids", "1".to_owned()),
         ("add-tables", stream_filter.to_option()),
         (
             "add-msg-prefixes",

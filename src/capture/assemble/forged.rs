@@ -126,7 +126,7 @@ mod tests {
             "pgtrail",
             &MessageKey::from_secret(b"guess").sign("pgtrail", 9, r#"{"session_user":"postgres"}"#),
         );
-        let insert = r#"{"action":"I","xid":9,"schema":"s","table":"t","columns":[{"name":"id","type":"integer","value":1}],"pk":[]}"#;
+        let insert = r#"{"action":"I","xid":9,"schema":"s","table":"t","columns":[{"name":"id","typeoid":23,"value":1}],"pk":[]}"#;
         let out = feed_as_sent(
             &mut a,
             &[
@@ -166,7 +166,7 @@ mod tests {
             "pgtrail_partitions",
             r#"{"root":{"schema":"public","name":"scratch"},"members":[{"schema":"public","name":"payments","parent_schema":"public","parent_name":"scratch"}]}"#,
         );
-        let insert = r#"{"action":"I","xid":9,"schema":"public","table":"payments","columns":[{"name":"id","type":"integer","value":1}],"pk":[]}"#;
+        let insert = r#"{"action":"I","xid":9,"schema":"public","table":"payments","columns":[{"name":"id","typeoid":23,"value":1}],"pk":[]}"#;
         let out = feed_as_sent(&mut a, &[BEGIN_9, &forged, insert, COMMIT_9]);
         let tables: Vec<String> = entries(&out).iter().map(|e| e.table.to_string()).collect();
         assert_eq!(tables, ["pgtrail.security", "public.payments"]);

@@ -236,15 +236,15 @@ mod tests {
             &mut a,
             &[
                 BEGIN_9,
-                r#"{"action":"I","xid":9,"schema":"s","table":"t","columns":[{"name":"id","type":"integer","value":0}],"pk":[]}"#,
+                r#"{"action":"I","xid":9,"schema":"s","table":"t","columns":[{"name":"id","typeoid":23,"value":0}],"pk":[]}"#,
                 r#"{"action":"M","xid":9,"transactional":true,"prefix":"pgtrail","content":"{\"session_user\" : \"app\", \"actor\" : \"alice\"}"}"#,
-                r#"{"action":"I","xid":9,"schema":"s","table":"t","columns":[{"name":"id","type":"integer","value":1}],"pk":[]}"#,
+                r#"{"action":"I","xid":9,"schema":"s","table":"t","columns":[{"name":"id","typeoid":23,"value":1}],"pk":[]}"#,
                 r#"{"action":"M","xid":9,"transactional":false,"prefix":"pgtrail","content":"{\"actor\" : \"mallory\"}"}"#,
                 r#"{"action":"M","xid":9,"transactional":true,"prefix":"pgtrail","content":"{\"session_user\" : \"app\", \"actor\" : \"bob\"}"}"#,
                 r#"{"action":"T","xid":9,"schema":"s","table":"t"}"#,
                 COMMIT_9,
                 r#"{"action":"B","xid":10,"timestamp":"2026-01-01 00:00:00+00","lsn":"0/30","nextlsn":"0/40"}"#,
-                r#"{"action":"I","xid":10,"schema":"s","table":"t","columns":[{"name":"id","type":"integer","value":2}],"pk":[]}"#,
+                r#"{"action":"I","xid":10,"schema":"s","table":"t","columns":[{"name":"id","typeoid":23,"value":2}],"pk":[]}"#,
                 r#"{"action":"C","xid":10,"timestamp":"2026-01-01 00:00:00+00","lsn":"0/30","nextlsn":"0/40"}"#,
             ],
         );

@@ -165,7 +165,7 @@ mod tests {
     use super::super::tests::{assembler, feed, BEGIN_9, COMMIT_9};
     use super::*;
 
-    const ROW: &str = r#"{"action":"I","xid":9,"schema":"public","table":"t","columns":[{"name":"id","type":"integer","value":1}],"pk":[{"name":"id","type":"integer"}]}"#;
+    const ROW: &str = r#"{"action":"I","xid":9,"schema":"public","table":"t","columns":[{"name":"id","typeoid":23,"value":1}],"pk":[{"name":"id","typeoid":23}]}"#;
     const BROKEN_BEGIN: &str = r#"{"action":"B","xid":9,"lsn":"not an lsn"}"#;
     const BROKEN_COMMIT: &str = r#"{"action":"C","xid":9,"timestamp":"#;
 

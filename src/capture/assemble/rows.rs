@@ -206,7 +206,7 @@ mod tests {
             &mut a,
             &[
                 BEGIN_9,
-                r#"{"action":"U","xid":9,"schema":"s","table":"t","columns":[{"name":"id","type":"integer","value":1},{"name":"n","type":"text","value":"b"}],"identity":[{"name":"id","type":"integer","value":1},{"name":"big","type":"text","value":"long"},{"name":"n","type":"text","value":"a"}],"pk":[{"name":"id","type":"integer"}]}"#,
+                r#"{"action":"U","xid":9,"schema":"s","table":"t","columns":[{"name":"id","typeoid":23,"value":1},{"name":"n","typeoid":25,"value":"b"}],"identity":[{"name":"id","typeoid":23,"value":1},{"name":"big","typeoid":25,"value":"long"},{"name":"n","typeoid":25,"value":"a"}],"pk":[{"name":"id","typeoid":23}]}"#,
                 COMMIT_9,
             ],
         );
@@ -253,13 +253,13 @@ mod tests {
         };
         let cols = |v: &[(&str, &str)]| {
             v.iter()
-                .map(|(n, val)| format!(r#"{{"name":"{n}","type":"text","value":{val}}}"#))
+                .map(|(n, val)| format!(r#"{{"name":"{n}","typeoid":25,"value":{val}}}"#))
                 .collect::<Vec<_>>()
                 .join(",")
         };
         let users = |action: &str, new: &[(&str, &str)], old: &[(&str, &str)]| {
             format!(
-                r#"{{"action":"{action}","xid":9,"schema":"s","table":"users","columns":[{}],"identity":[{}],"pk":[{{"name":"id","type":"integer"}}]}}"#,
+                r#"{{"action":"{action}","xid":9,"schema":"s","table":"users","columns":[{}],"identity":[{}],"pk":[{{"name":"id","typeoid":23}}]}}"#,
                 cols(new),
                 cols(old)
             )
@@ -307,17 +307,17 @@ mod tests {
             (users("D", &[], &pw2), Some((Some(r#"{"id":1}"#), Some(r#"{"id":1,"name":"a","pw":"~x2","ssn":null}"#), None, None))),
             // A redacted key column is hashed in primary_key too.
             (
-                r#"{"action":"D","xid":9,"schema":"s","table":"tokens","identity":[{"name":"token","type":"text","value":"t0k"},{"name":"n","type":"integer","value":5}],"pk":[{"name":"token","type":"text"}]}"#.into(),
+                r#"{"action":"D","xid":9,"schema":"s","table":"tokens","identity":[{"name":"token","typeoid":25,"value":"t0k"},{"name":"n","typeoid":23,"value":5}],"pk":[{"name":"token","typeoid":25}]}"#.into(),
                 Some((Some(r#"{"token":"~t0k"}"#), Some(r#"{"token":"~t0k","n":5}"#), None, None)),
             ),
             // An ignored key column: no primary_key, as for a table without one.
             (
-                r#"{"action":"I","xid":9,"schema":"s","table":"odd","columns":[{"name":"id","type":"integer","value":7},{"name":"v","type":"text","value":"x"}],"pk":[{"name":"id","type":"integer"}]}"#.into(),
+                r#"{"action":"I","xid":9,"schema":"s","table":"odd","columns":[{"name":"id","typeoid":23,"value":7},{"name":"v","typeoid":25,"value":"x"}],"pk":[{"name":"id","typeoid":23}]}"#.into(),
                 Some((None, None, Some(r#"{"v":"x"}"#), None)),
             ),
             // Rules are per table: the same column names elsewhere are stored as they are.
             (
-                r#"{"action":"I","xid":9,"schema":"s","table":"other","columns":[{"name":"pw","type":"text","value":"x1"},{"name":"seen","type":"text","value":"t1"}],"pk":[]}"#.into(),
+                r#"{"action":"I","xid":9,"schema":"s","table":"other","columns":[{"name":"pw","typeoid":25,"value":"x1"},{"name":"seen","typeoid":25,"value":"t1"}],"pk":[]}"#.into(),
                 Some((None, None, Some(r#"{"pw":"x1","seen":"t1"}"#), None)),
             ),
         ];

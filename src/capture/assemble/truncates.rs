@@ -103,10 +103,10 @@ mod tests {
             &mut a,
             &[
                 BEGIN_9,
-                r#"{"action":"D","xid":9,"schema":"public","table":"o_eu_lo","identity":[{"name":"id","type":"integer","value":1},{"name":"region","type":"text","value":"eu"}],"pk":[{"name":"id","type":"integer"},{"name":"region","type":"text"}]}"#,
-                r#"{"action":"I","xid":9,"schema":"public","table":"o_us","columns":[{"name":"id","type":"integer","value":1},{"name":"region","type":"text","value":"us"}],"pk":[{"name":"id","type":"integer"},{"name":"region","type":"text"}]}"#,
+                r#"{"action":"D","xid":9,"schema":"public","table":"o_eu_lo","identity":[{"name":"id","typeoid":23,"value":1},{"name":"region","typeoid":25,"value":"eu"}],"pk":[{"name":"id","typeoid":23},{"name":"region","typeoid":25}]}"#,
+                r#"{"action":"I","xid":9,"schema":"public","table":"o_us","columns":[{"name":"id","typeoid":23,"value":1},{"name":"region","typeoid":25,"value":"us"}],"pk":[{"name":"id","typeoid":23},{"name":"region","typeoid":25}]}"#,
                 r#"{"action":"M","xid":9,"transactional":true,"prefix":"pgtrail_partitions","content":"{\"root\" : {\"schema\" : \"public\", \"name\" : \"o\"}, \"members\" : [{\"schema\" : \"public\", \"name\" : \"o_eu\", \"parent_schema\" : \"public\", \"parent_name\" : \"o\"}, {\"schema\" : \"public\", \"name\" : \"o_eu_lo\", \"parent_schema\" : \"public\", \"parent_name\" : \"o_eu\"}, {\"schema\" : \"public\", \"name\" : \"o_us\", \"parent_schema\" : \"public\", \"parent_name\" : \"o\"}, {\"schema\" : \"public\", \"name\" : \"o_new\", \"parent_schema\" : \"public\", \"parent_name\" : \"o\"}]}"}"#,
-                r#"{"action":"I","xid":9,"schema":"public","table":"o_new","columns":[{"name":"id","type":"integer","value":2},{"name":"region","type":"text","value":"new"}],"pk":[{"name":"id","type":"integer"},{"name":"region","type":"text"}]}"#,
+                r#"{"action":"I","xid":9,"schema":"public","table":"o_new","columns":[{"name":"id","typeoid":23,"value":2},{"name":"region","typeoid":25,"value":"new"}],"pk":[{"name":"id","typeoid":23},{"name":"region","typeoid":25}]}"#,
                 &format!(
                     r#"{{"action":"M","xid":9,"transactional":true,"prefix":"pgtrail_truncate","content":"{{\"schema\":\"public\",\"table\":\"o_eu\",\"statement_start\":\"s1\",\"query\":\"{q}\"}}"}}"#
                 ),
