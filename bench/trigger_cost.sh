@@ -57,7 +57,10 @@ done
 command -v valgrind >/dev/null || die "valgrind is needed: apt-get install -y valgrind"
 
 if [[ -z "$binary" ]]; then
-    build_pgtrail "$build"
+    if [[ $build -eq 1 ]]; then
+        say "cargo build --release"
+        (cd "$repo" && cargo build --release --quiet)
+    fi
     binary="${CARGO_TARGET_DIR:-$repo/target}/release/pgtrail"
 fi
 [[ -x "$binary" ]] || die "$binary not found (build it, or drop --no-build)"
