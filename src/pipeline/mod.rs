@@ -30,6 +30,8 @@ use crate::metrics::{progress::progress, record};
 use crate::source::SourceError;
 use crate::store::StoreError;
 
+pub mod gap;
+pub mod permanent;
 mod recovery;
 mod session;
 
@@ -53,6 +55,8 @@ pub enum PipelineError {
     WriterGone,
     #[error("{0}")]
     Stuck(recovery::Stuck),
+    #[error("{0}")]
+    SlotLost(gap::SlotLoss),
 }
 
 impl PipelineError {
@@ -86,12 +90,14 @@ impl PipelineError {
             PipelineError::Assemble(_) => "decode",
             PipelineError::WriterGone => "writer_gone",
             PipelineError::Stuck(_) => "quarantine",
+            PipelineError::SlotLost(_) => "slot_lost",
         }
     }
 }
 
-/// Runs until `shutdown` turns true. Fails only if the very first session
-/// cannot start. A new reading of the config file in `reload` starts a new
+/// Runs until `shutdown` turns true. Fails if the very first session cannot
+/// start, and on a permanent error ([`permanent`]): at once when the slot is
+/// lost (after recording the audit gap), after a few tries otherwise. A new reading of the config file in `reload` starts a new
 /// session with it (or with the running config, if the reading is invalid),
 /// from the store's checkpoint: every transaction is decoded whole under one
 /// capture set, none lost or doubled.
@@ -109,6 +115,7 @@ pub async fn run(
     let mut recovery = Recovery::default();
     // The last session ended with an error: the next one to start is a reconnect.
     let mut after_error = false;
+    let mut tries = permanent::Tries::default();
     loop {
         let began = Instant::now();
         let source = config.source.dbname().to_owned();
@@ -149,6 +156,9 @@ pub async fn run(
         if let Err(PipelineError::Stuck(stuck)) = &result {
             recovery.stuck(stuck);
         }
+        if started {
+            tries.give_up(None);
+        }
         match result {
             Ok(SessionEnd::Shutdown) => return Ok(()),
             Ok(SessionEnd::Reload) => {
@@ -156,6 +166,10 @@ pub async fn run(
                 config = reload_config(config, &reading);
                 first = false;
                 continue;
+            }
+            Err(e) if tries.give_up(Some(&e)) => {
+                stop_for_good(&config, &e).await;
+                return Err(e);
             }
             // Refuse to start rather than retry blindly: whoever started us is
             // watching now, and the message says what to fix.
@@ -188,6 +202,27 @@ pub async fn run(
             }
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// `run` ends on `e`, a permanent error: a lost slot's gap is recorded first.
+async fn stop_for_good(config: &Config, e: &PipelineError) {
+    if let PipelineError::SlotLost(loss) = e {
+        match tokio::time::timeout(Duration::from_secs(30), gap::record_loss(&config.store, loss))
+            .await
+        {
+            Ok(Ok(true)) => tracing::info!(slot = %loss.slot, last_stored = %loss.last_stored, "audit gap recorded in the store"),
+            Ok(Ok(false)) => tracing::info!(slot = %loss.slot, "this audit gap was already recorded in the store"),
+            Ok(Err(why)) => tracing::error!(error = %why, "the audit gap could not be recorded in the store; the next `pgtrail run` tries again"),
+            Err(_) => tracing::error!("the audit gap could not be recorded: the store did not answer in 30 s; the next `pgtrail run` tries again"),
+        }
+    }
+    if let Some(p) = e.permanent() {
+        tracing::error!(
+            exit_code = p.exit_code(),
+            kind = e.kind(),
+            "capture stopped by an error that retrying cannot fix"
+        );
     }
 }
 

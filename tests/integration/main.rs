@@ -26,6 +26,7 @@ mod exports_memory;
 mod exports_temp;
 mod exports_web;
 mod fidelity;
+mod gap;
 mod hostile;
 mod large;
 mod layout;
