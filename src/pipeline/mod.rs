@@ -62,6 +62,9 @@ pub enum PipelineError {
 impl PipelineError {
     /// Would trying again later help without anyone changing anything?
     fn is_transient(&self) -> bool {
+        if self.permanent().is_some() {
+            return false;
+        }
         match self {
             PipelineError::Replication(e) => e.is_transient(),
             PipelineError::Source(SourceError::Connect { .. })
@@ -264,6 +267,11 @@ fn reload_config(running: Config, reading: &Reading) -> Config {
             if new.web_listen != running.web_listen {
                 tracing::warn!(
                     "web.listen changed: the web view keeps its address until pgtrail restarts"
+                );
+            }
+            if new.wal_warn != running.wal_warn {
+                tracing::warn!(
+                    "capture.wal_warn changed: the WAL guard keeps the running one until pgtrail restarts"
                 );
             }
             if new.metrics != running.metrics {

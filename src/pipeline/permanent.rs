@@ -14,7 +14,7 @@ use crate::source::SourceError;
 use crate::store::StoreError;
 
 /// Sessions in a row that may fail with the same permanent error before
-/// `run` ends: about 7.5 s of backoff.
+/// `run` ends: about 15 s of backoff (1 + 2 + 4 + 8 s).
 pub const TRIES: u32 = 5;
 
 /// An error that needs a person.
