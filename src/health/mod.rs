@@ -12,8 +12,10 @@
 pub mod guard;
 pub mod lag;
 pub mod monitor;
+pub mod notify;
 pub mod ready;
 pub mod server;
+pub mod service_status;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;

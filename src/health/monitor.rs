@@ -15,6 +15,8 @@ use tokio_postgres::Client;
 
 use super::guard::WalGuard;
 use super::lag::{Lag, LagHistory};
+use super::notify;
+use super::service_status::{self, Rate};
 use crate::metrics::progress::progress;
 use crate::metrics::record::{self, SlotFigures};
 use crate::pg::{Lsn, PgUrl, SlotName};
@@ -99,6 +101,7 @@ pub async fn run(watched: Watched, out: watch::Sender<Option<Readings>>) {
     let mut store_conn: Option<Client> = None;
     let mut history = LagHistory::default();
     let mut guard = WalGuard::new(watched.wal_warn);
+    let mut rate = Rate::default();
     let mut ticker = tokio::time::interval(watched.every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -143,6 +146,11 @@ pub async fn run(watched: Watched, out: watch::Sender<Option<Readings>>) {
             }
             _ => None,
         };
+        if source_name.is_some() {
+            let checkpoint = store.as_ref().ok().and_then(|s| s.checkpoint);
+            let per_second = rate.observe(now, checkpoint);
+            notify::status(&service_status::line(lag, per_second));
+        }
         let readings = Readings {
             at: now,
             source,

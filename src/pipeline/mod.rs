@@ -26,6 +26,7 @@ use crate::capture::assemble::AssembleError;
 use crate::capture::partition::PartitionMap;
 use crate::capture::replication::ReplicationError;
 use crate::config::{Config, Reading};
+use crate::health::notify;
 use crate::metrics::{progress::progress, record};
 use crate::source::SourceError;
 use crate::store::StoreError;
@@ -163,7 +164,10 @@ pub async fn run(
             tries.give_up(None);
         }
         match result {
-            Ok(SessionEnd::Shutdown) => return Ok(()),
+            Ok(SessionEnd::Shutdown) => {
+                notify::stopping();
+                return Ok(());
+            }
             Ok(SessionEnd::Reload) => {
                 let reading = reload.borrow_and_update().clone();
                 config = reload_config(config, &reading);
@@ -192,9 +196,15 @@ pub async fn run(
             }
         }
         first = false;
+        // The run loop beats for systemd's watchdog before and after each
+        // backoff (at most 30 s, well inside WatchdogSec).
+        notify::watchdog();
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
-            _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
+            _ = shutdown.wait_for(|stop| *stop) => {
+                notify::stopping();
+                return Ok(());
+            }
             changed = reload.changed() => {
                 if changed.is_err() {
                     return Ok(());
@@ -204,6 +214,7 @@ pub async fn run(
                 continue;
             }
         }
+        notify::watchdog();
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
@@ -232,6 +243,7 @@ async fn stop_for_good(config: &Config, e: &PipelineError) {
 /// A session streams: for `/readyz` and the metrics.
 fn streaming(source: &str, reconnected: bool) {
     progress().streaming();
+    notify::ready();
     record::streaming(source, true);
     if reconnected {
         record::reconnect(source);

@@ -336,6 +336,8 @@ impl Reader {
             }
             self.report(reply_requested).await?;
             self.check_silence().await?;
+            // systemd's watchdog hears from this loop only while it turns.
+            crate::health::notify::watchdog();
         }
     }
 

@@ -35,6 +35,7 @@ mod logs;
 mod metrics;
 mod metrics_prometheus;
 mod metrics_web;
+mod notify;
 mod partitions;
 mod quarantine;
 mod reload;
