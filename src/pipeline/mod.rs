@@ -101,7 +101,8 @@ impl PipelineError {
 
 /// Runs until `shutdown` turns true. Fails if the very first session cannot
 /// start, and on a permanent error ([`permanent`]): at once when the slot is
-/// lost (after recording the audit gap), after a few tries otherwise. A new reading of the config file in `reload` starts a new
+/// lost (after recording the audit gap), after a few tries otherwise. A new
+/// reading of the config file in `reload` starts a new
 /// session with it (or with the running config, if the reading is invalid),
 /// from the store's checkpoint: every transaction is decoded whole under one
 /// capture set, none lost or doubled.
