@@ -8,7 +8,7 @@ use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 
 use pgtrail::cli;
-use pgtrail::cli::{setup, status, tables};
+use pgtrail::cli::{recreate, setup, status, tables};
 use pgtrail::config::{Config, LogFormat};
 
 #[derive(Parser)]
@@ -33,6 +33,10 @@ enum Command {
         /// Print the exact SQL it would run on the source and the store, and change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Replace a lost (or dropped) slot with a new one and record the audit gap, the changes
+        /// that were not captured, as a `gap` EVENT in the store.
+        #[arg(long, conflicts_with = "dry_run")]
+        recreate_slot: bool,
     },
     /// Remove from the source what setup installed (triggers, function; the slot with --drop-slot).
     /// The store and its entries are never touched.
@@ -128,6 +132,7 @@ fn main() -> ExitCode {
         }
     };
     let verify = matches!(cli.command, Command::Verify(_));
+    let daemon = matches!(cli.command, Command::Run);
     let check = matches!(cli.command, Command::Status { check: true, .. });
     match runtime.block_on(run(cli.command, loaded)) {
         Ok(code) => code,
@@ -146,6 +151,9 @@ fn main() -> ExitCode {
             }
             if verify {
                 ExitCode::from(VERIFY_ERROR)
+            } else if daemon {
+                // A permanent error has a code of its own (docs/operations.md, "Exit codes").
+                ExitCode::from(pgtrail::pipeline::permanent::exit_code(&e))
             } else {
                 ExitCode::FAILURE
             }
@@ -207,16 +215,24 @@ fn init_logging(format: LogFormat) {
 async fn run(command: Command, loaded: Result<(Config, PathBuf)>) -> Result<ExitCode> {
     let (config, path) = loaded?;
     match command {
-        Command::Setup { dry_run: true } => {
+        Command::Setup { dry_run: true, .. } => {
+            recreate::before_setup(&config, false).await?;
             let plan = setup::plan_setup(&config).await?;
             for note in &plan.notes {
                 println!("-- {note}");
             }
             print!("{}", plan.to_sql(&config));
         }
-        Command::Setup { dry_run: false } => {
+        Command::Setup {
+            dry_run: false,
+            recreate_slot,
+        } => {
+            let replacing = recreate::before_setup(&config, recreate_slot).await?;
             for line in setup::setup(&config).await? {
                 println!("{line}");
+            }
+            if let Some(replacing) = replacing {
+                println!("{}", recreate::after_setup(&config, replacing).await?);
             }
             println!(
                 "setup complete; start capture with: pgtrail --config {} run",

@@ -19,6 +19,8 @@ pub enum SourceError {
         endpoint: String,
         dbname: String,
         reason: String,
+        /// The server's SQLSTATE, when it answered (`28P01`: wrong password).
+        code: Option<String>,
     },
     #[error("wal_level is {0:?} on the source server, but logical decoding needs wal_level = logical; run ALTER SYSTEM SET wal_level = logical; on the source and restart PostgreSQL")]
     WalLevel(String),
@@ -59,6 +61,7 @@ pub async fn connect(url: &PgUrl) -> Result<Client, SourceError> {
             endpoint: url.endpoint(),
             dbname: url.dbname().to_owned(),
             reason: crate::pg::describe(&e),
+            code: e.as_db_error().map(|d| d.code().code().to_owned()),
         })
 }
 

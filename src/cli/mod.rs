@@ -5,6 +5,7 @@
 pub mod daemon;
 pub mod digest;
 pub mod export;
+pub mod recreate;
 pub mod setup;
 pub mod status;
 pub mod tables;

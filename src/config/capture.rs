@@ -1,6 +1,7 @@
 //! `[capture]`: which tables are audited (`tables`, `exclude`), whether their
 //! old rows are kept (`before_images`), and per-table column rules
-//! (`[[capture.columns]]`) with the key for redacted values.
+//! (`[[capture.columns]]`) with the key for redacted values; `wal_warn` is
+//! read in `wal_warn.rs`.
 
 use std::path::{Path, PathBuf};
 
@@ -26,6 +27,8 @@ pub(super) struct RawCapture {
     redact_key: Option<String>,
     /// A file holding the key for redacted values (read at load time).
     redact_key_file: Option<PathBuf>,
+    /// The WAL guard's threshold (`super::wal_warn`).
+    pub wal_warn: Option<super::wal_warn::RawSize>,
 }
 
 impl Default for RawCapture {
@@ -37,6 +40,7 @@ impl Default for RawCapture {
             columns: Vec::new(),
             redact_key: None,
             redact_key_file: None,
+            wal_warn: None,
         }
     }
 }

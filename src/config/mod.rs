@@ -13,6 +13,7 @@ mod log;
 mod metrics;
 mod source;
 mod store;
+mod wal_warn;
 mod web;
 
 use std::path::{Path, PathBuf};
@@ -22,6 +23,7 @@ use serde::Deserialize;
 pub use self::metrics::{parse_duration, MetricsConfig};
 pub use export::ExportConfig;
 pub use log::LogFormat;
+pub use wal_warn::{parse_size, DEFAULT_WAL_WARN};
 pub use web::{AuthMode, ProxyAuth, WebAuth};
 
 use crate::capture::redact::ColumnRules;
@@ -108,6 +110,9 @@ pub struct Config {
     pub log_format: LogFormat,
     /// `[metrics]`: the metrics and health endpoints. Applied when the program starts.
     pub metrics: MetricsConfig,
+    /// `capture.wal_warn`: WAL the slot may hold before the daemon warns, in bytes; `None`: off.
+    /// Applied when the program starts.
+    pub wal_warn: Option<u64>,
 }
 
 impl Config {
@@ -137,6 +142,7 @@ impl Config {
         let web_auth = web::web_auth(&raw.web, web_listen, path)?;
         let log_format = log::format(&raw.log, path)?;
         let metrics = metrics::metrics(&raw.metrics, path)?;
+        let wal_warn = wal_warn::wal_warn(raw.capture.wal_warn.as_ref(), path)?;
         Ok(Config {
             path: path.to_owned(),
             source: source.url,
@@ -153,6 +159,7 @@ impl Config {
             web_auth,
             log_format,
             metrics,
+            wal_warn,
         })
     }
 }

@@ -6,14 +6,17 @@
 //! monitor a poll, never capture.
 //!
 //! [`SlotReading`] is what it knows of the slot: the lag figures come from
-//! it, and a guard on the WAL the slot retains can read it too.
+//! it, and the WAL guard ([`super::guard`]) judges it.
 
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 use tokio_postgres::Client;
 
+use super::guard::WalGuard;
 use super::lag::{Lag, LagHistory};
+use super::notify;
+use super::service_status::{self, Rate};
 use crate::metrics::progress::progress;
 use crate::metrics::record::{self, SlotFigures};
 use crate::pg::{Lsn, PgUrl, SlotName};
@@ -84,6 +87,8 @@ pub struct Watched {
     /// that the store answers.
     pub checkpoint_of: Option<SlotName>,
     pub every: Duration,
+    /// `capture.wal_warn`: the WAL guard's threshold in bytes; `None`: off.
+    pub wal_warn: Option<u64>,
 }
 
 /// Polls until the process ends, publishing each poll's readings on `out`.
@@ -95,6 +100,8 @@ pub async fn run(watched: Watched, out: watch::Sender<Option<Readings>>) {
     let mut source_conn: Option<Client> = None;
     let mut store_conn: Option<Client> = None;
     let mut history = LagHistory::default();
+    let mut guard = WalGuard::new(watched.wal_warn);
+    let mut rate = Rate::default();
     let mut ticker = tokio::time::interval(watched.every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -117,7 +124,11 @@ pub async fn run(watched: Watched, out: watch::Sender<Option<Readings>>) {
                 .await;
                 forget_on_error(&mut source_conn, &read);
                 match &read {
-                    Ok(r) => record::slot(slot.as_str(), r.slot.as_ref().map(|s| figures(s, r))),
+                    Ok(r) => {
+                        let figures = r.slot.as_ref().map(|s| figures(s, r));
+                        record::slot(slot.as_str(), figures);
+                        guard.observe(slot.as_str(), figures);
+                    }
                     Err(_) => record::monitor_error("source"),
                 }
                 Some(read)
@@ -135,6 +146,11 @@ pub async fn run(watched: Watched, out: watch::Sender<Option<Readings>>) {
             }
             _ => None,
         };
+        if source_name.is_some() {
+            let checkpoint = store.as_ref().ok().and_then(|s| s.checkpoint);
+            let per_second = rate.observe(now, checkpoint);
+            notify::status(&service_status::line(lag, per_second));
+        }
         let readings = Readings {
             at: now,
             source,

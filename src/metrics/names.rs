@@ -25,6 +25,7 @@ pub const SLOT_RETAINED_WAL: &str = "pgtrail_slot_retained_wal_bytes";
 pub const SLOT_WAL_STATUS: &str = "pgtrail_slot_wal_status";
 pub const SLOT_SAFE_WAL_SIZE: &str = "pgtrail_slot_safe_wal_size_bytes";
 pub const SLOT_ACTIVE: &str = "pgtrail_slot_active";
+pub const WAL_WARN: &str = "pgtrail_wal_warn";
 pub const MONITOR_ERRORS: &str = "pgtrail_monitor_errors_total";
 
 // The web view.
@@ -106,6 +107,10 @@ pub fn describe() {
     describe_gauge!(
         SLOT_ACTIVE,
         "1 while a walsender holds the slot, 0 when not, -1 when the slot does not exist"
+    );
+    describe_gauge!(
+        WAL_WARN,
+        "1 while the slot holds more WAL than capture.wal_warn, else 0"
     );
     describe_counter!(
         MONITOR_ERRORS,

@@ -90,6 +90,11 @@ pub fn slot(slot: &str, figures: Option<SlotFigures<'_>>) {
     }
 }
 
+/// Whether the slot holds more WAL than `capture.wal_warn` (the WAL guard).
+pub fn wal_warn(slot: &str, over: bool) {
+    gauge!(WAL_WARN, "slot" => slot.to_owned()).set(if over { 1.0 } else { 0.0 });
+}
+
 /// A slot's figures, as [`slot`] records them.
 #[derive(Debug, Clone, Copy)]
 pub struct SlotFigures<'a> {

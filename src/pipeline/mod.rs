@@ -26,10 +26,13 @@ use crate::capture::assemble::AssembleError;
 use crate::capture::partition::PartitionMap;
 use crate::capture::replication::ReplicationError;
 use crate::config::{Config, Reading};
+use crate::health::notify;
 use crate::metrics::{progress::progress, record};
 use crate::source::SourceError;
 use crate::store::StoreError;
 
+pub mod gap;
+pub mod permanent;
 mod recovery;
 mod session;
 
@@ -53,11 +56,16 @@ pub enum PipelineError {
     WriterGone,
     #[error("{0}")]
     Stuck(recovery::Stuck),
+    #[error("{0}")]
+    SlotLost(gap::SlotLoss),
 }
 
 impl PipelineError {
     /// Would trying again later help without anyone changing anything?
     fn is_transient(&self) -> bool {
+        if self.permanent().is_some() {
+            return false;
+        }
         match self {
             PipelineError::Replication(e) => e.is_transient(),
             PipelineError::Source(SourceError::Connect { .. })
@@ -86,12 +94,15 @@ impl PipelineError {
             PipelineError::Assemble(_) => "decode",
             PipelineError::WriterGone => "writer_gone",
             PipelineError::Stuck(_) => "quarantine",
+            PipelineError::SlotLost(_) => "slot_lost",
         }
     }
 }
 
-/// Runs until `shutdown` turns true. Fails only if the very first session
-/// cannot start. A new reading of the config file in `reload` starts a new
+/// Runs until `shutdown` turns true. Fails if the very first session cannot
+/// start, and on a permanent error ([`permanent`]): at once when the slot is
+/// lost (after recording the audit gap), after a few tries otherwise. A new
+/// reading of the config file in `reload` starts a new
 /// session with it (or with the running config, if the reading is invalid),
 /// from the store's checkpoint: every transaction is decoded whole under one
 /// capture set, none lost or doubled.
@@ -109,6 +120,7 @@ pub async fn run(
     let mut recovery = Recovery::default();
     // The last session ended with an error: the next one to start is a reconnect.
     let mut after_error = false;
+    let mut tries = permanent::Tries::default();
     loop {
         let began = Instant::now();
         let source = config.source.dbname().to_owned();
@@ -149,13 +161,23 @@ pub async fn run(
         if let Err(PipelineError::Stuck(stuck)) = &result {
             recovery.stuck(stuck);
         }
+        if started {
+            tries.give_up(None);
+        }
         match result {
-            Ok(SessionEnd::Shutdown) => return Ok(()),
+            Ok(SessionEnd::Shutdown) => {
+                notify::stopping();
+                return Ok(());
+            }
             Ok(SessionEnd::Reload) => {
                 let reading = reload.borrow_and_update().clone();
                 config = reload_config(config, &reading);
                 first = false;
                 continue;
+            }
+            Err(e) if tries.give_up(Some(&e)) => {
+                stop_for_good(&config, &e).await;
+                return Err(e);
             }
             // Refuse to start rather than retry blindly: whoever started us is
             // watching now, and the message says what to fix.
@@ -175,9 +197,15 @@ pub async fn run(
             }
         }
         first = false;
+        // The run loop beats for systemd's watchdog before and after each
+        // backoff (at most 30 s, well inside WatchdogSec).
+        notify::watchdog();
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
-            _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
+            _ = shutdown.wait_for(|stop| *stop) => {
+                notify::stopping();
+                return Ok(());
+            }
             changed = reload.changed() => {
                 if changed.is_err() {
                     return Ok(());
@@ -187,13 +215,36 @@ pub async fn run(
                 continue;
             }
         }
+        notify::watchdog();
         backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// `run` ends on `e`, a permanent error: a lost slot's gap is recorded first.
+async fn stop_for_good(config: &Config, e: &PipelineError) {
+    if let PipelineError::SlotLost(loss) = e {
+        match tokio::time::timeout(Duration::from_secs(30), gap::record_loss(&config.store, loss))
+            .await
+        {
+            Ok(Ok(true)) => tracing::info!(slot = %loss.slot, last_stored = %loss.last_stored, "audit gap recorded in the store"),
+            Ok(Ok(false)) => tracing::info!(slot = %loss.slot, "this audit gap was already recorded in the store"),
+            Ok(Err(why)) => tracing::error!(error = %why, "the audit gap could not be recorded in the store; the next `pgtrail run` tries again"),
+            Err(_) => tracing::error!("the audit gap could not be recorded: the store did not answer in 30 s; the next `pgtrail run` tries again"),
+        }
+    }
+    if let Some(p) = e.permanent() {
+        tracing::error!(
+            exit_code = p.exit_code(),
+            kind = e.kind(),
+            "capture stopped by an error that retrying cannot fix"
+        );
     }
 }
 
 /// A session streams: for `/readyz` and the metrics.
 fn streaming(source: &str, reconnected: bool) {
     progress().streaming();
+    notify::ready();
     record::streaming(source, true);
     if reconnected {
         record::reconnect(source);
@@ -229,6 +280,11 @@ fn reload_config(running: Config, reading: &Reading) -> Config {
             if new.web_listen != running.web_listen {
                 tracing::warn!(
                     "web.listen changed: the web view keeps its address until pgtrail restarts"
+                );
+            }
+            if new.wal_warn != running.wal_warn {
+                tracing::warn!(
+                    "capture.wal_warn changed: the WAL guard keeps the running one until pgtrail restarts"
                 );
             }
             if new.metrics != running.metrics {

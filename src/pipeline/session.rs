@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, Interval};
 use tokio_postgres::Client;
 
+use super::gap::{self, Found, SlotLoss};
 use super::recovery::{Recovery, Stuck};
 use super::PipelineError;
 use crate::capture::assemble::{AssembleError, Assembler};
@@ -80,6 +81,16 @@ impl Prepared {
                 dbname: config.store.dbname().to_owned(),
                 reason: format!("no checkpoint for slot {:?}", config.slot.as_str()),
             })?;
+        let lost = |found| {
+            PipelineError::SlotLost(SlotLoss {
+                slot: config.slot.clone(),
+                found,
+                last_stored: checkpoint,
+            })
+        };
+        if let Some(found) = gap::catalog_loss(&catalog, &config.slot).await? {
+            return Err(lost(found));
+        }
         source::check_slot(&catalog, &config.slot, Duration::from_secs(5)).await?;
         let all_tables = source::catalog_tables(&catalog).await?;
         // The map as of the checkpoint when one was stored; the catalog (the map
@@ -108,6 +119,9 @@ impl Prepared {
                 if e.message.contains("wal2json") && e.code.starts_with("58") =>
             {
                 return Err(SourceError::Wal2jsonMissing(e.message).into())
+            }
+            Err(ReplicationError::Server(e)) if gap::is_loss(&e) => {
+                return Err(lost(Found::Refused(e.message)))
             }
             other => other?,
         };
@@ -327,6 +341,8 @@ impl Reader {
             }
             self.report(reply_requested).await?;
             self.check_silence().await?;
+            // systemd's watchdog hears from this loop only while it turns.
+            crate::health::notify::watchdog();
         }
     }
 

@@ -1,5 +1,5 @@
 //! pgtrail's own events — sign-ins, exports, user and token changes,
-//! configuration reloads — written into the store as entries with action
+//! configuration reloads, audit gaps — written into the store as entries with action
 //! `EVENT`, so the audit log audits its own use and shows it in the same view.
 //!
 //! An event entry has no source transaction (`xid` and `lsn` are null); its
@@ -30,6 +30,9 @@ pub enum Category {
     Config,
     /// Source transactions kept raw in `pgtrail.quarantine` instead of as entries.
     Quarantine,
+    /// Audit gaps: the replication slot was lost or replaced, so changes
+    /// went uncaptured (`pipeline::gap`).
+    Gap,
 }
 
 impl Category {
@@ -43,6 +46,7 @@ impl Category {
             Category::Export => "export",
             Category::Config => "config",
             Category::Quarantine => "quarantine",
+            Category::Gap => "gap",
         }
     }
 }

@@ -58,6 +58,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "security events in source transactions, message keys",
         include_str!("../../sql/store/0010_source_events.sql"),
     ),
+    (
+        11,
+        "gap events",
+        include_str!("../../sql/store/0011_gap_events.sql"),
+    ),
 ];
 
 /// The store's group roles and their grants (`sql/store/roles.sql`):

@@ -33,6 +33,8 @@ pub enum StoreError {
         endpoint: String,
         dbname: String,
         reason: String,
+        /// The server's SQLSTATE, when it answered (`28P01`: wrong password).
+        code: Option<String>,
     },
     #[error(
         "the audit store is not set up (database {dbname:?}: {reason}); run `pgtrail setup` first"
@@ -90,6 +92,7 @@ pub async fn open(url: &PgUrl) -> Result<Client, StoreError> {
                 endpoint: url.endpoint(),
                 dbname: url.dbname().to_owned(),
                 reason: describe(&e),
+                code: e.as_db_error().map(|d| d.code().code().to_owned()),
             }
         }
     })?;

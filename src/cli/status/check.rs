@@ -96,6 +96,12 @@ pub fn judge(status: &Status, t: &Thresholds) -> Verdict {
         let why = "slot is unreserved: its WAL is past max_slot_wal_keep_size".to_owned();
         problems.push((State::Warning, why));
     }
+    if let (Some(held), Some(warn)) = (status.retained_wal_bytes, status.wal_warn_bytes) {
+        if held > warn {
+            let why = format!("slot holds {} of WAL, past capture.wal_warn", size(held));
+            problems.push((State::Warning, why));
+        }
+    }
     if let Some(lag) = status.lag_bytes {
         let level = over(lag, Some(t.warn_lag_bytes), Some(t.crit_lag_bytes));
         if let Some(state) = level {
@@ -213,6 +219,8 @@ mod tests {
             confirmed_flush_lsn: Some("0/10".into()),
             server_lsn: "0/20".into(),
             lag_bytes: Some(lag),
+            retained_wal_bytes: Some(lag + 100),
+            wal_warn_bytes: Some(1 << 30),
             last_stored_lsn: Some("0/10".into()),
             last_stored_age_seconds: Some(3),
             entries_estimate: 7,
@@ -250,6 +258,11 @@ mod tests {
         );
         t.warn_lag_bytes = 20000;
         assert_eq!(judge(&running(12345), &t).state, State::Ok);
+        let mut held = running(12345);
+        held.wal_warn_bytes = Some(12345);
+        let line = judge(&held, &t).line;
+        let warned = "PGTRAIL WARNING - slot holds 12 kB of WAL, past capture.wal_warn; lag 12 kB";
+        assert!(line.starts_with(warned), "{line}");
 
         let mut lost = running(1);
         lost.wal_status = Some("lost".into());

@@ -23,6 +23,10 @@ pub struct Status {
     pub server_lsn: String,
     /// WAL the slot still holds back: server position minus confirmed flush.
     pub lag_bytes: Option<u64>,
+    /// WAL the slot keeps on the source's disk: server position minus `restart_lsn`.
+    pub retained_wal_bytes: Option<u64>,
+    /// `capture.wal_warn`: past it, `status --check` warns; `None` when off.
+    pub wal_warn_bytes: Option<u64>,
     pub last_stored_lsn: Option<String>,
     /// Seconds since the store's checkpoint for this slot was last written (by setup, or with the
     /// last stored transaction), on the store's clock.
@@ -42,6 +46,7 @@ struct SlotRow {
     active: bool,
     wal_status: Option<String>,
     confirmed_flush: Option<Lsn>,
+    restart: Option<Lsn>,
 }
 
 async fn slot_row(config: &Config) -> Result<SlotRow> {
@@ -50,7 +55,7 @@ async fn slot_row(config: &Config) -> Result<SlotRow> {
     let row = source
         .query_one(
             "SELECT pg_current_wal_lsn()::text, s.slot_name IS NOT NULL, s.active_pid IS NOT NULL, \
-             s.wal_status, s.confirmed_flush_lsn::text \
+             s.wal_status, s.confirmed_flush_lsn::text, s.restart_lsn::text \
              FROM (SELECT 1) one LEFT JOIN pg_replication_slots s ON s.slot_name = $1",
             &[&config.slot.as_str()],
         )
@@ -62,6 +67,7 @@ async fn slot_row(config: &Config) -> Result<SlotRow> {
         active: row.get::<_, Option<bool>>(2).unwrap_or(false),
         wal_status: row.get(3),
         confirmed_flush: row.get::<_, Option<String>>(4).and_then(|s| s.parse().ok()),
+        restart: row.get::<_, Option<String>>(5).and_then(|s| s.parse().ok()),
     })
 }
 
@@ -94,6 +100,8 @@ pub async fn status(config: &Config) -> Result<Status> {
         confirmed_flush_lsn: slot.confirmed_flush.map(|l| l.to_string()),
         server_lsn: slot.server_lsn.to_string(),
         lag_bytes: slot.confirmed_flush.map(|c| c.bytes_until(slot.server_lsn)),
+        retained_wal_bytes: slot.restart.map(|r| r.bytes_until(slot.server_lsn)),
+        wal_warn_bytes: config.wal_warn,
         last_stored_lsn: checkpoint
             .as_ref()
             .and_then(|r| r.get::<_, String>(0).parse::<Lsn>().ok())
@@ -127,7 +135,7 @@ impl Status {
             )
         };
         format!(
-            "slot: {}\nslot_exists: {}\nslot_active: {}\nwal_status: {}\nconfirmed_flush_lsn: {}\nserver_lsn: {}\nlag_bytes: {}\nlast_stored_lsn: {}\nlast_stored_age_seconds: {}\nentries: about {}\n",
+            "slot: {}\nslot_exists: {}\nslot_active: {}\nwal_status: {}\nconfirmed_flush_lsn: {}\nserver_lsn: {}\nlag_bytes: {}\nretained_wal_bytes: {}\nwal_warn_bytes: {}\nlast_stored_lsn: {}\nlast_stored_age_seconds: {}\nentries: about {}\n",
             self.slot,
             self.slot_exists,
             self.slot_active,
@@ -135,6 +143,8 @@ impl Status {
             opt(&self.confirmed_flush_lsn),
             self.server_lsn,
             num(self.lag_bytes),
+            num(self.retained_wal_bytes),
+            num(self.wal_warn_bytes),
             opt(&self.last_stored_lsn),
             num(self.last_stored_age_seconds),
             self.entries_estimate

@@ -1,0 +1,88 @@
+//! Permanent errors end `run` with an exit code of their own (docs/operations.md, "Exit codes of
+//! `run`"): a refused login exits 11 at once on the first session, and after a few sessions in a
+//! row when the password changes under a running daemon; an outage never does (the daemon keeps
+//! retrying while the source is down, and captures once it is back).
+
+use std::time::{Duration, Instant};
+
+use crate::gap::exit_of;
+use crate::harness::*;
+
+/// `run`'s exit status when the source or the store refuses the login.
+const EXIT_CREDENTIALS: i32 = 11;
+/// A role whose login pg_hba makes demand a password over TCP.
+const ROLE: &str = "scram_user";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_login_ends_run_with_its_code() {
+    let mut env = TestEnv::start().await;
+    env.cluster
+        .create_password_role(ROLE, "right", "scram-sha-256")
+        .await;
+    let src = env
+        .source_with(&format!(
+            "CREATE TABLE t (id int PRIMARY KEY); GRANT SELECT ON t TO {ROLE}"
+        ))
+        .await;
+    env.setup().await;
+    let mut config = env.trail.config.clone();
+
+    // The first session: at once.
+    config.source_url = env.cluster.url_as("app", ROLE, Some("wrong"));
+    env.trail.rewrite(config.clone());
+    let mut daemon = env.spawn();
+    let status = exit_of(&mut daemon, Duration::from_secs(15)).await;
+    let log = daemon.log();
+    assert_eq!(status.code(), Some(EXIT_CREDENTIALS), "{log}");
+    assert!(log.contains("password authentication failed"), "{log}");
+
+    // A running daemon whose password is changed: after the tries (about 15 s of backoff).
+    config.source_url = env.cluster.url_as("app", ROLE, Some("right"));
+    env.trail.rewrite(config);
+    let mut daemon = env.spawn();
+    src.batch_execute("INSERT INTO t VALUES (1)").await.unwrap();
+    env.sync().await;
+    let admin = env.cluster.client("postgres").await;
+    admin
+        .batch_execute(&format!(
+            "ALTER ROLE {ROLE} PASSWORD 'rotated'; \
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{ROLE}'"
+        ))
+        .await
+        .unwrap();
+    let since = Instant::now();
+    let status = exit_of(&mut daemon, Duration::from_secs(60)).await;
+    let log = daemon.log();
+    assert_eq!(status.code(), Some(EXIT_CREDENTIALS), "{log}");
+    assert!(
+        since.elapsed() >= Duration::from_secs(5),
+        "not before the tries: {:?}\n{log}",
+        since.elapsed()
+    );
+    assert!(
+        log.matches("capture stopped by an error that needs attention; retrying")
+            .count()
+            >= 4,
+        "{log}"
+    );
+    assert!(log.contains("retrying cannot fix"), "{log}");
+    assert_counts(&env.store().await, "public", "t", Counts::new(1, 0, 0, 0)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_keeps_the_backoff_and_capture_resumes() {
+    let (mut env, src, mut daemon) =
+        TestEnv::capturing("CREATE TABLE t (id int PRIMARY KEY)").await;
+    src.batch_execute("INSERT INTO t VALUES (1)").await.unwrap();
+    env.sync().await;
+    tokio::task::block_in_place(|| env.cluster.stop());
+    // Far longer than the permanent errors' tries.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    daemon.assert_running();
+    tokio::task::block_in_place(|| env.cluster.start_again());
+    let src = env.source().await;
+    src.batch_execute("INSERT INTO t VALUES (2)").await.unwrap();
+    env.sync().await;
+    daemon.assert_running();
+    assert_counts(&env.store().await, "public", "t", Counts::new(2, 0, 0, 0)).await;
+}
