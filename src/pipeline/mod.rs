@@ -40,7 +40,16 @@ use recovery::Recovery;
 use session::{Prepared, SessionEnd};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
+/// The longest wait after an error that needs attention.
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// The longest wait after an outage (a transient error): a store or source
+/// that comes back is found within this, and one connection attempt every
+/// few seconds is no load on one that is down.
+const BACKOFF_MAX_TRANSIENT: Duration = Duration::from_secs(4);
+/// A session that streamed this long was healthy: the next failure backs off
+/// from the minimum again, so a second outage soon after a first one is not
+/// waited out at the first one's backoff.
+const HEALTHY_AFTER: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -185,8 +194,11 @@ pub async fn run(
             Err(e) => {
                 // A session that streamed for a while was healthy: start the
                 // backoff afresh. One that fails at once keeps backing off.
-                if started && began.elapsed() >= BACKOFF_MAX {
+                if started && began.elapsed() >= HEALTHY_AFTER {
                     backoff = BACKOFF_MIN;
+                }
+                if e.is_transient() {
+                    backoff = backoff.min(BACKOFF_MAX_TRANSIENT);
                 }
                 let retry_in_ms = backoff.as_millis() as u64;
                 if e.is_transient() {
