@@ -117,17 +117,14 @@ fn duration(
 
 /// `"90s"`, `"5m"`, `"2h"`, `"500ms"`: one number and one unit.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
     let wrong = || {
         format!(
             "{:?} is not a duration: write a number and a unit, like \"30s\", \"5m\", \"1h\" or \"500ms\"",
             crate::text::clip(text)
         )
     };
-    let n: u64 = number.parse().map_err(|_| wrong())?;
-    let millis = match unit.trim() {
+    let (n, unit) = super::number_and_unit(text).ok_or_else(wrong)?;
+    let millis = match unit {
         "ms" => Some(n),
         "s" => n.checked_mul(1_000),
         "m" => n.checked_mul(60_000),

@@ -172,6 +172,16 @@ fn seconds(value: Option<u64>, default: u64, min: u64) -> Result<std::time::Dura
     }
 }
 
+/// A config value written as a whole number and a unit (`"30s"`, `"512MB"`):
+/// the number and the unit as written, or `None` when it does not start with
+/// a number. Each kind of value says which units it takes.
+fn number_and_unit(text: &str) -> Option<(u64, &str)> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    Some((number.parse().ok()?, unit.trim()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

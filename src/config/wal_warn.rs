@@ -39,17 +39,14 @@ pub(super) fn wal_warn(raw: Option<&RawSize>, path: &Path) -> Result<Option<u64>
 /// `"64kB"`, `"512MB"`, `"1GB"`, `"2TB"` (PostgreSQL's units, powers of 1024)
 /// or a plain number of bytes.
 pub fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
     let wrong = || {
         format!(
             "{:?} is not a size: write a number and a unit, like \"512MB\" or \"1GB\" (kB, MB, GB, TB), or \"off\"",
             crate::text::clip(text)
         )
     };
-    let n: u64 = number.parse().map_err(|_| wrong())?;
-    let shift = match unit.trim() {
+    let (n, unit) = super::number_and_unit(text).ok_or_else(wrong)?;
+    let shift = match unit {
         "" | "B" => 0,
         "kB" => 10,
         "MB" => 20,
