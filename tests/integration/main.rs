@@ -36,6 +36,7 @@ mod metrics;
 mod metrics_prometheus;
 mod metrics_web;
 mod notify;
+mod package;
 mod partitions;
 mod quarantine;
 mod reload;
