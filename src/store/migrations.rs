@@ -63,6 +63,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "gap events",
         include_str!("../../sql/store/0011_gap_events.sql"),
     ),
+    (
+        12,
+        "capture state",
+        include_str!("../../sql/store/0012_capture_state.sql"),
+    ),
 ];
 
 /// The store's group roles and their grants (`sql/store/roles.sql`):
