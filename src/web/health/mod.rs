@@ -167,7 +167,7 @@ fn slot_notices(r: &Reported) -> Vec<Notice> {
         out.push(notice(
             "warn",
             format!(
-                "The slot {} holds {} of WAL on the source, more than capture.wal_warn{warn} (at {at}): capture is \
+                "At {at} the slot {} held {} of WAL on the source, more than capture.wal_warn{warn}: capture is \
                  behind or stopped. If the slot passes max_slot_wal_keep_size, PostgreSQL invalidates it and the \
                  changes in that WAL are lost to the audit trail.",
                 s.slot,
@@ -179,7 +179,7 @@ fn slot_notices(r: &Reported) -> Vec<Notice> {
         Some("unreserved") => out.push(notice(
             "alert",
             format!(
-                "The slot {}'s wal_status is unreserved (at {at}): it holds more WAL than max_slot_wal_keep_size, \
+                "At {at} the slot {}'s wal_status was unreserved: it holds more WAL than max_slot_wal_keep_size, \
                  and the next checkpoint may invalidate it, losing the changes not yet captured.",
                 s.slot
             ),
@@ -187,7 +187,7 @@ fn slot_notices(r: &Reported) -> Vec<Notice> {
         Some("lost") => out.push(notice(
             "alert",
             format!(
-                "The slot {} is lost (wal_status lost, at {at}): PostgreSQL removed WAL it still needed, so changes \
+                "At {at} the slot {} was lost (wal_status lost): PostgreSQL removed WAL it still needed, so changes \
                  after {} were not captured. Run `pgtrail setup --recreate-slot`.",
                 s.slot,
                 s.stored_lsn.map_or_else(|| "the checkpoint".to_owned(), |l| l.to_string())
