@@ -23,6 +23,7 @@ use super::service_status::{self, Rate};
 use crate::metrics::progress::progress;
 use crate::metrics::record::{self, SlotFigures};
 use crate::pg::{Lsn, PgUrl, SlotName};
+use crate::store::capture_state::{LagFigures, SlotFigures as StoredSlot, SourceSide};
 
 /// The longest one poll of one side (connecting included) may take.
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -170,7 +171,8 @@ pub async fn run(watched: Watched, out: watch::Sender<Option<Readings>>) {
         };
         // A store that just failed a read is not written to this poll.
         if let (Some(reporter), Ok(_)) = (reporter.as_mut(), &readings.store) {
-            let state = reporter.state(&readings, over_wal_warn);
+            let stored = readings.store.as_ref().ok().and_then(|s| s.checkpoint);
+            let state = reporter.state(source_side(&readings), stored, over_wal_warn);
             let written = within(url, async {
                 reporter
                     .write(connected(&mut store_conn, url).await?, &state)
@@ -185,6 +187,29 @@ pub async fn run(watched: Watched, out: watch::Sender<Option<Readings>>) {
         if out.send(Some(readings)).is_err() {
             return;
         }
+    }
+}
+
+/// The source as a poll saw it, as `pgtrail.capture_state` stores it.
+fn source_side(readings: &Readings) -> SourceSide {
+    let reading = match &readings.source {
+        Some(Ok(reading)) => reading,
+        Some(Err(why)) => return SourceSide::Unread(why.clone()),
+        None => return SourceSide::Unread("the source is not watched".into()),
+    };
+    SourceSide::Read {
+        server_lsn: reading.server_lsn,
+        slot: reading.slot.as_ref().map(|s| StoredSlot {
+            active: s.active,
+            confirmed_lsn: s.confirmed_flush_lsn,
+            retained_bytes: s.retained_bytes(reading.server_lsn),
+            wal_status: s.wal_status.clone(),
+            safe_wal_size: s.safe_wal_size,
+        }),
+        lag: readings.lag.map(|l| LagFigures {
+            bytes: l.bytes,
+            seconds: l.seconds,
+        }),
     }
 }
 

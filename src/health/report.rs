@@ -9,9 +9,8 @@ use std::time::Duration;
 
 use tokio_postgres::Client;
 
-use super::monitor::{Readings, SlotReading};
-use crate::pg::SlotName;
-use crate::store::capture_state::{self, CaptureState, LagFigures, SlotFigures, SourceSide};
+use crate::pg::{Lsn, SlotName};
+use crate::store::capture_state::{self, CaptureState, SourceSide};
 
 /// What is reported for one slot, across polls.
 pub struct Reporter {
@@ -40,18 +39,19 @@ impl Reporter {
         }
     }
 
-    /// The row for one poll's `readings`; `over`: the WAL guard's verdict.
-    pub fn state(&self, readings: &Readings, over: bool) -> CaptureState {
-        let source_side = match &readings.source {
-            Some(Ok(reading)) => read_side(reading, readings),
-            Some(Err(why)) => SourceSide::Unread(why.clone()),
-            None => SourceSide::Unread("the source is not watched".into()),
-        };
+    /// The row for one poll: what the source showed, the store's
+    /// checkpoint, and the WAL guard's verdict.
+    pub fn state(
+        &self,
+        source_side: SourceSide,
+        stored_lsn: Option<Lsn>,
+        over: bool,
+    ) -> CaptureState {
         CaptureState {
             slot: self.slot.as_str().to_owned(),
             source: self.source.clone(),
             poll_interval: self.poll_interval,
-            stored_lsn: readings.store.as_ref().ok().and_then(|s| s.checkpoint),
+            stored_lsn,
             source_side,
             wal_warn: self.wal_warn,
             over_wal_warn: over,
@@ -90,22 +90,5 @@ impl Reporter {
                  store's grants are missing"
             );
         }
-    }
-}
-
-fn read_side(reading: &SlotReading, readings: &Readings) -> SourceSide {
-    SourceSide::Read {
-        server_lsn: reading.server_lsn,
-        slot: reading.slot.as_ref().map(|s| SlotFigures {
-            active: s.active,
-            confirmed_lsn: s.confirmed_flush_lsn,
-            retained_bytes: s.retained_bytes(reading.server_lsn),
-            wal_status: s.wal_status.clone(),
-            safe_wal_size: s.safe_wal_size,
-        }),
-        lag: readings.lag.map(|l| LagFigures {
-            bytes: l.bytes,
-            seconds: l.seconds,
-        }),
     }
 }
