@@ -54,6 +54,7 @@ mod web_browser;
 mod web_capture;
 mod web_entry;
 mod web_filters;
+mod web_health;
 mod web_limits;
 mod web_paging;
 mod web_signin_throttle;
