@@ -31,6 +31,7 @@ mod gap;
 mod hostile;
 mod large;
 mod layout;
+mod libpq_env;
 mod logs;
 mod metrics;
 mod metrics_prometheus;
