@@ -163,7 +163,7 @@ async fn a_transaction_the_store_refuses_is_quarantined_and_capture_goes_on() {
         "{page}"
     );
     assert!(
-        page.contains(r#"href="/?table=pgtrail.quarantine&amp;action=EVENT""#),
+        unescape(&page).contains(r#"href="/?table=pgtrail.quarantine&action=EVENT""#),
         "{page}"
     );
 
