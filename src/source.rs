@@ -61,7 +61,7 @@ pub async fn connect(url: &PgUrl) -> Result<Client, SourceError> {
             endpoint: url.endpoint(),
             dbname: url.dbname().to_owned(),
             reason: crate::pg::describe(&e),
-            code: e.as_db_error().map(|d| d.code().code().to_owned()),
+            code: crate::pg::sqlstate(&e),
         })
 }
 

@@ -267,7 +267,7 @@ pub async fn plan_setup(config: &Config) -> Result<Plan> {
                 endpoint: url.endpoint(),
                 dbname: url.dbname().to_owned(),
                 reason: crate::pg::describe(&e),
-                code: e.as_db_error().map(|d| d.code().code().to_owned()),
+                code: crate::pg::sqlstate(&e),
             }
             .into())
         }

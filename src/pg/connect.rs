@@ -18,6 +18,19 @@ pub async fn connect(url: &PgUrl, application_name: &str) -> Result<Client, toki
     Ok(client)
 }
 
+/// The SQLSTATE of a failed connection: the server's, or `28000`
+/// (invalid authorization) when the server asked for a password and none was
+/// given anywhere. libpq reports that one without a SQLSTATE, but it is a
+/// refused login all the same: retrying cannot fix it (`pipeline::permanent`).
+pub fn sqlstate(e: &tokio_postgres::Error) -> Option<String> {
+    match e.as_db_error() {
+        Some(db) => Some(db.code().code().to_owned()),
+        // The words are in the error's source, not its own Display.
+        None if describe(e).contains("password missing") => Some("28000".to_owned()),
+        None => None,
+    }
+}
+
 /// Renders a connection error with the server's own message when it sent one
 /// (tokio-postgres' Display only says "db error").
 pub fn describe(e: &tokio_postgres::Error) -> String {

@@ -17,7 +17,7 @@ mod slot;
 pub mod tls;
 mod url;
 
-pub use connect::{connect, describe};
+pub use connect::{connect, describe, sqlstate};
 pub use libpq_env::LibpqEnv;
 pub use lsn::Lsn;
 pub use quote::{quote_ident, quote_literal};

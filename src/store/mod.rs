@@ -96,7 +96,7 @@ pub async fn open(url: &PgUrl) -> Result<Client, StoreError> {
                 endpoint: url.endpoint(),
                 dbname: url.dbname().to_owned(),
                 reason: describe(&e),
-                code: e.as_db_error().map(|d| d.code().code().to_owned()),
+                code: crate::pg::sqlstate(&e),
             }
         }
     })?;

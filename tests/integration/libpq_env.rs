@@ -117,6 +117,10 @@ async fn pg_variables_and_the_password_file_complete_the_url() {
         out.combined().contains(&pgpass.display().to_string()),
         "{out}"
     );
+    // No password anywhere is a refused login: `run` ends with its exit code, not retrying.
+    let mut daemon = env.spawn();
+    let status = crate::gap::exit_of(&mut daemon, Duration::from_secs(20)).await;
+    assert_eq!(status.code(), Some(11), "{}", daemon.log());
     std::fs::set_permissions(&pgpass, std::fs::Permissions::from_mode(0o600)).unwrap();
     capture_round(&env, &src, 1).await;
     let out = env.trail.cli(&["status"]).await;

@@ -242,7 +242,7 @@ impl ReplicationConnection {
         let need_password = || {
             ReplicationError::Auth {
             endpoint: endpoint.to_owned(),
-            reason: "the server asks for a password; put it in source.url or in the PGPASSWORD environment variable".into(),
+            reason: "the server asks for a password; give it in source.url, in its service, in PGPASSWORD, or on a line of the password file (~/.pgpass or PGPASSFILE, mode 0600)".into(),
         }
         };
         let password = login.password;
