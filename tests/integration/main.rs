@@ -54,5 +54,6 @@ mod web_capture;
 mod web_entry;
 mod web_filters;
 mod web_limits;
+mod web_load;
 mod web_paging;
 mod web_signin_throttle;
