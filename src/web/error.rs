@@ -5,14 +5,11 @@
 //! to the page. A request refused for load ([`Busy`]) is a 503 with
 //! `Retry-After`, marked so that the request metrics count it as shed.
 
-use std::time::Duration;
-
 use askama::Template;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 
-use super::limits::retry_after_header;
-use super::pool::Lane;
+pub use super::limits::{Busy, Shed};
 
 /// What went wrong, as the user is told.
 #[derive(Debug)]
@@ -58,7 +55,7 @@ impl WebError {
             | WebError::Unauthorized(m)
             | WebError::Forbidden(m)
             | WebError::Unavailable(m) => m,
-            WebError::Busy(b) => &b.message,
+            WebError::Busy(b) => b.message(),
             WebError::Internal(_) => {
                 "Something went wrong inside pgtrail; the server log has the details."
             }
@@ -105,53 +102,6 @@ impl From<tokio_postgres::Error> for WebError {
 impl From<askama::Error> for WebError {
     fn from(e: askama::Error) -> Self {
         WebError::Internal(format!("rendering a page failed: {e}"))
-    }
-}
-
-/// A request refused for load: which lane was full, when to try again, and
-/// what the user is told.
-#[derive(Debug, Clone)]
-pub struct Busy {
-    pub lane: Lane,
-    /// Seconds, for `Retry-After`.
-    pub retry_after: u64,
-    message: String,
-}
-
-/// Put on a response refused for load, for the request metrics ([`super::metered`]).
-#[derive(Debug, Clone, Copy)]
-pub struct Shed(pub Lane);
-
-impl Busy {
-    /// Refused after waiting `waited` in `lane`: try again after about as
-    /// long again, in whole seconds, by when the line has moved on.
-    pub fn new(lane: Lane, waited: Duration) -> Busy {
-        let retry_after = waited.as_secs_f64().ceil().max(1.0) as u64;
-        let what = match lane {
-            Lane::Quick => "pages",
-            Lane::Slow => "free-text searches and counts",
-        };
-        let message = format!(
-            "The server is busy: every store connection for {what} stayed taken for {} ms while other requests \
-             waited (web.max_wait). Try again in {retry_after} s.{}",
-            waited.as_millis(),
-            if lane == Lane::Slow {
-                " Narrowing a free-text search (a table, a time range) makes it cheaper."
-            } else {
-                ""
-            }
-        );
-        Busy {
-            lane,
-            retry_after,
-            message,
-        }
-    }
-
-    /// `Retry-After` and the [`Shed`] mark on `res`.
-    fn mark(&self, res: &mut Response) {
-        retry_after_header(res, self.retry_after);
-        res.extensions_mut().insert(Shed(self.lane));
     }
 }
 
@@ -237,12 +187,16 @@ impl IntoResponse for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::web::limits::Lane;
+    use std::time::Duration;
 
     #[test]
     fn a_refusal_for_load_says_when_to_retry_and_is_marked_shed() {
         let slow = Busy::new(Lane::Slow, Duration::from_millis(400));
         assert_eq!(slow.retry_after, 1);
-        assert!(slow.message.contains("Try again in 1 s") && slow.message.contains("free-text"));
+        assert!(
+            slow.message().contains("Try again in 1 s") && slow.message().contains("free-text")
+        );
         assert_eq!(
             Busy::new(Lane::Quick, Duration::from_millis(2500)).retry_after,
             3

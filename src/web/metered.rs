@@ -11,7 +11,7 @@ use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 
-use super::error::Shed;
+use super::limits::Shed;
 use crate::metrics::record;
 
 /// The route label of a request that matched no route.

@@ -14,7 +14,9 @@ use deadpool::managed::{
 };
 use tokio_postgres::Client;
 
-use super::error::{self, Busy, WebError};
+use super::error::{self, WebError};
+use super::limits::Busy;
+pub use super::limits::Lane;
 use crate::pg::PgUrl;
 
 /// Store connections the web view keeps open at most when its config does
@@ -38,27 +40,6 @@ tokio::task_local! {
 /// Serves `work` (a request) with its waits for connections ending at `deadline` in all.
 pub async fn waiting_until<F: std::future::Future>(deadline: Instant, work: F) -> F::Output {
     DEADLINE.scope(deadline, work).await
-}
-
-/// Which connections a piece of work takes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lane {
-    /// Pages that an index answers in milliseconds: an entry, a first page,
-    /// the API's lists without free text, sessions.
-    Quick,
-    /// Work whose time grows with the store: a free-text search, counting
-    /// matches. At most `slow_connections` at once.
-    Slow,
-}
-
-impl Lane {
-    /// The label of the lane in metrics and logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Lane::Quick => "quick",
-            Lane::Slow => "slow",
-        }
-    }
 }
 
 /// Opens and checks the store connections of one lane.
