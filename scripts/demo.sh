@@ -11,6 +11,10 @@
 # reuses the cluster and the daemon if they are still running and adds a new
 # round of changes.
 #
+# The web view listens on 127.0.0.1: PGTRAIL_DEMO_PORT if set, else the port
+# of the last run while its web view still answers, else the first free port
+# from 8080 (metrics likewise from 9847). The URL is printed only once it answers.
+#
 # The demo database `shop` has customers, orders and order_items, each with a
 # primary key, a numeric and a jsonb column, and REPLICA IDENTITY FULL (so UPDATE
 # and DELETE entries carry the whole old row). The audit store is the database
@@ -27,7 +31,6 @@ cfg="$demo/pgtrail.toml"
 log="$demo/pgtrail.log"
 pidfile="$demo/pgtrail.pid"
 bin="$repo/target/release/pgtrail"
-web_listen="127.0.0.1:8080"
 # Row changes made by one round of activity below (the rolled-back transaction makes none).
 changes_per_round=17
 
@@ -43,6 +46,34 @@ daemon_pid() {
     # reads "... (deleted)": still our daemon, running the old binary.
     [[ "$(readlink "/proc/$pid/exe" 2>/dev/null)" == "$(readlink -f "$bin")"* ]] || return 1
     echo "$pid"
+}
+
+# Whether something accepts connections on 127.0.0.1:$1.
+port_taken() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# The first port from $1 on (100 tried) that nothing listens on.
+free_port() {
+    local p
+    for p in $(seq "$1" $(( $1 + 100 ))); do
+        port_taken "$p" || { echo "$p"; return 0; }
+    done
+    return 1
+}
+
+# Whether pgtrail's web view answers on 127.0.0.1:$1: its sign-in page, not
+# just any server that happens to hold the port.
+web_answers() {
+    local reply
+    reply=$( { exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
+               printf 'GET /sign-in HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3
+               timeout 5 cat <&3; } 2>/dev/null ) || return 1
+    [[ "$reply" =~ ^HTTP/1\.[01]\ 200 && "$reply" == *pgtrail* ]]
+}
+
+# The value of `listen = "127.0.0.1:PORT"` in section [$1] of the last run's config.
+config_port() {
+    [[ -f "$cfg" ]] || return 1
+    sed -n "/^\[$1\]/,/^\[/s/^listen *= *\"127\.0\.0\.1:\([0-9]*\)\"/\1/p" "$cfg" | head -n 1 | grep .
 }
 
 stop_daemon() {
@@ -132,6 +163,28 @@ has_web=0
 if "$bin" --help 2>/dev/null | grep -qE '^[[:space:]]+web([[:space:]]|$)'; then
     has_web=1
 fi
+# Ports: kept while the daemon serves them, else free ones (another program on
+# 8080 must not leave the demo printing a dead URL).
+web_port=""
+if [[ -n "${PGTRAIL_DEMO_PORT:-}" ]]; then
+    [[ "$PGTRAIL_DEMO_PORT" =~ ^[0-9]+$ ]] && (( PGTRAIL_DEMO_PORT > 0 && PGTRAIL_DEMO_PORT < 65536 )) ||
+        die "PGTRAIL_DEMO_PORT=$PGTRAIL_DEMO_PORT is not a port number (1-65535)"
+    web_port="$PGTRAIL_DEMO_PORT"
+    if port_taken "$web_port" && ! { daemon_pid >/dev/null && [[ "$(config_port web || true)" == "$web_port" ]]; }; then
+        die "port $web_port (PGTRAIL_DEMO_PORT) is taken by another program; choose another port or unset it"
+    fi
+elif daemon_pid >/dev/null && old=$(config_port web) && web_answers "$old"; then
+    web_port="$old"
+else
+    web_port=$(free_port 8080) || die "no free port from 8080 to 8180 for the web view; set PGTRAIL_DEMO_PORT"
+fi
+metrics_port=""
+if daemon_pid >/dev/null && old=$(config_port metrics) && port_taken "$old"; then
+    metrics_port="$old"
+else
+    metrics_port=$(free_port 9847) || die "no free port from 9847 to 9947 for /metrics"
+fi
+web_listen="127.0.0.1:$web_port"
 {
     echo "# Written by scripts/demo.sh; see config/pgtrail.example.toml for every key."
     echo "[source]"
@@ -146,6 +199,8 @@ fi
         echo "[web]"
         echo "listen = \"$web_listen\""
     fi
+    echo "[metrics]"
+    echo "listen = \"127.0.0.1:$metrics_port\""
 } >"$cfg.new"
 if pid=$(daemon_pid); then
     if ! cmp -s "$cfg.new" "$cfg"; then
@@ -154,6 +209,9 @@ if pid=$(daemon_pid); then
         stop_daemon
     elif [[ "$(readlink "/proc/$pid/exe")" == *" (deleted)" ]]; then
         say "the binary was rebuilt: restarting the daemon"
+        stop_daemon
+    elif [[ $has_web -eq 1 ]] && ! web_answers "$web_port"; then
+        say "the running daemon's web view does not answer on $web_listen: restarting the daemon"
         stop_daemon
     fi
 fi
@@ -260,6 +318,16 @@ if [[ $has_web -eq 1 ]]; then
             printf '%s\n' "demo-password" | pt user add demo --role admin >/dev/null || say "could not add the demo user"
         fi
     fi
+    say "waiting for the web view on $web_listen"
+    for _ in $(seq 1 100); do
+        web_answers "$web_port" && break
+        daemon_pid >/dev/null || break
+        sleep 0.1
+    done
+    if ! web_answers "$web_port"; then
+        tail -n 20 "$log" >&2
+        die "the web view does not answer on http://$web_listen/ (end of $log above)"
+    fi
     echo "Web view: http://$web_listen/"
     if [[ $has_users -eq 1 ]]; then
         echo "Sign in as demo, password demo-password (an admin; add users with: $bin --config $cfg user add NAME --role viewer)"
@@ -271,5 +339,6 @@ else
     echo "All entries:  $bin --config $cfg export --format jsonl | head"
 fi
 echo "Make more changes: psql postgres://postgres@127.0.0.1:$port/shop"
+echo "Metrics:           http://127.0.0.1:$metrics_port/metrics"
 echo "Daemon log:        $log"
 echo "Stop everything:   bash scripts/demo.sh stop"

@@ -7,7 +7,8 @@
 # Always: postgresql-15 (server, initdb, pg_ctl; pgbench ships in it),
 # postgresql-client-15 (psql, pg_recvlogical), postgresql-15-wal2json, openssl (the
 # TLS test makes a self-signed certificate with it), prometheus (the metrics test
-# starts its own server, on a free port, that scrapes the daemon), and a
+# starts its own server, on a free port, that scrapes the daemon), man-db (the
+# package test reads the man pages with `man -l`), and a
 # C linker (gcc, libc6-dev) when `cc` is missing, since cargo links with it.
 # EXTRA_PACKAGE names are added to that list (the benchmark has none today).
 #
@@ -18,7 +19,7 @@ set -euo pipefail
 
 die() { echo "install-deps: $*" >&2; exit 1; }
 
-wanted=(postgresql-15 postgresql-client-15 postgresql-15-wal2json openssl prometheus)
+wanted=(postgresql-15 postgresql-client-15 postgresql-15-wal2json openssl prometheus man-db)
 if ! command -v cc >/dev/null 2>&1; then
     wanted+=(gcc libc6-dev)
 fi

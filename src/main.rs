@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Result};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use pgtrail::cli;
 use pgtrail::cli::{recreate, setup, status, tables};
@@ -98,6 +98,20 @@ const VERIFY_ERROR: u8 = 2;
 const STATUS_SLOT_UNUSABLE: u8 = 2;
 
 fn main() -> ExitCode {
+    // scripts/package.sh's man pages and completions, from the definition above.
+    let args: Vec<_> = std::env::args_os().collect();
+    if let Some(dir) = cli::generate::requested(&args) {
+        return match dir.and_then(|dir| cli::generate::write_files(Cli::command(), &dir)) {
+            Ok(files) => {
+                files.iter().for_each(|f| println!("{}", f.display()));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         // A plugin's usage error is UNKNOWN, not clap's exit 2 (which would read as CRITICAL).

@@ -8,8 +8,8 @@
 --   through pgtrail.record_event. No INSERT, UPDATE or DELETE on entries.
 -- pgtrail_writer: the daemon (`pgtrail run`, which also serves the web view):
 --   the reader's rights, plus INSERT of entries, decode errors and quarantined
---   records, and moving
---   the checkpoint, the chain heads and the partition map. No UPDATE or
+--   records, and moving the checkpoint, the chain heads, the partition map
+--   and the capture state. No UPDATE or
 --   DELETE on entries (and the append-only trigger refuses them for anyone).
 DO $roles$
 BEGIN
@@ -30,6 +30,8 @@ BEGIN
     GRANT pgtrail_reader TO pgtrail_writer;
     GRANT INSERT ON pgtrail.entries, pgtrail.decode_errors, pgtrail.partition_maps, pgtrail.signed_heads, pgtrail.quarantine TO pgtrail_writer;
     GRANT UPDATE ON pgtrail.checkpoints, pgtrail.chain_heads, pgtrail.partition_maps TO pgtrail_writer;
+    -- The monitor's last reading of the slot (state, overwritten at every poll).
+    GRANT INSERT, UPDATE ON pgtrail.capture_state TO pgtrail_writer;
     -- The key that checks the source's messages: the daemon's alone.
     REVOKE ALL ON pgtrail.message_keys FROM pgtrail_reader;
     GRANT SELECT ON pgtrail.message_keys TO pgtrail_writer;

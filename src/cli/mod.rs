@@ -5,6 +5,7 @@
 pub mod daemon;
 pub mod digest;
 pub mod export;
+pub mod generate;
 pub mod recreate;
 pub mod setup;
 pub mod status;

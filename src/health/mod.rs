@@ -2,7 +2,8 @@
 //! `/healthz` and `/readyz` on `metrics.listen` ([`server`]), and the
 //! [`monitor`] task whose readings of the source's slot and the store's
 //! checkpoint give the lag figures ([`lag`]), `/readyz`'s checks
-//! ([`ready`]) and the WAL guard's verdict ([`guard`]).
+//! ([`ready`]) and the WAL guard's verdict ([`guard`]); the monitor of
+//! `pgtrail run` leaves them in the store for the web view ([`report`]).
 //!
 //! Each process serves its own figures: `pgtrail run` those of capture and of
 //! the web view it runs alongside, `pgtrail web` those of its web view. Both
@@ -14,6 +15,7 @@ pub mod lag;
 pub mod monitor;
 pub mod notify;
 pub mod ready;
+pub mod report;
 pub mod server;
 pub mod service_status;
 

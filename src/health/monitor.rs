@@ -6,7 +6,9 @@
 //! monitor a poll, never capture.
 //!
 //! [`SlotReading`] is what it knows of the slot: the lag figures come from
-//! it, and the WAL guard ([`super::guard`]) judges it.
+//! it, and the WAL guard ([`super::guard`]) judges it. The monitor of
+//! `pgtrail run` also leaves each poll's readings in the store for the web
+//! view ([`super::report`]), within the same bounds.
 
 use std::time::{Duration, SystemTime};
 
@@ -16,10 +18,12 @@ use tokio_postgres::Client;
 use super::guard::WalGuard;
 use super::lag::{Lag, LagHistory};
 use super::notify;
+use super::report::Reporter;
 use super::service_status::{self, Rate};
 use crate::metrics::progress::progress;
 use crate::metrics::record::{self, SlotFigures};
 use crate::pg::{Lsn, PgUrl, SlotName};
+use crate::store::capture_state::{LagFigures, SlotFigures as StoredSlot, SourceSide};
 
 /// The longest one poll of one side (connecting included) may take.
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -102,6 +106,13 @@ pub async fn run(watched: Watched, out: watch::Sender<Option<Readings>>) {
     let mut history = LagHistory::default();
     let mut guard = WalGuard::new(watched.wal_warn);
     let mut rate = Rate::default();
+    let mut reporter = watched
+        .source
+        .as_ref()
+        .zip(source_name.clone())
+        .map(|((_, slot), name)| {
+            Reporter::new(slot.clone(), name, watched.every, watched.wal_warn)
+        });
     let mut ticker = tokio::time::interval(watched.every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -116,6 +127,7 @@ pub async fn run(watched: Watched, out: watch::Sender<Option<Readings>>) {
         if store.is_err() {
             record::monitor_error("store");
         }
+        let mut over_wal_warn = false;
         let source = match &watched.source {
             Some((url, slot)) => {
                 let read = within(url, async {
@@ -127,7 +139,7 @@ pub async fn run(watched: Watched, out: watch::Sender<Option<Readings>>) {
                     Ok(r) => {
                         let figures = r.slot.as_ref().map(|s| figures(s, r));
                         record::slot(slot.as_str(), figures);
-                        guard.observe(slot.as_str(), figures);
+                        over_wal_warn = guard.observe(slot.as_str(), figures);
                     }
                     Err(_) => record::monitor_error("source"),
                 }
@@ -157,9 +169,47 @@ pub async fn run(watched: Watched, out: watch::Sender<Option<Readings>>) {
             store,
             lag,
         };
+        // A store that just failed a read is not written to this poll.
+        if let (Some(reporter), Ok(_)) = (reporter.as_mut(), &readings.store) {
+            let stored = readings.store.as_ref().ok().and_then(|s| s.checkpoint);
+            let state = reporter.state(source_side(&readings), stored, over_wal_warn);
+            let written = within(url, async {
+                reporter
+                    .write(connected(&mut store_conn, url).await?, &state)
+                    .await
+            })
+            .await;
+            if let Err(e) = &written {
+                reporter.failed(e);
+            }
+            forget_on_error(&mut store_conn, &written);
+        }
         if out.send(Some(readings)).is_err() {
             return;
         }
+    }
+}
+
+/// The source as a poll saw it, as `pgtrail.capture_state` stores it.
+fn source_side(readings: &Readings) -> SourceSide {
+    let reading = match &readings.source {
+        Some(Ok(reading)) => reading,
+        Some(Err(why)) => return SourceSide::Unread(why.clone()),
+        None => return SourceSide::Unread("the source is not watched".into()),
+    };
+    SourceSide::Read {
+        server_lsn: reading.server_lsn,
+        slot: reading.slot.as_ref().map(|s| StoredSlot {
+            active: s.active,
+            confirmed_lsn: s.confirmed_flush_lsn,
+            retained_bytes: s.retained_bytes(reading.server_lsn),
+            wal_status: s.wal_status.clone(),
+            safe_wal_size: s.safe_wal_size,
+        }),
+        lag: readings.lag.map(|l| LagFigures {
+            bytes: l.bytes,
+            seconds: l.seconds,
+        }),
     }
 }
 

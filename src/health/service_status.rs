@@ -43,8 +43,9 @@ pub fn line(lag: Option<Lag>, rate: Option<f64>) -> String {
     }
 }
 
-/// `12.3 MB`: bytes in powers of 1024, one decimal.
-fn bytes(mut value: f64) -> String {
+/// `12.3 MB`: bytes in powers of 1024, one decimal (the web view's
+/// capture health shows them so too).
+pub fn bytes(mut value: f64) -> String {
     let mut unit = "B";
     for next in ["kB", "MB", "GB", "TB"] {
         if value < 1024.0 {

@@ -7,7 +7,7 @@ use super::PgUrl;
 
 /// Opens an ordinary connection; the connection task runs in the background.
 pub async fn connect(url: &PgUrl, application_name: &str) -> Result<Client, tokio_postgres::Error> {
-    let mut config = url.config().clone();
+    let mut config = url.config();
     config.application_name(application_name);
     let (client, connection) = config.connect(url.tls().make_connect()).await?;
     tokio::spawn(async move {
@@ -39,6 +39,13 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
                     text = format!("{text}: {more}");
                 }
                 source = s.source();
+            }
+            if text.contains("password missing") {
+                text.push_str(
+                    " (the server asks for a password: give it in the URL, in the service, in \
+                     PGPASSWORD, or on a host:port:database:user:password line of the password \
+                     file, ~/.pgpass or PGPASSFILE, with mode 0600)",
+                );
             }
             if text.contains("did not use channel binding") {
                 text.push_str(

@@ -1,53 +1,84 @@
-//! Taking out of a connection string (libpq URL or `key=value` list) the
-//! parameters pgtrail reads itself, before the rest goes to tokio-postgres,
-//! whose parser knows neither `sslrootcert` nor `sslmode=verify-full`.
+//! Reading a connection string (libpq URL or `key=value` list) into its
+//! parameters, and writing parameters back as a `key=value` list. pgtrail
+//! fills in what the string leaves out (service file, environment, defaults;
+//! see [`super::params`]) on the parameters, then hands the list to
+//! tokio-postgres, whose parser knows neither `service`, `passfile`,
+//! `sslrootcert` nor `sslmode=verify-full`.
 
 use std::collections::BTreeMap;
 
-/// A connection string split in two: what pgtrail reads itself, and the rest.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Taken {
-    /// The connection string without the taken parameters, in the same form.
-    pub rest: String,
-    /// The taken parameters, decoded; where one is given twice the last wins, as in libpq.
-    pub values: BTreeMap<String, String>,
-}
+/// A connection string's parameters, decoded; where one is given twice the last wins, as in libpq.
+pub type Params = BTreeMap<String, String>;
 
-/// Takes the parameters named in `names` out of `text`.
-pub fn take(text: &str, names: &[&str]) -> Result<Taken, String> {
+/// The parameters of `text`, in either form.
+pub fn parse(text: &str) -> Result<Params, String> {
     let trimmed = text.trim();
-    if trimmed.starts_with("postgres://") || trimmed.starts_with("postgresql://") {
-        Ok(take_from_url(trimmed, names))
-    } else {
-        take_from_pairs(trimmed, names)
+    match ["postgresql://", "postgres://"]
+        .iter()
+        .find_map(|scheme| trimmed.strip_prefix(scheme))
+    {
+        Some(rest) => Ok(parse_url(rest)),
+        None => parse_pairs(trimmed),
     }
 }
 
-/// URL form: the parameters are the query's `key=value` pairs, percent-encoded.
-fn take_from_url(url: &str, names: &[&str]) -> Taken {
-    let Some((base, query)) = url.split_once('?') else {
-        return Taken {
-            rest: url.to_owned(),
-            values: BTreeMap::new(),
-        };
+/// `params` as a `key='value'` list, quoted and escaped for any parser of that form.
+pub fn render(params: &Params) -> String {
+    params
+        .iter()
+        .map(|(key, value)| {
+            let escaped = value.replace('\\', "\\\\").replace('\'', "\\'");
+            format!("{key}='{escaped}'")
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// URL form after the scheme: `[user[:password]@][host][:port][,…][/dbname][?key=value&…]`,
+/// percent-encoded. Hosts and ports become libpq's comma lists; a port left
+/// out of every host is left out altogether (so `PGPORT` can apply, as with libpq).
+fn parse_url(rest: &str) -> Params {
+    let mut params = Params::new();
+    let (before_query, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (authority, dbname) = before_query.split_once('/').unwrap_or((before_query, ""));
+    let hosts = match authority.split_once('@') {
+        Some((userinfo, hosts)) => {
+            let (user, password) = match userinfo.split_once(':') {
+                Some((user, password)) => (user, Some(password)),
+                None => (userinfo, None),
+            };
+            params.insert("user".into(), percent_decode(user));
+            if let Some(password) = password {
+                params.insert("password".into(), percent_decode(password));
+            }
+            hosts
+        }
+        None => authority,
     };
-    let mut values = BTreeMap::new();
-    let mut kept = Vec::new();
+    let (hosts, ports): (Vec<String>, Vec<String>) = hosts
+        .split(',')
+        .map(|spec| {
+            let (host, port) = match spec.strip_prefix('[').and_then(|s| s.split_once(']')) {
+                Some((v6, after)) => (v6, after.strip_prefix(':').unwrap_or("")),
+                None => spec.split_once(':').unwrap_or((spec, "")),
+            };
+            (percent_decode(host), percent_decode(port))
+        })
+        .unzip();
+    if hosts.iter().any(|h| !h.is_empty()) {
+        params.insert("host".into(), hosts.join(","));
+    }
+    if ports.iter().any(|p| !p.is_empty()) {
+        params.insert("port".into(), ports.join(","));
+    }
+    params.insert("dbname".into(), percent_decode(dbname));
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let key = percent_decode(key);
-        if names.contains(&key.as_str()) {
-            values.insert(key, percent_decode(value));
-        } else {
-            kept.push(pair);
-        }
+        params.insert(percent_decode(key), percent_decode(value));
     }
-    let rest = if kept.is_empty() {
-        base.to_owned()
-    } else {
-        format!("{base}?{}", kept.join("&"))
-    };
-    Taken { rest, values }
+    // An empty value is as good as none (libpq then uses the default too).
+    params.retain(|_, value| !value.is_empty());
+    params
 }
 
 /// `%XX` escapes decoded; a malformed escape is kept as it is, as libpq's
@@ -77,9 +108,8 @@ fn percent_decode(text: &str) -> String {
 
 /// `key=value` form: whitespace-separated pairs; a value may be single-quoted,
 /// and a backslash escapes the next character, in or out of quotes.
-fn take_from_pairs(text: &str, names: &[&str]) -> Result<Taken, String> {
-    let mut values = BTreeMap::new();
-    let mut kept = Vec::new();
+fn parse_pairs(text: &str) -> Result<Params, String> {
+    let mut params = Params::new();
     let mut chars = text.chars().peekable();
     loop {
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
@@ -116,26 +146,20 @@ fn take_from_pairs(text: &str, names: &[&str]) -> Result<Taken, String> {
                 "not a valid PostgreSQL connection string: the value of {key:?} has no closing quote"
             ));
         }
-        if names.contains(&key.as_str()) {
-            values.insert(key, value);
+        if value.is_empty() {
+            params.remove(&key);
         } else {
-            let escaped = value.replace('\\', "\\\\").replace('\'', "\\'");
-            kept.push(format!("{key}='{escaped}'"));
+            params.insert(key, value);
         }
     }
-    Ok(Taken {
-        rest: kept.join(" "),
-        values,
-    })
+    Ok(params)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const NAMES: &[&str] = &["sslmode", "sslrootcert"];
-
-    fn values(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    fn params(pairs: &[(&str, &str)]) -> Params {
         pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -143,50 +167,76 @@ mod tests {
     }
 
     #[test]
-    fn takes_query_parameters_out_of_a_url() {
-        let taken = take(
-            "postgres://u@db:5432/app?sslmode=verify-full&connect_timeout=5&sslrootcert=%2Fetc%2Fca%20x.pem",
-            NAMES,
+    fn reads_every_part_of_a_url() {
+        let read = parse(
+            "postgres://u%40x:p%3Aw@db:5433/app?sslmode=verify-full&connect_timeout=5&sslrootcert=%2Fetc%2Fca%20x.pem",
         )
         .unwrap();
-        assert_eq!(taken.rest, "postgres://u@db:5432/app?connect_timeout=5");
         assert_eq!(
-            taken.values,
-            values(&[("sslmode", "verify-full"), ("sslrootcert", "/etc/ca x.pem")])
+            read,
+            params(&[
+                ("user", "u@x"),
+                ("password", "p:w"),
+                ("host", "db"),
+                ("port", "5433"),
+                ("dbname", "app"),
+                ("sslmode", "verify-full"),
+                ("connect_timeout", "5"),
+                ("sslrootcert", "/etc/ca x.pem"),
+            ])
         );
-        let only = take("postgresql://u@db/app?sslmode=require", NAMES).unwrap();
-        assert_eq!(only.rest, "postgresql://u@db/app");
-        let none = take("postgres://u@db/app", NAMES).unwrap();
-        assert_eq!(none.rest, "postgres://u@db/app");
-        assert!(none.values.is_empty());
+        assert_eq!(
+            parse("postgresql://[::1]:5433,db2/app").unwrap(),
+            params(&[("host", "::1,db2"), ("port", "5433,"), ("dbname", "app")])
+        );
     }
 
     #[test]
-    fn takes_pairs_out_of_a_key_value_list() {
-        let taken = take(
-            r"host=db  sslmode = verify-ca user=u sslrootcert='/etc/my ca\'s.pem' password='p w'",
-            NAMES,
+    fn what_a_url_leaves_out_is_not_there() {
+        assert_eq!(parse("postgres://").unwrap(), Params::new());
+        assert_eq!(
+            parse("postgres:///app").unwrap(),
+            params(&[("dbname", "app")])
+        );
+        assert_eq!(
+            parse("postgres://u@db/?service=shop").unwrap(),
+            params(&[("user", "u"), ("host", "db"), ("service", "shop")])
+        );
+        assert_eq!(
+            parse("postgres://%2Fvar%2Frun%2Fpostgresql/app").unwrap(),
+            params(&[("host", "/var/run/postgresql"), ("dbname", "app")])
+        );
+    }
+
+    #[test]
+    fn reads_a_key_value_list_and_writes_it_back() {
+        let read = parse(
+            r"host=db  sslmode = verify-ca user=u sslrootcert='/etc/my ca\'s.pem' password='p w' port=''",
         )
         .unwrap();
-        assert_eq!(taken.rest, "host='db' user='u' password='p w'");
         assert_eq!(
-            taken.values,
-            values(&[
+            read,
+            params(&[
+                ("host", "db"),
                 ("sslmode", "verify-ca"),
-                ("sslrootcert", "/etc/my ca's.pem")
+                ("user", "u"),
+                ("sslrootcert", "/etc/my ca's.pem"),
+                ("password", "p w"),
             ])
         );
-        let again = take(r"password='a\\b\'c' sslmode=disable sslmode=require", NAMES).unwrap();
-        assert_eq!(again.rest, r"password='a\\b\'c'");
-        assert_eq!(again.values, values(&[("sslmode", "require")]));
+        let again = parse(r"password='a\\b\'c' sslmode=disable sslmode=require").unwrap();
+        assert_eq!(
+            again,
+            params(&[("password", r"a\b'c"), ("sslmode", "require")])
+        );
+        assert_eq!(render(&again), r"password='a\\b\'c' sslmode='require'");
+        assert_eq!(parse(&render(&read)).unwrap(), read);
     }
 
     #[test]
     fn refuses_malformed_pairs() {
-        assert!(take("host", NAMES).unwrap_err().contains("\"host\""));
-        assert!(take("host='db", NAMES)
-            .unwrap_err()
-            .contains("no closing quote"));
+        assert!(parse("host").unwrap_err().contains("\"host\""));
+        assert!(parse("host='db").unwrap_err().contains("no closing quote"));
     }
 
     #[test]

@@ -63,6 +63,16 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "gap events",
         include_str!("../../sql/store/0011_gap_events.sql"),
     ),
+    (
+        12,
+        "gap and quarantine events are capture's alone",
+        include_str!("../../sql/store/0012_capture_event_rights.sql"),
+    ),
+    (
+        13,
+        "capture state",
+        include_str!("../../sql/store/0013_capture_state.sql"),
+    ),
 ];
 
 /// The store's group roles and their grants (`sql/store/roles.sql`):

@@ -6,13 +6,17 @@
 //! (the end LSN of the last stored source transaction). So after any crash the
 //! checkpoint is exactly as far as the entries, and replaying the slot from it
 //! neither misses nor repeats a change. [`writer`] batches entries into those
-//! transactions; [`migrations`] creates the schema.
+//! transactions; [`migrations`] creates the schema. Beside the entries:
+//! [`capture_state`], the daemon's last reading of its slot, and [`gaps`],
+//! the audit gaps its `gap` events record, both for the web view.
 
+pub mod capture_state;
 pub mod chain;
 pub mod context;
 pub mod encode;
 pub mod events;
 pub mod failure;
+pub mod gaps;
 pub mod message_key;
 pub mod migrations;
 pub mod quarantine;

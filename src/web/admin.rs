@@ -1,6 +1,6 @@
-//! The admin pages: list, add and change users (role, tables, disable,
-//! enable, reset the password, end their sessions) and create or revoke API
-//! tokens. Admins only; every form carries the CSRF token, and every change
+//! The admin pages: capture's health (the panel of [`super::health::panel`]),
+//! list, add and change users (role, tables, disable, enable, reset the
+//! password, end their sessions) and create or revoke API tokens. Admins only; every form carries the CSRF token, and every change
 //! is recorded with the admin as its actor (by [`crate::auth`]). An admin
 //! restricted to some tables grants and manages only within them
 //! ([`crate::auth::Manager`]): anything beyond is a 403 that says so.
@@ -13,6 +13,7 @@ use axum::Extension;
 
 use super::access::{auth_error, Principal};
 use super::error::WebError;
+use super::health::panel::{self, Panel};
 use super::signin::form_fields;
 use super::AppState;
 use crate::auth::{sessions, tokens, users, Name, Role, Tables};
@@ -100,6 +101,7 @@ struct AdminPage {
     roles: Vec<&'static str>,
     users: Vec<UserRow>,
     tokens: Vec<TokenRow>,
+    capture: Panel,
 }
 
 fn require_admin(state: &AppState, who: &Principal) -> Result<String, WebError> {
@@ -121,6 +123,8 @@ async fn render(
     let now = chrono::Utc::now();
     let users = users::list(&*client).await.map_err(auth_error)?;
     let tokens = tokens::list(&*client).await.map_err(auth_error)?;
+    drop(client);
+    let capture = panel::load(state).await;
     let page = AdminPage {
         notice,
         new_token,
@@ -128,6 +132,7 @@ async fn render(
         roles: Role::ALL.iter().map(|r| r.as_str()).collect(),
         users: users.into_iter().map(|u| UserRow::of(u, now)).collect(),
         tokens: tokens.into_iter().map(TokenRow::of).collect(),
+        capture,
     };
     Ok(Html(page.render()?).into_response())
 }

@@ -5,7 +5,8 @@
 //! [`log`] (`/`, and the live stream `/live`), [`entry`] (View Difference,
 //! `/entries/{id}`), [`history`] (`/history`), [`transaction`]
 //! (`/transactions/{xid}`), [`export`] (`/export`, downloads), [`signin`]
-//! and [`admin`], and [`api`] (`/api/v1/…`). [`query`] parses the filters
+//! and [`admin`], and [`api`] (`/api/v1/…`); [`health`] is capture's
+//! health as the log and admin pages show it (banners, gaps, the panel). [`query`] parses the filters
 //! every list shares and builds their SQL; [`diff`] compares row images and
 //! writes revert SQL; [`access`] finds who is asking; [`assets`] serves the
 //! embedded CSS and JS; [`error`] is the one error type.
@@ -31,6 +32,7 @@ pub mod diff;
 pub mod entry;
 pub mod error;
 pub mod export;
+pub mod health;
 pub mod history;
 pub mod limits;
 pub mod log;

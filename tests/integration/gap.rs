@@ -33,7 +33,7 @@ pub async fn exit_of(daemon: &mut Daemon, within: Duration) -> ExitStatus {
 }
 
 /// Writes and switches WAL segments, then checkpoints, until the server invalidates the slot.
-async fn invalidate_slot(source: &Client, admin: &Client) {
+pub async fn invalidate_slot(source: &Client, admin: &Client) {
     for round in 0..40 {
         for _ in 0..4 {
             source

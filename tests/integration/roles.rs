@@ -1,7 +1,8 @@
 //! Least privilege in the store: `setup` (as a superuser) creates the group roles pgtrail_writer
 //! and pgtrail_reader; a daemon whose login role is only a writer captures exactly as before and
 //! records its events, a reader records events (a CLI user change) only through
-//! pgtrail.record_event, and neither can change or remove an entry, nor can the reader write one.
+//! pgtrail.record_event, and neither can change or remove an entry, nor can the reader write one or record
+//! a gap or quarantine event.
 
 use crate::harness::*;
 
@@ -118,6 +119,10 @@ async fn writer_and_reader_roles_can_do_their_part_and_no_more() {
         assert_denied(client, who, "UPDATE pgtrail.chain_heads SET entries = 0").await;
         // The key that checks the source's messages is the daemon's alone.
         assert_denied(client, who, "SELECT * FROM pgtrail.message_keys").await;
+        // Gaps and quarantine are capture's to record: a reader may not claim a hole in the trail.
+        for category in ["gap", "quarantine"] {
+            assert_denied(client, who, &record_event_sql(category)).await;
+        }
     }
     assert_denied(
         &stranger,
@@ -125,13 +130,7 @@ async fn writer_and_reader_roles_can_do_their_part_and_no_more() {
         "SELECT count(*) FROM pgtrail.entries",
     )
     .await;
-    assert_denied(
-        &stranger,
-        "stranger",
-        "SELECT pgtrail.record_event(now(), 'user', NULL, NULL, NULL, NULL, '{}', '{}', NULL, NULL, \
-         decode(repeat('00', 32), 'hex'))",
-    )
-    .await;
+    assert_denied(&stranger, "stranger", &record_event_sql("user")).await;
     // The writer's own rights are the ones it used; the chain heads moved with the entries.
     let superuser = connect(&superuser_store).await.unwrap();
     let heads: Vec<(String, i64)> = superuser
@@ -146,4 +145,17 @@ async fn writer_and_reader_roles_can_do_their_part_and_no_more() {
         .collect();
     assert_eq!(heads[1], ("events".to_owned(), 1), "{heads:?}");
     assert!(heads[0].1 >= 70, "{heads:?}");
+    // The writer (capture's role) records a gap.
+    store
+        .batch_execute(&record_event_sql("gap"))
+        .await
+        .unwrap_or_else(|e| panic!("the writer records a gap event: {e}"));
+}
+
+/// A call of pgtrail.record_event for an event of `category` with an all-zero digest.
+fn record_event_sql(category: &str) -> String {
+    format!(
+        "SELECT pgtrail.record_event(now(), '{category}', NULL, NULL, NULL, NULL, '{{}}', '{{}}', \
+         NULL, NULL, decode(repeat('00', 32), 'hex'))"
+    )
 }

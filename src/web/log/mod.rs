@@ -7,11 +7,13 @@
 //! - [`rows`]: the one-line view of an entry ([`rows::RowView`],
 //!   `templates/row.html`) that the transaction page reuses, the actor
 //!   context ([`rows::Context`]) and the time and key texts other pages show;
+//! - [`gaps`]: the audit gaps placed among a page's rows;
 //! - [`mod@live`]: the live stream, and [`frontier`]: which ids its next
 //!   poll reads.
 
 pub mod fetch;
 pub mod frontier;
+pub mod gaps;
 pub mod live;
 pub mod page;
 pub mod rows;

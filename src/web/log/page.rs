@@ -9,12 +9,15 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::Extension;
 use chrono::{DateTime, Utc};
 
-use super::fetch::{count, fetch_page, resolve, Count};
+use super::fetch::{count, fetch_page, resolve, Count, Page};
+use super::gaps::{lines, Covered, Line, PageIds};
 use super::rows::{short_time, RowView};
+use crate::auth::Role;
 use crate::entry::Action;
 use crate::web::access::Principal;
 use crate::web::error::WebError;
-use crate::web::query::{self, table_param, url, Dir, LogQuery, SortKey};
+use crate::web::health::{self, GapView, Health, Notice};
+use crate::web::query::{self, table_param, url, Cursor, Dir, LogQuery, SortKey};
 use crate::web::AppState;
 
 /// A sortable column header.
@@ -46,7 +49,8 @@ pub struct Chip {
 #[derive(Template)]
 #[template(path = "log.html")]
 pub struct LogPage {
-    pub rows: Vec<RowView>,
+    /// No entry matched (the table may still show gaps).
+    pub no_rows: bool,
     pub headers: Vec<Header>,
     pub actions: Vec<ActionBox>,
     pub tables: Vec<Chip>,
@@ -84,38 +88,57 @@ pub struct LogPage {
     pub searched_until: Option<String>,
     /// `back to` (newest first) or `up to` (oldest first).
     pub searched_way: &'static str,
-    /// For admins: source transactions kept raw in the quarantine, if any.
-    pub quarantine: Option<QuarantineBanner>,
+    /// Banners about capture: not running for anyone; the slot's WAL and
+    /// the quarantine for admins.
+    pub notices: Vec<Notice>,
+    /// Rows and, in time order, the audit gaps among them.
+    pub lines: Vec<Line>,
+    /// In another order the gaps of the time range go above the table.
+    pub gap_notes: Vec<GapView>,
 }
 
-/// Capture quarantined transactions it could not store as entries: an admin must look.
-pub struct QuarantineBanner {
-    pub transactions: i64,
-    pub newest: String,
-}
-
-/// The quarantine's summary, for an admin; a failure to read it only logs.
-async fn quarantine_banner(state: &AppState, who: &Principal) -> Option<QuarantineBanner> {
-    if who.role != crate::auth::Role::Admin {
-        return None;
+/// The gaps this page shows: those overlapping the time filter, and in time
+/// order only those within the ids the page holds (placed among its rows by
+/// [`lines`]); in another order all of them, above the table.
+fn page_gaps(
+    health: &Health,
+    q: &LogQuery,
+    page: &Page,
+    now: DateTime<Utc>,
+    linked: bool,
+) -> (Vec<GapView>, Vec<GapView>) {
+    let since = q.filter.since(now);
+    let until = q.filter.to.as_ref().map(|(_, t)| *t);
+    let overlapping = health.gaps.iter().filter(|g| g.overlaps(since, until));
+    if q.sort.key != SortKey::Time {
+        return (
+            Vec::new(),
+            overlapping.map(|g| GapView::of(g, linked)).collect(),
+        );
     }
-    let summary = async {
-        let client = state.pool().get().await.map_err(|e| format!("{e:?}"))?;
-        crate::store::quarantine::summary(&*client)
-            .await
-            .map_err(|e| e.to_string())
+    let id = |c: &Option<String>| {
+        c.as_ref()
+            .and_then(|t| Cursor::decode(t, q.sort).ok())
+            .map(|c| c.id)
     };
-    match summary.await {
-        Ok(s) if s.transactions > 0 => Some(QuarantineBanner {
-            transactions: s.transactions,
-            newest: s.newest.unwrap_or_default(),
-        }),
-        Ok(_) => None,
-        Err(e) => {
-            tracing::warn!(error = %e, "could not read the quarantine's summary");
-            None
-        }
-    }
+    let prev = id(&page.prev);
+    // A backward page with nothing before it is the first page again.
+    let own = q
+        .cursor
+        .as_ref()
+        .filter(|c| !(c.backward && prev.is_none()))
+        .map(|c| (c.id, c.backward));
+    let covered = Covered::of(PageIds {
+        dir: q.sort.dir,
+        own,
+        next: id(&page.next),
+        prev,
+    });
+    let placed = overlapping
+        .filter(|g| covered.holds(g.anchor))
+        .map(|g| GapView::of(g, linked))
+        .collect();
+    (placed, Vec::new())
 }
 
 fn thousands(n: i64) -> String {
@@ -158,13 +181,16 @@ pub async fn page(
     } else {
         0
     };
-    let (page, count, known_tables, quarantine) = tokio::join!(
+    let admin = who.role == Role::Admin;
+    let (page, count, known_tables, health) = tokio::join!(
         fetch_page(&state, &q, &resolved, now),
         count(&state, &q, &resolved, now),
         state.known_tables(&q.filter.scope),
-        quarantine_banner(&state, &who)
+        health::load(&state, admin)
     );
     let page = page?;
+    // pgtrail's events, which the gaps link to, are for admins.
+    let (placed, gap_notes) = page_gaps(&health, &q, &page, now, admin);
 
     let base = q.to_pairs();
     let with = |extra: &[(&'static str, String)]| {
@@ -283,8 +309,12 @@ pub async fn page(
         view_url(&p)
     };
     let f = &q.filter;
+    let rows: Vec<RowView> = page.entries.iter().map(|e| RowView::new(e, &q)).collect();
     let view = LogPage {
-        rows: page.entries.iter().map(|e| RowView::new(e, &q)).collect(),
+        no_rows: rows.is_empty(),
+        lines: lines(rows, q.sort.dir, placed),
+        gap_notes,
+        notices: health.notices(admin),
         headers,
         actions: Action::ALL
             .iter()
@@ -338,7 +368,6 @@ pub async fn page(
         } else {
             "up to"
         },
-        quarantine,
     };
     Ok(Html(view.render()?).into_response())
 }

@@ -1,0 +1,268 @@
+//! `pgtrail.capture_state` (`sql/store/0013_capture_state.sql`): the daemon's
+//! last reading of its slot and lag, one row per slot, overwritten at every
+//! poll of the monitor ([`write`]) and read by the web view ([`read_all`]),
+//! which talks only to the store. State, not history: no entry, no chain.
+//!
+//! A row not written for a while says capture stopped ([`Reported::stale`]):
+//! the monitor writes one every `metrics.poll_interval` while the daemon
+//! runs and reaches the store.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::GenericClient;
+
+use super::StoreError;
+use crate::pg::Lsn;
+
+/// How much later than its poll interval a row may be before it counts as
+/// stale, beyond [`STALE_POLLS`] intervals: one poll may spend up to 10 s
+/// waiting for a source that does not answer before it writes.
+const STALE_GRACE: Duration = Duration::from_secs(10);
+/// Poll intervals without a row written after which capture is taken for stopped.
+const STALE_POLLS: u32 = 3;
+
+/// What one poll of the daemon's monitor saw, as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaptureState {
+    pub slot: String,
+    /// The source database's name.
+    pub source: String,
+    /// `metrics.poll_interval`.
+    pub poll_interval: Duration,
+    /// The store's checkpoint; `None` when there is none yet.
+    pub stored_lsn: Option<Lsn>,
+    pub source_side: SourceSide,
+    /// `capture.wal_warn` in bytes; `None`: the guard is off.
+    pub wal_warn: Option<u64>,
+    /// The slot held more WAL than `wal_warn`.
+    pub over_wal_warn: bool,
+}
+
+/// The source as one poll saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceSide {
+    /// The source could not be read at this poll: why.
+    Unread(String),
+    Read {
+        /// `pg_current_wal_lsn()`.
+        server_lsn: Lsn,
+        /// `None`: there is no such slot on the source.
+        slot: Option<SlotFigures>,
+        /// `None` when nothing processed was known to measure from.
+        lag: Option<LagFigures>,
+    },
+}
+
+/// The slot's row of `pg_replication_slots`, in figures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlotFigures {
+    pub active: bool,
+    pub confirmed_lsn: Option<Lsn>,
+    pub retained_bytes: u64,
+    /// `reserved`, `extended`, `unreserved` or `lost`.
+    pub wal_status: Option<String>,
+    /// `None` when `max_slot_wal_keep_size` is unlimited.
+    pub safe_wal_size: Option<i64>,
+}
+
+/// How far behind capture is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LagFigures {
+    pub bytes: u64,
+    pub seconds: f64,
+}
+
+/// A stored row with when it was written, on the store's clock.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reported {
+    pub state: CaptureState,
+    pub polled_at: DateTime<Utc>,
+    /// How long ago, as the store saw it when read.
+    pub age: Duration,
+}
+
+impl Reported {
+    /// The daemon has not written for [`STALE_POLLS`] poll intervals (and a
+    /// slow poll's grace): it is not running, or cannot reach the store.
+    pub fn stale(&self) -> bool {
+        self.age > self.state.poll_interval * STALE_POLLS + STALE_GRACE
+    }
+}
+
+fn lsn_text(lsn: Option<Lsn>) -> Option<String> {
+    lsn.map(|l| l.to_string())
+}
+
+fn signed(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Writes `state` as its slot's row: one upsert, the row's old figures gone.
+pub async fn write<C: GenericClient>(client: &C, state: &CaptureState) -> Result<(), StoreError> {
+    let (error, server, slot, lag) = match &state.source_side {
+        SourceSide::Unread(why) => (Some(why.as_str()), None, None, None),
+        SourceSide::Read {
+            server_lsn,
+            slot,
+            lag,
+        } => (None, Some(*server_lsn), slot.as_ref(), *lag),
+    };
+    let found = server.map(|_| slot.is_some());
+    let retained = slot.map(|s| signed(s.retained_bytes));
+    client
+        .execute(
+            "INSERT INTO pgtrail.capture_state AS c (slot, source, polled_at, poll_interval, stored_lsn, \
+                 source_error, server_lsn, slot_found, slot_active, confirmed_lsn, retained_bytes, \
+                 wal_status, safe_wal_size, lag_bytes, lag_seconds, wal_warn, over_wal_warn) \
+             VALUES ($1, $2, now(), make_interval(secs => $3), $4::text::pg_lsn, $5, $6::text::pg_lsn, \
+                 $7, $8, $9::text::pg_lsn, $10, $11, $12, $13, $14, $15, $16) \
+             ON CONFLICT (slot) DO UPDATE SET source = EXCLUDED.source, polled_at = EXCLUDED.polled_at, \
+                 poll_interval = EXCLUDED.poll_interval, stored_lsn = EXCLUDED.stored_lsn, \
+                 source_error = EXCLUDED.source_error, server_lsn = EXCLUDED.server_lsn, \
+                 slot_found = EXCLUDED.slot_found, slot_active = EXCLUDED.slot_active, \
+                 confirmed_lsn = EXCLUDED.confirmed_lsn, retained_bytes = EXCLUDED.retained_bytes, \
+                 wal_status = EXCLUDED.wal_status, safe_wal_size = EXCLUDED.safe_wal_size, \
+                 lag_bytes = EXCLUDED.lag_bytes, lag_seconds = EXCLUDED.lag_seconds, \
+                 wal_warn = EXCLUDED.wal_warn, over_wal_warn = EXCLUDED.over_wal_warn",
+            &[
+                &state.slot,
+                &state.source,
+                &state.poll_interval.as_secs_f64(),
+                &lsn_text(state.stored_lsn),
+                &error,
+                &lsn_text(server),
+                &found,
+                &slot.map(|s| s.active),
+                &lsn_text(slot.and_then(|s| s.confirmed_lsn)),
+                &retained,
+                &slot.and_then(|s| s.wal_status.as_deref()),
+                &slot.and_then(|s| s.safe_wal_size),
+                &lag.map(|l| signed(l.bytes)),
+                &lag.map(|l| l.seconds),
+                &state.wal_warn.map(signed),
+                &state.over_wal_warn,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Every slot's row, the most recently written first.
+pub async fn read_all<C: GenericClient>(client: &C) -> Result<Vec<Reported>, StoreError> {
+    let rows = client
+        .query(
+            "SELECT slot, source, polled_at, extract(epoch FROM poll_interval)::float8, stored_lsn::text, \
+                    source_error, server_lsn::text, slot_found, slot_active, confirmed_lsn::text, \
+                    retained_bytes, wal_status, safe_wal_size, lag_bytes, lag_seconds, wal_warn, \
+                    over_wal_warn, greatest(extract(epoch FROM now() - polled_at), 0)::float8 \
+             FROM pgtrail.capture_state ORDER BY polled_at DESC, slot",
+            &[],
+        )
+        .await?;
+    rows.iter().map(of_row).collect()
+}
+
+fn seconds(s: f64) -> Duration {
+    Duration::try_from_secs_f64(s).unwrap_or_default()
+}
+
+fn unsigned(n: Option<i64>) -> Option<u64> {
+    n.map(|n| u64::try_from(n).unwrap_or(0))
+}
+
+fn of_row(row: &tokio_postgres::Row) -> Result<Reported, StoreError> {
+    // PostgreSQL writes a pg_lsn as text that always parses.
+    let lsn = |i: usize| -> Result<Option<Lsn>, StoreError> {
+        Ok(row
+            .try_get::<_, Option<String>>(i)?
+            .and_then(|t| t.parse().ok()))
+    };
+    let source_error: Option<String> = row.try_get(5)?;
+    let source_side = match (source_error, lsn(6)?) {
+        (Some(why), _) => SourceSide::Unread(why),
+        (None, None) => SourceSide::Unread("the source's WAL position was not read".into()),
+        (None, Some(server_lsn)) => {
+            let found: Option<bool> = row.try_get(7)?;
+            let slot = match found {
+                Some(true) => Some(SlotFigures {
+                    active: row.try_get::<_, Option<bool>>(8)?.unwrap_or(false),
+                    confirmed_lsn: lsn(9)?,
+                    retained_bytes: unsigned(row.try_get(10)?).unwrap_or(0),
+                    wal_status: row.try_get(11)?,
+                    safe_wal_size: row.try_get(12)?,
+                }),
+                _ => None,
+            };
+            let lag = match (
+                unsigned(row.try_get(13)?),
+                row.try_get::<_, Option<f64>>(14)?,
+            ) {
+                (Some(bytes), Some(seconds)) => Some(LagFigures { bytes, seconds }),
+                _ => None,
+            };
+            SourceSide::Read {
+                server_lsn,
+                slot,
+                lag,
+            }
+        }
+    };
+    Ok(Reported {
+        state: CaptureState {
+            slot: row.try_get(0)?,
+            source: row.try_get(1)?,
+            poll_interval: seconds(row.try_get(3)?),
+            stored_lsn: lsn(4)?,
+            source_side,
+            wal_warn: unsigned(row.try_get(15)?),
+            over_wal_warn: row.try_get(16)?,
+        },
+        polled_at: row.try_get(2)?,
+        age: seconds(row.try_get(17)?),
+    })
+}
+
+/// The source commit time of the newest stored change (not one of pgtrail's
+/// own events), if any: walked back from the newest id past the events.
+pub async fn last_stored_commit<C: GenericClient>(
+    client: &C,
+) -> Result<Option<DateTime<Utc>>, StoreError> {
+    let row = client
+        .query_opt(
+            "SELECT committed_at FROM pgtrail.entries WHERE lsn IS NOT NULL ORDER BY id DESC LIMIT 1",
+            &[],
+        )
+        .await?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reported(poll: u64, age: u64) -> Reported {
+        Reported {
+            state: CaptureState {
+                slot: "pgtrail".into(),
+                source: "app".into(),
+                poll_interval: Duration::from_secs(poll),
+                stored_lsn: None,
+                source_side: SourceSide::Unread("down".into()),
+                wal_warn: None,
+                over_wal_warn: false,
+            },
+            polled_at: Utc::now(),
+            age: Duration::from_secs(age),
+        }
+    }
+
+    #[test]
+    fn a_row_is_stale_after_three_polls_and_the_grace() {
+        assert!(!reported(5, 0).stale());
+        assert!(!reported(5, 25).stale());
+        assert!(reported(5, 26).stale());
+        assert!(!reported(1, 13).stale());
+        assert!(reported(1, 14).stale());
+    }
+}

@@ -1,0 +1,264 @@
+//! Capture's health as the web view shows it. The web view talks only to the
+//! store, so it knows what the daemon's monitor last wrote there
+//! (`pgtrail.capture_state`), the audit gaps the `gap` events record, and
+//! the quarantine; [`load`] reads them on one connection.
+//!
+//! Who sees what: a gap, and capture not running, concern anyone reading
+//! the log (an audit log that hides its own holes misleads), so every
+//! reader gets them ([`Notice`]s and the log's gap rows, [`GapView`]); the
+//! slot's WAL, lag and the quarantine are operations, for admins only,
+//! as banners on the log page and the panel on the admin page ([`panel`]).
+
+pub mod panel;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::log::rows::short_time;
+use super::AppState;
+use crate::health::service_status::bytes;
+use crate::store::capture_state::{self, Reported, SourceSide};
+use crate::store::gaps::{self, Gap};
+use crate::store::quarantine::{self, Summary};
+
+/// What the store says of capture's health.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// Each slot's last reported state, the most recent first.
+    pub states: Vec<Reported>,
+    pub gaps: Vec<Gap>,
+    /// Read for admins only.
+    pub quarantine: Option<Summary>,
+}
+
+/// Reads capture's health; the quarantine only for an admin. A store that
+/// cannot say is logged and shows as nothing to report: the page's own
+/// queries then fail with the reason.
+pub async fn load(state: &AppState, admin: bool) -> Health {
+    let read = async {
+        let client = state.pool().get().await.map_err(|e| format!("{e:?}"))?;
+        let err = |e: crate::store::StoreError| e.to_string();
+        let states = capture_state::read_all(&*client).await.map_err(err)?;
+        let gaps = gaps::list(&*client).await.map_err(err)?;
+        let quarantine = if admin {
+            Some(quarantine::summary(&*client).await.map_err(err)?)
+        } else {
+            None
+        };
+        Ok::<Health, String>(Health {
+            states,
+            gaps,
+            quarantine,
+        })
+    };
+    read.await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "could not read capture's health from the store");
+        Health::default()
+    })
+}
+
+/// `2024-05-01 10:00:03 UTC`.
+pub fn when(t: &DateTime<Utc>) -> String {
+    format!("{} UTC", short_time(t))
+}
+
+/// `40 s`, `12 min`, `5 h`, `3 days`: how long, roughly.
+pub fn span(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..90 => format!("{s} s"),
+        90..5_400 => format!("{} min", s / 60),
+        5_400..172_800 => format!("{} h", s / 3_600),
+        _ => format!("{} days", s / 86_400),
+    }
+}
+
+/// A banner above the log.
+#[derive(Debug, Clone)]
+pub struct Notice {
+    /// `alert` (something is lost or about to be) or `warn`.
+    pub level: &'static str,
+    pub text: String,
+    /// Where to read more: the capture health panel, the quarantine's events.
+    pub link: Option<(&'static str, &'static str)>,
+}
+
+const PANEL: (&str, &str) = ("/admin#capture", "Capture health");
+
+impl Health {
+    /// The banners for the log page. Only the most recently reported slot
+    /// counts (one daemon feeds a store; older rows are of slots since
+    /// renamed, and the admin page lists them).
+    pub fn notices(&self, admin: bool) -> Vec<Notice> {
+        let mut out = Vec::new();
+        let link = admin.then_some(PANEL);
+        if let Some(r) = self.states.first() {
+            if r.stale() {
+                out.push(Notice {
+                    level: "alert",
+                    text: format!(
+                        "Capture is not running since {}: the daemon has not reported for {} (it reports every {}). \
+                         Changes made since then are not in the log yet.",
+                        when(&r.polled_at),
+                        span(r.age),
+                        span(r.state.poll_interval)
+                    ),
+                    link,
+                });
+            }
+            if admin {
+                out.extend(slot_notices(r));
+            }
+        }
+        if let Some(q) = self.quarantine.as_ref().filter(|q| q.transactions > 0) {
+            out.push(Notice {
+                level: "alert",
+                text: format!(
+                    "Capture quarantined {} source transaction{} it could not store as entries (the newest at {}): \
+                     their raw records are in pgtrail.quarantine.",
+                    q.transactions,
+                    if q.transactions == 1 { "" } else { "s" },
+                    q.newest.as_deref().unwrap_or("-")
+                ),
+                link: Some(("/?table=pgtrail.quarantine&action=EVENT", "See why")),
+            });
+        }
+        out
+    }
+}
+
+/// The admin's banners about the slot, from its last reported state.
+fn slot_notices(r: &Reported) -> Vec<Notice> {
+    let s = &r.state;
+    let at = when(&r.polled_at);
+    let notice = |level, text| Notice {
+        level,
+        text,
+        link: Some(PANEL),
+    };
+    let mut out = Vec::new();
+    let slot = match &s.source_side {
+        SourceSide::Unread(why) => {
+            out.push(notice(
+                "warn",
+                format!("At {at} the daemon could not read the source: {why}"),
+            ));
+            return out;
+        }
+        SourceSide::Read { slot: None, .. } => {
+            out.push(notice(
+                "alert",
+                format!(
+                    "At {at} the replication slot {} did not exist on the source: changes after {} cannot be captured \
+                     (an audit gap). Run `pgtrail setup --recreate-slot`.",
+                    s.slot,
+                    s.stored_lsn.map_or_else(|| "the checkpoint".to_owned(), |l| l.to_string())
+                ),
+            ));
+            return out;
+        }
+        SourceSide::Read { slot: Some(f), .. } => f,
+    };
+    if s.over_wal_warn {
+        let warn = s
+            .wal_warn
+            .map_or_else(String::new, |w| format!(" ({})", bytes(w as f64)));
+        out.push(notice(
+            "warn",
+            format!(
+                "At {at} the slot {} held {} of WAL on the source, more than capture.wal_warn{warn}: capture is \
+                 behind or stopped. If the slot passes max_slot_wal_keep_size, PostgreSQL invalidates it and the \
+                 changes in that WAL are lost to the audit trail.",
+                s.slot,
+                bytes(slot.retained_bytes as f64)
+            ),
+        ));
+    }
+    match slot.wal_status.as_deref() {
+        Some("unreserved") => out.push(notice(
+            "alert",
+            format!(
+                "At {at} the slot {}'s wal_status was unreserved: it holds more WAL than max_slot_wal_keep_size, \
+                 and the next checkpoint may invalidate it, losing the changes not yet captured.",
+                s.slot
+            ),
+        )),
+        Some("lost") => out.push(notice(
+            "alert",
+            format!(
+                "At {at} the slot {} was lost (wal_status lost): PostgreSQL removed WAL it still needed, so changes \
+                 after {} were not captured. Run `pgtrail setup --recreate-slot`.",
+                s.slot,
+                s.stored_lsn.map_or_else(|| "the checkpoint".to_owned(), |l| l.to_string())
+            ),
+        )),
+        _ => {}
+    }
+    out
+}
+
+/// A gap as a reader sees it, on the log page and the admin page.
+#[derive(Debug, Clone)]
+pub struct GapView {
+    /// The id it lies just before, in the log's id order.
+    pub anchor: i64,
+    pub text: String,
+    /// The `gap` events that record it.
+    pub events: Vec<i64>,
+    /// Whether the reader may open those events (pgtrail's events are for admins).
+    pub linked: bool,
+}
+
+impl GapView {
+    pub fn of(g: &Gap, linked: bool) -> GapView {
+        let what = if g.missing {
+            "the replication slot was missing"
+        } else {
+            "the replication slot was lost"
+        };
+        let slot = &g.slot;
+        let text = match (g.from.as_ref(), g.to.as_ref()) {
+            (Some(from), Some(to)) => format!(
+                "changes between {} and {} were not captured ({what}: {slot}).",
+                when(from),
+                when(to)
+            ),
+            (None, Some(to)) => format!(
+                "changes before {} were not captured ({what}: {slot}; nothing had been stored before).",
+                when(to)
+            ),
+            (Some(from), None) => format!(
+                "changes after {} were not captured ({what}: {slot}, found at {}); capture has not resumed since.",
+                when(from),
+                when(&g.found_at)
+            ),
+            (None, None) => format!(
+                "changes up to {} were not captured ({what}: {slot}); capture has not resumed since.",
+                when(&g.found_at)
+            ),
+        };
+        let mut events = vec![g.anchor];
+        events.extend(g.ended_by.filter(|e| *e != g.anchor));
+        GapView {
+            anchor: g.anchor,
+            text,
+            events,
+            linked,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_read_roughly() {
+        let s = |n| span(Duration::from_secs(n));
+        assert_eq!(
+            [s(5), s(89), s(90), s(3_600), s(5_400), s(200_000)],
+            ["5 s", "89 s", "1 min", "60 min", "1 h", "2 days"]
+        );
+    }
+}

@@ -1,0 +1,146 @@
+//! The capture health panel of the admin page (`templates/capture.html`):
+//! per slot, when the daemon last reported and whether it runs, the lag in
+//! bytes and seconds, the checkpoint, retained WAL against
+//! `capture.wal_warn`, `wal_status` and `safe_wal_size`; the last stored
+//! change's commit time; the quarantine; and every recorded gap.
+
+use super::{span, when, GapView, Health};
+use crate::health::service_status::bytes;
+use crate::store::capture_state::{self, Reported, SourceSide};
+use crate::web::AppState;
+
+/// The panel, read from the store; what cannot be read is logged and left out.
+pub async fn load(state: &AppState) -> Panel {
+    let health = super::load(state, true).await;
+    let last_commit = async {
+        let client = state.pool().get().await.map_err(|e| format!("{e:?}"))?;
+        capture_state::last_stored_commit(&*client)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    let last_commit = last_commit.await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "could not read the newest stored change's commit time");
+        None
+    });
+    Panel::of(&health, last_commit)
+}
+
+/// One slot's row of the panel; every figure as text, `-` where unknown.
+#[derive(Debug, Clone)]
+pub struct SlotView {
+    pub slot: String,
+    pub source: String,
+    /// `running` or `not running`.
+    pub running: bool,
+    pub reported: String,
+    pub lag: String,
+    pub stored_lsn: String,
+    pub server_lsn: String,
+    pub retained: String,
+    pub over: bool,
+    pub wal_status: String,
+    /// `reserved`/`extended` are fine; `unreserved`/`lost` are not.
+    pub wal_alarm: bool,
+    pub safe_wal_size: String,
+    pub active: String,
+    /// Why the source could not be read at the last poll, if it could not.
+    pub source_error: String,
+}
+
+impl SlotView {
+    fn of(r: &Reported) -> SlotView {
+        let s = &r.state;
+        let dash = || "-".to_owned();
+        let mut view = SlotView {
+            slot: s.slot.clone(),
+            source: s.source.clone(),
+            running: !r.stale(),
+            reported: format!("{} ({} ago)", when(&r.polled_at), span(r.age)),
+            lag: dash(),
+            stored_lsn: s.stored_lsn.map_or_else(dash, |l| l.to_string()),
+            server_lsn: dash(),
+            retained: dash(),
+            over: s.over_wal_warn,
+            wal_status: dash(),
+            wal_alarm: false,
+            safe_wal_size: dash(),
+            active: dash(),
+            source_error: String::new(),
+        };
+        let warn = s.wal_warn.map_or_else(
+            || "capture.wal_warn off".to_owned(),
+            |w| format!("capture.wal_warn {}", bytes(w as f64)),
+        );
+        match &s.source_side {
+            SourceSide::Unread(why) => view.source_error = why.clone(),
+            SourceSide::Read {
+                server_lsn,
+                slot,
+                lag,
+            } => {
+                view.server_lsn = server_lsn.to_string();
+                if let Some(l) = lag {
+                    view.lag = format!("{} ({:.0} s)", bytes(l.bytes as f64), l.seconds);
+                }
+                match slot {
+                    None => view.active = "no such slot on the source".to_owned(),
+                    Some(f) => {
+                        view.retained = format!(
+                            "{} ({warn}{})",
+                            bytes(f.retained_bytes as f64),
+                            if s.over_wal_warn { ", over it" } else { "" }
+                        );
+                        view.wal_status = f.wal_status.clone().unwrap_or_else(dash);
+                        view.wal_alarm =
+                            matches!(f.wal_status.as_deref(), Some("unreserved" | "lost"));
+                        view.safe_wal_size = f
+                            .safe_wal_size
+                            .map_or_else(|| "unlimited".to_owned(), |b| bytes(b.max(0) as f64));
+                        view.active = if f.active {
+                            "yes (the daemon streams from it)"
+                        } else {
+                            "no"
+                        }
+                        .to_owned();
+                    }
+                }
+            }
+        }
+        view
+    }
+}
+
+/// The panel as the admin page shows it.
+#[derive(Debug, Clone, Default)]
+pub struct Panel {
+    pub slots: Vec<SlotView>,
+    /// The source commit time of the newest change stored, or why not.
+    pub last_commit: String,
+    pub quarantined: i64,
+    pub quarantined_records: i64,
+    pub quarantine_newest: String,
+    pub gaps: Vec<GapView>,
+}
+
+impl Panel {
+    /// `last_commit`: the newest stored change's commit time, if any.
+    pub fn of(health: &Health, last_commit: Option<chrono::DateTime<chrono::Utc>>) -> Panel {
+        let q = health.quarantine.clone().unwrap_or_default();
+        Panel {
+            slots: health.states.iter().map(SlotView::of).collect(),
+            last_commit: last_commit
+                .as_ref()
+                .map_or_else(|| "nothing stored yet".to_owned(), when),
+            quarantined: q.transactions,
+            quarantined_records: q.records,
+            quarantine_newest: q.newest.unwrap_or_default(),
+            // Newest first, as the log lists them.
+            gaps: health
+                .gaps
+                .iter()
+                .rev()
+                .map(|g| GapView::of(g, true))
+                .collect(),
+        }
+    }
+}
