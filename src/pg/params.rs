@@ -106,29 +106,8 @@ pub fn resolve(text: &str, env: &LibpqEnv) -> Result<Resolved, String> {
                 .map(|name| (name.to_owned(), "PGSERVICE"))
         });
     if let Some((name, named_by)) = service {
-        let found =
-            service_file::find(&name, env).map_err(|e| format!("{e} ({named_by}={name})"))?;
-        for setting in found.params {
-            let at = || service_file::describe(&found.file, setting.line);
-            let (keyword, value) = (setting.keyword.as_str(), setting.value.clone());
-            if APPLIED.contains(&keyword) {
-                if !params.contains_key(keyword) {
-                    params.insert(keyword.to_owned(), value);
-                    origins.insert(keyword.to_owned(), format!("service {name} ({})", at()));
-                }
-            } else if UNSUPPORTED.contains(&keyword) {
-                return Err(format!(
-                    "service {name} ({}) sets {keyword}, which pgtrail does not support; remove \
-                     it, or give pgtrail a service of its own without it",
-                    at()
-                ));
-            } else if !SET_BY_PGTRAIL.contains(&keyword) {
-                return Err(format!(
-                    "service {name} ({}): {keyword} is not a connection parameter libpq knows",
-                    at()
-                ));
-            }
-        }
+        apply_service(&name, env, &mut params, &mut origins)
+            .map_err(|e| format!("{e} ({named_by}={name})"))?;
     }
     for (var, keyword) in VARIABLES.iter().filter(|(_, k)| *k != "service") {
         if let (false, Some(value)) = (params.contains_key(*keyword), env.var(var)) {
@@ -175,6 +154,39 @@ pub fn resolve(text: &str, env: &LibpqEnv) -> Result<Resolved, String> {
         passfile,
         origins,
     })
+}
+
+/// Fills what `params` leaves out from the service `name`; refuses a
+/// service that sets what pgtrail cannot honour.
+fn apply_service(
+    name: &str,
+    env: &LibpqEnv,
+    params: &mut Params,
+    origins: &mut BTreeMap<String, String>,
+) -> Result<(), String> {
+    let found = service_file::find(name, env)?;
+    for setting in found.params {
+        let at = || service_file::describe(&found.file, setting.line);
+        let (keyword, value) = (setting.keyword.as_str(), setting.value.clone());
+        if APPLIED.contains(&keyword) {
+            if !params.contains_key(keyword) {
+                params.insert(keyword.to_owned(), value);
+                origins.insert(keyword.to_owned(), format!("service {name} ({})", at()));
+            }
+        } else if UNSUPPORTED.contains(&keyword) {
+            return Err(format!(
+                "service {name} ({}) sets {keyword}, which pgtrail does not support; remove \
+                 it, or give pgtrail a service of its own without it",
+                at()
+            ));
+        } else if !SET_BY_PGTRAIL.contains(&keyword) {
+            return Err(format!(
+                "service {name} ({}): {keyword} is not a connection parameter libpq knows",
+                at()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Sets `key` to libpq's default `value`, saying so in `origins`.
