@@ -154,11 +154,12 @@ async fn web_slow_work_has_its_own_lane_and_a_full_lane_sheds_with_retry_after()
     let json: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert!(json["error"].as_str().unwrap().contains("busy"), "{json}");
     for ((status, headers, body), at) in [entry_page, first, list] {
+        // Answered while the refused requests still waited: they did not wait for the slow lane.
+        // (How fast is for bench/web_load.sh; a test on shared cores asserts the order.)
         assert_eq!(status, StatusCode::OK, "{body}");
-        assert!(server_ms(&headers) < 300.0, "{headers:?}");
         assert!(
             at < refused_at.min(api_refused_at),
-            "a cheap page waited for the slow lane"
+            "a cheap page waited for the slow lane: {headers:?}"
         );
     }
 
