@@ -96,20 +96,10 @@ pgtrail="$repo/target/release/pgtrail"
 fill="$repo/target/release/examples/web_fill"
 build_pgtrail "$build" web_fill
 
-web_pid=""
-# Unlike bench_cleanup, which leaves a kept cluster running, a kept store is
-# stopped: --reuse starts it again.
-web_cleanup() {
-    local rc=$?
-    stop_pid "$web_pid"
-    if [[ $keep -eq 1 || $reuse -eq 1 ]]; then
-        pgc_stop "$dir" || true
-        say "kept $dir: measure it again with --reuse $dir; delete it with: bash scripts/pgcluster.sh destroy $dir"
-    else
-        pgc_destroy "$dir" || true
-    fi
-    exit "$rc"
-}
+# Unlike bench_cleanup, which leaves a kept cluster running, web_cleanup
+# stops a kept store: --reuse starts it again.
+# shellcheck source=bench/web_lib.sh
+source "$repo/bench/web_lib.sh"
 
 settings=("fsync=off" "max_wal_size=16GB" "checkpoint_timeout=1h" "shared_buffers=1GB")
 pgc_find_bin
@@ -121,50 +111,11 @@ else
 fi
 bench_trap_exit web_cleanup
 pgc_start "$dir" "${settings[@]}"
-port="$PGC_PORT"
-psql_store() { psql_db pgtrail "$@"; }
-web_port=$(pgc_pick_port)
-cfg="$dir/pgtrail.toml"
-cat >"$cfg" <<EOF
-[source]
-url  = "postgres://postgres@127.0.0.1:$port/app"
-slot = "bench_web"
-[store]
-url  = "postgres://postgres@127.0.0.1:$port/pgtrail"
-[capture]
-tables = ["public.*"]
-[web]
-listen = "127.0.0.1:$web_port"
-EOF
-
-drop_slots() {
-    pgc_psql "$dir" -At -c "SELECT count(pg_drop_replication_slot(slot_name)) FROM pg_replication_slots" >/dev/null
-}
+web_config bench_web
 
 if [[ $reuse -eq 0 ]]; then
-    # 1. The store's schema, as pgtrail setup makes it.
-    pgc_psql "$dir" -c "CREATE DATABASE app"
-    # setup wants a table to capture; this one is never written.
-    pgc_psql "$dir" -d app -c "CREATE TABLE public.placeholder (id int PRIMARY KEY)"
-    "$pgtrail" --config "$cfg" setup >"$dir/setup.log" 2>&1 || { cat "$dir/setup.log" >&2; die "pgtrail setup failed"; }
-    drop_slots
-    # 2. The fill.
-    say "filling the store with $entries entries (examples/web_fill | COPY)"
-    t0=$(now)
-    copy_sql=$("$fill" --copy-sql)
-    "$fill" --entries "$entries" --end "$(date +%s)" | psql_store -c "$copy_sql"
-    t1=$(now)
-    say "VACUUM (ANALYZE)"
-    psql_store -c "VACUUM (ANALYZE) pgtrail.entries"
-    t2=$(now)
-    n=$(psql_store -At -c "SELECT count(*) FROM pgtrail.entries")
-    [[ "$n" == "$entries" ]] || die "the store holds $n entries, not $entries"
-    {
-        echo "entries=$entries"
-        echo "filled_at=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-        echo "copy_seconds=$(secs "$t0" "$t1")"
-        echo "vacuum_seconds=$(secs "$t1" "$t2")"
-    } >"$dir/fill.info"
+    # 1. The store's schema, as pgtrail setup makes it; 2. the fill.
+    web_fill "$entries"
     migrate_note=""
 else
     # An upgrade: migrations the store does not have yet, timed.
@@ -186,44 +137,14 @@ indexes=$(psql_store -At -c "SELECT string_agg(indexname, ', ' ORDER BY indexnam
 
 # 3. The web view, signed in as an admin as people use it (every request then
 # pays for its session check), and the values to vary.
-bench_password="bench-password-$RANDOM$RANDOM"
-if [[ $(psql_store -At -c "SELECT count(*) FROM pgtrail.users WHERE name = 'bench'") == 0 ]]; then
-    printf '%s\n' "$bench_password" | "$pgtrail" --config "$cfg" user add bench --role admin >"$dir/user.log" 2>&1 \
-        || { cat "$dir/user.log" >&2; die "pgtrail user add failed"; }
-else
-    printf '%s\n' "$bench_password" | "$pgtrail" --config "$cfg" user reset-password bench >"$dir/user.log" 2>&1 \
-        || { cat "$dir/user.log" >&2; die "pgtrail user reset-password failed"; }
-fi
-base="http://127.0.0.1:$web_port"
-# start_web: `pgtrail web` in the background ($web_pid), appending to DIR/web.log, until it answers.
-start_web() {
-    PGTRAIL_LOG=warn "$pgtrail" --config "$cfg" web >>"$dir/web.log" 2>&1 &
-    web_pid=$!
-    for _ in $(seq 1 100); do
-        curl -s -o /dev/null "$base/assets/style.css" && break
-        kill -0 "$web_pid" 2>/dev/null || { cat "$dir/web.log" >&2; die "pgtrail web exited"; }
-        sleep 0.1
-    done
-    curl -s -o /dev/null "$base/assets/style.css" || die "pgtrail web does not answer on $base"
-}
-: >"$dir/web.log"
-start_web
-jar="$dir/cookies"
-rm -f "$jar"
-csrf=$(curl -s -c "$jar" "$base/sign-in" | sed -n 's/.*name="csrf" value="\([^"]*\)".*/\1/p' | head -n 1)
-[[ -n "$csrf" ]] || die "no CSRF token on $base/sign-in"
-signed=$(curl -s -o /dev/null -w '%{http_code}' -b "$jar" -c "$jar" --data-urlencode "csrf=$csrf" \
-    --data-urlencode name=bench --data-urlencode "password=$bench_password" --data-urlencode next=/ "$base/sign-in")
-[[ "$signed" == 303 ]] || die "signing in as bench answered $signed, not 303"
+web_signed_in
 
 say "sampling values from the store"
-enc() { jq -rn --arg v "$1" '$v | @uri'; }
 vals="$dir/values"
 rm -rf "$vals"
 mkdir -p "$vals"
 echo "/" >"$vals/first"
-psql_store -At -c "SELECT schema_name || '.' || table_name FROM (SELECT DISTINCT schema_name, table_name FROM pgtrail.entries) t ORDER BY random()" \
-    | while read -r t; do echo "/?table=$(enc "$t")"; done >"$vals/table"
+sample_tables >"$vals/table"
 psql_store -At -c "SELECT a FROM (SELECT DISTINCT coalesce(context->>'actor', context->>'db_user') a FROM pgtrail.entries TABLESAMPLE SYSTEM (1)) s WHERE a IS NOT NULL ORDER BY random() LIMIT 200" \
     | while read -r a; do echo "/?actor=$(enc "$a")"; done >"$vals/actor"
 psql_store -At -F $'\t' -c "
@@ -250,8 +171,7 @@ while IFS=$'\t' read -r _ k; do echo "/?pk=$(enc "$k")"; done <"$dir/keys" >"$va
     printf '%s\n' refund gdpr warehouse priority expired
     printf '%s\n' no-such-customer zz-absent-term "lost parcel 4711" qwertyuiop 0xDEADBEEF
 } | grep -v '^$' | shuf --random-source=<(yes) | while read -r q; do echo "/?q=$(enc "$q")"; done >"$vals/text"
-psql_store -At -c "SELECT lo + floor(random() * (hi - lo + 1))::bigint FROM (SELECT min(id) lo, max(id) hi FROM pgtrail.entries) b, generate_series(1, 200)" \
-    | while read -r id; do echo "/entries/$id"; done >"$vals/diff"
+sample_ids | while read -r id; do echo "/entries/$id"; done >"$vals/diff"
 printf '%s\n' "/?sort=actor&dir=asc" "/?sort=actor&dir=desc" >"$vals/sort_actor"
 printf '%s\n' "/?sort=ip&dir=asc" "/?sort=ip&dir=desc" >"$vals/sort_ip"
 for c in "${cases[@]}"; do

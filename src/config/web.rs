@@ -2,7 +2,10 @@
 //! session limits, lockout after failed sign-ins, how much one client may ask
 //! for at once ([`WebLimits`]: live streams, stalled downloads, failed sign-ins
 //! per address), and `[web.proxy]` for a user name set by a trusted reverse
-//! proxy (single sign-on).
+//! proxy (single sign-on); [`load`] has the keys for the store connections
+//! under load.
+
+mod load;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -12,6 +15,7 @@ use serde::Deserialize;
 
 use super::ConfigError;
 use crate::auth::Role;
+pub use load::WebLoad;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -41,6 +45,10 @@ pub(super) struct RawWeb {
     sign_in_failures_per_address: u32,
     #[serde(default = "default_sign_in_window_seconds")]
     sign_in_window_seconds: u64,
+    connections: Option<u32>,
+    slow_connections: Option<u32>,
+    /// `"2s"`, `"500ms"`, or a number of seconds.
+    max_wait: Option<toml::Value>,
     proxy: Option<RawProxy>,
 }
 
@@ -59,6 +67,9 @@ impl Default for RawWeb {
             export_stall_seconds: default_export_stall_seconds(),
             sign_in_failures_per_address: default_sign_in_failures_per_address(),
             sign_in_window_seconds: default_sign_in_window_seconds(),
+            connections: None,
+            slow_connections: None,
+            max_wait: None,
             proxy: None,
         }
     }
@@ -130,6 +141,8 @@ pub struct WebAuth {
     /// Mark the session cookie `Secure` (set it when a TLS proxy serves the web view).
     pub cookie_secure: bool,
     pub limits: WebLimits,
+    /// The store connections under load; only read at start.
+    pub load: WebLoad,
     pub proxy: Option<ProxyAuth>,
 }
 
@@ -239,6 +252,7 @@ pub(super) fn web_auth(
         ));
     }
     let limits = limits(raw, path)?;
+    let load = load::load(raw, path)?;
     let proxy = match &raw.proxy {
         None => None,
         Some(p) => {
@@ -259,6 +273,7 @@ pub(super) fn web_auth(
         lockout_seconds: raw.lockout_seconds,
         cookie_secure: raw.cookie_secure,
         limits,
+        load,
         proxy,
     })
 }
@@ -418,6 +433,13 @@ mod tests {
             ("sign_in_failures_per_address = 0\n", &["web.sign_in_failures_per_address"]),
             ("sign_in_window_seconds = 0\n", &["web.sign_in_window_seconds"]),
             ("sign_in_window_seconds = -5\n", &["sign_in_window_seconds"]),
+            ("connections = 1\n", &["web.connections", "at least 2"]),
+            ("connections = 4\nslow_connections = 4\n", &["web.slow_connections", "less than web.connections (4)"]),
+            ("slow_connections = 0\n", &["web.slow_connections"]),
+            ("max_wait = \"2 fortnights\"\n", &["web.max_wait", "not a duration"]),
+            ("max_wait = \"5ms\"\n", &["web.max_wait", "between 10 ms and 60 s"]),
+            ("max_wait = 600\n", &["web.max_wait", "between"]),
+            ("max_wait = 1.5\n", &["web.max_wait", "not a duration"]),
             ("[web.proxy]\nuser_header = \"X-User\"\ntrusted = []\n", &["web.proxy.trusted"]),
             ("[web.proxy]\nuser_header = \"X-User\"\ntrusted = [\"10.0.0.0/33\"]\n", &["web.proxy.trusted", "10.0.0.0/33"]),
             ("[web.proxy]\nuser_header = \"X User\"\ntrusted = [\"10.0.0.1\"]\n", &["web.proxy.user_header"]),

@@ -31,6 +31,7 @@ pub const MONITOR_ERRORS: &str = "pgtrail_monitor_errors_total";
 // The web view.
 pub const WEB_REQUESTS: &str = "pgtrail_web_requests_total";
 pub const WEB_REQUEST_SECONDS: &str = "pgtrail_web_request_duration_seconds";
+pub const WEB_SHED: &str = "pgtrail_web_shed_total";
 pub const WEB_SIGN_IN_FAILURES: &str = "pgtrail_web_sign_in_failures_total";
 pub const WEB_EXPORTS: &str = "pgtrail_web_exports_total";
 pub const WEB_EXPORTED_ENTRIES: &str = "pgtrail_web_exported_entries_total";
@@ -124,6 +125,10 @@ pub fn describe() {
         WEB_REQUEST_SECONDS,
         Unit::Seconds,
         "Time to a web view response's head, by route pattern and method"
+    );
+    describe_counter!(
+        WEB_SHED,
+        "Web view requests refused as busy (503 with Retry-After) after waiting web.max_wait for a store connection, by route pattern and lane (quick, slow)"
     );
     describe_counter!(
         WEB_SIGN_IN_FAILURES,

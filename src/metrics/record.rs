@@ -118,6 +118,12 @@ pub fn web_request(route: &str, method: &str, status: u16, took: Duration) {
         .record(took.as_secs_f64());
 }
 
+/// A web view request on `route` refused (503) because every store
+/// connection of its `lane` (`quick`, `slow`) stayed taken for `web.max_wait`.
+pub fn web_shed(route: &str, lane: &'static str) {
+    counter!(WEB_SHED, "route" => route.to_owned(), "lane" => lane).increment(1);
+}
+
 /// A sign-in refused for `reason`: `refused`, `throttled`, `busy` or `csrf`.
 pub fn sign_in_failure(reason: &'static str) {
     counter!(WEB_SIGN_IN_FAILURES, "reason" => reason).increment(1);

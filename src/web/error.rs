@@ -2,11 +2,14 @@
 //! (or, under `/api/`, a JSON object) with the right status and a message a
 //! person can act on. Bad input is always a 400 that says what is wrong;
 //! internal causes (database errors, render failures) go to the log and never
-//! to the page.
+//! to the page. A request refused for load ([`Busy`]) is a 503 with
+//! `Retry-After`, marked so that the request metrics count it as shed.
 
 use askama::Template;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
+
+pub use super::limits::{Busy, Shed};
 
 /// What went wrong, as the user is told.
 #[derive(Debug)]
@@ -21,6 +24,9 @@ pub enum WebError {
     Forbidden(String),
     /// The store cannot answer now (down, or the query ran too long); worth retrying.
     Unavailable(String),
+    /// Every store connection of its lane stayed taken for as long as a
+    /// request may wait: refused, to be retried later (503 with `Retry-After`).
+    Busy(Busy),
     /// A bug or an unexpected store error; the detail is logged, not shown.
     Internal(String),
 }
@@ -36,7 +42,7 @@ impl WebError {
             WebError::NotFound(_) => StatusCode::NOT_FOUND,
             WebError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             WebError::Forbidden(_) => StatusCode::FORBIDDEN,
-            WebError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            WebError::Unavailable(_) | WebError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             WebError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -49,6 +55,7 @@ impl WebError {
             | WebError::Unauthorized(m)
             | WebError::Forbidden(m)
             | WebError::Unavailable(m) => m,
+            WebError::Busy(b) => b.message(),
             WebError::Internal(_) => {
                 "Something went wrong inside pgtrail; the server log has the details."
             }
@@ -118,11 +125,14 @@ impl IntoResponse for WebError {
         }
         let status = self.status();
         let page = ErrorPage {
-            title: status.canonical_reason().unwrap_or("Error"),
+            title: match &self {
+                WebError::Busy(_) => "Server Busy",
+                _ => status.canonical_reason().unwrap_or("Error"),
+            },
             status: status.as_u16(),
             message: self.message(),
         };
-        match page.render() {
+        let mut res = match page.render() {
             Ok(html) => (status, Html(html)).into_response(),
             Err(e) => {
                 tracing::error!(error = %e, "rendering the error page failed");
@@ -136,7 +146,11 @@ impl IntoResponse for WebError {
                 )
                     .into_response()
             }
+        };
+        if let WebError::Busy(b) = &self {
+            b.mark(&mut res);
         }
+        res
     }
 }
 
@@ -162,6 +176,40 @@ impl IntoResponse for ApiError {
             tracing::error!(error = %detail, "API request failed");
         }
         let body = serde_json::json!({ "error": self.0.message() });
-        (self.0.status(), axum::Json(body)).into_response()
+        let mut res = (self.0.status(), axum::Json(body)).into_response();
+        if let WebError::Busy(b) = &self.0 {
+            b.mark(&mut res);
+        }
+        res
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::web::limits::Lane;
+    use std::time::Duration;
+
+    #[test]
+    fn a_refusal_for_load_says_when_to_retry_and_is_marked_shed() {
+        let slow = Busy::new(Lane::Slow, Duration::from_millis(400));
+        assert_eq!(slow.retry_after, 1);
+        assert!(
+            slow.message().contains("Try again in 1 s") && slow.message().contains("free-text")
+        );
+        assert_eq!(
+            Busy::new(Lane::Quick, Duration::from_millis(2500)).retry_after,
+            3
+        );
+        let res = WebError::Busy(slow.clone()).into_response();
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(res.headers()[header::RETRY_AFTER], "1");
+        assert!(matches!(
+            res.extensions().get::<Shed>(),
+            Some(Shed(Lane::Slow))
+        ));
+        let api = WebError::Busy(slow).json().into_response();
+        assert_eq!(api.headers()[header::RETRY_AFTER], "1");
+        assert!(api.extensions().get::<Shed>().is_some());
     }
 }

@@ -1,10 +1,13 @@
 //! How much one client may hold at once, and the answer past it: the count of
 //! open live streams, per principal and in all ([`LiveStreams`]), and the
 //! `429 Too Many Requests` page with `Retry-After` ([`too_many`]) that the
-//! live stream and the sign-in throttle answer with.
+//! live stream and the sign-in throttle answer with; and how much the server
+//! takes on at once: the [`Lane`]s of store connections, and [`Busy`], why a
+//! request that waited too long for one is refused (a `503` with `Retry-After`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use askama::Template;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -122,6 +125,79 @@ pub fn too_many(message: &str, retry_after: u64) -> Response {
 pub fn retry_after_header(res: &mut Response, seconds: u64) {
     res.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+}
+
+/// Which connections a piece of work takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// Pages that an index answers in milliseconds: an entry, a first page,
+    /// the API's lists without free text, sessions.
+    Quick,
+    /// Work whose time grows with the store: a free-text search, counting
+    /// matches. At most `slow_connections` at once.
+    Slow,
+}
+
+impl Lane {
+    /// The label of the lane in metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lane::Quick => "quick",
+            Lane::Slow => "slow",
+        }
+    }
+}
+
+/// A request refused for load: which lane was full, when to try again, and
+/// what the user is told.
+#[derive(Debug, Clone)]
+pub struct Busy {
+    pub lane: Lane,
+    /// Seconds, for `Retry-After`.
+    pub retry_after: u64,
+    message: String,
+}
+
+/// Put on a response refused for load, for the request metrics ([`super::metered`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Shed(pub Lane);
+
+impl Busy {
+    /// Refused after waiting `waited` (the bound) in `lane`: try again after
+    /// about as long again, in whole seconds, by when the line has moved on.
+    pub fn new(lane: Lane, waited: Duration) -> Busy {
+        let retry_after = waited.as_secs_f64().ceil().max(1.0) as u64;
+        let what = match lane {
+            Lane::Quick => "pages",
+            Lane::Slow => "free-text searches and counts",
+        };
+        let message = format!(
+            "The server is busy: this request waited {} ms (web.max_wait) for a store connection for {what}, \
+             and other requests held them all. Try again in {retry_after} s.{}",
+            waited.as_millis(),
+            if lane == Lane::Slow {
+                " Narrowing a free-text search (a table, a time range) makes it cheaper."
+            } else {
+                ""
+            }
+        );
+        Busy {
+            lane,
+            retry_after,
+            message,
+        }
+    }
+
+    /// What the user is told.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// `Retry-After` and the [`Shed`] mark on `res`.
+    pub fn mark(&self, res: &mut Response) {
+        retry_after_header(res, self.retry_after);
+        res.extensions_mut().insert(Shed(self.lane));
+    }
 }
 
 #[cfg(test)]

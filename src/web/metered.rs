@@ -1,7 +1,8 @@
 //! The web view's request figures: every response counted by the matched
 //! route's pattern (`/entries/{id}`, never the raw path, so the number of
 //! series stays bounded whatever clients ask for), method and status, and
-//! its time to the response's head.
+//! its time to the response's head; and the requests refused for load
+//! (marked [`Shed`]) by route and lane.
 
 use std::time::Instant;
 
@@ -10,6 +11,7 @@ use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 
+use super::limits::Shed;
 use crate::metrics::record;
 
 /// The route label of a request that matched no route.
@@ -26,6 +28,9 @@ pub async fn track(req: Request, next: Next) -> Response {
     let method = method_label(req.method());
     let res = next.run(req).await;
     record::web_request(&route, method, res.status().as_u16(), started.elapsed());
+    if let Some(Shed(lane)) = res.extensions().get::<Shed>() {
+        record::web_shed(&route, lane.as_str());
+    }
     res
 }
 

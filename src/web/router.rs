@@ -1,6 +1,6 @@
 //! The whole web view as one router ([`app`]): every route, and the layers
-//! every response goes through (authentication, security headers, timing,
-//! request metrics).
+//! every response goes through (authentication, the bound on waiting for
+//! store connections, security headers, timing, request metrics).
 
 use std::time::Instant;
 
@@ -38,10 +38,25 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             access::authenticate,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            waits_bounded,
+        ))
         .layer(axum::middleware::map_response(security_headers))
         .layer(axum::middleware::from_fn(server_timing))
         .layer(axum::middleware::from_fn(super::metered::track))
         .with_state(state)
+}
+
+/// Bounds the waits for store connections of the whole request, its session
+/// check included, by `web.max_wait` from its arrival.
+async fn waits_bounded(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let deadline = Instant::now() + state.pool().max_wait();
+    super::pool::waiting_until(deadline, next.run(req)).await
 }
 
 async fn not_found(uri: Uri) -> Response {

@@ -15,8 +15,13 @@ use super::router::app;
 use super::state::AppState;
 use crate::config::Config;
 
+/// Connections that may write: sessions, sign-ins, users, tokens, events.
+const WRITER_SIZE: usize = 2;
+
 /// Serves the web view on `listener` until `shutdown` completes; in-flight
-/// requests finish and live streams end.
+/// requests finish and live streams end. `pool` takes its lanes and its
+/// longest wait from `config` (`web.connections`, `web.slow_connections`,
+/// `web.max_wait`).
 pub async fn serve_on(
     listener: tokio::net::TcpListener,
     config: &Config,
@@ -25,7 +30,10 @@ pub async fn serve_on(
     reload: Option<Reload>,
 ) -> anyhow::Result<()> {
     let auth = access::AuthState::new(config.web_auth.clone(), config.path.clone());
-    let writer = Pool::writable(config.store.clone(), 2);
+    // The lanes and the longest wait come from [web]; a reload keeps them.
+    let load = config.web_auth.load;
+    let pool = pool.sized(load.connections, load.slow_connections, load.max_wait);
+    let writer = Pool::writable(config.store.clone(), WRITER_SIZE).waiting_at_most(load.max_wait);
     let state = AppState::new(pool, writer, auth, config.export.clone());
     let stopper = state.clone();
     let stopper_state = state.clone();

@@ -57,5 +57,6 @@ mod web_entry;
 mod web_filters;
 mod web_health;
 mod web_limits;
+mod web_load;
 mod web_paging;
 mod web_signin_throttle;

@@ -9,6 +9,7 @@ use tokio_postgres::Client;
 
 use crate::store::stored::{StoredEntry, ENTRY_COLUMN_COUNT};
 use crate::web::error::WebError;
+use crate::web::pool::Lane;
 use crate::web::query::{Cursor, Dir, Filter, LogQuery, Resolved, SortKey};
 use crate::web::AppState;
 
@@ -168,7 +169,7 @@ async fn search_page(
 ) -> Result<Page, WebError> {
     let started = std::time::Instant::now();
     let budget = search_budget();
-    let client = state.pool().get().await?;
+    let client = state.pool().get_slow().await?;
     let desc = q.sort.dir == Dir::Desc;
     // The ids still to read: [lo, hi).
     let (mut lo, mut hi) = id_range(&client, r).await?;
@@ -279,7 +280,11 @@ pub async fn count(state: &AppState, q: &LogQuery, r: &Resolved, now: DateTime<U
     let started = std::time::Instant::now();
     let mut found = 0i64;
     let run = async {
-        let mut client = state.pool().get().await?;
+        // Only if the slow lane frees a connection soon: a page can do without its count.
+        let mut client = state
+            .pool()
+            .get_within(Lane::Slow, COUNT_BUDGET / 4)
+            .await?;
         let (bottom, mut upper) = id_range(&client, r).await?;
         let mut window = FIRST_WINDOW;
         let mut scanned = 0i64;
