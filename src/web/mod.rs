@@ -32,6 +32,7 @@ pub mod diff;
 pub mod entry;
 pub mod error;
 pub mod export;
+mod gate;
 pub mod health;
 pub mod history;
 pub mod limits;

@@ -1,4 +1,5 @@
-//! The web view's store connections: a pool with a fair wait queue (deadpool),
+//! The web view's store connections: a pool (deadpool) whose waiting requests
+//! are let through by a [`Gate`] (in turn, the newest first under overload),
 //! split into two lanes so that slow work cannot take every connection from
 //! the cheap pages, and a bound on the wait after which a request is refused
 //! as busy ([`WebError::Busy`]) rather than queued without end. Connections
@@ -15,6 +16,7 @@ use deadpool::managed::{
 use tokio_postgres::Client;
 
 use super::error::{self, WebError};
+use super::gate::{Gate, Pass};
 use super::limits::Busy;
 pub use super::limits::Lane;
 use crate::pg::PgUrl;
@@ -75,10 +77,22 @@ impl managed::Manager for Store {
     }
 }
 
-type Lanes = managed::Pool<Store>;
+/// One lane: its connections, and the gate that orders the requests waiting
+/// for them ([`Gate`]: in turn, the newest first under overload).
+struct Lanes {
+    pool: managed::Pool<Store>,
+    gate: Gate,
+}
+
+impl Lanes {
+    fn resize(&self, size: usize) {
+        self.pool.resize(size.max(1));
+        self.gate.resize(size);
+    }
+}
 
 /// The store connections of the web view: a quick lane and a slow one, each
-/// a pool that serves its waiting requests in turn, and the longest wait.
+/// a pool with its gate, and the longest wait.
 pub struct Pool {
     url: PgUrl,
     quick: Lanes,
@@ -88,8 +102,9 @@ pub struct Pool {
     max_wait: Duration,
 }
 
-/// A connection taken from the [`Pool`]; back in its lane when dropped.
-pub struct Conn(managed::Object<Store>);
+/// A connection taken from the [`Pool`]; back in its lane when dropped, and
+/// then its place passes to the next waiting request.
+pub struct Conn(managed::Object<Store>, #[allow(dead_code)] Pass);
 
 impl std::ops::Deref for Conn {
     type Target = Client;
@@ -104,17 +119,23 @@ impl std::ops::DerefMut for Conn {
     }
 }
 
-fn lane(url: &PgUrl, read_only: bool, size: usize) -> Lanes {
+/// A lane of `size` connections; `adaptive`: its waiters are served the
+/// newest first under overload ([`Gate`]), else in turn.
+fn lane(url: &PgUrl, read_only: bool, size: usize, adaptive: bool) -> Lanes {
     let store = Store {
         url: url.clone(),
         read_only,
     };
-    managed::Pool::builder(store)
+    let pool = managed::Pool::builder(store)
         .max_size(size.max(1))
         .create_timeout(Some(CONNECT_TIMEOUT))
         .runtime(deadpool::Runtime::Tokio1)
         .build()
-        .expect("a pool with a runtime and timeouts builds")
+        .expect("a pool with a runtime and timeouts builds");
+    Lanes {
+        pool,
+        gate: Gate::new(size, adaptive),
+    }
 }
 
 impl Pool {
@@ -124,8 +145,8 @@ impl Pool {
         let size = size.max(2);
         let slow = SLOW_SIZE.min(size / 2).max(1);
         Pool {
-            quick: lane(&url, true, size - slow),
-            slow: Some(lane(&url, true, slow)),
+            quick: lane(&url, true, size - slow, true),
+            slow: Some(lane(&url, true, slow, false)),
             url,
             max_wait: MAX_WAIT,
         }
@@ -135,7 +156,7 @@ impl Pool {
     /// users, tokens and pgtrail's own events, never for entries. One lane.
     pub fn writable(url: PgUrl, size: usize) -> Pool {
         Pool {
-            quick: lane(&url, false, size),
+            quick: lane(&url, false, size, true),
             slow: None,
             url,
             max_wait: MAX_WAIT,
@@ -171,8 +192,8 @@ impl Pool {
         self.max_wait
     }
 
-    /// A connection of the quick lane: the first free one, or the first to be
-    /// freed, in turn; [`WebError::Busy`] after waiting the bound.
+    /// A connection of the quick lane: a free one, or the next to be freed
+    /// ([`Gate`]'s order); [`WebError::Busy`] after waiting the bound.
     pub async fn get(&self) -> Result<Conn, WebError> {
         self.take(Lane::Quick, self.max_wait).await
     }
@@ -196,26 +217,25 @@ impl Pool {
             .try_with(|d| d.saturating_duration_since(Instant::now()))
             .unwrap_or(wait);
         let wait = wait.min(left);
-        let pool = match (lane, &self.slow) {
+        let lanes = match (lane, &self.slow) {
             (Lane::Slow, Some(slow)) => slow,
             _ => &self.quick,
         };
+        let started = Instant::now();
+        let Some(pass) = lanes.gate.enter(wait).await else {
+            return Err(busy(lane, &lanes.pool, self.max_wait));
+        };
+        // The gate lets through as many as the lane has connections, so one is
+        // free or being returned: the rest of the bound covers that.
         let timeouts = Timeouts {
-            wait: Some(wait),
+            wait: Some(wait.saturating_sub(started.elapsed())),
             create: Some(CONNECT_TIMEOUT),
             recycle: None,
         };
-        match pool.timeout_get(&timeouts).await {
-            Ok(object) => Ok(Conn(object)),
+        match lanes.pool.timeout_get(&timeouts).await {
+            Ok(object) => Ok(Conn(object, pass)),
             Err(PoolError::Timeout(TimeoutType::Wait)) => {
-                let status = pool.status();
-                tracing::debug!(
-                    lane = lane.as_str(),
-                    waiting = status.waiting,
-                    size = status.max_size,
-                    "no store connection free in time: busy"
-                );
-                Err(WebError::Busy(Busy::new(lane, self.max_wait)))
+                Err(busy(lane, &lanes.pool, self.max_wait))
             }
             Err(PoolError::Timeout(_)) => {
                 tracing::warn!(store = %self.url.endpoint(), "connecting to the audit store timed out");
@@ -227,4 +247,15 @@ impl Pool {
             ))),
         }
     }
+}
+
+/// A request refused: the lane stayed full for as long as it may wait.
+fn busy(lane: Lane, pool: &managed::Pool<Store>, max_wait: Duration) -> WebError {
+    let status = pool.status();
+    tracing::debug!(
+        lane = lane.as_str(),
+        size = status.max_size,
+        "no store connection free in time: busy"
+    );
+    WebError::Busy(Busy::new(lane, max_wait))
 }
