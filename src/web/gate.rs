@@ -158,61 +158,50 @@ mod tests {
 
     const LONG: Duration = Duration::from_secs(5);
 
+    /// With every place of `gate` held and `held` one of them: two requests
+    /// wait (the first 20 ms before the second), `held` is freed, and the
+    /// order in which they got a place is returned.
+    async fn order_of_two_waiters(gate: &Gate, held: Pass) -> Vec<u32> {
+        let (tx, mut order) = tokio::sync::mpsc::unbounded_channel();
+        for n in [1, 2] {
+            let (g, tx) = (gate.clone(), tx.clone());
+            tokio::spawn(async move {
+                let pass = g.enter(LONG).await;
+                tx.send((n, pass.is_some())).unwrap();
+            });
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        drop(held);
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            let (n, entered) = order.recv().await.unwrap();
+            assert!(entered, "waiter {n} got no place");
+            got.push(n);
+        }
+        got
+    }
+
     #[tokio::test]
     async fn the_newest_goes_first_once_more_wait_than_the_lane_holds() {
         let gate = Gate::new(1, true);
         let held = gate.enter(LONG).await.expect("a free place");
-        let (g1, g2) = (gate.clone(), gate.clone());
-        let first = tokio::spawn(async move { g1.enter(LONG).await.map(|_| 1) });
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let second = tokio::spawn(async move { g2.enter(LONG).await.map(|_| 2) });
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        // Two waiters on a lane of one: longer than the lane, so the newest goes first.
-        drop(held);
-        assert_eq!(second.await.unwrap(), Some(2));
-        assert_eq!(first.await.unwrap(), Some(1));
+        assert_eq!(order_of_two_waiters(&gate, held).await, [2, 1]);
         assert_eq!(lock(&gate.state).held, 0);
     }
 
     #[tokio::test]
     async fn the_oldest_goes_first_when_no_more_wait_than_the_lane_holds() {
         let gate = Gate::new(2, true);
-        let a = gate.enter(LONG).await.unwrap();
-        let _b = gate.enter(LONG).await.unwrap();
-        let (g1, g2) = (gate.clone(), gate.clone());
-        let (tx, mut order) = tokio::sync::mpsc::unbounded_channel();
-        let (t1, t2) = (tx.clone(), tx);
-        let first = tokio::spawn(async move {
-            let pass = g1.enter(LONG).await;
-            t1.send(1).unwrap();
-            pass
-        });
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let second = tokio::spawn(async move {
-            let pass = g2.enter(LONG).await;
-            t2.send(2).unwrap();
-            pass
-        });
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        drop(a);
-        assert_eq!(order.recv().await, Some(1));
-        drop(first.await.unwrap());
-        assert_eq!(order.recv().await, Some(2));
-        assert!(second.await.unwrap().is_some());
+        let held = gate.enter(LONG).await.unwrap();
+        let _other = gate.enter(LONG).await.unwrap();
+        assert_eq!(order_of_two_waiters(&gate, held).await, [1, 2]);
     }
 
     #[tokio::test]
     async fn a_lane_in_turn_stays_in_turn_however_long_the_queue() {
         let gate = Gate::new(1, false);
         let held = gate.enter(LONG).await.unwrap();
-        let (g1, g2) = (gate.clone(), gate.clone());
-        let first = tokio::spawn(async move { g1.enter(LONG).await.map(|_| 1) });
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let second = tokio::spawn(async move { g2.enter(LONG).await.map(|_| 2) });
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        drop(held);
-        assert_eq!(first.await.unwrap(), Some(1));
-        assert_eq!(second.await.unwrap(), Some(2));
+        assert_eq!(order_of_two_waiters(&gate, held).await, [1, 2]);
     }
 
     #[tokio::test]
