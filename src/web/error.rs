@@ -99,6 +99,15 @@ impl From<tokio_postgres::Error> for WebError {
     }
 }
 
+impl From<crate::store::StoreError> for WebError {
+    fn from(e: crate::store::StoreError) -> Self {
+        match e {
+            crate::store::StoreError::Query(e) => e.into(),
+            other => WebError::Internal(format!("reading the audit store failed: {other}")),
+        }
+    }
+}
+
 impl From<askama::Error> for WebError {
     fn from(e: askama::Error) -> Self {
         WebError::Internal(format!("rendering a page failed: {e}"))

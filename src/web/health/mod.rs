@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use super::error::WebError;
 use super::log::rows::short_time;
 use super::AppState;
 use crate::health::service_status::bytes;
@@ -32,29 +33,22 @@ pub struct Health {
     pub quarantine: Option<Summary>,
 }
 
-/// Reads capture's health; the quarantine only for an admin. A store that
-/// cannot say is logged and shows as nothing to report: the page's own
-/// queries then fail with the reason.
-pub async fn load(state: &AppState, admin: bool) -> Health {
-    let read = async {
-        let client = state.pool().get().await.map_err(|e| format!("{e:?}"))?;
-        let err = |e: crate::store::StoreError| e.to_string();
-        let states = capture_state::read_all(&*client).await.map_err(err)?;
-        let gaps = gaps::list(&*client).await.map_err(err)?;
-        let quarantine = if admin {
-            Some(quarantine::summary(&*client).await.map_err(err)?)
-        } else {
-            None
-        };
-        Ok::<Health, String>(Health {
-            states,
-            gaps,
-            quarantine,
-        })
+/// Reads capture's health; the quarantine only for an admin. A read that
+/// fails (a busy lane included) fails the page: a log shown without its
+/// gaps would look whole when it is not.
+pub async fn load(state: &AppState, admin: bool) -> Result<Health, WebError> {
+    let client = state.pool().get().await?;
+    let states = capture_state::read_all(&*client).await?;
+    let gaps = gaps::list(&*client).await?;
+    let quarantine = if admin {
+        Some(quarantine::summary(&*client).await?)
+    } else {
+        None
     };
-    read.await.unwrap_or_else(|e| {
-        tracing::warn!(error = %e, "could not read capture's health from the store");
-        Health::default()
+    Ok(Health {
+        states,
+        gaps,
+        quarantine,
     })
 }
 

@@ -7,22 +7,16 @@
 use super::{span, when, GapView, Health};
 use crate::health::service_status::bytes;
 use crate::store::capture_state::{self, Reported, SourceSide};
+use crate::web::error::WebError;
 use crate::web::AppState;
 
-/// The panel, read from the store; what cannot be read is logged and left out.
-pub async fn load(state: &AppState) -> Panel {
-    let health = super::load(state, true).await;
-    let last_commit = async {
-        let client = state.pool().get().await.map_err(|e| format!("{e:?}"))?;
-        capture_state::last_stored_commit(&*client)
-            .await
-            .map_err(|e| e.to_string())
-    };
-    let last_commit = last_commit.await.unwrap_or_else(|e| {
-        tracing::warn!(error = %e, "could not read the newest stored change's commit time");
-        None
-    });
-    Panel::of(&health, last_commit)
+/// The panel, read from the store. A read that fails fails the page, as on
+/// the log page: a panel without its gaps would say there are none.
+pub async fn load(state: &AppState) -> Result<Panel, WebError> {
+    let health = super::load(state, true).await?;
+    let client = state.pool().get().await?;
+    let last_commit = capture_state::last_stored_commit(&*client).await?;
+    Ok(Panel::of(&health, last_commit))
 }
 
 /// One slot's row of the panel; every figure as text, `-` where unknown.

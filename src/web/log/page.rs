@@ -189,6 +189,7 @@ pub async fn page(
         health::load(&state, admin)
     );
     let page = page?;
+    let health = health?;
     // pgtrail's events, which the gaps link to, are for admins.
     let (placed, gap_notes) = page_gaps(&health, &q, &page, now, admin);
 
