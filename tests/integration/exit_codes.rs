@@ -53,21 +53,7 @@ async fn a_refused_login_ends_run_with_its_code() {
         ))
         .await
         .unwrap();
-    let since = Instant::now();
-    let status = exit_of(&mut daemon, Duration::from_secs(60)).await;
-    let log = daemon.log();
-    assert_eq!(status.code(), Some(EXIT_CREDENTIALS), "{log}");
-    assert!(
-        since.elapsed() >= Duration::from_secs(5),
-        "not before the tries: {:?}\n{log}",
-        since.elapsed()
-    );
-    assert!(
-        log.matches("capture stopped by an error that needs attention; retrying")
-            .count()
-            >= 4,
-        "{log}"
-    );
+    let log = exits_after_the_tries(&mut daemon, EXIT_CREDENTIALS).await;
     assert!(log.contains("retrying cannot fix"), "{log}");
     assert_counts(&env.store().await, "public", "t", Counts::new(1, 0, 0, 0)).await;
 }
@@ -117,15 +103,7 @@ async fn wal2json_gone_mid_run_ends_run_with_its_code_and_loses_nothing() {
         )
         .await
         .unwrap();
-    let since = Instant::now();
-    let status = exit_of(&mut daemon, Duration::from_secs(60)).await;
-    let log = daemon.log();
-    assert_eq!(status.code(), Some(EXIT_WAL2JSON), "{log}");
-    assert!(
-        since.elapsed() >= Duration::from_secs(5),
-        "not before the tries: {:?}\n{log}",
-        since.elapsed()
-    );
+    let log = exits_after_the_tries(&mut daemon, EXIT_WAL2JSON).await;
     assert!(log.contains("postgresql-15-wal2json"), "{log}");
 
     // wal2json is back: what was written meanwhile is captured, nothing twice.
@@ -164,4 +142,25 @@ async fn set_library_path(admin: &tokio_postgres::Client, value: &str) {
         .batch_execute("SELECT pg_reload_conf()")
         .await
         .unwrap();
+}
+
+/// Waits for a running daemon that meets a permanent error to exit with `code`, not at once but
+/// after its tries (about 15 s of backoff, each logged as a retry); returns its log.
+async fn exits_after_the_tries(daemon: &mut Daemon, code: i32) -> String {
+    let since = Instant::now();
+    let status = exit_of(daemon, Duration::from_secs(60)).await;
+    let log = daemon.log();
+    assert_eq!(status.code(), Some(code), "{log}");
+    assert!(
+        since.elapsed() >= Duration::from_secs(5),
+        "not before the tries: {:?}\n{log}",
+        since.elapsed()
+    );
+    assert!(
+        log.matches("capture stopped by an error that needs attention; retrying")
+            .count()
+            >= 4,
+        "{log}"
+    );
+    log
 }
