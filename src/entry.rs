@@ -33,6 +33,12 @@ impl Action {
         Action::Event,
     ];
 
+    /// A change of a row's values (INSERT, UPDATE, DELETE): nearly every
+    /// entry; the other actions are rare.
+    pub fn is_row_change(self) -> bool {
+        matches!(self, Action::Insert | Action::Update | Action::Delete)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Insert => "INSERT",

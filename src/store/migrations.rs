@@ -73,6 +73,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "capture state",
         include_str!("../../sql/store/0013_capture_state.sql"),
     ),
+    (
+        14,
+        "an index of the rare actions",
+        include_str!("../../sql/store/0014_rare_actions.sql"),
+    ),
 ];
 
 /// The store's group roles and their grants (`sql/store/roles.sql`):

@@ -97,6 +97,9 @@ fn field_cases(now: DateTime<Utc>) -> Vec<Case> {
             vec![0, 2, 3, 5, 6, 7, 9],
         ),
         ("action=UPDATE,TRUNCATE".into(), vec![1, 4, 8]),
+        // Only rare actions: read through the index entries_rare_action.
+        ("action=TRUNCATE".into(), vec![8]),
+        ("action=TRUNCATE,DDL&table=public.orders".into(), vec![8]),
         ("table=public.orders".into(), vec![0, 1, 2, 7, 8]),
         (
             "table=public.orders&table=public.customers".into(),
