@@ -22,8 +22,13 @@ pub enum WebError {
     Unauthorized(String),
     /// Signed in, but the role does not allow this, or a form's CSRF token is wrong (403).
     Forbidden(String),
-    /// The store cannot answer now (down, or the query ran too long); worth retrying.
+    /// Cannot answer now, and trying the same again soon will not help by
+    /// itself (the query ran too long, the view has no user yet): a 503
+    /// without `Retry-After`.
     Unavailable(String),
+    /// Cannot answer now, but will soon by itself (the store is down, every
+    /// download place is taken): a 503 with `Retry-After: retry_after` seconds.
+    TryLater { message: String, retry_after: u64 },
     /// Every store connection of its lane stayed taken for as long as a
     /// request may wait: refused, to be retried later (503 with `Retry-After`).
     Busy(Busy),
@@ -42,7 +47,9 @@ impl WebError {
             WebError::NotFound(_) => StatusCode::NOT_FOUND,
             WebError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             WebError::Forbidden(_) => StatusCode::FORBIDDEN,
-            WebError::Unavailable(_) | WebError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            WebError::Unavailable(_) | WebError::TryLater { .. } | WebError::Busy(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             WebError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -54,7 +61,8 @@ impl WebError {
             | WebError::NotFound(m)
             | WebError::Unauthorized(m)
             | WebError::Forbidden(m)
-            | WebError::Unavailable(m) => m,
+            | WebError::Unavailable(m)
+            | WebError::TryLater { message: m, .. } => m,
             WebError::Busy(b) => b.message(),
             WebError::Internal(_) => {
                 "Something went wrong inside pgtrail; the server log has the details."
@@ -116,7 +124,27 @@ impl From<askama::Error> for WebError {
 
 /// The store could not be reached.
 pub fn unavailable() -> WebError {
-    WebError::Unavailable("The audit store cannot be reached right now; try again shortly.".into())
+    WebError::TryLater {
+        message: "The audit store cannot be reached right now; try again shortly.".into(),
+        retry_after: STORE_RETRY_SECONDS,
+    }
+}
+
+/// `Retry-After` when the store cannot be reached: about as long as a
+/// restarting PostgreSQL takes to accept connections again.
+const STORE_RETRY_SECONDS: u64 = 5;
+
+impl WebError {
+    /// Puts the headers this error asks a client to honour on `res`.
+    fn mark(&self, res: &mut Response) {
+        match self {
+            WebError::Busy(b) => b.mark(res),
+            WebError::TryLater { retry_after, .. } => {
+                crate::web::limits::retry_after_header(res, *retry_after)
+            }
+            _ => {}
+        }
+    }
 }
 
 #[derive(Template)]
@@ -156,9 +184,7 @@ impl IntoResponse for WebError {
                     .into_response()
             }
         };
-        if let WebError::Busy(b) = &self {
-            b.mark(&mut res);
-        }
+        self.mark(&mut res);
         res
     }
 }
@@ -186,9 +212,7 @@ impl IntoResponse for ApiError {
         }
         let body = serde_json::json!({ "error": self.0.message() });
         let mut res = (self.0.status(), axum::Json(body)).into_response();
-        if let WebError::Busy(b) = &self.0 {
-            b.mark(&mut res);
-        }
+        self.0.mark(&mut res);
         res
     }
 }
@@ -220,5 +244,20 @@ mod tests {
         let api = WebError::Busy(slow).json().into_response();
         assert_eq!(api.headers()[header::RETRY_AFTER], "1");
         assert!(api.extensions().get::<Shed>().is_some());
+    }
+
+    #[test]
+    fn a_store_that_is_down_says_when_to_retry_and_a_slow_query_does_not() {
+        for res in [
+            unavailable().into_response(),
+            unavailable().json().into_response(),
+        ] {
+            assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(res.headers()[header::RETRY_AFTER], "5");
+            assert!(res.extensions().get::<Shed>().is_none(), "not load shed");
+        }
+        let slow = WebError::Unavailable("The query took too long".into()).into_response();
+        assert_eq!(slow.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(slow.headers().get(header::RETRY_AFTER).is_none());
     }
 }

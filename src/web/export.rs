@@ -57,6 +57,9 @@ const CHUNKS_AHEAD: usize = 4;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Downloads running at once at most; one more is told to retry.
 pub const MAX_RUNNING: usize = 4;
+/// `Retry-After` for a download refused because [`MAX_RUNNING`] run: a
+/// poll interval, since how long the running ones take is not known.
+const EXPORT_RETRY_SECONDS: u64 = 10;
 
 /// The export route, to merge into the web view's router.
 pub fn router() -> Router<AppState> {
@@ -166,10 +169,11 @@ pub async fn download(
             (Some(r), false) => Some(r.clone()),
             _ => None,
         };
-    let permit = state.export_permit().ok_or_else(|| {
-        WebError::Unavailable(format!(
+    let permit = state.export_permit().ok_or_else(|| WebError::TryLater {
+        message: format!(
             "{MAX_RUNNING} exports are running already; try again when one has finished."
-        ))
+        ),
+        retry_after: EXPORT_RETRY_SECONDS,
     })?;
     let url = state.pool().url().clone();
     let client = tokio::time::timeout(CONNECT_TIMEOUT, crate::pg::connect(&url, "pgtrail web export"))
