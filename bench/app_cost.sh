@@ -174,7 +174,7 @@ port="$PGC_PORT"
 postmaster=$(head -n 1 "$(pgc_datadir "$dir")/postmaster.pid")
 mkdir -p "$dir/logs" "$dir/lat"
 pgtrail="$dir/pgtrail"
-cp "$repo/target/release/pgtrail" "$pgtrail"
+cp "$release_dir/pgtrail" "$pgtrail"
 # psql as the superuser on database $1, unaligned, no headers, stopping at errors.
 q() {
     local db="$1"

@@ -11,6 +11,10 @@
 #   --full             REPLICA IDENTITY FULL on the pgbench tables (default: DEFAULT)
 #                      (either way `pgtrail setup` installs its context trigger, as in
 #                      a real deployment: one context message per transaction)
+#   --both             run twice, DEFAULT then FULL, and print both ratios last
+#   --bulk             the backlog is the same number of row changes made as bulk
+#                      transactions of 10,000 UPDATEs of pgbench_accounts each (rounded
+#                      up to whole transactions) instead of pgbench's 4 per transaction
 #   --fsync            run the server with fsync=on (default: fsync=off, for both
 #                      measurements alike)
 #   --poll MODE        how (b) sees progress every 100 ms: `checkpoint` (default)
@@ -54,18 +58,24 @@ ref_only=0
 poll=checkpoint
 build=1
 keep=0
+both=0
+bulk=0
+# Row changes per transaction of --bulk.
+bulk_rows=10000
 dir="$repo/target/bench/capture"
 
 bench=capture
 # shellcheck source=bench/lib.sh
 source "$repo/bench/lib.sh"
-usage() { sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2; }
 
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --transactions) transactions="${2:?--transactions needs a number}"; shift 2 ;;
         --clients) clients="${2:?--clients needs a number}"; shift 2 ;;
         --full) identity=FULL; shift ;;
+        --both) both=1; shift ;;
+        --bulk) bulk=1; shift ;;
         --fsync) fsync=on; shift ;;
         --ref-only) ref_only=1; shift ;;
         --poll) poll="${2:?--poll needs status or checkpoint}"; shift 2 ;;
@@ -80,15 +90,36 @@ done
 [[ "$clients" =~ ^[1-9][0-9]*$ ]] || die "--clients must be a positive integer"
 [[ "$poll" == status || "$poll" == checkpoint ]] || die "--poll must be status or checkpoint"
 
+if [[ $both -eq 1 ]]; then
+    # The same run twice in one invocation, one identity each, as the bar asks.
+    args=(--transactions "$transactions" --clients "$clients" --poll "$poll" --dir "$dir")
+    [[ $fsync == on ]] && args+=(--fsync)
+    [[ $bulk -eq 1 ]] && args+=(--bulk)
+    [[ $build -eq 0 ]] && args+=(--no-build)
+    [[ $ref_only -eq 1 ]] && args+=(--ref-only)
+    out_default=$(bash "${BASH_SOURCE[0]}" "${args[@]}") || die "the DEFAULT run failed"
+    echo "$out_default"
+    out_full=$(bash "${BASH_SOURCE[0]}" "${args[@]}" --no-build --full) || die "the FULL run failed"
+    echo "$out_full"
+    echo
+    echo "ratio b/a, REPLICA IDENTITY DEFAULT: $(sed -n 's/^ratio b\/a: *//p' <<<"$out_default")"
+    echo "ratio b/a, REPLICA IDENTITY FULL:    $(sed -n 's/^ratio b\/a: *//p' <<<"$out_full")"
+    exit 0
+fi
+
 # pgbench -t counts per client: round the total up to a multiple of the clients.
 per_client=$(( (transactions + clients - 1) / clients ))
 transactions=$(( per_client * clients ))
 jobs=$(( clients < $(nproc) ? clients : $(nproc) ))
 expected_rows=$(( transactions * 4 ))
+if [[ $bulk -eq 1 ]]; then
+    bulk_transactions=$(( (expected_rows + bulk_rows - 1) / bulk_rows ))
+    expected_rows=$(( bulk_transactions * bulk_rows ))
+fi
 
 bash "$repo/scripts/install-deps.sh"
 pgc_find_bin
-pgtrail="$repo/target/release/pgtrail"
+pgtrail="$release_dir/pgtrail"
 if [[ $ref_only -eq 0 ]]; then build_pgtrail "$build"; fi
 
 daemon_pid=""
@@ -136,7 +167,7 @@ psql_db bench -At -c "SELECT pg_create_logical_replication_slot('bench_ref', 'wa
 start_lsn=$(psql_db bench -At -c "SELECT pg_current_wal_lsn()")
 
 # 3. The backlog, with nothing reading it.
-bench_backlog
+if [[ $bulk -eq 1 ]]; then bench_bulk_backlog; else bench_backlog; fi
 wal_bytes=$(( $(lsn_num "$end_lsn") - $(lsn_num "$start_lsn") ))
 say "backlog done in ${backlog_s}s: $expected_rows row changes, $((wal_bytes / 1048576)) MiB of WAL, end LSN $end_lsn"
 
@@ -221,15 +252,19 @@ w2j_version=$(dpkg-query -W -f='${Version}' postgresql-15-wal2json 2>/dev/null |
 echo
 echo "== capture benchmark ($(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores) =="
 echo "PostgreSQL $pg_version, wal2json $w2j_version, fsync=$fsync, REPLICA IDENTITY $identity, store on the same server"
-echo "backlog:          $transactions pgbench tpcb-like transactions ($clients clients, scale $clients) = $expected_rows row changes, $((wal_bytes / 1048576)) MiB of WAL, built in ${backlog_s}s"
+if [[ $bulk -eq 1 ]]; then
+    echo "backlog:          $bulk_transactions bulk transactions of $bulk_rows UPDATEs of pgbench_accounts (scale $clients) = $expected_rows row changes, $((wal_bytes / 1048576)) MiB of WAL, built in ${backlog_s}s"
+else
+    echo "backlog:          $transactions pgbench tpcb-like transactions ($clients clients, scale $clients) = $expected_rows row changes, $((wal_bytes / 1048576)) MiB of WAL, built in ${backlog_s}s"
+fi
 echo "(a) pg_recvlogical: ${ref_s}s  -> $ref_rate row changes/s"
 if [[ $ref_only -eq 0 ]]; then
     echo "(b) pgtrail run:    ${pgtrail_s}s  -> $pgtrail_rate row changes/s ($stored_rows entries stored; polled by $poll; stopped on $done_reason)"
     echo "ratio b/a:          $ratio"
     echo "pgtrail peak RSS:   $((hwm_kb / 1024)) MiB (VmHWM), CPU ${cpu_s}s user+system"
     if [[ "$stored_rows" != "$expected_rows" ]]; then
-        echo "MISMATCH: pgtrail stored $stored_rows entries, pgbench made $expected_rows row changes" >&2
+        echo "MISMATCH: pgtrail stored $stored_rows entries, the backlog made $expected_rows row changes" >&2
         exit 1
     fi
-    echo "entries check:      $stored_rows = 4 x $transactions, as pgbench made"
+    echo "entries check:      $stored_rows = the $expected_rows row changes the backlog made"
 fi

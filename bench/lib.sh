@@ -7,6 +7,9 @@
 say() { echo "$bench: $*" >&2; }
 die() { echo "$bench: $*" >&2; exit 1; }
 
+# Where cargo puts release builds: CARGO_TARGET_DIR's, else target/.
+release_dir="${CARGO_TARGET_DIR:-$repo/target}/release"
+
 # build_pgtrail 0|1 [EXAMPLE]: runs `cargo build --release` (and of examples/EXAMPLE) when
 # asked, then insists the binaries are there.
 build_pgtrail() {
@@ -16,9 +19,9 @@ build_pgtrail() {
         (cd "$repo" && cargo build --release --quiet)
         if [[ -n "$example" ]]; then (cd "$repo" && cargo build --release --quiet --example "$example"); fi
     fi
-    [[ -x "$repo/target/release/pgtrail" ]] || die "$repo/target/release/pgtrail not found (build it, or drop --no-build)"
-    if [[ -n "$example" && ! -x "$repo/target/release/examples/$example" ]]; then
-        die "$repo/target/release/examples/$example not found (build it, or drop --no-build)"
+    [[ -x "$release_dir/pgtrail" ]] || die "$release_dir/pgtrail not found (build it, or drop --no-build)"
+    if [[ -n "$example" && ! -x "$release_dir/examples/$example" ]]; then
+        die "$release_dir/examples/$example not found (build it, or drop --no-build)"
     fi
 }
 
@@ -111,6 +114,28 @@ bench_backlog() {
     psql_db bench -c "INSERT INTO bench_marker DEFAULT VALUES"
     history=$(psql_db bench -At -c "SELECT count(*) FROM pgbench_history")
     [[ "$history" == "$transactions" ]] || die "pgbench_history has $history rows; expected $transactions"
+    backlog_s=$(secs "$t0" "$t1")
+}
+
+# bench_bulk_backlog: $bulk_transactions transactions of $bulk_rows UPDATEs of
+# pgbench_accounts each (going round the scale's 100,000 accounts per unit), with
+# nothing reading the slots, then the marker row; sets $end_lsn and $backlog_s, and
+# checks that every UPDATE happened (each adds 1 to a balance that pgbench -i left 0).
+bench_bulk_backlog() {
+    say "backlog: $bulk_transactions bulk transactions of $bulk_rows UPDATEs, daemon not running"
+    local t0 t1 i lo accounts total
+    accounts=$(( clients * 100000 ))
+    (( accounts >= bulk_rows )) || die "--bulk: $accounts accounts are fewer than $bulk_rows"
+    t0=$(now)
+    for ((i = 0; i < bulk_transactions; i++)); do
+        lo=$(( (i * bulk_rows) % (accounts - bulk_rows + 1) ))
+        echo "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid > $lo AND aid <= $(( lo + bulk_rows ));"
+    done | psql_db bench -q >/dev/null || die "the bulk backlog failed"
+    t1=$(now)
+    end_lsn=$(psql_db bench -At -c "SELECT pg_current_wal_lsn()")
+    psql_db bench -c "INSERT INTO bench_marker DEFAULT VALUES"
+    total=$(psql_db bench -At -c "SELECT sum(abalance) FROM pgbench_accounts")
+    [[ "$total" == "$expected_rows" ]] || die "the bulk backlog made $total row changes; expected $expected_rows"
     backlog_s=$(secs "$t0" "$t1")
 }
 

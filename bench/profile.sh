@@ -128,7 +128,7 @@ transactions=$(( per_client * clients ))
 jobs=$(( clients < $(nproc) ? clients : $(nproc) ))
 expected_rows=$(( transactions * 4 ))
 
-pgtrail="$repo/target/release/pgtrail"
+pgtrail="$release_dir/pgtrail"
 if [[ ! -x "$pgtrail" ]]; then build=1; fi
 build_pgtrail "$build"
 

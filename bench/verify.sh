@@ -38,8 +38,8 @@ while [[ $# -gt 0 ]]; do
 done
 [[ "$entries" =~ ^[1-9][0-9]*$ ]] || die "--entries must be a positive integer"
 
-pgtrail="$repo/target/release/pgtrail"
-fill="$repo/target/release/examples/web_fill"
+pgtrail="$release_dir/pgtrail"
+fill="$release_dir/examples/web_fill"
 build_pgtrail "$build" web_fill
 pgc_find_bin
 pgc_destroy "$dir" || true
