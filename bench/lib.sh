@@ -100,6 +100,13 @@ bench_pgbench_cluster() {
     fi
 }
 
+# bench_backlog_end: sets $end_lsn to where the backlog ends, then writes one marker row
+# outside the capture, so that a reader has something past the end to stop on.
+bench_backlog_end() {
+    end_lsn=$(psql_db bench -At -c "SELECT pg_current_wal_lsn()")
+    psql_db bench -c "INSERT INTO bench_marker DEFAULT VALUES"
+}
+
 # bench_backlog: $transactions tpcb-like transactions on `bench` with nothing reading the
 # slots, then one marker row; sets $end_lsn (the WAL position right after pgbench) and
 # $backlog_s, and checks that every transaction happened.
@@ -110,8 +117,7 @@ bench_backlog() {
     pgbench -n -M prepared -c "$clients" -j "$jobs" -t "$per_client" -h 127.0.0.1 -p "$port" -U postgres bench \
         >"$dir/pgbench.log" 2>&1 || { cat "$dir/pgbench.log" >&2; die "pgbench failed"; }
     t1=$(now)
-    end_lsn=$(psql_db bench -At -c "SELECT pg_current_wal_lsn()")
-    psql_db bench -c "INSERT INTO bench_marker DEFAULT VALUES"
+    bench_backlog_end
     history=$(psql_db bench -At -c "SELECT count(*) FROM pgbench_history")
     [[ "$history" == "$transactions" ]] || die "pgbench_history has $history rows; expected $transactions"
     backlog_s=$(secs "$t0" "$t1")
@@ -132,8 +138,7 @@ bench_bulk_backlog() {
         echo "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid > $lo AND aid <= $(( lo + bulk_rows ));"
     done | psql_db bench -q >/dev/null || die "the bulk backlog failed"
     t1=$(now)
-    end_lsn=$(psql_db bench -At -c "SELECT pg_current_wal_lsn()")
-    psql_db bench -c "INSERT INTO bench_marker DEFAULT VALUES"
+    bench_backlog_end
     total=$(psql_db bench -At -c "SELECT sum(abalance) FROM pgbench_accounts")
     [[ "$total" == "$expected_rows" ]] || die "the bulk backlog made $total row changes; expected $expected_rows"
     backlog_s=$(secs "$t0" "$t1")
