@@ -10,7 +10,7 @@ use axum::extract::{Path, State};
 use axum::response::{Html, IntoResponse, Response};
 
 use super::access::Principal;
-use super::diff::{self, Change, ColumnDiff, DiffLine, ValueView};
+use super::diff::{self, Change, ColumnDiff, Inline, ValueView};
 use super::error::WebError;
 use super::log::rows::{history_url, key_text, long_time, short_time, Context};
 use super::query::{self, table_param};
@@ -58,8 +58,8 @@ pub struct ColumnView {
     pub change: &'static str,
     pub before: Option<ValueView>,
     pub after: Option<ValueView>,
-    /// An inline diff, for long text and JSON that changed.
-    pub lines: Option<Vec<DiffLine>>,
+    /// An inline diff, for long text and JSON that changed (`templates/diff_inline.html`).
+    pub lines: Option<Inline>,
 }
 
 /// The column table of one entry.
@@ -77,12 +77,7 @@ impl DiffView {
         let mut shown = Vec::new();
         let mut unchanged = Vec::new();
         for d in diffs {
-            let lines = match (d.change, &d.before, &d.after) {
-                (Change::Changed, Some(b), Some(a)) if diff::wants_text_diff(b, a) => {
-                    Some(diff::text_diff(b, a))
-                }
-                _ => None,
-            };
+            let lines = Inline::of(d);
             let view = ColumnView {
                 name: d.column.clone(),
                 change: d.change.as_str(),

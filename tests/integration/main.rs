@@ -53,6 +53,7 @@ mod wal_guard;
 mod web_api;
 mod web_browser;
 mod web_capture;
+mod web_diff;
 mod web_entry;
 mod web_filters;
 mod web_health;
