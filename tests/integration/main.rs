@@ -54,6 +54,7 @@ mod web_api;
 mod web_browser;
 mod web_capture;
 mod web_entry;
+mod web_events_view;
 mod web_filters;
 mod web_health;
 mod web_limits;

@@ -16,6 +16,7 @@ use crate::auth::Role;
 use crate::entry::Action;
 use crate::web::access::Principal;
 use crate::web::error::WebError;
+use crate::web::event::thousands;
 use crate::web::health::{self, GapView, Health, Notice};
 use crate::web::query::{self, table_param, url, Cursor, Dir, LogQuery, SortKey};
 use crate::web::AppState;
@@ -139,18 +140,6 @@ fn page_gaps(
         .map(|g| GapView::of(g, linked))
         .collect();
     (placed, Vec::new())
-}
-
-fn thousands(n: i64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// `GET /`

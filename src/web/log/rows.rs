@@ -170,6 +170,7 @@ pub fn changes(e: &StoredEntry) -> String {
         "INSERT" => with_key("new row"),
         "DELETE" => with_key("deleted row"),
         "TRUNCATE" => truncate_text(e.details()),
+        "EVENT" => crate::web::event::headline(e),
         "DDL" => {
             let m = Members::parse(e.after());
             let field = |k: &str| m.get(k).map(|v| ValueView::of(v).text).unwrap_or_default();
