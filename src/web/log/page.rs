@@ -85,6 +85,14 @@ pub struct LogPage {
     pub live_url: Option<String>,
     /// The current filters, carried by the Export form.
     pub export_fields: Vec<(&'static str, String)>,
+    /// The user may export (the auditor role): else there is no Export form.
+    pub may_export: bool,
+    /// Exports are encrypted with age (`[export] age_recipients`) …
+    pub export_encrypted: bool,
+    /// … and the user may still ask for a plain file (encryption not required).
+    pub export_may_be_plain: bool,
+    /// A quick range dropped because From was given too: its text, for the note.
+    pub last_ignored: Option<String>,
     /// A free-text search stopped at its time budget having read entries up to this time.
     pub searched_until: Option<String>,
     /// `back to` (newest first) or `up to` (oldest first).
@@ -142,15 +150,33 @@ fn page_gaps(
     (placed, Vec::new())
 }
 
+/// The form may send both a quick range (`last`) and `from`: on this page
+/// From wins, and the Last it drops is returned for a note saying so. (The
+/// API, given both, answers 400.)
+fn from_wins(pairs: &mut Vec<(String, String)>) -> Option<String> {
+    let given = |name: &str, pairs: &[(String, String)]| {
+        pairs
+            .iter()
+            .find(|(k, v)| k == name && !v.trim().is_empty())
+            .map(|(_, v)| v.trim().to_owned())
+    };
+    let last = given("last", pairs)?;
+    given("from", pairs)?;
+    pairs.retain(|(k, _)| k != "last");
+    Some(last)
+}
+
 /// `GET /`
 pub async fn page(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, WebError> {
-    let mut q = LogQuery::parse(raw.as_deref(), true)?;
-    q.filter.scope = who.scope();
     let now = Utc::now();
+    let mut pairs = query::pairs(raw.as_deref())?;
+    let last_ignored = from_wins(&mut pairs);
+    let mut q = LogQuery::from_pairs(&pairs, true, now)?;
+    q.filter.scope = who.scope();
     let live_unavailable = if q.sort != Default::default() {
         "Live updates need the newest-first order."
     } else if q.cursor.is_some() {
@@ -284,7 +310,7 @@ pub async fn page(
     };
     let fmt_input = |t: &Option<(String, DateTime<Utc>)>| {
         t.as_ref()
-            .map(|(_, t)| t.format("%Y-%m-%dT%H:%M:%S").to_string())
+            .map(|(_, t)| t.format("%Y-%m-%d %H:%M:%S").to_string())
             .unwrap_or_default()
     };
     let mut refresh = base.clone();
@@ -298,6 +324,7 @@ pub async fn page(
         }
         view_url(&p)
     };
+    let export = state.export_config();
     let f = &q.filter;
     let rows: Vec<RowView> = page.entries.iter().map(|e| RowView::new(e, &q)).collect();
     let view = LogPage {
@@ -352,6 +379,10 @@ pub async fn page(
         live_unavailable: if q.live { live_unavailable } else { "" },
         live_url,
         export_fields: q.filter.to_pairs(),
+        may_export: who.role >= Role::Auditor,
+        export_encrypted: export.recipients.is_some(),
+        export_may_be_plain: export.recipients.is_some() && !export.require_encryption,
+        last_ignored,
         searched_until: page.searched_until.as_ref().map(short_time),
         searched_way: if q.sort.dir == Dir::Desc {
             "back to"
