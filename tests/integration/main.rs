@@ -53,6 +53,7 @@ mod wal_guard;
 mod web_admin_page;
 mod web_api;
 mod web_browser;
+mod web_browser_phone;
 mod web_capture;
 mod web_entry;
 mod web_events_view;
