@@ -27,11 +27,17 @@ struct UserRow {
     tables_input: String,
     state: String,
     disabled: bool,
+    /// The signed-in admin: no Disable, and the role stays admin.
+    is_self: bool,
+    /// Within the admin's tables: else the page offers no change (the server would refuse it).
+    manageable: bool,
 }
 
 impl UserRow {
-    fn of(u: users::User, now: chrono::DateTime<chrono::Utc>) -> UserRow {
+    fn of(u: users::User, now: chrono::DateTime<chrono::Utc>, who: &Principal) -> UserRow {
         UserRow {
+            is_self: u.name == who.name,
+            manageable: u.tables.within(&who.tables),
             role: u.role.as_str(),
             tables: u.tables.describe(),
             tables_input: u.tables.to_stored().join(", "),
@@ -62,11 +68,13 @@ struct TokenRow {
     last_used: String,
     state: String,
     revoked: bool,
+    manageable: bool,
 }
 
 impl TokenRow {
-    fn of(t: tokens::Token) -> TokenRow {
+    fn of(t: tokens::Token, who: &Principal) -> TokenRow {
         TokenRow {
+            manageable: t.tables.within(&who.tables),
             role: t.role.as_str(),
             tables: t.tables.describe(),
             created: format!(
@@ -102,6 +110,8 @@ struct AdminPage {
     users: Vec<UserRow>,
     tokens: Vec<TokenRow>,
     capture: Panel,
+    /// The tables this admin may grant: empty for every table.
+    reach: String,
 }
 
 fn require_admin(state: &AppState, who: &Principal) -> Result<String, WebError> {
@@ -115,6 +125,7 @@ fn require_admin(state: &AppState, who: &Principal) -> Result<String, WebError> 
 
 async fn render(
     state: &AppState,
+    who: &Principal,
     csrf: String,
     notice: String,
     new_token: Option<(String, String)>,
@@ -130,9 +141,17 @@ async fn render(
         new_token,
         csrf,
         roles: Role::ALL.iter().map(|r| r.as_str()).collect(),
-        users: users.into_iter().map(|u| UserRow::of(u, now)).collect(),
-        tokens: tokens.into_iter().map(TokenRow::of).collect(),
+        users: users
+            .into_iter()
+            .map(|u| UserRow::of(u, now, who))
+            .collect(),
+        tokens: tokens.into_iter().map(|t| TokenRow::of(t, who)).collect(),
         capture,
+        reach: if who.tables.is_all() {
+            String::new()
+        } else {
+            who.tables.describe()
+        },
     };
     Ok(Html(page.render()?).into_response())
 }
@@ -143,7 +162,7 @@ pub async fn page(
     Extension(who): Extension<Principal>,
 ) -> Result<Response, WebError> {
     let csrf = require_admin(&state, &who)?;
-    render(&state, csrf, String::new(), None).await
+    render(&state, &who, csrf, String::new(), None).await
 }
 
 fn field<'a>(f: &'a std::collections::HashMap<String, String>, name: &str) -> &'a str {
@@ -195,6 +214,7 @@ pub async fn add_user(
     drop(client);
     render(
         &state,
+        &who,
         csrf,
         format!(
             "Added {} as {} (tables: {}).",
@@ -297,7 +317,7 @@ pub async fn change_user(
         }
     };
     drop(client);
-    render(&state, csrf, notice, None).await
+    render(&state, &who, csrf, notice, None).await
 }
 
 /// `POST /admin/tokens` (name, role, tables)
@@ -313,7 +333,7 @@ pub async fn create_token(
         .await
         .map_err(auth_error)?;
     drop(client);
-    render(&state, csrf, String::new(), Some((t.name, secret))).await
+    render(&state, &who, csrf, String::new(), Some((t.name, secret))).await
 }
 
 /// `POST /admin/tokens/{name}/revoke`
@@ -331,6 +351,7 @@ pub async fn revoke_token(
     drop(client);
     render(
         &state,
+        &who,
         csrf,
         format!("Revoked the API token {}.", t.name),
         None,

@@ -1,6 +1,8 @@
 //! View Difference (`/entries/{id}`): one entry's facts, its columns before
 //! and after (changed first and marked, unchanged folded away, long values
 //! diffed line by line and word by word), and the SQL that would revert it.
+//! One of pgtrail's own events gets a page of its own ([`EventPage`],
+//! `templates/event.html`).
 //!
 //! [`DiffView`] (`templates/diff.html`) is the column table; the history page
 //! shows one per entry.
@@ -12,6 +14,7 @@ use axum::response::{Html, IntoResponse, Response};
 use super::access::Principal;
 use super::diff::{self, Change, ColumnDiff, Inline, ValueView};
 use super::error::WebError;
+use super::event;
 use super::log::rows::{history_url, key_text, long_time, short_time, Context};
 use super::query::{self, table_param};
 use super::AppState;
@@ -163,6 +166,57 @@ pub struct EntryPage {
     pub revert_note: String,
 }
 
+/// One of pgtrail's own events: what happened, who did it, when and from
+/// where, its particulars, and the record it changed (a user's, a token's).
+#[derive(Template)]
+#[template(path = "event.html")]
+pub struct EventPage {
+    pub f: Facts,
+    /// "demo signed in": [`event::headline`].
+    pub headline: String,
+    /// `sign_in`, `export`, …
+    pub kind: String,
+    /// What the actor name is: a pgtrail user, the CLI's OS user, a token.
+    pub actor_kind: &'static str,
+    pub particulars: Vec<event::Particular>,
+    /// The record before and after, when the event changed one.
+    pub record: Option<DiffView>,
+    /// The log narrowed to events of the same category.
+    pub same_kind_url: String,
+}
+
+impl EventPage {
+    pub fn new(e: &StoredEntry) -> EventPage {
+        let f = Facts::new(e);
+        // The record compares as a row would: added, changed or removed.
+        let as_row = match (e.before(), e.after()) {
+            (Some(_), Some(_)) => Some("UPDATE"),
+            (None, Some(_)) => Some("INSERT"),
+            (Some(_), None) => Some("DELETE"),
+            (None, None) => None,
+        };
+        let record = as_row.map(|action| {
+            let row = StoredEntry {
+                action: action.into(),
+                ..e.clone()
+            };
+            DiffView::new(&row, &diff::column_diffs(&row))
+        });
+        EventPage {
+            headline: event::headline(e),
+            kind: event::Said::of(e).event,
+            actor_kind: f.ctx.actor.as_deref().map_or("", event::actor_kind),
+            particulars: event::particulars(e),
+            record,
+            same_kind_url: query::url(
+                "/",
+                &[("action", "EVENT".into()), ("table", f.table.clone())],
+            ),
+            f,
+        }
+    }
+}
+
 /// `GET /entries/{id}`
 pub async fn page(
     State(state): State<AppState>,
@@ -170,6 +224,9 @@ pub async fn page(
     Path(id): Path<String>,
 ) -> Result<Response, WebError> {
     let entry = load(&state, &id, &who).await?;
+    if entry.action == "EVENT" {
+        return Ok(Html(EventPage::new(&entry).render()?).into_response());
+    }
     let diffs = diff::column_diffs(&entry);
     let (revert_sql, revert_note) = match diff::revert_sql(&entry, &diffs) {
         Ok(sql) => (Some(sql), String::new()),

@@ -3,7 +3,8 @@
 //! One module per page, each holding its askama template struct (templates
 //! under `templates/`, all extending `base.html`) and its handler:
 //! [`log`] (`/`, and the live stream `/live`), [`entry`] (View Difference,
-//! `/entries/{id}`), [`history`] (`/history`), [`transaction`]
+//! `/entries/{id}`, and for pgtrail's own events, whose wording is
+//! [`event`]'s), [`history`] (`/history`), [`transaction`]
 //! (`/transactions/{xid}`), [`export`] (`/export`, downloads), [`signin`]
 //! and [`admin`], and [`api`] (`/api/v1/…`); [`health`] is capture's
 //! health as the log and admin pages show it (banners, gaps, the panel). [`query`] parses the filters
@@ -31,6 +32,7 @@ pub mod assets;
 pub mod diff;
 pub mod entry;
 pub mod error;
+pub mod event;
 pub mod export;
 mod gate;
 pub mod health;

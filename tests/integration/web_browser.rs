@@ -17,7 +17,7 @@ use tokio_postgres::Client;
 use crate::harness::*;
 
 /// `chromedriver` on a free port, killed on drop.
-struct Chromedriver {
+pub(crate) struct Chromedriver {
     child: Child,
     url: String,
 }
@@ -29,7 +29,7 @@ impl Drop for Chromedriver {
     }
 }
 
-async fn start_chromedriver() -> Chromedriver {
+pub(crate) async fn start_chromedriver() -> Chromedriver {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     if !std::path::Path::new("/usr/bin/chromedriver").exists()
         || !std::path::Path::new("/usr/bin/chromium").exists()
@@ -53,6 +53,8 @@ async fn start_chromedriver() -> Chromedriver {
     let port = free_port();
     let child = Command::new("/usr/bin/chromedriver")
         .arg(format!("--port={port}"))
+        // A zone away from UTC, so the local-time toggle shows a difference.
+        .env("TZ", "Asia/Kolkata")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -67,7 +69,7 @@ async fn start_chromedriver() -> Chromedriver {
     Chromedriver { child, url }
 }
 
-async fn browser(driver: &Chromedriver) -> Browser {
+pub(crate) async fn browser(driver: &Chromedriver) -> Browser {
     let mut caps = serde_json::Map::new();
     caps.insert(
         "goog:chromeOptions".into(),
@@ -85,14 +87,14 @@ async fn browser(driver: &Chromedriver) -> Browser {
 }
 
 /// Saves a screenshot as `target/web-screenshots/browser-NAME.png` for people to look at.
-async fn screenshot(c: &Browser, name: &str) {
+pub(crate) async fn screenshot(c: &Browser, name: &str) {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/web-screenshots");
     fs::create_dir_all(&dir).unwrap();
     let png = c.screenshot().await.expect("screenshot");
     fs::write(dir.join(format!("browser-{name}.png")), png).unwrap();
 }
 
-async fn texts(c: &Browser, css: &str) -> Vec<String> {
+pub(crate) async fn texts(c: &Browser, css: &str) -> Vec<String> {
     let mut out = Vec::new();
     for e in c.find_all(fantoccini::Locator::Css(css)).await.unwrap() {
         out.push(e.text().await.unwrap().trim().to_owned());
@@ -101,7 +103,7 @@ async fn texts(c: &Browser, css: &str) -> Vec<String> {
 }
 
 /// Waits (up to 10 s) until the page has `what`.
-async fn wait_for(c: &Browser, what: Locator<'_>) -> Element {
+pub(crate) async fn wait_for(c: &Browser, what: Locator<'_>) -> Element {
     c.wait()
         .at_most(Duration::from_secs(10))
         .for_element(what)
@@ -110,23 +112,23 @@ async fn wait_for(c: &Browser, what: Locator<'_>) -> Element {
 }
 
 /// Clicks the first `what`.
-async fn click(c: &Browser, what: Locator<'_>) {
+pub(crate) async fn click(c: &Browser, what: Locator<'_>) {
     c.find(what).await.unwrap().click().await.unwrap();
 }
 
 /// Clicks the first `what`, then waits for the page to have `then`.
-async fn click_then_wait(c: &Browser, what: Locator<'_>, then: Locator<'_>) {
+pub(crate) async fn click_then_wait(c: &Browser, what: Locator<'_>, then: Locator<'_>) {
     click(c, what).await;
     wait_for(c, then).await;
 }
 
 /// Types `text` into the field `field`.
-async fn type_into(c: &Browser, field: Locator<'_>, text: &str) {
+pub(crate) async fn type_into(c: &Browser, field: Locator<'_>, text: &str) {
     c.find(field).await.unwrap().send_keys(text).await.unwrap();
 }
 
 /// Twelve updates of four orders by three actors from five addresses.
-fn orders(now: DateTime<Utc>) -> Vec<Synth> {
+pub(crate) fn orders(now: DateTime<Utc>) -> Vec<Synth> {
     let mut data = Vec::new();
     for i in 0..12i64 {
         let actor = ["alice@example.com", "bob@example.com", "carol@example.com"][i as usize % 3];
@@ -164,11 +166,16 @@ fn orders(now: DateTime<Utc>) -> Vec<Synth> {
 
 /// Sign in: the log sends us to the sign-in page and back.
 async fn sign_in(c: &Browser, web: &Web) {
+    sign_in_as(c, web, "olivia", "browser-pass-1").await;
+}
+
+/// Signs in as `name` through the sign-in page the log sends us to.
+pub(crate) async fn sign_in_as(c: &Browser, web: &Web, name: &str, password: &str) {
     c.goto(&web.url("/")).await.unwrap();
     wait_for(c, Id("s-name")).await;
     assert!(c.current_url().await.unwrap().path() == "/sign-in");
-    type_into(c, Id("s-name"), "olivia").await;
-    type_into(c, Id("s-password"), "browser-pass-1").await;
+    type_into(c, Id("s-name"), name).await;
+    type_into(c, Id("s-password"), password).await;
     screenshot(c, "0-sign-in").await;
     click(c, Css("form.stack button[type=submit]")).await;
     if c.wait()
@@ -183,7 +190,7 @@ async fn sign_in(c: &Browser, web: &Web) {
             c.source().await.unwrap_or_default()
         );
     }
-    assert!(texts(c, "header .who .user").await[0].starts_with("olivia"));
+    assert!(texts(c, "header .who .user").await[0].starts_with(name));
 }
 
 /// The log, then filtered by actor through the form, then sorted by IP by clicking its header.
@@ -295,6 +302,11 @@ async fn live_mode(c: &Browser, web: &Web, store: &Client) {
         .unwrap();
     assert_eq!(first, Some(format!("e{}", new[0])), "at the top");
     assert!(texts(c, "#live-status").await[0].contains("1 new entry"));
+    assert_eq!(
+        texts(c, "#count").await,
+        ["13 entries"],
+        "the count follows"
+    );
     screenshot(c, "7-live").await;
 }
 

@@ -151,6 +151,7 @@ mod tests {
             time_full: String::new(),
             actor: String::new(),
             role: String::new(),
+            actor_is_role: false,
             actor_url: String::new(),
             ip: String::new(),
             ip_url: String::new(),

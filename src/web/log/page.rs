@@ -16,6 +16,7 @@ use crate::auth::Role;
 use crate::entry::Action;
 use crate::web::access::Principal;
 use crate::web::error::WebError;
+use crate::web::event::thousands;
 use crate::web::health::{self, GapView, Health, Notice};
 use crate::web::query::{self, table_param, url, Cursor, Dir, LogQuery, SortKey};
 use crate::web::AppState;
@@ -84,6 +85,14 @@ pub struct LogPage {
     pub live_url: Option<String>,
     /// The current filters, carried by the Export form.
     pub export_fields: Vec<(&'static str, String)>,
+    /// The user may export (the auditor role): else there is no Export form.
+    pub may_export: bool,
+    /// Exports are encrypted with age (`[export] age_recipients`) …
+    pub export_encrypted: bool,
+    /// … and the user may still ask for a plain file (encryption not required).
+    pub export_may_be_plain: bool,
+    /// A quick range dropped because From was given too: its text, for the note.
+    pub last_ignored: Option<String>,
     /// A free-text search stopped at its time budget having read entries up to this time.
     pub searched_until: Option<String>,
     /// `back to` (newest first) or `up to` (oldest first).
@@ -141,16 +150,20 @@ fn page_gaps(
     (placed, Vec::new())
 }
 
-fn thousands(n: i64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
+/// The form may send both a quick range (`last`) and `from`: on this page
+/// From wins, and the Last it drops is returned for a note saying so. (The
+/// API, given both, answers 400.)
+fn from_wins(pairs: &mut Vec<(String, String)>) -> Option<String> {
+    let given = |name: &str, pairs: &[(String, String)]| {
+        pairs
+            .iter()
+            .find(|(k, v)| k == name && !v.trim().is_empty())
+            .map(|(_, v)| v.trim().to_owned())
+    };
+    let last = given("last", pairs)?;
+    given("from", pairs)?;
+    pairs.retain(|(k, _)| k != "last");
+    Some(last)
 }
 
 /// `GET /`
@@ -159,9 +172,11 @@ pub async fn page(
     Extension(who): Extension<Principal>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, WebError> {
-    let mut q = LogQuery::parse(raw.as_deref(), true)?;
-    q.filter.scope = who.scope();
     let now = Utc::now();
+    let mut pairs = query::pairs(raw.as_deref())?;
+    let last_ignored = from_wins(&mut pairs);
+    let mut q = LogQuery::from_pairs(&pairs, true, now)?;
+    q.filter.scope = who.scope();
     let live_unavailable = if q.sort != Default::default() {
         "Live updates need the newest-first order."
     } else if q.cursor.is_some() {
@@ -295,7 +310,7 @@ pub async fn page(
     };
     let fmt_input = |t: &Option<(String, DateTime<Utc>)>| {
         t.as_ref()
-            .map(|(_, t)| t.format("%Y-%m-%dT%H:%M:%S").to_string())
+            .map(|(_, t)| t.format("%Y-%m-%d %H:%M:%S").to_string())
             .unwrap_or_default()
     };
     let mut refresh = base.clone();
@@ -309,6 +324,7 @@ pub async fn page(
         }
         view_url(&p)
     };
+    let export = state.export_config();
     let f = &q.filter;
     let rows: Vec<RowView> = page.entries.iter().map(|e| RowView::new(e, &q)).collect();
     let view = LogPage {
@@ -363,6 +379,10 @@ pub async fn page(
         live_unavailable: if q.live { live_unavailable } else { "" },
         live_url,
         export_fields: q.filter.to_pairs(),
+        may_export: who.role >= Role::Auditor,
+        export_encrypted: export.recipients.is_some(),
+        export_may_be_plain: export.recipients.is_some() && !export.require_encryption,
+        last_ignored,
         searched_until: page.searched_until.as_ref().map(short_time),
         searched_way: if q.sort.dir == Dir::Desc {
             "back to"

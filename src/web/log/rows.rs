@@ -96,6 +96,8 @@ pub struct RowView {
     pub actor: String,
     /// The role, shown under the actor when both are known.
     pub role: String,
+    /// No application actor was recorded: `actor` is the database role, and says so.
+    pub actor_is_role: bool,
     pub actor_url: String,
     pub ip: String,
     pub ip_url: String,
@@ -136,6 +138,7 @@ impl RowView {
             actor_url: narrowed(&|q| q.filter.actor = Some(who.clone())),
             actor: who.clone(),
             role,
+            actor_is_role: ctx.actor.is_none() && ctx.db_user.is_some(),
             ip_url: narrowed(&|q| q.filter.ip = ctx.client_addr.clone()),
             ip: ctx.client_addr.clone().unwrap_or_default(),
             action_url: narrowed(&|q| {
@@ -170,6 +173,7 @@ pub fn changes(e: &StoredEntry) -> String {
         "INSERT" => with_key("new row"),
         "DELETE" => with_key("deleted row"),
         "TRUNCATE" => truncate_text(e.details()),
+        "EVENT" => crate::web::event::headline(e),
         "DDL" => {
             let m = Members::parse(e.after());
             let field = |k: &str| m.get(k).map(|v| ValueView::of(v).text).unwrap_or_default();
