@@ -59,4 +59,5 @@ mod web_health;
 mod web_limits;
 mod web_load;
 mod web_paging;
+mod web_search;
 mod web_signin_throttle;

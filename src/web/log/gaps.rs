@@ -163,6 +163,7 @@ mod tests {
             history_url: None,
             changes: String::new(),
             entry_url: String::new(),
+            matched: None,
         }
     }
 

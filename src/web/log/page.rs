@@ -9,8 +9,9 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::Extension;
 use chrono::{DateTime, Utc};
 
-use super::fetch::{count, fetch_page, resolve, Count, Page};
+use super::fetch::{count, fetch_page, resolve, thousands, Count, Page};
 use super::gaps::{lines, Covered, Line, PageIds};
+use super::insight::{self, Insight};
 use super::rows::{short_time, RowView};
 use crate::auth::Role;
 use crate::entry::Action;
@@ -95,6 +96,8 @@ pub struct LogPage {
     pub lines: Vec<Line>,
     /// In another order the gaps of the time range go above the table.
     pub gap_notes: Vec<GapView>,
+    /// The search box, the events toggle, the facets and the timeline.
+    pub insight: Insight,
 }
 
 /// The gaps this page shows: those overlapping the time filter, and in time
@@ -141,18 +144,6 @@ fn page_gaps(
     (placed, Vec::new())
 }
 
-fn thousands(n: i64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 /// `GET /`
 pub async fn page(
     State(state): State<AppState>,
@@ -160,6 +151,9 @@ pub async fn page(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, WebError> {
     let mut q = LogQuery::parse(raw.as_deref(), true)?;
+    if insight::box_submitted(raw.as_deref()) {
+        return Ok(axum::response::Redirect::to(&insight::canonical(&q)).into_response());
+    }
     q.filter.scope = who.scope();
     let now = Utc::now();
     let live_unavailable = if q.sort != Default::default() {
@@ -182,11 +176,12 @@ pub async fn page(
         0
     };
     let admin = who.role == Role::Admin;
-    let (page, count, known_tables, health) = tokio::join!(
+    let (page, count, known_tables, health, insight) = tokio::join!(
         fetch_page(&state, &q, &resolved, now),
         count(&state, &q, &resolved, now),
         state.known_tables(&q.filter.scope),
-        health::load(&state, admin)
+        health::load(&state, admin),
+        insight::load(&state, &q, &resolved, now)
     );
     let page = page?;
     let health = health?;
@@ -369,6 +364,7 @@ pub async fn page(
         } else {
             "up to"
         },
+        insight,
     };
     Ok(Html(view.render()?).into_response())
 }
