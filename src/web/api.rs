@@ -20,7 +20,7 @@ use super::diff::{self, Change, ColumnDiff};
 use super::entry::load;
 use super::error::ApiError;
 use super::log::fetch::{fetch_page, resolve};
-use super::query::LogQuery;
+use super::query::{Events, LogQuery};
 use super::AppState;
 use crate::store::stored::StoredEntry;
 use crate::text::push_json_string;
@@ -81,7 +81,7 @@ static OPENAPI_JSON: LazyLock<String> = LazyLock::new(|| {
         .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
 });
 
-/// What happened to the row.
+/// What happened to the row; `EVENT` is one of pgtrail's own events (see `events`).
 #[derive(ToSchema)]
 #[allow(dead_code, clippy::upper_case_acronyms)]
 pub enum ActionName {
@@ -90,6 +90,7 @@ pub enum ActionName {
     DELETE,
     TRUNCATE,
     DDL,
+    EVENT,
 }
 
 /// The column to sort by (`time` is commit order).
@@ -149,6 +150,16 @@ pub struct LogParams {
     /// A page searches for a limited time (about 0.25 s): it may hold fewer entries than
     /// `limit`, even none, and still have a `next_cursor` that searches on.
     q: Option<String>,
+    /// `hidden` leaves out pgtrail's own events (action `EVENT`: sign-ins, exports, user changes; only admins
+    /// see them), as the log page does by default; `shown` or no value lists them with the other entries.
+    #[param(pattern = "^(shown|hidden)$")]
+    events: Option<String>,
+    /// The log page's search box: `key:value` terms and free text in one line, read into the parameters above
+    /// (`table:public.orders actor:alice action:DELETE ip:10.0.0.0/8 after:2026-11-01 last:24h "free text"`).
+    /// Keys: action, table, actor, role, ip, app, source, pk, after (= from), before (a date: before that day),
+    /// from, to, last, events, is:event (= action:EVENT), q; a value with spaces is double-quoted. A mistake is a
+    /// 400 that names the character where it is.
+    search: Option<String>,
     /// Sort column; default `time`.
     #[param(inline)]
     sort: Option<SortName>,
@@ -274,6 +285,10 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     let mut q = LogQuery::parse(raw.as_deref(), false)?;
     q.filter.scope = who.scope();
+    // Unlike the page, the API lists pgtrail's own events unless asked not to.
+    if q.filter.events == Events::Omitted {
+        q.filter.events = Events::Shown;
+    }
     let now = Utc::now();
     let resolved = resolve(&state, &q.filter, now).await?;
     let page = fetch_page(&state, &q, &resolved, now).await?;

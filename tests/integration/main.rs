@@ -63,5 +63,6 @@ mod web_health;
 mod web_limits;
 mod web_load;
 mod web_paging;
+mod web_search;
 mod web_signin_throttle;
 mod web_view_details;

@@ -10,7 +10,7 @@ use crate::harness::*;
 type Case = (String, Vec<usize>);
 
 /// Ten entries of five tables, with every context field set on some and none on others.
-fn filter_data(now: DateTime<Utc>) -> Vec<Synth> {
+pub(crate) fn filter_data(now: DateTime<Utc>) -> Vec<Synth> {
     let d = |days: i64| now - TimeDelta::days(days);
     let mut data = vec![
         // 0

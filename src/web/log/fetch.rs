@@ -27,18 +27,21 @@ const COUNT_WHOLE_TRY: Duration = Duration::from_millis(30);
 /// tests use 0 to make every page stop after one window).
 pub fn search_budget() -> Duration {
     static BUDGET: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
-    *BUDGET.get_or_init(|| {
-        std::env::var("PGTRAIL_WEB_SEARCH_MS")
-            .ok()
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map_or(DEFAULT_SEARCH_BUDGET, Duration::from_millis)
-    })
+    *BUDGET.get_or_init(|| millis_from_env("PGTRAIL_WEB_SEARCH_MS", DEFAULT_SEARCH_BUDGET))
+}
+
+/// The milliseconds in environment variable `var`, else `default`.
+pub(super) fn millis_from_env(var: &str, default: Duration) -> Duration {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(default, Duration::from_millis)
 }
 const DEFAULT_SEARCH_BUDGET: Duration = Duration::from_millis(250);
 
 /// The first window of ids a search or a count reads; the next ones are
 /// sized by how fast it went ([`next_window`]).
-const FIRST_WINDOW: i64 = 20_000;
+pub(super) const FIRST_WINDOW: i64 = 20_000;
 
 /// Resolves `filter` ([`Filter::resolve`]) on a connection of the pool.
 pub async fn resolve(
@@ -52,7 +55,7 @@ pub async fn resolve(
 
 /// The ids that `r` leaves to read, `[lo, hi)`: its bounds narrowed to the
 /// ids the store holds.
-async fn id_range(client: &Client, r: &Resolved) -> Result<(i64, i64), WebError> {
+pub(super) async fn id_range(client: &Client, r: &Resolved) -> Result<(i64, i64), WebError> {
     let bounds = client
         .query_one(
             "SELECT coalesce(min(id), 0), coalesce(max(id), 0) + 1 FROM pgtrail.entries",
@@ -67,7 +70,7 @@ async fn id_range(client: &Client, r: &Resolved) -> Result<(i64, i64), WebError>
 /// The size of the next window of ids, after reading `read` ids in `spent`
 /// with `budget` in all: as many as the rate so far gets through in the time
 /// left, at least 1,000 and at most double the last `window`.
-fn next_window(window: i64, read: i64, spent: Duration, budget: Duration) -> i64 {
+pub(super) fn next_window(window: i64, read: i64, spent: Duration, budget: Duration) -> i64 {
     // Ids per microsecond so far, times the time left; at most double.
     let left = budget.saturating_sub(spent).as_micros() as i64;
     let rate = read as f64 / spent.as_micros().max(1) as f64;

@@ -164,6 +164,7 @@ mod tests {
             history_url: None,
             changes: String::new(),
             entry_url: String::new(),
+            matched: None,
         }
     }
 

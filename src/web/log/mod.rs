@@ -1,5 +1,5 @@
-//! The log page (`/`): filters, sortable columns, keyset pages, a match
-//! count, and the live stream (`/live`, server-sent events) that adds new
+//! The log page (`/`): a search box and filters, sortable columns, keyset
+//! pages, a match count, facets and a timeline, and the live stream (`/live`, server-sent events) that adds new
 //! matching entries to the top of the page while it is open.
 //!
 //! - [`mod@page`]: the page's template and its handler;
@@ -9,14 +9,23 @@
 //!   context ([`rows::Context`]) and the time and key texts other pages show;
 //! - [`gaps`]: the audit gaps placed among a page's rows;
 //! - [`mod@live`]: the live stream, and [`frontier`]: which ids its next
-//!   poll reads.
+//!   poll reads;
+//! - [`insight`]: what the page adds for an investigation: the search box's
+//!   line, the events toggle, and the [`facets`] with the timeline, counted
+//!   by [`tally`] in time [`slices`] within a time budget;
+//! - [`matched`]: why a row matched a free-text search, as a marked snippet.
 
+pub mod facets;
 pub mod fetch;
 pub mod frontier;
 pub mod gaps;
+pub mod insight;
 pub mod live;
+pub mod matched;
 pub mod page;
 pub mod rows;
+pub mod slices;
+pub mod tally;
 
 pub use live::live;
 pub use page::page;

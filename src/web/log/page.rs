@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 
 use super::fetch::{count, fetch_page, resolve, Count, Page};
 use super::gaps::{lines, Covered, Line, PageIds};
+use super::insight::{self, Insight};
 use super::rows::{short_time, RowView};
 use crate::auth::Role;
 use crate::entry::Action;
@@ -104,6 +105,8 @@ pub struct LogPage {
     pub lines: Vec<Line>,
     /// In another order the gaps of the time range go above the table.
     pub gap_notes: Vec<GapView>,
+    /// The search box, the events toggle, the facets and the timeline.
+    pub insight: Insight,
 }
 
 /// The gaps this page shows: those overlapping the time filter, and in time
@@ -176,6 +179,9 @@ pub async fn page(
     let mut pairs = query::pairs(raw.as_deref())?;
     let last_ignored = from_wins(&mut pairs);
     let mut q = LogQuery::from_pairs(&pairs, true, now)?;
+    if insight::box_submitted(raw.as_deref()) {
+        return Ok(axum::response::Redirect::to(&insight::canonical(&q)).into_response());
+    }
     q.filter.scope = who.scope();
     let live_unavailable = if q.sort != Default::default() {
         "Live updates need the newest-first order."
@@ -197,11 +203,12 @@ pub async fn page(
         0
     };
     let admin = who.role == Role::Admin;
-    let (page, count, known_tables, health) = tokio::join!(
+    let (page, count, known_tables, health, insight) = tokio::join!(
         fetch_page(&state, &q, &resolved, now),
         count(&state, &q, &resolved, now),
         state.known_tables(&q.filter.scope),
-        health::load(&state, admin)
+        health::load(&state, admin),
+        insight::load(&state, &q, &resolved, now)
     );
     let page = page?;
     let health = health?;
@@ -389,6 +396,7 @@ pub async fn page(
         } else {
             "up to"
         },
+        insight,
     };
     Ok(Html(view.render()?).into_response())
 }

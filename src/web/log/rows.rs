@@ -6,6 +6,7 @@
 use askama::Template;
 use chrono::{DateTime, Utc};
 
+use super::matched::Matched;
 use crate::entry::Action;
 use crate::store::stored::StoredEntry;
 use crate::table::TableName;
@@ -110,6 +111,8 @@ pub struct RowView {
     pub history_url: Option<String>,
     pub changes: String,
     pub entry_url: String,
+    /// The value that matched the view's free text, marked.
+    pub matched: Option<Matched>,
 }
 
 impl RowView {
@@ -155,6 +158,7 @@ impl RowView {
             history_url: history_url(e),
             changes: changes(e),
             entry_url: format!("/entries/{}", e.id),
+            matched: base.filter.q.as_deref().and_then(|t| Matched::find(e, t)),
         }
     }
 }

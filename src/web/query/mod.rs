@@ -11,7 +11,10 @@
 //! - [`resolve`]: what the filters need from the store first (the id range of
 //!   a time filter, the key match);
 //! - [`keys`]: matching a primary-key value ([`PkMatch`]) and the key columns
-//!   of the stored tables.
+//!   of the stored tables;
+//! - [`search`]: the search box's `key:value` line, read into the same
+//!   parameters as the filter form and written back from a filter;
+//! - [`events`]: pgtrail's own events, left out of a view unless it asks.
 //!
 //! Invariants:
 //! - No user text is ever spliced into SQL: every value is a `$n` parameter;
@@ -37,14 +40,17 @@
 //! matches are common and slow for rare ones; free text is bounded by time
 //! instead (see `log::fetch::fetch_page`).
 
+pub mod events;
 pub mod keys;
 pub mod order;
 pub mod params;
 pub mod resolve;
 pub mod scope;
+pub mod search;
 pub mod sql;
 pub mod statement;
 
+pub use events::Events;
 pub use keys::{all_tables, key_columns, key_texts, minify_json, PkMatch};
 pub use order::{Cursor, Dir, Sort, SortKey};
 pub use params::{

@@ -7,6 +7,7 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, Utc};
 
+use super::events::Events;
 use super::order::{Cursor, Dir, Sort, SortKey};
 use super::scope::Scope;
 use crate::entry::Action;
@@ -15,9 +16,9 @@ use crate::text::clip;
 use crate::web::error::WebError;
 
 /// Every parameter the log and the API accept (the page also takes `live`).
-pub const PARAMS: [&str; 16] = [
+pub const PARAMS: [&str; 18] = [
     "action", "table", "actor", "role", "ip", "app", "source", "from", "to", "last", "pk", "q",
-    "sort", "dir", "cursor", "limit",
+    "events", "search", "sort", "dir", "cursor", "limit",
 ];
 
 pub const DEFAULT_LIMIT: i64 = 50;
@@ -58,6 +59,8 @@ pub struct Filter {
     pub pk: Option<String>,
     /// Free text searched for in the row values, case-insensitively.
     pub q: Option<String>,
+    /// Whether pgtrail's own events are shown (see `query::events`).
+    pub events: Events,
     /// What the one asking may see (not a filter from the URL); sees nothing unless set.
     pub scope: Scope,
 }
@@ -93,6 +96,18 @@ impl LogQuery {
         allow_live: bool,
         now: DateTime<Utc>,
     ) -> Result<LogQuery, WebError> {
+        // The search box's line becomes the parameters it stands for, each
+        // checked alone by this parser so that a mistake names its term.
+        let alone = |name: &str, value: &str| match Self::from_pairs(
+            &[(name.to_owned(), value.to_owned())],
+            false,
+            now,
+        ) {
+            Err(WebError::BadRequest(m)) => Err(m),
+            _ => Ok(()),
+        };
+        let expanded = super::search::expand(pairs, &alone)?;
+        let pairs = expanded.as_deref().unwrap_or(pairs);
         let mut q = LogQuery {
             limit: DEFAULT_LIMIT,
             ..LogQuery::default()
@@ -168,6 +183,9 @@ impl LogQuery {
                     f.pk = Some(value.to_owned());
                 }
                 "q" => f.q = Some(value.to_owned()),
+                "events" => f.events = Events::parse(value).map_err(WebError::bad)?,
+                // Replaced by its terms above; only a second one could be left.
+                "search" => return Err(WebError::bad("search is given more than once; give it once")),
                 "sort" => {
                     sort_key = Some(SortKey::ALL.into_iter().find(|k| k.as_str() == value).ok_or_else(|| {
                         WebError::bad(format!("sort: {:?} is not a column to sort by; use time, actor, ip, action or table", clip(value)))
@@ -197,6 +215,9 @@ impl LogQuery {
                 }
                 _ => unreachable!("every name in PARAMS is handled"),
             }
+        }
+        if q.filter.events == Events::Unfiltered {
+            q.filter.events = Events::Omitted;
         }
         let key = sort_key.unwrap_or_default();
         q.sort = Sort {
@@ -239,6 +260,13 @@ impl LogQuery {
 }
 
 impl Filter {
+    /// The view leaves pgtrail's own events out by a condition of its own
+    /// (see `query::events`).
+    pub fn hides_events(&self) -> bool {
+        self.events
+            .hide(!self.actions.is_empty() || !self.tables.is_empty())
+    }
+
     pub fn is_empty(&self) -> bool {
         self.to_pairs().is_empty()
     }
@@ -276,6 +304,11 @@ impl Filter {
             if let Some(v) = value {
                 out.push((name, v.to_owned()));
             }
+        }
+        match self.events {
+            Events::Shown => out.push(("events", "shown".to_owned())),
+            Events::Hidden => out.push(("events", "hidden".to_owned())),
+            Events::Omitted | Events::Unfiltered => {}
         }
         out
     }

@@ -88,6 +88,11 @@ impl Scope {
         }
     }
 
+    /// Whether pgtrail's own events are in scope.
+    pub fn sees_events(&self) -> bool {
+        matches!(self, Scope::Limited { events: true, .. })
+    }
+
     /// Whether row changes of `table` are in scope.
     pub fn allows_table(&self, table: &TableName) -> bool {
         match self {

@@ -17,6 +17,11 @@ impl Filter {
     /// Appends ` AND …` for every filter that is set.
     pub fn push_where(&self, sql: &mut Sql, r: &Resolved, now: DateTime<Utc>) {
         self.scope.push_where(sql);
+        // pgtrail's own events, where the view leaves them out and the scope
+        // would show them (a scope without events has the condition already).
+        if self.hides_events() && self.scope.sees_events() {
+            sql.text.push_str(" AND action <> 'EVENT'");
+        }
         if let Some(lo) = r.lo {
             let p = sql.param(lo);
             sql.text.push_str(&format!(" AND id >= {p}"));
@@ -279,5 +284,32 @@ mod tests {
         assert!(!spelled("action=TRUNCATE,DELETE"));
         assert!(!spelled("action=UPDATE"));
         assert!(!spelled("table=public.t"));
+    }
+
+    #[test]
+    fn events_are_left_out_where_the_view_and_the_scope_say() {
+        use crate::web::query::{Events, Scope};
+        let tail = |events: Events, action: Option<&str>, scope: Scope| {
+            let raw = action.map_or(String::new(), |a| format!("action={a}"));
+            let mut q =
+                LogQuery::from_pairs(&pairs(Some(&raw)).unwrap(), true, Utc::now()).unwrap();
+            q.filter.events = events;
+            q.filter.scope = scope;
+            let mut sql = Sql::new("");
+            q.filter
+                .push_where(&mut sql, &Resolved::default(), Utc::now());
+            sql.text.contains("action <> 'EVENT'")
+        };
+        let viewer = Scope::Limited {
+            events: false,
+            tables: Default::default(),
+        };
+        assert!(tail(Events::Omitted, None, Scope::everything()));
+        assert!(!tail(Events::Shown, None, Scope::everything()));
+        assert!(!tail(Events::Omitted, Some("EVENT"), Scope::everything()));
+        assert!(
+            tail(Events::Omitted, None, viewer),
+            "the scope's own condition"
+        );
     }
 }
