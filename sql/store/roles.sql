@@ -9,7 +9,8 @@
 -- pgtrail_writer: the daemon (`pgtrail run`, which also serves the web view):
 --   the reader's rights, plus INSERT of entries, decode errors and quarantined
 --   records, and moving the checkpoint, the chain heads, the partition map
---   and the capture state. No UPDATE or
+--   and the capture state. It reads its source's id in pgtrail.sources (a
+--   reader's right); only setup, as the owner, registers sources. No UPDATE or
 --   DELETE on entries (and the append-only trigger refuses them for anyone).
 DO $roles$
 BEGIN

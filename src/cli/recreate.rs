@@ -75,7 +75,7 @@ pub async fn after_setup(config: &Config, replacing: Replacing) -> Result<String
     let mut store = crate::store::open(&config.store).await?;
     let actor = crate::auth::Actor::cli().name;
     let event = gap::recreated_event(
-        &config.slot,
+        (&config.source_name, &config.slot),
         &replacing.found,
         replacing.stored.as_ref(),
         new_lsn,
@@ -84,8 +84,13 @@ pub async fn after_setup(config: &Config, replacing: Replacing) -> Result<String
     let tx = store.transaction().await?;
     crate::store::events::record(&tx, &event).await?;
     tx.execute(
-        "UPDATE pgtrail.checkpoints SET lsn = $2::text::pg_lsn, updated_at = now() WHERE slot = $1",
-        &[&config.slot.as_str(), &new_lsn.to_string()],
+        "UPDATE pgtrail.checkpoints SET lsn = $3::text::pg_lsn, updated_at = now() \
+         WHERE source = (SELECT id FROM pgtrail.sources WHERE name = $1) AND slot = $2",
+        &[
+            &config.source_name.as_str(),
+            &config.slot.as_str(),
+            &new_lsn.to_string(),
+        ],
     )
     .await?;
     tx.commit().await?;
@@ -109,12 +114,21 @@ async fn stored(config: &Config) -> Result<Option<LastStored>> {
             crate::pg::describe(&e)
         ),
     };
-    let set_up: bool = client
-        .query_one("SELECT to_regclass('pgtrail.checkpoints') IS NOT NULL", &[])
-        .await?
-        .get(0);
+    let row = client
+        .query_one(
+            "SELECT to_regclass('pgtrail.checkpoints') IS NOT NULL, to_regclass('pgtrail.sources') IS NOT NULL",
+            &[],
+        )
+        .await?;
+    let (set_up, sources): (bool, bool) = (row.get(0), row.get(1));
     if !set_up {
         return Ok(None);
     }
-    Ok(gap::last_stored(&client, &config.slot).await?)
+    // Setup migrates after this look: a store from before sources keeps
+    // its checkpoints by slot.
+    Ok(if sources {
+        gap::last_stored(&client, &config.source_name, &config.slot).await?
+    } else {
+        gap::last_stored_before_sources(&client, &config.slot).await?
+    })
 }

@@ -87,6 +87,8 @@ struct RawConfig {
 pub struct Config {
     pub path: PathBuf,
     pub source: PgUrl,
+    /// `source.name`: the source's name in the store (its chain, checkpoint and metrics label).
+    pub source_name: crate::store::SourceName,
     pub slot: SlotName,
     /// `source.timeout_seconds`: silence on the replication connection taken for a dropped network.
     pub source_timeout: std::time::Duration,
@@ -146,6 +148,7 @@ impl Config {
         Ok(Config {
             path: path.to_owned(),
             source: source.url,
+            source_name: source.name,
             slot: source.slot,
             source_timeout: source.timeout,
             store,
@@ -203,6 +206,7 @@ mod tests {
     fn minimal_config_gets_defaults() {
         let c = load("[source]\nurl = \"postgres://app@127.0.0.1:5433/shop\"\n").unwrap();
         assert_eq!(c.slot.as_str(), "pgtrail");
+        assert_eq!(c.source_name.as_str(), "shop");
         assert_eq!(c.store.dbname(), "pgtrail");
         assert_eq!(c.store.endpoint(), "127.0.0.1:5433");
         assert!(c
@@ -226,6 +230,23 @@ mod tests {
         let e = error(&format!("{SOURCE}[store]\ntimeout_seconds = 0\n"));
         assert!(
             e.contains("store.timeout_seconds") && e.contains("at least 1"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_source_name_is_checked_and_defaults_to_the_database() {
+        let c = load("[source]\nurl = \"postgres://a@h/db\"\nname = \"shop-eu\"\n").unwrap();
+        assert_eq!(c.source_name.as_str(), "shop-eu");
+        for bad in ["Shop", "pgtrail", ""] {
+            let e = error(&format!(
+                "[source]\nurl = \"postgres://a@h/db\"\nname = \"{bad}\"\n"
+            ));
+            assert!(e.contains("source.name"), "{e}");
+        }
+        let e = error("[source]\nurl = \"postgres://a@h/Shop\"\n");
+        assert!(
+            e.contains("source.name") && e.contains("set [source] name"),
             "{e}"
         );
     }

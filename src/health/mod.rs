@@ -59,6 +59,7 @@ pub fn spawn(
     }
     let watched = monitor::Watched {
         source: capture.then(|| (config.source.clone(), config.slot.clone())),
+        source_name: config.source_name.to_string(),
         store: config.store.clone(),
         checkpoint_of: capture.then(|| config.slot.clone()),
         every: config.metrics.poll_interval,

@@ -86,6 +86,8 @@ pub struct Readings {
 pub struct Watched {
     /// The source and its slot (`pgtrail run`); `None` for the store alone.
     pub source: Option<(PgUrl, SlotName)>,
+    /// `[source] name`: the metrics' label, and whose checkpoint is read.
+    pub source_name: String,
     pub store: PgUrl,
     /// The slot whose checkpoint is read in the store; `None`: only check
     /// that the store answers.
@@ -97,10 +99,7 @@ pub struct Watched {
 
 /// Polls until the process ends, publishing each poll's readings on `out`.
 pub async fn run(watched: Watched, out: watch::Sender<Option<Readings>>) {
-    let source_name = watched
-        .source
-        .as_ref()
-        .map(|(url, _)| url.dbname().to_owned());
+    let source_name = watched.source.as_ref().map(|_| watched.source_name.clone());
     let mut source_conn: Option<Client> = None;
     let mut store_conn: Option<Client> = None;
     let mut history = LagHistory::default();
@@ -120,7 +119,8 @@ pub async fn run(watched: Watched, out: watch::Sender<Option<Readings>>) {
         let url = &watched.store;
         let store = within(url, async {
             let client = connected(&mut store_conn, url).await?;
-            read_store(client, watched.checkpoint_of.as_ref()).await
+            let of = watched.checkpoint_of.as_ref();
+            read_store(client, of.map(|slot| (watched.source_name.as_str(), slot))).await
         })
         .await;
         forget_on_error(&mut store_conn, &store);
@@ -320,8 +320,11 @@ async fn read_slot(client: &Client, slot: &SlotName) -> Result<SlotReading, Stri
     Ok(SlotReading { server_lsn, slot })
 }
 
-async fn read_store(client: &Client, slot: Option<&SlotName>) -> Result<StoreReading, String> {
-    let Some(slot) = slot else {
+async fn read_store(
+    client: &Client,
+    of: Option<(&str, &SlotName)>,
+) -> Result<StoreReading, String> {
+    let Some((source, slot)) = of else {
         client
             .simple_query("SELECT 1")
             .await
@@ -333,15 +336,16 @@ async fn read_store(client: &Client, slot: Option<&SlotName>) -> Result<StoreRea
     };
     let row = client
         .query_opt(
-            "SELECT lsn::text, greatest(extract(epoch FROM now() - updated_at), 0)::float8 \
-             FROM pgtrail.checkpoints WHERE slot = $1",
-            &[&slot.as_str()],
+            "SELECT c.lsn::text, greatest(extract(epoch FROM now() - c.updated_at), 0)::float8 \
+             FROM pgtrail.checkpoints c JOIN pgtrail.sources s ON s.id = c.source \
+             WHERE s.name = $1 AND c.slot = $2",
+            &[&source, &slot.as_str()],
         )
         .await
         .map_err(|e| format!("cannot read the checkpoint: {}", crate::pg::describe(&e)))?
         .ok_or_else(|| {
             format!(
-                "the store has no checkpoint for slot {:?}; run `pgtrail setup`",
+                "the store has no checkpoint for the source {source:?} and slot {:?}; run `pgtrail setup`",
                 slot.as_str()
             )
         })?;

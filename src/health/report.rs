@@ -15,7 +15,7 @@ use crate::store::capture_state::{self, CaptureState, SourceSide};
 /// What is reported for one slot, across polls.
 pub struct Reporter {
     pub slot: SlotName,
-    /// The source database's name.
+    /// The source's name (`[source] name`).
     pub source: String,
     pub poll_interval: Duration,
     pub wal_warn: Option<u64>,

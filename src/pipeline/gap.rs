@@ -15,7 +15,7 @@ use crate::capture::replication::ServerError;
 use crate::pg::{Lsn, PgUrl, SlotName};
 use crate::source::SourceError;
 use crate::store::events::{Category, OwnEvent};
-use crate::store::StoreError;
+use crate::store::{SourceName, StoreError};
 
 /// What was found wrong with the slot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +42,8 @@ impl Found {
 /// A slot that can no longer deliver the changes after the store's checkpoint.
 #[derive(Debug, Clone)]
 pub struct SlotLoss {
+    /// The source whose slot it is.
+    pub source: SourceName,
     pub slot: SlotName,
     pub found: Found,
     /// The store's checkpoint: everything up to it is stored.
@@ -97,13 +99,33 @@ pub struct LastStored {
     pub lsn: Lsn,
     /// When the checkpoint was last written.
     pub checkpoint_written: DateTime<Utc>,
-    /// Source commit time of the newest stored change, if any was stored.
+    /// Source commit time of the last transaction stored, if any was stored.
     pub commit: Option<DateTime<Utc>>,
 }
 
-/// The store's checkpoint for `slot` and the newest stored change's commit
-/// time; `None` when the store has no checkpoint for it.
+/// The store's checkpoint for `source` and `slot`, with the commit time
+/// of the last source transaction stored (kept with it); `None` when the
+/// store has no checkpoint for them.
 pub async fn last_stored<C: GenericClient>(
+    store: &C,
+    source: &SourceName,
+    slot: &SlotName,
+) -> Result<Option<LastStored>, StoreError> {
+    let row = store
+        .query_opt(
+            "SELECT c.lsn::text, c.updated_at, c.last_committed_at \
+             FROM pgtrail.checkpoints c JOIN pgtrail.sources s ON s.id = c.source \
+             WHERE s.name = $1 AND c.slot = $2",
+            &[&source.as_str(), &slot.as_str()],
+        )
+        .await?;
+    last_stored_of(row)
+}
+
+/// [`last_stored`] in a store that sources have not reached yet
+/// (migration 15 pending: one source, checkpoints by slot alone), for
+/// `setup --recreate-slot`, which looks before it migrates.
+pub async fn last_stored_before_sources<C: GenericClient>(
     store: &C,
     slot: &SlotName,
 ) -> Result<Option<LastStored>, StoreError> {
@@ -118,6 +140,10 @@ pub async fn last_stored<C: GenericClient>(
             &[&slot.as_str()],
         )
         .await?;
+    last_stored_of(row)
+}
+
+fn last_stored_of(row: Option<tokio_postgres::Row>) -> Result<Option<LastStored>, StoreError> {
     let Some(row) = row else { return Ok(None) };
     // PostgreSQL writes a pg_lsn as text that always parses.
     let Ok(lsn) = row.get::<_, String>(0).parse() else {
@@ -156,6 +182,7 @@ pub fn lost_event(loss: &SlotLoss, stored: Option<&LastStored>) -> OwnEvent {
             loss.slot, loss.last_stored
         ),
     )
+    .detail("source", loss.source.as_str())
     .detail("slot", loss.slot.as_str())
     .detail("found", loss.found.describe())
     .detail("last_stored_lsn", loss.last_stored.to_string())
@@ -169,7 +196,7 @@ pub fn lost_event(loss: &SlotLoss, stored: Option<&LastStored>) -> OwnEvent {
 /// The `slot_recreated` event: a new slot, and the gap's extent as far as it
 /// is known, from the last stored change to the new slot's start.
 pub fn recreated_event(
-    slot: &SlotName,
+    (source, slot): (&SourceName, &SlotName),
     found: &Found,
     stored: Option<&LastStored>,
     new_lsn: Lsn,
@@ -183,6 +210,7 @@ pub fn recreated_event(
         "pgtrail cli",
         format!("slot {slot} recreated at {new_lsn}: changes after {from} and before {new_lsn} were not captured"),
     )
+    .detail("source", source.as_str())
     .detail("slot", slot.as_str())
     .detail("found", found.describe())
     .detail("from_lsn", stored.map(|s| s.lsn.to_string()))
@@ -196,7 +224,7 @@ pub fn recreated_event(
 }
 
 /// Records the loss as a `slot_lost` event unless the newest gap event of
-/// this slot already says the same (a daemon started again on the same lost
+/// this source's slot already says the same (a daemon started again on the same lost
 /// slot). Returns whether it recorded one.
 pub async fn record_loss(store: &PgUrl, loss: &SlotLoss) -> Result<bool, String> {
     let client = crate::pg::connect(store, "pgtrail run")
@@ -207,8 +235,9 @@ pub async fn record_loss(store: &PgUrl, loss: &SlotLoss) -> Result<bool, String>
             "SELECT details->>'event', details->>'last_stored_lsn' FROM pgtrail.entries \
              WHERE schema_name = 'pgtrail' AND table_name = 'gap' AND action = 'EVENT' \
                AND details->>'slot' = $1 \
+               AND coalesce(details->>'source', (SELECT name FROM pgtrail.sources WHERE id = 1)) = $2 \
              ORDER BY id DESC LIMIT 1",
-            &[&loss.slot.as_str()],
+            &[&loss.slot.as_str(), &loss.source.as_str()],
         )
         .await
         .map_err(|e| crate::pg::describe(&e))?;
@@ -219,7 +248,7 @@ pub async fn record_loss(store: &PgUrl, loss: &SlotLoss) -> Result<bool, String>
             return Ok(false);
         }
     }
-    let stored = last_stored(&client, &loss.slot)
+    let stored = last_stored(&client, &loss.source, &loss.slot)
         .await
         .map_err(|e| e.to_string())?;
     crate::store::events::record(&client, &lost_event(loss, stored.as_ref()))

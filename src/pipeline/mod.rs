@@ -132,7 +132,7 @@ pub async fn run(
     let mut tries = permanent::Tries::default();
     loop {
         let began = Instant::now();
-        let source = config.source.dbname().to_owned();
+        let source = config.source_name.to_string();
         // Started: the server accepted START_REPLICATION.
         let (started, result) =
             match Prepared::start(&config, &partition_schemas, carried_partitions.take()).await {

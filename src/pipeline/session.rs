@@ -25,7 +25,7 @@ use crate::config::{Config, Reading};
 use crate::entry::Event;
 use crate::pg::Lsn;
 use crate::source::{self, SourceError};
-use crate::store::{self, writer::StoreWriter, StoreError};
+use crate::store::{self, writer::StoreWriter, SourceId, StoreError};
 use crate::table::Wal2jsonFilter;
 
 /// Events are handed to the writer in batches of at most this many.
@@ -48,7 +48,10 @@ pub(super) enum SessionEnd {
 /// A session the server has started streaming: everything the reader needs.
 pub(super) struct Prepared {
     stream: ReplicationStream,
+    /// Holds the source's capture lock for as long as it lives (the writer's).
     store_client: Client,
+    /// The source's id in the store.
+    source: SourceId,
     /// Where the store's checkpoint says this session starts.
     checkpoint: Lsn,
     /// The server's WAL position when the session started.
@@ -75,14 +78,23 @@ impl Prepared {
         let catalog = source::connect(&config.source).await?;
         source::check_server(&catalog).await?;
         let store_client = store::open(&config.store).await?;
-        let checkpoint = store::checkpoint(&store_client, &config.slot)
+        let name = &config.source_name;
+        let source = store::sources::lookup(&store_client, name).await?;
+        // Before anything is read for the source: a second daemon for it stops here.
+        store::sources::claim(&store_client, source, name).await?;
+        let checkpoint = store::checkpoint(&store_client, source, &config.slot)
             .await?
             .ok_or_else(|| StoreError::NotSetUp {
                 dbname: config.store.dbname().to_owned(),
-                reason: format!("no checkpoint for slot {:?}", config.slot.as_str()),
+                reason: format!(
+                    "no checkpoint for the source {:?} and slot {:?}",
+                    name.as_str(),
+                    config.slot.as_str()
+                ),
             })?;
         let lost = |found| {
             PipelineError::SlotLost(SlotLoss {
+                source: config.source_name.clone(),
                 slot: config.slot.clone(),
                 found,
                 last_stored: checkpoint,
@@ -97,13 +109,13 @@ impl Prepared {
         // as of now) only when none was.
         let partitions = match carried_partitions {
             Some(map) => map,
-            None => match store::partition_map(&store_client, &config.slot).await? {
+            None => match store::partition_map(&store_client, source, &config.slot).await? {
                 Some(map) => map,
                 None => source::partition_map(&all_tables),
             },
         };
         let tables = source::captured(all_tables, &config.capture)?;
-        let message_key = store::message_key::load(&store_client, &config.slot).await?;
+        let message_key = store::message_key::load(&store_client, source, name).await?;
         let status_every = source::status_interval(&catalog).await;
         drop(catalog);
 
@@ -125,10 +137,11 @@ impl Prepared {
             }
             other => other?,
         };
-        tracing::info!(slot = %config.slot, from = %checkpoint, server_lsn = %system.xlog_pos, tables = tables.len(), "streaming changes");
+        tracing::info!(source = %name, slot = %config.slot, from = %checkpoint, server_lsn = %system.xlog_pos, tables = tables.len(), "streaming changes");
         Ok(Prepared {
             stream,
             store_client,
+            source,
             checkpoint,
             server_lsn: system.xlog_pos,
             partitions,
@@ -151,12 +164,16 @@ impl Prepared {
         let (durable_tx, durable_rx) = watch::channel(checkpoint);
         let (tx, rx) = mpsc::channel::<Vec<Event>>(CHANNEL_BATCHES);
         let writer = tokio::spawn(
-            StoreWriter::new(self.store_client, config.slot.clone(), durable_tx)
-                .with_signer(config.signing.clone())
-                .isolating_until(recovery.isolate_until())
-                .with_timeout(config.store_timeout)
-                .with_source_label(config.source.dbname())
-                .run(rx),
+            StoreWriter::new(
+                self.store_client,
+                (self.source, config.source_name.clone()),
+                config.slot.clone(),
+                durable_tx,
+            )
+            .with_signer(config.signing.clone())
+            .isolating_until(recovery.isolate_until())
+            .with_timeout(config.store_timeout)
+            .run(rx),
         );
         let assembler = Assembler::new(config.capture.clone(), checkpoint, self.message_key)
             .with_column_rules(config.columns.clone())

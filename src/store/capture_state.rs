@@ -1,5 +1,6 @@
-//! `pgtrail.capture_state` (`sql/store/0013_capture_state.sql`): the daemon's
-//! last reading of its slot and lag, one row per slot, overwritten at every
+//! `pgtrail.capture_state` (`sql/store/0013_capture_state.sql`, keyed by
+//! source since 0015): each daemon's last reading of its slot and lag, one
+//! row per source, overwritten at every
 //! poll of the monitor ([`write`]) and read by the web view ([`read_all`]),
 //! which talks only to the store. State, not history: no entry, no chain.
 //!
@@ -26,7 +27,7 @@ const STALE_POLLS: u32 = 3;
 #[derive(Debug, Clone, PartialEq)]
 pub struct CaptureState {
     pub slot: String,
-    /// The source database's name.
+    /// The source's name (`[source] name`).
     pub source: String,
     /// `metrics.poll_interval`.
     pub poll_interval: Duration,
@@ -98,7 +99,7 @@ fn signed(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// Writes `state` as its slot's row: one upsert, the row's old figures gone.
+/// Writes `state` as its source's row: one upsert, the row's old figures gone.
 pub async fn write<C: GenericClient>(client: &C, state: &CaptureState) -> Result<(), StoreError> {
     let (error, server, slot, lag) = match &state.source_side {
         SourceSide::Unread(why) => (Some(why.as_str()), None, None, None),
@@ -117,7 +118,7 @@ pub async fn write<C: GenericClient>(client: &C, state: &CaptureState) -> Result
                  wal_status, safe_wal_size, lag_bytes, lag_seconds, wal_warn, over_wal_warn) \
              VALUES ($1, $2, now(), make_interval(secs => $3), $4::text::pg_lsn, $5, $6::text::pg_lsn, \
                  $7, $8, $9::text::pg_lsn, $10, $11, $12, $13, $14, $15, $16) \
-             ON CONFLICT (slot) DO UPDATE SET source = EXCLUDED.source, polled_at = EXCLUDED.polled_at, \
+             ON CONFLICT (source) DO UPDATE SET slot = EXCLUDED.slot, polled_at = EXCLUDED.polled_at, \
                  poll_interval = EXCLUDED.poll_interval, stored_lsn = EXCLUDED.stored_lsn, \
                  source_error = EXCLUDED.source_error, server_lsn = EXCLUDED.server_lsn, \
                  slot_found = EXCLUDED.slot_found, slot_active = EXCLUDED.slot_active, \
@@ -148,7 +149,7 @@ pub async fn write<C: GenericClient>(client: &C, state: &CaptureState) -> Result
     Ok(())
 }
 
-/// Every slot's row, the most recently written first.
+/// Every source's row, the most recently written first.
 pub async fn read_all<C: GenericClient>(client: &C) -> Result<Vec<Reported>, StoreError> {
     let rows = client
         .query(

@@ -4,15 +4,18 @@
 //! the previous hash being that of the entry before it in the same chain (32
 //! zero bytes for the first). The inner digest depends on the entry alone, so
 //! an event can be hashed before its writer knows the head it will follow;
-//! the store then links it in one statement that holds the head's row lock. There are two chains, told apart by the entry's
-//! content: pgtrail's own events (no source transaction: no xid, no LSN;
-//! written by the web view and the CLI, serialized on their head row) and
-//! everything from the source (written by the one daemon that feeds the
-//! store), which includes the daemon's security events about a source
-//! transaction (action `EVENT` with its xid and LSN). Each chain's head
-//! (the last entry's id and hash, and how many entries it holds) is kept in
-//! `pgtrail.chain_heads`, written in the same store transaction as the entries,
-//! so the head and the entries are never out of step.
+//! the store then links it in one statement that holds the head's row lock.
+//! There is one chain per source ([`super::sources`]), told apart by the
+//! entry's `source`: pgtrail's own events (source 0: no source transaction,
+//! no xid, no LSN; written by the web view, the CLI and every daemon,
+//! serialized on their head row), and one chain per source database
+//! (written by the one daemon that captures it), which includes the
+//! daemon's security events about a source transaction (action `EVENT` with
+//! its xid and LSN). Entries stored before sources had ids have no `source`:
+//! those with an LSN are the first source's, the others events. Each
+//! chain's head (the last entry's hash, and how many entries it holds) is
+//! kept in `pgtrail.chain_heads`, written in the same store transaction as
+//! the entries, so the head and the entries are never out of step.
 //!
 //! **The canonical form** is defined over an entry's content, not over how the
 //! store lays it out, so a later change of the store's layout keeps old hashes
@@ -38,47 +41,30 @@
 use sha2::{Digest, Sha256};
 use tokio_postgres::GenericClient;
 
+use super::sources::{SourceId, ENTRY_SOURCE_SQL};
 use super::StoreError;
 
 /// The hash before the first entry of a chain.
 pub const GENESIS: [u8; 32] = [0; 32];
 
-/// Which chain an entry belongs to.
+/// Which chain an entry belongs to: its source's ([`SourceId`]). Source 0
+/// is the chain of pgtrail's own events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Chain {
-    /// What came from the source's transactions, written by the daemon.
-    Capture,
-    /// pgtrail's own events outside any source transaction.
-    Events,
-}
+pub struct Chain(pub SourceId);
 
 impl Chain {
-    pub const ALL: [Chain; 2] = [Chain::Capture, Chain::Events];
+    /// pgtrail's own events outside any source transaction.
+    pub const EVENTS: Chain = Chain(SourceId::EVENTS);
 
-    /// The chain of an entry with (`true`) or without a source
-    /// transaction's LSN.
-    pub fn of_entry(has_lsn: bool) -> Chain {
-        if has_lsn {
-            Chain::Capture
-        } else {
-            Chain::Events
-        }
+    /// The chain of an entry as stored: by its `source` column, or (stored
+    /// before sources had ids) by whether it has a source transaction's LSN.
+    pub fn of_entry(source: Option<i16>, has_lsn: bool) -> Chain {
+        Chain(SourceId::of_entry(source, has_lsn))
     }
 
     /// SQL for "in this chain", over `pgtrail.entries`.
-    pub fn sql_condition(self) -> &'static str {
-        match self {
-            Chain::Capture => "lsn IS NOT NULL",
-            Chain::Events => "lsn IS NULL",
-        }
-    }
-
-    /// Its name in `pgtrail.chain_heads`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Chain::Capture => "capture",
-            Chain::Events => "events",
-        }
+    pub fn sql_condition(self) -> String {
+        format!("{ENTRY_SOURCE_SQL} = {}", self.0 .0)
     }
 }
 
@@ -183,16 +169,16 @@ pub fn commit_time_micros(text: &str) -> Option<i64> {
 
 /// A chain's head hash as stored.
 pub async fn head<C: GenericClient>(client: &C, chain: Chain) -> Result<[u8; 32], StoreError> {
+    let missing = || StoreError::ChainHead(format!("source {}", chain.0 .0));
     let row = client
         .query_opt(
-            "SELECT hash FROM pgtrail.chain_heads WHERE chain = $1",
-            &[&chain.name()],
+            "SELECT hash FROM pgtrail.chain_heads WHERE source = $1",
+            &[&chain.0 .0],
         )
         .await?
-        .ok_or(StoreError::ChainHead(chain.name()))?;
+        .ok_or_else(missing)?;
     let hash: Vec<u8> = row.get(0);
-    hash.try_into()
-        .map_err(|_| StoreError::ChainHead(chain.name()))
+    hash.try_into().map_err(|_| missing())
 }
 
 pub use crate::text::hex;

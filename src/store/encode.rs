@@ -8,13 +8,37 @@ use bytes::{BufMut, BytesMut};
 
 use super::chain::Content;
 use super::context::ContextColumns;
+use super::sources::SourceId;
 use crate::entry::{row_key, AuditEntry};
 
 /// The COPY statement [`encode_copy_row`]'s lines are for (also used by
-/// `examples/web_fill.rs`, which fills a benchmark store the way pgtrail does).
+/// `examples/web_fill.rs`, which fills a benchmark store the way pgtrail
+/// did before sources had ids: its entries have no `source`, which reads as
+/// the store's first source).
 pub const COPY_SQL: &str =
     "COPY pgtrail.entries (committed_at, xid, lsn, schema_name, table_name, action, \
     primary_key, before, after, changed_columns, context, row_key, details, actor, client_addr, hash) FROM STDIN";
+
+/// The writer's COPY: [`COPY_SQL`]'s columns and the entry's source, for
+/// [`encode_sourced_row`]'s lines.
+pub const SOURCED_COPY_SQL: &str =
+    "COPY pgtrail.entries (committed_at, xid, lsn, schema_name, table_name, action, \
+    primary_key, before, after, changed_columns, context, row_key, details, actor, client_addr, hash, source) FROM STDIN";
+
+/// [`encode_copy_row`]'s line with the entry's `source` after it, for [`SOURCED_COPY_SQL`].
+pub fn encode_sourced_row(
+    e: &AuditEntry,
+    cols: &ContextColumns,
+    hash: &[u8; 32],
+    source: SourceId,
+    out: &mut BytesMut,
+) {
+    use std::fmt::Write;
+    encode_copy_row(e, cols, hash, out);
+    // The line ends in the one newline encode_copy_row wrote.
+    out.truncate(out.len() - 1);
+    let _ = writeln!(out, "\t{}", source.0);
+}
 
 /// PostgreSQL text cannot hold a NUL character, and COPY refuses the whole
 /// batch for one: a name that carries one (only a forged or hostile message
@@ -209,6 +233,13 @@ mod tests {
             .unwrap()
             .0;
         assert_eq!(columns.split(',').count(), expected.split('\t').count());
+        let mut sourced = BytesMut::new();
+        encode_sourced_row(&entry, &cols, &[0xab; 32], SourceId(3), &mut sourced);
+        assert_eq!(
+            std::str::from_utf8(&sourced).unwrap(),
+            expected.trim_end_matches('\n').to_owned() + "\t3\n"
+        );
+        assert!(SOURCED_COPY_SQL.starts_with(COPY_SQL.trim_end_matches(") FROM STDIN")));
     }
 
     #[test]

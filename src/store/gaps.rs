@@ -24,6 +24,8 @@ const SLOT_RECREATED: &str = "slot_recreated";
 /// A stretch of changes that were not captured.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Gap {
+    /// The source whose changes they were (its name).
+    pub source: String,
     pub slot: String,
     /// The source commit time of the last change stored before it; `None`
     /// when nothing had been stored.
@@ -65,6 +67,8 @@ impl Gap {
 struct GapEvent {
     id: i64,
     at: DateTime<Utc>,
+    /// `details.source`; for an event recorded before sources had names, the store's first source.
+    source: String,
     details: Value,
 }
 
@@ -86,6 +90,7 @@ impl GapEvent {
     fn gap(&self, from: &str, from_lsn: &str) -> Gap {
         let found = self.text("found").unwrap_or_default();
         Gap {
+            source: self.source.clone(),
             slot: self.text("slot").unwrap_or_default(),
             from: self.time(from),
             from_lsn: self.text(from_lsn),
@@ -105,7 +110,9 @@ pub async fn list<C: GenericClient>(client: &C) -> Result<Vec<Gap>, StoreError> 
     // The (schema_name, table_name, id) index leads to the few gap events.
     let rows = client
         .query(
-            "SELECT id, committed_at, details::text FROM pgtrail.entries \
+            "SELECT id, committed_at, details::text, \
+                    coalesce(details->>'source', (SELECT name FROM pgtrail.sources WHERE id = 1), '') \
+             FROM pgtrail.entries \
              WHERE schema_name = 'pgtrail' AND table_name = 'gap' AND action = 'EVENT' ORDER BY id",
             &[],
         )
@@ -116,6 +123,7 @@ pub async fn list<C: GenericClient>(client: &C) -> Result<Vec<Gap>, StoreError> 
         events.push(GapEvent {
             id: row.try_get(0)?,
             at: row.try_get(1)?,
+            source: row.try_get(3)?,
             details: details
                 .and_then(|d| serde_json::from_str(&d).ok())
                 .unwrap_or(Value::Null),
@@ -125,15 +133,17 @@ pub async fn list<C: GenericClient>(client: &C) -> Result<Vec<Gap>, StoreError> 
 }
 
 /// The events, oldest first, as gaps: a `slot_lost` opens one (a second for
-/// the same slot and position only repeats it), the slot's next
-/// `slot_recreated` ends it; a `slot_recreated` with none open (the slot
+/// the same source, slot and position only repeats it), that source's
+/// slot's next `slot_recreated` ends it; a `slot_recreated` with none open (the slot
 /// was found missing by `setup` first) is a gap of its own.
 fn fold(events: &[GapEvent]) -> Vec<Gap> {
     let mut done: Vec<Gap> = Vec::new();
     let mut open: Vec<Gap> = Vec::new();
     for e in events {
         let slot = e.text("slot").unwrap_or_default();
-        let at = open.iter().position(|g| g.slot == slot);
+        let at = open
+            .iter()
+            .position(|g| g.slot == slot && g.source == e.source);
         match e.text("event").as_deref() {
             Some(SLOT_LOST) => {
                 let gap = e.gap("last_stored_commit", "last_stored_lsn");
@@ -173,6 +183,7 @@ mod tests {
         GapEvent {
             id,
             at: DateTime::from_timestamp(1_700_000_000 + id, 0).unwrap_or_default(),
+            source: "app".into(),
             details,
         }
     }
@@ -220,6 +231,26 @@ mod tests {
         assert_eq!((gaps[0].anchor, gaps[0].ended_by), (3, Some(3)));
         assert!(gaps[0].missing && gaps[0].from.is_none());
         assert_eq!((gaps[1].anchor, gaps[1].to), (7, None));
+    }
+
+    #[test]
+    fn two_sources_with_the_same_slot_name_have_gaps_of_their_own() {
+        let mut other = lost(5, "s", "0/200");
+        other.source = "shop-us".into();
+        let gaps = fold(&[
+            lost(1, "s", "0/100"),
+            other,
+            recreated(9, "s", "0/100", "0/900"),
+        ]);
+        assert_eq!(gaps.len(), 2, "{gaps:?}");
+        assert_eq!(
+            (gaps[0].source.as_str(), gaps[0].ended_by),
+            ("app", Some(9))
+        );
+        assert_eq!(
+            (gaps[1].source.as_str(), gaps[1].ended_by),
+            ("shop-us", None)
+        );
     }
 
     #[test]

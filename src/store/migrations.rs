@@ -4,6 +4,7 @@
 
 use tokio_postgres::Client;
 
+use super::sources::SourceName;
 use super::StoreError;
 
 /// (version, name, SQL), in order. Never edit one that has shipped: add another.
@@ -78,7 +79,16 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "an index of the rare actions",
         include_str!("../../sql/store/0014_rare_actions.sql"),
     ),
+    (
+        15,
+        "sources: a fleet of source databases in one store",
+        include_str!("../../sql/store/0015_sources.sql"),
+    ),
 ];
+
+/// The setting through which [`apply`] tells migration 15 the name of the
+/// store's first source (an existing store's capture becomes that source's).
+pub const FIRST_SOURCE_SETTING: &str = "pgtrail.first_source";
 
 /// The store's group roles and their grants (`sql/store/roles.sql`):
 /// re-applied by setup after migrations, so new tables get their grants.
@@ -127,8 +137,9 @@ pub async fn plan(client: &Client) -> Result<Vec<(i32, &'static str)>, StoreErro
         .collect())
 }
 
-/// Applies every pending migration; returns the versions applied.
-pub async fn apply(client: &mut Client) -> Result<Vec<i32>, StoreError> {
+/// Applies every pending migration; returns the versions applied. `first`
+/// names the store's first source, should it not have one yet.
+pub async fn apply(client: &mut Client, first: &SourceName) -> Result<Vec<i32>, StoreError> {
     let mut applied = Vec::new();
     for (version, name, sql) in MIGRATIONS {
         let tx = client.transaction().await?;
@@ -143,6 +154,11 @@ pub async fn apply(client: &mut Client) -> Result<Vec<i32>, StoreError> {
             )
             .await?;
         if done.is_none() {
+            tx.execute(
+                "SELECT set_config($1, $2, true)",
+                &[&FIRST_SOURCE_SETTING, &first.as_str()],
+            )
+            .await?;
             tx.batch_execute(sql).await?;
             tx.execute(
                 "INSERT INTO pgtrail.schema_migrations (version, name) VALUES ($1, $2)",

@@ -1,5 +1,5 @@
 //! The audit store: a PostgreSQL database holding the entries and the
-//! checkpoint.
+//! checkpoint, for one or many sources ([`sources`]).
 //!
 //! **What the store promises.** Entries of a source transaction are committed
 //! in the same store transaction as the checkpoint that says they are there
@@ -21,9 +21,11 @@ pub mod message_key;
 pub mod migrations;
 pub mod quarantine;
 pub mod signing;
+pub mod sources;
 pub mod stored;
 pub mod writer;
 
+pub use sources::{SourceId, SourceName};
 pub use stored::StoredEntry;
 
 use tokio_postgres::Client;
@@ -48,12 +50,14 @@ pub enum StoreError {
     Query(#[from] tokio_postgres::Error),
     #[error("the source sent a commit time pgtrail cannot read ({0:?}); it cannot be hashed into the chain")]
     CommitTime(String),
-    #[error("the capture chain's head in the store moved under this daemon: another process writes captured entries into this store (one daemon feeds one store); stop the other one, or give this one a store of its own")]
-    ChainMoved,
+    #[error("the chain head of source {0:?} moved under this daemon: another process writes captured entries of that source into this store (one daemon per source); stop the other one, or give this one its own [source] name")]
+    ChainMoved(String),
     #[error(
-        "the chain head {0:?} is missing or malformed in pgtrail.chain_heads; run `pgtrail setup`"
+        "the chain head of {0} is missing or malformed in pgtrail.chain_heads; run `pgtrail setup`"
     )]
-    ChainHead(&'static str),
+    ChainHead(String),
+    #[error("another pgtrail daemon is capturing the source {name:?} into this store ({holder}): run one daemon per source; stop the other one, or give this one its own [source] name (and slot)")]
+    SourceTaken { name: String, holder: String },
     #[error("the audit store did not answer within {0} s (store.timeout_seconds): the network or the store is stalled; capture resumes from the checkpoint once it answers")]
     Timeout(u64),
 }
@@ -110,12 +114,16 @@ pub async fn open(url: &PgUrl) -> Result<Client, StoreError> {
     Ok(client)
 }
 
-/// The end LSN of the last source transaction stored for this slot.
-pub async fn checkpoint(client: &Client, slot: &SlotName) -> Result<Option<Lsn>, StoreError> {
+/// The end LSN of the last source transaction of `source` stored from this slot.
+pub async fn checkpoint(
+    client: &Client,
+    source: SourceId,
+    slot: &SlotName,
+) -> Result<Option<Lsn>, StoreError> {
     let row = client
         .query_opt(
-            "SELECT lsn::text FROM pgtrail.checkpoints WHERE slot = $1",
-            &[&slot.as_str()],
+            "SELECT lsn::text FROM pgtrail.checkpoints WHERE source = $1 AND slot = $2",
+            &[&source.0, &slot.as_str()],
         )
         .await?;
     Ok(row.and_then(|r| r.get::<_, String>(0).parse().ok()))
@@ -124,12 +132,13 @@ pub async fn checkpoint(client: &Client, slot: &SlotName) -> Result<Option<Lsn>,
 /// The partition map stored with the slot's checkpoint, if one was ever stored.
 pub async fn partition_map(
     client: &Client,
+    source: SourceId,
     slot: &SlotName,
 ) -> Result<Option<crate::capture::partition::PartitionMap>, StoreError> {
     let row = client
         .query_opt(
-            "SELECT members::text FROM pgtrail.partition_maps WHERE slot = $1",
-            &[&slot.as_str()],
+            "SELECT members::text FROM pgtrail.partition_maps WHERE source = $1 AND slot = $2",
+            &[&source.0, &slot.as_str()],
         )
         .await?;
     let Some(row) = row else { return Ok(None) };
@@ -145,12 +154,18 @@ pub async fn partition_map(
     }
 }
 
-/// Records a starting checkpoint for a new slot; an existing one is kept.
-pub async fn init_checkpoint(client: &Client, slot: &SlotName, lsn: Lsn) -> Result<(), StoreError> {
+/// Records a starting checkpoint for a new slot of `source`; an existing one is kept.
+pub async fn init_checkpoint(
+    client: &Client,
+    source: SourceId,
+    slot: &SlotName,
+    lsn: Lsn,
+) -> Result<(), StoreError> {
     client
         .execute(
-            "INSERT INTO pgtrail.checkpoints (slot, lsn) VALUES ($1, $2::text::pg_lsn) ON CONFLICT (slot) DO NOTHING",
-            &[&slot.as_str(), &lsn.to_string()],
+            "INSERT INTO pgtrail.checkpoints (source, slot, lsn) VALUES ($1, $2, $3::text::pg_lsn) \
+             ON CONFLICT (source, slot) DO NOTHING",
+            &[&source.0, &slot.as_str(), &lsn.to_string()],
         )
         .await?;
     Ok(())

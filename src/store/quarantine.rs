@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use tokio_postgres::Client;
 
 use super::events::{self, Category, OwnEvent};
+use super::sources::{SourceId, SourceName};
 use super::StoreError;
 use crate::entry::{DecodeFailure, Quarantine, QuarantinedRecord};
 use crate::pg::Lsn;
@@ -79,14 +80,25 @@ impl SideRows {
 
     /// Inserts every row held (the caller knows the store transaction then
     /// holds part of an unfinished source transaction).
-    pub async fn send_all(&mut self, client: &Client) -> Result<(), StoreError> {
+    pub async fn send_all(
+        &mut self,
+        client: &Client,
+        source: SourceId,
+        name: &SourceName,
+    ) -> Result<(), StoreError> {
         self.mark_whole();
-        self.send_whole(client).await
+        self.send_whole(client, source, name).await
     }
 
     /// Inserts the rows of whole source transactions, and the `EVENT` of a
-    /// quarantine that ended, inside the open store transaction.
-    pub async fn send_whole(&mut self, client: &Client) -> Result<(), StoreError> {
+    /// quarantine that ended, inside the open store transaction; all of
+    /// `source` (named `name`).
+    pub async fn send_whole(
+        &mut self,
+        client: &Client,
+        source: SourceId,
+        name: &SourceName,
+    ) -> Result<(), StoreError> {
         let failures: Vec<DecodeFailure> = self.failures.drain(..self.whole_failures).collect();
         let records: Vec<QuarantinedRecord> = self.records.drain(..self.whole_records).collect();
         self.whole_failures = 0;
@@ -98,13 +110,13 @@ impl SideRows {
             .sum::<usize>()
             + self.records.iter().map(|r| r.record.len()).sum::<usize>();
         if !failures.is_empty() {
-            insert_failures(client, &failures).await?;
+            insert_failures(client, source, &failures).await?;
         }
         if !records.is_empty() {
-            insert_records(client, &records).await?;
+            insert_records(client, source, &records).await?;
         }
         if let Some((q, digest)) = self.ended.take() {
-            events::record(client, &event(&q, &digest)).await?;
+            events::record(client, &event(&q, &digest, name)).await?;
         }
         Ok(())
     }
@@ -129,22 +141,30 @@ impl RecordsDigest {
     }
 }
 
-async fn insert_failures(client: &Client, failures: &[DecodeFailure]) -> Result<(), StoreError> {
+async fn insert_failures(
+    client: &Client,
+    source: SourceId,
+    failures: &[DecodeFailure],
+) -> Result<(), StoreError> {
     let lsns: Vec<String> = failures.iter().map(|f| f.lsn.to_string()).collect();
     let xids: Vec<Option<i64>> = failures.iter().map(|f| f.xid.map(|x| x as i64)).collect();
     let records: Vec<&str> = failures.iter().map(|f| f.record.as_str()).collect();
     let errors: Vec<&str> = failures.iter().map(|f| f.error.as_str()).collect();
     client
         .execute(
-            "INSERT INTO pgtrail.decode_errors (lsn, xid, record, error) \
-             SELECT l::pg_lsn, x, r, e FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[]) AS u(l, x, r, e)",
-            &[&lsns, &xids, &records, &errors],
+            "INSERT INTO pgtrail.decode_errors (source, lsn, xid, record, error) \
+             SELECT $5::smallint, l::pg_lsn, x, r, e FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[]) AS u(l, x, r, e)",
+            &[&lsns, &xids, &records, &errors, &source.0],
         )
         .await?;
     Ok(())
 }
 
-async fn insert_records(client: &Client, records: &[QuarantinedRecord]) -> Result<(), StoreError> {
+async fn insert_records(
+    client: &Client,
+    source: SourceId,
+    records: &[QuarantinedRecord],
+) -> Result<(), StoreError> {
     let firsts: Vec<String> = records.iter().map(|r| r.first_lsn.to_string()).collect();
     let seqs: Vec<i32> = records.iter().map(|r| r.seq).collect();
     let lsns: Vec<String> = records.iter().map(|r| r.lsn.to_string()).collect();
@@ -152,17 +172,17 @@ async fn insert_records(client: &Client, records: &[QuarantinedRecord]) -> Resul
     // A record stored before a crash, sent again, is already there.
     client
         .execute(
-            "INSERT INTO pgtrail.quarantine (first_lsn, seq, lsn, record) \
-             SELECT f::pg_lsn, s, l::pg_lsn, r FROM unnest($1::text[], $2::int[], $3::text[], $4::bytea[]) AS u(f, s, l, r) \
-             ON CONFLICT (first_lsn, seq) DO NOTHING",
-            &[&firsts, &seqs, &lsns, &bytes],
+            "INSERT INTO pgtrail.quarantine (source, first_lsn, seq, lsn, record) \
+             SELECT $5::smallint, f::pg_lsn, s, l::pg_lsn, r FROM unnest($1::text[], $2::int[], $3::text[], $4::bytea[]) AS u(f, s, l, r) \
+             ON CONFLICT (source, first_lsn, seq) DO NOTHING",
+            &[&firsts, &seqs, &lsns, &bytes, &source.0],
         )
         .await?;
     Ok(())
 }
 
-/// The `EVENT` that says a transaction was quarantined.
-fn event(q: &Quarantine, digest: &[u8; 32]) -> OwnEvent {
+/// The `EVENT` that says a transaction of the source `name` was quarantined.
+fn event(q: &Quarantine, digest: &[u8; 32], name: &SourceName) -> OwnEvent {
     let xid = q
         .xid
         .map_or_else(|| "of unknown xid".to_owned(), |x| x.to_string());
@@ -175,6 +195,7 @@ fn event(q: &Quarantine, digest: &[u8; 32]) -> OwnEvent {
             q.end_lsn, q.records
         ),
     )
+    .detail("source", name.as_str())
     .detail("xid", q.xid)
     .detail("first_lsn", q.first_lsn.to_string())
     .detail("end_lsn", q.end_lsn.to_string())

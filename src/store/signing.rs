@@ -1,14 +1,19 @@
-//! Signed chain heads: with `[store] signing_key_file`, the daemon signs both
-//! chains' heads (their entry counts and last hashes) with an Ed25519 key the
-//! DBA keeps outside the store, at most every `sign_every_seconds` and when it
-//! stops, into `pgtrail.signed_heads`. `pgtrail verify --public-key FILE` then
-//! proves that the chain as stored is the one that was signed: someone who can
-//! write the store past its trigger can recompute every hash, but cannot sign.
+//! Signed chain heads: with `[store] signing_key_file`, the daemon signs its
+//! source's chain head and the events chain's head (their entry counts and
+//! last hashes) with an Ed25519 key the DBA keeps outside the store, at most
+//! every `sign_every_seconds` and when it stops, into `pgtrail.signed_heads`.
+//! `pgtrail verify --public-key FILE` then proves that the chains as stored
+//! are the ones that were signed: someone who can write the store past its
+//! trigger can recompute every hash, but cannot sign. Each daemon of a fleet
+//! signs its own source's head, with its own key or a shared one.
 //!
-//! What is signed (all numbers 8 bytes big-endian):
-//! `"pgtrail signed head v1\n"`, the signing time (microseconds since
-//! 1970-01-01 UTC), the capture chain's entry count and hash, the events
-//! chain's entry count and hash.
+//! What is signed (all numbers 8 bytes big-endian), version 2:
+//! `"pgtrail signed head v2\n"`, the signing time (microseconds since
+//! 1970-01-01 UTC), the source's name (4 bytes big-endian length, then its
+//! UTF-8 bytes), the source's chain's entry count and hash, the events
+//! chain's entry count and hash. Version 1 (signed before sources had names,
+//! for the store's first source) is the same without the name, under
+//! `"pgtrail signed head v1\n"`; such rows still verify.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -19,9 +24,11 @@ use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, Verifying
 use tokio_postgres::Client;
 
 use super::chain::Chain;
+use super::sources::{SourceId, SourceName};
 use super::StoreError;
 
-const DOMAIN: &[u8] = b"pgtrail signed head v1\n";
+const DOMAIN_V1: &[u8] = b"pgtrail signed head v1\n";
+const DOMAIN_V2: &[u8] = b"pgtrail signed head v2\n";
 
 /// The key and how often to sign; the key never leaves this type (its Debug
 /// shows only the public half).
@@ -62,22 +69,28 @@ impl HeadSigner {
         })
     }
 
-    /// Signs the heads as they are now committed, and stores the signature.
-    pub async fn sign(&self, client: &Client) -> Result<(), StoreError> {
+    /// Signs the heads of `source` and of the events as they are now
+    /// committed, and stores the signature.
+    pub async fn sign(
+        &self,
+        client: &Client,
+        source: SourceId,
+        name: &SourceName,
+    ) -> Result<(), StoreError> {
         let rows = client
             .query(
-                "SELECT chain, entries, hash FROM pgtrail.chain_heads ORDER BY chain",
-                &[],
+                "SELECT source, entries, hash FROM pgtrail.chain_heads WHERE source IN (0, $1::smallint)",
+                &[&source.0],
             )
             .await?;
-        let head = |c: Chain| -> Result<(i64, Vec<u8>), StoreError> {
+        let head = |id: SourceId| -> Result<(i64, Vec<u8>), StoreError> {
             rows.iter()
-                .find(|r| r.get::<_, &str>(0) == c.name())
+                .find(|r| r.get::<_, i16>(0) == id.0)
                 .map(|r| (r.get(1), r.get(2)))
-                .ok_or(StoreError::ChainHead(c.name()))
+                .ok_or_else(|| StoreError::ChainHead(format!("source {}", id.0)))
         };
-        let (capture_entries, capture_hash) = head(Chain::Capture)?;
-        let (events_entries, events_hash) = head(Chain::Events)?;
+        let (capture_entries, capture_hash) = head(source)?;
+        let (events_entries, events_hash) = head(SourceId::EVENTS)?;
         let now = chrono::Utc::now();
         let at = now.timestamp_micros();
         let signed = SignedHead {
@@ -88,13 +101,15 @@ impl HeadSigner {
             events_hash,
             public_key: self.key.verifying_key().as_bytes().to_vec(),
             signature: Vec::new(),
+            version: 2,
+            source: Some(name.to_string()),
         };
         let signature = self.key.sign(&signed.message()).to_bytes().to_vec();
         client
             .execute(
                 "INSERT INTO pgtrail.signed_heads (signed_at, capture_entries, capture_hash, \
-                     events_entries, events_hash, public_key, signature) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                     events_entries, events_hash, public_key, signature, version, source) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 &[
                     &signed.signed_at,
                     &signed.capture_entries,
@@ -103,6 +118,8 @@ impl HeadSigner {
                     &signed.events_hash,
                     &signed.public_key,
                     &signature,
+                    &signed.version,
+                    &signed.source,
                 ],
             )
             .await?;
@@ -114,6 +131,11 @@ impl HeadSigner {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SignedHead {
     pub signed_at: chrono::DateTime<chrono::Utc>,
+    /// The source whose chain `capture_*` is: `None` in a v1 head, which is
+    /// the store's first source.
+    pub source: Option<String>,
+    /// 1 or 2: which message was signed.
+    pub version: i16,
     pub capture_entries: i64,
     #[serde(serialize_with = "hex")]
     pub capture_hash: Vec<u8>,
@@ -132,7 +154,7 @@ fn hex<S: serde::Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
 
 /// The columns [`SignedHead::from_row`] reads, in order.
 pub const SIGNED_HEAD_COLUMNS: &str = "signed_at, capture_entries, capture_hash, events_entries, \
-     events_hash, public_key, signature";
+     events_hash, public_key, signature, version, source";
 
 impl SignedHead {
     /// Reads [`SIGNED_HEAD_COLUMNS`] from `row`, starting at column `at`.
@@ -148,6 +170,8 @@ impl SignedHead {
             events_hash: row.try_get(at + 4)?,
             public_key: row.try_get(at + 5)?,
             signature: row.try_get(at + 6)?,
+            version: row.try_get(at + 7)?,
+            source: row.try_get(at + 8)?,
         })
     }
 
@@ -165,11 +189,25 @@ impl SignedHead {
         })
     }
 
-    /// The bytes that are signed.
+    /// The bytes that are signed (of its version; a v2 head names its source).
     pub fn message(&self) -> Vec<u8> {
-        let mut m = Vec::with_capacity(DOMAIN.len() + 3 * 8 + 2 * 32);
-        m.extend_from_slice(DOMAIN);
+        let mut m = Vec::with_capacity(DOMAIN_V2.len() + 4 + 63 + 3 * 8 + 2 * 32);
+        m.extend_from_slice(if self.version == 1 {
+            DOMAIN_V1
+        } else {
+            DOMAIN_V2
+        });
         m.extend_from_slice(&self.signed_at.timestamp_micros().to_be_bytes());
+        if self.version != 1 {
+            let name = self.source.as_deref().unwrap_or_default().as_bytes();
+            m.extend_from_slice(&(name.len() as u32).to_be_bytes());
+            m.extend_from_slice(name);
+        }
+        self.with_heads(m)
+    }
+
+    /// `m` followed by the two chains' counts and hashes.
+    fn with_heads(&self, mut m: Vec<u8>) -> Vec<u8> {
         m.extend_from_slice(&self.capture_entries.to_be_bytes());
         m.extend_from_slice(&self.capture_hash);
         m.extend_from_slice(&self.events_entries.to_be_bytes());
@@ -185,11 +223,12 @@ impl SignedHead {
         key.verify(&self.message(), &signature).is_ok()
     }
 
-    /// The signed count and hash of one chain.
+    /// The signed count and hash of one chain (the source's own, or the events').
     pub fn head(&self, c: Chain) -> (i64, &[u8]) {
-        match c {
-            Chain::Capture => (self.capture_entries, &self.capture_hash),
-            Chain::Events => (self.events_entries, &self.events_hash),
+        if c == Chain::EVENTS {
+            (self.events_entries, &self.events_hash)
+        } else {
+            (self.capture_entries, &self.capture_hash)
         }
     }
 }
@@ -222,14 +261,20 @@ mod tests {
             events_hash: vec![2; 32],
             public_key: Vec::new(),
             signature: Vec::new(),
+            version: 2,
+            source: Some("shop-eu".into()),
         }
+    }
+
+    fn signed(mut h: SignedHead, key: &SigningKey) -> SignedHead {
+        h.signature = key.sign(&h.message()).to_bytes().to_vec();
+        h
     }
 
     #[test]
     fn a_signature_covers_every_field() {
         let key = SigningKey::from_bytes(&[7; 32]);
-        let mut h = head();
-        h.signature = key.sign(&h.message()).to_bytes().to_vec();
+        let mut h = signed(head(), &key);
         assert!(h.verifies(&key.verifying_key()));
         assert!(!h.verifies(&SigningKey::from_bytes(&[8; 32]).verifying_key()));
         for change in [
@@ -238,6 +283,8 @@ mod tests {
             |h: &mut SignedHead| h.events_entries -= 1,
             |h: &mut SignedHead| h.events_hash[31] ^= 1,
             |h: &mut SignedHead| h.signed_at += chrono::Duration::microseconds(1),
+            |h: &mut SignedHead| h.source = Some("shop-us".into()),
+            |h: &mut SignedHead| h.version = 1,
         ] {
             let mut changed = h.clone();
             change(&mut changed);
@@ -245,5 +292,27 @@ mod tests {
         }
         h.signature.truncate(10);
         assert!(!h.verifies(&key.verifying_key()));
+    }
+
+    #[test]
+    fn a_v1_head_is_the_message_without_a_source() {
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let v1 = SignedHead {
+            version: 1,
+            source: None,
+            ..head()
+        };
+        // The v1 message as it was signed before sources had names.
+        let mut message = b"pgtrail signed head v1\n".to_vec();
+        message.extend_from_slice(&1_700_000_000_123_456i64.to_be_bytes());
+        message.extend_from_slice(&5i64.to_be_bytes());
+        message.extend_from_slice(&[1; 32]);
+        message.extend_from_slice(&2i64.to_be_bytes());
+        message.extend_from_slice(&[2; 32]);
+        assert_eq!(v1.message(), message);
+        let v1 = signed(v1, &key);
+        assert!(v1.verifies(&key.verifying_key()));
+        // The same figures signed as v2 are another message.
+        assert_ne!(signed(head(), &key).message(), v1.message());
     }
 }

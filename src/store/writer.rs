@@ -7,10 +7,10 @@
 //! store transaction is only ever committed at a source transaction boundary,
 //! which is what keeps the checkpoint exact.
 //!
-//! Every entry is hashed into the capture chain ([`super::chain`]) as it is
+//! Every entry is hashed into its source's chain ([`super::chain`]) as it is
 //! encoded; the chain's head is updated with the checkpoint, in the same
 //! store transaction, and only if it is still the head this writer started
-//! from (one daemon feeds one store).
+//! from (one daemon per source).
 //!
 //! One COPY statement stays open for the whole store transaction and chunks
 //! are sent without waiting for the store to take each one in: the store
@@ -29,10 +29,11 @@ use tokio_postgres::{Client, CopyInSink};
 
 use super::chain::{self, Chain};
 use super::context::ContextColumns;
-use super::encode::replace_nul;
 pub use super::encode::{content, encode_copy_row, COPY_SQL};
+use super::encode::{encode_sourced_row, replace_nul, SOURCED_COPY_SQL};
 use super::quarantine::SideRows;
 use super::signing::HeadSigner;
+use super::sources::{SourceId, SourceName};
 use super::StoreError;
 use crate::entry::{Action, AuditEntry, Event};
 use crate::metrics::record::{self, StoreCommit};
@@ -50,6 +51,10 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct StoreWriter {
     client: Client,
+    /// The source this writer stores, whose chain and checkpoint it moves.
+    source: SourceId,
+    /// Its name, as the metrics and the signed heads name it.
+    name: SourceName,
     slot: SlotName,
     /// Entries as COPY text, not yet sent.
     copy_buf: BytesMut,
@@ -85,8 +90,6 @@ pub struct StoreWriter {
     /// How long one step (a batch, a commit) may take before the store is
     /// taken for gone (`store.timeout_seconds`).
     timeout: Duration,
-    /// The source database, as the metrics name it.
-    source: String,
     /// What the open store transaction holds, for the metrics: of the source
     /// transaction still arriving, and of those received whole. Recorded only
     /// once committed, so the figures count what the store really holds.
@@ -103,6 +106,8 @@ struct Tally {
     decode_errors: u64,
     quarantined: u64,
     last_commit_micros: Option<i64>,
+    /// The commit time of the last source transaction with entries.
+    last_entries_commit_micros: Option<i64>,
 }
 
 impl Tally {
@@ -121,6 +126,9 @@ impl Tally {
         self.decode_errors += later.decode_errors;
         self.quarantined += later.quarantined;
         self.last_commit_micros = later.last_commit_micros.or(self.last_commit_micros);
+        self.last_entries_commit_micros = later
+            .last_entries_commit_micros
+            .or(self.last_entries_commit_micros);
     }
 
     /// Records what a store commit that took `took` made durable.
@@ -166,9 +174,16 @@ struct ChainState {
 }
 
 impl StoreWriter {
-    pub fn new(client: Client, slot: SlotName, durable: watch::Sender<Lsn>) -> Self {
+    pub fn new(
+        client: Client,
+        (source, name): (SourceId, SourceName),
+        slot: SlotName,
+        durable: watch::Sender<Lsn>,
+    ) -> Self {
         StoreWriter {
             client,
+            source,
+            name,
             slot,
             copy_buf: BytesMut::with_capacity(COPY_CHUNK_BYTES + (64 << 10)),
             side: SideRows::default(),
@@ -193,16 +208,9 @@ impl StoreWriter {
             signing: None,
             isolate_until: None,
             timeout: DEFAULT_TIMEOUT,
-            source: String::new(),
             partial: Tally::default(),
             whole: Tally::default(),
         }
-    }
-
-    /// Names the source database in the metrics this writer records.
-    pub fn with_source_label(mut self, source: &str) -> Self {
-        self.source = source.to_owned();
-        self
     }
 
     /// Commits each source transaction alone until the checkpoint passes `until`.
@@ -240,7 +248,7 @@ impl StoreWriter {
             return Ok(());
         };
         if s.due && (now || s.last.elapsed() >= s.signer.every) {
-            s.signer.sign(&self.client).await?;
+            s.signer.sign(&self.client, self.source, &self.name).await?;
             s.last = Instant::now();
             s.due = false;
         }
@@ -252,7 +260,7 @@ impl StoreWriter {
     /// A step the store does not finish within the timeout ends the run.
     pub async fn run(mut self, mut rx: mpsc::Receiver<Vec<Event>>) -> Result<(), StoreError> {
         let limit = self.timeout;
-        let head = within(limit, chain::head(&self.client, Chain::Capture)).await?;
+        let head = within(limit, chain::head(&self.client, Chain(self.source))).await?;
         self.chain.committed = head;
         self.chain.last = head;
         self.chain.whole = head;
@@ -306,10 +314,11 @@ impl StoreWriter {
                     if let Some(map) = self.partial_partitions.take() {
                         self.whole_partitions = Some(map);
                     }
+                    self.partial.last_commit_micros = chain::commit_time_micros(&txn.committed_at);
                     if self.partial.entries.iter().any(|n| *n > 0) {
                         self.partial.transactions = 1;
+                        self.partial.last_entries_commit_micros = self.partial.last_commit_micros;
                     }
-                    self.partial.last_commit_micros = chain::commit_time_micros(&txn.committed_at);
                     self.mark_whole(txn.end_lsn);
                     if self.isolating() {
                         self.commit_if_whole().await?;
@@ -344,7 +353,9 @@ impl StoreWriter {
             self.holds_partial |= self.side.holds_partial();
             self.begin().await?;
             self.end_copy().await?;
-            self.side.send_all(&self.client).await?;
+            self.side
+                .send_all(&self.client, self.source, &self.name)
+                .await?;
         }
         Ok(())
     }
@@ -372,7 +383,7 @@ impl StoreWriter {
         self.chain.last = hash;
         self.chain.encoded += 1;
         self.partial.entry(entry.action);
-        encode_copy_row(&entry, cols, &hash, &mut self.copy_buf);
+        encode_sourced_row(&entry, cols, &hash, self.source, &mut self.copy_buf);
         Ok(())
     }
 
@@ -419,7 +430,7 @@ impl StoreWriter {
             Some(sink) => sink,
             None => self
                 .copy
-                .insert(Box::pin(self.client.copy_in(COPY_SQL).await?)),
+                .insert(Box::pin(self.client.copy_in(SOURCED_COPY_SQL).await?)),
         };
         sink.send(chunk).await?;
         Ok(())
@@ -448,13 +459,15 @@ impl StoreWriter {
         self.whole_bytes = 0;
         self.begin().await?;
         self.end_copy().await?;
-        self.side.send_whole(&self.client).await?;
+        self.side
+            .send_whole(&self.client, self.source, &self.name)
+            .await?;
         if let Some(map) = self.whole_partitions.take() {
             self.client
                 .execute(
-                    "INSERT INTO pgtrail.partition_maps (slot, members) VALUES ($1, $2::text::json) \
-                     ON CONFLICT (slot) DO UPDATE SET members = excluded.members, updated_at = now()",
-                    &[&self.slot.as_str(), &map],
+                    "INSERT INTO pgtrail.partition_maps (source, slot, members) VALUES ($1, $2, $3::text::json) \
+                     ON CONFLICT (source, slot) DO UPDATE SET members = excluded.members, updated_at = now()",
+                    &[&self.source.0, &self.slot.as_str(), &map],
                 )
                 .await?;
         }
@@ -463,25 +476,39 @@ impl StoreWriter {
                 .client
                 .execute(
                     "UPDATE pgtrail.chain_heads SET hash = $2, entries = entries + $3, updated_at = now() \
-                     WHERE chain = 'capture' AND hash = $1",
+                     WHERE source = $4 AND hash = $1",
                     &[
                         &&self.chain.committed[..],
                         &&self.chain.whole[..],
                         &self.chain.whole_entries,
+                        &self.source.0,
                     ],
                 )
                 .await?;
             if moved != 1 {
-                return Err(StoreError::ChainMoved);
+                return Err(StoreError::ChainMoved(self.name.to_string()));
             }
             self.chain.committed = self.chain.whole;
             self.chain.encoded -= self.chain.whole_entries;
             self.chain.whole_entries = 0;
         }
+        // The commit time of the newest change it covers, kept with it (gap
+        // events and status read it there, not from the entries).
+        let committed_at = self
+            .whole
+            .last_entries_commit_micros
+            .and_then(chrono::DateTime::from_timestamp_micros);
         self.client
             .execute(
-                "UPDATE pgtrail.checkpoints SET lsn = $2::text::pg_lsn, updated_at = now() WHERE slot = $1",
-                &[&self.slot.as_str(), &checkpoint.to_string()],
+                "UPDATE pgtrail.checkpoints SET lsn = $3::text::pg_lsn, updated_at = now(), \
+                     last_committed_at = coalesce($4, last_committed_at) \
+                 WHERE source = $1 AND slot = $2",
+                &[
+                    &self.source.0,
+                    &self.slot.as_str(),
+                    &checkpoint.to_string(),
+                    &committed_at,
+                ],
             )
             .await?;
         self.client.batch_execute("COMMIT").await?;
@@ -489,7 +516,7 @@ impl StoreWriter {
         self.pending_checkpoint = None;
         self.last_commit = Instant::now();
         self.durable.send_replace(checkpoint);
-        std::mem::take(&mut self.whole).record(&self.source, started.elapsed());
+        std::mem::take(&mut self.whole).record(self.name.as_str(), started.elapsed());
         if let Some(s) = &mut self.signing {
             s.due = true;
         }

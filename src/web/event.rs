@@ -444,8 +444,9 @@ mod tests {
     fn gap_events_say_what_was_lost() {
         use crate::pipeline::gap::recreated_event;
         let slot = crate::pg::SlotName::parse("pgtrail_slot").unwrap();
+        let source = crate::store::sources::SourceName::parse("shop").unwrap();
         let e = recreated_event(
-            &slot,
+            (&source, &slot),
             &crate::pipeline::gap::Found::Missing,
             None,
             "0/16B3748".parse().unwrap(),

@@ -27,6 +27,8 @@ mod exports_memory;
 mod exports_temp;
 mod exports_web;
 mod fidelity;
+mod fleet;
+mod fleet_upgrade;
 mod gap;
 mod hostile;
 mod large;

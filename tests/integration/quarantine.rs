@@ -284,8 +284,8 @@ async fn tamper_with_the_quarantine(env: &TestEnv, store: &Client, n: usize) {
     assert!(breaks[0].1.contains(&counts), "{breaks:?}");
     store
         .batch_execute(&format!(
-            "INSERT INTO pgtrail.quarantine (first_lsn, seq, lsn, record) \
-             VALUES ('{first_lsn}', {seq}, '{lsn}', decode('{original}', 'hex'))"
+            "INSERT INTO pgtrail.quarantine (source, first_lsn, seq, lsn, record) \
+             VALUES (1, '{first_lsn}', {seq}, '{lsn}', decode('{original}', 'hex'))"
         ))
         .await
         .unwrap();
@@ -295,8 +295,8 @@ async fn tamper_with_the_quarantine(env: &TestEnv, store: &Client, n: usize) {
     // check runs to the end of the store.
     store
         .batch_execute(
-            "INSERT INTO pgtrail.quarantine (first_lsn, seq, lsn, record) \
-             VALUES ('0/1', 0, '0/1', '\\x7b7d')",
+            "INSERT INTO pgtrail.quarantine (source, first_lsn, seq, lsn, record) \
+             VALUES (1, '0/1', 0, '0/1', '\\x7b7d')",
         )
         .await
         .unwrap();

@@ -3,47 +3,12 @@
 //! refuses another key, and catches a chain that was rewritten and recomputed wholesale, which
 //! plain `verify` cannot; `digest` prints the newest signed head.
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use pgtrail::store::chain::{Content, GENESIS};
 use serde_json::Value;
 
 use crate::harness::*;
-
-/// An Ed25519 key pair in PEM, made with openssl: (private, public).
-fn keypair(dir: &Path, name: &str) -> (String, String) {
-    let private = dir.join(format!("{name}.pem"));
-    let public = dir.join(format!("{name}.pub.pem"));
-    for args in [
-        vec![
-            "genpkey",
-            "-algorithm",
-            "ed25519",
-            "-out",
-            private.to_str().unwrap(),
-        ],
-        vec![
-            "pkey",
-            "-in",
-            private.to_str().unwrap(),
-            "-pubout",
-            "-out",
-            public.to_str().unwrap(),
-        ],
-    ] {
-        let out = Command::new("openssl")
-            .args(&args)
-            .output()
-            .expect("run openssl");
-        assert!(out.status.success(), "openssl {args:?}: {out:?}");
-    }
-    (
-        private.to_string_lossy().into_owned(),
-        public.to_string_lossy().into_owned(),
-    )
-}
 
 async fn verify_with(env: &TestEnv, public: &str) -> (i32, Value) {
     let out = env
@@ -104,7 +69,7 @@ async fn recompute_capture_chain(store: &tokio_postgres::Client) {
     }
     let hex: String = prev.iter().map(|b| format!("{b:02x}")).collect();
     updates.push_str(&format!(
-        "UPDATE pgtrail.chain_heads SET hash = '\\x{hex}' WHERE chain = 'capture';
+        "UPDATE pgtrail.chain_heads SET hash = '\\x{hex}' WHERE source = 1;
          ALTER TABLE pgtrail.entries ENABLE TRIGGER entries_append_only; COMMIT;"
     ));
     store.batch_execute(&updates).await.unwrap();
@@ -156,7 +121,7 @@ async fn signed_heads_catch_a_chain_rewritten_and_recomputed() {
     assert_eq!(code, 0, "{report}");
     let head: (i64, Vec<u8>) = store
         .query_one(
-            "SELECT entries, hash FROM pgtrail.chain_heads WHERE chain = 'capture'",
+            "SELECT entries, hash FROM pgtrail.chain_heads WHERE source = 1",
             &[],
         )
         .await

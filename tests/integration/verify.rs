@@ -153,7 +153,8 @@ async fn verify_passes_on_capture_and_events_across_kills() {
     // 3 × (300 inserts + 42 updates + 27 deletes), the event, the last update, the sync markers.
     assert!(n > 3 * 369 + 2, "only {n} entries stored");
     let (_, report) = verify(&env, &[]).await;
-    assert_eq!(report["chains"]["events"]["entries"], 1, "{report}");
+    // The chains by source name: pgtrail's own events, and the source `app`.
+    assert_eq!(report["chains"]["pgtrail"]["entries"], 1, "{report}");
     // The heads agree with the entries, counted by chain.
     let capture: i64 = store
         .query_one(
@@ -163,10 +164,10 @@ async fn verify_passes_on_capture_and_events_across_kills() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(report["chains"]["capture"]["entries"], capture);
+    assert_eq!(report["chains"]["app"]["entries"], capture);
     let head: i64 = store
         .query_one(
-            "SELECT entries FROM pgtrail.chain_heads WHERE chain = 'capture'",
+            "SELECT entries FROM pgtrail.chain_heads WHERE source = 1",
             &[],
         )
         .await

@@ -76,8 +76,9 @@ async fn make_events(env: &TestEnv, store: &Client, web: &Web) -> Agent {
         StatusCode::UNAUTHORIZED
     );
     let slot = pgtrail::pg::SlotName::parse("pgtrail_slot").unwrap();
+    let source = pgtrail::store::sources::SourceName::parse("app").unwrap();
     let gap = pgtrail::pipeline::gap::recreated_event(
-        &slot,
+        (&source, &slot),
         &pgtrail::pipeline::gap::Found::Missing,
         None,
         "0/16B3748".parse().unwrap(),

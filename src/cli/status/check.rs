@@ -212,6 +212,7 @@ mod tests {
 
     fn running(lag: u64) -> Status {
         Status {
+            source: "app".into(),
             slot: "pgtrail".into(),
             slot_exists: true,
             slot_active: true,
@@ -223,6 +224,7 @@ mod tests {
             wal_warn_bytes: Some(1 << 30),
             last_stored_lsn: Some("0/10".into()),
             last_stored_age_seconds: Some(3),
+            last_stored_commit: None,
             entries_estimate: 7,
             quarantine: Default::default(),
         }

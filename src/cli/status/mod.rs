@@ -13,6 +13,8 @@ use crate::{source, store};
 
 #[derive(Debug, Serialize)]
 pub struct Status {
+    /// `[source] name`: which of the store's sources this is.
+    pub source: String,
     pub slot: String,
     pub slot_exists: bool,
     /// A walsender holds the slot: this is how "the daemon is running" is judged, from the source.
@@ -31,6 +33,9 @@ pub struct Status {
     /// Seconds since the store's checkpoint for this slot was last written (by setup, or with the
     /// last stored transaction), on the store's clock.
     pub last_stored_age_seconds: Option<u64>,
+    /// The source commit time of the newest change stored (RFC 3339, UTC), written with the
+    /// checkpoint; `None` before the first.
+    pub last_stored_commit: Option<String>,
     /// An upper bound, not a count: highest entry id minus lowest plus one (two index probes).
     /// Exact unless a store transaction was rolled back after taking ids.
     pub entries_estimate: i64,
@@ -76,9 +81,11 @@ pub async fn status(config: &Config) -> Result<Status> {
     let store = store::open(&config.store).await?;
     let checkpoint = store
         .query_opt(
-            "SELECT lsn::text, greatest(0, extract(epoch FROM now() - updated_at))::bigint \
-             FROM pgtrail.checkpoints WHERE slot = $1",
-            &[&config.slot.as_str()],
+            "SELECT c.lsn::text, greatest(0, extract(epoch FROM now() - c.updated_at))::bigint, \
+                    to_char(c.last_committed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') \
+             FROM pgtrail.checkpoints c JOIN pgtrail.sources s ON s.id = c.source \
+             WHERE s.name = $1 AND c.slot = $2",
+            &[&config.source_name.as_str(), &config.slot.as_str()],
         )
         .await
         .context("reading the checkpoint from the store")?;
@@ -93,6 +100,7 @@ pub async fn status(config: &Config) -> Result<Status> {
         .get(0);
     let quarantine = store::quarantine::summary(&store).await?;
     Ok(Status {
+        source: config.source_name.to_string(),
         slot: config.slot.to_string(),
         slot_exists: slot.exists,
         slot_active: slot.active,
@@ -109,6 +117,7 @@ pub async fn status(config: &Config) -> Result<Status> {
         last_stored_age_seconds: checkpoint
             .as_ref()
             .and_then(|r| u64::try_from(r.get::<_, i64>(1)).ok()),
+        last_stored_commit: checkpoint.as_ref().and_then(|r| r.get(2)),
         entries_estimate,
         quarantine,
     })
@@ -135,7 +144,8 @@ impl Status {
             )
         };
         format!(
-            "slot: {}\nslot_exists: {}\nslot_active: {}\nwal_status: {}\nconfirmed_flush_lsn: {}\nserver_lsn: {}\nlag_bytes: {}\nretained_wal_bytes: {}\nwal_warn_bytes: {}\nlast_stored_lsn: {}\nlast_stored_age_seconds: {}\nentries: about {}\n",
+            "source: {}\nslot: {}\nslot_exists: {}\nslot_active: {}\nwal_status: {}\nconfirmed_flush_lsn: {}\nserver_lsn: {}\nlag_bytes: {}\nretained_wal_bytes: {}\nwal_warn_bytes: {}\nlast_stored_lsn: {}\nlast_stored_age_seconds: {}\nlast_stored_commit: {}\nentries: about {}\n",
+            self.source,
             self.slot,
             self.slot_exists,
             self.slot_active,
@@ -147,6 +157,7 @@ impl Status {
             num(self.wal_warn_bytes),
             opt(&self.last_stored_lsn),
             num(self.last_stored_age_seconds),
+            opt(&self.last_stored_commit),
             self.entries_estimate
         ) + &quarantine
     }

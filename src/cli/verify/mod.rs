@@ -1,7 +1,9 @@
-//! `pgtrail verify`: recomputes the store's hash chains ([`crate::store::chain`])
-//! and reports every entry that does not match, and chain heads that disagree
-//! with the entries. Reads in one snapshot, streaming, so memory stays flat
-//! whatever the size of the store.
+//! `pgtrail verify`: recomputes the store's hash chains ([`crate::store::chain`]),
+//! one per source and one of pgtrail's own events, and reports every entry
+//! that does not match, and chain heads that disagree with the entries
+//! ([`heads`]). Reads in one snapshot, streaming, so memory stays flat
+//! whatever the size of the store. `--source NAME` checks that source's
+//! chain and the events chain only.
 //!
 //! Each entry is checked against the stored hash of the entry before it in its
 //! chain, so one change shows as one break: an UPDATE breaks the entry itself,
@@ -11,6 +13,7 @@
 //! The quarantine's records are checked against their `EVENT` entries too
 //! ([`quarantine`]).
 
+mod heads;
 mod quarantine;
 
 use std::collections::BTreeMap;
@@ -24,7 +27,8 @@ use crate::config::Config;
 use crate::entry::row_key;
 use crate::store::chain::{self, Chain, Content};
 use crate::store::context::ContextColumns;
-use crate::store::signing::{self, SignedHead, SIGNED_HEAD_COLUMNS};
+use crate::store::signing::{self, SignedHead};
+use crate::store::sources::{self, SourceId, SourceName, ENTRY_SOURCE_SQL};
 use crate::table::TableName;
 
 /// At most this many breaks are listed; the rest are counted.
@@ -48,6 +52,10 @@ pub struct Request {
     /// Ed25519 public key (PEM) and the chain against the newest one.
     #[arg(long, value_name = "FILE")]
     pub public_key: Option<std::path::PathBuf>,
+    /// Check only this source's chain (its `[source] name`) and the chain of pgtrail's own
+    /// events; with --public-key, only this source's signed heads.
+    #[arg(long, value_name = "NAME")]
+    pub source: Option<String>,
 }
 
 /// The outcome.
@@ -58,13 +66,14 @@ pub struct Report {
     pub entries: u64,
     /// Entries stored before the chain began (no hash): not covered.
     pub unchained: u64,
-    pub chains: BTreeMap<&'static str, ChainReport>,
+    /// By source name; `pgtrail` is the chain of pgtrail's own events.
+    pub chains: BTreeMap<String, ChainReport>,
     /// The quarantined transactions checked against their `EVENT` entries.
     pub quarantine: quarantine::QuarantineReport,
     /// The first breaks: the entries' in id order, then the quarantine's.
     pub breaks: Vec<Break>,
     pub breaks_total: u64,
-    /// With `--public-key`: the newest signed head the chain was checked against.
+    /// With `--public-key`: the newest signed head the chains were checked against.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signed_head: Option<SignedHead>,
     /// With `--public-key`: how many signed heads were checked.
@@ -85,12 +94,15 @@ pub struct ChainReport {
 pub struct Break {
     /// The entry where the chain breaks.
     pub id: Option<i64>,
-    pub chain: &'static str,
+    /// The chain's source, or what else broke (`signed heads`, `quarantine`).
+    pub chain: String,
     pub problem: String,
 }
 
 /// One chain's state while reading.
 struct Walk {
+    /// Its source's name.
+    name: String,
     prev: [u8; 32],
     prev_id: Option<i64>,
     /// A hashed entry of this chain has been seen: from here on every entry must have one.
@@ -114,40 +126,25 @@ pub async fn run(config: &Config, req: &Request) -> Result<Report> {
     let from = req.from.unwrap_or(i64::MIN);
     let to = req.to.unwrap_or(i64::MAX);
     let mut report = Report::default();
-    if let Some(file) = &req.public_key {
-        anyhow::ensure!(
-            req.from.is_none() && req.to.is_none(),
-            "--public-key checks the whole chain: leave out --from and --to"
-        );
-        let key = signing::public_key_from_file(file).map_err(anyhow::Error::msg)?;
-        let (checked, newest) = signed_heads(&tx, &key, &mut report).await?;
-        report.signatures_checked = Some(checked);
-        match newest {
-            Some(head) => report.signed_head = Some(head),
-            None => push_break(
-                &mut report,
-                None,
-                "signed heads",
-                "no signed head verifies with this public key: is store.signing_key_file set, and is this its public half?".into(),
-            ),
+    let scope = Scope::of(&tx, req.source.as_deref()).await?;
+    let signed = match &req.public_key {
+        Some(file) => {
+            anyhow::ensure!(
+                req.from.is_none() && req.to.is_none(),
+                "--public-key checks the whole chain: leave out --from and --to"
+            );
+            let key = signing::public_key_from_file(file).map_err(anyhow::Error::msg)?;
+            Some(heads::signed(&tx, &key, &scope, &mut report).await?)
         }
-    }
+        None => None,
+    };
     let mut walks = BTreeMap::new();
-    for c in Chain::ALL {
+    for (id, name) in &scope.chains {
+        let c = Chain(*id);
         let prev = start_of(&tx, c, from).await?;
-        walks.insert(
-            c,
-            Walk {
-                prev: prev.unwrap_or(chain::GENESIS),
-                prev_id: None,
-                hashed: prev.is_some(),
-                report: ChainReport::default(),
-                signed: report.signed_head.as_ref().map(|h| {
-                    let (n, hash) = h.head(c);
-                    (n, hash.try_into().unwrap_or([0xff; 32]))
-                }),
-            },
-        );
+        let mut walk = Walk::new(name.clone(), prev);
+        walk.signed = signed.as_ref().and_then(|s| s.point(c));
+        walks.insert(c, walk);
     }
     let (low, high): (Option<i64>, Option<i64>) = {
         let r = tx
@@ -161,10 +158,13 @@ pub async fn run(config: &Config, req: &Request) -> Result<Report> {
     let bar = progress((low.unwrap_or(0), high.unwrap_or(0)));
     let rows = tx
         .query_raw(
-            "SELECT id, committed_at, xid, lsn::text, schema_name, table_name, action, \
-                    primary_key::text, before::text, after::text, changed_columns::text, \
-                    context::text, details::text, hash, row_key, actor, host(client_addr) \
-             FROM pgtrail.entries WHERE id BETWEEN $1 AND $2 ORDER BY id",
+            &format!(
+                "SELECT id, committed_at, xid, lsn::text, schema_name, table_name, action, \
+                        primary_key::text, before::text, after::text, changed_columns::text, \
+                        context::text, details::text, hash, row_key, actor, host(client_addr), source \
+                 FROM pgtrail.entries WHERE id BETWEEN $1 AND $2 {} ORDER BY id",
+                scope.sql_condition()
+            ),
             [&from, &to],
         )
         .await?;
@@ -178,10 +178,15 @@ pub async fn run(config: &Config, req: &Request) -> Result<Report> {
             }
         }
         let stored = StoredRow::from_row(&row)?;
-        let c = Chain::of_entry(stored.lsn.is_some());
-        let walk = walks.get_mut(&c).context("every chain has a walk")?;
+        let c = Chain::of_entry(stored.source, stored.lsn.is_some());
+        // An entry of a source the store does not know: its chain is
+        // checked on its own, and has no head.
+        let walk = walks
+            .entry(c)
+            .or_insert_with(|| Walk::new(format!("unknown source {}", c.0 .0), None));
+        let name = walk.name.clone();
         for problem in check(&stored, walk, &mut report) {
-            push_break(&mut report, Some(id), c.name(), problem);
+            push_break(&mut report, Some(id), &name, problem);
         }
     }
     if let Some(bar) = bar {
@@ -189,73 +194,96 @@ pub async fn run(config: &Config, req: &Request) -> Result<Report> {
     }
     if req.to.is_none() {
         for (c, walk) in &walks {
-            if let Some(problem) = head_problem(&tx, *c, walk, req.from.is_none()).await? {
-                push_break(&mut report, None, c.name(), problem);
-            }
-            if let Some((n, _)) = walk.signed {
-                if (walk.report.entries as i64) < n {
-                    push_break(
-                        &mut report,
-                        None,
-                        c.name(),
-                        format!(
-                            "the {} chain holds {} entries, fewer than the {n} of its signed head: entries were removed",
-                            c.name(),
-                            walk.report.entries
-                        ),
-                    );
-                }
+            for problem in heads::problems(&tx, *c, walk, req.from.is_none()).await? {
+                push_break(&mut report, None, &walk.name, problem);
             }
         }
     }
-    quarantine::check(&tx, (from, to), req.to.is_none(), &mut report).await?;
+    quarantine::check(&tx, (from, to), req.to.is_none(), &scope, &mut report).await?;
     tx.commit().await?;
     report.intact = report.breaks_total == 0;
-    report.chains = walks
-        .into_iter()
-        .map(|(c, w)| (c.name(), w.report))
-        .collect();
+    report.chains = walks.into_values().map(|w| (w.name, w.report)).collect();
     Ok(report)
 }
 
-fn push_break(report: &mut Report, id: Option<i64>, chain: &'static str, problem: String) {
-    report.breaks_total += 1;
-    if report.breaks.len() < LISTED_BREAKS {
-        report.breaks.push(Break { id, chain, problem });
+/// The sources a check covers: every one, or the one asked for and pgtrail's own events.
+struct Scope {
+    /// The chains to walk, by source id, with their names.
+    chains: BTreeMap<SourceId, String>,
+    /// The one source asked for (`--source`).
+    only: Option<SourceId>,
+    /// The store's first source: v1 signed heads and entries stored before
+    /// sources had ids are its.
+    first: String,
+}
+
+impl Scope {
+    async fn of(tx: &tokio_postgres::Transaction<'_>, only: Option<&str>) -> Result<Scope> {
+        let all = sources::all(tx).await?;
+        let first = all
+            .iter()
+            .find(|(id, _)| *id == SourceId::FIRST)
+            .map(|(_, n)| n.clone())
+            .unwrap_or_default();
+        let Some(name) = only else {
+            return Ok(Scope {
+                chains: all.into_iter().collect(),
+                only: None,
+                first,
+            });
+        };
+        let Some(id) = all.iter().find(|(_, n)| n == name).map(|(id, _)| *id) else {
+            let names: Vec<&str> = all
+                .iter()
+                .filter(|(id, _)| *id != SourceId::EVENTS)
+                .map(|(_, n)| n.as_str())
+                .collect();
+            anyhow::bail!(
+                "the store has no source named {name:?}; its sources: {}",
+                names.join(", ")
+            );
+        };
+        Ok(Scope {
+            chains: all
+                .into_iter()
+                .filter(|(i, _)| *i == id || *i == SourceId::EVENTS)
+                .collect(),
+            only: Some(id),
+            first,
+        })
+    }
+
+    /// SQL (`AND …`) that keeps the entries of the chains checked, over `pgtrail.entries`.
+    fn sql_condition(&self) -> String {
+        match self.only {
+            Some(id) => format!("AND {ENTRY_SOURCE_SQL} IN (0, {})", id.0),
+            None => String::new(),
+        }
     }
 }
 
-/// Checks every signed head's signature with `key`; returns how many were
-/// checked and the newest that verifies. A head that does not verify is a break.
-async fn signed_heads(
-    tx: &tokio_postgres::Transaction<'_>,
-    key: &ed25519_dalek::VerifyingKey,
-    report: &mut Report,
-) -> Result<(u64, Option<SignedHead>)> {
-    let rows = tx
-        .query_raw(
-            &format!("SELECT id, {SIGNED_HEAD_COLUMNS} FROM pgtrail.signed_heads ORDER BY id"),
-            std::iter::empty::<i64>(),
-        )
-        .await?;
-    futures_util::pin_mut!(rows);
-    let (mut checked, mut newest) = (0, None);
-    while let Some(row) = rows.try_next().await? {
-        checked += 1;
-        let id: i64 = row.try_get(0)?;
-        let head = SignedHead::from_row_at(&row, 1)?;
-        if head.verifies(key) {
-            newest = Some(head);
-        } else {
-            push_break(
-                report,
-                None,
-                "signed heads",
-                format!("signed head {id} ({}) does not verify with this public key: it was forged or changed, or signed with another key", head.signed_at),
-            );
+impl Walk {
+    fn new(name: String, prev: Option<[u8; 32]>) -> Walk {
+        Walk {
+            name,
+            prev: prev.unwrap_or(chain::GENESIS),
+            prev_id: None,
+            hashed: prev.is_some(),
+            report: ChainReport::default(),
+            signed: None,
         }
     }
-    Ok((checked, newest))
+}
+
+fn push_break(report: &mut Report, id: Option<i64>, chain: &str, problem: String) {
+    report.breaks_total += 1;
+    if report.breaks.len() < LISTED_BREAKS {
+        report.breaks.push(Break {
+            id,
+            chain: chain.to_owned(),
+            problem,
+        });
+    }
 }
 
 /// The stored hash of the chain's last entry before `from` (`None` when the
@@ -297,6 +325,7 @@ struct StoredRow {
     row_key: Option<i64>,
     actor: Option<String>,
     client_addr: Option<String>,
+    source: Option<i16>,
 }
 
 impl StoredRow {
@@ -330,6 +359,7 @@ impl StoredRow {
             row_key: row.try_get(14)?,
             actor: row.try_get(15)?,
             client_addr: row.try_get(16)?,
+            source: row.try_get(17)?,
         })
     }
 
@@ -420,50 +450,6 @@ fn derived_problems(e: &StoredRow) -> Vec<String> {
     problems
 }
 
-/// Whether the chain's head, as stored, agrees with the entries read.
-async fn head_problem(
-    tx: &tokio_postgres::Transaction<'_>,
-    c: Chain,
-    walk: &Walk,
-    whole: bool,
-) -> Result<Option<String>> {
-    let row = tx
-        .query_opt(
-            "SELECT hash, entries FROM pgtrail.chain_heads WHERE chain = $1",
-            &[&c.name()],
-        )
-        .await?;
-    let Some(row) = row else {
-        return Ok(Some(format!(
-            "the {} chain has no head in pgtrail.chain_heads: it was deleted",
-            c.name()
-        )));
-    };
-    let hash: Vec<u8> = row.get(0);
-    let entries: i64 = row.get(1);
-    let last = if walk.hashed {
-        walk.prev
-    } else {
-        chain::GENESIS
-    };
-    if hash != last {
-        return Ok(Some(format!(
-            "the {} chain's head ({}) is not the hash of its last entry ({}): entries were deleted from its end or added past pgtrail",
-            c.name(),
-            chain::hex(&hash),
-            walk.prev_id.map_or("none".into(), |i| format!("id {i}")),
-        )));
-    }
-    if whole && entries != walk.report.entries as i64 {
-        return Ok(Some(format!(
-            "the {} chain's head counts {entries} entries but {} are stored",
-            c.name(),
-            walk.report.entries
-        )));
-    }
-    Ok(None)
-}
-
 fn progress((low, high): (i64, i64)) -> Option<indicatif::ProgressBar> {
     if !std::io::stderr().is_terminal() || high <= low {
         return None;
@@ -478,13 +464,22 @@ fn progress((low, high): (i64, i64)) -> Option<indicatif::ProgressBar> {
     Some(bar)
 }
 
+/// How the text report names the chain of `source`.
+fn chain_title(source: &str) -> String {
+    match source {
+        SourceName::PGTRAIL => "events chain".to_owned(),
+        source => format!("chain of source {source}"),
+    }
+}
+
 impl Report {
     /// Lines for a person.
     pub fn to_text(&self) -> String {
         let mut out = String::new();
         for (name, c) in &self.chains {
             out.push_str(&format!(
-                "{name} chain: {} entries, head {}\n",
+                "{}: {} entries, head {}\n",
+                chain_title(name),
                 c.entries,
                 c.last_hash.as_deref().unwrap_or("(empty)")
             ));
@@ -498,7 +493,8 @@ impl Report {
         }
         if let Some(h) = &self.signed_head {
             out.push_str(&format!(
-                "signed head of {} checked: capture {} entries, events {} entries ({} signatures checked)\n",
+                "newest signed head, of {} at {}, checked: the source's chain {} entries, events {} entries ({} signatures checked)\n",
+                h.source.as_deref().unwrap_or("the first source"),
                 h.signed_at.to_rfc3339(),
                 h.capture_entries,
                 h.events_entries,
@@ -514,8 +510,9 @@ impl Report {
         for b in &self.breaks {
             match b.id {
                 Some(id) => out.push_str(&format!(
-                    "BROKEN: entry {id} ({} chain): {}\n",
-                    b.chain, b.problem
+                    "BROKEN: entry {id} ({}): {}\n",
+                    chain_title(&b.chain),
+                    b.problem
                 )),
                 None => out.push_str(&format!("BROKEN: {}\n", b.problem)),
             }

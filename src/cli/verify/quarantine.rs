@@ -15,10 +15,11 @@ use futures_util::TryStreamExt;
 use serde::Serialize;
 use tokio_postgres::Transaction;
 
-use super::{push_break, Report};
+use super::{push_break, Report, Scope};
 use crate::pg::Lsn;
-use crate::store::chain::{self, Chain};
+use crate::store::chain;
 use crate::store::quarantine::{RecordsDigest, EVENT};
+use crate::store::sources::SourceName;
 
 /// How much of the quarantine was checked.
 #[derive(Debug, Default, Serialize)]
@@ -33,18 +34,26 @@ pub struct QuarantineReport {
 const EVENTS: &str = "e.action = 'EVENT' AND e.schema_name = 'pgtrail' \
      AND e.table_name = 'quarantine' AND e.details->>'event' = $1";
 
-/// Checks the quarantined transactions whose `EVENT` is within `from..=to`
-/// and, when `to_the_end`, looks for records no `EVENT` covers. Every
-/// difference is a break in `report`.
+/// The source an `EVENT` (as `e`) is about: `details.source`, or for one
+/// recorded before sources had names, the store's first (parameter `$n`).
+fn event_source(n: u8) -> String {
+    format!("coalesce(e.details->>'source', ${n})")
+}
+
+/// Checks the quarantined transactions (of the sources in `scope`) whose
+/// `EVENT` is within `from..=to` and, when `to_the_end`, looks for records
+/// no `EVENT` covers. Every difference is a break in `report`.
 pub(super) async fn check(
     tx: &Transaction<'_>,
     (from, to): (i64, i64),
     to_the_end: bool,
+    scope: &Scope,
     report: &mut Report,
 ) -> Result<()> {
-    claims(tx, (from, to), report).await?;
+    let only = scope.only.map(|id| id.0);
+    claims(tx, (from, to), (&scope.first, only), report).await?;
     if to_the_end {
-        uncovered(tx, report).await?;
+        uncovered(tx, (&scope.first, only), report).await?;
     }
     Ok(())
 }
@@ -98,21 +107,31 @@ impl Claim {
 /// Streams each `EVENT` in the range with its records (one row per record,
 /// in order; one row without a record for an `EVENT` that finds none), so
 /// that only one transaction's digest is held at a time.
-async fn claims(tx: &Transaction<'_>, (from, to): (i64, i64), report: &mut Report) -> Result<()> {
+async fn claims(
+    tx: &Transaction<'_>,
+    (from, to): (i64, i64),
+    (first, only): (&str, Option<i16>),
+    report: &mut Report,
+) -> Result<()> {
     let rows = tx
         .query_raw(
             &format!(
                 "SELECT e.id, e.details->>'first_lsn', e.details->>'records', \
                         e.details->>'records_sha256', q.lsn::text, q.record \
                  FROM pgtrail.entries e \
-                 LEFT JOIN pgtrail.quarantine q ON q.first_lsn::text = e.details->>'first_lsn' \
-                 WHERE {EVENTS} AND e.id BETWEEN $2 AND $3 \
-                 ORDER BY e.id, q.seq"
+                 LEFT JOIN pgtrail.sources s ON s.name = {} \
+                 LEFT JOIN pgtrail.quarantine q \
+                     ON q.first_lsn::text = e.details->>'first_lsn' AND q.source = s.id \
+                 WHERE {EVENTS} AND e.id BETWEEN $2 AND $3 AND ($5::smallint IS NULL OR s.id = $5) \
+                 ORDER BY e.id, q.seq",
+                event_source(4)
             ),
             [
                 &EVENT as &(dyn tokio_postgres::types::ToSql + Sync),
                 &from,
                 &to,
+                &first,
+                &only,
             ],
         )
         .await
@@ -147,21 +166,33 @@ fn finish(claim: Claim, report: &mut Report) {
     report.quarantine.records += claim.read;
     let id = claim.id;
     if let Some(problem) = claim.problem() {
-        push_break(report, Some(id), Chain::Events.name(), problem);
+        push_break(report, Some(id), SourceName::PGTRAIL, problem);
     }
 }
 
 /// Records of transactions no `EVENT` covers, one break per transaction.
-async fn uncovered(tx: &Transaction<'_>, report: &mut Report) -> Result<()> {
+async fn uncovered(
+    tx: &Transaction<'_>,
+    (first, only): (&str, Option<i16>),
+    report: &mut Report,
+) -> Result<()> {
     let rows = tx
         .query_raw(
             &format!(
                 "SELECT q.first_lsn::text, count(*) FROM pgtrail.quarantine q \
-                 WHERE NOT EXISTS (SELECT FROM pgtrail.entries e \
-                                   WHERE {EVENTS} AND e.details->>'first_lsn' = q.first_lsn::text) \
-                 GROUP BY q.first_lsn ORDER BY q.first_lsn"
+                 JOIN pgtrail.sources s ON s.id = q.source \
+                 WHERE ($3::smallint IS NULL OR q.source = $3) \
+                   AND NOT EXISTS (SELECT FROM pgtrail.entries e \
+                                   WHERE {EVENTS} AND e.details->>'first_lsn' = q.first_lsn::text \
+                                     AND {} = s.name) \
+                 GROUP BY q.source, q.first_lsn ORDER BY q.source, q.first_lsn",
+                event_source(2)
             ),
-            [EVENT],
+            [
+                &EVENT as &(dyn tokio_postgres::types::ToSql + Sync),
+                &first,
+                &only,
+            ],
         )
         .await
         .context("cannot look for quarantined records no EVENT covers")?;

@@ -3,7 +3,9 @@
 
 use tokio_postgres::Client;
 
-use super::{assert_counts, assert_store_matches_source, connect, Counts, Daemon, TestEnv};
+use super::{
+    assert_source_counts, assert_store_matches_source_named, connect, Counts, Daemon, TestEnv,
+};
 
 pub const ACCOUNTS: i64 = 1000;
 pub const TELLERS: i64 = 10;
@@ -110,6 +112,12 @@ async fn run_while(url: String, seed: u64, mut more: impl FnMut(u64) -> bool) ->
 
 /// Exact expected counts after `load` and `txns` transactions, then compare every table.
 pub async fn assert_store_matches(source: &Client, store: &Client, txns: i64) {
+    assert_source_matches(source, store, None, txns).await;
+}
+
+/// [`assert_store_matches`] with the entries of the source named `name` only (`None`: every
+/// source's).
+pub async fn assert_source_matches(source: &Client, store: &Client, name: Option<&str>, txns: i64) {
     let expected = [
         Counts::new(ACCOUNTS, txns, 0, 0),
         Counts::new(TELLERS, txns, 0, 0),
@@ -117,9 +125,9 @@ pub async fn assert_store_matches(source: &Client, store: &Client, txns: i64) {
         Counts::new(txns, 0, 0, 0),
     ];
     for (table, counts) in TABLES.into_iter().zip(expected) {
-        assert_counts(store, "public", table, counts).await;
+        assert_source_counts(store, name, "public", table, counts).await;
     }
     for t in TABLES {
-        assert_store_matches_source(source, store, "public", t).await;
+        assert_store_matches_source_named(source, store, name, "public", t).await;
     }
 }

@@ -2,7 +2,7 @@
 //! server certificate it signed for `DNS:localhost` only (so `127.0.0.1` is a wrong name), and
 //! a second CA that signed nothing (so trusting it alone refuses the server).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use tempfile::TempDir;
@@ -77,4 +77,37 @@ fn openssl(args: &str) {
         "openssl {args} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// An Ed25519 key pair in PEM, made with openssl: (private, public).
+pub fn keypair(dir: &Path, name: &str) -> (String, String) {
+    let private = dir.join(format!("{name}.pem"));
+    let public = dir.join(format!("{name}.pub.pem"));
+    for args in [
+        vec![
+            "genpkey",
+            "-algorithm",
+            "ed25519",
+            "-out",
+            private.to_str().unwrap(),
+        ],
+        vec![
+            "pkey",
+            "-in",
+            private.to_str().unwrap(),
+            "-pubout",
+            "-out",
+            public.to_str().unwrap(),
+        ],
+    ] {
+        let out = Command::new("openssl")
+            .args(&args)
+            .output()
+            .expect("run openssl");
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    }
+    (
+        private.to_string_lossy().into_owned(),
+        public.to_string_lossy().into_owned(),
+    )
 }

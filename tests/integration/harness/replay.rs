@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde_json::Value;
 use tokio_postgres::Client;
 
-use super::{qualified, query_pairs, quote_ident, quote_literal, table_entries, Entry};
+use super::{qualified, query_pairs, quote_ident, quote_literal, source_table_entries, Entry};
 
 /// Output settings a replication session pins (see the wal2json notes); the comparator renders
 /// source values under the same settings so that text forms agree.
@@ -275,7 +275,19 @@ pub async fn assert_store_matches_source(
     schema: &str,
     table: &str,
 ) {
-    let entries = table_entries(store, schema, table).await;
+    assert_store_matches_source_named(source, store, None, schema, table).await;
+}
+
+/// [`assert_store_matches_source`] with the entries of the source named `name` only (`None`:
+/// every source's), for a store that holds several sources' entries.
+pub async fn assert_store_matches_source_named(
+    source: &Client,
+    store: &Client,
+    name: Option<&str>,
+    schema: &str,
+    table: &str,
+) {
+    let entries = source_table_entries(store, name, schema, table).await;
     let ancestors = partition_ancestors(source, schema, table).await;
     let replayed = replay_partitioned(&entries, &ancestors)
         .unwrap_or_else(|e| panic!("replaying {schema}.{table}: {e}"));

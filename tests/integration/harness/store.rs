@@ -91,10 +91,25 @@ pub async fn entries(store: &Client) -> Vec<Entry> {
 
 /// The entries of one table, ordered by id.
 pub async fn table_entries(store: &Client, schema: &str, table: &str) -> Vec<Entry> {
+    source_table_entries(store, None, schema, table).await
+}
+
+/// SQL for "of the source named `$3`" over `pgtrail.entries` (`$3` null: of every source).
+const OF_SOURCE: &str =
+    "($3::text IS NULL OR source = (SELECT id FROM pgtrail.sources WHERE name = $3))";
+
+/// The entries of one table from the source named `source` (`None`: from every source),
+/// ordered by id.
+pub async fn source_table_entries(
+    store: &Client,
+    source: Option<&str>,
+    schema: &str,
+    table: &str,
+) -> Vec<Entry> {
     let rows = store
         .query(
-            &format!("SELECT {ENTRY_COLUMNS} FROM pgtrail.entries WHERE schema_name = $1 AND table_name = $2 ORDER BY id"),
-            &[&schema, &table],
+            &format!("SELECT {ENTRY_COLUMNS} FROM pgtrail.entries WHERE schema_name = $1 AND table_name = $2 AND {OF_SOURCE} ORDER BY id"),
+            &[&schema, &table, &source],
         )
         .await
         .expect("read entries");
@@ -126,11 +141,21 @@ impl Counts {
 }
 
 pub async fn counts(store: &Client, schema: &str, table: &str) -> Counts {
+    source_counts(store, None, schema, table).await
+}
+
+/// [`counts`] of the entries from the source named `source` (`None`: from every source).
+pub async fn source_counts(
+    store: &Client,
+    source: Option<&str>,
+    schema: &str,
+    table: &str,
+) -> Counts {
     let rows = store
         .query(
             // Row changes only: DDL entries are counted by the tests about DDL.
-            "SELECT action, count(*) FROM pgtrail.entries WHERE schema_name = $1 AND table_name = $2 AND action <> 'DDL' GROUP BY action",
-            &[&schema, &table],
+            &format!("SELECT action, count(*) FROM pgtrail.entries WHERE schema_name = $1 AND table_name = $2 AND action <> 'DDL' AND {OF_SOURCE} GROUP BY action"),
+            &[&schema, &table, &source],
         )
         .await
         .expect("count entries");
@@ -149,10 +174,21 @@ pub async fn counts(store: &Client, schema: &str, table: &str) -> Counts {
 }
 
 pub async fn assert_counts(store: &Client, schema: &str, table: &str, expected: Counts) {
-    let got = counts(store, schema, table).await;
+    assert_source_counts(store, None, schema, table, expected).await;
+}
+
+/// [`assert_counts`] of the entries from the source named `source` (`None`: every source).
+pub async fn assert_source_counts(
+    store: &Client,
+    source: Option<&str>,
+    schema: &str,
+    table: &str,
+    expected: Counts,
+) {
+    let got = source_counts(store, source, schema, table).await;
     assert_eq!(
         got, expected,
-        "entry counts for {schema}.{table} (got left, expected right)"
+        "entry counts for {schema}.{table} of source {source:?} (got left, expected right)"
     );
 }
 

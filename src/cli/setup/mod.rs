@@ -10,17 +10,18 @@
 
 use std::fmt::Write as _;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use tokio_postgres::Client;
 
-use crate::config::Config;
-use crate::pg::Lsn;
-use crate::pg::{quote_ident, quote_literal};
-use crate::source::{self, CatalogTable, SourceError};
-use crate::store::{self, migrations};
+mod store;
 
-const CONTEXT_SQL: &str = include_str!("../../sql/source/context.sql");
-const DDL_SQL: &str = include_str!("../../sql/source/ddl.sql");
+use crate::config::Config;
+use crate::pg::quote_literal;
+use crate::pg::Lsn;
+use crate::source::{self, CatalogTable, SourceError};
+
+const CONTEXT_SQL: &str = include_str!("../../../sql/source/context.sql");
+const DDL_SQL: &str = include_str!("../../../sql/source/ddl.sql");
 const TRIGGER: &str = "pgtrail_context";
 
 /// A version mark for installed SQL, kept as the object's comment, so that
@@ -93,8 +94,8 @@ impl Plan {
             let _ = writeln!(
                 out,
                 "-- then: the source's pgtrail.message_key is copied into the store's pgtrail.message_keys \
-                 for slot {:?} (the key is never shown)",
-                config.slot.as_str()
+                 for the source {:?} (the key is never shown)",
+                config.source_name.as_str()
             );
         }
         out
@@ -255,81 +256,12 @@ pub async fn plan_setup(config: &Config) -> Result<Plan> {
         }
     }
 
-    let url = &config.store;
-    let store = match crate::pg::connect(url, "pgtrail").await {
-        Ok(client) => Some(client),
-        Err(e) if e.as_db_error().map(|d| d.code().code()) == Some("3D000") => {
-            plan.create_store = Some(format!("CREATE DATABASE {}", quote_ident(url.dbname())));
-            None
-        }
-        Err(e) => {
-            return Err(store::StoreError::Connect {
-                endpoint: url.endpoint(),
-                dbname: url.dbname().to_owned(),
-                reason: crate::pg::describe(&e),
-                code: crate::pg::sqlstate(&e),
-            }
-            .into())
-        }
-    };
-    let (pending, checkpoint) = match &store {
-        Some(client) => {
-            let pending = migrations::plan(client).await?;
-            let checkpoint = if pending.is_empty() {
-                store::checkpoint(client, &config.slot).await?
-            } else {
-                None
-            };
-            (pending.into_iter().map(|(v, _)| v).collect(), checkpoint)
-        }
-        None => (
-            migrations::MIGRATIONS
-                .iter()
-                .map(|m| m.0)
-                .collect::<Vec<_>>(),
-            None,
-        ),
-    };
-    let roles_missing = match &store {
-        Some(client) => {
-            client
-                .query_one(
-                    // Missing, and this role could create them: otherwise
-                    // setup would never have nothing to do.
-                    "SELECT count(*) < 2 AND (SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user) \
-                     FROM pg_roles WHERE rolname IN ('pgtrail_reader', 'pgtrail_writer')",
-                    &[],
-                )
-                .await?
-                .get(0)
-        }
-        None => true,
-    };
-    for (version, name, sql) in migrations::MIGRATIONS
-        .iter()
-        .filter(|m| pending.contains(&m.0))
-    {
-        plan.store
-            .push(format!("-- migration {version}: {name}\n{}", sql.trim()));
-        plan.store.push(format!(
-            "INSERT INTO pgtrail.schema_migrations (version, name) VALUES ({version}, {})",
-            quote_literal(name)
-        ));
-    }
-    if !pending.is_empty() || roles_missing {
-        plan.store.push(migrations::ROLES.trim().to_owned());
-    }
-    if checkpoint.is_none() {
-        let start = slot
-            .as_ref()
-            .and_then(|s| s.confirmed_flush)
-            .map(|l| quote_literal(&l.to_string()));
-        plan.store.push(format!(
-            "INSERT INTO pgtrail.checkpoints (slot, lsn) VALUES ({}, {}) ON CONFLICT (slot) DO NOTHING",
-            quote_literal(config.slot.as_str()),
-            start.unwrap_or_else(|| "/* the new slot's starting LSN */ '0/0'".to_owned())
-        ));
-    }
+    store::plan(
+        config,
+        slot.as_ref().and_then(|s| s.confirmed_flush),
+        &mut plan,
+    )
+    .await?;
     Ok(plan)
 }
 
@@ -410,45 +342,6 @@ pub async fn setup(config: &Config) -> Result<Vec<String>> {
         ));
     }
 
-    if let Some(create) = &plan.create_store {
-        let url = &config.store;
-        let admin = crate::pg::connect(&url.with_dbname("postgres"), "pgtrail").await.map_err(|e| {
-            anyhow::anyhow!(
-                "the store database {:?} does not exist and pgtrail cannot connect to database \"postgres\" on {} to create it: {}",
-                url.dbname(),
-                url.endpoint(),
-                crate::pg::describe(&e)
-            )
-        })?;
-        admin.batch_execute(create).await.map_err(|e| {
-            anyhow::anyhow!(
-                "the store database {:?} does not exist and the role {:?} may not create it ({}); create it as a superuser: CREATE DATABASE {} OWNER {};",
-                url.dbname(),
-                url.user(),
-                crate::pg::describe(&e),
-                quote_ident(url.dbname()),
-                quote_ident(url.user())
-            )
-        })?;
-        report.push(format!("store: created database {:?}", url.dbname()));
-    }
-    let mut store_client = crate::pg::connect(&config.store, "pgtrail")
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "connecting to the store database: {}",
-                crate::pg::describe(&e)
-            )
-        })?;
-    let applied = migrations::apply(&mut store_client)
-        .await
-        .context("applying the store's migrations")?;
-    if !applied.is_empty() {
-        report.push(format!("store: applied migration(s) {applied:?}"));
-    }
-    if plan.store.iter().any(|s| s == migrations::ROLES.trim()) {
-        report.push(store_roles(&store_client).await?);
-    }
     let start = match new_slot_lsn {
         Some(lsn) => lsn,
         None => source::slot_info(&source, &config.slot)
@@ -456,47 +349,11 @@ pub async fn setup(config: &Config) -> Result<Vec<String>> {
             .and_then(|s| s.confirmed_flush)
             .unwrap_or_default(),
     };
-    store::init_checkpoint(&store_client, &config.slot, start).await?;
-    // Every time, and after the source's SQL: the key is made there, once.
-    let key = source::message_key(&source).await?;
-    store::message_key::save(&store_client, &config.slot, &key).await?;
+    report.extend(store::apply(config, &plan, &source, start).await?);
     if plan.is_empty() {
         report.push("nothing to do: the source and the store were already set up".to_owned());
     }
     Ok(report)
-}
-
-/// Creates or updates the store's group roles, and says what came of it.
-async fn store_roles(client: &Client) -> Result<String> {
-    client.batch_execute(migrations::ROLES).await.map_err(|e| {
-        anyhow::anyhow!(
-            "granting the store's roles failed: {}",
-            crate::pg::describe(&e)
-        )
-    })?;
-    let created: i64 = client
-        .query_one(
-            "SELECT count(*) FROM pg_roles WHERE rolname IN ('pgtrail_reader', 'pgtrail_writer')",
-            &[],
-        )
-        .await?
-        .get(0);
-    Ok(if created == 2 {
-        "store: roles pgtrail_writer (the daemon) and pgtrail_reader (the web view) granted; \
-         make login roles members of them (see README)"
-            .to_owned()
-    } else {
-        format!(
-            "store: roles pgtrail_writer and pgtrail_reader not created: {} may not create roles; \
-             run setup once as a superuser or a role with CREATEROLE to have them",
-            quote_ident(
-                &client
-                    .query_one("SELECT current_user::text", &[])
-                    .await?
-                    .get::<_, String>(0)
-            )
-        )
-    })
 }
 
 async fn apply_in_transaction(

@@ -1,0 +1,246 @@
+//! A fleet: two source clusters, each with a database `app` holding the same bank tables and a
+//! slot of the same name, captured by two daemons (`[source] name` shop-eu and shop-us) into one
+//! store. Each source's changes are stored exactly once and told apart by their source, under
+//! SIGKILL of either daemon (each resumes from its own checkpoint: the two servers' WAL
+//! positions are far apart, so resuming from the other's would lose or repeat changes); each
+//! source's chain verifies on its own; a second daemon for a source already captured is refused.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio_postgres::Client;
+
+use crate::harness::*;
+
+/// One source of the fleet: its cluster, its config and a client on its database `app`.
+struct Member {
+    name: &'static str,
+    cluster: Cluster,
+    trail: Pgtrail,
+}
+
+impl Member {
+    /// A new cluster with the bank in `app`, configured as source `name` into `store_url`
+    /// (`None`: a store on this cluster).
+    async fn start(name: &'static str, store_url: Option<String>) -> Member {
+        let cluster = tokio::task::block_in_place(Cluster::start);
+        cluster.create_db("app").await;
+        let src = cluster.client("app").await;
+        create_marker_table(&src).await;
+        bank::create(&src).await;
+        let mut config = Config::for_cluster(&cluster);
+        config.source_toml = format!("name = {}\n", toml_str(name));
+        if let Some(url) = store_url {
+            config.store_url = url;
+        }
+        Member {
+            name,
+            trail: Pgtrail::new(config),
+            cluster,
+        }
+    }
+
+    async fn source(&self) -> Client {
+        self.cluster.client("app").await
+    }
+
+    async fn sync(&self) {
+        sync_via(
+            &self.source().await,
+            &self.trail.config.store_url,
+            SYNC_TIMEOUT,
+        )
+        .await;
+    }
+
+    async fn kill_and_restart(&self, daemon: &mut Daemon) {
+        daemon.kill_9().await;
+        wait_slot_inactive(&self.cluster.client("postgres").await, SLOT).await;
+        *daemon = self.trail.spawn();
+    }
+
+    /// `verify --json --source NAME`: must pass; its report.
+    async fn verify(&self) -> Value {
+        let out = self
+            .trail
+            .cli(&["verify", "--json", "--source", self.name])
+            .await;
+        out.assert_success();
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out}"))
+    }
+}
+
+/// Two members (shop-us far ahead in WAL) whose store is on shop-eu's cluster, both set up.
+async fn fleet() -> (Member, Member, Client) {
+    let eu = Member::start("shop-eu", None).await;
+    let us = Member::start("shop-us", Some(eu.trail.config.store_url.clone())).await;
+    // Far apart in WAL: a daemon resuming from the other's checkpoint would skip or repeat.
+    let ballast = "INSERT INTO ballast VALUES (1); SELECT pg_switch_wal();".repeat(10);
+    us.source()
+        .await
+        .batch_execute(&format!("CREATE TABLE ballast (x int); {ballast}"))
+        .await
+        .unwrap();
+    eu.trail.setup().await;
+    us.trail.setup().await;
+    let store = connect(&eu.trail.config.store_url).await.unwrap();
+    let sources: Vec<(i16, String)> = query_pairs(
+        &store,
+        "SELECT id, name FROM pgtrail.sources ORDER BY id",
+        &[],
+    )
+    .await;
+    let names: Vec<(i16, String)> = [(0, "pgtrail"), (1, "shop-eu"), (2, "shop-us")]
+        .map(|(i, n)| (i, n.to_owned()))
+        .to_vec();
+    assert_eq!(sources, names);
+    (eu, us, store)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sources_into_one_store_exactly_once_under_sigkill() {
+    let (eu, us, store) = fleet().await;
+    let mut daemons = [eu.trail.spawn(), us.trail.spawn()];
+    let members = [&eu, &us];
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for (i, m) in members.iter().enumerate() {
+        bank::load(&m.source().await).await;
+        let url = m.cluster.url("app");
+        workers.push(tokio::spawn(bank::run_until(
+            url,
+            3 + i as u64,
+            800,
+            stop.clone(),
+        )));
+    }
+    // Kill each daemon in turn mid-stream, twice, after it has made progress.
+    for round in 0..4 {
+        let (m, daemon) = (members[round % 2], &mut daemons[round % 2]);
+        let of = m.name;
+        let stored = || async {
+            query_value::<i64>(
+                &store,
+                "SELECT count(*) FROM pgtrail.entries WHERE source = (SELECT id FROM pgtrail.sources WHERE name = $1)",
+                &[&of],
+            )
+            .await
+        };
+        let base = stored().await;
+        wait_until(
+            &format!("round {round}: {of} to store 600 more entries"),
+            Duration::from_secs(120),
+            || async { stored().await >= base + 600 },
+        )
+        .await;
+        m.kill_and_restart(daemon).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    let mut txns = Vec::new();
+    for w in workers {
+        txns.push(w.await.unwrap() as i64);
+    }
+    for m in members {
+        m.sync().await;
+    }
+    for (m, txns) in members.iter().zip(&txns) {
+        bank::assert_source_matches(&m.source().await, &store, Some(m.name), *txns).await;
+    }
+    // Every entry names its source; a source's entries are its own changes only.
+    let unnamed = query_count(
+        &store,
+        "SELECT count(*) FROM pgtrail.entries WHERE source IS NULL",
+    )
+    .await;
+    assert_eq!(unnamed, 0);
+    for (m, txns) in members.iter().zip(&txns) {
+        let history = source_counts(&store, Some(m.name), "public", "bank_history").await;
+        assert_eq!(history.inserts, *txns, "{}", m.name);
+    }
+    // Each checkpoint is its own server's: not past it, and the two far apart.
+    let mut checkpoints = Vec::new();
+    for (i, m) in members.iter().enumerate() {
+        let lsn: String = query_value(
+            &store,
+            "SELECT lsn::text FROM pgtrail.checkpoints WHERE source = $1 AND slot = $2",
+            &[&(i as i16 + 1), &SLOT],
+        )
+        .await;
+        let server = current_lsn(&m.source().await).await;
+        assert!(
+            parse_lsn(&lsn) <= server,
+            "{}: checkpoint {lsn} past its server",
+            m.name
+        );
+        checkpoints.push(parse_lsn(&lsn));
+    }
+    assert!(checkpoints[1] > checkpoints[0], "{checkpoints:?}");
+    for d in &mut daemons {
+        d.terminate().await;
+    }
+    // Each source's chain verifies alone, with the events chain; the whole store too.
+    for m in members {
+        let report = m.verify().await;
+        let chains: Vec<&String> = report["chains"].as_object().unwrap().keys().collect();
+        assert_eq!(chains, ["pgtrail", m.name], "{report}");
+    }
+    let out = eu.trail.cli(&["verify", "--json"]).await;
+    out.assert_success();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_daemon_for_a_source_already_captured_is_refused() {
+    let (eu, us, store) = fleet().await;
+    let mut first = eu.trail.spawn();
+    let mut other = us.trail.spawn();
+    eu.sync().await;
+    // The same source again, from a config of its own (its own web port).
+    let mut config = eu.trail.config.clone();
+    config.web_listen = format!("127.0.0.1:{}", free_port());
+    let again = Pgtrail::new(config);
+    let mut second = again.spawn();
+    wait_until("the second daemon to exit", Duration::from_secs(60), || {
+        let exited = second.try_exit().is_some();
+        async move { exited }
+    })
+    .await;
+    let status = second.try_exit().unwrap();
+    assert_eq!(status.code(), Some(1), "{}", second.log());
+    let log = second.log();
+    assert!(
+        log.contains("another pgtrail daemon is capturing the source \"shop-eu\"")
+            && log.contains("one daemon per source"),
+        "{log}"
+    );
+    // The first goes on capturing, and the other source's daemon is unaffected.
+    first.assert_running();
+    other.assert_running();
+    let src = eu.source().await;
+    src.batch_execute("INSERT INTO bank_branches VALUES (7, 0, 'after')")
+        .await
+        .unwrap();
+    eu.sync().await;
+    us.sync().await;
+    assert_source_counts(
+        &store,
+        Some("shop-eu"),
+        "public",
+        "bank_branches",
+        Counts::new(1, 0, 0, 0),
+    )
+    .await;
+    assert_source_counts(
+        &store,
+        Some("shop-us"),
+        "public",
+        "bank_branches",
+        Counts::default(),
+    )
+    .await;
+    first.terminate().await;
+    other.terminate().await;
+    eu.verify().await;
+    us.verify().await;
+}
