@@ -41,7 +41,7 @@ const DEFAULT_SEARCH_BUDGET: Duration = Duration::from_millis(250);
 
 /// The first window of ids a search or a count reads; the next ones are
 /// sized by how fast it went ([`next_window`]).
-pub(super) const FIRST_WINDOW: i64 = 20_000;
+const FIRST_WINDOW: i64 = 20_000;
 
 /// Resolves `filter` ([`Filter::resolve`]) on a connection of the pool.
 pub async fn resolve(
