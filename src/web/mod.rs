@@ -5,7 +5,7 @@
 //! [`log`] (`/`, and the live stream `/live`), [`entry`] (View Difference,
 //! `/entries/{id}`), [`history`] (`/history`), [`transaction`]
 //! (`/transactions/{xid}`), [`export`] (`/export`, downloads), [`signin`]
-//! and [`admin`], and [`api`] (`/api/v1/…`); [`health`] is capture's
+//! and [`admin`], and [`api`] (`/api/v1/…`), with [`api_page`] (`/api`), its reference to read; [`health`] is capture's
 //! health as the log and admin pages show it (banners, gaps, the panel). [`query`] parses the filters
 //! every list shares and builds their SQL; [`diff`] compares row images and
 //! writes revert SQL; [`access`] finds who is asking; [`assets`] serves the
@@ -27,6 +27,7 @@
 pub mod access;
 pub mod admin;
 pub mod api;
+pub mod api_page;
 pub mod assets;
 pub mod diff;
 pub mod entry;

@@ -51,6 +51,7 @@ mod types;
 mod verify;
 mod wal_guard;
 mod web_api;
+mod web_api_page;
 mod web_browser;
 mod web_capture;
 mod web_diff;
