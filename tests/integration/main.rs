@@ -58,6 +58,7 @@ mod web_diff;
 mod web_entry;
 mod web_filters;
 mod web_health;
+mod web_history;
 mod web_limits;
 mod web_load;
 mod web_paging;
