@@ -6,7 +6,7 @@
 //! `/entries/{id}`, and for pgtrail's own events, whose wording is
 //! [`event`]'s), [`history`] (`/history`), [`transaction`]
 //! (`/transactions/{xid}`), [`export`] (`/export`, downloads), [`signin`]
-//! and [`admin`], and [`api`] (`/api/v1/…`); [`health`] is capture's
+//! and [`admin`], and [`api`] (`/api/v1/…`), with [`api_page`] (`/api`), its reference to read; [`health`] is capture's
 //! health as the log and admin pages show it (banners, gaps, the panel). [`query`] parses the filters
 //! every list shares and builds their SQL; [`diff`] compares row images and
 //! writes revert SQL; [`access`] finds who is asking; [`assets`] serves the
@@ -28,6 +28,7 @@
 pub mod access;
 pub mod admin;
 pub mod api;
+pub mod api_page;
 pub mod assets;
 pub mod diff;
 pub mod entry;

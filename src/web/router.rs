@@ -28,6 +28,7 @@ pub fn app(state: AppState) -> Router {
         .route("/entries/{id}", get(entry::page))
         .route("/history", get(history::page))
         .route("/transactions/{xid}", get(transaction::page))
+        .route("/api", get(super::api_page::page))
         .route("/api/v1/entries", get(api::list))
         .route("/api/v1/entries/{id}", get(api::one))
         .route("/api/v1/openapi.json", get(api::openapi))
