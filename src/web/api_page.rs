@@ -304,7 +304,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             action.kind,
-            "array of one of INSERT, UPDATE, DELETE, TRUNCATE, DDL"
+            "array of one of INSERT, UPDATE, DELETE, TRUNCATE, DDL, EVENT"
         );
         assert!(r
             .shapes
