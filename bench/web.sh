@@ -41,14 +41,15 @@
 #     100 ms for every case but free text and the facet cases, under 500 ms for
 #     free text, under 300 ms for the facet cases.
 #
-# Every log page counts its facets and timeline (within their time budget,
-# src/web/log/tally.rs). Cases: first (the first page, unfiltered), table,
+# A view's facets and timeline are counted apart from its log page, on
+# /breakdown (within their time budget, src/web/log/tally.rs), which the page
+# loads once shown. Cases: first (the first page, unfiltered), table,
 # actor, time (a 1-hour or 1-day from/to window), pk (table and key value, what
 # a row's history link gives), pk_any (a key value without a table), text
 # (q=…), diff (View Difference, /entries/ID), sort_actor and sort_ip (first
-# page, asc and desc); facets_day and facets_week (1-day and 7-day from/to
-# windows: about 170,000 and 1,200,000 matches at 5,000,000 entries over 30
-# days), facets_action (action=DELETE, no index, every tenth entry or so),
+# page, asc and desc); facets_day and facets_week (the breakdown of 1-day and
+# 7-day from/to windows: about 170,000 and 1,200,000 matches at 5,000,000
+# entries over 30 days), facets_action (of action=DELETE, no index, every tenth entry or so),
 # search_box (a search-box line, answered with the redirect to its URL) and
 # timeline_slice (a bar's link: the 12-hour slice of the unfiltered timeline).
 set -euo pipefail
@@ -193,9 +194,9 @@ windows() { # DAYS: 200 random from/to windows of DAYS days within the store's t
         FROM b, LATERAL (SELECT lo + random() * (hi - lo - interval '$1 days') f FROM generate_series(1, 200)) s" \
         | while IFS=$'\t' read -r f t; do echo "/?from=$f&to=$t"; done
 }
-windows 1 >"$vals/facets_day"
-windows 7 >"$vals/facets_week"
-printf '%s\n' "/?action=DELETE" >"$vals/facets_action"
+windows 1 | sed 's|^/?|/breakdown?part=1\&|' >"$vals/facets_day"
+windows 7 | sed 's|^/?|/breakdown?part=1\&|' >"$vals/facets_week"
+printf '%s\n' "/breakdown?part=1&action=DELETE" >"$vals/facets_action"
 sed -n 's|^/?actor=|/?search=action%3AUPDATE+actor%3A|p' "$vals/actor" >"$vals/search_box"
 psql_store -At -F $'\t' -c "
     SELECT to_char(s, 'YYYY-MM-DD\"T\"HH24:MI:SS'), to_char(s + interval '12 hours', 'YYYY-MM-DD\"T\"HH24:MI:SS')

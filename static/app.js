@@ -6,6 +6,8 @@
 // - Times in UTC (as the server writes them) or in the browser's time zone, remembered;
 //   the From and To fields follow, and are sent in UTC.
 // - Last and From exclude each other: setting one clears the other.
+// - The view's breakdown (facets and timeline, /breakdown) is loaded into the log page once it
+//   is shown; without the script the page links to it.
 // The HTML the live stream sends is rendered and escaped by the server's templates.
 "use strict";
 
@@ -222,8 +224,28 @@
     }
   }
 
+  // The breakdown is counted apart so that the page never waits for it; a failure leaves the link.
+  function loadBreakdown() {
+    var slot = document.getElementById("breakdown");
+    var src = slot && slot.getAttribute("data-src");
+    if (!src || typeof fetch === "undefined") {
+      return;
+    }
+    fetch(src, { credentials: "same-origin" })
+      .then(function (res) {
+        return res.ok ? res.text() : null;
+      })
+      .then(function (html) {
+        if (html) {
+          slot.innerHTML = html;
+        }
+      })
+      .catch(function () {});
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     foldFilters();
+    loadBreakdown();
     setupZones();
     setupRange();
     var status = document.getElementById("live-status");

@@ -25,6 +25,7 @@ pub fn app(state: AppState) -> Router {
         .route("/admin/tokens/{name}/revoke", post(admin::revoke_token))
         .route("/", get(log::page))
         .route("/live", get(log::live))
+        .route("/breakdown", get(log::breakdown::page))
         .route("/entries/{id}", get(entry::page))
         .route("/history", get(history::page))
         .route("/transactions/{xid}", get(transaction::page))

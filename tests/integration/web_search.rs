@@ -296,7 +296,7 @@ const FACETS: [(&str, &str); 4] = [
 /// Every facet of the page for `query` counts what SQL counts with `sql_where`; every link
 /// narrows to exactly that many rows, all holding the value; the bars add up to the matches.
 async fn check_facets(web: &Web, store: &Client, query: &str, sql_where: &str) {
-    let html = web.page(&format!("/?{query}")).await;
+    let html = breakdown_of(web, query).await;
     assert!(
         !html.contains("id=\"facets-stopped\""),
         "{query}: counted in full"
@@ -404,12 +404,12 @@ async fn web_facets_cut_short_say_so_and_the_entries_stay() {
             .at(now)],
     )
     .await;
-    let html = web.page("/").await;
     assert_eq!(
-        row_ids(&html),
+        row_ids(&web.page("/").await),
         vec![new[0], old[0]],
         "the entries are all there"
     );
+    let html = breakdown_of(&web, "").await;
     assert!(html.contains("id=\"facets-stopped\""), "{html}");
     assert_eq!(
         facet(&html, "Action").get("UPDATE").map(|v| v.0.as_str()),
@@ -512,6 +512,31 @@ async fn web_events_are_hidden_unless_asked_for() {
         0
     );
     web.assert_quiet();
+}
+
+/// The breakdown of the log's view `query`, as the log page's script loads it (the page
+/// itself does not count it), after checking that the page without a script links to the
+/// same breakdown as a page of its own.
+async fn breakdown_of(web: &Web, query: &str) -> String {
+    let log = web.page(&format!("/?{query}")).await;
+    assert!(
+        !log.contains("id=\"facets\""),
+        "the page does not wait for the facets"
+    );
+    let page = link_in(&log, "breakdown");
+    let at = log.find("data-src=\"").unwrap() + 10;
+    let part = unescape(&log[at..at + log[at..].find('"').unwrap()]);
+    let sep = if page.contains('?') { '&' } else { '?' };
+    assert_eq!(part, format!("{page}{sep}part=1"), "{log}");
+    assert!(page.starts_with("/breakdown"), "{page}");
+    let whole = web.page(&page).await;
+    let fragment = web.page(&part).await;
+    assert!(!fragment.contains("<html"), "a fragment: {fragment}");
+    assert!(
+        whole.contains("<html") && whole.contains("id=\"facets\""),
+        "{whole}"
+    );
+    fragment
 }
 
 /// The first link's target inside the element with this id.

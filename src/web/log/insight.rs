@@ -1,15 +1,13 @@
 //! What the log page shows to speed an investigation beside its entries
 //! ([`Insight`], one field of the page): the search box's line, whether
 //! pgtrail's own events are left out (with the link that shows them), and
-//! the facets with the timeline. [`load`] counts the facets beside the
-//! page's own reading; [`box_submitted`] and [`canonical`] turn a submitted
-//! search box into the URL the filter form would have given.
+//! where the view's facets and timeline are ([`super::breakdown`]: counted
+//! apart, so that the page never waits for them); [`box_submitted`] and
+//! [`canonical`] turn a submitted search box into the URL the filter form
+//! would have given.
 
-use chrono::{DateTime, Utc};
-
-use super::facets::{self, Facets};
-use crate::web::query::{search, url, Events, LogQuery, Resolved};
-use crate::web::AppState;
+use super::breakdown;
+use crate::web::query::{search, url, Events, LogQuery};
 
 pub struct Insight {
     /// The view's filters as a line for the search box.
@@ -19,11 +17,14 @@ pub struct Insight {
     pub events_shown: bool,
     /// The view leaves out events the one asking could see: the view with them.
     pub events_hidden: Option<String>,
-    pub facets: Facets,
+    /// The view's breakdown (facets and timeline) as a page, and as the
+    /// fragment the page's script loads.
+    pub breakdown_url: String,
+    pub breakdown_part_url: String,
 }
 
-/// The page's insight into `q`, its facets counted within their budget.
-pub async fn load(state: &AppState, q: &LogQuery, r: &Resolved, now: DateTime<Utc>) -> Insight {
+/// The page's insight into `q`.
+pub fn of(q: &LogQuery) -> Insight {
     let offered = q.filter.scope.sees_events();
     let events_hidden = (offered && q.filter.hides_events()).then(|| {
         let mut with = q.clone();
@@ -31,12 +32,14 @@ pub async fn load(state: &AppState, q: &LogQuery, r: &Resolved, now: DateTime<Ut
         with.filter.events = Events::Shown;
         canonical(&with)
     });
+    let (breakdown_url, breakdown_part_url) = breakdown::urls(q);
     Insight {
         search: search::render(&q.filter.to_pairs()),
         events_offered: offered,
         events_shown: q.filter.events == Events::Shown,
         events_hidden,
-        facets: facets::load(state, q, r, now).await,
+        breakdown_url,
+        breakdown_part_url,
     }
 }
 

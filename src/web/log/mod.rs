@@ -11,10 +11,12 @@
 //! - [`mod@live`]: the live stream, and [`frontier`]: which ids its next
 //!   poll reads;
 //! - [`insight`]: what the page adds for an investigation: the search box's
-//!   line, the events toggle, and the [`facets`] with the timeline, counted
-//!   by [`tally`] in time [`slices`] within a time budget;
+//!   line and the events toggle; [`breakdown`]: the view's [`facets`] with
+//!   the timeline (`/breakdown`), counted by [`tally`] in time [`slices`]
+//!   within a time budget, apart from the page, which loads them;
 //! - [`matched`]: why a row matched a free-text search, as a marked snippet.
 
+pub mod breakdown;
 pub mod facets;
 pub mod fetch;
 pub mod frontier;

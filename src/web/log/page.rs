@@ -105,7 +105,7 @@ pub struct LogPage {
     pub lines: Vec<Line>,
     /// In another order the gaps of the time range go above the table.
     pub gap_notes: Vec<GapView>,
-    /// The search box, the events toggle, the facets and the timeline.
+    /// The search box, the events toggle, and where the breakdown is.
     pub insight: Insight,
 }
 
@@ -203,13 +203,13 @@ pub async fn page(
         0
     };
     let admin = who.role == Role::Admin;
-    let (page, count, known_tables, health, insight) = tokio::join!(
+    let (page, count, known_tables, health) = tokio::join!(
         fetch_page(&state, &q, &resolved, now),
         count(&state, &q, &resolved, now),
         state.known_tables(&q.filter.scope),
         health::load(&state, admin),
-        insight::load(&state, &q, &resolved, now)
     );
+    let insight = insight::of(&q);
     let page = page?;
     let health = health?;
     // pgtrail's events, which the gaps link to, are for admins.
