@@ -91,12 +91,14 @@ done
 [[ "$poll" == status || "$poll" == checkpoint ]] || die "--poll must be status or checkpoint"
 
 if [[ $both -eq 1 ]]; then
-    # The same run twice in one invocation, one identity each, as the bar asks.
+    # The same run twice in one invocation, one identity each, as the bar asks; the
+    # second run reuses the directory, and only a run of pgtrail has a ratio to print.
+    [[ $keep -eq 0 ]] || die "--both cannot --keep (both runs use one directory): keep one run at a time"
+    [[ $ref_only -eq 0 ]] || die "--both compares pgtrail's ratios: drop --ref-only"
     args=(--transactions "$transactions" --clients "$clients" --poll "$poll" --dir "$dir")
     [[ $fsync == on ]] && args+=(--fsync)
     [[ $bulk -eq 1 ]] && args+=(--bulk)
     [[ $build -eq 0 ]] && args+=(--no-build)
-    [[ $ref_only -eq 1 ]] && args+=(--ref-only)
     out_default=$(bash "${BASH_SOURCE[0]}" "${args[@]}") || die "the DEFAULT run failed"
     echo "$out_default"
     out_full=$(bash "${BASH_SOURCE[0]}" "${args[@]}" --no-build --full) || die "the FULL run failed"

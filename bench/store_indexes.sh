@@ -110,6 +110,7 @@ while [[ $# -gt 0 ]]; do
 done
 [[ "$rows" =~ ^[1-9][0-9]*$ ]] || die "--rows must be a positive integer"
 [[ "$runs" =~ ^[1-9][0-9]*$ ]] || die "--runs must be a positive integer"
+[[ $bulk -eq 0 || ($synthetic -eq 0 && $reuse -eq 0) ]] || die "--bulk makes its data by capture: not with --synthetic or --reuse"
 
 transactions=$(( (rows + 3) / 4 ))
 cluster="$dir/capture"
@@ -335,8 +336,11 @@ FROM (SELECT t AS relid FROM (VALUES ('idxbench.t'::regclass), (to_regclass('idx
       UNION ALL SELECT inhrelid FROM pg_inherits WHERE inhparent IN ('idxbench.t'::regclass, to_regclass('idxbench.tx'))) r;
 EOF
         ) || die "variant ${names[$v]}: the load failed"
-        # Both COPYs' times, where there are two.
-        ms=$(sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' <<<"$out" | awk '{ t += $1 } END { print t }')
+        # Both COPYs' times, where there are two; a missing one would time the other alone.
+        times=$(sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' <<<"$out")
+        want=1; [[ ${with_0003[$v]} -eq 2 ]] && want=2
+        [[ $(grep -c . <<<"$times") -eq $want ]] || die "variant ${names[$v]}: expected $want timings in: $out"
+        ms=$(awk '{ t += $1 } END { print t }' <<<"$times")
         res=$(grep '^result|' <<<"$out") || die "variant ${names[$v]}: no result in: $out"
         IFS='|' read -r _ count w h i <<<"$res"
         [[ -n "$ms" ]] || die "variant ${names[$v]}: no timing in: $out"

@@ -65,7 +65,7 @@ say "filling the store with $entries entries (examples/web_fill | COPY)"
 "$fill" --entries "$entries" --end "$(date +%s)" | psql_db pgtrail -c "$("$fill" --copy-sql)" >/dev/null
 # The fill wrote the chain from an empty store; its head is the last entry's hash.
 psql_db pgtrail -c "UPDATE pgtrail.chain_heads SET entries = $entries,
-    hash = (SELECT hash FROM pgtrail.entries ORDER BY id DESC LIMIT 1) WHERE chain = 'capture'" >/dev/null
+    hash = (SELECT hash FROM pgtrail.entries ORDER BY id DESC LIMIT 1) WHERE source = 1" >/dev/null
 psql_db pgtrail -c "VACUUM (ANALYZE) pgtrail.entries" >/dev/null
 
 say "pgtrail verify"

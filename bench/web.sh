@@ -100,8 +100,8 @@ if [[ -n "$cases_wanted" ]]; then
     done
 fi
 
-pgtrail="$repo/target/release/pgtrail"
-fill="$repo/target/release/examples/web_fill"
+pgtrail="$release_dir/pgtrail"
+fill="$release_dir/examples/web_fill"
 build_pgtrail "$build" web_fill
 
 # Unlike bench_cleanup, which leaves a kept cluster running, web_cleanup

@@ -56,13 +56,54 @@ pub enum Statement<'a> {
     Upsert(Vec<(&'a str, &'a RawValue)>),
 }
 
+/// Why no statement is written.
+pub enum NoStatement {
+    /// The table has no primary key: a statement could not tell its rows apart.
+    NoKey,
+    /// This column's stored value is the HMAC that stands for a redacted
+    /// value (`capture::redact`), not the value: writing it back would put
+    /// the hash into the table, and a key of hashes matches no row.
+    Redacted(String),
+}
+
+impl NoStatement {
+    pub fn message(&self) -> String {
+        match self {
+            NoStatement::NoKey => "the table has no primary key, so a statement could not tell this row from identical ones".into(),
+            NoStatement::Redacted(column) => format!(
+                "column {column:?} is redacted: the audit trail holds its hash, not its value, so a statement would write the hash"
+            ),
+        }
+    }
+}
+
+/// Whether a stored value is a redacted value's hash.
+fn redacted(v: &RawValue) -> bool {
+    serde_json::from_str::<&str>(v.get())
+        .is_ok_and(|s| s.starts_with(crate::capture::redact::HASH_PREFIX))
+}
+
 impl Statement<'_> {
+    /// The values the statement writes, by column.
+    fn values(&self) -> &[(&str, &RawValue)] {
+        match self {
+            Statement::Delete => &[],
+            Statement::Update(v) | Statement::Insert(v) | Statement::Upsert(v) => v,
+        }
+    }
+
     /// The statement's text on `table` (already quoted), for the row whose
-    /// key is `key`; `None` for a table without a primary key, whose rows a
-    /// statement cannot tell apart.
-    pub fn sql(&self, table: &str, key: &Members) -> Option<String> {
+    /// key is `key`, or why none can be written.
+    pub fn sql(&self, table: &str, key: &Members) -> Result<String, NoStatement> {
         if key.0.is_empty() {
-            return None;
+            return Err(NoStatement::NoKey);
+        }
+        let keys = key.0.iter().map(|(c, v)| (c.as_str(), &**v));
+        if let Some((c, _)) = keys
+            .chain(self.values().iter().copied())
+            .find(|(_, v)| redacted(v))
+        {
+            return Err(NoStatement::Redacted(c.to_owned()));
         }
         let key_cond = key
             .0
@@ -70,7 +111,7 @@ impl Statement<'_> {
             .map(|(k, v)| format!("{} = {}", quote_ident(k), sql_literal(v)))
             .collect::<Vec<_>>()
             .join(" AND ");
-        Some(match self {
+        Ok(match self {
             Statement::Delete => format!("DELETE FROM {table}\nWHERE {key_cond};"),
             Statement::Update(sets) => {
                 let sets: Vec<String> = sets
@@ -132,11 +173,8 @@ pub fn revert_sql(entry: &StoredEntry, diffs: &[ColumnDiff]) -> Result<String, S
     if entry.action == "TRUNCATE" {
         return Err("a TRUNCATE removes every row at once and its entry holds no rows, so it cannot be reverted from here".into());
     }
-    let no_key = || {
-        "the table has no primary key, so a statement could not tell this row from identical ones; pgtrail writes no revert for it".to_owned()
-    };
     if key.0.is_empty() {
-        return Err(no_key());
+        return Err(NoStatement::NoKey.message());
     }
     let mut sql = format!(
         "-- Reverts entry {} ({} committed {}, xid {}).\n-- Review before running: pgtrail never runs it.\n",
@@ -180,7 +218,8 @@ pub fn revert_sql(entry: &StoredEntry, diffs: &[ColumnDiff]) -> Result<String, S
         }
         other => return Err(format!("no revert for action {other}")),
     };
-    let _ = write!(sql, "{}", statement.sql(&table, &key).ok_or_else(no_key)?);
+    let body = statement.sql(&table, &key).map_err(|e| e.message())?;
+    let _ = write!(sql, "{body}");
     Ok(sql)
 }
 
@@ -256,6 +295,44 @@ mod tests {
         let d = column_diffs(&e);
         assert_eq!(d[0].change, Change::Unknown);
         assert!(revert_sql(&e, &d).unwrap_err().contains("REPLICA IDENTITY"));
+    }
+
+    #[test]
+    fn a_redacted_value_is_never_written_back() {
+        let hash = r#""hmac-sha256:00ff""#;
+        let update = entry(
+            "UPDATE",
+            Some(r#"{"id":1}"#),
+            Some(&format!(r#"{{"id":1,"pw":{hash},"b":2}}"#)),
+            Some(r#"{"id":1,"pw":"hmac-sha256:11ee","b":3}"#),
+            Some(r#"["pw","b"]"#),
+        );
+        let err = revert_sql(&update, &column_diffs(&update)).unwrap_err();
+        assert!(err.contains("\"pw\" is redacted"), "{err}");
+        // Only an unredacted column changed: that one is reverted.
+        let fine = entry(
+            "UPDATE",
+            Some(r#"{"id":1}"#),
+            Some(&format!(r#"{{"id":1,"pw":{hash},"b":2}}"#)),
+            Some(&format!(r#"{{"id":1,"pw":{hash},"b":3}}"#)),
+            Some(r#"["b"]"#),
+        );
+        let sql = revert_sql(&fine, &column_diffs(&fine)).unwrap();
+        assert!(
+            sql.contains(r#"SET "b" = 2"#) && !sql.contains("hmac"),
+            "{sql}"
+        );
+        // A redacted key matches no row: no DELETE either.
+        let insert = entry(
+            "INSERT",
+            Some(&format!(r#"{{"token":{hash}}}"#)),
+            None,
+            Some(&format!(r#"{{"token":{hash}}}"#)),
+            None,
+        );
+        assert!(revert_sql(&insert, &column_diffs(&insert))
+            .unwrap_err()
+            .contains("\"token\" is redacted"));
     }
 
     #[test]

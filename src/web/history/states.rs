@@ -221,9 +221,9 @@ pub fn restore_sql(
             (Statement::Upsert(values), "has these values", from)
         }
     };
-    let body = statement.sql(&qualified(schema, table), key).ok_or_else(|| {
-        "the table has no primary key, so a statement could not tell this row from identical ones".to_owned()
-    })?;
+    let body = statement
+        .sql(&qualified(schema, table), key)
+        .map_err(|e| e.message())?;
     Ok(format!(
         "-- Brings the row back to its state as of {at_text}, which entry {} ({} committed {}) left.\n\
          -- Whatever the row is now, afterwards it {ends}. Columns the audit trail does not hold are\n\
