@@ -126,7 +126,7 @@ async fn insert_diff(web: &Web, ids: &[i64]) {
     );
     assert!(rows.iter().all(|r| r.0 == "added"), "{rows:?}");
     assert!(!html.contains("<details class=\"unchanged\">"));
-    assert!(unescape(&html).contains("DELETE FROM \"public\".\"docs\"\nWHERE \"id\" = 1;"));
+    assert!(unescape(&html).contains("DELETE FROM \"public\".\"docs\"\nWHERE \"id\" = '1';"));
 }
 
 /// UPDATE: changed first and marked, unchanged folded, long text and JSON diffed by line and word.
@@ -192,7 +192,7 @@ async fn update_diff(web: &Web, ids: &[i64]) {
     assert!(text.contains(
         "UPDATE \"public\".\"docs\"\nSET \"title\" = 't',\n    \"body\" = 'line 1 of the contract"
     ));
-    assert!(text.contains("\"doc\" = '{\"a\":1,\"nested\":{\"keep\":[1,2,3],\"flag\":false},\"z\":\"same\"}'\nWHERE \"id\" = 1;"));
+    assert!(text.contains("\"doc\" = '{\"a\":1,\"nested\":{\"keep\":[1,2,3],\"flag\":false},\"z\":\"same\"}'\nWHERE \"id\" = '1';"));
     let api = web.api(&format!("/api/v1/entries/{}", ids[1])).await;
     assert_eq!(api["entry"]["id"], ids[1]);
     assert_eq!(api["diff"][0]["column"], "title");
@@ -234,7 +234,7 @@ async fn delete_and_truncate(web: &Web, ids: &[i64]) {
     let html = web.page(&format!("/entries/{}", ids[3])).await;
     assert!(diff_rows(&html).iter().all(|r| r.0 == "removed"));
     assert!(unescape(&html).contains(
-        "INSERT INTO \"public\".\"docs\" (\"id\", \"title\", \"body\", \"doc\", \"price\", \"n\")\nVALUES (1, E'it''s \\\\ here', 'b', NULL, '1', 2);"
+        "INSERT INTO \"public\".\"docs\" (\"id\", \"title\", \"body\", \"doc\", \"price\", \"n\") OVERRIDING SYSTEM VALUE\nVALUES ('1', E'it''s \\\\ here', 'b', NULL, '1', '2');"
     ));
 
     // TRUNCATE: a note and no revert.

@@ -36,9 +36,13 @@ async fn clock(src: &Client) -> String {
 const STEPS: [(&str, &str); 5] = [
     (
         "alice",
-        r#"INSERT INTO accounts VALUES (1, 'Ada', 10.50, '{"tier": "gold", "tags": ["early"]}')"#,
+        r#"INSERT INTO accounts OVERRIDING SYSTEM VALUE VALUES (1, 'Ada', 10.50, '{"tier": "gold", "tags": ["early"]}')"#,
     ),
-    ("bob", "UPDATE accounts SET balance = 99.99 WHERE id = 1"),
+    // A jsonb scalar: the revert SQL must write it as jsonb, not as an integer.
+    (
+        "bob",
+        "UPDATE accounts SET balance = 99.99, prefs = '5' WHERE id = 1",
+    ),
     (
         "carol",
         r#"UPDATE accounts SET owner = 'Ada L.', prefs = '{"tier": "platinum", "tags": ["early", "vip"]}' WHERE id = 1"#,
@@ -46,7 +50,7 @@ const STEPS: [(&str, &str); 5] = [
     ("dave", "DELETE FROM accounts WHERE id = 1"),
     (
         "erin",
-        "INSERT INTO accounts VALUES (1, 'Ada again', 0, NULL)",
+        "INSERT INTO accounts OVERRIDING SYSTEM VALUE VALUES (1, 'Ada again', 0, NULL)",
     ),
 ];
 
@@ -180,7 +184,8 @@ async fn timeline(web: &Web, stored: &[Entry]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn row_history_is_a_timeline_of_states() {
     let (env, src, _daemon) = TestEnv::capturing(
-        "CREATE TABLE accounts (id int PRIMARY KEY, owner text, balance numeric(10,2), prefs jsonb);
+        // An identity key: putting a row back needs OVERRIDING SYSTEM VALUE.
+        "CREATE TABLE accounts (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, owner text, balance numeric(10,2), prefs jsonb);
          ALTER TABLE accounts REPLICA IDENTITY FULL;",
     )
     .await;

@@ -10,20 +10,21 @@ use super::columns::{Change, ColumnDiff, Members};
 use crate::pg::quote_ident;
 use crate::store::stored::StoredEntry;
 
-/// A SQL literal for a stored value. Strings (and JSON documents, numerics
-/// stored as strings, byteas as `\x…`) become untyped string literals, which
-/// PostgreSQL types as the target column; numbers and booleans stay bare.
+/// A SQL literal for a stored value: an untyped string literal, which
+/// PostgreSQL types as the target column. Strings give their text (numerics
+/// are stored as strings, byteas as `\x…`); JSON documents, numbers and
+/// booleans their JSON text, so `'5'` and `'true'` fit an integer or boolean
+/// column and a json or jsonb one alike, where a bare `5` or `TRUE` would
+/// not cast to jsonb. The entry holds no column types, so a jsonb string
+/// scalar or JSON `null` cannot be told from text or SQL NULL (docs/web.md).
 pub fn sql_literal(raw: &RawValue) -> String {
     let t = raw.get();
     match t.as_bytes().first() {
         Some(b'n') => "NULL".into(),
-        Some(b't') => "TRUE".into(),
-        Some(b'f') => "FALSE".into(),
         Some(b'"') => {
             quote_string(&serde_json::from_str::<String>(t).unwrap_or_else(|_| t.to_owned()))
         }
-        Some(b'{' | b'[') => quote_string(t),
-        _ => t.to_owned(),
+        _ => quote_string(t),
     }
 }
 
@@ -146,12 +147,15 @@ impl Statement<'_> {
     }
 }
 
-/// `INSERT INTO table (columns…)\nVALUES (values…)`, without its semicolon.
+/// `INSERT INTO table (columns…) OVERRIDING SYSTEM VALUE\nVALUES (values…)`,
+/// without its semicolon. The row is put back with its own key: a `GENERATED
+/// ALWAYS AS IDENTITY` column refuses a given value without the clause, and
+/// a table without one ignores it.
 fn insert(table: &str, columns: &[(&str, &RawValue)]) -> String {
     let names: Vec<String> = columns.iter().map(|(c, _)| quote_ident(c)).collect();
     let values: Vec<String> = columns.iter().map(|(_, v)| sql_literal(v)).collect();
     format!(
-        "INSERT INTO {table} ({})\nVALUES ({})",
+        "INSERT INTO {table} ({}) OVERRIDING SYSTEM VALUE\nVALUES ({})",
         names.join(", "),
         values.join(", ")
     )
@@ -277,7 +281,7 @@ mod tests {
         let sql = revert_sql(&e, &d).unwrap();
         assert!(
             sql.ends_with(
-                "UPDATE \"public\".\"Order \"\"Items\"\"\"\nSET \"b\" = 2\nWHERE \"id\" = 1;"
+                "UPDATE \"public\".\"Order \"\"Items\"\"\"\nSET \"b\" = '2'\nWHERE \"id\" = '1';"
             ),
             "{sql}"
         );
@@ -319,7 +323,7 @@ mod tests {
         );
         let sql = revert_sql(&fine, &column_diffs(&fine)).unwrap();
         assert!(
-            sql.contains(r#"SET "b" = 2"#) && !sql.contains("hmac"),
+            sql.contains(r#"SET "b" = '2'"#) && !sql.contains("hmac"),
             "{sql}"
         );
         // A redacted key matches no row: no DELETE either.
@@ -341,7 +345,8 @@ mod tests {
         assert_eq!(sql_literal(&raw(r#""it's""#)), "'it''s'");
         assert_eq!(sql_literal(&raw(r#""a\\b'""#)), r"E'a\\b'''");
         assert_eq!(sql_literal(&raw("null")), "NULL");
-        assert_eq!(sql_literal(&raw("12.5")), "12.5");
+        assert_eq!(sql_literal(&raw("12.5")), "'12.5'");
+        assert_eq!(sql_literal(&raw("true")), "'true'");
         assert_eq!(sql_literal(&raw(r#"{"k": "v'"}"#)), r#"'{"k": "v''"}'"#);
     }
 
@@ -355,7 +360,7 @@ mod tests {
             None,
         );
         let sql = revert_sql(&e, &column_diffs(&e)).unwrap();
-        assert!(sql.contains("INSERT INTO \"public\".\"Order \"\"Items\"\"\" (\"id\", \"name\")\nVALUES (5, 'x');"), "{sql}");
+        assert!(sql.contains("INSERT INTO \"public\".\"Order \"\"Items\"\"\" (\"id\", \"name\") OVERRIDING SYSTEM VALUE\nVALUES ('5', 'x');"), "{sql}");
         let e = entry(
             "INSERT",
             Some(r#"{"id":5}"#),

@@ -26,7 +26,7 @@ use super::diff::{self, Members};
 use super::entry::{DiffView, Facts};
 use super::error::WebError;
 use super::health::GapView;
-use super::query::{self, key_columns, key_texts, url, PkMatch, Sql};
+use super::query::{self, key_columns, key_texts, url, PkMatch, Sql, RARE_ACTIONS as RARE};
 use super::AppState;
 use crate::auth::Role;
 use crate::store::gaps::{self, Gap};
@@ -341,23 +341,41 @@ async fn load_as_of(
     let rows = client.query(&chain.text, &chain.refs()).await?;
     let mut entries: Vec<StoredEntry> = rows.iter().map(StoredEntry::from_row).collect();
     entries.reverse();
-    let truncate = match entries.last() {
-        Some(last) => client
-            .query_opt(
-                &format!(
-                    "SELECT {ENTRY_COLUMNS} FROM pgtrail.entries WHERE schema_name = $1 AND table_name = $2 \
-                     AND action = 'TRUNCATE' AND id > $3 AND committed_at <= $4 ORDER BY id LIMIT 1"
-                ),
-                &[&params.table.schema, &params.table.name, &last.id, &at],
-            )
-            .await?
-            .map(|r| StoredEntry::from_row(&r)),
-        None => None,
+    // Both read the rare actions' index (entries_rare_action, whose predicate
+    // is spelled out so the planner takes it): a few rows, not the table's
+    // every later or earlier change.
+    let (truncate, ddl) = match entries.last() {
+        Some(last) => {
+            let (schema, table) = (&params.table.schema, &params.table.name);
+            let truncate = client
+                .query_opt(
+                    &format!(
+                        "SELECT {ENTRY_COLUMNS} FROM pgtrail.entries WHERE action = 'TRUNCATE'{RARE} \
+                         AND schema_name = $1 AND table_name = $2 AND id > $3 AND committed_at <= $4 ORDER BY id LIMIT 1"
+                    ),
+                    &[schema, table, &last.id, &at],
+                )
+                .await?
+                .map(|r| StoredEntry::from_row(&r));
+            let ddl = client
+                .query_opt(
+                    &format!(
+                        "SELECT committed_at FROM pgtrail.entries WHERE action = 'DDL'{RARE} \
+                         AND schema_name = $1 AND table_name = $2 AND id < $3 ORDER BY id DESC LIMIT 1"
+                    ),
+                    &[schema, table, &last.id],
+                )
+                .await?
+                .map(|r| r.get::<_, DateTime<Utc>>(0));
+            (truncate, ddl)
+        }
+        None => (None, None),
     };
     let state = states::as_of(
         &states::Chain {
             entries: &entries,
             truncate: truncate.as_ref(),
+            ddl,
             gaps,
         },
         at,

@@ -71,6 +71,9 @@ pub struct Chain<'a> {
     pub entries: &'a [StoredEntry],
     /// The first TRUNCATE of the table after the last of them, at or before the time.
     pub truncate: Option<&'a StoredEntry>,
+    /// When the table's definition last changed (its latest DDL entry) before
+    /// the last of them: a column is not carried from an image older than that.
+    pub ddl: Option<DateTime<Utc>>,
     /// Every recorded audit gap.
     pub gaps: &'a [Gap],
 }
@@ -147,29 +150,48 @@ pub fn as_of(chain: &Chain, at: DateTime<Utc>) -> RowState {
     }
 }
 
-/// The state's columns: the last entry's `after`, and the columns earlier
-/// images (back to the row's INSERT) held that it lacks, carried from the
-/// nearest entry that has them; unknown across a DELETE or a gap.
+/// The state's columns: the last entry's `after`, and the columns it lacks
+/// (an unchanged TOASTed value is left out of an UPDATE's new image).
+///
+/// Where the UPDATE's `before` is a whole row (REPLICA IDENTITY FULL), it
+/// holds those values, unchanged, and every column the table then had:
+/// nothing is carried from older entries, which may hold a column dropped or
+/// ignored since. Otherwise a missing column is carried from the nearest
+/// earlier image (back to the row's INSERT), and is unknown across a DELETE,
+/// an audit gap or a change of the table's definition.
 fn columns(chain: &Chain, last: &StoredEntry) -> Vec<StateColumn> {
+    let known = |(name, value)| StateColumn {
+        name,
+        value: Some(value),
+        carried_from: None,
+    };
     let mut out: Vec<StateColumn> = Members::parse(last.after())
         .0
         .into_iter()
-        .map(|(name, value)| StateColumn {
-            name,
-            value: Some(value),
-            carried_from: None,
-        })
+        .map(known)
         .collect();
     if last.action == "INSERT" {
         return out;
     }
-    // Walk back while the row's images chain up: each earlier INSERT or UPDATE, no gap in between.
+    let before = Members::parse(last.before());
+    let key = Members::parse(last.primary_key());
+    if before.0.iter().any(|(name, _)| key.get(name).is_none()) {
+        for (name, value) in before.0 {
+            if !out.iter().any(|c| c.name == name) {
+                out.push(known((name, value)));
+            }
+        }
+        return out;
+    }
+    // Walk back while the row's images chain up: each earlier INSERT or UPDATE,
+    // no gap and no change of the table's definition in between.
     let mut reachable = true;
     let mut later = last.committed_at;
     for e in chain.entries.iter().rev().skip(1) {
         let after = Members::parse(e.after());
         reachable = reachable
             && e.action != "DELETE"
+            && chain.ddl.is_none_or(|ddl| ddl <= e.committed_at)
             && gap_between(chain.gaps, e.committed_at, later).is_none();
         for (name, value) in after.0 {
             if out.iter().any(|c| c.name == name) {

@@ -59,4 +59,4 @@ pub use params::{
 pub use resolve::Resolved;
 pub use scope::Scope;
 pub use sql::Sql;
-pub use statement::{like_escape, PageSql};
+pub use statement::{like_escape, PageSql, RARE_ACTIONS};

@@ -11,7 +11,7 @@ use super::sql::Sql;
 use crate::text::push_json_string;
 
 /// The predicate of the index `entries_rare_action` (sql/store/0014).
-const RARE_ACTIONS: &str = " AND action NOT IN ('INSERT', 'UPDATE', 'DELETE')";
+pub const RARE_ACTIONS: &str = " AND action NOT IN ('INSERT', 'UPDATE', 'DELETE')";
 
 impl Filter {
     /// Appends ` AND …` for every filter that is set.

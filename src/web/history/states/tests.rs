@@ -77,6 +77,7 @@ fn state_at(entries: &[StoredEntry], gaps: &[Gap], minute: u32) -> String {
         &Chain {
             entries: &upto,
             truncate: None,
+            ddl: None,
             gaps,
         },
         t(minute),
@@ -147,6 +148,7 @@ fn an_audit_gap_makes_the_state_unknown() {
     let chain = Chain {
         entries: &upto,
         truncate: None,
+        ddl: None,
         gaps: &gaps,
     };
     let state = as_of(&chain, t(2));
@@ -165,6 +167,7 @@ fn a_truncate_removes_the_row() {
         &Chain {
             entries: &life,
             truncate: Some(&truncate),
+            ddl: None,
             gaps: &[],
         },
         t(7),
@@ -182,6 +185,7 @@ fn restore_statements_end_the_row_in_the_state() {
         &Chain {
             entries: &life[..2],
             truncate: None,
+            ddl: None,
             gaps: &[],
         },
         t(2),
@@ -189,7 +193,7 @@ fn restore_statements_end_the_row_in_the_state() {
     let sql = restore_sql(&present, "public", "accounts", &key, "2026-11-01 10:02").unwrap();
     assert!(
         sql.ends_with(
-            "INSERT INTO \"public\".\"accounts\" (\"id\", \"name\", \"doc\")\nVALUES (1, 'b', 'big')\n\
+            "INSERT INTO \"public\".\"accounts\" (\"id\", \"name\", \"doc\") OVERRIDING SYSTEM VALUE\nVALUES ('1', 'b', 'big')\n\
              ON CONFLICT (\"id\") DO UPDATE\nSET \"name\" = EXCLUDED.\"name\",\n    \"doc\" = EXCLUDED.\"doc\";"
         ),
         "{sql}"
@@ -201,22 +205,77 @@ fn restore_statements_end_the_row_in_the_state() {
         &Chain {
             entries: &life[..4],
             truncate: None,
+            ddl: None,
             gaps: &[],
         },
         t(4),
     );
     let sql = restore_sql(&absent, "public", "accounts", &key, "then").unwrap();
     assert!(
-        sql.ends_with("DELETE FROM \"public\".\"accounts\"\nWHERE \"id\" = 1;"),
+        sql.ends_with("DELETE FROM \"public\".\"accounts\"\nWHERE \"id\" = '1';"),
         "{sql}"
     );
     let unknown = as_of(
         &Chain {
             entries: &[],
             truncate: None,
+            ddl: None,
             gaps: &[],
         },
         t(0),
     );
     assert!(restore_sql(&unknown, "public", "accounts", &key, "then").is_err());
+}
+
+#[test]
+fn a_whole_before_image_holds_the_missing_columns_and_nothing_older() {
+    // REPLICA IDENTITY FULL: the UPDATE's before image is the whole row. `doc`
+    // (TOASTed, unchanged) is taken from it; `legacy`, which only the INSERT
+    // held (the column was dropped or is ignored since), is not carried.
+    let mut update = entry(2, 2, "UPDATE", Some(r#"{"id":1,"name":"b"}"#));
+    update.json[1] = Some(r#"{"id":1,"name":"a","doc":"big"}"#.into());
+    let life = [
+        entry(
+            1,
+            1,
+            "INSERT",
+            Some(r#"{"id":1,"name":"a","doc":"big","legacy":7}"#),
+        ),
+        update,
+    ];
+    assert_eq!(
+        state_at(&life, &[], 2),
+        r#"present@2 id=1 name="b" doc="big""#
+    );
+}
+
+#[test]
+fn a_column_is_not_carried_across_a_change_of_the_table() {
+    // REPLICA IDENTITY DEFAULT, and an ALTER TABLE between the INSERT and the
+    // UPDATE: the INSERT's `doc` may be a column that no longer exists.
+    let life = &life()[..2];
+    let state = as_of(
+        &Chain {
+            entries: life,
+            truncate: None,
+            ddl: Some(t(1) + chrono::Duration::seconds(30)),
+            gaps: &[],
+        },
+        t(2),
+    );
+    assert_eq!(shown(&state), r#"present@2 id=1 name="b" doc=?"#);
+    let key = Members::parse(Some(r#"{"id":1}"#));
+    let err = restore_sql(&state, "public", "accounts", &key, "then").unwrap_err();
+    assert!(err.contains("doc"), "{err}");
+    // A change of the table before the carried image does not matter.
+    let state = as_of(
+        &Chain {
+            entries: life,
+            truncate: None,
+            ddl: Some(t(0)),
+            gaps: &[],
+        },
+        t(2),
+    );
+    assert_eq!(shown(&state), r#"present@2 id=1 name="b" doc="big"<1"#);
 }
