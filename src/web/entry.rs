@@ -7,6 +7,8 @@
 //! [`DiffView`] (`templates/diff.html`) is the column table; the history page
 //! shows one per entry.
 
+use std::time::{Duration, Instant};
+
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::response::{Html, IntoResponse, Response};
@@ -75,12 +77,30 @@ pub struct DiffView {
     pub note: String,
 }
 
+/// How long a page may spend on inline differences, all its entries and
+/// columns together. Each is bounded on its own too (`diff::paths::Bounds`,
+/// the line diff's timeout); this bounds a page of many (a row's history
+/// lists up to 200 entries).
+pub const DIFF_BUDGET: Duration = Duration::from_secs(1);
+
 impl DiffView {
     pub fn new(entry: &StoredEntry, diffs: &[ColumnDiff]) -> DiffView {
+        DiffView::within(entry, diffs, Instant::now() + DIFF_BUDGET)
+    }
+
+    /// The column table, its inline differences computed until `until`;
+    /// columns reached later are shown without one, and the note says so.
+    pub fn within(entry: &StoredEntry, diffs: &[ColumnDiff], until: Instant) -> DiffView {
         let mut shown = Vec::new();
         let mut unchanged = Vec::new();
+        let mut skipped = false;
         for d in diffs {
-            let lines = Inline::of(d);
+            let lines = if Instant::now() < until {
+                Inline::of(d, until)
+            } else {
+                skipped |= Inline::wanted(d);
+                None
+            };
             let view = ColumnView {
                 name: d.column.clone(),
                 change: d.change.as_str(),
@@ -102,6 +122,14 @@ impl DiffView {
             "UPDATE" if shown.is_empty() => "This update changed no column.".into(),
             "DDL" => "A schema change: the command, the object and the statement, as the event trigger recorded them.".into(),
             _ => String::new(),
+        };
+        let note = if skipped {
+            format!(
+                "{note}{}Some long values are shown whole, without their inline difference: the page ran out of time for comparing. The entry's own page compares them.",
+                if note.is_empty() { "" } else { " " }
+            )
+        } else {
+            note
         };
         DiffView {
             shown,
@@ -257,4 +285,41 @@ fn details_fields(details: Option<&str>) -> Vec<(String, String)> {
             (k, text)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_out_of_time_shows_values_without_their_inline_difference() {
+        let doc = |v: i32| format!(r#"{{"id":1,"doc":{{"a":{v},"b":[1,2,3]}}}}"#);
+        let entry = StoredEntry {
+            id: 1,
+            committed_at: chrono::Utc::now(),
+            xid: Some(1),
+            lsn: Some("0/1".into()),
+            schema: "public".into(),
+            table: "t".into(),
+            action: "UPDATE".into(),
+            json: [
+                Some(r#"{"id":1}"#.into()),
+                Some(doc(1)),
+                Some(doc(2)),
+                Some(r#"["doc"]"#.into()),
+                Some("{}".into()),
+                None,
+            ],
+        };
+        let diffs = diff::column_diffs(&entry);
+        let full = DiffView::new(&entry, &diffs);
+        assert!(full.shown[0].lines.is_some() && full.note.is_empty());
+        let late = DiffView::within(&entry, &diffs, Instant::now());
+        assert!(late.shown[0].lines.is_none());
+        assert!(
+            late.shown[0].after.is_some(),
+            "the value itself is still shown"
+        );
+        assert!(late.note.contains("ran out of time"), "{}", late.note);
+    }
 }

@@ -67,13 +67,26 @@ impl Lines {
 /// Line diff of two values with the changed words marked, JSON pretty-printed
 /// first; unchanged stretches are cut to three lines of context.
 pub fn text_diff(before: &RawValue, after: &RawValue) -> Vec<DiffLine> {
+    text_diff_within(before, after, TIMEOUT)
+}
+
+/// How long the line diff may look for the shortest edit before it settles
+/// for a longer one.
+const TIMEOUT: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// [`text_diff`] with a shorter time to look, when a page has less left.
+pub fn text_diff_within(
+    before: &RawValue,
+    after: &RawValue,
+    timeout: std::time::Duration,
+) -> Vec<DiffLine> {
     let (old, new) = (
         Lines::of(&ValueView::of(before)),
         Lines::of(&ValueView::of(after)),
     );
     let diff = TextDiff::configure()
         .algorithm(similar::Algorithm::Patience)
-        .timeout(std::time::Duration::from_millis(250))
+        .timeout(timeout.min(TIMEOUT))
         .diff_lines(old.compared.as_str(), new.compared.as_str());
     let mut lines = Vec::new();
     for (i, group) in diff.grouped_ops(3).iter().enumerate() {

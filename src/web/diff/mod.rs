@@ -13,9 +13,13 @@ pub mod paths;
 pub mod revert;
 
 pub use columns::{column_diffs, object_keys, pretty_json, Change, ColumnDiff, Members, ValueView};
-pub use lines::{text_diff, wants_text_diff, DiffLine};
-pub use paths::{path_diff, PathDiff};
+pub use lines::{text_diff, text_diff_within, wants_text_diff, DiffLine};
+pub use paths::{path_diff, path_diff_until, PathDiff};
 pub use revert::{quote_string, revert_sql, sql_literal};
+
+use std::time::Instant;
+
+use serde_json::value::RawValue;
 
 /// A changed value shown across the before and after columns.
 pub struct Inline {
@@ -28,19 +32,31 @@ pub struct Inline {
 
 impl Inline {
     /// How a column is shown inline, if it is: a changed JSON document, or
-    /// long text.
-    pub fn of(d: &ColumnDiff) -> Option<Inline> {
+    /// long text; compared until `until` at the latest (the page's budget).
+    pub fn of(d: &ColumnDiff, until: Instant) -> Option<Inline> {
         let (Change::Changed, Some(b), Some(a)) = (d.change, &d.before, &d.after) else {
             return None;
         };
-        let paths = path_diff(&d.column, b, a);
+        let paths = path_diff_until(&d.column, b, a, until);
         if paths.is_none() && !wants_text_diff(b, a) {
             return None;
         }
         Some(Inline {
             paths,
-            lines: text_diff(b, a),
+            lines: text_diff_within(b, a, until.saturating_duration_since(Instant::now())),
         })
+    }
+
+    /// Whether the column would be shown inline: what a page that ran out
+    /// of time leaves out.
+    pub fn wanted(d: &ColumnDiff) -> bool {
+        match (d.change, &d.before, &d.after) {
+            (Change::Changed, Some(b), Some(a)) => {
+                let is_doc = |r: &RawValue| matches!(r.get().as_bytes().first(), Some(b'{' | b'['));
+                is_doc(b) || is_doc(a) || wants_text_diff(b, a)
+            }
+            _ => false,
+        }
     }
 
     /// Whether the line diff is folded away under the paths.

@@ -16,6 +16,7 @@
 //! shows the documents.
 
 use std::fmt::Write as _;
+use std::hash::{Hash, Hasher};
 use std::time::{Duration, Instant};
 
 use serde_json::value::RawValue;
@@ -92,6 +93,17 @@ impl PathDiff {
 /// least one is a JSON object or array; `None` for anything else, which the
 /// line diff compares.
 pub fn path_diff(column: &str, before: &RawValue, after: &RawValue) -> Option<PathDiff> {
+    path_diff_until(column, before, after, Instant::now() + Bounds::TIME)
+}
+
+/// [`path_diff`] that stops at `until` if that comes before its own bound
+/// of [`Bounds::TIME`]: a page of many documents shares one budget.
+pub fn path_diff_until(
+    column: &str,
+    before: &RawValue,
+    after: &RawValue,
+    until: Instant,
+) -> Option<PathDiff> {
     let is_doc = |r: &RawValue| matches!(r.get().as_bytes().first(), Some(b'{' | b'['));
     if !is_doc(before) && !is_doc(after) {
         return None;
@@ -125,7 +137,7 @@ pub fn path_diff(column: &str, before: &RawValue, after: &RawValue) -> Option<Pa
         edits: Vec::new(),
         found: 0,
         visited: 0,
-        deadline: Instant::now() + Bounds::TIME,
+        deadline: until.min(Instant::now() + Bounds::TIME),
         stopped: None,
     };
     let mut path = String::new();
@@ -245,7 +257,13 @@ impl Walk {
     /// pairwise, the surplus added or removed.
     fn arrays(&mut self, path: &mut String, b: &[Value], a: &[Value], depth: usize) {
         let ops = if b.len() + a.len() <= Bounds::ALIGNED {
-            let key = |v: &Value| v.to_string();
+            // A hash of each element, not its text: nested arrays would
+            // serialise every subtree again at each level that aligns.
+            let key = |v: &Value| {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                hash_value(v, &mut h);
+                h.finish()
+            };
             similar::capture_diff_slices_by_key_deadline(
                 similar::Algorithm::Myers,
                 b,
@@ -279,7 +297,17 @@ impl Walk {
         };
         for op in ops {
             let (old_index, old_len, new_index, new_len) = match op {
-                similar::DiffOp::Equal { .. } => continue,
+                similar::DiffOp::Equal {
+                    old_index,
+                    new_index,
+                    len,
+                } => {
+                    // Equal hashes; a collision is compared as a change.
+                    if b[old_index..old_index + len] == a[new_index..new_index + len] {
+                        continue;
+                    }
+                    (old_index, len, new_index, len)
+                }
                 similar::DiffOp::Delete {
                     old_index,
                     old_len,
@@ -318,6 +346,41 @@ impl Walk {
                     _ => {}
                 }
                 path.truncate(len);
+            }
+        }
+    }
+}
+
+/// Feeds `v`'s structure to `h` without writing it out as text, numbers by
+/// their value as f64. Equal hashes only pair elements up for the alignment:
+/// a collision is caught by the caller's comparison, and equal objects
+/// hashed apart (keys in another order) are still compared member by member.
+fn hash_value(v: &Value, h: &mut impl Hasher) {
+    match v {
+        Value::Null => h.write_u8(0),
+        Value::Bool(b) => {
+            h.write_u8(1);
+            b.hash(h);
+        }
+        Value::Number(n) => {
+            h.write_u8(2);
+            h.write_u64(n.as_f64().map_or(0, f64::to_bits));
+        }
+        Value::String(s) => {
+            h.write_u8(3);
+            s.hash(h);
+        }
+        Value::Array(items) => {
+            h.write_u8(4);
+            h.write_usize(items.len());
+            items.iter().for_each(|i| hash_value(i, h));
+        }
+        Value::Object(members) => {
+            h.write_u8(5);
+            h.write_usize(members.len());
+            for (k, v) in members {
+                k.hash(h);
+                hash_value(v, h);
             }
         }
     }

@@ -14,6 +14,7 @@ pub mod states;
 mod view;
 
 use std::str::FromStr;
+use std::time::Instant;
 
 use askama::Template;
 use axum::extract::{RawQuery, State};
@@ -23,7 +24,7 @@ use tokio_postgres::Client;
 
 use super::access::Principal;
 use super::diff::{self, Members};
-use super::entry::{DiffView, Facts};
+use super::entry::{DiffView, Facts, DIFF_BUDGET};
 use super::error::WebError;
 use super::health::GapView;
 use super::query::{self, key_columns, key_texts, url, PkMatch, Sql, RARE_ACTIONS as RARE};
@@ -296,12 +297,14 @@ fn timeline(
 ) -> (Vec<HistoryItem>, Vec<GapView>) {
     let mut lower = params.after;
     let mut items = Vec::with_capacity(entries.len());
+    // One budget for the whole page's inline differences, not one per entry.
+    let until = Instant::now() + DIFF_BUDGET;
     for (i, e) in entries.iter().enumerate() {
         let diffs = diff::column_diffs(e);
         items.push(HistoryItem {
             version: earlier + i as i64 + 1,
             f: Facts::new(e),
-            d: DiffView::new(e, &diffs),
+            d: DiffView::within(e, &diffs, until),
             as_of_url: format!("{}#as-of", params.url(None, Some(&e.committed_at_text()))),
             // Before the row's first version, its state is unknown anyway.
             gaps: gaps

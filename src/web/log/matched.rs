@@ -6,8 +6,9 @@
 //! shows as text, never as HTML.
 //!
 //! The match is case-insensitive, character by character, as the search's
-//! `ILIKE` is; a value is looked at up to [`SCANNED`] characters, so a huge
-//! value costs the page little (a match beyond shows no snippet).
+//! `ILIKE` is; a value is looked at up to [`SCANNED`] characters, folded to
+//! lowercase once and searched in linear time, so a huge value costs the
+//! page little (a match beyond shows no snippet).
 
 use crate::store::stored::StoredEntry;
 use crate::web::diff::Members;
@@ -28,21 +29,57 @@ pub struct Matched {
     pub parts: Vec<(bool, String)>,
 }
 
-fn same(a: char, b: char) -> bool {
-    a == b || a.to_lowercase().eq(b.to_lowercase())
+/// A character as the comparison sees it: its lowercase where that is one
+/// character. A character whose lowercase is several (`İ`) is kept: only
+/// itself has that lowercase, so comparing it as itself is the same test.
+fn fold(c: char) -> char {
+    let mut lower = c.to_lowercase();
+    match (lower.next(), lower.next()) {
+        (Some(l), None) => l,
+        _ => c,
+    }
 }
 
-/// Where `term` starts in `text` from `from` on, case-insensitively (character indexes).
-fn find(text: &[char], term: &[char], from: usize) -> Option<usize> {
-    if term.is_empty() || text.len() < term.len() {
-        return None;
+/// A value's text folded once, so that finding the term in it is one
+/// linear substring search (`str::find`), not a comparison at every start.
+struct Folded {
+    /// The folded characters, one per character of the value.
+    chars: Vec<char>,
+    /// The same as a string, and where each character starts in it.
+    text: String,
+    starts: Vec<usize>,
+}
+
+impl Folded {
+    fn new(chars: &[char]) -> Folded {
+        let chars: Vec<char> = chars.iter().copied().map(fold).collect();
+        let mut text = String::with_capacity(chars.len());
+        let mut starts = Vec::with_capacity(chars.len());
+        for &c in &chars {
+            starts.push(text.len());
+            text.push(c);
+        }
+        Folded {
+            chars,
+            text,
+            starts,
+        }
     }
-    (from..=text.len() - term.len()).find(|&i| {
-        text[i..i + term.len()]
-            .iter()
-            .zip(term)
-            .all(|(a, b)| same(*a, *b))
-    })
+
+    /// Where `term` (folded) first starts at or after character `from`.
+    fn find(&self, term: &Folded, from: usize) -> Option<usize> {
+        if term.chars.is_empty() || from >= self.chars.len() {
+            return None;
+        }
+        let at = self.starts[from];
+        let byte = at + self.text[at..].find(&term.text)?;
+        self.starts.binary_search(&byte).ok()
+    }
+
+    /// Whether `term` starts at character `i`.
+    fn starts_with_at(&self, term: &Folded, i: usize) -> bool {
+        self.chars[i..].starts_with(&term.chars)
+    }
 }
 
 /// A value as the search reads it: a string's text, any other JSON as written; `None` for null.
@@ -55,9 +92,10 @@ fn value_text(raw: &str) -> Option<String> {
 }
 
 /// The snippet of `text` around the first match, every match in it marked.
-fn snippet(text: &[char], term: &[char], first: usize) -> Vec<(bool, String)> {
+fn snippet(text: &[char], folded: &Folded, term: &Folded, first: usize) -> Vec<(bool, String)> {
+    let len = term.chars.len();
     let start = first.saturating_sub(BEFORE);
-    let end = (first + term.len() + AFTER).min(text.len());
+    let end = (first + len + AFTER).min(text.len());
     let mut parts = Vec::new();
     let mut plain: String = if start > 0 {
         "…".into()
@@ -66,18 +104,15 @@ fn snippet(text: &[char], term: &[char], first: usize) -> Vec<(bool, String)> {
     };
     let mut i = start;
     while i < end {
-        match find(&text[..end], term, i).filter(|&m| m == i) {
-            Some(m) => {
-                if !plain.is_empty() {
-                    parts.push((false, std::mem::take(&mut plain)));
-                }
-                parts.push((true, text[m..m + term.len()].iter().collect()));
-                i = m + term.len();
+        if i + len <= end && folded.starts_with_at(term, i) {
+            if !plain.is_empty() {
+                parts.push((false, std::mem::take(&mut plain)));
             }
-            None => {
-                plain.push(text[i]);
-                i += 1;
-            }
+            parts.push((true, text[i..i + len].iter().collect()));
+            i += len;
+        } else {
+            plain.push(text[i]);
+            i += 1;
         }
     }
     if end < text.len() {
@@ -92,7 +127,7 @@ fn snippet(text: &[char], term: &[char], first: usize) -> Vec<(bool, String)> {
 impl Matched {
     /// The first value of `entry` that holds `term`, if one does (within what is scanned).
     pub fn find(entry: &StoredEntry, term: &str) -> Option<Matched> {
-        let term: Vec<char> = term.chars().collect();
+        let term = Folded::new(&term.chars().collect::<Vec<char>>());
         let sides = [("after", entry.after()), ("before", entry.before())];
         for (side, image) in sides {
             for (column, raw) in Members::parse(image).0 {
@@ -100,11 +135,12 @@ impl Matched {
                     continue;
                 };
                 let chars: Vec<char> = text.chars().take(SCANNED).collect();
-                if let Some(first) = find(&chars, &term, 0) {
+                let folded = Folded::new(&chars);
+                if let Some(first) = folded.find(&term, 0) {
                     return Some(Matched {
                         column,
                         side,
-                        parts: snippet(&chars, &term, first),
+                        parts: snippet(&chars, &folded, &term, first),
                     });
                 }
             }
@@ -174,6 +210,28 @@ mod tests {
             Matched::find(&entry(None, Some(r#"{"a":null}"#)), "null"),
             None
         );
+    }
+
+    #[test]
+    fn folding_keeps_character_positions() {
+        // `İ` lowercases to two characters; it is compared as itself, and the
+        // snippet's positions still line up with the value's characters.
+        let e = entry(None, Some(r#"{"v":"İstanbul ÄRGER ärger"}"#));
+        let m = Matched::find(&e, "ärger").unwrap();
+        assert_eq!(
+            parts(&m),
+            vec![
+                (false, "İstanbul "),
+                (true, "ÄRGER"),
+                (false, " "),
+                (true, "ärger")
+            ]
+        );
+        assert_eq!(parts(&Matched::find(&e, "İst").unwrap())[0], (true, "İst"));
+        // A value of the scanned size made of near-misses is searched in linear time.
+        let near = format!(r#"{{"v":"{}b"}}"#, "a".repeat(SCANNED - 1));
+        let term = format!("{}c", "a".repeat(500));
+        assert_eq!(Matched::find(&entry(None, Some(&near)), &term), None);
     }
 
     #[test]
