@@ -97,6 +97,11 @@ pub struct Config {
     pub store_timeout: std::time::Duration,
     /// The key chain heads are signed with (`store.signing_key_file`), and how often.
     pub signing: Option<crate::store::signing::HeadSigner>,
+    /// `store.retention`: how long entries are kept (`None`: always). `setup` writes it into the store,
+    /// whose value wins.
+    pub retention: Option<crate::store::retention::Retention>,
+    /// `store.archive_dir`: where a partition's entries are archived before retention drops it.
+    pub archive_dir: Option<PathBuf>,
     pub capture: TableFilter,
     /// `setup` gives captured tables REPLICA IDENTITY FULL, so UPDATE and DELETE carry the whole old row.
     pub before_images: bool,
@@ -137,6 +142,7 @@ impl Config {
         let store = store::store(&raw.store, &source.url, path)?;
         let signing = store::signing(&raw.store, path)?;
         let store_timeout = store::timeout(&raw.store, path)?;
+        let (retention, archive_dir) = store::retention(&raw.store, path)?;
         let capture = capture::tables(&raw.capture, path)?;
         let web_listen = web::listen(&raw.web, path)?;
         let columns = capture::column_rules(&raw.capture, path)?;
@@ -154,6 +160,8 @@ impl Config {
             store,
             store_timeout,
             signing,
+            retention,
+            archive_dir,
             capture,
             before_images: raw.capture.before_images,
             web_listen,

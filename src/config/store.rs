@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use super::ConfigError;
 use crate::pg::PgUrl;
+use crate::store::retention::Retention;
 use crate::store::signing::HeadSigner;
 
 #[derive(Debug, Default, Deserialize)]
@@ -16,6 +17,40 @@ pub(super) struct RawStore {
     signing_key_file: Option<std::path::PathBuf>,
     sign_every_seconds: Option<u64>,
     timeout_seconds: Option<u64>,
+    retention: Option<String>,
+    archive_dir: Option<std::path::PathBuf>,
+}
+
+/// `store.retention` (unset: keep everything) and `store.archive_dir`
+/// (optional; relative to the config file): how long entries are kept, and
+/// where a partition's entries are archived before it is dropped.
+pub(super) fn retention(
+    raw: &RawStore,
+    path: &Path,
+) -> Result<(Option<Retention>, Option<std::path::PathBuf>), ConfigError> {
+    let invalid = ConfigError::invalid_in(path);
+    let retention = match raw.retention.as_deref() {
+        None => None,
+        Some(text) => Some(Retention::parse(text).map_err(|m| invalid("store.retention", m))?),
+    };
+    let archive_dir = match &raw.archive_dir {
+        None => None,
+        Some(dir) if dir.as_os_str().is_empty() => return Err(invalid(
+            "store.archive_dir",
+            "is empty: name a directory, or remove the line to drop partitions without archives"
+                .into(),
+        )),
+        Some(dir) => Some(path.parent().unwrap_or(Path::new("")).join(dir)),
+    };
+    if archive_dir.is_some() && retention.is_none() {
+        return Err(invalid(
+            "store.archive_dir",
+            "archives are written when retention drops a partition, and store.retention is unset: \
+             set store.retention too, or remove store.archive_dir"
+                .into(),
+        ));
+    }
+    Ok((retention, archive_dir))
 }
 
 /// `store.timeout_seconds` (default 30): how long one step of the store
@@ -77,6 +112,29 @@ pub(super) fn store(raw: &RawStore, source: &PgUrl, path: &Path) -> Result<PgUrl
 #[cfg(test)]
 mod tests {
     use super::super::tests::{error, load, SOURCE};
+
+    #[test]
+    fn retention_is_whole_days_months_or_years_and_archives_need_it() {
+        use crate::store::retention::Retention;
+        let c = load(SOURCE).unwrap();
+        assert_eq!((c.retention, c.archive_dir), (None, None));
+        let c = load(&format!(
+            "{SOURCE}[store]\nretention = \"400d\"\narchive_dir = \"arch\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.retention, Some(Retention::Days(400)));
+        assert!(c.archive_dir.unwrap().ends_with("arch"));
+        let e = error(&format!("{SOURCE}[store]\nretention = \"6m\"\n"));
+        assert!(
+            e.contains("store.retention") && e.contains("m could mean minutes"),
+            "{e}"
+        );
+        let e = error(&format!("{SOURCE}[store]\narchive_dir = \"arch\"\n"));
+        assert!(
+            e.contains("store.archive_dir") && e.contains("set store.retention"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn signing_keys_are_checked_with_the_key_named() {

@@ -20,6 +20,7 @@ pub mod gaps;
 pub mod message_key;
 pub mod migrations;
 pub mod quarantine;
+pub mod retention;
 pub mod signing;
 pub mod sources;
 pub mod stored;
