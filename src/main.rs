@@ -90,6 +90,9 @@ enum Command {
     /// Print the newest signed chain head (store.signing_key_file) as one line of JSON, to keep
     /// outside the store.
     Digest,
+    /// Drop the partitions of entries past the store's retention now ([store] retention), or list
+    /// them with --dry-run.
+    Retention(cli::retention::Request),
 }
 
 /// `verify`'s exit status when the store could not be checked at all.
@@ -305,6 +308,11 @@ async fn run(command: Command, loaded: Result<(Config, PathBuf)>) -> Result<Exit
         Command::User { action } => cli::users::command(&config, action).await?,
         Command::Token { action } => cli::tokens::command(&config, action).await?,
         Command::Digest => cli::digest::run(&config).await?,
+        Command::Retention(request) => {
+            if !cli::retention::run(&config, &request).await? {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
         Command::Verify(request) => {
             let report = cli::verify::run(&config, &request).await?;
             if request.json {

@@ -4,6 +4,8 @@
 //! in the events chain). This module holds what the config, `setup` and the
 //! pass share.
 
+pub mod archives;
+pub mod pass;
 pub mod period;
 
 pub use period::Retention;
@@ -11,3 +13,45 @@ pub use period::Retention;
 /// The session-level advisory lock one pass holds, so that one daemon of a
 /// fleet sharing the store does the work and the others skip it.
 pub const PASS_LOCK: i64 = 7_420_503;
+
+/// What `pgtrail setup` writes into `pgtrail.settings` ([store] retention;
+/// `None` keeps everything). The store's value is the one enforced.
+pub async fn store_setting(
+    client: &tokio_postgres::Client,
+    retention: Option<Retention>,
+) -> Result<(), super::StoreError> {
+    let interval = retention.map(Retention::interval);
+    client
+        .execute(
+            "UPDATE pgtrail.settings SET retention = $1::text::interval",
+            &[&interval],
+        )
+        .await?;
+    Ok(())
+}
+
+/// The warning a process whose config disagrees with the store logs (the
+/// store's value is the one used); `None` when they agree. Compared as
+/// intervals by the store, which prints "13 mons" as "1 year 1 mon".
+pub async fn disagreement(
+    client: &tokio_postgres::Client,
+    config: Option<Retention>,
+) -> Result<Option<String>, super::StoreError> {
+    let wanted = config.map(Retention::interval);
+    let row = client
+        .query_one(
+            "SELECT retention IS NOT DISTINCT FROM $1::text::interval, retention::text \
+             FROM pgtrail.settings",
+            &[&wanted],
+        )
+        .await?;
+    let (same, stored): (bool, Option<String>) = (row.get(0), row.get(1));
+    Ok((!same).then(|| {
+        format!(
+            "[store] retention is {} in the config but {} in the store; the store's value is used: \
+             run `pgtrail setup` to apply the config's",
+            config.map_or("unset".to_owned(), |r| format!("\"{r}\"")),
+            stored.map_or("unset (keep everything)".to_owned(), |s| format!("\"{s}\""))
+        )
+    }))
+}

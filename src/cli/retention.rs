@@ -1,0 +1,89 @@
+//! `pgtrail retention [--dry-run] [--json]`: one retention pass now
+//! ([`crate::store::retention::pass`]), or with `--dry-run` the list of the
+//! partitions that would go, with their exact entries per source, changing
+//! nothing. The store's retention is the one applied; a config that
+//! disagrees is reported.
+
+use anyhow::Result;
+
+use crate::config::Config;
+use crate::store::retention::archives::{Archiver, NotBuilt};
+use crate::store::retention::disagreement;
+use crate::store::retention::pass::{self, Mode, Outcome, PassReport};
+
+/// What the command line asked for.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Request {
+    /// List the partitions that would be dropped, with their entries per source, and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs the pass and prints its report; true when every partition listed
+/// went (or would go).
+pub async fn run(config: &Config, request: &Request) -> Result<bool> {
+    let client = crate::store::open(&config.store).await?;
+    if let Some(warning) = disagreement(&client, config.retention).await? {
+        tracing::warn!("{warning}");
+    }
+    let archiver: Option<&dyn Archiver> = config.archive_dir.as_ref().map(|_| &NotBuilt as _);
+    let mode = if request.dry_run {
+        Mode::DryRun
+    } else {
+        Mode::Drop
+    };
+    let report = pass::run(&client, mode, archiver).await?;
+    if request.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", text(&report));
+    }
+    Ok(report
+        .partitions
+        .iter()
+        .all(|p| !matches!(p.outcome, Outcome::Kept { .. })))
+}
+
+fn text(report: &PassReport) -> String {
+    let Some(retention) = &report.retention else {
+        return "the store keeps everything: set [store] retention and run `pgtrail setup`\n"
+            .into();
+    };
+    if report.skipped_busy {
+        return "another pgtrail process is running a retention pass on this store; nothing done\n"
+            .into();
+    }
+    let mut out = format!(
+        "retention {retention}: {} partition(s) past it\n",
+        report.partitions.len()
+    );
+    for p in &report.partitions {
+        let c = &p.candidate;
+        let counts: Vec<String> = c
+            .entries
+            .iter()
+            .map(|s| format!("source {}: {}", s.source, s.entries))
+            .collect();
+        let what = match &p.outcome {
+            Outcome::WouldDrop => "would be dropped".to_owned(),
+            Outcome::Dropped { event, .. } => format!("dropped (event {event})"),
+            Outcome::Kept { reason } => format!("kept: {reason}"),
+        };
+        out += &format!(
+            "{} [{} .. {}) {} entries: {}\n",
+            c.name,
+            c.from,
+            c.to,
+            what,
+            if counts.is_empty() {
+                "none".into()
+            } else {
+                counts.join(", ")
+            }
+        );
+    }
+    out
+}

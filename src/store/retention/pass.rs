@@ -1,0 +1,212 @@
+//! One retention pass (plan 4.2): under a session advisory lock, so that one
+//! daemon of a fleet does it, list the partitions past the store's retention
+//! (oldest first), count their entries per source, and — unless it is a dry
+//! run — drop each through `pgtrail.drop_partition`, which checks the
+//! retention again by the server's clock. A partition that cannot go (its
+//! archive failed, a lock timed out) is kept and the pass goes on.
+
+use serde::Serialize;
+use tokio_postgres::Client;
+
+use super::archives::{ArchiveFile, Archiver};
+use super::PASS_LOCK;
+use crate::store::StoreError;
+
+/// Entries of one source in a partition (exact: one scan of the partition).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SourceCount {
+    pub source: i16,
+    pub entries: i64,
+}
+
+/// A partition past the retention.
+#[derive(Debug, Clone, Serialize)]
+pub struct Candidate {
+    pub name: String,
+    /// The range `[from, to)` of commit times, RFC 3339 in UTC.
+    pub from: String,
+    pub to: String,
+    pub entries: Vec<SourceCount>,
+}
+
+/// What became of one candidate.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    /// Listed by a dry run; nothing changed.
+    WouldDrop,
+    /// Dropped; `event` is the id of the entry that records it.
+    Dropped {
+        event: i64,
+        archives: Vec<ArchiveFile>,
+    },
+    /// Kept, and why (it is tried again by the next pass).
+    Kept { reason: String },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionReport {
+    #[serde(flatten)]
+    pub candidate: Candidate,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+}
+
+/// A pass's report, as `pgtrail retention --json` prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PassReport {
+    /// The store's retention (`None`: it keeps everything and nothing is listed).
+    pub retention: Option<String>,
+    /// Another process held the pass's lock: this one did nothing.
+    pub skipped_busy: bool,
+    pub partitions: Vec<PartitionReport>,
+}
+
+/// Whether the pass changes anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    DryRun,
+    Drop,
+}
+
+/// Runs one pass. `archiver`: `None` when `[store] archive_dir` is unset (a
+/// partition then goes without archives, and its event says so).
+pub async fn run(
+    client: &Client,
+    mode: Mode,
+    archiver: Option<&dyn Archiver>,
+) -> Result<PassReport, StoreError> {
+    let locked: bool = client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&PASS_LOCK])
+        .await?
+        .get(0);
+    if !locked {
+        return Ok(PassReport {
+            retention: stored(client).await?,
+            skipped_busy: true,
+            partitions: Vec::new(),
+        });
+    }
+    let result = locked_pass(client, mode, archiver).await;
+    // A failed unlock only means the session is gone, which releases it too.
+    let _ = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&PASS_LOCK])
+        .await;
+    result
+}
+
+async fn locked_pass(
+    client: &Client,
+    mode: Mode,
+    archiver: Option<&dyn Archiver>,
+) -> Result<PassReport, StoreError> {
+    let retention = stored(client).await?;
+    let mut partitions = Vec::new();
+    for candidate in candidates(client).await? {
+        let outcome = match mode {
+            Mode::DryRun => Outcome::WouldDrop,
+            Mode::Drop => drop_one(client, &candidate, archiver).await,
+        };
+        partitions.push(PartitionReport { candidate, outcome });
+    }
+    Ok(PassReport {
+        retention,
+        skipped_busy: false,
+        partitions,
+    })
+}
+
+/// The store's retention as text (`pgtrail.settings.retention`).
+pub async fn stored(client: &Client) -> Result<Option<String>, StoreError> {
+    Ok(client
+        .query_one("SELECT retention::text FROM pgtrail.settings", &[])
+        .await?
+        .get(0))
+}
+
+/// Ledger rows past the stored retention, not held, not dropped, oldest
+/// first, with their exact entry counts per source.
+async fn candidates(client: &Client) -> Result<Vec<Candidate>, StoreError> {
+    let rows = client
+        .query(
+            "SELECT p.name, to_json(p.from_at)#>>'{}', to_json(p.to_at)#>>'{}' \
+             FROM pgtrail.partitions p, pgtrail.settings s \
+             WHERE p.dropped_at IS NULL AND (p.held_until IS NULL OR p.held_until < now()) \
+               AND s.retention IS NOT NULL AND p.to_at <= now() - s.retention \
+               AND to_regclass(format('pgtrail.%I', p.name)) IS NOT NULL \
+             ORDER BY p.from_at",
+            &[],
+        )
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let name: String = row.get(0);
+        let entries = counts(client, &name).await?;
+        out.push(Candidate {
+            name,
+            from: row.get(1),
+            to: row.get(2),
+            entries,
+        });
+    }
+    Ok(out)
+}
+
+async fn counts(client: &Client, partition: &str) -> Result<Vec<SourceCount>, StoreError> {
+    // The name comes from the ledger; quoted as an identifier all the same.
+    let sql = format!(
+        "SELECT source, count(*) FROM pgtrail.\"{}\" GROUP BY source ORDER BY source",
+        partition.replace('"', "\"\"")
+    );
+    Ok(client
+        .query(&sql, &[])
+        .await?
+        .iter()
+        .map(|r| SourceCount {
+            source: r.get(0),
+            entries: r.get(1),
+        })
+        .collect())
+}
+
+async fn drop_one(
+    client: &Client,
+    candidate: &Candidate,
+    archiver: Option<&dyn Archiver>,
+) -> Outcome {
+    let archives = match archiver {
+        None => Vec::new(),
+        Some(a) => match a.archive(client, candidate).await {
+            Ok(files) => files,
+            Err(reason) => {
+                tracing::error!(partition = %candidate.name, %reason, "archiving failed; the partition is kept");
+                return Outcome::Kept { reason };
+            }
+        },
+    };
+    let list = match serde_json::to_string(&archives) {
+        Ok(list) => list,
+        Err(e) => {
+            return Outcome::Kept {
+                reason: e.to_string(),
+            }
+        }
+    };
+    match client
+        .query_one(
+            "SELECT pgtrail.drop_partition($1, $2::text::json)",
+            &[&candidate.name, &list],
+        )
+        .await
+    {
+        Ok(row) => Outcome::Dropped {
+            event: row.get(0),
+            archives,
+        },
+        Err(e) => {
+            let reason = StoreError::from(e).to_string();
+            tracing::error!(partition = %candidate.name, %reason, "the partition could not be dropped; it is kept");
+            Outcome::Kept { reason }
+        }
+    }
+}
