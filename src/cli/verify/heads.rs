@@ -111,10 +111,10 @@ pub(super) async fn problems(
     let name = &walk.name;
     let mut problems = Vec::new();
     if let Some((n, _)) = walk.signed {
-        if (walk.report.entries as i64) < n {
+        if (walk.position() as i64) < n {
             problems.push(format!(
                 "the chain of {name} holds {} entries, fewer than the {n} of its signed head: entries were removed",
-                walk.report.entries
+                walk.position()
             ));
         }
     }
@@ -144,12 +144,12 @@ pub(super) async fn problems(
             chain::hex(&hash),
             walk.prev_id.map_or("none".into(), |i| format!("id {i}")),
         ));
-    } else if whole && entries != walk.report.entries as i64 {
+    } else if whole && entries != walk.position() as i64 {
         problems.insert(
             0,
             format!(
-                "the head of the chain of {name} counts {entries} entries but {} are stored",
-                walk.report.entries
+                "the head of the chain of {name} counts {entries} entries but {} are stored and {} were dropped by retention",
+                walk.report.entries, walk.report.dropped
             ),
         );
     }

@@ -13,6 +13,7 @@
 //! The quarantine's records are checked against their `EVENT` entries too
 //! ([`quarantine`]).
 
+mod anchors;
 mod heads;
 mod quarantine;
 
@@ -79,6 +80,8 @@ pub struct Report {
     /// With `--public-key`: how many signed heads were checked.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signatures_checked: Option<u64>,
+    /// Partitions retention dropped, each recorded by a `retention` event.
+    pub partitions_dropped: u64,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -88,6 +91,8 @@ pub struct ChainReport {
     /// The hash of the last entry read, hex.
     pub last_hash: Option<String>,
     pub last_id: Option<i64>,
+    /// Entries of this chain retention dropped (counted by their anchors).
+    pub dropped: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -138,6 +143,11 @@ pub async fn run(config: &Config, req: &Request) -> Result<Report> {
         }
         None => None,
     };
+    let (anchors, anchor_problems) = anchors::Anchors::load(&tx).await?;
+    report.partitions_dropped = anchors.partitions_dropped;
+    for problem in anchor_problems {
+        push_break(&mut report, None, "anchors", problem);
+    }
     let mut walks = BTreeMap::new();
     for (id, name) in &scope.chains {
         let c = Chain(*id);
@@ -185,6 +195,7 @@ pub async fn run(config: &Config, req: &Request) -> Result<Report> {
             .entry(c)
             .or_insert_with(|| Walk::new(format!("unknown source {}", c.0 .0), None));
         let name = walk.name.clone();
+        walk.cross_drops(&anchors, c, Some(id));
         for problem in check(&stored, walk, &mut report) {
             push_break(&mut report, Some(id), &name, problem);
         }
@@ -193,6 +204,10 @@ pub async fn run(config: &Config, req: &Request) -> Result<Report> {
         bar.finish_and_clear();
     }
     if req.to.is_none() {
+        for (c, walk) in walks.iter_mut() {
+            // A chain whose newest entries were all dropped ends at its last anchor.
+            walk.cross_drops(&anchors, *c, None);
+        }
         for (c, walk) in &walks {
             for problem in heads::problems(&tx, *c, walk, req.from.is_none()).await? {
                 push_break(&mut report, None, &walk.name, problem);
@@ -272,6 +287,28 @@ impl Walk {
             report: ChainReport::default(),
             signed: None,
         }
+    }
+}
+
+impl Walk {
+    /// Moves the walk past entries retention dropped before `next` (`None`:
+    /// the chain's end): on from the last anchor's hash, counting them.
+    fn cross_drops(&mut self, anchors: &anchors::Anchors, c: Chain, next: Option<i64>) {
+        let crossed = anchors.between(c, self.prev_id, next);
+        let Some(last) = crossed.last() else {
+            return;
+        };
+        self.prev = last.hash;
+        self.hashed = true;
+        self.report.dropped += crossed.iter().map(|a| a.entries).sum::<u64>();
+        if next.is_none() {
+            self.report.last_hash = Some(chain::hex(&last.hash));
+        }
+    }
+
+    /// The entries of the chain so far, present and dropped: its position.
+    fn position(&self) -> u64 {
+        self.report.entries + self.report.dropped
     }
 }
 
@@ -409,7 +446,7 @@ fn check(e: &StoredRow, walk: &mut Walk, report: &mut Report) -> Vec<String> {
     walk.hashed = true;
     walk.report.entries += 1;
     if let Some((n, hash)) = walk.signed {
-        if n == walk.report.entries as i64 && stored != hash {
+        if n == walk.position() as i64 && stored != hash {
             problems.push(format!(
                 "the chain was rewritten: this is entry {n} of its chain, whose signed hash is {} but is {} here",
                 chain::hex(&hash),
@@ -477,11 +514,21 @@ impl Report {
     pub fn to_text(&self) -> String {
         let mut out = String::new();
         for (name, c) in &self.chains {
+            let dropped = match c.dropped {
+                0 => String::new(),
+                n => format!(" (and {n} dropped by retention)"),
+            };
             out.push_str(&format!(
-                "{}: {} entries, head {}\n",
+                "{}: {} entries{dropped}, head {}\n",
                 chain_title(name),
                 c.entries,
                 c.last_hash.as_deref().unwrap_or("(empty)")
+            ));
+        }
+        if self.partitions_dropped > 0 {
+            out.push_str(&format!(
+                "{} partition(s) dropped by retention, each recorded by its event\n",
+                self.partitions_dropped
             ));
         }
         let q = &self.quarantine;
