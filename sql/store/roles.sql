@@ -33,7 +33,9 @@ BEGIN
     GRANT UPDATE ON pgtrail.checkpoints, pgtrail.chain_heads, pgtrail.partition_maps TO pgtrail_writer;
     -- Retention drops partitions through this SECURITY DEFINER function only
     -- (sql/store/0018_retention.sql): the writer's, never the reader's.
-    GRANT EXECUTE ON FUNCTION pgtrail.drop_partition(text, json) TO pgtrail_writer;
+    IF to_regprocedure('pgtrail.drop_partition(text, json)') IS NOT NULL THEN
+        GRANT EXECUTE ON FUNCTION pgtrail.drop_partition(text, json) TO pgtrail_writer;
+    END IF;
     -- The monitor's last reading of the slot (state, overwritten at every poll).
     GRANT INSERT, UPDATE ON pgtrail.capture_state TO pgtrail_writer;
     -- The key that checks the source's messages: the daemon's alone.
