@@ -227,6 +227,16 @@ fn init_logging(format: LogFormat) {
 }
 
 async fn run(command: Command, loaded: Result<(Config, PathBuf)>) -> Result<ExitCode> {
+    // An archive is checked on its own: it needs no config.
+    if let Command::Verify(cli::verify::Request {
+        archive: Some(file),
+        identity,
+        json,
+        ..
+    }) = &command
+    {
+        return cli::verify::archive::command(file, identity.as_deref(), *json);
+    }
     let (config, path) = loaded?;
     match command {
         Command::Setup { dry_run: true, .. } => {

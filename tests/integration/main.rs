@@ -11,6 +11,7 @@ mod access_escalation;
 mod access_roles;
 mod access_sessions;
 mod access_signin;
+mod archive;
 mod auth;
 mod capture;
 mod capture_order;
