@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
 use crate::fleet::Member;
@@ -148,6 +149,35 @@ async fn an_unbound_source_is_bound_by_its_daemon_and_rebind_moves_it() {
     assert!(daemon
         .log()
         .contains("source bound to the database it captures"));
+    // The daemon's role may fill a binding in, never change one nor write the table; the web
+    // view's role may not even call it.
+    for (role, sql) in [
+        (
+            "pgtrail_writer",
+            "UPDATE pgtrail.sources SET system_identifier = '1' WHERE id = 1",
+        ),
+        (
+            "pgtrail_reader",
+            "SELECT pgtrail.bind_source(1::smallint, '1', 1, 'x')",
+        ),
+    ] {
+        store
+            .batch_execute(&format!("SET ROLE {role}"))
+            .await
+            .unwrap();
+        let denied = store.batch_execute(sql).await.unwrap_err();
+        assert_eq!(
+            denied.code(),
+            Some(&SqlState::INSUFFICIENT_PRIVILEGE),
+            "{role}: {denied}"
+        );
+        store.batch_execute("RESET ROLE").await.unwrap();
+    }
+    store
+        .batch_execute("SET ROLE pgtrail_writer; SELECT pgtrail.bind_source(1::smallint, '1', 1, 'x'); RESET ROLE")
+        .await
+        .unwrap();
+    assert_eq!(bound_to(&store, "shop").await.as_ref(), Some(&old_id));
 
     // The database moved to a new server: `--rebind-source` (with the slot the new server lacks).
     let new = Member::start("shop", Some(old.trail.config.store_url.clone())).await;
