@@ -33,6 +33,8 @@ BEGIN
     GRANT UPDATE ON pgtrail.checkpoints, pgtrail.chain_heads, pgtrail.partition_maps TO pgtrail_writer;
     -- The monitor's last reading of the slot (state, overwritten at every poll).
     GRANT INSERT, UPDATE ON pgtrail.capture_state TO pgtrail_writer;
+    -- Binding its source to the database it captures, once (0017).
+    GRANT EXECUTE ON FUNCTION pgtrail.bind_source(smallint, text, bigint, text) TO pgtrail_writer;
     -- The key that checks the source's messages: the daemon's alone.
     REVOKE ALL ON pgtrail.message_keys FROM pgtrail_reader;
     GRANT SELECT ON pgtrail.message_keys TO pgtrail_writer;

@@ -130,21 +130,29 @@ pub async fn run(
     // The last session ended with an error: the next one to start is a reconnect.
     let mut after_error = false;
     let mut tries = permanent::Tries::default();
+    // Where earlier sessions held the source's capture lock: one left
+    // behind by a session given up on is this daemon's own to end.
+    let mut own_backends = crate::store::claim::OwnBackends::default();
     loop {
         let began = Instant::now();
         let source = config.source_name.to_string();
         // Started: the server accepted START_REPLICATION.
-        let (started, result) =
-            match Prepared::start(&config, &partition_schemas, carried_partitions.take()).await {
-                Ok(session) => {
-                    streaming(&source, after_error);
-                    let ended = session
-                        .run(&config, &mut recovery, &mut shutdown, &mut reload)
-                        .await;
-                    (true, ended)
-                }
-                Err(e) => (false, Err(e)),
-            };
+        let (started, result) = match Prepared::start(
+            &config,
+            (&partition_schemas, carried_partitions.take()),
+            &mut own_backends,
+        )
+        .await
+        {
+            Ok(session) => {
+                streaming(&source, after_error);
+                let ended = session
+                    .run(&config, &mut recovery, &mut shutdown, &mut reload)
+                    .await;
+                (true, ended)
+            }
+            Err(e) => (false, Err(e)),
+        };
         let partition_restart = matches!(
             result,
             Err(PipelineError::Assemble(
@@ -288,7 +296,19 @@ fn reload_config(running: Config, reading: &Reading) -> Config {
     let path = running.path.display().to_string();
     let (config, event) = match &**reading {
         Ok(new) => {
-            let new = new.clone();
+            let mut new = new.clone();
+            if new.source_name != running.source_name {
+                tracing::error!(
+                    running = %running.source_name,
+                    read = %new.source_name,
+                    "[source] name changed in the config file: a source's name is kept until pgtrail restarts \
+                     (it picks the source's checkpoint and chain in the store); capture goes on as {:?} with the \
+                     rest of the new config. Restart pgtrail to capture under the new name, after `pgtrail setup` \
+                     with the new config has registered it",
+                    running.source_name.as_str()
+                );
+                new.source_name = running.source_name.clone();
+            }
             if new.web_listen != running.web_listen {
                 tracing::warn!(
                     "web.listen changed: the web view keeps its address until pgtrail restarts"

@@ -1,10 +1,12 @@
 //! Errors that trying again cannot fix: the slot lost, the credentials
-//! refused, wal2json missing. `run` ends on them with an exit code of their
+//! refused, wal2json missing, a source name that reaches another database
+//! than the one it is bound to. `run` ends on them with an exit code of their
 //! own, so that systemd (`RestartPreventExitStatus=`) and alerting see them,
 //! where an outage keeps the backoff for as long as it lasts.
 //!
 //! A lost slot ends `run` at once: the catalog says so, and nothing the
-//! daemon does can bring the WAL back. Credentials and wal2json get
+//! daemon does can bring the WAL back; so does another database behind the
+//! source's name (capturing it would mix two databases under one checkpoint). Credentials and wal2json get
 //! [`TRIES`] sessions in a row first, since a password being rotated or a
 //! package being upgraded is put right within seconds.
 
@@ -26,6 +28,9 @@ pub enum Permanent {
     Credentials,
     /// The source cannot load wal2json (exit 12).
     Wal2jsonMissing,
+    /// `source.url` reaches another database than the one the source's
+    /// name is bound to in the store (exit 13).
+    WrongSource,
 }
 
 impl Permanent {
@@ -35,12 +40,13 @@ impl Permanent {
             Permanent::SlotLost => 10,
             Permanent::Credentials => 11,
             Permanent::Wal2jsonMissing => 12,
+            Permanent::WrongSource => 13,
         }
     }
 
     /// Ends `run` at once rather than after [`TRIES`].
     fn at_once(self) -> bool {
-        self == Permanent::SlotLost
+        matches!(self, Permanent::SlotLost | Permanent::WrongSource)
     }
 }
 
@@ -55,6 +61,7 @@ impl PipelineError {
     pub fn permanent(&self) -> Option<Permanent> {
         match self {
             PipelineError::SlotLost(_) => Some(Permanent::SlotLost),
+            PipelineError::Store(StoreError::WrongSource(_)) => Some(Permanent::WrongSource),
             PipelineError::Source(SourceError::Wal2jsonMissing(_)) => {
                 Some(Permanent::Wal2jsonMissing)
             }

@@ -84,6 +84,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "sources: a fleet of source databases in one store",
         include_str!("../../sql/store/0015_sources.sql"),
     ),
+    (
+        17,
+        "source identity, clean stops, sources of quarantined records",
+        include_str!("../../sql/store/0017_source_identity.sql"),
+    ),
 ];
 
 /// The setting through which [`apply`] tells migration 15 the name of the

@@ -10,8 +10,10 @@
 //! [`capture_state`], the daemon's last reading of its slot, and [`gaps`],
 //! the audit gaps its `gap` events record, both for the web view.
 
+pub mod binding;
 pub mod capture_state;
 pub mod chain;
+pub mod claim;
 pub mod context;
 pub mod encode;
 pub mod events;
@@ -56,8 +58,10 @@ pub enum StoreError {
         "the chain head of {0} is missing or malformed in pgtrail.chain_heads; run `pgtrail setup`"
     )]
     ChainHead(String),
-    #[error("another pgtrail daemon is capturing the source {name:?} into this store ({holder}): run one daemon per source; stop the other one, or give this one its own [source] name (and slot)")]
+    #[error("another pgtrail daemon is capturing the source {name:?} into this store: its capture lock is held by {holder}. Run one daemon per source: stop the other one, or give this one its own [source] name (and slot). If no other daemon runs (a stalled one whose connection is gone), end that backend in the store: SELECT pg_terminate_backend(PID)")]
     SourceTaken { name: String, holder: String },
+    #[error("{0}")]
+    WrongSource(Box<binding::Mismatch>),
     #[error("the audit store did not answer within {0} s (store.timeout_seconds): the network or the store is stalled; capture resumes from the checkpoint once it answers")]
     Timeout(u64),
 }

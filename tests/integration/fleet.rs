@@ -15,16 +15,16 @@ use tokio_postgres::Client;
 use crate::harness::*;
 
 /// One source of the fleet: its cluster, its config and a client on its database `app`.
-struct Member {
-    name: &'static str,
-    cluster: Cluster,
-    trail: Pgtrail,
+pub(crate) struct Member {
+    pub(crate) name: &'static str,
+    pub(crate) cluster: Cluster,
+    pub(crate) trail: Pgtrail,
 }
 
 impl Member {
     /// A new cluster with the bank in `app`, configured as source `name` into `store_url`
     /// (`None`: a store on this cluster).
-    async fn start(name: &'static str, store_url: Option<String>) -> Member {
+    pub(crate) async fn start(name: &'static str, store_url: Option<String>) -> Member {
         let cluster = tokio::task::block_in_place(Cluster::start);
         cluster.create_db("app").await;
         let src = cluster.client("app").await;
@@ -42,11 +42,11 @@ impl Member {
         }
     }
 
-    async fn source(&self) -> Client {
+    pub(crate) async fn source(&self) -> Client {
         self.cluster.client("app").await
     }
 
-    async fn sync(&self) {
+    pub(crate) async fn sync(&self) {
         sync_via(
             &self.source().await,
             &self.trail.config.store_url,
@@ -214,6 +214,24 @@ async fn a_second_daemon_for_a_source_already_captured_is_refused() {
             && log.contains("one daemon per source"),
         "{log}"
     );
+    // It names the holder, so that an operator can tell a daemon from a backend left behind.
+    let (pid, since): (i32, String) = query_pairs(
+        &store,
+        "SELECT l.pid, to_char(a.backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS\"Z\"') \
+         FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+         WHERE l.locktype = 'advisory' AND l.classid = 7420503 AND l.objid = 1 AND l.granted",
+        &[],
+    )
+    .await
+    .into_iter()
+    .next()
+    .expect("the first daemon holds the lock");
+    let holder = format!("held by store backend {pid} of \"pgtrail\"");
+    assert!(
+        log.contains(&holder) && log.contains(&format!("connected since {since}")),
+        "{holder}: {log}"
+    );
+    assert!(log.contains("SELECT pg_terminate_backend(PID)"), "{log}");
     // The first goes on capturing, and the other source's daemon is unaffected.
     first.assert_running();
     other.assert_running();
@@ -243,4 +261,71 @@ async fn a_second_daemon_for_a_source_already_captured_is_refused() {
     other.terminate().await;
     eu.verify().await;
     us.verify().await;
+}
+
+/// Reporting is per source: `status` counts its own source's quarantine, and the admin page's
+/// health panel gives each source its own last stored change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_the_health_panel_report_each_source_apart() {
+    let (eu, us, store) = fleet().await;
+    let mut daemons = [eu.trail.spawn(), us.trail.spawn()];
+    for (m, n) in [(&eu, 1), (&us, 2)] {
+        // A second apart, so that the two sources' last changes differ.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let insert = format!("INSERT INTO bank_branches VALUES ({n}, 0, 'x')");
+        m.source().await.batch_execute(&insert).await.unwrap();
+        m.sync().await;
+    }
+    // One transaction of shop-us quarantined (as capture would leave it).
+    store
+        .batch_execute(
+            "INSERT INTO pgtrail.quarantine (source, first_lsn, seq, lsn, record) VALUES (2, '0/10', 0, '0/10', 'x')",
+        )
+        .await
+        .unwrap();
+    for (m, quarantined) in [(&eu, 0), (&us, 1)] {
+        let status = m.trail.status_json().await;
+        assert_eq!(status["source"], m.name);
+        assert_eq!(
+            status["quarantine"]["transactions"], quarantined,
+            "{status}"
+        );
+    }
+
+    let password = "a long enough password";
+    eu.trail
+        .cli_with_stdin(
+            &["user", "add", "ada", "--role", "admin"],
+            &format!("{password}\n"),
+        )
+        .await
+        .assert_success();
+    let base = format!("http://{}", eu.trail.config.web_listen);
+    let mut ada = Agent::signed_in(&base, "ada", password).await;
+    let panel = ada.get("/admin").await.body;
+    let mut shown = Vec::new();
+    for m in [&eu, &us] {
+        let at = panel
+            .find(&format!("on the source database <code>{}</code>", m.name))
+            .unwrap_or_else(|| panic!("no panel of {}: {panel}", m.name));
+        let fact = &panel[at..][panel[at..].find("data-fact=\"last-commit\">").unwrap()..];
+        let fact = &fact[fact.find('>').unwrap() + 1..fact.find("</td>").unwrap()];
+        let stored: String = query_value(
+            &store,
+            "SELECT to_char(max(committed_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') \
+             FROM pgtrail.entries WHERE source = (SELECT id FROM pgtrail.sources WHERE name = $1)",
+            &[&m.name],
+        )
+        .await;
+        assert_eq!(fact, format!("committed {stored} UTC"), "{}", m.name);
+        shown.push(stored);
+    }
+    assert_ne!(shown[0], shown[1]);
+    assert!(
+        panel.contains("<strong>1</strong> source transaction ("),
+        "{panel}"
+    );
+    for d in &mut daemons {
+        d.terminate().await;
+    }
 }

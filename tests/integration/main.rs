@@ -29,6 +29,7 @@ mod exports_temp;
 mod exports_web;
 mod fidelity;
 mod fleet;
+mod fleet_identity;
 mod fleet_upgrade;
 mod gap;
 mod hostile;

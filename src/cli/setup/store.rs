@@ -8,11 +8,17 @@ use tokio_postgres::Client;
 use super::Plan;
 use crate::config::Config;
 use crate::pg::{quote_ident, quote_literal, Lsn};
+use crate::store::binding::{self, Settled, SourceServer};
 use crate::store::{self, migrations, sources};
 
 /// Adds the store's statements and database to `plan`; `start` is where
 /// the slot starts (`None`: setup creates it).
-pub(super) async fn plan(config: &Config, start: Option<Lsn>, plan: &mut Plan) -> Result<()> {
+/// `server`: the database `source.url` reaches, which the source is bound to.
+pub(super) async fn plan(
+    config: &Config,
+    (start, server): (Option<Lsn>, &SourceServer),
+    plan: &mut Plan,
+) -> Result<()> {
     let url = &config.store;
     let store = match crate::pg::connect(url, "pgtrail").await {
         Ok(client) => Some(client),
@@ -81,6 +87,10 @@ pub(super) async fn plan(config: &Config, start: Option<Lsn>, plan: &mut Plan) -
         plan.store.push(migrations::ROLES.trim().to_owned());
     }
     let quoted = quote_literal(name.as_str());
+    let bound = match (&store, registered) {
+        (Some(client), Some(id)) => binding::bound(client, id).await?,
+        _ => None,
+    };
     if registered.is_none() {
         plan.store.push(format!(
             "INSERT INTO pgtrail.sources (id, name) SELECT coalesce(max(id), 0) + 1, {quoted} FROM pgtrail.sources \
@@ -89,6 +99,15 @@ pub(super) async fn plan(config: &Config, start: Option<Lsn>, plan: &mut Plan) -
         plan.store.push(format!(
             "INSERT INTO pgtrail.chain_heads (source, hash) SELECT id, decode(repeat('00', 32), 'hex') \
              FROM pgtrail.sources WHERE name = {quoted} ON CONFLICT (source) DO NOTHING"
+        ));
+    }
+    if !bound.is_some_and(|b| b == *server) {
+        plan.store.push(format!(
+            "UPDATE pgtrail.sources SET system_identifier = {}, database_oid = {}, database_name = {}, bound_at = now() \
+             WHERE name = {quoted}",
+            quote_literal(&server.system_identifier),
+            server.database_oid,
+            quote_literal(&server.database)
         ));
     }
     if checkpoint.is_none() {
@@ -127,11 +146,13 @@ async fn roles_missing(client: &Client) -> Result<bool> {
 
 /// Applies the store's part of `plan`; the slot starts at `start`. The
 /// message key is copied from `source` every time. Returns the report's lines.
+/// With `rebind`, a source name bound to another database is moved to this
+/// one (recorded as an event); without, it is refused.
 pub(super) async fn apply(
     config: &Config,
     plan: &Plan,
     source: &Client,
-    start: Lsn,
+    (start, rebind): (Lsn, bool),
 ) -> Result<Vec<String>> {
     let mut report = Vec::new();
     if let Some(create) = &plan.create_store {
@@ -156,13 +177,28 @@ pub(super) async fn apply(
         report.push(store_roles(&client).await?);
     }
     let known = registered(&client, name).await?;
-    let id = sources::register(&mut client, name).await?;
+    let server = SourceServer::of(source)
+        .await
+        .map_err(crate::source::SourceError::from)?;
+    let rebind_by = rebind.then(|| crate::auth::Actor::cli().name.unwrap_or_default());
+    let (id, settled) = binding::register(&mut client, name, &server, rebind_by).await?;
     if known.is_none() {
         report.push(format!(
             "store: source {:?} registered (id {})",
             name.as_str(),
             id.0
         ));
+    }
+    match settled {
+        Settled::BoundNow => report.push(format!(
+            "store: source {:?} bound to {server}",
+            name.as_str()
+        )),
+        Settled::Rebound { from } => report.push(format!(
+            "store: source {:?} rebound from {from} to {server} (recorded as a `config` EVENT, source_rebound)",
+            name.as_str()
+        )),
+        Settled::Same => {}
     }
     store::init_checkpoint(&client, id, &config.slot, start).await?;
     // Every time, and after the source's SQL: the key is made there, once.

@@ -39,8 +39,8 @@ pub struct Status {
     /// An upper bound, not a count: highest entry id minus lowest plus one (two index probes).
     /// Exact unless a store transaction was rolled back after taking ids.
     pub entries_estimate: i64,
-    /// Source transactions kept raw in `pgtrail.quarantine` because they
-    /// could not be stored as entries (each has an `EVENT` entry too).
+    /// This source's transactions kept raw in `pgtrail.quarantine` because
+    /// they could not be stored as entries (each has an `EVENT` entry too).
     pub quarantine: store::quarantine::Summary,
 }
 
@@ -98,7 +98,7 @@ pub async fn status(config: &Config) -> Result<Status> {
         .await
         .context("estimating the number of entries in the store")?
         .get(0);
-    let quarantine = store::quarantine::summary(&store).await?;
+    let quarantine = store::quarantine::summary(&store, config.source_name.as_str()).await?;
     Ok(Status {
         source: config.source_name.to_string(),
         slot: config.slot.to_string(),

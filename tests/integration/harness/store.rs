@@ -95,8 +95,26 @@ pub async fn table_entries(store: &Client, schema: &str, table: &str) -> Vec<Ent
 }
 
 /// SQL for "of the source named `$3`" over `pgtrail.entries` (`$3` null: of every source).
+/// Callers check the name with [`known_source`] first: an unknown one would match nothing.
 const OF_SOURCE: &str =
     "($3::text IS NULL OR source = (SELECT id FROM pgtrail.sources WHERE name = $3))";
+
+/// Fails the test when `source` names no source of the store: a misspelt name must not read
+/// as a source with no entries.
+async fn known_source(store: &Client, source: Option<&str>) {
+    let Some(name) = source else {
+        return;
+    };
+    let known: bool = store
+        .query_one(
+            "SELECT EXISTS (SELECT FROM pgtrail.sources WHERE name = $1)",
+            &[&name],
+        )
+        .await
+        .expect("read pgtrail.sources")
+        .get(0);
+    assert!(known, "the store has no source named {name:?}");
+}
 
 /// The entries of one table from the source named `source` (`None`: from every source),
 /// ordered by id.
@@ -106,6 +124,7 @@ pub async fn source_table_entries(
     schema: &str,
     table: &str,
 ) -> Vec<Entry> {
+    known_source(store, source).await;
     let rows = store
         .query(
             &format!("SELECT {ENTRY_COLUMNS} FROM pgtrail.entries WHERE schema_name = $1 AND table_name = $2 AND {OF_SOURCE} ORDER BY id"),
@@ -151,6 +170,7 @@ pub async fn source_counts(
     schema: &str,
     table: &str,
 ) -> Counts {
+    known_source(store, source).await;
     let rows = store
         .query(
             // Row changes only: DDL entries are counted by the tests about DDL.
