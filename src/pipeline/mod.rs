@@ -130,6 +130,12 @@ pub async fn run(
     // The last session ended with an error: the next one to start is a reconnect.
     let mut after_error = false;
     let mut tries = permanent::Tries::default();
+    // Partitions ahead, for as long as `run` runs (aborted when it returns).
+    let keeper = tokio::spawn(crate::store::partitions::keep(
+        config.store.clone(),
+        config.partition,
+    ));
+    let _keeper = AbortOnDrop(keeper);
     loop {
         let began = Instant::now();
         let source = config.source_name.to_string();
@@ -229,6 +235,15 @@ pub async fn run(
         }
         notify::watchdog();
         backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// Aborts a task when dropped: the keeper ends with `run`, however it returns.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

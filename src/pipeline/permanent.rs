@@ -26,6 +26,9 @@ pub enum Permanent {
     Credentials,
     /// The source cannot load wal2json (exit 12).
     Wal2jsonMissing,
+    /// The store's entries must be moved into partitions by `pgtrail
+    /// setup` first, or their move is under way (exit 13).
+    StoreLayout,
 }
 
 impl Permanent {
@@ -35,12 +38,13 @@ impl Permanent {
             Permanent::SlotLost => 10,
             Permanent::Credentials => 11,
             Permanent::Wal2jsonMissing => 12,
+            Permanent::StoreLayout => 13,
         }
     }
 
     /// Ends `run` at once rather than after [`TRIES`].
     fn at_once(self) -> bool {
-        self == Permanent::SlotLost
+        matches!(self, Permanent::SlotLost | Permanent::StoreLayout)
     }
 }
 
@@ -55,6 +59,9 @@ impl PipelineError {
     pub fn permanent(&self) -> Option<Permanent> {
         match self {
             PipelineError::SlotLost(_) => Some(Permanent::SlotLost),
+            PipelineError::Store(
+                StoreError::NeedsMigration { .. } | StoreError::MigrationCheck(_),
+            ) => Some(Permanent::StoreLayout),
             PipelineError::Source(SourceError::Wal2jsonMissing(_)) => {
                 Some(Permanent::Wal2jsonMissing)
             }
@@ -149,5 +156,15 @@ mod tests {
         let error = anyhow::Error::new(refused("28P01"));
         assert_eq!(exit_code(&error), 11);
         assert_eq!(exit_code(&anyhow::anyhow!("other")), 1);
+    }
+
+    #[test]
+    fn a_store_to_migrate_ends_run_at_once_with_13() {
+        let e = PipelineError::Store(StoreError::NeedsMigration {
+            dbname: "pgtrail".into(),
+            state: "about 5 entries".into(),
+        });
+        assert!(Tries::default().give_up(Some(&e)));
+        assert_eq!(exit_code(&anyhow::Error::new(e)), 13);
     }
 }

@@ -84,6 +84,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "sources: a fleet of source databases in one store",
         include_str!("../../sql/store/0015_sources.sql"),
     ),
+    (
+        16,
+        "entries partitioned by commit time",
+        include_str!("../../sql/store/0016_partitioned.sql"),
+    ),
 ];
 
 /// The setting through which [`apply`] tells migration 15 the name of the
