@@ -97,6 +97,8 @@ pub struct Config {
     pub store_timeout: std::time::Duration,
     /// The key chain heads are signed with (`store.signing_key_file`), and how often.
     pub signing: Option<crate::store::signing::HeadSigner>,
+    /// `store.partition`: the period of a partition of entries, as `setup` sets it in the store.
+    pub partition: crate::store::partitions::Period,
     pub capture: TableFilter,
     /// `setup` gives captured tables REPLICA IDENTITY FULL, so UPDATE and DELETE carry the whole old row.
     pub before_images: bool,
@@ -137,6 +139,7 @@ impl Config {
         let store = store::store(&raw.store, &source.url, path)?;
         let signing = store::signing(&raw.store, path)?;
         let store_timeout = store::timeout(&raw.store, path)?;
+        let partition = store::partition(&raw.store, path)?;
         let capture = capture::tables(&raw.capture, path)?;
         let web_listen = web::listen(&raw.web, path)?;
         let columns = capture::column_rules(&raw.capture, path)?;
@@ -154,6 +157,7 @@ impl Config {
             store,
             store_timeout,
             signing,
+            partition,
             capture,
             before_images: raw.capture.before_images,
             web_listen,

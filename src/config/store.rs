@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use super::ConfigError;
 use crate::pg::PgUrl;
+use crate::store::partitions::Period;
 use crate::store::signing::HeadSigner;
 
 #[derive(Debug, Default, Deserialize)]
@@ -16,6 +17,21 @@ pub(super) struct RawStore {
     signing_key_file: Option<std::path::PathBuf>,
     sign_every_seconds: Option<u64>,
     timeout_seconds: Option<u64>,
+    partition: Option<String>,
+}
+
+/// `store.partition` (default "month"): how much commit time one partition
+/// of entries holds. `setup` writes it into the store, which keeps it.
+pub(super) fn partition(raw: &RawStore, path: &Path) -> Result<Period, ConfigError> {
+    match raw.partition.as_deref() {
+        None => Ok(Period::default()),
+        Some(text) => Period::parse(text).ok_or_else(|| {
+            ConfigError::invalid_in(path)(
+                "store.partition",
+                format!("{text:?} is not a period: write \"day\", \"week\" or \"month\""),
+            )
+        }),
+    }
 }
 
 /// `store.timeout_seconds` (default 30): how long one step of the store
@@ -77,6 +93,19 @@ pub(super) fn store(raw: &RawStore, source: &PgUrl, path: &Path) -> Result<PgUrl
 #[cfg(test)]
 mod tests {
     use super::super::tests::{error, load, SOURCE};
+
+    #[test]
+    fn the_partition_period_is_a_day_a_week_or_a_month() {
+        use crate::store::partitions::Period;
+        assert_eq!(load(SOURCE).unwrap().partition, Period::Month);
+        let c = load(&format!("{SOURCE}[store]\npartition = \"week\"\n")).unwrap();
+        assert_eq!(c.partition, Period::Week);
+        let e = error(&format!("{SOURCE}[store]\npartition = \"year\"\n"));
+        assert!(
+            e.contains("store.partition") && e.contains("\"day\""),
+            "{e}"
+        );
+    }
 
     #[test]
     fn signing_keys_are_checked_with_the_key_named() {

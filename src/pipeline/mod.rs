@@ -133,6 +133,12 @@ pub async fn run(
     // Where earlier sessions held the source's capture lock: one left
     // behind by a session given up on is this daemon's own to end.
     let mut own_backends = crate::store::claim::OwnBackends::default();
+    // Partitions ahead, for as long as `run` runs (aborted when it returns).
+    let keeper = tokio::spawn(crate::store::partitions::keep(
+        config.store.clone(),
+        config.partition,
+    ));
+    let _keeper = AbortOnDrop(keeper);
     loop {
         let began = Instant::now();
         let source = config.source_name.to_string();
@@ -237,6 +243,15 @@ pub async fn run(
         }
         notify::watchdog();
         backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// Aborts a task when dropped: the keeper ends with `run`, however it returns.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

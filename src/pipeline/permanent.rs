@@ -31,6 +31,9 @@ pub enum Permanent {
     /// `source.url` reaches another database than the one the source's
     /// name is bound to in the store (exit 13).
     WrongSource,
+    /// The store's entries must be moved into partitions by `pgtrail
+    /// setup` first, or their move is under way (exit 14).
+    StoreLayout,
 }
 
 impl Permanent {
@@ -41,12 +44,16 @@ impl Permanent {
             Permanent::Credentials => 11,
             Permanent::Wal2jsonMissing => 12,
             Permanent::WrongSource => 13,
+            Permanent::StoreLayout => 14,
         }
     }
 
     /// Ends `run` at once rather than after [`TRIES`].
     fn at_once(self) -> bool {
-        matches!(self, Permanent::SlotLost | Permanent::WrongSource)
+        matches!(
+            self,
+            Permanent::SlotLost | Permanent::WrongSource | Permanent::StoreLayout
+        )
     }
 }
 
@@ -62,6 +69,9 @@ impl PipelineError {
         match self {
             PipelineError::SlotLost(_) => Some(Permanent::SlotLost),
             PipelineError::Store(StoreError::WrongSource(_)) => Some(Permanent::WrongSource),
+            PipelineError::Store(
+                StoreError::NeedsMigration { .. } | StoreError::MigrationCheck(_),
+            ) => Some(Permanent::StoreLayout),
             PipelineError::Source(SourceError::Wal2jsonMissing(_)) => {
                 Some(Permanent::Wal2jsonMissing)
             }
@@ -156,5 +166,15 @@ mod tests {
         let error = anyhow::Error::new(refused("28P01"));
         assert_eq!(exit_code(&error), 11);
         assert_eq!(exit_code(&anyhow::anyhow!("other")), 1);
+    }
+
+    #[test]
+    fn a_store_to_migrate_ends_run_at_once_with_14() {
+        let e = PipelineError::Store(StoreError::NeedsMigration {
+            dbname: "pgtrail".into(),
+            state: "about 5 entries".into(),
+        });
+        assert!(Tries::default().give_up(Some(&e)));
+        assert_eq!(exit_code(&anyhow::Error::new(e)), 14);
     }
 }

@@ -85,6 +85,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../../sql/store/0015_sources.sql"),
     ),
     (
+        16,
+        "entries partitioned by commit time",
+        include_str!("../../sql/store/0016_partitioned.sql"),
+    ),
+    (
         17,
         "source identity, clean stops, sources of quarantined records",
         include_str!("../../sql/store/0017_source_identity.sql"),

@@ -20,7 +20,9 @@ pub mod events;
 pub mod failure;
 pub mod gaps;
 pub mod message_key;
+pub mod migrate;
 pub mod migrations;
+pub mod partitions;
 pub mod quarantine;
 pub mod signing;
 pub mod sources;
@@ -48,6 +50,10 @@ pub enum StoreError {
         "the audit store is not set up (database {dbname:?}: {reason}); run `pgtrail setup` first"
     )]
     NotSetUp { dbname: String, reason: String },
+    #[error("the audit store {dbname:?} must be migrated before pgtrail can use it: {state}; stop every `pgtrail run` and `pgtrail web` on this store and run `pgtrail setup`, which moves the entries into time partitions with a progress bar (it can be interrupted and run again)")]
+    NeedsMigration { dbname: String, state: String },
+    #[error("the entries copied into partitions do not check out: {0}; nothing was dropped (the old table pgtrail.entries_unpartitioned is kept as it was) and the store stays refused: keep it as it is and report this")]
+    MigrationCheck(String),
     #[error("audit store query failed: {}", describe(.0))]
     Query(#[from] tokio_postgres::Error),
     #[error("the source sent a commit time pgtrail cannot read ({0:?}); it cannot be hashed into the chain")]
@@ -109,6 +115,9 @@ pub async fn open(url: &PgUrl) -> Result<Client, StoreError> {
         }
     })?;
     let pending = migrations::pending(&client).await?;
+    if let Some(refused) = migrate::refusal(&client, url.dbname(), &pending).await? {
+        return Err(refused);
+    }
     if !pending.is_empty() {
         return Err(StoreError::NotSetUp {
             dbname: url.dbname().to_owned(),

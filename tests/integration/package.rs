@@ -170,7 +170,7 @@ fn the_package_installs_units_that_run_its_binary_as_pgtrail_and_a_config_for_th
             "{unit}"
         );
         assert!(
-            text.contains("RestartPreventExitStatus=10 11 12 13\n"),
+            text.contains("RestartPreventExitStatus=10 11 12 13 14\n"),
             "{unit}"
         );
     }

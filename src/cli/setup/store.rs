@@ -110,6 +110,34 @@ pub(super) async fn plan(
             quote_literal(&server.database)
         ));
     }
+    let stored_period = match (&store, pending.is_empty()) {
+        (Some(client), true) => Some(store::partitions::period(client).await?),
+        _ => None,
+    };
+    if stored_period != Some(config.partition) {
+        plan.store.push(format!(
+            "UPDATE pgtrail.settings SET partition = {} -- [store] partition: for partitions not made yet",
+            quote_literal(config.partition.as_str())
+        ));
+    }
+    if let Some(client) = &store {
+        if let Some(store::StoreError::NeedsMigration { state, .. }) =
+            store::migrate::refusal(client, url.dbname(), &pending).await?
+        {
+            plan.notes.push(format!(
+                "store: {state}: setup moves the entries into time partitions (stop every `pgtrail run` and `pgtrail web` on this store first)"
+            ));
+        }
+        if let Some(p) = store::migrate::progress(client).await?.filter(|p| !p.done) {
+            plan.store.push(format!(
+                "-- then: the copy of the entries into time partitions goes on after old id {} \
+                 ({} of about {} copied), in batches, each its own transaction",
+                p.copied_upto,
+                p.copied,
+                p.last_id - p.first_id + 1
+            ));
+        }
+    }
     if checkpoint.is_none() {
         let start = start.map(|l| quote_literal(&l.to_string()));
         plan.store.push(format!(
@@ -176,6 +204,28 @@ pub(super) async fn apply(
     if plan.store.iter().any(|s| s == migrations::ROLES.trim()) {
         report.push(store_roles(&client).await?);
     }
+    let period = config.partition.as_str();
+    let changed = client
+        .execute(
+            "UPDATE pgtrail.settings SET partition = $1 WHERE partition <> $1",
+            &[&period],
+        )
+        .await?;
+    if changed > 0 {
+        report.push(format!(
+            "store: partitions made from now on hold a {period} ([store] partition)"
+        ));
+    }
+    if let Some(moved) = store::migrate::finish(&mut client).await? {
+        report.push(format!(
+            "store: moved {} entries into time partitions in {:.1} s; run `pgtrail verify` to check the chains",
+            moved.entries,
+            moved.took.as_secs_f64()
+        ));
+    }
+    // The current period's partition and the next ones, before any daemon runs.
+    let now = chrono::Utc::now();
+    store::partitions::ensure_span(&client, now, now, store::partitions::AHEAD).await?;
     let known = registered(&client, name).await?;
     let server = SourceServer::of(source)
         .await

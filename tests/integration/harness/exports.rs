@@ -542,13 +542,13 @@ pub async fn bulk_entries(store: &Client, table: &str, n: i64) {
     store
         .execute(
             "INSERT INTO pgtrail.entries (committed_at, xid, lsn, schema_name, table_name, action, \
-                 primary_key, before, after, changed_columns, context) \
+                 primary_key, before, after, changed_columns, context, source) \
              SELECT now() - make_interval(secs => ($2::int - g)::float8), 5000 + g / 4, '0/1'::pg_lsn, 'public', $1, 'UPDATE', \
                     json_build_object('id', g), \
                     json_build_object('id', g, 'status', 'new', 'note', repeat(md5(g::text), 4)), \
                     json_build_object('id', g, 'status', 'paid', 'note', repeat(md5(g::text), 4)), \
                     '[\"status\"]'::json, \
-                    json_build_object('db_user', 'app', 'client_addr', '10.0.0.7', 'actor', 'user' || (g % 97)) \
+                    json_build_object('db_user', 'app', 'client_addr', '10.0.0.7', 'actor', 'user' || (g % 97)), 1 \
              FROM generate_series(1, $2::int) g",
             &[&table, &(n as i32)],
         )
