@@ -29,6 +29,7 @@ mod exports_web;
 mod fidelity;
 mod fleet;
 mod fleet_upgrade;
+mod fleet_view;
 mod gap;
 mod hostile;
 mod large;
