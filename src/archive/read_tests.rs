@@ -30,6 +30,7 @@ pub(super) fn entry(id: i64, after: &str) -> StoredEntry {
         schema: "public".into(),
         table: "orders".into(),
         action: "UPDATE".into(),
+        source: "shop".into(),
         json: [
             Some(format!("{{\"id\":{id}}}")),
             Some("{\"v\":0}".into()),

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
-use crate::fleet::Member;
+use crate::harness::Member;
 use crate::harness::*;
 
 /// Everything the store keeps of its sources, as text: who they are, where their checkpoints

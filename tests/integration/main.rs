@@ -31,6 +31,7 @@ mod fidelity;
 mod fleet;
 mod fleet_identity;
 mod fleet_upgrade;
+mod fleet_view;
 mod gap;
 mod hostile;
 mod large;
