@@ -144,7 +144,8 @@ fi
 # shellcheck disable=SC1091
 source "$dir/fill.info"
 n=$(psql_store -At -c "SELECT count(*) FROM pgtrail.entries")
-sizes=$(psql_store -At -c "SELECT pg_size_pretty(pg_table_size('pgtrail.entries')) || ' table, ' || pg_size_pretty(pg_indexes_size('pgtrail.entries')) || ' indexes'")
+# The entries' partitions (pg_partition_tree: the parent itself holds nothing).
+sizes=$(psql_store -At -c "SELECT pg_size_pretty(sum(pg_table_size(relid))) || ' table, ' || pg_size_pretty(sum(pg_indexes_size(relid))) || ' indexes in ' || count(*) FILTER (WHERE isleaf) || ' partitions' FROM pg_partition_tree('pgtrail.entries')")
 indexes=$(psql_store -At -c "SELECT string_agg(indexname, ', ' ORDER BY indexname) FROM pg_indexes WHERE schemaname = 'pgtrail' AND tablename = 'entries'")
 
 # 3. The web view, signed in as an admin as people use it (every request then

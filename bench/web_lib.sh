@@ -56,6 +56,8 @@ web_fill() {
     "$pgtrail" --config "$cfg" setup >"$dir/setup.log" 2>&1 || { cat "$dir/setup.log" >&2; die "pgtrail setup failed"; }
     drop_slots
     say "filling the store with $1 entries (examples/web_fill | COPY)"
+    # The partitions the fill's 30 days of commit times go to (capture makes its own).
+    psql_store -c "SELECT pgtrail.ensure_partition(now() - make_interval(days => g)) FROM generate_series(0, 31) g" >/dev/null
     t0=$(now)
     "$fill" --entries "$1" --end "$(date +%s)" | psql_store -c "$("$fill" --copy-sql)"
     t1=$(now)

@@ -1,6 +1,6 @@
 //! Synthetic audit entries for the web view's benchmark (`bench/web.sh`): COPY
 //! text on stdout, written by pgtrail's own encoder
-//! ([`pgtrail::store::writer::encode_copy_row`]), so every column pgtrail
+//! ([`pgtrail::store::writer::encode_sourced_row`]), so every column pgtrail
 //! computes (`row_key`, the xxh3 hash of table and key, and the plain
 //! `actor` and `client_addr` columns) is exactly what the daemon would have
 //! stored. That hash is why this is a Rust program and not
@@ -24,6 +24,10 @@
 //! - commit times rising with the entries, spread evenly over `--days`
 //!   (default 30) days ending at `--end` (default now).
 //!
+//! Every entry is the store's first source's (id 1, the one `setup`
+//! registers). The store's partitions must cover the commit times before
+//! the COPY (bench/web_lib.sh makes them with `pgtrail.ensure_partition`).
+//!
 //! Deterministic for a given seed and end time.
 
 use std::io::Write;
@@ -35,7 +39,8 @@ use chrono::{DateTime, Duration, Utc};
 use pgtrail::entry::{Action, AuditEntry, Transaction};
 use pgtrail::pg::lsn::Lsn;
 use pgtrail::store::context::ContextColumns;
-use pgtrail::store::writer::{encode_copy_row, COPY_SQL};
+use pgtrail::store::writer::{encode_sourced_row, SOURCED_COPY_SQL};
+use pgtrail::store::SourceId;
 use pgtrail::table::TableName;
 use pgtrail::text::push_json_string;
 
@@ -533,7 +538,7 @@ fn context(rng: &mut fastrand::Rng, p: &People) -> String {
 
 fn main() -> anyhow::Result<()> {
     let Some(args) = parse_args()? else {
-        println!("{COPY_SQL}");
+        println!("{SOURCED_COPY_SQL}");
         return Ok(());
     };
     let mut rng = fastrand::Rng::with_seed(args.seed);
@@ -697,7 +702,7 @@ fn main() -> anyhow::Result<()> {
             let micros = pgtrail::store::chain::commit_time_micros(&entry.txn.committed_at)
                 .context("a generated commit time that the chain cannot read")?;
             prev = pgtrail::store::writer::content(&entry, micros).hash(&prev);
-            encode_copy_row(&entry, &cols, &prev, &mut buf);
+            encode_sourced_row(&entry, &cols, &prev, SourceId(1), &mut buf);
             written += 1;
         }
         if buf.len() >= 4 << 20 {

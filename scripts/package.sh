@@ -45,12 +45,17 @@ gzip -9n "$out"/man1/*.1
 mkdir -p "$out/systemd"
 for unit in pgtrail.service pgtrail@.service; do
     # The package's binary is /usr/bin/pgtrail and its documentation under /usr/share/doc; the
-    # files in systemd/ name /usr/local for an install by hand.
-    sed -e 's|^ExecStart=/usr/local/bin/pgtrail |ExecStart=/usr/bin/pgtrail |' \
+    # files in systemd/ name /usr/local for an install by hand, in their "Install by hand"
+    # comment (up to its closing "#" line), which the package's copy replaces.
+    sed -e '/^# Install by hand/,/^#$/c\
+# Installed by the pgtrail Debian package, with the binary at /usr/bin/pgtrail\
+# (docs/packaging.md).\
+#' \
+        -e 's|^ExecStart=/usr/local/bin/pgtrail |ExecStart=/usr/bin/pgtrail |' \
         -e 's|^Documentation=.*|Documentation=man:pgtrail(1) file:///usr/share/doc/pgtrail/README.md|' \
         "systemd/$unit" >"$out/systemd/$unit"
-    if grep -q '^[^#]*/usr/local' "$out/systemd/$unit"; then
-        die "systemd/$unit still names /usr/local outside comments after the rewrite"
+    if grep -q '/usr/local' "$out/systemd/$unit"; then
+        die "systemd/$unit still names /usr/local after the rewrite (its comments included)"
     fi
 done
 

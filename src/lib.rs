@@ -19,6 +19,7 @@
 //! - [`source`]: the source database over an ordinary connection: checks and
 //!   catalog lookups.
 //! - [`web`]: the web view and its JSON API; [`export`]: the export formats;
+//!   [`archive`]: archive files of a source's time range, for retention;
 //!   [`auth`]: users, sessions and API tokens.
 //! - [`cli`]: one module per subcommand; [`config`]: the TOML file.
 //! - [`metrics`]: the figures every part records for Prometheus;
@@ -27,6 +28,7 @@
 //! - Shared plumbing: [`pg`] (connection strings, slots, LSNs, TLS, quoting),
 //!   [`table`] (table names and capture patterns), [`text`].
 
+pub mod archive;
 pub mod auth;
 pub mod capture;
 pub mod cli;

@@ -37,6 +37,11 @@ enum Command {
         /// that were not captured, as a `gap` EVENT in the store.
         #[arg(long, conflicts_with = "dry_run")]
         recreate_slot: bool,
+        /// Bind this config's [source] name to the database source.url now reaches, when the store
+        /// has it bound to another (the same database moved to a replaced or restored server);
+        /// recorded as a `config` EVENT. Another database needs its own [source] name instead.
+        #[arg(long, conflicts_with = "dry_run")]
+        rebind_source: bool,
     },
     /// Remove from the source what setup installed (triggers, function; the slot with --drop-slot).
     /// The store and its entries are never touched.
@@ -230,9 +235,20 @@ fn init_logging(format: LogFormat) {
 }
 
 async fn run(command: Command, loaded: Result<(Config, PathBuf)>) -> Result<ExitCode> {
+    // An archive is checked on its own: it needs no config.
+    if let Command::Verify(cli::verify::Request {
+        archive: Some(file),
+        identity,
+        json,
+        ..
+    }) = &command
+    {
+        return cli::verify::archive::command(file, identity.as_deref(), *json);
+    }
     let (config, path) = loaded?;
     match command {
         Command::Setup { dry_run: true, .. } => {
+            setup::binding::before_setup(&config, false).await?;
             recreate::before_setup(&config, false).await?;
             let plan = setup::plan_setup(&config).await?;
             for note in &plan.notes {
@@ -243,9 +259,12 @@ async fn run(command: Command, loaded: Result<(Config, PathBuf)>) -> Result<Exit
         Command::Setup {
             dry_run: false,
             recreate_slot,
+            rebind_source,
         } => {
+            // First: a name that reaches another database changes nothing anywhere.
+            setup::binding::before_setup(&config, rebind_source).await?;
             let replacing = recreate::before_setup(&config, recreate_slot).await?;
-            for line in setup::setup(&config).await? {
+            for line in setup::setup(&config, rebind_source).await? {
                 println!("{line}");
             }
             if let Some(replacing) = replacing {

@@ -137,11 +137,15 @@
       }
     });
   }
-  function showZone(local) {
-    showTimes(document, local);
-    document.querySelectorAll(".tz").forEach(function (e) {
+  // The times under root, and the labels saying their zone.
+  function showZoneIn(root, local) {
+    showTimes(root, local);
+    root.querySelectorAll(".tz").forEach(function (e) {
       e.textContent = local ? "(local, " + zoneLabel() + ")" : "(UTC)";
     });
+  }
+  function showZone(local) {
+    showZoneIn(document, local);
     var button = document.getElementById("tz-toggle");
     if (button) {
       button.hidden = false;
@@ -238,6 +242,8 @@
       .then(function (html) {
         if (html) {
           slot.innerHTML = html;
+          // It comes in UTC, as the server writes every page.
+          showZoneIn(slot, isLocal());
         }
       })
       .catch(function () {});

@@ -12,6 +12,8 @@
 --   and the capture state. It reads its source's id in pgtrail.sources (a
 --   reader's right); only setup, as the owner, registers sources. No UPDATE or
 --   DELETE on entries (and the append-only trigger refuses them for anyone).
+-- Both may make a time partition of entries through pgtrail.ensure_partition
+-- (owned by the setup role, as the partitions are); neither may drop one.
 DO $roles$
 BEGIN
     IF NOT (SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user) THEN
@@ -31,6 +33,11 @@ BEGIN
     GRANT pgtrail_reader TO pgtrail_writer;
     GRANT INSERT ON pgtrail.entries, pgtrail.decode_errors, pgtrail.partition_maps, pgtrail.signed_heads, pgtrail.quarantine TO pgtrail_writer;
     GRANT UPDATE ON pgtrail.checkpoints, pgtrail.chain_heads, pgtrail.partition_maps TO pgtrail_writer;
+    -- Entries take their id from this sequence (no identity column on a partitioned table).
+    GRANT USAGE ON SEQUENCE pgtrail.entries_id_seq TO pgtrail_writer;
+    -- Partitions are made by this SECURITY DEFINER function only, and owned by
+    -- the setup role: neither role may create, alter or drop one.
+    GRANT EXECUTE ON FUNCTION pgtrail.ensure_partition(timestamptz) TO pgtrail_reader, pgtrail_writer;
     -- Retention drops partitions through this SECURITY DEFINER function only
     -- (sql/store/0018_retention.sql): the writer's, never the reader's.
     IF to_regprocedure('pgtrail.drop_partition(text, json)') IS NOT NULL THEN
@@ -38,6 +45,8 @@ BEGIN
     END IF;
     -- The monitor's last reading of the slot (state, overwritten at every poll).
     GRANT INSERT, UPDATE ON pgtrail.capture_state TO pgtrail_writer;
+    -- Binding its source to the database it captures, once (0017).
+    GRANT EXECUTE ON FUNCTION pgtrail.bind_source(smallint, text, bigint, text) TO pgtrail_writer;
     -- The key that checks the source's messages: the daemon's alone.
     REVOKE ALL ON pgtrail.message_keys FROM pgtrail_reader;
     GRANT SELECT ON pgtrail.message_keys TO pgtrail_writer;

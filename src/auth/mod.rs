@@ -18,6 +18,7 @@ mod grants;
 pub mod password;
 pub mod past_lock;
 pub mod sessions;
+pub mod table_scope;
 pub mod tokens;
 pub mod users;
 
@@ -30,7 +31,7 @@ use sha2::{Digest, Sha256};
 pub use audited::{json_list, Audited};
 pub use grants::Manager;
 
-use crate::table::TablePattern;
+pub use table_scope::ScopedPattern;
 
 /// What a user may do; each role includes the ones before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -113,18 +114,19 @@ impl FromStr for Name {
     }
 }
 
-/// The tables a user or token is restricted to; empty means every table.
+/// The tables a user or token is restricted to, each in every source or in
+/// one ([`ScopedPattern`]); empty means every table of every source.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Tables(pub Vec<TablePattern>);
+pub struct Tables(pub Vec<ScopedPattern>);
 
 impl Tables {
-    /// Parses a comma-separated list (`public.orders,sales.*`); blank means every table.
+    /// Parses a comma-separated list (`public.orders, shop-eu:sales.*`); blank means every table.
     pub fn parse_list(text: &str) -> Result<Tables, AuthError> {
         let patterns = text
             .split(',')
             .map(str::trim)
             .filter(|p| !p.is_empty())
-            .map(|p| TablePattern::parse(p).map_err(|e| AuthError::Invalid(e.to_string())))
+            .map(|p| ScopedPattern::parse(p).map_err(AuthError::Invalid))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Tables(patterns))
     }
@@ -134,7 +136,7 @@ impl Tables {
     pub fn from_stored(list: Vec<String>) -> Result<Tables, AuthError> {
         list.iter()
             .map(|p| {
-                TablePattern::parse(p).map_err(|e| {
+                ScopedPattern::parse(p).map_err(|e| {
                     AuthError::Invalid(format!("a stored table restriction is invalid: {e}"))
                 })
             })
@@ -286,11 +288,12 @@ mod tests {
 
     #[test]
     fn table_lists_parse_and_round_trip() {
-        let t = Tables::parse_list("public.orders, sales.*").unwrap();
-        assert_eq!(t.to_stored(), vec!["public.orders", "sales.*"]);
+        let t = Tables::parse_list("public.orders, shop-eu:sales.*").unwrap();
+        assert_eq!(t.to_stored(), vec!["public.orders", "shop-eu:sales.*"]);
         assert_eq!(Tables::from_stored(t.to_stored()).unwrap(), t);
         assert!(Tables::parse_list(" ").unwrap().is_all());
         assert!(Tables::parse_list("nodot").is_err());
+        assert!(Tables::parse_list("public.x, :public.y").is_err());
     }
 
     #[test]

@@ -26,12 +26,39 @@ pub async fn run(config: Config) -> Result<()> {
     let endpoints = health::spawn(&config, role, stop_rx.clone());
     let web = web::spawn_alongside(&config, stop_rx.clone(), reload_rx.clone());
     pipeline::run(config.clone(), stop_rx, reload_rx).await?;
+    // The monitor no longer writes (it stopped with the signal): say at once
+    // that capture stopped, rather than let the web view infer it later.
+    mark_stopped(&config).await;
     // The web view got the same stop; let its open requests finish.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), web).await;
     if let Some(endpoints) = endpoints {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), endpoints).await;
     }
     Ok(())
+}
+
+/// Marks this source's capture state as stopped cleanly; a failure only
+/// costs the web view its early notice, so it is logged and `run` goes on
+/// stopping.
+async fn mark_stopped(config: &Config) {
+    let name = config.source_name.as_str();
+    let marked = async {
+        let client = crate::pg::connect(&config.store, "pgtrail run")
+            .await
+            .map_err(|e| crate::pg::describe(&e))?;
+        store::capture_state::mark_stopped(&client, name)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(5), marked).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "the clean stop was not marked in the store (pgtrail.capture_state): the web view will say capture is not running once its reports are overdue")
+        }
+        Err(_) => {
+            tracing::warn!("the clean stop was not marked in the store: it did not answer in 5 s")
+        }
+    }
 }
 
 /// `pgtrail web`: only the web view, reading the store.

@@ -28,6 +28,10 @@ pub struct Request {
     /// Only this table: schema.table (quote parts with ""); repeat for several.
     #[arg(long = "table")]
     pub tables: Vec<TableName>,
+    /// Only entries captured from this source database (its `[source] name`; `pgtrail` for
+    /// pgtrail's own events); repeat for several.
+    #[arg(long = "db")]
+    pub dbs: Vec<String>,
     /// Only this action (INSERT, UPDATE, DELETE, TRUNCATE, DDL, EVENT); repeat for several.
     #[arg(long = "action")]
     pub actions: Vec<Action>,
@@ -57,6 +61,7 @@ impl Request {
         Filter {
             actions: self.actions.clone(),
             tables: self.tables.clone(),
+            dbs: self.dbs.clone(),
             actor: self.actor.clone(),
             from: self.since.map(|t| (text(&t), t)),
             to: self.until.map(|t| (text(&t), t)),

@@ -12,7 +12,8 @@ use crate::store;
 const ROLE_HELP: &str =
     "viewer (browse), auditor (browse and export) or admin (also manage users and tokens)";
 const TABLES_HELP: &str =
-    "Restrict the user to these tables: patterns as in capture.tables, comma-separated";
+    "Restrict the user to these tables: patterns as in capture.tables, comma-separated; \
+     `source:schema.table` (shop-eu:public.orders) limits one to that source database";
 
 #[derive(Subcommand)]
 pub enum UserCommand {

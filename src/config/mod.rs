@@ -97,6 +97,8 @@ pub struct Config {
     pub store_timeout: std::time::Duration,
     /// The key chain heads are signed with (`store.signing_key_file`), and how often.
     pub signing: Option<crate::store::signing::HeadSigner>,
+    /// `store.partition`: the period of a partition of entries, as `setup` sets it in the store.
+    pub partition: crate::store::partitions::Period,
     /// `store.retention`: how long entries are kept (`None`: always). `setup` writes it into the store,
     /// whose value wins.
     pub retention: Option<crate::store::retention::Retention>,
@@ -142,6 +144,7 @@ impl Config {
         let store = store::store(&raw.store, &source.url, path)?;
         let signing = store::signing(&raw.store, path)?;
         let store_timeout = store::timeout(&raw.store, path)?;
+        let partition = store::partition(&raw.store, path)?;
         let (retention, archive_dir) = store::retention(&raw.store, path)?;
         let capture = capture::tables(&raw.capture, path)?;
         let web_listen = web::listen(&raw.web, path)?;
@@ -160,6 +163,7 @@ impl Config {
             store,
             store_timeout,
             signing,
+            partition,
             retention,
             archive_dir,
             capture,

@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use super::ConfigError;
 use crate::pg::PgUrl;
+use crate::store::partitions::Period;
 use crate::store::retention::Retention;
 use crate::store::signing::HeadSigner;
 
@@ -19,6 +20,7 @@ pub(super) struct RawStore {
     timeout_seconds: Option<u64>,
     retention: Option<String>,
     archive_dir: Option<std::path::PathBuf>,
+    partition: Option<String>,
 }
 
 /// `store.retention` (unset: keep everything) and `store.archive_dir`
@@ -51,6 +53,20 @@ pub(super) fn retention(
         ));
     }
     Ok((retention, archive_dir))
+}
+
+/// `store.partition` (default "month"): how much commit time one partition
+/// of entries holds. `setup` writes it into the store, which keeps it.
+pub(super) fn partition(raw: &RawStore, path: &Path) -> Result<Period, ConfigError> {
+    match raw.partition.as_deref() {
+        None => Ok(Period::default()),
+        Some(text) => Period::parse(text).ok_or_else(|| {
+            ConfigError::invalid_in(path)(
+                "store.partition",
+                format!("{text:?} is not a period: write \"day\", \"week\" or \"month\""),
+            )
+        }),
+    }
 }
 
 /// `store.timeout_seconds` (default 30): how long one step of the store
@@ -132,6 +148,19 @@ mod tests {
         let e = error(&format!("{SOURCE}[store]\narchive_dir = \"arch\"\n"));
         assert!(
             e.contains("store.archive_dir") && e.contains("set store.retention"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_partition_period_is_a_day_a_week_or_a_month() {
+        use crate::store::partitions::Period;
+        assert_eq!(load(SOURCE).unwrap().partition, Period::Month);
+        let c = load(&format!("{SOURCE}[store]\npartition = \"week\"\n")).unwrap();
+        assert_eq!(c.partition, Period::Week);
+        let e = error(&format!("{SOURCE}[store]\npartition = \"year\"\n"));
+        assert!(
+            e.contains("store.partition") && e.contains("\"day\""),
             "{e}"
         );
     }

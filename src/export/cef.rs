@@ -20,7 +20,8 @@
 //! | `src` / `c6a2` | client address (IPv4 / IPv6) |
 //! | `spt`, `spid` | client port, backend process id |
 //! | `sproc` | application_name |
-//! | `sourceServiceName` | context source |
+//! | `sourceServiceName` | context source (the application's) |
+//! | `destinationServiceName` | the entry's source database (`[source] name`) |
 //! | `msg` | context remarks |
 //! | `cn1` (`xid`) | source transaction id |
 //! | `flexString1` (`lsn`), `flexString2` (`dbRole`) | commit LSN, database role |
@@ -121,6 +122,8 @@ pub fn line(e: &StoredEntry, version: &str, out: &mut String) {
     pair(out, "rt", &e.committed_at.timestamp_millis().to_string());
     pair(out, "externalId", &e.id.to_string());
     pair(out, "act", &e.action);
+    // The database the change was made in is the service the event targets.
+    pair(out, "destinationServiceName", &e.source);
     if let Some(who) = get("actor").or_else(|| get("db_user")) {
         pair(out, "suser", &who);
     }
@@ -206,6 +209,7 @@ mod tests {
             schema: "pgtrail".into(),
             table: "export".into(),
             action: "EVENT".into(),
+            source: "pgtrail".into(),
             json: [
                 None,
                 None,
@@ -220,7 +224,7 @@ mod tests {
         assert_eq!(
             l,
             "CEF:0|pgtrail|pgtrail|1.0|EVENT:export|exported 3 entries|5|rt=1700000000123 externalId=7 act=EVENT \
-             suser=alice c6a2=::1 c6a2Label=Source IPv6 Address msg=exported 3 entries \
+             destinationServiceName=pgtrail suser=alice c6a2=::1 c6a2Label=Source IPv6 Address msg=exported 3 entries \
              cs1=pgtrail.export cs1Label=table cs6={\"event\":\"export\",\"format\":\"csv\"} cs6Label=details"
         );
     }

@@ -74,7 +74,11 @@ impl<W: Write + Send> EntryWriter<W> for Csv<W> {
             e.action.as_str(),
         ];
         let json = e.json.iter().map(|j| j.as_deref().unwrap_or("null"));
-        self.writer()?.write_record(fixed.into_iter().chain(json))?;
+        // A source name is lower-case letters, digits, `_` and `-` after a
+        // letter or digit: never a formula.
+        let source = [e.source.as_str()];
+        self.writer()?
+            .write_record(fixed.into_iter().chain(json).chain(source))?;
         Ok(())
     }
 

@@ -31,8 +31,8 @@ const TRUNCATED: &str =
     "… [cut at Excel's cell limit; the full value is in the JSON Lines or CSV export]";
 
 /// Widths of the columns, in characters.
-const WIDTHS: [f64; 13] = [
-    10.0, 24.0, 10.0, 13.0, 12.0, 20.0, 10.0, 18.0, 40.0, 40.0, 20.0, 40.0, 30.0,
+const WIDTHS: [f64; 14] = [
+    10.0, 24.0, 10.0, 13.0, 12.0, 20.0, 10.0, 18.0, 40.0, 40.0, 20.0, 40.0, 30.0, 14.0,
 ];
 
 pub struct Xlsx<W> {
@@ -131,7 +131,8 @@ impl<W: Write + Send> EntryWriter<W> for Xlsx<W> {
             Some(e.action.as_str()),
         ]
         .into_iter()
-        .chain(e.json.iter().map(Option::as_deref));
+        .chain(e.json.iter().map(Option::as_deref))
+        .chain([Some(e.source.as_str())]);
         for (col, value) in (3..).zip(texts) {
             // SQL NULL is an empty cell, as a spreadsheet expects.
             if let Some(v) = value {

@@ -130,21 +130,36 @@ pub async fn run(
     // The last session ended with an error: the next one to start is a reconnect.
     let mut after_error = false;
     let mut tries = permanent::Tries::default();
+    // Where earlier sessions held the source's capture lock: one left
+    // behind by a session given up on is this daemon's own to end.
+    let mut own_backends = crate::store::claim::OwnBackends::default();
+    // Partitions ahead, for as long as `run` runs (aborted when it returns).
+    let keeper = tokio::spawn(crate::store::partitions::keep(
+        config.store.clone(),
+        config.partition,
+        crate::store::retention::keeper::Hourly::new(config.retention, config.archive_dir.clone()),
+    ));
+    let _keeper = AbortOnDrop(keeper);
     loop {
         let began = Instant::now();
         let source = config.source_name.to_string();
         // Started: the server accepted START_REPLICATION.
-        let (started, result) =
-            match Prepared::start(&config, &partition_schemas, carried_partitions.take()).await {
-                Ok(session) => {
-                    streaming(&source, after_error);
-                    let ended = session
-                        .run(&config, &mut recovery, &mut shutdown, &mut reload)
-                        .await;
-                    (true, ended)
-                }
-                Err(e) => (false, Err(e)),
-            };
+        let (started, result) = match Prepared::start(
+            &config,
+            (&partition_schemas, carried_partitions.take()),
+            &mut own_backends,
+        )
+        .await
+        {
+            Ok(session) => {
+                streaming(&source, after_error);
+                let ended = session
+                    .run(&config, &mut recovery, &mut shutdown, &mut reload)
+                    .await;
+                (true, ended)
+            }
+            Err(e) => (false, Err(e)),
+        };
         let partition_restart = matches!(
             result,
             Err(PipelineError::Assemble(
@@ -232,6 +247,15 @@ pub async fn run(
     }
 }
 
+/// Aborts a task when dropped: the keeper ends with `run`, however it returns.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// `run` ends on `e`, a permanent error: a lost slot's gap is recorded first.
 async fn stop_for_good(config: &Config, e: &PipelineError) {
     if let PipelineError::SlotLost(loss) = e {
@@ -288,7 +312,19 @@ fn reload_config(running: Config, reading: &Reading) -> Config {
     let path = running.path.display().to_string();
     let (config, event) = match &**reading {
         Ok(new) => {
-            let new = new.clone();
+            let mut new = new.clone();
+            if new.source_name != running.source_name {
+                tracing::error!(
+                    running = %running.source_name,
+                    read = %new.source_name,
+                    "[source] name changed in the config file: a source's name is kept until pgtrail restarts \
+                     (it picks the source's checkpoint and chain in the store); capture goes on as {:?} with the \
+                     rest of the new config. Restart pgtrail to capture under the new name, after `pgtrail setup` \
+                     with the new config has registered it",
+                    running.source_name.as_str()
+                );
+                new.source_name = running.source_name.clone();
+            }
             if new.web_listen != running.web_listen {
                 tracing::warn!(
                     "web.listen changed: the web view keeps its address until pgtrail restarts"

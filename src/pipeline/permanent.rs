@@ -1,10 +1,12 @@
 //! Errors that trying again cannot fix: the slot lost, the credentials
-//! refused, wal2json missing. `run` ends on them with an exit code of their
+//! refused, wal2json missing, a source name that reaches another database
+//! than the one it is bound to. `run` ends on them with an exit code of their
 //! own, so that systemd (`RestartPreventExitStatus=`) and alerting see them,
 //! where an outage keeps the backoff for as long as it lasts.
 //!
 //! A lost slot ends `run` at once: the catalog says so, and nothing the
-//! daemon does can bring the WAL back. Credentials and wal2json get
+//! daemon does can bring the WAL back; so does another database behind the
+//! source's name (capturing it would mix two databases under one checkpoint). Credentials and wal2json get
 //! [`TRIES`] sessions in a row first, since a password being rotated or a
 //! package being upgraded is put right within seconds.
 
@@ -26,6 +28,12 @@ pub enum Permanent {
     Credentials,
     /// The source cannot load wal2json (exit 12).
     Wal2jsonMissing,
+    /// `source.url` reaches another database than the one the source's
+    /// name is bound to in the store (exit 13).
+    WrongSource,
+    /// The store's entries must be moved into partitions by `pgtrail
+    /// setup` first, or their move is under way (exit 14).
+    StoreLayout,
 }
 
 impl Permanent {
@@ -35,12 +43,17 @@ impl Permanent {
             Permanent::SlotLost => 10,
             Permanent::Credentials => 11,
             Permanent::Wal2jsonMissing => 12,
+            Permanent::WrongSource => 13,
+            Permanent::StoreLayout => 14,
         }
     }
 
     /// Ends `run` at once rather than after [`TRIES`].
     fn at_once(self) -> bool {
-        self == Permanent::SlotLost
+        matches!(
+            self,
+            Permanent::SlotLost | Permanent::WrongSource | Permanent::StoreLayout
+        )
     }
 }
 
@@ -55,6 +68,10 @@ impl PipelineError {
     pub fn permanent(&self) -> Option<Permanent> {
         match self {
             PipelineError::SlotLost(_) => Some(Permanent::SlotLost),
+            PipelineError::Store(StoreError::WrongSource(_)) => Some(Permanent::WrongSource),
+            PipelineError::Store(
+                StoreError::NeedsMigration { .. } | StoreError::MigrationCheck(_),
+            ) => Some(Permanent::StoreLayout),
             PipelineError::Source(SourceError::Wal2jsonMissing(_)) => {
                 Some(Permanent::Wal2jsonMissing)
             }
@@ -149,5 +166,15 @@ mod tests {
         let error = anyhow::Error::new(refused("28P01"));
         assert_eq!(exit_code(&error), 11);
         assert_eq!(exit_code(&anyhow::anyhow!("other")), 1);
+    }
+
+    #[test]
+    fn a_store_to_migrate_ends_run_at_once_with_14() {
+        let e = PipelineError::Store(StoreError::NeedsMigration {
+            dbname: "pgtrail".into(),
+            state: "about 5 entries".into(),
+        });
+        assert!(Tries::default().give_up(Some(&e)));
+        assert_eq!(exit_code(&anyhow::Error::new(e)), 14);
     }
 }

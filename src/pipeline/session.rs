@@ -69,11 +69,12 @@ impl Prepared {
     /// Connects to the source and the store, checks both, and starts
     /// replication from the store's checkpoint. `partition_schemas` are
     /// schemas holding partitions created while running; `carried_partitions`
-    /// the map a session that restarted for one of them left behind.
+    /// the map a session that restarted for one of them left behind;
+    /// `own_backends` the store backends earlier sessions claimed the source on.
     pub(super) async fn start(
         config: &Config,
-        partition_schemas: &BTreeSet<String>,
-        carried_partitions: Option<PartitionMap>,
+        (partition_schemas, carried_partitions): (&BTreeSet<String>, Option<PartitionMap>),
+        own_backends: &mut store::claim::OwnBackends,
     ) -> Result<Prepared, PipelineError> {
         let catalog = source::connect(&config.source).await?;
         source::check_server(&catalog).await?;
@@ -81,7 +82,14 @@ impl Prepared {
         let name = &config.source_name;
         let source = store::sources::lookup(&store_client, name).await?;
         // Before anything is read for the source: a second daemon for it stops here.
-        store::sources::claim(&store_client, source, name).await?;
+        store::claim::claim(&store_client, (source, name), own_backends).await?;
+        // The name must reach the database it is bound to (an unbound one is bound now).
+        let server = store::binding::SourceServer::of(&catalog)
+            .await
+            .map_err(SourceError::from)?;
+        if store::binding::bind_or_check(&store_client, (source, name), &server).await? {
+            tracing::info!(source = %name, %server, "source bound to the database it captures");
+        }
         let checkpoint = store::checkpoint(&store_client, source, &config.slot)
             .await?
             .ok_or_else(|| StoreError::NotSetUp {

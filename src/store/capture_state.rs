@@ -6,7 +6,8 @@
 //!
 //! A row not written for a while says capture stopped ([`Reported::stale`]):
 //! the monitor writes one every `metrics.poll_interval` while the daemon
-//! runs and reaches the store.
+//! runs and reaches the store. A daemon that stops cleanly says so at once
+//! ([`mark_stopped`], [`Reported::stopped_at`]).
 
 use std::time::Duration;
 
@@ -81,6 +82,9 @@ pub struct Reported {
     pub polled_at: DateTime<Utc>,
     /// How long ago, as the store saw it when read.
     pub age: Duration,
+    /// When the daemon stopped cleanly after this poll; `None` while it
+    /// runs, or when it ended otherwise (then only [`Reported::stale`] tells).
+    pub stopped_at: Option<DateTime<Utc>>,
 }
 
 impl Reported {
@@ -99,7 +103,21 @@ fn signed(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// Writes `state` as its source's row: one upsert, the row's old figures gone.
+/// Marks `source`'s row as stopped cleanly (the daemon's last act on SIGTERM,
+/// once its monitor no longer writes). Returns whether there was a row.
+pub async fn mark_stopped<C: GenericClient>(client: &C, source: &str) -> Result<bool, StoreError> {
+    let marked = client
+        .execute(
+            "UPDATE pgtrail.capture_state SET stopped_at = clock_timestamp() WHERE source = $1",
+            &[&source],
+        )
+        .await?;
+    Ok(marked > 0)
+}
+
+/// Writes `state` as its source's row: one upsert, the row's old figures
+/// gone. A stop marked after this poll began (a poll in flight when the
+/// daemon stopped) stays marked; an older one is cleared (a new run).
 pub async fn write<C: GenericClient>(client: &C, state: &CaptureState) -> Result<(), StoreError> {
     let (error, server, slot, lag) = match &state.source_side {
         SourceSide::Unread(why) => (Some(why.as_str()), None, None, None),
@@ -125,7 +143,8 @@ pub async fn write<C: GenericClient>(client: &C, state: &CaptureState) -> Result
                  confirmed_lsn = EXCLUDED.confirmed_lsn, retained_bytes = EXCLUDED.retained_bytes, \
                  wal_status = EXCLUDED.wal_status, safe_wal_size = EXCLUDED.safe_wal_size, \
                  lag_bytes = EXCLUDED.lag_bytes, lag_seconds = EXCLUDED.lag_seconds, \
-                 wal_warn = EXCLUDED.wal_warn, over_wal_warn = EXCLUDED.over_wal_warn",
+                 wal_warn = EXCLUDED.wal_warn, over_wal_warn = EXCLUDED.over_wal_warn, \
+                 stopped_at = CASE WHEN c.stopped_at > EXCLUDED.polled_at THEN c.stopped_at END",
             &[
                 &state.slot,
                 &state.source,
@@ -156,7 +175,7 @@ pub async fn read_all<C: GenericClient>(client: &C) -> Result<Vec<Reported>, Sto
             "SELECT slot, source, polled_at, extract(epoch FROM poll_interval)::float8, stored_lsn::text, \
                     source_error, server_lsn::text, slot_found, slot_active, confirmed_lsn::text, \
                     retained_bytes, wal_status, safe_wal_size, lag_bytes, lag_seconds, wal_warn, \
-                    over_wal_warn, greatest(extract(epoch FROM now() - polled_at), 0)::float8 \
+                    over_wal_warn, greatest(extract(epoch FROM now() - polled_at), 0)::float8, stopped_at \
              FROM pgtrail.capture_state ORDER BY polled_at DESC, slot",
             &[],
         )
@@ -221,21 +240,28 @@ fn of_row(row: &tokio_postgres::Row) -> Result<Reported, StoreError> {
         },
         polled_at: row.try_get(2)?,
         age: seconds(row.try_get(17)?),
+        stopped_at: row.try_get(18)?,
     })
 }
 
-/// The source commit time of the newest stored change (not one of pgtrail's
-/// own events), if any: walked back from the newest id past the events.
-pub async fn last_stored_commit<C: GenericClient>(
+/// Each source's newest stored change, by source name: its source commit
+/// time, as the writer keeps it with every checkpoint
+/// (`pgtrail.checkpoints.last_committed_at`), the newest over the source's
+/// slots. A source with nothing stored yet is absent.
+pub async fn last_stored_commits<C: GenericClient>(
     client: &C,
-) -> Result<Option<DateTime<Utc>>, StoreError> {
-    let row = client
-        .query_opt(
-            "SELECT committed_at FROM pgtrail.entries WHERE lsn IS NOT NULL ORDER BY id DESC LIMIT 1",
+) -> Result<std::collections::BTreeMap<String, DateTime<Utc>>, StoreError> {
+    let rows = client
+        .query(
+            "SELECT s.name, max(c.last_committed_at) FROM pgtrail.checkpoints c \
+             JOIN pgtrail.sources s ON s.id = c.source \
+             GROUP BY s.name HAVING max(c.last_committed_at) IS NOT NULL",
             &[],
         )
         .await?;
-    Ok(row.map(|r| r.get(0)))
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect()
 }
 
 #[cfg(test)]
@@ -255,6 +281,7 @@ mod tests {
             },
             polled_at: Utc::now(),
             age: Duration::from_secs(age),
+            stopped_at: None,
         }
     }
 

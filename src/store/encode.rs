@@ -11,10 +11,9 @@ use super::context::ContextColumns;
 use super::sources::SourceId;
 use crate::entry::{row_key, AuditEntry};
 
-/// The COPY statement [`encode_copy_row`]'s lines are for (also used by
-/// `examples/web_fill.rs`, which fills a benchmark store the way pgtrail
-/// did before sources had ids: its entries have no `source`, which reads as
-/// the store's first source).
+/// The COPY statement [`encode_copy_row`]'s lines are for: an entry as
+/// stored before sources had ids (a store before migration 15 has no
+/// `source` column; tests build such stores with it).
 pub const COPY_SQL: &str =
     "COPY pgtrail.entries (committed_at, xid, lsn, schema_name, table_name, action, \
     primary_key, before, after, changed_columns, context, row_key, details, actor, client_addr, hash) FROM STDIN";

@@ -51,6 +51,15 @@ pub fn classify(sqlstate: &str) -> Failure {
 /// (closed, reset, timed out), hence transient.
 pub fn of_error(e: &tokio_postgres::Error) -> Failure {
     match e.as_db_error() {
+        // A commit time no partition holds is the store's to fix (the writer
+        // makes the partition first; the next session does), never the data's:
+        // it must not quarantine. Same SQLSTATE as a CHECK refusing a row.
+        Some(db)
+            if db.code().code() == "23514"
+                && db.message().starts_with("no partition of relation") =>
+        {
+            Failure::Transient
+        }
         Some(db) => classify(db.code().code()),
         None => Failure::Transient,
     }

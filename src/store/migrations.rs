@@ -84,6 +84,21 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "sources: a fleet of source databases in one store",
         include_str!("../../sql/store/0015_sources.sql"),
     ),
+    (
+        16,
+        "entries partitioned by commit time",
+        include_str!("../../sql/store/0016_partitioned.sql"),
+    ),
+    (
+        17,
+        "source identity, clean stops, sources of quarantined records",
+        include_str!("../../sql/store/0017_source_identity.sql"),
+    ),
+    (
+        18,
+        "retention: drop_partition, chain anchors",
+        include_str!("../../sql/store/0018_retention.sql"),
+    ),
 ];
 
 /// The setting through which [`apply`] tells migration 15 the name of the

@@ -10,15 +10,19 @@
 //! [`capture_state`], the daemon's last reading of its slot, and [`gaps`],
 //! the audit gaps its `gap` events record, both for the web view.
 
+pub mod binding;
 pub mod capture_state;
 pub mod chain;
+pub mod claim;
 pub mod context;
 pub mod encode;
 pub mod events;
 pub mod failure;
 pub mod gaps;
 pub mod message_key;
+pub mod migrate;
 pub mod migrations;
+pub mod partitions;
 pub mod quarantine;
 pub mod retention;
 pub mod signing;
@@ -47,6 +51,10 @@ pub enum StoreError {
         "the audit store is not set up (database {dbname:?}: {reason}); run `pgtrail setup` first"
     )]
     NotSetUp { dbname: String, reason: String },
+    #[error("the audit store {dbname:?} must be migrated before pgtrail can use it: {state}; stop every `pgtrail run` and `pgtrail web` on this store and run `pgtrail setup`, which moves the entries into time partitions with a progress bar (it can be interrupted and run again)")]
+    NeedsMigration { dbname: String, state: String },
+    #[error("the entries copied into partitions do not check out: {0}; nothing was dropped (the old table pgtrail.entries_unpartitioned is kept as it was) and the store stays refused: keep it as it is and report this")]
+    MigrationCheck(String),
     #[error("audit store query failed: {}", describe(.0))]
     Query(#[from] tokio_postgres::Error),
     #[error("the source sent a commit time pgtrail cannot read ({0:?}); it cannot be hashed into the chain")]
@@ -57,8 +65,10 @@ pub enum StoreError {
         "the chain head of {0} is missing or malformed in pgtrail.chain_heads; run `pgtrail setup`"
     )]
     ChainHead(String),
-    #[error("another pgtrail daemon is capturing the source {name:?} into this store ({holder}): run one daemon per source; stop the other one, or give this one its own [source] name (and slot)")]
+    #[error("another pgtrail daemon is capturing the source {name:?} into this store: its capture lock is held by {holder}. Run one daemon per source: stop the other one, or give this one its own [source] name (and slot). If no other daemon runs (a stalled one whose connection is gone), end that backend in the store: SELECT pg_terminate_backend(PID)")]
     SourceTaken { name: String, holder: String },
+    #[error("{0}")]
+    WrongSource(Box<binding::Mismatch>),
     #[error("the audit store did not answer within {0} s (store.timeout_seconds): the network or the store is stalled; capture resumes from the checkpoint once it answers")]
     Timeout(u64),
 }
@@ -106,6 +116,9 @@ pub async fn open(url: &PgUrl) -> Result<Client, StoreError> {
         }
     })?;
     let pending = migrations::pending(&client).await?;
+    if let Some(refused) = migrate::refusal(&client, url.dbname(), &pending).await? {
+        return Err(refused);
+    }
     if !pending.is_empty() {
         return Err(StoreError::NotSetUp {
             dbname: url.dbname().to_owned(),

@@ -207,8 +207,8 @@ fn event(q: &Quarantine, digest: &[u8; 32], name: &SourceName) -> OwnEvent {
     e
 }
 
-/// How many transactions are quarantined, and when the newest was, for
-/// `pgtrail status` and the web view.
+/// How many transactions of a source are quarantined, and when the newest
+/// was, for `pgtrail status` and the web view.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Summary {
     pub transactions: i64,
@@ -217,20 +217,59 @@ pub struct Summary {
     pub newest: Option<String>,
 }
 
-pub async fn summary<C: tokio_postgres::GenericClient>(client: &C) -> Result<Summary, StoreError> {
+impl Summary {
+    /// Several sources' summaries as one (a transaction is its source's own,
+    /// so the counts add up).
+    pub fn total<'a>(all: impl IntoIterator<Item = &'a Summary>) -> Summary {
+        all.into_iter().fold(Summary::default(), |sum, s| Summary {
+            transactions: sum.transactions + s.transactions,
+            records: sum.records + s.records,
+            // RFC 3339 in UTC sorts as text.
+            newest: sum.newest.max(s.newest.clone()),
+        })
+    }
+}
+
+const SUMMARY_SQL: &str = "SELECT s.name, count(DISTINCT q.first_lsn), count(*), \
+        to_char(max(q.quarantined_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') \
+    FROM pgtrail.quarantine q JOIN pgtrail.sources s ON s.id = q.source";
+
+fn summary_of(row: &tokio_postgres::Row) -> Result<(String, Summary), StoreError> {
+    Ok((
+        row.try_get(0)?,
+        Summary {
+            transactions: row.try_get(1)?,
+            records: row.try_get(2)?,
+            newest: row.try_get(3)?,
+        },
+    ))
+}
+
+/// The quarantine of the source named `source` (empty when it has none).
+pub async fn summary<C: tokio_postgres::GenericClient>(
+    client: &C,
+    source: &str,
+) -> Result<Summary, StoreError> {
     let row = client
-        .query_one(
-            "SELECT count(DISTINCT first_lsn), count(*), \
-                    to_char(max(quarantined_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') \
-             FROM pgtrail.quarantine",
-            &[],
+        .query_opt(
+            &format!("{SUMMARY_SQL} WHERE s.name = $1 GROUP BY s.name"),
+            &[&source],
         )
         .await?;
-    Ok(Summary {
-        transactions: row.get(0),
-        records: row.get(1),
-        newest: row.get(2),
+    Ok(match row {
+        Some(row) => summary_of(&row)?.1,
+        None => Summary::default(),
     })
+}
+
+/// The quarantine of every source that has one, by source name.
+pub async fn summaries<C: tokio_postgres::GenericClient>(
+    client: &C,
+) -> Result<std::collections::BTreeMap<String, Summary>, StoreError> {
+    let rows = client
+        .query(&format!("{SUMMARY_SQL} GROUP BY s.name"), &[])
+        .await?;
+    rows.iter().map(summary_of).collect()
 }
 
 #[cfg(test)]

@@ -4,10 +4,11 @@
 //! chain and its head, its message key, its quarantine. Source 0 is pgtrail
 //! itself, whose chain holds pgtrail's own events.
 //!
-//! `setup` registers a source; the daemon looks its id up by name when a
-//! session starts and holds the source's capture lock ([`claim`]) for as
-//! long as its store connection lives, so a second daemon started for the
-//! same source is refused at once rather than racing the first for the chain.
+//! `setup` registers a source and binds it to its database
+//! ([`super::binding::register`]); the daemon looks its id up by name when a session
+//! starts and holds the source's capture lock ([`super::claim`]) for as long
+//! as its store connection lives, so a second daemon started for the same
+//! source is refused rather than racing the first for the chain.
 
 use tokio_postgres::Client;
 
@@ -82,12 +83,6 @@ impl SourceId {
 pub const ENTRY_SOURCE_SQL: &str =
     "coalesce(source, CASE WHEN lsn IS NULL THEN 0::smallint ELSE 1::smallint END)";
 
-/// Advisory lock class of a source's capture (the second key is its id);
-/// setup's migrations take 7420501.
-const CAPTURE_LOCK: i32 = 7420503;
-/// How long [`claim`] waits for a capture lock held by another session.
-const CLAIM_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
-
 /// The id of the source named `name`, or NotSetUp when `setup` has not registered it.
 pub async fn lookup(client: &Client, name: &SourceName) -> Result<SourceId, StoreError> {
     let row = client
@@ -118,96 +113,6 @@ pub async fn all(
     rows.iter()
         .map(|r| Ok((SourceId(r.try_get(0)?), r.try_get(1)?)))
         .collect()
-}
-
-/// Registers `name` (an existing one keeps its id) with its chain head;
-/// returns its id. Run by `setup`, as the store's owner.
-pub async fn register(client: &mut Client, name: &SourceName) -> Result<SourceId, StoreError> {
-    let tx = client.transaction().await?;
-    // Setups of two sources at once must not take the same id.
-    tx.batch_execute("LOCK TABLE pgtrail.sources IN SHARE ROW EXCLUSIVE MODE")
-        .await?;
-    let id: i16 = match tx
-        .query_opt(
-            "SELECT id FROM pgtrail.sources WHERE name = $1",
-            &[&name.as_str()],
-        )
-        .await?
-    {
-        Some(row) => row.try_get(0)?,
-        None => tx
-            .query_one(
-                "INSERT INTO pgtrail.sources (id, name) \
-                 SELECT coalesce(max(id), 0) + 1, $1 FROM pgtrail.sources RETURNING id",
-                &[&name.as_str()],
-            )
-            .await?
-            .try_get(0)?,
-    };
-    tx.execute(
-        "INSERT INTO pgtrail.chain_heads (source, hash) VALUES ($1, decode(repeat('00', 32), 'hex')) \
-         ON CONFLICT (source) DO NOTHING",
-        &[&id],
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(SourceId(id))
-}
-
-/// Takes the capture lock of source `id` on `client`'s session: held until
-/// that connection closes, so exactly one daemon at a time captures a
-/// source. Refused with [`StoreError::SourceTaken`] when another still
-/// holds it after [`CLAIM_WAIT`].
-pub async fn claim(client: &Client, id: SourceId, name: &SourceName) -> Result<(), StoreError> {
-    // A daemon killed a moment ago may still hold it: its store backend
-    // lets go once it notices the connection is gone (at once when idle,
-    // after the statement it is running otherwise).
-    let deadline = tokio::time::Instant::now() + CLAIM_WAIT;
-    loop {
-        let taken: bool = client
-            .query_one(
-                "SELECT pg_try_advisory_lock($1, $2::int)",
-                &[&CAPTURE_LOCK, &i32::from(id.0)],
-            )
-            .await?
-            .try_get(0)?;
-        if taken {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() >= deadline {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-    }
-    // Who holds it, as far as this role may see (pg_stat_activity hides
-    // other roles' addresses from a role without pg_read_all_stats).
-    let holder = client
-        .query_opt(
-            "SELECT l.pid, a.application_name, host(a.client_addr), \
-                    to_char(a.backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS\"Z\"') \
-             FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid \
-             WHERE l.locktype = 'advisory' AND l.classid::bigint = $1 AND l.objid::bigint = $2 \
-               AND l.objsubid = 2 AND l.granted LIMIT 1",
-            &[&i64::from(CAPTURE_LOCK), &i64::from(id.0)],
-        )
-        .await?;
-    let holder = holder.map_or_else(
-        || "another session".to_owned(),
-        |r| {
-            let pid: i32 = r.get(0);
-            let from: Option<String> = r.get(2);
-            let since: Option<String> = r.get(3);
-            format!(
-                "store backend {pid}{}{}",
-                from.map(|f| format!(" from {f}")).unwrap_or_default(),
-                since.map(|s| format!(" since {s}")).unwrap_or_default()
-            )
-        },
-    );
-    Err(StoreError::SourceTaken {
-        name: name.to_string(),
-        holder,
-    })
 }
 
 #[cfg(test)]

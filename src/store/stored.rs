@@ -8,7 +8,8 @@ use serde_json::{Map, Value};
 use crate::text::push_json_string;
 
 /// The fields of an exported entry, in export order (JSON Lines keys, CSV and XLSX columns).
-pub const FIELDS: [&str; 13] = [
+/// `source` came last, so that the columns of files read by position before stay where they were.
+pub const FIELDS: [&str; 14] = [
     "id",
     "committed_at",
     "xid",
@@ -22,16 +23,29 @@ pub const FIELDS: [&str; 13] = [
     "changed_columns",
     "context",
     "details",
+    "source",
 ];
 
 /// The columns of `pgtrail.entries` a [`StoredEntry`] is read from, in this
-/// order; a query may select more columns after them.
+/// order; a query may select more columns after them. The last is the name
+/// of the entry's source ([`crate::store::sources::ENTRY_SOURCE_SQL`] looked
+/// up in `pgtrail.sources`): a lookup in a table of a few rows, about half a
+/// microsecond per entry in the store, paid there while the reader is busy
+/// writing the one before; and read in the statement's own snapshot, so an
+/// entry never names a source its reader cannot see.
 pub const ENTRY_COLUMNS: &str =
     "id, committed_at, xid, lsn::text, schema_name, table_name, action, primary_key::text, \
-     before::text, after::text, changed_columns::text, context::text, details::text";
+     before::text, after::text, changed_columns::text, context::text, details::text, \
+     (SELECT s.name FROM pgtrail.sources s WHERE s.id = \
+      coalesce(source, CASE WHEN lsn IS NULL THEN 0::smallint ELSE 1::smallint END))";
 
 /// How many columns [`ENTRY_COLUMNS`] selects.
-pub const ENTRY_COLUMN_COUNT: usize = 13;
+pub const ENTRY_COLUMN_COUNT: usize = 14;
+
+/// The source name of an entry whose source id is not in `pgtrail.sources`
+/// (which `setup` never deletes from): never a valid source name, so no
+/// filter or scope matches it by accident.
+pub const UNKNOWN_SOURCE: &str = "?";
 
 /// One stored entry with its JSON columns as text, exactly as stored. Its JSON
 /// form ([`StoredEntry::write_json`]) is what `export --format jsonl` prints
@@ -48,6 +62,10 @@ pub struct StoredEntry {
     pub action: String,
     /// primary_key, before, after, changed_columns, context, details: JSON text or SQL NULL.
     pub json: [Option<String>; 6],
+    /// The name of the database it was captured from (`[source] name`;
+    /// `pgtrail` for pgtrail's own events). Not `context.source`, which the
+    /// application sets.
+    pub source: String,
 }
 
 impl StoredEntry {
@@ -69,6 +87,10 @@ impl StoredEntry {
                 r.get(11),
                 r.get(12),
             ],
+            // Only a source deleted from pgtrail.sources has no name; say which.
+            source: r
+                .get::<_, Option<String>>(13)
+                .unwrap_or_else(|| UNKNOWN_SOURCE.to_owned()),
         }
     }
 
@@ -140,9 +162,55 @@ impl StoredEntry {
         out.push_str(",\"table\":");
         push_json_string(out, &self.table);
         let _ = write!(out, ",\"action\":\"{}\"", self.action);
-        for (name, value) in FIELDS[7..].iter().zip(&self.json) {
+        for (name, value) in FIELDS[7..13].iter().zip(&self.json) {
             let _ = write!(out, ",\"{name}\":{}", value.as_deref().unwrap_or("null"));
         }
+        out.push_str(",\"source\":");
+        push_json_string(out, &self.source);
         out.push('}');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_source_column_reads_the_source_as_sources_rs_defines_it() {
+        assert!(ENTRY_COLUMNS.contains(crate::store::sources::ENTRY_SOURCE_SQL));
+        assert!(crate::store::sources::SourceName::parse(UNKNOWN_SOURCE).is_err());
+    }
+
+    #[test]
+    fn the_json_form_names_its_source_at_the_top_level() {
+        let e = StoredEntry {
+            id: 7,
+            committed_at: DateTime::from_timestamp(0, 0).unwrap_or_default(),
+            xid: Some(9),
+            lsn: Some("0/16".into()),
+            schema: "public".into(),
+            table: "t".into(),
+            action: "INSERT".into(),
+            json: [
+                Some("{\"id\":1}".into()),
+                None,
+                None,
+                None,
+                Some("{\"source\":\"app\"}".into()),
+                None,
+            ],
+            source: "shop-eu".into(),
+        };
+        let mut out = String::new();
+        e.write_json(&mut out);
+        let v: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["source"], "shop-eu");
+        assert_eq!(v["context"]["source"], "app");
+        // Each field after the one before it, in export order.
+        let mut from = 0;
+        for f in FIELDS {
+            let at = out[from..].find(&format!("\"{f}\":"));
+            from += at.unwrap_or_else(|| panic!("{f} after byte {from}: {out}"));
+        }
     }
 }

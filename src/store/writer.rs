@@ -12,6 +12,14 @@
 //! store transaction, and only if it is still the head this writer started
 //! from (one daemon per source).
 //!
+//! Every commit time must fall in a partition of `pgtrail.entries`
+//! ([`super::partitions`]): the writer knows the ranges the ledger holds
+//! and, before encoding the first entry of a transaction outside them (a
+//! lagging source's backlog, a clock far ahead), commits what it holds (a
+//! transaction boundary, as at any commit), has the partition made with
+//! nothing open and starts its next store transaction, which sees it. The
+//! store never meets a row without a partition from this writer.
+//!
 //! One COPY statement stays open for the whole store transaction and chunks
 //! are sent without waiting for the store to take each one in: the store
 //! backend is the largest cost of capture, and it inserts one chunk while
@@ -29,8 +37,9 @@ use tokio_postgres::{Client, CopyInSink};
 
 use super::chain::{self, Chain};
 use super::context::ContextColumns;
-pub use super::encode::{content, encode_copy_row, COPY_SQL};
-use super::encode::{encode_sourced_row, replace_nul, SOURCED_COPY_SQL};
+use super::encode::replace_nul;
+pub use super::encode::{content, encode_copy_row, encode_sourced_row, COPY_SQL, SOURCED_COPY_SQL};
+use super::partitions::{self, Ranges};
 use super::quarantine::SideRows;
 use super::signing::HeadSigner;
 use super::sources::{SourceId, SourceName};
@@ -82,6 +91,8 @@ pub struct StoreWriter {
     /// transaction share one context, so it is parsed once per transaction.
     context_columns: Option<(Arc<str>, ContextColumns)>,
     chain: ChainState,
+    /// The time ranges of the live partitions, as last read from the ledger.
+    partitions: Ranges,
     signing: Option<Signing>,
     /// Commit each source transaction alone while the checkpoint is at or
     /// below this: the store refused a batch, and the next refusal must name
@@ -205,6 +216,7 @@ impl StoreWriter {
                 whole_entries: 0,
                 committed_at: None,
             },
+            partitions: Ranges::default(),
             signing: None,
             isolate_until: None,
             timeout: DEFAULT_TIMEOUT,
@@ -264,6 +276,7 @@ impl StoreWriter {
         self.chain.committed = head;
         self.chain.last = head;
         self.chain.whole = head;
+        self.partitions = within(limit, Ranges::load(&self.client)).await?;
         loop {
             // (While the open store transaction holds part of an unfinished
             // source transaction nothing can be committed: just wait for more.)
@@ -303,7 +316,13 @@ impl StoreWriter {
     async fn take_batch(&mut self, batch: Vec<Event>) -> Result<(), StoreError> {
         for event in batch {
             match event {
-                Event::Entry(entry) => self.encode(entry)?,
+                Event::Entry(entry) => {
+                    let micros = self.commit_micros(&entry)?;
+                    if !self.partitions.covers(micros) {
+                        self.make_partition(micros).await?;
+                    }
+                    self.encode(entry, micros)
+                }
                 Event::Undecodable(failure) => {
                     self.partial.decode_errors += 1;
                     self.side.push_failure(failure)
@@ -360,8 +379,46 @@ impl StoreWriter {
         Ok(())
     }
 
-    /// Hashes an entry into the chain and appends it as COPY text.
-    fn encode(&mut self, mut entry: AuditEntry) -> Result<(), StoreError> {
+    /// The commit time of `entry`'s transaction in microseconds, parsed once per transaction.
+    fn commit_micros(&mut self, entry: &AuditEntry) -> Result<i64, StoreError> {
+        Ok(match &self.chain.committed_at {
+            Some((txn, micros)) if Arc::ptr_eq(txn, &entry.txn) => *micros,
+            _ => {
+                let micros = chain::commit_time_micros(&entry.txn.committed_at)
+                    .ok_or_else(|| StoreError::CommitTime(entry.txn.committed_at.clone()))?;
+                self.chain.committed_at = Some((entry.txn.clone(), micros));
+                micros
+            }
+        })
+    }
+
+    /// Has the partition for commit time `micros` made, before the first
+    /// entry of its transaction is encoded. What the open store transaction
+    /// holds is whole (a transaction boundary) and is committed first, so
+    /// that the function runs alone (its lock is brief) and the next store
+    /// transaction sees the partition, whoever made it.
+    async fn make_partition(&mut self, micros: i64) -> Result<(), StoreError> {
+        self.commit_if_whole().await?;
+        if self.open {
+            // Only when nothing could be committed (an isolated replay):
+            // the partition is then made inside this store transaction.
+            self.end_copy().await?;
+        }
+        self.partitions = Ranges::load(&self.client).await?;
+        if self.partitions.covers(micros) {
+            return Ok(());
+        }
+        let at = chrono::DateTime::from_timestamp_micros(micros)
+            .ok_or_else(|| StoreError::CommitTime(micros.to_string()))?;
+        let name = partitions::ensure(&self.client, at).await?;
+        tracing::info!(partition = %name, commit_time = %at, "made a partition for a commit time outside the partitions made ahead");
+        self.partitions = Ranges::load(&self.client).await?;
+        Ok(())
+    }
+
+    /// Hashes an entry into the chain and appends it as COPY text;
+    /// `committed_at` is its [`Self::commit_micros`].
+    fn encode(&mut self, mut entry: AuditEntry, committed_at: i64) {
         replace_nul(&mut entry);
         let cols = match &self.context_columns {
             Some((ctx, cols)) if Arc::ptr_eq(ctx, &entry.context) => cols,
@@ -370,21 +427,11 @@ impl StoreWriter {
                 &self.context_columns.insert((entry.context.clone(), cols)).1
             }
         };
-        let committed_at = match &self.chain.committed_at {
-            Some((txn, micros)) if Arc::ptr_eq(txn, &entry.txn) => *micros,
-            _ => {
-                let micros = chain::commit_time_micros(&entry.txn.committed_at)
-                    .ok_or_else(|| StoreError::CommitTime(entry.txn.committed_at.clone()))?;
-                self.chain.committed_at = Some((entry.txn.clone(), micros));
-                micros
-            }
-        };
         let hash = content(&entry, committed_at).hash(&self.chain.last);
         self.chain.last = hash;
         self.chain.encoded += 1;
         self.partial.entry(entry.action);
         encode_sourced_row(&entry, cols, &hash, self.source, &mut self.copy_buf);
-        Ok(())
     }
 
     /// A source transaction ending at `end` is whole: everything received so far may be committed.

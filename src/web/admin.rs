@@ -135,7 +135,7 @@ async fn render(
     let users = users::list(&*client).await.map_err(auth_error)?;
     let tokens = tokens::list(&*client).await.map_err(auth_error)?;
     drop(client);
-    let capture = panel::load(state).await?;
+    let capture = panel::load_or_note(state).await;
     let page = AdminPage {
         notice,
         new_token,

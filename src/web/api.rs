@@ -124,6 +124,10 @@ pub struct LogParams {
     action: Option<Vec<ActionName>>,
     /// Only these tables, `schema.table` (double-quote a part holding `.`, `"` or `*`); repeat for several.
     table: Option<Vec<String>>,
+    /// Only entries captured from these source databases, by `[source] name` (the entries' top-level `source`;
+    /// `pgtrail` for pgtrail's own events); repeat or separate with commas. A name the store does not know is a 400
+    /// that lists the names it knows.
+    db: Option<Vec<String>>,
     /// The application actor, or the database role where no actor was recorded; exact match.
     actor: Option<String>,
     /// The database role (`db_user`); exact match.
@@ -132,7 +136,7 @@ pub struct LogParams {
     ip: Option<String>,
     /// The application name; exact match.
     app: Option<String>,
-    /// The source recorded with the context; exact match.
+    /// The source recorded with the context (the application's `pgtrail.source`, not the database: see `db`); exact match.
     source: Option<String>,
     /// Committed at or after: RFC 3339; also accepted: `YYYY-MM-DD[THH:MM[:SS]]`, read as UTC.
     #[param(format = DateTime)]
@@ -156,7 +160,7 @@ pub struct LogParams {
     events: Option<String>,
     /// The log page's search box: `key:value` terms and free text in one line, read into the parameters above
     /// (`table:public.orders actor:alice action:DELETE ip:10.0.0.0/8 after:2026-11-01 last:24h "free text"`).
-    /// Keys: action, table, actor, role, ip, app, source, pk, after (= from), before (a date: before that day),
+    /// Keys: action, table, db, actor, role, ip, app, source, pk, after (= from), before (a date: before that day),
     /// from, to, last, events, is:event (= action:EVENT), q; a value with spaces is double-quoted. A mistake is a
     /// 400 that names the character where it is.
     search: Option<String>,
@@ -202,8 +206,14 @@ pub struct Entry {
     /// The columns an UPDATE changed; null where the before image is incomplete.
     #[schema(required = true)]
     changed_columns: Option<Vec<String>>,
-    /// Who and from where: db_user, client_addr, application_name, actor, source, remarks.
+    /// Who and from where: db_user, client_addr, application_name, actor, source (the application's), remarks.
     context: HashMap<String, serde_json::Value>,
+    /// What pgtrail knows of the entry beyond the row: for its own events (`EVENT`), what happened.
+    #[schema(required = true)]
+    details: Option<HashMap<String, serde_json::Value>>,
+    /// The database the entry was captured from, by its `[source] name` (`shop-eu`); `pgtrail` for
+    /// pgtrail's own events. Not `context.source`, which the application sets.
+    source: String,
 }
 
 /// A page of entries.

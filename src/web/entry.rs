@@ -17,7 +17,7 @@ use super::access::Principal;
 use super::diff::{self, Change, ColumnDiff, Inline, ValueView};
 use super::error::WebError;
 use super::event;
-use super::log::rows::{history_url, key_text, long_time, short_time, Context};
+use super::log::rows::{history_url, key_text, long_time, short_time, transaction_url, Context};
 use super::query::{self, table_param};
 use super::AppState;
 use crate::store::stored::{StoredEntry, ENTRY_COLUMNS};
@@ -159,6 +159,9 @@ pub struct Facts {
     pub history_url: Option<String>,
     pub transaction_url: Option<String>,
     pub table_url: String,
+    /// The source database (`[source] name`), and the log narrowed to it.
+    pub db: String,
+    pub db_url: String,
 }
 
 impl Facts {
@@ -179,8 +182,10 @@ impl Facts {
             ctx: Context::of(e),
             entry_url: format!("/entries/{}", e.id),
             history_url: history_url(e),
-            transaction_url: e.xid.map(|x| format!("/transactions/{x}")),
+            transaction_url: transaction_url(e),
             table_url: query::url("/", &[("table", table_param(&table))]),
+            db: e.source.clone(),
+            db_url: query::url("/", &[("db", e.source.clone())]),
         }
     }
 }
@@ -302,6 +307,7 @@ mod tests {
             schema: "public".into(),
             table: "t".into(),
             action: "UPDATE".into(),
+            source: "shop".into(),
             json: [
                 Some(r#"{"id":1}"#.into()),
                 Some(doc(1)),

@@ -375,6 +375,7 @@ mod tests {
             schema: "pgtrail".into(),
             table: e.category.table_name().into(),
             action: "EVENT".into(),
+            source: "pgtrail".into(),
             json: [
                 e.primary_key.as_ref().map(Value::to_string),
                 e.before.clone().map(|b| Value::Object(b).to_string()),

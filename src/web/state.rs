@@ -43,6 +43,8 @@ struct Inner {
     live_streams: LiveStreams,
     /// Known tables for the filter's suggestions, refreshed at most once a minute.
     tables: Mutex<Option<(Instant, KnownTables)>>,
+    /// The names of the store's capture sources, refreshed at most once a minute.
+    sources: Mutex<Option<(Instant, Arc<Vec<String>>)>>,
 }
 
 /// The store's tables for the filter's suggestions: each as shown, and its name.
@@ -70,6 +72,7 @@ impl AppState {
             sign_in_book: SignInBook::default(),
             live_streams: LiveStreams::default(),
             tables: Mutex::new(None),
+            sources: Mutex::new(None),
         }))
     }
 
@@ -142,6 +145,43 @@ impl AppState {
 
     pub fn begin_shutdown(&self) {
         self.0.stop_tx.send_replace(true);
+    }
+
+    /// The names of the store's capture sources (pgtrail's own events left
+    /// out), by id; empty if the store cannot say. A source set up a moment
+    /// ago shows within a minute.
+    pub async fn capture_sources(&self) -> Arc<Vec<String>> {
+        let mut cache = self.0.sources.lock().await;
+        if let Some((at, names)) = cache.as_ref() {
+            if at.elapsed() < Duration::from_secs(60) {
+                return names.clone();
+            }
+        }
+        let read = match self.pool().get().await {
+            Ok(client) => crate::store::sources::all(&*client)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.message().to_owned()),
+        };
+        let names: Arc<Vec<String>> = Arc::new(match read {
+            Ok(all) => all
+                .into_iter()
+                .filter(|(id, _)| *id != crate::store::sources::SourceId::EVENTS)
+                .map(|(_, name)| name)
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "listing the store's sources failed");
+                return Arc::new(Vec::new());
+            }
+        });
+        *cache = Some((Instant::now(), names.clone()));
+        names
+    }
+
+    /// Whether pages show each entry's source database: only where the store
+    /// has more than one, as one source's name on every row says nothing.
+    pub async fn shows_db(&self) -> bool {
+        self.capture_sources().await.len() > 1
     }
 
     /// `schema.table` of every table with entries, for suggestions; empty if the store cannot say.

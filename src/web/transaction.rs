@@ -1,9 +1,11 @@
 //! A transaction (`/transactions/{xid}`): every entry committed together, in
 //! commit order, through the store's index on `xid`.
 //!
-//! Transaction ids wrap around after about four billion transactions, so one
-//! xid can name several transactions over a store's life; the page groups by
-//! commit LSN, which is unique, and says so when there is more than one.
+//! Transaction ids wrap around after about four billion transactions, and
+//! each source database has its own, so one xid can name several
+//! transactions in a store; the page groups by source and commit LSN, which
+//! are unique together, and says so when there is more than one. `db=NAME`
+//! (what links from an entry carry) keeps to one source database.
 
 use askama::Template;
 use axum::extract::{Path, RawQuery, State};
@@ -13,7 +15,8 @@ use super::access::Principal;
 use super::entry::parse_id;
 use super::error::WebError;
 use super::log::rows::{long_time, Context, RowView};
-use super::query::{pairs, url, LogQuery, Sql};
+use super::query::resolve::check_sources;
+use super::query::{pairs, url, Filter, LogQuery, Resolved, Sql};
 use super::AppState;
 use crate::store::stored::{StoredEntry, ENTRY_COLUMNS};
 use crate::text::clip;
@@ -24,6 +27,9 @@ pub const TRANSACTION_PAGE: i64 = 500;
 
 /// One commit (normally the only one) with this xid.
 pub struct Commit {
+    /// The source database, and the log narrowed to it.
+    pub db: String,
+    pub db_url: String,
     pub lsn: String,
     pub time_long: String,
     pub time_full: String,
@@ -41,9 +47,11 @@ pub struct TransactionPage {
     pub commits: Vec<Commit>,
     pub later_url: Option<String>,
     pub first_url: Option<String>,
+    /// Commits name their source database (the store has more than one).
+    pub show_db: bool,
 }
 
-/// `GET /transactions/{xid}[?after=ID]`
+/// `GET /transactions/{xid}[?after=ID][&db=NAME]`
 pub async fn page(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
@@ -52,34 +60,44 @@ pub async fn page(
 ) -> Result<Response, WebError> {
     let xid = parse_id(&xid, "a transaction id")?;
     let mut after = 0i64;
+    let mut db = None;
     for (name, value) in pairs(raw.as_deref())? {
         match name.as_str() {
             "after" => {
                 after = parse_id(&value, "an entry id")
                     .map_err(|e| WebError::bad(format!("after: {}", e.message())))?
             }
+            "db" if value.trim().is_empty() => {}
+            "db" if db.is_none() => db = Some(value.trim().to_owned()),
+            "db" => return Err(WebError::bad("db is given more than once; give it once")),
             _ => {
                 return Err(WebError::bad(format!(
-                    "unknown parameter {:?}; a transaction page takes only after",
+                    "unknown parameter {:?}; a transaction page takes only after and db",
                     clip(&name)
                 )))
             }
         }
     }
     let client = state.pool().get().await?;
-    // Only the transaction's entries the user may see, also in the total.
-    let scope = who.scope();
-    let mut count = Sql::new("SELECT count(*) FROM pgtrail.entries WHERE xid = ");
-    let p = count.param(xid);
-    count.text.push_str(&p);
-    scope.push_where(&mut count);
+    let dbs: Vec<String> = db.iter().cloned().collect();
+    check_sources(&client, &dbs).await?;
+    // Only the transaction's entries the user may see, in the source asked
+    // for, also in the total.
+    let filter = Filter {
+        dbs,
+        scope: who.scope(),
+        ..Filter::default()
+    };
+    let of_xid = |select: &str| {
+        let mut sql = Sql::new(format!("SELECT {select} FROM pgtrail.entries WHERE xid = "));
+        let p = sql.param(xid);
+        sql.text.push_str(&p);
+        filter.push_where(&mut sql, &Resolved::default(), chrono::Utc::now());
+        sql
+    };
+    let count = of_xid("count(*)");
     let total: i64 = client.query_one(&count.text, &count.refs()).await?.get(0);
-    let mut sql = Sql::new(format!(
-        "SELECT {ENTRY_COLUMNS} FROM pgtrail.entries WHERE xid = "
-    ));
-    let p = sql.param(xid);
-    sql.text.push_str(&p);
-    scope.push_where(&mut sql);
+    let mut sql = of_xid(ENTRY_COLUMNS);
     let (a, l) = (sql.param(after), sql.param(TRANSACTION_PAGE + 1));
     sql.text
         .push_str(&format!(" AND id > {a} ORDER BY id LIMIT {l}"));
@@ -98,13 +116,16 @@ pub async fn page(
         ..LogQuery::default()
     };
     let mut commits: Vec<Commit> = Vec::new();
+    let show_db = state.shows_db().await;
     for e in &entries {
         if commits
             .last()
-            .is_none_or(|c| Some(&c.lsn) != e.lsn.as_ref())
+            .is_none_or(|c| Some(&c.lsn) != e.lsn.as_ref() || c.db != e.source)
         {
             let ctx = Context::of(e);
             commits.push(Commit {
+                db: e.source.clone(),
+                db_url: url("/", &[("db", e.source.clone())]),
                 lsn: e.lsn.clone().unwrap_or_default(),
                 time_long: long_time(&e.committed_at),
                 time_full: e.committed_at_text(),
@@ -115,22 +136,27 @@ pub async fn page(
             });
         }
         if let Some(c) = commits.last_mut() {
-            c.rows.push(RowView::new(e, &base));
+            c.rows.push(RowView::new(e, &base, false));
         }
     }
     let path = format!("/transactions/{xid}");
+    let with_db = |mut p: Vec<(&'static str, String)>| {
+        p.extend(db.iter().map(|d| ("db", d.clone())));
+        url(&path, &p)
+    };
     let page = TransactionPage {
         xid,
         total,
         later_url: if more {
             entries
                 .last()
-                .map(|e| url(&path, &[("after", e.id.to_string())]))
+                .map(|e| with_db(vec![("after", e.id.to_string())]))
         } else {
             None
         },
-        first_url: (after > 0).then(|| path.clone()),
+        first_url: (after > 0).then(|| with_db(Vec::new())),
         commits,
+        show_db,
     };
     Ok(Html(page.render()?).into_response())
 }

@@ -98,13 +98,13 @@ async fn own_events_are_entries_between_row_changes() {
     // together. (The daemon's security events belong to one: docs/security.md.)
     for (sql, constraint) in [
         (
-            "INSERT INTO pgtrail.entries (committed_at, xid, lsn, schema_name, table_name, action, context) \
-             VALUES (now(), NULL, NULL, 'public', 't', 'UPDATE', '{}')",
+            "INSERT INTO pgtrail.entries (committed_at, xid, lsn, schema_name, table_name, action, context, source) \
+             VALUES (now(), NULL, NULL, 'public', 't', 'UPDATE', '{}', 0)",
             "entries_only_events_lack_txn",
         ),
         (
-            "INSERT INTO pgtrail.entries (committed_at, xid, lsn, schema_name, table_name, action, context) \
-             VALUES (now(), 7, NULL, 'pgtrail', 'user', 'EVENT', '{}')",
+            "INSERT INTO pgtrail.entries (committed_at, xid, lsn, schema_name, table_name, action, context, source) \
+             VALUES (now(), 7, NULL, 'pgtrail', 'user', 'EVENT', '{}', 0)",
             "entries_txn_whole",
         ),
     ] {

@@ -9,95 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
-use tokio_postgres::Client;
-
 use crate::harness::*;
-
-/// One source of the fleet: its cluster, its config and a client on its database `app`.
-struct Member {
-    name: &'static str,
-    cluster: Cluster,
-    trail: Pgtrail,
-}
-
-impl Member {
-    /// A new cluster with the bank in `app`, configured as source `name` into `store_url`
-    /// (`None`: a store on this cluster).
-    async fn start(name: &'static str, store_url: Option<String>) -> Member {
-        let cluster = tokio::task::block_in_place(Cluster::start);
-        cluster.create_db("app").await;
-        let src = cluster.client("app").await;
-        create_marker_table(&src).await;
-        bank::create(&src).await;
-        let mut config = Config::for_cluster(&cluster);
-        config.source_toml = format!("name = {}\n", toml_str(name));
-        if let Some(url) = store_url {
-            config.store_url = url;
-        }
-        Member {
-            name,
-            trail: Pgtrail::new(config),
-            cluster,
-        }
-    }
-
-    async fn source(&self) -> Client {
-        self.cluster.client("app").await
-    }
-
-    async fn sync(&self) {
-        sync_via(
-            &self.source().await,
-            &self.trail.config.store_url,
-            SYNC_TIMEOUT,
-        )
-        .await;
-    }
-
-    async fn kill_and_restart(&self, daemon: &mut Daemon) {
-        daemon.kill_9().await;
-        wait_slot_inactive(&self.cluster.client("postgres").await, SLOT).await;
-        *daemon = self.trail.spawn();
-    }
-
-    /// `verify --json --source NAME`: must pass; its report.
-    async fn verify(&self) -> Value {
-        let out = self
-            .trail
-            .cli(&["verify", "--json", "--source", self.name])
-            .await;
-        out.assert_success();
-        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out}"))
-    }
-}
-
-/// Two members (shop-us far ahead in WAL) whose store is on shop-eu's cluster, both set up.
-async fn fleet() -> (Member, Member, Client) {
-    let eu = Member::start("shop-eu", None).await;
-    let us = Member::start("shop-us", Some(eu.trail.config.store_url.clone())).await;
-    // Far apart in WAL: a daemon resuming from the other's checkpoint would skip or repeat.
-    let ballast = "INSERT INTO ballast VALUES (1); SELECT pg_switch_wal();".repeat(10);
-    us.source()
-        .await
-        .batch_execute(&format!("CREATE TABLE ballast (x int); {ballast}"))
-        .await
-        .unwrap();
-    eu.trail.setup().await;
-    us.trail.setup().await;
-    let store = connect(&eu.trail.config.store_url).await.unwrap();
-    let sources: Vec<(i16, String)> = query_pairs(
-        &store,
-        "SELECT id, name FROM pgtrail.sources ORDER BY id",
-        &[],
-    )
-    .await;
-    let names: Vec<(i16, String)> = [(0, "pgtrail"), (1, "shop-eu"), (2, "shop-us")]
-        .map(|(i, n)| (i, n.to_owned()))
-        .to_vec();
-    assert_eq!(sources, names);
-    (eu, us, store)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_sources_into_one_store_exactly_once_under_sigkill() {
@@ -214,6 +126,24 @@ async fn a_second_daemon_for_a_source_already_captured_is_refused() {
             && log.contains("one daemon per source"),
         "{log}"
     );
+    // It names the holder, so that an operator can tell a daemon from a backend left behind.
+    let (pid, since): (i32, String) = query_pairs(
+        &store,
+        "SELECT l.pid, to_char(a.backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS\"Z\"') \
+         FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+         WHERE l.locktype = 'advisory' AND l.classid = 7420503 AND l.objid = 1 AND l.granted",
+        &[],
+    )
+    .await
+    .into_iter()
+    .next()
+    .expect("the first daemon holds the lock");
+    let holder = format!("held by store backend {pid} of \"pgtrail\"");
+    assert!(
+        log.contains(&holder) && log.contains(&format!("connected since {since}")),
+        "{holder}: {log}"
+    );
+    assert!(log.contains("SELECT pg_terminate_backend(PID)"), "{log}");
     // The first goes on capturing, and the other source's daemon is unaffected.
     first.assert_running();
     other.assert_running();
@@ -243,4 +173,71 @@ async fn a_second_daemon_for_a_source_already_captured_is_refused() {
     other.terminate().await;
     eu.verify().await;
     us.verify().await;
+}
+
+/// Reporting is per source: `status` counts its own source's quarantine, and the admin page's
+/// health panel gives each source its own last stored change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_the_health_panel_report_each_source_apart() {
+    let (eu, us, store) = fleet().await;
+    let mut daemons = [eu.trail.spawn(), us.trail.spawn()];
+    for (m, n) in [(&eu, 1), (&us, 2)] {
+        // A second apart, so that the two sources' last changes differ.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let insert = format!("INSERT INTO bank_branches VALUES ({n}, 0, 'x')");
+        m.source().await.batch_execute(&insert).await.unwrap();
+        m.sync().await;
+    }
+    // One transaction of shop-us quarantined (as capture would leave it).
+    store
+        .batch_execute(
+            "INSERT INTO pgtrail.quarantine (source, first_lsn, seq, lsn, record) VALUES (2, '0/10', 0, '0/10', 'x')",
+        )
+        .await
+        .unwrap();
+    for (m, quarantined) in [(&eu, 0), (&us, 1)] {
+        let status = m.trail.status_json().await;
+        assert_eq!(status["source"], m.name);
+        assert_eq!(
+            status["quarantine"]["transactions"], quarantined,
+            "{status}"
+        );
+    }
+
+    let password = "a long enough password";
+    eu.trail
+        .cli_with_stdin(
+            &["user", "add", "ada", "--role", "admin"],
+            &format!("{password}\n"),
+        )
+        .await
+        .assert_success();
+    let base = format!("http://{}", eu.trail.config.web_listen);
+    let mut ada = Agent::signed_in(&base, "ada", password).await;
+    let panel = ada.get("/admin").await.body;
+    let mut shown = Vec::new();
+    for m in [&eu, &us] {
+        let at = panel
+            .find(&format!("on the source database <code>{}</code>", m.name))
+            .unwrap_or_else(|| panic!("no panel of {}: {panel}", m.name));
+        let fact = &panel[at..][panel[at..].find("data-fact=\"last-commit\">").unwrap()..];
+        let fact = &fact[fact.find('>').unwrap() + 1..fact.find("</td>").unwrap()];
+        let stored: String = query_value(
+            &store,
+            "SELECT to_char(max(committed_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') \
+             FROM pgtrail.entries WHERE source = (SELECT id FROM pgtrail.sources WHERE name = $1)",
+            &[&m.name],
+        )
+        .await;
+        assert_eq!(fact, format!("committed {stored} UTC"), "{}", m.name);
+        shown.push(stored);
+    }
+    assert_ne!(shown[0], shown[1]);
+    assert!(
+        panel.contains("<strong>1</strong> source transaction ("),
+        "{panel}"
+    );
+    for d in &mut daemons {
+        d.terminate().await;
+    }
 }

@@ -3,8 +3,6 @@
 //! daemon until `pgtrail setup` migrates it; then nothing is lost, the chains and the v1
 //! signature still verify, and capture goes on into the first source's chain.
 
-use std::time::Duration;
-
 use bytes::BytesMut;
 use ed25519_dalek::pkcs8::DecodePrivateKey;
 use ed25519_dalek::Signer as _;
@@ -17,7 +15,6 @@ use pgtrail::pg::lsn::Lsn;
 use pgtrail::store::chain::{self, GENESIS};
 use pgtrail::store::context::ContextColumns;
 use pgtrail::store::events::{self, Category, OwnEvent};
-use pgtrail::store::migrations::MIGRATIONS;
 use pgtrail::store::signing::SignedHead;
 use pgtrail::store::writer::{content, encode_copy_row, COPY_SQL};
 use pgtrail::table::TableName;
@@ -28,23 +25,7 @@ use crate::harness::*;
 /// checkpoint for the slot, `n` captured entries chained from the start, one event, and a v1
 /// head signed with the key in `private`.
 async fn old_store(store: &Client, slot_lsn: &str, n: u64, private: &str) {
-    store
-        .batch_execute(
-            "CREATE SCHEMA pgtrail; CREATE TABLE pgtrail.schema_migrations \
-             (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
-        )
-        .await
-        .unwrap();
-    for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 < 14) {
-        store.batch_execute(sql).await.unwrap();
-        store
-            .execute(
-                "INSERT INTO pgtrail.schema_migrations VALUES ($1, $2)",
-                &[version, name],
-            )
-            .await
-            .unwrap();
-    }
+    old_store_schema(store, 14).await;
     store
         .execute(
             "INSERT INTO pgtrail.checkpoints (slot, lsn) VALUES ($1, $2::text::pg_lsn)",
@@ -153,36 +134,12 @@ async fn a_store_from_before_sources_is_migrated_by_setup_with_its_chain() {
     let (private, public) = keypair(dir.path(), "signing");
     let key_toml = format!("signing_key_file = {}\n", toml_str(&private));
     let env = TestEnv::start_with(ClusterOptions::default(), |c| c.store_toml = key_toml).await;
-    let src = env
-        .source_with("CREATE TABLE t (id int PRIMARY KEY, v int)")
-        .await;
-    let slot_lsn: String = query_value(
-        &src,
-        "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'wal2json')",
-        &[&SLOT],
-    )
-    .await;
-    env.cluster.create_db("pgtrail").await;
-    let store = env.store().await;
+    let (src, store, slot_lsn) = before_an_old_store(&env).await;
     old_store(&store, &slot_lsn, 5, &private).await;
 
-    // The daemon refuses the store until setup migrates it, and says so.
-    let mut refused = env.spawn();
-    wait_until(
-        "the daemon to refuse the old store",
-        Duration::from_secs(60),
-        || {
-            let exited = refused.try_exit().is_some();
-            async move { exited }
-        },
-    )
-    .await;
-    assert_eq!(refused.try_exit().unwrap().code(), Some(1));
-    assert!(
-        refused.log().contains("run `pgtrail setup`"),
-        "{}",
-        refused.log()
-    );
+    // The daemon refuses the store until setup migrates it, and says so: 14, the entries must
+    // first be moved into time partitions (migration 16).
+    refused_by_run(&env, 14, "unpartitioned layout").await;
 
     env.setup().await;
     let sources = query_pairs::<i16, String>(
@@ -192,12 +149,14 @@ async fn a_store_from_before_sources_is_migrated_by_setup_with_its_chain() {
     )
     .await;
     assert_eq!(sources, [(0, "pgtrail".to_owned()), (1, "app".to_owned())]);
-    let unnamed = query_count(
+    // Moved into partitions, each with the source it was read as.
+    let named = query_pairs::<i16, i64>(
         &store,
-        "SELECT count(*) FROM pgtrail.entries WHERE source IS NULL",
+        "SELECT source, count(*) FROM pgtrail.entries GROUP BY source ORDER BY source",
+        &[],
     )
     .await;
-    assert_eq!(unnamed, 6, "the old entries are kept as they were");
+    assert_eq!(named, [(0, 1), (1, 5)], "the old entries are kept");
     let report = verified(&env, &public).await;
     assert_eq!(report["entries"], 6, "{report}");
     assert_eq!(report["chains"]["app"]["entries"], 5, "{report}");
@@ -218,7 +177,10 @@ async fn a_store_from_before_sources_is_migrated_by_setup_with_its_chain() {
         "SELECT count(*) FROM pgtrail.entries WHERE source = 1",
     )
     .await;
-    assert_eq!(new, 21, "20 rows and the sync marker, in source 1");
+    assert_eq!(
+        new, 26,
+        "the 5 old entries, 20 rows and the sync marker, in source 1"
+    );
     let report = verified(&env, &public).await;
     assert_eq!(report["chains"]["app"]["entries"], 26, "{report}");
     assert_eq!(report["signed_head"]["version"], 2, "{report}");

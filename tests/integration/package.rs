@@ -163,6 +163,16 @@ fn the_package_installs_units_that_run_its_binary_as_pgtrail_and_a_config_for_th
         assert!(text.contains("\nUser=pgtrail\n") && text.contains("\nGroup=pgtrail\n"));
         assert!(text.contains("Documentation=man:pgtrail(1)"), "{unit}");
         assert!(text.contains("ReadOnlyPaths=/etc/pgtrail\n"), "{unit}");
+        // Not even a comment sends the reader to the paths of an install by hand.
+        assert!(!text.contains("/usr/local"), "{unit}:\n{text}");
+        assert!(
+            text.contains("# Installed by the pgtrail Debian package"),
+            "{unit}"
+        );
+        assert!(
+            text.contains("RestartPreventExitStatus=10 11 12 13 14\n"),
+            "{unit}"
+        );
     }
 
     let config = root.path().join("etc/pgtrail/pgtrail.toml");
@@ -188,12 +198,18 @@ fn the_package_installs_units_that_run_its_binary_as_pgtrail_and_a_config_for_th
         .arg(control.path()));
     let conffiles = read(&control.path().join("conffiles"));
     assert_eq!(conffiles.trim(), "/etc/pgtrail/pgtrail.toml");
-    let fields = run(Command::new("dpkg-deb")
-        .arg("-f")
-        .arg(package())
-        .args(["Package", "Depends"]));
+    let fields = run(Command::new("dpkg-deb").arg("-f").arg(package()).args([
+        "Package",
+        "Depends",
+        "Maintainer",
+    ]));
     assert!(
         fields.contains("Package: pgtrail") && fields.contains("passwd"),
+        "{fields}"
+    );
+    // Debian wants `Name <address>`; the address is a reserved, undeliverable one, said so.
+    assert!(
+        fields.contains("Maintainer: pgtrail developers <developers@pgtrail.invalid>"),
         "{fields}"
     );
     for script in ["postinst", "prerm", "postrm"] {

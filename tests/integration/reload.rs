@@ -88,3 +88,62 @@ async fn sighup_applies_a_new_capture_set_without_losing_or_doubling() {
         daemon.log()
     );
 }
+
+/// `[source] name` picks the source's checkpoint and chain in the store: a reload cannot change
+/// it. The daemon says so, keeps the running name (and takes the rest of the file), and goes on
+/// capturing as that source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_keeps_the_running_source_name() {
+    let mut env = TestEnv::start_with(ClusterOptions::default(), |c| {
+        c.tables = vec!["public.a".into(), "public.it_sync_marker".into()];
+    })
+    .await;
+    let src = env
+        .source_with("CREATE TABLE a (id int PRIMARY KEY, v text); CREATE TABLE b (id int PRIMARY KEY, v text);")
+        .await;
+    env.setup().await;
+    let mut daemon = env.spawn();
+    let store = env.store().await;
+    let running: String =
+        query_value(&store, "SELECT name FROM pgtrail.sources WHERE id = 1", &[]).await;
+    let mut config = env.trail.config.clone();
+    config.source_toml = "name = \"renamed\"\n".into();
+    config.tables.push("public.b".into());
+    env.trail.rewrite(config);
+    daemon.signal(libc::SIGHUP);
+    wait_until("the daemon to reload", Duration::from_secs(20), || async {
+        daemon.log().contains("config reloaded")
+    })
+    .await;
+    let log = daemon.log();
+    assert!(
+        log.contains("[source] name changed in the config file")
+            && log.contains(&format!("capture goes on as \"{running}\""))
+            && log.contains("Restart pgtrail to capture under the new name"),
+        "{log}"
+    );
+    src.batch_execute("INSERT INTO a VALUES (1, 'a1'); INSERT INTO b VALUES (1, 'b1');")
+        .await
+        .unwrap();
+    env.sync().await;
+    // Both tables (the rest of the new file applies) under the running source, and no other.
+    let stored: Vec<(String, String)> = query_pairs(
+        &store,
+        "SELECT s.name, e.table_name FROM pgtrail.entries e JOIN pgtrail.sources s ON s.id = e.source \
+         WHERE e.table_name IN ('a', 'b') ORDER BY e.id",
+        &[],
+    )
+    .await;
+    assert_eq!(
+        stored,
+        [
+            (running.clone(), "a".to_owned()),
+            (running.clone(), "b".to_owned())
+        ]
+    );
+    let names: Vec<String> =
+        query_column(&store, "SELECT name FROM pgtrail.sources ORDER BY id", &[]).await;
+    assert_eq!(names, ["pgtrail".to_owned(), running]);
+    daemon.assert_running();
+    daemon.terminate().await;
+}

@@ -108,8 +108,8 @@ async fn writer_and_reader_roles_can_do_their_part_and_no_more() {
         assert_denied(
             client,
             who,
-            "INSERT INTO pgtrail.entries (committed_at, xid, lsn, schema_name, table_name, action, context) \
-             VALUES (now(), 1, '0/1', 'public', 't', 'INSERT', '{}')",
+            "INSERT INTO pgtrail.entries (committed_at, xid, lsn, schema_name, table_name, action, context, source) \
+             VALUES (now(), 1, '0/1', 'public', 't', 'INSERT', '{}', 1)",
         )
         .await;
         assert_denied(client, who, "UPDATE pgtrail.checkpoints SET lsn = '0/1'").await;

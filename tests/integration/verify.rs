@@ -249,9 +249,9 @@ async fn verify_names_entries_changed_deleted_or_inserted_past_the_trigger() {
         &store,
         &format!(
             "INSERT INTO pgtrail.entries (committed_at, xid, lsn, schema_name, table_name, action, \
-                 primary_key, after, context, row_key, actor, hash) \
+                 primary_key, after, context, row_key, actor, hash, source) \
              SELECT committed_at, xid, lsn, schema_name, table_name, action, primary_key, after, \
-                 context, row_key, actor, hash FROM pgtrail.entries WHERE id = {}",
+                 context, row_key, actor, hash, source FROM pgtrail.entries WHERE id = {}",
             ids[4]
         ),
     )

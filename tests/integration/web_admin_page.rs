@@ -18,6 +18,17 @@ fn user_row<'a>(html: &'a str, name: &str) -> &'a str {
     &row[..row.find("</tr>").unwrap()]
 }
 
+/// Creates the viewer token `ci` with the admin page's form.
+async fn create_ci_token(admin: &mut Agent, csrf: &str) -> Reply {
+    let form = [
+        ("csrf", csrf),
+        ("name", "ci"),
+        ("role", "viewer"),
+        ("tables", ""),
+    ];
+    admin.post("/admin/tokens", &form).await
+}
+
 /// The admin page's section from `id="start"` to the next `</form>` or `</table>`.
 fn section<'a>(html: &'a str, start: &str, end: &str) -> &'a str {
     let from = &html[html
@@ -133,13 +144,18 @@ async fn full_admin_labels_fields_and_confirms_what_cannot_be_undone(web: &Web, 
             "class=\"danger\">Reset the password of vic</button>",
         ),
     ] {
+        // The button is in the very <details> whose summary names the step.
         let at = row
             .find(&format!("<summary>{step}</summary>"))
             .unwrap_or_else(|| panic!("{step} in {row}"));
-        assert!(row[at..].contains(button), "{button} after {step} in {row}");
+        let open = row[..at]
+            .rfind("<details class=\"confirm\">")
+            .unwrap_or_else(|| panic!("{step} is in no confirm step: {row}"));
+        assert!(!row[open..at].contains("</details>"), "{step}: {row}");
+        let close = at + row[at..].find("</details>").expect("a closed <details>");
         assert!(
-            row[..at].rfind("<details class=\"confirm\">").is_some(),
-            "{row}"
+            row[open..close].contains(button),
+            "{button} in the step of {step}: {row}"
         );
     }
     assert!(
@@ -167,17 +183,7 @@ async fn full_admin_labels_fields_and_confirms_what_cannot_be_undone(web: &Web, 
         .get(0);
     assert!(disabled);
     // A token: the table lists it, with its revoke step.
-    let r = ada
-        .post(
-            "/admin/tokens",
-            &[
-                ("csrf", &csrf),
-                ("name", "ci"),
-                ("role", "viewer"),
-                ("tables", ""),
-            ],
-        )
-        .await;
+    let r = create_ci_token(&mut ada, &csrf).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let tokens = section(&r.body, "<table id=\"tokens\"", "</table>");
     assert!(!tokens.contains("No API tokens yet"), "{tokens}");
@@ -229,5 +235,61 @@ async fn web_export_says_the_file_will_be_encrypted() {
     assert!(
         log.contains("id=\"export-encrypted\"") && !log.contains("plain file"),
         "{log}"
+    );
+}
+
+/// A new token's secret is shown once, on the page its creation renders: a capture health panel
+/// that cannot be read then (here the table it reads first is gone) does not take the page with
+/// it. The page says the panel is unavailable (and claims nothing about gaps), the secret shown
+/// is the token's, and the panel is whole again once its table is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_health_panel_keeps_a_new_tokens_secret() {
+    let (env, store) = TestEnv::with_store().await;
+    add_user(&env, "ada", "admin", None, "ada-secret-1").await;
+    let web = Web::start_with(&env, "").await;
+    let mut ada = Agent::signed_in(&web.base, "ada", "ada-secret-1").await;
+    let csrf = csrf_of(&ada.get("/admin").await.body);
+    store
+        .batch_execute("ALTER TABLE pgtrail.capture_state RENAME TO capture_state_gone")
+        .await
+        .unwrap();
+    let r = create_ci_token(&mut ada, &csrf).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let secret =
+        section(&r.body, "id=\"new-token\">", "</p>")["id=\"new-token\">".len()..].to_owned();
+    assert!(secret.len() > 20, "{}", r.body);
+    let capture = section(&r.body, "id=\"capture\"", "</section>");
+    assert!(
+        capture.contains("Capture health unavailable: ") && !capture.contains("None recorded"),
+        "{capture}"
+    );
+    let made: i64 = query_value(
+        &store,
+        "SELECT count(*) FROM pgtrail.tokens WHERE name = 'ci'",
+        &[],
+    )
+    .await;
+    assert_eq!(made, 1);
+    let api = http_client()
+        .get(web.url("/api/v1/entries"))
+        .bearer_auth(&secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        api.status(),
+        StatusCode::OK,
+        "the secret shown is the token's"
+    );
+
+    store
+        .batch_execute("ALTER TABLE pgtrail.capture_state_gone RENAME TO capture_state")
+        .await
+        .unwrap();
+    let page = ada.get("/admin").await.body;
+    let capture = section(&page, "id=\"capture\"", "</section>");
+    assert!(
+        !capture.contains("unavailable") && capture.contains("None recorded"),
+        "{capture}"
     );
 }

@@ -120,6 +120,29 @@ async fn local_time(c: &Browser, web: &Web) {
         "remembered"
     );
     assert!(texts(c, ".when .tz").await[0].contains("UTC+05:30"));
+    // The breakdown, loaded after the page, is shown in local time too.
+    let caption = wait_for(c, Css("#timeline figcaption time")).await;
+    let (shown_at, utc_at) = (
+        caption
+            .prop("textContent")
+            .await
+            .unwrap()
+            .unwrap_or_default(),
+        caption.attr("data-utc").await.unwrap().unwrap_or_default(),
+    );
+    let minute =
+        |t: &str| chrono::NaiveDateTime::parse_from_str(&t[..16], "%Y-%m-%d %H:%M").unwrap();
+    assert_eq!(
+        minute(&shown_at) - minute(&utc_at),
+        Duration::minutes(330),
+        "{utc_at} → {shown_at}"
+    );
+    let zone = c.find(Css("#timeline figcaption .tz")).await.unwrap();
+    assert!(zone
+        .prop("textContent")
+        .await
+        .unwrap()
+        .is_some_and(|t| t.contains("UTC+05:30")));
     // From typed in local time reaches the server in UTC; Last, chosen before, is cleared.
     c.execute("document.getElementById('filterbox').open = true;", vec![])
         .await

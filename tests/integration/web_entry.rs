@@ -187,8 +187,9 @@ async fn update_diff(web: &Web, ids: &[i64]) {
     ] {
         assert!(text.contains(fact), "facts show {fact}");
     }
-    assert!(text.contains("href=\"/transactions/502\""));
-    assert!(text.contains("href=\"/history?table=public.docs&pk=%7B%22id%22%3A1%7D\""));
+    // Links name the source database (the store's first source, named after its database).
+    assert!(text.contains("href=\"/transactions/502?db=app\""));
+    assert!(text.contains("href=\"/history?table=public.docs&pk=%7B%22id%22%3A1%7D&db=app\""));
     assert!(text.contains(
         "UPDATE \"public\".\"docs\"\nSET \"title\" = 't',\n    \"body\" = 'line 1 of the contract"
     ));

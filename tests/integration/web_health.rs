@@ -1,8 +1,9 @@
 //! Capture's health in the web view, which reads only the store: the daemon's monitor writes its
 //! readings into `pgtrail.capture_state` at every poll (checked against the source's slot and the
 //! store's checkpoint); past a tiny `wal_warn`, and with a transaction quarantined, an admin gets
-//! the banners and the admin page's panel says so, a viewer gets neither; a stopped daemon is
-//! "not running since" its last report, for every reader; and a slot really lost (a small
+//! the banners and the admin page's panel says so, a viewer gets neither; a daemon stopped
+//! cleanly is "stopped" at once, a killed one "not running since" its last report, for every
+//! reader; and a slot really lost (a small
 //! `max_slot_wal_keep_size`) shows as a gap row in the log, where its changes would have been,
 //! to admins and viewers alike, on the right page and only within a time filter that meets it.
 
@@ -237,7 +238,7 @@ async fn wait_not_running(agent: &mut Agent) -> String {
     let started = Instant::now();
     loop {
         let log = page(agent, "/").await;
-        if log.contains("Capture is not running since") {
+        if log.contains("is not running since") {
             return log;
         }
         assert!(
@@ -346,10 +347,43 @@ async fn web_health_shows_admins_wal_and_quarantine_and_everyone_a_stopped_captu
     );
     holder.batch_execute("COMMIT").await.unwrap();
 
-    // Stopped, the daemon writes no more: after three polls and the grace, capture is "not running".
+    // Stopped cleanly (SIGTERM), the daemon says so at once: "stopped", for every reader.
     w.daemon.terminate().await;
     let last = state_row(&w.store).await.unwrap();
-    let since = format!("Capture is not running since {} UTC", last.polled_at);
+    let stopped_at: String = query_value(
+        &w.store,
+        "SELECT to_char(stopped_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') FROM pgtrail.capture_state",
+        &[],
+    )
+    .await;
+    let stopped = format!("Capture of {} was stopped at {stopped_at} UTC", last.source);
+    for agent in [&mut w.viewer, &mut w.admin] {
+        let log = page(agent, "/").await;
+        assert!(log.contains(&stopped), "{stopped:?} in {log}");
+        assert!(!log.contains("is not running since"), "{log}");
+    }
+    let panel = page(&mut w.admin, "/admin").await;
+    assert!(
+        fact(&panel, "data-fact=\"running\"").starts_with(&format!("stopped at {stopped_at} UTC")),
+        "{panel}"
+    );
+    // Killed, the daemon writes no more: after three polls and the grace, capture is "not running".
+    w.daemon = w.env.spawn();
+    let restarted = state_until(&w.store, "a new run's poll", |r| r.polled > last.polled).await;
+    let cleared: Option<DateTime<Utc>> = query_value(
+        &w.store,
+        "SELECT stopped_at FROM pgtrail.capture_state",
+        &[],
+    )
+    .await;
+    assert_eq!(cleared, None, "a new run clears the stop");
+    assert!(restarted.slot_found.is_some());
+    w.daemon.kill_9().await;
+    let last = state_row(&w.store).await.unwrap();
+    let since = format!(
+        "Capture of {} is not running since {} UTC",
+        last.source, last.polled_at
+    );
     for agent in [&mut w.viewer, &mut w.admin] {
         let log = wait_not_running(agent).await;
         assert!(log.contains(&since), "{since:?} in {log}");

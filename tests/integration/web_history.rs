@@ -275,8 +275,8 @@ async fn as_of_takes_any_time_says_unknown_across_a_gap_and_refuses_a_bad_time()
     // daemon writes it. From then on the row's state is not known, and the timeline says so.
     store
         .execute(
-            "INSERT INTO pgtrail.entries (committed_at, schema_name, table_name, action, context, details) \
-             SELECT now(), 'pgtrail', 'gap', 'EVENT', '{\"source\": \"pgtrail\"}', json_build_object('event', 'slot_lost', \
+            "INSERT INTO pgtrail.entries (committed_at, schema_name, table_name, action, context, source, details) \
+             SELECT now(), 'pgtrail', 'gap', 'EVENT', '{\"source\": \"pgtrail\"}', 0, json_build_object('event', 'slot_lost', \
              'slot', 'pgtrail', 'found', 'the slot was invalidated', 'last_stored_lsn', '0/10', \
              'last_stored_commit', to_char((committed_at + interval '1 second') AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')) \
              FROM pgtrail.entries WHERE id = $1",

@@ -25,9 +25,9 @@ async fn fill(store: &Client) {
     while filled < MOST {
         store
             .batch_execute(&format!(
-                "INSERT INTO pgtrail.entries (committed_at, xid, lsn, schema_name, table_name, action, after, context) \
+                "INSERT INTO pgtrail.entries (committed_at, xid, lsn, schema_name, table_name, action, after, context, source) \
                  SELECT now() - interval '1 day', 5000 + g, '0/20000000'::pg_lsn + g * 256, 'public', 'filler', 'INSERT', \
-                        json_build_object('id', g, 'note', 'a note of some length to read past, number ' || g), '{{}}' \
+                        json_build_object('id', g, 'note', 'a note of some length to read past, number ' || g), '{{}}', 1 \
                  FROM generate_series({}, {}) g",
                 filled + 1,
                 filled + BATCH

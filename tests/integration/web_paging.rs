@@ -202,9 +202,9 @@ async fn counts_are_exact_then_capped(web: &Web, store: &Client, total: usize) {
         .collect();
     store
         .execute(
-            "INSERT INTO pgtrail.entries (committed_at, xid, lsn, schema_name, table_name, action, primary_key, after, context, row_key) \
+            "INSERT INTO pgtrail.entries (committed_at, xid, lsn, schema_name, table_name, action, primary_key, after, context, row_key, source) \
              SELECT now(), 5, '0/1'::pg_lsn, 'bulk', 't', 'INSERT', format('{\"id\":%s}', g)::json, format('{\"id\":%s}', g)::json, \
-             '{}'::json, k FROM unnest($1::bigint[]) WITH ORDINALITY AS u(k, g)",
+             '{}'::json, k, 1 FROM unnest($1::bigint[]) WITH ORDINALITY AS u(k, g)",
             &[&row_keys],
         )
         .await
@@ -251,9 +251,9 @@ async fn web_free_text_search_stops_on_time_and_pages_on_without_skipping() {
         store
             .execute(
                 "INSERT INTO pgtrail.entries (id, committed_at, xid, lsn, schema_name, table_name, action, \
-                 primary_key, after, context) OVERRIDING SYSTEM VALUE \
+                 primary_key, after, context, source) \
                  VALUES ($1::bigint, now() - make_interval(mins => $2), $3, '0/1', 'public', 'notes', 'INSERT', \
-                 json_build_object('id', $1::bigint), json_build_object('id', $1::bigint, 'note', $4::text), '{}')",
+                 json_build_object('id', $1::bigint), json_build_object('id', $1::bigint, 'note', $4::text), '{}', 1)",
                 &[id, &(10 - i as i32), &(id + 100), &note],
             )
             .await

@@ -13,6 +13,7 @@ use std::fmt::Write as _;
 use anyhow::Result;
 use tokio_postgres::Client;
 
+pub mod binding;
 mod store;
 
 use crate::config::Config;
@@ -256,9 +257,12 @@ pub async fn plan_setup(config: &Config) -> Result<Plan> {
         }
     }
 
+    let server = crate::store::binding::SourceServer::of(&source)
+        .await
+        .map_err(SourceError::from)?;
     store::plan(
         config,
-        slot.as_ref().and_then(|s| s.confirmed_flush),
+        (slot.as_ref().and_then(|s| s.confirmed_flush), &server),
         &mut plan,
     )
     .await?;
@@ -314,7 +318,8 @@ async fn installed_mark(client: &Client, query: &str) -> Result<Option<String>> 
 }
 
 /// Runs `setup`: plans, then applies. Returns what it found and did.
-pub async fn setup(config: &Config) -> Result<Vec<String>> {
+/// `rebind`: `--rebind-source` (see [`binding`]).
+pub async fn setup(config: &Config, rebind: bool) -> Result<Vec<String>> {
     let plan = plan_setup(config).await?;
     let mut report = plan.notes.clone();
     let source = source::connect(&config.source).await?;
@@ -349,7 +354,7 @@ pub async fn setup(config: &Config) -> Result<Vec<String>> {
             .and_then(|s| s.confirmed_flush)
             .unwrap_or_default(),
     };
-    report.extend(store::apply(config, &plan, &source, start).await?);
+    report.extend(store::apply(config, &plan, &source, (start, rebind)).await?);
     if plan.is_empty() {
         report.push("nothing to do: the source and the store were already set up".to_owned());
     }

@@ -8,11 +8,17 @@ use tokio_postgres::Client;
 use super::Plan;
 use crate::config::Config;
 use crate::pg::{quote_ident, quote_literal, Lsn};
+use crate::store::binding::{self, Settled, SourceServer};
 use crate::store::{self, migrations, sources};
 
 /// Adds the store's statements and database to `plan`; `start` is where
 /// the slot starts (`None`: setup creates it).
-pub(super) async fn plan(config: &Config, start: Option<Lsn>, plan: &mut Plan) -> Result<()> {
+/// `server`: the database `source.url` reaches, which the source is bound to.
+pub(super) async fn plan(
+    config: &Config,
+    (start, server): (Option<Lsn>, &SourceServer),
+    plan: &mut Plan,
+) -> Result<()> {
     let url = &config.store;
     let store = match crate::pg::connect(url, "pgtrail").await {
         Ok(client) => Some(client),
@@ -81,6 +87,10 @@ pub(super) async fn plan(config: &Config, start: Option<Lsn>, plan: &mut Plan) -
         plan.store.push(migrations::ROLES.trim().to_owned());
     }
     let quoted = quote_literal(name.as_str());
+    let bound = match (&store, registered) {
+        (Some(client), Some(id)) => binding::bound(client, id).await?,
+        _ => None,
+    };
     if registered.is_none() {
         plan.store.push(format!(
             "INSERT INTO pgtrail.sources (id, name) SELECT coalesce(max(id), 0) + 1, {quoted} FROM pgtrail.sources \
@@ -90,6 +100,43 @@ pub(super) async fn plan(config: &Config, start: Option<Lsn>, plan: &mut Plan) -
             "INSERT INTO pgtrail.chain_heads (source, hash) SELECT id, decode(repeat('00', 32), 'hex') \
              FROM pgtrail.sources WHERE name = {quoted} ON CONFLICT (source) DO NOTHING"
         ));
+    }
+    if !bound.is_some_and(|b| b == *server) {
+        plan.store.push(format!(
+            "UPDATE pgtrail.sources SET system_identifier = {}, database_oid = {}, database_name = {}, bound_at = now() \
+             WHERE name = {quoted}",
+            quote_literal(&server.system_identifier),
+            server.database_oid,
+            quote_literal(&server.database)
+        ));
+    }
+    let stored_period = match (&store, pending.is_empty()) {
+        (Some(client), true) => Some(store::partitions::period(client).await?),
+        _ => None,
+    };
+    if stored_period != Some(config.partition) {
+        plan.store.push(format!(
+            "UPDATE pgtrail.settings SET partition = {} -- [store] partition: for partitions not made yet",
+            quote_literal(config.partition.as_str())
+        ));
+    }
+    if let Some(client) = &store {
+        if let Some(store::StoreError::NeedsMigration { state, .. }) =
+            store::migrate::refusal(client, url.dbname(), &pending).await?
+        {
+            plan.notes.push(format!(
+                "store: {state}: setup moves the entries into time partitions (stop every `pgtrail run` and `pgtrail web` on this store first)"
+            ));
+        }
+        if let Some(p) = store::migrate::progress(client).await?.filter(|p| !p.done) {
+            plan.store.push(format!(
+                "-- then: the copy of the entries into time partitions goes on after old id {} \
+                 ({} of about {} copied), in batches, each its own transaction",
+                p.copied_upto,
+                p.copied,
+                p.last_id - p.first_id + 1
+            ));
+        }
     }
     if checkpoint.is_none() {
         let start = start.map(|l| quote_literal(&l.to_string()));
@@ -127,11 +174,13 @@ async fn roles_missing(client: &Client) -> Result<bool> {
 
 /// Applies the store's part of `plan`; the slot starts at `start`. The
 /// message key is copied from `source` every time. Returns the report's lines.
+/// With `rebind`, a source name bound to another database is moved to this
+/// one (recorded as an event); without, it is refused.
 pub(super) async fn apply(
     config: &Config,
     plan: &Plan,
     source: &Client,
-    start: Lsn,
+    (start, rebind): (Lsn, bool),
 ) -> Result<Vec<String>> {
     let mut report = Vec::new();
     if let Some(create) = &plan.create_store {
@@ -155,14 +204,62 @@ pub(super) async fn apply(
     if plan.store.iter().any(|s| s == migrations::ROLES.trim()) {
         report.push(store_roles(&client).await?);
     }
+    let period = config.partition.as_str();
+    let changed = client
+        .execute(
+            "UPDATE pgtrail.settings SET partition = $1 WHERE partition <> $1",
+            &[&period],
+        )
+        .await?;
+    if changed > 0 {
+        report.push(format!(
+            "store: partitions made from now on hold a {period} ([store] partition)"
+        ));
+    }
+    // [store] retention: the store's copy is the one enforced (drop_partition reads it).
+    if store::retention::disagreement(&client, config.retention)
+        .await?
+        .is_some()
+    {
+        store::retention::store_setting(&client, config.retention).await?;
+        report.push(match config.retention {
+            Some(r) => format!("store: entries are kept for {r} ([store] retention)"),
+            None => "store: entries are kept for ever ([store] retention unset)".to_owned(),
+        });
+    }
+    if let Some(moved) = store::migrate::finish(&mut client).await? {
+        report.push(format!(
+            "store: moved {} entries into time partitions in {:.1} s; run `pgtrail verify` to check the chains",
+            moved.entries,
+            moved.took.as_secs_f64()
+        ));
+    }
+    // The current period's partition and the next ones, before any daemon runs.
+    let now = chrono::Utc::now();
+    store::partitions::ensure_span(&client, now, now, store::partitions::AHEAD).await?;
     let known = registered(&client, name).await?;
-    let id = sources::register(&mut client, name).await?;
+    let server = SourceServer::of(source)
+        .await
+        .map_err(crate::source::SourceError::from)?;
+    let rebind_by = rebind.then(|| crate::auth::Actor::cli().name.unwrap_or_default());
+    let (id, settled) = binding::register(&mut client, name, &server, rebind_by).await?;
     if known.is_none() {
         report.push(format!(
             "store: source {:?} registered (id {})",
             name.as_str(),
             id.0
         ));
+    }
+    match settled {
+        Settled::BoundNow => report.push(format!(
+            "store: source {:?} bound to {server}",
+            name.as_str()
+        )),
+        Settled::Rebound { from } => report.push(format!(
+            "store: source {:?} rebound from {from} to {server} (recorded as a `config` EVENT, source_rebound)",
+            name.as_str()
+        )),
+        Settled::Same => {}
     }
     store::init_checkpoint(&client, id, &config.slot, start).await?;
     // Every time, and after the source's SQL: the key is made there, once.

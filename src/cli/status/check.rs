@@ -226,6 +226,7 @@ mod tests {
             last_stored_age_seconds: Some(3),
             last_stored_commit: None,
             entries_estimate: 7,
+            partitions: Default::default(),
             quarantine: Default::default(),
         }
     }

@@ -39,8 +39,10 @@ pub struct Status {
     /// An upper bound, not a count: highest entry id minus lowest plus one (two index probes).
     /// Exact unless a store transaction was rolled back after taking ids.
     pub entries_estimate: i64,
-    /// Source transactions kept raw in `pgtrail.quarantine` because they
-    /// could not be stored as entries (each has an `EVENT` entry too).
+    /// The time partitions of the entries: how many, the oldest one's start, the newest one's end.
+    pub partitions: store::partitions::Summary,
+    /// This source's transactions kept raw in `pgtrail.quarantine` because
+    /// they could not be stored as entries (each has an `EVENT` entry too).
     pub quarantine: store::quarantine::Summary,
 }
 
@@ -98,7 +100,10 @@ pub async fn status(config: &Config) -> Result<Status> {
         .await
         .context("estimating the number of entries in the store")?
         .get(0);
-    let quarantine = store::quarantine::summary(&store).await?;
+    let quarantine = store::quarantine::summary(&store, config.source_name.as_str()).await?;
+    let partitions = store::partitions::summary(&store)
+        .await
+        .context("reading the store's partitions")?;
     Ok(Status {
         source: config.source_name.to_string(),
         slot: config.slot.to_string(),
@@ -119,6 +124,7 @@ pub async fn status(config: &Config) -> Result<Status> {
             .and_then(|r| u64::try_from(r.get::<_, i64>(1)).ok()),
         last_stored_commit: checkpoint.as_ref().and_then(|r| r.get(2)),
         entries_estimate,
+        partitions,
         quarantine,
     })
 }
@@ -143,6 +149,14 @@ impl Status {
                 opt(&q.newest)
             )
         };
+        let p = &self.partitions;
+        let partitions = format!(
+            "partitions: {} of a {}, from {} to {}\n",
+            p.count,
+            p.period,
+            opt(&p.oldest_from),
+            opt(&p.newest_to)
+        );
         format!(
             "source: {}\nslot: {}\nslot_exists: {}\nslot_active: {}\nwal_status: {}\nconfirmed_flush_lsn: {}\nserver_lsn: {}\nlag_bytes: {}\nretained_wal_bytes: {}\nwal_warn_bytes: {}\nlast_stored_lsn: {}\nlast_stored_age_seconds: {}\nlast_stored_commit: {}\nentries: about {}\n",
             self.source,
@@ -159,6 +173,7 @@ impl Status {
             num(self.last_stored_age_seconds),
             opt(&self.last_stored_commit),
             self.entries_estimate
-        ) + &quarantine
+        ) + &partitions
+            + &quarantine
     }
 }

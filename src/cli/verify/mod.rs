@@ -11,9 +11,10 @@
 //! entry and the one after it.
 //!
 //! The quarantine's records are checked against their `EVENT` entries too
-//! ([`quarantine`]).
+//! ([`quarantine`]). `--archive FILE` checks an archive file instead ([`archive`]).
 
 mod anchors;
+pub mod archive;
 mod heads;
 mod quarantine;
 
@@ -57,6 +58,14 @@ pub struct Request {
     /// events; with --public-key, only this source's signed heads.
     #[arg(long, value_name = "NAME")]
     pub source: Option<String>,
+    /// Check an archive file (written before retention dropped its range) on its own, with no
+    /// config or store: every entry's hash, every link, its count; prints each run's seam and
+    /// the file's SHA-256.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["from", "to", "public_key", "source"])]
+    pub archive: Option<std::path::PathBuf>,
+    /// With --archive: the age identity file (secret key) that decrypts an encrypted archive.
+    #[arg(long, value_name = "FILE", requires = "archive")]
+    pub identity: Option<std::path::PathBuf>,
 }
 
 /// The outcome.

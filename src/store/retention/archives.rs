@@ -10,7 +10,7 @@ use std::pin::Pin;
 use serde::Serialize;
 use tokio_postgres::Client;
 
-use super::pass::Candidate;
+use super::candidate::Candidate;
 
 /// One archive file, as `pgtrail.drop_partition` takes it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

@@ -5,6 +5,8 @@
 //! pass share.
 
 pub mod archives;
+pub mod candidate;
+pub mod keeper;
 pub mod pass;
 pub mod period;
 

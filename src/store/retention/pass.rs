@@ -9,25 +9,9 @@ use serde::Serialize;
 use tokio_postgres::Client;
 
 use super::archives::{ArchiveFile, Archiver};
+pub use super::candidate::{Candidate, SourceCount};
 use super::PASS_LOCK;
 use crate::store::StoreError;
-
-/// Entries of one source in a partition (exact: one scan of the partition).
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct SourceCount {
-    pub source: i16,
-    pub entries: i64,
-}
-
-/// A partition past the retention.
-#[derive(Debug, Clone, Serialize)]
-pub struct Candidate {
-    pub name: String,
-    /// The range `[from, to)` of commit times, RFC 3339 in UTC.
-    pub from: String,
-    pub to: String,
-    pub entries: Vec<SourceCount>,
-}
 
 /// What became of one candidate.
 #[derive(Debug, Clone, Serialize)]
@@ -153,13 +137,14 @@ async fn candidates(client: &Client) -> Result<Vec<Candidate>, StoreError> {
 }
 
 async fn counts(client: &Client, partition: &str) -> Result<Vec<SourceCount>, StoreError> {
-    // The name comes from the ledger; quoted as an identifier all the same.
-    let sql = format!(
-        "SELECT source, count(*) FROM pgtrail.\"{}\" GROUP BY source ORDER BY source",
-        partition.replace('"', "\"\"")
-    );
+    // Through the parent (the roles' rights are on it, not on each
+    // partition), pruned to the one partition by its ledger range.
+    let sql = "SELECT e.source, count(*) FROM pgtrail.entries e, pgtrail.partitions p \
+               WHERE p.name = $1 AND e.committed_at >= p.from_at AND e.committed_at < p.to_at \
+                 AND e.tableoid = to_regclass(format('pgtrail.%I', p.name)) \
+               GROUP BY e.source ORDER BY e.source";
     Ok(client
-        .query(&sql, &[])
+        .query(sql, &[&partition])
         .await?
         .iter()
         .map(|r| SourceCount {

@@ -248,6 +248,7 @@ mod tests {
             schema: "public".into(),
             table: "Order \"Items\"".into(),
             action: action.into(),
+            source: "shop".into(),
             json: [
                 pk.map(Into::into),
                 before.map(Into::into),

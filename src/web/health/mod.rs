@@ -11,6 +11,7 @@
 
 pub mod panel;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -29,8 +30,8 @@ pub struct Health {
     /// Each slot's last reported state, the most recent first.
     pub states: Vec<Reported>,
     pub gaps: Vec<Gap>,
-    /// Read for admins only.
-    pub quarantine: Option<Summary>,
+    /// Read for admins only: each source's, by name (absent: none quarantined).
+    pub quarantine: Option<BTreeMap<String, Summary>>,
 }
 
 /// Reads capture's health; the quarantine only for an admin. A read that
@@ -41,7 +42,7 @@ pub async fn load(state: &AppState, admin: bool) -> Result<Health, WebError> {
     let states = capture_state::read_all(&*client).await?;
     let gaps = gaps::list(&*client).await?;
     let quarantine = if admin {
-        Some(quarantine::summary(&*client).await?)
+        Some(quarantine::summaries(&*client).await?)
     } else {
         None
     };
@@ -81,18 +82,29 @@ pub struct Notice {
 const PANEL: (&str, &str) = ("/admin#capture", "Capture health");
 
 impl Health {
-    /// The banners for the log page. Only the most recently reported slot
-    /// counts (one daemon feeds a store; older rows are of slots since
-    /// renamed, and the admin page lists them).
+    /// The banners for the log page: for each source's last reported state
+    /// (one row per source), capture stopped or not running for everyone,
+    /// the slot's troubles for admins; the quarantine for admins.
     pub fn notices(&self, admin: bool) -> Vec<Notice> {
         let mut out = Vec::new();
         let link = admin.then_some(PANEL);
-        if let Some(r) = self.states.first() {
-            if r.stale() {
+        for r in &self.states {
+            let source = &r.state.source;
+            if let Some(at) = &r.stopped_at {
                 out.push(Notice {
                     level: "alert",
                     text: format!(
-                        "Capture is not running since {}: the daemon has not reported for {} (it reports every {}). \
+                        "Capture of {source} was stopped at {} (`pgtrail run` stopped cleanly): changes made since \
+                         then are not in the log until it runs again.",
+                        when(at)
+                    ),
+                    link,
+                });
+            } else if r.stale() {
+                out.push(Notice {
+                    level: "alert",
+                    text: format!(
+                        "Capture of {source} is not running since {}: the daemon has not reported for {} (it reports every {}). \
                          Changes made since then are not in the log yet.",
                         when(&r.polled_at),
                         span(r.age),
@@ -105,7 +117,8 @@ impl Health {
                 out.extend(slot_notices(r));
             }
         }
-        if let Some(q) = self.quarantine.as_ref().filter(|q| q.transactions > 0) {
+        let quarantined = self.quarantine.as_ref().map(|q| Summary::total(q.values()));
+        if let Some(q) = quarantined.filter(|q| q.transactions > 0) {
             out.push(Notice {
                 level: "alert",
                 text: format!(

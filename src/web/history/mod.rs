@@ -1,4 +1,4 @@
-//! Row history (`/history?table=S.T&pk=…[&as_of=TIME]`): the row as a
+//! Row history (`/history?table=S.T&pk=…[&db=NAME][&as_of=TIME]`): the row as a
 //! timeline of versions, oldest first, each with who made it, when, and
 //! what it changed, the audit gaps among them; and, for a time, the row as
 //! of then ([`states`]) with the SQL that brings it back to that state.
@@ -9,6 +9,10 @@
 //! (`{"id":5}`, as the links write it; whitespace does not matter) or, for a
 //! single-column key, just the value (`5`). A row whose key was changed by an
 //! update has its earlier entries under the old key.
+//!
+//! The same table and key in two source databases are two rows: `db` names
+//! the source (links from entries always do), and without it a key found
+//! in more than one source is refused with their names.
 
 pub mod states;
 mod view;
@@ -31,6 +35,7 @@ use super::query::{self, key_columns, key_texts, url, PkMatch, Sql, RARE_ACTIONS
 use super::AppState;
 use crate::auth::Role;
 use crate::store::gaps::{self, Gap};
+use crate::store::sources::{self, ENTRY_SOURCE_SQL};
 use crate::store::stored::{StoredEntry, ENTRY_COLUMNS};
 use crate::table::TableName;
 use crate::text::clip;
@@ -61,6 +66,10 @@ pub struct HistoryPage {
     /// The `table` and `pk` parameters, for the "as of" form.
     pub table_param: String,
     pub pk_param: String,
+    /// The `db` parameter, for the "as of" form.
+    pub db_param: String,
+    /// The source database, shown where the store has more than one.
+    pub db: Option<String>,
     pub key: String,
     pub items: Vec<HistoryItem>,
     /// Audit gaps after the last version shown.
@@ -77,6 +86,8 @@ pub struct HistoryPage {
 struct Params {
     table: TableName,
     pk: String,
+    /// The source database; `None`: whichever one has the row.
+    db: Option<String>,
     after: i64,
     /// The time asked for, and its text as given.
     as_of: Option<(DateTime<Utc>, String)>,
@@ -86,6 +97,7 @@ impl Params {
     fn parse(raw: Option<&str>) -> Result<Params, WebError> {
         let mut table = None;
         let mut pk = None;
+        let mut db = None;
         let mut after = 0i64;
         let mut as_of = None;
         for (name, value) in query::pairs(raw)? {
@@ -98,7 +110,11 @@ impl Params {
                     )
                 }
                 "pk" if !value.is_empty() => pk = Some(value),
-                "pk" | "as_of" if value.is_empty() => {}
+                "db" if !value.is_empty() && db.is_none() => db = Some(value),
+                "db" if !value.is_empty() => {
+                    return Err(WebError::bad("db is given more than once; give it once"))
+                }
+                "pk" | "as_of" | "db" if value.is_empty() => {}
                 "after" => {
                     after = value
                         .parse()
@@ -121,7 +137,7 @@ impl Params {
                 }
                 _ => {
                     return Err(WebError::bad(format!(
-                        "unknown parameter {:?}; a history takes table, pk, after and as_of",
+                        "unknown parameter {:?}; a history takes table, pk, db, after and as_of",
                         clip(&name)
                     )))
                 }
@@ -142,6 +158,7 @@ impl Params {
         Ok(Params {
             table,
             pk,
+            db,
             after,
             as_of,
         })
@@ -152,6 +169,7 @@ impl Params {
             ("table", query::table_param(&self.table)),
             ("pk", self.pk.clone()),
         ];
+        p.extend(self.db.iter().map(|d| ("db", d.clone())));
         if let Some(a) = after {
             p.push(("after", a.to_string()));
         }
@@ -185,6 +203,7 @@ async fn row_query(client: &Client, params: &Params, who: &Principal) -> Result<
     ));
     let filter = query::Filter {
         tables: vec![table.clone()],
+        dbs: params.db.iter().cloned().collect(),
         scope: who.scope(),
         ..Default::default()
     };
@@ -196,14 +215,60 @@ async fn row_query(client: &Client, params: &Params, who: &Principal) -> Result<
     Ok(sql)
 }
 
-/// `GET /history?table=S.T&pk=…[&after=ID][&as_of=TIME]`
+/// `params` with its source database: the one asked for (a name the store
+/// does not know is a 400), else the one source whose entries of the row
+/// the viewer may see; a row found in several is a 400 naming them.
+async fn one_source(
+    client: &Client,
+    mut params: Params,
+    who: &Principal,
+) -> Result<Params, WebError> {
+    if let Some(db) = &params.db {
+        query::resolve::check_sources(client, std::slice::from_ref(db)).await?;
+        return Ok(params);
+    }
+    let mut sql = row_query(client, &params, who).await?;
+    sql.text = sql
+        .text
+        .replacen(ENTRY_COLUMNS, &format!("DISTINCT {ENTRY_SOURCE_SQL}"), 1);
+    let ids: Vec<i16> = client
+        .query(&sql.text, &sql.refs())
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if ids.len() > 1 {
+        let names: Vec<String> = sources::all(client)
+            .await?
+            .into_iter()
+            .filter(|(id, _)| ids.contains(&id.0))
+            .map(|(_, name)| name)
+            .collect();
+        return Err(WebError::bad(format!(
+            "the source databases {} each have a row of {} with this key: give the one you mean, db={}",
+            names.join(" and "),
+            query::table_param(&params.table),
+            names.join(" or db=")
+        )));
+    }
+    if let [id] = ids[..] {
+        params.db = sources::all(client)
+            .await?
+            .into_iter()
+            .find(|(s, _)| s.0 == id)
+            .map(|(_, name)| name);
+    }
+    Ok(params)
+}
+
+/// `GET /history?table=S.T&pk=…[&db=NAME][&after=ID][&as_of=TIME]`
 pub async fn page(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, WebError> {
     let params = Params::parse(raw.as_deref())?;
-    let no_entries = || {
+    let no_entries = |params: &Params| {
         WebError::NotFound(format!(
             "No entries of {} have the primary key {}.",
             query::table_param(&params.table),
@@ -214,9 +279,10 @@ pub async fn page(
     // before anything about it is looked up: its key's columns, named in the
     // error below, are not the viewer's to see.
     if !who.scope().allows_table(&params.table) {
-        return Err(no_entries());
+        return Err(no_entries(&params));
     }
     let client = state.pool().get().await?;
+    let params = one_source(&client, params, &who).await?;
     let mut sql = row_query(&client, &params, &who).await?;
     let a = sql.param(params.after);
     let limit = sql.param(HISTORY_PAGE + 1);
@@ -227,7 +293,7 @@ pub async fn page(
     let more = entries.len() as i64 > HISTORY_PAGE;
     entries.truncate(HISTORY_PAGE as usize);
     if entries.is_empty() && params.after == 0 {
-        return Err(no_entries());
+        return Err(no_entries(&params));
     }
     // Versions before this page, to number its versions.
     let earlier: i64 = if params.after > 0 {
@@ -239,7 +305,11 @@ pub async fn page(
     } else {
         0
     };
-    let gaps = gaps::list(&*client).await?;
+    // The gaps of the row's source only: another's say nothing of this row.
+    let mut gaps = gaps::list(&*client).await?;
+    if let Some(source) = entries.first().map(|e| e.source.clone()) {
+        gaps.retain(|g| g.source == source);
+    }
     let as_of = match &params.as_of {
         Some((at, text)) => {
             let chain = row_query(&client, &params, &who).await?;
@@ -260,7 +330,10 @@ pub async fn page(
             &[
                 ("table", query::table_param(&params.table)),
                 ("pk", params.pk.clone()),
-            ],
+            ]
+            .into_iter()
+            .chain(params.db.iter().map(|d| ("db", d.clone())))
+            .collect::<Vec<_>>(),
         ),
         later_url: if more {
             entries.last().map(|e| params.url(Some(e.id), None))
@@ -271,6 +344,12 @@ pub async fn page(
         table: query::table_param(&params.table),
         table_param: query::table_param(&params.table),
         pk_param: params.pk.clone(),
+        db_param: params.db.clone().unwrap_or_default(),
+        db: if state.shows_db().await {
+            params.db.clone()
+        } else {
+            None
+        },
         key,
         items,
         gaps_after,
@@ -346,7 +425,9 @@ async fn load_as_of(
     entries.reverse();
     // Both read the rare actions' index (entries_rare_action, whose predicate
     // is spelled out so the planner takes it): a few rows, not the table's
-    // every later or earlier change.
+    // every later or earlier change. Both keep to the row's own source:
+    // another's TRUNCATE or DDL was of another database's table.
+    const SOURCE_ID: &str = "(SELECT id FROM pgtrail.sources WHERE name = $5)";
     let (truncate, ddl) = match entries.last() {
         Some(last) => {
             let (schema, table) = (&params.table.schema, &params.table.name);
@@ -354,9 +435,10 @@ async fn load_as_of(
                 .query_opt(
                     &format!(
                         "SELECT {ENTRY_COLUMNS} FROM pgtrail.entries WHERE action = 'TRUNCATE'{RARE} \
-                         AND schema_name = $1 AND table_name = $2 AND id > $3 AND committed_at <= $4 ORDER BY id LIMIT 1"
+                         AND schema_name = $1 AND table_name = $2 AND id > $3 AND committed_at <= $4 \
+                         AND {ENTRY_SOURCE_SQL} = {SOURCE_ID} ORDER BY id LIMIT 1"
                     ),
-                    &[schema, table, &last.id, &at],
+                    &[schema, table, &last.id, &at, &last.source],
                 )
                 .await?
                 .map(|r| StoredEntry::from_row(&r));
@@ -364,9 +446,11 @@ async fn load_as_of(
                 .query_opt(
                     &format!(
                         "SELECT committed_at FROM pgtrail.entries WHERE action = 'DDL'{RARE} \
-                         AND schema_name = $1 AND table_name = $2 AND id < $3 ORDER BY id DESC LIMIT 1"
+                         AND schema_name = $1 AND table_name = $2 AND id < $3 \
+                         AND {ENTRY_SOURCE_SQL} = (SELECT id FROM pgtrail.sources WHERE name = $4) \
+                         ORDER BY id DESC LIMIT 1"
                     ),
-                    &[schema, table, &last.id],
+                    &[schema, table, &last.id, &last.source],
                 )
                 .await?
                 .map(|r| r.get::<_, DateTime<Utc>>(0));

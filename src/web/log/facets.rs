@@ -56,6 +56,10 @@ pub struct Timeline {
     pub width: usize,
     pub start: String,
     pub end: String,
+    /// The same as RFC 3339, for `<time datetime>`: the page's script shows
+    /// them in the reader's zone when asked.
+    pub start_at: String,
+    pub end_at: String,
     /// "hour": what one bar covers.
     pub unit: String,
     pub peak: String,
@@ -67,8 +71,9 @@ pub struct Facets {
     pub missing: &'static str,
     pub groups: Vec<FacetGroup>,
     pub timeline: Option<Timeline>,
-    /// Counting stopped at its time budget after reading the matches back to this time.
-    pub stopped_at: Option<String>,
+    /// Counting stopped at its time budget after reading the matches back to
+    /// this time: as shown, and as RFC 3339.
+    pub stopped_at: Option<(String, String)>,
     pub counted: String,
 }
 
@@ -176,10 +181,17 @@ impl Facets {
             missing: "",
             groups,
             timeline: t.slices.as_ref().map(|s| timeline(t, s, q)),
-            stopped_at: t.stopped_at.as_ref().map(short_time),
+            stopped_at: t
+                .stopped_at
+                .as_ref()
+                .map(|at| (short_time(at), rfc3339(at))),
             counted: count_text(t.total, partial),
         }
     }
+}
+
+fn rfc3339(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 /// `2026-11-01 10:00` (UTC), to the minute: slices start on whole minutes.
@@ -225,7 +237,7 @@ fn timeline(t: &Tally, s: &Slices, q: &LogQuery) -> Timeline {
                 y: 100 - height,
                 height,
                 url,
-                label: format!("{} to {}: {counted}", minute(&start), minute(&end)),
+                label: format!("{} to {} UTC: {counted}", minute(&start), minute(&end)),
                 class,
             }
         })
@@ -235,6 +247,8 @@ fn timeline(t: &Tally, s: &Slices, q: &LogQuery) -> Timeline {
         width: s.count * 10,
         start: minute(&s.since),
         end: minute(&s.until),
+        start_at: rfc3339(&s.since),
+        end_at: rfc3339(&s.until),
         unit: s.unit.clone(),
         peak: thousands(peak),
     }

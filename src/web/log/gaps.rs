@@ -160,6 +160,8 @@ mod tests {
             action_url: String::new(),
             table: String::new(),
             table_url: String::new(),
+            db: None,
+            db_url: String::new(),
             pk: String::new(),
             history_url: None,
             changes: String::new(),

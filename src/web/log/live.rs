@@ -50,6 +50,8 @@ struct Live {
     checked: tokio::time::Instant,
     q: LogQuery,
     resolved: Resolved,
+    /// Rows have a Database cell, as the page that opened the stream.
+    show_db: bool,
     frontier: Frontier,
     /// Ids beyond those read are visible already: poll again without waiting.
     behind: bool,
@@ -78,7 +80,7 @@ impl Live {
         let mut sent = Vec::with_capacity(rows.len());
         for r in &rows {
             let e = StoredEntry::from_row(r);
-            let row = RowView::new(&e, &self.q);
+            let row = RowView::new(&e, &self.q, self.show_db);
             let html = RowFragment { r: &row }.render()?;
             let data = serde_json::json!({ "id": e.id, "html": html }).to_string();
             self.pending.push_back(
@@ -188,6 +190,7 @@ pub async fn live(
         }
     };
     let resolved = resolve(&state, &q.filter, Utc::now()).await?;
+    let show_db = state.shows_db().await;
     let stopping = state.stopping();
     let live = Live {
         state,
@@ -195,6 +198,7 @@ pub async fn live(
         checked: tokio::time::Instant::now(),
         q,
         resolved,
+        show_db,
         frontier: Frontier::new(start),
         behind: false,
         pending: VecDeque::new(),

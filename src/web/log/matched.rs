@@ -162,6 +162,7 @@ mod tests {
             schema: "public".into(),
             table: "t".into(),
             action: "UPDATE".into(),
+            source: "shop".into(),
             json: [
                 None,
                 before.map(str::to_owned),

@@ -36,6 +36,12 @@ pub struct ActionBox {
     pub checked: bool,
 }
 
+/// A source database's box in the filter form.
+pub struct DbBox {
+    pub name: String,
+    pub checked: bool,
+}
+
 pub struct QuickRange {
     pub label: &'static str,
     pub url: String,
@@ -57,6 +63,12 @@ pub struct LogPage {
     pub actions: Vec<ActionBox>,
     pub tables: Vec<Chip>,
     pub known_tables: Vec<String>,
+    /// The rows have a Database column, and the form a box per source
+    /// database: where the store has more than one.
+    pub show_db: bool,
+    pub dbs: Vec<DbBox>,
+    /// Sources filtered by that the form has no box for, kept by it.
+    pub db_hidden: Vec<String>,
     pub quick: Vec<QuickRange>,
     /// Current single-valued filters, for the form fields.
     pub actor: String,
@@ -203,12 +215,14 @@ pub async fn page(
         0
     };
     let admin = who.role == Role::Admin;
-    let (page, count, known_tables, health) = tokio::join!(
+    let (page, count, known_tables, health, sources) = tokio::join!(
         fetch_page(&state, &q, &resolved, now),
         count(&state, &q, &resolved, now),
         state.known_tables(&q.filter.scope),
         health::load(&state, admin),
+        state.capture_sources(),
     );
+    let show_db = sources.len() > 1;
     let insight = insight::of(&q);
     let page = page?;
     let health = health?;
@@ -333,7 +347,12 @@ pub async fn page(
     };
     let export = state.export_config();
     let f = &q.filter;
-    let rows: Vec<RowView> = page.entries.iter().map(|e| RowView::new(e, &q)).collect();
+    let rows: Vec<RowView> = page
+        .entries
+        .iter()
+        .map(|e| RowView::new(e, &q, show_db))
+        .collect();
+    let boxes: &[String] = if show_db { &sources } else { &[] };
     let view = LogPage {
         no_rows: rows.is_empty(),
         lines: lines(rows, q.sort.dir, placed),
@@ -349,6 +368,20 @@ pub async fn page(
             .collect(),
         tables,
         known_tables,
+        show_db,
+        dbs: boxes
+            .iter()
+            .map(|name| DbBox {
+                name: name.clone(),
+                checked: f.dbs.contains(name),
+            })
+            .collect(),
+        db_hidden: f
+            .dbs
+            .iter()
+            .filter(|d| !boxes.contains(d))
+            .cloned()
+            .collect(),
         quick,
         actor: f.actor.clone().unwrap_or_default(),
         role: f.role.clone().unwrap_or_default(),

@@ -78,13 +78,30 @@ pub fn key_text(primary_key: Option<&str>) -> String {
     crate::text::clip(&text)
 }
 
-/// `/history?table=…&pk=…` for the entry's row, if it has a key.
+/// `/history?table=…&pk=…&db=…` for the entry's row, if it has a key.
+/// Links name the source database even where the store has one: the same
+/// table and key in another source is another row, and a link kept stays
+/// right when a second source joins.
 pub fn history_url(entry: &StoredEntry) -> Option<String> {
     let pk = entry.primary_key()?;
     let table = TableName::new(entry.schema.clone(), entry.table.clone());
     Some(url(
         "/history",
-        &[("table", table_param(&table)), ("pk", pk.to_owned())],
+        &[
+            ("table", table_param(&table)),
+            ("pk", pk.to_owned()),
+            ("db", entry.source.clone()),
+        ],
+    ))
+}
+
+/// `/transactions/{xid}?db=…` for the entry's transaction, if it has one:
+/// transaction ids are the source database's own (see [`history_url`]).
+pub fn transaction_url(entry: &StoredEntry) -> Option<String> {
+    let xid = entry.xid?;
+    Some(url(
+        &format!("/transactions/{xid}"),
+        &[("db", entry.source.clone())],
     ))
 }
 
@@ -107,6 +124,10 @@ pub struct RowView {
     pub action_url: String,
     pub table: String,
     pub table_url: String,
+    /// The source database and the view narrowed to it; `None` where the
+    /// page leaves the column out (a store with one source).
+    pub db: Option<String>,
+    pub db_url: String,
     pub pk: String,
     pub history_url: Option<String>,
     pub changes: String,
@@ -116,9 +137,10 @@ pub struct RowView {
 }
 
 impl RowView {
-    /// `base` is the current view; the actor, IP, action and table cells link
-    /// to it narrowed by that value.
-    pub fn new(e: &StoredEntry, base: &LogQuery) -> RowView {
+    /// `base` is the current view; the actor, IP, action, database and
+    /// table cells link to it narrowed by that value. `show_db`: the row has
+    /// a Database cell ([`crate::web::AppState::shows_db`]).
+    pub fn new(e: &StoredEntry, base: &LogQuery, show_db: bool) -> RowView {
         let ctx = Context::of(e);
         let table = TableName::new(e.schema.clone(), e.table.clone());
         let narrowed = |set: &dyn Fn(&mut LogQuery)| {
@@ -154,6 +176,8 @@ impl RowView {
             action: e.action.clone(),
             table_url: narrowed(&|q| q.filter.tables = vec![table.clone()]),
             table: table_param(&table),
+            db: show_db.then(|| e.source.clone()),
+            db_url: narrowed(&|q| q.filter.dbs = vec![e.source.clone()]),
             pk: key_text(e.primary_key()),
             history_url: history_url(e),
             changes: changes(e),

@@ -6,7 +6,8 @@
 //! `events:shown`), with an action filter that names `EVENT`, or with a
 //! table filter (every event is in a `pgtrail.*` table, so naming one of
 //! those asks for its events, and naming any other table leaves them out
-//! anyway). A URL that does not say ([`Events::Omitted`]) hides them on the
+//! anyway), or with a `db` filter naming `pgtrail`, the source of every
+//! event. A URL that does not say ([`Events::Omitted`]) hides them on the
 //! log page, in its live stream and in its exports; the API lists them unless
 //! asked not to, as it did before the page hid them, so that what a SIEM
 //! pulls does not change. A filter built in code (the CLI's export, a row's
@@ -32,8 +33,8 @@ pub enum Events {
 impl Events {
     /// The `events` parameter's value.
     /// Whether a view with this setting leaves events out by a condition of
-    /// its own: they are not asked for, and no action or table filter
-    /// (`decided`) decides about them already.
+    /// its own: they are not asked for, and no action, table or source
+    /// filter (`decided`) decides about them already.
     pub fn hide(self, decided: bool) -> bool {
         matches!(self, Events::Omitted | Events::Hidden) && !decided
     }

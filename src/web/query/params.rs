@@ -11,14 +11,15 @@ use super::events::Events;
 use super::order::{Cursor, Dir, Sort, SortKey};
 use super::scope::Scope;
 use crate::entry::Action;
+use crate::store::sources::SourceName;
 use crate::table::TableName;
 use crate::text::clip;
 use crate::web::error::WebError;
 
 /// Every parameter the log and the API accept (the page also takes `live`).
-pub const PARAMS: [&str; 18] = [
-    "action", "table", "actor", "role", "ip", "app", "source", "from", "to", "last", "pk", "q",
-    "events", "search", "sort", "dir", "cursor", "limit",
+pub const PARAMS: [&str; 19] = [
+    "action", "table", "db", "actor", "role", "ip", "app", "source", "from", "to", "last", "pk",
+    "q", "events", "search", "sort", "dir", "cursor", "limit",
 ];
 
 pub const DEFAULT_LIMIT: i64 = 50;
@@ -42,6 +43,10 @@ pub struct LogQuery {
 pub struct Filter {
     pub actions: Vec<Action>,
     pub tables: Vec<TableName>,
+    /// Source databases, by `[source] name` (the parameter `db`: `source`
+    /// is the application's `context.source`); checked against the store's
+    /// sources by [`Filter::resolve`].
+    pub dbs: Vec<String>,
     /// Application actor, or the database role where no actor was recorded.
     pub actor: Option<String>,
     /// The database role (`db_user`).
@@ -123,7 +128,7 @@ impl LogQuery {
                     "the value of {name} is too long (at most {MAX_VALUE_LEN} bytes)"
                 )));
             }
-            let multi = matches!(name.as_str(), "action" | "table");
+            let multi = matches!(name.as_str(), "action" | "table" | "db");
             let known = PARAMS.contains(&name.as_str()) || (allow_live && name == "live");
             if !known {
                 let mut names = PARAMS.to_vec();
@@ -164,6 +169,16 @@ impl LogQuery {
                     }
                     if f.tables.len() > MAX_LIST {
                         return Err(WebError::bad(format!("at most {MAX_LIST} tables can be given at once")));
+                    }
+                }
+                "db" => {
+                    for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                        if !f.dbs.iter().any(|d| d == part) {
+                            f.dbs.push(part.to_owned());
+                        }
+                    }
+                    if f.dbs.len() > MAX_LIST {
+                        return Err(WebError::bad(format!("at most {MAX_LIST} sources can be given at once")));
                     }
                 }
                 "actor" => f.actor = Some(value.to_owned()),
@@ -263,8 +278,11 @@ impl Filter {
     /// The view leaves pgtrail's own events out by a condition of its own
     /// (see `query::events`).
     pub fn hides_events(&self) -> bool {
-        self.events
-            .hide(!self.actions.is_empty() || !self.tables.is_empty())
+        self.events.hide(
+            !self.actions.is_empty()
+                || !self.tables.is_empty()
+                || self.dbs.iter().any(|d| d == SourceName::PGTRAIL),
+        )
     }
 
     pub fn is_empty(&self) -> bool {
@@ -287,6 +305,9 @@ impl Filter {
         }
         for t in &self.tables {
             out.push(("table", table_param(t)));
+        }
+        for d in &self.dbs {
+            out.push(("db", d.clone()));
         }
         let singles = [
             ("actor", self.actor.as_deref()),
@@ -314,11 +335,11 @@ impl Filter {
     }
 
     /// The filters as a JSON object of their parameter names (lists for
-    /// `action` and `table`), as an export's event records them.
+    /// `action`, `table` and `db`), as an export's event records them.
     pub fn to_json(&self) -> serde_json::Map<String, serde_json::Value> {
         let mut out = serde_json::Map::new();
         for (name, value) in self.to_pairs() {
-            if matches!(name, "action" | "table") {
+            if matches!(name, "action" | "table" | "db") {
                 let list = out
                     .entry(name)
                     .or_insert_with(|| serde_json::Value::Array(Vec::new()));
@@ -465,7 +486,7 @@ mod tests {
 
     #[test]
     fn filters_parse_and_round_trip() {
-        let q = parse("action=insert&action=UPDATE,delete&table=public.t&table=%22a.b%22.c&actor=al&ip=10.0.0.0/8&pk=5&q=x&last=24h&sort=actor&dir=desc&limit=20&live=1&role=&app=").unwrap();
+        let q = parse("action=insert&action=UPDATE,delete&table=public.t&table=%22a.b%22.c&db=a,b&db=a&actor=al&ip=10.0.0.0/8&pk=5&q=x&last=24h&sort=actor&dir=desc&limit=20&live=1&role=&app=").unwrap();
         assert_eq!(
             q.filter.actions,
             vec![Action::Insert, Action::Update, Action::Delete]
@@ -474,6 +495,7 @@ mod tests {
             q.filter.tables,
             vec![TableName::new("public", "t"), TableName::new("a.b", "c")]
         );
+        assert_eq!(q.filter.dbs, ["a", "b"]);
         assert_eq!(q.filter.ip.as_deref(), Some("10.0.0.0/8"));
         assert_eq!(q.filter.role, None, "empty values are absent");
         assert_eq!(

@@ -6,6 +6,8 @@ use tokio_postgres::Client;
 
 use super::keys::PkMatch;
 use super::params::Filter;
+use crate::store::sources;
+use crate::text::clip;
 use crate::web::error::WebError;
 
 /// What the filters need from the store before their SQL can be written.
@@ -48,9 +50,31 @@ async fn first_id_from(client: &Client, t: DateTime<Utc>) -> Result<i64, WebErro
     Ok(row.map_or(0, |r| r.get::<_, i64>(0)))
 }
 
+/// Refuses a `db` that names no source of the store, with the names it knows.
+pub async fn check_sources(client: &Client, dbs: &[String]) -> Result<(), WebError> {
+    if dbs.is_empty() {
+        return Ok(());
+    }
+    let known: Vec<String> = sources::all(client)
+        .await?
+        .into_iter()
+        .map(|(_, name)| name)
+        .collect();
+    match dbs.iter().find(|d| !known.contains(d)) {
+        None => Ok(()),
+        Some(unknown) => Err(WebError::bad(format!(
+            "db: the store has no source {:?}; its sources are {}",
+            clip(unknown),
+            known.join(", ")
+        ))),
+    }
+}
+
 impl Filter {
-    /// Resolves the key match and the id range of the time filters.
+    /// Checks the sources named, and resolves the key match and the id
+    /// range of the time filters.
     pub async fn resolve(&self, client: &Client, now: DateTime<Utc>) -> Result<Resolved, WebError> {
+        check_sources(client, &self.dbs).await?;
         let slack = Duration::minutes(TIME_SLACK_MINUTES);
         let lo = match self.since(now) {
             Some(t) => Some(first_id_from(client, t - slack).await?),

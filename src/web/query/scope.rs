@@ -9,6 +9,7 @@
 
 use super::sql::Sql;
 use crate::auth::Tables;
+use crate::store::sources::ENTRY_SOURCE_SQL;
 use crate::store::stored::StoredEntry;
 use crate::table::TableName;
 
@@ -51,9 +52,19 @@ impl Scope {
                 .0
                 .iter()
                 .map(|p| {
-                    let (s, t) = p.sql_like();
+                    let (s, t) = p.table().sql_like();
                     let (s, t) = (sql.param(s), sql.param(t));
-                    format!("(schema_name LIKE {s} AND table_name LIKE {t})")
+                    match p.source() {
+                        None => format!("(schema_name LIKE {s} AND table_name LIKE {t})"),
+                        // A source the store does not know matches nothing.
+                        Some(source) => {
+                            let n = sql.param(source.to_owned());
+                            format!(
+                                "({ENTRY_SOURCE_SQL} = (SELECT id FROM pgtrail.sources WHERE name = {n}) \
+                                 AND schema_name LIKE {s} AND table_name LIKE {t})"
+                            )
+                        }
+                    }
                 })
                 .collect();
             Some(alternatives.join(" OR "))
@@ -78,11 +89,8 @@ impl Scope {
                 if entry.action == "EVENT" {
                     *events
                 } else {
-                    tables.is_all()
-                        || self.allows_table(&TableName::new(
-                            entry.schema.clone(),
-                            entry.table.clone(),
-                        ))
+                    let table = TableName::new(entry.schema.clone(), entry.table.clone());
+                    tables.is_all() || tables.0.iter().any(|p| p.matches(&entry.source, &table))
                 }
             }
         }
@@ -93,12 +101,14 @@ impl Scope {
         matches!(self, Scope::Limited { events: true, .. })
     }
 
-    /// Whether row changes of `table` are in scope.
+    /// Whether row changes of `table` are in scope in some source (a
+    /// pattern named for one source allows its table here: the entries
+    /// themselves are checked by [`Scope::allows`] and [`Scope::push_where`]).
     pub fn allows_table(&self, table: &TableName) -> bool {
         match self {
             Scope::Nothing => false,
             Scope::Limited { tables, .. } => {
-                tables.is_all() || tables.0.iter().any(|p| p.matches(table))
+                tables.is_all() || tables.0.iter().any(|p| p.table().matches(table))
             }
         }
     }
@@ -117,6 +127,7 @@ mod tests {
             schema: schema.into(),
             table: table.into(),
             action: action.into(),
+            source: "shop".into(),
             json: Default::default(),
         }
     }
@@ -174,5 +185,32 @@ mod tests {
             tables: Tables::parse_list("public.a_b").unwrap(),
         };
         assert!(!odd.allows_table(&TableName::new("public", "axb")));
+    }
+
+    #[test]
+    fn a_pattern_named_for_a_source_checks_the_source_too() {
+        let scope = Scope::Limited {
+            events: false,
+            tables: Tables::parse_list("a:public.accounts, public.audit").unwrap(),
+        };
+        let (text, n) = sql_of(&scope);
+        assert_eq!(
+            &text["SELECT 1 FROM pgtrail.entries WHERE true".len()..],
+            format!(
+                " AND action <> 'EVENT' AND (({ENTRY_SOURCE_SQL} = (SELECT id FROM pgtrail.sources WHERE name = $3) \
+                 AND schema_name LIKE $1 AND table_name LIKE $2) OR (schema_name LIKE $4 AND table_name LIKE $5))"
+            )
+        );
+        assert_eq!(n, 5);
+        let from = |source: &str, table: &str| StoredEntry {
+            source: source.into(),
+            ..entry("public", table, "UPDATE")
+        };
+        assert!(scope.allows(&from("a", "accounts")));
+        assert!(!scope.allows(&from("b", "accounts")));
+        assert!(scope.allows(&from("b", "audit")));
+        assert!(!scope.allows(&from("a", "other")));
+        // A table the scope names in some source is one the viewer may look for.
+        assert!(scope.allows_table(&TableName::new("public", "accounts")));
     }
 }

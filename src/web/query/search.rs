@@ -22,7 +22,7 @@ use crate::text::clip;
 use crate::web::error::WebError;
 
 /// The box's keys and the parameter each sets (`is` sets `action`).
-pub const KEYS: [(&str, &str); 15] = [
+pub const KEYS: [(&str, &str); 16] = [
     ("action", "action"),
     ("table", "table"),
     ("actor", "actor"),
@@ -30,6 +30,7 @@ pub const KEYS: [(&str, &str); 15] = [
     ("ip", "ip"),
     ("app", "app"),
     ("source", "source"),
+    ("db", "db"),
     ("pk", "pk"),
     ("after", "from"),
     ("before", "to"),
@@ -232,7 +233,7 @@ pub fn parameters(line: &str, alone: Check) -> Result<Vec<(String, String)>, Sea
             }
             Piece::Term { key, value } => term_param(t, key, value)?,
         };
-        if !matches!(param, "action" | "table") {
+        if !matches!(param, "action" | "table" | "db") {
             if let Some((_, first)) = set_at.iter().find(|(p, _)| *p == param) {
                 return Err(t.error(format!(
                     "this sets the same filter ({param}) as the term at character {first}; give it once"
@@ -382,6 +383,7 @@ mod tests {
             ("ip:10.0.0.0/8", pair("ip", "10.0.0.0/8")),
             ("app:shop", pair("app", "shop")),
             ("source:web", pair("source", "web")),
+            ("db:shop-eu", pair("db", "shop-eu")),
             ("pk:5", pair("pk", "5")),
             ("after:2026-11-01", pair("from", "2026-11-01")),
             ("from:2026-11-01T10:00", pair("from", "2026-11-01T10:00")),
@@ -514,6 +516,7 @@ mod tests {
             "q=actor%3Aalice",
             "q=%22quoted",
             "action=EVENT",
+            "db=shop-eu&db=shop-us&table=public.orders",
         ] {
             let q = expanded(raw).unwrap();
             let line = render(&q.filter.to_pairs());

@@ -8,6 +8,7 @@ use super::order::Dir;
 use super::params::{Filter, LogQuery};
 use super::resolve::Resolved;
 use super::sql::Sql;
+use crate::store::sources::ENTRY_SOURCE_SQL;
 use crate::text::push_json_string;
 
 /// The predicate of the index `entries_rare_action` (sql/store/0014).
@@ -53,6 +54,14 @@ impl Filter {
             }
             sql.text
                 .push_str(&format!(" AND ({})", alternatives.join(" OR ")));
+        }
+        if !self.dbs.is_empty() {
+            // By name, in the statement's own snapshot (`resolve` has
+            // refused a name the store does not know).
+            let p = sql.param(self.dbs.clone());
+            sql.text.push_str(&format!(
+                " AND {ENTRY_SOURCE_SQL} IN (SELECT id FROM pgtrail.sources WHERE name = ANY({p}))"
+            ));
         }
         if let Some(actor) = &self.actor {
             let p = sql.param(actor.clone());

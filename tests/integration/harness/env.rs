@@ -53,6 +53,14 @@ impl TestEnv {
         let env = TestEnv::start().await;
         env.setup().await;
         let store = env.store().await;
+        // Entries written straight into the store (dated up to 40 days back)
+        // need a partition, which capture would make for its own.
+        store
+            .batch_execute(
+                "SELECT pgtrail.ensure_partition(now() - make_interval(days => g)) FROM generate_series(0, 40) g",
+            )
+            .await
+            .expect("make the store's partitions of the last 40 days");
         (env, store)
     }
 

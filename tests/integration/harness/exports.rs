@@ -152,6 +152,7 @@ pub fn check_jsonl(text: &str, want: &[Row]) {
         for f in JSON_FIELDS {
             assert_eq!(v[f], r.json(f), "{f} of {line}");
         }
+        assert_eq!(v["source"].as_str(), Some(r.source.as_str()), "{line}");
     }
 }
 
@@ -186,6 +187,7 @@ pub fn check_csv(bytes: &[u8], want: &[Row], bom: bool) {
                 serde_json::from_str(&rec[7 + i]).unwrap_or_else(|e| panic!("{f} ({e}): {rec:?}"));
             assert_eq!(cell, r.json(f), "{f}: {rec:?}");
         }
+        assert_eq!(&rec[13], r.source, "{rec:?}");
     }
 }
 
@@ -320,6 +322,7 @@ pub fn check_cef(text: &str, want: &[Row]) {
         );
         assert_eq!(get("externalId"), Some(r.id.to_string().as_str()));
         assert_eq!(get("act"), Some(r.action.as_str()));
+        assert_eq!(get("destinationServiceName"), Some(r.source.as_str()));
         assert_eq!(
             get("suser").map(str::to_owned),
             r.context_of("actor").or(r.context_of("db_user")),
@@ -424,6 +427,7 @@ pub fn check_xlsx(bytes: &[u8], want: &[Row]) {
                 (Some(_), None) => panic!("{f} of entry {} missing", r.id),
             }
         }
+        assert_eq!(text(&cells[13]).as_deref(), Some(r.source.as_str()));
     }
     // Frozen header row and an autofilter over the whole table, from the sheet's XML.
     let mut zip = zip::ZipArchive::new(Cursor::new(bytes)).unwrap();
@@ -437,7 +441,7 @@ pub fn check_xlsx(bytes: &[u8], want: &[Row]) {
         "frozen header row"
     );
     assert!(
-        xml.contains(&format!(r#"<autoFilter ref="A1:M{}"/>"#, want.len() + 1)),
+        xml.contains(&format!(r#"<autoFilter ref="A1:N{}"/>"#, want.len() + 1)),
         "autofilter over the data"
     );
 }
@@ -542,13 +546,13 @@ pub async fn bulk_entries(store: &Client, table: &str, n: i64) {
     store
         .execute(
             "INSERT INTO pgtrail.entries (committed_at, xid, lsn, schema_name, table_name, action, \
-                 primary_key, before, after, changed_columns, context) \
+                 primary_key, before, after, changed_columns, context, source) \
              SELECT now() - make_interval(secs => ($2::int - g)::float8), 5000 + g / 4, '0/1'::pg_lsn, 'public', $1, 'UPDATE', \
                     json_build_object('id', g), \
                     json_build_object('id', g, 'status', 'new', 'note', repeat(md5(g::text), 4)), \
                     json_build_object('id', g, 'status', 'paid', 'note', repeat(md5(g::text), 4)), \
                     '[\"status\"]'::json, \
-                    json_build_object('db_user', 'app', 'client_addr', '10.0.0.7', 'actor', 'user' || (g % 97)) \
+                    json_build_object('db_user', 'app', 'client_addr', '10.0.0.7', 'actor', 'user' || (g % 97)), 1 \
              FROM generate_series(1, $2::int) g",
             &[&table, &(n as i32)],
         )

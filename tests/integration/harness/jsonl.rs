@@ -59,7 +59,7 @@ impl<'de> Deserialize<'de> for OrderedObject {
 }
 
 /// The top-level fields of a jsonl export line, in the order the spec fixes.
-pub const EXPORT_FIELDS: [&str; 13] = [
+pub const EXPORT_FIELDS: [&str; 14] = [
     "id",
     "committed_at",
     "xid",
@@ -73,6 +73,7 @@ pub const EXPORT_FIELDS: [&str; 13] = [
     "changed_columns",
     "context",
     "details",
+    "source",
 ];
 
 /// One line of `export --format jsonl`.

@@ -1,5 +1,6 @@
 //! Reading the audit store: [`Entry`] (one row of `pgtrail.entries`, JSON columns parsed and kept
-//! as text), the entries of the store or of one table, and exact per-action [`Counts`].
+//! as text), the entries of the store or of one table, and exact per-action [`Counts`]; and, for
+//! the upgrade tests, a store as an earlier pgtrail left it ([`old_store_schema`]).
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -95,8 +96,26 @@ pub async fn table_entries(store: &Client, schema: &str, table: &str) -> Vec<Ent
 }
 
 /// SQL for "of the source named `$3`" over `pgtrail.entries` (`$3` null: of every source).
+/// Callers check the name with [`known_source`] first: an unknown one would match nothing.
 const OF_SOURCE: &str =
     "($3::text IS NULL OR source = (SELECT id FROM pgtrail.sources WHERE name = $3))";
+
+/// Fails the test when `source` names no source of the store: a misspelt name must not read
+/// as a source with no entries.
+async fn known_source(store: &Client, source: Option<&str>) {
+    let Some(name) = source else {
+        return;
+    };
+    let known: bool = store
+        .query_one(
+            "SELECT EXISTS (SELECT FROM pgtrail.sources WHERE name = $1)",
+            &[&name],
+        )
+        .await
+        .expect("read pgtrail.sources")
+        .get(0);
+    assert!(known, "the store has no source named {name:?}");
+}
 
 /// The entries of one table from the source named `source` (`None`: from every source),
 /// ordered by id.
@@ -106,6 +125,7 @@ pub async fn source_table_entries(
     schema: &str,
     table: &str,
 ) -> Vec<Entry> {
+    known_source(store, source).await;
     let rows = store
         .query(
             &format!("SELECT {ENTRY_COLUMNS} FROM pgtrail.entries WHERE schema_name = $1 AND table_name = $2 AND {OF_SOURCE} ORDER BY id"),
@@ -151,6 +171,7 @@ pub async fn source_counts(
     schema: &str,
     table: &str,
 ) -> Counts {
+    known_source(store, source).await;
     let rows = store
         .query(
             // Row changes only: DDL entries are counted by the tests about DDL.
@@ -209,4 +230,67 @@ pub async fn captured_tables(store: &Client) -> Vec<(String, String)> {
         &[],
     )
     .await
+}
+
+/// A store as an earlier pgtrail left it: the schema of the shipped migrations before `below`,
+/// applied and recorded as `setup` did (migration 15 names the first source "app").
+pub async fn old_store_schema(store: &Client, below: i32) {
+    store
+        .batch_execute(
+            "CREATE SCHEMA pgtrail; CREATE TABLE pgtrail.schema_migrations \
+             (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now());
+             SELECT set_config('pgtrail.first_source', 'app', false);",
+        )
+        .await
+        .unwrap();
+    let migrations = pgtrail::store::migrations::MIGRATIONS;
+    for (version, name, sql) in migrations.iter().filter(|m| m.0 < below) {
+        store.batch_execute(sql).await.unwrap();
+        store
+            .execute(
+                "INSERT INTO pgtrail.schema_migrations VALUES ($1, $2)",
+                &[version, name],
+            )
+            .await
+            .unwrap();
+    }
+}
+
+/// The start of an upgrade test: a source with `t (id int PRIMARY KEY, v int)` and pgtrail's slot
+/// (made by hand, as an earlier setup did), and an empty store database. The source, the store,
+/// and the slot's starting LSN, for the old store's checkpoint.
+pub async fn before_an_old_store(env: &super::TestEnv) -> (Client, Client, String) {
+    let src = env
+        .source_with("CREATE TABLE t (id int PRIMARY KEY, v int)")
+        .await;
+    let slot_lsn: String = super::query_value(
+        &src,
+        "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'wal2json')",
+        &[&super::SLOT],
+    )
+    .await;
+    env.cluster.create_db("pgtrail").await;
+    let store = env.store().await;
+    (src, store, slot_lsn)
+}
+
+/// `pgtrail run` against a store it must refuse: it ends within a minute with `code`, its log
+/// naming `pgtrail setup` and holding `needle`.
+pub async fn refused_by_run(env: &super::TestEnv, code: i32, needle: &str) {
+    let mut refused = env.spawn();
+    super::wait_until(
+        "the daemon to refuse the store",
+        std::time::Duration::from_secs(60),
+        || {
+            let exited = refused.try_exit().is_some();
+            async move { exited }
+        },
+    )
+    .await;
+    let log = refused.log();
+    assert_eq!(refused.try_exit().unwrap().code(), Some(code), "{log}");
+    assert!(
+        log.contains(needle) && log.contains("run `pgtrail setup`"),
+        "{log}"
+    );
 }

@@ -112,11 +112,16 @@ pub async fn store_entries(store: &Client, entries: &[Synth]) -> Vec<i64> {
         let lsn = format!("0/{:X}", 0x1000_0000u64 + i as u64 * 0x100);
         // The plain context columns, as pgtrail's writer fills them.
         let cols = pgtrail::store::context::ContextColumns::of(&e.context());
+        // The partition the entry goes to, as the writer would make it.
+        store
+            .execute("SELECT pgtrail.ensure_partition($1)", &[&e.at])
+            .await
+            .expect("make the entry's partition");
         let id: i64 = store
             .query_one(
                 "INSERT INTO pgtrail.entries (committed_at, xid, lsn, schema_name, table_name, action, primary_key, \
-                 before, after, changed_columns, context, row_key, actor, client_addr) VALUES ($1, $2, $3::text::pg_lsn, $4, $5, $6, \
-                 $7::text::json, $8::text::json, $9::text::json, $10::text::json, $11::text::json, $12, $13, $14) RETURNING id",
+                 before, after, changed_columns, context, row_key, actor, client_addr, source) VALUES ($1, $2, $3::text::pg_lsn, $4, $5, $6, \
+                 $7::text::json, $8::text::json, $9::text::json, $10::text::json, $11::text::json, $12, $13, $14, 1) RETURNING id",
                 &[&e.at, &e.xid, &lsn, &e.schema, &e.table, &e.action, &e.pk, &e.before, &e.after, &e.changed, &e.context(), &row_key, &cols.actor, &cols.client_addr],
             )
             .await
@@ -143,10 +148,10 @@ pub fn sorted_desc(mut v: Vec<i64>) -> Vec<i64> {
 pub async fn stored_rows(store: &Client) -> Vec<i64> {
     store
         .batch_execute(
-            "INSERT INTO pgtrail.entries (committed_at, xid, lsn, schema_name, table_name, action, primary_key, after, context) VALUES
-               (now(), 10, '0/10', 'public', 'orders', 'INSERT', '{\"id\":1}', '{\"id\":1}', '{}'),
-               (now(), 11, '0/11', 'public', 'customers', 'INSERT', '{\"id\":1}', '{\"id\":1}', '{}'),
-               (now(), 12, '0/12', 'sales', 'leads', 'INSERT', '{\"id\":1}', '{\"id\":1}', '{}')",
+            "INSERT INTO pgtrail.entries (committed_at, xid, lsn, schema_name, table_name, action, primary_key, after, context, source) VALUES
+               (now(), 10, '0/10', 'public', 'orders', 'INSERT', '{\"id\":1}', '{\"id\":1}', '{}', 1),
+               (now(), 11, '0/11', 'public', 'customers', 'INSERT', '{\"id\":1}', '{\"id\":1}', '{}', 1),
+               (now(), 12, '0/12', 'sales', 'leads', 'INSERT', '{\"id\":1}', '{\"id\":1}', '{}', 1)",
         )
         .await
         .unwrap();

@@ -15,7 +15,7 @@ use serde_json::Value;
 use tempfile::TempDir;
 use tokio_postgres::Client;
 
-use super::{bin, free_port, TestEnv};
+use super::{bin, free_port, Config, TestEnv};
 
 /// `pgtrail --config F web` on a free port, killed on drop.
 pub struct Web {
@@ -31,8 +31,8 @@ pub struct Web {
 }
 
 /// The test config, its web view listening on `port`.
-fn config_with_web(env: &TestEnv, port: u16, web_toml: &str, extra_toml: Option<&str>) -> String {
-    let mut config = env.trail.config.clone();
+fn config_with_web(config: &Config, port: u16, web_toml: &str, extra_toml: Option<&str>) -> String {
+    let mut config = config.clone();
     config.web_listen = format!("127.0.0.1:{port}");
     config.web_toml = web_toml.to_owned();
     if let Some(extra) = extra_toml {
@@ -66,17 +66,28 @@ impl Web {
     }
 
     pub async fn start_full(env: &TestEnv, web_toml: &str, vars: &[(&str, &str)]) -> Web {
-        Web::launch(env, web_toml, None, vars).await
+        Web::launch(&env.trail.config, web_toml, None, vars).await
+    }
+
+    /// With these `[web]` keys, on the store of `config` (a fleet member's).
+    pub async fn start_for(config: &Config, web_toml: &str) -> Web {
+        Web::launch(config, web_toml, None, &[]).await
     }
 
     /// With `auth = "none"` and `extra_toml` in place of the test config's (the export tests'
     /// downloads: who may download is tested in the access tests).
     pub async fn start_extra(env: &TestEnv, extra_toml: &str) -> Web {
-        Web::launch(env, "auth = \"none\"\n", Some(extra_toml), &[]).await
+        Web::launch(
+            &env.trail.config,
+            "auth = \"none\"\n",
+            Some(extra_toml),
+            &[],
+        )
+        .await
     }
 
     async fn launch(
-        env: &TestEnv,
+        config: &Config,
         web_toml: &str,
         extra_toml: Option<&str>,
         vars: &[(&str, &str)],
@@ -86,8 +97,9 @@ impl Web {
             .prefix("pgtrail-it-web-")
             .tempdir()
             .unwrap();
+        let text = config_with_web(config, port, web_toml, extra_toml);
         let config = dir.path().join("web.toml");
-        fs::write(&config, config_with_web(env, port, web_toml, extra_toml)).unwrap();
+        fs::write(&config, text).unwrap();
         let log = dir.path().join("web.log");
         let out = File::create(&log).unwrap();
         let child = Command::new(bin())
@@ -132,7 +144,12 @@ impl Web {
 
     /// Rewrites the config file with other `[web]` keys and sends SIGHUP.
     pub fn reload_with(&self, env: &TestEnv, web_toml: &str) {
-        let text = config_with_web(env, self.port, web_toml, self.extra_toml.as_deref());
+        let text = config_with_web(
+            &env.trail.config,
+            self.port,
+            web_toml,
+            self.extra_toml.as_deref(),
+        );
         fs::write(&self.config, text).unwrap();
         self.hangup();
     }

@@ -19,6 +19,7 @@ fn entry(id: i64, minute: u32, action: &str, after: Option<&str>) -> StoredEntry
         schema: "public".into(),
         table: "accounts".into(),
         action: action.into(),
+        source: "shop".into(),
         json: [
             Some(r#"{"id":1}"#.into()),
             None,

@@ -1,0 +1,125 @@
+//! The batches of a store migration and its last step (see the parent).
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::Client;
+
+use super::super::{partitions, StoreError};
+use super::Progress;
+
+/// Every column of an entry but the source, in both tables' names.
+const COLUMNS: &str = "id, committed_at, xid, lsn, schema_name, table_name, action, primary_key, \
+    before, after, changed_columns, context, row_key, details, actor, client_addr, hash";
+
+/// Copies the next `size` old ids, in one store transaction that advances
+/// the state with them; returns the state after it.
+pub(super) async fn batch(client: &mut Client, size: i64) -> Result<Progress, StoreError> {
+    let tx = client.transaction().await?;
+    // Locked: a second setup waits here rather than copying the same ids.
+    let row = tx
+        .query_one(
+            "SELECT first_id, last_id, copied_upto, copied FROM pgtrail.store_migration FOR UPDATE",
+            &[],
+        )
+        .await?;
+    let (first_id, last_id, lo, copied): (i64, i64, i64, i64) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
+    let hi = lo.saturating_add(size).min(last_id);
+    let span = tx
+        .query_one(
+            "SELECT min(committed_at), max(committed_at) FROM pgtrail.entries_unpartitioned \
+             WHERE id > $1 AND id <= $2",
+            &[&lo, &hi],
+        )
+        .await?;
+    let (from, to): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = (span.get(0), span.get(1));
+    let mut rows = 0;
+    if let (Some(from), Some(to)) = (from, to) {
+        partitions::ensure_span(&tx, from, to, 0).await?;
+        // Rows stored before sources had ids (migration 15) get the source
+        // they were read as: 1 (the first) with an LSN, 0 (pgtrail's events)
+        // without. The chain's canonical form does not cover it.
+        rows = tx
+            .execute(
+                &format!(
+                    "INSERT INTO pgtrail.entries ({COLUMNS}, source) \
+                     SELECT {COLUMNS}, coalesce(source, CASE WHEN lsn IS NULL THEN 0 ELSE 1 END) \
+                     FROM pgtrail.entries_unpartitioned WHERE id > $1 AND id <= $2"
+                ),
+                &[&lo, &hi],
+            )
+            .await? as i64;
+    }
+    tx.execute(
+        "UPDATE pgtrail.store_migration SET copied_upto = $1, copied = copied + $2",
+        &[&hi, &rows],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Progress {
+        first_id,
+        last_id,
+        copied_upto: hi,
+        copied: copied + rows,
+        done: false,
+    })
+}
+
+/// Checks the copy (as many entries as the old table; each chain's head
+/// is its last entry's hash) and drops the old table, in one transaction;
+/// then makes the partitions ahead and updates the planner's statistics.
+pub(super) async fn check_and_drop(client: &mut Client) -> Result<(), StoreError> {
+    let failed = |what: String| StoreError::MigrationCheck(what);
+    let tx = client.transaction().await?;
+    let last_id: i64 = tx
+        .query_one(
+            "SELECT last_id FROM pgtrail.store_migration FOR UPDATE",
+            &[],
+        )
+        .await?
+        .get(0);
+    let old: i64 = tx
+        .query_one("SELECT count(*) FROM pgtrail.entries_unpartitioned", &[])
+        .await?
+        .get(0);
+    let new: i64 = tx
+        .query_one(
+            "SELECT count(*) FROM pgtrail.entries WHERE id <= $1",
+            &[&last_id],
+        )
+        .await?
+        .get(0);
+    if old != new {
+        return Err(failed(format!(
+            "the old table holds {old} entries and the partitions {new}"
+        )));
+    }
+    let heads = tx
+        .query(
+            "SELECT s.name, h.hash, \
+                    (SELECT e.hash FROM pgtrail.entries e WHERE e.source = h.source ORDER BY e.id DESC LIMIT 1) \
+             FROM pgtrail.chain_heads h JOIN pgtrail.sources s ON s.id = h.source WHERE h.entries > 0",
+            &[],
+        )
+        .await?;
+    for head in &heads {
+        let (name, hash, last): (String, Vec<u8>, Option<Vec<u8>>) =
+            (head.get(0), head.get(1), head.get(2));
+        if last.as_deref() != Some(&hash[..]) {
+            return Err(failed(format!(
+                "the chain head of source {name:?} is not the hash of its last copied entry"
+            )));
+        }
+    }
+    tx.batch_execute(
+        "DROP TABLE pgtrail.entries_unpartitioned;
+         SELECT setval('pgtrail.entries_id_seq', greatest(last_value, (SELECT coalesce(max(id), 1) FROM pgtrail.entries)))
+             FROM pgtrail.entries_id_seq;
+         UPDATE pgtrail.store_migration SET state = 'done', finished_at = now();",
+    )
+    .await?;
+    tx.commit().await?;
+    let now = Utc::now();
+    partitions::ensure_span(client, now, now, partitions::AHEAD).await?;
+    client.batch_execute("ANALYZE pgtrail.entries").await?;
+    Ok(())
+}

@@ -1,0 +1,21 @@
+//! A partition past the retention, as a pass lists it and the archive
+//! writer takes it: its name, range and exact entries per source.
+
+use serde::Serialize;
+
+/// Entries of one source in a partition (exact: one scan of the partition).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SourceCount {
+    pub source: i16,
+    pub entries: i64,
+}
+
+/// A partition past the retention.
+#[derive(Debug, Clone, Serialize)]
+pub struct Candidate {
+    pub name: String,
+    /// The range `[from, to)` of commit times, RFC 3339 in UTC.
+    pub from: String,
+    pub to: String,
+    pub entries: Vec<SourceCount>,
+}

@@ -1,0 +1,250 @@
+//! A store in the unpartitioned layout (migrations 1 to 15, applied here from the shipped SQL:
+//! exactly what an earlier pgtrail left, with no test-only switch in the product) is refused by
+//! the daemon with exit 14, moved into time partitions by `pgtrail setup` in batches that
+//! survive a SIGKILL in the middle, and comes out with every entry as it was (an md5 over every
+//! column in id order), its chains intact, and capture going on from its checkpoint exactly once.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use futures_util::SinkExt;
+use tokio_postgres::Client;
+
+use pgtrail::entry::{Action, AuditEntry, Transaction};
+use pgtrail::pg::lsn::Lsn;
+use pgtrail::store::chain::{self, GENESIS};
+use pgtrail::store::context::ContextColumns;
+use pgtrail::store::events::{self, Category, OwnEvent};
+use pgtrail::store::writer::{
+    content, encode_copy_row, encode_sourced_row, COPY_SQL, SOURCED_COPY_SQL,
+};
+use pgtrail::store::SourceId;
+use pgtrail::table::TableName;
+
+use crate::harness::*;
+
+/// Old ids per batch in these tests (`PGTRAIL_MIGRATE_BATCH`): many batches for a few thousand.
+const BATCH: &str = "40";
+
+/// Every column of an old entry (its source as migration 16 reads it), in id order, as one md5.
+const FINGERPRINT: &str = "SELECT count(*), md5(string_agg(format('%L|%L|%L|%L|%L|%L|%L|%L|%L|%L|%L|%L|%L|%L|%L|%L|%L|%L', \
+    id, committed_at, xid, lsn, schema_name, table_name, action, primary_key, before, after, changed_columns, \
+    context, row_key, details, actor, client_addr, hash, coalesce(source, CASE WHEN lsn IS NULL THEN 0 ELSE 1 END)), \
+    E'\\n' ORDER BY id)) FROM pgtrail.";
+
+/// The store's schema as migrations 1 to 15 left it, with a checkpoint at `slot_lsn`.
+async fn old_schema(store: &Client, slot_lsn: &str) {
+    old_store_schema(store, 16).await;
+    store
+        .execute(
+            "INSERT INTO pgtrail.checkpoints (source, slot, lsn) VALUES (1, $1, $2::text::pg_lsn)",
+            &[&SLOT, &slot_lsn],
+        )
+        .await
+        .unwrap();
+}
+
+/// One old transaction's entries: `n` changes of `public.old` committed at `at`, the context
+/// changing halfway (as after SET ROLE), a DDL entry last.
+fn transaction(xid: u64, at: &str, n: u64) -> Vec<AuditEntry> {
+    let txn = Arc::new(Transaction {
+        xid,
+        committed_at: at.into(),
+        commit_lsn: Lsn(0x1000 * xid),
+        end_lsn: Lsn(0x1000 * xid + 0x80),
+    });
+    let contexts: [Arc<str>; 2] = [
+        r#"{"db_user":"app","client_addr":"10.0.0.7","actor":"mia"}"#.into(),
+        r#"{"db_user":"admin","client_addr":"2001:db8::1"}"#.into(),
+    ];
+    (0..n)
+        .map(|i| {
+            let id = xid * 10_000 + i;
+            let last = i + 1 == n;
+            AuditEntry {
+                txn: txn.clone(),
+                table: TableName::new("public", "old"),
+                action: if last { Action::Ddl } else { Action::Update },
+                primary_key: (!last).then(|| format!(r#"{{"id":{id}}}"#)),
+                before: (!last).then(|| format!(r#"{{"id":{id},"v":"a\tb"}}"#)),
+                after: Some(format!(r#"{{"id":{id},"v":"é {i}"}}"#)),
+                changed_columns: (!last).then(|| r#"["v"]"#.to_owned()),
+                context: contexts[usize::from(i >= n / 2)].clone(),
+                details: last.then(|| r#"{"tag":"ALTER TABLE"}"#.to_owned()),
+            }
+        })
+        .collect()
+}
+
+/// Captured entries as pgtrail's writer encodes them, chained from the start, over three
+/// months: the first transactions as stored before sources had ids (no source), the rest with
+/// source 1; one of 1,500 changes. Pgtrail's own events in between. Returns the capture count.
+async fn old_entries(store: &Client) -> i64 {
+    let txns = [
+        (701, "2026-09-03 08:00:00.5+00", 300),
+        (702, "2026-09-20 23:59:59.999999+00", 1500),
+        (703, "2026-10-01 00:00:00+00", 700),
+        (704, "2026-11-15 12:30:00+00", 900),
+    ];
+    let mut prev = GENESIS;
+    let mut captured = 0;
+    for (k, (xid, at, n)) in txns.into_iter().enumerate() {
+        let mut buf = BytesMut::new();
+        for entry in transaction(xid, at, n) {
+            let cols = ContextColumns::of(&entry.context);
+            let micros = chain::commit_time_micros(&entry.txn.committed_at).unwrap();
+            prev = content(&entry, micros).hash(&prev);
+            match k {
+                0 => encode_copy_row(&entry, &cols, &prev, &mut buf),
+                _ => encode_sourced_row(&entry, &cols, &prev, SourceId(1), &mut buf),
+            }
+        }
+        let sink = store
+            .copy_in(if k == 0 { COPY_SQL } else { SOURCED_COPY_SQL })
+            .await
+            .unwrap();
+        futures_util::pin_mut!(sink);
+        sink.send(buf.freeze()).await.unwrap();
+        sink.as_mut().finish().await.unwrap();
+        captured += n as i64;
+        let event = OwnEvent::new(Category::Config, "config_reloaded", "pgtrail cli", "old");
+        events::record(store, &event).await.unwrap();
+    }
+    store
+        .execute(
+            "UPDATE pgtrail.chain_heads SET hash = $1, entries = $2 WHERE source = 1",
+            &[&&prev[..], &captured],
+        )
+        .await
+        .unwrap();
+    captured
+}
+
+/// `pgtrail setup` in the background, with small batches; its output in `log`.
+fn spawn_setup(env: &TestEnv, log: &std::path::Path) -> Child {
+    let out = std::fs::File::create(log).unwrap();
+    Command::new(bin())
+        .arg("--config")
+        .arg(&env.trail.config_path)
+        .arg("setup")
+        .env_remove("PGTRAIL_CONFIG")
+        .env_remove("PGPASSWORD")
+        .env("PGTRAIL_MIGRATE_BATCH", BATCH)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap()
+}
+
+/// Starts setup, and SIGKILLs it once it has committed a batch: the state row is then held
+/// (every batch and the last step lock it), so the kill comes before the copy is finished.
+async fn setup_killed_mid_copy(env: &TestEnv, store: &Client) -> i64 {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("setup.log");
+    let mut setup = spawn_setup(env, &log);
+    let started = Instant::now();
+    loop {
+        let copied: Option<i64> = store
+            .query_opt(
+                "SELECT copied FROM pgtrail.store_migration WHERE to_regclass('pgtrail.store_migration') IS NOT NULL",
+                &[],
+            )
+            .await
+            .ok()
+            .flatten()
+            .map(|r| r.get(0));
+        if copied.is_some_and(|c| c > 0) {
+            break;
+        }
+        assert!(
+            setup.try_wait().unwrap().is_none(),
+            "{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no batch copied"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    store
+        .batch_execute("BEGIN; SELECT FROM pgtrail.store_migration FOR UPDATE")
+        .await
+        .unwrap();
+    setup.kill().unwrap();
+    setup.wait().unwrap();
+    store.batch_execute("ROLLBACK").await.unwrap();
+    query_count(store, "SELECT copied FROM pgtrail.store_migration").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unpartitioned_store_is_moved_by_setup_through_a_sigkill_and_captures_on() {
+    let env = TestEnv::start().await;
+    let (src, store, slot_lsn) = before_an_old_store(&env).await;
+    old_schema(&store, &slot_lsn).await;
+    let captured = old_entries(&store).await;
+    let before: (i64, String) = query_pairs(&store, &format!("{FINGERPRINT}entries"), &[])
+        .await
+        .remove(0);
+    assert_eq!(before.0, captured + 4);
+    // Changes while no daemon runs: captured once the store is migrated.
+    src.batch_execute("INSERT INTO t SELECT g, g FROM generate_series(1, 100) g")
+        .await
+        .unwrap();
+
+    refused_by_run(&env, 14, "unpartitioned layout").await;
+    let copied = setup_killed_mid_copy(&env, &store).await;
+    assert!(
+        copied > 0 && copied < before.0,
+        "killed mid-copy: {copied} of {}",
+        before.0
+    );
+    let in_new = query_count(&store, "SELECT count(*) FROM pgtrail.entries").await;
+    assert_eq!(in_new, copied, "the batches committed, nothing of the next");
+    refused_by_run(&env, 14, "under way").await;
+
+    let out = pgtrail_env(
+        &env.trail.config_path,
+        &["setup"],
+        &[("PGTRAIL_MIGRATE_BATCH", BATCH)],
+    )
+    .await;
+    out.assert_success();
+    assert!(out.stdout.contains("into time partitions"), "{out}");
+    let after: (i64, String) = query_pairs(&store, &format!("{FINGERPRINT}entries"), &[])
+        .await
+        .remove(0);
+    assert_eq!(after, before, "every entry as it was, once");
+    let gone: bool = query_value(
+        &store,
+        "SELECT to_regclass('pgtrail.entries_unpartitioned') IS NULL \
+           AND (SELECT state = 'done' FROM pgtrail.store_migration)",
+        &[],
+    )
+    .await;
+    assert!(gone);
+    // Three months of old entries in three partitions, and the present's.
+    let holders = query_count(
+        &store,
+        "SELECT count(DISTINCT tableoid) FROM pgtrail.entries",
+    )
+    .await;
+    assert_eq!(holders, 4);
+    let out = env.trail.cli(&["verify", "--json"]).await;
+    out.assert_success();
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(report["chains"]["app"]["entries"], captured, "{report}");
+    assert_eq!(report["chains"]["pgtrail"]["entries"], 4, "{report}");
+
+    // Capture goes on from the old checkpoint: the 100 changes made meanwhile, once.
+    let mut daemon = env.spawn();
+    env.sync().await;
+    daemon.terminate().await;
+    assert_counts(&store, "public", "t", Counts::new(100, 0, 0, 0)).await;
+    assert_store_matches_source(&src, &store, "public", "t").await;
+    let out = env.trail.cli(&["verify", "--json"]).await;
+    out.assert_success();
+}

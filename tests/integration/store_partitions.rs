@@ -1,0 +1,254 @@
+//! The store's time partitions (migration 16): made ahead by setup and the daemon, on demand for
+//! a backlog no partition holds (stored exactly once), append-only partition by partition, made
+//! again for pgtrail's own events when the current one is gone, and read across their bounds by
+//! the web view's keyset pages.
+
+use chrono::{Duration as TimeDelta, Utc};
+
+use crate::harness::*;
+
+/// The ledger's live partitions: (name, from, to), oldest first.
+async fn live_partitions(store: &tokio_postgres::Client) -> Vec<(String, String)> {
+    query_pairs::<String, String>(
+        store,
+        "SELECT name, from_at::text || ' .. ' || to_at::text FROM pgtrail.partitions \
+         WHERE dropped_at IS NULL ORDER BY from_at",
+        &[],
+    )
+    .await
+}
+
+/// Detaches and drops the partition holding now, as the owner, and records that in the ledger
+/// (what a retention drop leaves behind): the store has no partition for the present.
+async fn drop_current_partition(store: &tokio_postgres::Client) -> String {
+    let name: String = query_value(
+        store,
+        "SELECT name FROM pgtrail.partitions WHERE dropped_at IS NULL AND from_at <= now() AND now() < to_at",
+        &[],
+    )
+    .await;
+    store
+        .batch_execute(&format!(
+            "ALTER TABLE pgtrail.entries DETACH PARTITION pgtrail.{name};
+             DROP TABLE pgtrail.{name};
+             UPDATE pgtrail.partitions SET dropped_at = now() WHERE name = '{name}';"
+        ))
+        .await
+        .unwrap();
+    name
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_without_a_partition_is_stored_once_in_one_made_for_it() {
+    let (env, src, mut daemon) =
+        TestEnv::capturing("CREATE TABLE t (id int PRIMARY KEY, v int)").await;
+    let store = env.store().await;
+    // Setup made the current period's partition and two more ahead.
+    let made = live_partitions(&store).await;
+    assert_eq!(made.len(), 3, "{made:?}");
+    src.batch_execute("INSERT INTO t SELECT g, g FROM generate_series(1, 10) g")
+        .await
+        .unwrap();
+    env.sync().await;
+    daemon.terminate().await;
+
+    // A backlog while the daemon is stopped, and no partition for it any more: the writer (or
+    // the keeper, whichever comes first) makes one when the daemon starts again.
+    src.batch_execute(
+        "INSERT INTO t SELECT g, g FROM generate_series(11, 500) g;
+         UPDATE t SET v = -v WHERE id <= 20;
+         DELETE FROM t WHERE id > 490;",
+    )
+    .await
+    .unwrap();
+    let entries_before = query_count(&store, "SELECT count(*) FROM pgtrail.entries").await;
+    let dropped = drop_current_partition(&store).await;
+    let left = query_count(&store, "SELECT count(*) FROM pgtrail.entries").await;
+    assert!(
+        left < entries_before,
+        "the dropped partition held the first entries"
+    );
+    let mut daemon = env.spawn();
+    env.sync().await;
+    daemon.terminate().await;
+    assert!(
+        !daemon.log().contains("no partition of relation"),
+        "{}",
+        daemon.log()
+    );
+    // Exactly once: the backlog's 490 inserts, 20 updates and 10 deletes, and nothing of the
+    // dropped partition's came back.
+    assert_counts(&store, "public", "t", Counts::new(490, 20, 10, 0)).await;
+    let live = live_partitions(&store).await;
+    assert!(
+        live.iter().any(|(name, _)| *name == format!("{dropped}_2")),
+        "the range was made again under a new name: {live:?}"
+    );
+    let outside = query_count(
+        &store,
+        "SELECT count(*) FROM pgtrail.entries e WHERE NOT EXISTS (SELECT FROM pgtrail.partitions p \
+         WHERE p.dropped_at IS NULL AND e.committed_at >= p.from_at AND e.committed_at < p.to_at)",
+    )
+    .await;
+    assert_eq!(outside, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_are_append_only_and_owned_by_the_setup_role() {
+    let (env, src, mut daemon) =
+        TestEnv::capturing("CREATE TABLE t (id int PRIMARY KEY, v int)").await;
+    src.batch_execute("INSERT INTO t VALUES (1, 1)")
+        .await
+        .unwrap();
+    let store = env.store().await;
+    env.sync().await;
+    daemon.terminate().await;
+    let name: String = query_value(
+        &store,
+        "SELECT tableoid::regclass::text FROM pgtrail.entries ORDER BY id LIMIT 1",
+        &[],
+    )
+    .await;
+    assert!(name.starts_with("pgtrail.entries_p"), "{name}");
+    let before = query_count(&store, "SELECT count(*) FROM pgtrail.entries").await;
+    for sql in [
+        format!("TRUNCATE {name}"),
+        format!("UPDATE {name} SET action = 'DDL'"),
+        format!("DELETE FROM {name}"),
+        "UPDATE pgtrail.entries SET action = 'DDL'".to_owned(),
+        "TRUNCATE pgtrail.entries".to_owned(),
+    ] {
+        let err = store.batch_execute(&sql).await.expect_err(&sql);
+        assert!(
+            format!("{err:?}").contains("is append-only"),
+            "{sql}: {err:?}"
+        );
+    }
+    assert_eq!(
+        query_count(&store, "SELECT count(*) FROM pgtrail.entries").await,
+        before
+    );
+    // Every partition belongs to the owner of pgtrail.entries (setup's role), and the daemon's
+    // and the web view's roles may make partitions only through the function.
+    let foreign = query_count(
+        &store,
+        "SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+         WHERE i.inhparent = 'pgtrail.entries'::regclass \
+           AND c.relowner <> (SELECT relowner FROM pg_class WHERE oid = 'pgtrail.entries'::regclass)",
+    )
+    .await;
+    assert_eq!(foreign, 0);
+    let can_create: bool = query_value(
+        &store,
+        "SELECT has_schema_privilege('pgtrail_writer', 'pgtrail', 'CREATE') \
+             OR has_schema_privilege('pgtrail_reader', 'pgtrail', 'CREATE')",
+        &[],
+    )
+    .await;
+    assert!(!can_create);
+    let can_ensure: bool = query_value(
+        &store,
+        "SELECT has_function_privilege('pgtrail_reader', 'pgtrail.ensure_partition(timestamptz)', 'EXECUTE') \
+            AND has_function_privilege('pgtrail_writer', 'pgtrail.ensure_partition(timestamptz)', 'EXECUTE') \
+            AND NOT has_function_privilege('public', 'pgtrail.ensure_partition(timestamptz)', 'EXECUTE')",
+        &[],
+    )
+    .await;
+    assert!(can_ensure);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_recorded_when_the_current_partition_is_gone() {
+    let (env, store) = TestEnv::with_store().await;
+    // Detached by hand, the ledger left as it was: the function notices, and makes another.
+    let name: String = query_value(
+        &store,
+        "SELECT name FROM pgtrail.partitions WHERE dropped_at IS NULL AND from_at <= now() AND now() < to_at",
+        &[],
+    )
+    .await;
+    store
+        .batch_execute(&format!(
+            "ALTER TABLE pgtrail.entries DETACH PARTITION pgtrail.{name}"
+        ))
+        .await
+        .unwrap();
+    // An event through the web view's role (pgtrail_reader): a user added by the CLI as such.
+    store
+        .batch_execute("CREATE ROLE webview LOGIN PASSWORD 'pw' IN ROLE pgtrail_reader")
+        .await
+        .unwrap();
+    let web = connect(&env.cluster.url_as("pgtrail", "webview", Some("pw")))
+        .await
+        .expect("connect as the web view's role");
+    let id = pgtrail::store::events::record(
+        &web,
+        &pgtrail::store::events::OwnEvent::new(
+            pgtrail::store::events::Category::Config,
+            "config_reloaded",
+            "pgtrail web",
+            "a test event",
+        ),
+    )
+    .await
+    .expect("record_event with no current partition");
+    let holder: String = query_value(
+        &store,
+        "SELECT tableoid::regclass::text FROM pgtrail.entries WHERE id = $1",
+        &[&id],
+    )
+    .await;
+    assert_eq!(holder, format!("pgtrail.{name}_2"));
+    let stale: Option<chrono::DateTime<Utc>> = store
+        .query_one(
+            "SELECT dropped_at FROM pgtrail.partitions WHERE name = $1",
+            &[&name],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        stale.is_some(),
+        "the detached partition is marked gone in the ledger"
+    );
+    let out = env.trail.cli(&["verify", "--json"]).await;
+    out.assert_success();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_pages_cross_partition_bounds_without_a_gap_or_a_repeat() {
+    // `[store] partition = "day"`, which setup writes into the store.
+    let env = TestEnv::start_with(ClusterOptions::default(), |c| {
+        c.store_toml = "partition = \"day\"\n".into()
+    })
+    .await;
+    env.setup().await;
+    let store = env.store().await;
+    let period: String = query_value(&store, "SELECT partition FROM pgtrail.settings", &[]).await;
+    assert_eq!(period, "day");
+    // 60 entries, one every 5 hours over 12 days: in 13 day partitions.
+    let now = Utc::now();
+    let data: Vec<Synth> = (0..60)
+        .map(|i| {
+            Synth::new("public.t", "INSERT")
+                .at(now - TimeDelta::hours(5 * (60 - i)))
+                .pk(&format!("{{\"id\":{i}}}"))
+                .after(&format!("{{\"id\":{i}}}"))
+        })
+        .collect();
+    let ids = store_entries(&store, &data).await;
+    let partitions = query_count(
+        &store,
+        "SELECT count(DISTINCT tableoid) FROM pgtrail.entries",
+    )
+    .await;
+    assert!(partitions >= 12, "{partitions} partitions hold the entries");
+    let web = Web::start(&env).await;
+    let newest_first = sorted_desc(ids.clone());
+    for limit in [7, 25] {
+        assert_eq!(web.walk("table=public.t", limit).await, newest_first);
+    }
+    let oldest_first = web.walk("table=public.t&sort=time&dir=asc", 7).await;
+    assert_eq!(oldest_first, ids);
+    web.assert_quiet();
+}
