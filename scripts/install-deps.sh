@@ -9,7 +9,8 @@
 # TLS test makes a self-signed certificate with it), prometheus (the metrics test
 # starts its own server, on a free port, that scrapes the daemon), man-db (the
 # package test reads the man pages with `man -l`), and a
-# C linker (gcc, libc6-dev) when `cc` is missing, since cargo links with it.
+# C compiler and linker (gcc, libc6-dev) when `cc` is missing: cargo links with it, and the
+# zstd crate (archive files) compiles its bundled libzstd with it.
 # EXTRA_PACKAGE names are added to that list (the benchmark has none today).
 #
 # It never starts or stops a PostgreSQL cluster itself. If the postgresql-15

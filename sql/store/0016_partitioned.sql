@@ -141,9 +141,16 @@ FROM (SELECT min(id) AS first_id, max(id) AS last_id FROM pgtrail.entries_unpart
 -- CREATE TABLE … PARTITION OF takes ACCESS EXCLUSIVE and would queue behind a
 -- long export, stalling capture and the web view behind it. lock_timeout
 -- bounds any wait (the caller retries).
+-- The bounds are written into DDL as text: UTC and ISO whatever the
+-- caller's settings (an 'IST' printed under DMY would read back as another
+-- zone); the caller's tablespace and table access method do not apply.
 CREATE FUNCTION pgtrail.ensure_partition(p_at timestamptz) RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO, YMD'
+SET default_tablespace = ''
+SET default_table_access_method = 'heap'
 SET lock_timeout = '5s' AS $$
 DECLARE
     found text;

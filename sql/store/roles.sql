@@ -12,32 +12,47 @@
 --   and the capture state. It reads its source's id in pgtrail.sources (a
 --   reader's right); only setup, as the owner, registers sources. No UPDATE or
 --   DELETE on entries (and the append-only trigger refuses them for anyone).
--- Both may make a time partition of entries through pgtrail.ensure_partition
--- (owned by the setup role, as the partitions are); neither may drop one.
+-- The writer may make a time partition of entries through
+-- pgtrail.ensure_partition (owned by the setup role, as the partitions are);
+-- neither role may drop one.
+--
+-- A setup role that may not create roles (the store's owner, say) still
+-- grants on its objects when both roles exist: a migration that replaces a
+-- table (0016) must not leave the daemon and the web view without rights.
 DO $roles$
 BEGIN
-    IF NOT (SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user) THEN
+    IF (SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user) THEN
+        IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'pgtrail_reader') THEN
+            CREATE ROLE pgtrail_reader NOLOGIN;
+        END IF;
+        IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'pgtrail_writer') THEN
+            CREATE ROLE pgtrail_writer NOLOGIN;
+        END IF;
+        GRANT pgtrail_reader TO pgtrail_writer;
+    ELSIF NOT (EXISTS (SELECT FROM pg_roles WHERE rolname = 'pgtrail_reader')
+               AND EXISTS (SELECT FROM pg_roles WHERE rolname = 'pgtrail_writer')) THEN
         RAISE NOTICE 'pgtrail_reader and pgtrail_writer not created: % may not create roles', current_user;
         RETURN;
-    END IF;
-    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'pgtrail_reader') THEN
-        CREATE ROLE pgtrail_reader NOLOGIN;
-    END IF;
-    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'pgtrail_writer') THEN
-        CREATE ROLE pgtrail_writer NOLOGIN;
     END IF;
     GRANT USAGE ON SCHEMA pgtrail TO pgtrail_reader, pgtrail_writer;
     GRANT SELECT ON ALL TABLES IN SCHEMA pgtrail TO pgtrail_reader;
     GRANT INSERT, UPDATE, DELETE ON pgtrail.users, pgtrail.sessions, pgtrail.tokens TO pgtrail_reader;
     GRANT EXECUTE ON FUNCTION pgtrail.record_event(timestamptz, text, json, json, json, json, json, json, text, inet, bytea) TO pgtrail_reader;
-    GRANT pgtrail_reader TO pgtrail_writer;
-    GRANT INSERT ON pgtrail.entries, pgtrail.decode_errors, pgtrail.partition_maps, pgtrail.signed_heads, pgtrail.quarantine TO pgtrail_writer;
+    -- Every column of an entry but its id, which only the sequence gives:
+    -- ids are unique without a unique index across partitions.
+    REVOKE INSERT ON pgtrail.entries FROM pgtrail_writer;
+    GRANT INSERT (committed_at, xid, lsn, schema_name, table_name, action, primary_key, before, after,
+                  changed_columns, context, row_key, details, actor, client_addr, hash, source)
+        ON pgtrail.entries TO pgtrail_writer;
+    GRANT INSERT ON pgtrail.decode_errors, pgtrail.partition_maps, pgtrail.signed_heads, pgtrail.quarantine TO pgtrail_writer;
     GRANT UPDATE ON pgtrail.checkpoints, pgtrail.chain_heads, pgtrail.partition_maps TO pgtrail_writer;
     -- Entries take their id from this sequence (no identity column on a partitioned table).
     GRANT USAGE ON SEQUENCE pgtrail.entries_id_seq TO pgtrail_writer;
     -- Partitions are made by this SECURITY DEFINER function only, and owned by
     -- the setup role: neither role may create, alter or drop one.
-    GRANT EXECUTE ON FUNCTION pgtrail.ensure_partition(timestamptz) TO pgtrail_reader, pgtrail_writer;
+    -- The web view never needs it (record_event runs as the owner).
+    REVOKE EXECUTE ON FUNCTION pgtrail.ensure_partition(timestamptz) FROM pgtrail_reader;
+    GRANT EXECUTE ON FUNCTION pgtrail.ensure_partition(timestamptz) TO pgtrail_writer;
     -- Retention drops partitions through this SECURITY DEFINER function only
     -- (sql/store/0018_retention.sql): the writer's, never the reader's.
     IF to_regprocedure('pgtrail.drop_partition(text, json)') IS NOT NULL THEN

@@ -83,13 +83,6 @@ impl Prepared {
         let source = store::sources::lookup(&store_client, name).await?;
         // Before anything is read for the source: a second daemon for it stops here.
         store::claim::claim(&store_client, (source, name), own_backends).await?;
-        // The name must reach the database it is bound to (an unbound one is bound now).
-        let server = store::binding::SourceServer::of(&catalog)
-            .await
-            .map_err(SourceError::from)?;
-        if store::binding::bind_or_check(&store_client, (source, name), &server).await? {
-            tracing::info!(source = %name, %server, "source bound to the database it captures");
-        }
         let checkpoint = store::checkpoint(&store_client, source, &config.slot)
             .await?
             .ok_or_else(|| StoreError::NotSetUp {
@@ -100,6 +93,21 @@ impl Prepared {
                     config.slot.as_str()
                 ),
             })?;
+        // A name bound to another database is refused before anything else
+        // is checked: a missing slot there is no audit gap of this source.
+        let server = store::binding::SourceServer::of(&catalog)
+            .await
+            .map_err(SourceError::from)?;
+        if let Some(bound) = store::binding::bound(&store_client, source).await? {
+            if !bound.same_database(&server) {
+                return Err(StoreError::WrongSource(Box::new(store::binding::Mismatch {
+                    name: name.to_string(),
+                    bound,
+                    found: server,
+                }))
+                .into());
+            }
+        }
         let lost = |found| {
             PipelineError::SlotLost(SlotLoss {
                 source: config.source_name.clone(),
@@ -112,6 +120,11 @@ impl Prepared {
             return Err(lost(found));
         }
         source::check_slot(&catalog, &config.slot, Duration::from_secs(5)).await?;
+        // An unbound name is bound only here, past the slot's checks: a daemon
+        // pointed at a wrong database stops on its missing slot before binding to it.
+        if store::binding::bind_or_check(&store_client, (source, name), &server).await? {
+            tracing::info!(source = %name, %server, "source bound to the database it captures");
+        }
         let all_tables = source::catalog_tables(&catalog).await?;
         // The map as of the checkpoint when one was stored; the catalog (the map
         // as of now) only when none was.
@@ -129,6 +142,20 @@ impl Prepared {
 
         let mut conn = ReplicationConnection::connect(&config.source, "pgtrail").await?;
         let system = conn.identify_system().await?;
+        // The replication connection is a connection of its own: with a
+        // multi-host URL or a DNS change it can reach another server than
+        // the catalog connection did.
+        if system.system_id != server.system_identifier {
+            return Err(StoreError::WrongSource(Box::new(store::binding::Mismatch {
+                name: name.to_string(),
+                found: store::binding::SourceServer {
+                    system_identifier: system.system_id.clone(),
+                    ..server.clone()
+                },
+                bound: server,
+            }))
+            .into());
+        }
         let stream_filter = stream_filter(config, &partitions, partition_schemas);
         let options = wal2json_options(&stream_filter);
         let stream = match conn

@@ -29,22 +29,31 @@ const CLAIM_WAIT: Duration = Duration::from_secs(15);
 /// How many of its earlier store backends a daemon remembers.
 const REMEMBERED: usize = 16;
 
+/// A store backend as told apart from any other: its pid, and when it
+/// started (exact, as text). A pid alone is reused by the server, so a pid
+/// remembered from an earlier session may be another daemon's backend now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Backend {
+    pid: i32,
+    started: String,
+}
+
 /// The store backends on which this daemon claimed its source before (one
 /// per session), across its sessions: a backend among them that still
 /// holds the lock is the daemon's own, left behind.
 #[derive(Debug, Default)]
-pub struct OwnBackends(Vec<i32>);
+pub struct OwnBackends(Vec<Backend>);
 
 impl OwnBackends {
-    fn remember(&mut self, pid: i32) {
+    fn remember(&mut self, backend: Backend) {
         if self.0.len() == REMEMBERED {
             self.0.remove(0);
         }
-        self.0.push(pid);
+        self.0.push(backend);
     }
 
-    fn contains(&self, pid: i32) -> bool {
-        self.0.contains(&pid)
+    fn contains(&self, backend: &Backend) -> bool {
+        self.0.contains(backend)
     }
 }
 
@@ -56,6 +65,8 @@ pub struct Holder {
     pub application: Option<String>,
     pub client_addr: Option<String>,
     pub backend_start: Option<String>,
+    /// `backend_start` exactly, to match against [`OwnBackends`].
+    started: Option<String>,
     /// `active`, `idle`, `idle in transaction`, …, and since when.
     pub state: Option<(String, String)>,
 }
@@ -96,10 +107,13 @@ async fn holder(client: &Client, id: SourceId) -> Result<Option<Holder>, StoreEr
     let row = client
         .query_opt(
             &format!(
-                "SELECT l.pid, a.application_name, host(a.client_addr), {}, a.state, {} \
+                // Advisory locks are per database: another store on the
+                // same cluster has a lock of the same keys that is not ours.
+                "SELECT l.pid, a.application_name, host(a.client_addr), {}, a.state, {}, a.backend_start::text \
                  FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid \
                  WHERE l.locktype = 'advisory' AND l.classid::bigint = $1 AND l.objid::bigint = $2 \
-                   AND l.objsubid = 2 AND l.granted LIMIT 1",
+                   AND l.objsubid = 2 AND l.granted \
+                   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) LIMIT 1",
                 time("a.backend_start"),
                 time("a.state_change")
             ),
@@ -117,6 +131,7 @@ async fn holder(client: &Client, id: SourceId) -> Result<Option<Holder>, StoreEr
         client_addr: row.try_get(2)?,
         backend_start: row.try_get(3)?,
         state: state.zip(since),
+        started: row.try_get(6)?,
     }))
 }
 
@@ -134,16 +149,29 @@ pub async fn claim(
     let mut ended: Option<i32> = None;
     loop {
         if try_lock(client, id).await? {
-            let pid: i32 = client
-                .query_one("SELECT pg_backend_pid()", &[])
-                .await?
-                .try_get(0)?;
-            own.remember(pid);
+            let me = client
+                .query_one(
+                    "SELECT pid, backend_start::text FROM pg_stat_activity WHERE pid = pg_backend_pid()",
+                    &[],
+                )
+                .await?;
+            own.remember(Backend {
+                pid: me.try_get(0)?,
+                started: me.try_get(1)?,
+            });
             return Ok(());
         }
         let holder = holder(client, id).await?;
+        let ours = |h: &Holder| {
+            h.started.as_ref().is_some_and(|started| {
+                own.contains(&Backend {
+                    pid: h.pid,
+                    started: started.clone(),
+                })
+            })
+        };
         match holder {
-            Some(h) if own.contains(h.pid) && ended != Some(h.pid) => {
+            Some(h) if ours(&h) && ended != Some(h.pid) => {
                 tracing::warn!(source = %name, holder = %h,
                     "the source's capture lock is still held by this daemon's own store backend from an earlier \
                      session, which it gave up on; ending that backend (what it had not committed rolls back, \
@@ -183,6 +211,7 @@ mod tests {
             client_addr: Some("10.0.0.5".into()),
             backend_start: Some("2026-12-07 09:00:00Z".into()),
             state: Some(("idle in transaction".into(), "2026-12-07 09:01:00Z".into())),
+            started: None,
         };
         assert_eq!(
             h.to_string(),
@@ -195,16 +224,25 @@ mod tests {
             client_addr: None,
             backend_start: None,
             state: None,
+            started: None,
         };
         assert_eq!(hidden.to_string(), "store backend 7");
     }
 
     #[test]
     fn own_backends_are_remembered_up_to_a_bound() {
+        let backend = |pid: i32, started: &str| Backend {
+            pid,
+            started: started.to_owned(),
+        };
         let mut own = OwnBackends::default();
         for pid in 0..40 {
-            own.remember(pid);
+            own.remember(backend(pid, "2026-12-07 09:00:00.1+00"));
         }
-        assert!(own.contains(39) && own.contains(24) && !own.contains(23));
+        let at = "2026-12-07 09:00:00.1+00";
+        assert!(own.contains(&backend(39, at)) && own.contains(&backend(24, at)));
+        assert!(!own.contains(&backend(23, at)));
+        // The same pid, reused by a later backend: not ours.
+        assert!(!own.contains(&backend(39, "2026-12-07 10:00:00.2+00")));
     }
 }

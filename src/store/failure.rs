@@ -53,13 +53,9 @@ pub fn of_error(e: &tokio_postgres::Error) -> Failure {
     match e.as_db_error() {
         // A commit time no partition holds is the store's to fix (the writer
         // makes the partition first; the next session does), never the data's:
-        // it must not quarantine. Same SQLSTATE as a CHECK refusing a row.
-        Some(db)
-            if db.code().code() == "23514"
-                && db.message().starts_with("no partition of relation") =>
-        {
-            Failure::Transient
-        }
+        // it must not quarantine. Same SQLSTATE as a CHECK refusing a row,
+        // told apart by naming no constraint (the message is translated).
+        Some(db) if db.code().code() == "23514" && db.constraint().is_none() => Failure::Transient,
         Some(db) => classify(db.code().code()),
         None => Failure::Transient,
     }

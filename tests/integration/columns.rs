@@ -63,8 +63,11 @@ async fn row_entries(store: &Client, table: &str) -> Vec<Entry> {
 async fn store_rows_containing(store: &Client, needle: &str) -> Vec<(String, i64)> {
     let tables: Vec<String> = query_column(
         store,
-        "SELECT format('%I.%I', table_schema, table_name) FROM information_schema.tables \
-         WHERE table_schema NOT IN ('pg_catalog', 'information_schema') AND table_type = 'BASE TABLE'",
+        // Every table, a partitioned one read through its parent (its partitions are not listed).
+        "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') \
+           AND c.relkind IN ('r', 'p') AND NOT c.relispartition",
         &[],
     )
     .await;

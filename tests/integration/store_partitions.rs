@@ -148,7 +148,7 @@ async fn partitions_are_append_only_and_owned_by_the_setup_role() {
     assert!(!can_create);
     let can_ensure: bool = query_value(
         &store,
-        "SELECT has_function_privilege('pgtrail_reader', 'pgtrail.ensure_partition(timestamptz)', 'EXECUTE') \
+        "SELECT NOT has_function_privilege('pgtrail_reader', 'pgtrail.ensure_partition(timestamptz)', 'EXECUTE') \
             AND has_function_privilege('pgtrail_writer', 'pgtrail.ensure_partition(timestamptz)', 'EXECUTE') \
             AND NOT has_function_privilege('public', 'pgtrail.ensure_partition(timestamptz)', 'EXECUTE')",
         &[],
