@@ -7,13 +7,19 @@
 -- whose config disagrees warns and uses this one.
 ALTER TABLE pgtrail.settings ADD COLUMN retention interval
     CONSTRAINT settings_retention_positive CHECK (retention > interval '0');
+-- Whether a partition with entries may go only with its archives
+-- ([store] archive_dir was set when setup last ran): a daemon or command
+-- whose config lacks archive_dir cannot drop unarchived.
+ALTER TABLE pgtrail.settings ADD COLUMN archive_required boolean NOT NULL DEFAULT false;
 
 -- Where a drop cut a chain: for every dropped entry whose successor in its
 -- chain was not dropped (normally the last dropped entry of each source),
--- its id, hash and how many dropped entries its run held. `pgtrail verify`
--- continues the chain from the last anchor before the next present entry,
--- and checks these rows against the anchor digest the drop's event records,
--- so a forged anchor needs a forged event, which the events chain exposes.
+-- its id, hash and how many dropped (hashed) entries its run held. `pgtrail
+-- verify` continues the chain from the last anchor before the next present
+-- entry, and checks ALL anchor rows against the digest the newest drop's
+-- event records (found through the ledger's drop_event): the newest event
+-- is in a live partition, since only a later drop could remove it, and a
+-- later drop's event covers every anchor again.
 CREATE TABLE pgtrail.chain_anchors (
     source          smallint NOT NULL,
     dropped_id      bigint   NOT NULL,
@@ -40,15 +46,17 @@ LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
         ELSE '\x02'::bytea || int4send(octet_length(convert_to(t, 'UTF8'))) || convert_to(t, 'UTF8') END
 $$;
 
--- The anchor rows' canonical text, whose SHA-256 the drop's event records:
--- one line per anchor, `source dropped_id hash-hex dropped_entries`, in
--- (source, dropped_id) order. `pgtrail verify` recomputes it.
-CREATE FUNCTION pgtrail.anchor_digest(p_partition text) RETURNS text
+-- The anchor rows' canonical text, whose SHA-256 each drop's event records:
+-- one line per anchor of the store, `partition source dropped_id hash-hex
+-- dropped_entries`, in (source, dropped_id) order. `pgtrail verify`
+-- recomputes it (src/cli/verify/anchors.rs).
+CREATE FUNCTION pgtrail.anchor_digest() RETURNS text
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT encode(sha256(convert_to(coalesce(string_agg(
-        format('%s %s %s %s', source, dropped_id, encode(dropped_hash, 'hex'), dropped_entries) || E'\n',
+        format('%s %s %s %s %s', partition, source, dropped_id, encode(dropped_hash, 'hex'),
+               dropped_entries) || E'\n',
         '' ORDER BY source, dropped_id), ''), 'UTF8')), 'hex')
-    FROM pgtrail.chain_anchors WHERE partition = p_partition
+    FROM pgtrail.chain_anchors
 $$;
 
 -- Drops one partition of entries, past the stored retention, in ONE
@@ -58,13 +66,19 @@ $$;
 -- archiving, which the event then says. Returns the event's entry id.
 -- Runs as the store's owner (who owns the partitions); EXECUTE is the
 -- writer's alone. The time is the server's now(), never a caller's.
+-- Time and interval text, and the cut-off's arithmetic, are the same
+-- whatever the caller's settings.
 CREATE FUNCTION pgtrail.drop_partition(p_name text, p_archives json) RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO, YMD'
+SET IntervalStyle = 'postgres'
 SET lock_timeout = '5s' AS $$
 DECLARE
     part pgtrail.partitions;
     keep interval;
+    archived_only boolean;
     counts json;
     problem text;
     digest text;
@@ -73,7 +87,7 @@ DECLARE
     det text;
     event_id bigint;
 BEGIN
-    SELECT retention INTO keep FROM pgtrail.settings;
+    SELECT retention, archive_required INTO keep, archived_only FROM pgtrail.settings;
     IF keep IS NULL THEN
         RAISE EXCEPTION 'pgtrail.drop_partition: the store keeps everything (no retention set)'
             USING HINT = 'Set [store] retention in the config and run `pgtrail setup`.';
@@ -88,17 +102,28 @@ BEGIN
     ELSIF part.to_at > now() - keep THEN
         RAISE EXCEPTION 'pgtrail.drop_partition: % ends at %, within the retention of % (until %)',
             p_name, part.to_at, keep, part.to_at + keep
-            USING ERRCODE = 'insufficient_privilege';
+            USING ERRCODE = 'check_violation';
     END IF;
-    -- Nothing is written to it from here on: the anchors and counts hold.
-    EXECUTE format('LOCK TABLE pgtrail.%I IN ACCESS EXCLUSIVE MODE', p_name);
+    -- Nothing is written to it from here on, so the anchors and counts hold;
+    -- reading it goes on until the detach below.
+    EXECUTE format('LOCK TABLE pgtrail.%I IN SHARE MODE', p_name);
 
     EXECUTE format('SELECT coalesce(json_object_agg(source, n ORDER BY source), ''{}'') '
         'FROM (SELECT source, count(*) AS n FROM pgtrail.%I GROUP BY source) c', p_name) INTO counts;
     IF p_archives IS NULL OR json_typeof(p_archives) <> 'array' THEN
         RAISE EXCEPTION 'pgtrail.drop_partition: p_archives must be a JSON array (empty without archiving)';
     END IF;
+    IF archived_only AND json_array_length(p_archives) = 0 AND counts::text <> '{}' THEN
+        RAISE EXCEPTION 'pgtrail.drop_partition: % holds entries and this store requires archives', p_name
+            USING ERRCODE = 'check_violation',
+                  HINT = 'Run the pass with [store] archive_dir set (setup stored that archives are required).';
+    END IF;
     IF json_array_length(p_archives) > 0 THEN
+        IF EXISTS (SELECT FROM json_array_elements(p_archives) x
+                   WHERE json_typeof(x) <> 'object' OR coalesce(x->>'entries', '') !~ '^[0-9]{1,18}$'
+                      OR coalesce(x->>'source', '') !~ '^[0-9]{1,5}$') THEN
+            RAISE EXCEPTION 'pgtrail.drop_partition: each archive must be {"source": id, "entries": n, "file": name, "sha256": hex}';
+        END IF;
         SELECT string_agg(format('source %s: %s entries, archives say %s', coalesce(c.key, a.source),
                     coalesce(c.value, '0'), coalesce(a.entries::text, 'nothing')), '; ')
         INTO problem
@@ -115,18 +140,24 @@ BEGIN
 
     -- The anchors (see chain_anchors): the partition's entries and those of
     -- other partitions whose ids fall within its id range, by (source, id);
-    -- a run of dropped entries ends where the next is not dropped.
+    -- a run of dropped entries ends where the next is not dropped. Entries
+    -- stored before the chain began (no hash) are in no chain: they neither
+    -- end nor split a run, nor count in one.
     EXECUTE format($q$
         INSERT INTO pgtrail.chain_anchors (source, dropped_id, dropped_hash, dropped_entries, partition)
         WITH b AS (SELECT min(id) AS lo, max(id) AS hi FROM pgtrail.%1$I),
         w AS (SELECT e.id, e.source, e.hash, e.tableoid = 'pgtrail.%1$I'::regclass AS inside
-              FROM pgtrail.entries e, b WHERE e.id BETWEEN b.lo AND b.hi),
+              FROM pgtrail.entries e, b WHERE e.id BETWEEN b.lo AND b.hi AND e.hash IS NOT NULL),
         r AS (SELECT *, sum(CASE WHEN inside THEN 0 ELSE 1 END) OVER (PARTITION BY source ORDER BY id) AS run
               FROM w),
         a AS (SELECT source, run, max(id) AS last, count(*) AS n FROM r WHERE inside GROUP BY source, run)
         SELECT a.source, a.last, r.hash, a.n, %2$L FROM a JOIN r ON r.source = a.source AND r.id = a.last
     $q$, p_name, p_name);
-    digest := pgtrail.anchor_digest(p_name);
+    digest := pgtrail.anchor_digest();
+    -- The parent's lock before the events head's row (record_event), the
+    -- order record_event takes them in too: no deadlock with an event being
+    -- recorded. Waits at most lock_timeout; the detach needs it anyway.
+    LOCK TABLE pgtrail.entries IN ACCESS EXCLUSIVE MODE;
 
     ctx := json_build_object('db_user', NULL, 'client_addr', NULL, 'application_name', 'pgtrail retention',
         'actor', NULL, 'source', 'pgtrail', 'remarks',
@@ -182,6 +213,8 @@ BEGIN
     IF length(p_digest) IS DISTINCT FROM 32 THEN
         RAISE EXCEPTION 'pgtrail.record_event: the digest must be 32 bytes (SHA-256)';
     END IF;
+    -- The entries' lock before the head's row, as drop_partition takes them.
+    LOCK TABLE pgtrail.entries IN ROW EXCLUSIVE MODE;
     PERFORM pgtrail.ensure_partition(p_committed_at);
     UPDATE pgtrail.chain_heads SET hash = sha256(hash || p_digest), entries = entries + 1, updated_at = now()
         WHERE source = 0 RETURNING hash INTO link;

@@ -22,6 +22,7 @@ mod hashing;
 mod read;
 #[cfg(test)]
 mod read_tests;
+pub mod retention;
 mod runs;
 mod write;
 

@@ -169,10 +169,15 @@ async fn read_range(
     let select = tx
         .prepare(&range_sql(&format!("{ENTRY_COLUMNS}, hash"), range))
         .await?;
+    // The entry before a run: the last one still stored, or where retention
+    // cut the chain (pgtrail.chain_anchors), whichever is later.
     let before = tx
         .prepare(&format!(
-            "SELECT id, hash FROM pgtrail.entries WHERE id < $1 AND {chain} \
-             AND hash IS NOT NULL ORDER BY id DESC LIMIT 1"
+            "(SELECT id, hash FROM pgtrail.entries WHERE id < $1 AND {chain} \
+              AND hash IS NOT NULL ORDER BY id DESC LIMIT 1) \
+             UNION ALL (SELECT dropped_id, dropped_hash FROM pgtrail.chain_anchors \
+              WHERE dropped_id < $1 AND source = $2 ORDER BY dropped_id DESC LIMIT 1) \
+             ORDER BY 1 DESC LIMIT 1"
         ))
         .await?;
     let header = Header {
@@ -248,7 +253,7 @@ async fn place(
         tally.runs.extend(e.id, hash);
         None
     } else {
-        let row = tx.query_opt(before, &[&e.id]).await?;
+        let row = tx.query_opt(before, &[&e.id, &range.source_id.0]).await?;
         let (pred_id, pred) = match row {
             Some(r) => {
                 let h: Vec<u8> = r.try_get(1)?;

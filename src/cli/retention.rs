@@ -6,8 +6,9 @@
 
 use anyhow::Result;
 
+use crate::archive::retention::Files;
 use crate::config::Config;
-use crate::store::retention::archives::{Archiver, NotBuilt};
+use crate::store::retention::archives::Archiver;
 use crate::store::retention::disagreement;
 use crate::store::retention::pass::{self, Mode, Outcome, PassReport};
 
@@ -25,17 +26,18 @@ pub struct Request {
 /// Runs the pass and prints its report; true when every partition listed
 /// went (or would go).
 pub async fn run(config: &Config, request: &Request) -> Result<bool> {
-    let client = crate::store::open(&config.store).await?;
+    let mut client = crate::store::open(&config.store).await?;
     if let Some(warning) = disagreement(&client, config.retention).await? {
         tracing::warn!("{warning}");
     }
-    let archiver: Option<&dyn Archiver> = config.archive_dir.as_ref().map(|_| &NotBuilt as _);
+    let files = Files::of_config(config);
+    let archiver = files.as_ref().map(|a| a as &dyn Archiver);
     let mode = if request.dry_run {
         Mode::DryRun
     } else {
         Mode::Drop
     };
-    let report = pass::run(&client, mode, archiver).await?;
+    let report = pass::run(&mut client, mode, archiver).await?;
     if request.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
@@ -69,7 +71,17 @@ fn text(report: &PassReport) -> String {
             .collect();
         let what = match &p.outcome {
             Outcome::WouldDrop => "would be dropped".to_owned(),
-            Outcome::Dropped { event, .. } => format!("dropped (event {event})"),
+            Outcome::Dropped { event, archives } if archives.is_empty() => {
+                format!("dropped (event {event})")
+            }
+            Outcome::Dropped { event, archives } => format!(
+                "dropped (event {event}), archived in {}",
+                archives
+                    .iter()
+                    .map(|a| a.file.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             Outcome::Kept { reason } => format!("kept: {reason}"),
         };
         out += &format!(

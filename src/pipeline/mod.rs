@@ -137,7 +137,11 @@ pub async fn run(
     let keeper = tokio::spawn(crate::store::partitions::keep(
         config.store.clone(),
         config.partition,
-        crate::store::retention::keeper::Hourly::new(config.retention, config.archive_dir.clone()),
+        crate::store::retention::keeper::Hourly::new(
+            config.retention,
+            crate::archive::retention::Files::of_config(&config)
+                .map(|f| Box::new(f) as Box<dyn crate::store::retention::archives::Archiver>),
+        ),
     ));
     let _keeper = AbortOnDrop(keeper);
     loop {

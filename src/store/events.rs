@@ -33,6 +33,9 @@ pub enum Category {
     /// Audit gaps: the replication slot was lost or replaced, so changes
     /// went uncaptured (`pipeline::gap`).
     Gap,
+    /// Retention's drops of old partitions (recorded by `pgtrail.drop_partition`)
+    /// and archives that failed, so a partition was kept.
+    Retention,
 }
 
 impl Category {
@@ -47,6 +50,7 @@ impl Category {
             Category::Config => "config",
             Category::Quarantine => "quarantine",
             Category::Gap => "gap",
+            Category::Retention => "retention",
         }
     }
 }

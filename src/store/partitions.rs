@@ -158,7 +158,7 @@ pub async fn keep(
     let mut warned = false;
     loop {
         let done = async {
-            let client = crate::pg::connect(&store, "pgtrail run")
+            let mut client = crate::pg::connect(&store, "pgtrail run")
                 .await
                 .map_err(|e| crate::pg::describe(&e))?;
             let stored = period(&client).await.map_err(|e| e.to_string())?;
@@ -171,7 +171,7 @@ pub async fn keep(
                 warned = true;
             }
             pass(&client).await.map_err(|e| e.to_string())?;
-            retention.turn(&client).await;
+            retention.turn(&mut client).await;
             Ok::<(), String>(())
         };
         let wait = match done.await {

@@ -4,6 +4,7 @@
 //! old partitions; the source's captured entries lie in the current one.
 
 use serde_json::Value;
+use sha2::Digest;
 
 use crate::harness::*;
 
@@ -14,7 +15,7 @@ async fn back_dated_events(store: &tokio_postgres::Client, days_ago: &[i32]) -> 
         store
             .batch_execute(&format!(
                 "DO $$ DECLARE at timestamptz := date_trunc('milliseconds', now()) - interval '{d} days'; \
-                 ctx text := '{{\"remarks\":\"old {d}\"}}'; det text := '{{\"event\":\"test\"}}'; BEGIN \
+                 ctx text := '{{\"application_name\":\"test\",\"remarks\":\"old {d}\"}}'; det text := '{{\"event\":\"test\"}}'; BEGIN \
                  PERFORM pgtrail.record_event(at, 'config', NULL, NULL, NULL, NULL, ctx::json, det::json, NULL, NULL, \
                  sha256(pgtrail.canonical_number((extract(epoch FROM at) * 1000000)::bigint) \
                  || pgtrail.canonical_number(NULL) || pgtrail.canonical_number(NULL) \
@@ -58,7 +59,6 @@ async fn old_partitions(store: &tokio_postgres::Client) -> Vec<(String, i64)> {
 async fn retention_drops_old_partitions_and_chains_stay_verifiable() {
     let env = TestEnv::start_with(ClusterOptions::default(), |c| {
         c.store_toml = "retention = \"90d\"\n".into();
-        c.tables = vec!["public.acct".into()];
     })
     .await;
     let src = env
@@ -163,6 +163,17 @@ async fn retention_drops_old_partitions_and_chains_stay_verifiable() {
         .map(|c| c["dropped"].as_i64().unwrap())
         .sum();
     assert_eq!(dropped, old, "{v}");
+    // From the second drop's event on: the walk starts after the first one, not at an anchor below it.
+    let second: i64 = store
+        .query_one(
+            "SELECT max(id) FROM pgtrail.entries WHERE table_name = 'retention'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let (code, v) = json_of(&env, &["verify", "--json", "--from", &second.to_string()]).await;
+    assert_eq!(code, 0, "{v}");
 
     // An entry deleted by hand afterwards is still found.
     store
@@ -176,4 +187,98 @@ async fn retention_drops_old_partitions_and_chains_stay_verifiable() {
     let (code, v) = json_of(&env, &["verify", "--json"]).await;
     assert_ne!(code, 0, "{v}");
     assert_eq!(v["intact"], false, "{v}");
+}
+
+/// The dropped partitions' event details, oldest first.
+async fn drop_events(store: &tokio_postgres::Client) -> Vec<Value> {
+    let events = events_named(store, "partition_dropped").await;
+    events.into_iter().map(|(_, details)| details).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_archives_a_partition_before_dropping_it_and_keeps_it_when_it_cannot() {
+    let env = TestEnv::start_with(ClusterOptions::default(), |c| {
+        c.store_toml = "retention = \"90d\"\narchive_dir = \"arch/files\"\n".into();
+    })
+    .await;
+    let base = env.trail.config_path.parent().unwrap().to_owned();
+    // A regular file where the archive directory's parent should be: nothing can be written.
+    std::fs::write(base.join("arch"), "not a directory").unwrap();
+    env.setup().await;
+    let store = env.store().await;
+    let old = back_dated_events(&store, &[200, 130]).await;
+    let before = old_partitions(&store).await;
+    assert_eq!(before.iter().map(|p| p.1).sum::<i64>(), old, "{before:?}");
+
+    // Unwritable: every partition is kept, the failure is said and recorded as an event.
+    let (code, kept) = json_of(&env, &["retention", "--json"]).await;
+    assert_eq!(code, 1, "{kept}");
+    for p in kept["partitions"].as_array().unwrap() {
+        assert_eq!(p["outcome"], "kept", "{kept}");
+        assert!(
+            p["reason"].as_str().unwrap().contains("archive directory"),
+            "{kept}"
+        );
+    }
+    assert_eq!(old_partitions(&store).await, before);
+    let failed: Vec<Value> = events_named(&store, "archive_failed")
+        .await
+        .into_iter()
+        .map(|(_, details)| details["partition"].clone())
+        .collect();
+    let listed: Vec<Value> = kept["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].clone())
+        .collect();
+    assert_eq!(failed, listed);
+    assert!(drop_events(&store).await.is_empty());
+
+    // Writable: each partition goes after its archive, which checks out on its own.
+    std::fs::remove_file(base.join("arch")).unwrap();
+    let (code, done) = json_of(&env, &["retention", "--json"]).await;
+    assert_eq!(code, 0, "{done}");
+    assert!(old_partitions(&store).await.is_empty());
+    let events = drop_events(&store).await;
+    let mut archived = 0;
+    for (p, event) in done["partitions"].as_array().unwrap().iter().zip(&events) {
+        assert_eq!(p["outcome"], "dropped", "{done}");
+        assert_eq!(event["partition"], p["name"]);
+        assert_eq!(event["archives"], p["archives"], "{event}");
+        for a in p["archives"].as_array().unwrap() {
+            let file = base.join("arch/files").join(a["file"].as_str().unwrap());
+            let bytes = std::fs::read(&file).unwrap();
+            let sha: String = sha2::Sha256::digest(&bytes)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            assert_eq!(a["sha256"], sha.as_str());
+            let (code, v) = json_of(
+                &env,
+                &["verify", "--json", "--archive", file.to_str().unwrap()],
+            )
+            .await;
+            assert_eq!(code, 0, "{v}");
+            assert_eq!(v["intact"], true, "{v}");
+            assert_eq!(v["entries"], a["entries"], "{v}");
+            archived += a["entries"].as_i64().unwrap();
+        }
+    }
+    // Old partitions with entries were archived; empty ones (if any) went with no file.
+    assert_eq!(archived, old, "{done}");
+    let (code, v) = json_of(&env, &["verify", "--json"]).await;
+    assert_eq!(code, 0, "{v}");
+
+    // An anchor added past pgtrail (to hide entries as if retention dropped them) is found.
+    store
+        .batch_execute(
+            "INSERT INTO pgtrail.chain_anchors SELECT source, dropped_id + 1, dropped_hash, 1, partition \
+             FROM pgtrail.chain_anchors LIMIT 1",
+        )
+        .await
+        .unwrap();
+    let (code, v) = json_of(&env, &["verify", "--json"]).await;
+    assert_ne!(code, 0, "{v}");
+    assert!(v.to_string().contains("anchors differ"), "{v}");
 }

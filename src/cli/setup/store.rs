@@ -216,15 +216,28 @@ pub(super) async fn apply(
             "store: partitions made from now on hold a {period} ([store] partition)"
         ));
     }
-    // [store] retention: the store's copy is the one enforced (drop_partition reads it).
-    if store::retention::disagreement(&client, config.retention)
+    // [store] retention and archive_dir: the store's copy is the one
+    // enforced (drop_partition reads it).
+    let retention_changed = store::retention::disagreement(&client, config.retention)
         .await?
-        .is_some()
-    {
-        store::retention::store_setting(&client, config.retention).await?;
+        .is_some();
+    let archives = config.archive_dir.is_some();
+    let archives_changed = store::retention::archive_required(&client).await? != archives;
+    if retention_changed || archives_changed {
+        store::retention::store_setting(&client, config.retention, archives).await?;
+    }
+    if retention_changed {
         report.push(match config.retention {
             Some(r) => format!("store: entries are kept for {r} ([store] retention)"),
             None => "store: entries are kept for ever ([store] retention unset)".to_owned(),
+        });
+    }
+    if archives_changed {
+        report.push(if archives {
+            "store: a partition with entries goes only with its archives ([store] archive_dir)"
+                .to_owned()
+        } else {
+            "store: partitions go without archives ([store] archive_dir unset)".to_owned()
         });
     }
     if let Some(moved) = store::migrate::finish(&mut client).await? {

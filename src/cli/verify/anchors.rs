@@ -1,7 +1,8 @@
 //! Chains across retention's drops (sql/store/0018_retention.sql): the
 //! anchors `pgtrail.drop_partition` wrote where it cut a chain, loaded per
-//! chain, and checked against the digest the drop's `retention` event
-//! records (the event itself is checked by the events chain's walk). A walk
+//! chain, and checked together against the digest the newest drop's
+//! `retention` event records (the event itself is checked by the events
+//! chain's walk; older drops' events may be gone with their partitions). A walk
 //! meeting anchors between its previous entry and the next continues from
 //! the last one's hash and counts their dropped entries; an entry deleted
 //! any other way has no anchor and still breaks the chain.
@@ -46,24 +47,28 @@ impl Anchors {
         if !exists {
             return Ok((anchors, problems));
         }
-        // What the drop events say, by partition (later events of a name win:
-        // a range dropped again is suffixed, so there is one).
-        let mut recorded: BTreeMap<String, String> = BTreeMap::new();
-        for row in tx
-            .query(
-                "SELECT details->>'partition', details->>'anchors_sha256' FROM pgtrail.entries \
-                 WHERE source = 0 AND action = 'EVENT' AND table_name = 'retention' \
-                   AND details->>'event' = 'partition_dropped' ORDER BY id",
+        // Every drop's event records the digest of all anchors after it;
+        // the newest drop's (through the ledger, whose drop_event only the
+        // owner can set) covers them all.
+        let newest = tx
+            .query_opt(
+                "SELECT p.name, e.details->>'partition', e.details->>'anchors_sha256' \
+                 FROM pgtrail.partitions p LEFT JOIN pgtrail.entries e ON e.id = p.drop_event \
+                   AND e.source = 0 AND e.action = 'EVENT' AND e.table_name = 'retention' \
+                   AND e.details->>'event' = 'partition_dropped' \
+                 WHERE p.dropped_at IS NOT NULL ORDER BY p.dropped_at DESC, p.drop_event DESC LIMIT 1",
+                &[],
+            )
+            .await?;
+        let dropped: i64 = tx
+            .query_one(
+                "SELECT count(*) FROM pgtrail.partitions WHERE dropped_at IS NOT NULL",
                 &[],
             )
             .await?
-        {
-            if let (Some(p), Some(d)) = (row.get::<_, Option<String>>(0), row.get(1)) {
-                recorded.insert(p, d);
-            }
-        }
-        anchors.partitions_dropped = recorded.len() as u64;
-        let mut text: BTreeMap<String, String> = BTreeMap::new();
+            .get(0);
+        anchors.partitions_dropped = dropped.max(0) as u64;
+        let mut text = String::new();
         for row in tx
             .query(
                 "SELECT source, dropped_id, dropped_hash, dropped_entries, partition \
@@ -75,9 +80,10 @@ impl Anchors {
             let (source, id, hash, n, partition): (i16, i64, Vec<u8>, i64, String) =
                 (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
             // The canonical text of sql/store/0018_retention.sql's anchor_digest.
-            text.entry(partition.clone())
-                .or_default()
-                .push_str(&format!("{source} {id} {} {n}\n", chain::hex(&hash)));
+            text.push_str(&format!(
+                "{partition} {source} {id} {} {n}\n",
+                chain::hex(&hash)
+            ));
             let Ok(hash) = <[u8; 32]>::try_from(hash.as_slice()) else {
                 problems.push(format!(
                     "the anchor of entry {id} ({partition}) has no 32-byte hash"
@@ -96,18 +102,27 @@ impl Anchors {
                     },
                 );
         }
-        for (partition, text) in &text {
-            let digest = chain::hex(&Sha256::digest(text.as_bytes()));
-            match recorded.get(partition) {
-                Some(d) if *d == digest => {}
-                Some(_) => problems.push(format!(
-                    "the anchors of dropped partition {partition} differ from those its drop event records: \
-                     they were changed past pgtrail"
-                )),
-                None => problems.push(format!(
-                    "anchors name partition {partition}, whose drop no retention event records: \
-                     they were added past pgtrail"
-                )),
+        let digest = chain::hex(&Sha256::digest(text.as_bytes()));
+        match newest {
+            None if text.is_empty() => {}
+            None => problems.push(
+                "pgtrail.chain_anchors holds anchors but no partition was dropped: they were added past pgtrail"
+                    .to_owned(),
+            ),
+            Some(row) => {
+                let (name, partition, recorded): (String, Option<String>, Option<String>) =
+                    (row.get(0), row.get(1), row.get(2));
+                if partition.as_deref() != Some(name.as_str()) {
+                    problems.push(format!(
+                        "the ledger's newest drop ({name}) names no retention event of that partition: \
+                         the ledger or the event was changed past pgtrail"
+                    ));
+                } else if recorded.as_deref() != Some(digest.as_str()) {
+                    problems.push(format!(
+                        "the anchors differ from those the newest drop ({name}) records: \
+                         they were changed or added past pgtrail"
+                    ));
+                }
             }
         }
         Ok((anchors, problems))

@@ -287,11 +287,13 @@ impl Scope {
 }
 
 impl Walk {
-    fn new(name: String, prev: Option<[u8; 32]>) -> Walk {
+    /// A walk starting after `prev` (the id and hash before the first entry
+    /// it checks), or at the chain's beginning.
+    fn new(name: String, prev: Option<(i64, [u8; 32])>) -> Walk {
         Walk {
             name,
-            prev: prev.unwrap_or(chain::GENESIS),
-            prev_id: None,
+            prev: prev.map_or(chain::GENESIS, |p| p.1),
+            prev_id: prev.map(|p| p.0),
             hashed: prev.is_some(),
             report: ChainReport::default(),
             signed: None,
@@ -332,24 +334,41 @@ fn push_break(report: &mut Report, id: Option<i64>, chain: &str, problem: String
     }
 }
 
-/// The stored hash of the chain's last entry before `from` (`None` when the
-/// chain has no hashed entry before it).
+/// Where the chain stands before `from`: the id and hash of its last hashed
+/// entry below it, or of the last anchor below it where retention cut the
+/// chain later than that (`None` when the chain has neither).
 async fn start_of(
     tx: &tokio_postgres::Transaction<'_>,
     c: Chain,
     from: i64,
-) -> Result<Option<[u8; 32]>> {
-    let row = tx
-        .query_opt(
-            &format!(
-                "SELECT hash FROM pgtrail.entries WHERE id < $1 AND {} \
-                 AND hash IS NOT NULL ORDER BY id DESC LIMIT 1",
-                c.sql_condition()
-            ),
-            &[&from],
+) -> Result<Option<(i64, [u8; 32])>> {
+    let anchors: bool = tx
+        .query_one(
+            "SELECT to_regclass('pgtrail.chain_anchors') IS NOT NULL",
+            &[],
         )
-        .await?;
-    Ok(row.and_then(|r| r.get::<_, Vec<u8>>(0).try_into().ok()))
+        .await?
+        .get(0);
+    let entry = format!(
+        "SELECT id, hash FROM pgtrail.entries WHERE id < $1 AND {} \
+         AND hash IS NOT NULL ORDER BY id DESC LIMIT 1",
+        c.sql_condition()
+    );
+    let sql = if anchors {
+        format!(
+            "({entry}) UNION ALL (SELECT dropped_id, dropped_hash FROM pgtrail.chain_anchors \
+             WHERE dropped_id < $1 AND source = {} ORDER BY dropped_id DESC LIMIT 1) \
+             ORDER BY 1 DESC LIMIT 1",
+            (c.0).0
+        )
+    } else {
+        entry
+    };
+    let row = tx.query_opt(&sql, &[&from]).await?;
+    Ok(row.and_then(|r| {
+        let hash: [u8; 32] = r.get::<_, Vec<u8>>(1).try_into().ok()?;
+        Some((r.get(0), hash))
+    }))
 }
 
 /// One entry as read for checking.

@@ -1,8 +1,10 @@
-//! The seam between a retention pass and the archive writer (`src/archive/`,
-//! branch t10-arch): before a partition is dropped, one archive per source
-//! present is written, read back, checked and compared with the store. The
-//! list of files goes to `pgtrail.drop_partition`, which checks it names
-//! every source with its exact count and records it in the drop's event.
+//! The seam between a retention pass and the archive writer: before a
+//! partition is dropped, an [`Archiver`] writes one archive per source
+//! present, reads it back and compares it with the store
+//! (`crate::archive::retention::Files`, kept out of `store` so that the store
+//! does not depend on the archive format). The list of files goes to
+//! `pgtrail.drop_partition`, which checks it names every source with its
+//! exact count and records it in the drop's event.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -25,30 +27,14 @@ pub struct ArchiveFile {
 
 /// Writes and checks the archives of a partition, or says why it could not
 /// (the partition is then kept).
-pub trait Archiver: Sync {
+pub trait Archiver: Send + Sync {
     fn archive<'a>(
         &'a self,
-        client: &'a Client,
+        client: &'a mut Client,
         candidate: &'a Candidate,
     ) -> Pin<Box<dyn Future<Output = Result<Vec<ArchiveFile>, String>> + Send + 'a>>;
-}
 
-/// `archive_dir` is set, but this build has no archive writer yet: every
-/// partition is kept rather than dropped without the archive asked for.
-pub struct NotBuilt;
-
-impl Archiver for NotBuilt {
-    fn archive<'a>(
-        &'a self,
-        _client: &'a Client,
-        _candidate: &'a Candidate,
-    ) -> Pin<Box<dyn Future<Output = Result<Vec<ArchiveFile>, String>> + Send + 'a>> {
-        Box::pin(async {
-            Err(
-                "store.archive_dir is set but this build does not write archives yet; \
-                 the partition is kept: remove store.archive_dir to drop without archives"
-                    .to_owned(),
-            )
-        })
-    }
+    /// Removes files [`Archiver::archive`] wrote for a partition that was
+    /// then kept (no drop event names them; the store still holds their entries).
+    fn discard(&self, files: &[ArchiveFile]);
 }

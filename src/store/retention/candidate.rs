@@ -1,6 +1,7 @@
 //! A partition past the retention, as a pass lists it and the archive
 //! writer takes it: its name, range and exact entries per source.
 
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 /// Entries of one source in a partition (exact: one scan of the partition).
@@ -14,8 +15,8 @@ pub struct SourceCount {
 #[derive(Debug, Clone, Serialize)]
 pub struct Candidate {
     pub name: String,
-    /// The range `[from, to)` of commit times, RFC 3339 in UTC.
-    pub from: String,
-    pub to: String,
+    /// The range `[from, to)` of commit times (RFC 3339, UTC, in JSON).
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
     pub entries: Vec<SourceCount>,
 }

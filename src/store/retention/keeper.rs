@@ -3,34 +3,33 @@
 //! logged here and never delay the keeper, and a config that disagrees with
 //! the store is said once (the store's value is the one applied).
 
-use std::path::PathBuf;
-
 use tokio_postgres::Client;
 
-use super::archives::{Archiver, NotBuilt};
+use super::archives::Archiver;
 use super::pass::{self, Mode, Outcome};
 use super::{disagreement, Retention};
 
 /// What the daemon's config says about retention, and whether its
 /// disagreement with the store has been logged.
-#[derive(Debug, Clone, Default)]
+#[derive(Default)]
 pub struct Hourly {
     pub wanted: Option<Retention>,
-    pub archive_dir: Option<PathBuf>,
+    /// `[store] archive_dir`'s archiver (`None`: partitions go without archives).
+    pub archiver: Option<Box<dyn Archiver>>,
     warned: bool,
 }
 
 impl Hourly {
-    pub fn new(wanted: Option<Retention>, archive_dir: Option<PathBuf>) -> Hourly {
+    pub fn new(wanted: Option<Retention>, archiver: Option<Box<dyn Archiver>>) -> Hourly {
         Hourly {
             wanted,
-            archive_dir,
+            archiver,
             warned: false,
         }
     }
 
     /// One pass; called by the keeper at most once an hour.
-    pub async fn turn(&mut self, client: &Client) {
+    pub async fn turn(&mut self, client: &mut Client) {
         if !self.warned {
             match disagreement(client, self.wanted).await {
                 Ok(Some(warning)) => {
@@ -43,7 +42,7 @@ impl Hourly {
                 }
             }
         }
-        let archiver: Option<&dyn Archiver> = self.archive_dir.as_ref().map(|_| &NotBuilt as _);
+        let archiver = self.archiver.as_deref();
         match pass::run(client, Mode::Drop, archiver).await {
             Ok(report) => {
                 for p in report.partitions {

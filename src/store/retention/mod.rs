@@ -16,20 +16,31 @@ pub use period::Retention;
 /// fleet sharing the store does the work and the others skip it.
 pub const PASS_LOCK: i64 = 7_420_503;
 
-/// What `pgtrail setup` writes into `pgtrail.settings` ([store] retention;
-/// `None` keeps everything). The store's value is the one enforced.
+/// What `pgtrail setup` writes into `pgtrail.settings`: [store] retention
+/// (`None` keeps everything), and whether a partition with entries may go
+/// only with its archives ([store] archive_dir is set). The store's values
+/// are the ones enforced.
 pub async fn store_setting(
     client: &tokio_postgres::Client,
     retention: Option<Retention>,
+    archive_required: bool,
 ) -> Result<(), super::StoreError> {
     let interval = retention.map(Retention::interval);
     client
         .execute(
-            "UPDATE pgtrail.settings SET retention = $1::text::interval",
-            &[&interval],
+            "UPDATE pgtrail.settings SET retention = $1::text::interval, archive_required = $2",
+            &[&interval, &archive_required],
         )
         .await?;
     Ok(())
+}
+
+/// Whether the store requires archives before a drop (`pgtrail.settings`).
+pub async fn archive_required(client: &tokio_postgres::Client) -> Result<bool, super::StoreError> {
+    Ok(client
+        .query_one("SELECT archive_required FROM pgtrail.settings", &[])
+        .await?
+        .get(0))
 }
 
 /// The warning a process whose config disagrees with the store logs (the

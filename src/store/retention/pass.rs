@@ -11,6 +11,7 @@ use tokio_postgres::Client;
 use super::archives::{ArchiveFile, Archiver};
 pub use super::candidate::{Candidate, SourceCount};
 use super::PASS_LOCK;
+use crate::store::events::{self, Category, OwnEvent};
 use crate::store::StoreError;
 
 /// What became of one candidate.
@@ -56,10 +57,15 @@ pub enum Mode {
 /// Runs one pass. `archiver`: `None` when `[store] archive_dir` is unset (a
 /// partition then goes without archives, and its event says so).
 pub async fn run(
-    client: &Client,
+    client: &mut Client,
     mode: Mode,
     archiver: Option<&dyn Archiver>,
 ) -> Result<PassReport, StoreError> {
+    // A dry run changes nothing: it needs no lock, and shows the list even
+    // while a daemon's pass runs.
+    if mode == Mode::DryRun {
+        return locked_pass(client, mode, archiver).await;
+    }
     let locked: bool = client
         .query_one("SELECT pg_try_advisory_lock($1)", &[&PASS_LOCK])
         .await?
@@ -80,7 +86,7 @@ pub async fn run(
 }
 
 async fn locked_pass(
-    client: &Client,
+    client: &mut Client,
     mode: Mode,
     archiver: Option<&dyn Archiver>,
 ) -> Result<PassReport, StoreError> {
@@ -113,7 +119,7 @@ pub async fn stored(client: &Client) -> Result<Option<String>, StoreError> {
 async fn candidates(client: &Client) -> Result<Vec<Candidate>, StoreError> {
     let rows = client
         .query(
-            "SELECT p.name, to_json(p.from_at)#>>'{}', to_json(p.to_at)#>>'{}' \
+            "SELECT p.name, p.from_at, p.to_at \
              FROM pgtrail.partitions p, pgtrail.settings s \
              WHERE p.dropped_at IS NULL AND (p.held_until IS NULL OR p.held_until < now()) \
                AND s.retention IS NOT NULL AND p.to_at <= now() - s.retention \
@@ -155,7 +161,7 @@ async fn counts(client: &Client, partition: &str) -> Result<Vec<SourceCount>, St
 }
 
 async fn drop_one(
-    client: &Client,
+    client: &mut Client,
     candidate: &Candidate,
     archiver: Option<&dyn Archiver>,
 ) -> Outcome {
@@ -163,10 +169,7 @@ async fn drop_one(
         None => Vec::new(),
         Some(a) => match a.archive(client, candidate).await {
             Ok(files) => files,
-            Err(reason) => {
-                tracing::error!(partition = %candidate.name, %reason, "archiving failed; the partition is kept");
-                return Outcome::Kept { reason };
-            }
+            Err(reason) => return archive_failed(client, candidate, reason).await,
         },
     };
     let list = match serde_json::to_string(&archives) {
@@ -188,10 +191,77 @@ async fn drop_one(
             event: row.get(0),
             archives,
         },
-        Err(e) => {
-            let reason = StoreError::from(e).to_string();
+        Err(e) => after_failed_drop(client, candidate, archiver, archives, e).await,
+    }
+}
+
+/// The drop failed, or its reply was lost: the ledger says which. A drop
+/// that happened is reported as such; otherwise the files this pass wrote
+/// are copies of a range still in the store that no event names, and are
+/// removed (the next pass writes them again). When even the ledger cannot
+/// be read, they are kept: they may be the only copy.
+async fn after_failed_drop(
+    client: &Client,
+    candidate: &Candidate,
+    archiver: Option<&dyn Archiver>,
+    archives: Vec<ArchiveFile>,
+    e: tokio_postgres::Error,
+) -> Outcome {
+    let reason = StoreError::from(e).to_string();
+    let ledger = client
+        .query_one(
+            "SELECT dropped_at IS NOT NULL, drop_event FROM pgtrail.partitions WHERE name = $1",
+            &[&candidate.name],
+        )
+        .await;
+    match ledger {
+        Ok(row) if row.get::<_, bool>(0) => {
+            let event: Option<i64> = row.get(1);
+            tracing::warn!(partition = %candidate.name, %reason, "the drop's reply was lost, but the ledger shows it dropped");
+            Outcome::Dropped {
+                event: event.unwrap_or_default(),
+                archives,
+            }
+        }
+        Ok(_) => {
+            if let Some(a) = archiver {
+                a.discard(&archives);
+            }
             tracing::error!(partition = %candidate.name, %reason, "the partition could not be dropped; it is kept");
             Outcome::Kept { reason }
+        }
+        Err(ledger_error) => {
+            tracing::error!(partition = %candidate.name, %reason, error = %ledger_error, "the partition's drop failed and the ledger is unreadable; its archives are kept");
+            Outcome::Kept { reason }
+        }
+    }
+}
+
+/// A partition whose archives could not be written or checked is kept: the
+/// failure is logged and recorded as an event, so the audit log of the audit
+/// log shows why history that should have gone is still there.
+async fn archive_failed(client: &Client, candidate: &Candidate, reason: String) -> Outcome {
+    tracing::error!(partition = %candidate.name, %reason, "archiving failed; the partition is kept");
+    let event = OwnEvent::new(
+        Category::Retention,
+        "archive_failed",
+        "pgtrail retention",
+        format!(
+            "partition {} kept: its archive failed: {reason}",
+            candidate.name
+        ),
+    )
+    .detail("partition", candidate.name.as_str())
+    .detail("from", candidate.from.to_rfc3339())
+    .detail("to", candidate.to.to_rfc3339())
+    .detail("reason", reason.as_str());
+    match events::record(client, &event).await {
+        Ok(_) => Outcome::Kept { reason },
+        Err(e) => {
+            tracing::error!(error = %e, "the failed archive could not be recorded as an event");
+            Outcome::Kept {
+                reason: format!("{reason}; recording this as an event failed too: {e}"),
+            }
         }
     }
 }
