@@ -240,6 +240,11 @@ async fn a_dropped_partition_is_restored_from_its_archive_held_and_dropped_again
     let (code, v, out) = json_of(&o.env, &["verify", "--json"]).await;
     assert_eq!(code, 0, "{}", out.combined());
     assert_eq!(v["chains"]["pgtrail"]["dropped"], 0, "{v}");
+    assert_eq!(
+        (&v["partitions_dropped"], &v["partitions_restored"]),
+        (&0.into(), &1.into()),
+        "{v}"
+    );
     // Held: retention does not list it; a second restore has nothing to do.
     let (code, dry, _) = json_of(&o.env, &["retention", "--dry-run", "--json"]).await;
     assert_eq!(code, 0, "{dry}");
@@ -270,6 +275,11 @@ async fn a_dropped_partition_is_restored_from_its_archive_held_and_dropped_again
     let (code, v, out) = json_of(&o.env, &["verify", "--json"]).await;
     assert_eq!(code, 0, "{}", out.combined());
     assert_eq!(v["chains"]["pgtrail"]["dropped"], OLD as i64, "{v}");
+    assert_eq!(
+        (&v["partitions_dropped"], &v["partitions_restored"]),
+        (&1.into(), &0.into()),
+        "{v}"
+    );
 
     // Restored once more, an edit of a restored entry past the triggers is found.
     let (code, _, out) = json_of(&o.env, &["restore", file, "--json"]).await;

@@ -26,8 +26,11 @@ pub(super) struct Anchor {
 #[derive(Debug, Default)]
 pub(super) struct Anchors {
     by_chain: BTreeMap<Chain, BTreeMap<i64, Anchor>>,
-    /// Partitions a recorded drop removed.
+    /// Partitions a recorded drop removed (and not restored since).
     pub partitions_dropped: u64,
+    /// Dropped partitions restored from their archives (`pgtrail restore`),
+    /// in the store again: their anchors are met by their entries.
+    pub partitions_restored: u64,
 }
 
 impl Anchors {
@@ -62,7 +65,17 @@ impl Anchors {
                 recorded.insert(p, d);
             }
         }
-        anchors.partitions_dropped = recorded.len() as u64;
+        let restored = tx
+            .query(
+                "SELECT name FROM pgtrail.partitions WHERE restored_at IS NOT NULL AND dropped_at IS NULL",
+                &[],
+            )
+            .await?;
+        anchors.partitions_restored = restored
+            .iter()
+            .filter(|r| recorded.contains_key(r.get::<_, &str>(0)))
+            .count() as u64;
+        anchors.partitions_dropped = recorded.len() as u64 - anchors.partitions_restored;
         let mut text: BTreeMap<String, String> = BTreeMap::new();
         for row in tx
             .query(

@@ -91,6 +91,8 @@ pub struct Report {
     pub signatures_checked: Option<u64>,
     /// Partitions retention dropped, each recorded by a `retention` event.
     pub partitions_dropped: u64,
+    /// Dropped partitions restored from their archives and in the store again.
+    pub partitions_restored: u64,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -154,6 +156,7 @@ pub async fn run(config: &Config, req: &Request) -> Result<Report> {
     };
     let (anchors, anchor_problems) = anchors::Anchors::load(&tx).await?;
     report.partitions_dropped = anchors.partitions_dropped;
+    report.partitions_restored = anchors.partitions_restored;
     for problem in anchor_problems {
         push_break(&mut report, None, "anchors", problem);
     }
@@ -539,6 +542,10 @@ impl Report {
                 "{} partition(s) dropped by retention, each recorded by its event\n",
                 self.partitions_dropped
             ));
+        }
+        if self.partitions_restored > 0 {
+            let n = self.partitions_restored;
+            out.push_str(&format!("{n} partition(s) restored from archives\n"));
         }
         let q = &self.quarantine;
         if q.transactions > 0 {
