@@ -98,6 +98,10 @@ enum Command {
     /// Drop the partitions of entries past the store's retention now ([store] retention), or list
     /// them with --dry-run.
     Retention(cli::retention::Request),
+    /// Load an archive that retention wrote back into the store, into the partition it was
+    /// dropped from, for an investigation; checked against what the store recorded at the drop,
+    /// and held from retention (--hold, 30 days). Runs as the store's owner, like setup.
+    Restore(cli::restore::Request),
 }
 
 /// `verify`'s exit status when the store could not be checked at all.
@@ -332,6 +336,7 @@ async fn run(command: Command, loaded: Result<(Config, PathBuf)>) -> Result<Exit
                 return Ok(ExitCode::FAILURE);
             }
         }
+        Command::Restore(request) => cli::restore::run(&config, &request).await?,
         Command::Verify(request) => {
             let report = cli::verify::run(&config, &request).await?;
             if request.json {

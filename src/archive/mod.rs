@@ -14,14 +14,18 @@
 //! What retention calls, in order: [`write`] (a snapshot of the range into a
 //! new file; never overwrites one), [`read_back`] (the file as written, then
 //! the store's range again: the same entries with the same hashes), and only
-//! then drops the range. [`check`] reads a file alone, for `verify --archive`.
+//! then drops the range. [`check`] reads a file alone, for `verify --archive`;
+//! [`each_entry`] hands on each entry of a file that checks out, and
+//! [`restore`] loads a file back into its dropped partition (`pgtrail restore`).
 
 mod compare;
+mod entries;
 mod format;
 mod hashing;
 mod read;
 #[cfg(test)]
 mod read_tests;
+mod restore;
 pub mod retention;
 mod runs;
 mod write;
@@ -32,8 +36,10 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 pub use compare::{compare_with_store, read_back, ReadBack};
+pub use entries::{each_entry, ArchivedEntry};
 pub use format::Header;
 pub use read::{check, Checked};
+pub use restore::{restore, RestoreError, Restored};
 pub use runs::Run;
 pub use write::write;
 

@@ -44,6 +44,26 @@ const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
 /// Reads and checks the archive at `path`, decrypting it with the age
 /// identities in the file `identity` when it is encrypted.
 pub fn check(path: &Path, identity: Option<&Path>) -> Result<Checked, ArchiveError> {
+    check_each(path, identity, &mut |_| Ok(()))
+}
+
+/// One entry line that checked out, as [`check_each`] hands it on.
+pub(crate) struct Seen<'a> {
+    /// The line's JSON text (more than one line of the file where a stored
+    /// JSON text holds a line break).
+    pub text: &'a str,
+    pub id: i64,
+    pub digest: [u8; 32],
+    pub hash: Option<[u8; 32]>,
+}
+
+/// [`check`], handing each entry to `each` once it checked out, in file
+/// order; an error from `each` ends the check, reported at that entry.
+pub(crate) fn check_each(
+    path: &Path,
+    identity: Option<&Path>,
+    each: &mut dyn FnMut(Seen<'_>) -> Result<(), String>,
+) -> Result<Checked, ArchiveError> {
     let mut file = File::open(path).map_err(|source| ArchiveError::Io {
         what: "cannot open the archive",
         path: path.to_owned(),
@@ -71,7 +91,10 @@ pub fn check(path: &Path, identity: Option<&Path>) -> Result<Checked, ArchiveErr
             Box::new(raw)
         };
         let decoder = zstd::Decoder::new(plain).map_err(|e| damaged(path, 0, &e))?;
-        (Walk::new(path).read(BufReader::new(decoder))?, encrypted)
+        (
+            Walk::new(path, each).read(BufReader::new(decoder))?,
+            encrypted,
+        )
     };
     // What the readers above left unread (nothing, in a whole file) is hashed too.
     let rest = std::io::copy(
@@ -159,6 +182,8 @@ fn damaged(path: &Path, after_line: u64, e: &std::io::Error) -> ArchiveError {
 /// The check's state, line by line.
 struct Walk<'p> {
     path: &'p Path,
+    /// Where each entry that checked out goes.
+    each: &'p mut dyn FnMut(Seen<'_>) -> Result<(), String>,
     /// The last line read (1 is the header).
     line: u64,
     header: Option<Header>,
@@ -172,9 +197,10 @@ struct Walk<'p> {
 }
 
 impl<'p> Walk<'p> {
-    fn new(path: &'p Path) -> Walk<'p> {
+    fn new(path: &'p Path, each: &'p mut dyn FnMut(Seen<'_>) -> Result<(), String>) -> Walk<'p> {
         Walk {
             path,
+            each,
             line: 0,
             header: None,
             trailer: None,
@@ -264,7 +290,18 @@ impl<'p> Walk<'p> {
         let entry_error = match serde_json::from_str::<EntryLine>(text) {
             Ok(entry) => {
                 return Ok(match entry.linked() {
-                    Ok(linked) => self.entry(line, linked, from_to),
+                    Ok(linked) => {
+                        let (id, digest, hash) = (linked.id, linked.digest, linked.hash);
+                        self.entry(line, linked, from_to).and_then(|()| {
+                            (self.each)(Seen {
+                                text,
+                                id,
+                                digest,
+                                hash,
+                            })
+                            .map_err(|problem| self.at(line, Some(id), problem))
+                        })
+                    }
                     Err(problem) => Err(self.at(line, Some(entry.id), problem)),
                 })
             }

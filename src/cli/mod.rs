@@ -7,6 +7,7 @@ pub mod digest;
 pub mod export;
 pub mod generate;
 pub mod recreate;
+pub mod restore;
 pub mod retention;
 pub mod setup;
 pub mod status;

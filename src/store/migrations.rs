@@ -99,6 +99,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "retention: drop_partition, chain anchors",
         include_str!("../../sql/store/0018_retention.sql"),
     ),
+    (
+        19,
+        "restore: restore_partition, restored partitions held and read-only",
+        include_str!("../../sql/store/0019_restore.sql"),
+    ),
 ];
 
 /// The setting through which [`apply`] tells migration 15 the name of the

@@ -47,6 +47,7 @@ mod package;
 mod partitions;
 mod quarantine;
 mod reload;
+mod restore;
 mod retention;
 mod roles;
 mod signing;

@@ -27,8 +27,11 @@ pub(super) struct Anchor {
 #[derive(Debug, Default)]
 pub(super) struct Anchors {
     by_chain: BTreeMap<Chain, BTreeMap<i64, Anchor>>,
-    /// Partitions a recorded drop removed.
+    /// Partitions a recorded drop removed (and not restored since).
     pub partitions_dropped: u64,
+    /// Dropped partitions restored from their archives (`pgtrail restore`),
+    /// in the store again: their anchors are met by their entries.
+    pub partitions_restored: u64,
 }
 
 impl Anchors {
@@ -49,25 +52,27 @@ impl Anchors {
         }
         // Every drop's event records the digest of all anchors after it;
         // the newest drop's (through the ledger, whose drop_event only the
-        // owner can set) covers them all.
+        // owner can set; a restore keeps it) covers them all.
         let newest = tx
             .query_opt(
                 "SELECT p.name, e.details->>'partition', e.details->>'anchors_sha256' \
                  FROM pgtrail.partitions p LEFT JOIN pgtrail.entries e ON e.id = p.drop_event \
                    AND e.source = 0 AND e.action = 'EVENT' AND e.table_name = 'retention' \
                    AND e.details->>'event' = 'partition_dropped' \
-                 WHERE p.dropped_at IS NOT NULL ORDER BY p.dropped_at DESC, p.drop_event DESC LIMIT 1",
+                 WHERE p.drop_event IS NOT NULL ORDER BY p.drop_event DESC LIMIT 1",
                 &[],
             )
             .await?;
-        let dropped: i64 = tx
+        let counts = tx
             .query_one(
-                "SELECT count(*) FROM pgtrail.partitions WHERE dropped_at IS NOT NULL",
+                "SELECT count(*) FILTER (WHERE dropped_at IS NOT NULL), \
+                        count(*) FILTER (WHERE dropped_at IS NULL AND restored_at IS NOT NULL) \
+                 FROM pgtrail.partitions",
                 &[],
             )
-            .await?
-            .get(0);
-        anchors.partitions_dropped = dropped.max(0) as u64;
+            .await?;
+        anchors.partitions_dropped = counts.get::<_, i64>(0).max(0) as u64;
+        anchors.partitions_restored = counts.get::<_, i64>(1).max(0) as u64;
         let mut text = String::new();
         for row in tx
             .query(
@@ -137,4 +142,41 @@ impl Anchors {
         let high = before.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
         list.range((low, high)).map(|(_, a)| a).collect()
     }
+}
+
+/// Where the chain stands before `from`: the id and hash of its last hashed
+/// entry below it, or of the last anchor below it where retention cut the
+/// chain later than that (`None` when the chain has neither).
+pub(super) async fn start_of(
+    tx: &tokio_postgres::Transaction<'_>,
+    c: Chain,
+    from: i64,
+) -> Result<Option<(i64, [u8; 32])>> {
+    let anchors: bool = tx
+        .query_one(
+            "SELECT to_regclass('pgtrail.chain_anchors') IS NOT NULL",
+            &[],
+        )
+        .await?
+        .get(0);
+    let entry = format!(
+        "SELECT id, hash FROM pgtrail.entries WHERE id < $1 AND {} \
+         AND hash IS NOT NULL ORDER BY id DESC LIMIT 1",
+        c.sql_condition()
+    );
+    let sql = if anchors {
+        format!(
+            "({entry}) UNION ALL (SELECT dropped_id, dropped_hash FROM pgtrail.chain_anchors \
+             WHERE dropped_id < $1 AND source = {} ORDER BY dropped_id DESC LIMIT 1) \
+             ORDER BY 1 DESC LIMIT 1",
+            (c.0).0
+        )
+    } else {
+        entry
+    };
+    let row = tx.query_opt(&sql, &[&from]).await?;
+    Ok(row.and_then(|r| {
+        let hash: [u8; 32] = r.get::<_, Vec<u8>>(1).try_into().ok()?;
+        Some((r.get(0), hash))
+    }))
 }

@@ -91,6 +91,8 @@ pub struct Report {
     pub signatures_checked: Option<u64>,
     /// Partitions retention dropped, each recorded by a `retention` event.
     pub partitions_dropped: u64,
+    /// Dropped partitions restored from their archives and in the store again.
+    pub partitions_restored: u64,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -154,13 +156,14 @@ pub async fn run(config: &Config, req: &Request) -> Result<Report> {
     };
     let (anchors, anchor_problems) = anchors::Anchors::load(&tx).await?;
     report.partitions_dropped = anchors.partitions_dropped;
+    report.partitions_restored = anchors.partitions_restored;
     for problem in anchor_problems {
         push_break(&mut report, None, "anchors", problem);
     }
     let mut walks = BTreeMap::new();
     for (id, name) in &scope.chains {
         let c = Chain(*id);
-        let prev = start_of(&tx, c, from).await?;
+        let prev = anchors::start_of(&tx, c, from).await?;
         let mut walk = Walk::new(name.clone(), prev);
         walk.signed = signed.as_ref().and_then(|s| s.point(c));
         walks.insert(c, walk);
@@ -332,43 +335,6 @@ fn push_break(report: &mut Report, id: Option<i64>, chain: &str, problem: String
             problem,
         });
     }
-}
-
-/// Where the chain stands before `from`: the id and hash of its last hashed
-/// entry below it, or of the last anchor below it where retention cut the
-/// chain later than that (`None` when the chain has neither).
-async fn start_of(
-    tx: &tokio_postgres::Transaction<'_>,
-    c: Chain,
-    from: i64,
-) -> Result<Option<(i64, [u8; 32])>> {
-    let anchors: bool = tx
-        .query_one(
-            "SELECT to_regclass('pgtrail.chain_anchors') IS NOT NULL",
-            &[],
-        )
-        .await?
-        .get(0);
-    let entry = format!(
-        "SELECT id, hash FROM pgtrail.entries WHERE id < $1 AND {} \
-         AND hash IS NOT NULL ORDER BY id DESC LIMIT 1",
-        c.sql_condition()
-    );
-    let sql = if anchors {
-        format!(
-            "({entry}) UNION ALL (SELECT dropped_id, dropped_hash FROM pgtrail.chain_anchors \
-             WHERE dropped_id < $1 AND source = {} ORDER BY dropped_id DESC LIMIT 1) \
-             ORDER BY 1 DESC LIMIT 1",
-            (c.0).0
-        )
-    } else {
-        entry
-    };
-    let row = tx.query_opt(&sql, &[&from]).await?;
-    Ok(row.and_then(|r| {
-        let hash: [u8; 32] = r.get::<_, Vec<u8>>(1).try_into().ok()?;
-        Some((r.get(0), hash))
-    }))
 }
 
 /// One entry as read for checking.
@@ -558,6 +524,10 @@ impl Report {
                 "{} partition(s) dropped by retention, each recorded by its event\n",
                 self.partitions_dropped
             ));
+        }
+        if self.partitions_restored > 0 {
+            let n = self.partitions_restored;
+            out.push_str(&format!("{n} partition(s) restored from archives\n"));
         }
         let q = &self.quarantine;
         if q.transactions > 0 {
