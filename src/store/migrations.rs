@@ -99,6 +99,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "retention: drop_partition, chain anchors",
         include_str!("../../sql/store/0018_retention.sql"),
     ),
+    (
+        20,
+        "an event's time within 5 minutes of the store's clock",
+        include_str!("../../sql/store/0020_event_time.sql"),
+    ),
 ];
 
 /// The setting through which [`apply`] tells migration 15 the name of the

@@ -38,6 +38,17 @@ async fn drop_current_partition(store: &tokio_postgres::Client) -> String {
     name
 }
 
+/// A login role of the web view's (a member of pgtrail_reader, as a user adds one), connected.
+async fn web_view(env: &TestEnv, store: &tokio_postgres::Client) -> tokio_postgres::Client {
+    store
+        .batch_execute("CREATE ROLE webview LOGIN PASSWORD 'pw' IN ROLE pgtrail_reader")
+        .await
+        .unwrap();
+    connect(&env.cluster.url_as("pgtrail", "webview", Some("pw")))
+        .await
+        .expect("connect as the web view's role")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backlog_without_a_partition_is_stored_once_in_one_made_for_it() {
     let (env, src, mut daemon) =
@@ -174,13 +185,7 @@ async fn events_are_recorded_when_the_current_partition_is_gone() {
         .await
         .unwrap();
     // An event through the web view's role (pgtrail_reader): a user added by the CLI as such.
-    store
-        .batch_execute("CREATE ROLE webview LOGIN PASSWORD 'pw' IN ROLE pgtrail_reader")
-        .await
-        .unwrap();
-    let web = connect(&env.cluster.url_as("pgtrail", "webview", Some("pw")))
-        .await
-        .expect("connect as the web view's role");
+    let web = web_view(&env, &store).await;
     let id = pgtrail::store::events::record(
         &web,
         &pgtrail::store::events::OwnEvent::new(
@@ -251,4 +256,65 @@ async fn web_pages_cross_partition_bounds_without_a_gap_or_a_repeat() {
     let oldest_first = web.walk("table=public.t&sort=time&dir=asc", 7).await;
     assert_eq!(oldest_first, ids);
     web.assert_quiet();
+}
+
+/// `pgtrail.record_event` with the time `at` (SQL) and a digest that is not the event's: for
+/// calls that must be refused before anything is written.
+fn event_at(at: &str) -> String {
+    format!(
+        "SELECT pgtrail.record_event({at}, 'session', NULL, NULL, NULL, NULL, '{{}}', '{{}}', \
+         NULL, NULL, sha256(''::bytea))"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_dated_away_from_the_stores_clock_is_refused_and_makes_no_partition() {
+    let (env, store) = TestEnv::with_store().await;
+    // The web view's role records sign-ins and exports: it may not choose their time freely.
+    let web = web_view(&env, &store).await;
+    let ledger = live_partitions(&store).await;
+    let events = "SELECT count(*) FROM pgtrail.entries WHERE source = 0";
+    let before = query_count(&store, events).await;
+    for at in [
+        "now() - interval '400 days'",
+        "now() + interval '3 years'",
+        "clock_timestamp() - interval '6 minutes'",
+        "clock_timestamp() + interval '6 minutes'",
+        "NULL",
+    ] {
+        let err = web.query_one(&event_at(at), &[]).await.expect_err(at);
+        let db = err.as_db_error().unwrap_or_else(|| panic!("{at}: {err:?}"));
+        assert_eq!(db.code().code(), "55000", "{at}: {db:?}");
+        assert!(
+            db.message()
+                .contains("is not within 5 minutes of the store's clock")
+                && db.hint().is_some_and(|h| h.contains("NTP")),
+            "{at}: {db:?}"
+        );
+    }
+    assert_eq!(live_partitions(&store).await, ledger, "no partition made");
+    assert_eq!(query_count(&store, events).await, before, "no event stored");
+
+    // An event of the web view's, timed by its host's clock, goes in as before; the chain holds.
+    let event = pgtrail::store::events::OwnEvent::new(
+        pgtrail::store::events::Category::Session,
+        "sign_in",
+        "pgtrail web",
+        "signed in",
+    );
+    pgtrail::store::events::record(&web, &event)
+        .await
+        .expect("an event at the present");
+    assert_eq!(query_count(&store, events).await, before + 1);
+    env.trail.cli(&["verify", "--json"]).await.assert_success();
+
+    // The store's owner (setup's role) is not bound: its own maintenance decides.
+    let id: i64 = query_value(&store, &event_at("now() - interval '400 days'"), &[]).await;
+    let holder: String = query_value(
+        &store,
+        "SELECT tableoid::regclass::text FROM pgtrail.entries WHERE id = $1",
+        &[&id],
+    )
+    .await;
+    assert!(holder.starts_with("pgtrail.entries_p"), "{holder}");
 }
