@@ -105,7 +105,7 @@ pub async fn after_setup(config: &Config, replacing: Replacing) -> Result<String
 /// What the store holds for the slot; `None` when the store or its schema
 /// does not exist yet (a first setup).
 async fn stored(config: &Config) -> Result<Option<LastStored>> {
-    let client = match crate::pg::connect(&config.store, "pgtrail").await {
+    let client = match crate::pg::connect(&config.store, "pgtrail setup").await {
         Ok(client) => client,
         Err(e) if e.as_db_error().map(|d| d.code().code()) == Some("3D000") => return Ok(None),
         Err(e) => bail!(

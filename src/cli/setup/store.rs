@@ -20,7 +20,7 @@ pub(super) async fn plan(
     plan: &mut Plan,
 ) -> Result<()> {
     let url = &config.store;
-    let store = match crate::pg::connect(url, "pgtrail").await {
+    let store = match crate::pg::connect(url, "pgtrail setup").await {
         Ok(client) => Some(client),
         Err(e) if e.as_db_error().map(|d| d.code().code()) == Some("3D000") => {
             plan.create_store = Some(format!("CREATE DATABASE {}", quote_ident(url.dbname())));
@@ -186,7 +186,7 @@ pub(super) async fn apply(
     if let Some(create) = &plan.create_store {
         report.push(create_database(config, create).await?);
     }
-    let mut client = crate::pg::connect(&config.store, "pgtrail")
+    let mut client = crate::pg::connect(&config.store, "pgtrail setup")
         .await
         .map_err(|e| {
             anyhow::anyhow!(
@@ -229,9 +229,14 @@ pub(super) async fn apply(
     }
     if let Some(moved) = store::migrate::finish(&mut client).await? {
         report.push(format!(
-            "store: moved {} entries into time partitions in {:.1} s; run `pgtrail verify` to check the chains",
+            "store: moved {} entries into time partitions in {:.1} s; checked before the old table was dropped: \
+             it held {} entries and the partitions hold {}, and {} chain head(s) are the hash of their chain's last entry; \
+             run `pgtrail verify` to check the chains whole",
             moved.entries,
-            moved.took.as_secs_f64()
+            moved.took.as_secs_f64(),
+            moved.check.old,
+            moved.check.new,
+            moved.check.heads
         ));
     }
     // The current period's partition and the next ones, before any daemon runs.
