@@ -247,7 +247,15 @@ pub(super) async fn apply(
         .await
         .map_err(crate::source::SourceError::from)?;
     let rebind_by = rebind.then(|| crate::auth::Actor::cli().name.unwrap_or_default());
-    let (id, settled) = binding::register(&mut client, name, &server, rebind_by).await?;
+    let tx = client.transaction().await?;
+    let (id, settled) = binding::register(&tx, name, &server, rebind_by).await?;
+    let moved = match &settled {
+        Settled::Rebound { from } => {
+            Some(super::moved::record(&tx, config, (id, from, &server), start).await?)
+        }
+        _ => None,
+    };
+    tx.commit().await?;
     if known.is_none() {
         report.push(format!(
             "store: source {:?} registered (id {})",
@@ -266,6 +274,7 @@ pub(super) async fn apply(
         )),
         Settled::Same => {}
     }
+    report.extend(moved);
     store::init_checkpoint(&client, id, &config.slot, start).await?;
     // Every time, and after the source's SQL: the key is made there, once.
     let key = crate::source::message_key(source).await?;
