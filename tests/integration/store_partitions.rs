@@ -318,3 +318,103 @@ async fn an_event_dated_away_from_the_stores_clock_is_refused_and_makes_no_parti
     .await;
     assert!(holder.starts_with("pgtrail.entries_p"), "{holder}");
 }
+
+/// Shortens the partition holding now to end at `until` and attaches one from `from` to where
+/// it ended, as the owner: commit times in `[until, from)` have no partition, and the keeper
+/// (which makes the period holding now) makes none for them. Returns the first one's name.
+async fn open_a_hole(store: &tokio_postgres::Client, until: &str, from: &str) -> String {
+    let (name, bounds): (String, String) = query_pairs(
+        store,
+        "SELECT name, format('%L|%L', from_at, to_at) FROM pgtrail.partitions \
+         WHERE dropped_at IS NULL AND from_at <= now() AND now() < to_at",
+        &[],
+    )
+    .await
+    .remove(0);
+    let (start, end) = bounds.split_once('|').unwrap();
+    store
+        .batch_execute(&format!(
+            "ALTER TABLE pgtrail.entries DETACH PARTITION pgtrail.{name};
+             ALTER TABLE pgtrail.{name} DROP CONSTRAINT {name}_range;
+             ALTER TABLE pgtrail.{name} ADD CONSTRAINT {name}_range
+                 CHECK (committed_at >= {start} AND committed_at < '{until}');
+             ALTER TABLE pgtrail.entries ATTACH PARTITION pgtrail.{name} FOR VALUES FROM ({start}) TO ('{until}');
+             UPDATE pgtrail.partitions SET to_at = '{until}' WHERE name = '{name}';
+             CREATE TABLE pgtrail.entries_from_now (LIKE pgtrail.entries INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
+             ALTER TABLE pgtrail.entries ATTACH PARTITION pgtrail.entries_from_now FOR VALUES FROM ('{from}') TO ({end});
+             INSERT INTO pgtrail.partitions (name, from_at, to_at) VALUES ('entries_from_now', '{from}', {end});"
+        ))
+        .await
+        .unwrap();
+    name
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_needed_after_side_rows_were_sent_is_made_outside_the_store_transaction() {
+    // A SQL_ASCII source, whose text may hold bytes that are not UTF-8: wal2json passes them on,
+    // and the row is undecodable (kept in pgtrail.decode_errors).
+    let env = TestEnv::start().await;
+    let postgres = env.cluster.client("postgres").await;
+    for sql in [
+        "DROP DATABASE app",
+        "CREATE DATABASE app ENCODING 'SQL_ASCII' TEMPLATE template0",
+    ] {
+        postgres.batch_execute(sql).await.unwrap();
+    }
+    create_marker_table(&env.source().await).await;
+    let src = env
+        .source_with("CREATE TABLE t (id int PRIMARY KEY, v text)")
+        .await;
+    env.setup().await;
+    let store = env.store().await;
+    let mut daemon = env.spawn();
+    src.batch_execute("INSERT INTO t VALUES (0, 'before')")
+        .await
+        .unwrap();
+    env.sync().await;
+    daemon.terminate().await;
+
+    // One transaction: 3,000 undecodable rows (more than a batch of events, and than the writer
+    // holds back: they go into the store transaction before its first entry), then 50 rows.
+    let until: String = query_value(&store, "SELECT clock_timestamp()::text", &[]).await;
+    src.batch_execute(
+        r"BEGIN;
+          INSERT INTO t SELECT g, E'\xff' FROM generate_series(1, 3000) g;
+          INSERT INTO t SELECT g, 'ok' FROM generate_series(3001, 3050) g;
+          COMMIT;",
+    )
+    .await
+    .unwrap();
+    let from: String = query_value(&store, "SELECT clock_timestamp()::text", &[]).await;
+    let shortened = open_a_hole(&store, &until, &from).await;
+
+    let mut daemon = env.spawn();
+    env.sync().await;
+    daemon.terminate().await;
+    let log = daemon.log();
+    assert!(
+        log.contains("made a partition for a commit time outside the partitions made ahead")
+            && !log.contains("no partition of relation"),
+        "{log}"
+    );
+    assert_eq!(
+        query_count(&store, "SELECT count(*) FROM pgtrail.decode_errors").await,
+        3000
+    );
+    assert_counts(&store, "public", "t", Counts::new(51, 0, 0, 0)).await;
+    // The 50 went into a partition made for the hole, by a transaction of its own that began
+    // after the store transaction holding the undecodable rows had (not inside it: its
+    // now() would be theirs).
+    let (made, later): (String, bool) = query_pairs(
+        &store,
+        "SELECT p.name, p.created_at > (SELECT max(seen_at) FROM pgtrail.decode_errors) \
+         FROM pgtrail.entries e JOIN pgtrail.partitions p ON e.tableoid = to_regclass(format('pgtrail.%I', p.name)) \
+         WHERE e.table_name = 't' AND e.after->>'v' = 'ok' GROUP BY p.name, p.created_at",
+        &[],
+    )
+    .await
+    .remove(0);
+    assert!(made != shortened && made != "entries_from_now", "{made}");
+    assert!(later, "the partition was made inside the store transaction");
+    env.trail.cli(&["verify", "--json"]).await.assert_success();
+}
