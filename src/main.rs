@@ -253,7 +253,7 @@ async fn run(command: Command, loaded: Result<(Config, PathBuf)>) -> Result<Exit
     match command {
         Command::Setup { dry_run: true, .. } => {
             setup::binding::before_setup(&config, false).await?;
-            recreate::before_setup(&config, false).await?;
+            recreate::before_setup(&config, false, false).await?;
             let plan = setup::plan_setup(&config).await?;
             for note in &plan.notes {
                 println!("-- {note}");
@@ -267,7 +267,7 @@ async fn run(command: Command, loaded: Result<(Config, PathBuf)>) -> Result<Exit
         } => {
             // First: a name that reaches another database changes nothing anywhere.
             setup::binding::before_setup(&config, rebind_source).await?;
-            let replacing = recreate::before_setup(&config, recreate_slot).await?;
+            let replacing = recreate::before_setup(&config, recreate_slot, rebind_source).await?;
             for line in setup::setup(&config, rebind_source).await? {
                 println!("{line}");
             }

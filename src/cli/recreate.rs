@@ -23,9 +23,30 @@ pub struct Replacing {
 
 /// Before setup: refuses a lost slot without `recreate`; with it, drops a
 /// lost slot so setup creates a new one, and returns what to record after.
-pub async fn before_setup(config: &Config, recreate: bool) -> Result<Option<Replacing>> {
+/// `rebinding` (`--rebind-source`): the store's checkpoint is the old
+/// server's, so a slot missing on the new one is no loss and one there is
+/// used; the move records the gap (`cli::setup::moved`), nothing here does.
+pub async fn before_setup(
+    config: &Config,
+    recreate: bool,
+    rebinding: bool,
+) -> Result<Option<Replacing>> {
     let source = source::connect(&config.source).await?;
     let found = gap::catalog_loss(&source, &config.slot).await?;
+    if rebinding {
+        if found == Some(Found::Lost) {
+            if !recreate {
+                bail!(
+                    "the slot {:?} on the server the source moved to is lost ({}); \
+                     add --recreate-slot to drop it and create a new one",
+                    config.slot.as_str(),
+                    Found::Lost.describe()
+                );
+            }
+            drop_lost(&source, config.slot.as_str()).await?;
+        }
+        return Ok(None);
+    }
     let stored = stored(config).await?;
     let slot = config.slot.as_str();
     let found = match found {
@@ -51,17 +72,23 @@ pub async fn before_setup(config: &Config, recreate: bool) -> Result<Option<Repl
         );
     }
     if found == Found::Lost {
-        source
-            .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "dropping the lost slot {slot:?} failed: {}",
-                    crate::pg::describe(&e)
-                )
-            })?;
+        drop_lost(&source, slot).await?;
     }
     Ok(Some(Replacing { found, stored }))
+}
+
+/// Drops the lost slot `slot`, so that setup creates a new one.
+async fn drop_lost(source: &tokio_postgres::Client, slot: &str) -> Result<()> {
+    source
+        .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "dropping the lost slot {slot:?} failed: {}",
+                crate::pg::describe(&e)
+            )
+        })?;
+    Ok(())
 }
 
 /// After setup created the new slot: records the gap and moves the
@@ -105,7 +132,7 @@ pub async fn after_setup(config: &Config, replacing: Replacing) -> Result<String
 /// What the store holds for the slot; `None` when the store or its schema
 /// does not exist yet (a first setup).
 async fn stored(config: &Config) -> Result<Option<LastStored>> {
-    let client = match crate::pg::connect(&config.store, "pgtrail").await {
+    let client = match crate::pg::connect(&config.store, "pgtrail setup").await {
         Ok(client) => client,
         Err(e) if e.as_db_error().map(|d| d.code().code()) == Some("3D000") => return Ok(None),
         Err(e) => bail!(

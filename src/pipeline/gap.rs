@@ -14,6 +14,7 @@ use tokio_postgres::{Client, GenericClient};
 use crate::capture::replication::ServerError;
 use crate::pg::{Lsn, PgUrl, SlotName};
 use crate::source::SourceError;
+use crate::store::binding::SourceServer;
 use crate::store::events::{Category, OwnEvent};
 use crate::store::{SourceName, StoreError};
 
@@ -217,6 +218,51 @@ pub fn recreated_event(
     .detail("from_commit", time(stored.and_then(|s| s.commit)))
     .detail("to_lsn", new_lsn.to_string())
     .detail("to_time", time(Some(now)));
+    if let Some(actor) = actor {
+        event = event.actor(actor);
+    }
+    event
+}
+
+/// The `source_moved` event: `setup --rebind-source` moved the source to
+/// another server, whose slot starts at `new_lsn`. The store's checkpoint
+/// was a position in the old server's WAL, which means nothing on the new
+/// one: changes on the old server after the last one stored, and on the new
+/// one before its slot's start, were not captured. The same extent as
+/// [`recreated_event`]'s, and the servers on either side.
+pub fn moved_event(
+    (source, slot): (&SourceName, &SlotName),
+    (from, to): (&SourceServer, &SourceServer),
+    stored: Option<&LastStored>,
+    new_lsn: Lsn,
+    actor: Option<String>,
+) -> OwnEvent {
+    let side = |s: &SourceServer| {
+        serde_json::json!({
+            "system_identifier": s.system_identifier,
+            "database_oid": s.database_oid,
+            "database": s.database,
+        })
+    };
+    let last = stored.map_or_else(|| "-".to_owned(), |s| s.lsn.to_string());
+    let mut event = OwnEvent::new(
+        Category::Gap,
+        "source_moved",
+        "pgtrail cli",
+        format!(
+            "audit gap: source {source} moved from {from} to {to}; changes on the old server after {last} \
+             and on the new one before {new_lsn} (its slot {slot}'s start) were not captured"
+        ),
+    )
+    .detail("source", source.as_str())
+    .detail("slot", slot.as_str())
+    .detail("found", format!("the source moved to another server ({from} to {to})"))
+    .detail("from_server", side(from))
+    .detail("to_server", side(to))
+    .detail("from_lsn", stored.map(|s| s.lsn.to_string()))
+    .detail("from_commit", time(stored.and_then(|s| s.commit)))
+    .detail("to_lsn", new_lsn.to_string())
+    .detail("to_time", time(Some(Utc::now())));
     if let Some(actor) = actor {
         event = event.actor(actor);
     }

@@ -200,7 +200,7 @@ impl Prepared {
         let (tx, rx) = mpsc::channel::<Vec<Event>>(CHANNEL_BATCHES);
         let writer = tokio::spawn(
             StoreWriter::new(
-                self.store_client,
+                (self.store_client, config.store.clone()),
                 (self.source, config.source_name.clone()),
                 config.slot.clone(),
                 durable_tx,

@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use tokio_postgres::{Client, GenericClient};
+use tokio_postgres::{Client, GenericClient, Transaction};
 
 use super::events::{self, Category, OwnEvent};
 use super::sources::{SourceId, SourceName};
@@ -170,14 +170,14 @@ pub async fn bind_or_check(
 /// bound to the database `server` ([`settle`]: a name bound to
 /// another database is refused unless `rebind_by` names who moves it);
 /// returns its id and what came of the binding. Run by `setup`, as the
-/// store's owner.
+/// store's owner, in a transaction it commits once it has done what a
+/// rebind calls for (see `cli::setup::moved`).
 pub async fn register(
-    client: &mut Client,
+    tx: &Transaction<'_>,
     name: &SourceName,
     server: &SourceServer,
     rebind_by: Option<String>,
 ) -> Result<(SourceId, Settled), StoreError> {
-    let tx = client.transaction().await?;
     // Setups of two sources at once must not take the same id.
     tx.batch_execute("LOCK TABLE pgtrail.sources IN SHARE ROW EXCLUSIVE MODE")
         .await?;
@@ -204,8 +204,7 @@ pub async fn register(
         &[&id],
     )
     .await?;
-    let settled = settle(&tx, (SourceId(id), name), server, rebind_by).await?;
-    tx.commit().await?;
+    let settled = settle(tx, (SourceId(id), name), server, rebind_by).await?;
     Ok((SourceId(id), settled))
 }
 

@@ -1,7 +1,8 @@
 //! The audit gaps the store records, read back for the web view: each
 //! `gap` EVENT (`pipeline::gap` writes them: `slot_lost` when the daemon
 //! finds its slot lost, `slot_recreated` when `setup --recreate-slot` starts
-//! a new one) folded into the stretches of time whose changes were not
+//! a new one, `source_moved` when `setup --rebind-source` moves the source
+//! to another server) folded into the stretches of time whose changes were not
 //! captured ([`Gap`]).
 //!
 //! Where a gap sits among the entries: every change stored before it has a
@@ -20,6 +21,8 @@ use super::StoreError;
 const SLOT_LOST: &str = "slot_lost";
 /// `details.event` of `setup --recreate-slot`'s record.
 const SLOT_RECREATED: &str = "slot_recreated";
+/// `details.event` of `setup --rebind-source`'s record: the same extent.
+const SOURCE_MOVED: &str = "source_moved";
 
 /// A stretch of changes that were not captured.
 #[derive(Debug, Clone, PartialEq)]
@@ -134,8 +137,8 @@ pub async fn list<C: GenericClient>(client: &C) -> Result<Vec<Gap>, StoreError> 
 
 /// The events, oldest first, as gaps: a `slot_lost` opens one (a second for
 /// the same source, slot and position only repeats it), that source's
-/// slot's next `slot_recreated` ends it; a `slot_recreated` with none open (the slot
-/// was found missing by `setup` first) is a gap of its own.
+/// slot's next `slot_recreated` (or `source_moved`) ends it; one with none open (the slot
+/// was found missing by `setup` first, or the source moved) is a gap of its own.
 fn fold(events: &[GapEvent]) -> Vec<Gap> {
     let mut done: Vec<Gap> = Vec::new();
     let mut open: Vec<Gap> = Vec::new();
@@ -156,7 +159,7 @@ fn fold(events: &[GapEvent]) -> Vec<Gap> {
                     None => open.push(gap),
                 }
             }
-            Some(SLOT_RECREATED) => {
+            Some(SLOT_RECREATED | SOURCE_MOVED) => {
                 let mut gap = match at {
                     Some(i) => open.remove(i),
                     None => e.gap("from_commit", "from_lsn"),
@@ -251,6 +254,24 @@ mod tests {
             (gaps[1].source.as_str(), gaps[1].ended_by),
             ("shop-us", None)
         );
+    }
+
+    #[test]
+    fn a_move_to_another_server_is_a_gap_and_ends_an_open_loss() {
+        let moved = |id| {
+            event(
+                id,
+                json!({"event": "source_moved", "slot": "s", "found": "the source moved to another server",
+                       "from_lsn": "0/100", "from_commit": "2024-05-01T10:00:00.000000Z",
+                       "to_lsn": "0/20", "to_time": "2024-05-01T11:00:00.000000Z"}),
+            )
+        };
+        let gaps = fold(&[moved(4), lost(6, "s", "0/30"), moved(8)]);
+        assert_eq!(gaps.len(), 2, "{gaps:?}");
+        assert_eq!((gaps[0].anchor, gaps[0].ended_by), (4, Some(4)));
+        assert_eq!(gaps[0].to_lsn.as_deref(), Some("0/20"));
+        assert!(gaps[0].from.is_some() && gaps[0].to.is_some() && !gaps[0].missing);
+        assert_eq!((gaps[1].anchor, gaps[1].ended_by), (6, Some(8)));
     }
 
     #[test]

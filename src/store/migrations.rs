@@ -4,8 +4,9 @@
 
 use tokio_postgres::Client;
 
+use super::migrate::guard;
 use super::sources::SourceName;
-use super::StoreError;
+use super::{failure, StoreError};
 
 /// (version, name, SQL), in order. Never edit one that has shipped: add another.
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[
@@ -104,6 +105,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "restore: restore_partition, restored partitions held and read-only",
         include_str!("../../sql/store/0019_restore.sql"),
     ),
+    (
+        20,
+        "an event's time within 5 minutes of the store's clock",
+        include_str!("../../sql/store/0020_event_time.sql"),
+    ),
 ];
 
 /// The setting through which [`apply`] tells migration 15 the name of the
@@ -158,36 +164,71 @@ pub async fn plan(client: &Client) -> Result<Vec<(i32, &'static str)>, StoreErro
 }
 
 /// Applies every pending migration; returns the versions applied. `first`
-/// names the store's first source, should it not have one yet.
+/// names the store's first source, should it not have one yet. No
+/// migration waits more than [`migrate::guard::LOCK_TIMEOUT`] for a lock
+/// (a long reader of the store makes setup fail, naming it, rather than
+/// hang with every other session queued behind it), and migration 16 is
+/// refused while pgtrail processes are connected.
 pub async fn apply(client: &mut Client, first: &SourceName) -> Result<Vec<i32>, StoreError> {
     let mut applied = Vec::new();
     for (version, name, sql) in MIGRATIONS {
-        let tx = client.transaction().await?;
-        // Two `setup`s at once must not both apply a migration.
-        tx.batch_execute("SELECT pg_advisory_xact_lock(7420501)")
-            .await?;
-        tx.batch_execute(BOOTSTRAP).await?;
-        let done = tx
-            .query_opt(
-                "SELECT 1 FROM pgtrail.schema_migrations WHERE version = $1",
-                &[version],
-            )
-            .await?;
-        if done.is_none() {
-            tx.execute(
-                "SELECT set_config($1, $2, true)",
-                &[&FIRST_SOURCE_SETTING, &first.as_str()],
-            )
-            .await?;
-            tx.batch_execute(sql).await?;
-            tx.execute(
-                "INSERT INTO pgtrail.schema_migrations (version, name) VALUES ($1, $2)",
-                &[version, name],
-            )
-            .await?;
-            applied.push(*version);
+        match apply_one(client, (*version, name, sql), first).await {
+            Ok(true) => applied.push(*version),
+            Ok(false) => {}
+            Err(StoreError::Query(e)) if failure::sqlstate(&e) == Some("55P03") => {
+                return Err(StoreError::MigrationLocked {
+                    version: *version,
+                    timeout: guard::LOCK_TIMEOUT,
+                    holders: guard::lock_holders(client).await?,
+                })
+            }
+            Err(e) => return Err(e),
         }
-        tx.commit().await?;
     }
     Ok(applied)
+}
+
+/// Applies one migration in its own transaction unless it was; says whether it did.
+async fn apply_one(
+    client: &mut Client,
+    (version, name, sql): (i32, &str, &str),
+    first: &SourceName,
+) -> Result<bool, StoreError> {
+    let tx = client.transaction().await?;
+    // Two `setup`s at once must not both apply a migration: the second
+    // waits here (without a timeout: migrations are short).
+    tx.batch_execute("SELECT pg_advisory_xact_lock(7420501)")
+        .await?;
+    tx.batch_execute(&format!(
+        "SET LOCAL lock_timeout = '{}'",
+        guard::LOCK_TIMEOUT
+    ))
+    .await?;
+    tx.batch_execute(BOOTSTRAP).await?;
+    let done = tx
+        .query_opt(
+            "SELECT 1 FROM pgtrail.schema_migrations WHERE version = $1",
+            &[&version],
+        )
+        .await?;
+    if done.is_some() {
+        tx.commit().await?;
+        return Ok(false);
+    }
+    if version == 16 {
+        guard::refuse_if_in_use(&tx).await?;
+    }
+    tx.execute(
+        "SELECT set_config($1, $2, true)",
+        &[&FIRST_SOURCE_SETTING, &first.as_str()],
+    )
+    .await?;
+    tx.batch_execute(sql).await?;
+    tx.execute(
+        "INSERT INTO pgtrail.schema_migrations (version, name) VALUES ($1, $2)",
+        &[&version, &name],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(true)
 }

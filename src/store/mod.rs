@@ -55,6 +55,16 @@ pub enum StoreError {
     NeedsMigration { dbname: String, state: String },
     #[error("the entries copied into partitions do not check out: {0}; nothing was dropped (the old table pgtrail.entries_unpartitioned is kept as it was) and the store stays refused: keep it as it is and report this")]
     MigrationCheck(String),
+    #[error("the audit store is in use by other pgtrail processes: {0}. Stop every `pgtrail run` and `pgtrail web` on this store (e.g. `systemctl stop pgtrail`), then run `pgtrail setup` again: it moves every entry into time partitions, and nothing may write or read them meanwhile. Nothing was changed")]
+    MigrationInUse(String),
+    #[error("store migration {version} waited {timeout} for a lock on pgtrail's tables and gave up, so as not to stall every session queued behind it; held by {holders}. Let those sessions finish, or end them (SELECT pg_terminate_backend(PID)), then run `pgtrail setup` again. Nothing of that migration was applied")]
+    MigrationLocked {
+        version: i32,
+        timeout: &'static str,
+        holders: String,
+    },
+    #[error("another `pgtrail setup` is moving this store's entries into time partitions: {0}. Let it finish (it reports when it is done); run `pgtrail setup` again only if it failed or was stopped (the move goes on where it was)")]
+    MigrationBusy(String),
     #[error("audit store query failed: {}", describe(.0))]
     Query(#[from] tokio_postgres::Error),
     #[error("the source sent a commit time pgtrail cannot read ({0:?}); it cannot be hashed into the chain")]

@@ -17,8 +17,9 @@
 //! and, before encoding the first entry of a transaction outside them (a
 //! lagging source's backlog, a clock far ahead), commits what it holds (a
 //! transaction boundary, as at any commit), has the partition made with
-//! nothing open and starts its next store transaction, which sees it. The
-//! store never meets a row without a partition from this writer.
+//! nothing open (or on a connection of its own, when what it holds cannot
+//! be committed yet) and starts its next store transaction, which sees it.
+//! The store never meets a row without a partition from this writer.
 //!
 //! One COPY statement stays open for the whole store transaction and chunks
 //! are sent without waiting for the store to take each one in: the store
@@ -46,8 +47,7 @@ use super::sources::{SourceId, SourceName};
 use super::StoreError;
 use crate::entry::{Action, AuditEntry, Event};
 use crate::metrics::record::{self, StoreCommit};
-use crate::pg::Lsn;
-use crate::pg::SlotName;
+use crate::pg::{Lsn, PgUrl, SlotName};
 
 /// Send a chunk of COPY text once this much is buffered: small enough that the
 /// store starts on it soon, large enough that sending costs little.
@@ -60,6 +60,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct StoreWriter {
     client: Client,
+    /// Where `client` is connected, for a connection of its own ([`Self::make_partition`]).
+    store: PgUrl,
     /// The source this writer stores, whose chain and checkpoint it moves.
     source: SourceId,
     /// Its name, as the metrics and the signed heads name it.
@@ -186,13 +188,14 @@ struct ChainState {
 
 impl StoreWriter {
     pub fn new(
-        client: Client,
+        (client, store): (Client, PgUrl),
         (source, name): (SourceId, SourceName),
         slot: SlotName,
         durable: watch::Sender<Lsn>,
     ) -> Self {
         StoreWriter {
             client,
+            store,
             source,
             name,
             slot,
@@ -395,13 +398,20 @@ impl StoreWriter {
     /// Has the partition for commit time `micros` made, before the first
     /// entry of its transaction is encoded. What the open store transaction
     /// holds is whole (a transaction boundary) and is committed first, so
-    /// that the function runs alone (its lock is brief) and the next store
-    /// transaction sees the partition, whoever made it.
+    /// that the next store transaction sees the partition, whoever made it.
+    ///
+    /// When it cannot be committed (it holds this source transaction's side
+    /// rows, sent past their bound before its first entry), the partition is
+    /// made and committed on a connection of its own: inside the open store
+    /// transaction its locks would be held until that transaction's commit
+    /// arrives, however long it streams, and other daemons, the keeper, the
+    /// web view's events and retention would wait on them in vain. The next
+    /// COPY sees it (each statement reads the partitions anew); were it not
+    /// to, "no partition" is transient: all rolls back together and the
+    /// next session, from the checkpoint, finds it made.
     async fn make_partition(&mut self, micros: i64) -> Result<(), StoreError> {
         self.commit_if_whole().await?;
         if self.open {
-            // Only when nothing could be committed (an isolated replay):
-            // the partition is then made inside this store transaction.
             self.end_copy().await?;
         }
         self.partitions = Ranges::load(&self.client).await?;
@@ -410,7 +420,12 @@ impl StoreWriter {
         }
         let at = chrono::DateTime::from_timestamp_micros(micros)
             .ok_or_else(|| StoreError::CommitTime(micros.to_string()))?;
-        let name = partitions::ensure(&self.client, at).await?;
+        let name = if self.open {
+            let own = crate::pg::connect(&self.store, "pgtrail run").await?;
+            partitions::ensure(&own, at).await?
+        } else {
+            partitions::ensure(&self.client, at).await?
+        };
         tracing::info!(partition = %name, commit_time = %at, "made a partition for a commit time outside the partitions made ahead");
         self.partitions = Ranges::load(&self.client).await?;
         Ok(())

@@ -227,3 +227,79 @@ async fn an_unbound_source_is_bound_by_its_daemon_and_rebind_moves_it() {
         .await
         .assert_success();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_to_a_server_with_a_slot_records_the_gap_and_captures_from_that_slot() {
+    let old = Member::start("shop", None).await;
+    old.trail.setup().await;
+    let store = connect(&old.trail.config.store_url).await.unwrap();
+    let mut daemon = old.trail.spawn();
+    old.source()
+        .await
+        .batch_execute("INSERT INTO bank_branches VALUES (1001, 0, 'on the old server')")
+        .await
+        .unwrap();
+    old.sync().await;
+    daemon.terminate().await;
+    let checkpoint = "SELECT lsn::text FROM pgtrail.checkpoints";
+    let old_checkpoint: String = query_value(&store, checkpoint, &[]).await;
+
+    // The new server has the slot already (made by hand before the move), and a change after it.
+    let new = Member::start("shop", Some(old.trail.config.store_url.clone())).await;
+    let src = new.source().await;
+    let start: String = query_value(
+        &src,
+        "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'wal2json')",
+        &[&SLOT],
+    )
+    .await;
+    assert_ne!(start, old_checkpoint, "the two servers' positions differ");
+    src.batch_execute("INSERT INTO bank_branches VALUES (1002, 0, 'after the new slot')")
+        .await
+        .unwrap();
+    let out = new.trail.cli(&["setup", "--rebind-source"]).await;
+    out.assert_success();
+    assert!(
+        out.stdout.contains(&format!(
+            "changes on the old server after {old_checkpoint} and on the new one before {start} were not captured"
+        )),
+        "{out}"
+    );
+    // The old server's position means nothing on the new one: the checkpoint is the slot's start.
+    assert_eq!(query_value::<String>(&store, checkpoint, &[]).await, start);
+    let (old_id, new_id) = (system_identifier(&old).await, system_identifier(&new).await);
+    let gap: Vec<Option<String>> = query_column(
+        &store,
+        "SELECT unnest(ARRAY[details->>'from_lsn', details->>'to_lsn', \
+             details #>> '{from_server,system_identifier}', details #>> '{to_server,system_identifier}', \
+             context->>'actor']) \
+         FROM pgtrail.entries WHERE table_name = 'gap' AND details->>'event' = 'source_moved'",
+        &[],
+    )
+    .await;
+    assert_eq!(
+        gap[..4],
+        [
+            Some(old_checkpoint),
+            Some(start),
+            Some(old_id),
+            Some(new_id)
+        ],
+        "{gap:?}"
+    );
+    assert!(gap[4].is_some(), "who moved it: {gap:?}");
+
+    // Capture goes on from the new slot: the change made after it, once.
+    let mut daemon = new.trail.spawn();
+    new.sync().await;
+    daemon.terminate().await;
+    let kept: Vec<String> = query_column(
+        &store,
+        "SELECT after->>'filler' FROM pgtrail.entries WHERE table_name = 'bank_branches' \
+         AND (after->>'bid')::int > 1000 ORDER BY id",
+        &[],
+    )
+    .await;
+    assert_eq!(kept, ["on the old server", "after the new slot"]);
+    new.verify().await;
+}

@@ -78,19 +78,21 @@ fn transaction(xid: u64, at: &str, n: u64) -> Vec<AuditEntry> {
         .collect()
 }
 
-/// Captured entries as pgtrail's writer encodes them, chained from the start, over three
-/// months: the first transactions as stored before sources had ids (no source), the rest with
-/// source 1; one of 1,500 changes. Pgtrail's own events in between. Returns the capture count.
-async fn old_entries(store: &Client) -> i64 {
-    let txns = [
-        (701, "2026-09-03 08:00:00.5+00", 300),
-        (702, "2026-09-20 23:59:59.999999+00", 1500),
-        (703, "2026-10-01 00:00:00+00", 700),
-        (704, "2026-11-15 12:30:00+00", 900),
-    ];
+/// Three months of old transactions (xid, commit time, changes): one of 1,500 changes.
+const MONTHS: [(u64, &str, u64); 4] = [
+    (701, "2026-09-03 08:00:00.5+00", 300),
+    (702, "2026-09-20 23:59:59.999999+00", 1500),
+    (703, "2026-10-01 00:00:00+00", 700),
+    (704, "2026-11-15 12:30:00+00", 900),
+];
+
+/// Captured entries of `txns` as pgtrail's writer encodes them, chained from the start: the
+/// first transaction as stored before sources had ids (no source), the rest with source 1.
+/// Pgtrail's own events in between. Returns the capture count.
+async fn old_entries(store: &Client, txns: &[(u64, &str, u64)]) -> i64 {
     let mut prev = GENESIS;
     let mut captured = 0;
-    for (k, (xid, at, n)) in txns.into_iter().enumerate() {
+    for (k, &(xid, at, n)) in txns.iter().enumerate() {
         let mut buf = BytesMut::new();
         for entry in transaction(xid, at, n) {
             let cols = ContextColumns::of(&entry.context);
@@ -122,8 +124,8 @@ async fn old_entries(store: &Client) -> i64 {
     captured
 }
 
-/// `pgtrail setup` in the background, with small batches; its output in `log`.
-fn spawn_setup(env: &TestEnv, log: &std::path::Path) -> Child {
+/// `pgtrail setup` in the background, with batches of `batch` old ids; its output in `log`.
+fn spawn_setup(env: &TestEnv, log: &std::path::Path, batch: &str) -> Child {
     let out = std::fs::File::create(log).unwrap();
     Command::new(bin())
         .arg("--config")
@@ -131,7 +133,7 @@ fn spawn_setup(env: &TestEnv, log: &std::path::Path) -> Child {
         .arg("setup")
         .env_remove("PGTRAIL_CONFIG")
         .env_remove("PGPASSWORD")
-        .env("PGTRAIL_MIGRATE_BATCH", BATCH)
+        .env("PGTRAIL_MIGRATE_BATCH", batch)
         .stdin(Stdio::null())
         .stdout(out.try_clone().unwrap())
         .stderr(out)
@@ -144,7 +146,7 @@ fn spawn_setup(env: &TestEnv, log: &std::path::Path) -> Child {
 async fn setup_killed_mid_copy(env: &TestEnv, store: &Client) -> i64 {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("setup.log");
-    let mut setup = spawn_setup(env, &log);
+    let mut setup = spawn_setup(env, &log, BATCH);
     let started = Instant::now();
     loop {
         let copied: Option<i64> = store
@@ -185,7 +187,7 @@ async fn an_unpartitioned_store_is_moved_by_setup_through_a_sigkill_and_captures
     let env = TestEnv::start().await;
     let (src, store, slot_lsn) = before_an_old_store(&env).await;
     old_schema(&store, &slot_lsn).await;
-    let captured = old_entries(&store).await;
+    let captured = old_entries(&store, &MONTHS).await;
     let before: (i64, String) = query_pairs(&store, &format!("{FINGERPRINT}entries"), &[])
         .await
         .remove(0);
@@ -247,4 +249,161 @@ async fn an_unpartitioned_store_is_moved_by_setup_through_a_sigkill_and_captures
     assert_store_matches_source(&src, &store, "public", "t").await;
     let out = env.trail.cli(&["verify", "--json"]).await;
     out.assert_success();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_dated_decades_off_gets_its_own_partition_not_every_period_between() {
+    let env = TestEnv::start().await;
+    let (_src, store, slot_lsn) = before_an_old_store(&env).await;
+    old_schema(&store, &slot_lsn).await;
+    // A source whose clock once said 1999, between transactions of this autumn; all in one batch.
+    let txns = [
+        (801, "2026-09-03 08:00:00+00", 30),
+        (802, "1999-01-05 10:00:00+00", 3),
+        (803, "2026-10-02 09:00:00+00", 20),
+    ];
+    let captured = old_entries(&store, &txns).await;
+    let before: (i64, String) = query_pairs(&store, &format!("{FINGERPRINT}entries"), &[])
+        .await
+        .remove(0);
+    let out = pgtrail_env(
+        &env.trail.config_path,
+        &["setup"],
+        &[("PGTRAIL_MIGRATE_BATCH", "100000")],
+    )
+    .await;
+    out.assert_success();
+    let after: (i64, String) = query_pairs(&store, &format!("{FINGERPRINT}entries"), &[])
+        .await
+        .remove(0);
+    assert_eq!(after, before, "every entry as it was, once");
+    // The months with entries (January 1999, September and October 2026) and the present's
+    // with the two ahead: none of the 331 months between 1999 and 2026.
+    let months: Vec<String> = query_column(
+        &store,
+        "SELECT to_char(from_at AT TIME ZONE 'UTC', 'YYYY-MM') FROM pgtrail.partitions ORDER BY from_at",
+        &[],
+    )
+    .await;
+    let now = chrono::Utc::now().date_naive();
+    let mut expected: Vec<String> = ["1999-01", "2026-09", "2026-10"].map(String::from).to_vec();
+    for ahead in 0..3 {
+        let month = now
+            .checked_add_months(chrono::Months::new(ahead))
+            .unwrap()
+            .format("%Y-%m")
+            .to_string();
+        if !expected.contains(&month) {
+            expected.push(month);
+        }
+    }
+    assert_eq!(months, expected);
+    let holder: String = query_value(
+        &store,
+        "SELECT tableoid::regclass::text FROM pgtrail.entries WHERE xid = 802 LIMIT 1",
+        &[],
+    )
+    .await;
+    assert_eq!(holder, "pgtrail.entries_p19990101");
+    let out = env.trail.cli(&["verify", "--json"]).await;
+    out.assert_success();
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(report["chains"]["app"]["entries"], captured, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_in_use_is_not_moved_and_a_second_setup_is_told_who_moves_it() {
+    let env = TestEnv::start().await;
+    let (_src, store, slot_lsn) = before_an_old_store(&env).await;
+    old_schema(&store, &slot_lsn).await;
+    let captured = old_entries(&store, &MONTHS).await;
+    let applied = "SELECT count(*) FROM pgtrail.schema_migrations";
+    let before = query_count(&store, applied).await;
+    let url = &env.trail.config.store_url;
+
+    // An earlier pgtrail still connected: refused at once, nothing changed.
+    let daemon = connect(&format!("{url}?application_name=pgtrail%20run"))
+        .await
+        .unwrap();
+    let pid: i32 = query_value(&daemon, "SELECT pg_backend_pid()", &[]).await;
+    env.trail.cli(&["setup"]).await.assert_clean_failure(
+        &[
+            "in use by other pgtrail processes",
+            &format!("pid {pid} (pgtrail run, user"),
+            "stop every `pgtrail run` and `pgtrail web`",
+            "nothing was changed",
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(query_count(&store, applied).await, before);
+    drop(daemon);
+
+    // A reader in a transaction on the entries (psql, say): setup waits 5 s for its lock at
+    // most, rather than stall everything queued behind it, and names the session.
+    let reader = connect(url).await.unwrap();
+    reader
+        .batch_execute("BEGIN; SELECT count(*) FROM pgtrail.entries")
+        .await
+        .unwrap();
+    let pid: i32 = query_value(&reader, "SELECT pg_backend_pid()", &[]).await;
+    env.trail.cli(&["setup"]).await.assert_clean_failure(
+        &[
+            "store migration 16 waited 5s for a lock",
+            &format!("pid {pid} (no application name"),
+            "idle in transaction since",
+            "AccessShareLock on pgtrail.entries",
+            "pg_terminate_backend",
+        ],
+        Duration::from_secs(40),
+    );
+    assert_eq!(query_count(&store, applied).await, before);
+    reader.batch_execute("ROLLBACK").await.unwrap();
+
+    // Two setups at once: the second is told which one moves the entries. The first is held
+    // between two batches (the state row locked here) while the second runs; one id a batch,
+    // so that it is still copying when that happens.
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("setup.log");
+    let mut first = spawn_setup(&env, &log, "1");
+    let copying = "SELECT count(*) FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid \
+                   WHERE l.locktype = 'advisory' AND l.objid = 7420504 AND l.granted";
+    wait_until(
+        "the first setup to copy",
+        Duration::from_secs(60),
+        || async { query_count(&store, copying).await == 1 },
+    )
+    .await;
+    store
+        .batch_execute("BEGIN; SELECT FROM pgtrail.store_migration FOR UPDATE")
+        .await
+        .unwrap();
+    let setup_pid: i32 = query_value(
+        &store,
+        "SELECT l.pid FROM pg_locks l WHERE l.locktype = 'advisory' AND l.objid = 7420504",
+        &[],
+    )
+    .await;
+    env.trail.cli(&["setup"]).await.assert_clean_failure(
+        &[
+            "another `pgtrail setup` is moving this store's entries",
+            &format!("pid {setup_pid} (pgtrail setup, user"),
+            "let it finish",
+        ],
+        Duration::from_secs(30),
+    );
+    store.batch_execute("ROLLBACK").await.unwrap();
+    let status = tokio::task::spawn_blocking(move || first.wait().unwrap())
+        .await
+        .unwrap();
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "{said}");
+    // The last step's check, with its counts: every old entry, and the chain heads.
+    let all = captured + 4;
+    assert!(
+        said.contains(&format!(
+            "it held {all} entries and the partitions hold {all}, and 2 chain head(s)"
+        )),
+        "{said}"
+    );
+    env.trail.cli(&["verify", "--json"]).await.assert_success();
 }

@@ -38,6 +38,17 @@ async fn drop_current_partition(store: &tokio_postgres::Client) -> String {
     name
 }
 
+/// A login role of the web view's (a member of pgtrail_reader, as a user adds one), connected.
+async fn web_view(env: &TestEnv, store: &tokio_postgres::Client) -> tokio_postgres::Client {
+    store
+        .batch_execute("CREATE ROLE webview LOGIN PASSWORD 'pw' IN ROLE pgtrail_reader")
+        .await
+        .unwrap();
+    connect(&env.cluster.url_as("pgtrail", "webview", Some("pw")))
+        .await
+        .expect("connect as the web view's role")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backlog_without_a_partition_is_stored_once_in_one_made_for_it() {
     let (env, src, mut daemon) =
@@ -174,13 +185,7 @@ async fn events_are_recorded_when_the_current_partition_is_gone() {
         .await
         .unwrap();
     // An event through the web view's role (pgtrail_reader): a user added by the CLI as such.
-    store
-        .batch_execute("CREATE ROLE webview LOGIN PASSWORD 'pw' IN ROLE pgtrail_reader")
-        .await
-        .unwrap();
-    let web = connect(&env.cluster.url_as("pgtrail", "webview", Some("pw")))
-        .await
-        .expect("connect as the web view's role");
+    let web = web_view(&env, &store).await;
     let id = pgtrail::store::events::record(
         &web,
         &pgtrail::store::events::OwnEvent::new(
@@ -251,4 +256,165 @@ async fn web_pages_cross_partition_bounds_without_a_gap_or_a_repeat() {
     let oldest_first = web.walk("table=public.t&sort=time&dir=asc", 7).await;
     assert_eq!(oldest_first, ids);
     web.assert_quiet();
+}
+
+/// `pgtrail.record_event` with the time `at` (SQL) and a digest that is not the event's: for
+/// calls that must be refused before anything is written.
+fn event_at(at: &str) -> String {
+    format!(
+        "SELECT pgtrail.record_event({at}, 'session', NULL, NULL, NULL, NULL, '{{}}', '{{}}', \
+         NULL, NULL, sha256(''::bytea))"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_dated_away_from_the_stores_clock_is_refused_and_makes_no_partition() {
+    let (env, store) = TestEnv::with_store().await;
+    // The web view's role records sign-ins and exports: it may not choose their time freely.
+    let web = web_view(&env, &store).await;
+    let ledger = live_partitions(&store).await;
+    let events = "SELECT count(*) FROM pgtrail.entries WHERE source = 0";
+    let before = query_count(&store, events).await;
+    for at in [
+        "now() - interval '400 days'",
+        "now() + interval '3 years'",
+        "clock_timestamp() - interval '6 minutes'",
+        "clock_timestamp() + interval '6 minutes'",
+        "NULL",
+    ] {
+        let err = web.query_one(&event_at(at), &[]).await.expect_err(at);
+        let db = err.as_db_error().unwrap_or_else(|| panic!("{at}: {err:?}"));
+        assert_eq!(db.code().code(), "55000", "{at}: {db:?}");
+        assert!(
+            db.message()
+                .contains("is not within 5 minutes of the store's clock")
+                && db.hint().is_some_and(|h| h.contains("NTP")),
+            "{at}: {db:?}"
+        );
+    }
+    assert_eq!(live_partitions(&store).await, ledger, "no partition made");
+    assert_eq!(query_count(&store, events).await, before, "no event stored");
+
+    // An event of the web view's, timed by its host's clock, goes in as before; the chain holds.
+    let event = pgtrail::store::events::OwnEvent::new(
+        pgtrail::store::events::Category::Session,
+        "sign_in",
+        "pgtrail web",
+        "signed in",
+    );
+    pgtrail::store::events::record(&web, &event)
+        .await
+        .expect("an event at the present");
+    assert_eq!(query_count(&store, events).await, before + 1);
+    env.trail.cli(&["verify", "--json"]).await.assert_success();
+
+    // The store's owner (setup's role) is not bound: its own maintenance decides.
+    let id: i64 = query_value(&store, &event_at("now() - interval '400 days'"), &[]).await;
+    let holder: String = query_value(
+        &store,
+        "SELECT tableoid::regclass::text FROM pgtrail.entries WHERE id = $1",
+        &[&id],
+    )
+    .await;
+    assert!(holder.starts_with("pgtrail.entries_p"), "{holder}");
+}
+
+/// Shortens the partition holding now to end at `until` and attaches one from `from` to where
+/// it ended, as the owner: commit times in `[until, from)` have no partition, and the keeper
+/// (which makes the period holding now) makes none for them. Returns the first one's name.
+async fn open_a_hole(store: &tokio_postgres::Client, until: &str, from: &str) -> String {
+    let (name, bounds): (String, String) = query_pairs(
+        store,
+        "SELECT name, format('%L|%L', from_at, to_at) FROM pgtrail.partitions \
+         WHERE dropped_at IS NULL AND from_at <= now() AND now() < to_at",
+        &[],
+    )
+    .await
+    .remove(0);
+    let (start, end) = bounds.split_once('|').unwrap();
+    store
+        .batch_execute(&format!(
+            "ALTER TABLE pgtrail.entries DETACH PARTITION pgtrail.{name};
+             ALTER TABLE pgtrail.{name} DROP CONSTRAINT {name}_range;
+             ALTER TABLE pgtrail.{name} ADD CONSTRAINT {name}_range
+                 CHECK (committed_at >= {start} AND committed_at < '{until}');
+             ALTER TABLE pgtrail.entries ATTACH PARTITION pgtrail.{name} FOR VALUES FROM ({start}) TO ('{until}');
+             UPDATE pgtrail.partitions SET to_at = '{until}' WHERE name = '{name}';
+             CREATE TABLE pgtrail.entries_from_now (LIKE pgtrail.entries INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
+             ALTER TABLE pgtrail.entries ATTACH PARTITION pgtrail.entries_from_now FOR VALUES FROM ('{from}') TO ({end});
+             INSERT INTO pgtrail.partitions (name, from_at, to_at) VALUES ('entries_from_now', '{from}', {end});"
+        ))
+        .await
+        .unwrap();
+    name
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_needed_after_side_rows_were_sent_is_made_outside_the_store_transaction() {
+    // A SQL_ASCII source, whose text may hold bytes that are not UTF-8: wal2json passes them on,
+    // and the row is undecodable (kept in pgtrail.decode_errors).
+    let env = TestEnv::start().await;
+    let postgres = env.cluster.client("postgres").await;
+    for sql in [
+        "DROP DATABASE app",
+        "CREATE DATABASE app ENCODING 'SQL_ASCII' TEMPLATE template0",
+    ] {
+        postgres.batch_execute(sql).await.unwrap();
+    }
+    create_marker_table(&env.source().await).await;
+    let src = env
+        .source_with("CREATE TABLE t (id int PRIMARY KEY, v text)")
+        .await;
+    env.setup().await;
+    let store = env.store().await;
+    let mut daemon = env.spawn();
+    src.batch_execute("INSERT INTO t VALUES (0, 'before')")
+        .await
+        .unwrap();
+    env.sync().await;
+    daemon.terminate().await;
+
+    // One transaction: 3,000 undecodable rows (more than a batch of events, and than the writer
+    // holds back: they go into the store transaction before its first entry), then 50 rows.
+    let until: String = query_value(&store, "SELECT clock_timestamp()::text", &[]).await;
+    src.batch_execute(
+        r"BEGIN;
+          INSERT INTO t SELECT g, E'\xff' FROM generate_series(1, 3000) g;
+          INSERT INTO t SELECT g, 'ok' FROM generate_series(3001, 3050) g;
+          COMMIT;",
+    )
+    .await
+    .unwrap();
+    let from: String = query_value(&store, "SELECT clock_timestamp()::text", &[]).await;
+    let shortened = open_a_hole(&store, &until, &from).await;
+
+    let mut daemon = env.spawn();
+    env.sync().await;
+    daemon.terminate().await;
+    let log = daemon.log();
+    assert!(
+        log.contains("made a partition for a commit time outside the partitions made ahead")
+            && !log.contains("no partition of relation"),
+        "{log}"
+    );
+    assert_eq!(
+        query_count(&store, "SELECT count(*) FROM pgtrail.decode_errors").await,
+        3000
+    );
+    assert_counts(&store, "public", "t", Counts::new(51, 0, 0, 0)).await;
+    // The 50 went into a partition made for the hole, by a transaction of its own that began
+    // after the store transaction holding the undecodable rows had (not inside it: its
+    // now() would be theirs).
+    let (made, later): (String, bool) = query_pairs(
+        &store,
+        "SELECT p.name, p.created_at > (SELECT max(seen_at) FROM pgtrail.decode_errors) \
+         FROM pgtrail.entries e JOIN pgtrail.partitions p ON e.tableoid = to_regclass(format('pgtrail.%I', p.name)) \
+         WHERE e.table_name = 't' AND e.after->>'v' = 'ok' GROUP BY p.name, p.created_at",
+        &[],
+    )
+    .await
+    .remove(0);
+    assert!(made != shortened && made != "entries_from_now", "{made}");
+    assert!(later, "the partition was made inside the store transaction");
+    env.trail.cli(&["verify", "--json"]).await.assert_success();
 }

@@ -51,7 +51,7 @@ pub async fn before_setup(config: &Config, rebind: bool) -> Result<()> {
 /// What the store has bound the config's source name to; `None` when the
 /// store, its sources, the name or its binding do not exist yet.
 async fn bound(config: &Config) -> Result<Option<SourceServer>> {
-    let client = match crate::pg::connect(&config.store, "pgtrail").await {
+    let client = match crate::pg::connect(&config.store, "pgtrail setup").await {
         Ok(client) => client,
         Err(e) if e.as_db_error().map(|d| d.code().code()) == Some("3D000") => return Ok(None),
         Err(e) => bail!(

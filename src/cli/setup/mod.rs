@@ -14,6 +14,7 @@ use anyhow::Result;
 use tokio_postgres::Client;
 
 pub mod binding;
+mod moved;
 mod store;
 
 use crate::config::Config;

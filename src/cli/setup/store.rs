@@ -20,7 +20,7 @@ pub(super) async fn plan(
     plan: &mut Plan,
 ) -> Result<()> {
     let url = &config.store;
-    let store = match crate::pg::connect(url, "pgtrail").await {
+    let store = match crate::pg::connect(url, "pgtrail setup").await {
         Ok(client) => Some(client),
         Err(e) if e.as_db_error().map(|d| d.code().code()) == Some("3D000") => {
             plan.create_store = Some(format!("CREATE DATABASE {}", quote_ident(url.dbname())));
@@ -186,7 +186,7 @@ pub(super) async fn apply(
     if let Some(create) = &plan.create_store {
         report.push(create_database(config, create).await?);
     }
-    let mut client = crate::pg::connect(&config.store, "pgtrail")
+    let mut client = crate::pg::connect(&config.store, "pgtrail setup")
         .await
         .map_err(|e| {
             anyhow::anyhow!(
@@ -242,9 +242,14 @@ pub(super) async fn apply(
     }
     if let Some(moved) = store::migrate::finish(&mut client).await? {
         report.push(format!(
-            "store: moved {} entries into time partitions in {:.1} s; run `pgtrail verify` to check the chains",
+            "store: moved {} entries into time partitions in {:.1} s; checked before the old table was dropped: \
+             it held {} entries and the partitions hold {}, and {} chain head(s) are the hash of their chain's last entry; \
+             run `pgtrail verify` to check the chains whole",
             moved.entries,
-            moved.took.as_secs_f64()
+            moved.took.as_secs_f64(),
+            moved.check.old,
+            moved.check.new,
+            moved.check.heads
         ));
     }
     // The current period's partition and the next ones, before any daemon runs.
@@ -255,7 +260,15 @@ pub(super) async fn apply(
         .await
         .map_err(crate::source::SourceError::from)?;
     let rebind_by = rebind.then(|| crate::auth::Actor::cli().name.unwrap_or_default());
-    let (id, settled) = binding::register(&mut client, name, &server, rebind_by).await?;
+    let tx = client.transaction().await?;
+    let (id, settled) = binding::register(&tx, name, &server, rebind_by).await?;
+    let moved = match &settled {
+        Settled::Rebound { from } => {
+            Some(super::moved::record(&tx, config, (id, from, &server), start).await?)
+        }
+        _ => None,
+    };
+    tx.commit().await?;
     if known.is_none() {
         report.push(format!(
             "store: source {:?} registered (id {})",
@@ -274,6 +287,7 @@ pub(super) async fn apply(
         )),
         Settled::Same => {}
     }
+    report.extend(moved);
     store::init_checkpoint(&client, id, &config.slot, start).await?;
     // Every time, and after the source's SQL: the key is made there, once.
     let key = crate::source::message_key(source).await?;

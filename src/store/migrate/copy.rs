@@ -1,7 +1,7 @@
 //! The batches of a store migration and its last step (see the parent).
 
 use chrono::{DateTime, Utc};
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Transaction};
 
 use super::super::{partitions, StoreError};
 use super::Progress;
@@ -24,17 +24,16 @@ pub(super) async fn batch(client: &mut Client, size: i64) -> Result<Progress, St
     let (first_id, last_id, lo, copied): (i64, i64, i64, i64) =
         (row.get(0), row.get(1), row.get(2), row.get(3));
     let hi = lo.saturating_add(size).min(last_id);
-    let span = tx
-        .query_one(
-            "SELECT min(committed_at), max(committed_at) FROM pgtrail.entries_unpartitioned \
-             WHERE id > $1 AND id <= $2",
-            &[&lo, &hi],
-        )
-        .await?;
-    let (from, to): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = (span.get(0), span.get(1));
+    let made = ensure_partitions(&tx, lo, hi).await?;
+    if made > 0 {
+        tracing::debug!(
+            made,
+            after_id = lo,
+            "partitions made for a batch of old entries"
+        );
+    }
     let mut rows = 0;
-    if let (Some(from), Some(to)) = (from, to) {
-        partitions::ensure_span(&tx, from, to, 0).await?;
+    if hi > lo {
         // Rows stored before sources had ids (migration 15) get the source
         // they were read as: 1 (the first) with an LSN, 0 (pgtrail's events)
         // without. The chain's canonical form does not cover it.
@@ -64,10 +63,58 @@ pub(super) async fn batch(client: &mut Client, size: i64) -> Result<Progress, St
     })
 }
 
+/// Makes a partition for each commit time of old ids `(lo, hi]` that no
+/// live partition holds, oldest first, and returns how many it made: only
+/// periods that have entries, never every period between the batch's
+/// oldest and newest commit time: one entry that a source's wrong clock
+/// dated decades off would make hundreds of partitions in one transaction.
+/// Each turn reads the batch's rows once through the old primary key.
+async fn ensure_partitions(tx: &Transaction<'_>, lo: i64, hi: i64) -> Result<usize, StoreError> {
+    let mut made = 0;
+    let mut last: Option<DateTime<Utc>> = None;
+    loop {
+        let next: Option<DateTime<Utc>> = tx
+            .query_one(
+                "SELECT min(o.committed_at) FROM pgtrail.entries_unpartitioned o \
+                 WHERE o.id > $1 AND o.id <= $2 AND NOT EXISTS ( \
+                     SELECT FROM pgtrail.partitions p \
+                     JOIN pg_inherits i ON i.inhrelid = to_regclass(format('pgtrail.%I', p.name)) \
+                                       AND i.inhparent = 'pgtrail.entries'::regclass \
+                     WHERE p.dropped_at IS NULL AND o.committed_at >= p.from_at AND o.committed_at < p.to_at)",
+                &[&lo, &hi],
+            )
+            .await?
+            .get(0);
+        let Some(at) = next else {
+            return Ok(made);
+        };
+        // ensure_partition returns a partition holding `at`: the same time
+        // twice would mean it did not, and the loop would not end.
+        if last == Some(at) {
+            return Err(StoreError::MigrationCheck(format!(
+                "no partition could be made for the commit time {at} of an old entry"
+            )));
+        }
+        partitions::ensure(tx, at).await?;
+        last = Some(at);
+        made += 1;
+    }
+}
+
+/// What the last step of a move checked before it dropped the old table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checked {
+    /// Entries in the old table, and in the partitions up to its last id.
+    pub old: i64,
+    pub new: i64,
+    /// Chain heads found to be their chain's last entry's hash.
+    pub heads: usize,
+}
+
 /// Checks the copy (as many entries as the old table; each chain's head
 /// is its last entry's hash) and drops the old table, in one transaction;
 /// then makes the partitions ahead and updates the planner's statistics.
-pub(super) async fn check_and_drop(client: &mut Client) -> Result<(), StoreError> {
+pub(super) async fn check_and_drop(client: &mut Client) -> Result<Checked, StoreError> {
     let failed = |what: String| StoreError::MigrationCheck(what);
     let tx = client.transaction().await?;
     let last_id: i64 = tx
@@ -121,5 +168,9 @@ pub(super) async fn check_and_drop(client: &mut Client) -> Result<(), StoreError
     let now = Utc::now();
     partitions::ensure_span(client, now, now, partitions::AHEAD).await?;
     client.batch_execute("ANALYZE pgtrail.entries").await?;
-    Ok(())
+    Ok(Checked {
+        old,
+        new,
+        heads: heads.len(),
+    })
 }

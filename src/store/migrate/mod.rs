@@ -16,6 +16,9 @@
 //! are being moved would break the id order the chains are walked in.
 
 mod copy;
+pub mod guard;
+
+pub use copy::Checked;
 
 use std::time::{Duration, Instant};
 
@@ -120,22 +123,42 @@ fn batch_size() -> i64 {
         .unwrap_or(BATCH)
 }
 
-/// What [`finish`] did.
+/// What [`finish`] did, and what its check found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Moved {
     pub entries: i64,
     pub took: Duration,
+    pub check: Checked,
 }
 
 /// Copies what is left of the old table, checks, drops it. `None` when
-/// there was nothing to do.
+/// there was nothing to do. Refused with [`StoreError::MigrationBusy`]
+/// while another `setup` is copying (it holds [`guard::COPY_LOCK`] for as
+/// long as it runs).
 pub async fn finish(client: &mut Client) -> Result<Option<Moved>, StoreError> {
-    let Some(start) = progress(client).await? else {
-        return Ok(None);
-    };
-    if start.done {
+    if progress(client).await?.is_none_or(|p| p.done) {
         return Ok(None);
     }
+    let locked: bool = client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&guard::COPY_LOCK])
+        .await?
+        .get(0);
+    if !locked {
+        return Err(guard::other_setup(client).await?);
+    }
+    let moved = copy_all(client).await;
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&guard::COPY_LOCK])
+        .await?;
+    moved
+}
+
+/// [`finish`] under its lock.
+async fn copy_all(client: &mut Client) -> Result<Option<Moved>, StoreError> {
+    // Read again under the lock: another setup may have finished meanwhile.
+    let Some(start) = progress(client).await?.filter(|p| !p.done) else {
+        return Ok(None);
+    };
     let began = Instant::now();
     let batch = batch_size();
     let mut bar = Bar::new(start);
@@ -145,10 +168,11 @@ pub async fn finish(client: &mut Client) -> Result<Option<Moved>, StoreError> {
         bar.show(at);
     }
     bar.done();
-    copy::check_and_drop(client).await?;
+    let check = copy::check_and_drop(client).await?;
     Ok(Some(Moved {
         entries: at.copied,
         took: began.elapsed(),
+        check,
     }))
 }
 

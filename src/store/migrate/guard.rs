@@ -1,0 +1,114 @@
+//! What keeps `pgtrail setup`'s move of the entries (migration 16 and the
+//! copy after it) from running into other sessions of the store, and tells
+//! the user which ones: pgtrail processes still connected (refused before
+//! anything changes), sessions holding a lock the migration waited for in
+//! vain (its `lock_timeout`), and a second `setup` moving the same store.
+
+use std::time::{Duration, Instant};
+
+use tokio_postgres::GenericClient;
+
+use super::super::StoreError;
+
+/// How long each migration may wait for a lock before it gives up: every
+/// session that asks for a lock on the same table afterwards (the web view,
+/// a daemon) queues behind the waiting migration, so a long wait would
+/// stall them all.
+pub const LOCK_TIMEOUT: &str = "5s";
+
+/// The session-level advisory lock a `setup` holds while it copies entries
+/// (the migrations' own transaction lock is 7420501, partitions' 7420502).
+pub const COPY_LOCK: i64 = 7420504;
+
+/// How long sessions that are closing (a refused daemon's, a command that
+/// just ended) get to leave before they count as using the store.
+const LEAVING: Duration = Duration::from_secs(3);
+
+/// A session as the messages name it: pid, application, user, client, state and since when.
+const SESSION: &str = "format('pid %s (%s, user %s, from %s, %s since %s)', a.pid, \
+    coalesce(nullif(a.application_name, ''), 'no application name'), a.usename, \
+    coalesce(host(a.client_addr), 'the local socket'), coalesce(a.state, 'starting'), \
+    to_char(coalesce(a.state_change, a.backend_start) AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS \"UTC\"'))";
+
+/// Refuses migration 16 while other pgtrail processes (`pgtrail run`,
+/// `pgtrail web`, any command but another `setup`) are connected to the
+/// store: they would write entries into the table being moved, or read it
+/// half moved. Run inside the migration's transaction, before its SQL.
+pub async fn refuse_if_in_use(client: &impl GenericClient) -> Result<(), StoreError> {
+    let started = Instant::now();
+    loop {
+        // pg_stat_activity is read once per transaction unless cleared.
+        client
+            .batch_execute("SELECT pg_stat_clear_snapshot()")
+            .await?;
+        let sessions = texts(
+            client,
+            &format!(
+                "SELECT {SESSION} FROM pg_stat_activity a \
+                 WHERE a.datname = current_database() AND a.pid <> pg_backend_pid() \
+                   AND a.backend_type = 'client backend' \
+                   AND a.application_name LIKE 'pgtrail%' AND a.application_name <> 'pgtrail setup' \
+                 ORDER BY a.pid"
+            ),
+        )
+        .await?;
+        if sessions.is_empty() {
+            return Ok(());
+        }
+        if started.elapsed() >= LEAVING {
+            return Err(StoreError::MigrationInUse(sessions.join("; ")));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The other sessions holding a lock on one of pgtrail's tables in the
+/// store, for the message of a migration that gave up waiting.
+pub async fn lock_holders(client: &impl GenericClient) -> Result<String, StoreError> {
+    let held = texts(
+        client,
+        &format!(
+            "SELECT {SESSION} || ': ' || string_agg(DISTINCT l.mode || ' on ' || l.relation::regclass::text, ', ') \
+             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+             JOIN pg_class c ON c.oid = l.relation \
+             WHERE l.granted AND l.pid <> pg_backend_pid() AND l.database = \
+                   (SELECT oid FROM pg_database WHERE datname = current_database()) \
+               AND c.relnamespace = 'pgtrail'::regnamespace \
+             GROUP BY a.pid, a.application_name, a.usename, a.client_addr, a.state, a.state_change, a.backend_start \
+             ORDER BY a.pid"
+        ),
+    )
+    .await?;
+    Ok(match held.is_empty() {
+        true => "no session holds one any more".to_owned(),
+        false => held.join("; "),
+    })
+}
+
+/// The error for a `setup` that found [`COPY_LOCK`] taken: which session has it.
+pub async fn other_setup(client: &impl GenericClient) -> Result<StoreError, StoreError> {
+    let holder: Option<String> = client
+        .query_opt(
+            &format!(
+                "SELECT {SESSION} FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+                 WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 0 AND l.objid = $1 \
+                   AND l.objsubid = 1 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            ),
+            &[&(COPY_LOCK as u32)],
+        )
+        .await?
+        .map(|r| r.get(0));
+    Ok(StoreError::MigrationBusy(holder.unwrap_or_else(|| {
+        "a session that has just ended".to_owned()
+    })))
+}
+
+/// The first column of every row of `sql`, as text.
+async fn texts(client: &impl GenericClient, sql: &str) -> Result<Vec<String>, StoreError> {
+    Ok(client
+        .query(sql, &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
