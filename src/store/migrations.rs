@@ -169,6 +169,9 @@ pub async fn apply(client: &mut Client, first: &SourceName) -> Result<Vec<i32>, 
                 &[&FIRST_SOURCE_SETTING, &first.as_str()],
             )
             .await?;
+            if *version == super::legacy_scopes::SOURCES_MIGRATION {
+                super::legacy_scopes::requote(&tx).await?;
+            }
             tx.batch_execute(sql).await?;
             tx.execute(
                 "INSERT INTO pgtrail.schema_migrations (version, name) VALUES ($1, $2)",

@@ -19,6 +19,7 @@ pub mod encode;
 pub mod events;
 pub mod failure;
 pub mod gaps;
+pub mod legacy_scopes;
 pub mod message_key;
 pub mod migrate;
 pub mod migrations;
@@ -54,6 +55,8 @@ pub enum StoreError {
     NeedsMigration { dbname: String, state: String },
     #[error("the entries copied into partitions do not check out: {0}; nothing was dropped (the old table pgtrail.entries_unpartitioned is kept as it was) and the store stays refused: keep it as it is and report this")]
     MigrationCheck(String),
+    #[error("a stored table scope would change meaning under sources: the {0}. Nothing was migrated: limit it to exact schemas instead (e.g. \"a:b\".orders), with the pgtrail that wrote it (`pgtrail user set-tables`) or in the store (the `tables` column of pgtrail.users or pgtrail.tokens), then run `pgtrail setup` again")]
+    LegacyScope(String),
     #[error("audit store query failed: {}", describe(.0))]
     Query(#[from] tokio_postgres::Error),
     #[error("the source sent a commit time pgtrail cannot read ({0:?}); it cannot be hashed into the chain")]
