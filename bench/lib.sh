@@ -80,6 +80,14 @@ ticks_to_s() { awk -v t="$1" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", 
 
 psql_db() { local db="$1"; shift; pgc_psql "$dir" -d "$db" "$@"; }
 
+# fill_partitions DAYS END: the SQL that makes the store's partitions for the commit times of
+# `examples/web_fill --days DAYS --end END` (END in Unix seconds): one call of
+# pgtrail.ensure_partition a day over the span and a day either side (a call for a day whose
+# partition exists finds it in the ledger), whatever the store's partition period.
+fill_partitions() {
+    echo "SELECT count(pgtrail.ensure_partition(to_timestamp($2) - make_interval(days => g))) FROM generate_series(-1, $1 + 1) g"
+}
+
 # bench_pgbench_cluster FSYNC: a fresh cluster in $dir (its port in $port) with database
 # `bench` made by `pgbench -i -s $clients`, a marker table outside the capture, and the
 # pgbench tables' replica identity FULL when $identity is FULL.

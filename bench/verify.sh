@@ -62,7 +62,10 @@ psql_db app -c "CREATE TABLE public.placeholder (id int PRIMARY KEY)" >/dev/null
 "$pgtrail" --config "$cfg" setup >"$dir/setup.log" 2>&1 || { cat "$dir/setup.log" >&2; die "pgtrail setup failed"; }
 
 say "filling the store with $entries entries (examples/web_fill | COPY)"
-"$fill" --entries "$entries" --end "$(date +%s)" | psql_db pgtrail -c "$("$fill" --copy-sql)" >/dev/null
+end=$(date +%s)
+# The partitions of the fill's year of commit times (examples/web_fill's default --days).
+psql_db pgtrail -c "$(fill_partitions 365 "$end")" >/dev/null
+"$fill" --entries "$entries" --days 365 --end "$end" | psql_db pgtrail -c "$("$fill" --copy-sql)" >/dev/null
 # The fill wrote the chain from an empty store; its head is the last entry's hash.
 psql_db pgtrail -c "UPDATE pgtrail.chain_heads SET entries = $entries,
     hash = (SELECT hash FROM pgtrail.entries ORDER BY id DESC LIMIT 1) WHERE source = 1" >/dev/null

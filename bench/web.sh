@@ -6,6 +6,10 @@
 #   bash bench/web.sh [options]
 #
 #   --entries N     entries to fill the store with (default 5000000)
+#   --days D        days of commit times the entries span, ending now (default 365:
+#                   13 monthly partitions)
+#   --max-wal-size S  the cluster's max_wal_size (default 16GB; the WAL kept on disk
+#                   while filling: smaller for a large store on a small disk)
 #   --requests N    measured requests per case (default 60), after --warmup N (default 5)
 #   --cases LIST    comma-separated subset of the cases below (default: all)
 #   --dir DIR       work directory (default target/bench/web; wiped first unless --reuse)
@@ -19,14 +23,15 @@
 #
 # Method:
 #  1. a private cluster (scripts/pgcluster.sh; fsync=off, shared_buffers=1GB,
-#     max_wal_size=16GB, checkpoint_timeout=1h), a source database `app` with one
-#     empty table,
-#     `pgtrail setup` for the store database `pgtrail` (its migrations), then the
-#     slot is dropped so it pins no WAL;
-#  2. the fill: `examples/web_fill.rs` writes the entries as COPY text with
+#     max_wal_size=16GB unless --max-wal-size, checkpoint_timeout=1h), a source
+#     database `app` with one empty table, `pgtrail setup` for the store database
+#     `pgtrail` (its migrations), then the slot is dropped so it pins no WAL;
+#  2. the fill: the partitions of the fill's span made first (pgtrail.ensure_partition,
+#     the store's period: month by default), then `examples/web_fill.rs` writes the
+#     entries, commit times rising evenly over --days, as COPY text with
 #     pgtrail's own encoder (so row_key and every column pgtrail computes are what
 #     the daemon writes) into `COPY pgtrail.entries ... FROM STDIN` through psql,
-#     into the table with all its indexes; then VACUUM (ANALYZE). Both timed;
+#     into the partitions with all their indexes; then VACUUM (ANALYZE). Both timed;
 #  3. `pgtrail web` on a free port, signed in with curl as an admin user `bench`
 #     (created, or given a new password, with the CLI), so that every request
 #     pays for its session check as people's do; the values each case varies over are sampled
@@ -48,8 +53,8 @@
 # a row's history link gives), pk_any (a key value without a table), text
 # (q=…), diff (View Difference, /entries/ID), sort_actor and sort_ip (first
 # page, asc and desc); facets_day and facets_week (the breakdown of 1-day and
-# 7-day from/to windows: about 170,000 and 1,200,000 matches at 5,000,000
-# entries over 30 days), facets_action (of action=DELETE, no index, every tenth entry or so),
+# 7-day from/to windows: about 14,000 and 96,000 matches at 5,000,000
+# entries over 365 days), facets_action (of action=DELETE, no index, every tenth entry or so),
 # search_box (a search-box line, answered with the redirect to its URL) and
 # timeline_slice (a bar's link: the 12-hour slice of the unfiltered timeline).
 set -euo pipefail
@@ -62,6 +67,8 @@ bench=web
 source "$repo/bench/lib.sh"
 
 entries=5000000
+days=365
+max_wal=16GB
 requests=60
 warmup=5
 cases_wanted=""
@@ -72,11 +79,13 @@ build=1
 explain=0
 all_cases=(first table actor time pk pk_any text diff sort_actor sort_ip facets_day facets_week facets_action search_box timeline_slice)
 
-usage() { sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2; }
 
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --entries) entries="${2:?--entries needs a number}"; shift 2 ;;
+        --days) days="${2:?--days needs a number}"; shift 2 ;;
+        --max-wal-size) max_wal="${2:?--max-wal-size needs a size}"; shift 2 ;;
         --requests) requests="${2:?--requests needs a number}"; shift 2 ;;
         --warmup) warmup="${2:?--warmup needs a number}"; shift 2 ;;
         --cases) cases_wanted="${2:?--cases needs a list}"; shift 2 ;;
@@ -90,6 +99,7 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 [[ "$entries" =~ ^[1-9][0-9]*$ ]] || die "--entries must be a positive integer"
+[[ "$days" =~ ^[1-9][0-9]*$ ]] || die "--days must be a positive integer"
 [[ "$requests" =~ ^[1-9][0-9]*$ ]] || die "--requests must be a positive integer"
 [[ "$warmup" =~ ^[0-9]+$ ]] || die "--warmup must be a whole number"
 cases=("${all_cases[@]}")
@@ -109,7 +119,7 @@ build_pgtrail "$build" web_fill
 # shellcheck source=bench/web_lib.sh
 source "$repo/bench/web_lib.sh"
 
-settings=("fsync=off" "max_wal_size=16GB" "checkpoint_timeout=1h" "shared_buffers=1GB")
+settings=("fsync=off" "max_wal_size=$max_wal" "checkpoint_timeout=1h" "shared_buffers=1GB")
 pgc_find_bin
 if [[ $reuse -eq 1 ]]; then
     [[ -s "$dir/fill.info" ]] || die "--reuse: $dir holds no filled store (no fill.info; run once with --keep)"
@@ -123,7 +133,7 @@ web_config bench_web
 
 if [[ $reuse -eq 0 ]]; then
     # 1. The store's schema, as pgtrail setup makes it; 2. the fill.
-    web_fill "$entries"
+    web_fill "$entries" "$days"
     migrate_note=""
 else
     # An upgrade: migrations the store does not have yet, timed.
@@ -146,6 +156,7 @@ source "$dir/fill.info"
 n=$(psql_store -At -c "SELECT count(*) FROM pgtrail.entries")
 # The entries' partitions (pg_partition_tree: the parent itself holds nothing).
 sizes=$(psql_store -At -c "SELECT pg_size_pretty(sum(pg_table_size(relid))) || ' table, ' || pg_size_pretty(sum(pg_indexes_size(relid))) || ' indexes in ' || count(*) FILTER (WHERE isleaf) || ' partitions' FROM pg_partition_tree('pgtrail.entries')")
+span=$(psql_store -At -c "SELECT (SELECT committed_at::date FROM pgtrail.entries ORDER BY id LIMIT 1) || ' to ' || (SELECT committed_at::date FROM pgtrail.entries ORDER BY id DESC LIMIT 1)")
 indexes=$(psql_store -At -c "SELECT string_agg(indexname, ', ' ORDER BY indexname) FROM pg_indexes WHERE schemaname = 'pgtrail' AND tablename = 'entries'")
 
 # 3. The web view, signed in as an admin as people use it (every request then
@@ -288,7 +299,7 @@ stat() { # FILE COLUMN: "median p95" (nearest rank)
 }
 echo "== web view benchmark ($(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), load average $(cut -d' ' -f1-3 /proc/loadavg)) =="
 echo "PostgreSQL $(psql_store -At -c 'SHOW server_version'); $(psql_store -At -c "SELECT string_agg(name || '=' || setting || coalesce(unit, ''), ', ' ORDER BY name) FROM pg_settings WHERE name IN ('fsync', 'shared_buffers', 'jit', 'work_mem', 'effective_cache_size')")"
-echo "store: $n entries ($sizes; indexes: $indexes)"
+echo "store: $n entries committed $span ($sizes; indexes: $indexes)"
 echo "fill ($filled_at): COPY ${copy_seconds} s, VACUUM (ANALYZE) ${vacuum_seconds} s"
 [[ -z "$migrate_note" ]] || echo "$migrate_note"
 echo "method: one request at a time with curl, $warmup warm-up + $requests measured per case, values varied;"

@@ -45,28 +45,29 @@ drop_slots() {
     pgc_psql "$dir" -At -c "SELECT count(pg_drop_replication_slot(slot_name)) FROM pg_replication_slots" >/dev/null
 }
 
-# web_fill ENTRIES: the store's schema as `pgtrail setup` makes it (its slot dropped, so it pins
-# no WAL), then ENTRIES entries from examples/web_fill through COPY and VACUUM (ANALYZE), both
-# timed into $dir/fill.info.
+# web_fill ENTRIES [DAYS]: the store's schema as `pgtrail setup` makes it (its slot dropped, so
+# it pins no WAL), then ENTRIES entries from examples/web_fill over DAYS days (default 365)
+# ending now, through COPY, and VACUUM (ANALYZE), both timed into $dir/fill.info.
 web_fill() {
-    local t0 t1 t2 n
+    local t0 t1 t2 n days="${2:-365}" end
     pgc_psql "$dir" -c "CREATE DATABASE app"
     # setup wants a table to capture; this one is never written.
     pgc_psql "$dir" -d app -c "CREATE TABLE public.placeholder (id int PRIMARY KEY)"
     "$pgtrail" --config "$cfg" setup >"$dir/setup.log" 2>&1 || { cat "$dir/setup.log" >&2; die "pgtrail setup failed"; }
     drop_slots
-    say "filling the store with $1 entries (examples/web_fill | COPY)"
-    # The partitions the fill's 30 days of commit times go to (capture makes its own).
-    psql_store -c "SELECT pgtrail.ensure_partition(now() - make_interval(days => g)) FROM generate_series(0, 31) g" >/dev/null
+    say "filling the store with $1 entries over $days days (examples/web_fill | COPY)"
+    # The partitions the fill's commit times go to (capture makes its own).
+    end=$(date +%s)
+    psql_store -c "$(fill_partitions "$days" "$end")" >/dev/null
     t0=$(now)
-    "$fill" --entries "$1" --end "$(date +%s)" | psql_store -c "$("$fill" --copy-sql)"
+    "$fill" --entries "$1" --days "$days" --end "$end" | psql_store -c "$("$fill" --copy-sql)"
     t1=$(now)
     say "VACUUM (ANALYZE)"
     psql_store -c "VACUUM (ANALYZE) pgtrail.entries"
     t2=$(now)
     n=$(psql_store -At -c "SELECT count(*) FROM pgtrail.entries")
     [[ "$n" == "$1" ]] || die "the store holds $n entries, not $1"
-    printf 'entries=%s\nfilled_at=%s\ncopy_seconds=%s\nvacuum_seconds=%s\n' "$1" \
+    printf 'entries=%s\ndays=%s\nfilled_at=%s\ncopy_seconds=%s\nvacuum_seconds=%s\n' "$1" "$days" \
         "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(secs "$t0" "$t1")" "$(secs "$t1" "$t2")" >"$dir/fill.info"
 }
 

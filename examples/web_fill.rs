@@ -22,11 +22,15 @@
 //!   the database role stands in), 8 roles, about 250 client addresses (IPv4
 //!   and IPv6; some Unix-socket sessions with none), 12 application names;
 //! - commit times rising with the entries, spread evenly over `--days`
-//!   (default 30) days ending at `--end` (default now).
+//!   (default 365) days ending at `--end` (default now): a year of audit,
+//!   so that a store made with the default `month` partitions spans 13 of
+//!   them and every page, count and search that reads back in time crosses
+//!   partition boundaries.
 //!
 //! Every entry is the store's first source's (id 1, the one `setup`
 //! registers). The store's partitions must cover the commit times before
-//! the COPY (bench/web_lib.sh makes them with `pgtrail.ensure_partition`).
+//! the COPY (`fill_partitions` in bench/lib.sh makes them with
+//! `pgtrail.ensure_partition`).
 //!
 //! Deterministic for a given seed and end time.
 
@@ -288,7 +292,7 @@ struct Args {
 fn parse_args() -> anyhow::Result<Option<Args>> {
     let mut a = Args {
         entries: 5_000_000,
-        days: 30,
+        days: 365,
         tables: 200,
         seed: 42,
         end: Utc::now(),

@@ -4,7 +4,9 @@
 //!
 //! A source name is lower-case letters, digits, `_` and `-`, so the `:` that
 //! ends it cannot be part of it; a schema whose name holds a `:` is written
-//! quoted (`"a:b".t`), as one holding a `.` already is.
+//! quoted (`"a:b".t`), as one holding a `.` already is. A scope stored
+//! before sources, with such a schema unquoted, was quoted by `setup`
+//! ([`crate::store::legacy_scopes`]): none changes its meaning.
 
 use crate::store::sources::SourceName;
 use crate::table::{TableName, TablePattern};

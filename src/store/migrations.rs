@@ -223,6 +223,9 @@ async fn apply_one(
         &[&FIRST_SOURCE_SETTING, &first.as_str()],
     )
     .await?;
+    if version == super::legacy_scopes::SOURCES_MIGRATION {
+        super::legacy_scopes::requote(&tx).await?;
+    }
     tx.batch_execute(sql).await?;
     tx.execute(
         "INSERT INTO pgtrail.schema_migrations (version, name) VALUES ($1, $2)",

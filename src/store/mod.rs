@@ -19,6 +19,7 @@ pub mod encode;
 pub mod events;
 pub mod failure;
 pub mod gaps;
+pub mod legacy_scopes;
 pub mod message_key;
 pub mod migrate;
 pub mod migrations;
@@ -65,6 +66,8 @@ pub enum StoreError {
     },
     #[error("another `pgtrail setup` is moving this store's entries into time partitions: {0}. Let it finish (it reports when it is done); run `pgtrail setup` again only if it failed or was stopped (the move goes on where it was)")]
     MigrationBusy(String),
+    #[error("a stored table scope would change meaning under sources: the {0}. Nothing was migrated: limit it to exact schemas instead (e.g. \"a:b\".orders), with the pgtrail that wrote it (`pgtrail user set-tables`) or in the store (the `tables` column of pgtrail.users or pgtrail.tokens), then run `pgtrail setup` again")]
+    LegacyScope(String),
     #[error("audit store query failed: {}", describe(.0))]
     Query(#[from] tokio_postgres::Error),
     #[error("the source sent a commit time pgtrail cannot read ({0:?}); it cannot be hashed into the chain")]

@@ -5,7 +5,10 @@
 //! exports, and an unknown name is a 400 that lists the known ones; a row's history and a
 //! transaction keep to one source; and a user whose tables name one source
 //! (`shop-eu:public.bank_accounts`) sees that source's accounts only: in the log, the API, entry
-//! pages, history, transaction pages and exports.
+//! pages, history, transaction pages and exports. A table of one name keyed differently in
+//! each source is matched by each source's own key (`pk=`, history); and a store from before
+//! sources whose scopes hold a `:` in an unquoted schema is moved by `setup` with those scopes
+//! quoted to keep their meaning, or, for a schema pattern that cannot be, refused untouched.
 
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -308,4 +311,166 @@ async fn a_scope_naming_a_source_sees_that_source_only() {
         let v: Value = serde_json::from_str(l).unwrap();
         assert_eq!(v["source"], EU, "{l}");
     }
+}
+
+/// Ids of the store's `public.parts` entries whose stored key is one of `keys`, newest first.
+async fn parts_with_key(store: &Client, keys: &[&str]) -> Vec<i64> {
+    let keys: Vec<String> = keys.iter().map(|k| format!("'{k}'")).collect();
+    query_ids(
+        store,
+        &format!(
+            "SELECT id FROM pgtrail.entries WHERE table_name = 'parts' \
+             AND primary_key::text IN ({}) ORDER BY id DESC",
+            keys.join(", ")
+        ),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_keyed_differently_in_each_source_is_matched_by_each_ones_key() {
+    // `public.parts` keyed by `id` in shop-eu, by `(code, rev)` in shop-us, whose entries are
+    // the newest: a key taken from the newest entry of any source was shop-us's for both.
+    let (eu, us, store) = fleet().await;
+    let mut daemons = [eu.trail.spawn(), us.trail.spawn()];
+    for (m, sql) in [
+        (
+            &eu,
+            "CREATE TABLE parts (id int PRIMARY KEY, name text); \
+             INSERT INTO parts VALUES (7, 'eu seven'), (8, 'eu eight')",
+        ),
+        (
+            &us,
+            "CREATE TABLE parts (code text, rev int, name text, PRIMARY KEY (code, rev)); \
+             INSERT INTO parts VALUES ('7', 1, 'us seven'), ('x', 7, 'us x7'), ('8', 2, 'us 8')",
+        ),
+    ] {
+        m.source().await.batch_execute(sql).await.unwrap();
+        m.sync().await;
+    }
+    for d in &mut daemons {
+        d.terminate().await;
+    }
+    let web = Web::start_for(&eu.trail.config, "auth = \"none\"\n").await;
+    let eu7 = parts_with_key(&store, &[r#"{"id":7}"#]).await;
+    assert_eq!(eu7.len(), 1);
+
+    // A value in every table: shop-eu's one-column key (composite keys only with a table).
+    assert_eq!(web.walk("pk=7", 500).await, eu7);
+    // With the table, also any column of shop-us's composite key.
+    let with_table = [
+        r#"{"id":7}"#,
+        r#"{"code":"7","rev":1}"#,
+        r#"{"code":"x","rev":7}"#,
+    ];
+    assert_eq!(
+        web.walk("pk=7&table=public.parts", 500).await,
+        parts_with_key(&store, &with_table).await
+    );
+    // Whole keys, in any key order, each matched by its own source's columns.
+    let x7 = parts_with_key(&store, &[r#"{"code":"x","rev":7}"#]).await;
+    assert_eq!(x7.len(), 1);
+    let pk = "pk=%7B%22rev%22%3A7%2C%22code%22%3A%22x%22%7D";
+    assert_eq!(web.walk(pk, 500).await, x7);
+    let eu8 = parts_with_key(&store, &[r#"{"id":8}"#]).await;
+    assert_eq!(web.walk("pk=%7B%22id%22%3A8%7D", 500).await, eu8);
+    assert_eq!(web.walk("pk=8&db=shop-eu", 500).await, eu8);
+
+    // A row's history by a value: shop-eu's row; in shop-us the key needs both columns.
+    for path in ["", "&db=shop-eu"] {
+        let h = web
+            .page(&format!("/history?table=public.parts&pk=7{path}"))
+            .await;
+        assert_eq!(linked_entry_ids(&h), eu7.iter().copied().collect(), "{h}");
+    }
+    let (status, _, body) = web
+        .fetch("/history?table=public.parts&pk=7&db=shop-us")
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains("has the columns code, rev"), "{body}");
+    let h = web
+        .page("/history?table=public.parts&pk=%7B%22code%22%3A%22x%22%2C%22rev%22%3A7%7D")
+        .await;
+    assert_eq!(linked_entry_ids(&h), x7.iter().copied().collect(), "{h}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scopes_stored_before_sources_keep_their_meaning_or_stop_the_upgrade() {
+    // A store from before sources (migrations 1 to 14), whose users and token were limited to
+    // schemas holding ':' (unquoted: the only way they were written then).
+    let env = TestEnv::start().await;
+    env.cluster.create_db("pgtrail").await;
+    let store = env.store().await;
+    old_store_schema(&store, 15).await;
+    store
+        .batch_execute(
+            r#"INSERT INTO pgtrail.users (name, role, tables, password_hash) VALUES
+                 ('ann', 'viewer', ARRAY['shop:eu.orders', '"x:y".t', 'public.o', 'p.a:b'], 'h'),
+                 ('bob', 'viewer', ARRAY['public.o', 'shop:*.orders'], 'h');
+               INSERT INTO pgtrail.tokens (name, token_hash, role, tables)
+                 VALUES ('siem', '\x00', 'viewer', ARRAY['a:b.*']);"#,
+        )
+        .await
+        .unwrap();
+    let scopes = || async {
+        query_pairs::<String, Vec<String>>(
+            &store,
+            "SELECT name, tables FROM pgtrail.users UNION ALL \
+             SELECT name, tables FROM pgtrail.tokens ORDER BY 1",
+            &[],
+        )
+        .await
+    };
+    let before = scopes().await;
+
+    // bob's schema pattern cannot be written under sources: setup stops, naming it, and
+    // migrates nothing.
+    let out = env.trail.cli(&["setup"]).await;
+    assert!(!out.success(), "{out}");
+    for says in [
+        "user \"bob\"",
+        "shop:*.orders",
+        "source \"shop\"",
+        "pgtrail setup",
+    ] {
+        assert!(out.combined().contains(says), "{says}: {out}");
+    }
+    assert_eq!(scopes().await, before);
+    let version: i32 = query_value(
+        &store,
+        "SELECT max(version) FROM pgtrail.schema_migrations",
+        &[],
+    )
+    .await;
+    assert_eq!(version, 14);
+
+    // Narrowed to exact schemas as it says, setup goes on: every scope written with a ':' in
+    // its schema is quoted, and reads as that schema in every source, as it did.
+    store
+        .batch_execute(r#"UPDATE pgtrail.users SET tables = ARRAY['public.o', '"shop:eu".orders'] WHERE name = 'bob'"#)
+        .await
+        .unwrap();
+    env.setup().await;
+    let quoted = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        scopes().await,
+        [
+            (
+                "ann".to_owned(),
+                quoted(&[r#""shop:eu".orders"#, r#""x:y".t"#, "public.o", "p.a:b"])
+            ),
+            (
+                "bob".to_owned(),
+                quoted(&["public.o", r#""shop:eu".orders"#])
+            ),
+            ("siem".to_owned(), quoted(&[r#""a:b".*"#])),
+        ]
+    );
+    let read = pgtrail::auth::Tables::from_stored(scopes().await[0].1.clone()).unwrap();
+    let orders = pgtrail::table::TableName::new("shop:eu", "orders");
+    assert!(read.0.iter().all(|p| p.source().is_none()), "{read:?}");
+    assert!(read.0[0].matches("any-source", &orders), "{read:?}");
+    let listed = env.trail.cli(&["user", "list"]).await;
+    listed.assert_success();
+    assert!(listed.stdout.contains(r#""shop:eu".orders"#), "{listed}");
 }

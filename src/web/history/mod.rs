@@ -186,16 +186,25 @@ async fn row_query(client: &Client, params: &Params, who: &Principal) -> Result<
     let texts = if pk.starts_with('{') {
         vec![query::minify_json(pk)]
     } else {
-        match key_columns(client, table).await? {
-            None => Vec::new(),
-            Some(cols) => key_texts(&cols, pk).ok_or_else(|| {
-                WebError::bad(format!(
+        // Each source's own key: a value is the key of a row in a source
+        // whose table has a one-column key.
+        let dbs: Vec<String> = params.db.iter().cloned().collect();
+        let keys = key_columns(client, table, &dbs).await?;
+        let texts: Vec<String> = keys
+            .iter()
+            .flat_map(|cols| key_texts(cols, pk))
+            .flatten()
+            .collect();
+        match keys.first() {
+            Some(cols) if texts.is_empty() => {
+                return Err(WebError::bad(format!(
                     "the key of {} has the columns {}; give the whole key as JSON, e.g. pk={{\"{}\":…}}",
                     query::table_param(table),
                     cols.join(", "),
                     cols.join("\":…,\"")
-                ))
-            })?,
+                )))
+            }
+            _ => texts,
         }
     };
     let mut sql = Sql::new(format!(

@@ -10,13 +10,12 @@ use askama::Template;
 use axum::extract::{RawQuery, State};
 use axum::response::{Html, IntoResponse, Response};
 use axum::Extension;
-use chrono::Utc;
 
 use super::facets::{self, Facets};
-use super::fetch::resolve;
+use super::fetch::{asked, resolve};
 use crate::web::access::Principal;
 use crate::web::error::WebError;
-use crate::web::query::{self, url, LogQuery};
+use crate::web::query::{url, LogQuery};
 use crate::web::AppState;
 
 /// What the facet and timeline templates read (`insight.facets`).
@@ -41,18 +40,11 @@ struct Page {
 /// The log page's links to the breakdown of `q`'s view: the page, and the
 /// fragment its script loads.
 pub fn urls(q: &LogQuery) -> (String, String) {
-    let pairs = view_pairs(q);
+    // From its first page: the facets count the whole view.
+    let pairs = q.first_page().to_pairs();
     let mut part = pairs.clone();
     part.push(("part", "1".to_owned()));
     (url("/breakdown", &pairs), url("/breakdown", &part))
-}
-
-/// `q`'s filters and order, from its first page (facets count the whole view).
-fn view_pairs(q: &LogQuery) -> Vec<(&'static str, String)> {
-    let mut first = q.clone();
-    first.cursor = None;
-    first.live = false;
-    first.to_pairs()
 }
 
 /// `GET /breakdown`
@@ -61,13 +53,12 @@ pub async fn page(
     Extension(who): Extension<Principal>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, WebError> {
-    let now = Utc::now();
-    let mut pairs = query::pairs(raw.as_deref())?;
-    let before = pairs.len();
-    pairs.retain(|(k, v)| !(k == "part" && v == "1"));
-    let part = pairs.len() != before;
-    let mut q = LogQuery::from_pairs(&pairs, false, now)?;
-    q.filter.scope = who.scope();
+    // `part=1`: the fragment alone.
+    let (q, now, part) = asked(raw.as_deref(), &who, false, |pairs| {
+        let before = pairs.len();
+        pairs.retain(|(k, v)| !(k == "part" && v == "1"));
+        pairs.len() != before
+    })?;
     let resolved = resolve(&state, &q.filter, now).await?;
     let insight = Counted {
         facets: facets::load(&state, &q, &resolved, now).await,
@@ -77,7 +68,7 @@ pub async fn page(
     } else {
         Page {
             insight,
-            log_url: url("/", &view_pairs(&q)),
+            log_url: q.first_page_url(|_| ()),
         }
         .render()?
     };

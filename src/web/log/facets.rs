@@ -16,7 +16,7 @@ use super::tally::{tally, NoTally, Tally};
 use crate::entry::Action;
 use crate::table::TableName;
 use crate::web::event::thousands;
-use crate::web::query::{table_param, url, LogQuery, Resolved};
+use crate::web::query::{table_param, LogQuery, Resolved};
 use crate::web::AppState;
 
 /// Values shown per facet.
@@ -102,15 +102,6 @@ pub async fn load(state: &AppState, q: &LogQuery, r: &Resolved, now: DateTime<Ut
     }
 }
 
-/// `q` narrowed by `set`, as a link on the first page.
-fn narrowed(q: &LogQuery, set: impl FnOnce(&mut LogQuery)) -> String {
-    let mut n = q.clone();
-    n.cursor = None;
-    n.live = false;
-    set(&mut n);
-    url("/", &n.to_pairs())
-}
-
 fn count_text(n: i64, partial: bool) -> String {
     if partial {
         format!("≥ {}", thousands(n))
@@ -153,25 +144,25 @@ impl Facets {
         let groups = vec![
             group("Action", &t.actions, partial, |a| {
                 let action = a.parse::<Action>().ok();
-                let link = action.map(|a| narrowed(q, |n| n.filter.actions = vec![a]));
+                let link = action.map(|a| q.first_page_url(|n| n.filter.actions = vec![a]));
                 (a.clone(), link)
             }),
             group("Table", &t.tables, partial, |(s, n)| {
                 let table = TableName::new(s.clone(), n.clone());
-                let link = narrowed(q, |v| v.filter.tables = vec![table.clone()]);
+                let link = q.first_page_url(|v| v.filter.tables = vec![table.clone()]);
                 (table_param(&table), Some(link))
             }),
             group("Actor", &t.actors, partial, |a| {
                 if a.is_empty() {
                     ("none recorded".to_owned(), None)
                 } else {
-                    let link = narrowed(q, |n| n.filter.actor = Some(a.clone()));
+                    let link = q.first_page_url(|n| n.filter.actor = Some(a.clone()));
                     (a.clone(), Some(link))
                 }
             }),
             group("Source", &t.sources, partial, |s| match s {
                 Some(s) if !s.trim().is_empty() => {
-                    let link = narrowed(q, |n| n.filter.source = Some(s.clone()));
+                    let link = q.first_page_url(|n| n.filter.source = Some(s.clone()));
                     (s.clone(), Some(link))
                 }
                 _ => ("none recorded".to_owned(), None),
@@ -226,7 +217,7 @@ fn timeline(t: &Tally, s: &Slices, q: &LogQuery) -> Timeline {
             };
             let url = (n > 0 || class == "skipped").then(|| {
                 let text = |t: &DateTime<Utc>| t.format("%Y-%m-%dT%H:%M:%S").to_string();
-                narrowed(q, |v| {
+                q.first_page_url(|v| {
                     v.filter.last = None;
                     v.filter.from = Some((text(&start), start));
                     v.filter.to = Some((text(&end), end));

@@ -7,10 +7,12 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio_postgres::Client;
 
+use super::windows::IdWindows;
 use crate::store::stored::{StoredEntry, ENTRY_COLUMN_COUNT};
+use crate::web::access::Principal;
 use crate::web::error::WebError;
 use crate::web::pool::Lane;
-use crate::web::query::{Cursor, Dir, Filter, LogQuery, Resolved, SortKey};
+use crate::web::query::{self, Cursor, Dir, Filter, LogQuery, Resolved, SortKey};
 use crate::web::AppState;
 
 /// Counting stops here; beyond it the page says "more than".
@@ -40,8 +42,25 @@ pub(super) fn millis_from_env(var: &str, default: Duration) -> Duration {
 const DEFAULT_SEARCH_BUDGET: Duration = Duration::from_millis(250);
 
 /// The first window of ids a search or a count reads; the next ones are
-/// sized by how fast it went ([`next_window`]).
+/// sized by how fast it went ([`IdWindows`]).
 const FIRST_WINDOW: i64 = 20_000;
+
+/// The view the query string `raw` asks for, limited to `who`'s scope, and
+/// the time it is read at. `own` first takes out the parameters the page
+/// handles itself; what it returns comes back too.
+pub fn asked<T>(
+    raw: Option<&str>,
+    who: &Principal,
+    allow_live: bool,
+    own: impl FnOnce(&mut Vec<(String, String)>) -> T,
+) -> Result<(LogQuery, DateTime<Utc>, T), WebError> {
+    let now = Utc::now();
+    let mut pairs = query::pairs(raw)?;
+    let taken = own(&mut pairs);
+    let mut q = LogQuery::from_pairs(&pairs, allow_live, now)?;
+    q.filter.scope = who.scope();
+    Ok((q, now, taken))
+}
 
 /// Resolves `filter` ([`Filter::resolve`]) on a connection of the pool.
 pub async fn resolve(
@@ -65,16 +84,6 @@ pub(super) async fn id_range(client: &Client, r: &Resolved) -> Result<(i64, i64)
     let lo = r.lo.unwrap_or(0).max(bounds.get(0));
     let hi = r.hi.unwrap_or(i64::MAX).min(bounds.get(1));
     Ok((lo, hi))
-}
-
-/// The size of the next window of ids, after reading `read` ids in `spent`
-/// with `budget` in all: as many as the rate so far gets through in the time
-/// left, at least 1,000 and at most double the last `window`.
-pub(super) fn next_window(window: i64, read: i64, spent: Duration, budget: Duration) -> i64 {
-    // Ids per microsecond so far, times the time left; at most double.
-    let left = budget.saturating_sub(spent).as_micros() as i64;
-    let rate = read as f64 / spent.as_micros().max(1) as f64;
-    ((rate * left as f64) as i64).clamp(1_000, window.saturating_mul(2))
 }
 
 /// One page of entries, in display order, with the cursors around it.
@@ -121,9 +130,7 @@ pub async fn fetch_page(
     if ps.reversed {
         if !more {
             // Back at the start: show the first page as it is now.
-            let mut first = q.clone();
-            first.cursor = None;
-            return Box::pin(fetch_page(state, &first, r, now)).await;
+            return Box::pin(fetch_page(state, &q.first_page(), r, now)).await;
         }
         entries.reverse();
     }
@@ -171,10 +178,9 @@ async fn search_page(
     now: DateTime<Utc>,
 ) -> Result<Page, WebError> {
     let started = std::time::Instant::now();
-    let budget = search_budget();
     let client = state.pool().get_slow().await?;
     let desc = q.sort.dir == Dir::Desc;
-    // The ids still to read: [lo, hi).
+    // The ids to read: [lo, hi).
     let (mut lo, mut hi) = id_range(&client, r).await?;
     if let Some(c) = &q.cursor {
         if desc {
@@ -183,17 +189,11 @@ async fn search_page(
             lo = lo.max(c.id.saturating_add(1));
         }
     }
+    let mut ids = IdWindows::new((lo, hi), desc, FIRST_WINDOW, started, search_budget());
     let mut found: Vec<StoredEntry> = Vec::new();
-    let mut window = FIRST_WINDOW;
-    let mut read = 0i64;
-    while lo < hi && found.len() as i64 <= q.limit {
-        let (wlo, whi) = if desc {
-            ((hi - window).max(lo), hi)
-        } else {
-            (lo, lo.saturating_add(window).min(hi))
-        };
-        let mut part = q.clone();
-        part.cursor = None;
+    while found.len() as i64 <= q.limit {
+        let Some((wlo, whi)) = ids.next() else { break };
+        let mut part = q.first_page();
         // page_sql reads one more than the limit: the page plus one that says there is more.
         part.limit = q.limit - found.len() as i64;
         let rw = Resolved {
@@ -204,17 +204,9 @@ async fn search_page(
         let ps = part.page_sql(&rw, now);
         let rows = client.query(&ps.sql.text, &ps.sql.refs()).await?;
         found.extend(rows.iter().map(StoredEntry::from_row));
-        if desc {
-            hi = wlo;
-        } else {
-            lo = whi;
-        }
-        read += whi - wlo;
-        let spent = started.elapsed();
-        if spent >= budget {
+        if !ids.done((wlo, whi)) {
             break;
         }
-        window = next_window(window, read, spent, budget);
     }
     let more = found.len() as i64 > q.limit;
     found.truncate(q.limit as usize);
@@ -229,7 +221,7 @@ async fn search_page(
     let mut searched_until = None;
     let next = if more {
         found.last().map(|e| at(e.id, false))
-    } else if lo < hi {
+    } else if let Some((lo, hi)) = ids.left() {
         // Stopped by the budget: on from the first id not read.
         let (id, until) = if desc {
             (
@@ -288,9 +280,7 @@ pub async fn count(state: &AppState, q: &LogQuery, r: &Resolved, now: DateTime<U
             .pool()
             .get_within(Lane::Slow, COUNT_BUDGET / 4)
             .await?;
-        let (bottom, mut upper) = id_range(&client, r).await?;
-        let mut window = FIRST_WINDOW;
-        let mut scanned = 0i64;
+        let (bottom, upper) = id_range(&client, r).await?;
         let mut tx = client.transaction().await?;
         tx.batch_execute("SET LOCAL statement_timeout = '1s'")
             .await?;
@@ -324,22 +314,21 @@ pub async fn count(state: &AppState, q: &LogQuery, r: &Resolved, now: DateTime<U
                 Err(e) => return Err(e.into()),
             }
         }
-        while upper > bottom {
-            let lower = bottom.max(upper - window);
+        let mut ids = IdWindows::new((bottom, upper), true, FIRST_WINDOW, started, COUNT_BUDGET);
+        while let Some((lower, upper)) = ids.next() {
             let sql = q.count_sql(r, now, lower, upper, COUNT_CAP + 1 - found);
             found += tx.query_one(&sql.text, &sql.refs()).await?.get::<_, i64>(0);
             if found > COUNT_CAP {
                 return Ok(Count::MoreThan(COUNT_CAP));
             }
-            scanned += upper - lower;
-            upper = lower;
-            let spent = started.elapsed();
-            if upper > bottom && spent >= COUNT_BUDGET {
-                return Ok(Count::AtLeast(found));
+            if !ids.done((lower, upper)) {
+                break;
             }
-            window = next_window(window, scanned, spent, COUNT_BUDGET);
         }
-        Ok::<Count, WebError>(Count::Exact(found))
+        Ok::<Count, WebError>(match ids.left() {
+            Some(_) => Count::AtLeast(found),
+            None => Count::Exact(found),
+        })
     };
     match run.await {
         Ok(c) => c,

@@ -27,8 +27,7 @@ pub struct Insight {
 pub fn of(q: &LogQuery) -> Insight {
     let offered = q.filter.scope.sees_events();
     let events_hidden = (offered && q.filter.hides_events()).then(|| {
-        let mut with = q.clone();
-        with.cursor = None;
+        let mut with = q.first_page();
         with.filter.events = Events::Shown;
         canonical(&with)
     });

@@ -13,7 +13,8 @@
 //! - [`insight`]: what the page adds for an investigation: the search box's
 //!   line and the events toggle; [`breakdown`]: the view's [`facets`] with
 //!   the timeline (`/breakdown`), counted by [`tally`] in time [`slices`]
-//!   within a time budget, apart from the page, which loads them;
+//!   within a time budget, apart from the page, which loads them; the
+//!   count, the tally and a free-text search page read ids in [`windows`];
 //! - [`matched`]: why a row matched a free-text search, as a marked snippet.
 
 pub mod breakdown;
@@ -28,6 +29,7 @@ pub mod page;
 pub mod rows;
 pub mod slices;
 pub mod tally;
+pub mod windows;
 
 pub use live::live;
 pub use page::page;

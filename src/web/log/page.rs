@@ -9,7 +9,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::Extension;
 use chrono::{DateTime, Utc};
 
-use super::fetch::{count, fetch_page, resolve, Count, Page};
+use super::fetch::{asked, count, fetch_page, resolve, Count, Page};
 use super::gaps::{lines, Covered, Line, PageIds};
 use super::insight::{self, Insight};
 use super::rows::{short_time, RowView};
@@ -187,14 +187,10 @@ pub async fn page(
     Extension(who): Extension<Principal>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, WebError> {
-    let now = Utc::now();
-    let mut pairs = query::pairs(raw.as_deref())?;
-    let last_ignored = from_wins(&mut pairs);
-    let mut q = LogQuery::from_pairs(&pairs, true, now)?;
+    let (q, now, last_ignored) = asked(raw.as_deref(), &who, true, from_wins)?;
     if insight::box_submitted(raw.as_deref()) {
         return Ok(axum::response::Redirect::to(&insight::canonical(&q)).into_response());
     }
-    q.filter.scope = who.scope();
     let live_unavailable = if q.sort != Default::default() {
         "Live updates need the newest-first order."
     } else if q.cursor.is_some() {
@@ -251,9 +247,6 @@ pub async fn page(
         } else {
             key.default_dir()
         };
-        let mut s = q.clone();
-        s.sort = query::Sort { key, dir };
-        s.cursor = None;
         let (sorted, arrow) = match (current, q.sort.dir) {
             (false, _) => ("", ""),
             (true, Dir::Asc) => ("ascending", "▲"),
@@ -261,7 +254,7 @@ pub async fn page(
         };
         Header {
             label,
-            url: view_url(&s.to_pairs()),
+            url: q.first_page_url(|s| s.sort = query::Sort { key, dir }),
             sorted,
             arrow,
         }
@@ -271,14 +264,9 @@ pub async fn page(
         .filter
         .tables
         .iter()
-        .map(|t| {
-            let mut s = q.clone();
-            s.cursor = None;
-            s.filter.tables.retain(|x| x != t);
-            Chip {
-                value: table_param(t),
-                remove_url: view_url(&s.to_pairs()),
-            }
+        .map(|t| Chip {
+            value: table_param(t),
+            remove_url: q.first_page_url(|s| s.filter.tables.retain(|x| x != t)),
         })
         .collect();
     let current_last = q.filter.last.as_ref().map(|l| l.0.as_str());
@@ -290,8 +278,7 @@ pub async fn page(
     ]
     .into_iter()
     .map(|(label, last)| {
-        let mut s = q.clone();
-        s.cursor = None;
+        let mut s = q.first_page();
         s.filter.from = None;
         s.filter.to = None;
         s.filter.last = (!last.is_empty()).then(|| (last.to_owned(), chrono::Duration::zero()));

@@ -143,13 +143,7 @@ impl RowView {
     pub fn new(e: &StoredEntry, base: &LogQuery, show_db: bool) -> RowView {
         let ctx = Context::of(e);
         let table = TableName::new(e.schema.clone(), e.table.clone());
-        let narrowed = |set: &dyn Fn(&mut LogQuery)| {
-            let mut q = base.clone();
-            q.cursor = None;
-            q.live = false;
-            set(&mut q);
-            url("/", &q.to_pairs())
-        };
+        let narrowed = |set: &dyn Fn(&mut LogQuery)| base.first_page_url(set);
         let who = ctx.who().unwrap_or("").to_owned();
         let role = match (&ctx.actor, &ctx.db_user) {
             (Some(_), Some(role)) => role.clone(),

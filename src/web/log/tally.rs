@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use tokio_postgres::Client;
 
-use super::fetch::{id_range, millis_from_env, next_window};
+use super::fetch::{id_range, millis_from_env};
 use super::slices::Slices;
+use super::windows::IdWindows;
 use crate::web::error::WebError;
 use crate::web::pool::Lane;
 use crate::web::query::{LogQuery, Resolved, Sql};
@@ -158,7 +159,7 @@ pub async fn tally(
     };
     let mut tally = Tally::default();
     let run = async {
-        let (bottom, mut upper) = id_range(&client, r).await?;
+        let (bottom, upper) = id_range(&client, r).await?;
         let slices = range(&client, q, now, bottom).await?;
         tally.bars = vec![0; slices.count];
         tally.slices = Some(slices.clone());
@@ -166,16 +167,14 @@ pub async fn tally(
         // Memory enough to hash all five groupings at once rather than sort
         // for some (about a fifth faster on 200,000 entries).
         tx.batch_execute("SET LOCAL work_mem = '32MB'").await?;
-        let mut window = FIRST_WINDOW;
-        let mut read = 0i64;
-        while upper > bottom {
+        let mut ids = IdWindows::new((bottom, upper), true, FIRST_WINDOW, started, budget);
+        while let Some((lower, upper)) = ids.next() {
             // No window may run past what is left of the budget: one cut off
             // is lost, not wrong. (A timeout set once for the whole reading
             // let each window have all that was left at the start.)
-            let left = budget.saturating_sub(started.elapsed()).as_millis().max(10);
+            let left = ids.time_left().as_millis().max(10);
             tx.batch_execute(&format!("SET LOCAL statement_timeout = {left}"))
                 .await?;
-            let lower = bottom.max(upper - window);
             let sql = window_sql(q, r, now, &slices, lower, upper);
             let rows = match tx.query(&sql.text, &sql.refs()).await {
                 Ok(rows) => rows,
@@ -185,17 +184,13 @@ pub async fn tally(
                 Err(e) => return Err(WebError::from(e)),
             };
             tally.add_rows(&rows, &slices);
-            read += upper - lower;
-            upper = lower;
-            let spent = started.elapsed();
-            if spent >= budget {
+            if !ids.done((lower, upper)) {
                 break;
             }
-            window = next_window(window, read, spent, budget);
         }
         drop(tx);
         // The first id not read, if the budget left some.
-        Ok::<Option<i64>, WebError>((upper > bottom).then_some(upper))
+        Ok::<Option<i64>, WebError>(ids.left().map(|(_, upper)| upper))
     };
     let stopped = match run.await {
         Ok(stopped) => stopped,

@@ -5,6 +5,7 @@
 use tokio_postgres::Client;
 
 use super::params::Filter;
+use crate::store::sources::ENTRY_SOURCE_SQL;
 use crate::table::TableName;
 use crate::text::{clip, push_json_string};
 use crate::web::error::WebError;
@@ -41,9 +42,10 @@ impl PkMatch {
 
     /// How `pk` (a key value, or a key as a JSON object) matches entries of
     /// `tables`, given each one's key columns (`None`: no entry of it has a
-    /// key). A single value is looked for in the key columns of composite
-    /// keys only with `scan_composite` (the tables were filtered on): no
-    /// index holds them, so that reads every entry of those tables.
+    /// key; a table keyed differently in two sources comes once per key). A
+    /// single value is looked for in the key columns of composite keys only
+    /// with `scan_composite` (the tables were filtered on): no index holds
+    /// them, so that reads every entry of those tables.
     pub fn new(
         pk: &str,
         tables: &[(TableName, Option<Vec<String>>)],
@@ -83,7 +85,10 @@ impl PkMatch {
                 }
                 None => match key_texts(columns, pk) {
                     Some(texts) => m.add_rows(table, texts),
-                    None if scan_composite => composite.push(table.clone()),
+                    // Keyed by several columns in more than one source: read once.
+                    None if scan_composite && !composite.contains(table) => {
+                        composite.push(table.clone())
+                    }
                     None => {}
                 },
             }
@@ -121,15 +126,32 @@ pub async fn all_tables(client: &Client) -> Result<Vec<TableName>, WebError> {
 }
 
 /// Every table with entries ([`all_tables`]), or only those of `only` when
-/// given, with its key columns (from its newest entry that has a key; `None`
-/// if none has).
+/// given, with its key columns: one row per distinct key among the sources
+/// (all capture sources, or those named in `dbs`), each source's own taken
+/// from its newest entry of the table that has a key, since a table of one
+/// name can be keyed differently in two source databases; `None` when no
+/// entry of the table has a key.
+///
+/// A key value matches a row when it matches the row's own key, so the
+/// filter may try every source's key on every source's rows: a key text
+/// names its columns, and only rows keyed by those columns can have it.
 pub async fn tables_with_keys(
     client: &Client,
     only: Option<&[TableName]>,
+    dbs: &[String],
 ) -> Result<Vec<(TableName, Option<Vec<String>>)>, WebError> {
-    const KEY: &str = "(SELECT primary_key::text FROM pgtrail.entries e \
-         WHERE e.schema_name = t.schema_name AND e.table_name = t.table_name AND row_key IS NOT NULL \
-         ORDER BY id DESC LIMIT 1)";
+    // One probe per table and source, newest first through the table index.
+    // Source 0 (pgtrail's events) has no keyed entries.
+    let keys = format!(
+        "SELECT t.schema_name, t.table_name, \
+           (SELECT primary_key::text FROM pgtrail.entries e \
+            WHERE e.schema_name = t.schema_name AND e.table_name = t.table_name \
+              AND row_key IS NOT NULL AND {ENTRY_SOURCE_SQL} = s.id \
+            ORDER BY id DESC LIMIT 1) \
+         FROM t CROSS JOIN pgtrail.sources s \
+         WHERE s.id > 0 AND (cardinality($1::text[]) = 0 OR s.name = ANY($1::text[]))"
+    );
+    let dbs = dbs.to_vec();
     let rows = match only {
         Some(tables) => {
             let schemas: Vec<&str> = tables.iter().map(|t| t.schema.as_str()).collect();
@@ -137,42 +159,53 @@ pub async fn tables_with_keys(
             client
                 .query(
                     &format!(
-                        "SELECT t.schema_name, t.table_name, {KEY} \
-                         FROM unnest($1::text[], $2::text[]) AS t(schema_name, table_name)"
+                        "WITH t(schema_name, table_name) AS \
+                           (SELECT * FROM unnest($2::text[], $3::text[])) {keys}"
                     ),
-                    &[&schemas, &names],
+                    &[&dbs, &schemas, &names],
                 )
                 .await?
         }
         None => {
             client
-                .query(
-                    &format!("{ALL_TABLES} SELECT t.schema_name, t.table_name, {KEY} FROM t"),
-                    &[],
-                )
+                .query(&format!("{ALL_TABLES} {keys}"), &[&dbs])
                 .await?
         }
     };
-    Ok(rows
-        .iter()
-        .map(|r| {
-            let table = TableName::new(r.get::<_, String>(0), r.get::<_, String>(1));
-            let key = r
-                .get::<_, Option<String>>(2)
-                .map(|text| crate::web::diff::object_keys(&text));
-            (table, key)
-        })
-        .collect())
+    let mut out: Vec<(TableName, Option<Vec<String>>)> = Vec::new();
+    for r in &rows {
+        let table = TableName::new(r.get::<_, String>(0), r.get::<_, String>(1));
+        let key = r
+            .get::<_, Option<String>>(2)
+            .map(|text| crate::web::diff::object_keys(&text));
+        let known = out.iter_mut().find(|(t, _)| *t == table);
+        match (known, key) {
+            (None, key) => out.push((table, key)),
+            (Some((_, slot @ None)), key) => *slot = key,
+            (Some(_), None) => {}
+            (Some(_), Some(key)) => {
+                if !out
+                    .iter()
+                    .any(|(t, k)| *t == table && k.as_ref() == Some(&key))
+                {
+                    out.push((table, Some(key)));
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
-/// The key column names of a table, from one of its stored entries: `None`
-/// when no entry of the table has a primary key.
+/// The keys of a table among the sources (all, or those named in `dbs`):
+/// each distinct one of [`tables_with_keys`]; none when no entry of the
+/// table has a key.
 pub async fn key_columns(
     client: &Client,
     table: &TableName,
-) -> Result<Option<Vec<String>>, WebError> {
-    let found = tables_with_keys(client, Some(std::slice::from_ref(table))).await?;
-    Ok(found.into_iter().next().and_then(|(_, key)| key))
+    dbs: &[String],
+) -> Result<Vec<Vec<String>>, WebError> {
+    let found = tables_with_keys(client, Some(std::slice::from_ref(table)), dbs).await?;
+    Ok(found.into_iter().filter_map(|(_, key)| key).collect())
 }
 
 /// The stored key texts a key value can be, for a table keyed by `columns`:
@@ -231,7 +264,7 @@ impl Filter {
     pub async fn pk_match(&self, client: &Client) -> Result<Option<PkMatch>, WebError> {
         let Some(pk) = &self.pk else { return Ok(None) };
         let only = (!self.tables.is_empty()).then_some(self.tables.as_slice());
-        let mut tables = tables_with_keys(client, only).await?;
+        let mut tables = tables_with_keys(client, only, &self.dbs).await?;
         tables.retain(|(t, _)| self.scope.allows_table(t));
         PkMatch::new(pk, &tables, only.is_some()).map(Some)
     }

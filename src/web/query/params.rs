@@ -272,6 +272,24 @@ impl LogQuery {
         }
         out
     }
+
+    /// This view from its first page: without the cursor (live mode, which
+    /// runs on the first page, is kept; links made by [`LogQuery::to_pairs`]
+    /// never carry it).
+    pub fn first_page(&self) -> LogQuery {
+        LogQuery {
+            cursor: None,
+            ..self.clone()
+        }
+    }
+
+    /// The log's link to the first page of this view changed by `change`
+    /// (narrowed to a value, sorted another way, a filter removed …).
+    pub fn first_page_url(&self, change: impl FnOnce(&mut LogQuery)) -> String {
+        let mut q = self.first_page();
+        change(&mut q);
+        url("/", &q.to_pairs())
+    }
 }
 
 impl Filter {
