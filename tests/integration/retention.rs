@@ -273,7 +273,7 @@ async fn retention_archives_a_partition_before_dropping_it_and_keeps_it_when_it_
     // An anchor added past pgtrail (to hide entries as if retention dropped them) is found.
     store
         .batch_execute(
-            "INSERT INTO pgtrail.chain_anchors SELECT source, dropped_id + 1, dropped_hash, 1, partition \
+            "INSERT INTO pgtrail.chain_anchors SELECT source, dropped_id + 1000000, dropped_hash, 1, partition \
              FROM pgtrail.chain_anchors LIMIT 1",
         )
         .await
