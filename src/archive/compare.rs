@@ -48,7 +48,7 @@ pub async fn read_back(
     let plaintext = !written.encrypted || identity.is_some();
     let read = tokio::task::spawn_blocking(move || {
         if plaintext {
-            check(&path, identity.as_deref()).map(Read::Checked)
+            check(&path, identity.as_deref()).map(|c| Read::Checked(Box::new(c)))
         } else {
             file_sha256(&path).map(Read::Bytes)
         }
@@ -58,7 +58,7 @@ pub async fn read_back(
     let back = match read? {
         Read::Checked(checked) => {
             same_as_written(written, &checked)?;
-            ReadBack::Plaintext(Box::new(checked))
+            ReadBack::Plaintext(checked)
         }
         Read::Bytes(sha256) if sha256 == written.sha256 => ReadBack::Ciphertext,
         Read::Bytes(sha256) => {
@@ -79,7 +79,7 @@ pub async fn read_back(
 
 /// What reading back found.
 enum Read {
-    Checked(Checked),
+    Checked(Box<Checked>),
     /// The SHA-256 of the file's bytes, when they cannot be decrypted.
     Bytes([u8; 32]),
 }
@@ -131,7 +131,10 @@ fn same_as_written(written: &Written, read: &Checked) -> Result<(), ArchiveError
         )
     } else if (read.entries, read.unchained) != (written.entries, written.unchained) {
         format!("it holds {} entries, not {}", read.entries, written.entries)
-    } else if read.runs != written.runs || read.sequence != written.sequence {
+    } else if read.runs != written.runs
+        || read.sequence != written.sequence
+        || read.lines_sha256 != written.lines_sha256
+    {
         "its entries' ids or hashes are not the ones written".into()
     } else {
         return Ok(());

@@ -11,6 +11,11 @@
 //! column name: a text with white space before or after its value (the
 //! `json` type keeps it) and the JSON text `null` (a bare `null` in the line
 //! is SQL NULL).
+//!
+//! Every line has exactly one spelling: the reader writes each line again
+//! from what it read and requires the same bytes ([`EntryLine::linked`];
+//! the header and trailer likewise), so no value can be shown one way and
+//! hashed another, and no member added or left out goes unnoticed.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -21,6 +26,7 @@ use serde_json::value::RawValue;
 
 use crate::pg::Lsn;
 use crate::store::chain::Content;
+use crate::store::sources::SourceName;
 use crate::store::stored::{StoredEntry, FIELDS};
 use crate::text::{hex, push_json_string, unhex_into};
 
@@ -38,7 +44,91 @@ pub struct Header {
     pub written_at: DateTime<Utc>,
 }
 
-/// The last line: how many entries came before it, and the last one's hash.
+impl Header {
+    /// What a header must hold beyond its form: a source's name with its id
+    /// (`pgtrail` with 0, any other valid name with an id from 1), and a
+    /// range ([`range_problem`]).
+    pub fn validate(&self) -> Result<(), String> {
+        let events = self.source == SourceName::PGTRAIL;
+        if events != (self.source_id == 0) || self.source_id < 0 {
+            return Err(format!(
+                "source {:?} cannot have the id {}: source 0 is pgtrail's own events, named \"pgtrail\", \
+                 and every other source has an id from 1",
+                self.source, self.source_id
+            ));
+        }
+        if !events {
+            SourceName::parse(&self.source)?;
+        }
+        match range_problem(self.from, self.to) {
+            Some(problem) => Err(problem),
+            None => Ok(()),
+        }
+    }
+}
+
+/// An archive's name without its suffix: `source-YYYYMMDD-YYYYMMDD`, the
+/// dates of the range's ends in UTC.
+pub fn stem(source: &str, from: DateTime<Utc>, to: DateTime<Utc>) -> String {
+    format!("{source}-{}-{}", from.format("%Y%m%d"), to.format("%Y%m%d"))
+}
+
+/// What is wrong with the name `file_name` of an archive whose header is
+/// `header`, if anything: a name of an archive's form (`source-from-to`,
+/// perhaps `-N`, then `.jsonl.zst`, perhaps `.age`) must be the header's, so
+/// that a renamed file does not pass for another source's or range's. Any
+/// other name (a copy named by hand) is not checked.
+pub fn name_problem(file_name: &str, header: &Header) -> Option<String> {
+    let stem = file_name.strip_suffix(".age").unwrap_or(file_name);
+    let stem = stem.strip_suffix(".jsonl.zst")?;
+    let digits = |d: &str| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit());
+    let unnumbered = match stem.rsplit_once('-') {
+        Some((rest, n)) if digits(n) && n.len() != 8 => rest,
+        _ => stem,
+    };
+    let (rest, to) = unnumbered.rsplit_once('-')?;
+    let (source, from) = rest.rsplit_once('-')?;
+    if source.is_empty() || !(digits(from) && from.len() == 8 && digits(to) && to.len() == 8) {
+        return None;
+    }
+    let expected = self::stem(&header.source, header.from, header.to);
+    (unnumbered != expected).then(|| {
+        format!(
+            "its name says source {source:?} from {from} to {to}, its header source {:?} from {} to {}: \
+             the file was renamed or its header changed; an intact archive can be named {expected}.jsonl.zst",
+            header.source,
+            header.from.to_rfc3339(),
+            header.to.to_rfc3339()
+        )
+    })
+}
+
+/// What is wrong with a range of commit times `[from, to)`, if anything.
+/// Its ends must be whole microseconds, as the store keeps commit times:
+/// otherwise the store would compare with them truncated, while the header
+/// (and a reader's check of each entry against it) kept them as given.
+pub fn range_problem(from: DateTime<Utc>, to: DateTime<Utc>) -> Option<String> {
+    for (name, t) in [("from", from), ("to", to)] {
+        if t.timestamp_subsec_nanos() % 1000 != 0 {
+            return Some(format!(
+                "its {name} {} has a fraction of a microsecond, and the store keeps commit times to \
+                 the microsecond: give whole microseconds",
+                t.to_rfc3339()
+            ));
+        }
+    }
+    if from >= to {
+        return Some(format!(
+            "it is empty: from {} is not before to {}",
+            from.to_rfc3339(),
+            to.to_rfc3339()
+        ));
+    }
+    None
+}
+
+/// The last line: how many entries came before it, the last one's hash, and
+/// the SHA-256 of every byte before it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Trailer {
@@ -46,6 +136,11 @@ pub struct Trailer {
     pub entries: u64,
     /// Hex; null when the file holds no hashed entry.
     pub last_hash: Option<String>,
+    /// Hex SHA-256 of the text before the trailer (the header and every
+    /// entry line, each with its line break): it covers what the chain does
+    /// not (the header, each entry's id and source, entries without a hash),
+    /// and stays the same when the file is compressed or encrypted anew.
+    pub lines_sha256: String,
 }
 
 /// Names of the JSON columns, in [`StoredEntry::json`] order.
@@ -100,8 +195,9 @@ fn raw_keeps(text: &str) -> bool {
     text.trim_matches(json_space).len() == text.len() && text != "null"
 }
 
-/// One entry's line as read.
+/// One entry's line as read. Every member is required; none other is allowed.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EntryLine<'a> {
     pub id: i64,
     #[serde(borrow)]
@@ -127,6 +223,10 @@ pub struct EntryLine<'a> {
     context: &'a RawValue,
     #[serde(borrow)]
     details: &'a RawValue,
+    /// The source's name: not in the chain's canonical form, so the reader
+    /// requires the header's, and the trailer's `lines_sha256` covers it.
+    #[serde(borrow)]
+    pub source: Cow<'a, str>,
     #[serde(borrow)]
     hash: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
@@ -147,8 +247,17 @@ pub struct Linked {
 }
 
 impl EntryLine<'_> {
-    /// The entry's canonical digest and its hashes; the error says which member is wrong.
-    pub fn linked(&self) -> Result<Linked, String> {
+    /// The entry's canonical digest and its hashes, `line` being the text it
+    /// was read from (without its last line break); the error says which
+    /// member is wrong.
+    ///
+    /// The line must be byte for byte the one pgtrail writes for the entry
+    /// it holds ([`push_entry`]): so what a reader of the line sees (a JSON
+    /// column's raw value, `committed_at`, `lsn`) is what the hash covers,
+    /// `exact` is there only where the raw value cannot carry the stored text
+    /// and then says the same as the raw value, and no member is added,
+    /// repeated, reordered or spelled another way.
+    pub fn linked(&self, line: &str) -> Result<Linked, String> {
         let committed_at = DateTime::parse_from_rfc3339(&self.committed_at)
             .map_err(|e| {
                 format!(
@@ -158,7 +267,7 @@ impl EntryLine<'_> {
             })?
             .with_timezone(&Utc);
         let lsn = match &self.lsn {
-            Some(l) => Some(l.parse::<Lsn>().map_err(|e| format!("its lsn: {e}"))?.0),
+            Some(l) => Some(l.parse::<Lsn>().map_err(|e| format!("its lsn: {e}"))?),
             None => None,
         };
         if let Some(name) = self
@@ -178,45 +287,80 @@ impl EntryLine<'_> {
             self.context,
             self.details,
         ];
-        let mut json: [Option<&str>; 6] = [None; 6];
+        let mut json: [Option<String>; 6] = Default::default();
         for ((slot, name), value) in json.iter_mut().zip(JSON_FIELDS).zip(raw) {
             *slot = match self.exact.get(name) {
-                Some(text) => Some(text.as_ref()),
+                Some(text) => Some(text.to_string()),
                 None if value.get() == "null" => None,
-                None => Some(value.get()),
+                None => Some(value.get().to_owned()),
             };
         }
-        let context = json[4].ok_or("its context is null; every entry has one")?;
-        let content = Content {
-            committed_at_micros: committed_at.timestamp_micros(),
+        let hash = self
+            .hash
+            .as_deref()
+            .map(|h| unhash("hash", h))
+            .transpose()?;
+        let prev = self
+            .prev
+            .as_deref()
+            .map(|h| unhash("prev", h))
+            .transpose()?;
+        let entry = StoredEntry {
+            id: self.id,
+            committed_at,
             xid: self.xid,
-            lsn,
-            schema: &self.schema,
-            table: &self.table,
-            action: &self.action,
-            primary_key: json[0],
-            before: json[1],
-            after: json[2],
-            changed_columns: json[3],
-            context,
-            details: json[5],
+            lsn: lsn.map(|l| l.to_string()),
+            schema: self.schema.to_string(),
+            table: self.table.to_string(),
+            action: self.action.to_string(),
+            json,
+            source: self.source.to_string(),
         };
+        let mut written = String::with_capacity(line.len());
+        push_entry(&mut written, &entry, hash.as_ref(), prev.as_ref());
+        if written != line {
+            return Err(not_as_written(line, &written));
+        }
+        let (_, digest) = content_of(&entry).map_err(|p| format!("its content: {p}"))?;
         Ok(Linked {
             id: self.id,
             committed_at,
-            digest: content.digest(),
-            hash: self
-                .hash
-                .as_deref()
-                .map(|h| unhash("hash", h))
-                .transpose()?,
-            prev: self
-                .prev
-                .as_deref()
-                .map(|h| unhash("prev", h))
-                .transpose()?,
+            digest,
+            hash,
+            prev,
         })
     }
+}
+
+/// Where `line` differs from `written`, what pgtrail writes for the same
+/// content: the first differing character, with a little context.
+pub fn not_as_written(line: &str, written: &str) -> String {
+    let at = line
+        .char_indices()
+        .zip(written.chars())
+        .find(|((_, a), b)| a != b)
+        .map(|((i, _), _)| i)
+        .unwrap_or_else(|| line.len().min(written.len()));
+    let from = floor_char(line, at.saturating_sub(20));
+    let around = |text: &str| -> String {
+        let end = floor_char(text, (at + 20).min(text.len()));
+        text.get(from..end).unwrap_or_default().to_owned()
+    };
+    format!(
+        "it is not written as pgtrail writes what it holds: at byte {at} it reads {:?} where \
+         pgtrail writes {:?} (a member was added, changed, repeated, reordered or written another \
+         way): the line was edited",
+        around(line),
+        around(written)
+    )
+}
+
+/// The greatest char boundary of `text` at or before `i`.
+fn floor_char(text: &str, mut i: usize) -> usize {
+    while i > 0 && !text.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
 }
 
 fn unhash(member: &str, text: &str) -> Result<[u8; 32], String> {
@@ -263,7 +407,7 @@ mod tests {
         let mut line = String::new();
         push_entry(&mut line, e, Some(&hash), Some(&GENESIS));
         let parsed: EntryLine = serde_json::from_str(&line).unwrap();
-        let linked = parsed.linked().unwrap();
+        let linked = parsed.linked(&line).unwrap();
         assert_eq!(linked.digest, digest, "{line}");
         assert_eq!(linked.hash, Some(hash));
         linked
@@ -307,9 +451,9 @@ mod tests {
         push_entry(&mut line, &e, Some(&[1; 32]), None);
         let bad = line.replace(e.lsn.as_deref().unwrap(), "16-B3");
         let parsed: EntryLine = serde_json::from_str(&bad).unwrap();
-        assert!(parsed.linked().unwrap_err().contains("lsn"));
+        assert!(parsed.linked(&bad).unwrap_err().contains("lsn"));
         let bad = line.replace(&"01".repeat(32), "xyz");
         let parsed: EntryLine = serde_json::from_str(&bad).unwrap();
-        assert!(parsed.linked().unwrap_err().contains("64 hex digits"));
+        assert!(parsed.linked(&bad).unwrap_err().contains("64 hex digits"));
     }
 }

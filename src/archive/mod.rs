@@ -28,6 +28,9 @@ mod read_tests;
 mod restore;
 pub mod retention;
 mod runs;
+mod seams;
+#[cfg(test)]
+mod tamper_tests;
 mod write;
 
 use std::path::PathBuf;
@@ -83,6 +86,11 @@ pub struct Written {
     pub unchained: u64,
     pub runs: Vec<Run>,
     pub encrypted: bool,
+    /// The trailer's SHA-256 of the lines before it (header and entries):
+    /// the same for the same content however the file is compressed or
+    /// encrypted, so an archive encrypted anew can still be matched to it.
+    #[serde(serialize_with = "runs::hex_hash")]
+    pub lines_sha256: [u8; 32],
     /// SHA-256 over the (id, hash) sequence: what [`compare_with_store`]
     /// computes from the store too.
     #[serde(skip)]

@@ -13,11 +13,11 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::format::{EntryLine, Header, Linked, Trailer};
+use super::format::{name_problem, not_as_written, EntryLine, Header, Linked, Trailer};
 use super::hashing::HashingReader;
 use super::runs::{hex_hash, Run, Runs, Sequence};
 use super::{ArchiveError, FORMAT_VERSION};
-use crate::store::chain::link;
+use crate::store::chain::{link, GENESIS};
 use crate::text::hex;
 
 /// An archive that checked out.
@@ -34,8 +34,21 @@ pub struct Checked {
     pub sha256: [u8; 32],
     pub bytes: u64,
     pub encrypted: bool,
+    /// The trailer's SHA-256 of the text before it (header and entry
+    /// lines): the same for the same content however it is compressed or
+    /// encrypted.
+    #[serde(serialize_with = "hex_hash")]
+    pub lines_sha256: [u8; 32],
     #[serde(skip)]
     pub sequence: [u8; 32],
+}
+
+impl Checked {
+    /// The file holds entries and none has a hash (all were stored before
+    /// the chain began): it is well formed, but nothing in it can be verified.
+    pub fn unverifiable(&self) -> bool {
+        self.entries > 0 && self.unchained == self.entries
+    }
 }
 
 const AGE_MAGIC: &[u8] = b"age-encryption.org/";
@@ -78,23 +91,38 @@ pub(crate) fn check_each(
         let start = raw.fill_buf().map_err(|e| damaged(path, 0, &e))?;
         let encrypted = start.starts_with(AGE_MAGIC);
         if !encrypted && !start.starts_with(ZSTD_MAGIC) {
-            return Err(broken(
-                path,
-                None,
-                "it is not a pgtrail archive: it is neither zstd-compressed nor age-encrypted"
-                    .into(),
-            ));
+            return Err(not_zstd(path, start, false));
         }
         let plain: Box<dyn Read + '_> = if encrypted {
             Box::new(decrypt(raw, path, identity)?)
         } else {
             Box::new(raw)
         };
-        let decoder = zstd::Decoder::new(plain).map_err(|e| damaged(path, 0, &e))?;
-        (
-            Walk::new(path, each).read(BufReader::new(decoder))?,
-            encrypted,
-        )
+        let mut plain = BufReader::new(plain);
+        let start = plain.fill_buf().map_err(|e| damaged(path, 0, &e))?;
+        if !start.starts_with(ZSTD_MAGIC) {
+            return Err(not_zstd(path, start, true));
+        }
+        // One frame: a skippable frame or a second frame would otherwise be
+        // read (or skipped) as if it belonged.
+        let decoder = zstd::Decoder::with_buffer(plain)
+            .map_err(|e| damaged(path, 0, &e))?
+            .single_frame();
+        let mut text = BufReader::new(decoder);
+        let walk = Walk::new(path, each).read(&mut text)?;
+        // Reading to the end also authenticates age's last chunk.
+        let mut after = text.into_inner().finish();
+        let left = after.fill_buf().map_err(|e| damaged(path, walk.line, &e))?;
+        if !left.is_empty() {
+            return Err(broken(
+                path,
+                None,
+                "more follows its zstd frame (another frame, a skippable frame or other bytes): \
+                 pgtrail writes one frame and nothing after it, so the file was added to"
+                    .into(),
+            ));
+        }
+        (walk, encrypted)
     };
     // What the readers above left unread (nothing, in a whole file) is hashed too.
     let rest = std::io::copy(
@@ -113,7 +141,32 @@ pub(crate) fn check_each(
         ));
     }
     let bytes = file.metadata().map(|m| m.len()).unwrap_or_default();
-    walk.finish(hasher.finalize().into(), bytes, encrypted)
+    let checked = walk.finish(hasher.finalize().into(), bytes, encrypted)?;
+    let name = path.file_name().map(|n| n.to_string_lossy());
+    match name.and_then(|n| name_problem(&n, &checked.header)) {
+        Some(problem) => Err(broken(path, None, problem)),
+        None => Ok(checked),
+    }
+}
+
+/// The file (or, `inside`, its decrypted content) does not start with a zstd frame.
+fn not_zstd(path: &Path, start: &[u8], inside: bool) -> ArchiveError {
+    // Skippable frames have the magic numbers 0x184D2A50 to 0x184D2A5F, little-endian.
+    let skippable =
+        start.len() >= 4 && start[0] & 0xf0 == 0x50 && start[1..4] == [0x2a, 0x4d, 0x18];
+    let problem = match (skippable, inside) {
+        (true, _) => "it begins with a zstd skippable frame: pgtrail writes one zstd frame and \
+                      nothing else, so the file was changed"
+            .to_owned(),
+        (false, false) => {
+            "it is not a pgtrail archive: it is neither zstd-compressed nor age-encrypted"
+                .to_owned()
+        }
+        (false, true) => {
+            "what it encrypts is not zstd-compressed: it is not a pgtrail archive".into()
+        }
+    };
+    broken(path, None, problem)
 }
 
 fn decrypt<'r, R: Read + 'r>(
@@ -182,8 +235,6 @@ fn damaged(path: &Path, after_line: u64, e: &std::io::Error) -> ArchiveError {
 /// The check's state, line by line.
 struct Walk<'p> {
     path: &'p Path,
-    /// Where each entry that checked out goes.
-    each: &'p mut dyn FnMut(Seen<'_>) -> Result<(), String>,
     /// The last line read (1 is the header).
     line: u64,
     header: Option<Header>,
@@ -192,8 +243,12 @@ struct Walk<'p> {
     unchained: u64,
     runs: Runs,
     sequence: Sequence,
+    /// SHA-256 of every line before the trailer, as read.
+    lines: Sha256,
     /// The last entry's id and line.
     last: Option<(i64, u64)>,
+    /// Where each entry that checked out goes.
+    each: &'p mut dyn FnMut(Seen<'_>) -> Result<(), String>,
 }
 
 impl<'p> Walk<'p> {
@@ -208,6 +263,7 @@ impl<'p> Walk<'p> {
             unchained: 0,
             runs: Runs::default(),
             sequence: Sequence::default(),
+            lines: Sha256::new(),
             last: None,
         }
     }
@@ -248,6 +304,15 @@ impl<'p> Walk<'p> {
                     }
                 }
             }
+            if !record.ends_with(b"\n") {
+                return Err(self.at(
+                    start,
+                    None,
+                    "no line break follows it, and pgtrail ends every line with one: the file \
+                     was cut or changed"
+                        .into(),
+                ));
+            }
         }
     }
 
@@ -274,8 +339,10 @@ impl<'p> Walk<'p> {
         }
     }
 
-    /// Checks one record (starting on line `line`); `Err(Unfinished)` when it needs more lines.
-    fn record(&mut self, line: u64, text: &str) -> Result<Result<(), ArchiveError>, Unfinished> {
+    /// Checks one record (starting on line `line`, `record` with its line
+    /// break); `Err(Unfinished)` when it needs more lines.
+    fn record(&mut self, line: u64, record: &str) -> Result<Result<(), ArchiveError>, Unfinished> {
+        let text = record.strip_suffix('\n').unwrap_or(record);
         if let Some((at, _)) = &self.trailer {
             return Ok(Err(self.at(
                 line,
@@ -284,15 +351,27 @@ impl<'p> Walk<'p> {
             )));
         }
         let Some(header) = &self.header else {
-            return Ok(self.header(line, text));
+            let done = self.header(line, text);
+            if done.is_ok() {
+                self.lines.update(record);
+            }
+            return Ok(done);
         };
-        let from_to = (header.from, header.to);
+        let range = (header.from, header.to);
         let entry_error = match serde_json::from_str::<EntryLine>(text) {
             Ok(entry) => {
-                return Ok(match entry.linked() {
+                let done = match entry.linked(text) {
+                    Ok(_) if entry.source != header.source => Err(self.at(
+                        line,
+                        Some(entry.id),
+                        format!(
+                            "its source {:?} is not the header's {:?}: the line or the header was changed",
+                            entry.source, header.source
+                        ),
+                    )),
                     Ok(linked) => {
                         let (id, digest, hash) = (linked.id, linked.digest, linked.hash);
-                        self.entry(line, linked, from_to).and_then(|()| {
+                        self.entry(line, linked, range).and_then(|()| {
                             (self.each)(Seen {
                                 text,
                                 id,
@@ -303,16 +382,24 @@ impl<'p> Walk<'p> {
                         })
                     }
                     Err(problem) => Err(self.at(line, Some(entry.id), problem)),
-                })
+                };
+                if done.is_ok() {
+                    self.lines.update(record);
+                }
+                return Ok(done);
             }
             Err(e) if e.is_eof() => return Err(Unfinished),
             Err(e) => e,
         };
         Ok(match serde_json::from_str::<Trailer>(text) {
-            Ok(trailer) if trailer.end => {
-                self.trailer = Some((line, trailer));
-                Ok(())
-            }
+            Ok(trailer) if trailer.end => match serde_json::to_string(&trailer) {
+                Ok(written) if written == text => {
+                    self.trailer = Some((line, trailer));
+                    Ok(())
+                }
+                Ok(written) => Err(self.at(line, None, not_as_written(text, &written))),
+                Err(e) => Err(self.at(line, None, e.to_string())),
+            },
             _ => Err(self.at(
                 line,
                 None,
@@ -339,6 +426,14 @@ impl<'p> Walk<'p> {
                 ),
             ));
         }
+        match serde_json::to_string(&header) {
+            Ok(written) if written == text => {}
+            Ok(written) => return Err(self.at(line, None, not_as_written(text, &written))),
+            Err(e) => return Err(self.at(line, None, e.to_string())),
+        }
+        header
+            .validate()
+            .map_err(|problem| self.at(line, None, format!("its header: {problem}")))?;
         self.header = Some(header);
         Ok(())
     }
@@ -357,12 +452,11 @@ impl<'p> Walk<'p> {
             id: Some(id),
             problem,
         };
-        if let Some((last, last_line)) = self.last {
-            if e.id <= last {
-                return Err(fail(format!(
-                    "its id is not after that of entry {last} on line {last_line}: lines were reordered or repeated"
-                )));
-            }
+        let (last_id, last_line) = self.last.unwrap_or_default();
+        if self.last.is_some() && e.id <= last_id {
+            return Err(fail(format!(
+                "its id is not after that of entry {last_id} on line {last_line}: lines were reordered or repeated"
+            )));
         }
         if e.committed_at < from || e.committed_at >= to {
             return Err(fail(format!(
@@ -370,6 +464,7 @@ impl<'p> Walk<'p> {
                 e.committed_at.to_rfc3339()
             )));
         }
+        let follows = |last: &[u8; 32], hash: &[u8; 32]| link(last, &e.digest) == *hash;
         match (e.hash, e.prev, self.runs.last_hash()) {
             (None, Some(_), _) => return Err(fail("it has a \"prev\" but no hash".into())),
             (None, None, Some(_)) => {
@@ -381,8 +476,21 @@ impl<'p> Walk<'p> {
                 self.unchained += 1;
                 self.runs.end();
             }
+            (Some(hash), Some(_), Some(last)) if follows(last, &hash) => {
+                return Err(fail(format!(
+                    "it has a \"prev\" although it follows entry {last_id} on line {last_line} in the \
+                     chain: pgtrail writes one only where a run starts, so the line was changed"
+                )))
+            }
+            (Some(_), Some(prev), _) if prev == GENESIS && self.entries > self.unchained => {
+                return Err(fail(
+                    "its \"prev\" is the chain's start, but entries before it in the file are \
+                     chained already: a chain starts once, so the line was changed"
+                        .into(),
+                ))
+            }
             (Some(hash), Some(prev), _) => {
-                if link(&prev, &e.digest) != hash {
+                if !follows(&prev, &hash) {
                     return Err(fail(format!(
                         "its content does not match its hash following its prev {}: the line was changed",
                         hex(&prev)
@@ -391,8 +499,7 @@ impl<'p> Walk<'p> {
                 self.runs.start(e.id, prev, hash);
             }
             (Some(hash), None, Some(last)) => {
-                if link(last, &e.digest) != hash {
-                    let (last_id, last_line) = self.last.unwrap_or_default();
+                if !follows(last, &hash) {
                     return Err(fail(format!(
                         "it does not follow entry {last_id} on line {last_line} in the chain: this line \
                          was changed, or lines between them were removed, or lines were reordered"
@@ -453,6 +560,19 @@ impl<'p> Walk<'p> {
                 ),
             ));
         }
+        let lines_sha256: [u8; 32] = self.lines.clone().finalize().into();
+        if trailer.lines_sha256 != hex(&lines_sha256) {
+            return Err(self.at(
+                *line,
+                None,
+                format!(
+                    "the trailer's lines_sha256 {:?} is not the SHA-256 of the lines before it ({}): \
+                     the header, an entry's id or source, or an entry without a hash was changed",
+                    trailer.lines_sha256,
+                    hex(&lines_sha256)
+                ),
+            ));
+        }
         Ok(Checked {
             path: path.to_owned(),
             header,
@@ -462,6 +582,7 @@ impl<'p> Walk<'p> {
             sha256,
             bytes,
             encrypted,
+            lines_sha256,
             sequence: self.sequence.finish(),
         })
     }

@@ -14,11 +14,11 @@ use crate::store::chain::{link, GENESIS};
 use crate::store::stored::StoredEntry;
 use crate::text::hex;
 
-fn at(micros: i64) -> DateTime<Utc> {
+pub(super) fn at(micros: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(micros).unwrap()
 }
 
-const T0: i64 = 1_790_000_000_000_000;
+pub(super) const T0: i64 = 1_790_000_000_000_000;
 
 /// Entry `id` of a test chain, whose `after` is `after`.
 pub(super) fn entry(id: i64, after: &str) -> StoredEntry {
@@ -42,18 +42,22 @@ pub(super) fn entry(id: i64, after: &str) -> StoredEntry {
     }
 }
 
-/// The text of an archive of entries 1..=n; entry `outside` (if any) is in
-/// the chain but not in the file, so a second run starts after it.
-fn text(n: i64, outside: Option<i64>) -> String {
-    let header = Header {
+/// The header of the test archives: source `shop` (id 1), an hour from T0.
+pub(super) fn header() -> Header {
+    Header {
         pgtrail_archive: 1,
         source: "shop".into(),
         source_id: 1,
         from: at(T0),
         to: at(T0 + 3_600_000_000),
         written_at: at(T0 + 7_200_000_000),
-    };
-    let mut out = serde_json::to_string(&header).unwrap() + "\n";
+    }
+}
+
+/// The text of an archive of entries 1..=n; entry `outside` (if any) is in
+/// the chain but not in the file, so a second run starts after it.
+pub(super) fn text(n: i64, outside: Option<i64>) -> String {
+    let mut out = serde_json::to_string(&header()).unwrap() + "\n";
     let mut prev = GENESIS;
     let mut start = true;
     for id in 1..=n {
@@ -69,45 +73,61 @@ fn text(n: i64, outside: Option<i64>) -> String {
         prev = hash;
         start = false;
     }
-    let trailer = Trailer {
-        end: true,
-        entries: (n - i64::from(outside.is_some())) as u64,
-        last_hash: Some(hex(&prev)),
-    };
-    out + &serde_json::to_string(&trailer).unwrap() + "\n"
+    let entries = (n - i64::from(outside.is_some())) as u64;
+    with_trailer(out, entries, Some(hex(&prev)))
 }
 
-fn compress(text: &str) -> Vec<u8> {
+/// `body` (the header and entry lines) followed by its trailer.
+pub(super) fn with_trailer(body: String, entries: u64, last_hash: Option<String>) -> String {
+    use sha2::Digest;
+    let trailer = Trailer {
+        end: true,
+        entries,
+        last_hash,
+        lines_sha256: hex(&sha2::Sha256::digest(&body)),
+    };
+    body + &serde_json::to_string(&trailer).unwrap() + "\n"
+}
+
+/// `text` with its trailer's `lines_sha256` made right again after an edit
+/// of the lines before it: what an editor who knows the format does.
+pub(super) fn retrail(text: &str) -> String {
+    let (body, trailer) = text.trim_end_matches('\n').rsplit_once('\n').unwrap();
+    let trailer: Trailer = serde_json::from_str(trailer).unwrap();
+    with_trailer(format!("{body}\n"), trailer.entries, trailer.last_hash)
+}
+
+pub(super) fn compress(text: &str) -> Vec<u8> {
     zstd::encode_all(text.as_bytes(), 3).unwrap()
 }
 
-struct Files(tempfile::TempDir);
+pub(super) struct Files(tempfile::TempDir);
 
 impl Files {
-    fn new() -> Files {
+    pub(super) fn new() -> Files {
         Files(tempfile::tempdir().unwrap())
     }
 
-    fn put(&self, name: &str, bytes: &[u8]) -> PathBuf {
+    pub(super) fn put(&self, name: &str, bytes: &[u8]) -> PathBuf {
         let path = self.0.path().join(name);
         std::fs::write(&path, bytes).unwrap();
         path
     }
 
-    fn check(&self, bytes: &[u8]) -> Result<Checked, ArchiveError> {
+    pub(super) fn check(&self, bytes: &[u8]) -> Result<Checked, ArchiveError> {
         check(&self.put("a.jsonl.zst", bytes), None)
     }
 }
 
 /// The line and the message of a broken archive.
-fn broken(result: Result<Checked, ArchiveError>) -> (Option<u64>, String) {
+pub(super) fn broken(result: Result<Checked, ArchiveError>) -> (Option<u64>, String) {
     match result {
         Err(e @ ArchiveError::Broken { line, .. }) => (line, e.to_string()),
         other => panic!("expected a broken archive, got {other:?}"),
     }
 }
 
-fn with_lines(text: &str, edit: impl FnOnce(&mut Vec<&str>)) -> String {
+pub(super) fn with_lines<'a>(text: &'a str, edit: impl FnOnce(&mut Vec<&'a str>)) -> String {
     let mut lines: Vec<&str> = text.lines().collect();
     edit(&mut lines);
     lines.join("\n") + "\n"
@@ -231,31 +251,32 @@ fn an_entry_over_several_lines_reads_back() {
     // The json type keeps line breaks between tokens; such an entry spans lines.
     let e = entry(1, "{\"v\":\n1}");
     let hash = link(&GENESIS, &content_of(&e).unwrap().1);
-    let full = text(1, None);
-    let mut lines: Vec<String> = full.lines().map(str::to_owned).collect();
-    lines[1].clear();
-    push_entry(&mut lines[1], &e, Some(&hash), Some(&GENESIS));
-    lines[2] = lines[2].replace(
-        &lines[2][lines[2].len() - 66..lines[2].len() - 2],
-        &hex(&hash),
-    );
+    let mut line = String::new();
+    push_entry(&mut line, &e, Some(&hash), Some(&GENESIS));
+    let head = serde_json::to_string(&header()).unwrap();
+    let whole = with_trailer(format!("{head}\n{line}\n"), 1, Some(hex(&hash)));
     let files = Files::new();
-    let checked = files.check(&compress(&(lines.join("\n") + "\n"))).unwrap();
+    let checked = files.check(&compress(&whole)).unwrap();
     assert_eq!(checked.entries, 1);
-    let cut = format!("{}\n{}\n", lines[0], lines[1].split('\n').next().unwrap());
+    let cut = format!("{head}\n{}\n", line.split('\n').next().unwrap());
     let (line, e) = broken(files.check(&compress(&cut)));
     assert_eq!(line, Some(2), "{e}");
     assert!(e.contains("truncated"), "{e}");
 }
 
 fn sealed(text: &str, to: &age::x25519::Identity) -> Vec<u8> {
+    seal_bytes(&compress(text), to)
+}
+
+/// `bytes` encrypted with age to `to`.
+pub(super) fn seal_bytes(bytes: &[u8], to: &age::x25519::Identity) -> Vec<u8> {
     let r = Recipients::parse(&[to.to_public().to_string()]).unwrap();
     let mut s = Sealed::encrypted(&r, Vec::new()).unwrap();
-    s.write_all(&compress(text)).unwrap();
+    s.write_all(bytes).unwrap();
     s.finish().unwrap()
 }
 
-fn identity_file(files: &Files, id: &age::x25519::Identity) -> PathBuf {
+pub(super) fn identity_file(files: &Files, id: &age::x25519::Identity) -> PathBuf {
     use age::secrecy::ExposeSecret;
     files.put(
         "key.txt",

@@ -45,6 +45,11 @@ impl Runs {
         self.open.as_ref().map(|r| &r.last_hash)
     }
 
+    /// The open run's last entry: its id and hash.
+    pub fn last(&self) -> Option<(i64, [u8; 32])> {
+        self.open.as_ref().map(|r| (r.last_id, r.last_hash))
+    }
+
     /// Entry `id`, with hash `hash`, starts a run after `prev`.
     pub fn start(&mut self, id: i64, prev: [u8; 32], hash: [u8; 32]) {
         self.end();

@@ -5,8 +5,9 @@
 //! (so the file is one consistent view of the range), and handed through a
 //! small channel to a blocking thread that compresses, encrypts, hashes and
 //! writes them: memory stays flat whatever the size of the range. Between
-//! batches the connection is free, which is when the hash before a run's
-//! first entry is looked up in the same snapshot.
+//! batches the connection is free, which is when the chain around the range
+//! is checked in the same snapshot ([`super::seams`]): the hash before a
+//! run's first entry, the entries between runs, the entry after the last.
 //!
 //! The file is written under a temporary name in the archive directory,
 //! flushed to disk, then given its name without replacing any file (a second
@@ -18,15 +19,17 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
-use tokio_postgres::{Client, IsolationLevel, Statement, Transaction};
+use tokio_postgres::{Client, IsolationLevel};
 
-use super::format::{content_of, push_entry, Header, Trailer};
+use super::format::{content_of, push_entry, range_problem, stem, Header, Trailer};
 use super::hashing::HashingWriter;
 use super::runs::{Runs, Sequence};
+use super::seams::Around;
 use super::{ArchiveError, Range, Sealing, Written, FORMAT_VERSION};
 use crate::export::encrypt::Sealed;
-use crate::store::chain::{link, Chain, GENESIS};
+use crate::store::chain::{link, Chain};
 use crate::store::sources::SourceName;
 use crate::store::stored::{StoredEntry, ENTRY_COLUMNS, ENTRY_COLUMN_COUNT};
 use crate::text::hex;
@@ -61,7 +64,7 @@ pub async fn write(
     let file = FileJob {
         tmp,
         dir: dir.to_owned(),
-        stem: stem(range),
+        stem: stem(&range.source_name, range.from, range.to),
         sealing: sealing.clone(),
     };
     let writing = tokio::task::spawn_blocking(move || file.run(rx_lines));
@@ -85,26 +88,14 @@ pub async fn write(
         unchained: tally.unchained,
         runs: tally.runs.finish(),
         encrypted: matches!(sealing, Sealing::Age(_)),
+        lines_sha256: tally.lines.finalize().into(),
         sequence: tally.sequence.finish(),
     })
 }
 
-/// `source-YYYYMMDD-YYYYMMDD`, the dates of the range's ends in UTC.
-fn stem(range: &Range) -> String {
-    format!(
-        "{}-{}-{}",
-        range.source_name,
-        range.from.format("%Y%m%d"),
-        range.to.format("%Y%m%d")
-    )
-}
-
 async fn check_range(client: &Client, range: &Range) -> Result<(), ArchiveError> {
-    if range.from >= range.to {
-        return Err(ArchiveError::Range(format!(
-            "it is empty: from {} is not before to {}",
-            range.from, range.to
-        )));
+    if let Some(problem) = range_problem(range.from, range.to) {
+        return Err(ArchiveError::Range(problem));
     }
     let name = &range.source_name;
     if name != SourceName::PGTRAIL {
@@ -151,6 +142,10 @@ struct Tally {
     unchained: u64,
     runs: Runs,
     sequence: Sequence,
+    /// SHA-256 of the lines before the trailer.
+    lines: Sha256,
+    /// The last entry without a hash.
+    last_unchained: Option<i64>,
 }
 
 /// Reads the range in one snapshot and sends its lines, header to trailer.
@@ -165,21 +160,10 @@ async fn read_range(
         .read_only(true)
         .start()
         .await?;
-    let chain = Chain(range.source_id).sql_condition();
     let select = tx
         .prepare(&range_sql(&format!("{ENTRY_COLUMNS}, hash"), range))
         .await?;
-    // The entry before a run: the last one still stored, or where retention
-    // cut the chain (pgtrail.chain_anchors), whichever is later.
-    let before = tx
-        .prepare(&format!(
-            "(SELECT id, hash FROM pgtrail.entries WHERE id < $1 AND {chain} \
-              AND hash IS NOT NULL ORDER BY id DESC LIMIT 1) \
-             UNION ALL (SELECT dropped_id, dropped_hash FROM pgtrail.chain_anchors \
-              WHERE dropped_id < $1 AND source = $2 ORDER BY dropped_id DESC LIMIT 1) \
-             ORDER BY 1 DESC LIMIT 1"
-        ))
-        .await?;
+    let around = Around::prepare(&tx, range).await?;
     let header = Header {
         pgtrail_archive: FORMAT_VERSION,
         source: range.source_name.clone(),
@@ -188,9 +172,11 @@ async fn read_range(
         to: range.to,
         written_at: chrono::Utc::now(),
     };
-    send(out, json_line(&header)).await?;
-    let portal = tx.bind(&select, &[&range.from, &range.to]).await?;
+    let header = json_line(&header);
     let mut tally = Tally::default();
+    tally.lines.update(&header);
+    send(out, header).await?;
+    let portal = tx.bind(&select, &[&range.from, &range.to]).await?;
     loop {
         let rows = tx.query_portal(&portal, BATCH).await?;
         if rows.is_empty() {
@@ -200,16 +186,25 @@ async fn read_range(
         for row in &rows {
             let e = StoredEntry::from_row(row);
             let hash: Option<Vec<u8>> = row.try_get(ENTRY_COLUMN_COUNT)?;
-            place(&tx, &before, range, &mut tally, &e, hash, &mut chunk).await?;
+            place(&around, &mut tally, &e, hash, &mut chunk).await?;
         }
+        tally.lines.update(&chunk);
         send(out, chunk).await?;
     }
+    if let Some(last) = tally.runs.last() {
+        around.after_the_last(last).await?;
+    }
+    if let Some(id) = tally.last_unchained {
+        around.nothing_hashed_before(id).await?;
+    }
+    drop(around);
     tx.commit().await?;
     let last_hash = tally.runs.last_hash().map(|h| hex(h));
     let trailer = Trailer {
         end: true,
         entries: tally.entries,
         last_hash,
+        lines_sha256: hex(&tally.lines.clone().finalize()),
     };
     send(out, json_line(&trailer)).await?;
     out.send(None).await.map_err(|_| writer_gone())?;
@@ -219,24 +214,38 @@ async fn read_range(
 /// Appends entry `e`'s line, placed in its chain: continuing the run of the
 /// entry before it, or starting a run after its predecessor in the store.
 async fn place(
-    tx: &Transaction<'_>,
-    before: &Statement,
-    range: &Range,
+    around: &Around<'_, '_>,
     tally: &mut Tally,
     e: &StoredEntry,
     hash: Option<Vec<u8>>,
     chunk: &mut String,
 ) -> Result<(), ArchiveError> {
     let broken = |problem: String| ArchiveError::StoreBroken {
-        chain: range.source_name.clone(),
+        chain: around.range().source_name.clone(),
         id: e.id,
         problem,
     };
+    if e.source != around.range().source_name {
+        // The reader requires every entry's source to be the header's.
+        return Err(ArchiveError::Store(format!(
+            "entry {} names its source {:?}, not {:?}: was the source renamed while the archive was \
+             written? Write it again",
+            e.id,
+            e.source,
+            around.range().source_name
+        )));
+    }
     tally.entries += 1;
     tally.sequence.push(e.id, hash.as_deref());
     let Some(hash) = hash else {
+        if let Some((last, _)) = tally.runs.last() {
+            return Err(broken(format!(
+                "it has no hash although entry {last} before it in the chain has one: it was \
+                 inserted past pgtrail"
+            )));
+        }
         tally.unchained += 1;
-        tally.runs.end();
+        tally.last_unchained = Some(e.id);
         push_entry(chunk, e, None, None);
         chunk.push('\n');
         return Ok(());
@@ -253,15 +262,7 @@ async fn place(
         tally.runs.extend(e.id, hash);
         None
     } else {
-        let row = tx.query_opt(before, &[&e.id, &range.source_id.0]).await?;
-        let (pred_id, pred) = match row {
-            Some(r) => {
-                let h: Vec<u8> = r.try_get(1)?;
-                let id: i64 = r.try_get(0)?;
-                (Some(id), h.try_into().unwrap_or([0xff; 32]))
-            }
-            None => (None, GENESIS),
-        };
+        let (pred_id, pred) = around.predecessor(tally.runs.last(), e.id).await?;
         if link(&pred, &digest) != hash {
             return Err(broken(match pred_id {
                 Some(p) => format!("it does not match its hash following entry {p}"),

@@ -260,6 +260,88 @@ async fn an_archive_of_a_captured_range_checks_out_and_matches_the_store() {
     assert_eq!(left.len(), 3, "no temporary file is left behind: {left:?}");
 
     tampered_copies_are_named(&written.path, &dir).await;
+    the_chain_around_the_range_is_checked(&env, &store, &range, &dir).await;
+}
+
+/// `write` refuses a range whose chain breaks just outside it: at the entry after its last
+/// (committed after the range), or, for a range reaching the chain's end, at the chain's head;
+/// and a range whose ends are not whole microseconds (the store's precision).
+async fn the_chain_around_the_range_is_checked(
+    env: &TestEnv,
+    store: &Client,
+    range: &Range,
+    dir: &Path,
+) {
+    let mut client = env.store().await;
+    let finer = Range {
+        from: range.from + chrono::Duration::nanoseconds(500),
+        ..range.clone()
+    };
+    let e = refused(&mut client, &finer, dir).await;
+    assert!(
+        matches!(e, ArchiveError::Range(_)) && e.to_string().contains("fraction of a microsecond"),
+        "{e}"
+    );
+    let chain = "coalesce(source, CASE WHEN lsn IS NULL THEN 0 ELSE 1 END) = 1";
+    let last = stored(store, range).await.last().unwrap().0;
+    let (next, end): (i64, i64) = {
+        let row = store
+            .query_one(
+                &format!("SELECT min(id), max(id) FROM pgtrail.entries WHERE id > $1 AND {chain}"),
+                &[&last],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    let original: Vec<u8> = store
+        .query_one("SELECT hash FROM pgtrail.entries WHERE id = $1", &[&next])
+        .await
+        .unwrap()
+        .get(0);
+    // The entry after the range changed (past the trigger): the range is not archived.
+    let forged = format!("UPDATE pgtrail.entries SET hash = sha256(hash) WHERE id = {next}");
+    past_the_triggers_of(store, "pgtrail.entries", &forged).await;
+    let e = refused(&mut client, range, dir).await;
+    assert!(
+        matches!(e, ArchiveError::StoreBroken { id, .. } if id == next)
+            && e.to_string().contains(&format!("following entry {last}")),
+        "the entry after the range is named: {e}"
+    );
+    let restore = format!(
+        "UPDATE pgtrail.entries SET hash = '\\x{}'::bytea WHERE id = {next}",
+        hex(&original)
+    );
+    past_the_triggers_of(store, "pgtrail.entries", &restore).await;
+    // A range to the chain's end: the head must be its last entry's hash.
+    let to_the_end = Range {
+        to: range.to + chrono::Duration::days(1),
+        ..range.clone()
+    };
+    let whole = archive::write(&mut client, &to_the_end, dir, &Sealing::Plain)
+        .await
+        .unwrap();
+    assert_eq!(whole.runs.last().unwrap().last_id, end);
+    past_the_triggers_of(
+        store,
+        "pgtrail.chain_heads",
+        "UPDATE pgtrail.chain_heads SET hash = sha256(hash) WHERE source = 1",
+    )
+    .await;
+    let e = refused(&mut client, &to_the_end, dir).await;
+    assert!(
+        matches!(e, ArchiveError::StoreBroken { id, .. } if id == end)
+            && e.to_string().contains("chain's head"),
+        "the chain's last entry is named: {e}"
+    );
+}
+
+/// The error of writing an archive of `range` that must be refused.
+async fn refused(client: &mut Client, range: &Range, dir: &Path) -> ArchiveError {
+    match archive::write(client, range, dir, &Sealing::Plain).await {
+        Ok(w) => panic!("the archive of {range:?} was written: {}", w.path.display()),
+        Err(e) => e,
+    }
 }
 
 /// The decompressed lines of an archive.
