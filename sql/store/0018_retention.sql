@@ -82,7 +82,7 @@ DECLARE
     counts json;
     problem text;
     digest text;
-    at timestamptz := date_trunc('microseconds', clock_timestamp());
+    at timestamptz;
     ctx text;
     det text;
     event_id bigint;
@@ -158,6 +158,9 @@ BEGIN
     -- order record_event takes them in too: no deadlock with an event being
     -- recorded. Waits at most lock_timeout; the detach needs it anyway.
     LOCK TABLE pgtrail.entries IN ACCESS EXCLUSIVE MODE;
+    -- The drop's time: now, after the counting and the locks (record_event
+    -- wants a time near the server's clock from the writer's sessions).
+    at := date_trunc('microseconds', clock_timestamp());
 
     ctx := json_build_object('db_user', NULL, 'client_addr', NULL, 'application_name', 'pgtrail retention',
         'actor', NULL, 'source', 'pgtrail', 'remarks',

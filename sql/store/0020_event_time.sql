@@ -10,8 +10,9 @@
 -- between clocks: hosts kept by NTP differ by milliseconds, and a call waits
 -- on nothing before the check, so only a clock that is really wrong fails
 -- it; and 5 minutes is far inside any partition or retention period.
--- The store's owner (setup, the retention's SECURITY DEFINER drop, which
--- takes its time from the server anyway) is not bound.
+-- The store's owner (setup, restore) is not bound. Retention's drop runs
+-- as the writer's session, and takes its event's time from the server's
+-- clock just before recording it.
 --
 -- The refusal is SQLSTATE 55000 (object not in prerequisite state): the
 -- daemon takes it for a setup problem to fix, never for data to quarantine.
