@@ -29,6 +29,15 @@ pub struct Around<'t, 'c> {
     before: Statement,
     /// The chain's entries after `$1` and before `$2`, in id order, at most `$3` (NULL: all).
     between: Statement,
+    /// Where retention cut the chain after `$1` and before `$2` (pgtrail.chain_anchors), in id order.
+    cuts: Statement,
+}
+
+/// How far [`Around::follow`] went: the last link reached (an entry, or
+/// where retention cut the chain), and how many stored entries it checked.
+struct Followed {
+    last: Link,
+    entries: u64,
 }
 
 impl<'t, 'c> Around<'t, 'c> {
@@ -54,11 +63,19 @@ impl<'t, 'c> Around<'t, 'c> {
                  AND {chain} ORDER BY id LIMIT $3::bigint"
             ))
             .await?;
+        let cuts = tx
+            .prepare(&format!(
+                "SELECT dropped_id, dropped_hash FROM pgtrail.chain_anchors \
+                 WHERE source = {} AND dropped_id > $1 AND dropped_id < $2 ORDER BY dropped_id",
+                range.source_id.0
+            ))
+            .await?;
         Ok(Around {
             tx,
             range,
             before,
             between,
+            cuts,
         })
     }
 
@@ -85,7 +102,7 @@ impl<'t, 'c> Around<'t, 'c> {
         id: i64,
     ) -> Result<(Option<i64>, [u8; 32]), ArchiveError> {
         if let Some(last) = open {
-            let reached = self.follow(last, id, None).await?;
+            let reached = self.follow(last, id, None).await?.last;
             return Ok((Some(reached.0), reached.1));
         }
         match self
@@ -108,9 +125,13 @@ impl<'t, 'c> Around<'t, 'c> {
     /// The chain goes on from the last run's last entry: its next entry
     /// follows it, or, when there is none, the chain's head is its hash.
     pub async fn after_the_last(&self, last: Link) -> Result<(), ArchiveError> {
-        if self.follow(last, i64::MAX, Some(1)).await? != last {
+        // The chain's next entry was checked to follow (across any cut);
+        // with none, the head must be where the chain last stands.
+        let reached = self.follow(last, i64::MAX, Some(1)).await?;
+        if reached.entries > 0 {
             return Ok(());
         }
+        let last = reached.last;
         let stored = head(self.tx, Chain(self.range.source_id))
             .await
             .map_err(|e| ArchiveError::Store(e.to_string()))?;
@@ -152,13 +173,31 @@ impl<'t, 'c> Around<'t, 'c> {
         from: Link,
         until: i64,
         limit: Option<i64>,
-    ) -> Result<Link, ArchiveError> {
+    ) -> Result<Followed, ArchiveError> {
+        let cut_rows = self.tx.query(&self.cuts, &[&from.0, &until]).await?;
+        let mut cuts = Vec::with_capacity(cut_rows.len());
+        for row in &cut_rows {
+            let id: i64 = row.try_get(0)?;
+            let hash: Vec<u8> = row.try_get(1)?;
+            let hash: [u8; 32] = hash
+                .try_into()
+                .map_err(|_| self.broken(id, "its anchor's hash is not 32 bytes".into()))?;
+            cuts.push((id, hash));
+        }
+        let mut cuts = cuts.into_iter().peekable();
         let params: [&(dyn ToSql + Sync); 3] = [&from.0, &until, &limit];
         let rows = self.tx.query_raw(&self.between, params).await?;
         futures_util::pin_mut!(rows);
         let mut last = from;
+        let mut entries = 0u64;
         while let Some(row) = rows.try_next().await? {
             let e = StoredEntry::from_row(&row);
+            // Entries retention dropped before this one: the chain goes on
+            // from the last one's hash, as `pgtrail verify`'s walk does.
+            while let Some(cut) = cuts.next_if(|c| c.0 < e.id) {
+                last = cut;
+            }
+            entries += 1;
             let hash: Option<Vec<u8>> = row.try_get(ENTRY_COLUMN_COUNT)?;
             let Some(hash) = hash else {
                 return Err(self.broken(
@@ -188,6 +227,13 @@ impl<'t, 'c> Around<'t, 'c> {
             }
             last = (e.id, hash);
         }
-        Ok(last)
+        // The stored entries ended before any limit: the chain went on
+        // through the cuts after them.
+        if limit.is_none_or(|n| entries < n.max(0) as u64) {
+            if let Some(cut) = cuts.last() {
+                last = cut;
+            }
+        }
+        Ok(Followed { last, entries })
     }
 }

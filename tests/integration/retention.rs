@@ -206,7 +206,9 @@ async fn retention_archives_a_partition_before_dropping_it_and_keeps_it_when_it_
     std::fs::write(base.join("arch"), "not a directory").unwrap();
     env.setup().await;
     let store = env.store().await;
-    let old = back_dated_events(&store, &[200, 130]).await;
+    // Ids interleave across the two partitions (200 and 201 days back in one, 130 in the other):
+    // when the older goes first, the other's archive meets the chain cut on both sides of it.
+    let old = back_dated_events(&store, &[200, 130, 201]).await;
     let before = old_partitions(&store).await;
     assert_eq!(before.iter().map(|p| p.1).sum::<i64>(), old, "{before:?}");
 
