@@ -75,13 +75,16 @@ pub fn not_zstd(start: &[u8], inside: bool) -> String {
     }
 }
 
+/// What [`decrypt`] reads from: the header it read first, then the rest of the file.
+pub type Decrypted<R> = age::stream::StreamReader<io::Chain<io::Cursor<Vec<u8>>, R>>;
+
 /// The decrypted content of the age file `raw` (the archive at `path`),
 /// with an identity from the file `identity`.
 pub fn decrypt<R: BufRead>(
     mut raw: R,
     path: &Path,
     identity: Option<&Path>,
-) -> Result<age::stream::StreamReader<io::Chain<io::Cursor<Vec<u8>>, R>>, ArchiveError> {
+) -> Result<Decrypted<R>, ArchiveError> {
     let sealed = |path: &Path, problem: String| ArchiveError::Sealed {
         path: path.to_owned(),
         problem,

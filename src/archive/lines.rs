@@ -31,6 +31,11 @@ use serde::de::{Deserialize, IgnoredAny};
 /// spare.
 pub const MAX_LINE: u64 = 4 << 30;
 
+/// The longest line pgtrail can write, as [`MAX_LINE`] reasons: three times
+/// PostgreSQL's 1 GiB, and a kilobyte for the other members.
+pub const LONGEST_WRITTEN: u64 = 3 * (1 << 30) + 1024;
+const _: () = assert!(LONGEST_WRITTEN < MAX_LINE);
+
 /// Why the next record could not be read.
 #[derive(Debug)]
 pub enum LineError {
@@ -161,7 +166,7 @@ impl<R: BufRead> Read for Feed<'_, R> {
 /// `bytes` in the largest binary unit that divides it: `4 GiB`, `1536 KiB`, `100 bytes`.
 pub fn size(bytes: u64) -> String {
     for (unit, shift) in [("GiB", 30), ("MiB", 20), ("KiB", 10)] {
-        if bytes >= 1 << shift && bytes % (1 << shift) == 0 {
+        if bytes >= 1 << shift && bytes.is_multiple_of(1 << shift) {
             return format!("{} {unit}", bytes >> shift);
         }
     }
@@ -218,7 +223,7 @@ mod tests {
         lines.read_value(&mut record, 1).unwrap();
         assert_eq!(lines.line(), breaks as u64 + 1);
         let first = text.find("\n{\"next\"").unwrap() + 1;
-        assert_eq!(record, text[..first].as_bytes());
+        assert_eq!(record, &text.as_bytes()[..first]);
         // Each byte of the record scanned once, not once per line after it.
         assert_eq!(lines.scanned(), first as u64);
         // The next record is untouched.
