@@ -17,11 +17,18 @@
 //! then drops the range. [`check`] reads a file alone, for `verify --archive`;
 //! [`each_entry`] hands on each entry of a file that checks out, and
 //! [`restore`] loads a file back into its dropped partition (`pgtrail restore`).
+//! A file read is hostile until checked: a line longer than any pgtrail
+//! writes ([`MAX_LINE`]), a zstd window or an age header larger than it
+//! writes are refused before they are read whole.
 
 mod compare;
 mod entries;
 mod format;
 mod hashing;
+#[cfg(test)]
+mod hostile_tests;
+mod layers;
+mod lines;
 mod read;
 #[cfg(test)]
 mod read_tests;
@@ -41,6 +48,7 @@ use serde::Serialize;
 pub use compare::{compare_with_store, read_back, ReadBack};
 pub use entries::{each_entry, ArchivedEntry};
 pub use format::Header;
+pub use lines::MAX_LINE;
 pub use read::{check, Checked};
 pub use restore::{restore, RestoreError, Restored};
 pub use runs::Run;

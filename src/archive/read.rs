@@ -1,5 +1,8 @@
 //! Reading an archive back: decrypt (with an age identity), decompress and
 //! check it line by line, streaming, so memory stays flat whatever its size.
+//! The file is hostile until checked: what it can make the reader hold is
+//! bounded (a line, [`MAX_LINE`]; zstd's window and age's header,
+//! [`super::layers`]), and nothing is written to disk.
 //!
 //! The check is on the file alone: the header, every entry's hash
 //! recomputed from its content, every link inside each run, ids in order,
@@ -15,6 +18,8 @@ use sha2::{Digest, Sha256};
 
 use super::format::{name_problem, not_as_written, EntryLine, Header, Linked, Trailer};
 use super::hashing::HashingReader;
+use super::layers::{decompress, decrypt, not_zstd, window_problem};
+use super::lines::{size, LineError, Lines, MAX_LINE};
 use super::runs::{hex_hash, Run, Runs, Sequence};
 use super::{ArchiveError, FORMAT_VERSION};
 use crate::store::chain::{link, GENESIS};
@@ -77,6 +82,16 @@ pub(crate) fn check_each(
     identity: Option<&Path>,
     each: &mut dyn FnMut(Seen<'_>) -> Result<(), String>,
 ) -> Result<Checked, ArchiveError> {
+    check_limited(path, identity, MAX_LINE, each)
+}
+
+/// [`check_each`], with records of at most `max_line` bytes.
+pub(super) fn check_limited(
+    path: &Path,
+    identity: Option<&Path>,
+    max_line: u64,
+    each: &mut dyn FnMut(Seen<'_>) -> Result<(), String>,
+) -> Result<Checked, ArchiveError> {
     let mut file = File::open(path).map_err(|source| ArchiveError::Io {
         what: "cannot open the archive",
         path: path.to_owned(),
@@ -91,7 +106,7 @@ pub(crate) fn check_each(
         let start = raw.fill_buf().map_err(|e| damaged(path, 0, &e))?;
         let encrypted = start.starts_with(AGE_MAGIC);
         if !encrypted && !start.starts_with(ZSTD_MAGIC) {
-            return Err(not_zstd(path, start, false));
+            return Err(broken(path, None, not_zstd(start, false)));
         }
         let plain: Box<dyn Read + '_> = if encrypted {
             Box::new(decrypt(raw, path, identity)?)
@@ -101,15 +116,11 @@ pub(crate) fn check_each(
         let mut plain = BufReader::new(plain);
         let start = plain.fill_buf().map_err(|e| damaged(path, 0, &e))?;
         if !start.starts_with(ZSTD_MAGIC) {
-            return Err(not_zstd(path, start, true));
+            return Err(broken(path, None, not_zstd(start, true)));
         }
-        // One frame: a skippable frame or a second frame would otherwise be
-        // read (or skipped) as if it belonged.
-        let decoder = zstd::Decoder::with_buffer(plain)
-            .map_err(|e| damaged(path, 0, &e))?
-            .single_frame();
+        let decoder = decompress(plain).map_err(|e| damaged(path, 0, &e))?;
         let mut text = BufReader::new(decoder);
-        let walk = Walk::new(path, each).read(&mut text)?;
+        let walk = Walk::new(path, max_line, each).read(&mut text)?;
         // Reading to the end also authenticates age's last chunk.
         let mut after = text.into_inner().finish();
         let left = after.fill_buf().map_err(|e| damaged(path, walk.line, &e))?;
@@ -149,69 +160,6 @@ pub(crate) fn check_each(
     }
 }
 
-/// The file (or, `inside`, its decrypted content) does not start with a zstd frame.
-fn not_zstd(path: &Path, start: &[u8], inside: bool) -> ArchiveError {
-    // Skippable frames have the magic numbers 0x184D2A50 to 0x184D2A5F, little-endian.
-    let skippable =
-        start.len() >= 4 && start[0] & 0xf0 == 0x50 && start[1..4] == [0x2a, 0x4d, 0x18];
-    let problem = match (skippable, inside) {
-        (true, _) => "it begins with a zstd skippable frame: pgtrail writes one zstd frame and \
-                      nothing else, so the file was changed"
-            .to_owned(),
-        (false, false) => {
-            "it is not a pgtrail archive: it is neither zstd-compressed nor age-encrypted"
-                .to_owned()
-        }
-        (false, true) => {
-            "what it encrypts is not zstd-compressed: it is not a pgtrail archive".into()
-        }
-    };
-    broken(path, None, problem)
-}
-
-fn decrypt<'r, R: Read + 'r>(
-    raw: R,
-    path: &Path,
-    identity: Option<&Path>,
-) -> Result<age::stream::StreamReader<R>, ArchiveError> {
-    let sealed = |path: &Path, problem: String| ArchiveError::Sealed {
-        path: path.to_owned(),
-        problem,
-    };
-    let Some(id_file) = identity else {
-        return Err(sealed(
-            path,
-            "it is encrypted with age: give the identity file (the secret key, from age-keygen) \
-             of one of its recipients with --identity FILE"
-                .into(),
-        ));
-    };
-    let identities = age::IdentityFile::from_file(id_file.to_string_lossy().into_owned())
-        .map_err(|e| sealed(id_file, format!("cannot read this age identity file: {e}")))?
-        .into_identities()
-        .map_err(|e| sealed(id_file, format!("cannot use this age identity file: {e}")))?;
-    if identities.is_empty() {
-        return Err(sealed(
-            id_file,
-            "it holds no age identity (AGE-SECRET-KEY-1…)".into(),
-        ));
-    }
-    let decryptor = age::Decryptor::new(raw)
-        .map_err(|e| broken(path, None, format!("its age header is damaged: {e}")))?;
-    decryptor
-        .decrypt(identities.iter().map(|i| i.as_ref() as &dyn age::Identity))
-        .map_err(|e| match e {
-            age::DecryptError::NoMatchingKeys => sealed(
-                path,
-                format!(
-                    "no identity in {} decrypts it: it was encrypted to other recipients",
-                    id_file.display()
-                ),
-            ),
-            e => broken(path, None, format!("it cannot be decrypted: {e}")),
-        })
-}
-
 fn broken(path: &Path, line: Option<u64>, problem: String) -> ArchiveError {
     ArchiveError::Broken {
         path: path.to_owned(),
@@ -223,18 +171,17 @@ fn broken(path: &Path, line: Option<u64>, problem: String) -> ArchiveError {
 
 /// Reading failed (zstd or age found the stream damaged, or it ends early).
 fn damaged(path: &Path, after_line: u64, e: &std::io::Error) -> ArchiveError {
-    broken(
-        path,
-        None,
-        format!(
-            "it cannot be read after line {after_line} ({e}): the file is truncated or damaged"
-        ),
-    )
+    let problem = window_problem(e).unwrap_or_else(|| {
+        format!("it cannot be read after line {after_line} ({e}): the file is truncated or damaged")
+    });
+    broken(path, None, problem)
 }
 
 /// The check's state, line by line.
 struct Walk<'p> {
     path: &'p Path,
+    /// The longest record read ([`MAX_LINE`] but in tests).
+    limit: u64,
     /// The last line read (1 is the header).
     line: u64,
     header: Option<Header>,
@@ -249,12 +196,20 @@ struct Walk<'p> {
     last: Option<(i64, u64)>,
     /// Where each entry that checked out goes.
     each: &'p mut dyn FnMut(Seen<'_>) -> Result<(), String>,
+    /// Bytes handed to [`Walk::record`], over all records.
+    #[cfg(test)]
+    parsed: u64,
 }
 
 impl<'p> Walk<'p> {
-    fn new(path: &'p Path, each: &'p mut dyn FnMut(Seen<'_>) -> Result<(), String>) -> Walk<'p> {
+    fn new(
+        path: &'p Path,
+        limit: u64,
+        each: &'p mut dyn FnMut(Seen<'_>) -> Result<(), String>,
+    ) -> Walk<'p> {
         Walk {
             path,
+            limit,
             each,
             line: 0,
             header: None,
@@ -265,43 +220,45 @@ impl<'p> Walk<'p> {
             sequence: Sequence::default(),
             lines: Sha256::new(),
             last: None,
+            #[cfg(test)]
+            parsed: 0,
         }
     }
 
-    fn read(mut self, mut input: impl BufRead) -> Result<Self, ArchiveError> {
+    fn read(mut self, input: impl BufRead) -> Result<Self, ArchiveError> {
+        let mut input = Lines::new(input, self.limit);
         let mut record = Vec::new();
         loop {
             record.clear();
             let start = self.line + 1;
-            if self.read_line(&mut input, &mut record)? == 0 {
+            let read = input.read_line(&mut record, start);
+            self.line = input.line();
+            if !read.map_err(|e| self.unread(start, e))? {
                 return Ok(self);
             }
-            // A stored JSON text may hold a line break between its tokens:
-            // then its entry goes on over the next lines.
+            let mut whole = false;
             loop {
                 let text = std::str::from_utf8(&record)
                     .map_err(|e| broken(self.path, Some(start), format!("it is not UTF-8: {e}")))?;
+                #[cfg(test)]
+                {
+                    self.parsed += text.len() as u64;
+                }
                 match self.record(start, text) {
-                    Err(Unfinished) if record.ends_with(b"\n") => {
-                        if self.read_line(&mut input, &mut record)? == 0 {
-                            return Err(self.at(
-                                start,
-                                None,
-                                "it ends in the middle of an entry: the file is truncated".into(),
-                            ));
-                        }
-                    }
-                    Err(Unfinished) => {
-                        return Err(self.at(
-                            start,
-                            None,
-                            "it ends in the middle of an entry: the file is truncated".into(),
-                        ));
-                    }
                     Ok(done) => {
                         done?;
                         break;
                     }
+                    // A stored JSON text may hold a line break between its
+                    // tokens: then its entry goes on over the next lines,
+                    // read on until its JSON value is whole, then parsed once.
+                    Err(Unfinished) if !whole => {
+                        let read = input.read_value(&mut record, start);
+                        self.line = input.line();
+                        read.map_err(|e| self.unread(start, e))?;
+                        whole = true;
+                    }
+                    Err(Unfinished) => return Err(self.unread(start, LineError::Truncated)),
                 }
             }
             if !record.ends_with(b"\n") {
@@ -316,18 +273,34 @@ impl<'p> Walk<'p> {
         }
     }
 
-    fn read_line(
-        &mut self,
-        input: &mut impl BufRead,
-        into: &mut Vec<u8>,
-    ) -> Result<usize, ArchiveError> {
-        let n = input
-            .read_until(b'\n', into)
-            .map_err(|e| damaged(self.path, self.line, &e))?;
-        if n > 0 {
-            self.line += 1;
+    /// Why the record that starts on line `start` could not be read.
+    fn unread(&self, start: u64, e: LineError) -> ArchiveError {
+        match e {
+            LineError::TooLong { first, at, limit } => {
+                let limit = format!("{} ({limit} bytes)", size(limit));
+                let what = match at == first {
+                    true => format!("it is longer than {limit}, and pgtrail writes no line that long"),
+                    false => format!(
+                        "its entry goes on over the next lines and passes {limit} on line {at}, and \
+                         pgtrail writes no entry that long"
+                    ),
+                };
+                self.at(
+                    first,
+                    None,
+                    format!(
+                        "{what}: the file was not written by pgtrail, or was changed (it was not \
+                         read further)"
+                    ),
+                )
+            }
+            LineError::Truncated => self.at(
+                start,
+                None,
+                "it ends in the middle of an entry: the file is truncated".into(),
+            ),
+            LineError::Read(e) => damaged(self.path, self.line, &e),
         }
-        Ok(n)
     }
 
     fn at(&self, line: u64, id: Option<i64>, problem: String) -> ArchiveError {
@@ -590,3 +563,13 @@ impl<'p> Walk<'p> {
 
 /// A record that goes on over the next line.
 struct Unfinished;
+
+/// Walks `text` as [`check`] walks a file's decompressed text, with records
+/// of at most `limit` bytes: the entries that checked out and the bytes
+/// parsed, or the first problem.
+#[cfg(test)]
+pub(super) fn walk(text: impl BufRead, limit: u64) -> Result<(u64, u64), ArchiveError> {
+    let mut each = |_: Seen<'_>| Ok(());
+    let walk = Walk::new(Path::new("test.jsonl"), limit, &mut each).read(text)?;
+    Ok((walk.entries, walk.parsed))
+}

@@ -97,6 +97,20 @@ pub(super) fn retrail(text: &str) -> String {
     with_trailer(format!("{body}\n"), trailer.entries, trailer.last_hash)
 }
 
+/// The line of `e` as the first entry of its chain, and its hash.
+pub(super) fn chained_first(e: &StoredEntry) -> (String, [u8; 32]) {
+    let hash = link(&GENESIS, &content_of(e).unwrap().1);
+    let mut line = String::new();
+    push_entry(&mut line, e, Some(&hash), Some(&GENESIS));
+    (line, hash)
+}
+
+/// An archive of one entry whose line is `line`, with hash `hash`, and a right trailer.
+pub(super) fn one_entry(line: &str, hash: &[u8; 32]) -> String {
+    let body = serde_json::to_string(&header()).unwrap() + "\n" + line + "\n";
+    with_trailer(body, 1, Some(hex(hash)))
+}
+
 pub(super) fn compress(text: &str) -> Vec<u8> {
     zstd::encode_all(text.as_bytes(), 3).unwrap()
 }

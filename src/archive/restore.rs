@@ -13,11 +13,12 @@
 //! from the file.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use futures_util::pin_mut;
 use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Transaction};
@@ -65,6 +66,13 @@ const TYPES: [Type; 18] = [
 
 /// Entries read ahead of the COPY, at most.
 const READ_AHEAD: usize = 1024;
+/// Their bytes, at most: one entry may be large (its line up to
+/// [`super::MAX_LINE`]), and a thousand of them must not all wait in memory.
+/// An entry larger than this waits alone.
+const READ_AHEAD_BYTES: u32 = 64 << 20;
+
+/// An entry read, holding its share of [`READ_AHEAD_BYTES`] until it is copied.
+type Ahead = (ArchivedEntry, OwnedSemaphorePermit);
 
 /// A restore done.
 #[derive(Debug, Clone, Serialize)]
@@ -130,18 +138,25 @@ pub async fn restore(
     let tx = client.transaction().await?;
     tx.batch_execute(TEMP_TABLE).await?;
     let source = checked.header.source_id;
-    let (sender, mut receiver) = mpsc::channel::<ArchivedEntry>(READ_AHEAD);
+    let (sender, mut receiver) = mpsc::channel::<Ahead>(READ_AHEAD);
+    let budget = Arc::new(Semaphore::new(READ_AHEAD_BYTES as usize));
     let path = checked.path.clone();
     let name = checked.header.source.clone();
+    let reading = Arc::clone(&budget);
     let reader = tokio::task::spawn_blocking(move || {
+        let runtime = tokio::runtime::Handle::current();
+        fn stopped<E>(_: E) -> String {
+            "the store stopped taking entries".to_owned()
+        }
         each_entry(&path, identity.as_deref(), &name, &mut |e| {
-            sender
-                .blocking_send(e)
-                .map_err(|_| "the store stopped taking entries".to_owned())
+            let share = Arc::clone(&reading).acquire_many_owned(weight(&e));
+            let permit = runtime.block_on(share).map_err(stopped)?;
+            sender.blocking_send((e, permit)).map_err(stopped)
         })
     });
     let copied = copy_in(&tx, &mut receiver, source).await;
     // A COPY that failed stops the reader at its next entry.
+    budget.close();
     drop(receiver);
     let read = reader
         .await
@@ -204,13 +219,14 @@ async fn owner_only(client: &Client) -> Result<(), RestoreError> {
 /// Streams the entries the reader sends into the temporary table.
 async fn copy_in(
     tx: &Transaction<'_>,
-    entries: &mut mpsc::Receiver<ArchivedEntry>,
+    entries: &mut mpsc::Receiver<Ahead>,
     source: i16,
 ) -> Result<u64, RestoreError> {
     let sink = tx.copy_in(COPY_SQL).await?;
     let writer = BinaryCopyInWriter::new(sink, &TYPES);
     pin_mut!(writer);
-    while let Some(archived) = entries.recv().await {
+    // Each entry's share of the read-ahead is given back once it is copied.
+    while let Some((archived, _share)) = entries.recv().await {
         let e = &archived.entry;
         let cols = ContextColumns::of(e.context().unwrap_or_default());
         // As capture derives it; pgtrail's own events have none.
@@ -242,6 +258,14 @@ async fn copy_in(
         writer.as_mut().write(&row).await?;
     }
     Ok(writer.finish().await?)
+}
+
+/// An entry's share of [`READ_AHEAD_BYTES`]: about its size in memory.
+fn weight(archived: &ArchivedEntry) -> u32 {
+    let e = &archived.entry;
+    let texts = e.json.iter().flatten().map(String::len).sum::<usize>();
+    let bytes = texts + e.schema.len() + e.table.len() + 256;
+    u32::try_from(bytes).map_or(READ_AHEAD_BYTES, |b| b.min(READ_AHEAD_BYTES))
 }
 
 /// `pgtrail.restore_partition`: the checks, the partition, the event.
@@ -291,5 +315,23 @@ fn refused(path: &std::path::Path, e: &tokio_postgres::Error) -> RestoreError {
             problem: describe(e),
         },
         _ => RestoreError::Store(describe(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::read_tests::entry;
+
+    #[test]
+    fn a_large_entry_takes_the_whole_read_ahead_and_waits_alone() {
+        let small = ArchivedEntry {
+            entry: entry(1, "{}"),
+            hash: None,
+        };
+        assert!((256..1024).contains(&weight(&small)), "{}", weight(&small));
+        let mut large = small.clone();
+        large.entry.json[1] = Some(format!("[{}]", "1,".repeat(READ_AHEAD_BYTES as usize / 2)));
+        assert_eq!(weight(&large), READ_AHEAD_BYTES);
     }
 }

@@ -15,17 +15,7 @@ fn replace_line<'a>(text: &'a str, n: usize, line: &'a str) -> String {
 
 /// The line of entry 1 after `after`, chained from the start, and its hash.
 fn first_line(after: &str) -> (String, [u8; 32]) {
-    let e = entry(1, after);
-    let hash = link(&GENESIS, &content_of(&e).unwrap().1);
-    let mut line = String::new();
-    push_entry(&mut line, &e, Some(&hash), Some(&GENESIS));
-    (line, hash)
-}
-
-/// An archive of one entry whose line is `line`, with hash `hash`, and a right trailer.
-fn one_entry(line: &str, hash: &[u8; 32]) -> String {
-    let body = serde_json::to_string(&header()).unwrap() + "\n" + line + "\n";
-    with_trailer(body, 1, Some(hex(hash)))
+    chained_first(&entry(1, after))
 }
 
 #[test]
@@ -220,13 +210,7 @@ fn a_prev_where_no_run_starts_is_refused() {
     );
     // A second run that starts the chain again.
     let mut body = lines[..3].join("\n") + "\n";
-    let (restart, hash) = {
-        let e = entry(3, "{\"v\":3}");
-        let hash = link(&GENESIS, &content_of(&e).unwrap().1);
-        let mut line = String::new();
-        push_entry(&mut line, &e, Some(&hash), Some(&GENESIS));
-        (line, hash)
-    };
+    let (restart, hash) = chained_first(&entry(3, "{\"v\":3}"));
     body += &(restart + "\n");
     let (row, e) = broken(files.check(&compress(&with_trailer(body, 3, Some(hex(&hash))))));
     assert_eq!(row, Some(4), "{e}");

@@ -8,6 +8,12 @@ use std::str::FromStr;
 
 use super::ExportError;
 
+/// The most recipients `export.age_recipients` may list: an archive's reader
+/// refuses an age header longer than pgtrail writes for this many
+/// (src/archive/decrypt.rs), since a hostile file's header costs age time
+/// quadratic in its length.
+pub const MAX_RECIPIENTS: usize = 1000;
+
 /// The recipients every export is encrypted to (`export.age_recipients`).
 #[derive(Clone)]
 pub struct Recipients(Vec<age::x25519::Recipient>);
@@ -23,6 +29,13 @@ impl std::fmt::Debug for Recipients {
 impl Recipients {
     /// Parses `age1…` public keys; the error names the one that is wrong and why.
     pub fn parse(keys: &[String]) -> Result<Recipients, String> {
+        if keys.len() > MAX_RECIPIENTS {
+            return Err(format!(
+                "it lists {} recipients, and at most {MAX_RECIPIENTS} are allowed: give fewer (a \
+                 team can share one key)",
+                keys.len()
+            ));
+        }
         let mut out = Vec::new();
         for (i, key) in keys.iter().enumerate() {
             let k = key.trim();
@@ -132,6 +145,19 @@ mod tests {
                 .unwrap();
             assert_eq!(plain, "secret audit data");
         }
+    }
+
+    #[test]
+    fn too_many_recipients_are_refused() {
+        let key = age::x25519::Identity::generate().to_public().to_string();
+        let most = vec![key; MAX_RECIPIENTS];
+        assert_eq!(Recipients::parse(&most).unwrap().len(), MAX_RECIPIENTS);
+        let over = [most.clone(), most[..1].to_vec()].concat();
+        let e = Recipients::parse(&over).unwrap_err();
+        assert!(
+            e.contains("lists 1001 recipients") && e.contains("at most 1000"),
+            "{e}"
+        );
     }
 
     #[test]
