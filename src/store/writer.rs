@@ -40,6 +40,7 @@ use super::chain::{self, Chain};
 use super::context::ContextColumns;
 use super::encode::replace_nul;
 pub use super::encode::{content, encode_copy_row, encode_sourced_row, COPY_SQL, SOURCED_COPY_SQL};
+use super::encode::{encode_binary_row, BINARY_COPY_HEADER, BINARY_COPY_SQL, BINARY_COPY_TRAILER};
 use super::partitions::{self, Ranges};
 use super::quarantine::SideRows;
 use super::signing::HeadSigner;
@@ -49,7 +50,7 @@ use crate::entry::{Action, AuditEntry, Event};
 use crate::metrics::record::{self, StoreCommit};
 use crate::pg::{Lsn, PgUrl, SlotName};
 
-/// Send a chunk of COPY text once this much is buffered: small enough that the
+/// Send a chunk of COPY rows once this much is buffered: small enough that the
 /// store starts on it soon, large enough that sending costs little.
 const COPY_CHUNK_BYTES: usize = 256 << 10;
 /// Commit at a transaction boundary this often while changes keep coming
@@ -67,7 +68,7 @@ pub struct StoreWriter {
     /// Its name, as the metrics and the signed heads name it.
     name: SourceName,
     slot: SlotName,
-    /// Entries as COPY text, not yet sent.
+    /// Entries as binary COPY rows, not yet sent.
     copy_buf: BytesMut,
     /// Undecodable and quarantined records, not yet sent.
     side: SideRows,
@@ -431,7 +432,7 @@ impl StoreWriter {
         Ok(())
     }
 
-    /// Hashes an entry into the chain and appends it as COPY text;
+    /// Hashes an entry into the chain and appends it as a binary COPY row;
     /// `committed_at` is its [`Self::commit_micros`].
     fn encode(&mut self, mut entry: AuditEntry, committed_at: i64) {
         replace_nul(&mut entry);
@@ -446,7 +447,14 @@ impl StoreWriter {
         self.chain.last = hash;
         self.chain.encoded += 1;
         self.partial.entry(entry.action);
-        encode_sourced_row(&entry, cols, &hash, self.source, &mut self.copy_buf);
+        encode_binary_row(
+            &entry,
+            cols,
+            &hash,
+            self.source,
+            committed_at,
+            &mut self.copy_buf,
+        );
     }
 
     /// A source transaction ending at `end` is whole: everything received so far may be committed.
@@ -479,8 +487,8 @@ impl StoreWriter {
         Ok(())
     }
 
-    /// Sends the first `len` bytes of buffered COPY text into the open COPY
-    /// (opening it first if need be). Returns once the connection has taken
+    /// Sends the first `len` bytes of buffered COPY rows into the open COPY
+    /// (opening it, and sending the binary header, first if need be). Returns once the connection has taken
     /// them, not when the store has inserted them.
     async fn send_copy(&mut self, len: usize) -> Result<(), StoreError> {
         if len == 0 {
@@ -490,9 +498,13 @@ impl StoreWriter {
         let chunk = self.copy_buf.split_to(len).freeze();
         let sink = match &mut self.copy {
             Some(sink) => sink,
-            None => self
-                .copy
-                .insert(Box::pin(self.client.copy_in(SOURCED_COPY_SQL).await?)),
+            None => {
+                let sink = self
+                    .copy
+                    .insert(Box::pin(self.client.copy_in(BINARY_COPY_SQL).await?));
+                sink.feed(Bytes::from_static(BINARY_COPY_HEADER)).await?;
+                sink
+            }
         };
         sink.send(chunk).await?;
         Ok(())
@@ -502,6 +514,7 @@ impl StoreWriter {
     /// chunk sent, so that the next statement can run.
     async fn end_copy(&mut self) -> Result<(), StoreError> {
         if let Some(mut sink) = self.copy.take() {
+            sink.send(Bytes::from_static(BINARY_COPY_TRAILER)).await?;
             sink.as_mut().finish().await?;
         }
         Ok(())
