@@ -6,6 +6,8 @@
 
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
+use tokio_postgres::types::ToSql;
 use tokio_postgres::GenericClient;
 
 use super::super::StoreError;
@@ -30,11 +32,59 @@ const SESSION: &str = "format('pid %s (%s, user %s, from %s, %s since %s)', a.pi
     coalesce(host(a.client_addr), 'the local socket'), coalesce(a.state, 'starting'), \
     to_char(coalesce(a.state_change, a.backend_start) AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS \"UTC\"'))";
 
+/// A backend as the server it runs on knows it: that server (its system
+/// identifier, which a physical copy shares, and when its postmaster
+/// started, which no other server shares) and the backend's pid. While the
+/// connection stays open, no other backend of that server has its pid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    system_identifier: i64,
+    server_started: DateTime<Utc>,
+    pid: i32,
+}
+
+impl Backend {
+    /// The backend serving `client` (any role may ask).
+    pub async fn of(client: &impl GenericClient) -> Result<Backend, tokio_postgres::Error> {
+        let row = client
+            .query_one(
+                "SELECT s.system_identifier, pg_postmaster_start_time(), pg_backend_pid() \
+                 FROM pg_control_system() s",
+                &[],
+            )
+            .await?;
+        Ok(Backend {
+            system_identifier: row.try_get(0)?,
+            server_started: row.try_get(1)?,
+            pid: row.try_get(2)?,
+        })
+    }
+
+    /// Whether `self` and `other` run on the same server.
+    fn same_server(&self, other: &Backend) -> bool {
+        self.system_identifier == other.system_identifier
+            && self.server_started == other.server_started
+    }
+}
+
 /// Refuses migration 16 while other pgtrail processes (`pgtrail run`,
 /// `pgtrail web`, any command but another `setup`) are connected to the
 /// store: they would write entries into the table being moved, or read it
 /// half moved. Run inside the migration's transaction, before its SQL.
-pub async fn refuse_if_in_use(client: &impl GenericClient) -> Result<(), StoreError> {
+/// `own`: the other connections of the `setup` that runs it (its source
+/// connection, which is in the store's database when the store lives in the
+/// source's), open until this returns: those backends are setup itself, not
+/// another process, and only those are left out (by pid, on this server).
+pub async fn refuse_if_in_use(
+    client: &impl GenericClient,
+    own: &[Backend],
+) -> Result<(), StoreError> {
+    let here = Backend::of(client).await?;
+    let own: Vec<i32> = own
+        .iter()
+        .filter(|b| b.same_server(&here))
+        .map(|b| b.pid)
+        .collect();
     let started = Instant::now();
     loop {
         // pg_stat_activity is read once per transaction unless cleared.
@@ -46,10 +96,12 @@ pub async fn refuse_if_in_use(client: &impl GenericClient) -> Result<(), StoreEr
             &format!(
                 "SELECT {SESSION} FROM pg_stat_activity a \
                  WHERE a.datname = current_database() AND a.pid <> pg_backend_pid() \
+                   AND a.pid <> ALL($1::int4[]) \
                    AND a.backend_type = 'client backend' \
                    AND a.application_name LIKE 'pgtrail%' AND a.application_name <> 'pgtrail setup' \
                  ORDER BY a.pid"
             ),
+            &[&own],
         )
         .await?;
         if sessions.is_empty() {
@@ -77,6 +129,7 @@ pub async fn lock_holders(client: &impl GenericClient) -> Result<String, StoreEr
              GROUP BY a.pid, a.application_name, a.usename, a.client_addr, a.state, a.state_change, a.backend_start \
              ORDER BY a.pid"
         ),
+        &[],
     )
     .await?;
     Ok(match held.is_empty() {
@@ -104,9 +157,13 @@ pub async fn other_setup(client: &impl GenericClient) -> Result<StoreError, Stor
 }
 
 /// The first column of every row of `sql`, as text.
-async fn texts(client: &impl GenericClient, sql: &str) -> Result<Vec<String>, StoreError> {
+async fn texts(
+    client: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<String>, StoreError> {
     Ok(client
-        .query(sql, &[])
+        .query(sql, params)
         .await?
         .iter()
         .map(|r| r.get(0))

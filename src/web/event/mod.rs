@@ -7,6 +7,9 @@
 //! Both read only what the entry stores (`details`, `context`, `before` and
 //! `after`), so an event reads the same whichever pgtrail recorded it; a kind
 //! this version does not know falls back to the summary recorded with it.
+//! `moved` words a source's move to another server, the longest of them.
+
+mod moved;
 
 use serde_json::{Map, Value};
 
@@ -221,6 +224,7 @@ impl Said {
                 self.d("to_lsn"),
                 self.d("from_lsn")
             ),
+            "source_moved" => self.moved(),
             "transaction_quarantined" => format!(
                 "transaction {} quarantined: {} kept raw",
                 self.d("xid"),
@@ -280,9 +284,11 @@ pub fn headline(e: &StoredEntry) -> String {
 }
 
 /// Longer than [`crate::text::clip`]'s 60 characters: a sentence, cut only
-/// where a recorded error or path runs on.
+/// where a recorded error or path runs on. A source's move names two servers
+/// (19-digit identifiers), two databases and two positions, about 200
+/// characters, and must not lose what was not captured at its end.
 fn clip(text: &str) -> String {
-    const MAX: usize = 160;
+    const MAX: usize = 240;
     if text.chars().count() > MAX {
         format!("{}…", text.chars().take(MAX).collect::<String>())
     } else {
@@ -362,7 +368,7 @@ mod tests {
     use crate::store::events::{Category, OwnEvent};
 
     /// The stored entry of an event as the store would read it back.
-    fn stored(e: &OwnEvent) -> StoredEntry {
+    pub(super) fn stored(e: &OwnEvent) -> StoredEntry {
         let mut details = Map::new();
         details.insert("event".into(), Value::String(e.name.into()));
         details.extend(e.details.clone());
