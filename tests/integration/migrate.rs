@@ -451,6 +451,23 @@ async fn a_store_in_the_sources_own_database_is_moved_while_setup_holds_its_sour
         !out.combined().contains("(pgtrail, user"),
         "setup counted its own source connection: {out}"
     );
+    // A setup role that may not see other roles' sessions (not in pg_read_all_stats) finds it
+    // all the same, and says what it cannot see.
+    src.batch_execute("CREATE ROLE plain_setup LOGIN")
+        .await
+        .unwrap();
+    let mut plain = connect(&env.cluster.url_as("app", "plain_setup", None))
+        .await
+        .unwrap();
+    let tx = plain.transaction().await.unwrap();
+    match pgtrail::store::migrate::guard::refuse_if_in_use(&tx, &[]).await {
+        Err(pgtrail::store::StoreError::MigrationInUse(who)) => assert!(
+            who.contains(&format!("pid {pid} (pgtrail run, user postgres; the rest is hidden")),
+            "{who}"
+        ),
+        other => panic!("another role's pgtrail session went unseen: {other:?}"),
+    }
+    tx.rollback().await.unwrap();
     drop(daemon);
 
     // With setup's own connections alone in the database, the move goes through.

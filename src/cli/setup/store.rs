@@ -197,9 +197,11 @@ pub(super) async fn apply(
     let name = &config.source_name;
     // The source connection is setup's own, not another pgtrail process,
     // should the store live in the source's database.
-    let own = [store::migrate::guard::Backend::of(source)
+    let own: Vec<_> = store::migrate::guard::Backend::of(source)
         .await
-        .map_err(crate::source::SourceError::from)?];
+        .map_err(crate::source::SourceError::from)?
+        .into_iter()
+        .collect();
     let applied = migrations::apply(&mut client, name, &own)
         .await
         .context("applying the store's migrations")?;
