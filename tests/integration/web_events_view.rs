@@ -136,7 +136,7 @@ async fn web_events_read_as_what_happened_in_the_log_and_on_their_page() {
             "source_moved",
             format!(
                 "os:dba moved source app (database \"app\") from server {OLD_SERVER} to server {NEW_SERVER}; \
-                 changes after the old checkpoint 0/16B3748 and before the new slot's start 0/3000028 were not captured"
+                 changes between the old checkpoint 0/16B3748 and the new slot's start 0/3000028 were not captured"
             ),
         ),
     ];

@@ -285,10 +285,10 @@ pub fn headline(e: &StoredEntry) -> String {
 
 /// Longer than [`crate::text::clip`]'s 60 characters: a sentence, cut only
 /// where a recorded error or path runs on. A source's move names two servers
-/// (19-digit identifiers), two databases and two positions, about 200
+/// (19-digit identifiers), two databases and two positions, about 220
 /// characters, and must not lose what was not captured at its end.
 fn clip(text: &str) -> String {
-    const MAX: usize = 240;
+    const MAX: usize = 300;
     if text.chars().count() > MAX {
         format!("{}…", text.chars().take(MAX).collect::<String>())
     } else {

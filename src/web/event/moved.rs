@@ -50,7 +50,7 @@ impl Said {
         let start = self.d("to_lsn");
         let lost = match self.details.get("from_lsn").and_then(plain) {
             Some(checkpoint) => format!(
-                "changes after the old checkpoint {checkpoint} and before the new slot's start {start} were not captured"
+                "changes between the old checkpoint {checkpoint} and the new slot's start {start} were not captured"
             ),
             None => format!(
                 "nothing had been stored; changes before the new slot's start {start} were not captured"
@@ -91,7 +91,7 @@ mod tests {
             let e = moved_event((&source, &slot), (&from, &to), last, start, Some("os:root".into()));
             headline(&stored(&e))
         };
-        let lost = "changes after the old checkpoint 0/16B3748 and before the new slot's start 0/3000028 were not captured";
+        let lost = "changes between the old checkpoint 0/16B3748 and the new slot's start 0/3000028 were not captured";
         assert_eq!(
             said(at(old, 16384, "shop"), at(new, 16384, "shop"), Some(&last)),
             format!("os:root moved source shop (database \"shop\") from server {old} to server {new}; {lost}")
