@@ -462,7 +462,9 @@ async fn a_store_in_the_sources_own_database_is_moved_while_setup_holds_its_sour
     let tx = plain.transaction().await.unwrap();
     match pgtrail::store::migrate::guard::refuse_if_in_use(&tx, &[]).await {
         Err(pgtrail::store::StoreError::MigrationInUse(who)) => assert!(
-            who.contains(&format!("pid {pid} (pgtrail run, user postgres; the rest is hidden")),
+            who.contains(&format!(
+                "pid {pid} (pgtrail run, user postgres; the rest is hidden"
+            )),
             "{who}"
         ),
         other => panic!("another role's pgtrail session went unseen: {other:?}"),

@@ -102,7 +102,11 @@ async fn retention_drops_old_partitions_and_chains_stay_verifiable() {
     // Each source is named beside its id (the old entries are pgtrail's own events, source 0).
     for p in dry["partitions"].as_array().unwrap() {
         for s in p["entries"].as_array().unwrap() {
-            assert_eq!((&s["source"], &s["source_name"]), (&0.into(), &"pgtrail".into()), "{dry}");
+            assert_eq!(
+                (&s["source"], &s["source_name"]),
+                (&0.into(), &"pgtrail".into()),
+                "{dry}"
+            );
         }
     }
     // In words, by name alone.
@@ -111,7 +115,9 @@ async fn retention_drops_old_partitions_and_chains_stay_verifiable() {
     for (name, n) in &before {
         let line = out.stdout.lines().find(|l| l.starts_with(name.as_str()));
         assert!(
-            line.is_some_and(|l| l.ends_with(&format!("would be dropped; entries by source: pgtrail {n}"))),
+            line.is_some_and(
+                |l| l.ends_with(&format!("would be dropped; entries by source: pgtrail {n}"))
+            ),
             "{out}"
         );
     }

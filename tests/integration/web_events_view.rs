@@ -230,7 +230,9 @@ async fn web_events_read_as_what_happened_in_the_log_and_on_their_page() {
     let id = event_id(&store, "source_moved").await;
     let html = demo.get(&format!("/entries/{id}")).await.body;
     assert!(
-        html.contains(&format!("from server {OLD_SERVER} to server {NEW_SERVER}; changes after")),
+        html.contains(&format!(
+            "from server {OLD_SERVER} to server {NEW_SERVER}; changes after"
+        )),
         "{html}"
     );
     let details = details_of(&html);

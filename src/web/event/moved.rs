@@ -88,7 +88,13 @@ mod tests {
         };
         let said = |from: SourceServer, to: SourceServer, last: Option<&LastStored>| {
             let start = "0/3000028".parse().unwrap();
-            let e = moved_event((&source, &slot), (&from, &to), last, start, Some("os:root".into()));
+            let e = moved_event(
+                (&source, &slot),
+                (&from, &to),
+                last,
+                start,
+                Some("os:root".into()),
+            );
             headline(&stored(&e))
         };
         let lost = "changes between the old checkpoint 0/16B3748 and the new slot's start 0/3000028 were not captured";

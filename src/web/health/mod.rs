@@ -291,8 +291,13 @@ mod tests {
                 when(&at(11))
             )
         );
-        let lost = Gap { moved: false, ..gap };
-        assert!(GapView::of(&lost, true).text.ends_with("(the replication slot was lost: pgtrail_slot)."));
+        let lost = Gap {
+            moved: false,
+            ..gap
+        };
+        assert!(GapView::of(&lost, true)
+            .text
+            .ends_with("(the replication slot was lost: pgtrail_slot)."));
     }
 
     #[test]
