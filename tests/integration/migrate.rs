@@ -413,11 +413,13 @@ async fn a_store_in_use_is_not_moved_and_a_second_setup_is_told_who_moves_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_in_the_sources_own_database_is_moved_while_setup_holds_its_source_connection() {
     // The store in the source database `app`: setup's own source connection (application
-    // `pgtrail`) is then in the store's database too, held open while it migrates.
-    let env = TestEnv::start_with(ClusterOptions::default(), |c| {
-        c.store_url = c.source_url.clone();
-    })
-    .await;
+    // `pgtrail`) is then in the store's database too, held open while it migrates. The config
+    // refuses the source's own URL for the store; the same database over the server's Unix
+    // socket passes that check.
+    let mut env = TestEnv::start().await;
+    let mut config = env.trail.config.clone();
+    config.store_url = env.cluster.socket_conninfo("app", "postgres");
+    env.trail.rewrite(config);
     let src = env
         .source_with("CREATE TABLE t (id int PRIMARY KEY, v int)")
         .await;
@@ -433,7 +435,7 @@ async fn a_store_in_the_sources_own_database_is_moved_while_setup_holds_its_sour
     let before: (i64, String) = query_pairs(&src, &fingerprint, &[]).await.remove(0);
 
     // Another pgtrail process in that database is still refused, and named alone.
-    let url = &env.trail.config.store_url;
+    let url = &env.trail.config.source_url;
     let daemon = connect(&format!("{url}?application_name=pgtrail%20run"))
         .await
         .unwrap();

@@ -226,12 +226,19 @@ async fn web_events_read_as_what_happened_in_the_log_and_on_their_page() {
         details.contains(&("To LSN".to_owned(), "0/16B3748".to_owned())),
         "{details:?}"
     );
+    assert!(
+        details.contains(&(
+            "From LSN".to_owned(),
+            "<span class=\"none\">—</span>".to_owned()
+        )),
+        "{details:?}"
+    );
     // A move's page: its sentence, and either side's server and database among the details.
     let id = event_id(&store, "source_moved").await;
     let html = demo.get(&format!("/entries/{id}")).await.body;
     assert!(
         html.contains(&format!(
-            "from server {OLD_SERVER} to server {NEW_SERVER}; changes after"
+            "from server {OLD_SERVER} to server {NEW_SERVER}; changes between"
         )),
         "{html}"
     );
@@ -240,6 +247,7 @@ async fn web_events_read_as_what_happened_in_the_log_and_on_their_page() {
         ("From server: system identifier", OLD_SERVER),
         ("To server: system identifier", NEW_SERVER),
         ("To server: database", "app"),
+        ("From server: database OID", "16384"),
         ("From LSN", "0/16B3748"),
         ("To LSN", "0/3000028"),
     ] {
@@ -248,11 +256,4 @@ async fn web_events_read_as_what_happened_in_the_log_and_on_their_page() {
             "{label}: {value} in {details:?}"
         );
     }
-    assert!(
-        details.contains(&(
-            "From LSN".to_owned(),
-            "<span class=\"none\">—</span>".to_owned()
-        )),
-        "{details:?}"
-    );
 }

@@ -310,7 +310,7 @@ fn label(key: &str) -> String {
         .split('_')
         .filter(|w| !w.is_empty())
         .map(|w| match w {
-            "lsn" | "xid" | "bom" | "ip" | "csv" => w.to_uppercase(),
+            "lsn" | "xid" | "bom" | "ip" | "csv" | "oid" => w.to_uppercase(),
             "sha256" => "SHA-256".into(),
             other => other.to_owned(),
         })
@@ -336,19 +336,32 @@ pub fn particulars(e: &StoredEntry) -> Vec<Particular> {
             }),
             Value::Object(members) => {
                 for (k, v) in members {
+                    let words: Vec<&str> = k
+                        .split('_')
+                        .map(|w| if w == "oid" { "OID" } else { w })
+                        .collect();
                     out.push(Particular {
-                        label: format!("{}: {}", label(key), k.replace('_', " ")),
-                        value: plain(v).unwrap_or_default(),
+                        label: format!("{}: {}", label(key), words.join(" ")),
+                        value: value_of(k, v),
                     });
                 }
             }
             other => out.push(Particular {
                 label: label(key),
-                value: plain(other).unwrap_or_default(),
+                value: value_of(key, other),
             }),
         }
     }
     out
+}
+
+/// A detail's value as text: an OID as PostgreSQL prints it (it is a name,
+/// not a count to group by thousands), anything else [`plain`].
+fn value_of(key: &str, v: &Value) -> String {
+    match v.as_u64() {
+        Some(n) if key == "oid" || key.ends_with("_oid") => n.to_string(),
+        _ => plain(v).unwrap_or_default(),
+    }
 }
 
 /// Who an actor name is: a pgtrail user, or the operating-system user of the CLI.
