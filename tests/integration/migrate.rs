@@ -184,6 +184,18 @@ async fn setup_killed_mid_copy(env: &TestEnv, store: &Client) -> i64 {
     query_count(store, "SELECT copied FROM pgtrail.store_migration").await
 }
 
+/// `pgtrail setup` with batches of [`BATCH`], which must move the entries into partitions.
+async fn setup_moves(env: &TestEnv) {
+    let out = pgtrail_env(
+        &env.trail.config_path,
+        &["setup"],
+        &[("PGTRAIL_MIGRATE_BATCH", BATCH)],
+    )
+    .await;
+    out.assert_success();
+    assert!(out.stdout.contains("into time partitions"), "{out}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unpartitioned_store_is_moved_by_setup_through_a_sigkill_and_captures_on() {
     let env = TestEnv::start().await;
@@ -210,14 +222,7 @@ async fn an_unpartitioned_store_is_moved_by_setup_through_a_sigkill_and_captures
     assert_eq!(in_new, copied, "the batches committed, nothing of the next");
     refused_by_run(&env, 14, "under way").await;
 
-    let out = pgtrail_env(
-        &env.trail.config_path,
-        &["setup"],
-        &[("PGTRAIL_MIGRATE_BATCH", BATCH)],
-    )
-    .await;
-    out.assert_success();
-    assert!(out.stdout.contains("into time partitions"), "{out}");
+    setup_moves(&env).await;
     let after: (i64, String) = query_pairs(&store, &format!("{FINGERPRINT}entries"), &[])
         .await
         .remove(0);
@@ -475,14 +480,7 @@ async fn a_store_in_the_sources_own_database_is_moved_while_setup_holds_its_sour
     drop(daemon);
 
     // With setup's own connections alone in the database, the move goes through.
-    let out = pgtrail_env(
-        &env.trail.config_path,
-        &["setup"],
-        &[("PGTRAIL_MIGRATE_BATCH", BATCH)],
-    )
-    .await;
-    out.assert_success();
-    assert!(out.stdout.contains("into time partitions"), "{out}");
+    setup_moves(&env).await;
     let after: (i64, String) = query_pairs(&src, &fingerprint, &[]).await.remove(0);
     assert_eq!(after, before, "every entry as it was, once");
     let out = env.trail.cli(&["verify", "--json"]).await;

@@ -46,6 +46,17 @@ fn details_of(html: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Asserts that an event page's details list holds each (label, value).
+fn assert_details(html: &str, wanted: &[(&str, &str)]) {
+    let details = details_of(html);
+    for (label, value) in wanted {
+        assert!(
+            details.contains(&(label.to_string(), value.to_string())),
+            "{label}: {value} in {details:?}"
+        );
+    }
+}
+
 /// What happened, as it really happens: a user added at the shell, a sign-in, an export, a user
 /// added and promoted by the admin, a failed sign-in and a slot recreated after a gap.
 async fn make_events(env: &TestEnv, store: &Client, web: &Web) -> Agent {
@@ -173,19 +184,16 @@ async fn web_events_read_as_what_happened_in_the_log_and_on_their_page() {
         html.contains("<dt>Through</dt><dd>pgtrail web</dd>"),
         "{html}"
     );
-    let details = details_of(&html);
-    for (label, value) in [
-        ("Format", "csv"),
-        ("Entries", "3"),
-        ("Encrypted", "no"),
-        ("Completed", "yes"),
-        ("Filters: table", "public.t"),
-    ] {
-        assert!(
-            details.contains(&(label.to_owned(), value.to_owned())),
-            "{label}: {value} in {details:?}"
-        );
-    }
+    assert_details(
+        &html,
+        &[
+            ("Format", "csv"),
+            ("Entries", "3"),
+            ("Encrypted", "no"),
+            ("Completed", "yes"),
+            ("Filters: table", "public.t"),
+        ],
+    );
     assert!(
         !html.contains("<h2>Columns</h2>") && !html.contains("Revert SQL"),
         "{html}"
@@ -242,18 +250,15 @@ async fn web_events_read_as_what_happened_in_the_log_and_on_their_page() {
         )),
         "{html}"
     );
-    let details = details_of(&html);
-    for (label, value) in [
-        ("From server: system identifier", OLD_SERVER),
-        ("To server: system identifier", NEW_SERVER),
-        ("To server: database", "app"),
-        ("From server: database OID", "16384"),
-        ("From LSN", "0/16B3748"),
-        ("To LSN", "0/3000028"),
-    ] {
-        assert!(
-            details.contains(&(label.to_owned(), value.to_owned())),
-            "{label}: {value} in {details:?}"
-        );
-    }
+    assert_details(
+        &html,
+        &[
+            ("From server: system identifier", OLD_SERVER),
+            ("To server: system identifier", NEW_SERVER),
+            ("To server: database", "app"),
+            ("From server: database OID", "16384"),
+            ("From LSN", "0/16B3748"),
+            ("To LSN", "0/3000028"),
+        ],
+    );
 }
