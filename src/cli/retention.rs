@@ -67,7 +67,11 @@ fn text(report: &PassReport) -> String {
         let counts: Vec<String> = c
             .entries
             .iter()
-            .map(|s| format!("source {}: {}", s.source, s.entries))
+            .map(|s| match &s.source_name {
+                Some(name) => format!("{name} {}", s.entries),
+                // Not in pgtrail.sources (never removed there): the id is all there is.
+                None => format!("(source id {}) {}", s.source, s.entries),
+            })
             .collect();
         let what = match &p.outcome {
             Outcome::WouldDrop => "would be dropped".to_owned(),
@@ -85,7 +89,7 @@ fn text(report: &PassReport) -> String {
             Outcome::Kept { reason } => format!("kept: {reason}"),
         };
         out += &format!(
-            "{} [{} .. {}) {} entries: {}\n",
+            "{} [{} .. {}) {}; entries by source: {}\n",
             c.name,
             c.from,
             c.to,
@@ -98,4 +102,43 @@ fn text(report: &PassReport) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::retention::pass::{Candidate, PartitionReport, SourceCount};
+
+    #[test]
+    fn each_partition_counts_its_entries_by_source_name() {
+        let at = |s: &str| s.parse().unwrap();
+        let count = |source, name: Option<&str>, entries| SourceCount {
+            source,
+            source_name: name.map(Into::into),
+            entries,
+        };
+        let report = PassReport {
+            retention: Some("90 days".into()),
+            skipped_busy: false,
+            partitions: vec![PartitionReport {
+                candidate: Candidate {
+                    name: "entries_p20260501".into(),
+                    from: at("2026-05-01T00:00:00Z"),
+                    to: at("2026-06-01T00:00:00Z"),
+                    entries: vec![
+                        count(0, Some("pgtrail"), 2),
+                        count(1, Some("shop"), 1204),
+                        count(7, None, 3),
+                    ],
+                },
+                outcome: Outcome::WouldDrop,
+            }],
+        };
+        assert_eq!(
+            text(&report),
+            "retention 90 days: 1 partition(s) past it\n\
+             entries_p20260501 [2026-05-01 00:00:00 UTC .. 2026-06-01 00:00:00 UTC) would be dropped; \
+             entries by source: pgtrail 2, shop 1204, (source id 7) 3\n"
+        );
+    }
 }

@@ -42,6 +42,9 @@ pub struct Gap {
     pub found: String,
     /// Whether the slot was missing rather than invalidated.
     pub missing: bool,
+    /// Whether the source moved to another server (`source_moved` alone, no
+    /// loss before it): no slot was lost, the new server's starts elsewhere.
+    pub moved: bool,
     /// The id of the first event that records it: the gap lies just before it in id order.
     pub anchor: i64,
     /// When the first event was recorded (when the gap was found).
@@ -100,6 +103,7 @@ impl GapEvent {
             to: None,
             to_lsn: None,
             missing: found.contains("does not exist"),
+            moved: false,
             found,
             anchor: self.id,
             found_at: self.at,
@@ -162,7 +166,10 @@ fn fold(events: &[GapEvent]) -> Vec<Gap> {
             Some(SLOT_RECREATED | SOURCE_MOVED) => {
                 let mut gap = match at {
                     Some(i) => open.remove(i),
-                    None => e.gap("from_commit", "from_lsn"),
+                    None => Gap {
+                        moved: e.text("event").as_deref() == Some(SOURCE_MOVED),
+                        ..e.gap("from_commit", "from_lsn")
+                    },
                 };
                 gap.to = e.time("to_time");
                 gap.to_lsn = e.text("to_lsn");
@@ -271,7 +278,10 @@ mod tests {
         assert_eq!((gaps[0].anchor, gaps[0].ended_by), (4, Some(4)));
         assert_eq!(gaps[0].to_lsn.as_deref(), Some("0/20"));
         assert!(gaps[0].from.is_some() && gaps[0].to.is_some() && !gaps[0].missing);
+        assert!(gaps[0].moved, "{gaps:?}");
+        // A loss the move ended stays a loss: the slot went first.
         assert_eq!((gaps[1].anchor, gaps[1].ended_by), (6, Some(8)));
+        assert!(!gaps[1].moved, "{gaps:?}");
     }
 
     #[test]

@@ -168,11 +168,16 @@ pub async fn plan(client: &Client) -> Result<Vec<(i32, &'static str)>, StoreErro
 /// migration waits more than [`migrate::guard::LOCK_TIMEOUT`] for a lock
 /// (a long reader of the store makes setup fail, naming it, rather than
 /// hang with every other session queued behind it), and migration 16 is
-/// refused while pgtrail processes are connected.
-pub async fn apply(client: &mut Client, first: &SourceName) -> Result<Vec<i32>, StoreError> {
+/// refused while pgtrail processes are connected, but for `own`: the
+/// caller's other open connections ([`guard::refuse_if_in_use`]).
+pub async fn apply(
+    client: &mut Client,
+    first: &SourceName,
+    own: &[guard::Backend],
+) -> Result<Vec<i32>, StoreError> {
     let mut applied = Vec::new();
     for (version, name, sql) in MIGRATIONS {
-        match apply_one(client, (*version, name, sql), first).await {
+        match apply_one(client, (*version, name, sql), (first, own)).await {
             Ok(true) => applied.push(*version),
             Ok(false) => {}
             Err(StoreError::Query(e)) if failure::sqlstate(&e) == Some("55P03") => {
@@ -192,7 +197,7 @@ pub async fn apply(client: &mut Client, first: &SourceName) -> Result<Vec<i32>, 
 async fn apply_one(
     client: &mut Client,
     (version, name, sql): (i32, &str, &str),
-    first: &SourceName,
+    (first, own): (&SourceName, &[guard::Backend]),
 ) -> Result<bool, StoreError> {
     let tx = client.transaction().await?;
     // Two `setup`s at once must not both apply a migration: the second
@@ -216,7 +221,7 @@ async fn apply_one(
         return Ok(false);
     }
     if version == 16 {
-        guard::refuse_if_in_use(&tx).await?;
+        guard::refuse_if_in_use(&tx, own).await?;
     }
     tx.execute(
         "SELECT set_config($1, $2, true)",

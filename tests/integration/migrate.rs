@@ -3,6 +3,8 @@
 //! the daemon with exit 14, moved into time partitions by `pgtrail setup` in batches that
 //! survive a SIGKILL in the middle, and comes out with every entry as it was (an md5 over every
 //! column in id order), its chains intact, and capture going on from its checkpoint exactly once.
+//! Only other pgtrail processes keep it from moving: a store in the source's own database is moved
+//! while setup holds its source connection there.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -182,6 +184,18 @@ async fn setup_killed_mid_copy(env: &TestEnv, store: &Client) -> i64 {
     query_count(store, "SELECT copied FROM pgtrail.store_migration").await
 }
 
+/// `pgtrail setup` with batches of [`BATCH`], which must move the entries into partitions.
+async fn setup_moves(env: &TestEnv) {
+    let out = pgtrail_env(
+        &env.trail.config_path,
+        &["setup"],
+        &[("PGTRAIL_MIGRATE_BATCH", BATCH)],
+    )
+    .await;
+    out.assert_success();
+    assert!(out.stdout.contains("into time partitions"), "{out}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unpartitioned_store_is_moved_by_setup_through_a_sigkill_and_captures_on() {
     let env = TestEnv::start().await;
@@ -208,14 +222,7 @@ async fn an_unpartitioned_store_is_moved_by_setup_through_a_sigkill_and_captures
     assert_eq!(in_new, copied, "the batches committed, nothing of the next");
     refused_by_run(&env, 14, "under way").await;
 
-    let out = pgtrail_env(
-        &env.trail.config_path,
-        &["setup"],
-        &[("PGTRAIL_MIGRATE_BATCH", BATCH)],
-    )
-    .await;
-    out.assert_success();
-    assert!(out.stdout.contains("into time partitions"), "{out}");
+    setup_moves(&env).await;
     let after: (i64, String) = query_pairs(&store, &format!("{FINGERPRINT}entries"), &[])
         .await
         .remove(0);
@@ -406,4 +413,78 @@ async fn a_store_in_use_is_not_moved_and_a_second_setup_is_told_who_moves_it() {
         "{said}"
     );
     env.trail.cli(&["verify", "--json"]).await.assert_success();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_in_the_sources_own_database_is_moved_while_setup_holds_its_source_connection() {
+    // The store in the source database `app`: setup's own source connection (application
+    // `pgtrail`) is then in the store's database too, held open while it migrates. The config
+    // refuses the source's own URL for the store; the same database over the server's Unix
+    // socket passes that check.
+    let mut env = TestEnv::start().await;
+    let mut config = env.trail.config.clone();
+    config.store_url = env.cluster.socket_conninfo("app", "postgres");
+    env.trail.rewrite(config);
+    let src = env
+        .source_with("CREATE TABLE t (id int PRIMARY KEY, v int)")
+        .await;
+    let slot_lsn: String = query_value(
+        &src,
+        "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'wal2json')",
+        &[&SLOT],
+    )
+    .await;
+    old_schema(&src, &slot_lsn).await;
+    let captured = old_entries(&src, &MONTHS).await;
+    let fingerprint = format!("{FINGERPRINT}entries");
+    let before: (i64, String) = query_pairs(&src, &fingerprint, &[]).await.remove(0);
+
+    // Another pgtrail process in that database is still refused, and named alone.
+    let url = &env.trail.config.source_url;
+    let daemon = connect(&format!("{url}?application_name=pgtrail%20run"))
+        .await
+        .unwrap();
+    let pid: i32 = query_value(&daemon, "SELECT pg_backend_pid()", &[]).await;
+    let out = env.trail.cli(&["setup"]).await;
+    out.assert_clean_failure(
+        &[
+            "in use by other pgtrail processes",
+            &format!("pid {pid} (pgtrail run, user"),
+            "nothing was changed",
+        ],
+        Duration::from_secs(30),
+    );
+    assert!(
+        !out.combined().contains("(pgtrail, user"),
+        "setup counted its own source connection: {out}"
+    );
+    // A setup role that may not see other roles' sessions (not in pg_read_all_stats) finds it
+    // all the same, and says what it cannot see.
+    src.batch_execute("CREATE ROLE plain_setup LOGIN")
+        .await
+        .unwrap();
+    let mut plain = connect(&env.cluster.url_as("app", "plain_setup", None))
+        .await
+        .unwrap();
+    let tx = plain.transaction().await.unwrap();
+    match pgtrail::store::migrate::guard::refuse_if_in_use(&tx, &[]).await {
+        Err(pgtrail::store::StoreError::MigrationInUse(who)) => assert!(
+            who.contains(&format!(
+                "pid {pid} (pgtrail run, user postgres; the rest is hidden"
+            )),
+            "{who}"
+        ),
+        other => panic!("another role's pgtrail session went unseen: {other:?}"),
+    }
+    tx.rollback().await.unwrap();
+    drop(daemon);
+
+    // With setup's own connections alone in the database, the move goes through.
+    setup_moves(&env).await;
+    let after: (i64, String) = query_pairs(&src, &fingerprint, &[]).await.remove(0);
+    assert_eq!(after, before, "every entry as it was, once");
+    let out = env.trail.cli(&["verify", "--json"]).await;
+    out.assert_success();
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(report["chains"]["app"]["entries"], captured, "{report}");
 }

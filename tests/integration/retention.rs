@@ -99,6 +99,29 @@ async fn retention_drops_old_partitions_and_chains_stay_verifiable() {
         .collect();
     assert_eq!(listed, before, "{dry}");
     assert_eq!(old_partitions(&store).await, before);
+    // Each source is named beside its id (the old entries are pgtrail's own events, source 0).
+    for p in dry["partitions"].as_array().unwrap() {
+        for s in p["entries"].as_array().unwrap() {
+            assert_eq!(
+                (&s["source"], &s["source_name"]),
+                (&0.into(), &"pgtrail".into()),
+                "{dry}"
+            );
+        }
+    }
+    // In words, by name alone.
+    let out = env.trail.cli(&["retention", "--dry-run"]).await;
+    out.assert_success();
+    for (name, n) in &before {
+        let line = out.stdout.lines().find(|l| l.starts_with(name.as_str()));
+        assert!(
+            line.is_some_and(
+                |l| l.ends_with(&format!("would be dropped; entries by source: pgtrail {n}"))
+            ),
+            "{out}"
+        );
+    }
+    assert!(!out.stdout.contains("source 0"), "{out}");
 
     // Within retention: drop_partition refuses the writer; the reader may not call it.
     let current: String = store

@@ -2,7 +2,8 @@
 //! an export and an audit gap each read in the log's Changes column as what happened ("demo
 //! signed in", "demo exported 3 entries as CSV"), never as an update, and open on an event page
 //! that says who, when, from where and what, with the details as labelled values and, for a
-//! changed user, the record before and after.
+//! changed user, the record before and after. A source's move to another server reads as who moved
+//! it where, and what was not captured.
 
 use reqwest::StatusCode;
 use tokio_postgres::Client;
@@ -45,6 +46,17 @@ fn details_of(html: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Asserts that an event page's details list holds each (label, value).
+fn assert_details(html: &str, wanted: &[(&str, &str)]) {
+    let details = details_of(html);
+    for (label, value) in wanted {
+        assert!(
+            details.contains(&(label.to_string(), value.to_string())),
+            "{label}: {value} in {details:?}"
+        );
+    }
+}
+
 /// What happened, as it really happens: a user added at the shell, a sign-in, an export, a user
 /// added and promoted by the admin, a failed sign-in and a slot recreated after a gap.
 async fn make_events(env: &TestEnv, store: &Client, web: &Web) -> Agent {
@@ -85,8 +97,31 @@ async fn make_events(env: &TestEnv, store: &Client, web: &Web) -> Agent {
         Some("os:dba".into()),
     );
     pgtrail::store::events::record(store, &gap).await.unwrap();
+    // `setup --rebind-source`'s record of a move to another server, made as setup makes it.
+    let at = |system: &str| pgtrail::store::binding::SourceServer {
+        system_identifier: system.into(),
+        database_oid: 16384,
+        database: "app".into(),
+    };
+    let last = pgtrail::pipeline::gap::LastStored {
+        lsn: "0/16B3748".parse().unwrap(),
+        checkpoint_written: chrono::Utc::now(),
+        commit: Some(chrono::Utc::now() - chrono::Duration::hours(1)),
+    };
+    let moved = pgtrail::pipeline::gap::moved_event(
+        (&source, &slot),
+        (&at(OLD_SERVER), &at(NEW_SERVER)),
+        Some(&last),
+        "0/3000028".parse().unwrap(),
+        Some("os:dba".into()),
+    );
+    pgtrail::store::events::record(store, &moved).await.unwrap();
     demo
 }
+
+/// The system identifiers of the servers a source moved between.
+const OLD_SERVER: &str = "7312345678901234567";
+const NEW_SERVER: &str = "7412345678901234568";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn web_events_read_as_what_happened_in_the_log_and_on_their_page() {
@@ -108,11 +143,23 @@ async fn web_events_read_as_what_happened_in_the_log_and_on_their_page() {
             "slot_recreated",
             "os:dba recreated replication slot pgtrail_slot at 0/16B3748; changes after ? were not captured".to_owned(),
         ),
+        (
+            "source_moved",
+            format!(
+                "os:dba moved source app (database \"app\") from server {OLD_SERVER} to server {NEW_SERVER}; \
+                 changes between the old checkpoint 0/16B3748 and the new slot's start 0/3000028 were not captured"
+            ),
+        ),
     ];
     for (name, text) in &expected {
         let id = event_id(&store, name).await;
         assert_eq!(&changes_of(&log, id), text, "{name}");
     }
+    // The move's gap, among the rows, says what happened: no slot was lost.
+    assert!(
+        log.contains("were not captured (the source moved to another server, where its slot is pgtrail_slot)."),
+        "{log}"
+    );
     // Every event of the store is on the page, and none reads as an update.
     assert_eq!(row_ids(&log).len(), events.len(), "{log}");
     assert!(!log.contains("old values not captured"), "{log}");
@@ -137,19 +184,16 @@ async fn web_events_read_as_what_happened_in_the_log_and_on_their_page() {
         html.contains("<dt>Through</dt><dd>pgtrail web</dd>"),
         "{html}"
     );
-    let details = details_of(&html);
-    for (label, value) in [
-        ("Format", "csv"),
-        ("Entries", "3"),
-        ("Encrypted", "no"),
-        ("Completed", "yes"),
-        ("Filters: table", "public.t"),
-    ] {
-        assert!(
-            details.contains(&(label.to_owned(), value.to_owned())),
-            "{label}: {value} in {details:?}"
-        );
-    }
+    assert_details(
+        &html,
+        &[
+            ("Format", "csv"),
+            ("Entries", "3"),
+            ("Encrypted", "no"),
+            ("Completed", "yes"),
+            ("Filters: table", "public.t"),
+        ],
+    );
     assert!(
         !html.contains("<h2>Columns</h2>") && !html.contains("Revert SQL"),
         "{html}"
@@ -196,5 +240,25 @@ async fn web_events_read_as_what_happened_in_the_log_and_on_their_page() {
             "<span class=\"none\">—</span>".to_owned()
         )),
         "{details:?}"
+    );
+    // A move's page: its sentence, and either side's server and database among the details.
+    let id = event_id(&store, "source_moved").await;
+    let html = demo.get(&format!("/entries/{id}")).await.body;
+    assert!(
+        html.contains(&format!(
+            "from server {OLD_SERVER} to server {NEW_SERVER}; changes between"
+        )),
+        "{html}"
+    );
+    assert_details(
+        &html,
+        &[
+            ("From server: system identifier", OLD_SERVER),
+            ("To server: system identifier", NEW_SERVER),
+            ("To server: database", "app"),
+            ("From server: database OID", "16384"),
+            ("From LSN", "0/16B3748"),
+            ("To LSN", "0/3000028"),
+        ],
     );
 }

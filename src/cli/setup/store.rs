@@ -195,7 +195,14 @@ pub(super) async fn apply(
             )
         })?;
     let name = &config.source_name;
-    let applied = migrations::apply(&mut client, name)
+    // The source connection is setup's own, not another pgtrail process,
+    // should the store live in the source's database.
+    let own: Vec<_> = store::migrate::guard::Backend::of(source)
+        .await
+        .map_err(crate::source::SourceError::from)?
+        .into_iter()
+        .collect();
+    let applied = migrations::apply(&mut client, name, &own)
         .await
         .context("applying the store's migrations")?;
     if !applied.is_empty() {

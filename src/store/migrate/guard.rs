@@ -6,6 +6,8 @@
 
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
+use tokio_postgres::types::ToSql;
 use tokio_postgres::GenericClient;
 
 use super::super::StoreError;
@@ -25,31 +27,114 @@ pub const COPY_LOCK: i64 = 7420504;
 const LEAVING: Duration = Duration::from_secs(3);
 
 /// A session as the messages name it: pid, application, user, client, state and since when.
-const SESSION: &str = "format('pid %s (%s, user %s, from %s, %s since %s)', a.pid, \
+/// PostgreSQL shows a role without `pg_read_all_stats` only the pid, database, user and
+/// application of another role's sessions (`backend_type` and the rest NULL): said so, not
+/// passed off as a local session starting.
+const SESSION: &str = "CASE WHEN a.backend_type IS NULL THEN format('pid %s (%s, user %s; the rest is hidden \
+    from this role, which is not a member of pg_read_all_stats)', a.pid, \
+    coalesce(nullif(a.application_name, ''), 'no application name'), a.usename) \
+    ELSE format('pid %s (%s, user %s, from %s, %s since %s)', a.pid, \
     coalesce(nullif(a.application_name, ''), 'no application name'), a.usename, \
     coalesce(host(a.client_addr), 'the local socket'), coalesce(a.state, 'starting'), \
-    to_char(coalesce(a.state_change, a.backend_start) AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS \"UTC\"'))";
+    to_char(coalesce(a.state_change, a.backend_start) AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS \"UTC\"')) END";
+
+/// A backend as the server it runs on knows it: that server (when its
+/// postmaster started, which no other running server shares to the
+/// microsecond, and its system identifier, which a physical copy shares)
+/// and the backend's pid. While the connection stays open, no other backend
+/// of that server has its pid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    server_started: DateTime<Utc>,
+    /// `None` where an operator revoked `pg_control_system()` from PUBLIC.
+    system_identifier: Option<i64>,
+    pid: i32,
+}
+
+impl Backend {
+    /// The backend serving `client`; `None` when its role may not call
+    /// `pg_postmaster_start_time()` (revoked from PUBLIC), so that nothing
+    /// tells its server apart. Asks first rather than fail: in a
+    /// transaction, a refused call would abort it.
+    pub async fn of(client: &impl GenericClient) -> Result<Option<Backend>, tokio_postgres::Error> {
+        let may = client
+            .query_one(
+                "SELECT has_function_privilege('pg_catalog.pg_postmaster_start_time()', 'EXECUTE'), \
+                        has_function_privilege('pg_catalog.pg_control_system()', 'EXECUTE')",
+                &[],
+            )
+            .await?;
+        let (started, system): (bool, bool) = (may.try_get(0)?, may.try_get(1)?);
+        if !started {
+            return Ok(None);
+        }
+        let row = client
+            .query_one(
+                if system {
+                    "SELECT pg_postmaster_start_time(), (SELECT system_identifier FROM pg_control_system()), \
+                            pg_backend_pid()"
+                } else {
+                    "SELECT pg_postmaster_start_time(), NULL::bigint, pg_backend_pid()"
+                },
+                &[],
+            )
+            .await?;
+        Ok(Some(Backend {
+            server_started: row.try_get(0)?,
+            system_identifier: row.try_get(1)?,
+            pid: row.try_get(2)?,
+        }))
+    }
+
+    /// Whether `self` and `other` run on the same server.
+    fn same_server(&self, other: &Backend) -> bool {
+        let system = match (self.system_identifier, other.system_identifier) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        };
+        self.server_started == other.server_started && system
+    }
+}
 
 /// Refuses migration 16 while other pgtrail processes (`pgtrail run`,
 /// `pgtrail web`, any command but another `setup`) are connected to the
 /// store: they would write entries into the table being moved, or read it
 /// half moved. Run inside the migration's transaction, before its SQL.
-pub async fn refuse_if_in_use(client: &impl GenericClient) -> Result<(), StoreError> {
+/// `own`: the other connections of the `setup` that runs it (its source
+/// connection, which is in the store's database when the store lives in the
+/// source's), open until this returns: those backends are setup itself, not
+/// another process, and only those are left out (by pid, on this server).
+pub async fn refuse_if_in_use(
+    client: &impl GenericClient,
+    own: &[Backend],
+) -> Result<(), StoreError> {
+    let own: Vec<i32> = match Backend::of(client).await? {
+        Some(here) => own
+            .iter()
+            .filter(|b| b.same_server(&here))
+            .map(|b| b.pid)
+            .collect(),
+        None => Vec::new(),
+    };
     let started = Instant::now();
     loop {
         // pg_stat_activity is read once per transaction unless cleared.
         client
             .batch_execute("SELECT pg_stat_clear_snapshot()")
             .await?;
+        // A NULL backend_type is another role's session this role may not see
+        // the details of (SESSION): its application name still says pgtrail.
         let sessions = texts(
             client,
             &format!(
                 "SELECT {SESSION} FROM pg_stat_activity a \
                  WHERE a.datname = current_database() AND a.pid <> pg_backend_pid() \
-                   AND a.backend_type = 'client backend' \
+                   AND a.pid <> ALL($1::int4[]) \
+                   AND coalesce(a.backend_type, 'client backend') = 'client backend' \
                    AND a.application_name LIKE 'pgtrail%' AND a.application_name <> 'pgtrail setup' \
                  ORDER BY a.pid"
             ),
+            &[&own],
         )
         .await?;
         if sessions.is_empty() {
@@ -74,9 +159,11 @@ pub async fn lock_holders(client: &impl GenericClient) -> Result<String, StoreEr
              WHERE l.granted AND l.pid <> pg_backend_pid() AND l.database = \
                    (SELECT oid FROM pg_database WHERE datname = current_database()) \
                AND c.relnamespace = 'pgtrail'::regnamespace \
-             GROUP BY a.pid, a.application_name, a.usename, a.client_addr, a.state, a.state_change, a.backend_start \
+             GROUP BY a.pid, a.application_name, a.usename, a.client_addr, a.state, a.state_change, a.backend_start, \
+                      a.backend_type \
              ORDER BY a.pid"
         ),
+        &[],
     )
     .await?;
     Ok(match held.is_empty() {
@@ -104,9 +191,13 @@ pub async fn other_setup(client: &impl GenericClient) -> Result<StoreError, Stor
 }
 
 /// The first column of every row of `sql`, as text.
-async fn texts(client: &impl GenericClient, sql: &str) -> Result<Vec<String>, StoreError> {
+async fn texts(
+    client: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<String>, StoreError> {
     Ok(client
-        .query(sql, &[])
+        .query(sql, params)
         .await?
         .iter()
         .map(|r| r.get(0))

@@ -7,7 +7,10 @@ use serde::Serialize;
 /// Entries of one source in a partition (exact: one scan of the partition).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct SourceCount {
+    /// The source's id (`pgtrail.sources.id`; 0 is pgtrail's own events).
     pub source: i16,
+    /// Its `[source] name`; `None` only for an id `pgtrail.sources` does not hold.
+    pub source_name: Option<String>,
     pub entries: i64,
 }
 

@@ -145,19 +145,23 @@ async fn candidates(client: &Client) -> Result<Vec<Candidate>, StoreError> {
 async fn counts(client: &Client, partition: &str) -> Result<Vec<SourceCount>, StoreError> {
     // Through the parent (the roles' rights are on it, not on each
     // partition), pruned to the one partition by its ledger range.
-    let sql = "SELECT e.source, count(*) FROM pgtrail.entries e, pgtrail.partitions p \
-               WHERE p.name = $1 AND e.committed_at >= p.from_at AND e.committed_at < p.to_at \
-                 AND e.tableoid = to_regclass(format('pgtrail.%I', p.name)) \
-               GROUP BY e.source ORDER BY e.source";
-    Ok(client
-        .query(sql, &[&partition])
-        .await?
-        .iter()
-        .map(|r| SourceCount {
-            source: r.get(0),
-            entries: r.get(1),
-        })
-        .collect())
+    // The names joined after the count, so the scan stays the partition's alone.
+    let sql = "SELECT c.source, s.name, c.entries FROM ( \
+                 SELECT e.source, count(*) AS entries FROM pgtrail.entries e, pgtrail.partitions p \
+                 WHERE p.name = $1 AND e.committed_at >= p.from_at AND e.committed_at < p.to_at \
+                   AND e.tableoid = to_regclass(format('pgtrail.%I', p.name)) \
+                 GROUP BY e.source) c \
+               LEFT JOIN pgtrail.sources s ON s.id = c.source ORDER BY c.source";
+    let rows = client.query(sql, &[&partition]).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in &rows {
+        out.push(SourceCount {
+            source: r.try_get(0)?,
+            source_name: r.try_get(1)?,
+            entries: r.try_get(2)?,
+        });
+    }
+    Ok(out)
 }
 
 async fn drop_one(

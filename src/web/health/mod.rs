@@ -219,29 +219,31 @@ pub struct GapView {
 
 impl GapView {
     pub fn of(g: &Gap, linked: bool) -> GapView {
-        let what = if g.missing {
-            "the replication slot was missing"
-        } else {
-            "the replication slot was lost"
-        };
         let slot = &g.slot;
+        let what = if g.moved {
+            format!("the source moved to another server, where its slot is {slot}")
+        } else if g.missing {
+            format!("the replication slot was missing: {slot}")
+        } else {
+            format!("the replication slot was lost: {slot}")
+        };
         let text = match (g.from.as_ref(), g.to.as_ref()) {
             (Some(from), Some(to)) => format!(
-                "changes between {} and {} were not captured ({what}: {slot}).",
+                "changes between {} and {} were not captured ({what}).",
                 when(from),
                 when(to)
             ),
             (None, Some(to)) => format!(
-                "changes before {} were not captured ({what}: {slot}; nothing had been stored before).",
+                "changes before {} were not captured ({what}; nothing had been stored before).",
                 when(to)
             ),
             (Some(from), None) => format!(
-                "changes after {} were not captured ({what}: {slot}, found at {}); capture has not resumed since.",
+                "changes after {} were not captured ({what}, found at {}); capture has not resumed since.",
                 when(from),
                 when(&g.found_at)
             ),
             (None, None) => format!(
-                "changes up to {} were not captured ({what}: {slot}); capture has not resumed since.",
+                "changes up to {} were not captured ({what}); capture has not resumed since.",
                 when(&g.found_at)
             ),
         };
@@ -259,6 +261,44 @@ impl GapView {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_move_to_another_server_is_not_called_a_lost_slot() {
+        let at = |h: u32| {
+            DateTime::parse_from_rfc3339(&format!("2024-05-01T{h:02}:00:00Z"))
+                .map(|t| t.with_timezone(&Utc))
+                .unwrap_or_default()
+        };
+        let gap = Gap {
+            source: "app".into(),
+            slot: "pgtrail_slot".into(),
+            from: Some(at(10)),
+            from_lsn: Some("0/100".into()),
+            to: Some(at(11)),
+            to_lsn: Some("0/20".into()),
+            found: "the source moved to another server".into(),
+            missing: false,
+            moved: true,
+            anchor: 4,
+            found_at: at(11),
+            ended_by: Some(4),
+        };
+        assert_eq!(
+            GapView::of(&gap, true).text,
+            format!(
+                "changes between {} and {} were not captured (the source moved to another server, where its slot is pgtrail_slot).",
+                when(&at(10)),
+                when(&at(11))
+            )
+        );
+        let lost = Gap {
+            moved: false,
+            ..gap
+        };
+        assert!(GapView::of(&lost, true)
+            .text
+            .ends_with("(the replication slot was lost: pgtrail_slot)."));
+    }
 
     #[test]
     fn spans_read_roughly() {

@@ -7,6 +7,9 @@
 //! Both read only what the entry stores (`details`, `context`, `before` and
 //! `after`), so an event reads the same whichever pgtrail recorded it; a kind
 //! this version does not know falls back to the summary recorded with it.
+//! `moved` words a source's move to another server, the longest of them.
+
+mod moved;
 
 use serde_json::{Map, Value};
 
@@ -221,6 +224,7 @@ impl Said {
                 self.d("to_lsn"),
                 self.d("from_lsn")
             ),
+            "source_moved" => self.moved(),
             "transaction_quarantined" => format!(
                 "transaction {} quarantined: {} kept raw",
                 self.d("xid"),
@@ -280,9 +284,11 @@ pub fn headline(e: &StoredEntry) -> String {
 }
 
 /// Longer than [`crate::text::clip`]'s 60 characters: a sentence, cut only
-/// where a recorded error or path runs on.
+/// where a recorded error or path runs on. A source's move names two servers
+/// (19-digit identifiers), two databases and two positions, about 220
+/// characters, and must not lose what was not captured at its end.
 fn clip(text: &str) -> String {
-    const MAX: usize = 160;
+    const MAX: usize = 300;
     if text.chars().count() > MAX {
         format!("{}…", text.chars().take(MAX).collect::<String>())
     } else {
@@ -304,7 +310,7 @@ fn label(key: &str) -> String {
         .split('_')
         .filter(|w| !w.is_empty())
         .map(|w| match w {
-            "lsn" | "xid" | "bom" | "ip" | "csv" => w.to_uppercase(),
+            "lsn" | "xid" | "bom" | "ip" | "csv" | "oid" => w.to_uppercase(),
             "sha256" => "SHA-256".into(),
             other => other.to_owned(),
         })
@@ -330,19 +336,32 @@ pub fn particulars(e: &StoredEntry) -> Vec<Particular> {
             }),
             Value::Object(members) => {
                 for (k, v) in members {
+                    let words: Vec<&str> = k
+                        .split('_')
+                        .map(|w| if w == "oid" { "OID" } else { w })
+                        .collect();
                     out.push(Particular {
-                        label: format!("{}: {}", label(key), k.replace('_', " ")),
-                        value: plain(v).unwrap_or_default(),
+                        label: format!("{}: {}", label(key), words.join(" ")),
+                        value: value_of(k, v),
                     });
                 }
             }
             other => out.push(Particular {
                 label: label(key),
-                value: plain(other).unwrap_or_default(),
+                value: value_of(key, other),
             }),
         }
     }
     out
+}
+
+/// A detail's value as text: an OID as PostgreSQL prints it (it is a name,
+/// not a count to group by thousands), anything else [`plain`].
+fn value_of(key: &str, v: &Value) -> String {
+    match v.as_u64() {
+        Some(n) if key == "oid" || key.ends_with("_oid") => n.to_string(),
+        _ => plain(v).unwrap_or_default(),
+    }
 }
 
 /// Who an actor name is: a pgtrail user, or the operating-system user of the CLI.
@@ -362,7 +381,7 @@ mod tests {
     use crate::store::events::{Category, OwnEvent};
 
     /// The stored entry of an event as the store would read it back.
-    fn stored(e: &OwnEvent) -> StoredEntry {
+    pub(super) fn stored(e: &OwnEvent) -> StoredEntry {
         let mut details = Map::new();
         details.insert("event".into(), Value::String(e.name.into()));
         details.extend(e.details.clone());
