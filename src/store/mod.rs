@@ -29,6 +29,7 @@ pub mod retention;
 pub mod signing;
 pub mod sources;
 pub mod stored;
+mod tally;
 pub mod writer;
 
 pub use sources::{SourceId, SourceName};

@@ -45,9 +45,9 @@ use super::partitions::{self, Ranges};
 use super::quarantine::SideRows;
 use super::signing::HeadSigner;
 use super::sources::{SourceId, SourceName};
+use super::tally::Tally;
 use super::StoreError;
-use crate::entry::{Action, AuditEntry, Event};
-use crate::metrics::record::{self, StoreCommit};
+use crate::entry::{AuditEntry, Event};
 use crate::pg::{Lsn, PgUrl, SlotName};
 
 /// Send a chunk of COPY rows once this much is buffered: small enough that the
@@ -109,59 +109,6 @@ pub struct StoreWriter {
     /// once committed, so the figures count what the store really holds.
     partial: Tally,
     whole: Tally,
-}
-
-/// Counts for the metrics, kept until the store commits them.
-#[derive(Debug, Default, Clone, Copy)]
-struct Tally {
-    /// Entries by action, in the order of [`Action::ALL`].
-    entries: [u64; Action::ALL.len()],
-    transactions: u64,
-    decode_errors: u64,
-    quarantined: u64,
-    last_commit_micros: Option<i64>,
-    /// The commit time of the last source transaction with entries.
-    last_entries_commit_micros: Option<i64>,
-}
-
-impl Tally {
-    fn entry(&mut self, action: Action) {
-        if let Some(i) = Action::ALL.iter().position(|a| *a == action) {
-            self.entries[i] += 1;
-        }
-    }
-
-    /// Adds `later`, which came after what `self` holds.
-    fn absorb(&mut self, later: Tally) {
-        for (n, m) in self.entries.iter_mut().zip(later.entries) {
-            *n += m;
-        }
-        self.transactions += later.transactions;
-        self.decode_errors += later.decode_errors;
-        self.quarantined += later.quarantined;
-        self.last_commit_micros = later.last_commit_micros.or(self.last_commit_micros);
-        self.last_entries_commit_micros = later
-            .last_entries_commit_micros
-            .or(self.last_entries_commit_micros);
-    }
-
-    /// Records what a store commit that took `took` made durable.
-    fn record(&self, source: &str, took: Duration) {
-        for (action, n) in Action::ALL.iter().zip(self.entries) {
-            record::entries_stored(source, action.as_str(), n);
-        }
-        let commit = StoreCommit {
-            took,
-            transactions: self.transactions,
-            decode_errors: self.decode_errors,
-            quarantined: self.quarantined,
-            last_commit_micros: self.last_commit_micros,
-        };
-        record::store_commit(source, &commit);
-        if let Some(micros) = self.last_commit_micros {
-            crate::metrics::progress::progress().stored(micros);
-        }
-    }
 }
 
 /// Signing the chain heads (`[store] signing_key_file`).
