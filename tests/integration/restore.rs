@@ -117,7 +117,7 @@ async fn old_partition_archived() -> Old {
 }
 
 /// Every entry committed in `[from, to)`: id, hash and content, as text, in id order.
-async fn in_range(
+pub(crate) async fn in_range(
     store: &Client,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
