@@ -272,12 +272,12 @@ mod tests {
         let hash = [0xab; 32];
         let old = canonical_line("entries_p20260101", 0, 5, &hash, 3, None);
         assert_eq!(old, format!("entries_p20260101 0 5 {} 3\n", "ab".repeat(32)));
-        let at_start = canonical_line("p", 1, 5, &hash, 3, Some((None, &[0; 32])));
+        let at_start = canonical_line("p", 1, 5, &hash, 3, Some((None, &[0u8; 32][..])));
         assert_eq!(
             at_start,
             format!("p 1 5 {} 3 - {}\n", "ab".repeat(32), "00".repeat(32))
         );
-        let after = canonical_line("p", 1, 9, &hash, 1, Some((Some(7), &[1; 32])));
+        let after = canonical_line("p", 1, 9, &hash, 1, Some((Some(7), &[1u8; 32][..])));
         assert!(after.ends_with(&format!(" 1 7 {}\n", "01".repeat(32))), "{after}");
     }
 
