@@ -10,14 +10,13 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use pgtrail::archive::{self, Range, Sealing};
-use pgtrail::store::chain::Content;
 use pgtrail::store::sources::SourceId;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio_postgres::Client;
 
 use crate::harness::*;
-use crate::restore::in_range;
+use crate::restore::{event_days_ago, in_range, json_of};
 
 /// Which partition each old event goes to, in the order they are recorded (A: 200 days back,
 /// B: 130): runs A[0,1] B[2] A[3] B[4,5] A[6] B[7] A[8].
@@ -26,6 +25,8 @@ const PATTERN: [char; 9] = ['A', 'A', 'B', 'A', 'B', 'B', 'A', 'B', 'A'];
 const FORGED: usize = 5;
 /// The event of B left out of the cut archive: B's first run, one entry.
 const CUT: usize = 2;
+/// Every old event's details.
+const DETAILS: &str = r#"{"event":"test"}"#;
 
 /// One old partition: its name, range and entries as stored (id, hash and content as text).
 struct Part {
@@ -44,43 +45,6 @@ struct Two {
     dir: PathBuf,
     /// The id of B's event [`FORGED`], and its hash were its remarks changed to `old X…`.
     forged: (i64, String),
-}
-
-/// A `config` event `days` back through record_event, remarked `old {label}`: its commit time.
-async fn old_event(store: &Client, days: i32, label: &str) -> DateTime<Utc> {
-    let at: DateTime<Utc> = store
-        .query_one(
-            "SELECT date_trunc('milliseconds', now()) - make_interval(days => $1)",
-            &[&days],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    let context = format!(r#"{{"actor":"tester","remarks":"old {label}"}}"#);
-    let details = r#"{"event":"test"}"#;
-    let content = Content {
-        committed_at_micros: at.timestamp_micros(),
-        xid: None,
-        lsn: None,
-        schema: "pgtrail",
-        table: "config",
-        action: "EVENT",
-        primary_key: None,
-        before: None,
-        after: None,
-        changed_columns: None,
-        context: &context,
-        details: Some(details),
-    };
-    store
-        .execute(
-            "SELECT pgtrail.record_event($1, 'config', NULL, NULL, NULL, NULL, $2::text::json, \
-             $3::text::json, 'tester', NULL, $4)",
-            &[&at, &context, &details, &&content.digest()[..]],
-        )
-        .await
-        .unwrap();
-    at
 }
 
 async fn part_at(store: &Client, at: DateTime<Utc>) -> Part {
@@ -115,9 +79,9 @@ async fn two_interleaved() -> Two {
     let mut at = Vec::new();
     for (k, p) in PATTERN.iter().enumerate() {
         let days = if *p == 'A' { 200 } else { 130 };
-        at.push(old_event(&store, days, &format!("{p}{k}")).await);
+        at.push(event_days_ago(&store, (days, 0.0), &format!("old {p}{k}"), DETAILS).await);
     }
-    old_event(&store, 0, "new").await;
+    event_days_ago(&store, (0, 0.0), "new", DETAILS).await;
     let (a, b) = (part_at(&store, at[0]).await, part_at(&store, at[2]).await);
     assert_ne!(a.name, b.name);
     // The ids really interleave, in the pattern's order.
@@ -155,12 +119,6 @@ async fn two_interleaved() -> Two {
 
 fn id_of(entry: &[Option<String>]) -> i64 {
     entry[0].as_deref().unwrap().parse().unwrap()
-}
-
-async fn json_of(env: &TestEnv, args: &[&str]) -> (i32, Value, CliOutput) {
-    let out = env.trail.cli(args).await;
-    let v = serde_json::from_str(&out.stdout).unwrap_or(Value::Null);
-    (out.status.code().expect("exited by a signal"), v, out)
 }
 
 impl Two {
