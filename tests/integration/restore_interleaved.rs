@@ -189,16 +189,19 @@ impl Two {
         assert_eq!(report, expected, "(entries, dropped, partitions dropped, restored)");
     }
 
-    /// The archive of `part` named by its newest drop event.
+    /// The archive of `part` named by its newest drop's event (the ledger's `drop_event`).
     async fn archive_of(&self, part: &Part) -> PathBuf {
-        let events = events_named(&self.store, "partition_dropped").await;
-        let (_, details) = events
-            .iter()
-            .rev()
-            .find(|(_, d)| d["partition"] == part.name.as_str())
-            .expect("a drop event of the partition");
-        self.dir
-            .join(details["archives"][0]["file"].as_str().unwrap())
+        let file: String = self
+            .store
+            .query_one(
+                "SELECT e.details->'archives'->0->>'file' FROM pgtrail.partitions p \
+                 JOIN pgtrail.entries e ON e.id = p.drop_event WHERE p.name = $1",
+                &[&part.name],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        self.dir.join(file)
     }
 
     /// Restores `file`, which must succeed and bring back exactly `part`'s entries: whether
