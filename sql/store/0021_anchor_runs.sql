@@ -48,6 +48,24 @@ UPDATE pgtrail.partitions p SET drop_events = ARRAY(
     WHERE d IS NOT NULL ORDER BY d)
 WHERE p.drop_event IS NOT NULL;
 
+-- The sources a restored partition holds again (restore is per source, one
+-- archive each), while it is in the store: their anchors are met by their
+-- entries, and `pgtrail verify` takes crossing one (a restored entry
+-- missing) for a deletion, not a drop. Only the owner writes the ledger.
+-- For partitions restored before this migration: the sources they hold.
+ALTER TABLE pgtrail.partitions ADD COLUMN restored_sources smallint[] NOT NULL DEFAULT '{}';
+DO $$
+DECLARE
+    p text;
+BEGIN
+    FOR p IN SELECT name FROM pgtrail.partitions
+             WHERE dropped_at IS NULL AND restored_at IS NOT NULL
+               AND to_regclass(format('pgtrail.%I', name)) IS NOT NULL LOOP
+        EXECUTE format('UPDATE pgtrail.partitions SET restored_sources = '
+            'ARRAY(SELECT DISTINCT source FROM pgtrail.%I ORDER BY 1) WHERE name = %L', p, p);
+    END LOOP;
+END $$;
+
 -- The anchors' canonical text (0018's line per anchor), with
 -- ` prev_id prev_hash-hex` (`-` for no id) after the count of an anchor that
 -- records its predecessor. An anchor written before this migration keeps
@@ -261,7 +279,7 @@ BEGIN
     EXECUTE format('DROP TABLE pgtrail.%I', p_name);
     -- Every drop's event kept, the one before (when a drop older than this
     -- migration's function set drop_event alone) too.
-    UPDATE pgtrail.partitions SET dropped_at = now(), drop_event = event_id,
+    UPDATE pgtrail.partitions SET dropped_at = now(), drop_event = event_id, restored_sources = '{}',
         drop_events = CASE WHEN drop_event IS NULL OR drop_event = ANY (drop_events) THEN drop_events
                            ELSE drop_events || drop_event END || event_id
         WHERE name = p_name;
@@ -279,7 +297,8 @@ REVOKE ALL ON FUNCTION pgtrail.drop_partition(text, json) FROM PUBLIC;
 -- entry ending an earlier run, its hash recomputed, went in). No entry of
 -- the archive may have the id of an entry another drop cut. And whether the
 -- archive was recorded is asked of every drop of the partition (the
--- ledger's drop_events), by its file name, SHA-256 and source.
+-- ledger's drop_events), by its file name, SHA-256 and source; the source
+-- restored joins the ledger's restored_sources.
 CREATE OR REPLACE FUNCTION pgtrail.restore_partition(
     p_source smallint, p_source_name text, p_from timestamptz, p_to timestamptz,
     p_archive json, p_hold interval, p_actor text)
@@ -482,7 +501,8 @@ BEGIN
         pgtrail.entry_digest(at, NULL, NULL, 'pgtrail', 'retention', 'EVENT', NULL, NULL, NULL, NULL,
             ctx::json, det::json));
     UPDATE pgtrail.partitions SET dropped_at = NULL, restored_at = now(), restore_event = event_id,
-        held_until = greatest(held_until, now() + p_hold)
+        held_until = greatest(held_until, now() + p_hold),
+        restored_sources = CASE WHEN adding THEN restored_sources ELSE '{}' END || p_source
         WHERE name = v_name;
     RETURN event_id;
 END $$;

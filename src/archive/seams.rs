@@ -39,7 +39,8 @@ pub struct Around<'t, 'c> {
     before: Statement,
     /// The chain's entries after `$1` and before `$2`, in id order, at most `$3` (NULL: all).
     between: Statement,
-    /// Where retention cut the chain after `$1` and before `$2` (pgtrail.chain_anchors), in id order.
+    /// Where retention cut the chain after `$1` and before `$2` (pgtrail.chain_anchors), in id
+    /// order; not the anchors of a partition restored for this source, whose entries are there.
     cuts: Statement,
 }
 
@@ -75,8 +76,11 @@ impl<'t, 'c> Around<'t, 'c> {
             .await?;
         let cuts = tx
             .prepare(&format!(
-                "SELECT dropped_id, dropped_hash, prev_id, prev_hash FROM pgtrail.chain_anchors \
-                 WHERE source = {} AND dropped_id > $1 AND dropped_id < $2 ORDER BY dropped_id",
+                "SELECT a.dropped_id, a.dropped_hash, a.prev_id, a.prev_hash FROM pgtrail.chain_anchors a \
+                 WHERE a.source = {} AND a.dropped_id > $1 AND a.dropped_id < $2 \
+                 AND NOT EXISTS (SELECT FROM pgtrail.partitions p WHERE p.name = a.partition \
+                   AND p.dropped_at IS NULL AND a.source = ANY (p.restored_sources)) \
+                 ORDER BY a.dropped_id",
                 range.source_id.0
             ))
             .await?;
@@ -247,10 +251,14 @@ impl<'t, 'c> Around<'t, 'c> {
             let hash: Vec<u8> = row.try_get(1)?;
             let prev_id: Option<i64> = row.try_get(2)?;
             let prev_hash: Option<Vec<u8>> = row.try_get(3)?;
-            let not_32 = |what: &str| self.broken(id, format!("its anchor's {what} is not 32 bytes"));
+            let not_32 =
+                |what: &str| self.broken(id, format!("its anchor's {what} is not 32 bytes"));
             let hash: [u8; 32] = hash.try_into().map_err(|_| not_32("hash"))?;
             let prev = match prev_hash {
-                Some(h) => Some((prev_id, h.try_into().map_err(|_| not_32("predecessor's hash"))?)),
+                Some(h) => Some((
+                    prev_id,
+                    h.try_into().map_err(|_| not_32("predecessor's hash"))?,
+                )),
                 None => None,
             };
             cuts.push(Cut {

@@ -17,6 +17,7 @@ use tokio_postgres::Client;
 
 use crate::harness::*;
 use crate::restore::{event_days_ago, in_range, json_of};
+use crate::verify::past_the_triggers_of;
 
 /// Which partition each old event goes to, in the order they are recorded (A: 200 days back,
 /// B: 130): runs A[0,1] B[2] A[3] B[4,5] A[6] B[7] A[8].
@@ -45,6 +46,8 @@ struct Two {
     dir: PathBuf,
     /// The id of B's event [`FORGED`], and its hash were its remarks changed to `old X…`.
     forged: (i64, String),
+    /// A new event recorded before the old ones: the entry A's first run follows.
+    before: i64,
 }
 
 async fn part_at(store: &Client, at: DateTime<Utc>) -> Part {
@@ -76,6 +79,12 @@ async fn two_interleaved() -> Two {
     .await;
     env.setup().await;
     let store = env.store().await;
+    event_days_ago(&store, (0, 0.0), "before", DETAILS).await;
+    let before: i64 = store
+        .query_one("SELECT max(id) FROM pgtrail.entries", &[])
+        .await
+        .unwrap()
+        .get(0);
     let mut at = Vec::new();
     for (k, p) in PATTERN.iter().enumerate() {
         let days = if *p == 'A' { 200 } else { 130 };
@@ -114,6 +123,7 @@ async fn two_interleaved() -> Two {
         b,
         dir,
         forged: (forged_id, forged),
+        before,
     }
 }
 
@@ -186,7 +196,10 @@ impl Two {
             dropped.len() as i64,
             restored,
         );
-        assert_eq!(report, expected, "(entries, dropped, partitions dropped, restored)");
+        assert_eq!(
+            report, expected,
+            "(entries, dropped, partitions dropped, restored)"
+        );
     }
 
     /// The archive of `part` named by its newest drop's event (the ledger's `drop_event`).
@@ -211,7 +224,10 @@ impl Two {
             json_of(&self.env, &["restore", file.to_str().unwrap(), "--json"]).await;
         assert_eq!(code, 0, "{}", out.combined());
         assert_eq!(v["partition"], part.name.as_str(), "{v}");
-        assert_eq!(in_range(&self.store, part.from, part.to).await, part.entries);
+        assert_eq!(
+            in_range(&self.store, part.from, part.to).await,
+            part.entries
+        );
         v["archive_recorded"].as_bool().unwrap()
     }
 
@@ -224,8 +240,16 @@ impl Two {
             .cli(&["restore", file.to_str().unwrap()])
             .await;
         assert_eq!(out.status.code(), Some(1), "{}", out.combined());
-        assert!(out.stderr.contains(wanted), "want {wanted:?}: {}", out.combined());
-        assert_eq!(self.state().await, before, "a refused restore changed the store");
+        assert!(
+            out.stderr.contains(wanted),
+            "want {wanted:?}: {}",
+            out.combined()
+        );
+        assert_eq!(
+            self.state().await,
+            before,
+            "a refused restore changed the store"
+        );
     }
 
     /// Every entry id, the ledger and the anchors, as text.
@@ -259,7 +283,12 @@ impl Two {
 
     /// A copy of `file`'s lines changed by `change`, compressed under `name`, with the
     /// trailer's count and `lines_sha256` recomputed as a forger would: it checks out alone.
-    async fn changed_copy(&self, file: &Path, name: &str, change: impl FnOnce(&mut Vec<String>)) -> PathBuf {
+    async fn changed_copy(
+        &self,
+        file: &Path,
+        name: &str,
+        change: impl FnOnce(&mut Vec<String>),
+    ) -> PathBuf {
         let text = zstd::decode_all(std::fs::File::open(file).unwrap()).unwrap();
         let mut lines: Vec<String> = String::from_utf8(text)
             .unwrap()
@@ -275,14 +304,24 @@ impl Two {
         );
         let trailer: Value = serde_json::from_str(&lines[last]).unwrap();
         let stale = trailer["lines_sha256"].as_str().unwrap().to_owned();
-        let fresh = hex(&Sha256::digest((lines[..last].join("\n") + "\n").as_bytes()));
+        let fresh = hex(&Sha256::digest(
+            (lines[..last].join("\n") + "\n").as_bytes(),
+        ));
         lines[last] = lines[last].replace(&stale, &fresh);
         let path = self.env.trail.dir().join(name);
         let body = lines.join("\n") + "\n";
         std::fs::write(&path, zstd::encode_all(body.as_bytes(), 3).unwrap()).unwrap();
-        let (code, v, out) =
-            json_of(&self.env, &["verify", "--json", "--archive", path.to_str().unwrap()]).await;
-        assert_eq!(code, 0, "the changed copy checks out alone: {}", out.combined());
+        let (code, v, out) = json_of(
+            &self.env,
+            &["verify", "--json", "--archive", path.to_str().unwrap()],
+        )
+        .await;
+        assert_eq!(
+            code,
+            0,
+            "the changed copy checks out alone: {}",
+            out.combined()
+        );
         assert_eq!(v["intact"], true, "{v}");
         path
     }
@@ -314,6 +353,27 @@ impl Two {
             .await;
         self.refused(&forged, "the archive was changed or forged")
             .await;
+    }
+}
+
+impl Two {
+    /// Entry `id` deleted past the triggers: `verify` finds the store broken, naming entry `at`
+    /// with a problem that says `wanted`.
+    async fn deleted_is_named(&self, id: i64, at: i64, wanted: &str) {
+        past_the_triggers_of(
+            &self.store,
+            "pgtrail.entries",
+            &format!("DELETE FROM pgtrail.entries WHERE id = {id}"),
+        )
+        .await;
+        let (code, v, out) = json_of(&self.env, &["verify", "--json"]).await;
+        assert_eq!(code, 1, "{}", out.combined());
+        let named = v["breaks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["id"] == at && b["problem"].as_str().unwrap().contains(wanted));
+        assert!(named, "entry {at} named ({wanted:?}): {v}");
     }
 }
 
@@ -381,16 +441,30 @@ async fn restore_then_drop_again_after_the_interleaved_neighbour_was_dropped() {
     t.cut_and_forged_refused(&b_file).await;
     assert!(t.restore(&t.archive_of(a).await, a).await);
     t.verify_matches(&[b], 1).await;
-    assert!(t.restore(&t.archive_of(b).await, b).await);
-    t.verify_matches(&[], 2).await;
+
+    // A restored entry deleted past the triggers: its anchor is no drop, the deletion is named.
+    let a3 = id_of(&a.entries[2]);
+    t.deleted_is_named(a3, a3, "restored into partition").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_interleaved_verify_names_an_entry_deleted_just_before_a_cut() {
+    let t = two_interleaved().await;
+    t.hold(&t.b.name, true).await;
+    assert_eq!(t.retention().await, [t.a.name.clone()]);
+    t.verify_matches(&[&t.a], 0).await;
+    // The chain still links across A's first cut (from its hash on), but the cut records the
+    // entry its run followed.
+    let a1 = id_of(&t.a.entries[1]);
+    let before = t.before;
+    t.deleted_is_named(before, a1, &format!("followed entry {before}"))
+        .await;
 }
 
 /// migration 18's drop_partition, as it shipped, under another name.
 fn drop_partition_v18() -> String {
     const V18: &str = include_str!("../../sql/store/0018_retention.sql");
-    let start = V18
-        .find("CREATE FUNCTION pgtrail.drop_partition(")
-        .unwrap();
+    let start = V18.find("CREATE FUNCTION pgtrail.drop_partition(").unwrap();
     let end = start + V18[start..].find("END $$;").unwrap() + "END $$;".len();
     V18[start..end].replacen("pgtrail.drop_partition(", "pgtrail.drop_partition_v18(", 1)
 }

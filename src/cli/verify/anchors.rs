@@ -7,8 +7,10 @@
 //! id order, counting their dropped entries, and goes on from the last one's
 //! hash; an anchor that records its run's predecessor (migration 21) must
 //! find the walk standing there, so entries deleted or inserted just before
-//! a cut are found too. An entry deleted any other way has no anchor and
-//! still breaks the chain.
+//! a cut are found too. An anchor of a partition restored for its source
+//! (the ledger's `restored_sources`) is met by its entry: crossing one means
+//! a restored entry is missing, deleted past pgtrail. An entry deleted any
+//! other way has no anchor and still breaks the chain.
 
 use std::collections::BTreeMap;
 
@@ -27,6 +29,9 @@ pub(super) struct Anchor {
     /// The entry the run's first followed in the chain: its id (`None` at the
     /// chain's start) and hash. `None` for anchors written before migration 21.
     pub prev: Option<(Option<i64>, [u8; 32])>,
+    /// Its partition is in the store again, restored for its source: its
+    /// entry must be there too.
+    pub restored: Option<String>,
 }
 
 /// Every anchor of the store, by chain and dropped id.
@@ -79,6 +84,19 @@ impl Anchors {
             .await?;
         anchors.partitions_dropped = counts.get::<_, i64>(0).max(0) as u64;
         anchors.partitions_restored = counts.get::<_, i64>(1).max(0) as u64;
+        // Partitions in the store again, and the sources restored into each.
+        let mut restored = std::collections::HashSet::new();
+        for row in tx
+            .query(
+                "SELECT name, restored_sources FROM pgtrail.partitions \
+                 WHERE dropped_at IS NULL AND cardinality(restored_sources) > 0",
+                &[],
+            )
+            .await?
+        {
+            let (name, sources): (String, Vec<i16>) = (row.try_get(0)?, row.try_get(1)?);
+            restored.extend(sources.into_iter().map(|s| (name.clone(), s)));
+        }
         let mut text = String::new();
         for row in tx
             .query(
@@ -131,6 +149,9 @@ impl Anchors {
                         hash,
                         entries: n.max(0) as u64,
                         prev,
+                        restored: restored
+                            .contains(&(partition.clone(), source))
+                            .then_some(partition),
                     },
                 );
         }
@@ -271,14 +292,20 @@ mod tests {
     fn an_anchor_without_a_predecessor_keeps_migration_18s_line() {
         let hash = [0xab; 32];
         let old = canonical_line("entries_p20260101", 0, 5, &hash, 3, None);
-        assert_eq!(old, format!("entries_p20260101 0 5 {} 3\n", "ab".repeat(32)));
+        assert_eq!(
+            old,
+            format!("entries_p20260101 0 5 {} 3\n", "ab".repeat(32))
+        );
         let at_start = canonical_line("p", 1, 5, &hash, 3, Some((None, &[0u8; 32][..])));
         assert_eq!(
             at_start,
             format!("p 1 5 {} 3 - {}\n", "ab".repeat(32), "00".repeat(32))
         );
         let after = canonical_line("p", 1, 9, &hash, 1, Some((Some(7), &[1u8; 32][..])));
-        assert!(after.ends_with(&format!(" 1 7 {}\n", "01".repeat(32))), "{after}");
+        assert!(
+            after.ends_with(&format!(" 1 7 {}\n", "01".repeat(32))),
+            "{after}"
+        );
     }
 
     #[test]

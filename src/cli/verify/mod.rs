@@ -322,6 +322,15 @@ impl Walk {
         let mut problems = Vec::new();
         let crossed = anchors.between(c, self.prev_id, next);
         for (id, anchor) in &crossed {
+            if let Some(partition) = &anchor.restored {
+                problems.push((
+                    *id,
+                    format!(
+                        "it was restored into partition {partition} from an archive, but it is \
+                         missing: it was deleted past pgtrail"
+                    ),
+                ));
+            }
             if let Some(prev) = anchor.prev {
                 let at = (self.prev_id, self.prev);
                 problems.extend(anchors::misplaced(*id, prev, at).map(|p| (*id, p)));
