@@ -34,6 +34,23 @@ pub(super) struct Anchor {
     pub restored: Option<String>,
 }
 
+impl Anchor {
+    /// What is wrong when a walk standing after `at` (its id, `None` at the
+    /// chain's start, and hash) crosses this anchor, of entry `id`: it is a
+    /// restored entry, missing; or its run followed another entry.
+    pub fn problems(&self, id: i64, at: (Option<i64>, [u8; 32])) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Some(partition) = &self.restored {
+            problems.push(format!(
+                "it was restored into partition {partition} from an archive, but it is missing: \
+                 it was deleted past pgtrail"
+            ));
+        }
+        problems.extend(self.prev.and_then(|prev| misplaced(id, prev, at)));
+        problems
+    }
+}
+
 /// Every anchor of the store, by chain and dropped id.
 #[derive(Debug, Default)]
 pub(super) struct Anchors {
@@ -218,9 +235,9 @@ fn canonical_line(
     line
 }
 
-/// What is wrong when a walk standing after `at` (its id, `None` at the
-/// chain's start, and hash) crosses anchor `id`, whose run followed `prev`.
-pub(super) fn misplaced(
+/// What is wrong when a walk standing after `at` crosses anchor `id`, whose
+/// run followed `prev`.
+fn misplaced(
     id: i64,
     prev: (Option<i64>, [u8; 32]),
     at: (Option<i64>, [u8; 32]),

@@ -311,8 +311,7 @@ impl Walk {
 impl Walk {
     /// Moves the walk past entries retention dropped before `next` (`None`:
     /// the chain's end): across each anchor in id order, counting its run,
-    /// on from its hash. Returns the anchors (by id) whose run followed
-    /// another entry than the one the walk stood at.
+    /// on from its hash. Returns what is wrong at the anchors, by id.
     fn cross_drops(
         &mut self,
         anchors: &anchors::Anchors,
@@ -322,19 +321,8 @@ impl Walk {
         let mut problems = Vec::new();
         let crossed = anchors.between(c, self.prev_id, next);
         for (id, anchor) in &crossed {
-            if let Some(partition) = &anchor.restored {
-                problems.push((
-                    *id,
-                    format!(
-                        "it was restored into partition {partition} from an archive, but it is \
-                         missing: it was deleted past pgtrail"
-                    ),
-                ));
-            }
-            if let Some(prev) = anchor.prev {
-                let at = (self.prev_id, self.prev);
-                problems.extend(anchors::misplaced(*id, prev, at).map(|p| (*id, p)));
-            }
+            let at = (self.prev_id, self.prev);
+            problems.extend(anchor.problems(*id, at).into_iter().map(|p| (*id, p)));
             self.prev = anchor.hash;
             self.prev_id = Some(*id);
             self.hashed = true;
