@@ -387,10 +387,10 @@ async fn restore_interleaved_partitions_dropped_one_after_the_other_and_drop_aga
     let (a, b) = (&t.a, &t.b);
     // A goes first, B (held) after it: B's archive and anchors meet A's cuts on both sides.
     t.hold(&b.name, true).await;
-    assert_eq!(t.retention().await, [a.name.clone()]);
+    assert_eq!(t.retention().await, [a.name.as_str()]);
     t.verify_matches(&[a], 0).await;
     t.hold(&b.name, false).await;
-    assert_eq!(t.retention().await, [b.name.clone()]);
+    assert_eq!(t.retention().await, [b.name.as_str()]);
     t.verify_matches(&[a, b], 0).await;
     let first = t.archive_of(b).await;
     let b_anchors = t.anchors(b).await;
@@ -401,7 +401,7 @@ async fn restore_interleaved_partitions_dropped_one_after_the_other_and_drop_aga
     t.verify_matches(&[a], 1).await;
     // Its hold over, B drops again with the same anchors, writing a second archive.
     t.hold(&b.name, false).await;
-    assert_eq!(t.retention().await, [b.name.clone()]);
+    assert_eq!(t.retention().await, [b.name.as_str()]);
     assert_eq!(t.anchors(b).await, b_anchors);
     t.verify_matches(&[a, b], 0).await;
     let second = t.archive_of(b).await;
@@ -424,17 +424,17 @@ async fn restore_then_drop_again_after_the_interleaved_neighbour_was_dropped() {
     let (a, b) = (&t.a, &t.b);
     // B goes first (A held) and comes back; A goes while B is restored.
     t.hold(&a.name, true).await;
-    assert_eq!(t.retention().await, [b.name.clone()]);
+    assert_eq!(t.retention().await, [b.name.as_str()]);
     let b_anchors = t.anchors(b).await;
     let b_file = t.archive_of(b).await;
     assert!(t.restore(&b_file, b).await);
     t.hold(&a.name, false).await;
-    assert_eq!(t.retention().await, [a.name.clone()]);
+    assert_eq!(t.retention().await, [a.name.as_str()]);
     t.verify_matches(&[a], 1).await;
 
     // B's hold over, it drops again: the same anchors as its first drop, though A is gone.
     t.hold(&b.name, false).await;
-    assert_eq!(t.retention().await, [b.name.clone()]);
+    assert_eq!(t.retention().await, [b.name.as_str()]);
     assert_eq!(t.anchors(b).await, b_anchors);
     t.verify_matches(&[a, b], 0).await;
 
@@ -451,7 +451,7 @@ async fn restore_then_drop_again_after_the_interleaved_neighbour_was_dropped() {
 async fn restore_interleaved_verify_names_an_entry_deleted_just_before_a_cut() {
     let t = two_interleaved().await;
     t.hold(&t.b.name, true).await;
-    assert_eq!(t.retention().await, [t.a.name.clone()]);
+    assert_eq!(t.retention().await, [t.a.name.as_str()]);
     t.verify_matches(&[&t.a], 0).await;
     // The chain still links across A's first cut (from its hash on), but the cut records the
     // entry its run followed.
@@ -507,13 +507,13 @@ async fn restore_and_verify_with_anchors_written_by_migration_18() {
     t.verify_matches(&[a], 0).await;
 
     // B by today's: its runs end at A's old anchors, and verify crosses both kinds.
-    assert_eq!(t.retention().await, [b.name.clone()]);
+    assert_eq!(t.retention().await, [b.name.as_str()]);
     t.verify_matches(&[a, b], 0).await;
     // A comes back, and drops again with its old anchors as they were.
     assert!(t.restore(&written.path, a).await);
     t.verify_matches(&[b], 1).await;
     t.hold(&a.name, false).await;
-    assert_eq!(t.retention().await, [a.name.clone()]);
+    assert_eq!(t.retention().await, [a.name.as_str()]);
     assert_eq!(t.anchors(a).await, a_anchors);
     t.verify_matches(&[a, b], 0).await;
     assert!(t.restore(&t.archive_of(b).await, b).await);
