@@ -89,8 +89,9 @@ pub struct Restored {
     pub file: PathBuf,
     #[serde(serialize_with = "hex_hash")]
     pub sha256: [u8; 32],
-    /// The file's SHA-256 is one the drop's event recorded: it is the very
-    /// file retention wrote.
+    /// The file's name and SHA-256 are those of an archive a drop of the
+    /// partition recorded (any of its drops, when it was dropped, restored
+    /// and dropped again): it is the very file retention wrote.
     pub archive_recorded: bool,
 }
 

@@ -6,6 +6,9 @@
 //! (from the first run's last entry on); after the last run, the chain's next
 //! entry must follow it, or, at the chain's end, the chain's head must be
 //! its hash; and an entry without a hash may only precede every hashed one.
+//! Where retention cut the chain (pgtrail.chain_anchors), it goes on from
+//! each cut's hash, as `pgtrail verify`'s walk does, and a cut that records
+//! its run's predecessor (migration 21) must be reached from that entry.
 //! So a range whose chain does not verify from the hash before it to the
 //! entry after it is never archived (and then dropped) as if it did.
 
@@ -21,6 +24,13 @@ use crate::store::stored::{StoredEntry, ENTRY_COLUMNS, ENTRY_COLUMN_COUNT};
 /// An entry of the chain: its id and hash.
 pub type Link = (i64, [u8; 32]);
 
+/// Where retention cut the chain: the run's last entry, and the entry its
+/// first followed (id, `None` at the chain's start, and hash) when recorded.
+struct Cut {
+    end: Link,
+    prev: Option<(Option<i64>, [u8; 32])>,
+}
+
 /// The statements that look around the range, in the writer's snapshot.
 pub struct Around<'t, 'c> {
     tx: &'t Transaction<'c>,
@@ -29,7 +39,8 @@ pub struct Around<'t, 'c> {
     before: Statement,
     /// The chain's entries after `$1` and before `$2`, in id order, at most `$3` (NULL: all).
     between: Statement,
-    /// Where retention cut the chain after `$1` and before `$2` (pgtrail.chain_anchors), in id order.
+    /// Where retention cut the chain after `$1` and before `$2` (pgtrail.chain_anchors), in id
+    /// order; not the anchors of a partition restored for this source, whose entries are there.
     cuts: Statement,
 }
 
@@ -65,8 +76,11 @@ impl<'t, 'c> Around<'t, 'c> {
             .await?;
         let cuts = tx
             .prepare(&format!(
-                "SELECT dropped_id, dropped_hash FROM pgtrail.chain_anchors \
-                 WHERE source = {} AND dropped_id > $1 AND dropped_id < $2 ORDER BY dropped_id",
+                "SELECT a.dropped_id, a.dropped_hash, a.prev_id, a.prev_hash FROM pgtrail.chain_anchors a \
+                 WHERE a.source = {} AND a.dropped_id > $1 AND a.dropped_id < $2 \
+                 AND NOT EXISTS (SELECT FROM pgtrail.partitions p WHERE p.name = a.partition \
+                   AND p.dropped_at IS NULL AND a.source = ANY (p.restored_sources)) \
+                 ORDER BY a.dropped_id",
                 range.source_id.0
             ))
             .await?;
@@ -174,16 +188,7 @@ impl<'t, 'c> Around<'t, 'c> {
         until: i64,
         limit: Option<i64>,
     ) -> Result<Followed, ArchiveError> {
-        let cut_rows = self.tx.query(&self.cuts, &[&from.0, &until]).await?;
-        let mut cuts = Vec::with_capacity(cut_rows.len());
-        for row in &cut_rows {
-            let id: i64 = row.try_get(0)?;
-            let hash: Vec<u8> = row.try_get(1)?;
-            let hash: [u8; 32] = hash
-                .try_into()
-                .map_err(|_| self.broken(id, "its anchor's hash is not 32 bytes".into()))?;
-            cuts.push((id, hash));
-        }
+        let cuts = self.cuts_between(from.0, until).await?;
         let mut cuts = cuts.into_iter().peekable();
         let params: [&(dyn ToSql + Sync); 3] = [&from.0, &until, &limit];
         let rows = self.tx.query_raw(&self.between, params).await?;
@@ -193,9 +198,9 @@ impl<'t, 'c> Around<'t, 'c> {
         while let Some(row) = rows.try_next().await? {
             let e = StoredEntry::from_row(&row);
             // Entries retention dropped before this one: the chain goes on
-            // from the last one's hash, as `pgtrail verify`'s walk does.
-            while let Some(cut) = cuts.next_if(|c| c.0 < e.id) {
-                last = cut;
+            // from each cut's hash, as `pgtrail verify`'s walk does.
+            while let Some(cut) = cuts.next_if(|c| c.end.0 < e.id) {
+                last = self.cross(last, &cut)?;
             }
             entries += 1;
             let hash: Option<Vec<u8>> = row.try_get(ENTRY_COLUMN_COUNT)?;
@@ -230,10 +235,61 @@ impl<'t, 'c> Around<'t, 'c> {
         // The stored entries ended before any limit: the chain went on
         // through the cuts after them.
         if limit.is_none_or(|n| entries < n.max(0) as u64) {
-            if let Some(cut) = cuts.last() {
-                last = cut;
+            for cut in cuts {
+                last = self.cross(last, &cut)?;
             }
         }
         Ok(Followed { last, entries })
+    }
+
+    /// Where retention cut the chain of the range's source between ids `after` and `before`.
+    async fn cuts_between(&self, after: i64, before: i64) -> Result<Vec<Cut>, ArchiveError> {
+        let rows = self.tx.query(&self.cuts, &[&after, &before]).await?;
+        let mut cuts = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let id: i64 = row.try_get(0)?;
+            let hash: Vec<u8> = row.try_get(1)?;
+            let prev_id: Option<i64> = row.try_get(2)?;
+            let prev_hash: Option<Vec<u8>> = row.try_get(3)?;
+            let not_32 =
+                |what: &str| self.broken(id, format!("its anchor's {what} is not 32 bytes"));
+            let hash: [u8; 32] = hash.try_into().map_err(|_| not_32("hash"))?;
+            let prev = match prev_hash {
+                Some(h) => Some((
+                    prev_id,
+                    h.try_into().map_err(|_| not_32("predecessor's hash"))?,
+                )),
+                None => None,
+            };
+            cuts.push(Cut {
+                end: (id, hash),
+                prev,
+            });
+        }
+        Ok(cuts)
+    }
+
+    /// The chain, standing at `last`, crosses `cut`: on from its hash, when
+    /// its run followed `last` (a cut at or before `last` is an entry
+    /// restored since, already followed).
+    fn cross(&self, last: Link, cut: &Cut) -> Result<Link, ArchiveError> {
+        if cut.end.0 <= last.0 {
+            return Ok(last);
+        }
+        if let Some((prev_id, prev_hash)) = cut.prev {
+            if (prev_id, prev_hash) != (Some(last.0), last.1) {
+                let from = prev_id.map_or("the chain's start".to_owned(), |p| format!("entry {p}"));
+                return Err(self.broken(
+                    cut.end.0,
+                    format!(
+                        "retention dropped it ending a run that followed {from}, but the chain \
+                         reaches it from entry {}: entries between them were deleted, inserted or \
+                         changed",
+                        last.0
+                    ),
+                ));
+            }
+        }
+        Ok(cut.end)
     }
 }

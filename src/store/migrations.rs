@@ -110,6 +110,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "an event's time within 5 minutes of the store's clock",
         include_str!("../../sql/store/0020_event_time.sql"),
     ),
+    (
+        21,
+        "retention's anchors: runs in the whole chain, each with its predecessor; every drop event in the ledger",
+        include_str!("../../sql/store/0021_anchor_runs.sql"),
+    ),
 ];
 
 /// The setting through which [`apply`] tells migration 15 the name of the

@@ -48,6 +48,7 @@ mod partitions;
 mod quarantine;
 mod reload;
 mod restore;
+mod restore_interleaved;
 mod retention;
 mod roles;
 mod signing;

@@ -28,39 +28,52 @@ const OLD: usize = 6;
 /// `n` `config` events `days` days back, a second apart, through record_event.
 async fn events_days_ago(store: &Client, days: i32, n: usize) {
     for k in 0..n {
-        let at: DateTime<Utc> = store
-            .query_one(
-                "SELECT date_trunc('milliseconds', now()) - make_interval(days => $1, secs => $2)",
-                &[&days, &(n as f64 - k as f64)],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        let context = format!(r#"{{"actor":"tester","remarks":"old event {k}"}}"#);
         let details = format!(r#"{{"event":"test","k":{k}}}"#);
-        let content = Content {
-            committed_at_micros: at.timestamp_micros(),
-            xid: None,
-            lsn: None,
-            schema: "pgtrail",
-            table: "config",
-            action: "EVENT",
-            primary_key: None,
-            before: None,
-            after: None,
-            changed_columns: None,
-            context: &context,
-            details: Some(&details),
-        };
-        store
-            .execute(
-                "SELECT pgtrail.record_event($1, 'config', NULL, NULL, NULL, NULL, $2::text::json, \
-                 $3::text::json, 'tester', NULL, $4)",
-                &[&at, &context, &details, &&content.digest()[..]],
-            )
-            .await
-            .unwrap();
+        let secs = n as f64 - k as f64;
+        event_days_ago(store, (days, secs), &format!("old event {k}"), &details).await;
     }
+}
+
+/// A `config` event `days` days and `secs` seconds back, through record_event with its
+/// digest computed by pgtrail's chain code, remarked `remarks`: its commit time.
+pub(crate) async fn event_days_ago(
+    store: &Client,
+    (days, secs): (i32, f64),
+    remarks: &str,
+    details: &str,
+) -> DateTime<Utc> {
+    let at: DateTime<Utc> = store
+        .query_one(
+            "SELECT date_trunc('milliseconds', now()) - make_interval(days => $1, secs => $2)",
+            &[&days, &secs],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let context = format!(r#"{{"actor":"tester","remarks":"{remarks}"}}"#);
+    let content = Content {
+        committed_at_micros: at.timestamp_micros(),
+        xid: None,
+        lsn: None,
+        schema: "pgtrail",
+        table: "config",
+        action: "EVENT",
+        primary_key: None,
+        before: None,
+        after: None,
+        changed_columns: None,
+        context: &context,
+        details: Some(details),
+    };
+    store
+        .execute(
+            "SELECT pgtrail.record_event($1, 'config', NULL, NULL, NULL, NULL, $2::text::json, \
+             $3::text::json, 'tester', NULL, $4)",
+            &[&at, &context, &details, &&content.digest()[..]],
+        )
+        .await
+        .unwrap();
+    at
 }
 
 /// A store with retention 90d whose old partition holds [`OLD`] events, and an archive of it.
@@ -117,7 +130,7 @@ async fn old_partition_archived() -> Old {
 }
 
 /// Every entry committed in `[from, to)`: id, hash and content, as text, in id order.
-async fn in_range(
+pub(crate) async fn in_range(
     store: &Client,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
@@ -153,7 +166,7 @@ async fn store_state(store: &Client) -> (i64, String, i64) {
     (r.get(0), r.get(1), r.get(2))
 }
 
-async fn json_of(env: &TestEnv, args: &[&str]) -> (i32, Value, CliOutput) {
+pub(crate) async fn json_of(env: &TestEnv, args: &[&str]) -> (i32, Value, CliOutput) {
     let out = env.trail.cli(args).await;
     let v = serde_json::from_str(&out.stdout).unwrap_or(Value::Null);
     (out.status.code().expect("exited by a signal"), v, out)

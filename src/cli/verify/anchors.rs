@@ -3,9 +3,14 @@
 //! chain, and checked together against the digest the newest drop's
 //! `retention` event records (the event itself is checked by the events
 //! chain's walk; older drops' events may be gone with their partitions). A walk
-//! meeting anchors between its previous entry and the next continues from
-//! the last one's hash and counts their dropped entries; an entry deleted
-//! any other way has no anchor and still breaks the chain.
+//! meeting anchors between its previous entry and the next crosses them in
+//! id order, counting their dropped entries, and goes on from the last one's
+//! hash; an anchor that records its run's predecessor (migration 21) must
+//! find the walk standing there, so entries deleted or inserted just before
+//! a cut are found too. An anchor of a partition restored for its source
+//! (the ledger's `restored_sources`) is met by its entry: crossing one means
+//! a restored entry is missing, deleted past pgtrail. An entry deleted any
+//! other way has no anchor and still breaks the chain.
 
 use std::collections::BTreeMap;
 
@@ -21,6 +26,29 @@ pub(super) struct Anchor {
     pub hash: [u8; 32],
     /// Dropped entries of the run it ends.
     pub entries: u64,
+    /// The entry the run's first followed in the chain: its id (`None` at the
+    /// chain's start) and hash. `None` for anchors written before migration 21.
+    pub prev: Option<(Option<i64>, [u8; 32])>,
+    /// Its partition is in the store again, restored for its source: its
+    /// entry must be there too.
+    pub restored: Option<String>,
+}
+
+impl Anchor {
+    /// What is wrong when a walk standing after `at` (its id, `None` at the
+    /// chain's start, and hash) crosses this anchor, of entry `id`: it is a
+    /// restored entry, missing; or its run followed another entry.
+    pub fn problems(&self, id: i64, at: (Option<i64>, [u8; 32])) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Some(partition) = &self.restored {
+            problems.push(format!(
+                "it was restored into partition {partition} from an archive, but it is missing: \
+                 it was deleted past pgtrail"
+            ));
+        }
+        problems.extend(self.prev.and_then(|prev| misplaced(id, prev, at)));
+        problems
+    }
 }
 
 /// Every anchor of the store, by chain and dropped id.
@@ -73,27 +101,60 @@ impl Anchors {
             .await?;
         anchors.partitions_dropped = counts.get::<_, i64>(0).max(0) as u64;
         anchors.partitions_restored = counts.get::<_, i64>(1).max(0) as u64;
+        // Partitions in the store again, and the sources restored into each.
+        let mut restored = std::collections::HashSet::new();
+        for row in tx
+            .query(
+                "SELECT name, restored_sources FROM pgtrail.partitions \
+                 WHERE dropped_at IS NULL AND cardinality(restored_sources) > 0",
+                &[],
+            )
+            .await?
+        {
+            let (name, sources): (String, Vec<i16>) = (row.try_get(0)?, row.try_get(1)?);
+            restored.extend(sources.into_iter().map(|s| (name.clone(), s)));
+        }
         let mut text = String::new();
         for row in tx
             .query(
-                "SELECT source, dropped_id, dropped_hash, dropped_entries, partition \
+                "SELECT source, dropped_id, dropped_hash, dropped_entries, partition, prev_id, prev_hash \
                  FROM pgtrail.chain_anchors ORDER BY source, dropped_id",
                 &[],
             )
             .await?
         {
-            let (source, id, hash, n, partition): (i16, i64, Vec<u8>, i64, String) =
-                (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
-            // The canonical text of sql/store/0018_retention.sql's anchor_digest.
-            text.push_str(&format!(
-                "{partition} {source} {id} {} {n}\n",
-                chain::hex(&hash)
+            let (source, id, hash, n, partition): (i16, i64, Vec<u8>, i64, String) = (
+                row.try_get(0)?,
+                row.try_get(1)?,
+                row.try_get(2)?,
+                row.try_get(3)?,
+                row.try_get(4)?,
+            );
+            let (prev_id, prev_hash): (Option<i64>, Option<Vec<u8>>) =
+                (row.try_get(5)?, row.try_get(6)?);
+            text.push_str(&canonical_line(
+                &partition,
+                source,
+                id,
+                &hash,
+                n,
+                prev_hash.as_deref().map(|h| (prev_id, h)),
             ));
             let Ok(hash) = <[u8; 32]>::try_from(hash.as_slice()) else {
                 problems.push(format!(
                     "the anchor of entry {id} ({partition}) has no 32-byte hash"
                 ));
                 continue;
+            };
+            let prev = match prev_hash.map(<[u8; 32]>::try_from) {
+                None => None,
+                Some(Ok(h)) => Some((prev_id, h)),
+                Some(Err(_)) => {
+                    problems.push(format!(
+                        "the anchor of entry {id} ({partition}) records a predecessor without a 32-byte hash"
+                    ));
+                    continue;
+                }
             };
             anchors
                 .by_chain
@@ -104,6 +165,10 @@ impl Anchors {
                     Anchor {
                         hash,
                         entries: n.max(0) as u64,
+                        prev,
+                        restored: restored
+                            .contains(&(partition.clone(), source))
+                            .then_some(partition),
                     },
                 );
         }
@@ -133,15 +198,70 @@ impl Anchors {
         Ok((anchors, problems))
     }
 
-    /// The anchors of chain `c` with `after < dropped_id < before`, in id order.
-    pub fn between(&self, c: Chain, after: Option<i64>, before: Option<i64>) -> Vec<&Anchor> {
+    /// The anchors of chain `c` with `after < dropped_id < before`, in id
+    /// order, with their ids.
+    pub fn between(
+        &self,
+        c: Chain,
+        after: Option<i64>,
+        before: Option<i64>,
+    ) -> Vec<(i64, &Anchor)> {
         let Some(list) = self.by_chain.get(&c) else {
             return Vec::new();
         };
         let low = after.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
         let high = before.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
-        list.range((low, high)).map(|(_, a)| a).collect()
+        list.range((low, high)).map(|(id, a)| (*id, a)).collect()
     }
+}
+
+/// One anchor's line of the canonical text whose SHA-256 each drop's event
+/// records (`pgtrail.anchor_digest()`, sql/store/0021_anchor_runs.sql): an
+/// anchor without a recorded predecessor keeps migration 18's line.
+fn canonical_line(
+    partition: &str,
+    source: i16,
+    id: i64,
+    hash: &[u8],
+    entries: i64,
+    prev: Option<(Option<i64>, &[u8])>,
+) -> String {
+    let mut line = format!("{partition} {source} {id} {} {entries}", chain::hex(hash));
+    if let Some((prev_id, prev_hash)) = prev {
+        let prev_id = prev_id.map_or("-".to_owned(), |p| p.to_string());
+        line.push_str(&format!(" {prev_id} {}", chain::hex(prev_hash)));
+    }
+    line.push('\n');
+    line
+}
+
+/// What is wrong when a walk standing after `at` crosses anchor `id`, whose
+/// run followed `prev`.
+fn misplaced(
+    id: i64,
+    prev: (Option<i64>, [u8; 32]),
+    at: (Option<i64>, [u8; 32]),
+) -> Option<String> {
+    if prev == at {
+        return None;
+    }
+    let name = |p: Option<i64>| p.map_or("the chain's start".to_owned(), |i| format!("entry {i}"));
+    Some(if prev.0 == at.0 {
+        format!(
+            "retention dropped a run of entries up to entry {id} that followed {} with hash {}, \
+             but that entry's hash is {} here: it was changed",
+            name(prev.0),
+            chain::hex(&prev.1),
+            chain::hex(&at.1)
+        )
+    } else {
+        format!(
+            "retention dropped a run of entries up to entry {id} that followed {}, but the chain \
+             reaches the cut from {}: entries between them were deleted or inserted past pgtrail",
+            name(prev.0),
+            name(at.0)
+        )
+    })
 }
 
 /// Where the chain stands before `from`: the id and hash of its last hashed
@@ -179,4 +299,45 @@ pub(super) async fn start_of(
         let hash: [u8; 32] = r.get::<_, Vec<u8>>(1).try_into().ok()?;
         Some((r.get(0), hash))
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_anchor_without_a_predecessor_keeps_migration_18s_line() {
+        let hash = [0xab; 32];
+        let old = canonical_line("entries_p20260101", 0, 5, &hash, 3, None);
+        assert_eq!(
+            old,
+            format!("entries_p20260101 0 5 {} 3\n", "ab".repeat(32))
+        );
+        let at_start = canonical_line("p", 1, 5, &hash, 3, Some((None, &[0u8; 32][..])));
+        assert_eq!(
+            at_start,
+            format!("p 1 5 {} 3 - {}\n", "ab".repeat(32), "00".repeat(32))
+        );
+        let after = canonical_line("p", 1, 9, &hash, 1, Some((Some(7), &[1u8; 32][..])));
+        assert!(
+            after.ends_with(&format!(" 1 7 {}\n", "01".repeat(32))),
+            "{after}"
+        );
+    }
+
+    #[test]
+    fn a_cut_reached_from_elsewhere_than_its_predecessor_is_named() {
+        let h = |b: u8| [b; 32];
+        assert_eq!(misplaced(9, (Some(7), h(7)), (Some(7), h(7))), None);
+        assert_eq!(misplaced(9, (None, h(0)), (None, h(0))), None);
+        let deleted = misplaced(9, (Some(7), h(7)), (Some(5), h(5))).unwrap_or_default();
+        assert!(
+            deleted.contains("followed entry 7") && deleted.contains("from entry 5"),
+            "{deleted}"
+        );
+        let start = misplaced(9, (None, h(0)), (Some(5), h(5))).unwrap_or_default();
+        assert!(start.contains("followed the chain's start"), "{start}");
+        let changed = misplaced(9, (Some(7), h(7)), (Some(7), h(8))).unwrap_or_default();
+        assert!(changed.contains("it was changed"), "{changed}");
+    }
 }

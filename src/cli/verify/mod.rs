@@ -207,7 +207,9 @@ pub async fn run(config: &Config, req: &Request) -> Result<Report> {
             .entry(c)
             .or_insert_with(|| Walk::new(format!("unknown source {}", c.0 .0), None));
         let name = walk.name.clone();
-        walk.cross_drops(&anchors, c, Some(id));
+        for (cut, problem) in walk.cross_drops(&anchors, c, Some(id)) {
+            push_break(&mut report, Some(cut), &name, problem);
+        }
         for problem in check(&stored, walk, &mut report) {
             push_break(&mut report, Some(id), &name, problem);
         }
@@ -218,7 +220,9 @@ pub async fn run(config: &Config, req: &Request) -> Result<Report> {
     if req.to.is_none() {
         for (c, walk) in walks.iter_mut() {
             // A chain whose newest entries were all dropped ends at its last anchor.
-            walk.cross_drops(&anchors, *c, None);
+            for (cut, problem) in walk.cross_drops(&anchors, *c, None) {
+                push_break(&mut report, Some(cut), &walk.name, problem);
+            }
         }
         for (c, walk) in &walks {
             for problem in heads::problems(&tx, *c, walk, req.from.is_none()).await? {
@@ -306,18 +310,28 @@ impl Walk {
 
 impl Walk {
     /// Moves the walk past entries retention dropped before `next` (`None`:
-    /// the chain's end): on from the last anchor's hash, counting them.
-    fn cross_drops(&mut self, anchors: &anchors::Anchors, c: Chain, next: Option<i64>) {
+    /// the chain's end): across each anchor in id order, counting its run,
+    /// on from its hash. Returns what is wrong at the anchors, by id.
+    fn cross_drops(
+        &mut self,
+        anchors: &anchors::Anchors,
+        c: Chain,
+        next: Option<i64>,
+    ) -> Vec<(i64, String)> {
+        let mut problems = Vec::new();
         let crossed = anchors.between(c, self.prev_id, next);
-        let Some(last) = crossed.last() else {
-            return;
-        };
-        self.prev = last.hash;
-        self.hashed = true;
-        self.report.dropped += crossed.iter().map(|a| a.entries).sum::<u64>();
-        if next.is_none() {
+        for (id, anchor) in &crossed {
+            let at = (self.prev_id, self.prev);
+            problems.extend(anchor.problems(*id, at).into_iter().map(|p| (*id, p)));
+            self.prev = anchor.hash;
+            self.prev_id = Some(*id);
+            self.hashed = true;
+            self.report.dropped += anchor.entries;
+        }
+        if let (None, Some((_, last))) = (next, crossed.last()) {
             self.report.last_hash = Some(chain::hex(&last.hash));
         }
+        problems
     }
 
     /// The entries of the chain so far, present and dropped: its position.

@@ -1,8 +1,9 @@
 //! Retention: old entries go a whole partition at a time, never row by row,
 //! and every chain stays verifiable across the cut (`pgtrail.drop_partition`,
-//! migration 18, writes an anchor per chain run it cuts and records the drop
-//! in the events chain). This module holds what the config, `setup` and the
-//! pass share.
+//! migrations 18 and 21, writes an anchor per chain run it cuts, with the
+//! entry the run followed, and records the drop in the events chain; a
+//! restored partition dropped again keeps its first drop's anchors). This
+//! module holds what the config, `setup` and the pass share.
 
 pub mod archives;
 pub mod candidate;
