@@ -214,10 +214,12 @@ async fn the_book_of_keys_follows_the_chain_heads_and_counts_what_it_reads() {
             "{dbs:?}"
         );
     }
-    assert!(key_columns(&store, &us_only, &[first.clone()], Some(&book))
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(
+        key_columns(&store, &us_only, std::slice::from_ref(&first), Some(&book))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // Nothing stored since: the book is read from the heads alone, no partition.
     store.batch_execute("BEGIN").await.unwrap();

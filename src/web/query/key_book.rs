@@ -34,9 +34,19 @@ use std::sync::{Arc, Mutex};
 
 use tokio_postgres::{Client, Row};
 
-use super::keys::ALL_TABLES;
 use crate::table::TableName;
 use crate::web::error::WebError;
+
+/// `t(schema_name, table_name)`: every table with entries, found by skipping
+/// through the index on `(schema_name, table_name, id)`, one probe per table
+/// however many entries each has.
+pub(super) const ALL_TABLES: &str = "WITH RECURSIVE t(schema_name, table_name) AS ( \
+       (SELECT schema_name, table_name FROM pgtrail.entries ORDER BY 1, 2 LIMIT 1) \
+     UNION ALL \
+       SELECT n.schema_name, n.table_name FROM t, LATERAL ( \
+         SELECT schema_name, table_name FROM pgtrail.entries e \
+         WHERE (e.schema_name, e.table_name) > (t.schema_name, t.table_name) \
+         ORDER BY 1, 2 LIMIT 1) n) ";
 
 /// How many ids past the lowest mark of the sources that moved a reading
 /// looks at: entries stored further on make it read the book afresh, which

@@ -4,7 +4,7 @@
 
 use tokio_postgres::Client;
 
-use super::key_book::KeyBook;
+use super::key_book::{KeyBook, ALL_TABLES};
 use super::params::Filter;
 use crate::store::sources::ENTRY_SOURCE_SQL;
 use crate::table::TableName;
@@ -100,17 +100,6 @@ impl PkMatch {
         Ok(m)
     }
 }
-
-/// `t(schema_name, table_name)`: every table with entries, found by skipping
-/// through the index on `(schema_name, table_name, id)`, one probe per table
-/// however many entries each has.
-pub(super) const ALL_TABLES: &str = "WITH RECURSIVE t(schema_name, table_name) AS ( \
-       (SELECT schema_name, table_name FROM pgtrail.entries ORDER BY 1, 2 LIMIT 1) \
-     UNION ALL \
-       SELECT n.schema_name, n.table_name FROM t, LATERAL ( \
-         SELECT schema_name, table_name FROM pgtrail.entries e \
-         WHERE (e.schema_name, e.table_name) > (t.schema_name, t.table_name) \
-         ORDER BY 1, 2 LIMIT 1) n) ";
 
 /// Every table with entries, in name order.
 pub async fn all_tables(client: &Client) -> Result<Vec<TableName>, WebError> {
