@@ -10,6 +10,10 @@
 //! larger id than its last (capture is stopped from the loss to the new
 //! slot), so in id order, the order of the log, a gap lies just before its
 //! first event ([`Gap::anchor`]); only pgtrail's own events fall inside.
+//!
+//! Reading them probes the table index of every partition (gap events can be
+//! of any time), and the web view needs them for every log page: [`Cache`]
+//! reads them again only when the events chain has moved.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -112,15 +116,69 @@ impl GapEvent {
     }
 }
 
+/// The gaps as last read ([`list`]), and the head of the events chain
+/// (`pgtrail.chain_heads`, source 0: its hash and count) they were read
+/// under; while the head is the same, so are they.
+///
+/// Why the head says it: a `gap` event is one of pgtrail's own (source 0, as
+/// [`list`] reads them), and every one of those is recorded through
+/// `pgtrail.record_event`, which moves the head in the same transaction; the
+/// only other ways events come or go, a partition dropped or restored,
+/// record an event too. So with the head unchanged no gap event was added or
+/// removed. The head is read before the gaps: an event committed in between
+/// is in the list and has moved the head, so the next reading reads again;
+/// the other way round a list could be kept without it.
+#[derive(Debug, Default)]
+pub struct Cache {
+    last: std::sync::Mutex<Option<(Head, Vec<Gap>)>>,
+}
+
+/// The events chain's head: its hash and how many entries it has.
+type Head = (Vec<u8>, i64);
+
+impl Cache {
+    /// Every recorded gap, oldest first, as [`list`] reads them: from the
+    /// last reading while the events chain's head has not moved since.
+    pub async fn list<C: GenericClient>(&self, client: &C) -> Result<Vec<Gap>, StoreError> {
+        let head: Option<Head> = match client
+            .query_opt(
+                "SELECT hash, entries FROM pgtrail.chain_heads WHERE source = 0",
+                &[],
+            )
+            .await?
+        {
+            Some(row) => Some((row.try_get(0)?, row.try_get(1)?)),
+            // No events chain yet: nothing to key a reading on.
+            None => None,
+        };
+        if let Some(head) = &head {
+            // A holder of the lock never panics, so a poisoned one still holds a whole value.
+            let last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((seen, gaps)) = last.as_ref() {
+                if seen == head {
+                    return Ok(gaps.clone());
+                }
+            }
+        }
+        let gaps = list(client).await?;
+        if let Some(head) = head {
+            *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some((head, gaps.clone()));
+        }
+        Ok(gaps)
+    }
+}
+
 /// Every recorded gap, oldest first.
 pub async fn list<C: GenericClient>(client: &C) -> Result<Vec<Gap>, StoreError> {
-    // The (schema_name, table_name, id) index leads to the few gap events.
+    // The (schema_name, table_name, id) index leads to the few gap events;
+    // pgtrail's own (source 0) alone, as [`Cache`] relies on.
     let rows = client
         .query(
             "SELECT id, committed_at, details::text, \
                     coalesce(details->>'source', (SELECT name FROM pgtrail.sources WHERE id = 1), '') \
              FROM pgtrail.entries \
-             WHERE schema_name = 'pgtrail' AND table_name = 'gap' AND action = 'EVENT' ORDER BY id",
+             WHERE schema_name = 'pgtrail' AND table_name = 'gap' AND action = 'EVENT' AND source = 0 \
+             ORDER BY id",
             &[],
         )
         .await?;

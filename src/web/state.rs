@@ -45,6 +45,10 @@ struct Inner {
     tables: Mutex<Option<(Instant, KnownTables)>>,
     /// The names of the store's capture sources, refreshed at most once a minute.
     sources: Mutex<Option<(Instant, Arc<Vec<String>>)>>,
+    /// The audit gaps, read again only when the events chain moves.
+    gaps: crate::store::gaps::Cache,
+    /// The tables' keys, for matching a key value, kept up to date by id.
+    key_book: query::KeyBook,
 }
 
 /// The store's tables for the filter's suggestions: each as shown, and its name.
@@ -73,6 +77,8 @@ impl AppState {
             live_streams: LiveStreams::default(),
             tables: Mutex::new(None),
             sources: Mutex::new(None),
+            gaps: Default::default(),
+            key_book: Default::default(),
         }))
     }
 
@@ -82,6 +88,16 @@ impl AppState {
 
     pub fn writer(&self) -> &Pool {
         &self.0.writer
+    }
+
+    /// The audit gaps' reading, shared by every page that shows them.
+    pub fn gaps(&self) -> &crate::store::gaps::Cache {
+        &self.0.gaps
+    }
+
+    /// The tables' keys, shared by every request matching a key value.
+    pub fn key_book(&self) -> &query::KeyBook {
+        &self.0.key_book
     }
 
     pub fn auth(&self) -> Arc<access::AuthState> {

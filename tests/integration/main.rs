@@ -75,6 +75,7 @@ mod web_history;
 mod web_limits;
 mod web_load;
 mod web_paging;
+mod web_partitioned;
 mod web_search;
 mod web_signin_throttle;
 mod web_view_details;

@@ -272,13 +272,16 @@ async fn as_of_takes_any_time_says_unknown_across_a_gap_and_refuses_a_bad_time()
     assert!(s.html.contains("2000-01-01 10:00:00.000000 UTC"));
 
     // A slot lost a second after the entry, capture not resumed: pgtrail's gap event as the
-    // daemon writes it. From then on the row's state is not known, and the timeline says so.
+    // daemon writes it, through record_event (which moves the events chain's head, as the web
+    // view's reading of gaps relies on). From then on the row's state is not known, and the
+    // timeline says so.
     store
         .execute(
-            "INSERT INTO pgtrail.entries (committed_at, schema_name, table_name, action, context, source, details) \
-             SELECT now(), 'pgtrail', 'gap', 'EVENT', '{\"source\": \"pgtrail\"}', 0, json_build_object('event', 'slot_lost', \
+            "SELECT pgtrail.record_event(now(), 'gap', NULL, NULL, NULL, NULL, '{\"source\": \"pgtrail\"}', \
+             json_build_object('event', 'slot_lost', \
              'slot', 'pgtrail', 'found', 'the slot was invalidated', 'last_stored_lsn', '0/10', \
-             'last_stored_commit', to_char((committed_at + interval '1 second') AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')) \
+             'last_stored_commit', to_char((committed_at + interval '1 second') AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')), \
+             NULL, NULL, sha256('a test gap'::bytea)) \
              FROM pgtrail.entries WHERE id = $1",
             &[&ids[0]],
         )

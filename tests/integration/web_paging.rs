@@ -209,6 +209,7 @@ async fn counts_are_exact_then_capped(web: &Web, store: &Client, total: usize) {
         )
         .await
         .unwrap();
+    count_in_chain(store, row_keys.len() as i64).await;
     assert_eq!(count_text(&web.page("/").await), "more than 10,000 entries");
     assert_eq!(
         count_text(&web.page("/?table=bulk.t&pk=77").await),

@@ -21,7 +21,7 @@ use super::log::rows::short_time;
 use super::AppState;
 use crate::health::service_status::bytes;
 use crate::store::capture_state::{self, Reported, SourceSide};
-use crate::store::gaps::{self, Gap};
+use crate::store::gaps::Gap;
 use crate::store::quarantine::{self, Summary};
 
 /// What the store says of capture's health.
@@ -40,7 +40,7 @@ pub struct Health {
 pub async fn load(state: &AppState, admin: bool) -> Result<Health, WebError> {
     let client = state.pool().get().await?;
     let states = capture_state::read_all(&*client).await?;
-    let gaps = gaps::list(&*client).await?;
+    let gaps = state.gaps().list(&*client).await?;
     let quarantine = if admin {
         Some(quarantine::summaries(&*client).await?)
     } else {

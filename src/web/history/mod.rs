@@ -31,10 +31,12 @@ use super::diff::{self, Members};
 use super::entry::{DiffView, Facts, DIFF_BUDGET};
 use super::error::WebError;
 use super::health::GapView;
-use super::query::{self, key_columns, key_texts, url, PkMatch, Sql, RARE_ACTIONS as RARE};
+use super::query::{
+    self, key_columns, key_texts, url, KeyBook, PkMatch, Sql, RARE_ACTIONS as RARE,
+};
 use super::AppState;
 use crate::auth::Role;
-use crate::store::gaps::{self, Gap};
+use crate::store::gaps::Gap;
 use crate::store::sources::{self, ENTRY_SOURCE_SQL};
 use crate::store::stored::{StoredEntry, ENTRY_COLUMNS};
 use crate::table::TableName;
@@ -180,33 +182,42 @@ impl Params {
     }
 }
 
-/// `SELECT … FROM pgtrail.entries WHERE <the row, in the viewer's scope>`.
-async fn row_query(client: &Client, params: &Params, who: &Principal) -> Result<Sql, WebError> {
+/// The stored key texts the row's `pk` can be: the JSON as given, or a
+/// value as the key of the table in each source (of `params.db`, or all).
+/// Read once per request: each source's key is a probe of every partition.
+async fn row_texts(
+    client: &Client,
+    book: &KeyBook,
+    params: &Params,
+) -> Result<Vec<String>, WebError> {
     let (table, pk) = (&params.table, &params.pk);
-    let texts = if pk.starts_with('{') {
-        vec![query::minify_json(pk)]
-    } else {
-        // Each source's own key: a value is the key of a row in a source
-        // whose table has a one-column key.
-        let dbs: Vec<String> = params.db.iter().cloned().collect();
-        let keys = key_columns(client, table, &dbs).await?;
-        let texts: Vec<String> = keys
-            .iter()
-            .flat_map(|cols| key_texts(cols, pk))
-            .flatten()
-            .collect();
-        match keys.first() {
-            Some(cols) if texts.is_empty() => {
-                return Err(WebError::bad(format!(
-                    "the key of {} has the columns {}; give the whole key as JSON, e.g. pk={{\"{}\":…}}",
-                    query::table_param(table),
-                    cols.join(", "),
-                    cols.join("\":…,\"")
-                )))
-            }
-            _ => texts,
-        }
-    };
+    if pk.starts_with('{') {
+        return Ok(vec![query::minify_json(pk)]);
+    }
+    // Each source's own key: a value is the key of a row in a source
+    // whose table has a one-column key.
+    let dbs: Vec<String> = params.db.iter().cloned().collect();
+    let keys = key_columns(client, table, &dbs, Some(book)).await?;
+    let texts: Vec<String> = keys
+        .iter()
+        .flat_map(|cols| key_texts(cols, pk))
+        .flatten()
+        .collect();
+    match keys.first() {
+        Some(cols) if texts.is_empty() => Err(WebError::bad(format!(
+            "the key of {} has the columns {}; give the whole key as JSON, e.g. pk={{\"{}\":…}}",
+            query::table_param(table),
+            cols.join(", "),
+            cols.join("\":…,\"")
+        ))),
+        _ => Ok(texts),
+    }
+}
+
+/// `SELECT … FROM pgtrail.entries WHERE <the row, in the viewer's scope>`,
+/// the row's key being one of `texts` ([`row_texts`]).
+fn row_query(params: &Params, texts: &[String], who: &Principal) -> Sql {
+    let table = &params.table;
     let mut sql = Sql::new(format!(
         "SELECT {ENTRY_COLUMNS} FROM pgtrail.entries WHERE true"
     ));
@@ -217,26 +228,30 @@ async fn row_query(client: &Client, params: &Params, who: &Principal) -> Result<
         ..Default::default()
     };
     let resolved = query::Resolved {
-        pk: Some(PkMatch::rows(table, texts)),
+        pk: Some(PkMatch::rows(table, texts.to_vec())),
         ..Default::default()
     };
     filter.push_where(&mut sql, &resolved, Utc::now());
-    Ok(sql)
+    sql
 }
 
-/// `params` with its source database: the one asked for (a name the store
-/// does not know is a 400), else the one source whose entries of the row
-/// the viewer may see; a row found in several is a 400 naming them.
+/// `params` with its source database and the row's key texts in it: the
+/// one asked for (a name the store does not know is a 400), else the one
+/// source whose entries of the row the viewer may see; a row found in
+/// several is a 400 naming them.
 async fn one_source(
     client: &Client,
+    book: &KeyBook,
     mut params: Params,
     who: &Principal,
-) -> Result<Params, WebError> {
+) -> Result<(Params, Vec<String>), WebError> {
     if let Some(db) = &params.db {
         query::resolve::check_sources(client, std::slice::from_ref(db)).await?;
-        return Ok(params);
+        let texts = row_texts(client, book, &params).await?;
+        return Ok((params, texts));
     }
-    let mut sql = row_query(client, &params, who).await?;
+    let texts = row_texts(client, book, &params).await?;
+    let mut sql = row_query(&params, &texts, who);
     sql.text = sql
         .text
         .replacen(ENTRY_COLUMNS, &format!("DISTINCT {ENTRY_SOURCE_SQL}"), 1);
@@ -266,8 +281,11 @@ async fn one_source(
             .into_iter()
             .find(|(s, _)| s.0 == id)
             .map(|(_, name)| name);
+        // The row's key in its own source, as a link naming it would read it.
+        let texts = row_texts(client, book, &params).await?;
+        return Ok((params, texts));
     }
-    Ok(params)
+    Ok((params, texts))
 }
 
 /// `GET /history?table=S.T&pk=…[&db=NAME][&after=ID][&as_of=TIME]`
@@ -291,8 +309,8 @@ pub async fn page(
         return Err(no_entries(&params));
     }
     let client = state.pool().get().await?;
-    let params = one_source(&client, params, &who).await?;
-    let mut sql = row_query(&client, &params, &who).await?;
+    let (params, texts) = one_source(&client, state.key_book(), params, &who).await?;
+    let mut sql = row_query(&params, &texts, &who);
     let a = sql.param(params.after);
     let limit = sql.param(HISTORY_PAGE + 1);
     sql.text
@@ -306,7 +324,7 @@ pub async fn page(
     }
     // Versions before this page, to number its versions.
     let earlier: i64 = if params.after > 0 {
-        let mut count = row_query(&client, &params, &who).await?;
+        let mut count = row_query(&params, &texts, &who);
         count.text = count.text.replacen(ENTRY_COLUMNS, "count(*)", 1);
         let a = count.param(params.after);
         count.text.push_str(&format!(" AND id <= {a}"));
@@ -315,13 +333,13 @@ pub async fn page(
         0
     };
     // The gaps of the row's source only: another's say nothing of this row.
-    let mut gaps = gaps::list(&*client).await?;
+    let mut gaps = state.gaps().list(&*client).await?;
     if let Some(source) = entries.first().map(|e| e.source.clone()) {
         gaps.retain(|g| g.source == source);
     }
     let as_of = match &params.as_of {
         Some((at, text)) => {
-            let chain = row_query(&client, &params, &who).await?;
+            let chain = row_query(&params, &texts, &who);
             Some(load_as_of(&client, chain, &params, &gaps, *at, text).await?)
         }
         None => None,

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio_postgres::Client;
+use tokio_postgres::GenericClient;
 
 use super::windows::IdWindows;
 use crate::store::stored::{StoredEntry, ENTRY_COLUMN_COUNT};
@@ -62,19 +62,25 @@ pub fn asked<T>(
     Ok((q, now, taken))
 }
 
-/// Resolves `filter` ([`Filter::resolve`]) on a connection of the pool.
+/// Resolves `filter` ([`Filter::resolve`]) on a connection of the pool, a
+/// key through the web view's book of keys.
 pub async fn resolve(
     state: &AppState,
     filter: &Filter,
     now: DateTime<Utc>,
 ) -> Result<Resolved, WebError> {
     let client = state.pool().get().await?;
-    filter.resolve(&client, now).await
+    filter
+        .resolve_with(&client, now, Some(state.key_book()))
+        .await
 }
 
 /// The ids that `r` leaves to read, `[lo, hi)`: its bounds narrowed to the
 /// ids the store holds.
-pub(super) async fn id_range(client: &Client, r: &Resolved) -> Result<(i64, i64), WebError> {
+pub(super) async fn id_range<C: GenericClient>(
+    client: &C,
+    r: &Resolved,
+) -> Result<(i64, i64), WebError> {
     let bounds = client
         .query_one(
             "SELECT coalesce(min(id), 0), coalesce(max(id), 0) + 1 FROM pgtrail.entries",
@@ -181,7 +187,7 @@ async fn search_page(
     let client = state.pool().get_slow().await?;
     let desc = q.sort.dir == Dir::Desc;
     // The ids to read: [lo, hi).
-    let (mut lo, mut hi) = id_range(&client, r).await?;
+    let (mut lo, mut hi) = id_range(&*client, r).await?;
     if let Some(c) = &q.cursor {
         if desc {
             hi = hi.min(c.id);
@@ -280,11 +286,14 @@ pub async fn count(state: &AppState, q: &LogQuery, r: &Resolved, now: DateTime<U
             .pool()
             .get_within(Lane::Slow, COUNT_BUDGET / 4)
             .await?;
-        let (bottom, upper) = id_range(&client, r).await?;
         let mut tx = client.transaction().await?;
         tx.batch_execute("SET LOCAL statement_timeout = '1s'")
             .await?;
-        if q.filter.q.is_none() && upper > bottom {
+        // The whole statement needs no narrowing to the ids the store holds
+        // (a probe of every partition's primary key at each end): only the
+        // windows do.
+        let (lo, hi) = (r.lo.unwrap_or(i64::MIN), r.hi.unwrap_or(i64::MAX));
+        if q.filter.q.is_none() && hi > lo {
             // One statement over all ids first: where an index leads to the
             // matches (a table, an actor, a row) it reads at most COUNT_CAP
             // index entries, far quicker than windows from the newest end.
@@ -297,7 +306,7 @@ pub async fn count(state: &AppState, q: &LogQuery, r: &Resolved, now: DateTime<U
                     COUNT_WHOLE_TRY.as_millis()
                 ))
                 .await?;
-            let sql = q.count_sql(r, now, bottom, upper, COUNT_CAP + 1);
+            let sql = q.count_sql(r, now, lo, hi, COUNT_CAP + 1);
             match whole.query_one(&sql.text, &sql.refs()).await {
                 Ok(row) => {
                     let n: i64 = row.get(0);
@@ -314,6 +323,7 @@ pub async fn count(state: &AppState, q: &LogQuery, r: &Resolved, now: DateTime<U
                 Err(e) => return Err(e.into()),
             }
         }
+        let (bottom, upper) = id_range(&tx, r).await?;
         let mut ids = IdWindows::new((bottom, upper), true, FIRST_WINDOW, started, COUNT_BUDGET);
         while let Some((lower, upper)) = ids.next() {
             let sql = q.count_sql(r, now, lower, upper, COUNT_CAP + 1 - found);

@@ -159,7 +159,7 @@ pub async fn tally(
     };
     let mut tally = Tally::default();
     let run = async {
-        let (bottom, upper) = id_range(&client, r).await?;
+        let (bottom, upper) = id_range(&*client, r).await?;
         let slices = range(&client, q, now, bottom).await?;
         tally.bars = vec![0; slices.count];
         tally.slices = Some(slices.clone());

@@ -4,6 +4,7 @@
 
 use tokio_postgres::Client;
 
+use super::key_book::{KeyBook, ALL_TABLES};
 use super::params::Filter;
 use crate::store::sources::ENTRY_SOURCE_SQL;
 use crate::table::TableName;
@@ -100,17 +101,6 @@ impl PkMatch {
     }
 }
 
-/// `t(schema_name, table_name)`: every table with entries, found by skipping
-/// through the index on `(schema_name, table_name, id)`, one probe per table
-/// however many entries each has.
-const ALL_TABLES: &str = "WITH RECURSIVE t(schema_name, table_name) AS ( \
-       (SELECT schema_name, table_name FROM pgtrail.entries ORDER BY 1, 2 LIMIT 1) \
-     UNION ALL \
-       SELECT n.schema_name, n.table_name FROM t, LATERAL ( \
-         SELECT schema_name, table_name FROM pgtrail.entries e \
-         WHERE (e.schema_name, e.table_name) > (t.schema_name, t.table_name) \
-         ORDER BY 1, 2 LIMIT 1) n) ";
-
 /// Every table with entries, in name order.
 pub async fn all_tables(client: &Client) -> Result<Vec<TableName>, WebError> {
     let rows = client
@@ -130,7 +120,9 @@ pub async fn all_tables(client: &Client) -> Result<Vec<TableName>, WebError> {
 /// (all capture sources, or those named in `dbs`), each source's own taken
 /// from its newest entry of the table that has a key, since a table of one
 /// name can be keyed differently in two source databases; `None` when no
-/// entry of the table has a key.
+/// entry of the table has a key. With `book` (the web view's), from it
+/// ([`KeyBook`]), which leaves out the tables without keyed entries: no key
+/// value can match those.
 ///
 /// A key value matches a row when it matches the row's own key, so the
 /// filter may try every source's key on every source's rows: a key text
@@ -139,7 +131,12 @@ pub async fn tables_with_keys(
     client: &Client,
     only: Option<&[TableName]>,
     dbs: &[String],
+    book: Option<&KeyBook>,
 ) -> Result<Vec<(TableName, Option<Vec<String>>)>, WebError> {
+    if let Some(book) = book {
+        let keys = book.read(client).await?.keys(only, dbs);
+        return Ok(fold_keys(keys.into_iter().map(|(t, k)| (t, Some(k)))));
+    }
     // One probe per table and source, newest first through the table index.
     // Source 0 (pgtrail's events) has no keyed entries.
     let keys = format!(
@@ -172,12 +169,24 @@ pub async fn tables_with_keys(
                 .await?
         }
     };
-    let mut out: Vec<(TableName, Option<Vec<String>>)> = Vec::new();
+    let mut found = Vec::with_capacity(rows.len());
     for r in &rows {
-        let table = TableName::new(r.get::<_, String>(0), r.get::<_, String>(1));
-        let key = r
-            .get::<_, Option<String>>(2)
-            .map(|text| crate::web::diff::object_keys(&text));
+        found.push((
+            TableName::new(r.try_get::<_, String>(0)?, r.try_get::<_, String>(1)?),
+            r.try_get::<_, Option<String>>(2)?,
+        ));
+    }
+    Ok(fold_keys(found))
+}
+
+/// Each table's keys from its sources' key texts, in order: a table once
+/// per distinct key (once with `None` when no source has a key of it).
+fn fold_keys(
+    found: impl IntoIterator<Item = (TableName, Option<String>)>,
+) -> Vec<(TableName, Option<Vec<String>>)> {
+    let mut out: Vec<(TableName, Option<Vec<String>>)> = Vec::new();
+    for (table, text) in found {
+        let key = text.map(|text| crate::web::diff::object_keys(&text));
         let known = out.iter_mut().find(|(t, _)| *t == table);
         match (known, key) {
             (None, key) => out.push((table, key)),
@@ -193,7 +202,7 @@ pub async fn tables_with_keys(
             }
         }
     }
-    Ok(out)
+    out
 }
 
 /// The keys of a table among the sources (all, or those named in `dbs`):
@@ -203,8 +212,9 @@ pub async fn key_columns(
     client: &Client,
     table: &TableName,
     dbs: &[String],
+    book: Option<&KeyBook>,
 ) -> Result<Vec<Vec<String>>, WebError> {
-    let found = tables_with_keys(client, Some(std::slice::from_ref(table)), dbs).await?;
+    let found = tables_with_keys(client, Some(std::slice::from_ref(table)), dbs, book).await?;
     Ok(found.into_iter().filter_map(|(_, key)| key).collect())
 }
 
@@ -261,10 +271,14 @@ impl Filter {
     /// finds it. A single value in a composite key is looked for only in the
     /// tables filtered on, through their own index: across every table it
     /// would read all their entries.
-    pub async fn pk_match(&self, client: &Client) -> Result<Option<PkMatch>, WebError> {
+    pub async fn pk_match(
+        &self,
+        client: &Client,
+        book: Option<&KeyBook>,
+    ) -> Result<Option<PkMatch>, WebError> {
         let Some(pk) = &self.pk else { return Ok(None) };
         let only = (!self.tables.is_empty()).then_some(self.tables.as_slice());
-        let mut tables = tables_with_keys(client, only, &self.dbs).await?;
+        let mut tables = tables_with_keys(client, only, &self.dbs, book).await?;
         tables.retain(|(t, _)| self.scope.allows_table(t));
         PkMatch::new(pk, &tables, only.is_some()).map(Some)
     }

@@ -11,7 +11,8 @@
 //! - [`resolve`]: what the filters need from the store first (the id range of
 //!   a time filter, the key match);
 //! - [`keys`]: matching a primary-key value ([`PkMatch`]) and the key columns
-//!   of the stored tables;
+//!   of the stored tables; [`key_book`]: those kept by the web view between
+//!   requests, brought up to date from the entries stored since;
 //! - [`search`]: the search box's `key:value` line, read into the same
 //!   parameters as the filter form and written back from a filter;
 //! - [`events`]: pgtrail's own events, left out of a view unless it asks.
@@ -41,6 +42,7 @@
 //! instead (see `log::fetch::fetch_page`).
 
 pub mod events;
+pub mod key_book;
 pub mod keys;
 pub mod order;
 pub mod params;
@@ -51,6 +53,7 @@ pub mod sql;
 pub mod statement;
 
 pub use events::Events;
+pub use key_book::KeyBook;
 pub use keys::{all_tables, key_columns, key_texts, minify_json, PkMatch};
 pub use order::{Cursor, Dir, Sort, SortKey};
 pub use params::{

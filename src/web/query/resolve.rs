@@ -4,6 +4,7 @@
 use chrono::{DateTime, Duration, Utc};
 use tokio_postgres::Client;
 
+use super::key_book::KeyBook;
 use super::keys::PkMatch;
 use super::params::Filter;
 use crate::store::sources;
@@ -143,6 +144,17 @@ impl Filter {
     /// Checks the sources named, and resolves the key match and the id
     /// range of the time filters.
     pub async fn resolve(&self, client: &Client, now: DateTime<Utc>) -> Result<Resolved, WebError> {
+        self.resolve_with(client, now, None).await
+    }
+
+    /// [`Filter::resolve`], matching a key through `book` (the web view's
+    /// [`KeyBook`]) when given.
+    pub async fn resolve_with(
+        &self,
+        client: &Client,
+        now: DateTime<Utc>,
+        book: Option<&KeyBook>,
+    ) -> Result<Resolved, WebError> {
         check_sources(client, &self.dbs).await?;
         let slack = Duration::minutes(TIME_SLACK_MINUTES);
         let lo = match self.since(now) {
@@ -154,7 +166,7 @@ impl Filter {
             None => None,
         };
         Ok(Resolved {
-            pk: self.pk_match(client).await?,
+            pk: self.pk_match(client, book).await?,
             lo,
             hi,
         })

@@ -101,7 +101,21 @@ impl Synth {
     }
 }
 
-/// Writes `entries` in order (ids ascending) and returns their ids.
+/// Counts `n` entries written straight into the store (source 1's) in the source's chain head,
+/// as the writer counts what it stores: the web view follows the heads to learn of new entries
+/// (its book of tables and keys), as it follows the events chain's for new gaps.
+pub async fn count_in_chain(store: &Client, n: i64) {
+    store
+        .execute(
+            "UPDATE pgtrail.chain_heads SET entries = entries + $1 WHERE source = 1",
+            &[&n],
+        )
+        .await
+        .expect("count the entries in source 1's chain head");
+}
+
+/// Writes `entries` in order (ids ascending), counted in source 1's chain head, and returns their
+/// ids.
 pub async fn store_entries(store: &Client, entries: &[Synth]) -> Vec<i64> {
     let mut ids = Vec::new();
     for (i, e) in entries.iter().enumerate() {
@@ -129,6 +143,7 @@ pub async fn store_entries(store: &Client, entries: &[Synth]) -> Vec<i64> {
             .get(0);
         ids.push(id);
     }
+    count_in_chain(store, ids.len() as i64).await;
     ids
 }
 
