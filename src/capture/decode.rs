@@ -92,7 +92,9 @@ pub enum DecodeError {
 struct Wire<'a> {
     #[serde(borrow)]
     action: Cow<'a, str>,
-    xid: Option<u64>,
+    /// A 32-bit TransactionId, as wal2json prints it: a larger number is not
+    /// one, and would be stored wrapped.
+    xid: Option<u32>,
     #[serde(borrow)]
     timestamp: Option<Cow<'a, str>>,
     #[serde(borrow)]
@@ -132,7 +134,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record<'_>, DecodeError> {
     };
     let boundary = |w: &Wire<'_>| -> Result<TxnBoundary, DecodeError> {
         Ok(TxnBoundary {
-            xid: w.xid.ok_or_else(|| missing("xid"))?,
+            xid: w.xid.map(u64::from).ok_or_else(|| missing("xid"))?,
             committed_at: w
                 .timestamp
                 .as_deref()
@@ -213,6 +215,11 @@ mod tests {
             panic!("expected commit, got {r:?}")
         };
         assert_eq!(b.xid, 724);
+        let forged = br#"{"action":"C","xid":9223372036854775813,"timestamp":"2026-11-22 02:52:43.174628+00","lsn":"0/1526D80","nextlsn":"0/1527398"}"#;
+        assert!(
+            matches!(decode(forged), Err(DecodeError::Json(_))),
+            "an xid beyond 32 bits is refused, not stored wrapped"
+        );
         assert_eq!(b.commit_lsn, "0/1526D80".parse().unwrap());
         assert_eq!(b.end_lsn, "0/1527398".parse().unwrap());
         assert_eq!(b.committed_at, "2026-11-22 02:52:43.174628+00");

@@ -298,8 +298,10 @@ impl RowFormat for BinaryRow<'_> {
         self.out.put_i32(-1);
     }
     fn bytea(&mut self, value: &[u8]) {
-        // No entry value comes near 2 GiB: a source's field stops at
-        // PostgreSQL's 1 GB, and pgtrail bounds a message far below.
+        // A value of 2 GiB or more (a forged image can repeat a column) gets
+        // a length the store refuses before reading on: it takes no field
+        // of 1 GiB or more (SQLSTATE 54000), so the transaction is
+        // quarantined, never misread.
         self.out
             .put_i32(i32::try_from(value.len()).unwrap_or(i32::MAX));
         self.out.put_slice(value);

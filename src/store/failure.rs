@@ -34,6 +34,10 @@ pub fn classify(sqlstate: &str) -> Failure {
         // exactly-once rests on the checkpoint row and the chain head's
         // compare-and-set, never on catching one of these), 54 program limit
         // exceeded (a row or index entry too big).
+        // 22P03 and 22P04 (bad binary data, bad COPY format) are the
+        // writer's own framing, never a value's: quarantining would turn a
+        // bug into lost entries.
+        "22" if matches!(sqlstate, "22P03" | "22P04") => Failure::Attention,
         "22" | "23" | "54" => Failure::Refused,
         // 08 connection exception, 40 transaction rollback (serialization
         // failure, deadlock), 53 insufficient resources (too many
@@ -115,6 +119,8 @@ mod tests {
             "28P01", // wrong password
             "55000", // object not in prerequisite state
             "P0001", // a trigger's RAISE: whose, and why, is not known
+            "22P03", // incorrect binary data format: the writer's COPY framing
+            "22P04", // bad COPY file format: the same
             "", "2",
         ] {
             assert_eq!(classify(code), Failure::Attention, "{code:?}");
