@@ -297,7 +297,7 @@ REVOKE ALL ON FUNCTION pgtrail.drop_partition(text, json) FROM PUBLIC;
 -- entry ending an earlier run, its hash recomputed, went in). No entry of
 -- the archive may have the id of an entry another drop cut. And whether the
 -- archive was recorded is asked of every drop of the partition (the
--- ledger's drop_events), by its file name, SHA-256 and source; the source
+-- ledger's drop_events), by its SHA-256 and source; the source
 -- restored joins the ledger's restored_sources.
 CREATE OR REPLACE FUNCTION pgtrail.restore_partition(
     p_source smallint, p_source_name text, p_from timestamptz, p_to timestamptz,
@@ -307,6 +307,7 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET TimeZone = 'UTC'
 SET DateStyle = 'ISO, YMD'
+SET IntervalStyle = 'postgres'
 SET default_tablespace = ''
 SET default_table_access_method = 'heap'
 SET lock_timeout = '5s' AS $$
@@ -475,8 +476,9 @@ BEGIN
     EXECUTE format('CREATE TRIGGER entries_restored_read_only BEFORE INSERT ON pgtrail.%I '
         'FOR EACH ROW EXECUTE FUNCTION pgtrail.restored_read_only()', v_name);
 
-    -- This archive (its name, SHA-256 and source) is one a drop of the
-    -- partition recorded: any of its drops, not the newest only.
+    -- This archive (its SHA-256 and source: a copy fetched back under
+    -- another name is the same bytes) is one a drop of the partition
+    -- recorded: any of its drops, not the newest only.
     SELECT EXISTS (
         SELECT FROM pgtrail.entries e,
              json_array_elements(CASE WHEN json_typeof(e.details->'archives') = 'array'
@@ -484,7 +486,7 @@ BEGIN
         WHERE e.id = ANY (part.drop_events || part.drop_event) AND e.source = 0
           AND e.table_name = 'retention' AND e.details->>'event' = 'partition_dropped'
           AND e.details->>'partition' = v_name
-          AND f->>'file' = p_archive->>'file' AND f->>'sha256' = p_archive->>'sha256'
+          AND f->>'sha256' = p_archive->>'sha256'
           AND f->>'source' = p_source::text)
         INTO recorded;
     ctx := json_build_object('db_user', session_user, 'client_addr', NULL, 'application_name', 'pgtrail restore',
