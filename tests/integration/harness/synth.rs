@@ -117,6 +117,15 @@ pub async fn count_in_chain(store: &Client, n: i64) {
 /// Writes `entries` in order (ids ascending), counted in source 1's chain head, and returns their
 /// ids.
 pub async fn store_entries(store: &Client, entries: &[Synth]) -> Vec<i64> {
+    let ids = store_uncounted(store, entries).await;
+    count_in_chain(store, ids.len() as i64).await;
+    ids
+}
+
+/// [`store_entries`] without moving the chain head: for an entry written inside a transaction
+/// left open while others are stored (the head's row lock would hold them all back); count it
+/// with [`count_in_chain`] once committed.
+pub async fn store_uncounted(store: &Client, entries: &[Synth]) -> Vec<i64> {
     let mut ids = Vec::new();
     for (i, e) in entries.iter().enumerate() {
         let table = pgtrail::table::TableName::new(e.schema.clone(), e.table.clone());
@@ -143,7 +152,6 @@ pub async fn store_entries(store: &Client, entries: &[Synth]) -> Vec<i64> {
             .get(0);
         ids.push(id);
     }
-    count_in_chain(store, ids.len() as i64).await;
     ids
 }
 
