@@ -35,11 +35,14 @@ pub fn encode_sourced_row(
     source: SourceId,
     out: &mut BytesMut,
 ) {
-    use std::fmt::Write;
-    encode_copy_row(e, cols, hash, out);
-    // The line ends in the one newline encode_copy_row wrote.
-    out.truncate(out.len() - 1);
-    let _ = writeln!(out, "\t{}", source.0);
+    write_columns(
+        e,
+        cols,
+        hash,
+        Some(source),
+        &mut TextRow { out, first: true },
+    );
+    out.put_u8(b'\n');
 }
 
 /// PostgreSQL text cannot hold a NUL character, and COPY refuses the whole
