@@ -13,10 +13,13 @@ use crate::{pipeline, store, web};
 
 /// `pgtrail run`: the capture daemon, and the web view on `web.listen`.
 pub async fn run(config: Config) -> Result<()> {
+    // Before anything that can take time: until the handlers are in place, SIGHUP's default
+    // action would kill the daemon (a reload sent right after start).
+    let signals = Signals::install();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (reload_tx, reload_rx) = reload_channel(&config);
     tokio::spawn(async move {
-        wait_for_stop_signal(Some(reload_tx)).await;
+        signals.wait_for_stop(reload_tx).await;
         tracing::info!("stop requested; finishing what is whole");
         let _ = stop_tx.send(true);
     });
@@ -63,6 +66,7 @@ async fn mark_stopped(config: &Config) {
 
 /// `pgtrail web`: only the web view, reading the store.
 pub async fn web(config: Config) -> Result<()> {
+    let signals = Signals::install();
     // Fail now, with the reason, if the store is not there or not set up.
     drop(store::open(&config.store).await?);
     let pool = web::Pool::new(config.store.clone(), web::POOL_SIZE);
@@ -77,7 +81,7 @@ pub async fn web(config: Config) -> Result<()> {
         &config,
         pool,
         async move {
-            wait_for_stop_signal(Some(reload_tx)).await;
+            signals.wait_for_stop(reload_tx).await;
             tracing::info!("stop requested");
             let _ = stop_tx.send(true);
         },
@@ -108,31 +112,50 @@ struct ReloadSender {
     path: PathBuf,
 }
 
-/// Returns on SIGTERM or SIGINT. SIGHUP (when `reload` is given) reads the
-/// config file once and hands that reading to everything that follows
-/// reloads; its default action would kill the process.
-async fn wait_for_stop_signal(reload: Option<ReloadSender>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) {
-        (Ok(mut term), Ok(mut int), Ok(mut hup)) => loop {
+/// The handlers for SIGTERM, SIGINT and SIGHUP, installed when this is made
+/// (None when the OS refused one; then only Ctrl-C stops the process).
+struct Signals(Option<Handlers>);
+
+struct Handlers {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) {
+            (Ok(term), Ok(int), Ok(hup)) => Signals(Some(Handlers { term, int, hup })),
+            _ => Signals(None),
+        }
+    }
+
+    /// Returns on SIGTERM or SIGINT. SIGHUP reads the config file once and
+    /// hands that reading to everything that follows reloads.
+    async fn wait_for_stop(self, reload: ReloadSender) {
+        let Some(Handlers {
+            mut term,
+            mut int,
+            mut hup,
+        }) = self.0
+        else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        loop {
             tokio::select! {
                 _ = term.recv() => return,
                 _ = int.recv() => return,
-                _ = hup.recv() => match &reload {
-                    Some(r) => {
-                        tracing::info!("SIGHUP: reloading the config");
-                        r.tx.send_replace(Reading::new(Config::load(&r.path)));
-                    }
-                    None => tracing::warn!("SIGHUP ignored: only `run` and `web` reload their config"),
-                },
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: reloading the config");
+                    reload.tx.send_replace(Reading::new(Config::load(&reload.path)));
+                }
             }
-        },
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
         }
     }
 }

@@ -103,6 +103,8 @@ async fn sighup_keeps_the_running_source_name() {
         .await;
     env.setup().await;
     let mut daemon = env.spawn();
+    // Capturing, so the reload below is not sent while the daemon is still starting.
+    env.sync().await;
     let store = env.store().await;
     let running: String =
         query_value(&store, "SELECT name FROM pgtrail.sources WHERE id = 1", &[]).await;
