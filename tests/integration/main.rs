@@ -51,6 +51,7 @@ mod restore;
 mod restore_interleaved;
 mod retention;
 mod roles;
+mod side_rows;
 mod signing;
 mod status;
 mod status_check;
