@@ -1,8 +1,9 @@
 //! Reading an archive back: decrypt (with an age identity), decompress and
 //! check it line by line, streaming, so memory stays flat whatever its size.
 //! The file is hostile until checked: what it can make the reader hold is
-//! bounded (a line, [`MAX_LINE`]; zstd's window and age's header,
-//! [`super::layers`]), and nothing is written to disk.
+//! bounded (a record, `max_line`: [`MAX_LINE`] unless the caller raises it;
+//! zstd's window and age's header, [`super::layers`]), and nothing is
+//! written to disk.
 //!
 //! The check is on the file alone: the header, every entry's hash
 //! recomputed from its content, every link inside each run, ids in order,
@@ -60,9 +61,11 @@ const AGE_MAGIC: &[u8] = b"age-encryption.org/";
 const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
 
 /// Reads and checks the archive at `path`, decrypting it with the age
-/// identities in the file `identity` when it is encrypted.
-pub fn check(path: &Path, identity: Option<&Path>) -> Result<Checked, ArchiveError> {
-    check_each(path, identity, &mut |_| Ok(()))
+/// identities in the file `identity` when it is encrypted, refusing a
+/// record longer than `max_line` bytes ([`MAX_LINE`] unless an operator
+/// raised it).
+pub fn check(path: &Path, identity: Option<&Path>, max_line: u64) -> Result<Checked, ArchiveError> {
+    check_each(path, identity, max_line, &mut |_| Ok(()))
 }
 
 /// One entry line that checked out, as [`check_each`] hands it on.
@@ -78,15 +81,6 @@ pub(crate) struct Seen<'a> {
 /// [`check`], handing each entry to `each` once it checked out, in file
 /// order; an error from `each` ends the check, reported at that entry.
 pub(crate) fn check_each(
-    path: &Path,
-    identity: Option<&Path>,
-    each: &mut dyn FnMut(Seen<'_>) -> Result<(), String>,
-) -> Result<Checked, ArchiveError> {
-    check_limited(path, identity, MAX_LINE, each)
-}
-
-/// [`check_each`], with records of at most `max_line` bytes.
-pub(super) fn check_limited(
     path: &Path,
     identity: Option<&Path>,
     max_line: u64,
@@ -180,7 +174,7 @@ fn damaged(path: &Path, after_line: u64, e: &std::io::Error) -> ArchiveError {
 /// The check's state, line by line.
 struct Walk<'p> {
     path: &'p Path,
-    /// The longest record read ([`MAX_LINE`] but in tests).
+    /// The longest record read (`max_line`).
     limit: u64,
     /// The last line read (1 is the header).
     line: u64,
@@ -279,18 +273,21 @@ impl<'p> Walk<'p> {
             LineError::TooLong { first, at, limit } => {
                 let limit = format!("{} ({limit} bytes)", size(limit));
                 let what = match at == first {
-                    true => format!("it is longer than {limit}, and pgtrail writes no line that long"),
+                    true => format!("it is longer than {limit}"),
                     false => format!(
-                        "its entry goes on over the next lines and passes {limit} on line {at}, and \
-                         pgtrail writes no entry that long"
+                        "its entry goes on over the next lines and passes {limit} on line {at}"
                     ),
                 };
                 self.at(
                     first,
                     None,
                     format!(
-                        "{what}: the file was not written by pgtrail, or was changed (it was not \
-                         read further)"
+                        "{what}, the longest this reader takes (it was not read further). pgtrail \
+                         writes no entry that long (the default, {}, is above the longest it can \
+                         write), so the file was not written by pgtrail, or was changed; if it \
+                         holds an entry that long indeed, read it with a higher --max-line SIZE \
+                         (e.g. --max-line 4GiB), which lets it take that much memory",
+                        size(MAX_LINE)
                     ),
                 )
             }

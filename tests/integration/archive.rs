@@ -164,7 +164,7 @@ async fn an_archive_of_a_captured_range_checks_out_and_matches_the_store() {
     );
 
     // Read back alone, then against the store.
-    let checked = archive::check(&written.path, None).unwrap();
+    let checked = archive::check(&written.path, None, archive::MAX_LINE).unwrap();
     assert_eq!(
         (checked.entries, checked.runs.clone()),
         (written.entries, written.runs.clone())
