@@ -29,7 +29,7 @@ use crate::pg::Lsn;
 use crate::store::chain::Content;
 use crate::store::sources::SourceName;
 use crate::store::stored::{StoredEntry, FIELDS};
-use crate::text::{hex, unhex_into, write_json_string};
+use crate::text::{clip, hex, unhex_into, write_json_string};
 
 /// The first line: what the file holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,11 +55,19 @@ impl Header {
             return Err(format!(
                 "source {:?} cannot have the id {}: source 0 is pgtrail's own events, named \"pgtrail\", \
                  and every other source has an id from 1",
-                self.source, self.source_id
+                clip(&self.source),
+                self.source_id
             ));
         }
         if !events {
-            SourceName::parse(&self.source)?;
+            // Its message would hold the name whole, and a hostile file's may be long.
+            SourceName::parse(&self.source).map_err(|_| {
+                format!(
+                    "its source {:?} is not a valid source name (1 to 63 lower-case letters, \
+                     digits, `_` and `-`)",
+                    clip(&self.source)
+                )
+            })?;
         }
         match range_problem(self.from, self.to) {
             Some(problem) => Err(problem),
@@ -335,11 +343,15 @@ impl EntryLine<'_> {
             .map_err(|e| {
                 format!(
                     "its committed_at {:?} is not a time: {e}",
-                    self.committed_at
+                    clip(&self.committed_at)
                 )
             })?
             .with_timezone(&Utc);
         let lsn = match &self.lsn {
+            // "FFFFFFFF/FFFFFFFF" at most: a longer one is not parsed (nor copied).
+            Some(l) if l.len() > 17 => {
+                return Err(format!("its lsn {:?} is not a WAL position", clip(l)))
+            }
             Some(l) => Some(l.parse::<Lsn>().map_err(|e| format!("its lsn: {e}"))?),
             None => None,
         };
@@ -349,7 +361,8 @@ impl EntryLine<'_> {
             .find(|k| !JSON_FIELDS.contains(&k.as_ref()))
         {
             return Err(format!(
-                "its \"exact\" names {name:?}, which is not a JSON column"
+                "its \"exact\" names {:?}, which is not a JSON column",
+                clip(name)
             ));
         }
         let raw = [
@@ -446,7 +459,7 @@ fn floor_char(text: &str, mut i: usize) -> usize {
 fn unhash(member: &str, text: &str) -> Result<[u8; 32], String> {
     let mut out = [0u8; 32];
     unhex_into(text, &mut out)
-        .ok_or_else(|| format!("its {member} {text:?} is not 64 hex digits"))?;
+        .ok_or_else(|| format!("its {member} {:?} is not 64 hex digits", clip(text)))?;
     Ok(out)
 }
 

@@ -24,7 +24,7 @@ use super::lines::{size, LineError, Lines, MAX_LINE};
 use super::runs::{hex_hash, Run, Runs, Sequence};
 use super::{ArchiveError, FORMAT_VERSION};
 use crate::store::chain::{link, GENESIS};
-use crate::text::hex;
+use crate::text::{clip, hex};
 
 /// An archive that checked out.
 #[derive(Debug, Clone, Serialize)]
@@ -271,7 +271,10 @@ impl<'p> Walk<'p> {
     fn unread(&self, start: u64, e: LineError) -> ArchiveError {
         match e {
             LineError::TooLong { first, at, limit } => {
-                let limit = format!("{} ({limit} bytes)", size(limit));
+                let limit = match size(limit) {
+                    bytes if bytes.ends_with("bytes") => bytes,
+                    unit => format!("{unit} ({limit} bytes)"),
+                };
                 let what = match at == first {
                     true => format!("it is longer than {limit}"),
                     false => format!(
@@ -336,7 +339,8 @@ impl<'p> Walk<'p> {
                         Some(entry.id),
                         format!(
                             "its source {:?} is not the header's {:?}: the line or the header was changed",
-                            entry.source, header.source
+                            clip(&entry.source),
+                            header.source
                         ),
                     )),
                     Ok(linked) => {
@@ -362,6 +366,15 @@ impl<'p> Walk<'p> {
             Err(e) => e,
         };
         Ok(match serde_json::from_str::<Trailer>(text) {
+            // Hashes of another length are refused before the trailer is
+            // written again to compare (or quoted whole).
+            Ok(trailer) if trailer.end && !trailer_hashes(&trailer) => Err(self.at(
+                line,
+                None,
+                "the trailer's last_hash and lines_sha256 are not 64 hex digits each, as pgtrail \
+                 writes them: the line was changed"
+                    .into(),
+            )),
             Ok(trailer) if trailer.end => match serde_json::to_string(&trailer) {
                 Ok(written) if written == text => {
                     self.trailer = Some((line, trailer));
@@ -396,14 +409,16 @@ impl<'p> Walk<'p> {
                 ),
             ));
         }
+        // Checked first: a header that holds what no header can (a source
+        // name of a gigabyte) is refused before it is written again to compare.
+        header
+            .validate()
+            .map_err(|problem| self.at(line, None, format!("its header: {problem}")))?;
         match serde_json::to_string(&header) {
             Ok(written) if written == text => {}
             Ok(written) => return Err(self.at(line, None, not_as_written(text, &written))),
             Err(e) => return Err(self.at(line, None, e.to_string())),
         }
-        header
-            .validate()
-            .map_err(|problem| self.at(line, None, format!("its header: {problem}")))?;
         self.header = Some(header);
         Ok(())
     }
@@ -560,6 +575,11 @@ impl<'p> Walk<'p> {
 
 /// A record that goes on over the next line.
 struct Unfinished;
+
+/// The trailer's hashes are as long as pgtrail writes them.
+fn trailer_hashes(trailer: &Trailer) -> bool {
+    trailer.lines_sha256.len() == 64 && trailer.last_hash.as_ref().is_none_or(|h| h.len() == 64)
+}
 
 /// Walks `text` as [`check`] walks a file's decompressed text, with records
 /// of at most `limit` bytes: the entries that checked out and the bytes
