@@ -359,38 +359,19 @@ mod tests {
         narrow_twice.push(col("b"));
         let mut wide_twice = wide.clone();
         wide_twice.push(col("c150"));
+        let (new, old) = ("new row (columns)", "old row (identity)");
         for (r, image, name) in [
-            (
-                record(&narrow_twice, &narrow, &["a"]),
-                "new row (columns)",
-                "b",
-            ),
-            (
-                record(&narrow, &narrow_twice, &["a"]),
-                "old row (identity)",
-                "b",
-            ),
-            (
-                record(&wide, &wide_twice, &["c0"]),
-                "old row (identity)",
-                "c150",
-            ),
-            (
-                record(&wide_twice, &wide, &["c0"]),
-                "new row (columns)",
-                "c150",
-            ),
+            (record(&narrow_twice, &narrow, &["a"]), new, "b"),
+            (record(&narrow, &narrow_twice, &["a"]), old, "b"),
+            (record(&wide, &wide_twice, &["c0"]), old, "c150"),
+            (record(&wide_twice, &wide, &["c0"]), new, "c150"),
             (
                 record(&narrow, &narrow, &["a", "a"]),
                 "primary key (pk)",
                 "a",
             ),
             // Names equal once unescaped are the same name.
-            (
-                record(&[col("a"), col("\\u0061")], &[], &[]),
-                "new row (columns)",
-                "a",
-            ),
+            (record(&[col("a"), col("\\u0061")], &[], &[]), new, "a"),
         ] {
             match decode(r.as_bytes()) {
                 Err(e @ DecodeError::RepeatedColumn { .. }) => {
