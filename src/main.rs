@@ -243,11 +243,13 @@ async fn run(command: Command, loaded: Result<(Config, PathBuf)>) -> Result<Exit
     if let Command::Verify(cli::verify::Request {
         archive: Some(file),
         identity,
+        max_line,
         json,
         ..
     }) = &command
     {
-        return cli::verify::archive::command(file, identity.as_deref(), *json);
+        let max_line = max_line.unwrap_or(pgtrail::archive::MAX_LINE);
+        return cli::verify::archive::command(file, identity.as_deref(), max_line, *json);
     }
     let (config, path) = loaded?;
     match command {

@@ -28,19 +28,36 @@ pub fn json_object<'a>(fields: impl Iterator<Item = (&'a str, &'a str)>) -> Stri
 
 /// Appends `s` as a JSON string literal.
 pub fn push_json_string(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
+    write_json_string(out, s);
+}
+
+/// Writes `s` as a JSON string literal to any text sink: [`push_json_string`]
+/// for a `String`, and where the text is compared as it is written rather
+/// than held (the archive reader's check of a line's spelling).
+pub fn write_json_string<W: std::fmt::Write + ?Sized>(out: &mut W, s: &str) {
+    let _ = out.write_char('"');
+    // The runs of characters that need no escape are written whole.
+    let mut run = 0;
+    for (i, c) in s.char_indices() {
+        let escaped = match c {
+            '"' => Some("\\\""),
+            '\\' => Some("\\\\"),
+            '\n' => Some("\\n"),
+            '\r' => Some("\\r"),
+            '\t' => Some("\\t"),
+            // Any other control character, by its code.
+            c if (c as u32) < 0x20 => None,
+            _ => continue,
+        };
+        let _ = out.write_str(&s[run..i]);
+        let _ = match escaped {
+            Some(e) => out.write_str(e),
+            None => write!(out, "\\u{:04x}", c as u32),
+        };
+        run = i + c.len_utf8();
     }
-    out.push('"');
+    let _ = out.write_str(&s[run..]);
+    let _ = out.write_char('"');
 }
 
 /// Lower-case hex of bytes (a hash, a key), for messages and digests.

@@ -8,6 +8,7 @@ use futures_util::TryStreamExt;
 use sha2::{Digest, Sha256};
 use tokio_postgres::Client;
 
+use super::lines::LONGEST_WRITTEN;
 use super::read::{check, Checked};
 use super::runs::Sequence;
 use super::write::range_sql;
@@ -37,7 +38,9 @@ impl ReadBack {
 /// Reads the archive `written` back (decrypting it with `identity` when it
 /// is encrypted and one is given), requires it to be exactly what was
 /// written, then compares the store's range with it ([`compare_with_store`]).
-/// Retention drops a range only after this passed.
+/// Retention drops a range only after this passed. The file was just written
+/// by this process, so it is read with the longest line pgtrail can write as
+/// the limit, not the default an operator's reader takes.
 pub async fn read_back(
     client: &Client,
     written: &Written,
@@ -48,7 +51,7 @@ pub async fn read_back(
     let plaintext = !written.encrypted || identity.is_some();
     let read = tokio::task::spawn_blocking(move || {
         if plaintext {
-            check(&path, identity.as_deref()).map(|c| Read::Checked(Box::new(c)))
+            check(&path, identity.as_deref(), LONGEST_WRITTEN).map(|c| Read::Checked(Box::new(c)))
         } else {
             file_sha256(&path).map(Read::Bytes)
         }

@@ -33,15 +33,17 @@ pub struct ArchivedEntry {
 /// `each`, in id order, as it is checked: a problem found later (a
 /// trailer that disagrees, say) is returned after entries were handed on,
 /// so a caller keeps what it does with them undone until this returns
-/// `Ok`. `source` names the entries' source. An error from `each` ends the
-/// read and is reported at that entry.
+/// `Ok`. `source` names the entries' source; a record longer than
+/// `max_line` is refused, as by [`super::check`]. An error from `each` ends
+/// the read and is reported at that entry.
 pub fn each_entry(
     path: &Path,
     identity: Option<&Path>,
+    max_line: u64,
     source: &str,
     each: &mut dyn FnMut(ArchivedEntry) -> Result<(), String>,
 ) -> Result<Checked, ArchiveError> {
-    check_each(path, identity, &mut |seen: Seen<'_>| {
+    check_each(path, identity, max_line, &mut |seen: Seen<'_>| {
         let entry = parse(seen.text, source)?;
         let (_, digest) = content_of(&entry)?;
         if digest != seen.digest || entry.id != seen.id {

@@ -19,6 +19,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::fmt;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -28,7 +29,7 @@ use crate::pg::Lsn;
 use crate::store::chain::Content;
 use crate::store::sources::SourceName;
 use crate::store::stored::{StoredEntry, FIELDS};
-use crate::text::{hex, push_json_string, unhex_into};
+use crate::text::{clip, hex, unhex_into, write_json_string};
 
 /// The first line: what the file holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,11 +55,19 @@ impl Header {
             return Err(format!(
                 "source {:?} cannot have the id {}: source 0 is pgtrail's own events, named \"pgtrail\", \
                  and every other source has an id from 1",
-                self.source, self.source_id
+                clip(&self.source),
+                self.source_id
             ));
         }
         if !events {
-            SourceName::parse(&self.source)?;
+            // Its message would hold the name whole, and a hostile file's may be long.
+            SourceName::parse(&self.source).map_err(|_| {
+                format!(
+                    "its source {:?} is not a valid source name (1 to 63 lower-case letters, \
+                     digits, `_` and `-`)",
+                    clip(&self.source)
+                )
+            })?;
         }
         match range_problem(self.from, self.to) {
             Some(problem) => Err(problem),
@@ -155,17 +164,28 @@ pub fn push_entry(
     hash: Option<&[u8; 32]>,
     prev: Option<&[u8; 32]>,
 ) {
-    e.write_json(out);
-    // The export's object, reopened for the archive's members.
-    out.pop();
-    out.push_str(",\"hash\":");
+    write_entry(out, e, hash, prev);
+}
+
+/// [`push_entry`], to any text sink.
+fn write_entry<W: fmt::Write + ?Sized>(
+    out: &mut W,
+    e: &StoredEntry,
+    hash: Option<&[u8; 32]>,
+    prev: Option<&[u8; 32]>,
+) {
+    // The export's object, going on with the archive's members.
+    e.write_members(out);
+    let _ = out.write_str(",\"hash\":");
     match hash {
-        Some(h) => push_json_string(out, &hex(h)),
-        None => out.push_str("null"),
+        Some(h) => write_json_string(out, &hex(h)),
+        None => {
+            let _ = out.write_str("null");
+        }
     }
     if let Some(p) = prev {
-        out.push_str(",\"prev\":");
-        push_json_string(out, &hex(p));
+        let _ = out.write_str(",\"prev\":");
+        write_json_string(out, &hex(p));
     }
     let mut exact = JSON_FIELDS
         .iter()
@@ -174,18 +194,79 @@ pub fn push_entry(
         .filter(|(_, text)| !raw_keeps(text))
         .peekable();
     if exact.peek().is_some() {
-        out.push_str(",\"exact\":{");
+        let _ = out.write_str(",\"exact\":{");
         for (i, (name, text)) in exact.enumerate() {
             if i > 0 {
-                out.push(',');
+                let _ = out.write_char(',');
             }
-            push_json_string(out, name);
-            out.push(':');
-            push_json_string(out, text);
+            write_json_string(out, name);
+            let _ = out.write_char(':');
+            write_json_string(out, text);
         }
-        out.push('}');
+        let _ = out.write_char('}');
     }
-    out.push('}');
+    let _ = out.write_char('}');
+}
+
+/// A text sink that compares what is written to it with `line` as it comes,
+/// holding none of it: a line is checked against what pgtrail writes for
+/// what it holds without a second copy of it, however long (a hostile line
+/// whose values pgtrail escapes longer would make that copy larger still).
+/// Where they differ, it keeps a little of what was written from there on,
+/// for the message.
+struct SameAs<'a> {
+    line: &'a str,
+    /// How much of `line` what was written matched so far.
+    at: usize,
+    /// Where what was written first differs from `line`, and what it wrote
+    /// from there (a few characters).
+    differs: Option<(usize, String)>,
+}
+
+/// How much of what was written after a difference [`SameAs`] keeps.
+const AFTER_DIFFERENCE: usize = 40;
+
+impl<'a> SameAs<'a> {
+    fn new(line: &'a str) -> Self {
+        SameAs {
+            line,
+            at: 0,
+            differs: None,
+        }
+    }
+
+    /// What is wrong, when what was written is not `line`.
+    fn problem(self) -> Option<String> {
+        match self.differs {
+            Some((at, written)) => Some(differs_at(self.line, at, &written)),
+            None if self.at < self.line.len() => Some(differs_at(self.line, self.at, "")),
+            None => None,
+        }
+    }
+}
+
+impl fmt::Write for SameAs<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        if let Some((_, after)) = &mut self.differs {
+            if after.len() < AFTER_DIFFERENCE {
+                let end = floor_char(s, (AFTER_DIFFERENCE - after.len()).min(s.len()));
+                after.push_str(&s[..end]);
+            }
+            return Ok(());
+        }
+        let rest = &self.line.as_bytes()[self.at..];
+        let same = s.bytes().zip(rest).take_while(|(a, b)| a == *b).count();
+        if same == s.len() {
+            self.at += same;
+            return Ok(());
+        }
+        // At a character's start in both: `s` starts at one, and the line
+        // holds the same bytes as `s` up to there.
+        let start = floor_char(s, same);
+        let end = floor_char(s, (start + AFTER_DIFFERENCE).min(s.len()));
+        self.differs = Some((self.at + start, s[start..end].to_owned()));
+        Ok(())
+    }
 }
 
 /// Whether a stored JSON text written raw reads back as itself: raw JSON
@@ -262,11 +343,15 @@ impl EntryLine<'_> {
             .map_err(|e| {
                 format!(
                     "its committed_at {:?} is not a time: {e}",
-                    self.committed_at
+                    clip(&self.committed_at)
                 )
             })?
             .with_timezone(&Utc);
         let lsn = match &self.lsn {
+            // "FFFFFFFF/FFFFFFFF" at most: a longer one is not parsed (nor copied).
+            Some(l) if l.len() > 17 => {
+                return Err(format!("its lsn {:?} is not a WAL position", clip(l)))
+            }
             Some(l) => Some(l.parse::<Lsn>().map_err(|e| format!("its lsn: {e}"))?),
             None => None,
         };
@@ -276,7 +361,8 @@ impl EntryLine<'_> {
             .find(|k| !JSON_FIELDS.contains(&k.as_ref()))
         {
             return Err(format!(
-                "its \"exact\" names {name:?}, which is not a JSON column"
+                "its \"exact\" names {:?}, which is not a JSON column",
+                clip(name)
             ));
         }
         let raw = [
@@ -316,10 +402,10 @@ impl EntryLine<'_> {
             json,
             source: self.source.to_string(),
         };
-        let mut written = String::with_capacity(line.len());
-        push_entry(&mut written, &entry, hash.as_ref(), prev.as_ref());
-        if written != line {
-            return Err(not_as_written(line, &written));
+        let mut same = SameAs::new(line);
+        write_entry(&mut same, &entry, hash.as_ref(), prev.as_ref());
+        if let Some(problem) = same.problem() {
+            return Err(problem);
         }
         let (_, digest) = content_of(&entry).map_err(|p| format!("its content: {p}"))?;
         Ok(Linked {
@@ -341,17 +427,24 @@ pub fn not_as_written(line: &str, written: &str) -> String {
         .find(|((_, a), b)| a != b)
         .map(|((i, _), _)| i)
         .unwrap_or_else(|| line.len().min(written.len()));
+    differs_at(line, at, &written[at..])
+}
+
+/// [`not_as_written`], given where the line first differs (`at`, the same
+/// character boundary in both) and what pgtrail writes from there on.
+fn differs_at(line: &str, at: usize, written_after: &str) -> String {
     let from = floor_char(line, at.saturating_sub(20));
-    let around = |text: &str| -> String {
-        let end = floor_char(text, (at + 20).min(text.len()));
-        text.get(from..end).unwrap_or_default().to_owned()
-    };
+    let end = floor_char(line, (at + 20).min(line.len()));
+    let shown = line.get(from..end).unwrap_or_default();
+    let written = format!(
+        "{}{}",
+        line.get(from..at).unwrap_or_default(),
+        &written_after[..floor_char(written_after, 20.min(written_after.len()))]
+    );
     format!(
-        "it is not written as pgtrail writes what it holds: at byte {at} it reads {:?} where \
-         pgtrail writes {:?} (a member was added, changed, repeated, reordered or written another \
-         way): the line was edited",
-        around(line),
-        around(written)
+        "it is not written as pgtrail writes what it holds: at byte {at} it reads {shown:?} where \
+         pgtrail writes {written:?} (a member was added, changed, repeated, reordered or written another \
+         way): the line was edited"
     )
 }
 
@@ -366,7 +459,7 @@ fn floor_char(text: &str, mut i: usize) -> usize {
 fn unhash(member: &str, text: &str) -> Result<[u8; 32], String> {
     let mut out = [0u8; 32];
     unhex_into(text, &mut out)
-        .ok_or_else(|| format!("its {member} {text:?} is not 64 hex digits"))?;
+        .ok_or_else(|| format!("its {member} {:?} is not 64 hex digits", clip(text)))?;
     Ok(out)
 }
 
@@ -442,6 +535,39 @@ mod tests {
         let (_, b) = content_of(&sql_null).unwrap();
         assert_ne!(a, b);
         round_trip(&sql_null);
+    }
+
+    #[test]
+    fn a_line_compared_as_written_is_told_apart_as_a_copy_would_be() {
+        use std::fmt::Write as _;
+        let long = "x".repeat(100);
+        let cases = [
+            ("abc", "abc"),
+            ("abc", "abd"),
+            ("abc", "ab"),
+            ("ab", "abc"),
+            ("aé", "aè"),
+            ("", "a"),
+            (&long[..], &long[1..]),
+        ];
+        for (line, written) in cases {
+            // Written in pieces, as a line is: one character at a time.
+            let mut same = SameAs::new(line);
+            for c in written.chars() {
+                same.write_char(c).unwrap();
+            }
+            let copy = (line != written).then(|| not_as_written(line, written));
+            assert_eq!(same.problem(), copy, "{line:?} {written:?}");
+        }
+        // A member pgtrail escapes longer than the line does (\f, six
+        // bytes to its two) is refused all the same.
+        let e = entry(1, "{}");
+        let mut line = String::new();
+        push_entry(&mut line, &e, Some(&[1; 32]), None);
+        let bent = line.replace("\"orders\"", &format!("\"{}\"", "\\f".repeat(1000)));
+        let parsed: EntryLine = serde_json::from_str(&bent).unwrap();
+        let problem = parsed.linked(&bent).unwrap_err();
+        assert!(problem.contains("\\u000c"), "{problem}");
     }
 
     #[test]

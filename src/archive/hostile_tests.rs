@@ -7,7 +7,7 @@ use std::io::{self, BufReader, Read, Write};
 
 use super::layers::{MAX_AGE_HEADER, MAX_AGE_LINES};
 use super::lines::{LONGEST_WRITTEN, MAX_LINE};
-use super::read::{check_limited, walk};
+use super::read::{check_each, walk};
 use super::read_tests::*;
 use super::{check, ArchiveError};
 use crate::export::encrypt::{Recipients, Sealed, MAX_RECIPIENTS};
@@ -73,10 +73,13 @@ fn a_line_longer_than_the_limit_is_refused_by_its_number_unread() {
     let mut input = BufReader::new(Endless::new(&head, b'x', 1 << 40));
     let (line, e) = problem(walk(&mut input, LIMIT));
     assert_eq!(line, Some(2), "{e}");
+    // Which line, the limit, and how to raise it.
     assert!(
         e.contains(
-            "line 2: it is longer than 1 MiB (1048576 bytes), and pgtrail writes no line that long"
-        ),
+            "line 2: it is longer than 1 MiB (1048576 bytes), the longest this reader takes (it \
+             was not read further)"
+        ) && e.contains("read it with a higher --max-line SIZE (e.g. --max-line 4GiB)")
+            && e.contains("the default, 1025 MiB"),
         "{e}"
     );
     // The limit and one byte more were read, and one buffer ahead: no more.
@@ -95,13 +98,13 @@ fn a_zstd_bomb_is_refused_at_the_limit_plain_or_encrypted() {
     assert!(bomb.len() < 1 << 20, "{}", bomb.len());
     let files = Files::new();
     let path = files.put("bomb.jsonl.zst", &bomb);
-    let (line, e) = problem(check_limited(&path, None, LIMIT, &mut |_| Ok(())));
+    let (line, e) = problem(check_each(&path, None, LIMIT, &mut |_| Ok(())));
     assert_eq!(line, Some(2), "{e}");
     assert!(e.contains("longer than 1 MiB (1048576 bytes)"), "{e}");
     let key = age::x25519::Identity::generate();
     let path = files.put("bomb.jsonl.zst.age", &seal_bytes(&bomb, &key));
     let id = identity_file(&files, &key);
-    let (line, e) = problem(check_limited(&path, Some(&id), LIMIT, &mut |_| Ok(())));
+    let (line, e) = problem(check_each(&path, Some(&id), LIMIT, &mut |_| Ok(())));
     assert_eq!(line, Some(2), "{e}");
     assert!(e.contains("longer than 1 MiB (1048576 bytes)"), "{e}");
 }
@@ -136,7 +139,31 @@ fn worst(len: usize) -> StoredEntry {
 }
 
 #[test]
-fn the_limit_is_above_the_longest_entry_pgtrail_writes() {
+fn the_default_limit_is_above_the_longest_entry_pgtrail_stores() {
+    // Every member as long as it can be, as pgtrail stores an entry: its
+    // JSON texts compact (no `exact`), PostgreSQL names of 63 bytes that
+    // each escape to six, a source name of 63, a run's `prev`.
+    let mut e = entry(1, "{}");
+    e.id = i64::MIN;
+    e.xid = Some(i64::MIN);
+    e.lsn = Some("FFFFFFFF/FFFFFFFF".into());
+    e.schema = "\u{1}".repeat(63);
+    e.table = "\u{1}".repeat(63);
+    e.action = "TRUNCATE".into();
+    e.source = "s".repeat(63);
+    e.json[5] = Some("{\"partition\":1}".into());
+    let stored: usize = e.json.iter().flatten().map(String::len).sum();
+    let (line, _) = chained_first(&e);
+    assert!(!line.contains("\"exact\""), "{line}");
+    // Beside the stored texts, under 2 KiB: the store sends no row of 1 GiB
+    // or more, so pgtrail archives none whose line passes the default.
+    let rest = (line.len() - stored) as u64;
+    assert!(rest < 2048, "{rest}");
+    assert!((1 << 30) + rest < MAX_LINE);
+}
+
+#[test]
+fn the_longest_line_pgtrail_could_write_is_bounded_and_read_at_its_size() {
     let e = worst(1000);
     let stored: usize = e.json.iter().flatten().map(String::len).sum();
     let (line, hash) = chained_first(&e);
@@ -157,7 +184,7 @@ fn the_limit_is_above_the_longest_entry_pgtrail_writes() {
     assert_eq!(at, Some(2), "{e}");
     assert!(
         e.contains("line 2: its entry goes on over the next lines and passes")
-            && e.contains("on line 6002, and pgtrail writes no entry that long"),
+            && e.contains("on line 6002, the longest this reader takes"),
         "{e}"
     );
 }
@@ -195,7 +222,7 @@ fn an_age_header_longer_than_pgtrail_writes_is_refused() {
     ] {
         let file = format!("age-encryption.org/v1\n{stanzas}{mac}");
         let path = files.put("h.jsonl.zst.age", file.as_bytes());
-        let (_, e) = problem(check(&path, Some(&id)));
+        let (_, e) = problem(check(&path, Some(&id), MAX_LINE));
         assert!(
             e.contains("its age header is longer than 128 KiB or 2016 lines"),
             "{e}"
@@ -210,5 +237,5 @@ fn an_age_header_longer_than_pgtrail_writes_is_refused() {
     sealed.write_all(&compress(&text(2, None))).unwrap();
     let path = files.put("many.jsonl.zst.age", &sealed.finish().unwrap());
     let last = identity_file(&files, &keys[MAX_RECIPIENTS - 1]);
-    assert_eq!(check(&path, Some(&last)).unwrap().entries, 2);
+    assert_eq!(check(&path, Some(&last), MAX_LINE).unwrap().entries, 2);
 }

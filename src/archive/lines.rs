@@ -1,8 +1,10 @@
 //! An archive's text read line by line, bounded, for the reader
 //! ([`super::read`]): the file is hostile until checked, so a line longer
-//! than any pgtrail writes ([`MAX_LINE`]) is refused at the limit, never read
-//! whole (a file of a few bytes of zstd can hold gigabytes of one line), and
-//! an entry that goes on over many lines is read in time linear in its size.
+//! than any pgtrail writes ([`MAX_LINE`], unless `--max-line` raises it) is
+//! refused at the limit, never read whole (a file of a few bytes of zstd can
+//! hold gigabytes of one line), the buffer it is read into never grows past
+//! the limit, and an entry that goes on over many lines is read in time
+//! linear in its size.
 //!
 //! A record is one JSON value: usually one line, but a stored JSON text may
 //! hold a line break between its tokens, and then its entry's line goes on
@@ -16,25 +18,30 @@ use std::io::{self, BufRead, BufReader, Read};
 use serde::de::{Deserialize, IgnoredAny};
 
 /// The longest record (a line, or an entry over several lines, with its
-/// line breaks) a reader accepts, in bytes: 4 GiB.
+/// line breaks) a reader accepts unless told otherwise (`--max-line`), in
+/// bytes: 1 GiB and 1 MiB.
 ///
 /// No line pgtrail writes comes near it. The writer reads each entry from
 /// the store in one message of PostgreSQL's, which is less than 1 GiB (its
-/// `MaxAllocSize`: a larger row cannot be sent to a client at all), so an
-/// entry's stored values total less than 1 GiB, whatever each column
-/// allows. In the entry's line, each JSON column's text is written once as
-/// it is and, only where `exact` needs it, once more as a JSON string, at
-/// most twice as long (escaping doubles `"`, `\` and white space, and a valid
-/// JSON text holds no other control character): 3 GiB at most. The other
-/// members take a few hundred bytes (schema and table are PostgreSQL names,
-/// at most 63 bytes, or pgtrail's own for its events). The rest is room to
-/// spare.
-pub const MAX_LINE: u64 = 4 << 30;
+/// `MaxAllocSize`: a larger row cannot be sent to a client at all, so an
+/// entry whose stored texts total more cannot be archived, whatever each
+/// column allows). The line holds those texts once, as they are, and the
+/// other members take under 2 KiB (member names, the hashes in hex,
+/// schema and table: PostgreSQL names of at most 63 bytes, at most six
+/// times as long escaped). Only `exact` could hold a text twice, for a
+/// stored text with white space around it or the JSON text `null`: pgtrail
+/// stores none, every JSON text it stores is one it wrote itself, compact
+/// ([`LONGEST_WRITTEN`] is the bound even with them). The MiB is room to spare.
+pub const MAX_LINE: u64 = (1 << 30) + (1 << 20);
 
-/// The longest line pgtrail can write, as [`MAX_LINE`] reasons: three times
-/// PostgreSQL's 1 GiB, and a kilobyte for the other members.
+/// The longest line pgtrail could write even with `exact` texts: each
+/// stored JSON text once raw and once escaped (at most twice as long:
+/// escaping doubles `"`, `\` and white space, and a valid JSON text holds no
+/// other control character), three times PostgreSQL's 1 GiB, and a kilobyte
+/// for the other members. Retention reads back the file it has just written
+/// with this limit ([`super::read_back`]).
 pub const LONGEST_WRITTEN: u64 = 3 * (1 << 30) + 1024;
-const _: () = assert!(LONGEST_WRITTEN < MAX_LINE);
+const _: () = assert!(MAX_LINE < LONGEST_WRITTEN);
 
 /// Why the next record could not be read.
 #[derive(Debug)]
@@ -83,14 +90,35 @@ impl<R: BufRead> Lines<R> {
     /// that starts on line `first`: empty when the line starts one); `false`
     /// at the end of the text. Once the record passes the limit, the rest of
     /// the line is left unread.
+    ///
+    /// `record` grows as a vector does, doubling, but never past the limit
+    /// and one byte: what a record can make the reader hold is the limit,
+    /// not twice it.
     pub fn read_line(&mut self, record: &mut Vec<u8>, first: u64) -> Result<bool, LineError> {
-        let room = self.limit.saturating_sub(record.len() as u64);
-        // One byte past the room tells a record at the limit from one over it.
-        let n = (&mut self.input)
-            .take(room.saturating_add(1))
-            .read_until(b'\n', record)
-            .map_err(LineError::Read)?;
-        if n == 0 {
+        // One byte past the limit tells a record at the limit from one over it.
+        let most = usize::try_from(self.limit.saturating_add(1)).unwrap_or(usize::MAX);
+        let mut read = 0;
+        loop {
+            let available = match self.input.fill_buf() {
+                Ok(available) => available,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(LineError::Read(e)),
+            };
+            let room = most.saturating_sub(record.len());
+            let (chunk, ends) = match available.iter().position(|&b| b == b'\n') {
+                Some(at) if at < room => (&available[..=at], true),
+                _ => (&available[..available.len().min(room)], false),
+            };
+            let n = chunk.len();
+            grow(record, n, most);
+            record.extend_from_slice(chunk);
+            self.input.consume(n);
+            read += n;
+            if ends || n == 0 || record.len() >= most {
+                break;
+            }
+        }
+        if read == 0 {
             return Ok(false);
         }
         self.line += 1;
@@ -129,6 +157,18 @@ impl<R: BufRead> Lines<R> {
             (None, _) => Ok(()),
         }
     }
+}
+
+/// Makes room in `record` for `n` more bytes: doubling its capacity, as a
+/// vector grows, but to at most `most` bytes (the caller never needs more).
+fn grow(record: &mut Vec<u8>, n: usize, most: usize) {
+    let need = record.len() + n;
+    if need <= record.capacity() {
+        return;
+    }
+    let doubled = record.capacity().saturating_mul(2).max(8192);
+    let target = doubled.min(most).max(need);
+    record.reserve_exact(target - record.len());
 }
 
 /// The bytes of a record, served once each, read one more line at a time
@@ -197,6 +237,8 @@ mod tests {
         // One byte past the limit was taken into the record, and no more
         // than one buffer's worth was pulled from the input.
         assert_eq!(record.len() as u64, LIMIT + 1);
+        // Grown by doubling, but to no more than that.
+        assert_eq!(record.capacity() as u64, LIMIT + 1);
         let pulled = input.get_ref().pulled;
         assert!(pulled <= 8 + LIMIT + 1 + 8192, "{pulled}");
     }
@@ -209,6 +251,11 @@ mod tests {
         let mut record = Vec::new();
         assert!(lines.read_line(&mut record, 1).unwrap());
         assert_eq!(record.len() as u64, LIMIT);
+        assert!(
+            record.capacity() as u64 <= LIMIT + 1,
+            "{}",
+            record.capacity()
+        );
         assert!(!lines.read_line(&mut Vec::new(), 2).unwrap());
     }
 
@@ -268,7 +315,8 @@ mod tests {
 
     #[test]
     fn sizes_read_in_their_unit() {
-        assert_eq!(size(MAX_LINE), "4 GiB");
+        assert_eq!(size(MAX_LINE), "1025 MiB");
+        assert_eq!(size(4 << 30), "4 GiB");
         assert_eq!(size(3 << 19), "1536 KiB");
         assert_eq!(size(100), "100 bytes");
     }

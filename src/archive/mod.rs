@@ -18,9 +18,11 @@
 //! [`each_entry`] hands on each entry of a file that checks out, and
 //! [`restore`] loads a file back into its dropped partition (`pgtrail restore`).
 //! A file read is hostile until checked: a line longer than any pgtrail
-//! writes ([`MAX_LINE`]), a zstd window or an age header larger than it
-//! writes are refused before they are read whole.
+//! writes ([`MAX_LINE`], or what the reader's caller allows), a zstd window
+//! or an age header larger than it writes are refused before they are read
+//! whole.
 
+mod ahead;
 mod compare;
 mod entries;
 mod format;

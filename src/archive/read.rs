@@ -1,8 +1,9 @@
 //! Reading an archive back: decrypt (with an age identity), decompress and
 //! check it line by line, streaming, so memory stays flat whatever its size.
 //! The file is hostile until checked: what it can make the reader hold is
-//! bounded (a line, [`MAX_LINE`]; zstd's window and age's header,
-//! [`super::layers`]), and nothing is written to disk.
+//! bounded (a record, `max_line`: [`MAX_LINE`] unless the caller raises it;
+//! zstd's window and age's header, [`super::layers`]), and nothing is
+//! written to disk.
 //!
 //! The check is on the file alone: the header, every entry's hash
 //! recomputed from its content, every link inside each run, ids in order,
@@ -23,7 +24,7 @@ use super::lines::{size, LineError, Lines, MAX_LINE};
 use super::runs::{hex_hash, Run, Runs, Sequence};
 use super::{ArchiveError, FORMAT_VERSION};
 use crate::store::chain::{link, GENESIS};
-use crate::text::hex;
+use crate::text::{clip, hex};
 
 /// An archive that checked out.
 #[derive(Debug, Clone, Serialize)]
@@ -60,9 +61,11 @@ const AGE_MAGIC: &[u8] = b"age-encryption.org/";
 const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
 
 /// Reads and checks the archive at `path`, decrypting it with the age
-/// identities in the file `identity` when it is encrypted.
-pub fn check(path: &Path, identity: Option<&Path>) -> Result<Checked, ArchiveError> {
-    check_each(path, identity, &mut |_| Ok(()))
+/// identities in the file `identity` when it is encrypted, refusing a
+/// record longer than `max_line` bytes ([`MAX_LINE`] unless an operator
+/// raised it).
+pub fn check(path: &Path, identity: Option<&Path>, max_line: u64) -> Result<Checked, ArchiveError> {
+    check_each(path, identity, max_line, &mut |_| Ok(()))
 }
 
 /// One entry line that checked out, as [`check_each`] hands it on.
@@ -78,15 +81,6 @@ pub(crate) struct Seen<'a> {
 /// [`check`], handing each entry to `each` once it checked out, in file
 /// order; an error from `each` ends the check, reported at that entry.
 pub(crate) fn check_each(
-    path: &Path,
-    identity: Option<&Path>,
-    each: &mut dyn FnMut(Seen<'_>) -> Result<(), String>,
-) -> Result<Checked, ArchiveError> {
-    check_limited(path, identity, MAX_LINE, each)
-}
-
-/// [`check_each`], with records of at most `max_line` bytes.
-pub(super) fn check_limited(
     path: &Path,
     identity: Option<&Path>,
     max_line: u64,
@@ -180,7 +174,7 @@ fn damaged(path: &Path, after_line: u64, e: &std::io::Error) -> ArchiveError {
 /// The check's state, line by line.
 struct Walk<'p> {
     path: &'p Path,
-    /// The longest record read ([`MAX_LINE`] but in tests).
+    /// The longest record read (`max_line`).
     limit: u64,
     /// The last line read (1 is the header).
     line: u64,
@@ -277,20 +271,26 @@ impl<'p> Walk<'p> {
     fn unread(&self, start: u64, e: LineError) -> ArchiveError {
         match e {
             LineError::TooLong { first, at, limit } => {
-                let limit = format!("{} ({limit} bytes)", size(limit));
+                let limit = match size(limit) {
+                    bytes if bytes.ends_with("bytes") => bytes,
+                    unit => format!("{unit} ({limit} bytes)"),
+                };
                 let what = match at == first {
-                    true => format!("it is longer than {limit}, and pgtrail writes no line that long"),
+                    true => format!("it is longer than {limit}"),
                     false => format!(
-                        "its entry goes on over the next lines and passes {limit} on line {at}, and \
-                         pgtrail writes no entry that long"
+                        "its entry goes on over the next lines and passes {limit} on line {at}"
                     ),
                 };
                 self.at(
                     first,
                     None,
                     format!(
-                        "{what}: the file was not written by pgtrail, or was changed (it was not \
-                         read further)"
+                        "{what}, the longest this reader takes (it was not read further). pgtrail \
+                         writes no entry that long (the default, {}, is above the longest it can \
+                         write), so the file was not written by pgtrail, or was changed; if it \
+                         holds an entry that long indeed, read it with a higher --max-line SIZE \
+                         (e.g. --max-line 4GiB), which lets it take that much memory",
+                        size(MAX_LINE)
                     ),
                 )
             }
@@ -339,7 +339,8 @@ impl<'p> Walk<'p> {
                         Some(entry.id),
                         format!(
                             "its source {:?} is not the header's {:?}: the line or the header was changed",
-                            entry.source, header.source
+                            clip(&entry.source),
+                            header.source
                         ),
                     )),
                     Ok(linked) => {
@@ -365,6 +366,15 @@ impl<'p> Walk<'p> {
             Err(e) => e,
         };
         Ok(match serde_json::from_str::<Trailer>(text) {
+            // Hashes of another length are refused before the trailer is
+            // written again to compare (or quoted whole).
+            Ok(trailer) if trailer.end && !trailer_hashes(&trailer) => Err(self.at(
+                line,
+                None,
+                "the trailer's last_hash and lines_sha256 are not 64 hex digits each, as pgtrail \
+                 writes them: the line was changed"
+                    .into(),
+            )),
             Ok(trailer) if trailer.end => match serde_json::to_string(&trailer) {
                 Ok(written) if written == text => {
                     self.trailer = Some((line, trailer));
@@ -399,14 +409,16 @@ impl<'p> Walk<'p> {
                 ),
             ));
         }
+        // Checked first: a header that holds what no header can (a source
+        // name of a gigabyte) is refused before it is written again to compare.
+        header
+            .validate()
+            .map_err(|problem| self.at(line, None, format!("its header: {problem}")))?;
         match serde_json::to_string(&header) {
             Ok(written) if written == text => {}
             Ok(written) => return Err(self.at(line, None, not_as_written(text, &written))),
             Err(e) => return Err(self.at(line, None, e.to_string())),
         }
-        header
-            .validate()
-            .map_err(|problem| self.at(line, None, format!("its header: {problem}")))?;
         self.header = Some(header);
         Ok(())
     }
@@ -563,6 +575,11 @@ impl<'p> Walk<'p> {
 
 /// A record that goes on over the next line.
 struct Unfinished;
+
+/// The trailer's hashes are as long as pgtrail writes them.
+fn trailer_hashes(trailer: &Trailer) -> bool {
+    trailer.lines_sha256.len() == 64 && trailer.last_hash.as_ref().is_none_or(|h| h.len() == 64)
+}
 
 /// Walks `text` as [`check`] walks a file's decompressed text, with records
 /// of at most `limit` bytes: the entries that checked out and the bytes

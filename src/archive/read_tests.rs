@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 
 use super::format::{content_of, push_entry, Header, Trailer};
-use super::{check, ArchiveError, Checked};
+use super::{check, ArchiveError, Checked, MAX_LINE};
 use crate::export::encrypt::{Recipients, Sealed};
 use crate::store::chain::{link, GENESIS};
 use crate::store::stored::StoredEntry;
@@ -77,6 +77,20 @@ pub(super) fn text(n: i64, outside: Option<i64>) -> String {
     with_trailer(out, entries, Some(hex(&prev)))
 }
 
+/// The text of an archive of `entries`, in one run from the chain's start.
+pub(super) fn chained(entries: &[StoredEntry]) -> String {
+    let mut out = serde_json::to_string(&header()).unwrap() + "\n";
+    let mut prev = GENESIS;
+    for (i, e) in entries.iter().enumerate() {
+        let hash = link(&prev, &content_of(e).unwrap().1);
+        push_entry(&mut out, e, Some(&hash), (i == 0).then_some(&prev));
+        out.push('\n');
+        prev = hash;
+    }
+    let last = (!entries.is_empty()).then(|| hex(&prev));
+    with_trailer(out, entries.len() as u64, last)
+}
+
 /// `body` (the header and entry lines) followed by its trailer.
 pub(super) fn with_trailer(body: String, entries: u64, last_hash: Option<String>) -> String {
     use sha2::Digest;
@@ -129,7 +143,7 @@ impl Files {
     }
 
     pub(super) fn check(&self, bytes: &[u8]) -> Result<Checked, ArchiveError> {
-        check(&self.put("a.jsonl.zst", bytes), None)
+        check(&self.put("a.jsonl.zst", bytes), None, MAX_LINE)
     }
 }
 
@@ -299,7 +313,7 @@ pub(super) fn identity_file(files: &Files, id: &age::x25519::Identity) -> PathBu
 }
 
 fn sealed_problem(path: &Path, identity: Option<&Path>) -> String {
-    match check(path, identity) {
+    match check(path, identity, MAX_LINE) {
         Err(e @ ArchiveError::Sealed { .. }) => e.to_string(),
         other => panic!("expected a sealed archive, got {other:?}"),
     }
@@ -310,7 +324,7 @@ fn an_encrypted_archive_needs_its_identity() {
     let files = Files::new();
     let key = age::x25519::Identity::generate();
     let path = files.put("a.jsonl.zst.age", &sealed(&text(5, None), &key));
-    let checked = check(&path, Some(&identity_file(&files, &key))).unwrap();
+    let checked = check(&path, Some(&identity_file(&files, &key)), MAX_LINE).unwrap();
     assert!(checked.encrypted);
     assert_eq!(checked.entries, 5);
     let e = sealed_problem(&path, None);
@@ -324,7 +338,7 @@ fn an_encrypted_archive_needs_its_identity() {
     // A changed line inside the encryption is still found, by its line.
     let changed = text(5, None).replace("{\"v\":3}", "{\"v\":4}");
     let path = files.put("b.jsonl.zst.age", &sealed(&changed, &key));
-    let (line, _) = broken(check(&path, Some(&identity_file(&files, &key))));
+    let (line, _) = broken(check(&path, Some(&identity_file(&files, &key)), MAX_LINE));
     assert_eq!(line, Some(4));
 }
 

@@ -2,8 +2,8 @@
 //! partition retention dropped it from, for an investigation.
 //!
 //! One store transaction: the file's entries are streamed (read and checked
-//! on a blocking thread, [`each_entry`]) into a temporary table by binary
-//! COPY, then `pgtrail.restore_partition` (sql/store/0019_restore.sql)
+//! on a blocking thread ahead of the COPY, in bounded memory,
+//! [`super::ahead`]) into a temporary table by binary COPY, then `pgtrail.restore_partition` (sql/store/0019_restore.sql)
 //! checks them against what the store recorded when it dropped the range
 //! (the partition's anchors and the chain around them), makes the partition
 //! again, attaches it, holds it from retention and records the restore as an
@@ -13,17 +13,16 @@
 //! from the file.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use futures_util::pin_mut;
 use serde::Serialize;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::mpsc;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Transaction};
 
-use super::entries::{each_entry, ArchivedEntry};
+use super::ahead::{Ahead, ReadAhead};
 use super::runs::hex_hash;
 use super::{ArchiveError, Checked};
 use crate::entry::row_key;
@@ -63,16 +62,6 @@ const TYPES: [Type; 18] = [
     Type::BYTEA,
     Type::INT2,
 ];
-
-/// Entries read ahead of the COPY, at most.
-const READ_AHEAD: usize = 1024;
-/// Their bytes, at most: one entry may be large (its line up to
-/// [`super::MAX_LINE`]), and a thousand of them must not all wait in memory.
-/// An entry larger than this waits alone.
-const READ_AHEAD_BYTES: u32 = 64 << 20;
-
-/// An entry read, holding its share of [`READ_AHEAD_BYTES`] until it is copied.
-type Ahead = (ArchivedEntry, OwnedSemaphorePermit);
 
 /// A restore done.
 #[derive(Debug, Clone, Serialize)]
@@ -127,11 +116,12 @@ impl From<tokio_postgres::Error> for RestoreError {
 /// Restores the archive `checked` (read and checked already, on its own)
 /// into the store, held from retention for `hold`; `actor` is who asked
 /// (the OS user), recorded in the event. `identity` decrypts an encrypted
-/// archive.
+/// archive; a record longer than `max_line` is refused, as by the check.
 pub async fn restore(
     client: &mut Client,
     checked: &Checked,
     identity: Option<PathBuf>,
+    max_line: u64,
     hold: Retention,
     actor: Option<String>,
 ) -> Result<Restored, RestoreError> {
@@ -139,29 +129,15 @@ pub async fn restore(
     let tx = client.transaction().await?;
     tx.batch_execute(TEMP_TABLE).await?;
     let source = checked.header.source_id;
-    let (sender, mut receiver) = mpsc::channel::<Ahead>(READ_AHEAD);
-    let budget = Arc::new(Semaphore::new(READ_AHEAD_BYTES as usize));
-    let path = checked.path.clone();
-    let name = checked.header.source.clone();
-    let reading = Arc::clone(&budget);
-    let reader = tokio::task::spawn_blocking(move || {
-        let runtime = tokio::runtime::Handle::current();
-        fn stopped<E>(_: E) -> String {
-            "the store stopped taking entries".to_owned()
-        }
-        each_entry(&path, identity.as_deref(), &name, &mut |e| {
-            let share = Arc::clone(&reading).acquire_many_owned(weight(&e));
-            let permit = runtime.block_on(share).map_err(stopped)?;
-            sender.blocking_send((e, permit)).map_err(stopped)
-        })
-    });
-    let copied = copy_in(&tx, &mut receiver, source).await;
+    let mut ahead = ReadAhead::start(
+        checked.path.clone(),
+        identity,
+        max_line,
+        checked.header.source.clone(),
+    );
+    let copied = copy_in(&tx, &mut ahead.entries, source).await;
     // A COPY that failed stops the reader at its next entry.
-    budget.close();
-    drop(receiver);
-    let read = reader
-        .await
-        .map_err(|e| RestoreError::Store(format!("the archive's reader stopped: {e}")))?;
+    let read = ahead.finish().await?;
     copied?;
     let again = read?;
     if again.sha256 != checked.sha256 {
@@ -261,14 +237,6 @@ async fn copy_in(
     Ok(writer.finish().await?)
 }
 
-/// An entry's share of [`READ_AHEAD_BYTES`]: about its size in memory.
-fn weight(archived: &ArchivedEntry) -> u32 {
-    let e = &archived.entry;
-    let texts = e.json.iter().flatten().map(String::len).sum::<usize>();
-    let bytes = texts + e.schema.len() + e.table.len() + 256;
-    u32::try_from(bytes).map_or(READ_AHEAD_BYTES, |b| b.min(READ_AHEAD_BYTES))
-}
-
 /// `pgtrail.restore_partition`: the checks, the partition, the event.
 async fn load(
     tx: &Transaction<'_>,
@@ -316,23 +284,5 @@ fn refused(path: &std::path::Path, e: &tokio_postgres::Error) -> RestoreError {
             problem: describe(e),
         },
         _ => RestoreError::Store(describe(e)),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::archive::read_tests::entry;
-
-    #[test]
-    fn a_large_entry_takes_the_whole_read_ahead_and_waits_alone() {
-        let small = ArchivedEntry {
-            entry: entry(1, "{}"),
-            hash: None,
-        };
-        assert!((256..1024).contains(&weight(&small)), "{}", weight(&small));
-        let mut large = small.clone();
-        large.entry.json[1] = Some(format!("[{}]", "1,".repeat(READ_AHEAD_BYTES as usize / 2)));
-        assert_eq!(weight(&large), READ_AHEAD_BYTES);
     }
 }

@@ -245,11 +245,11 @@ fn frames_or_bytes_around_the_text_are_refused() {
         ),
     ] {
         let path = files.put("s.jsonl.zst.age", &seal_bytes(&bytes, &key));
-        let (_, e) = broken(super::check(&path, Some(&id)));
+        let (_, e) = broken(super::check(&path, Some(&id), super::MAX_LINE));
         assert!(e.contains(needle), "{e}");
     }
     let path = files.put("w.jsonl.zst.age", &seal_bytes(&whole, &key));
-    super::check(&path, Some(&id)).unwrap();
+    super::check(&path, Some(&id), super::MAX_LINE).unwrap();
 }
 
 #[test]
@@ -306,14 +306,18 @@ fn a_renamed_archive_is_found() {
         "copy.jsonl.zst".to_owned(),
         "shop.jsonl.zst".to_owned(),
     ] {
-        super::check(&files.put(&name, &bytes), None).unwrap();
+        super::check(&files.put(&name, &bytes), None, super::MAX_LINE).unwrap();
     }
     for name in [
         format!("shop-eu-{day}-{to}.jsonl.zst"),
         format!("shop-20200101-{to}.jsonl.zst"),
         format!("shop-{day}-20300101-3.jsonl.zst"),
     ] {
-        let (row, e) = broken(super::check(&files.put(&name, &bytes), None));
+        let (row, e) = broken(super::check(
+            &files.put(&name, &bytes),
+            None,
+            super::MAX_LINE,
+        ));
         assert_eq!(row, None, "{e}");
         assert!(
             e.contains("its name says") && e.contains(&format!("shop-{day}-{to}.jsonl.zst")),

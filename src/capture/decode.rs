@@ -55,7 +55,9 @@ pub enum RowAction {
 pub struct RowChange<'a> {
     pub action: RowAction,
     pub table: TableName,
-    /// The new row (INSERT, UPDATE); unchanged TOASTed columns are missing from it.
+    /// The new row (INSERT, UPDATE); unchanged TOASTed columns are missing
+    /// from it. In this and the other images, each column's name once, and
+    /// at most [`MAX_COLUMNS`] ([`decode`] refuses others).
     pub columns: Vec<Column<'a>>,
     /// The old row image: key columns under REPLICA IDENTITY DEFAULT, the whole row under FULL.
     pub identity: Vec<Column<'a>>,
@@ -86,7 +88,25 @@ pub enum DecodeError {
     UnknownAction(String),
     #[error("bad LSN: {0}")]
     Lsn(#[from] crate::pg::lsn::ParseLsnError),
+    /// A row image that names a column twice: PostgreSQL sends each column
+    /// of a row once, so only a forged or damaged stream can. Taken as it
+    /// came, each copy of the name would be looked up, and copied, for each
+    /// other ([`crate::capture::values::RowImage`]).
+    #[error(
+        "its {image} names the column {name:?} twice, and PostgreSQL sends each column once: the \
+         record was not written by wal2json for a row of a table (a forged or damaged stream)"
+    )]
+    RepeatedColumn { image: &'static str, name: String },
+    /// A row image with more columns than a table can have.
+    #[error(
+        "its {image} has {count} columns, and a PostgreSQL table has at most {MAX_COLUMNS}: the \
+         record was not written by wal2json for a row of a table (a forged or damaged stream)"
+    )]
+    TooManyColumns { image: &'static str, count: usize },
 }
+
+/// The most columns a PostgreSQL table has (`MaxHeapAttributeNumber`).
+pub const MAX_COLUMNS: usize = 1600;
 
 #[derive(Debug, Deserialize)]
 struct Wire<'a> {
@@ -158,6 +178,9 @@ pub fn decode(bytes: &[u8]) -> Result<Record<'_>, DecodeError> {
                 _ => RowAction::Delete,
             };
             let table = table(&wire)?;
+            once_each("new row (columns)", wire.columns.iter().map(|c| &c.name))?;
+            once_each("old row (identity)", wire.identity.iter().map(|c| &c.name))?;
+            once_each("primary key (pk)", wire.pk.iter().map(|c| &c.name))?;
             Ok(Record::Row(RowChange {
                 action: row_action,
                 table,
@@ -173,6 +196,36 @@ pub fn decode(bytes: &[u8]) -> Result<Record<'_>, DecodeError> {
             transactional: wire.transactional.unwrap_or(false),
         }),
         other => Err(DecodeError::UnknownAction(other.to_owned())),
+    }
+}
+
+/// Refuses a row image (or key) that names a column twice, or has more
+/// columns than a table can: what [`RowChange`] promises its users.
+fn once_each<'n, 'a: 'n>(
+    image: &'static str,
+    names: impl ExactSizeIterator<Item = &'n Cow<'a, str>> + Clone,
+) -> Result<(), DecodeError> {
+    let count = names.len();
+    if count > MAX_COLUMNS {
+        return Err(DecodeError::TooManyColumns { image, count });
+    }
+    let twice = |name: &str| DecodeError::RepeatedColumn {
+        image,
+        name: name.to_owned(),
+    };
+    // Most tables are narrow: comparing each pair costs less than a hash set.
+    if count <= 32 {
+        for (i, name) in names.clone().enumerate() {
+            if names.clone().take(i).any(|n| n == name) {
+                return Err(twice(&**name));
+            }
+        }
+        return Ok(());
+    }
+    let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::with_capacity(count);
+    match names.map(|n| &**n).find(|n| !seen.insert(*n)) {
+        Some(name) => Err(twice(name)),
+        None => Ok(()),
     }
 }
 
@@ -281,6 +334,62 @@ mod tests {
         assert_eq!(sniff_action(br#"{"action":"BC"}"#), None);
         assert_eq!(sniff_action(b"garbage"), None);
         assert_eq!(sniff_action(b""), None);
+    }
+
+    #[test]
+    fn a_row_image_naming_a_column_twice_is_refused() {
+        let col = |name: &str| format!(r#"{{"name":"{name}","typeoid":25,"value":"v"}}"#);
+        let record = |columns: &[String], identity: &[String], pk: &[&str]| {
+            let pk: Vec<String> = pk
+                .iter()
+                .map(|n| format!(r#"{{"name":"{n}","typeoid":25}}"#))
+                .collect();
+            format!(
+                r#"{{"action":"U","xid":1,"schema":"s","table":"t","columns":[{}],"identity":[{}],"pk":[{}]}}"#,
+                columns.join(","),
+                identity.join(","),
+                pk.join(",")
+            )
+        };
+        let narrow: Vec<String> = ["a", "b", "c"].iter().map(|n| col(n)).collect();
+        let wide: Vec<String> = (0..200).map(|i| col(&format!("c{i}"))).collect();
+        assert!(decode(record(&narrow, &narrow, &["a"]).as_bytes()).is_ok());
+        assert!(decode(record(&wide, &wide, &["c0", "c199"]).as_bytes()).is_ok());
+        let mut narrow_twice = narrow.clone();
+        narrow_twice.push(col("b"));
+        let mut wide_twice = wide.clone();
+        wide_twice.push(col("c150"));
+        let (new, old) = ("new row (columns)", "old row (identity)");
+        for (r, image, name) in [
+            (record(&narrow_twice, &narrow, &["a"]), new, "b"),
+            (record(&narrow, &narrow_twice, &["a"]), old, "b"),
+            (record(&wide, &wide_twice, &["c0"]), old, "c150"),
+            (record(&wide_twice, &wide, &["c0"]), new, "c150"),
+            (
+                record(&narrow, &narrow, &["a", "a"]),
+                "primary key (pk)",
+                "a",
+            ),
+            // Names equal once unescaped are the same name.
+            (record(&[col("a"), col("\\u0061")], &[], &[]), new, "a"),
+        ] {
+            match decode(r.as_bytes()) {
+                Err(e @ DecodeError::RepeatedColumn { .. }) => {
+                    let text = e.to_string();
+                    assert!(text.contains(image), "{text}");
+                    assert!(
+                        text.contains(&format!("the column {name:?} twice")),
+                        "{text}"
+                    );
+                }
+                other => panic!("expected a repeated column, got {other:?}"),
+            }
+        }
+        let many: Vec<String> = (0..=MAX_COLUMNS).map(|i| col(&format!("c{i}"))).collect();
+        assert!(matches!(
+            decode(record(&many, &[], &[]).as_bytes()),
+            Err(DecodeError::TooManyColumns { count: 1601, .. })
+        ));
     }
 
     #[test]

@@ -41,7 +41,11 @@ pub fn entry_value(type_oid: u32, raw: &RawValue) -> Cow<'_, str> {
     }
 }
 
-/// A row image: column names with their entry values, in table order.
+/// A row image: column names with their entry values, in table order, each
+/// name once: [`crate::capture::decode::decode`] refuses an image that names
+/// a column twice (only a forged stream can), which would otherwise have
+/// [`RowImage::get`] find one copy for every other, and an UPDATE's unchanged
+/// TOASTed columns copy a value once per copy of a name.
 pub struct RowImage<'a> {
     pub columns: Vec<(&'a str, Cow<'a, str>)>,
 }

@@ -1,4 +1,4 @@
-//! `pgtrail restore FILE [--identity AGE_KEY_FILE] [--hold DURATION]`: an
+//! `pgtrail restore FILE [--identity AGE_KEY_FILE] [--hold DURATION] [--max-line SIZE]`: an
 //! archive that retention wrote loaded back into the store, into the
 //! partition it was dropped from, for an investigation
 //! ([`crate::archive::restore`]). The file is checked on its own first (as
@@ -28,6 +28,11 @@ pub struct Request {
     /// days, months or years ("30d", "2 months").
     #[arg(long, value_name = "DURATION", default_value = "30d", value_parser = Retention::parse)]
     pub hold: Retention,
+    /// The longest line (entry) to read, e.g. "4GiB"; default 1025 MiB, above any pgtrail
+    /// writes. A line is held in memory while it is read: raise it only for an archive that
+    /// holds an entry that long.
+    #[arg(long, value_name = "SIZE", value_parser = crate::config::parse_size)]
+    pub max_line: Option<u64>,
     /// Print the outcome as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -36,23 +41,27 @@ pub struct Request {
 /// Restores the archive and prints what was restored.
 pub async fn run(config: &Config, request: &Request) -> Result<()> {
     let (file, identity) = (request.file.clone(), request.identity.clone());
-    let checked = tokio::task::spawn_blocking(move || archive::check(&file, identity.as_deref()))
-        .await
-        .context("reading the archive")?
-        .map_err(|e| {
-            let fix = if e.is_broken() {
-                ": it cannot be restored; check it with `pgtrail verify --archive FILE` and restore \
+    let max_line = request.max_line.unwrap_or(archive::MAX_LINE);
+    let checked = tokio::task::spawn_blocking(move || {
+        archive::check(&file, identity.as_deref(), max_line)
+    })
+    .await
+    .context("reading the archive")?
+    .map_err(|e| {
+        let fix = if e.is_broken() {
+            ": it cannot be restored; check it with `pgtrail verify --archive FILE` and restore \
                  the copy retention wrote"
-            } else {
-                ""
-            };
-            anyhow::anyhow!("{e}{fix}")
-        })?;
+        } else {
+            ""
+        };
+        anyhow::anyhow!("{e}{fix}")
+    })?;
     let mut client = crate::store::open(&config.store).await?;
     let restored = archive::restore(
         &mut client,
         &checked,
         request.identity.clone(),
+        max_line,
         request.hold,
         crate::cli::export::os_user(),
     )

@@ -30,28 +30,29 @@ pub(super) fn wal_warn(raw: Option<&RawSize>, path: &Path) -> Result<Option<u64>
         )),
         Some(RawSize::Bytes(n)) => Ok(Some(*n)),
         Some(RawSize::Text(text)) if text.trim() == "off" => Ok(None),
-        Some(RawSize::Text(text)) => parse_size(text)
-            .map(Some)
-            .map_err(|m| ConfigError::invalid_in(path)("capture.wal_warn", m)),
+        Some(RawSize::Text(text)) => parse_size(text).map(Some).map_err(|m| {
+            ConfigError::invalid_in(path)("capture.wal_warn", format!("{m}, or \"off\""))
+        }),
     }
 }
 
-/// `"64kB"`, `"512MB"`, `"1GB"`, `"2TB"` (PostgreSQL's units, powers of 1024)
-/// or a plain number of bytes.
+/// `"64kB"`, `"512MB"`, `"1GB"`, `"2TB"` (PostgreSQL's units, powers of
+/// 1024), the same as `"64KiB"`, `"512MiB"`, `"1GiB"`, `"2TiB"`, or a plain
+/// number of bytes. Also the command line's sizes (`--max-line`).
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let wrong = || {
         format!(
-            "{:?} is not a size: write a number and a unit, like \"512MB\" or \"1GB\" (kB, MB, GB, TB), or \"off\"",
+            "{:?} is not a size: write a number and a unit, like \"512MB\" or \"1GB\" (kB, MB, GB, TB; or KiB, MiB, GiB, TiB, the same)",
             crate::text::clip(text)
         )
     };
     let (n, unit) = super::number_and_unit(text).ok_or_else(wrong)?;
     let shift = match unit {
         "" | "B" => 0,
-        "kB" => 10,
-        "MB" => 20,
-        "GB" => 30,
-        "TB" => 40,
+        "kB" | "KiB" => 10,
+        "MB" | "MiB" => 20,
+        "GB" | "GiB" => 30,
+        "TB" | "TiB" => 40,
         _ => return Err(wrong()),
     };
     match n.checked_mul(1 << shift) {
@@ -70,7 +71,18 @@ mod tests {
         assert_eq!(parse_size(" 512MB "), Ok(512 << 20));
         assert_eq!(parse_size("64kB"), Ok(64 << 10));
         assert_eq!(parse_size("4096"), Ok(4096));
-        for wrong in ["1 gigabyte", "GB", "1gb", "0MB", "99999999999TB", "-1GB"] {
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("4GiB"), Ok(4 << 30));
+        assert_eq!(parse_size("1 KiB"), Ok(1024));
+        for wrong in [
+            "1 gigabyte",
+            "GB",
+            "1gb",
+            "1gib",
+            "0MiB",
+            "99999999999TB",
+            "-1GB",
+        ] {
             let e = parse_size(wrong).unwrap_err();
             assert!(
                 e.contains("is not a size") && e.contains("\"1GB\""),
@@ -85,5 +97,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(zero.contains("capture.wal_warn"), "{zero}");
+        let wrong = wal_warn(Some(&RawSize::Text("lots".into())), path)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            wrong.contains("is not a size") && wrong.ends_with("or \"off\""),
+            "{wrong}"
+        );
     }
 }

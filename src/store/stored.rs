@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use crate::text::push_json_string;
+use crate::text::write_json_string;
 
 /// The fields of an exported entry, in export order (JSON Lines keys, CSV and XLSX columns).
 /// `source` came last, so that the columns of files read by position before stay where they were.
@@ -139,35 +139,42 @@ impl StoredEntry {
 
     /// Appends the entry as one JSON object (no newline), fields in export order.
     pub fn write_json(&self, out: &mut String) {
-        use std::fmt::Write as _;
+        self.write_members(out);
+        out.push('}');
+    }
+
+    /// [`StoredEntry::write_json`]'s object without its closing brace, to
+    /// any text sink: the archive's line goes on with members of its own,
+    /// and its reader compares a line with it as it is written.
+    pub fn write_members<W: std::fmt::Write + ?Sized>(&self, out: &mut W) {
         let _ = write!(
             out,
             "{{\"id\":{},\"committed_at\":\"{}\",\"xid\":",
             self.id,
             self.committed_at_text()
         );
-        match self.xid {
-            Some(xid) => {
-                let _ = write!(out, "{xid}");
-            }
-            None => out.push_str("null"),
-        }
-        out.push_str(",\"lsn\":");
+        let _ = match self.xid {
+            Some(xid) => write!(out, "{xid}"),
+            None => out.write_str("null"),
+        };
+        let _ = out.write_str(",\"lsn\":");
         match &self.lsn {
-            Some(lsn) => push_json_string(out, lsn),
-            None => out.push_str("null"),
+            Some(lsn) => write_json_string(out, lsn),
+            None => {
+                let _ = out.write_str("null");
+            }
         }
-        out.push_str(",\"schema\":");
-        push_json_string(out, &self.schema);
-        out.push_str(",\"table\":");
-        push_json_string(out, &self.table);
+        let _ = out.write_str(",\"schema\":");
+        write_json_string(out, &self.schema);
+        let _ = out.write_str(",\"table\":");
+        write_json_string(out, &self.table);
         let _ = write!(out, ",\"action\":\"{}\"", self.action);
         for (name, value) in FIELDS[7..13].iter().zip(&self.json) {
-            let _ = write!(out, ",\"{name}\":{}", value.as_deref().unwrap_or("null"));
+            let _ = write!(out, ",\"{name}\":");
+            let _ = out.write_str(value.as_deref().unwrap_or("null"));
         }
-        out.push_str(",\"source\":");
-        push_json_string(out, &self.source);
-        out.push('}');
+        let _ = out.write_str(",\"source\":");
+        write_json_string(out, &self.source);
     }
 }
 

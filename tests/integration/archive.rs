@@ -164,7 +164,7 @@ async fn an_archive_of_a_captured_range_checks_out_and_matches_the_store() {
     );
 
     // Read back alone, then against the store.
-    let checked = archive::check(&written.path, None).unwrap();
+    let checked = archive::check(&written.path, None, archive::MAX_LINE).unwrap();
     assert_eq!(
         (checked.entries, checked.runs.clone()),
         (written.entries, written.runs.clone())
@@ -222,6 +222,22 @@ async fn an_archive_of_a_captured_range_checks_out_and_matches_the_store() {
         "{}",
         text.stdout
     );
+
+    // A lower --max-line than its lines: refused at the first, naming the limit and the option.
+    let (code, report, out) = verify_archive(&written.path, &["--max-line", "300"]).await;
+    assert_eq!(code, 1, "{}", out.combined());
+    assert_eq!(report["line"], 2, "{report}");
+    let problem = report["problem"].as_str().unwrap_or_default();
+    assert!(
+        problem.contains("line 2: it is longer than 300 bytes, the longest this reader takes")
+            && problem.contains("--max-line SIZE"),
+        "{problem}"
+    );
+    let (code, _, out) = verify_archive(&written.path, &["--max-line", "2GiB"]).await;
+    assert_eq!(code, 0, "{}", out.combined());
+    let (code, _, out) = verify_archive(&written.path, &["--max-line", "lots"]).await;
+    assert_eq!(code, 2, "{}", out.combined());
+    assert!(out.stderr.contains("is not a size"), "{}", out.combined());
 
     // pgtrail's own events of the range (the user added): source 0, named pgtrail.
     let events = Range {

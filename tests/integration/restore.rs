@@ -208,7 +208,24 @@ async fn a_dropped_partition_is_restored_from_its_archive_held_and_dropped_again
     let (from, to) = (o.archive.range.from, o.archive.range.to);
     assert!(in_range(&o.store, from, to).await.is_empty());
 
-    let (code, restored, out) = json_of(&o.env, &["restore", file, "--json"]).await;
+    // A line longer than --max-line is refused, naming the option that raises it.
+    refused(
+        &o,
+        &o.archive.path,
+        &["--max-line", "300"],
+        "line 2: it is longer than 300 bytes",
+    )
+    .await;
+    refused(
+        &o,
+        &o.archive.path,
+        &["--max-line", "300"],
+        "--max-line SIZE",
+    )
+    .await;
+
+    let (code, restored, out) =
+        json_of(&o.env, &["restore", file, "--json", "--max-line", "1GiB"]).await;
     assert_eq!(code, 0, "{}", out.combined());
     assert_eq!(restored["partition"], o.name.as_str(), "{restored}");
     assert_eq!(restored["entries"], OLD as i64);

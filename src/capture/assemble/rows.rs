@@ -215,6 +215,39 @@ mod tests {
         assert_eq!(e.changed_columns.as_deref(), Some(r#"["n"]"#));
     }
 
+    /// A forged UPDATE whose old row names `n` a thousand times beside a
+    /// column the new row lacks: taken as it came, the after image would
+    /// hold the new row's value of `n` once per copy of the name (a
+    /// thousand times its size from one copy in the record). It is kept
+    /// whole in `decode_errors`, as any record that is not wal2json's, with
+    /// why, and the transaction goes on.
+    #[test]
+    fn a_row_image_naming_a_column_twice_is_kept_undecoded_not_multiplied() {
+        let value = "v".repeat(1000);
+        let n = r#"{"name":"n","typeoid":25,"value":"a"}"#;
+        let forged = format!(
+            r#"{{"action":"U","xid":9,"schema":"s","table":"t","columns":[{{"name":"id","typeoid":23,"value":1}},{{"name":"n","typeoid":25,"value":"{value}"}}],"identity":[{{"name":"id","typeoid":23,"value":1}},{{"name":"big","typeoid":25,"value":"x"}},{}],"pk":[{{"name":"id","typeoid":23}}]}}"#,
+            vec![n; 1000].join(",")
+        );
+        let next = r#"{"action":"I","xid":9,"schema":"s","table":"t","columns":[{"name":"id","typeoid":23,"value":2}],"pk":[{"name":"id","typeoid":23}]}"#;
+        let mut a = assembler(&["*.*"]);
+        let out = feed(&mut a, &[BEGIN_9, &forged, next, COMMIT_9]);
+        match &out[..] {
+            [Event::Undecodable(f), Event::Entry(e), Event::Commit(t)] => {
+                assert_eq!(f.record, forged);
+                assert!(
+                    f.error
+                        .contains("old row (identity) names the column \"n\" twice"),
+                    "{}",
+                    f.error
+                );
+                assert_eq!(e.after.as_deref(), Some(r#"{"id":2}"#));
+                assert_eq!(t.xid, 9);
+            }
+            other => panic!("expected the record kept undecoded, then the rest: {other:?}"),
+        }
+    }
+
     /// Column rules as data: each record of one transaction, and the entry it
     /// must become (`None`: no entry). In the expected text, `"~v"` stands for
     /// the hash of the JSON string `"v"` under the test key.

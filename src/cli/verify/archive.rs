@@ -54,9 +54,10 @@ impl Outcome {
     }
 }
 
-/// Checks `file`; `Ok` whether intact or not, `Err` when it could not be
-/// checked at all (unreadable, or encrypted and not decryptable with `identity`).
-pub fn check(file: &Path, identity: Option<&Path>) -> Result<ArchiveReport> {
+/// Checks `file` (records of at most `max_line` bytes); `Ok` whether intact
+/// or not, `Err` when it could not be checked at all (unreadable, or
+/// encrypted and not decryptable with `identity`).
+pub fn check(file: &Path, identity: Option<&Path>, max_line: u64) -> Result<ArchiveReport> {
     let mut report = ArchiveReport {
         intact: false,
         outcome: Outcome::Broken,
@@ -66,7 +67,7 @@ pub fn check(file: &Path, identity: Option<&Path>) -> Result<ArchiveReport> {
         line: None,
         id: None,
     };
-    match archive::check(file, identity) {
+    match archive::check(file, identity, max_line) {
         Ok(checked) if checked.unverifiable() => {
             report.outcome = Outcome::Unverifiable;
             report.checked = Some(checked);
@@ -87,8 +88,13 @@ pub fn check(file: &Path, identity: Option<&Path>) -> Result<ArchiveReport> {
 
 /// Runs the command: prints the report, exit 0 when intact, 1 when not, 3
 /// when nothing in it can be verified.
-pub fn command(file: &Path, identity: Option<&Path>, json: bool) -> Result<ExitCode> {
-    let report = check(file, identity)?;
+pub fn command(
+    file: &Path,
+    identity: Option<&Path>,
+    max_line: u64,
+    json: bool,
+) -> Result<ExitCode> {
+    let report = check(file, identity, max_line)?;
     if json {
         println!("{}", serde_json::to_string(&report)?);
     } else {

@@ -66,6 +66,11 @@ pub struct Request {
     /// With --archive: the age identity file (secret key) that decrypts an encrypted archive.
     #[arg(long, value_name = "FILE", requires = "archive")]
     pub identity: Option<std::path::PathBuf>,
+    /// With --archive: the longest line (entry) to read, e.g. "4GiB"; default 1025 MiB, above
+    /// any pgtrail writes. A line is held in memory while it is checked: raise it only for an
+    /// archive that holds an entry that long.
+    #[arg(long, value_name = "SIZE", requires = "archive", value_parser = crate::config::parse_size)]
+    pub max_line: Option<u64>,
 }
 
 /// The outcome.
