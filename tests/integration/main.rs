@@ -54,6 +54,7 @@ mod roles;
 mod signing;
 mod status;
 mod status_check;
+mod store_identity;
 mod store_partitions;
 mod tls;
 mod truncate;
