@@ -48,6 +48,37 @@ async fn moved_found(store: &Client) -> Vec<String> {
     .await
 }
 
+/// The store's checkpoint.
+const CHECKPOINT: &str = "SELECT lsn::text FROM pgtrail.checkpoints";
+
+/// Sets `m` up and captures one change (branch 1001, `filler`); a client on the store, and its
+/// checkpoint after it.
+async fn captured_once(m: &Member, filler: &str) -> (Client, String) {
+    m.trail.setup().await;
+    let store = connect(&m.trail.config.store_url).await.unwrap();
+    let mut daemon = m.trail.spawn();
+    m.source()
+        .await
+        .execute("INSERT INTO bank_branches VALUES (1001, 0, $1)", &[&filler])
+        .await
+        .unwrap();
+    m.sync().await;
+    daemon.terminate().await;
+    let checkpoint = query_value(&store, CHECKPOINT, &[]).await;
+    (store, checkpoint)
+}
+
+/// The fillers of the branches the tests add (ids above 1000), in the order stored.
+async fn kept(store: &Client) -> Vec<String> {
+    query_column(
+        store,
+        "SELECT after->>'filler' FROM pgtrail.entries WHERE table_name = 'bank_branches' \
+         AND (after->>'bid')::int > 1000 ORDER BY id",
+        &[],
+    )
+    .await
+}
+
 async fn system_identifier(m: &Member) -> String {
     query_value(
         &m.source().await,
@@ -250,18 +281,7 @@ async fn an_unbound_source_is_bound_by_its_daemon_and_rebind_moves_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_move_to_a_server_with_a_slot_records_the_gap_and_captures_from_that_slot() {
     let old = Member::start("shop", None).await;
-    old.trail.setup().await;
-    let store = connect(&old.trail.config.store_url).await.unwrap();
-    let mut daemon = old.trail.spawn();
-    old.source()
-        .await
-        .batch_execute("INSERT INTO bank_branches VALUES (1001, 0, 'on the old server')")
-        .await
-        .unwrap();
-    old.sync().await;
-    daemon.terminate().await;
-    let checkpoint = "SELECT lsn::text FROM pgtrail.checkpoints";
-    let old_checkpoint: String = query_value(&store, checkpoint, &[]).await;
+    let (store, old_checkpoint) = captured_once(&old, "on the old server").await;
 
     // The new server has the slot already (made by hand before the move), and a change after it.
     let new = Member::start("shop", Some(old.trail.config.store_url.clone())).await;
@@ -285,7 +305,7 @@ async fn a_move_to_a_server_with_a_slot_records_the_gap_and_captures_from_that_s
         "{out}"
     );
     // The old server's position means nothing on the new one: the checkpoint is the slot's start.
-    assert_eq!(query_value::<String>(&store, checkpoint, &[]).await, start);
+    assert_eq!(query_value::<String>(&store, CHECKPOINT, &[]).await, start);
     let (old_id, new_id) = (system_identifier(&old).await, system_identifier(&new).await);
     let gap: Vec<Option<String>> = query_column(
         &store,
@@ -325,13 +345,7 @@ async fn a_move_to_a_server_with_a_slot_records_the_gap_and_captures_from_that_s
     let mut daemon = new.trail.spawn();
     new.sync().await;
     daemon.terminate().await;
-    let kept: Vec<String> = query_column(
-        &store,
-        "SELECT after->>'filler' FROM pgtrail.entries WHERE table_name = 'bank_branches' \
-         AND (after->>'bid')::int > 1000 ORDER BY id",
-        &[],
-    )
-    .await;
+    let kept = kept(&store).await;
     assert_eq!(kept, ["on the old server", "after the new slot"]);
     new.verify().await;
 }
@@ -339,18 +353,7 @@ async fn a_move_to_a_server_with_a_slot_records_the_gap_and_captures_from_that_s
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_restored_on_the_same_server_is_a_move_to_another_database() {
     let mut m = Member::start("shop", None).await;
-    m.trail.setup().await;
-    let store = connect(&m.trail.config.store_url).await.unwrap();
-    let mut daemon = m.trail.spawn();
-    m.source()
-        .await
-        .batch_execute("INSERT INTO bank_branches VALUES (1001, 0, 'before the restore')")
-        .await
-        .unwrap();
-    m.sync().await;
-    daemon.terminate().await;
-    let checkpoint = "SELECT lsn::text FROM pgtrail.checkpoints";
-    let old_checkpoint: String = query_value(&store, checkpoint, &[]).await;
+    let (store, old_checkpoint) = captured_once(&m, "before the restore").await;
 
     // Restored as a new database on the same server (a copy: a new OID).
     let admin = m.cluster.client("postgres").await;
@@ -373,14 +376,17 @@ async fn a_database_restored_on_the_same_server_is_a_move_to_another_database() 
     m.trail
         .cli(&["setup", "--rebind-source"])
         .await
-        .assert_clean_failure(&["was not created in this database"], Duration::from_secs(30));
+        .assert_clean_failure(
+            &["was not created in this database"],
+            Duration::from_secs(30),
+        );
     admin
         .batch_execute("SELECT pg_drop_replication_slot('pgtrail')")
         .await
         .unwrap();
     let out = m.trail.cli(&["setup", "--rebind-source"]).await;
     out.assert_success();
-    let start: String = query_value(&store, checkpoint, &[]).await;
+    let start: String = query_value(&store, CHECKPOINT, &[]).await;
     assert!(
         out.stdout.contains(&format!(
             "changes to the old database after {old_checkpoint} and to the new one before {start} were not captured"
@@ -415,13 +421,7 @@ async fn a_database_restored_on_the_same_server_is_a_move_to_another_database() 
     let mut daemon = m.trail.spawn();
     sync_via(&restored, &m.trail.config.store_url, SYNC_TIMEOUT).await;
     daemon.terminate().await;
-    let kept: Vec<String> = query_column(
-        &store,
-        "SELECT after->>'filler' FROM pgtrail.entries WHERE table_name = 'bank_branches' \
-         AND (after->>'bid')::int > 1000 ORDER BY id",
-        &[],
-    )
-    .await;
+    let kept = kept(&store).await;
     assert_eq!(kept, ["before the restore", "after the restore"]);
     m.verify().await;
 }
