@@ -38,8 +38,9 @@ enum Command {
         #[arg(long, conflicts_with = "dry_run")]
         recreate_slot: bool,
         /// Bind this config's [source] name to the database source.url now reaches, when the store
-        /// has it bound to another (the same database moved to a replaced or restored server);
-        /// recorded as a `config` EVENT. Another database needs its own [source] name instead.
+        /// has it bound to another (the same database moved to a replaced server, or restored from
+        /// a dump, which gives it a new OID); recorded as a `config` EVENT. Another database needs
+        /// its own [source] name instead.
         #[arg(long, conflicts_with = "dry_run")]
         rebind_source: bool,
     },

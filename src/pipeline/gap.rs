@@ -225,11 +225,14 @@ pub fn recreated_event(
 }
 
 /// The `source_moved` event: `setup --rebind-source` moved the source to
-/// another server, whose slot starts at `new_lsn`. The store's checkpoint
-/// was a position in the old server's WAL, which means nothing on the new
-/// one: changes on the old server after the last one stored, and on the new
-/// one before its slot's start, were not captured. The same extent as
-/// [`recreated_event`]'s, and the servers on either side.
+/// another server, or to another database on the same one (restored there,
+/// with a new OID), whose slot starts at `new_lsn`. Moved to another server,
+/// the store's checkpoint was a position in the old server's WAL, which
+/// means nothing on the new one: changes on the old server after the last
+/// one stored, and on the new one before its slot's start, were not
+/// captured. On the same server both are positions in one WAL. The same
+/// extent as [`recreated_event`]'s, and the databases on either side; its
+/// words say which of the two moves it was.
 pub fn moved_event(
     (source, slot): (&SourceName, &SlotName),
     (from, to): (&SourceServer, &SourceServer),
@@ -245,18 +248,28 @@ pub fn moved_event(
         })
     };
     let last = stored.map_or_else(|| "-".to_owned(), |s| s.lsn.to_string());
+    let (found, lost) = if from.same_server(to) {
+        (
+            "the source moved to another database on the same server",
+            format!("changes to the old database after {last} and to the new one before {new_lsn}"),
+        )
+    } else {
+        (
+            "the source moved to another server",
+            format!("changes on the old server after {last} and on the new one before {new_lsn}"),
+        )
+    };
     let mut event = OwnEvent::new(
         Category::Gap,
         "source_moved",
         "pgtrail cli",
         format!(
-            "audit gap: source {source} moved from {from} to {to}; changes on the old server after {last} \
-             and on the new one before {new_lsn} (its slot {slot}'s start) were not captured"
+            "audit gap: source {source} moved from {from} to {to}; {lost} (its slot {slot}'s start) were not captured"
         ),
     )
     .detail("source", source.as_str())
     .detail("slot", slot.as_str())
-    .detail("found", format!("the source moved to another server ({from} to {to})"))
+    .detail("found", format!("{found} ({from} to {to})"))
     .detail("from_server", side(from))
     .detail("to_server", side(to))
     .detail("from_lsn", stored.map(|s| s.lsn.to_string()))

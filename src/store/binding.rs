@@ -47,7 +47,13 @@ impl SourceServer {
 
     /// Whether `other` is the same database (its name may have changed).
     pub fn same_database(&self, other: &SourceServer) -> bool {
-        self.system_identifier == other.system_identifier && self.database_oid == other.database_oid
+        self.same_server(other) && self.database_oid == other.database_oid
+    }
+
+    /// Whether `other` is on the same server (or a physical copy of it): a
+    /// database restored there, or another one of it, has only another OID.
+    pub fn same_server(&self, other: &SourceServer) -> bool {
+        self.system_identifier == other.system_identifier
     }
 }
 
@@ -74,7 +80,7 @@ pub struct Mismatch {
 impl Mismatch {
     /// What differs, in words.
     fn difference(&self) -> &'static str {
-        if self.bound.system_identifier != self.found.system_identifier {
+        if !self.bound.same_server(&self.found) {
             "another PostgreSQL server (its system identifier differs: another cluster, not a copy of the bound one)"
         } else {
             "another database on the same server (its OID differs)"
@@ -89,8 +95,9 @@ impl fmt::Display for Mismatch {
             "the source {:?} is bound in this store to {}, but source.url reaches {}: {}. \
              If this is another database, give it a [source] name of its own in this config (every database \
              captured into one store needs its own name) and run `pgtrail setup`. If it is the same database, \
-             moved to a replaced or restored server, run `pgtrail setup --rebind-source` to bind the name to it \
-             (docs/operations.md, \"Moving a source to another server\")",
+             moved to a replaced server or restored from a dump (which gives it a new OID), run \
+             `pgtrail setup --rebind-source` to bind the name to it \
+             (docs/operations.md, \"Moving a source to another server or database\")",
             self.name,
             self.bound,
             self.found,

@@ -2,8 +2,8 @@
 //! `gap` EVENT (`pipeline::gap` writes them: `slot_lost` when the daemon
 //! finds its slot lost, `slot_recreated` when `setup --recreate-slot` starts
 //! a new one, `source_moved` when `setup --rebind-source` moves the source
-//! to another server) folded into the stretches of time whose changes were not
-//! captured ([`Gap`]).
+//! to another server or database) folded into the stretches of time whose
+//! changes were not captured ([`Gap`]).
 //!
 //! Where a gap sits among the entries: every change stored before it has a
 //! smaller id than its first event, and every change captured after it a
@@ -46,15 +46,49 @@ pub struct Gap {
     pub found: String,
     /// Whether the slot was missing rather than invalidated.
     pub missing: bool,
-    /// Whether the source moved to another server (`source_moved` alone, no
-    /// loss before it): no slot was lost, the new server's starts elsewhere.
-    pub moved: bool,
+    /// Where the source moved (`source_moved` alone, no loss before it): no
+    /// slot was lost, the new database's starts elsewhere. `None`: no move.
+    pub moved: Option<Moved>,
     /// The id of the first event that records it: the gap lies just before it in id order.
     pub anchor: i64,
     /// When the first event was recorded (when the gap was found).
     pub found_at: DateTime<Utc>,
     /// The `slot_recreated` event that ended it, if one did.
     pub ended_by: Option<i64>,
+}
+
+/// What a source's move changed, as its event's details say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Moved {
+    /// Another server: the system identifiers differ (or the event does not
+    /// say; the only move before a move could stay on its server).
+    Server,
+    /// Another database on the same server (its OID differs): its names
+    /// before and after, the same when it was restored under its own name.
+    Database { from: String, to: String },
+}
+
+impl Moved {
+    /// From a `source_moved` event's `from_server` and `to_server`.
+    fn of(details: &Value) -> Moved {
+        let side = |key: &str, field: &str| {
+            details
+                .get(key)
+                .and_then(|s| s.get(field))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        match (
+            side("from_server", "system_identifier"),
+            side("to_server", "system_identifier"),
+        ) {
+            (Some(a), Some(b)) if a == b => Moved::Database {
+                from: side("from_server", "database").unwrap_or_default(),
+                to: side("to_server", "database").unwrap_or_default(),
+            },
+            _ => Moved::Server,
+        }
+    }
 }
 
 impl Gap {
@@ -107,7 +141,7 @@ impl GapEvent {
             to: None,
             to_lsn: None,
             missing: found.contains("does not exist"),
-            moved: false,
+            moved: None,
             found,
             anchor: self.id,
             found_at: self.at,
@@ -225,7 +259,8 @@ fn fold(events: &[GapEvent]) -> Vec<Gap> {
                 let mut gap = match at {
                     Some(i) => open.remove(i),
                     None => Gap {
-                        moved: e.text("event").as_deref() == Some(SOURCE_MOVED),
+                        moved: (e.text("event").as_deref() == Some(SOURCE_MOVED))
+                            .then(|| Moved::of(&e.details)),
                         ..e.gap("from_commit", "from_lsn")
                     },
                 };
@@ -328,7 +363,9 @@ mod tests {
                 id,
                 json!({"event": "source_moved", "slot": "s", "found": "the source moved to another server",
                        "from_lsn": "0/100", "from_commit": "2024-05-01T10:00:00.000000Z",
-                       "to_lsn": "0/20", "to_time": "2024-05-01T11:00:00.000000Z"}),
+                       "to_lsn": "0/20", "to_time": "2024-05-01T11:00:00.000000Z",
+                       "from_server": {"system_identifier": "7312", "database_oid": 16384, "database": "app"},
+                       "to_server": {"system_identifier": "7399", "database_oid": 16384, "database": "app"}}),
             )
         };
         let gaps = fold(&[moved(4), lost(6, "s", "0/30"), moved(8)]);
@@ -336,10 +373,28 @@ mod tests {
         assert_eq!((gaps[0].anchor, gaps[0].ended_by), (4, Some(4)));
         assert_eq!(gaps[0].to_lsn.as_deref(), Some("0/20"));
         assert!(gaps[0].from.is_some() && gaps[0].to.is_some() && !gaps[0].missing);
-        assert!(gaps[0].moved, "{gaps:?}");
+        assert_eq!(gaps[0].moved, Some(Moved::Server), "{gaps:?}");
         // A loss the move ended stays a loss: the slot went first.
         assert_eq!((gaps[1].anchor, gaps[1].ended_by), (6, Some(8)));
-        assert!(!gaps[1].moved, "{gaps:?}");
+        assert_eq!(gaps[1].moved, None, "{gaps:?}");
+    }
+
+    #[test]
+    fn a_move_on_the_same_server_is_a_move_to_another_database() {
+        let side =
+            |oid, db| json!({"system_identifier": "7312", "database_oid": oid, "database": db});
+        let gaps = fold(&[event(
+            3,
+            json!({"event": "source_moved", "slot": "s", "from_lsn": "0/100", "to_lsn": "0/200",
+                   "from_server": side(16384, "app"), "to_server": side(16390, "app_restored")}),
+        )]);
+        assert_eq!(
+            gaps[0].moved,
+            Some(Moved::Database {
+                from: "app".into(),
+                to: "app_restored".into()
+            })
+        );
     }
 
     #[test]

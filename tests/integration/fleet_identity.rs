@@ -3,7 +3,9 @@
 //! merged. The second `setup` is refused before it changes anything, on either side; a daemon
 //! started under the name against the other cluster is refused with exit 13; a source registered
 //! unbound is bound by the first daemon that reads it; `setup --rebind-source` moves the name to
-//! a replaced server, recorded as an event, after which the old server is the one refused.
+//! a replaced server, recorded as an event, after which the old server is the one refused. The
+//! move's gap says what moved: the server, or the database on the same server (restored there as
+//! a new database, with a new OID).
 
 use std::time::Duration;
 
@@ -24,6 +26,54 @@ async fn sources_snapshot(store: &Client) -> String {
              UNION ALL SELECT format('key %s %s %s', k.source, md5(k.inner_pad || k.outer_pad), k.copied_at) \
                  FROM pgtrail.message_keys k \
              UNION ALL SELECT format('head %s', h) FROM pgtrail.chain_heads h) t",
+        &[],
+    )
+    .await
+}
+
+/// The log page a reader sees of `config`'s store, as text (the gap rows are shown to everyone).
+async fn log_page(config: &Config) -> String {
+    let web = Web::start_for(config, "auth = \"none\"\n").await;
+    unescape(&web.page("/").await)
+}
+
+/// The `found` of the store's `source_moved` events.
+async fn moved_found(store: &Client) -> Vec<String> {
+    query_column(
+        store,
+        "SELECT details->>'found' FROM pgtrail.entries \
+         WHERE table_name = 'gap' AND details->>'event' = 'source_moved' ORDER BY id",
+        &[],
+    )
+    .await
+}
+
+/// The store's checkpoint.
+const CHECKPOINT: &str = "SELECT lsn::text FROM pgtrail.checkpoints";
+
+/// Sets `m` up and captures one change (branch 1001, `filler`); a client on the store, and its
+/// checkpoint after it.
+async fn captured_once(m: &Member, filler: &str) -> (Client, String) {
+    m.trail.setup().await;
+    let store = connect(&m.trail.config.store_url).await.unwrap();
+    let mut daemon = m.trail.spawn();
+    m.source()
+        .await
+        .execute("INSERT INTO bank_branches VALUES (1001, 0, $1)", &[&filler])
+        .await
+        .unwrap();
+    m.sync().await;
+    daemon.terminate().await;
+    let checkpoint = query_value(&store, CHECKPOINT, &[]).await;
+    (store, checkpoint)
+}
+
+/// The fillers of the branches the tests add (ids above 1000), in the order stored.
+async fn kept(store: &Client) -> Vec<String> {
+    query_column(
+        store,
+        "SELECT after->>'filler' FROM pgtrail.entries WHERE table_name = 'bank_branches' \
+         AND (after->>'bid')::int > 1000 ORDER BY id",
         &[],
     )
     .await
@@ -231,18 +281,7 @@ async fn an_unbound_source_is_bound_by_its_daemon_and_rebind_moves_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_move_to_a_server_with_a_slot_records_the_gap_and_captures_from_that_slot() {
     let old = Member::start("shop", None).await;
-    old.trail.setup().await;
-    let store = connect(&old.trail.config.store_url).await.unwrap();
-    let mut daemon = old.trail.spawn();
-    old.source()
-        .await
-        .batch_execute("INSERT INTO bank_branches VALUES (1001, 0, 'on the old server')")
-        .await
-        .unwrap();
-    old.sync().await;
-    daemon.terminate().await;
-    let checkpoint = "SELECT lsn::text FROM pgtrail.checkpoints";
-    let old_checkpoint: String = query_value(&store, checkpoint, &[]).await;
+    let (store, old_checkpoint) = captured_once(&old, "on the old server").await;
 
     // The new server has the slot already (made by hand before the move), and a change after it.
     let new = Member::start("shop", Some(old.trail.config.store_url.clone())).await;
@@ -266,7 +305,7 @@ async fn a_move_to_a_server_with_a_slot_records_the_gap_and_captures_from_that_s
         "{out}"
     );
     // The old server's position means nothing on the new one: the checkpoint is the slot's start.
-    assert_eq!(query_value::<String>(&store, checkpoint, &[]).await, start);
+    assert_eq!(query_value::<String>(&store, CHECKPOINT, &[]).await, start);
     let (old_id, new_id) = (system_identifier(&old).await, system_identifier(&new).await);
     let gap: Vec<Option<String>> = query_column(
         &store,
@@ -288,18 +327,101 @@ async fn a_move_to_a_server_with_a_slot_records_the_gap_and_captures_from_that_s
         "{gap:?}"
     );
     assert!(gap[4].is_some(), "who moved it: {gap:?}");
+    // Said as a move to another server, in the event and in the log.
+    let found = moved_found(&store).await;
+    assert!(
+        found.len() == 1 && found[0].starts_with("the source moved to another server ("),
+        "{found:?}"
+    );
+    let log = log_page(&new.trail.config).await;
+    assert!(
+        log.contains(
+            "were not captured (the source moved to another server, where its slot is pgtrail)."
+        ),
+        "{log}"
+    );
 
     // Capture goes on from the new slot: the change made after it, once.
     let mut daemon = new.trail.spawn();
     new.sync().await;
     daemon.terminate().await;
-    let kept: Vec<String> = query_column(
-        &store,
-        "SELECT after->>'filler' FROM pgtrail.entries WHERE table_name = 'bank_branches' \
-         AND (after->>'bid')::int > 1000 ORDER BY id",
-        &[],
-    )
-    .await;
+    let kept = kept(&store).await;
     assert_eq!(kept, ["on the old server", "after the new slot"]);
     new.verify().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_restored_on_the_same_server_is_a_move_to_another_database() {
+    let mut m = Member::start("shop", None).await;
+    let (store, old_checkpoint) = captured_once(&m, "before the restore").await;
+
+    // Restored as a new database on the same server (a copy: a new OID).
+    let admin = m.cluster.client("postgres").await;
+    wait_slot_inactive(&admin, SLOT).await;
+    admin
+        .batch_execute("CREATE DATABASE app_restored TEMPLATE app")
+        .await
+        .unwrap();
+    let mut config = m.trail.config.clone();
+    config.source_url = m.cluster.url("app_restored");
+    m.trail.rewrite(config);
+    m.trail.cli(&["setup"]).await.assert_clean_failure(
+        &[
+            "another database on the same server",
+            "pgtrail setup --rebind-source",
+        ],
+        Duration::from_secs(30),
+    );
+    // The old database's slot is not the new one's: dropped first, as dropping that database takes.
+    m.trail
+        .cli(&["setup", "--rebind-source"])
+        .await
+        .assert_clean_failure(
+            &["was not created in this database"],
+            Duration::from_secs(30),
+        );
+    admin
+        .batch_execute("SELECT pg_drop_replication_slot('pgtrail')")
+        .await
+        .unwrap();
+    let out = m.trail.cli(&["setup", "--rebind-source"]).await;
+    out.assert_success();
+    let start: String = query_value(&store, CHECKPOINT, &[]).await;
+    assert!(
+        out.stdout.contains(&format!(
+            "changes to the old database after {old_checkpoint} and to the new one before {start} were not captured"
+        )) && out.stdout.contains("on the same server"),
+        "{out}"
+    );
+    assert!(!out.stdout.contains("old server"), "{out}");
+
+    // Said as a move to another database on the same server, in the event and in the log.
+    let found = moved_found(&store).await;
+    assert!(
+        found.len() == 1
+            && found[0].starts_with("the source moved to another database on the same server ("),
+        "{found:?}"
+    );
+    let log = log_page(&m.trail.config).await;
+    assert!(
+        log.contains(
+            "were not captured (the source moved to another database on the same server \
+             (\"app\" to \"app_restored\"), where its slot is pgtrail)."
+        ),
+        "{log}"
+    );
+    assert!(!log.contains("moved to another server"), "{log}");
+
+    // Capture goes on from the restored database's slot.
+    let restored = m.cluster.client("app_restored").await;
+    restored
+        .batch_execute("INSERT INTO bank_branches VALUES (1002, 0, 'after the restore')")
+        .await
+        .unwrap();
+    let mut daemon = m.trail.spawn();
+    sync_via(&restored, &m.trail.config.store_url, SYNC_TIMEOUT).await;
+    daemon.terminate().await;
+    let kept = kept(&store).await;
+    assert_eq!(kept, ["before the restore", "after the restore"]);
+    m.verify().await;
 }

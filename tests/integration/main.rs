@@ -55,6 +55,7 @@ mod side_rows;
 mod signing;
 mod status;
 mod status_check;
+mod store_identity;
 mod store_partitions;
 mod tls;
 mod truncate;

@@ -2,13 +2,14 @@
 //! store's checkpoint for the source's slot is a position in the old
 //! server's WAL, which means nothing on the new server (kept, it would
 //! have the daemon ask the new slot for a position that is not its own,
-//! skipping or repeating whatever lies between). So, in the transaction
-//! that rebinds, a `gap` EVENT (`source_moved`) records what was not
-//! captured: the old server's changes after the last one stored, and the
-//! new server's before its slot's start; and the checkpoint moves to that
-//! start, whether setup made the slot just now or found one there. The
-//! partition map kept with the old checkpoint goes too: the daemon reads
-//! the new server's catalog instead.
+//! skipping or repeating whatever lies between); on the same server, a
+//! database restored there is captured from its own slot's start. So, in
+//! the transaction that rebinds, a `gap` EVENT (`source_moved`) records
+//! what was not captured: the old database's changes after the last one
+//! stored, and the new one's before its slot's start; and the checkpoint
+//! moves to that start, whether setup made the slot just now or found one
+//! there. The partition map kept with the old checkpoint goes too: the
+//! daemon reads the new database's catalog instead.
 
 use anyhow::Result;
 use tokio_postgres::Transaction;
@@ -44,9 +45,21 @@ pub async fn record(
     )
     .await?;
     let last = stored.map_or_else(|| "nothing stored".to_owned(), |s| s.lsn.to_string());
+    // Say which move it was: another server, or another database on this one.
+    let (lost, there) = if from.same_server(to) {
+        (
+            format!("changes to the old database after {last} and to the new one before {start}"),
+            "on the same server",
+        )
+    } else {
+        (
+            format!("changes on the old server after {last} and on the new one before {start}"),
+            "there",
+        )
+    };
     Ok(format!(
-        "store: recorded the audit gap of the move (a `gap` EVENT, source_moved): changes on the old server after {last} \
-         and on the new one before {start} were not captured; capture resumes from {start}, the start of slot {:?} there",
+        "store: recorded the audit gap of the move (a `gap` EVENT, source_moved): {lost} were not captured; \
+         capture resumes from {start}, the start of slot {:?} {there}",
         slot.as_str()
     ))
 }

@@ -196,7 +196,8 @@ pub(super) async fn apply(
         })?;
     let name = &config.source_name;
     // The source connection is setup's own, not another pgtrail process,
-    // should the store live in the source's database.
+    // should it be among the store's sessions (`binding::before_setup`
+    // refuses a store in the source's database; the guard is the second line).
     let own: Vec<_> = store::migrate::guard::Backend::of(source)
         .await
         .map_err(crate::source::SourceError::from)?

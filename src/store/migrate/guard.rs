@@ -40,15 +40,18 @@ const SESSION: &str = "CASE WHEN a.backend_type IS NULL THEN format('pid %s (%s,
 
 /// A backend as the server it runs on knows it: that server (when its
 /// postmaster started, which no other running server shares to the
-/// microsecond, and its system identifier, which a physical copy shares)
-/// and the backend's pid. While the connection stays open, no other backend
-/// of that server has its pid.
+/// microsecond, and its system identifier, which a physical copy shares),
+/// the backend's pid and when the backend started. The pid alone is not
+/// enough: once the connection has ended, the server may give its pid to
+/// another backend, but not with the same start to the microsecond.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Backend {
-    server_started: DateTime<Utc>,
+    pub server_started: DateTime<Utc>,
     /// `None` where an operator revoked `pg_control_system()` from PUBLIC.
-    system_identifier: Option<i64>,
-    pid: i32,
+    pub system_identifier: Option<i64>,
+    pub pid: i32,
+    /// `pg_stat_activity.backend_start`, which a backend always sees of itself.
+    pub backend_start: DateTime<Utc>,
 }
 
 impl Backend {
@@ -70,12 +73,15 @@ impl Backend {
         }
         let row = client
             .query_one(
-                if system {
-                    "SELECT pg_postmaster_start_time(), (SELECT system_identifier FROM pg_control_system()), \
-                            pg_backend_pid()"
-                } else {
-                    "SELECT pg_postmaster_start_time(), NULL::bigint, pg_backend_pid()"
-                },
+                &format!(
+                    "SELECT pg_postmaster_start_time(), {}, a.pid, a.backend_start \
+                     FROM pg_stat_activity a WHERE a.pid = pg_backend_pid()",
+                    if system {
+                        "(SELECT system_identifier FROM pg_control_system())"
+                    } else {
+                        "NULL::bigint"
+                    }
+                ),
                 &[],
             )
             .await?;
@@ -83,6 +89,7 @@ impl Backend {
             server_started: row.try_get(0)?,
             system_identifier: row.try_get(1)?,
             pid: row.try_get(2)?,
+            backend_start: row.try_get(3)?,
         }))
     }
 
@@ -101,20 +108,24 @@ impl Backend {
 /// store: they would write entries into the table being moved, or read it
 /// half moved. Run inside the migration's transaction, before its SQL.
 /// `own`: the other connections of the `setup` that runs it (its source
-/// connection, which is in the store's database when the store lives in the
-/// source's), open until this returns: those backends are setup itself, not
-/// another process, and only those are left out (by pid, on this server).
+/// connection), open until this returns: those backends are setup itself,
+/// not another process, and only those are left out, by pid and start on
+/// this server. `setup` refuses a store in the source's own database before
+/// it migrates, so its source connection is not among the store's sessions:
+/// this is the second line, should a way past that check be found. A session this
+/// role may not see the start of (another role's, without
+/// `pg_read_all_stats`) is never left out: counted, rather than missed.
 pub async fn refuse_if_in_use(
     client: &impl GenericClient,
     own: &[Backend],
 ) -> Result<(), StoreError> {
-    let own: Vec<i32> = match Backend::of(client).await? {
+    let (pids, starts): (Vec<i32>, Vec<DateTime<Utc>>) = match Backend::of(client).await? {
         Some(here) => own
             .iter()
             .filter(|b| b.same_server(&here))
-            .map(|b| b.pid)
-            .collect(),
-        None => Vec::new(),
+            .map(|b| (b.pid, b.backend_start))
+            .unzip(),
+        None => (Vec::new(), Vec::new()),
     };
     let started = Instant::now();
     loop {
@@ -129,12 +140,13 @@ pub async fn refuse_if_in_use(
             &format!(
                 "SELECT {SESSION} FROM pg_stat_activity a \
                  WHERE a.datname = current_database() AND a.pid <> pg_backend_pid() \
-                   AND a.pid <> ALL($1::int4[]) \
+                   AND NOT EXISTS (SELECT FROM unnest($1::int4[], $2::timestamptz[]) o (pid, started) \
+                                   WHERE o.pid = a.pid AND o.started = a.backend_start) \
                    AND coalesce(a.backend_type, 'client backend') = 'client backend' \
                    AND a.application_name LIKE 'pgtrail%' AND a.application_name <> 'pgtrail setup' \
                  ORDER BY a.pid"
             ),
-            &[&own],
+            &[&pids, &starts],
         )
         .await?;
         if sessions.is_empty() {

@@ -7,7 +7,7 @@
 //! Both read only what the entry stores (`details`, `context`, `before` and
 //! `after`), so an event reads the same whichever pgtrail recorded it; a kind
 //! this version does not know falls back to the summary recorded with it.
-//! `moved` words a source's move to another server, the longest of them.
+//! `moved` words a source's move to another server or database, the longest of them.
 
 mod moved;
 

@@ -21,7 +21,7 @@ use super::log::rows::short_time;
 use super::AppState;
 use crate::health::service_status::bytes;
 use crate::store::capture_state::{self, Reported, SourceSide};
-use crate::store::gaps::Gap;
+use crate::store::gaps::{Gap, Moved};
 use crate::store::quarantine::{self, Summary};
 
 /// What the store says of capture's health.
@@ -220,8 +220,8 @@ pub struct GapView {
 impl GapView {
     pub fn of(g: &Gap, linked: bool) -> GapView {
         let slot = &g.slot;
-        let what = if g.moved {
-            format!("the source moved to another server, where its slot is {slot}")
+        let what = if let Some(moved) = &g.moved {
+            format!("{}, where its slot is {slot}", moved_words(moved))
         } else if g.missing {
             format!("the replication slot was missing: {slot}")
         } else {
@@ -258,12 +258,26 @@ impl GapView {
     }
 }
 
+/// What a source's move changed: its server, or its database on the same
+/// server (a database restored there has a new OID, and maybe its old name).
+fn moved_words(moved: &Moved) -> String {
+    match moved {
+        Moved::Server => "the source moved to another server".to_owned(),
+        Moved::Database { from, to } if from == to => format!(
+            "the source moved to another database on the same server ({from:?} again, with a new OID)"
+        ),
+        Moved::Database { from, to } => {
+            format!("the source moved to another database on the same server ({from:?} to {to:?})")
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn a_move_to_another_server_is_not_called_a_lost_slot() {
+    fn a_move_is_not_called_a_lost_slot_and_says_whether_the_server_or_the_database_changed() {
         let at = |h: u32| {
             DateTime::parse_from_rfc3339(&format!("2024-05-01T{h:02}:00:00Z"))
                 .map(|t| t.with_timezone(&Utc))
@@ -278,7 +292,7 @@ mod tests {
             to_lsn: Some("0/20".into()),
             found: "the source moved to another server".into(),
             missing: false,
-            moved: true,
+            moved: Some(Moved::Server),
             anchor: 4,
             found_at: at(11),
             ended_by: Some(4),
@@ -291,10 +305,22 @@ mod tests {
                 when(&at(11))
             )
         );
-        let lost = Gap {
-            moved: false,
-            ..gap
+        let database = |from: &str, to: &str| Gap {
+            moved: Some(Moved::Database {
+                from: from.into(),
+                to: to.into(),
+            }),
+            ..gap.clone()
         };
+        assert!(GapView::of(&database("app", "app_restored"), true).text.ends_with(
+            "(the source moved to another database on the same server (\"app\" to \"app_restored\"), \
+             where its slot is pgtrail_slot)."
+        ));
+        assert!(GapView::of(&database("app", "app"), true).text.ends_with(
+            "(the source moved to another database on the same server (\"app\" again, with a new OID), \
+             where its slot is pgtrail_slot)."
+        ));
+        let lost = Gap { moved: None, ..gap };
         assert!(GapView::of(&lost, true)
             .text
             .ends_with("(the replication slot was lost: pgtrail_slot)."));

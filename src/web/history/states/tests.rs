@@ -41,7 +41,7 @@ fn gap(from: u32, to: Option<u32>) -> Gap {
         to_lsn: None,
         found: String::new(),
         missing: false,
-        moved: false,
+        moved: None,
         anchor: 100,
         found_at: t(from + 1),
         ended_by: None,

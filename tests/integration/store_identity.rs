@@ -1,0 +1,80 @@
+//! The store must be another database than the source, or pgtrail would audit its own writes. The
+//! config refuses a `store.url` equal to `source.url`; `setup` (and `setup --dry-run`) refuses one
+//! that reaches the source's database another way, the server's Unix socket or `localhost` for
+//! `127.0.0.1`, by what the server says (its system identifier and the database's OID), before it
+//! changes anything on either side. Another database of the source's server, whichever way it is
+//! reached, is a store.
+
+use std::time::Duration;
+
+use crate::harness::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_url_that_reaches_the_sources_database_another_way_is_refused() {
+    let mut env = TestEnv::start().await;
+    let src = env
+        .source_with("CREATE TABLE t (id int PRIMARY KEY, v int)")
+        .await;
+    let oid: u32 = query_value(
+        &src,
+        "SELECT oid FROM pg_database WHERE datname = 'app'",
+        &[],
+    )
+    .await;
+    let system: String = query_value(
+        &src,
+        "SELECT system_identifier::text FROM pg_control_system()",
+        &[],
+    )
+    .await;
+    let port = env.cluster.port();
+    let ways = [
+        env.cluster.socket_conninfo("app", "postgres"),
+        format!("postgres://postgres@localhost:{port}/app"),
+    ];
+    for store_url in ways {
+        let mut config = env.trail.config.clone();
+        config.store_url = store_url.clone();
+        env.trail.rewrite(config);
+        for args in [&["setup"][..], &["setup", "--dry-run"]] {
+            env.trail.cli(args).await.assert_clean_failure(
+                &[
+                    "store.url reaches the source's own database",
+                    &format!("database \"app\" (OID {oid}) on the server with system identifier {system}"),
+                    "pgtrail would audit its own writes",
+                    "name another database in store.url",
+                    "remove store.url",
+                ],
+                Duration::from_secs(30),
+            );
+        }
+        // Nothing changed in the source: no slot, no schema, no trigger.
+        let slots = query_count(&src, "SELECT count(*) FROM pg_replication_slots").await;
+        let schema: bool =
+            query_value(&src, "SELECT to_regnamespace('pgtrail') IS NULL", &[]).await;
+        let triggers = query_count(
+            &src,
+            "SELECT count(*) FROM pg_trigger WHERE tgname = 'pgtrail_context'",
+        )
+        .await;
+        assert_eq!((slots, schema, triggers), (0, true, 0), "{store_url}");
+    }
+
+    // Another database of the same server over the socket is a store: made by the first setup,
+    // found by the second.
+    let mut config = env.trail.config.clone();
+    config.store_url = env.cluster.socket_conninfo("audit", "postgres");
+    env.trail.rewrite(config);
+    env.trail.setup().await;
+    let out = env.trail.cli(&["setup"]).await;
+    out.assert_success();
+    assert!(out.stdout.contains("nothing to do"), "{out}");
+    let store = env.cluster.client("audit").await;
+    let bound: i64 = query_value(
+        &store,
+        "SELECT database_oid FROM pgtrail.sources WHERE name = 'app'",
+        &[],
+    )
+    .await;
+    assert_eq!(bound, i64::from(oid));
+}
