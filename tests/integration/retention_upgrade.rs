@@ -22,6 +22,7 @@ use tokio_postgres::Client;
 
 use crate::harness::*;
 use crate::restore::{event_days_ago, in_range, json_of};
+use crate::restore_interleaved::{partition_holding, retention_pass};
 
 /// Where the old partitions' events are: P, dropped three times, and Q, dropped once and
 /// restored (days back).
@@ -73,21 +74,14 @@ struct Part {
 
 /// The live partition holding commit time `at`.
 async fn partition_at(store: &Client, at: DateTime<Utc>) -> Part {
-    let row = store
-        .query_one(
-            "SELECT name, from_at, to_at FROM pgtrail.partitions \
-             WHERE dropped_at IS NULL AND from_at <= $1 AND $1 < to_at",
-            &[&at],
-        )
-        .await
-        .unwrap();
+    let (name, from, to) = partition_holding(store, at).await;
     Part {
-        name: row.get(0),
+        name,
         range: Range {
             source_id: SourceId(0),
             source_name: "pgtrail".into(),
-            from: row.get(1),
-            to: row.get(2),
+            from,
+            to,
         },
     }
 }
@@ -226,19 +220,6 @@ async fn restore(env: &TestEnv, file: &Path, part: &Part, entries: &[Vec<Option<
     v["archive_recorded"].as_bool().unwrap()
 }
 
-/// One `pgtrail retention --json` pass, which must succeed: the partitions it dropped.
-async fn retention(env: &TestEnv) -> Vec<String> {
-    let (code, v, out) = json_of(env, &["retention", "--json"]).await;
-    assert_eq!(code, 0, "{}", out.combined());
-    v["partitions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| p["outcome"] == "dropped")
-        .map(|p| p["name"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upgrade_lists_every_drop_of_a_partition_dropped_three_times_before_migration_21() {
     let env = world().await;
@@ -315,7 +296,7 @@ async fn upgrade_lists_every_drop_of_a_partition_dropped_three_times_before_migr
             file.display()
         );
         unhold(&store, &p.name).await;
-        assert_eq!(retention(&env).await, [p.name.as_str()]);
+        assert_eq!(retention_pass(&env).await, [p.name.as_str()]);
     }
     assert!(
         !restore(&env, &copy, &p, &p_entries).await,
@@ -418,7 +399,7 @@ async fn retention_and_restore_under_least_privilege_roles_after_a_superuser_upg
     let mut files = Vec::new();
     for _ in 0..2 {
         config_as(&mut env, "trail_daemon");
-        assert_eq!(retention(&env).await, [p.name.as_str()]);
+        assert_eq!(retention_pass(&env).await, [p.name.as_str()]);
         let file: String = query_value(
             &owner,
             "SELECT e.details->'archives'->0->>'file' FROM pgtrail.partitions p \
