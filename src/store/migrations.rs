@@ -115,6 +115,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "retention's anchors: runs in the whole chain, each with its predecessor; every drop event in the ledger",
         include_str!("../../sql/store/0021_anchor_runs.sql"),
     ),
+    (
+        22,
+        "every drop event of a partition dropped before migration 21; run_mismatch for drop_partition's and restore_partition's owners",
+        include_str!("../../sql/store/0022_drop_events_backfill.sql"),
+    ),
 ];
 
 /// The setting through which [`apply`] tells migration 15 the name of the

@@ -50,6 +50,7 @@ mod reload;
 mod restore;
 mod restore_interleaved;
 mod retention;
+mod retention_upgrade;
 mod roles;
 mod side_rows;
 mod signing;

@@ -50,7 +50,11 @@ struct Two {
     before: i64,
 }
 
-async fn part_at(store: &Client, at: DateTime<Utc>) -> Part {
+/// The live partition holding commit time `at`: its name and range.
+pub(crate) async fn partition_holding(
+    store: &Client,
+    at: DateTime<Utc>,
+) -> (String, DateTime<Utc>, DateTime<Utc>) {
     let row = store
         .query_one(
             "SELECT name, from_at, to_at FROM pgtrail.partitions \
@@ -59,8 +63,24 @@ async fn part_at(store: &Client, at: DateTime<Utc>) -> Part {
         )
         .await
         .unwrap();
-    let (name, from, to): (String, DateTime<Utc>, DateTime<Utc>) =
-        (row.get(0), row.get(1), row.get(2));
+    (row.get(0), row.get(1), row.get(2))
+}
+
+/// One `pgtrail retention --json` pass, which must succeed: the partitions it dropped.
+pub(crate) async fn retention_pass(env: &TestEnv) -> Vec<String> {
+    let (code, v, out) = json_of(env, &["retention", "--json"]).await;
+    assert_eq!(code, 0, "{}", out.combined());
+    v["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["outcome"] == "dropped")
+        .map(|p| p["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn part_at(store: &Client, at: DateTime<Utc>) -> Part {
+    let (name, from, to) = partition_holding(store, at).await;
     let entries = in_range(store, from, to).await;
     Part {
         name,
@@ -148,15 +168,7 @@ impl Two {
 
     /// One retention pass, which must succeed: the partitions it dropped.
     async fn retention(&self) -> Vec<String> {
-        let (code, v, out) = json_of(&self.env, &["retention", "--json"]).await;
-        assert_eq!(code, 0, "{}", out.combined());
-        v["partitions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|p| p["outcome"] == "dropped")
-            .map(|p| p["name"].as_str().unwrap().to_owned())
-            .collect()
+        retention_pass(&self.env).await
     }
 
     /// `verify`, which must find the store intact: entries of the events chain stored and
