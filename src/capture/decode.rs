@@ -217,7 +217,7 @@ fn once_each<'n, 'a: 'n>(
     if count <= 32 {
         for (i, name) in names.clone().enumerate() {
             if names.clone().take(i).any(|n| n == name) {
-                return Err(twice(&**name));
+                return Err(twice(name));
             }
         }
         return Ok(());
