@@ -117,7 +117,10 @@ fn heads_sql() -> String {
 /// Brings spans up to date ($1 to $5: their sources, heads, marks and
 /// floors; $6: [`WINDOW`]; $7: [`SLACK_SECONDS`]): of each source whose head
 /// moved, its entries above its mark within its time range, counted, and
-/// per partition the smallest and largest of their ids.
+/// per partition the smallest and largest of their ids. `OFFSET 0` keeps
+/// the reading of each source's entries a subquery run per source, with its
+/// time range as parameters that leave the other partitions out; pulled up
+/// into a join, it read every partition once.
 fn since_sql() -> String {
     format!(
         "WITH {HEADS}, {LEDGER}, \
@@ -132,7 +135,7 @@ fn since_sql() -> String {
          new AS MATERIALIZED (SELECT m.source, x.part, x.id, x.committed_at FROM moved m CROSS JOIN LATERAL ( \
              SELECT e.tableoid::bigint AS part, e.id, e.committed_at FROM pgtrail.entries e \
              WHERE e.source = m.source AND e.id > m.mark AND e.id <= (SELECT lo FROM lo) + $6 \
-               AND e.committed_at >= m.floor AND e.committed_at <= m.ceiling) x) \
+               AND e.committed_at >= m.floor AND e.committed_at <= m.ceiling OFFSET 0) x) \
          SELECT 'source'::text AS kind, h.source, h.hash, h.entries, coalesce(n.n, 0) AS n, \
                 NULL::bigint AS lo, n.newest AS hi, n.at AS t0, NULL::timestamptz AS t1, \
                 NULL::bigint AS part, NULL::text AS text \
