@@ -6,17 +6,13 @@
 //! (`log::walk`), and a reading of an id range (a window of a count, of a
 //! free-text page, of the breakdown) names the partitions holding it.
 //!
-//! Why it is needed: entries are partitioned by commit time, and a
-//! statement in id order over the parent probes every partition's primary
-//! key (a Merge Append of them all), however few rows it returns. Ids are
-//! not the partition key and do not follow it: a source that lags stores its
-//! backlog late (new ids) into the old partitions of its commit times, and
-//! the store's owner may date an event any time. So the spans are read, not
-//! assumed: afresh, each partition's smallest and largest id (two probes per
-//! partition, as one unbounded reading cost before).
+//! Why: a statement in id order over the parent probes every partition's
+//! primary key, however few rows it returns; and ids do not follow the
+//! partition key (a lagging source stores its backlog, new ids, into old
+//! partitions; the owner may date an event any time). So the spans are read,
+//! not assumed: afresh, each partition's smallest and largest id.
 //!
-//! Why the entries stored since are enough, and how the book knows it found
-//! them all (the reasoning of [`super::key_book`], with a time bound added):
+//! Why the entries since are enough, and known to be all (as in [`super::key_book`]):
 //! - Each source's entries, pgtrail's events (source 0) included, are
 //!   written one store transaction after another (capture: the source's
 //!   capture lock; events: `record_event` takes the events head's row lock
@@ -40,8 +36,7 @@
 //!   back only by a restore; both change the ledger, as does a partition made
 //!   ahead or attached or detached by hand, and any change reads afresh.
 //! - A partition attached that the ledger does not know (by hand) has no
-//!   range to read by: then the spans bound nothing ([`Spans::whole`]) and
-//!   the readings go unbounded, as before.
+//!   range: then the spans bound nothing ([`Spans::whole`]).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -69,10 +64,9 @@ const HEADS: &str = "heads AS (SELECT s.id AS source, coalesce(h.hash, ''::bytea
      FROM pgtrail.sources s LEFT JOIN pgtrail.chain_heads h ON h.source = s.id)";
 
 /// A reading's rows: kind, source, hash, entries, n, lo, hi, t0, t1, part,
-/// text. A source: its head, `n` entries found above its mark (`lo`, read
-/// afresh), the newest of them (`hi`) and its commit time (`t0`). A
-/// partition (`part`, its table's OID): its smallest and largest id (`lo`,
-/// `hi`) and its range (`t0`, `t1`). The ledger: `text`.
+/// text. A source: its head, `n` entries read above its mark (`lo`, afresh),
+/// the newest (`hi`) and its time (`t0`). A partition (`part`, its OID): its
+/// ids (`lo`, `hi`) and range (`t0`, `t1`). The ledger: `text`.
 const NONE: &str = "NULL::smallint, NULL::bytea, NULL::bigint, NULL::bigint";
 
 /// Reads the spans afresh ($1: [`WINDOW`]).
@@ -240,7 +234,7 @@ impl Reading {
     }
 }
 
-/// The commit time from which a source's entries after `at` are expected.
+/// Where a source's entries after one at `at` are expected from.
 fn floor(at: DateTime<Utc>) -> DateTime<Utc> {
     at - Duration::seconds(SLACK_SECONDS)
 }
@@ -305,8 +299,7 @@ impl Spans {
         Some(next)
     }
 
-    /// Whether a reading of the heads ([`heads_sql`]) finds everything as
-    /// these spans have it.
+    /// Whether a reading of the heads ([`heads_sql`]) finds them as these have them.
     fn unmoved(&self, r: &Reading) -> bool {
         r.ledger == self.ledger
             && r.sources.len() == self.sources.len()
@@ -317,8 +310,7 @@ impl Spans {
             })
     }
 
-    /// Whether every partition attached has its range in the ledger: only
-    /// then can a reading be limited to some of them.
+    /// Whether every partition attached has its range in the ledger.
     pub fn whole(&self) -> bool {
         self.parts.iter().all(|p| p.range.is_some())
     }
@@ -354,16 +346,7 @@ impl Spans {
     }
 
     /// `(sources, hashes, entries, marks, floors)`: the parameters of [`since_sql`].
-    #[allow(clippy::type_complexity)]
-    fn known(
-        &self,
-    ) -> (
-        Vec<i16>,
-        Vec<Vec<u8>>,
-        Vec<i64>,
-        Vec<i64>,
-        Vec<Option<DateTime<Utc>>>,
-    ) {
+    fn known(&self) -> Known {
         let mut k = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for (id, s) in &self.sources {
             k.0.push(*id);
@@ -375,6 +358,15 @@ impl Spans {
         k
     }
 }
+
+/// The parameters of [`since_sql`]: sources, hashes, entries, marks, floors.
+type Known = (
+    Vec<i16>,
+    Vec<Vec<u8>>,
+    Vec<i64>,
+    Vec<i64>,
+    Vec<Option<DateTime<Utc>>>,
+);
 
 /// A partition holding ids: its commit times `[from, to)` and its smallest
 /// and largest id.
@@ -420,8 +412,7 @@ pub struct SpanBook {
 }
 
 impl SpanBook {
-    /// The spans as of now (of `client`'s snapshot): the last ones brought
-    /// up to date, or read afresh.
+    /// The spans of `client`'s snapshot: the last ones brought up to date, or read afresh.
     pub async fn read<C: GenericClient>(&self, client: &C) -> Result<Arc<Spans>, WebError> {
         // A holder of the lock never panics, so a poisoned one still holds a whole value.
         let last = self.last.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -481,7 +472,7 @@ mod tests {
         }
     }
 
-    fn source(id: i16, entries: i64, n: i64, newest: Option<(i64, DateTime<Utc>)>) -> SourceRow {
+    fn source(id: i16, entries: i64, n: i64, newest: Newest) -> SourceRow {
         SourceRow {
             id,
             hash: vec![entries as u8],
@@ -507,12 +498,9 @@ mod tests {
         })
     }
 
-    fn since(
-        entries: i64,
-        n: i64,
-        newest: Option<(i64, DateTime<Utc>)>,
-        parts: Vec<Part>,
-    ) -> Reading {
+    type Newest = Option<(i64, DateTime<Utc>)>;
+
+    fn since(entries: i64, n: i64, newest: Newest, parts: Vec<Part>) -> Reading {
         Reading {
             ledger: "l".into(),
             sources: vec![source(1, entries, n, newest)],
