@@ -130,11 +130,18 @@ async fn drop_at_20(store: &Client, name: &str, w: &Written) -> i64 {
 
 /// Migration 19's restore_partition, through pgtrail's restore, of `file`: the restore's event.
 async fn restore_at_20(store: &mut Client, file: &Path) -> i64 {
-    let checked = archive::check(file, None).unwrap();
+    let checked = archive::check(file, None, archive::MAX_LINE).unwrap();
     let hold = Retention::parse("30d").unwrap();
-    let restored = archive::restore(store, &checked, None, hold, Some("tester".into()))
-        .await
-        .unwrap();
+    let restored = archive::restore(
+        store,
+        &checked,
+        None,
+        archive::MAX_LINE,
+        hold,
+        Some("tester".into()),
+    )
+    .await
+    .unwrap();
     assert!(restored.archive_recorded, "recorded by the newest drop");
     restored.event
 }

@@ -12,7 +12,9 @@
 //!   a time filter, the key match);
 //! - [`keys`]: matching a primary-key value ([`PkMatch`]) and the key columns
 //!   of the stored tables; [`key_book`]: those kept by the web view between
-//!   requests, brought up to date from the entries stored since;
+//!   requests, brought up to date from the entries stored since; [`spans`]:
+//!   the ids each partition holds, kept the same way, so that a reading in
+//!   id order visits only the partitions that can hold its ids;
 //! - [`search`]: the search box's `key:value` line, read into the same
 //!   parameters as the filter form and written back from a filter;
 //! - [`events`]: pgtrail's own events, left out of a view unless it asks.
@@ -49,6 +51,7 @@ pub mod params;
 pub mod resolve;
 pub mod scope;
 pub mod search;
+pub mod spans;
 pub mod sql;
 pub mod statement;
 
@@ -61,5 +64,6 @@ pub use params::{
 };
 pub use resolve::Resolved;
 pub use scope::Scope;
+pub use spans::{Held, SpanBook, Spans};
 pub use sql::Sql;
 pub use statement::{like_escape, PageSql, RARE_ACTIONS};
