@@ -15,7 +15,6 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::entries::{each_entry, ArchivedEntry};
-use super::restore::RestoreError;
 use super::{ArchiveError, Checked};
 
 /// Entries read ahead of the COPY, at most.
@@ -77,13 +76,12 @@ impl ReadAhead {
     }
 
     /// Stops the reader (after a COPY that failed, at its next entry) and
-    /// returns what it found: the file checked, or why not.
-    pub async fn finish(self) -> Result<Result<Checked, ArchiveError>, RestoreError> {
+    /// returns what it found: the file checked, or why not (the outer error:
+    /// the reading task itself failed).
+    pub async fn finish(self) -> Result<Result<Checked, ArchiveError>, tokio::task::JoinError> {
         self.budget.close();
         drop(self.entries);
-        self.reader
-            .await
-            .map_err(|e| RestoreError::Store(format!("the archive's reader stopped: {e}")))
+        self.reader.await
     }
 }
 

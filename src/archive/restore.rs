@@ -137,7 +137,10 @@ pub async fn restore(
     );
     let copied = copy_in(&tx, &mut ahead.entries, source).await;
     // A COPY that failed stops the reader at its next entry.
-    let read = ahead.finish().await?;
+    let read = ahead
+        .finish()
+        .await
+        .map_err(|e| RestoreError::Store(format!("the archive's reader stopped: {e}")))?;
     copied?;
     let again = read?;
     if again.sha256 != checked.sha256 {
