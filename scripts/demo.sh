@@ -30,7 +30,10 @@ cluster="$demo/pg"
 cfg="$demo/pgtrail.toml"
 log="$demo/pgtrail.log"
 pidfile="$demo/pgtrail.pid"
-bin="$repo/target/release/pgtrail"
+# Where cargo builds: CARGO_TARGET_DIR when set (relative to the repository, where it runs).
+target_dir=${CARGO_TARGET_DIR:-$repo/target}
+[[ "$target_dir" = /* ]] || target_dir="$repo/$target_dir"
+bin="$target_dir/release/pgtrail"
 # Row changes made by one round of activity below (the rolled-back transaction makes none).
 changes_per_round=17
 
