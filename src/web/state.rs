@@ -49,8 +49,6 @@ struct Inner {
     gaps: crate::store::gaps::Cache,
     /// The tables' keys, for matching a key value, kept up to date by id.
     key_book: query::KeyBook,
-    /// The ids each partition holds, kept up to date by id.
-    spans: query::SpanBook,
 }
 
 /// The store's tables for the filter's suggestions: each as shown, and its name.
@@ -81,7 +79,6 @@ impl AppState {
             sources: Mutex::new(None),
             gaps: Default::default(),
             key_book: Default::default(),
-            spans: Default::default(),
         }))
     }
 
@@ -101,11 +98,6 @@ impl AppState {
     /// The tables' keys, shared by every request matching a key value.
     pub fn key_book(&self) -> &query::KeyBook {
         &self.0.key_book
-    }
-
-    /// The ids each partition holds, shared by every reading in id order.
-    pub fn spans(&self) -> &query::SpanBook {
-        &self.0.spans
     }
 
     pub fn auth(&self) -> Arc<access::AuthState> {

@@ -81,5 +81,4 @@ mod web_paging;
 mod web_partitioned;
 mod web_search;
 mod web_signin_throttle;
-mod web_spans;
 mod web_view_details;

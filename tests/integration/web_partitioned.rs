@@ -30,7 +30,7 @@ async fn old_partitions(store: &Client) {
 /// How many scans (sequential or by index) of the entries' partitions this session has made
 /// since its statistics were last flushed (never within a transaction block): the difference
 /// of two readings in one transaction is what happened between them.
-pub(crate) async fn partition_scans(store: &Client) -> i64 {
+async fn partition_scans(store: &Client) -> i64 {
     query_value(
         store,
         "SELECT coalesce(sum(coalesce(seq_scan, 0) + coalesce(idx_scan, 0)), 0)::bigint \
@@ -42,7 +42,7 @@ pub(crate) async fn partition_scans(store: &Client) -> i64 {
 
 /// A `slot_lost` gap event at `at` for slot `slot`, through record_event as the store's owner
 /// (whose events may be dated any time), as `pgtrail run` records one.
-pub(crate) async fn record_gap(store: &Client, at: DateTime<Utc>, slot: &str) {
+async fn record_gap(store: &Client, at: DateTime<Utc>, slot: &str) {
     store
         .execute(
             "SELECT pgtrail.record_event($1, 'gap', NULL, NULL, NULL, NULL, '{\"source\": \"pgtrail\"}', \
@@ -135,34 +135,28 @@ async fn both_readings(store: &Client, book: &KeyBook) -> (Vec<String>, Vec<Stri
     (show(booked), show(fresh))
 }
 
-/// An entry of source `source` (its id) straight into the store, in its partition (made if
-/// need be), counted in its chain head and dated in its checkpoint, as the writer does; with an
-/// explicit `id` when given, as a source catching up can store below ids read before. Its id.
-pub(crate) async fn raw_entry(
+/// An entry of source `source` (its id) straight into the store, counted in its chain head;
+/// with an explicit `id` when given, as a source catching up can store below ids read before.
+async fn raw_entry(
     store: &Client,
     id: Option<i64>,
     source: i16,
     table: &str,
     pk: &str,
     at: DateTime<Utc>,
-) -> i64 {
+) {
     let (schema, name) = table.split_once('.').unwrap();
     let row_key = pgtrail::entry::row_key(&TableName::new(schema, name), pk);
     store
-        .execute("SELECT pgtrail.ensure_partition($1)", &[&at])
-        .await
-        .expect("make the entry's partition");
-    let id: i64 = store
-        .query_one(
+        .execute(
             "INSERT INTO pgtrail.entries (id, committed_at, xid, lsn, schema_name, table_name, action, \
              primary_key, after, context, row_key, source) \
              VALUES (coalesce($1, nextval('pgtrail.entries_id_seq')), $2, 9, '0/9', $3, $4, 'INSERT', \
-                     $5::text::json, $5::text::json, '{}', $6, $7) RETURNING id",
+                     $5::text::json, $5::text::json, '{}', $6, $7)",
             &[&id, &at, &schema, &name, &pk, &row_key, &source],
         )
         .await
-        .expect("store an entry")
-        .get(0);
+        .expect("store an entry");
     store
         .execute(
             "UPDATE pgtrail.chain_heads SET entries = entries + 1 WHERE source = $1",
@@ -170,14 +164,6 @@ pub(crate) async fn raw_entry(
         )
         .await
         .unwrap();
-    store
-        .execute(
-            "UPDATE pgtrail.checkpoints SET last_committed_at = $2 WHERE source = $1",
-            &[&source, &at],
-        )
-        .await
-        .unwrap();
-    id
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

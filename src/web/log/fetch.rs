@@ -4,18 +4,15 @@
 
 use std::time::Duration;
 
-use std::sync::Arc;
-
 use chrono::{DateTime, Utc};
-use tokio_postgres::{GenericClient, IsolationLevel};
+use tokio_postgres::GenericClient;
 
-use super::walk;
 use super::windows::IdWindows;
 use crate::store::stored::{StoredEntry, ENTRY_COLUMN_COUNT};
 use crate::web::access::Principal;
 use crate::web::error::WebError;
 use crate::web::pool::Lane;
-use crate::web::query::{self, Cursor, Dir, Filter, LogQuery, Resolved, SortKey, Spans};
+use crate::web::query::{self, Cursor, Dir, Filter, LogQuery, Resolved, SortKey};
 use crate::web::AppState;
 
 /// Counting stops here; beyond it the page says "more than".
@@ -79,18 +76,20 @@ pub async fn resolve(
 }
 
 /// The ids that `r` leaves to read, `[lo, hi)`: its bounds narrowed to the
-/// ids the store holds, by the web view's spans (no partition is read while
-/// they hold), which also name the partitions holding each window of them.
+/// ids the store holds.
 pub(super) async fn id_range<C: GenericClient>(
-    state: &AppState,
     client: &C,
     r: &Resolved,
-) -> Result<(Arc<Spans>, (i64, i64)), WebError> {
-    let spans = state.spans().read(client).await?;
-    let (min, top) = spans.range();
-    let lo = r.lo.unwrap_or(0).max(min);
-    let hi = r.hi.unwrap_or(i64::MAX).min(top);
-    Ok((spans, (lo, hi)))
+) -> Result<(i64, i64), WebError> {
+    let bounds = client
+        .query_one(
+            "SELECT coalesce(min(id), 0), coalesce(max(id), 0) + 1 FROM pgtrail.entries",
+            &[],
+        )
+        .await?;
+    let lo = r.lo.unwrap_or(0).max(bounds.get(0));
+    let hi = r.hi.unwrap_or(i64::MAX).min(bounds.get(1));
+    Ok((lo, hi))
 }
 
 /// One page of entries, in display order, with the cursors around it.
@@ -117,24 +116,9 @@ pub async fn fetch_page(
     {
         return search_page(state, q, r, now).await;
     }
-    let mut client = state.pool().get().await?;
+    let client = state.pool().get().await?;
     let ps = q.page_sql(r, now);
-    let rows = if q.sort.key == SortKey::Time {
-        // The spans and the page in one snapshot: the spans hold exactly
-        // the ids the page's statements see.
-        let tx = client
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await?;
-        let spans = state.spans().read(&tx).await?;
-        let rows = walk::page(&tx, &spans, q, r, now).await?;
-        tx.commit().await?;
-        rows
-    } else {
-        client.query(&ps.sql.text, &ps.sql.refs()).await?
-    };
+    let rows = client.query(&ps.sql.text, &ps.sql.refs()).await?;
     drop(client);
     let mut entries: Vec<(StoredEntry, Vec<String>)> = rows
         .iter()
@@ -203,7 +187,7 @@ async fn search_page(
     let client = state.pool().get_slow().await?;
     let desc = q.sort.dir == Dir::Desc;
     // The ids to read: [lo, hi).
-    let (spans, (mut lo, mut hi)) = id_range(state, &*client, r).await?;
+    let (mut lo, mut hi) = id_range(&*client, r).await?;
     if let Some(c) = &q.cursor {
         if desc {
             hi = hi.min(c.id);
@@ -223,8 +207,7 @@ async fn search_page(
             lo: Some(wlo),
             hi: Some(whi),
         };
-        let within = spans.holding(wlo, whi);
-        let ps = part.page_sql_within(&rw, now, within.as_deref());
+        let ps = part.page_sql(&rw, now);
         let rows = client.query(&ps.sql.text, &ps.sql.refs()).await?;
         found.extend(rows.iter().map(StoredEntry::from_row));
         if !ids.done((wlo, whi)) {
@@ -246,12 +229,22 @@ async fn search_page(
         found.last().map(|e| at(e.id, false))
     } else if let Some((lo, hi)) = ids.left() {
         // Stopped by the budget: on from the first id not read.
-        let id = if desc { hi } else { lo - 1 };
-        searched_until = if desc {
-            walk::time_at(&*client, &spans, hi, true).await?
+        let (id, until) = if desc {
+            (
+                hi,
+                "SELECT committed_at FROM pgtrail.entries WHERE id >= $1 ORDER BY id LIMIT 1",
+            )
         } else {
-            walk::time_at(&*client, &spans, lo, false).await?
+            (
+                lo - 1,
+                "SELECT committed_at FROM pgtrail.entries WHERE id < $1 ORDER BY id DESC LIMIT 1",
+            )
         };
+        let bound = if desc { hi } else { lo };
+        searched_until = client
+            .query_opt(until, &[&bound])
+            .await?
+            .map(|row| row.get::<_, DateTime<Utc>>(0));
         Some(at(id, false))
     } else {
         None
@@ -313,7 +306,7 @@ pub async fn count(state: &AppState, q: &LogQuery, r: &Resolved, now: DateTime<U
                     COUNT_WHOLE_TRY.as_millis()
                 ))
                 .await?;
-            let sql = q.count_sql(r, now, (lo, hi), COUNT_CAP + 1, None);
+            let sql = q.count_sql(r, now, lo, hi, COUNT_CAP + 1);
             match whole.query_one(&sql.text, &sql.refs()).await {
                 Ok(row) => {
                     let n: i64 = row.get(0);
@@ -330,17 +323,10 @@ pub async fn count(state: &AppState, q: &LogQuery, r: &Resolved, now: DateTime<U
                 Err(e) => return Err(e.into()),
             }
         }
-        let (spans, (bottom, upper)) = id_range(state, &tx, r).await?;
+        let (bottom, upper) = id_range(&tx, r).await?;
         let mut ids = IdWindows::new((bottom, upper), true, FIRST_WINDOW, started, COUNT_BUDGET);
         while let Some((lower, upper)) = ids.next() {
-            let within = spans.holding(lower, upper);
-            let sql = q.count_sql(
-                r,
-                now,
-                (lower, upper),
-                COUNT_CAP + 1 - found,
-                within.as_deref(),
-            );
+            let sql = q.count_sql(r, now, lower, upper, COUNT_CAP + 1 - found);
             found += tx.query_one(&sql.text, &sql.refs()).await?.get::<_, i64>(0);
             if found > COUNT_CAP {
                 return Ok(Count::MoreThan(COUNT_CAP));

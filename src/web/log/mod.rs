@@ -14,9 +14,7 @@
 //!   line and the events toggle; [`breakdown`]: the view's [`facets`] with
 //!   the timeline (`/breakdown`), counted by [`tally`] in time [`slices`]
 //!   within a time budget, apart from the page, which loads them; the
-//!   count, the tally and a free-text search page read ids in [`windows`],
-//!   and in time order every reading goes only to the partitions that can
-//!   hold its ids ([`walk`], by the web view's spans of ids);
+//!   count, the tally and a free-text search page read ids in [`windows`];
 //! - [`matched`]: why a row matched a free-text search, as a marked snippet.
 
 pub mod breakdown;
@@ -31,7 +29,6 @@ pub mod page;
 pub mod rows;
 pub mod slices;
 pub mod tally;
-pub mod walk;
 pub mod windows;
 
 pub use live::live;

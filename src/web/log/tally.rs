@@ -12,7 +12,6 @@
 //! those of the newest matches, lower bounds of the whole view's.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -20,12 +19,10 @@ use tokio_postgres::Client;
 
 use super::fetch::{id_range, millis_from_env};
 use super::slices::Slices;
-use super::walk;
 use super::windows::IdWindows;
 use crate::web::error::WebError;
 use crate::web::pool::Lane;
-use crate::web::query::spans::push_within;
-use crate::web::query::{Held, LogQuery, Resolved, Spans, Sql};
+use crate::web::query::{LogQuery, Resolved, Sql};
 use crate::web::AppState;
 
 /// How long the facets and the timeline may count. `PGTRAIL_WEB_FACETS_MS`
@@ -78,8 +75,8 @@ fn window_sql(
     r: &Resolved,
     now: DateTime<Utc>,
     s: &Slices,
-    (lower, upper): (i64, i64),
-    within: Option<&[Held]>,
+    lower: i64,
+    upper: i64,
 ) -> Sql {
     let mut sql = Sql::new("");
     let (o, w) = (sql.param(s.origin as f64), sql.param(s.width as f64));
@@ -92,9 +89,6 @@ fn window_sql(
                FROM pgtrail.entries WHERE true"
     );
     q.filter.push_where(&mut sql, r, now);
-    if let Some(parts) = within {
-        push_within(&mut sql, parts);
-    }
     let (l, u) = (sql.param(lower), sql.param(upper));
     sql.text.push_str(&format!(
         " AND id >= {l} AND id < {u}) e \
@@ -129,16 +123,19 @@ impl Tally {
 /// it could match (the first of its ids) to now.
 async fn range(
     client: &Client,
-    spans: &Spans,
     q: &LogQuery,
     now: DateTime<Utc>,
     lower: i64,
 ) -> Result<Slices, WebError> {
     let since = match q.filter.since(now) {
         Some(t) => t,
-        None => walk::time_at(client, spans, lower, true)
+        None => client
+            .query_opt(
+                "SELECT committed_at FROM pgtrail.entries WHERE id >= $1 ORDER BY id LIMIT 1",
+                &[&lower],
+            )
             .await?
-            .unwrap_or(now),
+            .map_or(now, |row| row.get(0)),
     };
     let until = q.filter.to.as_ref().map_or(now, |(_, t)| *t);
     Ok(Slices::over(since.min(until), until))
@@ -162,8 +159,8 @@ pub async fn tally(
     };
     let mut tally = Tally::default();
     let run = async {
-        let (spans, (bottom, upper)) = id_range(state, &*client, r).await?;
-        let slices = range(&client, &spans, q, now, bottom).await?;
+        let (bottom, upper) = id_range(&*client, r).await?;
+        let slices = range(&client, q, now, bottom).await?;
         tally.bars = vec![0; slices.count];
         tally.slices = Some(slices.clone());
         let tx = client.transaction().await?;
@@ -178,8 +175,7 @@ pub async fn tally(
             let left = ids.time_left().as_millis().max(10);
             tx.batch_execute(&format!("SET LOCAL statement_timeout = {left}"))
                 .await?;
-            let within = spans.holding(lower, upper);
-            let sql = window_sql(q, r, now, &slices, (lower, upper), within.as_deref());
+            let sql = window_sql(q, r, now, &slices, lower, upper);
             let rows = match tx.query(&sql.text, &sql.refs()).await {
                 Ok(rows) => rows,
                 Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED) => {
@@ -194,7 +190,7 @@ pub async fn tally(
         }
         drop(tx);
         // The first id not read, if the budget left some.
-        Ok::<Option<(Arc<Spans>, i64)>, WebError>(ids.left().map(|(_, upper)| (spans, upper)))
+        Ok::<Option<i64>, WebError>(ids.left().map(|(_, upper)| upper))
     };
     let stopped = match run.await {
         Ok(stopped) => stopped,
@@ -203,11 +199,16 @@ pub async fn tally(
             return Err(NoTally::Failed);
         }
     };
-    if let Some((spans, stopped_id)) = stopped {
+    if let Some(stopped_id) = stopped {
         // Where the reading stopped, as a time people can read.
-        let at = walk::time_at(&*client, &spans, stopped_id, true).await;
+        let at = client
+            .query_opt(
+                "SELECT committed_at FROM pgtrail.entries WHERE id >= $1 ORDER BY id LIMIT 1",
+                &[&stopped_id],
+            )
+            .await;
         tally.stopped_at = Some(match at {
-            Ok(Some(t)) => t,
+            Ok(Some(row)) => row.get(0),
             _ => now,
         });
     }

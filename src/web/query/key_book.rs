@@ -53,32 +53,18 @@ pub(super) const ALL_TABLES: &str = "WITH RECURSIVE t(schema_name, table_name) A
 /// costs what a reading did before the book was kept.
 const WINDOW: i64 = 200_000;
 
-/// `ledger(text)`: the ledger (`pgtrail.partitions`) with the partitions
-/// attached, as one text: it changes whenever a partition is made, dropped,
-/// restored, or attached or detached by hand.
-macro_rules! ledger_cte {
-    () => {
-        "ledger AS (SELECT \
-           (SELECT coalesce(string_agg(name || ' ' || coalesce(extract(epoch FROM dropped_at)::text, '-') \
-                     || ' ' || coalesce(extract(epoch FROM restored_at)::text, '-'), ',' ORDER BY name), '') \
-            FROM pgtrail.partitions) || ';' || \
-           (SELECT coalesce(string_agg(inhrelid::text, ',' ORDER BY inhrelid), '') \
-            FROM pg_inherits WHERE inhparent = 'pgtrail.entries'::regclass) AS text)"
-    };
-}
-
-/// [`ledger_cte`], for the other readings that follow it ([`super::spans`]).
-pub(super) const LEDGER: &str = ledger_cte!();
-
 /// The capture sources with their chain heads (none yet: empty, 0), and the
 /// ledger with the partitions attached as one text.
-const HEADS_AND_LEDGER: &str = concat!(
-    "heads AS ( \
+const HEADS_AND_LEDGER: &str = "heads AS ( \
        SELECT s.id AS source, s.name, coalesce(h.hash, ''::bytea) AS hash, \
               coalesce(h.entries, 0) AS entries \
-       FROM pgtrail.sources s LEFT JOIN pgtrail.chain_heads h ON h.source = s.id WHERE s.id > 0), ",
-    ledger_cte!()
-);
+       FROM pgtrail.sources s LEFT JOIN pgtrail.chain_heads h ON h.source = s.id WHERE s.id > 0), \
+     ledger AS (SELECT \
+       (SELECT coalesce(string_agg(name || ' ' || coalesce(extract(epoch FROM dropped_at)::text, '-') \
+                 || ' ' || coalesce(extract(epoch FROM restored_at)::text, '-'), ',' ORDER BY name), '') \
+        FROM pgtrail.partitions) || ';' || \
+       (SELECT coalesce(string_agg(inhrelid::text, ',' ORDER BY inhrelid), '') \
+        FROM pg_inherits WHERE inhparent = 'pgtrail.entries'::regclass) AS text)";
 
 /// A reading's row has the columns kind, source, name, hash, entries, mark,
 /// n, id, schema_name, table_name and key; the ledger's row only the kind

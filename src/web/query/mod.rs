@@ -12,9 +12,7 @@
 //!   a time filter, the key match);
 //! - [`keys`]: matching a primary-key value ([`PkMatch`]) and the key columns
 //!   of the stored tables; [`key_book`]: those kept by the web view between
-//!   requests, brought up to date from the entries stored since; [`spans`]:
-//!   the ids each partition holds, kept the same way, so that a reading in
-//!   id order visits only the partitions that can hold its ids;
+//!   requests, brought up to date from the entries stored since;
 //! - [`search`]: the search box's `key:value` line, read into the same
 //!   parameters as the filter form and written back from a filter;
 //! - [`events`]: pgtrail's own events, left out of a view unless it asks.
@@ -51,7 +49,6 @@ pub mod params;
 pub mod resolve;
 pub mod scope;
 pub mod search;
-pub mod spans;
 pub mod sql;
 pub mod statement;
 
@@ -64,6 +61,5 @@ pub use params::{
 };
 pub use resolve::Resolved;
 pub use scope::Scope;
-pub use spans::{Held, SpanBook, Spans};
 pub use sql::Sql;
 pub use statement::{like_escape, PageSql, RARE_ACTIONS};

@@ -7,7 +7,6 @@ use chrono::{DateTime, Utc};
 use super::order::Dir;
 use super::params::{Filter, LogQuery};
 use super::resolve::Resolved;
-use super::spans::{push_within, Held};
 use super::sql::Sql;
 use crate::store::sources::ENTRY_SOURCE_SQL;
 use crate::text::push_json_string;
@@ -196,17 +195,6 @@ impl LogQuery {
     /// key values for cursors; `limit + 1` rows so the caller knows whether
     /// there is more.
     pub fn page_sql(&self, r: &Resolved, now: DateTime<Utc>) -> PageSql {
-        self.page_sql_within(r, now, None)
-    }
-
-    /// [`LogQuery::page_sql`] limited to the partitions `within` when given
-    /// ([`push_within`]).
-    pub fn page_sql_within(
-        &self,
-        r: &Resolved,
-        now: DateTime<Utc>,
-        within: Option<&[Held]>,
-    ) -> PageSql {
         let exprs = self.sort.key.exprs();
         let mut sql = Sql::new(format!("SELECT {}", crate::store::stored::ENTRY_COLUMNS));
         for e in exprs {
@@ -214,9 +202,6 @@ impl LogQuery {
         }
         sql.text.push_str(" FROM pgtrail.entries WHERE true");
         self.filter.push_where(&mut sql, r, now);
-        if let Some(parts) = within {
-            push_within(&mut sql, parts);
-        }
         let backward = self.cursor.as_ref().is_some_and(|c| c.backward);
         // Going back reads the other way from the cursor, then flips.
         let dir = if backward {
@@ -255,21 +240,17 @@ impl LogQuery {
         }
     }
 
-    /// Counts matches with ids in `[lower, upper)`, stopping after `cap`,
-    /// in the partitions `within` when given ([`push_within`]).
+    /// Counts matches with ids in `[lower, upper)`, stopping after `cap`.
     pub fn count_sql(
         &self,
         r: &Resolved,
         now: DateTime<Utc>,
-        (lower, upper): (i64, i64),
+        lower: i64,
+        upper: i64,
         cap: i64,
-        within: Option<&[Held]>,
     ) -> Sql {
         let mut sql = Sql::new("SELECT count(*) FROM (SELECT 1 FROM pgtrail.entries WHERE true");
         self.filter.push_where(&mut sql, r, now);
-        if let Some(parts) = within {
-            push_within(&mut sql, parts);
-        }
         let (l, u, c) = (sql.param(lower), sql.param(upper), sql.param(cap));
         sql.text
             .push_str(&format!(" AND id >= {l} AND id < {u} LIMIT {c}) s"));
