@@ -86,26 +86,20 @@ LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
 $$;
 
 -- A transactions partition for every partition of entry_rows, with its
--- exact bounds (one made past pgtrail too), its no-truncate trigger and,
--- where it holds restored entries, its read-only one.
+-- exact bounds (one made past pgtrail too) and its no-truncate trigger
+-- (a restored one's read-only trigger comes after the split, below).
 DO $parts$
 DECLARE
     p record;
     t text;
 BEGIN
-    FOR p IN SELECT c.relname AS name, pg_get_expr(c.relpartbound, c.oid) AS bound,
-                    EXISTS (SELECT FROM pg_trigger g WHERE g.tgrelid = c.oid
-                            AND g.tgname = 'entries_restored_read_only') AS restored
+    FOR p IN SELECT c.relname AS name, pg_get_expr(c.relpartbound, c.oid) AS bound
              FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
              WHERE i.inhparent = 'pgtrail.entry_rows'::regclass LOOP
         t := pgtrail.transactions_partition(p.name);
         EXECUTE format('CREATE TABLE pgtrail.%I PARTITION OF pgtrail.transactions %s', t, p.bound);
         EXECUTE format('CREATE TRIGGER transactions_no_truncate BEFORE TRUNCATE ON pgtrail.%I '
             'FOR EACH STATEMENT EXECUTE FUNCTION pgtrail.entries_append_only()', t);
-        IF p.restored THEN
-            EXECUTE format('CREATE TRIGGER transactions_restored_read_only BEFORE INSERT ON pgtrail.%I '
-                'FOR EACH ROW EXECUTE FUNCTION pgtrail.restored_read_only()', t);
-        END IF;
     END LOOP;
 END
 $parts$;
@@ -137,6 +131,22 @@ UPDATE pgtrail.entry_rows e SET txn = i.txn
 FROM pgtrail_runs r JOIN pgtrail_run_ids i ON i.first_id = r.first_id
 WHERE e.id = r.id AND e.committed_at = r.committed_at;
 ALTER TABLE pgtrail.entry_rows ENABLE TRIGGER entries_append_only;
+
+-- A restored partition takes no new entry (0019), nor its transactions
+-- partition a new transaction.
+DO $restored$
+DECLARE
+    p text;
+BEGIN
+    FOR p IN SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+             WHERE i.inhparent = 'pgtrail.entry_rows'::regclass
+               AND EXISTS (SELECT FROM pg_trigger g WHERE g.tgrelid = c.oid
+                           AND g.tgname = 'entries_restored_read_only') LOOP
+        EXECUTE format('CREATE TRIGGER transactions_restored_read_only BEFORE INSERT ON pgtrail.%I '
+            'FOR EACH ROW EXECUTE FUNCTION pgtrail.restored_read_only()', pgtrail.transactions_partition(p));
+    END LOOP;
+END
+$restored$;
 
 -- What moved leaves the entry rows, with the indexes and checks on it
 -- (entries_xid, entries_actor, entries_client_addr; the checks now hold on

@@ -199,7 +199,10 @@ impl LogQuery {
         let mut sql = Sql::new(format!("SELECT {}", crate::store::stored::ENTRY_COLUMNS));
         for e in exprs {
             if SortKey::numeric(e) {
-                sql.text.push_str(&format!(", {e}::text"));
+                // Named apart: ORDER BY takes a bare name for an output
+                // column first, and `txn::text` would be named `txn`, so
+                // the order would be the text's ("12" before "5").
+                sql.text.push_str(&format!(", {e}::text AS {e}_text"));
             } else {
                 sql.text.push_str(&format!(", {e}"));
             }
