@@ -784,5 +784,28 @@ BEGIN
 END $$;
 REVOKE ALL ON FUNCTION pgtrail.restore_partition(smallint, text, timestamptz, timestamptz, json, interval, text) FROM PUBLIC;
 
+-- The new objects belong to whoever owns the entries (the store's owner,
+-- the role setup runs as), also when a superuser applies this migration:
+-- the owner's setup, retention and restore must read and attach to them,
+-- and only the owner of the parent may attach a partition. (Changing the
+-- table's owner changes its sequence's; partitions each have their own.)
+DO $owner$
+DECLARE
+    owner regrole := (SELECT relowner::regrole FROM pg_class WHERE oid = 'pgtrail.entry_rows'::regclass);
+    p regclass;
+BEGIN
+    IF owner::oid = (SELECT oid FROM pg_roles WHERE rolname = current_user) THEN
+        RETURN;
+    END IF;
+    EXECUTE format('ALTER TABLE pgtrail.transactions OWNER TO %s', owner);
+    FOR p IN SELECT inhrelid::regclass FROM pg_inherits WHERE inhparent = 'pgtrail.transactions'::regclass LOOP
+        EXECUTE format('ALTER TABLE %s OWNER TO %s', p, owner);
+    END LOOP;
+    EXECUTE format('ALTER VIEW pgtrail.entries OWNER TO %s', owner);
+    EXECUTE format('ALTER FUNCTION pgtrail.transactions_partition(text) OWNER TO %s', owner);
+    EXECUTE format('ALTER FUNCTION pgtrail.entries_insert() OWNER TO %s', owner);
+END
+$owner$;
+
 -- The planner's statistics, for the two tables as they now are.
 ANALYZE pgtrail.entry_rows, pgtrail.transactions;
