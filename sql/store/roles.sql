@@ -39,11 +39,23 @@ BEGIN
     GRANT INSERT, UPDATE, DELETE ON pgtrail.users, pgtrail.sessions, pgtrail.tokens TO pgtrail_reader;
     GRANT EXECUTE ON FUNCTION pgtrail.record_event(timestamptz, text, json, json, json, json, json, json, text, inet, bytea) TO pgtrail_reader;
     -- Every column of an entry but its id, which only the sequence gives:
-    -- ids are unique without a unique index across partitions.
-    REVOKE INSERT ON pgtrail.entries FROM pgtrail_writer;
-    GRANT INSERT (committed_at, xid, lsn, schema_name, table_name, action, primary_key, before, after,
-                  changed_columns, context, row_key, details, actor, client_addr, hash, source)
-        ON pgtrail.entries TO pgtrail_writer;
+    -- ids are unique without a unique index across partitions. Once entries
+    -- are split (0023), the writer writes the entry rows and their
+    -- transactions (whose ids it reserves from their sequence), and nobody
+    -- inserts into the view pgtrail.entries but the owner.
+    IF to_regclass('pgtrail.entry_rows') IS NULL THEN
+        REVOKE INSERT ON pgtrail.entries FROM pgtrail_writer;
+        GRANT INSERT (committed_at, xid, lsn, schema_name, table_name, action, primary_key, before, after,
+                      changed_columns, context, row_key, details, actor, client_addr, hash, source)
+            ON pgtrail.entries TO pgtrail_writer;
+    ELSE
+        REVOKE INSERT ON pgtrail.entries, pgtrail.entry_rows FROM pgtrail_writer;
+        GRANT INSERT (committed_at, schema_name, table_name, action, primary_key, before, after,
+                      changed_columns, row_key, details, hash, source, txn)
+            ON pgtrail.entry_rows TO pgtrail_writer;
+        GRANT INSERT ON pgtrail.transactions TO pgtrail_writer;
+        GRANT USAGE ON SEQUENCE pgtrail.transactions_id_seq TO pgtrail_writer;
+    END IF;
     GRANT INSERT ON pgtrail.decode_errors, pgtrail.partition_maps, pgtrail.signed_heads, pgtrail.quarantine TO pgtrail_writer;
     GRANT UPDATE ON pgtrail.checkpoints, pgtrail.chain_heads, pgtrail.partition_maps TO pgtrail_writer;
     -- Entries take their id from this sequence (no identity column on a partitioned table).

@@ -120,7 +120,18 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "every drop event of a partition dropped before migration 21; run_mismatch for drop_partition's and restore_partition's owners",
         include_str!("../../sql/store/0022_drop_events_backfill.sql"),
     ),
+    (
+        23,
+        "context, xid and LSN once per transaction in pgtrail.transactions; pgtrail.entries a view over entry_rows and transactions",
+        include_str!("../../sql/store/0023_transactions.sql"),
+    ),
 ];
+
+/// The migration that splits the entries into rows and transactions: like
+/// 16, it rewrites every entry, and is refused while pgtrail processes
+/// are connected (an old daemon would write into the view one transaction
+/// per row).
+const TRANSACTIONS_MIGRATION: i32 = 23;
 
 /// The setting through which [`apply`] tells migration 15 the name of the
 /// store's first source (an existing store's capture becomes that source's).
@@ -230,7 +241,7 @@ async fn apply_one(
         tx.commit().await?;
         return Ok(false);
     }
-    if version == 16 {
+    if version == 16 || version == TRANSACTIONS_MIGRATION {
         guard::refuse_if_in_use(&tx, own).await?;
     }
     tx.execute(

@@ -119,7 +119,7 @@ impl Ranges {
                         ((extract(epoch FROM p.to_at) * 1000000)::bigint) \
                  FROM pgtrail.partitions p \
                  JOIN pg_inherits i ON i.inhrelid = to_regclass(format('pgtrail.%I', p.name)) \
-                                   AND i.inhparent = 'pgtrail.entries'::regclass \
+                                   AND i.inhparent = 'pgtrail.entry_rows'::regclass \
                  WHERE p.dropped_at IS NULL ORDER BY p.from_at",
                 &[],
             )

@@ -6,9 +6,15 @@ use tokio_postgres::{Client, Transaction};
 use super::super::{partitions, StoreError};
 use super::Progress;
 
-/// Every column of an entry but the source, in both tables' names.
+/// Every column of an old entry but the source.
 const COLUMNS: &str = "id, committed_at, xid, lsn, schema_name, table_name, action, primary_key, \
     before, after, changed_columns, context, row_key, details, actor, client_addr, hash";
+/// The columns of an entry row (`pgtrail.entry_rows`) an old entry gives as
+/// they are, and the same read from the batch `b`.
+const ROW_COLUMNS: &str = "id, committed_at, schema_name, table_name, action, primary_key, \
+    before, after, changed_columns, row_key, details, hash";
+const B_ROW_COLUMNS: &str = "b.id, b.committed_at, b.schema_name, b.table_name, b.action, b.primary_key, \
+    b.before, b.after, b.changed_columns, b.row_key, b.details, b.hash";
 
 /// Copies the next `size` old ids, in one store transaction that advances
 /// the state with them; returns the state after it.
@@ -36,13 +42,29 @@ pub(super) async fn batch(client: &mut Client, size: i64) -> Result<Progress, St
     if hi > lo {
         // Rows stored before sources had ids (migration 15) get the source
         // they were read as: 1 (the first) with an LSN, 0 (pgtrail's events)
-        // without. The chain's canonical form does not cover it.
+        // without. The chain's canonical form does not cover it. Each run
+        // of rows (one commit time, source, xid, LSN and context; an event
+        // alone) gets a transactions row, as migration 23 split the rows of
+        // a partitioned store; a run the batch's end cuts gets two, which
+        // the view reads alike.
         rows = tx
             .execute(
                 &format!(
-                    "INSERT INTO pgtrail.entries ({COLUMNS}, source) \
-                     SELECT {COLUMNS}, coalesce(source, CASE WHEN lsn IS NULL THEN 0 ELSE 1 END) \
-                     FROM pgtrail.entries_unpartitioned WHERE id > $1 AND id <= $2"
+                    "WITH b AS (SELECT {COLUMNS}, \
+                         coalesce(source, CASE WHEN lsn IS NULL THEN 0 ELSE 1 END)::smallint AS source \
+                         FROM pgtrail.entries_unpartitioned WHERE id > $1 AND id <= $2), \
+                     r AS (SELECT id, first_value(id) OVER (PARTITION BY committed_at, source, xid, lsn, \
+                         context::text, actor, client_addr, CASE WHEN lsn IS NULL THEN id END ORDER BY id) AS first_id \
+                         FROM b), \
+                     x AS (SELECT first_id, nextval('pgtrail.transactions_id_seq') AS txn \
+                         FROM (SELECT DISTINCT first_id FROM r ORDER BY first_id) f), \
+                     t AS (INSERT INTO pgtrail.transactions \
+                         (id, committed_at, source, xid, lsn, context, actor, client_addr) \
+                         SELECT x.txn, b.committed_at, b.source, b.xid, b.lsn, b.context, b.actor, b.client_addr \
+                         FROM x JOIN b ON b.id = x.first_id) \
+                     INSERT INTO pgtrail.entry_rows ({ROW_COLUMNS}, source, txn) \
+                     SELECT {B_ROW_COLUMNS}, b.source, x.txn \
+                     FROM b JOIN r ON r.id = b.id JOIN x ON x.first_id = r.first_id"
                 ),
                 &[&lo, &hi],
             )
@@ -79,7 +101,7 @@ async fn ensure_partitions(tx: &Transaction<'_>, lo: i64, hi: i64) -> Result<usi
                  WHERE o.id > $1 AND o.id <= $2 AND NOT EXISTS ( \
                      SELECT FROM pgtrail.partitions p \
                      JOIN pg_inherits i ON i.inhrelid = to_regclass(format('pgtrail.%I', p.name)) \
-                                       AND i.inhparent = 'pgtrail.entries'::regclass \
+                                       AND i.inhparent = 'pgtrail.entry_rows'::regclass \
                      WHERE p.dropped_at IS NULL AND o.committed_at >= p.from_at AND o.committed_at < p.to_at)",
                 &[&lo, &hi],
             )
@@ -167,7 +189,7 @@ pub(super) async fn check_and_drop(client: &mut Client) -> Result<Checked, Store
     tx.commit().await?;
     let now = Utc::now();
     partitions::ensure_span(client, now, now, partitions::AHEAD).await?;
-    client.batch_execute("ANALYZE pgtrail.entries").await?;
+    client.batch_execute("ANALYZE pgtrail.entry_rows, pgtrail.transactions").await?;
     Ok(Checked {
         old,
         new,

@@ -147,7 +147,7 @@ async fn counts(client: &Client, partition: &str) -> Result<Vec<SourceCount>, St
     // partition), pruned to the one partition by its ledger range.
     // The names joined after the count, so the scan stays the partition's alone.
     let sql = "SELECT c.source, s.name, c.entries FROM ( \
-                 SELECT e.source, count(*) AS entries FROM pgtrail.entries e, pgtrail.partitions p \
+                 SELECT e.source, count(*) AS entries FROM pgtrail.entry_rows e, pgtrail.partitions p \
                  WHERE p.name = $1 AND e.committed_at >= p.from_at AND e.committed_at < p.to_at \
                    AND e.tableoid = to_regclass(format('pgtrail.%I', p.name)) \
                  GROUP BY e.source) c \

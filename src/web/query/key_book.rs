@@ -64,7 +64,7 @@ const HEADS_AND_LEDGER: &str = "heads AS ( \
                  || ' ' || coalesce(extract(epoch FROM restored_at)::text, '-'), ',' ORDER BY name), '') \
         FROM pgtrail.partitions) || ';' || \
        (SELECT coalesce(string_agg(inhrelid::text, ',' ORDER BY inhrelid), '') \
-        FROM pg_inherits WHERE inhparent = 'pgtrail.entries'::regclass) AS text)";
+        FROM pg_inherits WHERE inhparent = 'pgtrail.entry_rows'::regclass) AS text)";
 
 /// A reading's row has the columns kind, source, name, hash, entries, mark,
 /// n, id, schema_name, table_name and key; the ledger's row only the kind

@@ -41,13 +41,23 @@ impl SortKey {
     pub(super) fn exprs(self) -> &'static [&'static str] {
         match self {
             SortKey::Time => &[],
-            // Exactly the expressions of the indexes entries_actor and
-            // entries_client_addr, so that the index gives the order.
-            SortKey::Actor => &["coalesce(actor, '')"],
-            SortKey::Ip => &["coalesce(host(client_addr), '')"],
+            // Exactly the expressions of the indexes transactions_actor and
+            // transactions_client_addr, then the transaction (their id):
+            // the index gives the order of the transactions, and entries
+            // are sorted only within one transaction. By actor then id
+            // alone, one actor's entries would all be sorted at once.
+            SortKey::Actor => &["coalesce(actor, '')", "txn"],
+            SortKey::Ip => &["coalesce(host(client_addr), '')", "txn"],
             SortKey::Action => &["action"],
             SortKey::Table => &["schema_name", "table_name"],
         }
+    }
+
+    /// Whether an expression of [`Self::exprs`] is a number (a transaction
+    /// id): a cursor carries every key value as text, so it is read as text
+    /// and compared as a number.
+    pub(super) fn numeric(expr: &str) -> bool {
+        expr == "txn"
     }
 
     /// Newest first for time, A to Z for the rest.
@@ -148,6 +158,14 @@ impl Cursor {
         if wire.k.len() != sort.key.exprs().len() || wire.i < 0 {
             return Err(bad());
         }
+        // A number the statement casts: anything else would fail there.
+        let exprs = sort.key.exprs().iter();
+        if exprs
+            .zip(&wire.k)
+            .any(|(e, k)| SortKey::numeric(e) && k.parse::<i64>().is_err())
+        {
+            return Err(bad());
+        }
         Ok(Cursor {
             keys: wire.k,
             id: wire.i,
@@ -180,5 +198,27 @@ mod tests {
         assert!(
             matches!(Cursor::decode(&text, other), Err(WebError::BadRequest(m)) if m.contains("belongs"))
         );
+    }
+
+    #[test]
+    fn a_cursor_by_actor_carries_a_transaction_id_that_must_be_a_number() {
+        let sort = Sort {
+            key: SortKey::Actor,
+            dir: Dir::Asc,
+        };
+        let good = Cursor {
+            keys: vec!["alice".into(), "17".into()],
+            id: 42,
+            backward: false,
+        };
+        assert_eq!(Cursor::decode(&good.encode(sort), sort).unwrap(), good);
+        let forged = Cursor {
+            keys: vec!["alice".into(), "17; DROP".into()],
+            ..good
+        };
+        assert!(matches!(
+            Cursor::decode(&forged.encode(sort), sort),
+            Err(WebError::BadRequest(_))
+        ));
     }
 }

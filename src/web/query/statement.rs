@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::order::Dir;
+use super::order::{Dir, SortKey};
 use super::params::{Filter, LogQuery};
 use super::resolve::Resolved;
 use super::sql::Sql;
@@ -198,7 +198,11 @@ impl LogQuery {
         let exprs = self.sort.key.exprs();
         let mut sql = Sql::new(format!("SELECT {}", crate::store::stored::ENTRY_COLUMNS));
         for e in exprs {
-            sql.text.push_str(&format!(", {e}"));
+            if SortKey::numeric(e) {
+                sql.text.push_str(&format!(", {e}::text"));
+            } else {
+                sql.text.push_str(&format!(", {e}"));
+            }
         }
         sql.text.push_str(" FROM pgtrail.entries WHERE true");
         self.filter.push_where(&mut sql, r, now);
@@ -212,7 +216,18 @@ impl LogQuery {
         if let Some(c) = &self.cursor {
             let mut left: Vec<String> = exprs.iter().map(|e| e.to_string()).collect();
             left.push("id".into());
-            let mut right: Vec<String> = c.keys.iter().map(|k| sql.param(k.clone())).collect();
+            let mut right: Vec<String> = exprs
+                .iter()
+                .zip(&c.keys)
+                .map(|(e, k)| {
+                    let p = sql.param(k.clone());
+                    if SortKey::numeric(e) {
+                        format!("{p}::text::bigint")
+                    } else {
+                        p
+                    }
+                })
+                .collect();
             right.push(sql.param(c.id));
             let op = if dir == Dir::Desc { "<" } else { ">" };
             if left.len() == 1 {
