@@ -13,29 +13,28 @@ use tokio_postgres::Client;
 
 use crate::harness::*;
 
-/// No entry without its transactions row (the view would not show it), no row without entries.
+/// No entry without its transactions row (the view would not show it), no row without entries,
+/// no entry joined to another source's row.
 async fn assert_runs_whole(store: &Client) {
-    let orphans = query_count(
-        store,
-        "SELECT count(*) FROM pgtrail.entry_rows e WHERE NOT EXISTS \
-         (SELECT FROM pgtrail.transactions t WHERE t.id = e.txn AND t.committed_at = e.committed_at)",
-    )
-    .await;
-    assert_eq!(orphans, 0, "entries without their transactions row");
-    let empty = query_count(
-        store,
-        "SELECT count(*) FROM pgtrail.transactions t WHERE NOT EXISTS \
-         (SELECT FROM pgtrail.entry_rows e WHERE e.txn = t.id AND e.committed_at = t.committed_at)",
-    )
-    .await;
-    assert_eq!(empty, 0, "transactions rows without entries");
-    let foreign = query_count(
-        store,
-        "SELECT count(*) FROM pgtrail.entry_rows e JOIN pgtrail.transactions t \
-         ON t.id = e.txn AND t.committed_at = e.committed_at WHERE t.source <> e.source",
-    )
-    .await;
-    assert_eq!(foreign, 0, "an entry joined to another source's row");
+    for (what, sql) in [
+        (
+            "entries without their transactions row",
+            "SELECT count(*) FROM pgtrail.entry_rows e WHERE NOT EXISTS (SELECT FROM \
+             pgtrail.transactions t WHERE t.id = e.txn AND t.committed_at = e.committed_at)",
+        ),
+        (
+            "transactions rows without entries",
+            "SELECT count(*) FROM pgtrail.transactions t WHERE NOT EXISTS (SELECT FROM \
+             pgtrail.entry_rows e WHERE e.txn = t.id AND e.committed_at = t.committed_at)",
+        ),
+        (
+            "entries joined to another source's row",
+            "SELECT count(*) FROM pgtrail.entry_rows e JOIN pgtrail.transactions t \
+             ON t.id = e.txn AND t.committed_at = e.committed_at WHERE t.source <> e.source",
+        ),
+    ] {
+        assert_eq!(query_count(store, sql).await, 0, "{what}");
+    }
 }
 
 /// A source transaction as seen from its client: its xid, the WAL insert position before it
