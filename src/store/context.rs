@@ -1,12 +1,15 @@
-//! The context facts the store keeps in plain columns next to an entry's
-//! `context` JSON, computed by the writer once per context.
+//! The context facts the store keeps in plain columns next to the `context`
+//! JSON of a run's row of `pgtrail.transactions`, computed by the writer once
+//! per run.
 
 use serde::Deserialize;
 
-/// The context facts the store also keeps in plain columns (`entries.actor`,
-/// `entries.client_addr`, see `sql/store/0003_web_columns.sql`), so the web
-/// view filters and sorts by them through small indexes instead of reading
-/// every entry's JSON. Computed by pgtrail, once per context.
+/// The context facts the store also keeps in plain columns (`actor`,
+/// `client_addr`: of `pgtrail.transactions` from migration 23, of the entries
+/// before, see `sql/store/0003_web_columns.sql`), so the web view filters and
+/// sorts by them through small indexes instead of reading every context's
+/// JSON. Computed by pgtrail, once per run (or per entry, for the text COPY
+/// of the older layout).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ContextColumns {
     /// Who, as the log shows it: the application actor, else the database role.

@@ -1,8 +1,15 @@
-//! Entries as rows of COPY for `pgtrail.entries`: the one place an entry is
-//! turned into the store's columns, in binary (the writer's) and in text
-//! (`examples/web_fill.rs`, which fills a benchmark store the way pgtrail
-//! does, through psql), with the content the hash chain covers and the
+//! Entries as rows of COPY: the one place an entry is turned into the
+//! store's columns, with the content the hash chain covers and the
 //! replacement of what PostgreSQL text cannot hold.
+//!
+//! Two layouts. The writer's, in binary: an entry's own columns go to
+//! `pgtrail.entry_rows` and what its run shares (context, xid, LSN, actor,
+//! client address) to one row of `pgtrail.transactions` (migration 23,
+//! [`super::runs`]). The text forms write the layout of before migration 23,
+//! every column on the entry, into `pgtrail.entries`: tests build stores of
+//! older versions with them, and `examples/web_fill.rs` fills a benchmark
+//! store through psql (from migration 23 on `pgtrail.entries` is a view whose
+//! INSTEAD OF INSERT trigger takes such rows).
 
 use std::net::IpAddr;
 
@@ -11,18 +18,22 @@ use bytes::{BufMut, BytesMut};
 use super::chain::Content;
 use super::context::ContextColumns;
 use super::sources::SourceId;
-use crate::entry::{row_key, AuditEntry};
+use crate::entry::{row_key, AuditEntry, Transaction};
 use crate::pg::Lsn;
 
 /// The COPY statement [`encode_copy_row`]'s lines are for: an entry as
 /// stored before sources had ids (a store before migration 15 has no
-/// `source` column; tests build such stores with it).
+/// `source` column; tests build such stores with it). Every column is on the
+/// entry, as in `pgtrail.entries` before migration 23 (a table then, a view
+/// since, which takes these rows through its INSTEAD OF INSERT trigger).
 pub const COPY_SQL: &str =
     "COPY pgtrail.entries (committed_at, xid, lsn, schema_name, table_name, action, \
     primary_key, before, after, changed_columns, context, row_key, details, actor, client_addr, hash) FROM STDIN";
 
-/// The writer's COPY: [`COPY_SQL`]'s columns and the entry's source, for
-/// [`encode_sourced_row`]'s lines.
+/// [`COPY_SQL`]'s columns and the entry's source, for [`encode_sourced_row`]'s
+/// lines: the writer's COPY from migration 15 to 22, now used by tests that
+/// build such stores and by `examples/web_fill.rs` (see [`COPY_SQL`] for
+/// stores from migration 23 on).
 pub const SOURCED_COPY_SQL: &str =
     "COPY pgtrail.entries (committed_at, xid, lsn, schema_name, table_name, action, \
     primary_key, before, after, changed_columns, context, row_key, details, actor, client_addr, hash, source) FROM STDIN";
@@ -106,35 +117,84 @@ pub const BINARY_COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 /// What ends one: a field count of -1.
 pub const BINARY_COPY_TRAILER: &[u8] = &[0xff, 0xff];
 
-/// The writer's COPY, in binary format: [`SOURCED_COPY_SQL`]'s columns, for
-/// [`encode_binary_row`]'s rows between [`BINARY_COPY_HEADER`] and
-/// [`BINARY_COPY_TRAILER`]. Binary spares the store parsing the commit time,
-/// the LSN, the address and the hash from text (about a tenth of its work
-/// per entry) and pgtrail escaping every value.
+/// The writer's COPY of entries, in binary format, for [`encode_binary_row`]'s
+/// rows between [`BINARY_COPY_HEADER`] and [`BINARY_COPY_TRAILER`]: an
+/// entry's own columns; `txn` names its row of `pgtrail.transactions`
+/// ([`TRANSACTIONS_COPY_SQL`]), which holds what its run shares. Binary
+/// spares the store parsing the commit time and the hash from text and
+/// pgtrail escaping every value.
 pub const BINARY_COPY_SQL: &str =
-    "COPY pgtrail.entries (committed_at, xid, lsn, schema_name, table_name, action, \
-    primary_key, before, after, changed_columns, context, row_key, details, actor, client_addr, hash, source) \
-    FROM STDIN (FORMAT binary)";
+    "COPY pgtrail.entry_rows (committed_at, source, txn, schema_name, table_name, action, \
+    primary_key, before, after, changed_columns, row_key, details, hash) FROM STDIN (FORMAT binary)";
 
 /// Appends one entry as a row of binary COPY, for [`BINARY_COPY_SQL`];
-/// `committed_at` is its commit time in microseconds since 1970 (the
-/// chain's, so the stored time is exactly the hashed one).
+/// `txn` is the id of its run's row of `pgtrail.transactions`,
+/// `committed_at` its commit time in microseconds since 1970 (the chain's,
+/// so the stored time is exactly the hashed one).
 pub fn encode_binary_row(
     e: &AuditEntry,
-    cols: &ContextColumns,
     hash: &[u8; 32],
-    source: SourceId,
+    (source, txn): (SourceId, i64),
     committed_at: i64,
     out: &mut BytesMut,
 ) {
-    out.put_i16(17);
-    write_columns(
-        e,
-        cols,
-        hash,
-        Some(source),
-        &mut BinaryRow { out, committed_at },
-    );
+    // The one place [`BINARY_COPY_SQL`]'s order is written down.
+    let mut f = BinaryRow { out, committed_at };
+    f.out.put_i16(13);
+    f.committed_at(&e.txn.committed_at);
+    f.int2(source.0);
+    f.int8(txn);
+    f.text(Some(&e.table.schema));
+    f.text(Some(&e.table.name));
+    f.text(Some(e.action.as_str()));
+    for json in [&e.primary_key, &e.before, &e.after, &e.changed_columns] {
+        f.text(json.as_deref());
+    }
+    match &e.primary_key {
+        Some(key) => f.int8(row_key(&e.table, key)),
+        None => f.null(),
+    }
+    f.text(e.details.as_deref());
+    f.bytea(hash);
+}
+
+/// The writer's COPY of runs, in binary format, for [`encode_transaction_row`]'s
+/// rows: what consecutive entries of one source transaction with one context
+/// share, stored once for them all.
+pub const TRANSACTIONS_COPY_SQL: &str =
+    "COPY pgtrail.transactions (id, committed_at, source, xid, lsn, context, actor, client_addr) \
+    FROM STDIN (FORMAT binary)";
+
+/// What [`encode_transaction_row`] writes: a run of entries, of one source
+/// transaction and one context.
+pub struct RunRow<'a> {
+    /// Its id, from `pgtrail.transactions_id_seq`; the entries' `txn`.
+    pub id: i64,
+    pub source: SourceId,
+    /// The source transaction's commit time, in microseconds since 1970.
+    pub committed_at: i64,
+    pub txn: &'a Transaction,
+    pub context: &'a str,
+    /// [`ContextColumns::of`] the context.
+    pub cols: &'a ContextColumns,
+}
+
+/// Appends one run as a row of binary COPY, for [`TRANSACTIONS_COPY_SQL`].
+pub fn encode_transaction_row(run: &RunRow<'_>, out: &mut BytesMut) {
+    // The one place [`TRANSACTIONS_COPY_SQL`]'s order is written down.
+    let mut f = BinaryRow {
+        out,
+        committed_at: run.committed_at,
+    };
+    f.out.put_i16(8);
+    f.int8(run.id);
+    f.committed_at(&run.txn.committed_at);
+    f.int2(run.source.0);
+    f.int8(run.txn.xid as i64);
+    f.lsn(run.txn.commit_lsn);
+    f.text(Some(run.context));
+    f.text(run.cols.actor.as_deref());
+    f.inet(run.cols.client_addr);
 }
 
 /// How a COPY format writes each kind of column an entry has.
@@ -151,7 +211,7 @@ trait RowFormat {
 }
 
 /// An entry's columns in the order of [`COPY_SQL`] (then `source`, when
-/// given): the one place that order is written down for both formats.
+/// given): the one place that order is written down.
 fn write_columns(
     e: &AuditEntry,
     cols: &ContextColumns,
@@ -344,194 +404,5 @@ fn put_field(out: &mut BytesMut, value: &str) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_row_is_one_line_of_the_copy_columns_in_order() {
-        use crate::entry::{Action, Transaction};
-        use crate::pg::Lsn;
-        use crate::table::TableName;
-        let table = TableName::new("public", "Order\tItems");
-        let entry = AuditEntry {
-            txn: std::sync::Arc::new(Transaction {
-                xid: 4_000_000_123,
-                committed_at: "2026-11-22 10:00:00.5+00".into(),
-                commit_lsn: Lsn(0x1_0000_00AB),
-                end_lsn: Lsn(0x1_0000_00FF),
-            }),
-            table: table.clone(),
-            action: Action::Update,
-            primary_key: Some(r#"{"id":5}"#.into()),
-            before: None,
-            after: Some(r#"{"id":5,"note":"a\nb"}"#.into()),
-            changed_columns: None,
-            context: r#"{"db_user":"app","client_addr":"10.0.0.7"}"#.into(),
-            details: None,
-        };
-        let cols = ContextColumns::of(&entry.context);
-        let mut out = BytesMut::new();
-        encode_copy_row(&entry, &cols, &[0xab; 32], &mut out);
-        let expected = [
-            "2026-11-22 10:00:00.5+00".to_owned(),
-            "4000000123".into(),
-            "1/AB".into(),
-            "public".into(),
-            "Order\\tItems".into(),
-            "UPDATE".into(),
-            r#"{"id":5}"#.into(),
-            "\\N".into(),
-            r#"{"id":5,"note":"a\\nb"}"#.into(),
-            "\\N".into(),
-            r#"{"db_user":"app","client_addr":"10.0.0.7"}"#.into(),
-            row_key(&table, r#"{"id":5}"#).to_string(),
-            "\\N".into(),
-            "app".into(),
-            "10.0.0.7".into(),
-            format!("\\\\x{}", "ab".repeat(32)),
-        ]
-        .join("\t")
-            + "\n";
-        assert_eq!(std::str::from_utf8(&out).unwrap(), expected);
-        let columns = COPY_SQL
-            .split_once('(')
-            .unwrap()
-            .1
-            .split_once(')')
-            .unwrap()
-            .0;
-        assert_eq!(columns.split(',').count(), expected.split('\t').count());
-        let mut sourced = BytesMut::new();
-        encode_sourced_row(&entry, &cols, &[0xab; 32], SourceId(3), &mut sourced);
-        assert_eq!(
-            std::str::from_utf8(&sourced).unwrap(),
-            expected.trim_end_matches('\n').to_owned() + "\t3\n"
-        );
-        assert!(SOURCED_COPY_SQL.starts_with(COPY_SQL.trim_end_matches(") FROM STDIN")));
-    }
-
-    #[test]
-    fn a_binary_row_is_the_copy_columns_in_their_binary_forms() {
-        use crate::entry::{Action, Transaction};
-        use crate::table::TableName;
-        let table = TableName::new("public", "Order\tItems");
-        let committed_at = "2026-11-22 10:00:00.5+00";
-        let micros = super::super::chain::commit_time_micros(committed_at).unwrap();
-        let entry = AuditEntry {
-            txn: std::sync::Arc::new(Transaction {
-                xid: 4_000_000_123,
-                committed_at: committed_at.into(),
-                commit_lsn: Lsn(0x1_0000_00AB),
-                end_lsn: Lsn(0x1_0000_00FF),
-            }),
-            table: table.clone(),
-            action: Action::Delete,
-            primary_key: Some(r#"{"id":5}"#.into()),
-            before: Some(r#"{"id":5,"note":"a\nb"}"#.into()),
-            after: None,
-            changed_columns: None,
-            context: r#"{"db_user":"app","client_addr":"::1"}"#.into(),
-            details: None,
-        };
-        let cols = ContextColumns::of(&entry.context);
-        let mut out = BytesMut::new();
-        encode_binary_row(&entry, &cols, &[0xab; 32], SourceId(3), micros, &mut out);
-
-        let mut fields: Vec<Option<Vec<u8>>> = Vec::new();
-        let mut rest = &out[..];
-        let count = i16::from_be_bytes([rest[0], rest[1]]);
-        rest = &rest[2..];
-        for _ in 0..count {
-            let len = i32::from_be_bytes(rest[..4].try_into().unwrap());
-            rest = &rest[4..];
-            if len < 0 {
-                fields.push(None);
-            } else {
-                fields.push(Some(rest[..len as usize].to_vec()));
-                rest = &rest[len as usize..];
-            }
-        }
-        assert!(rest.is_empty(), "nothing after the row's fields");
-        let columns = BINARY_COPY_SQL
-            .split_once('(')
-            .unwrap()
-            .1
-            .split_once(')')
-            .unwrap()
-            .0;
-        assert_eq!(columns.split(',').count(), fields.len());
-        let int = |i: usize| i64::from_be_bytes(fields[i].clone().unwrap().try_into().unwrap());
-        let text = |i: usize| fields[i].clone().map(|b| String::from_utf8(b).unwrap());
-        // 2026-11-22 10:00:00.5 UTC in microseconds since 2000-01-01.
-        assert_eq!(int(0), 848_656_800_500_000);
-        assert_eq!(int(1), 4_000_000_123);
-        assert_eq!(int(2) as u64, 0x1_0000_00AB);
-        assert_eq!(text(3).as_deref(), Some("public"));
-        assert_eq!(text(4).as_deref(), Some("Order\tItems"), "raw, no escape");
-        assert_eq!(text(5).as_deref(), Some("DELETE"));
-        assert_eq!(text(6).as_deref(), Some(r#"{"id":5}"#));
-        assert_eq!(text(7).as_deref(), Some(r#"{"id":5,"note":"a\nb"}"#));
-        assert_eq!((text(8), text(9)), (None, None));
-        assert_eq!(text(10).as_deref(), Some(entry.context.as_ref()));
-        assert_eq!(int(11), row_key(&table, r#"{"id":5}"#));
-        assert_eq!(text(12), None);
-        assert_eq!(text(13).as_deref(), Some("app"));
-        let mut inet = vec![3, 128, 0, 16];
-        inet.extend_from_slice(&std::net::Ipv6Addr::LOCALHOST.octets());
-        assert_eq!(fields[14].as_deref(), Some(&inet[..]));
-        assert_eq!(fields[15].as_deref(), Some(&[0xab; 32][..]));
-        assert_eq!(fields[16].as_deref(), Some(&3i16.to_be_bytes()[..]));
-        assert_eq!(&BINARY_COPY_HEADER[..11], b"PGCOPY\n\xff\r\n\0");
-        assert_eq!(
-            BINARY_COPY_HEADER.len(),
-            19,
-            "signature, flags, extension length"
-        );
-    }
-
-    #[test]
-    fn nul_in_a_name_is_replaced_and_marked() {
-        use crate::entry::{Action, Transaction};
-        use crate::pg::Lsn;
-        let mut entry = AuditEntry {
-            txn: std::sync::Arc::new(Transaction {
-                xid: 1,
-                committed_at: "2026-11-22 10:00:00+00".into(),
-                commit_lsn: Lsn(1),
-                end_lsn: Lsn(2),
-            }),
-            table: crate::table::TableName::new("public", "a\0b"),
-            action: Action::Ddl,
-            primary_key: None,
-            before: None,
-            after: Some(r#"{"sql":"x\u0000"}"#.into()),
-            changed_columns: None,
-            context: r#"{"actor":"m\u0000"}"#.into(),
-            details: Some(r#"{"leaf":"p1"}"#.into()),
-        };
-        replace_nul(&mut entry);
-        assert_eq!(entry.table.name, "a\u{fffd}b");
-        assert_eq!(
-            entry.details.as_deref(),
-            Some(r#"{"leaf":"p1","nul_replaced":["table_name"]}"#)
-        );
-        let mut out = BytesMut::new();
-        encode_copy_row(
-            &entry,
-            &ContextColumns::of(&entry.context),
-            &[0; 32],
-            &mut out,
-        );
-        assert!(!out.contains(&0), "no NUL byte reaches COPY");
-    }
-
-    #[test]
-    fn copy_text_escapes_separators() {
-        let mut out = BytesMut::new();
-        put_field(&mut out, "a\\b\tc\nd\re");
-        assert_eq!(&out[..], b"a\\\\b\\tc\\nd\\re");
-        out.clear();
-        put_field(&mut out, "\\\\plain é\t");
-        assert_eq!(&out[..], "\\\\\\\\plain é\\t".as_bytes());
-    }
-}
+#[path = "encode_tests.rs"]
+mod tests;

@@ -26,6 +26,7 @@ pub mod migrations;
 pub mod partitions;
 pub mod quarantine;
 pub mod retention;
+mod runs;
 pub mod signing;
 pub mod sources;
 pub mod stored;
@@ -83,6 +84,8 @@ pub enum StoreError {
     SourceTaken { name: String, holder: String },
     #[error("{0}")]
     WrongSource(Box<binding::Mismatch>),
+    #[error("the store's sequence pgtrail.transactions_id_seq gave no ids when asked for some; check that `pgtrail setup` has run and nothing else changed that sequence")]
+    TransactionIds,
     #[error("the audit store did not answer within {0} s (store.timeout_seconds): the network or the store is stalled; capture resumes from the checkpoint once it answers")]
     Timeout(u64),
 }

@@ -7,6 +7,11 @@
 //! store transaction is only ever committed at a source transaction boundary,
 //! which is what keeps the checkpoint exact.
 //!
+//! An entry's own columns go to `pgtrail.entry_rows`; what its run (entries
+//! of one source transaction with one context) shares goes to one row of
+//! `pgtrail.transactions`, sent with its own COPY when the store transaction
+//! commits, in the same store transaction as the run's entries ([`super::runs`]).
+//!
 //! Every entry is hashed into its source's chain ([`super::chain`]) as it is
 //! encoded; the chain's head is updated with the checkpoint, in the same
 //! store transaction, and only if it is still the head this writer started
@@ -37,12 +42,12 @@ use tokio::sync::{mpsc, watch};
 use tokio_postgres::{Client, CopyInSink};
 
 use super::chain::{self, Chain};
-use super::context::ContextColumns;
 use super::encode::replace_nul;
 pub use super::encode::{content, encode_copy_row, encode_sourced_row, COPY_SQL, SOURCED_COPY_SQL};
 use super::encode::{encode_binary_row, BINARY_COPY_HEADER, BINARY_COPY_SQL, BINARY_COPY_TRAILER};
 use super::partitions::{self, Ranges};
 use super::quarantine::SideRows;
+use super::runs::Runs;
 use super::signing::HeadSigner;
 use super::sources::{SourceId, SourceName};
 use super::tally::Tally;
@@ -72,6 +77,8 @@ pub struct StoreWriter {
     copy_buf: BytesMut,
     /// Undecodable and quarantined records, not yet sent.
     side: SideRows,
+    /// The runs' rows of `pgtrail.transactions`, not yet sent, and their ids.
+    runs: Runs,
     /// A store transaction is open.
     open: bool,
     /// The COPY statement chunks are being sent to, inside the open store
@@ -90,9 +97,6 @@ pub struct StoreWriter {
     whole_partitions: Option<String>,
     last_commit: Instant,
     durable: watch::Sender<Lsn>,
-    /// The plain context columns of the last context seen: entries of a
-    /// transaction share one context, so it is parsed once per transaction.
-    context_columns: Option<(Arc<str>, ContextColumns)>,
     chain: ChainState,
     /// The time ranges of the live partitions, as last read from the ledger.
     partitions: Ranges,
@@ -149,6 +153,7 @@ impl StoreWriter {
             slot,
             copy_buf: BytesMut::with_capacity(COPY_CHUNK_BYTES + (64 << 10)),
             side: SideRows::default(),
+            runs: Runs::new(source),
             open: false,
             copy: None,
             holds_partial: false,
@@ -158,7 +163,6 @@ impl StoreWriter {
             whole_partitions: None,
             last_commit: Instant::now(),
             durable,
-            context_columns: None,
             chain: ChainState {
                 committed: chain::GENESIS,
                 last: chain::GENESIS,
@@ -272,7 +276,8 @@ impl StoreWriter {
                     if !self.partitions.covers(micros) {
                         self.make_partition(micros).await?;
                     }
-                    self.encode(entry, micros)
+                    let txn = self.run_id(&entry, micros).await?;
+                    self.encode(entry, txn, micros)
                 }
                 Event::Undecodable(failure) => {
                     self.partial.decode_errors += 1;
@@ -327,7 +332,32 @@ impl StoreWriter {
                 .send_all(&self.client, self.source, &self.name)
                 .await?;
         }
+        if self.runs.over_bound() {
+            self.holds_partial |= self.runs.holds_partial();
+            self.begin().await?;
+            self.end_copy().await?;
+            self.runs.send_all(&self.client).await?;
+        }
         Ok(())
+    }
+
+    /// The id of `entry`'s run ([`super::runs`]): the current run's, or a new
+    /// one's. When the reserved ids have run out, the next block is reserved
+    /// first, which needs the entries' COPY ended if it is open: rare, as
+    /// the block is sized from what the last store transaction used and the
+    /// pool is refilled at the first run after each commit, when no COPY is
+    /// open.
+    async fn run_id(&mut self, entry: &AuditEntry, micros: i64) -> Result<i64, StoreError> {
+        if let Some(id) = self.runs.continued(entry) {
+            return Ok(id);
+        }
+        if self.runs.needs_ids() {
+            self.end_copy().await?;
+            self.runs.reserve(&self.client).await?;
+        }
+        self.runs
+            .begin(entry, micros)
+            .ok_or(StoreError::TransactionIds)
     }
 
     /// The commit time of `entry`'s transaction in microseconds, parsed once per transaction.
@@ -380,25 +410,17 @@ impl StoreWriter {
     }
 
     /// Hashes an entry into the chain and appends it as a binary COPY row;
-    /// `committed_at` is its [`Self::commit_micros`].
-    fn encode(&mut self, mut entry: AuditEntry, committed_at: i64) {
+    /// `txn` is its run's id, `committed_at` its [`Self::commit_micros`].
+    fn encode(&mut self, mut entry: AuditEntry, txn: i64, committed_at: i64) {
         replace_nul(&mut entry);
-        let cols = match &self.context_columns {
-            Some((ctx, cols)) if Arc::ptr_eq(ctx, &entry.context) => cols,
-            _ => {
-                let cols = ContextColumns::of(&entry.context);
-                &self.context_columns.insert((entry.context.clone(), cols)).1
-            }
-        };
         let hash = content(&entry, committed_at).hash(&self.chain.last);
         self.chain.last = hash;
         self.chain.encoded += 1;
         self.partial.entry(entry.action);
         encode_binary_row(
             &entry,
-            cols,
             &hash,
-            self.source,
+            (self.source, txn),
             committed_at,
             &mut self.copy_buf,
         );
@@ -409,6 +431,7 @@ impl StoreWriter {
         self.holds_partial = false;
         self.whole_bytes = self.copy_buf.len();
         self.side.mark_whole();
+        self.runs.mark_whole();
         self.chain.whole = self.chain.last;
         self.chain.whole_entries = self.chain.encoded;
         self.pending_checkpoint = Some(end);
@@ -481,6 +504,8 @@ impl StoreWriter {
         self.whole_bytes = 0;
         self.begin().await?;
         self.end_copy().await?;
+        // The runs of the entries just sent, in the same store transaction.
+        self.runs.send_whole(&self.client).await?;
         self.side
             .send_whole(&self.client, self.source, &self.name)
             .await?;
@@ -535,6 +560,7 @@ impl StoreWriter {
             .await?;
         self.client.batch_execute("COMMIT").await?;
         self.open = false;
+        self.runs.committed();
         self.pending_checkpoint = None;
         self.last_commit = Instant::now();
         self.durable.send_replace(checkpoint);

@@ -59,6 +59,7 @@ mod status_check;
 mod store_identity;
 mod store_partitions;
 mod tls;
+mod transactions_table;
 mod truncate;
 mod types;
 mod verify;

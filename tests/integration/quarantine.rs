@@ -77,7 +77,7 @@ async fn a_transaction_the_store_refuses_is_quarantined_and_capture_goes_on() {
     let store = env.store().await;
     store
         .batch_execute(
-            "ALTER TABLE pgtrail.entries ADD CONSTRAINT no_poison \
+            "ALTER TABLE pgtrail.entry_rows ADD CONSTRAINT no_poison \
              CHECK (after IS NULL OR strpos(after::text, 'poison') = 0) NOT VALID",
         )
         .await

@@ -29,13 +29,25 @@ async fn drop_current_partition(store: &tokio_postgres::Client) -> String {
     .await;
     store
         .batch_execute(&format!(
-            "ALTER TABLE pgtrail.entries DETACH PARTITION pgtrail.{name};
+            "ALTER TABLE pgtrail.entry_rows DETACH PARTITION pgtrail.{name};
              DROP TABLE pgtrail.{name};
-             UPDATE pgtrail.partitions SET dropped_at = now() WHERE name = '{name}';"
+             ALTER TABLE pgtrail.transactions DETACH PARTITION pgtrail.{tname};
+             DROP TABLE pgtrail.{tname};
+             UPDATE pgtrail.partitions SET dropped_at = now() WHERE name = '{name}';",
+            tname = transactions_partition(&name),
         ))
         .await
         .unwrap();
     name
+}
+
+/// The partition of `pgtrail.transactions` that goes with entry_rows' partition `name`
+/// (`pgtrail.transactions_partition`, migration 23).
+fn transactions_partition(name: &str) -> String {
+    match name.strip_prefix("entries_") {
+        Some(rest) => format!("transactions_{rest}"),
+        None => format!("transactions_of_{name}"),
+    }
 }
 
 /// A login role of the web view's (a member of pgtrail_reader, as a user adds one), connected.
@@ -334,15 +346,23 @@ async fn open_a_hole(store: &tokio_postgres::Client, until: &str, from: &str) ->
     let (start, end) = bounds.split_once('|').unwrap();
     store
         .batch_execute(&format!(
-            "ALTER TABLE pgtrail.entries DETACH PARTITION pgtrail.{name};
+            "ALTER TABLE pgtrail.entry_rows DETACH PARTITION pgtrail.{name};
              ALTER TABLE pgtrail.{name} DROP CONSTRAINT {name}_range;
              ALTER TABLE pgtrail.{name} ADD CONSTRAINT {name}_range
                  CHECK (committed_at >= {start} AND committed_at < '{until}');
-             ALTER TABLE pgtrail.entries ATTACH PARTITION pgtrail.{name} FOR VALUES FROM ({start}) TO ('{until}');
+             ALTER TABLE pgtrail.entry_rows ATTACH PARTITION pgtrail.{name} FOR VALUES FROM ({start}) TO ('{until}');
+             ALTER TABLE pgtrail.transactions DETACH PARTITION pgtrail.{tname};
+             ALTER TABLE pgtrail.{tname} DROP CONSTRAINT IF EXISTS {tname}_range;
+             ALTER TABLE pgtrail.{tname} ADD CONSTRAINT {tname}_range
+                 CHECK (committed_at >= {start} AND committed_at < '{until}');
+             ALTER TABLE pgtrail.transactions ATTACH PARTITION pgtrail.{tname} FOR VALUES FROM ({start}) TO ('{until}');
              UPDATE pgtrail.partitions SET to_at = '{until}' WHERE name = '{name}';
-             CREATE TABLE pgtrail.entries_from_now (LIKE pgtrail.entries INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
-             ALTER TABLE pgtrail.entries ATTACH PARTITION pgtrail.entries_from_now FOR VALUES FROM ('{from}') TO ({end});
-             INSERT INTO pgtrail.partitions (name, from_at, to_at) VALUES ('entries_from_now', '{from}', {end});"
+             CREATE TABLE pgtrail.entries_from_now (LIKE pgtrail.entry_rows INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
+             ALTER TABLE pgtrail.entry_rows ATTACH PARTITION pgtrail.entries_from_now FOR VALUES FROM ('{from}') TO ({end});
+             CREATE TABLE pgtrail.transactions_from_now (LIKE pgtrail.transactions INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
+             ALTER TABLE pgtrail.transactions ATTACH PARTITION pgtrail.transactions_from_now FOR VALUES FROM ('{from}') TO ({end});
+             INSERT INTO pgtrail.partitions (name, from_at, to_at) VALUES ('entries_from_now', '{from}', {end});",
+            tname = transactions_partition(&name),
         ))
         .await
         .unwrap();

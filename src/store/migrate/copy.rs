@@ -13,7 +13,8 @@ const COLUMNS: &str = "id, committed_at, xid, lsn, schema_name, table_name, acti
 /// they are, and the same read from the batch `b`.
 const ROW_COLUMNS: &str = "id, committed_at, schema_name, table_name, action, primary_key, \
     before, after, changed_columns, row_key, details, hash";
-const B_ROW_COLUMNS: &str = "b.id, b.committed_at, b.schema_name, b.table_name, b.action, b.primary_key, \
+const B_ROW_COLUMNS: &str =
+    "b.id, b.committed_at, b.schema_name, b.table_name, b.action, b.primary_key, \
     b.before, b.after, b.changed_columns, b.row_key, b.details, b.hash";
 
 /// Copies the next `size` old ids, in one store transaction that advances
@@ -189,7 +190,9 @@ pub(super) async fn check_and_drop(client: &mut Client) -> Result<Checked, Store
     tx.commit().await?;
     let now = Utc::now();
     partitions::ensure_span(client, now, now, partitions::AHEAD).await?;
-    client.batch_execute("ANALYZE pgtrail.entry_rows, pgtrail.transactions").await?;
+    client
+        .batch_execute("ANALYZE pgtrail.entry_rows, pgtrail.transactions")
+        .await?;
     Ok(Checked {
         old,
         new,
