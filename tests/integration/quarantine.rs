@@ -77,7 +77,7 @@ async fn a_transaction_the_store_refuses_is_quarantined_and_capture_goes_on() {
     let store = env.store().await;
     store
         .batch_execute(
-            "ALTER TABLE pgtrail.entries ADD CONSTRAINT no_poison \
+            "ALTER TABLE pgtrail.entry_rows ADD CONSTRAINT no_poison \
              CHECK (after IS NULL OR strpos(after::text, 'poison') = 0) NOT VALID",
         )
         .await
@@ -207,7 +207,7 @@ async fn verify_quarantine(env: &TestEnv, extra: &[&str]) -> (i32, Value, Vec<(V
 /// Runs `sql` on the store with the quarantine's append-only triggers disabled, as a superuser
 /// could.
 async fn past_the_quarantine_trigger(store: &Client, sql: &str) {
-    crate::verify::past_the_triggers_of(store, "pgtrail.quarantine", sql).await;
+    crate::verify::past_the_triggers_of(store, &["pgtrail.quarantine"], sql).await;
 }
 
 /// Changes, deletes and adds quarantined records (of the one quarantined transaction, of `n`

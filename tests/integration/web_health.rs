@@ -215,7 +215,7 @@ async fn assert_real_figures(w: &World) {
 
 /// Quarantines one transaction: the store refuses its value `poison`.
 async fn quarantine_one(env: &TestEnv, src: &Client, store: &Client) {
-    let refuse = "ALTER TABLE pgtrail.entries ADD CONSTRAINT refuse_poison \
+    let refuse = "ALTER TABLE pgtrail.entry_rows ADD CONSTRAINT refuse_poison \
                   CHECK (after->>'v' IS DISTINCT FROM 'poison') NOT VALID";
     store.batch_execute(refuse).await.unwrap();
     src.batch_execute("INSERT INTO t VALUES (2, 'poison')")
