@@ -316,8 +316,8 @@ async fn the_chain_around_the_range_is_checked(
         .unwrap()
         .get(0);
     // The entry after the range changed (past the trigger): the range is not archived.
-    let forged = format!("UPDATE pgtrail.entries SET hash = sha256(hash) WHERE id = {next}");
-    past_the_triggers_of(store, "pgtrail.entries", &forged).await;
+    let forged = format!("UPDATE pgtrail.entry_rows SET hash = sha256(hash) WHERE id = {next}");
+    past_the_triggers_of(store, &["pgtrail.entry_rows"], &forged).await;
     let e = refused(&mut client, range, dir).await;
     assert!(
         matches!(e, ArchiveError::StoreBroken { id, .. } if id == next)
@@ -325,10 +325,10 @@ async fn the_chain_around_the_range_is_checked(
         "the entry after the range is named: {e}"
     );
     let restore = format!(
-        "UPDATE pgtrail.entries SET hash = '\\x{}'::bytea WHERE id = {next}",
+        "UPDATE pgtrail.entry_rows SET hash = '\\x{}'::bytea WHERE id = {next}",
         hex(&original)
     );
-    past_the_triggers_of(store, "pgtrail.entries", &restore).await;
+    past_the_triggers_of(store, &["pgtrail.entry_rows"], &restore).await;
     // A range to the chain's end: the head must be its last entry's hash.
     let to_the_end = Range {
         to: range.to + chrono::Duration::days(1),
@@ -340,7 +340,7 @@ async fn the_chain_around_the_range_is_checked(
     assert_eq!(whole.runs.last().unwrap().last_id, end);
     past_the_triggers_of(
         store,
-        "pgtrail.chain_heads",
+        &["pgtrail.chain_heads"],
         "UPDATE pgtrail.chain_heads SET hash = sha256(hash) WHERE source = 1",
     )
     .await;
@@ -491,8 +491,8 @@ async fn an_encrypted_archive_checks_out_with_its_identity_and_a_changed_store_i
     let victim = stored(&store, &range).await[100].0;
     past_the_triggers_of(
         &store,
-        "pgtrail.entries",
-        &format!("UPDATE pgtrail.entries SET hash = sha256(hash) WHERE id = {victim}"),
+        &["pgtrail.entry_rows"],
+        &format!("UPDATE pgtrail.entry_rows SET hash = sha256(hash) WHERE id = {victim}"),
     )
     .await;
     let e = archive::compare_with_store(&store, &written)

@@ -207,7 +207,7 @@ async fn verify_quarantine(env: &TestEnv, extra: &[&str]) -> (i32, Value, Vec<(V
 /// Runs `sql` on the store with the quarantine's append-only triggers disabled, as a superuser
 /// could.
 async fn past_the_quarantine_trigger(store: &Client, sql: &str) {
-    crate::verify::past_the_triggers_of(store, "pgtrail.quarantine", sql).await;
+    crate::verify::past_the_triggers_of(store, &["pgtrail.quarantine"], sql).await;
 }
 
 /// Changes, deletes and adds quarantined records (of the one quarantined transaction, of `n`

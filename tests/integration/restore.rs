@@ -318,9 +318,9 @@ async fn a_dropped_partition_is_restored_from_its_archive_held_and_dropped_again
     let edited: i64 = o.entries[2][0].as_deref().unwrap().parse().unwrap();
     past_the_triggers_of(
         &o.store,
-        "pgtrail.entries",
+        &["pgtrail.entry_rows"],
         &format!(
-            "UPDATE pgtrail.entries SET details = '{{\"event\":\"forged\"}}' WHERE id = {edited}"
+            "UPDATE pgtrail.entry_rows SET details = '{{\"event\":\"forged\"}}' WHERE id = {edited}"
         ),
     )
     .await;

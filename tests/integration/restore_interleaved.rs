@@ -17,7 +17,7 @@ use tokio_postgres::Client;
 
 use crate::harness::*;
 use crate::restore::{event_days_ago, in_range, json_of};
-use crate::verify::past_the_triggers_of;
+use crate::verify::delete_past_the_triggers;
 
 /// Which partition each old event goes to, in the order they are recorded (A: 200 days back,
 /// B: 130): runs A[0,1] B[2] A[3] B[4,5] A[6] B[7] A[8].
@@ -372,12 +372,7 @@ impl Two {
     /// Entry `id` deleted past the triggers: `verify` finds the store broken, naming entry `at`
     /// with a problem that says `wanted`.
     async fn deleted_is_named(&self, id: i64, at: i64, wanted: &str) {
-        past_the_triggers_of(
-            &self.store,
-            "pgtrail.entries",
-            &format!("DELETE FROM pgtrail.entries WHERE id = {id}"),
-        )
-        .await;
+        delete_past_the_triggers(&self.store, id).await;
         let (code, v, out) = json_of(&self.env, &["verify", "--json"]).await;
         assert_eq!(code, 1, "{}", out.combined());
         let named = v["breaks"]
@@ -481,12 +476,43 @@ async fn restore_interleaved_verify_names_an_entry_deleted_just_before_a_cut() {
         .await;
 }
 
-/// migration 18's drop_partition, as it shipped, under another name.
+/// migration 18's drop_partition under another name: its anchors and event as it shipped.
+///
+/// Since migration 23 the entries are two tables under the view pgtrail.entries: the function's
+/// lock and detach are restated for them (the partition of entry_rows and its transactions
+/// partition go together, as they did as one table).
 fn drop_partition_v18() -> String {
     const V18: &str = include_str!("../../sql/store/0018_retention.sql");
     let start = V18.find("CREATE FUNCTION pgtrail.drop_partition(").unwrap();
     let end = start + V18[start..].find("END $$;").unwrap() + "END $$;".len();
-    V18[start..end].replacen("pgtrail.drop_partition(", "pgtrail.drop_partition_v18(", 1)
+    let restated = [
+        (
+            "pgtrail.drop_partition(",
+            "pgtrail.drop_partition_v18(",
+        ),
+        (
+            "LOCK TABLE pgtrail.entries IN ACCESS EXCLUSIVE MODE;",
+            "LOCK TABLE pgtrail.entry_rows, pgtrail.transactions IN ACCESS EXCLUSIVE MODE;",
+        ),
+        (
+            "EXECUTE format('ALTER TABLE pgtrail.entries DETACH PARTITION pgtrail.%I', p_name);\n    \
+             EXECUTE format('DROP TABLE pgtrail.%I', p_name);",
+            "EXECUTE format('ALTER TABLE pgtrail.entry_rows DETACH PARTITION pgtrail.%I', p_name);\n    \
+             EXECUTE format('DROP TABLE pgtrail.%I', p_name);\n    \
+             EXECUTE format('ALTER TABLE pgtrail.transactions DETACH PARTITION pgtrail.%I', \
+                 pgtrail.transactions_partition(p_name));\n    \
+             EXECUTE format('DROP TABLE pgtrail.%I', pgtrail.transactions_partition(p_name));",
+        ),
+    ];
+    let mut function = V18[start..end].to_owned();
+    for (old, new) in restated {
+        assert!(
+            function.contains(old),
+            "migration 18's drop_partition has {old}"
+        );
+        function = function.replacen(old, new, 1);
+    }
+    function
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

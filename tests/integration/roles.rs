@@ -23,6 +23,32 @@ async fn assert_denied(client: &tokio_postgres::Client, who: &str, sql: &str) {
     assert_eq!(code.as_deref(), Some("42501"), "{who}: {sql}: {e}");
 }
 
+/// `sql` as this client must fail (a change the view pgtrail.entries does not take, for anyone).
+async fn assert_refused(client: &tokio_postgres::Client, who: &str, sql: &str) {
+    let e = client
+        .batch_execute(sql)
+        .await
+        .expect_err(&format!("{who} may not: {sql}"));
+    assert!(e.as_db_error().is_some(), "{who}: {sql}: {e}");
+}
+
+/// An entry row and its transaction (pgtrail.entry_rows, pgtrail.transactions: the tables behind
+/// the view pgtrail.entries since migration 23), with the entry's `id` given or not.
+fn insert_entry_sql(with_id: bool) -> String {
+    let (id_column, id) = if with_id {
+        ("id, ", "nextval('pgtrail.entries_id_seq'), ")
+    } else {
+        ("", "")
+    };
+    format!(
+        "INSERT INTO pgtrail.transactions (id, committed_at, source, xid, lsn, context) \
+         VALUES (nextval('pgtrail.transactions_id_seq'), now(), 1, 1, '0/1', '{{}}'); \
+         INSERT INTO pgtrail.entry_rows ({id_column}committed_at, schema_name, table_name, action, \
+             source, txn) \
+         VALUES ({id}now(), 'public', 't', 'INSERT', 1, currval('pgtrail.transactions_id_seq'))"
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writer_and_reader_roles_can_do_their_part_and_no_more() {
     let mut env = TestEnv::start().await;
@@ -100,16 +126,49 @@ async fn writer_and_reader_roles_can_do_their_part_and_no_more() {
         ("reader", &reader),
         ("stranger", &stranger),
     ] {
-        assert_denied(client, who, "UPDATE pgtrail.entries SET after = '{}'").await;
-        assert_denied(client, who, "DELETE FROM pgtrail.entries").await;
-        assert_denied(client, who, "TRUNCATE pgtrail.entries").await;
-    }
-    for (who, client) in [("reader", &reader), ("stranger", &stranger)] {
+        for table in ["pgtrail.entry_rows", "pgtrail.transactions"] {
+            assert_denied(client, who, &format!("UPDATE {table} SET source = 1")).await;
+            assert_denied(client, who, &format!("DELETE FROM {table}")).await;
+            assert_denied(client, who, &format!("TRUNCATE {table}")).await;
+        }
+        assert_refused(client, who, "UPDATE pgtrail.entries SET after = '{}'").await;
+        assert_refused(client, who, "DELETE FROM pgtrail.entries").await;
+        assert_refused(client, who, "TRUNCATE pgtrail.entries").await;
+        // Nobody but the store's owner inserts into the view: the writer writes the two tables.
         assert_denied(
             client,
             who,
             "INSERT INTO pgtrail.entries (committed_at, xid, lsn, schema_name, table_name, action, context, source) \
              VALUES (now(), 1, '0/1', 'public', 't', 'INSERT', '{}', 1)",
+        )
+        .await;
+    }
+    // The writer writes an entry row (not choosing its id) and its transaction; rolled back
+    // here, the store as it was.
+    store
+        .batch_execute(&format!("BEGIN; {}; ROLLBACK", insert_entry_sql(false)))
+        .await
+        .unwrap_or_else(|e| panic!("the writer writes an entry row and its transaction: {e}"));
+    assert_denied(
+        &store,
+        "writer",
+        &format!("BEGIN; {}", insert_entry_sql(true)),
+    )
+    .await;
+    store.batch_execute("ROLLBACK").await.unwrap();
+    for (who, client) in [("reader", &reader), ("stranger", &stranger)] {
+        assert_denied(
+            client,
+            who,
+            "INSERT INTO pgtrail.transactions (id, committed_at, source, xid, lsn, context) \
+             VALUES (1, now(), 1, 1, '0/1', '{}')",
+        )
+        .await;
+        assert_denied(
+            client,
+            who,
+            "INSERT INTO pgtrail.entry_rows (committed_at, schema_name, table_name, action, source, txn) \
+             VALUES (now(), 'public', 't', 'INSERT', 1, 1)",
         )
         .await;
         assert_denied(client, who, "UPDATE pgtrail.checkpoints SET lsn = '0/1'").await;

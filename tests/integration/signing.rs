@@ -38,7 +38,7 @@ async fn recompute_capture_chain(store: &tokio_postgres::Client) {
         .unwrap();
     let mut prev = GENESIS;
     let mut updates =
-        String::from("BEGIN; ALTER TABLE pgtrail.entries DISABLE TRIGGER entries_append_only;");
+        String::from("BEGIN; ALTER TABLE pgtrail.entry_rows DISABLE TRIGGER entries_append_only;");
     for r in &rows {
         let at: chrono::DateTime<chrono::Utc> = r.get(1);
         let lsn: String = r.get(3);
@@ -63,14 +63,14 @@ async fn recompute_capture_chain(store: &tokio_postgres::Client) {
         .hash(&prev);
         let hex: String = prev.iter().map(|b| format!("{b:02x}")).collect();
         updates.push_str(&format!(
-            "UPDATE pgtrail.entries SET hash = '\\x{hex}' WHERE id = {};",
+            "UPDATE pgtrail.entry_rows SET hash = '\\x{hex}' WHERE id = {};",
             r.get::<_, i64>(0)
         ));
     }
     let hex: String = prev.iter().map(|b| format!("{b:02x}")).collect();
     updates.push_str(&format!(
         "UPDATE pgtrail.chain_heads SET hash = '\\x{hex}' WHERE source = 1;
-         ALTER TABLE pgtrail.entries ENABLE TRIGGER entries_append_only; COMMIT;"
+         ALTER TABLE pgtrail.entry_rows ENABLE TRIGGER entries_append_only; COMMIT;"
     ));
     store.batch_execute(&updates).await.unwrap();
 }
@@ -144,10 +144,10 @@ async fn signed_heads_catch_a_chain_rewritten_and_recomputed() {
     // A rewrite recomputed wholesale: plain verify is satisfied, the signature is not.
     store
         .batch_execute(
-            "BEGIN; ALTER TABLE pgtrail.entries DISABLE TRIGGER entries_append_only;
-             UPDATE pgtrail.entries SET after = '{\"id\":3,\"v\":\"forged\"}'
+            "BEGIN; ALTER TABLE pgtrail.entry_rows DISABLE TRIGGER entries_append_only;
+             UPDATE pgtrail.entry_rows SET after = '{\"id\":3,\"v\":\"forged\"}'
               WHERE table_name = 't' AND action = 'INSERT' AND after->>'id' = '3';
-             ALTER TABLE pgtrail.entries ENABLE TRIGGER entries_append_only; COMMIT;",
+             ALTER TABLE pgtrail.entry_rows ENABLE TRIGGER entries_append_only; COMMIT;",
         )
         .await
         .unwrap();

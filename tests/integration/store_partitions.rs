@@ -18,8 +18,18 @@ async fn live_partitions(store: &tokio_postgres::Client) -> Vec<(String, String)
     .await
 }
 
-/// Detaches and drops the partition holding now, as the owner, and records that in the ledger
-/// (what a retention drop leaves behind): the store has no partition for the present.
+/// The partition of pgtrail.transactions that goes with entry_rows' partition `name` (migration
+/// 23's `pgtrail.transactions_partition`): the same bounds, made and dropped with it.
+fn transactions_partition(name: &str) -> String {
+    let suffix = name
+        .strip_prefix("entries_")
+        .unwrap_or_else(|| panic!("{name} is not named as pgtrail names partitions"));
+    format!("transactions_{suffix}")
+}
+
+/// Detaches and drops the partition holding now (of entry_rows, and its transactions partition),
+/// as the owner, and records that in the ledger (what a retention drop leaves behind): the store
+/// has no partition for the present.
 async fn drop_current_partition(store: &tokio_postgres::Client) -> String {
     let name: String = query_value(
         store,
@@ -27,27 +37,18 @@ async fn drop_current_partition(store: &tokio_postgres::Client) -> String {
         &[],
     )
     .await;
+    let txns = transactions_partition(&name);
     store
         .batch_execute(&format!(
             "ALTER TABLE pgtrail.entry_rows DETACH PARTITION pgtrail.{name};
              DROP TABLE pgtrail.{name};
-             ALTER TABLE pgtrail.transactions DETACH PARTITION pgtrail.{tname};
-             DROP TABLE pgtrail.{tname};
-             UPDATE pgtrail.partitions SET dropped_at = now() WHERE name = '{name}';",
-            tname = transactions_partition(&name),
+             ALTER TABLE pgtrail.transactions DETACH PARTITION pgtrail.{txns};
+             DROP TABLE pgtrail.{txns};
+             UPDATE pgtrail.partitions SET dropped_at = now() WHERE name = '{name}';"
         ))
         .await
         .unwrap();
     name
-}
-
-/// The partition of `pgtrail.transactions` that goes with entry_rows' partition `name`
-/// (`pgtrail.transactions_partition`, migration 23).
-fn transactions_partition(name: &str) -> String {
-    match name.strip_prefix("entries_") {
-        Some(rest) => format!("transactions_{rest}"),
-        None => format!("transactions_of_{name}"),
-    }
 }
 
 /// A login role of the web view's (a member of pgtrail_reader, as a user adds one), connected.
@@ -134,12 +135,22 @@ async fn partitions_are_append_only_and_owned_by_the_setup_role() {
     .await;
     assert!(name.starts_with("pgtrail.entries_p"), "{name}");
     let before = query_count(&store, "SELECT count(*) FROM pgtrail.entries").await;
+    // The same partition's transactions (the view's columns xid, lsn, context, actor, address).
+    let txns = format!(
+        "pgtrail.{}",
+        transactions_partition(name.trim_start_matches("pgtrail."))
+    );
     for sql in [
         format!("TRUNCATE {name}"),
         format!("UPDATE {name} SET action = 'DDL'"),
         format!("DELETE FROM {name}"),
-        "UPDATE pgtrail.entries SET action = 'DDL'".to_owned(),
-        "TRUNCATE pgtrail.entries".to_owned(),
+        format!("TRUNCATE {txns}"),
+        format!("UPDATE {txns} SET actor = 'mallory'"),
+        format!("DELETE FROM {txns}"),
+        "UPDATE pgtrail.entry_rows SET action = 'DDL'".to_owned(),
+        "TRUNCATE pgtrail.entry_rows".to_owned(),
+        "UPDATE pgtrail.transactions SET actor = 'mallory'".to_owned(),
+        "TRUNCATE pgtrail.transactions".to_owned(),
     ] {
         let err = store.batch_execute(&sql).await.expect_err(&sql);
         assert!(
@@ -151,16 +162,21 @@ async fn partitions_are_append_only_and_owned_by_the_setup_role() {
         query_count(&store, "SELECT count(*) FROM pgtrail.entries").await,
         before
     );
-    // Every partition belongs to the owner of pgtrail.entries (setup's role), and the daemon's
-    // and the web view's roles may make partitions only through the function.
-    let foreign = query_count(
-        &store,
-        "SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
-         WHERE i.inhparent = 'pgtrail.entries'::regclass \
-           AND c.relowner <> (SELECT relowner FROM pg_class WHERE oid = 'pgtrail.entries'::regclass)",
-    )
-    .await;
-    assert_eq!(foreign, 0);
+    // Every partition of the two tables belongs to the owner of pgtrail.entry_rows (setup's
+    // role), and the daemon's and the web view's roles may make partitions only through the
+    // function.
+    let owned = |test: &str| {
+        format!(
+            "SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+             WHERE i.inhparent IN ('pgtrail.entry_rows'::regclass, 'pgtrail.transactions'::regclass) \
+               AND c.relowner {test} (SELECT relowner FROM pg_class WHERE oid = 'pgtrail.entry_rows'::regclass)"
+        )
+    };
+    assert_eq!(query_count(&store, &owned("<>")).await, 0);
+    assert!(
+        query_count(&store, &owned("=")).await >= 2,
+        "no partition seen"
+    );
     let can_create: bool = query_value(
         &store,
         "SELECT has_schema_privilege('pgtrail_writer', 'pgtrail', 'CREATE') \
@@ -183,7 +199,8 @@ async fn partitions_are_append_only_and_owned_by_the_setup_role() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_are_recorded_when_the_current_partition_is_gone() {
     let (env, store) = TestEnv::with_store().await;
-    // Detached by hand, the ledger left as it was: the function notices, and makes another.
+    // Detached by hand (the partition of entry_rows and its transactions partition: the range
+    // gone from both tables), the ledger left as it was: the function notices, and makes another.
     let name: String = query_value(
         &store,
         "SELECT name FROM pgtrail.partitions WHERE dropped_at IS NULL AND from_at <= now() AND now() < to_at",
@@ -192,7 +209,9 @@ async fn events_are_recorded_when_the_current_partition_is_gone() {
     .await;
     store
         .batch_execute(&format!(
-            "ALTER TABLE pgtrail.entries DETACH PARTITION pgtrail.{name}"
+            "ALTER TABLE pgtrail.entry_rows DETACH PARTITION pgtrail.{name};
+             ALTER TABLE pgtrail.transactions DETACH PARTITION pgtrail.{}",
+            transactions_partition(&name)
         ))
         .await
         .unwrap();
@@ -332,8 +351,9 @@ async fn an_event_dated_away_from_the_stores_clock_is_refused_and_makes_no_parti
 }
 
 /// Shortens the partition holding now to end at `until` and attaches one from `from` to where
-/// it ended, as the owner: commit times in `[until, from)` have no partition, and the keeper
-/// (which makes the period holding now) makes none for them. Returns the first one's name.
+/// it ended, as the owner, in entry_rows and in transactions alike: commit times in
+/// `[until, from)` have no partition, and the keeper (which makes the period holding now) makes
+/// none for them. Returns the first one's name.
 async fn open_a_hole(store: &tokio_postgres::Client, until: &str, from: &str) -> String {
     let (name, bounds): (String, String) = query_pairs(
         store,
@@ -344,25 +364,31 @@ async fn open_a_hole(store: &tokio_postgres::Client, until: &str, from: &str) ->
     .await
     .remove(0);
     let (start, end) = bounds.split_once('|').unwrap();
+    let mut sql = String::new();
+    for (table, part) in [
+        ("entry_rows", name.clone()),
+        ("transactions", transactions_partition(&name)),
+    ] {
+        let new = if table == "entry_rows" {
+            "entries_from_now".to_owned()
+        } else {
+            transactions_partition("entries_from_now")
+        };
+        sql += &format!(
+            "ALTER TABLE pgtrail.{table} DETACH PARTITION pgtrail.{part};
+             ALTER TABLE pgtrail.{part} DROP CONSTRAINT IF EXISTS {part}_range;
+             ALTER TABLE pgtrail.{part} ADD CONSTRAINT {part}_range
+                 CHECK (committed_at >= {start} AND committed_at < '{until}');
+             ALTER TABLE pgtrail.{table} ATTACH PARTITION pgtrail.{part} FOR VALUES FROM ({start}) TO ('{until}');
+             CREATE TABLE pgtrail.{new} (LIKE pgtrail.{table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
+             ALTER TABLE pgtrail.{table} ATTACH PARTITION pgtrail.{new} FOR VALUES FROM ('{from}') TO ({end});"
+        );
+    }
     store
         .batch_execute(&format!(
-            "ALTER TABLE pgtrail.entry_rows DETACH PARTITION pgtrail.{name};
-             ALTER TABLE pgtrail.{name} DROP CONSTRAINT {name}_range;
-             ALTER TABLE pgtrail.{name} ADD CONSTRAINT {name}_range
-                 CHECK (committed_at >= {start} AND committed_at < '{until}');
-             ALTER TABLE pgtrail.entry_rows ATTACH PARTITION pgtrail.{name} FOR VALUES FROM ({start}) TO ('{until}');
-             ALTER TABLE pgtrail.transactions DETACH PARTITION pgtrail.{tname};
-             ALTER TABLE pgtrail.{tname} DROP CONSTRAINT IF EXISTS {tname}_range;
-             ALTER TABLE pgtrail.{tname} ADD CONSTRAINT {tname}_range
-                 CHECK (committed_at >= {start} AND committed_at < '{until}');
-             ALTER TABLE pgtrail.transactions ATTACH PARTITION pgtrail.{tname} FOR VALUES FROM ({start}) TO ('{until}');
+            "{sql}
              UPDATE pgtrail.partitions SET to_at = '{until}' WHERE name = '{name}';
-             CREATE TABLE pgtrail.entries_from_now (LIKE pgtrail.entry_rows INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
-             ALTER TABLE pgtrail.entry_rows ATTACH PARTITION pgtrail.entries_from_now FOR VALUES FROM ('{from}') TO ({end});
-             CREATE TABLE pgtrail.transactions_from_now (LIKE pgtrail.transactions INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
-             ALTER TABLE pgtrail.transactions ATTACH PARTITION pgtrail.transactions_from_now FOR VALUES FROM ('{from}') TO ({end});
-             INSERT INTO pgtrail.partitions (name, from_at, to_at) VALUES ('entries_from_now', '{from}', {end});",
-            tname = transactions_partition(&name),
+             INSERT INTO pgtrail.partitions (name, from_at, to_at) VALUES ('entries_from_now', '{from}', {end});"
         ))
         .await
         .unwrap();

@@ -55,19 +55,64 @@ async fn settle(env: &TestEnv, daemon: &mut Daemon) -> (tokio_postgres::Client, 
     (store, n)
 }
 
-/// Runs `sql` on the store with the entries' append-only trigger disabled, as a superuser could.
+/// Runs `sql` on the store with the append-only triggers of the entries' two tables
+/// (pgtrail.entry_rows and pgtrail.transactions, behind the view pgtrail.entries) disabled, as a
+/// superuser could.
 async fn past_the_trigger(store: &tokio_postgres::Client, sql: &str) {
-    past_the_triggers_of(store, "pgtrail.entries", sql).await;
+    past_the_triggers_of(store, &["pgtrail.entry_rows", "pgtrail.transactions"], sql).await;
 }
 
-/// Runs `sql` on the store with `table`'s own triggers (the append-only ones) disabled, in one
-/// transaction, as a superuser could.
-pub(crate) async fn past_the_triggers_of(store: &tokio_postgres::Client, table: &str, sql: &str) {
+/// The columns of an entry stored once per transaction, in pgtrail.transactions (migration 23);
+/// the others are the entry row's own, in pgtrail.entry_rows.
+const TRANSACTION_COLUMNS: [&str; 5] = ["xid", "lsn", "context", "actor", "client_addr"];
+
+/// An UPDATE setting `column` of entry `id` to `value` (SQL) in the table that stores it: the
+/// entry's row, or its transaction's (every entry of that transaction then reads the new value).
+pub(crate) fn set_entry_column(column: &str, id: i64, value: &str) -> String {
+    if TRANSACTION_COLUMNS.contains(&column) {
+        format!(
+            "UPDATE pgtrail.transactions t SET {column} = {value} FROM pgtrail.entry_rows e \
+             WHERE e.id = {id} AND t.id = e.txn AND t.committed_at = e.committed_at \
+               AND t.source = e.source"
+        )
+    } else {
+        format!("UPDATE pgtrail.entry_rows SET {column} = {value} WHERE id = {id}")
+    }
+}
+
+/// Deletes entry `id` past the triggers, as a superuser could: its row, and its transaction's
+/// row when no other entry has it, so that nothing of the entry is left.
+pub(crate) async fn delete_past_the_triggers(store: &tokio_postgres::Client, id: i64) {
+    past_the_trigger(
+        store,
+        &format!(
+            "WITH gone AS (DELETE FROM pgtrail.entry_rows WHERE id = {id} \
+                           RETURNING txn, committed_at, source) \
+             DELETE FROM pgtrail.transactions t USING gone g \
+             WHERE t.id = g.txn AND t.committed_at = g.committed_at AND t.source = g.source \
+               AND NOT EXISTS (SELECT FROM pgtrail.entry_rows o \
+                               WHERE o.txn = t.id AND o.source = t.source AND o.id <> {id})"
+        ),
+    )
+    .await;
+}
+
+/// Runs `sql` on the store with the own triggers (the append-only ones) of `tables` disabled, in
+/// one transaction, as a superuser could.
+pub(crate) async fn past_the_triggers_of(
+    store: &tokio_postgres::Client,
+    tables: &[&str],
+    sql: &str,
+) {
+    let set = |what: &str| {
+        tables
+            .iter()
+            .map(|t| format!("ALTER TABLE {t} {what} TRIGGER USER;"))
+            .collect::<String>()
+    };
+    let (disable, enable) = (set("DISABLE"), set("ENABLE"));
     store
-        .batch_execute(&format!(
-            "BEGIN; ALTER TABLE {table} DISABLE TRIGGER USER; {sql}; \
-             ALTER TABLE {table} ENABLE TRIGGER USER; COMMIT"
-        ))
+        .batch_execute(&format!("BEGIN; {disable} {sql}; {enable} COMMIT"))
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
@@ -91,8 +136,7 @@ async fn forge_and_restore(
         .await
         .unwrap()
         .get(0);
-    let set =
-        |value: &str| format!("UPDATE pgtrail.entries SET {column} = {value} WHERE id = {id}");
+    let set = |value: &str| set_entry_column(column, id, value);
     past_the_trigger(store, &set(forged)).await;
     let (code, report) = verify(env, &[]).await;
     assert_eq!(
@@ -198,14 +242,15 @@ async fn verify_names_entries_changed_deleted_or_inserted_past_the_trigger() {
         .collect();
     assert_eq!(ids.len(), 5);
 
-    // The trigger refuses every change in place, for the store's owner too.
+    // The triggers of both tables behind the view refuse every change in place, for the store's
+    // owner too; the view takes none.
     for sql in [
-        format!(
-            "UPDATE pgtrail.entries SET after = '{{}}' WHERE id = {}",
-            ids[1]
-        ),
-        format!("DELETE FROM pgtrail.entries WHERE id = {}", ids[1]),
-        "TRUNCATE pgtrail.entries".to_owned(),
+        set_entry_column("after", ids[1], "'{}'"),
+        set_entry_column("context", ids[1], "'{}'"),
+        format!("DELETE FROM pgtrail.entry_rows WHERE id = {}", ids[1]),
+        "DELETE FROM pgtrail.transactions".to_owned(),
+        "TRUNCATE pgtrail.entry_rows".to_owned(),
+        "TRUNCATE pgtrail.transactions".to_owned(),
     ] {
         let e = store.batch_execute(&sql).await.expect_err(&sql);
         let db = e.as_db_error().expect("a server error");
@@ -214,6 +259,16 @@ async fn verify_names_entries_changed_deleted_or_inserted_past_the_trigger() {
             "{sql}: {}",
             db.message()
         );
+    }
+    for sql in [
+        format!(
+            "UPDATE pgtrail.entries SET after = '{{}}' WHERE id = {}",
+            ids[1]
+        ),
+        format!("DELETE FROM pgtrail.entries WHERE id = {}", ids[1]),
+        "TRUNCATE pgtrail.entries".to_owned(),
+    ] {
+        store.batch_execute(&sql).await.expect_err(&sql);
     }
     assert_intact(&env, n).await;
 
@@ -230,13 +285,12 @@ async fn verify_names_entries_changed_deleted_or_inserted_past_the_trigger() {
     .await;
     // A derived column alone (the actor the web view filters by).
     forge_and_restore(&env, &store, "actor", ids[0], "'mallory'", n).await;
+    // The transaction's columns, stored once for its entries: covered by each entry's hash.
+    forge_and_restore(&env, &store, "context", ids[3], r#"'{"forged":true}'"#, n).await;
+    forge_and_restore(&env, &store, "xid", ids[4], "xid + 1", n).await;
 
     // DELETE: the entry after the gap is named.
-    past_the_trigger(
-        &store,
-        &format!("DELETE FROM pgtrail.entries WHERE id = {}", ids[2]),
-    )
-    .await;
+    delete_past_the_triggers(&store, ids[2]).await;
     let (code, report) = verify(&env, &[]).await;
     assert_eq!((code, broken_ids(&report)), (1, vec![ids[3]]), "{report}");
     // A range that starts after the gap verifies.

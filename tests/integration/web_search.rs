@@ -392,11 +392,18 @@ async fn web_facets_cut_short_say_so_and_the_entries_stay() {
             .at(now - TimeDelta::days(2))],
     )
     .await;
-    // Ids far apart: the first window of ids (20,000) reaches only the newest.
-    store
-        .batch_execute("SELECT setval(pg_get_serial_sequence('pgtrail.entries', 'id'), 1000000)")
+    // Ids far apart: the first window of ids (20,000) reaches only the newest. (The sequence
+    // is the entry rows' column's: the view pgtrail.entries owns none, and setval(NULL) would
+    // move nothing.)
+    let moved: i64 = store
+        .query_one(
+            "SELECT setval(pg_get_serial_sequence('pgtrail.entry_rows', 'id'), 1000000)",
+            &[],
+        )
         .await
-        .unwrap();
+        .unwrap()
+        .get(0);
+    assert_eq!(moved, 1_000_000);
     let new = store_entries(
         &store,
         &[Synth::new("public.orders", "UPDATE")

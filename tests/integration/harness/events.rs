@@ -72,17 +72,19 @@ pub async fn last_sign_out(
     assert_eq!(details["sessions"], sessions);
 }
 
-/// Makes the store refuse pgtrail's `event` events (a CHECK on entries), or
+/// Makes the store refuse pgtrail's `event` events (a CHECK on the entry rows), or
 /// accept them again with `None`.
 pub async fn refuse_event(store: &Client, event: Option<&str>) {
     store
-        .batch_execute("ALTER TABLE pgtrail.entries DROP CONSTRAINT IF EXISTS test_refuses_event")
+        .batch_execute(
+            "ALTER TABLE pgtrail.entry_rows DROP CONSTRAINT IF EXISTS test_refuses_event",
+        )
         .await
         .unwrap();
     if let Some(e) = event {
         store
             .batch_execute(&format!(
-                "ALTER TABLE pgtrail.entries ADD CONSTRAINT test_refuses_event \
+                "ALTER TABLE pgtrail.entry_rows ADD CONSTRAINT test_refuses_event \
                  CHECK (details IS NULL OR details->>'event' IS DISTINCT FROM '{e}') NOT VALID"
             ))
             .await
