@@ -301,7 +301,8 @@ const ENTRY_ROWS_COPY_SQL: &str = "COPY pgtrail.entry_rows (committed_at, schema
 const ENTRY_ROW_FIELDS: [usize; 12] = [0, 3, 4, 5, 6, 7, 8, 9, 11, 12, 15, 16];
 /// The COPY statement for `pgtrail.transactions`: the id, then
 /// [`TRANSACTION_FIELDS`].
-const TRANSACTIONS_COPY_SQL: &str = "COPY pgtrail.transactions (id, committed_at, source, xid, lsn, \
+const TRANSACTIONS_COPY_SQL: &str =
+    "COPY pgtrail.transactions (id, committed_at, source, xid, lsn, \
     context, actor, client_addr) FROM STDIN";
 /// [`SOURCED_COPY_SQL`]'s fields a transaction row takes, by position.
 const TRANSACTION_FIELDS: [usize; 7] = [0, 16, 1, 2, 10, 13, 14];
@@ -845,8 +846,13 @@ fn main() -> anyhow::Result<()> {
     }
     out.write_all(&buf).context("writing COPY text to stdout")?;
     out.flush().context("writing COPY text to stdout")?;
-    if let Out::Tables { mut transactions, .. } = layout {
-        transactions.flush().context("writing to --transactions-out")?;
+    if let Out::Tables {
+        mut transactions, ..
+    } = layout
+    {
+        transactions
+            .flush()
+            .context("writing to --transactions-out")?;
     }
     Ok(())
 }

@@ -118,7 +118,10 @@ async fn id_bound(client: &Client, t: DateTime<Utc>, side: Side) -> Result<i64, 
             Some(id) => id,
             // None committed from `t` on: one past the newest id.
             None => client
-                .query_one("SELECT coalesce(max(id) + 1, 0) FROM pgtrail.entry_rows", &[])
+                .query_one(
+                    "SELECT coalesce(max(id) + 1, 0) FROM pgtrail.entry_rows",
+                    &[],
+                )
                 .await?
                 .get(0),
         },
