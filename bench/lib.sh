@@ -88,6 +88,28 @@ fill_partitions() {
     echo "SELECT count(pgtrail.ensure_partition(to_timestamp($2) - make_interval(days => g))) FROM generate_series(-1, $1 + 1) g"
 }
 
+# fill_copy FILL ENTRIES DAYS END: ENTRIES entries from the web_fill program FILL, commit times
+# over DAYS days ending at END (Unix seconds), into the store database `pgtrail` in its layout
+# since migration 23: the fill's transactions (ids from the sequence's next value up) into
+# pgtrail.transactions first, then its entries into pgtrail.entry_rows (ids from their
+# sequence), each with COPY from a file in $dir (removed after), then
+# pgtrail.transactions_id_seq set past the new ids. Sets $fill_seconds (writing the files) and
+# $copy_seconds (the two COPYs). The store's partitions must cover the span (fill_partitions).
+fill_copy() {
+    local first t0 t1 t2 txns="$dir/fill.transactions" rows="$dir/fill.entry_rows"
+    first=$(psql_db pgtrail -At -c "SELECT nextval('pgtrail.transactions_id_seq')")
+    t0=$(now)
+    "$1" --entries "$2" --days "$3" --end "$4" --first-txn "$first" --transactions-out "$txns" >"$rows"
+    t1=$(now)
+    psql_db pgtrail -c "$("$1" --copy-sql transactions)" <"$txns" >/dev/null
+    psql_db pgtrail -c "$("$1" --copy-sql entry_rows)" <"$rows" >/dev/null
+    t2=$(now)
+    rm -f "$txns" "$rows"
+    psql_db pgtrail -At -c "SELECT setval('pgtrail.transactions_id_seq', max(id)) FROM pgtrail.transactions" >/dev/null
+    fill_seconds=$(secs "$t0" "$t1")
+    copy_seconds=$(secs "$t1" "$t2")
+}
+
 # bench_pgbench_cluster FSYNC: a fresh cluster in $dir (its port in $port) with database
 # `bench` made by `pgbench -i -s $clients`, a marker table outside the capture, and the
 # pgbench tables' replica identity FULL when $identity is FULL.

@@ -61,15 +61,15 @@ psql_db postgres -c "CREATE DATABASE app" >/dev/null
 psql_db app -c "CREATE TABLE public.placeholder (id int PRIMARY KEY)" >/dev/null
 "$pgtrail" --config "$cfg" setup >"$dir/setup.log" 2>&1 || { cat "$dir/setup.log" >&2; die "pgtrail setup failed"; }
 
-say "filling the store with $entries entries (examples/web_fill | COPY)"
+say "filling the store with $entries entries (examples/web_fill, COPY)"
 end=$(date +%s)
 # The partitions of the fill's year of commit times (examples/web_fill's default --days).
 psql_db pgtrail -c "$(fill_partitions 365 "$end")" >/dev/null
-"$fill" --entries "$entries" --days 365 --end "$end" | psql_db pgtrail -c "$("$fill" --copy-sql)" >/dev/null
+fill_copy "$fill" "$entries" 365 "$end"
 # The fill wrote the chain from an empty store; its head is the last entry's hash.
 psql_db pgtrail -c "UPDATE pgtrail.chain_heads SET entries = $entries,
-    hash = (SELECT hash FROM pgtrail.entries ORDER BY id DESC LIMIT 1) WHERE source = 1" >/dev/null
-psql_db pgtrail -c "VACUUM (ANALYZE) pgtrail.entries" >/dev/null
+    hash = (SELECT hash FROM pgtrail.entry_rows WHERE source = 1 ORDER BY id DESC LIMIT 1) WHERE source = 1" >/dev/null
+psql_db pgtrail -c "VACUUM (ANALYZE) pgtrail.entry_rows, pgtrail.transactions" >/dev/null
 
 say "pgtrail verify"
 t0=$(now)

@@ -30,8 +30,10 @@
 #     the store's period: month by default), then `examples/web_fill.rs` writes the
 #     entries, commit times rising evenly over --days, as COPY text with
 #     pgtrail's own encoder (so row_key and every column pgtrail computes are what
-#     the daemon writes) into `COPY pgtrail.entries ... FROM STDIN` through psql,
-#     into the partitions with all their indexes; then VACUUM (ANALYZE). Both timed;
+#     the daemon writes) to two files, its transactions for pgtrail.transactions and
+#     its entry rows for pgtrail.entry_rows (the layout of migration 23), which psql's
+#     COPY ... FROM STDIN loads in that order into the partitions with all their
+#     indexes (bench/lib.sh, fill_copy); then VACUUM (ANALYZE). All three timed;
 #  3. `pgtrail web` on a free port, signed in with curl as an admin user `bench`
 #     (created, or given a new password, with the CLI), so that every request
 #     pays for its session check as people's do; the values each case varies over are sampled
@@ -49,10 +51,11 @@
 # A view's facets and timeline are counted apart from its log page, on
 # /breakdown (within their time budget, src/web/log/tally.rs), which the page
 # loads once shown. Cases: first (the first page, unfiltered), table,
-# actor, time (a 1-hour or 1-day from/to window), pk (table and key value, what
-# a row's history link gives), pk_any (a key value without a table), text
-# (q=…), diff (View Difference, /entries/ID), sort_actor and sort_ip (first
-# page, asc and desc); facets_day and facets_week (the breakdown of 1-day and
+# actor, ip (one client address), time (a 1-hour or 1-day from/to window), pk
+# (table and key value, what a row's history link gives), pk_any (a key value
+# without a table), text (q=…), diff (View Difference, /entries/ID), sort_actor
+# and sort_ip (first page, asc and desc), txn (a transaction's page,
+# /transactions/XID); facets_day and facets_week (the breakdown of 1-day and
 # 7-day from/to windows: about 14,000 and 96,000 matches at 5,000,000
 # entries over 365 days), facets_action (of action=DELETE, no index, every tenth entry or so),
 # search_box (a search-box line, answered with the redirect to its URL) and
@@ -77,7 +80,7 @@ reuse=0
 keep=0
 build=1
 explain=0
-all_cases=(first table actor time pk pk_any text diff sort_actor sort_ip facets_day facets_week facets_action search_box timeline_slice)
+all_cases=(first table actor ip time pk pk_any text diff sort_actor sort_ip txn facets_day facets_week facets_action search_box timeline_slice)
 
 usage() { sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2; }
 
@@ -147,17 +150,17 @@ else
     drop_slots
     # A migration that rewrote the table cleared its visibility map, which
     # index-only scans (the counts) need; autovacuum would set it again soon.
-    psql_store -c "VACUUM pgtrail.entries"
+    psql_store -c "VACUUM pgtrail.entry_rows, pgtrail.transactions"
     t2=$(now)
     migrate_note="pgtrail setup on the reused store (pending migrations applied): $(secs "$t0" "$t1") s, then VACUUM $(secs "$t1" "$t2") s"
 fi
 # shellcheck disable=SC1091
 source "$dir/fill.info"
 n=$(psql_store -At -c "SELECT count(*) FROM pgtrail.entries")
-# The entries' partitions (pg_partition_tree: the parent itself holds nothing).
-sizes=$(psql_store -At -c "SELECT pg_size_pretty(sum(pg_table_size(relid))) || ' table, ' || pg_size_pretty(sum(pg_indexes_size(relid))) || ' indexes in ' || count(*) FILTER (WHERE isleaf) || ' partitions' FROM pg_partition_tree('pgtrail.entries')")
-span=$(psql_store -At -c "SELECT (SELECT committed_at::date FROM pgtrail.entries ORDER BY id LIMIT 1) || ' to ' || (SELECT committed_at::date FROM pgtrail.entries ORDER BY id DESC LIMIT 1)")
-indexes=$(psql_store -At -c "SELECT string_agg(indexname, ', ' ORDER BY indexname) FROM pg_indexes WHERE schemaname = 'pgtrail' AND tablename = 'entries'")
+# The partitions of the entries' two tables (pg_partition_tree: a parent itself holds nothing).
+sizes=$(psql_store -At -c "SELECT pg_size_pretty(sum(pg_table_size(relid))) || ' tables, ' || pg_size_pretty(sum(pg_indexes_size(relid))) || ' indexes in ' || count(*) FILTER (WHERE isleaf) || ' partitions of entry_rows and transactions' FROM (SELECT * FROM pg_partition_tree('pgtrail.entry_rows') UNION ALL SELECT * FROM pg_partition_tree('pgtrail.transactions')) p")
+span=$(psql_store -At -c "SELECT (SELECT committed_at::date FROM pgtrail.entry_rows ORDER BY id LIMIT 1) || ' to ' || (SELECT committed_at::date FROM pgtrail.entry_rows ORDER BY id DESC LIMIT 1)")
+indexes=$(psql_store -At -c "SELECT string_agg(indexname, ', ' ORDER BY indexname) FROM pg_indexes WHERE schemaname = 'pgtrail' AND tablename IN ('entry_rows', 'transactions')")
 
 # 3. The web view, signed in as an admin as people use it (every request then
 # pays for its session check), and the values to vary.
@@ -169,11 +172,11 @@ rm -rf "$vals"
 mkdir -p "$vals"
 echo "/" >"$vals/first"
 sample_tables >"$vals/table"
-psql_store -At -c "SELECT a FROM (SELECT DISTINCT coalesce(context->>'actor', context->>'db_user') a FROM pgtrail.entries TABLESAMPLE SYSTEM (1)) s WHERE a IS NOT NULL ORDER BY random() LIMIT 200" \
+psql_store -At -c "SELECT a FROM (SELECT DISTINCT coalesce(context->>'actor', context->>'db_user') a FROM pgtrail.transactions TABLESAMPLE SYSTEM (1)) s WHERE a IS NOT NULL ORDER BY random() LIMIT 200" \
     | while read -r a; do echo "/?actor=$(enc "$a")"; done >"$vals/actor"
 psql_store -At -F $'\t' -c "
-    WITH b AS (SELECT (SELECT committed_at FROM pgtrail.entries ORDER BY id LIMIT 1) lo,
-                      (SELECT committed_at FROM pgtrail.entries ORDER BY id DESC LIMIT 1) hi)
+    WITH b AS (SELECT (SELECT committed_at FROM pgtrail.entry_rows ORDER BY id LIMIT 1) lo,
+                      (SELECT committed_at FROM pgtrail.entry_rows ORDER BY id DESC LIMIT 1) hi)
     SELECT to_char(f, 'YYYY-MM-DD\"T\"HH24:MI:SS'), to_char(f + w, 'YYYY-MM-DD\"T\"HH24:MI:SS')
     FROM b, LATERAL (SELECT lo + random() * (hi - lo - interval '1 day') f,
                             CASE WHEN random() < 0.5 THEN interval '1 hour' ELSE interval '1 day' END w
@@ -183,14 +186,14 @@ psql_store -At -F $'\t' -c "
     SELECT schema_name || '.' || table_name,
            CASE WHEN (SELECT count(*) FROM json_object_keys(primary_key)) = 1
                 THEN (SELECT value FROM json_each_text(primary_key)) ELSE primary_key::text END
-    FROM pgtrail.entries TABLESAMPLE SYSTEM (0.05) WHERE primary_key IS NOT NULL ORDER BY random() LIMIT 200" >"$dir/keys"
+    FROM pgtrail.entry_rows TABLESAMPLE SYSTEM (0.05) WHERE primary_key IS NOT NULL ORDER BY random() LIMIT 200" >"$dir/keys"
 while IFS=$'\t' read -r t k; do echo "/?table=$(enc "$t")&pk=$(enc "$k")"; done <"$dir/keys" >"$vals/pk"
 while IFS=$'\t' read -r _ k; do echo "/?pk=$(enc "$k")"; done <"$dir/keys" >"$vals/pk_any"
 {
     # Terms people look for: an SKU or an email seen in a row (rare), a surname
     # (common), a word of the notes (very common), and terms that are nowhere.
-    psql_store -At -c "SELECT DISTINCT substring(after::text from 'SKU-[0-9]{5}-[A-Z]') FROM pgtrail.entries TABLESAMPLE SYSTEM (0.05) WHERE after::text LIKE '%SKU-%' LIMIT 20"
-    psql_store -At -c "SELECT DISTINCT substring(after::text from '[a-z]+\\.[a-z]+[0-9]+@example\\.[a-z]+') FROM pgtrail.entries TABLESAMPLE SYSTEM (0.05) WHERE after::text LIKE '%@example.%' LIMIT 20"
+    psql_store -At -c "SELECT DISTINCT substring(after::text from 'SKU-[0-9]{5}-[A-Z]') FROM pgtrail.entry_rows TABLESAMPLE SYSTEM (0.05) WHERE after::text LIKE '%SKU-%' LIMIT 20"
+    psql_store -At -c "SELECT DISTINCT substring(after::text from '[a-z]+\\.[a-z]+[0-9]+@example\\.[a-z]+') FROM pgtrail.entry_rows TABLESAMPLE SYSTEM (0.05) WHERE after::text LIKE '%@example.%' LIMIT 20"
     printf '%s\n' Lindqvist Okafor Haddad Popescu Santos Tanaka Jensen Moreau Walsh Novak
     printf '%s\n' refund gdpr warehouse priority expired
     printf '%s\n' no-such-customer zz-absent-term "lost parcel 4711" qwertyuiop 0xDEADBEEF
@@ -198,10 +201,14 @@ while IFS=$'\t' read -r _ k; do echo "/?pk=$(enc "$k")"; done <"$dir/keys" >"$va
 sample_ids | while read -r id; do echo "/entries/$id"; done >"$vals/diff"
 printf '%s\n' "/?sort=actor&dir=asc" "/?sort=actor&dir=desc" >"$vals/sort_actor"
 printf '%s\n' "/?sort=ip&dir=asc" "/?sort=ip&dir=desc" >"$vals/sort_ip"
+psql_store -At -c "SELECT a FROM (SELECT DISTINCT host(client_addr) a FROM pgtrail.transactions TABLESAMPLE SYSTEM (1) WHERE client_addr IS NOT NULL) s ORDER BY random() LIMIT 200" \
+    | while read -r a; do echo "/?ip=$(enc "$a")"; done >"$vals/ip"
+psql_store -At -c "SELECT xid FROM pgtrail.transactions TABLESAMPLE SYSTEM (0.1) WHERE xid IS NOT NULL ORDER BY random() LIMIT 200" \
+    | while read -r x; do echo "/transactions/$x"; done >"$vals/txn"
 windows() { # DAYS: 200 random from/to windows of DAYS days within the store's time span
     psql_store -At -F $'\t' -c "
-        WITH b AS (SELECT (SELECT committed_at FROM pgtrail.entries ORDER BY id LIMIT 1) lo,
-                          (SELECT committed_at FROM pgtrail.entries ORDER BY id DESC LIMIT 1) hi)
+        WITH b AS (SELECT (SELECT committed_at FROM pgtrail.entry_rows ORDER BY id LIMIT 1) lo,
+                          (SELECT committed_at FROM pgtrail.entry_rows ORDER BY id DESC LIMIT 1) hi)
         SELECT to_char(f, 'YYYY-MM-DD\"T\"HH24:MI:SS'), to_char(f + interval '$1 days', 'YYYY-MM-DD\"T\"HH24:MI:SS')
         FROM b, LATERAL (SELECT lo + random() * (hi - lo - interval '$1 days') f FROM generate_series(1, 200)) s" \
         | while IFS=$'\t' read -r f t; do echo "/?from=$f&to=$t"; done
@@ -213,7 +220,7 @@ sed -n 's|^/?actor=|/?search=action%3AUPDATE+actor%3A|p' "$vals/actor" >"$vals/s
 psql_store -At -F $'\t' -c "
     SELECT to_char(s, 'YYYY-MM-DD\"T\"HH24:MI:SS'), to_char(s + interval '12 hours', 'YYYY-MM-DD\"T\"HH24:MI:SS')
     FROM (SELECT to_timestamp(floor(extract(epoch FROM committed_at) / 43200) * 43200) AT TIME ZONE 'UTC' s
-          FROM pgtrail.entries TABLESAMPLE SYSTEM (0.01) ORDER BY random() LIMIT 200) x" \
+          FROM pgtrail.entry_rows TABLESAMPLE SYSTEM (0.01) ORDER BY random() LIMIT 200) x" \
     | while IFS=$'\t' read -r f t; do echo "/?from=$f&to=$t"; done >"$vals/timeline_slice"
 for c in "${cases[@]}"; do
     [[ -s "$vals/$c" ]] || die "no values sampled for case $c"
@@ -224,6 +231,7 @@ declare -A label=(
     [first]="first page, unfiltered" [table]="table" [actor]="actor" [time]="time range (from/to)"
     [pk]="primary key (table + key)" [pk_any]="primary key alone" [text]="free text (q)"
     [diff]="View Difference" [sort_actor]="sort by actor" [sort_ip]="sort by IP"
+    [ip]="client address" [txn]="transaction page"
     [facets_day]="facets, 1-day window" [facets_week]="facets, 7-day window" [facets_action]="facets, action=DELETE"
     [search_box]="search box (redirect)" [timeline_slice]="timeline bar (12 h slice)"
 )
@@ -300,7 +308,7 @@ stat() { # FILE COLUMN: "median p95" (nearest rank)
 echo "== web view benchmark ($(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), load average $(cut -d' ' -f1-3 /proc/loadavg)) =="
 echo "PostgreSQL $(psql_store -At -c 'SHOW server_version'); $(psql_store -At -c "SELECT string_agg(name || '=' || setting || coalesce(unit, ''), ', ' ORDER BY name) FROM pg_settings WHERE name IN ('fsync', 'shared_buffers', 'jit', 'work_mem', 'effective_cache_size')")"
 echo "store: $n entries committed $span ($sizes; indexes: $indexes)"
-echo "fill ($filled_at): COPY ${copy_seconds} s, VACUUM (ANALYZE) ${vacuum_seconds} s"
+echo "fill ($filled_at): examples/web_fill ${fill_seconds:-?} s, COPY ${copy_seconds} s, VACUUM (ANALYZE) ${vacuum_seconds} s"
 [[ -z "$migrate_note" ]] || echo "$migrate_note"
 echo "method: one request at a time with curl, $warmup warm-up + $requests measured per case, values varied;"
 echo "        server = the Server-Timing header (request in to page rendered), client = curl's total time"

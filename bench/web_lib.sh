@@ -47,28 +47,28 @@ drop_slots() {
 
 # web_fill ENTRIES [DAYS]: the store's schema as `pgtrail setup` makes it (its slot dropped, so
 # it pins no WAL), then ENTRIES entries from examples/web_fill over DAYS days (default 365)
-# ending now, through COPY, and VACUUM (ANALYZE), both timed into $dir/fill.info.
+# ending now, through COPY into its two tables (fill_copy), and VACUUM (ANALYZE), timed into
+# $dir/fill.info.
 web_fill() {
-    local t0 t1 t2 n days="${2:-365}" end
+    local t1 t2 n days="${2:-365}" end
     pgc_psql "$dir" -c "CREATE DATABASE app"
     # setup wants a table to capture; this one is never written.
     pgc_psql "$dir" -d app -c "CREATE TABLE public.placeholder (id int PRIMARY KEY)"
     "$pgtrail" --config "$cfg" setup >"$dir/setup.log" 2>&1 || { cat "$dir/setup.log" >&2; die "pgtrail setup failed"; }
     drop_slots
-    say "filling the store with $1 entries over $days days (examples/web_fill | COPY)"
+    say "filling the store with $1 entries over $days days (examples/web_fill, COPY)"
     # The partitions the fill's commit times go to (capture makes its own).
     end=$(date +%s)
     psql_store -c "$(fill_partitions "$days" "$end")" >/dev/null
-    t0=$(now)
-    "$fill" --entries "$1" --days "$days" --end "$end" | psql_store -c "$("$fill" --copy-sql)"
+    fill_copy "$fill" "$1" "$days" "$end"
     t1=$(now)
     say "VACUUM (ANALYZE)"
-    psql_store -c "VACUUM (ANALYZE) pgtrail.entries"
+    psql_store -c "VACUUM (ANALYZE) pgtrail.entry_rows, pgtrail.transactions"
     t2=$(now)
     n=$(psql_store -At -c "SELECT count(*) FROM pgtrail.entries")
     [[ "$n" == "$1" ]] || die "the store holds $n entries, not $1"
-    printf 'entries=%s\ndays=%s\nfilled_at=%s\ncopy_seconds=%s\nvacuum_seconds=%s\n' "$1" "$days" \
-        "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(secs "$t0" "$t1")" "$(secs "$t1" "$t2")" >"$dir/fill.info"
+    printf 'entries=%s\ndays=%s\nfilled_at=%s\nfill_seconds=%s\ncopy_seconds=%s\nvacuum_seconds=%s\n' "$1" "$days" \
+        "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$fill_seconds" "$copy_seconds" "$(secs "$t1" "$t2")" >"$dir/fill.info"
 }
 
 # start_web: `pgtrail web` in the background ($web_pid), appending to DIR/web.log, until it answers.
@@ -111,11 +111,11 @@ enc() { jq -rn --arg v "$1" '$v | @uri'; }
 
 # sample_tables: every table with entries as `/?table=…`, in random order.
 sample_tables() {
-    psql_store -At -c "SELECT schema_name || '.' || table_name FROM (SELECT DISTINCT schema_name, table_name FROM pgtrail.entries) t ORDER BY random()" \
+    psql_store -At -c "SELECT schema_name || '.' || table_name FROM (SELECT DISTINCT schema_name, table_name FROM pgtrail.entry_rows) t ORDER BY random()" \
         | while read -r t; do echo "/?table=$(enc "$t")"; done
 }
 
 # sample_ids: 200 random entry ids.
 sample_ids() {
-    psql_store -At -c "SELECT lo + floor(random() * (hi - lo + 1))::bigint FROM (SELECT min(id) lo, max(id) hi FROM pgtrail.entries) b, generate_series(1, 200)"
+    psql_store -At -c "SELECT lo + floor(random() * (hi - lo + 1))::bigint FROM (SELECT min(id) lo, max(id) hi FROM pgtrail.entry_rows) b, generate_series(1, 200)"
 }

@@ -130,7 +130,7 @@ sed 's|^|/entries/|' "$dir/ids" >"$vals/entry"
 sed 's|^|/api/v1/entries/|' "$dir/ids" >"$vals/api_entry"
 {
     # Rare terms seen in rows, common ones, and terms that are nowhere (they read for the whole budget).
-    psql_store -At -c "SELECT DISTINCT substring(after::text from 'SKU-[0-9]{5}-[A-Z]') FROM pgtrail.entries TABLESAMPLE SYSTEM (0.2) WHERE after::text LIKE '%SKU-%' LIMIT 10"
+    psql_store -At -c "SELECT DISTINCT substring(after::text from 'SKU-[0-9]{5}-[A-Z]') FROM pgtrail.entry_rows TABLESAMPLE SYSTEM (0.2) WHERE after::text LIKE '%SKU-%' LIMIT 10"
     printf '%s\n' Lindqvist Okafor Haddad Popescu refund gdpr warehouse no-such-customer zz-absent-term qwertyuiop
 } | grep -v '^$' | while read -r q; do echo "/?q=$(enc "$q")"; done >"$vals/text"
 for f in "$vals"/*; do [[ -s "$f" ]] || die "no values sampled for $(basename "$f")"; done

@@ -1,13 +1,23 @@
 //! Synthetic audit entries for the web view's benchmark (`bench/web.sh`): COPY
-//! text on stdout, written by pgtrail's own encoder
+//! text, written by pgtrail's own encoder
 //! ([`pgtrail::store::writer::encode_sourced_row`]), so every column pgtrail
 //! computes (`row_key`, the xxh3 hash of table and key, and the plain
 //! `actor` and `client_addr` columns) is exactly what the daemon would have
 //! stored. That hash is why this is a Rust program and not
 //! `generate_series`: PostgreSQL has no xxh3.
 //!
-//!   cargo run --release --example web_fill -- [--entries N] [--days D] [--tables T] [--seed S] [--end UNIX_SECONDS]
-//!   cargo run --release --example web_fill -- --copy-sql     # the COPY statement the lines are for
+//!   web_fill [--entries N] [--days D] [--tables T] [--seed S] [--end UNIX_SECONDS]
+//!            [--transactions-out FILE [--first-txn ID]]
+//!   web_fill --copy-sql TABLE     # the COPY statement for TABLE's lines
+//!
+//! With `--transactions-out`, the store's layout since migration 23: the
+//! transactions as rows of `pgtrail.transactions` (ids from `--first-txn`,
+//! default 1, up; the caller sets `pgtrail.transactions_id_seq` past them)
+//! into FILE, the entries as rows of `pgtrail.entry_rows` referencing them
+//! on stdout (their ids from the table's sequence). Without it, one line per
+//! entry for the view `pgtrail.entries` (every column, as the tables were
+//! before migration 23: `bench/store_indexes.sh --synthetic` cuts its
+//! columns from these). TABLE is `entries`, `entry_rows` or `transactions`.
 //!
 //! The shape, meant to look like a busy application's audit trail:
 //! - `--tables` tables (default 200) in a handful of schemas, with Zipf-like
@@ -34,7 +44,9 @@
 //!
 //! Deterministic for a given seed and end time.
 
-use std::io::Write;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
@@ -281,28 +293,60 @@ impl Zipf {
     }
 }
 
+/// The COPY statement for `pgtrail.entry_rows`: [`SOURCED_COPY_SQL`]'s
+/// columns less the transaction's, and the transaction's id.
+const ENTRY_ROWS_COPY_SQL: &str = "COPY pgtrail.entry_rows (committed_at, schema_name, table_name, \
+    action, primary_key, before, after, changed_columns, row_key, details, hash, source, txn) FROM STDIN";
+/// [`SOURCED_COPY_SQL`]'s fields an entry row keeps, by position.
+const ENTRY_ROW_FIELDS: [usize; 12] = [0, 3, 4, 5, 6, 7, 8, 9, 11, 12, 15, 16];
+/// The COPY statement for `pgtrail.transactions`: the id, then
+/// [`TRANSACTION_FIELDS`].
+const TRANSACTIONS_COPY_SQL: &str =
+    "COPY pgtrail.transactions (id, committed_at, source, xid, lsn, \
+    context, actor, client_addr) FROM STDIN";
+/// [`SOURCED_COPY_SQL`]'s fields a transaction row takes, by position.
+const TRANSACTION_FIELDS: [usize; 7] = [0, 16, 1, 2, 10, 13, 14];
+
 struct Args {
     entries: u64,
     days: i64,
     tables: usize,
     seed: u64,
     end: DateTime<Utc>,
+    transactions_out: Option<PathBuf>,
+    first_txn: u64,
 }
 
-fn parse_args() -> anyhow::Result<Option<Args>> {
+enum Run {
+    Fill(Args),
+    CopySql(&'static str),
+}
+
+fn parse_args() -> anyhow::Result<Run> {
     let mut a = Args {
         entries: 5_000_000,
         days: 365,
         tables: 200,
         seed: 42,
         end: Utc::now(),
+        transactions_out: None,
+        first_txn: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
-        if flag == "--copy-sql" {
-            return Ok(None);
-        }
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+        if flag == "--copy-sql" {
+            return Ok(Run::CopySql(match value.as_str() {
+                "entries" => SOURCED_COPY_SQL,
+                "entry_rows" => ENTRY_ROWS_COPY_SQL,
+                "transactions" => TRANSACTIONS_COPY_SQL,
+                _ => bail!("--copy-sql: {value:?} is not entries, entry_rows or transactions"),
+            }));
+        }
+        if flag == "--transactions-out" {
+            a.transactions_out = Some(PathBuf::from(value));
+            continue;
+        }
         let num = || {
             value
                 .parse::<u64>()
@@ -313,6 +357,7 @@ fn parse_args() -> anyhow::Result<Option<Args>> {
             "--days" => a.days = num()? as i64,
             "--tables" => a.tables = num()? as usize,
             "--seed" => a.seed = num()?,
+            "--first-txn" => a.first_txn = num()?,
             "--end" => {
                 a.end = DateTime::from_timestamp(num()? as i64, 0)
                     .with_context(|| format!("--end: {value} is out of range"))?
@@ -320,10 +365,58 @@ fn parse_args() -> anyhow::Result<Option<Args>> {
             _ => bail!("unknown option {flag}; see the header of examples/web_fill.rs"),
         }
     }
-    if a.entries == 0 || a.days == 0 || a.tables == 0 {
-        bail!("--entries, --days and --tables must be more than 0");
+    if a.entries == 0 || a.days == 0 || a.tables == 0 || a.first_txn == 0 {
+        bail!("--entries, --days, --tables and --first-txn must be more than 0");
     }
-    Ok(Some(a))
+    Ok(Run::Fill(a))
+}
+
+/// Where the lines go: one line per entry for the view, or the two tables.
+enum Out {
+    View,
+    Tables {
+        transactions: BufWriter<File>,
+        next_txn: u64,
+    },
+}
+
+/// Appends the fields of `line` (one line of COPY text for
+/// [`SOURCED_COPY_SQL`], its newline included) at `pick` to `out` as a line,
+/// with `first` before them and `last` after them. A tab inside a field is
+/// escaped in COPY text, so a tab is always a separator.
+fn push_fields(
+    out: &mut BytesMut,
+    line: &[u8],
+    pick: &[usize],
+    first: Option<u64>,
+    last: Option<u64>,
+) -> anyhow::Result<()> {
+    let fields: Vec<&[u8]> = line
+        .strip_suffix(b"\n")
+        .unwrap_or(line)
+        .split(|b| *b == b'\t')
+        .collect();
+    let mut sep = false;
+    if let Some(n) = first {
+        out.extend_from_slice(n.to_string().as_bytes());
+        sep = true;
+    }
+    for &i in pick {
+        if sep {
+            out.extend_from_slice(b"\t");
+        }
+        let field = fields
+            .get(i)
+            .with_context(|| format!("an encoded entry with {} fields, not 17", fields.len()))?;
+        out.extend_from_slice(field);
+        sep = true;
+    }
+    if let Some(n) = last {
+        out.extend_from_slice(b"\t");
+        out.extend_from_slice(n.to_string().as_bytes());
+    }
+    out.extend_from_slice(b"\n");
+    Ok(())
 }
 
 fn tables(n: usize, entries: u64, rng: &mut fastrand::Rng, zipf: &Zipf) -> Vec<Table> {
@@ -541,9 +634,23 @@ fn context(rng: &mut fastrand::Rng, p: &People) -> String {
 }
 
 fn main() -> anyhow::Result<()> {
-    let Some(args) = parse_args()? else {
-        println!("{SOURCED_COPY_SQL}");
-        return Ok(());
+    let args = match parse_args()? {
+        Run::CopySql(sql) => {
+            println!("{sql}");
+            return Ok(());
+        }
+        Run::Fill(args) => args,
+    };
+    let mut layout = match &args.transactions_out {
+        None => Out::View,
+        Some(path) => Out::Tables {
+            transactions: BufWriter::with_capacity(
+                1 << 20,
+                File::create(path)
+                    .with_context(|| format!("--transactions-out: creating {}", path.display()))?,
+            ),
+            next_txn: args.first_txn,
+        },
     };
     let mut rng = fastrand::Rng::with_seed(args.seed);
     let table_zipf = Zipf::new(args.tables, 1.0);
@@ -580,6 +687,8 @@ fn main() -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut buf = BytesMut::with_capacity(8 << 20);
+    let mut line = BytesMut::with_capacity(4096);
+    let mut txn_line = BytesMut::with_capacity(1024);
     // The capture chain, from an empty store's head, as the daemon would write it.
     let mut prev = pgtrail::store::chain::GENESIS;
     let mut written = 0u64;
@@ -602,7 +711,14 @@ fn main() -> anyhow::Result<()> {
         let ctx: Arc<str> = Arc::from(context(&mut rng, &people));
         let cols = ContextColumns::of(&ctx);
         let t = &tables[table_zipf.pick(&mut rng)];
-        for _ in 0..size {
+        let txn_id = match &mut layout {
+            Out::View => None,
+            Out::Tables { next_txn, .. } => {
+                *next_txn += 1;
+                Some(*next_txn - 1)
+            }
+        };
+        for i in 0..size {
             let roll = rng.u32(0..10_000);
             let (action, table) = match roll {
                 0..=2 => (Action::Truncate, t),
@@ -706,7 +822,21 @@ fn main() -> anyhow::Result<()> {
             let micros = pgtrail::store::chain::commit_time_micros(&entry.txn.committed_at)
                 .context("a generated commit time that the chain cannot read")?;
             prev = pgtrail::store::writer::content(&entry, micros).hash(&prev);
-            encode_sourced_row(&entry, &cols, &prev, SourceId(1), &mut buf);
+            match (&mut layout, txn_id) {
+                (Out::Tables { transactions, .. }, Some(id)) => {
+                    line.clear();
+                    encode_sourced_row(&entry, &cols, &prev, SourceId(1), &mut line);
+                    if i == 0 {
+                        txn_line.clear();
+                        push_fields(&mut txn_line, &line, &TRANSACTION_FIELDS, Some(id), None)?;
+                        transactions
+                            .write_all(&txn_line)
+                            .context("writing to --transactions-out")?;
+                    }
+                    push_fields(&mut buf, &line, &ENTRY_ROW_FIELDS, None, Some(id))?;
+                }
+                _ => encode_sourced_row(&entry, &cols, &prev, SourceId(1), &mut buf),
+            }
             written += 1;
         }
         if buf.len() >= 4 << 20 {
@@ -716,5 +846,13 @@ fn main() -> anyhow::Result<()> {
     }
     out.write_all(&buf).context("writing COPY text to stdout")?;
     out.flush().context("writing COPY text to stdout")?;
+    if let Out::Tables {
+        mut transactions, ..
+    } = layout
+    {
+        transactions
+            .flush()
+            .context("writing to --transactions-out")?;
+    }
     Ok(())
 }

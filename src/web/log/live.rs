@@ -39,7 +39,9 @@ const LIVE_RECHECK: Duration = Duration::from_secs(10);
 const LIVE_BATCH: i64 = 200;
 
 /// The newest id, and the snapshot's horizon ([`Horizon`]), in one statement.
-const HORIZON: &str = "SELECT coalesce((SELECT max(id) FROM pgtrail.entries), 0), \
+/// Ids are the entries' own table's (`entry_rows`): through the view's join
+/// to the transactions `max(id)` is a join of every row, not one probe.
+const HORIZON: &str = "SELECT coalesce((SELECT max(id) FROM pgtrail.entry_rows), 0), \
                               txid_snapshot_xmin(txid_current_snapshot()), \
                               txid_snapshot_xmax(txid_current_snapshot())";
 
@@ -184,7 +186,7 @@ pub async fn live(
         None => {
             let client = state.pool().get().await?;
             client
-                .query_one("SELECT coalesce(max(id), 0) FROM pgtrail.entries", &[])
+                .query_one("SELECT coalesce(max(id), 0) FROM pgtrail.entry_rows", &[])
                 .await?
                 .get(0)
         }

@@ -200,11 +200,12 @@ pub async fn page(
     };
     let live = q.live && live_unavailable.is_empty();
     let resolved = resolve(&state, &q.filter, now).await?;
-    // Live mode starts after the newest entry that existed before the page was read.
+    // Live mode starts after the newest entry that existed before the page was read
+    // (the entries' own table: through the view's join max(id) reads every row).
     let newest_before = if live {
         let client = state.pool().get().await?;
         client
-            .query_one("SELECT coalesce(max(id), 0) FROM pgtrail.entries", &[])
+            .query_one("SELECT coalesce(max(id), 0) FROM pgtrail.entry_rows", &[])
             .await?
             .get::<_, i64>(0)
     } else {

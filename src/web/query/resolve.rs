@@ -40,6 +40,13 @@ enum Side {
 
 /// The live partition whose range holds `t`, `[from_at, to_at)`, from the
 /// ledger (`pgtrail.partitions`); none when no partition holds it.
+///
+/// The bounds below read `pgtrail.entry_rows`, the entries' own table, not
+/// the view `pgtrail.entries`: ids and commit times are an entry row's, and
+/// through the view's join to its transaction `min(id)`, `max(id)` and
+/// `ORDER BY id LIMIT 1` are a join of every row (PostgreSQL 15 keeps the
+/// join), not one index probe. A row the view leaves out (its transaction
+/// missing) can only widen a bound, never lose an entry.
 const PARTITION_OF: &str = "SELECT from_at, to_at FROM pgtrail.partitions \
      WHERE dropped_at IS NULL AND from_at <= $1 AND $1 < to_at ORDER BY from_at LIMIT 1";
 
@@ -55,13 +62,13 @@ const PARTITION_OF: &str = "SELECT from_at, to_at FROM pgtrail.partitions \
 /// partition's (bench/web.sh). The search runs in the server, one
 /// statement: probe by probe from here it cost two dozen round trips.
 const SEARCH: &str = "WITH RECURSIVE search(lo, hi) AS ( \
-        SELECT greatest(min(id), $4), least(max(id) + 1, $5) FROM pgtrail.entries \
+        SELECT greatest(min(id), $4), least(max(id) + 1, $5) FROM pgtrail.entry_rows \
         WHERE committed_at >= $2 AND committed_at < $3 \
       UNION ALL \
         SELECT CASE WHEN p.committed_at < $1 THEN p.id + 1 ELSE s.lo END, \
                CASE WHEN p.committed_at < $1 THEN s.hi ELSE s.lo + (s.hi - s.lo) / 2 END \
         FROM search s \
-        LEFT JOIN LATERAL (SELECT id, committed_at FROM pgtrail.entries \
+        LEFT JOIN LATERAL (SELECT id, committed_at FROM pgtrail.entry_rows \
                            WHERE id >= s.lo + (s.hi - s.lo) / 2 \
                              AND committed_at >= $2 AND committed_at < $3 \
                            ORDER BY id LIMIT 1) p ON true \
@@ -83,11 +90,11 @@ async fn id_bound(client: &Client, t: DateTime<Utc>, side: Side) -> Result<i64, 
     let (from, to) = partition.unwrap_or((t, t));
     let (exact_sql, edge) = match side {
         Side::From => (
-            "SELECT min(id) FROM pgtrail.entries WHERE committed_at >= $1",
+            "SELECT min(id) FROM pgtrail.entry_rows WHERE committed_at >= $1",
             to,
         ),
         Side::Before => (
-            "SELECT max(id) + 1 FROM pgtrail.entries WHERE committed_at < $1",
+            "SELECT max(id) + 1 FROM pgtrail.entry_rows WHERE committed_at < $1",
             from,
         ),
     };
@@ -111,7 +118,10 @@ async fn id_bound(client: &Client, t: DateTime<Utc>, side: Side) -> Result<i64, 
             Some(id) => id,
             // None committed from `t` on: one past the newest id.
             None => client
-                .query_one("SELECT coalesce(max(id) + 1, 0) FROM pgtrail.entries", &[])
+                .query_one(
+                    "SELECT coalesce(max(id) + 1, 0) FROM pgtrail.entry_rows",
+                    &[],
+                )
                 .await?
                 .get(0),
         },
