@@ -160,13 +160,20 @@ ALTER TABLE pgtrail.entry_rows ALTER COLUMN txn SET NOT NULL;
 CREATE INDEX entries_txn ON pgtrail.entry_rows (txn);
 
 -- What every reader reads: an entry with its transaction's columns, in the
--- order the table had them.
+-- order the table had them. The commit times are joined as a range of one
+-- instant, not an equality: PostgreSQL 15 takes the three equalities for
+-- independent and estimates the join of millions of rows at a handful, so
+-- for any LIMIT it would hash both tables whole (seconds for a page at
+-- 2,000,000 entries, docs/benchmarks.md); the range is estimated at a
+-- third of the rows each way and still prunes a nested loop's probe to
+-- one partition.
 CREATE VIEW pgtrail.entries AS
 SELECT e.id, e.committed_at, t.xid, t.lsn, e.schema_name, e.table_name, e.action, e.primary_key,
        e.before, e.after, e.changed_columns, t.context, e.row_key, e.details, t.actor,
        t.client_addr, e.hash, e.source, e.txn, e.tableoid
 FROM pgtrail.entry_rows e
-JOIN pgtrail.transactions t ON t.id = e.txn AND t.committed_at = e.committed_at AND t.source = e.source;
+JOIN pgtrail.transactions t ON t.id = e.txn AND t.source = e.source
+ AND t.committed_at >= e.committed_at AND t.committed_at <= e.committed_at;
 ALTER VIEW pgtrail.entries ALTER COLUMN id SET DEFAULT nextval('pgtrail.entries_id_seq');
 
 -- An INSERT into the view (a tool, a test, `examples/web_fill`) gives each
