@@ -20,7 +20,7 @@ mod store;
 use crate::config::Config;
 use crate::pg::quote_literal;
 use crate::pg::Lsn;
-use crate::source::{self, CatalogTable, SourceError};
+use crate::source::{self, CatalogTable, SlotInfo, SourceError};
 
 const CONTEXT_SQL: &str = include_str!("../../../sql/source/context.sql");
 const DDL_SQL: &str = include_str!("../../../sql/source/ddl.sql");
@@ -133,6 +133,18 @@ pub async fn plan_setup(config: &Config) -> Result<Plan> {
             return Err(SourceError::WrongPlugin {
                 slot: config.slot.to_string(),
                 plugin: info.plugin.clone(),
+            }
+            .into())
+        }
+        // Said plainly here: the peek below would fail with the server's own words.
+        Some(SlotInfo {
+            other_database: Some(database),
+            ..
+        }) => {
+            return Err(SourceError::SlotOfAnotherDatabase {
+                slot: config.slot.to_string(),
+                database: database.clone(),
+                here: config.source.dbname().to_owned(),
             }
             .into())
         }
