@@ -13,6 +13,23 @@ use tokio_postgres::Client;
 
 use crate::harness::*;
 
+/// The source database's OID, and two ways for `user` to reach it that are not source.url's
+/// (`127.0.0.1`): the server's Unix socket, and `localhost`.
+async fn other_ways_to_app(env: &TestEnv, src: &Client, user: &str) -> (u32, [String; 2]) {
+    let oid: u32 = query_value(
+        src,
+        "SELECT oid FROM pg_database WHERE datname = 'app'",
+        &[],
+    )
+    .await;
+    let port = env.cluster.port();
+    let ways = [
+        env.cluster.socket_conninfo("app", user),
+        format!("postgres://{user}@localhost:{port}/app"),
+    ];
+    (oid, ways)
+}
+
 /// Nothing of pgtrail's in the source: no slot, no schema, no trigger.
 async fn assert_source_untouched(src: &Client, store_url: &str) {
     let slots = query_count(src, "SELECT count(*) FROM pg_replication_slots").await;
@@ -31,23 +48,13 @@ async fn a_store_url_that_reaches_the_sources_database_another_way_is_refused() 
     let src = env
         .source_with("CREATE TABLE t (id int PRIMARY KEY, v int)")
         .await;
-    let oid: u32 = query_value(
-        &src,
-        "SELECT oid FROM pg_database WHERE datname = 'app'",
-        &[],
-    )
-    .await;
+    let (oid, ways) = other_ways_to_app(&env, &src, "postgres").await;
     let system: String = query_value(
         &src,
         "SELECT system_identifier::text FROM pg_control_system()",
         &[],
     )
     .await;
-    let port = env.cluster.port();
-    let ways = [
-        env.cluster.socket_conninfo("app", "postgres"),
-        format!("postgres://postgres@localhost:{port}/app"),
-    ];
     for store_url in ways {
         let mut config = env.trail.config.clone();
         config.store_url = store_url.clone();
@@ -100,17 +107,7 @@ async fn a_store_role_that_may_not_call_pg_control_system_is_refused_the_sources
              CREATE ROLE trail_store LOGIN",
         )
         .await;
-    let oid: u32 = query_value(
-        &src,
-        "SELECT oid FROM pg_database WHERE datname = 'app'",
-        &[],
-    )
-    .await;
-    let port = env.cluster.port();
-    let ways = [
-        env.cluster.socket_conninfo("app", "trail_store"),
-        format!("postgres://trail_store@localhost:{port}/app"),
-    ];
+    let (oid, ways) = other_ways_to_app(&env, &src, "trail_store").await;
     for store_url in ways {
         // The path under test is the one taken: this role, this way in, may not call it.
         let store = connect(&store_url).await.unwrap();
