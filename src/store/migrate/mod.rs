@@ -95,10 +95,7 @@ pub async fn refusal(
             .get(0);
         let estimate: Option<i64> = if exists {
             client
-                .query_one(
-                    "SELECT max(id) - min(id) + 1 FROM pgtrail.entries",
-                    &[],
-                )
+                .query_one("SELECT max(id) - min(id) + 1 FROM pgtrail.entries", &[])
                 .await?
                 .get(0)
         } else {
