@@ -120,6 +120,11 @@ struct ReloadSender {
 /// threads inherit the block), to [`HeldHangup::release`]: one sent in
 /// between stays pending and is delivered at the release, to the handler
 /// in place then (the daemon's, or the default for other commands).
+/// Only the calling (main) thread is released: threads made before, such
+/// as the runtime's workers, keep SIGHUP blocked, which is harmless while
+/// the main thread waits in `block_on` and takes it. Children started with
+/// `std::process::Command` (and tokio's) get an empty mask before exec; a
+/// child started any other way would inherit the block.
 pub struct HeldHangup {
     held: bool,
 }

@@ -129,14 +129,9 @@ pub async fn plan_setup(config: &Config) -> Result<Plan> {
 
     let slot = source::slot_info(&source, &config.slot).await?;
     match &slot {
-        Some(info) if info.plugin != "wal2json" => {
-            return Err(SourceError::WrongPlugin {
-                slot: config.slot.to_string(),
-                plugin: info.plugin.clone(),
-            }
-            .into())
-        }
-        // Said plainly here: the peek below would fail with the server's own words.
+        // Said plainly, and first: the peek below would fail with the server's own words,
+        // and a slot of another plugin is told to be dropped, which must not happen to another
+        // database's slot without saying whose it is.
         Some(SlotInfo {
             other_database: Some(database),
             ..
@@ -145,6 +140,13 @@ pub async fn plan_setup(config: &Config) -> Result<Plan> {
                 slot: config.slot.to_string(),
                 database: database.clone(),
                 here: config.source.dbname().to_owned(),
+            }
+            .into())
+        }
+        Some(info) if info.plugin != "wal2json" => {
+            return Err(SourceError::WrongPlugin {
+                slot: config.slot.to_string(),
+                plugin: info.plugin.clone(),
             }
             .into())
         }
