@@ -197,11 +197,18 @@ if [[ $ref_only -eq 0 ]]; then
     # and the loop below forks nothing else: a psql, a server backend and the
     # helpers around them started ten times a second cost about a fifth of a
     # core, which (a) does not pay.
+    # Its stderr goes to a file, not the pipe the answers come back on: each
+    # poll reads up to a line of its own (\echo poll-done), after which an error
+    # of that poll is in the file (psql writes it before it runs the \echo), and
+    # an error of any length cannot leave stale lines for the next poll.
+    poll_err="$dir/poll.err"
     if [[ $poll == checkpoint ]]; then
-        coproc POLL { psql -X -q -At -h 127.0.0.1 -p "$port" -U postgres -d pgtrail 2>&1; }
+        coproc POLL { psql -X -q -At -h 127.0.0.1 -p "$port" -U postgres -d pgtrail 2>"$poll_err"; }
         poll_in=${POLL[1]} poll_out=${POLL[0]}
     fi
-    t0=$EPOCHREALTIME
+    # $EPOCHREALTIME has the locale's decimal separator (a comma in many): awk
+    # and the arithmetic below read a dot. No subshell: the loop forks nothing.
+    t0=${EPOCHREALTIME//[!0-9]/.}
     NO_COLOR=1 PGTRAIL_LOG="${PGTRAIL_LOG:-info}" "$pgtrail" --config "$cfg" run 2>"$dir/pgtrail.log" &
     daemon_pid=$!
     hwm_kb=0
@@ -222,13 +229,21 @@ if [[ $ref_only -eq 0 ]]; then
             stored=$(json_field last_stored_lsn "$status")
             entries=$(json_field entries_estimate "$status")
         else
-            stored=""
-            echo "SELECT coalesce((SELECT lsn::text FROM pgtrail.checkpoints WHERE slot = 'bench_pgtrail'), 'none');" >&"$poll_in"
-            read -r -t 30 stored <&"$poll_out" || die "the checkpoint poll's psql did not answer"
+            stored="" line=""
+            printf '%s\n' "SELECT coalesce((SELECT lsn::text FROM pgtrail.checkpoints WHERE slot = 'bench_pgtrail'), 'none');" \
+                '\echo poll-done' >&"$poll_in"
+            while :; do
+                read -r -t 30 line <&"$poll_out" \
+                    || die "the checkpoint poll's psql did not answer (its stderr: $(cat "$poll_err"))"
+                [[ $line == poll-done ]] && break
+                [[ -z $stored ]] || die "the checkpoint poll's psql answered more than one line: $stored, $line"
+                stored=$line
+            done
+            [[ ! -s $poll_err ]] || die "the checkpoint poll's psql failed: $(cat "$poll_err")"
             status="checkpoint ${stored:-none}"
             entries=""
         fi
-        t=$EPOCHREALTIME
+        t=${EPOCHREALTIME//[!0-9]/.}
         if [[ "$stored" == */* ]] && (( $(lsn_num "$stored") >= end_num )); then
             done_reason="last_stored_lsn $stored >= $end_lsn"
             break

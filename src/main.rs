@@ -111,6 +111,8 @@ const VERIFY_ERROR: u8 = 2;
 const STATUS_SLOT_UNUSABLE: u8 = 2;
 
 fn main() -> ExitCode {
+    // First: a reload sent to a daemon still starting must not end it (cli::daemon's doc).
+    let hangup = cli::daemon::HeldHangup::hold();
     // scripts/package.sh's man pages and completions, from the definition above.
     let args: Vec<_> = std::env::args_os().collect();
     if let Some(dir) = cli::generate::requested(&args) {
@@ -136,6 +138,13 @@ fn main() -> ExitCode {
         }
         Err(e) => e.exit(),
     };
+    let daemon = matches!(cli.command, Command::Run | Command::Web);
+    let hangup = if daemon {
+        Some(hangup)
+    } else {
+        hangup.release();
+        None
+    };
     // The config is read before logging starts, since it says how to log; an error reading it
     // waits until logging is set up and is then reported like any other.
     let env_format = log_format_from_env();
@@ -158,10 +167,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The daemon's handlers, before SIGHUP is let through.
+    let signals = hangup.map(|hangup| {
+        let _runtime = runtime.enter();
+        let signals = cli::daemon::Signals::install();
+        hangup.release();
+        signals
+    });
     let verify = matches!(cli.command, Command::Verify(_));
-    let daemon = matches!(cli.command, Command::Run);
+    let capture = matches!(cli.command, Command::Run);
     let check = matches!(cli.command, Command::Status { check: true, .. });
-    match runtime.block_on(run(cli.command, loaded)) {
+    match runtime.block_on(run(cli.command, loaded, signals)) {
         Ok(code) => code,
         // A plugin that cannot read the status (config, source or store) says UNKNOWN on stdout.
         Err(e) if check => {
@@ -178,7 +194,7 @@ fn main() -> ExitCode {
             }
             if verify {
                 ExitCode::from(VERIFY_ERROR)
-            } else if daemon {
+            } else if capture {
                 // A permanent error has a code of its own (docs/operations.md, "Exit codes").
                 ExitCode::from(pgtrail::pipeline::permanent::exit_code(&e))
             } else {
@@ -239,7 +255,12 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-async fn run(command: Command, loaded: Result<(Config, PathBuf)>) -> Result<ExitCode> {
+/// `signals`: the daemon's handlers, for `run` and `web`.
+async fn run(
+    command: Command,
+    loaded: Result<(Config, PathBuf)>,
+    signals: Option<cli::daemon::Signals>,
+) -> Result<ExitCode> {
     // An archive is checked on its own: it needs no config.
     if let Command::Verify(cli::verify::Request {
         archive: Some(file),
@@ -300,8 +321,20 @@ async fn run(command: Command, loaded: Result<(Config, PathBuf)>) -> Result<Exit
                 println!("{line}");
             }
         }
-        Command::Run => cli::daemon::run(config).await?,
-        Command::Web => cli::daemon::web(config).await?,
+        Command::Run => {
+            cli::daemon::run(
+                config,
+                signals.unwrap_or_else(cli::daemon::Signals::install),
+            )
+            .await?
+        }
+        Command::Web => {
+            cli::daemon::web(
+                config,
+                signals.unwrap_or_else(cli::daemon::Signals::install),
+            )
+            .await?
+        }
         Command::Tables { json } => {
             let reports = tables::tables(&config).await?;
             if json {

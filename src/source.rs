@@ -34,6 +34,12 @@ pub enum SourceError {
     SlotMissing(String),
     #[error("the replication slot {slot:?} uses the output plugin {plugin:?}, not wal2json; drop it (SELECT pg_drop_replication_slot('{slot}')) or choose another source.slot")]
     WrongPlugin { slot: String, plugin: String },
+    #[error("the replication slot {slot:?} belongs to the database {database:?} on the source's server, not to the one source.url reaches, {here:?} (a slot belongs to one database); if another source captures {database:?} through it, give this config a source.slot of its own (two databases on one server need different slot names); if nothing uses it any more, drop it on the source's server (in any database): SELECT pg_drop_replication_slot('{slot}')")]
+    SlotOfAnotherDatabase {
+        slot: String,
+        database: String,
+        here: String,
+    },
     #[error("the replication slot {slot:?} is in use by another process (PID {pid}); stop that consumer (or another pgtrail) first, or choose another source.slot")]
     SlotInUse { slot: String, pid: i32 },
     #[error("no table in the source database matches capture.tables {patterns}; check the patterns (schema.table, case-sensitive) or create the tables first")]
@@ -214,12 +220,19 @@ pub struct SlotInfo {
     pub plugin: String,
     pub active_pid: Option<i32>,
     pub confirmed_flush: Option<Lsn>,
+    /// The database a logical slot belongs to when that is not the
+    /// connection's (a slot of the same name made for another database of
+    /// the server); `None` for the connection's own.
+    pub other_database: Option<String>,
 }
 
 pub async fn slot_info(client: &Client, slot: &SlotName) -> Result<Option<SlotInfo>, SourceError> {
     let row = client
         .query_opt(
-            "SELECT coalesce(plugin::text, ''), active_pid, confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+            "SELECT coalesce(plugin::text, ''), active_pid, confirmed_flush_lsn::text, \
+                    CASE WHEN datoid <> (SELECT oid FROM pg_database WHERE datname = current_database()) \
+                         THEN database::text END \
+             FROM pg_replication_slots WHERE slot_name = $1",
             &[&slot.as_str()],
         )
         .await?;
@@ -227,6 +240,7 @@ pub async fn slot_info(client: &Client, slot: &SlotName) -> Result<Option<SlotIn
         plugin: r.get(0),
         active_pid: r.get(1),
         confirmed_flush: r.get::<_, Option<String>>(2).and_then(|s| s.parse().ok()),
+        other_database: r.get(3),
     }))
 }
 

@@ -2,6 +2,13 @@
 //! (the web view alone): both run until SIGTERM or SIGINT, and SIGHUP reads
 //! the config file once and hands that one reading to every part. Each
 //! serves `/metrics`, `/healthz` and `/readyz` on `metrics.listen`.
+//!
+//! SIGHUP's default action ends a process, and a reload may be sent the
+//! moment a daemon starts, before it has read its arguments and its config.
+//! So `main` holds SIGHUP back first thing ([`HeldHangup`]), and for `run`
+//! and `web` lets it through only once their handlers ([`Signals`]) are in
+//! place: one sent meanwhile waits, and is a reload once the daemon runs.
+//! Every other command gets SIGHUP's default back as soon as it is known.
 
 use std::path::PathBuf;
 
@@ -12,10 +19,7 @@ use crate::health::{self, Role};
 use crate::{pipeline, store, web};
 
 /// `pgtrail run`: the capture daemon, and the web view on `web.listen`.
-pub async fn run(config: Config) -> Result<()> {
-    // Before anything that can take time: until the handlers are in place, SIGHUP's default
-    // action would kill the daemon (a reload sent right after start).
-    let signals = Signals::install();
+pub async fn run(config: Config, signals: Signals) -> Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (reload_tx, reload_rx) = reload_channel(&config);
     tokio::spawn(async move {
@@ -65,8 +69,7 @@ async fn mark_stopped(config: &Config) {
 }
 
 /// `pgtrail web`: only the web view, reading the store.
-pub async fn web(config: Config) -> Result<()> {
-    let signals = Signals::install();
+pub async fn web(config: Config, signals: Signals) -> Result<()> {
     // Fail now, with the reason, if the store is not there or not set up.
     drop(store::open(&config.store).await?);
     let pool = web::Pool::new(config.store.clone(), web::POOL_SIZE);
@@ -112,9 +115,44 @@ struct ReloadSender {
     path: PathBuf,
 }
 
+/// SIGHUP blocked in the calling thread, from [`HeldHangup::hold`], the
+/// first line of `main` (no other thread exists yet, and the runtime's
+/// threads inherit the block), to [`HeldHangup::release`]: one sent in
+/// between stays pending and is delivered at the release, to the handler
+/// in place then (the daemon's, or the default for other commands).
+/// Only the calling (main) thread is released: threads made before, such
+/// as the runtime's workers, keep SIGHUP blocked, which is harmless while
+/// the main thread waits in `block_on` and takes it. Children started with
+/// `std::process::Command` (and tokio's) get an empty mask before exec; a
+/// child started any other way would inherit the block.
+pub struct HeldHangup {
+    held: bool,
+}
+
+impl HeldHangup {
+    pub fn hold() -> Self {
+        HeldHangup {
+            held: hangup().thread_block().is_ok(),
+        }
+    }
+
+    pub fn release(self) {
+        if self.held {
+            // Fails only for an invalid set, which `hangup` is not.
+            let _ = hangup().thread_unblock();
+        }
+    }
+}
+
+fn hangup() -> nix::sys::signal::SigSet {
+    let mut set = nix::sys::signal::SigSet::empty();
+    set.add(nix::sys::signal::Signal::SIGHUP);
+    set
+}
+
 /// The handlers for SIGTERM, SIGINT and SIGHUP, installed when this is made
 /// (None when the OS refused one; then only Ctrl-C stops the process).
-struct Signals(Option<Handlers>);
+pub struct Signals(Option<Handlers>);
 
 struct Handlers {
     term: tokio::signal::unix::Signal,
@@ -123,7 +161,8 @@ struct Handlers {
 }
 
 impl Signals {
-    fn install() -> Self {
+    /// Must be called within the tokio runtime (`Runtime::enter`).
+    pub fn install() -> Self {
         use tokio::signal::unix::{signal, SignalKind};
         match (
             signal(SignalKind::terminate()),

@@ -5,7 +5,7 @@
 //! unbound is bound by the first daemon that reads it; `setup --rebind-source` moves the name to
 //! a replaced server, recorded as an event, after which the old server is the one refused. The
 //! move's gap says what moved: the server, or the database on the same server (restored there as
-//! a new database, with a new OID).
+//! a new database, with a new OID), whose old slot setup names, with the SQL that drops it.
 
 use std::time::Duration;
 
@@ -372,14 +372,44 @@ async fn a_database_restored_on_the_same_server_is_a_move_to_another_database() 
         ],
         Duration::from_secs(30),
     );
-    // The old database's slot is not the new one's: dropped first, as dropping that database takes.
+    // The old database's slot is not the new one's: setup says whose it is and how to drop it
+    // (as dropping that database takes too), before it changes anything.
+    let before = sources_snapshot(&store).await;
     m.trail
         .cli(&["setup", "--rebind-source"])
         .await
         .assert_clean_failure(
-            &["was not created in this database"],
+            &[
+                "the replication slot \"pgtrail\" on the source's server is still the old database's, \"app\"",
+                "cannot capture \"app_restored\"",
+                "SELECT pg_drop_replication_slot('pgtrail')",
+                "then run `pgtrail setup --rebind-source` again",
+            ],
             Duration::from_secs(30),
         );
+    // A config of another source on that database, with the same slot name, is told the same.
+    let mut other = m.trail.config.clone();
+    other.source_toml = "name = \"shop-restored\"\n".into();
+    let other = Pgtrail::new(other);
+    for args in [&["setup"][..], &["setup", "--dry-run"]] {
+        other.cli(args).await.assert_clean_failure(
+            &[
+                "the replication slot \"pgtrail\" belongs to the database \"app\"",
+                "not to the one source.url reaches, \"app_restored\"",
+                "give this config a source.slot of its own",
+                "SELECT pg_drop_replication_slot('pgtrail')",
+            ],
+            Duration::from_secs(30),
+        );
+    }
+    assert_eq!(sources_snapshot(&store).await, before);
+    let slots: Vec<String> = query_column(
+        &admin,
+        "SELECT database::text FROM pg_replication_slots",
+        &[],
+    )
+    .await;
+    assert_eq!(slots, ["app"]);
     admin
         .batch_execute("SELECT pg_drop_replication_slot('pgtrail')")
         .await

@@ -149,3 +149,83 @@ async fn sighup_keeps_the_running_source_name() {
     daemon.assert_running();
     daemon.terminate().await;
 }
+
+/// Regression: a SIGHUP sent while the daemon was still starting (reading its arguments and its
+/// config, before its handlers were in place) ended it, SIGHUP's default action. The config file
+/// is a FIFO here, so the daemon is certainly in the middle of reading it when the SIGHUP comes
+/// (no sleep decides that): it must live, and once running, take the SIGHUP as a reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sighup_while_the_daemon_reads_its_config_is_a_reload() {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+
+    let env = TestEnv::start().await;
+    env.source_with("CREATE TABLE t (id int PRIMARY KEY)").await;
+    env.setup().await;
+    let path = env.trail.config_path.clone();
+    let text = env.trail.config.to_toml();
+    std::fs::remove_file(&path).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(made.success(), "mkfifo {}", path.display());
+
+    let mut daemon = env.spawn();
+    // A writer's non-blocking open of a FIFO fails (ENXIO) until a reader has it open, so the
+    // first one that succeeds proves the daemon is inside its config's read; with this writer
+    // open, its read waits for the text.
+    let mut writer = None;
+    wait_until(
+        "the daemon to open its config",
+        Duration::from_secs(30),
+        || {
+            daemon.assert_running();
+            writer = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&path)
+                .ok();
+            let opened = writer.is_some();
+            async move { opened }
+        },
+    )
+    .await;
+    daemon.signal(libc::SIGHUP);
+    let mut writer = writer.expect("the FIFO's writer");
+    writer.write_all(text.as_bytes()).unwrap();
+    drop(writer);
+
+    wait_until(
+        "the daemon to take the SIGHUP as a reload",
+        Duration::from_secs(30),
+        || {
+            daemon.assert_running();
+            let reloading = daemon.log().contains("SIGHUP: reloading the config");
+            async move { reloading }
+        },
+    )
+    .await;
+    // The reload reads the FIFO again: this blocking open waits for it.
+    let reread = tokio::task::spawn_blocking(move || std::fs::write(&path, text));
+    tokio::time::timeout(Duration::from_secs(30), reread)
+        .await
+        .expect("the reload to read the config")
+        .unwrap()
+        .unwrap();
+    wait_until(
+        "the daemon to apply the reload",
+        Duration::from_secs(30),
+        || async { daemon.log().contains("config reloaded") },
+    )
+    .await;
+    // And it captures, then stops cleanly (exit 0, not a signal's death).
+    env.sync().await;
+    daemon.terminate().await;
+    assert_eq!(
+        daemon.log().matches("SIGHUP: reloading the config").count(),
+        1,
+        "{}",
+        daemon.log()
+    );
+}

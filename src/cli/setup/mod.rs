@@ -20,7 +20,7 @@ mod store;
 use crate::config::Config;
 use crate::pg::quote_literal;
 use crate::pg::Lsn;
-use crate::source::{self, CatalogTable, SourceError};
+use crate::source::{self, CatalogTable, SlotInfo, SourceError};
 
 const CONTEXT_SQL: &str = include_str!("../../../sql/source/context.sql");
 const DDL_SQL: &str = include_str!("../../../sql/source/ddl.sql");
@@ -129,6 +129,20 @@ pub async fn plan_setup(config: &Config) -> Result<Plan> {
 
     let slot = source::slot_info(&source, &config.slot).await?;
     match &slot {
+        // Said plainly, and first: the peek below would fail with the server's own words,
+        // and a slot of another plugin is told to be dropped, which must not happen to another
+        // database's slot without saying whose it is.
+        Some(SlotInfo {
+            other_database: Some(database),
+            ..
+        }) => {
+            return Err(SourceError::SlotOfAnotherDatabase {
+                slot: config.slot.to_string(),
+                database: database.clone(),
+                here: config.source.dbname().to_owned(),
+            }
+            .into())
+        }
         Some(info) if info.plugin != "wal2json" => {
             return Err(SourceError::WrongPlugin {
                 slot: config.slot.to_string(),
