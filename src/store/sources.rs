@@ -79,9 +79,12 @@ impl SourceId {
     }
 }
 
-/// SQL for an entry's source id over `pgtrail.entries` (see [`SourceId::of_entry`]).
-pub const ENTRY_SOURCE_SQL: &str =
-    "coalesce(source, CASE WHEN lsn IS NULL THEN 0::smallint ELSE 1::smallint END)";
+/// SQL for an entry's source id over `pgtrail.entries` or `pgtrail.entry_rows`:
+/// its column, NOT NULL since migration 16 gave the entries stored before
+/// sources had ids the one [`SourceId::of_entry`] reads them as. (Reading it
+/// from the LSN, as before, would make a count join every entry to its
+/// transaction for nothing.)
+pub const ENTRY_SOURCE_SQL: &str = "source";
 
 /// The id of the source named `name`, or NotSetUp when `setup` has not registered it.
 pub async fn lookup(client: &Client, name: &SourceName) -> Result<SourceId, StoreError> {

@@ -83,7 +83,7 @@ pub(super) async fn id_range<C: GenericClient>(
 ) -> Result<(i64, i64), WebError> {
     let bounds = client
         .query_one(
-            "SELECT coalesce(min(id), 0), coalesce(max(id), 0) + 1 FROM pgtrail.entries",
+            "SELECT coalesce(min(id), 0), coalesce(max(id), 0) + 1 FROM pgtrail.entry_rows",
             &[],
         )
         .await?;
@@ -232,12 +232,12 @@ async fn search_page(
         let (id, until) = if desc {
             (
                 hi,
-                "SELECT committed_at FROM pgtrail.entries WHERE id >= $1 ORDER BY id LIMIT 1",
+                "SELECT committed_at FROM pgtrail.entry_rows WHERE id >= $1 ORDER BY id LIMIT 1",
             )
         } else {
             (
                 lo - 1,
-                "SELECT committed_at FROM pgtrail.entries WHERE id < $1 ORDER BY id DESC LIMIT 1",
+                "SELECT committed_at FROM pgtrail.entry_rows WHERE id < $1 ORDER BY id DESC LIMIT 1",
             )
         };
         let bound = if desc { hi } else { lo };

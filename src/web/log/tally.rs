@@ -22,7 +22,7 @@ use super::slices::Slices;
 use super::windows::IdWindows;
 use crate::web::error::WebError;
 use crate::web::pool::Lane;
-use crate::web::query::{LogQuery, Resolved, Sql};
+use crate::web::query::{LogQuery, Resolved, Sql, ENTRIES_PROBED};
 use crate::web::AppState;
 
 /// How long the facets and the timeline may count. `PGTRAIL_WEB_FACETS_MS`
@@ -86,7 +86,7 @@ fn window_sql(
          FROM (SELECT action, schema_name, table_name, coalesce(actor, '') AS who, \
                context->>'source' AS src, \
                floor((extract(epoch FROM committed_at)::float8 - {o}) / {w})::bigint AS slice \
-               FROM pgtrail.entries WHERE true"
+               FROM {ENTRIES_PROBED} WHERE true"
     );
     q.filter.push_where(&mut sql, r, now);
     let (l, u) = (sql.param(lower), sql.param(upper));
@@ -131,7 +131,7 @@ async fn range(
         Some(t) => t,
         None => client
             .query_opt(
-                "SELECT committed_at FROM pgtrail.entries WHERE id >= $1 ORDER BY id LIMIT 1",
+                "SELECT committed_at FROM pgtrail.entry_rows WHERE id >= $1 ORDER BY id LIMIT 1",
                 &[&lower],
             )
             .await?
@@ -203,7 +203,7 @@ pub async fn tally(
         // Where the reading stopped, as a time people can read.
         let at = client
             .query_opt(
-                "SELECT committed_at FROM pgtrail.entries WHERE id >= $1 ORDER BY id LIMIT 1",
+                "SELECT committed_at FROM pgtrail.entry_rows WHERE id >= $1 ORDER BY id LIMIT 1",
                 &[&stopped_id],
             )
             .await;

@@ -41,10 +41,10 @@ use crate::web::error::WebError;
 /// through the index on `(schema_name, table_name, id)`, one probe per table
 /// however many entries each has.
 pub(super) const ALL_TABLES: &str = "WITH RECURSIVE t(schema_name, table_name) AS ( \
-       (SELECT schema_name, table_name FROM pgtrail.entries ORDER BY 1, 2 LIMIT 1) \
+       (SELECT schema_name, table_name FROM pgtrail.entry_rows ORDER BY 1, 2 LIMIT 1) \
      UNION ALL \
        SELECT n.schema_name, n.table_name FROM t, LATERAL ( \
-         SELECT schema_name, table_name FROM pgtrail.entries e \
+         SELECT schema_name, table_name FROM pgtrail.entry_rows e \
          WHERE (e.schema_name, e.table_name) > (t.schema_name, t.table_name) \
          ORDER BY 1, 2 LIMIT 1) n) ";
 
@@ -80,15 +80,15 @@ fn afresh_sql() -> String {
         "{ALL_TABLES}, {HEADS_AND_LEDGER}, \
          k AS MATERIALIZED (SELECT t.schema_name, t.table_name, h.source, p.id, p.key \
            FROM t CROSS JOIN heads h CROSS JOIN LATERAL ( \
-             SELECT e.id, e.primary_key::text AS key FROM pgtrail.entries e \
+             SELECT e.id, e.primary_key::text AS key FROM pgtrail.entry_rows e \
              WHERE e.schema_name = t.schema_name AND e.table_name = t.table_name \
                AND e.row_key IS NOT NULL AND e.source = h.source \
              ORDER BY e.id DESC LIMIT 1) p), \
-         top AS MATERIALIZED (SELECT coalesce(max(id), 0) AS top FROM pgtrail.entries), \
+         top AS MATERIALIZED (SELECT coalesce(max(id), 0) AS top FROM pgtrail.entry_rows), \
          marks AS MATERIALIZED (SELECT h.source, greatest( \
              coalesce((SELECT max(k.id) FROM k WHERE k.source = h.source), 0), \
              (SELECT top FROM top) - $1) AS mark FROM heads h), \
-         above AS (SELECT e.source, count(*) AS n FROM pgtrail.entries e \
+         above AS (SELECT e.source, count(*) AS n FROM pgtrail.entry_rows e \
            JOIN marks m ON m.source = e.source AND e.id > m.mark \
            WHERE e.id > (SELECT min(mark) FROM marks) AND e.id <= (SELECT top FROM top) \
            GROUP BY e.source) \
@@ -127,10 +127,10 @@ fn since_sql() -> String {
            WHERE h.hash <> k.hash OR h.entries <> k.entries), \
          lo AS (SELECT min(mark) AS lo FROM moved), \
          win AS MATERIALIZED (SELECT e.id, e.source, e.schema_name, e.table_name, e.row_key, e.primary_key \
-           FROM pgtrail.entries e JOIN moved m ON m.source = e.source AND e.id > m.mark \
+           FROM pgtrail.entry_rows e JOIN moved m ON m.source = e.source AND e.id > m.mark \
            WHERE e.id > (SELECT lo FROM lo) AND e.id <= (SELECT lo FROM lo) + $5 \
              AND (SELECT lo FROM lo) IS NOT NULL \
-             AND (SELECT lo FROM lo) >= (SELECT coalesce(max(id), 0) FROM pgtrail.entries) - $5) \
+             AND (SELECT lo FROM lo) >= (SELECT coalesce(max(id), 0) FROM pgtrail.entry_rows) - $5) \
          SELECT 'source'::text AS kind, h.source, h.name, h.hash, h.entries, NULL::bigint AS mark, \
                 coalesce(w.n, 0) AS n, w.top AS id, NULL::text AS schema_name, \
                 NULL::text AS table_name, NULL::text AS key \

@@ -141,7 +141,7 @@ pub async fn tables_with_keys(
     // Source 0 (pgtrail's events) has no keyed entries.
     let keys = format!(
         "SELECT t.schema_name, t.table_name, \
-           (SELECT primary_key::text FROM pgtrail.entries e \
+           (SELECT primary_key::text FROM pgtrail.entry_rows e \
             WHERE e.schema_name = t.schema_name AND e.table_name = t.table_name \
               AND row_key IS NOT NULL AND {ENTRY_SOURCE_SQL} = s.id \
             ORDER BY id DESC LIMIT 1) \

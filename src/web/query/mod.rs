@@ -62,4 +62,4 @@ pub use params::{
 pub use resolve::Resolved;
 pub use scope::Scope;
 pub use sql::Sql;
-pub use statement::{like_escape, PageSql, RARE_ACTIONS};
+pub use statement::{like_escape, PageSql, ENTRIES_PROBED, RARE_ACTIONS};
