@@ -25,7 +25,7 @@
 -- An entry and its transaction have the same commit time and source, so the
 -- join is within one partition of each (and one shard: docs/scaling.md).
 -- The writer gives a transaction its id from pgtrail.transactions_id_seq
--- (reserved in blocks: src/store/writer.rs) and writes both in one store
+-- (reserved in blocks: src/store/runs.rs) and writes both in one store
 -- transaction.
 --
 -- The hash chain does not change: an entry's hash covers its whole content,
@@ -123,6 +123,9 @@ FROM pgtrail_run_ids r JOIN pgtrail.entry_rows e ON e.id = r.first_id
 ORDER BY r.txn;
 SELECT setval('pgtrail.transactions_id_seq', greatest(n, 1), n > 0)
 FROM (SELECT count(*) AS n FROM pgtrail_run_ids) c;
+-- The indexes on what moves out go first: the UPDATE below would otherwise
+-- write a new entry into each of them for every row, just before they go.
+DROP INDEX IF EXISTS pgtrail.entries_xid, pgtrail.entries_actor, pgtrail.entries_client_addr;
 -- The one rewrite of the entries pgtrail ever makes, here and as the
 -- store's owner: the append-only trigger is off for this UPDATE only, inside
 -- this migration's transaction (nobody else sees it off).
@@ -148,11 +151,15 @@ BEGIN
 END
 $restored$;
 
--- What moved leaves the entry rows, with the indexes and checks on it
--- (entries_xid, entries_actor, entries_client_addr; the checks now hold on
--- pgtrail.transactions).
+-- What moved leaves the entry rows, with the checks on it: two now hold on
+-- pgtrail.transactions (a source's transactions have an xid and an LSN,
+-- pgtrail's own none), and the third, that only pgtrail's events lack a
+-- source transaction, becomes: only events are in source 0. (DROP COLUMN
+-- frees no space: the old rows keep those bytes until their partition is
+-- dropped.)
 ALTER TABLE pgtrail.entry_rows
-    DROP COLUMN xid, DROP COLUMN lsn, DROP COLUMN context, DROP COLUMN actor, DROP COLUMN client_addr;
+    DROP COLUMN xid, DROP COLUMN lsn, DROP COLUMN context, DROP COLUMN actor, DROP COLUMN client_addr,
+    ADD CONSTRAINT entry_rows_only_events_in_pgtrail CHECK (action = 'EVENT' OR source <> 0);
 ALTER TABLE pgtrail.entry_rows ALTER COLUMN txn SET NOT NULL;
 -- An entry's transaction: the view's join, and "every entry of this
 -- transaction" (the transaction page, the web view's actor and address

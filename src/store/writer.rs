@@ -318,7 +318,14 @@ impl StoreWriter {
         if self.last_commit.elapsed() >= COMMIT_INTERVAL {
             self.commit_if_whole().await?;
         }
-        if self.copy_buf.len() >= COPY_CHUNK_BYTES || self.side.over_bound() {
+        // The entries go first also when only the runs are over their bound:
+        // this store transaction then takes entry_rows' lock before
+        // transactions', the order drop_partition and record_event take
+        // them in, so the two never wait on each other in a circle.
+        if self.copy_buf.len() >= COPY_CHUNK_BYTES
+            || self.side.over_bound()
+            || self.runs.over_bound()
+        {
             self.holds_partial |= self.copy_buf.len() > self.whole_bytes;
             let all = self.copy_buf.len();
             self.send_copy(all).await?;
