@@ -337,3 +337,78 @@ async fn sigkill_mid_backlog_leaves_every_entry_its_transactions_row() {
     daemon.terminate().await;
     env.trail.cli(&["verify", "--json"]).await.assert_success();
 }
+
+/// An entry row whose transactions row is gone (deleted past the triggers, as a superuser could)
+/// drops out of the view: `verify` names each such entry and the cause, also at the end of a
+/// `--to` range, where the chain walk sees no entry after the gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_names_entry_rows_left_without_their_transaction() {
+    let (env, src, mut daemon) =
+        TestEnv::capturing("CREATE TABLE k (id int PRIMARY KEY, v int)").await;
+    // Three source transactions (separate statements: one batch would be one transaction).
+    for sql in [
+        "INSERT INTO k VALUES (1, 1)",
+        "INSERT INTO k VALUES (2, 2), (3, 3)",
+        "INSERT INTO k VALUES (4, 4)",
+    ] {
+        src.batch_execute(sql).await.unwrap();
+    }
+    env.sync().await;
+    daemon.terminate().await;
+    let store = env.store().await;
+    let ids: Vec<i64> = store
+        .query(
+            "SELECT id FROM pgtrail.entries WHERE table_name = 'k' \
+             AND (after->>'id')::int IN (2, 3) ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ids.len(), 2, "the second transaction's two entries");
+    let txn: i64 = query_value(
+        &store,
+        "SELECT txn FROM pgtrail.entry_rows WHERE id = $1",
+        &[&ids[0]],
+    )
+    .await;
+    env.trail.cli(&["verify", "--json"]).await.assert_success();
+    crate::verify::past_the_triggers_of(
+        &store,
+        &["pgtrail.transactions"],
+        &format!("DELETE FROM pgtrail.transactions WHERE id = {txn}"),
+    )
+    .await;
+
+    let named = |args: &[&str]| {
+        let env = &env;
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = env.trail.cli(&args).await;
+            assert_eq!(out.status.code(), Some(1), "verify must fail:\n{out}");
+            let report: serde_json::Value = serde_json::from_str(&out.stdout)
+                .unwrap_or_else(|e| panic!("verify --json printed no JSON ({e}):\n{out}"));
+            report["breaks"]
+                .as_array()
+                .unwrap_or_else(|| panic!("no breaks:\n{out}"))
+                .iter()
+                .filter(|b| {
+                    b["problem"]
+                        .as_str()
+                        .is_some_and(|p| p.contains("no row in pgtrail.transactions"))
+                })
+                .map(|b| b["id"].as_i64().unwrap_or(-1))
+                .collect::<Vec<i64>>()
+        }
+    };
+    assert_eq!(named(&["verify", "--json"]).await, ids);
+    let to = ids[0].to_string();
+    assert_eq!(
+        named(&["verify", "--json", "--to", &to]).await,
+        vec![ids[0]],
+        "the last entry of a --to range"
+    );
+}
