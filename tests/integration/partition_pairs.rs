@@ -23,7 +23,13 @@ const PATIENCE: Duration = Duration::from_secs(90);
 
 /// Captures 50 inserts into `t` and returns the store (its session in UTC), the current pair, and
 /// every entry's (id, hash) so far.
-async fn captured() -> (TestEnv, tokio_postgres::Client, Daemon, Pair, Vec<(i64, Vec<u8>)>) {
+async fn captured() -> (
+    TestEnv,
+    tokio_postgres::Client,
+    Daemon,
+    Pair,
+    Vec<(i64, Vec<u8>)>,
+) {
     let (env, src, daemon) = TestEnv::capturing("CREATE TABLE t (id int PRIMARY KEY, v int)").await;
     src.batch_execute("INSERT INTO t SELECT g, g FROM generate_series(1, 50) g")
         .await
@@ -60,9 +66,24 @@ async fn stored_since(store: &tokio_postgres::Client, from: i64) -> Vec<(i64, Ve
     .await
 }
 
-/// The refusal `ensure_partition` gives for the pair with `gone` (a partition and its parent)
-/// detached or dropped and `kept` still attached: (message, hint).
-fn refusal(pair: &Pair, gone: (&str, &str), kept: (&str, &str), dropped: bool) -> (String, String) {
+/// Which of a pair the DBA took away.
+#[derive(Clone, Copy)]
+enum Half {
+    /// `entries_p…`, of pgtrail.entry_rows.
+    Rows,
+    /// `transactions_p…`, of pgtrail.transactions.
+    Txns,
+}
+
+/// The refusal `ensure_partition` gives for the pair with `gone` detached (or `dropped`) and the
+/// other half still attached: (message, hint).
+fn refusal(pair: &Pair, gone: Half, dropped: bool) -> (String, String) {
+    let rows = (pair.rows.as_str(), "entry_rows");
+    let txns = (pair.txns.as_str(), "transactions");
+    let (gone, kept) = match gone {
+        Half::Rows => (rows, txns),
+        Half::Txns => (txns, rows),
+    };
     let (from, to) = (&pair.from, &pair.to);
     let message = format!(
         "pgtrail.ensure_partition: partition pgtrail.{} was {} from pgtrail.{} past pgtrail, but \
@@ -117,14 +138,20 @@ async fn refused(daemon: &mut Daemon, store: &tokio_postgres::Client, want: &(St
     );
     assert!(!log.contains("would overlap partition"), "{log}");
     // An error of the store's partitions, never of the data: nothing is quarantined.
-    assert_eq!(query_count(store, "SELECT count(*) FROM pgtrail.quarantine").await, 0);
+    assert_eq!(
+        query_count(store, "SELECT count(*) FROM pgtrail.quarantine").await,
+        0
+    );
     let err = store
         .query_one("SELECT pgtrail.ensure_partition(now())", &[])
         .await
         .expect_err("ensure_partition refuses the range");
     let db = err.as_db_error().expect("a server error");
     assert_eq!(db.code().code(), "55000");
-    assert_eq!((db.message(), db.hint()), (want.0.as_str(), Some(want.1.as_str())));
+    assert_eq!(
+        (db.message(), db.hint()),
+        (want.0.as_str(), Some(want.1.as_str()))
+    );
 }
 
 /// The statement the hint gives after `lead` (up to and with its `;`), as the DBA runs it.
@@ -160,70 +187,80 @@ async fn nothing_made(store: &tokio_postgres::Client, pair: &Pair) {
     assert_eq!(others, 0, "a new pair was made");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_entries_partition_detached_by_hand_is_refused_until_attached_again() {
-    let (env, store, mut daemon, pair, stored) = captured().await;
-    let rows_before = query_count(&store, &format!("SELECT count(*) FROM pgtrail.{}", pair.rows)).await;
-    let txns_before = query_count(&store, &format!("SELECT count(*) FROM pgtrail.{}", pair.txns)).await;
-    store
-        .batch_execute(&format!(
-            "ALTER TABLE pgtrail.entry_rows DETACH PARTITION pgtrail.{}",
-            pair.rows
-        ))
-        .await
-        .unwrap();
-    let src = env.source().await;
-    src.batch_execute(
-        "INSERT INTO t SELECT g, g FROM generate_series(51, 80) g; UPDATE t SET v = -v WHERE id <= 5",
-    )
-    .await
-    .unwrap();
-    let want = refusal(
-        &pair,
-        (&pair.rows, "entry_rows"),
-        (&pair.txns, "transactions"),
-        false,
-    );
-    refused(&mut daemon, &store, &want).await;
-    nothing_made(&store, &pair).await;
-    // Nothing stored is lost: both tables hold what they held.
-    for (table, before) in [(&pair.rows, rows_before), (&pair.txns, txns_before)] {
-        let now = query_count(&store, &format!("SELECT count(*) FROM pgtrail.{table}")).await;
-        assert_eq!(now, before, "pgtrail.{table}");
-    }
+/// The DBA's `sql` splits the pair, then the source makes `changes` to `t`: capture refuses the
+/// range with `want` and makes nothing for it.
+async fn split(
+    env: &TestEnv,
+    store: &tokio_postgres::Client,
+    daemon: &mut Daemon,
+    (pair, sql): (&Pair, &str),
+    changes: &str,
+    want: &(String, String),
+) {
+    store.batch_execute(sql).await.unwrap();
+    env.source().await.batch_execute(changes).await.unwrap();
+    refused(daemon, store, want).await;
+    nothing_made(store, pair).await;
+}
 
-    // The DBA runs the hint's first statement; capture goes on, and stores the backlog once.
+/// The DBA runs the hint's ATTACH: capture goes on and stores the backlog once (`t` then has
+/// `counts` in all), every entry stored before is there as it was, and the store verifies.
+async fn attached_again(
+    env: &TestEnv,
+    store: &tokio_postgres::Client,
+    mut daemon: Daemon,
+    (want, stored): (&(String, String), &[(i64, Vec<u8>)]),
+    counts: Counts,
+) {
     let attach = advice(&want.1, "attach it again: ");
     store.batch_execute(&attach).await.unwrap();
     env.sync().await;
-    assert_counts(&store, "public", "t", Counts::new(80, 5, 0, 0)).await;
-    assert_eq!(stored_since(&store, 0).await[..stored.len()], stored[..]);
     daemon.terminate().await;
+    assert_counts(store, "public", "t", counts).await;
+    assert_eq!(stored_since(store, 0).await[..stored.len()], stored[..]);
     env.trail.cli(&["verify"]).await.assert_success();
+}
+
+/// Rows in pgtrail.`table` (a partition, attached or not).
+async fn rows_in(store: &tokio_postgres::Client, table: &str) -> i64 {
+    query_count(store, &format!("SELECT count(*) FROM pgtrail.{table}")).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entries_partition_detached_by_hand_is_refused_until_attached_again() {
+    let (env, store, mut daemon, pair, stored) = captured().await;
+    let before = (
+        rows_in(&store, &pair.rows).await,
+        rows_in(&store, &pair.txns).await,
+    );
+    let want = refusal(&pair, Half::Rows, false);
+    let detach = format!(
+        "ALTER TABLE pgtrail.entry_rows DETACH PARTITION pgtrail.{}",
+        pair.rows
+    );
+    let changes = "INSERT INTO t SELECT g, g FROM generate_series(51, 80) g; UPDATE t SET v = -v WHERE id <= 5";
+    split(&env, &store, &mut daemon, (&pair, &detach), changes, &want).await;
+    // Nothing stored is lost: both tables hold what they held.
+    let now = (
+        rows_in(&store, &pair.rows).await,
+        rows_in(&store, &pair.txns).await,
+    );
+    assert_eq!(now, before);
+    let counts = Counts::new(80, 5, 0, 0);
+    attached_again(&env, &store, daemon, (&want, &stored), counts).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transactions_partition_detached_by_hand_is_refused_until_attached_again() {
     let (env, store, mut daemon, pair, stored) = captured().await;
-    store
-        .batch_execute(&format!(
-            "ALTER TABLE pgtrail.transactions DETACH PARTITION pgtrail.{}",
-            pair.txns
-        ))
-        .await
-        .unwrap();
-    let src = env.source().await;
-    src.batch_execute("INSERT INTO t SELECT g, g FROM generate_series(51, 80) g")
-        .await
-        .unwrap();
-    let want = refusal(
-        &pair,
-        (&pair.txns, "transactions"),
-        (&pair.rows, "entry_rows"),
-        false,
+    let want = refusal(&pair, Half::Txns, false);
+    let detach = format!(
+        "ALTER TABLE pgtrail.transactions DETACH PARTITION pgtrail.{}",
+        pair.txns
     );
-    refused(&mut daemon, &store, &want).await;
-    nothing_made(&store, &pair).await;
+    let changes =
+        "INSERT INTO t SELECT g, g FROM generate_series(51, 80) g; DELETE FROM t WHERE id = 50";
+    split(&env, &store, &mut daemon, (&pair, &detach), changes, &want).await;
     // Meanwhile the view cannot join the range's entries to their transactions; the detached
     // table still has every one.
     let orphans = query_count(
@@ -236,43 +273,31 @@ async fn a_transactions_partition_detached_by_hand_is_refused_until_attached_aga
     )
     .await;
     assert_eq!(orphans, 0);
-
-    let attach = advice(&want.1, "attach it again: ");
-    store.batch_execute(&attach).await.unwrap();
-    env.sync().await;
-    assert_counts(&store, "public", "t", Counts::new(80, 0, 0, 0)).await;
-    assert_eq!(stored_since(&store, 0).await[..stored.len()], stored[..]);
-    daemon.terminate().await;
-    env.trail.cli(&["verify"]).await.assert_success();
+    let counts = Counts::new(80, 0, 1, 0);
+    attached_again(&env, &store, daemon, (&want, &stored), counts).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_entries_partition_dropped_by_hand_leaves_the_store_once_its_pair_is_detached() {
     let (env, store, mut daemon, pair, stored) = captured().await;
-    let txns_before = query_count(&store, &format!("SELECT count(*) FROM pgtrail.{}", pair.txns)).await;
-    store
-        .batch_execute(&format!("DROP TABLE pgtrail.{}", pair.rows))
-        .await
-        .unwrap();
-    let src = env.source().await;
-    src.batch_execute("INSERT INTO t SELECT g, g FROM generate_series(51, 80) g")
-        .await
-        .unwrap();
-    let want = refusal(
-        &pair,
-        (&pair.rows, "entry_rows"),
-        (&pair.txns, "transactions"),
-        true,
-    );
-    refused(&mut daemon, &store, &want).await;
-    nothing_made(&store, &pair).await;
+    let txns_before = rows_in(&store, &pair.txns).await;
+    let want = refusal(&pair, Half::Rows, true);
+    let drop = format!("DROP TABLE pgtrail.{}", pair.rows);
+    let changes = "INSERT INTO t SELECT g, g FROM generate_series(51, 80) g";
+    split(&env, &store, &mut daemon, (&pair, &drop), changes, &want).await;
 
     // The DBA takes the range out: its transactions stay in their table, the ledger marks the
     // pair gone, and the backlog goes to a new pair, each change once.
-    let detach = advice(&want.1, "detach the other too (its rows stay in its table): ");
+    let detach = advice(
+        &want.1,
+        "detach the other too (its rows stay in its table): ",
+    );
     assert_eq!(
         detach,
-        format!("ALTER TABLE pgtrail.transactions DETACH PARTITION pgtrail.{};", pair.txns)
+        format!(
+            "ALTER TABLE pgtrail.transactions DETACH PARTITION pgtrail.{};",
+            pair.txns
+        )
     );
     store.batch_execute(&detach).await.unwrap();
     let last = stored.last().expect("entries were stored").0;
@@ -286,8 +311,11 @@ async fn an_entries_partition_dropped_by_hand_leaves_the_store_once_its_pair_is_
     )
     .await;
     assert_eq!(inserted, (51..=80).collect::<Vec<i64>>());
-    let kept = query_count(&store, &format!("SELECT count(*) FROM pgtrail.{}", pair.txns)).await;
-    assert_eq!(kept, txns_before, "the detached transactions partition keeps its rows");
+    assert_eq!(
+        rows_in(&store, &pair.txns).await,
+        txns_before,
+        "the detached transactions partition keeps its rows"
+    );
     let gone: bool = query_value(
         &store,
         "SELECT dropped_at IS NOT NULL FROM pgtrail.partitions WHERE name = $1",
@@ -295,12 +323,12 @@ async fn an_entries_partition_dropped_by_hand_leaves_the_store_once_its_pair_is_
     )
     .await;
     assert!(gone, "the ledger marks the pair gone");
-    let holder: String = query_value(
+    let holders: Vec<String> = query_column(
         &store,
         "SELECT DISTINCT tableoid::regclass::text FROM pgtrail.entries WHERE id > $1",
         &[&last],
     )
     .await;
-    assert_eq!(holder, format!("pgtrail.{}_2", pair.rows));
+    assert_eq!(holders, [format!("pgtrail.{}_2", pair.rows)]);
     assert!(!daemon.log().contains("would overlap partition"));
 }
