@@ -216,7 +216,10 @@ SET default_table_access_method = 'heap'
 SET lock_timeout = '5s' AS $$
 DECLARE
     found text;
-    part record;
+    part_from timestamptz;
+    part_to timestamptz;
+    rows_on boolean;
+    txns_on boolean;
     gone text[];
     kept text[];
     how text;
@@ -256,33 +259,33 @@ BEGIN
     SELECT p.name, p.from_at, p.to_at,
            EXISTS (SELECT FROM pg_inherits i
                WHERE i.inhrelid = to_regclass(format('pgtrail.%I', p.name))
-                 AND i.inhparent = 'pgtrail.entry_rows'::regclass) AS rows_on,
+                 AND i.inhparent = 'pgtrail.entry_rows'::regclass),
            EXISTS (SELECT FROM pg_inherits i
                WHERE i.inhrelid = to_regclass(format('pgtrail.%I', pgtrail.transactions_partition(p.name)))
-                 AND i.inhparent = 'pgtrail.transactions'::regclass) AS txns_on
-        INTO part FROM pgtrail.partitions p
+                 AND i.inhparent = 'pgtrail.transactions'::regclass)
+        INTO found, part_from, part_to, rows_on, txns_on FROM pgtrail.partitions p
         WHERE p.dropped_at IS NULL AND p.from_at <= p_at AND p_at < p.to_at;
-    IF FOUND AND part.rows_on AND part.txns_on THEN
-        RETURN part.name;
-    ELSIF FOUND THEN
+    IF found IS NOT NULL AND rows_on AND txns_on THEN
+        RETURN found;
+    ELSIF found IS NOT NULL THEN
         -- One of the pair is gone, the other attached: {table, parent} of each.
-        gone := CASE WHEN part.rows_on THEN ARRAY[pgtrail.transactions_partition(part.name), 'transactions']
-                     ELSE ARRAY[part.name, 'entry_rows'] END;
-        kept := CASE WHEN part.rows_on THEN ARRAY[part.name, 'entry_rows']
-                     ELSE ARRAY[pgtrail.transactions_partition(part.name), 'transactions'] END;
+        gone := CASE WHEN rows_on THEN ARRAY[pgtrail.transactions_partition(found), 'transactions']
+                     ELSE ARRAY[found, 'entry_rows'] END;
+        kept := CASE WHEN rows_on THEN ARRAY[found, 'entry_rows']
+                     ELSE ARRAY[pgtrail.transactions_partition(found), 'transactions'] END;
         IF to_regclass(format('pgtrail.%I', gone[1])) IS NOT NULL THEN
             how := format('Nothing is lost: pgtrail.%I still holds its rows. To keep the range in the store, '
                 'attach it again: ALTER TABLE pgtrail.%I ATTACH PARTITION pgtrail.%I FOR VALUES FROM (%L) TO (%L); ',
-                gone[1], gone[2], gone[1], part.from_at, part.to_at);
+                gone[1], gone[2], gone[1], part_from, part_to);
         ELSE
             how := format('Its rows are in no table of the store any more. If a backup holds pgtrail.%I, '
                 'restore it and attach it again: ALTER TABLE pgtrail.%I ATTACH PARTITION pgtrail.%I FOR VALUES FROM (%L) TO (%L); ',
-                gone[1], gone[2], gone[1], part.from_at, part.to_at);
+                gone[1], gone[2], gone[1], part_from, part_to);
         END IF;
         RAISE EXCEPTION 'pgtrail.ensure_partition: partition pgtrail.% was % pgtrail.% past pgtrail, but pgtrail.%, its pair of the same range [%, %), is still attached to pgtrail.%: no entry committed in that range can be stored until both are attached or both detached',
             gone[1],
             CASE WHEN to_regclass(format('pgtrail.%I', gone[1])) IS NULL THEN 'dropped from' ELSE 'detached from' END,
-            gone[2], kept[1], part.from_at, part.to_at, kept[2]
+            gone[2], kept[1], part_from, part_to, kept[2]
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = how || format('to take the range out of the store instead, detach the other too '
                       '(its rows stay in its table): ALTER TABLE pgtrail.%I DETACH PARTITION pgtrail.%I; '
