@@ -208,6 +208,11 @@ CREATE TRIGGER entries_insert INSTEAD OF INSERT ON pgtrail.entries
 -- ensure_partition, restated whole (0016's): the same period, names, locks
 -- and ledger, for entry_rows, and with each partition its transactions
 -- partition, made and attached the same way in the same transaction.
+-- A partition is live when both are attached. Both gone (detached or
+-- dropped past pgtrail) frees the range, as 0016 did; one gone and the
+-- other attached is refused with what to run: the range cannot take a new
+-- pair (the one still attached overlaps it), and pgtrail neither detaches
+-- nor attaches audit data on its own (docs/security.md, "Append-only").
 CREATE OR REPLACE FUNCTION pgtrail.ensure_partition(p_at timestamptz) RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -218,6 +223,13 @@ SET default_table_access_method = 'heap'
 SET lock_timeout = '5s' AS $$
 DECLARE
     found text;
+    part_from timestamptz;
+    part_to timestamptz;
+    rows_on boolean;
+    txns_on boolean;
+    gone text[];
+    kept text[];
+    how text;
     period text;
     v_from timestamptz;
     v_to timestamptz;
@@ -233,22 +245,59 @@ BEGIN
     SELECT p.name INTO found FROM pgtrail.partitions p
         JOIN pg_inherits i ON i.inhrelid = to_regclass(format('pgtrail.%I', p.name))
                           AND i.inhparent = 'pgtrail.entry_rows'::regclass
+        JOIN pg_inherits t ON t.inhrelid = to_regclass(format('pgtrail.%I', pgtrail.transactions_partition(p.name)))
+                          AND t.inhparent = 'pgtrail.transactions'::regclass
         WHERE p.dropped_at IS NULL AND p.from_at <= p_at AND p_at < p.to_at;
     IF found IS NOT NULL THEN
         RETURN found;
     END IF;
     PERFORM pg_advisory_xact_lock(7420502);
-    -- A partition the ledger holds but pgtrail.entry_rows no longer has was
+    -- A partition the ledger holds but neither table has any more was
     -- detached or dropped past pgtrail (no drop_event says why): the ledger
     -- says so, and its range is free to be made again.
     UPDATE pgtrail.partitions p SET dropped_at = now()
-        WHERE p.dropped_at IS NULL AND NOT EXISTS (SELECT FROM pg_inherits i
-            WHERE i.inhrelid = to_regclass(format('pgtrail.%I', p.name))
-              AND i.inhparent = 'pgtrail.entry_rows'::regclass);
-    SELECT name INTO found FROM pgtrail.partitions
-        WHERE dropped_at IS NULL AND from_at <= p_at AND p_at < to_at;
-    IF found IS NOT NULL THEN
+        WHERE p.dropped_at IS NULL
+          AND NOT EXISTS (SELECT FROM pg_inherits i
+              WHERE i.inhrelid = to_regclass(format('pgtrail.%I', p.name))
+                AND i.inhparent = 'pgtrail.entry_rows'::regclass)
+          AND NOT EXISTS (SELECT FROM pg_inherits i
+              WHERE i.inhrelid = to_regclass(format('pgtrail.%I', pgtrail.transactions_partition(p.name)))
+                AND i.inhparent = 'pgtrail.transactions'::regclass);
+    SELECT p.name, p.from_at, p.to_at,
+           EXISTS (SELECT FROM pg_inherits i
+               WHERE i.inhrelid = to_regclass(format('pgtrail.%I', p.name))
+                 AND i.inhparent = 'pgtrail.entry_rows'::regclass),
+           EXISTS (SELECT FROM pg_inherits i
+               WHERE i.inhrelid = to_regclass(format('pgtrail.%I', pgtrail.transactions_partition(p.name)))
+                 AND i.inhparent = 'pgtrail.transactions'::regclass)
+        INTO found, part_from, part_to, rows_on, txns_on FROM pgtrail.partitions p
+        WHERE p.dropped_at IS NULL AND p.from_at <= p_at AND p_at < p.to_at;
+    IF found IS NOT NULL AND rows_on AND txns_on THEN
         RETURN found;
+    ELSIF found IS NOT NULL THEN
+        -- One of the pair is gone, the other attached: {table, parent} of each.
+        gone := CASE WHEN rows_on THEN ARRAY[pgtrail.transactions_partition(found), 'transactions']
+                     ELSE ARRAY[found, 'entry_rows'] END;
+        kept := CASE WHEN rows_on THEN ARRAY[found, 'entry_rows']
+                     ELSE ARRAY[pgtrail.transactions_partition(found), 'transactions'] END;
+        IF to_regclass(format('pgtrail.%I', gone[1])) IS NOT NULL THEN
+            how := format('Nothing is lost: pgtrail.%I still holds its rows. To keep the range in the store, '
+                'attach it again: ALTER TABLE pgtrail.%I ATTACH PARTITION pgtrail.%I FOR VALUES FROM (%L) TO (%L); ',
+                gone[1], gone[2], gone[1], part_from, part_to);
+        ELSE
+            how := format('Its rows are in no table of the store any more. If a backup holds pgtrail.%I, '
+                'restore it and attach it again: ALTER TABLE pgtrail.%I ATTACH PARTITION pgtrail.%I FOR VALUES FROM (%L) TO (%L); ',
+                gone[1], gone[2], gone[1], part_from, part_to);
+        END IF;
+        RAISE EXCEPTION 'pgtrail.ensure_partition: partition pgtrail.% was % pgtrail.% past pgtrail, but pgtrail.%, its pair of the same range [%, %), is still attached to pgtrail.%: no entry committed in that range can be stored until both are attached or both detached',
+            gone[1],
+            CASE WHEN to_regclass(format('pgtrail.%I', gone[1])) IS NULL THEN 'dropped from' ELSE 'detached from' END,
+            gone[2], kept[1], part_from, part_to, kept[2]
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = how || format('to take the range out of the store instead, detach the other too '
+                      '(its rows stay in its table): ALTER TABLE pgtrail.%I DETACH PARTITION pgtrail.%I; '
+                      'pgtrail then makes a new pair for the range. Capture goes on by itself after either.',
+                      kept[2], kept[1]);
     END IF;
     SELECT s.partition INTO period FROM pgtrail.settings s;
     period := coalesce(period, 'month');

@@ -1,4 +1,6 @@
-//! Time partitions of `pgtrail.entries` (`sql/store/0016_partitioned.sql`):
+//! Time partitions of `pgtrail.entries` (`sql/store/0016_partitioned.sql`;
+//! since 0023 a partition of `pgtrail.entry_rows` and its pair of
+//! `pgtrail.transactions`):
 //! the period a store is partitioned by, the ledger of partitions made, and
 //! the keeper that makes them ahead of time.
 //!
@@ -111,7 +113,10 @@ pub struct Ranges {
 
 impl Ranges {
     /// The ranges the ledger holds now, of partitions attached to
-    /// `pgtrail.entries` (one detached past pgtrail is made again).
+    /// `pgtrail.entry_rows` whose transactions partition is attached to
+    /// `pgtrail.transactions` too. For any other range the writer calls
+    /// `ensure_partition`, which makes a pair detached past pgtrail again,
+    /// or says what to run when only one of a pair was.
     pub async fn load(client: &Client) -> Result<Ranges, StoreError> {
         let rows = client
             .query(
@@ -120,6 +125,9 @@ impl Ranges {
                  FROM pgtrail.partitions p \
                  JOIN pg_inherits i ON i.inhrelid = to_regclass(format('pgtrail.%I', p.name)) \
                                    AND i.inhparent = 'pgtrail.entry_rows'::regclass \
+                 JOIN pg_inherits t \
+                   ON t.inhrelid = to_regclass(format('pgtrail.%I', pgtrail.transactions_partition(p.name))) \
+                  AND t.inhparent = 'pgtrail.transactions'::regclass \
                  WHERE p.dropped_at IS NULL ORDER BY p.from_at",
                 &[],
             )

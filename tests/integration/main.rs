@@ -44,6 +44,7 @@ mod metrics_web;
 mod migrate;
 mod notify;
 mod package;
+mod partition_pairs;
 mod partitions;
 mod quarantine;
 mod reload;
