@@ -66,6 +66,9 @@ async fn stored_since(store: &tokio_postgres::Client, from: i64) -> Vec<(i64, Ve
     .await
 }
 
+/// `ensure_partition`'s refusal: (message, hint).
+type Refusal = (String, String);
+
 /// Which of a pair the DBA took away.
 #[derive(Clone, Copy)]
 enum Half {
@@ -209,7 +212,7 @@ async fn attached_again(
     env: &TestEnv,
     store: &tokio_postgres::Client,
     mut daemon: Daemon,
-    (want, stored): (&(String, String), &[(i64, Vec<u8>)]),
+    (want, stored): (&Refusal, &[(i64, Vec<u8>)]),
     counts: Counts,
 ) {
     let attach = advice(&want.1, "attach it again: ");
