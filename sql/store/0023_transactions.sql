@@ -39,9 +39,9 @@
 -- Existing entries are split here, in this migration's transaction: each
 -- run of old rows (same commit time, source, xid, LSN and context; an event
 -- alone) gets a transactions row, ids in the order of its first entry, and
--- its rows the id. That rewrites every entry once (about two minutes for
--- 5,000,000 entries on two cores: docs/operations.md), in memory bounded
--- by work_mem (sorts spill to disk), and all or nothing.
+-- its rows the id. That rewrites every entry once (10 minutes and tens of
+-- GB of WAL for 5,000,000 entries on two cores: docs/operations.md), in
+-- memory bounded by work_mem (sorts spill to disk), and all or nothing.
 
 -- The entry rows: the table as it was, renamed.
 ALTER TABLE pgtrail.entries RENAME TO entry_rows;
