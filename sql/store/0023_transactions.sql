@@ -154,12 +154,12 @@ $restored$;
 -- What moved leaves the entry rows, with the checks on it: two now hold on
 -- pgtrail.transactions (a source's transactions have an xid and an LSN,
 -- pgtrail's own none), and the third, that only pgtrail's events lack a
--- source transaction, becomes: only events are in source 0. (DROP COLUMN
+-- source transaction, becomes, under its name: only events are in source 0. (DROP COLUMN
 -- frees no space: the old rows keep those bytes until their partition is
 -- dropped.)
 ALTER TABLE pgtrail.entry_rows
     DROP COLUMN xid, DROP COLUMN lsn, DROP COLUMN context, DROP COLUMN actor, DROP COLUMN client_addr,
-    ADD CONSTRAINT entry_rows_only_events_in_pgtrail CHECK (action = 'EVENT' OR source <> 0);
+    ADD CONSTRAINT entries_only_events_lack_txn CHECK (action = 'EVENT' OR source <> 0);
 ALTER TABLE pgtrail.entry_rows ALTER COLUMN txn SET NOT NULL;
 -- An entry's transaction: the view's join, and "every entry of this
 -- transaction" (the transaction page, the web view's actor and address

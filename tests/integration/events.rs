@@ -105,7 +105,8 @@ async fn own_events_are_entries_between_row_changes() {
         (
             "INSERT INTO pgtrail.entries (committed_at, xid, lsn, schema_name, table_name, action, context, source) \
              VALUES (now(), 7, NULL, 'pgtrail', 'user', 'EVENT', '{}', 0)",
-            "entries_txn_whole",
+            // On the transaction's row since migration 23.
+            "transactions_whole",
         ),
     ] {
         let err = store.batch_execute(sql).await.expect_err(sql);
