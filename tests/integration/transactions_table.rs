@@ -356,17 +356,12 @@ async fn verify_names_entry_rows_left_without_their_transaction() {
     env.sync().await;
     daemon.terminate().await;
     let store = env.store().await;
-    let ids: Vec<i64> = store
-        .query(
-            "SELECT id FROM pgtrail.entries WHERE table_name = 'k' \
-             AND (after->>'id')::int IN (2, 3) ORDER BY id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let ids = query_ids(
+        &store,
+        "SELECT id FROM pgtrail.entries WHERE table_name = 'k' \
+         AND (after->>'id')::int IN (2, 3) ORDER BY id",
+    )
+    .await;
     assert_eq!(ids.len(), 2, "the second transaction's two entries");
     let txn: i64 = query_value(
         &store,
