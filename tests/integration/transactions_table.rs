@@ -369,6 +369,7 @@ async fn verify_names_entry_rows_left_without_their_transaction() {
         &[&ids[0]],
     )
     .await;
+    assert_store_matches_source(&src, &store, "public", "k").await;
     env.trail.cli(&["verify", "--json"]).await.assert_success();
     crate::verify::past_the_triggers_of(
         &store,

@@ -40,7 +40,8 @@ pub(super) async fn check(
         .await?;
     futures_util::pin_mut!(rows);
     while let Some(row) = rows.try_next().await? {
-        let (id, txn, source): (i64, i64, i16) = (row.get(0), row.get(1), row.get(2));
+        let (id, txn, source): (i64, i64, i16) =
+            (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
         let chain = scope
             .chains
             .get(&SourceId(source))
